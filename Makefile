@@ -1,0 +1,56 @@
+# Agentry — one install, one test command. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_SYSTEM_CERTS ?= 1
+export CLOUDSDK_CORE_DISABLE_PROMPTS ?= 1
+export CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK ?= 1
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: .venv/.installed ## Install Python dependencies from the lock file into .venv (uses uv)
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	uv sync --frozen --all-extras --python python3.11
+	@touch $@
+
+.PHONY: provision
+provision: ## Build/cached Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, helm)
+	bash hack/provision-kube.sh
+
+.PHONY: dev
+dev: install ## Bring the platform up locally (Firestore emulator, control plane, CRDs, operator, API)
+	$(PY) -m agentry_devenv.cli up
+
+.PHONY: lint
+lint: install ## ruff + mypy --strict
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+.PHONY: test
+test: install ## All test tiers: lint, unit, integration, e2e (starts every server it needs)
+	$(MAKE) lint
+	$(PYTEST) -m unit -q
+	$(PYTEST) -m integration -q
+	$(PYTEST) -m e2e -q
+
+.PHONY: test-unit
+test-unit: install ## Unit tier only (no servers)
+	$(PYTEST) -m unit -q
+
+.PHONY: test-integration
+test-integration: install ## Integration tier only (Firestore emulator, kube-apiserver + controller-manager)
+	$(PYTEST) -m integration -q
+
+.PHONY: bench
+bench: install ## Benchmarks (print figures and ratios)
+	$(PY) -m bench
+
+.PHONY: crd-docs
+crd-docs: install ## Regenerate docs/crd-reference.md from manifests/crds
+	$(PY) -m agentry_devenv.crddoc > docs/crd-reference.md

@@ -1,0 +1,170 @@
+"""Benchmarks on the local control plane. Prints figures and ratios to a baseline of the same run.
+
+    python -m bench [--jobs N] [--executions N] [--concurrency C]
+
+1. Bare-client ceiling: seconds for a plain async client to create N Jobs (N/s).
+2. Operator: N Executions created at once -> seconds until N Jobs exist, as a ratio to (1);
+   and the operator's peak RSS while it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.codecs import from_dict
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Namespace
+
+from agentry_devenv.kube import REPO, ControlPlane
+from agentry_devenv.procs import Proc, free_port
+from agentry_operator import kube as _registers_crd_resources  # noqa: F401
+
+
+def _job(ns: str, i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"bare-{i}", "namespace": ns},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
+        },
+    }
+
+
+async def _create_all(config: KubeConfig, manifests: list[dict[str, Any]], concurrency: int) -> float:
+    client = AsyncClient(config, field_manager="bench")
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(m: dict[str, Any]) -> None:
+        async with sem:
+            await client.create(from_dict(m))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(m) for m in manifests))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    return elapsed
+
+
+def _namespace(client: Client, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    client.create(Namespace.from_dict({"metadata": {"name": name}}))  # type: ignore[call-overload]
+    return name
+
+
+def _count_jobs(client: Client, ns: str) -> int:
+    return sum(1 for _ in client.list(Job, namespace=ns, chunk_size=500))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--executions", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="agentry-bench-"))
+    plane = ControlPlane(work / "kube").start()
+    try:
+        config = KubeConfig.from_file(plane.kubeconfig)
+        client = Client(config, field_manager="bench")
+        plane.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd/executions.agentry.dev")
+
+        ns = _namespace(client, "bare")
+        bare = asyncio.run(_create_all(config, [_job(ns, i) for i in range(args.jobs)], args.concurrency))
+        print(
+            f"bare-client ceiling: {args.jobs} Jobs in {bare:.2f} s = {args.jobs / bare:.0f} Jobs/s "
+            f"(concurrency {args.concurrency})"
+        )
+
+        health = free_port()
+        operator = Proc(
+            "agentry-operator",
+            [
+                sys.executable,
+                "-m",
+                "agentry_operator.main",
+                "--all-namespaces",
+                f"--liveness=http://127.0.0.1:{health}/healthz",
+            ],
+            work / "operator.log",
+            env={
+                "KUBECONFIG": str(plane.kubeconfig),
+                "AGENTRY_METRICS_PORT": "0",
+                "AGENTRY_WEBHOOK_ENABLED": "false",
+            },
+        ).start()
+        operator.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60, "healthy")
+        ns = _namespace(client, "op")
+        client.create(
+            from_dict(
+                {
+                    "apiVersion": "agentry.dev/v1alpha1",
+                    "kind": "Agent",
+                    "metadata": {"name": "bench", "namespace": ns},
+                    "spec": {
+                        "instructions": "x",
+                        "model": {"name": "m"},
+                        "historyLimits": {"succeeded": 1000, "failed": 1000},
+                    },
+                }
+            )
+        )
+        peak = [0]
+        stop = threading.Event()
+        ps = psutil.Process(operator.pid)
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], ps.memory_info().rss)
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+        executions = [
+            {
+                "apiVersion": "agentry.dev/v1alpha1",
+                "kind": "Execution",
+                "metadata": {"name": f"ex-{i}", "namespace": ns},
+                "spec": {"agentRef": {"name": "bench"}},
+            }
+            for i in range(args.executions)
+        ]
+        t0 = time.perf_counter()
+        asyncio.run(_create_all(config, executions, args.concurrency))
+        created = time.perf_counter() - t0
+        while _count_jobs(client, ns) < args.executions:
+            time.sleep(0.25)
+            if time.perf_counter() - t0 > 1800:
+                raise SystemExit("operator did not create all Jobs within 30 min")
+        total = time.perf_counter() - t0
+        stop.set()
+        idle_rss = ps.memory_info().rss
+        operator.stop()
+        ceiling = bare * args.executions / args.jobs
+        print(
+            f"operator: {args.executions} Executions created in {created:.2f} s; "
+            f"{args.executions} Jobs exist after {total:.2f} s"
+        )
+        print(f"ratio to bare-client ceiling: {total / ceiling:.2f}x (target <= 1.5x)")
+        print(
+            f"operator peak RSS: {peak[0] / 2**20:.0f} MiB (target <= 200 MiB); "
+            f"after run {idle_rss / 2**20:.0f} MiB"
+        )
+    finally:
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Names that every component must agree on: API group, labels, annotations, finalizers."""
+
+from typing import Final
+
+GROUP: Final = "agentry.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+AGENT_KIND: Final = "Agent"
+AGENT_PLURAL: Final = "agents"
+EXECUTION_KIND: Final = "Execution"
+EXECUTION_PLURAL: Final = "executions"
+
+# Labels put on every child object so `kubectl get jobs -l agentry.dev/agent=x` works.
+LABEL_AGENT: Final = f"{GROUP}/agent"
+LABEL_EXECUTION: Final = f"{GROUP}/execution"
+LABEL_TRIGGER: Final = f"{GROUP}/trigger"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "agentry-operator"
+
+ANNOTATION_CORRELATION_ID: Final = f"{GROUP}/correlation-id"
+# Full Execution name on Jobs and Pods (label values are cut at 63 characters).
+ANNOTATION_EXECUTION: Final = f"{GROUP}/execution"
+# The operator's own finalizer and kopf progress-annotation prefix.
+FINALIZER: Final = f"operator.{GROUP}/finalizer"
+KOPF_ANNOTATION_PREFIX: Final = f"operator.{GROUP}"
+
+# Contract between the operator and the workspace runtime (see workspace_image/README.md).
+WORKSPACE_CONFIG_DIR: Final = "/etc/agentry"
+AGENT_FILE: Final = "agent.json"
+INPUT_FILE: Final = "input.txt"
+RESULT_FILE: Final = "/dev/termination-log"
+WORKSPACE_DIR: Final = "/workspace"
+ENV_CORRELATION_ID: Final = "AGENTRY_CORRELATION_ID"
+ENV_EXECUTION: Final = "AGENTRY_EXECUTION"
+ENV_AGENT: Final = "AGENTRY_AGENT"
+ENV_NAMESPACE: Final = "AGENTRY_NAMESPACE"
+ENV_DEADLINE: Final = "AGENTRY_DEADLINE_SECONDS"

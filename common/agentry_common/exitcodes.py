@@ -1,0 +1,52 @@
+"""Exit codes of the workspace runtime: the contract between the runtime and the operator.
+
+Each stop reason has its own code so the operator can explain a run without reading its logs, and so
+the Job's podFailurePolicy can tell retryable failures from final ones.
+"""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    COMPLETED = 0
+    INTERNAL_ERROR = 1
+    CONFIG_ERROR = 2
+    MAX_TURNS = 10
+    MAX_TOKENS = 11
+    MAX_COST = 12
+    DEADLINE = 13
+    PROVIDERS_FAILED = 20
+    APPROVAL_REQUIRED = 30
+
+
+# Retrying cannot change these outcomes: the Job fails at once instead of using its backoffLimit.
+FINAL = frozenset(
+    {
+        ExitCode.CONFIG_ERROR,
+        ExitCode.MAX_TURNS,
+        ExitCode.MAX_TOKENS,
+        ExitCode.MAX_COST,
+        ExitCode.DEADLINE,
+        ExitCode.PROVIDERS_FAILED,
+        ExitCode.APPROVAL_REQUIRED,
+    }
+)
+
+# Reason (CamelCase, for Execution status) and a sentence for people, per exit code.
+REASONS: dict[int, tuple[str, str]] = {
+    ExitCode.COMPLETED: ("Completed", "the agent finished its task"),
+    ExitCode.INTERNAL_ERROR: ("RuntimeError", "the agent runtime crashed; see the run's logs"),
+    ExitCode.CONFIG_ERROR: (
+        "ConfigurationError",
+        "the run is misconfigured (e.g. LLM_REQUIRED: no provider key)",
+    ),
+    ExitCode.MAX_TURNS: ("MaxTurnsReached", "the agent used all of spec.budget.maxTurns"),
+    ExitCode.MAX_TOKENS: ("MaxTokensReached", "the agent used all of spec.budget.maxTokensPerRun"),
+    ExitCode.MAX_COST: ("MaxCostReached", "the agent reached spec.budget.maxCostPerRunUSD"),
+    ExitCode.DEADLINE: ("DeadlineExceeded", "the agent ran out of spec.timeoutSeconds"),
+    ExitCode.PROVIDERS_FAILED: (
+        "ProvidersFailed",
+        "every LLM provider failed after retries and fallbacks",
+    ),
+    ExitCode.APPROVAL_REQUIRED: ("ApprovalRequired", "a risky action waits for a human decision"),
+}

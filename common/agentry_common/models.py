@@ -1,0 +1,291 @@
+"""Pydantic models of the Agent and Execution custom resources (agentry.dev/v1alpha1).
+
+The CRD YAML in manifests/crds/ is the API server's contract; these models are the Python view of the
+same schema, used by the operator, the API and the workspace runtime. A unit test walks both and fails
+if a field exists in one and not in the other.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+
+class CRModel(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python; unknown fields are an error."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it appears in a Kubernetes manifest (camelCase, no unset defaults)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+USD = Annotated[str, Field(pattern=r"^\d{1,6}(\.\d{1,6})?$")]
+
+
+def usd(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+class Provider(StrEnum):
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+
+
+class Tool(StrEnum):
+    SHELL = "shell"
+    PYTHON = "python"
+    FILES = "files"
+    HTTP = "http"
+
+
+class Risk(StrEnum):
+    GREEN = "GREEN"
+    YELLOW = "YELLOW"
+    RED = "RED"
+
+
+class Runtime(StrEnum):
+    AGENTRY = "agentry"
+    CLAUDE_CODE = "claude-code"
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class ScheduleBackend(StrEnum):
+    CRONJOB = "CronJob"
+    CLOUD_SCHEDULER = "CloudScheduler"
+
+
+class Trigger(StrEnum):
+    MANUAL = "Manual"
+    SCHEDULE = "Schedule"
+    API = "API"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    WAITING_APPROVAL = "WaitingApproval"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    SKIPPED = "Skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.SKIPPED})
+
+
+class ModelRef(CRModel):
+    provider: Provider = Provider.ANTHROPIC
+    name: str = Field(min_length=1, max_length=128)
+    base_url: str | None = Field(default=None, alias="baseURL", max_length=512)
+
+
+class ModelSpec(ModelRef):
+    fallbacks: list[ModelRef] = Field(default_factory=list, max_length=5)
+
+
+class ScheduleSpec(CRModel):
+    cron: str = Field(min_length=1, max_length=128)
+    time_zone: str = Field(default="UTC", max_length=64)
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    starting_deadline_seconds: int | None = Field(default=None, ge=1, le=86400)
+    suspend: bool = False
+    backend: ScheduleBackend = ScheduleBackend.CRONJOB
+    input: str | None = Field(default=None, max_length=65536)
+
+
+class BudgetSpec(CRModel):
+    max_turns: int = Field(default=30, ge=1, le=1000)
+    max_tokens_per_run: int | None = Field(default=None, ge=1000, le=100_000_000)
+    max_cost_per_run_usd: USD | None = Field(default=None, alias="maxCostPerRunUSD")
+
+
+class HttpSpec(CRModel):
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ApprovalSpec(CRModel):
+    required_for: list[Risk] = Field(default_factory=lambda: [Risk.RED])
+    red_tools: list[Tool] = Field(default_factory=list)
+    timeout_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
+
+class SecretKeyRef(CRModel):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class SecretSpec(CRModel):
+    env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)
+    secret_key_ref: SecretKeyRef | None = None
+    secret_manager: str | None = Field(
+        default=None, pattern=r"^projects/[^/]+/secrets/[^/]+(/versions/[^/]+)?$"
+    )
+
+
+class ResourceSpec(CRModel):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class HistoryLimits(CRModel):
+    succeeded: int = Field(default=10, ge=0, le=1000)
+    failed: int = Field(default=5, ge=0, le=1000)
+
+
+class AgentSpec(CRModel):
+    description: str = Field(default="", max_length=1024)
+    instructions: str = Field(min_length=1, max_length=65536)
+    runtime: Runtime = Runtime.AGENTRY
+    model: ModelSpec
+    tools: list[Tool] = Field(default_factory=list)
+    http: HttpSpec = Field(default_factory=HttpSpec)
+    schedule: ScheduleSpec | None = None
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    timeout_seconds: int = Field(default=1800, ge=10, le=86400)
+    retries: int = Field(default=0, ge=0, le=10)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    secrets: list[SecretSpec] = Field(default_factory=list, max_length=32)
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[Tool]) -> list[Tool]:
+        if len(set(tools)) != len(tools):
+            raise ValueError("tools must not repeat")
+        return tools
+
+
+class AgentRef(CRModel):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class ApprovalDecision(CRModel):
+    id: str = Field(max_length=128)
+    approved: bool
+    decided_by: str | None = Field(default=None, max_length=253)
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class ExecutionSpec(CRModel):
+    agent_ref: AgentRef
+    input: str | None = Field(default=None, max_length=65536)
+    trigger: Trigger = Trigger.MANUAL
+    correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    scheduled_time: str | None = None
+    cancel: bool = False
+    approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=100)
+
+
+class Condition(CRModel):
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Usage(CRModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: USD = Field(default="0", alias="costUSD")
+    model: str | None = None
+    turns: int | None = None
+
+
+class Result(CRModel):
+    summary: str = ""
+    truncated: bool = False
+    stop_reason: str | None = None
+
+
+class PendingApproval(CRModel):
+    id: str
+    tool: str | None = None
+    summary: str | None = None
+    risk: str | None = None
+    requested_at: str | None = None
+    expires_at: str | None = None
+
+
+class ExecutionStatus(CRModel):
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    correlation_id: str | None = None
+    job_name: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration: str | None = None
+    attempts: int | None = None
+    result: Result | None = None
+    usage: Usage | None = None
+    approval: PendingApproval | None = None
+
+
+class LastExecution(CRModel):
+    name: str
+    phase: Phase | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class Totals(CRModel):
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: USD = Field(default="0", alias="costUSD")
+
+
+class Archived(CRModel):
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    missed_runs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: USD = Field(default="0", alias="costUSD")
+    names: list[str] = Field(default_factory=list)
+
+
+class AgentStatus(CRModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    last_execution: LastExecution | None = None
+    last_schedule_time: str | None = None
+    next_run_time: str | None = None
+    missed_runs: int | None = None
+    totals: Totals | None = None
+    archived: Archived | None = None
+    schedule_ref: str | None = None
+
+
+_SECRETISH = re.compile(r"(sk-ant-[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9]{32,}|AIza[0-9A-Za-z_-]{35})")
+
+
+def looks_like_secret(text: str) -> bool:
+    """True if text contains something shaped like a provider API key (kept out of specs)."""
+    return bool(_SECRETISH.search(text))

@@ -1,0 +1,106 @@
+"""Google's Firestore emulator, started from the installed Google Cloud CLI.
+
+Running the emulator jar with Java directly starts in about a second, against two with
+`gcloud emulators firestore start`, and leaves no orphaned java child when stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .procs import Proc, ServerError, free_port, require_free_port
+
+JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+
+
+def sdk_root() -> Path:
+    env = os.environ.get("CLOUDSDK_ROOT_DIR")
+    if env:
+        return Path(env)
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise ServerError(
+            "the Google Cloud CLI (gcloud) is not installed; the Firestore emulator ships with it. "
+            "Install google-cloud-cli and its cloud-firestore-emulator component."
+        )
+    # gcloud is usually a symlink into <sdk>/bin; asking gcloud itself costs a second.
+    candidate = Path(gcloud).resolve().parent.parent
+    if (candidate / JAR).exists():
+        return candidate
+    out = subprocess.run(
+        [gcloud, "info", "--format=value(installation.sdk_root)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+    )
+    return Path(out.stdout.strip())
+
+
+@dataclass
+class FirestoreEmulator:
+    workdir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    proc: Proc | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self, timeout: float = 60) -> FirestoreEmulator:
+        jar = sdk_root() / JAR
+        if not jar.exists():
+            raise ServerError(
+                f"Firestore emulator jar not found at {jar}: install the Google Cloud CLI component "
+                "cloud-firestore-emulator (apt: google-cloud-cli-firestore-emulator)."
+            )
+        java = shutil.which("java")
+        if java is None:
+            raise ServerError("java is not installed; the Firestore emulator needs a JRE (11+).")
+        if self.port:
+            require_free_port(self.port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT")
+        else:
+            self.port = free_port()
+        self.proc = Proc(
+            "firestore-emulator",
+            [
+                java,
+                "-Xms64m",
+                "-cp",
+                str(jar),
+                MAIN,
+                "start",
+                f"--host={self.host}",
+                f"--port={self.port}",
+            ],
+            self.workdir / "firestore.log",
+        ).start()
+        self.proc.wait_ready(self._answers, timeout, "answering")
+        return self
+
+    def _answers(self) -> bool:
+        return httpx.get(self.url + "/", timeout=1).text.strip() == "Ok"
+
+    def wipe(self, project: str) -> None:
+        """Delete every document of a project (about 0.2 s)."""
+        url = f"{self.url}/emulator/v1/projects/{project}/databases/(default)/documents"
+        httpx.delete(url, timeout=30).raise_for_status()
+
+    def env(self) -> dict[str, str]:
+        return {"FIRESTORE_EMULATOR_HOST": self.address}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()

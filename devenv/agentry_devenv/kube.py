@@ -1,0 +1,257 @@
+"""A real local Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager.
+
+The envtest idea in Python. Binaries come from KUBEBUILDER_ASSETS when it points at them, otherwise
+from hack/provision-kube.sh, which builds them from the Go module proxy once and caches them by version.
+The controller-manager runs the real controllers (Job, CronJob, garbage collector, namespace,
+service account), so Jobs get Pods and owners' children are collected. There is no kubelet: Pods stay
+Pending unless a test writes their status as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from agentry_common.pki import LocalPKI
+
+from .procs import Proc, ServerError, free_port, require_free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PROVISION = REPO / "hack" / "provision-kube.sh"
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def provision(components: tuple[str, ...] = (*CONTROL_PLANE, "helm")) -> Path:
+    """Directory holding the binaries: KUBEBUILDER_ASSETS if complete, else build/cached ones."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        missing = [c for c in components if not (Path(assets) / c).exists()]
+        if not missing:
+            return Path(assets)
+        print(
+            f"[agentry] KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}; provisioning those",
+            file=sys.stderr,
+        )
+    if shutil.which("go") is None:
+        raise ServerError(
+            "no Kubernetes binaries: set KUBEBUILDER_ASSETS to a directory with "
+            f"{', '.join(components)}, or install Go so hack/provision-kube.sh can build them."
+        )
+    # Progress goes straight to the terminal (stderr); the last stdout line is the directory.
+    result = subprocess.run(
+        ["bash", str(PROVISION), *components], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ServerError(f"hack/provision-kube.sh failed with exit code {result.returncode}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    assets: Path | None = None
+    apiserver_port: int = 0
+    advertise_address: str = "127.0.0.1"
+    procs: list[Proc] = field(default_factory=list, repr=False)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    def start(self, timeout: float = 120) -> ControlPlane:
+        assets = self.assets or provision()
+        self.assets = assets
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pki = LocalPKI(self.workdir / "pki")
+        if self.apiserver_port:
+            require_free_port(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
+        else:
+            self.apiserver_port = free_port()
+        serving = pki.issue(
+            f"apiserver-{self.apiserver_port}",
+            "kube-apiserver",
+            dns=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ips=("127.0.0.1", "10.96.0.1", self.advertise_address),
+            server=True,
+        )
+        admin = pki.issue("admin", "agentry-admin", org="system:masters", client=True)
+        kcm = pki.issue("kcm", "system:kube-controller-manager", client=True)
+        sa_key = pki.service_account_key()
+        self._write_kubeconfig(self.kubeconfig, pki.ca.cert, admin.cert, admin.key)
+        kcm_kubeconfig = self.workdir / "kcm.kubeconfig"
+        self._write_kubeconfig(kcm_kubeconfig, pki.ca.cert, kcm.cert, kcm.key)
+
+        etcd_port, etcd_peer = free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd = Proc(
+            "etcd",
+            [
+                str(assets / "etcd"),
+                "--name=agentry",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=agentry=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+            self.workdir / "etcd.log",
+        ).start()
+        self.procs.append(etcd)
+        etcd.wait_ready(lambda: httpx.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy")
+
+        apiserver = Proc(
+            "kube-apiserver",
+            [
+                str(assets / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.apiserver_port}",
+                f"--advertise-address={self.advertise_address}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=PodSecurity",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--max-requests-inflight=1000",
+                "--max-mutating-requests-inflight=500",
+                "--v=1",
+            ],
+            self.workdir / "kube-apiserver.log",
+        ).start()
+        self.procs.append(apiserver)
+        apiserver.wait_ready(self._ready, timeout, "ready (/readyz)")
+
+        controller_manager = Proc(
+            "kube-controller-manager",
+            [
+                str(assets / "kube-controller-manager"),
+                f"--kubeconfig={kcm_kubeconfig}",
+                f"--authentication-kubeconfig={kcm_kubeconfig}",
+                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={sa_key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--concurrent-job-syncs=10",
+                "--v=1",
+            ],
+            self.workdir / "kube-controller-manager.log",
+        ).start()
+        self.procs.append(controller_manager)
+        # The service-account controller creating `default` proves the controller-manager works.
+        controller_manager.wait_ready(
+            lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default").is_success,
+            timeout,
+            "running controllers (default ServiceAccount created)",
+        )
+        return self
+
+    def _client(self) -> httpx.Client:
+        pki = self.workdir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return httpx.Client(base_url=self.server, verify=ctx, timeout=5)
+
+    def _get(self, path: str) -> httpx.Response:
+        with self._client() as c:
+            return c.get(path)
+
+    def _ready(self) -> bool:
+        return self._get("/readyz").is_success
+
+    def _write_kubeconfig(self, path: Path, ca: Path, cert: Path, key: Path) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "agentry",
+                    "cluster": {"server": self.server, "certificate-authority-data": _b64(ca)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "agentry",
+                    "user": {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)},
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "agentry",
+                    "context": {"cluster": "agentry", "user": "agentry", "namespace": "default"},
+                }
+            ],
+            "current-context": "agentry",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def env(self) -> dict[str, str]:
+        assert self.assets is not None
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.assets}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+    def wait_gone(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while any(p.alive() for p in self.procs) and time.monotonic() < deadline:
+            time.sleep(0.1)

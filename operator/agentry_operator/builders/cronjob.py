@@ -1,0 +1,100 @@
+"""Pure builder of the CronJob that carries an Agent's schedule (backend: CronJob).
+
+The CronJob's pod does one thing: create an Execution with trigger Schedule. Every run, scheduled or
+not, is then the same object with the same lifecycle; concurrencyPolicy is enforced on Executions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentry_common import constants as c
+from agentry_common.models import ScheduleSpec
+from agentry_common.naming import cronjob_name
+
+from ..config import OperatorConfig
+from .job import RUNTIME_UID, owner_reference
+
+
+def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    meta = agent["metadata"]
+    schedule = ScheduleSpec.model_validate(agent["spec"]["schedule"])
+    labels = {
+        c.LABEL_AGENT: meta["name"][:63],
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_COMPONENT: "schedule",
+    }
+    pod = {
+        "restartPolicy": "OnFailure",
+        "serviceAccountName": config.tick_service_account,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "tick",
+                "image": config.tick_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "command": ["python", "-m", "agentry_operator.tick"],
+                "env": [
+                    {"name": c.ENV_AGENT, "value": meta["name"]},
+                    {
+                        "name": c.ENV_NAMESPACE,
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                    },
+                    # The CronJob controller names its Jobs <cronjob>-<scheduled minute since epoch>.
+                    {
+                        "name": "AGENTRY_TICK_JOB",
+                        "valueFrom": {
+                            "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+                        },
+                    },
+                ],
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "64Mi"},
+                    "limits": {"memory": "128Mi"},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                },
+            }
+        ],
+    }
+    spec: dict[str, Any] = {
+        "schedule": agent["spec"]["schedule"]["cron"],
+        "timeZone": schedule.time_zone,
+        "suspend": schedule.suspend,
+        # The tick pod finishes in seconds; overlap is decided per Execution, not here.
+        "concurrencyPolicy": "Allow",
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 1,
+        "jobTemplate": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "backoffLimit": 3,
+                "activeDeadlineSeconds": 300,
+                "ttlSecondsAfterFinished": 600,
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+    }
+    if schedule.starting_deadline_seconds is not None:
+        spec["startingDeadlineSeconds"] = schedule.starting_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": cronjob_name(meta["name"], meta["uid"]),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(agent)],
+        },
+        "spec": spec,
+    }

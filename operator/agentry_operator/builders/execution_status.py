@@ -1,0 +1,280 @@
+"""Derive an Execution's status from its Job and Pods. Pure: the reason a person reads comes from here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentry_common.exitcodes import REASONS, ExitCode
+from agentry_common.models import Phase
+
+from ..conditions import set_condition
+
+# Waiting reasons of a container that will not fix themselves: the run fails at once.
+IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}
+
+
+@dataclass
+class Observed:
+    """The outcome of one look at a Job and its Pods."""
+
+    phase: Phase
+    reason: str
+    message: str
+    start_time: str | None = None
+    completion_time: str | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    stop_job: bool = False  # the Job cannot succeed any more: delete it so no pod lingers
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def format_duration(start: str | None, end: str | None) -> str | None:
+    a, b = _parse_time(start), _parse_time(end)
+    if a is None or b is None:
+        return None
+    seconds = max(0, int((b - a).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    status = (obj or {}).get("status") or {}
+    return {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+
+
+def _latest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not pods:
+        return None
+    return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
+
+
+def parse_report(message: str | None) -> dict[str, Any] | None:
+    """The runtime's result JSON from a termination message (None if it is not one)."""
+    if not message:
+        return None
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _usage(report: dict[str, Any]) -> dict[str, Any] | None:
+    usage = report.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    inp, out = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+    result: dict[str, Any] = {
+        "inputTokens": inp,
+        "outputTokens": out,
+        "totalTokens": inp + out,
+        "costUSD": str(usage.get("costUSD", "0")),
+    }
+    for key in ("model", "turns"):
+        if usage.get(key) is not None:
+            result[key] = usage[key]
+    return result
+
+
+def _result(report: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "summary": str(report.get("summary", ""))[:4096],
+        "truncated": bool(report.get("truncated", False)),
+    }
+    if report.get("stopReason"):
+        result["stopReason"] = str(report["stopReason"])
+    return result
+
+
+def _exit(pod: dict[str, Any] | None) -> tuple[int | None, dict[str, Any] | None]:
+    if pod is None:
+        return None, None
+    terminated = (_container(pod).get("state") or {}).get("terminated")
+    if not terminated:
+        terminated = (_container(pod).get("lastState") or {}).get("terminated")
+    if not terminated:
+        return None, None
+    return terminated.get("exitCode"), parse_report(terminated.get("message"))
+
+
+def _explain_exit(code: int | None) -> tuple[str, str]:
+    if code is None:
+        return "PodFailed", "the run's pod failed"
+    if code in REASONS:
+        reason, text = REASONS[code]
+        return reason, f"{text} (exit code {code})"
+    if code == 137:
+        return (
+            "OOMKilled",
+            "the run was killed (exit code 137): out of memory? raise resources.limits.memory",
+        )
+    return "PodFailed", f"the run's pod exited with code {code}"
+
+
+def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
+    """What the Job and its Pods say about the run."""
+    if job is None:
+        return Observed(Phase.PENDING, "JobPending", "the Job is being created")
+    status = job.get("status") or {}
+    conds = _conditions(job)
+    pod = _latest(pods)
+    attempts = max(
+        len(pods),
+        int(status.get("failed", 0)) + int(status.get("succeeded", 0)) + int(status.get("active", 0)),
+    )
+    code, report = _exit(pod)
+    base: dict[str, Any] = {
+        "start_time": status.get("startTime"),
+        "attempts": attempts,
+        "result": _result(report) if report else None,
+        "usage": _usage(report) if report else None,
+    }
+
+    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        end = status.get("completionTime") or conds.get("Complete", {}).get("lastTransitionTime")
+        return Observed(
+            Phase.SUCCEEDED, "Completed", "the agent finished its task", completion_time=end, **base
+        )
+
+    failed = conds.get("Failed") or conds.get("FailureTarget")
+    if failed:
+        end = failed.get("lastTransitionTime")
+        if code == ExitCode.APPROVAL_REQUIRED and report and report.get("approval"):
+            approval = report["approval"]
+            return Observed(
+                Phase.WAITING_APPROVAL,
+                "ApprovalRequired",
+                f"waiting for a decision on {approval.get('tool', 'an action')}: "
+                f"{approval.get('summary', '')}".strip(),
+                approval=approval,
+                **base,
+            )
+        job_reason = failed.get("reason", "")
+        if job_reason == "DeadlineExceeded":
+            return Observed(
+                Phase.FAILED,
+                "DeadlineExceeded",
+                f"the run exceeded spec.timeoutSeconds "
+                f"({job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
+                completion_time=end,
+                **base,
+            )
+        reason, text = _explain_exit(code)
+        if job_reason == "BackoffLimitExceeded":
+            text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
+        return Observed(Phase.FAILED, reason, text, completion_time=end, **base)
+
+    if pod is not None:
+        pod_status = pod.get("status") or {}
+        waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_ERRORS:
+            return Observed(
+                Phase.FAILED,
+                "ImagePullFailed",
+                f"the workspace image cannot be pulled ({waiting['reason']}): "
+                f"{waiting.get('message', '')}".strip(),
+                completion_time=None,
+                stop_job=True,
+                **base,
+            )
+        if waiting.get("reason") in CONFIG_ERRORS:
+            return Observed(
+                Phase.FAILED,
+                "ContainerConfigError",
+                f"the run cannot start: {waiting.get('message', waiting['reason'])}",
+                stop_job=True,
+                **base,
+            )
+        if pod_status.get("reason") == "Evicted":
+            return Observed(
+                Phase.RUNNING,
+                "Evicted",
+                f"the pod was evicted ({pod_status.get('message', '')}); a new pod is started",
+                **base,
+            )
+        for cond in pod_status.get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                return Observed(
+                    Phase.PENDING,
+                    "Unschedulable",
+                    f"no node can run the pod yet: {cond.get('message', '')}",
+                    **base,
+                )
+        if pod_status.get("phase") == "Running":
+            return Observed(Phase.RUNNING, "Running", "the agent is running", **base)
+        return Observed(Phase.PENDING, "PodPending", "the run's pod is waiting to start", **base)
+    return Observed(Phase.PENDING, "JobCreated", "the Job was created; waiting for its pod", **base)
+
+
+def status_patch(current: dict[str, Any], seen: Observed, generation: int | None, now: str) -> dict[str, Any]:
+    """The status fields to write for an observation (conditions via the one helper)."""
+    conds = current.get("conditions") or []
+    started = seen.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED) or seen.attempts > 0
+    conds = set_condition(
+        conds,
+        "Started",
+        started,
+        "PodStarted" if started else seen.reason,
+        "" if started else seen.message,
+        generation,
+        now,
+    )
+    if seen.phase.terminal:
+        conds = set_condition(
+            conds,
+            "Succeeded",
+            seen.phase == Phase.SUCCEEDED,
+            seen.reason,
+            seen.message,
+            generation,
+            now,
+        )
+    else:
+        conds = set_condition(conds, "Succeeded", None, seen.reason, seen.message, generation, now)
+    patch: dict[str, Any] = {
+        "phase": seen.phase.value,
+        "reason": seen.reason,
+        "message": seen.message,
+        "conditions": conds,
+        "observedGeneration": generation,
+        "attempts": seen.attempts,
+    }
+    start = seen.start_time or current.get("startTime")
+    if start:
+        patch["startTime"] = start
+    if seen.phase.terminal:
+        end = seen.completion_time or current.get("completionTime") or now
+        patch["completionTime"] = end
+        patch["duration"] = format_duration(start, end)
+    if seen.result is not None:
+        patch["result"] = seen.result
+    if seen.usage is not None:
+        patch["usage"] = seen.usage
+    patch["approval"] = seen.approval
+    return patch

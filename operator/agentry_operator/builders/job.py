@@ -1,0 +1,205 @@
+"""Pure builders of an Execution's ConfigMap and Job. No API calls; unit-tested without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentry_common import constants as c
+from agentry_common.exitcodes import FINAL
+from agentry_common.models import AgentSpec
+from agentry_common.naming import job_name
+
+from ..config import OperatorConfig
+
+CONTAINER = "agent"
+RUNTIME_UID = 10001
+
+
+def owner_reference(body: dict[str, Any], controller: bool = True) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion", c.API_VERSION),
+        "kind": body.get("kind", c.EXECUTION_KIND),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(agent_name: str, execution_name: str, trigger: str) -> dict[str, str]:
+    return {
+        c.LABEL_AGENT: agent_name[:63],
+        c.LABEL_EXECUTION: execution_name[:63],
+        c.LABEL_TRIGGER: trigger,
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+    }
+
+
+def build_configmap(execution: dict[str, Any], agent: dict[str, Any], name: str) -> dict[str, Any]:
+    """The run's inputs, mounted read-only at /etc/agentry: a snapshot of the Agent at start."""
+    meta = execution["metadata"]
+    agent_doc = {
+        "metadata": {"name": agent["metadata"]["name"], "namespace": meta["namespace"]},
+        "spec": agent["spec"],
+    }
+    spec = execution["spec"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": child_labels(agent["metadata"]["name"], meta["name"], spec.get("trigger", "Manual")),
+            "ownerReferences": [owner_reference(execution)],
+        },
+        "data": {
+            c.AGENT_FILE: json.dumps(agent_doc, sort_keys=True),
+            c.INPUT_FILE: spec.get("input") or agent["spec"].get("schedule", {}).get("input") or "",
+        },
+    }
+
+
+def _env(
+    execution: dict[str, Any], agent: AgentSpec, correlation_id: str, config: OperatorConfig
+) -> list[dict[str, Any]]:
+    meta = execution["metadata"]
+    env: list[dict[str, Any]] = [
+        {"name": c.ENV_CORRELATION_ID, "value": correlation_id},
+        {"name": c.ENV_EXECUTION, "value": meta["name"]},
+        {"name": c.ENV_AGENT, "value": execution["spec"]["agentRef"]["name"]},
+        {"name": c.ENV_NAMESPACE, "value": meta["namespace"]},
+        {"name": c.ENV_DEADLINE, "value": str(agent.timeout_seconds)},
+        {"name": "HOME", "value": c.WORKSPACE_DIR},
+    ]
+    if config.anthropic_base_url:
+        env.append({"name": "ANTHROPIC_BASE_URL", "value": config.anthropic_base_url})
+    if config.openai_base_url:
+        env.append({"name": "OPENAI_BASE_URL", "value": config.openai_base_url})
+    secret_manager: dict[str, str] = {}
+    for secret in agent.secrets:
+        if secret.secret_key_ref is not None:
+            ref = secret.secret_key_ref
+            # Only a reference: the kubelet resolves the value; it never passes through Agentry.
+            env.append(
+                {
+                    "name": secret.env,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+        elif secret.secret_manager is not None:
+            secret_manager[secret.env] = secret.secret_manager
+    if secret_manager:
+        env.append(
+            {
+                "name": "AGENTRY_SECRET_MANAGER_REFS",
+                "value": json.dumps(secret_manager, sort_keys=True),
+            }
+        )
+    return env
+
+
+def _resources(agent: AgentSpec, config: OperatorConfig) -> dict[str, Any]:
+    requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
+    requests.update(agent.resources.requests)
+    limits = {"memory": config.default_memory_limit}
+    limits.update(agent.resources.limits)
+    return {"requests": requests, "limits": limits}
+
+
+def build_job(
+    execution: dict[str, Any],
+    agent: dict[str, Any],
+    correlation_id: str,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """The one Job of an Execution, admitted by Pod Security "restricted"."""
+    meta = execution["metadata"]
+    spec = AgentSpec.model_validate(agent["spec"])
+    name = job_name(meta["name"], meta["uid"])
+    labels = child_labels(agent["metadata"]["name"], meta["name"], execution["spec"].get("trigger", "Manual"))
+    annotations = {
+        c.ANNOTATION_CORRELATION_ID: correlation_id,
+        c.ANNOTATION_EXECUTION: meta["name"],
+    }
+    container = {
+        "name": CONTAINER,
+        "image": config.workspace_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "agentry_workspace"],
+        "env": _env(execution, spec, correlation_id, config),
+        "resources": _resources(spec, config),
+        "terminationMessagePath": c.RESULT_FILE,
+        # The runtime writes its result JSON there; if it crashes first, the log tail explains.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": c.WORKSPACE_CONFIG_DIR, "readOnly": True},
+            {"name": "workspace", "mountPath": c.WORKSPACE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": name}},
+            {"name": "workspace", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(execution)],
+        },
+        "spec": {
+            "backoffLimit": spec.retries,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "ttlSecondsAfterFinished": config.job_ttl_seconds,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": sorted(int(x) for x in FINAL),
+                        },
+                    },
+                    # Evictions and preemptions are not the agent's fault: not counted as retries.
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

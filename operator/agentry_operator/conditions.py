@@ -1,0 +1,49 @@
+"""The one helper that sets status conditions, the way meta.SetStatusCondition does."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]] | None,
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+    now: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return a new list with condition `type_` set; lastTransitionTime moves only on a change."""
+    status_str = "Unknown" if status is None else ("True" if status else "False")
+    result = [dict(c) for c in (conditions or [])]
+    for cond in result:
+        if cond.get("type") == type_:
+            if cond.get("status") != status_str:
+                cond["status"] = status_str
+                cond["lastTransitionTime"] = now or now_rfc3339()
+            cond["reason"] = reason
+            cond["message"] = message
+            if generation is not None:
+                cond["observedGeneration"] = generation
+            return result
+    new: dict[str, Any] = {
+        "type": type_,
+        "status": status_str,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now or now_rfc3339(),
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    result.append(new)
+    return result
+
+
+def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or [] if c.get("type") == type_), None)

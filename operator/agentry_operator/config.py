@@ -1,0 +1,51 @@
+"""Operator settings: one documented place, read from AGENTRY_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore")
+
+    # -- Namespaces to watch (comma-separated); empty means every namespace.
+    watch_namespaces: list[str] = Field(default_factory=list)
+    # -- Image every Execution's Job runs.
+    workspace_image: str = "agentry/workspace:dev"
+    # -- Image of the schedule tick pod (creates an Execution); the operator image by default.
+    tick_image: str = "agentry/operator:dev"
+    image_pull_policy: str = "IfNotPresent"
+    # -- ServiceAccount of schedule tick pods (needs create on executions only).
+    tick_service_account: str = "agentry-tick"
+    # -- Seconds a finished Job (and its pods) is kept; the Execution keeps the outcome.
+    job_ttl_seconds: int = 3600
+    # -- Size limit of the writable /workspace and /tmp emptyDirs.
+    workspace_size_limit: str = "1Gi"
+    default_cpu_request: str = "100m"
+    default_memory_request: str = "256Mi"
+    default_memory_limit: str = "1Gi"
+    # -- Base URLs the runtime gets when the Agent does not set one (e.g. an in-cluster gateway).
+    anthropic_base_url: str | None = None
+    openai_base_url: str | None = None
+    # -- Port of Prometheus metrics (0 disables).
+    metrics_port: int = 9090
+    # -- Admission webhook: listen address/port, and the host the API server calls.
+    webhook_enabled: bool = True
+    webhook_addr: str = "0.0.0.0"
+    webhook_port: int = 9443
+    webhook_host: str | None = None
+    webhook_certfile: str | None = None
+    webhook_keyfile: str | None = None
+    # -- kopf peering (several replicas: one acts, by priority).
+    peering_name: str | None = None
+    peering_priority: int = 100
+    # -- Seconds between coalesced refreshes of Agent status (totals, history, next run).
+    agent_refresh_seconds: float = 1.0
+
+
+@lru_cache
+def get_config() -> OperatorConfig:
+    return OperatorConfig()

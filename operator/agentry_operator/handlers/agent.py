@@ -1,0 +1,143 @@
+"""Agent: validate, keep its schedule object, and keep its status (Ready, totals, history)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+
+from agentry_common import constants as c
+from agentry_common.naming import cronjob_name
+
+from .. import kube
+from ..builders.agent_status import archive, spec_errors, summarize, to_prune, uses_cronjob
+from ..builders.cronjob import build_cronjob
+from ..conditions import set_condition
+from ..config import OperatorConfig
+from ..schedule import next_run, rfc3339
+from .state import Logger, State
+
+
+async def reconcile_agent(
+    client: AsyncClient,
+    config: OperatorConfig,
+    state: State,
+    body: dict[str, Any],
+    logger: Logger,
+) -> None:
+    meta, spec = body["metadata"], body["spec"]
+    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
+    status = body.get("status") or {}
+    errors = spec_errors(spec)
+    if errors:
+        message = "; ".join(errors)
+        logger.warning("agent %s is invalid: %s", name, message)
+        await kube.patch_status(
+            client,
+            kube.Agent,
+            name,
+            namespace,
+            {
+                "observedGeneration": generation,
+                "conditions": set_condition(
+                    status.get("conditions"), "Ready", False, "InvalidSpec", message, generation
+                ),
+                "nextRunTime": None,
+            },
+        )
+        return
+
+    schedule = spec.get("schedule")
+    cron_name = cronjob_name(name, meta["uid"])
+    ready: tuple[bool, str, str] = (True, "Reconciled", "")
+    schedule_ref: str | None = None
+    if uses_cronjob(spec):
+        await kube.apply(client, build_cronjob(body, config))
+        schedule_ref = f"CronJob/{cron_name}"
+    else:
+        await kube.delete_quietly(client, kube.CronJob, cron_name, namespace)
+        if schedule:  # CloudScheduler backend: its own issue; say so instead of pretending.
+            ready = (
+                False,
+                "BackendUnavailable",
+                "spec.schedule.backend CloudScheduler is not enabled in this operator",
+            )
+    next_time = None
+    if schedule and not schedule.get("suspend") and ready[0]:
+        next_time = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
+    await kube.patch_status(
+        client,
+        kube.Agent,
+        name,
+        namespace,
+        {
+            "observedGeneration": generation,
+            "conditions": set_condition(
+                status.get("conditions"), "Ready", ready[0], ready[1], ready[2], generation
+            ),
+            "nextRunTime": next_time,
+            "scheduleRef": schedule_ref,
+        },
+    )
+    state.dirty_agents.add((namespace, name))
+
+
+async def refresh_agent(client: AsyncClient, namespace: str, name: str, logger: Logger) -> None:
+    """Totals, last run, next run and history pruning for one Agent (one list call)."""
+    agent = await kube.get_or_none(client, kube.Agent, name, namespace)
+    if agent is None:
+        return
+    executions = [
+        kube.to_dict(e)
+        async for e in client.list(kube.Execution, namespace=namespace, labels={c.LABEL_AGENT: name[:63]})
+    ]
+    executions = [e for e in executions if e["spec"]["agentRef"]["name"] == name]
+    status = agent.get("status") or {}
+    archived = dict(status.get("archived") or {})
+    pruned = to_prune(executions, agent["spec"].get("historyLimits") or {})
+    if pruned:
+        archived = archive(archived, pruned)
+    pruned_names = {e["metadata"]["name"] for e in pruned}
+    live = [e for e in executions if e["metadata"]["name"] not in pruned_names]
+    patch = summarize(live, archived)
+    if pruned:
+        patch["archived"] = archived
+    schedule = agent["spec"].get("schedule")
+    if schedule and not schedule.get("suspend") and status.get("nextRunTime"):
+        patch["nextRunTime"] = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
+    scheduled = [e for e in live if e["spec"].get("trigger") == "Schedule"]
+    if scheduled:
+        patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
+    if all(status.get(k) == v for k, v in patch.items()):
+        return
+    try:
+        # Archive first, under the Agent's resourceVersion; then delete. A crash in between
+        # re-runs this with the names already archived, so nothing is counted twice.
+        await kube.patch_status(
+            client,
+            kube.Agent,
+            name,
+            namespace,
+            patch,
+            resource_version=agent["metadata"]["resourceVersion"],
+        )
+    except ApiError as exc:
+        if exc.status.code == 409:
+            raise RuntimeError("agent changed during refresh; retrying") from exc
+        raise
+    for ex in pruned:
+        await kube.delete_quietly(client, kube.Execution, ex["metadata"]["name"], namespace)
+        logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
+
+
+async def refresh_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
+    """One task for all Agents: refresh those marked dirty, at most once per interval each."""
+    while True:
+        await asyncio.sleep(config.agent_refresh_seconds)
+        for namespace, name in sorted(state.take_dirty()):
+            try:
+                await refresh_agent(client, namespace, name, logger)
+            except Exception as exc:  # keep the loop alive; try again next interval
+                logger.warning("refresh of agent %s/%s failed: %s", namespace, name, exc)
+                state.dirty_agents.add((namespace, name))

@@ -1,0 +1,199 @@
+"""Agentry operator: registers kopf handlers; each delegates to handlers/ and builders/.
+
+Run: `python -m agentry_operator.main [--all-namespaces | --namespace NS ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from agentry_common import constants as c
+from agentry_common.pki import LocalPKI
+
+from . import kube
+from .builders.agent_status import spec_errors
+from .config import OperatorConfig, get_config
+from .handlers.agent import reconcile_agent, refresh_loop
+from .handlers.execution import (
+    Retry,
+    cancel_execution,
+    execution_of,
+    reconcile_execution,
+    sync_execution,
+)
+from .handlers.state import State
+from .metrics import RECONCILE_SECONDS, RECONCILES
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+G, V = c.GROUP, c.VERSION
+log = logging.getLogger("agentry.operator")
+
+
+def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
+    host = config.webhook_host or ("127.0.0.1" if config.webhook_addr == "0.0.0.0" else config.webhook_addr)
+    if config.webhook_certfile and config.webhook_keyfile:
+        certfile, keyfile, cafile = config.webhook_certfile, config.webhook_keyfile, None
+    else:
+        pki = LocalPKI(Path(tempfile.mkdtemp(prefix="agentry-webhook-")))
+        pair = pki.issue("webhook", host, dns=(host, "localhost"), ips=("127.0.0.1",), server=True)
+        certfile, keyfile, cafile = str(pair.cert), str(pair.key), str(pki.ca.cert)
+    return kopf.WebhookServer(
+        addr=config.webhook_addr,
+        port=config.webhook_port,
+        host=host,
+        certfile=certfile,
+        pkeyfile=keyfile,
+        cafile=cafile,
+    )
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = get_config()
+    settings.persistence.finalizer = c.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    if config.webhook_enabled:
+        settings.admission.server = _webhook_server(config)
+        settings.admission.managed = "agentry.dev"
+    if config.metrics_port:
+        start_http_server(config.metrics_port)
+    memo.config = config
+    memo.client = kube.new_client()
+    memo.state = State()
+    memo.refresher = asyncio.create_task(refresh_loop(memo.client, config, memo.state, log))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.refresher.cancel()
+    await memo.client.close()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # Only the built-in minimal logins: importing the official client would double our memory.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.probe(id="executions")
+def executions_known(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.state.phases)
+
+
+class _Timed:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        RECONCILE_SECONDS.labels(self.kind).observe(time.perf_counter() - self.t0)
+        RECONCILES.labels(self.kind, "error" if exc_type else "ok").inc()
+
+
+# --- Executions ------------------------------------------------------------------------------
+
+
+@kopf.on.create(G, V, "executions", backoff=5)
+@kopf.on.resume(G, V, "executions", backoff=5)
+async def execution_created(body: kopf.Body, retry: int, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    with _Timed("Execution"):
+        try:
+            await reconcile_execution(memo.client, memo.config, memo.state, dict(body), retry, logger)
+        except Retry as exc:
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+
+
+@kopf.on.field(G, V, "executions", field="spec.cancel", new=True, backoff=5)
+async def execution_cancelled(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    with _Timed("Execution"):
+        await cancel_execution(memo.client, memo.state, dict(body), logger)
+
+
+@kopf.on.event(G, V, "executions")
+def execution_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.state.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    name = execution_of(dict(body))
+    if name is None:
+        return
+    with _Timed("Job"):
+        await sync_execution(
+            memo.client,
+            memo.state,
+            body["metadata"]["namespace"],
+            name,
+            deleted_job=(type == "DELETED" and body.get("kind") == "Job"),
+        )
+
+
+# --- Agents ----------------------------------------------------------------------------------
+
+
+@kopf.on.create(G, V, "agents", backoff=5)
+@kopf.on.update(G, V, "agents", backoff=5)
+@kopf.on.resume(G, V, "agents", backoff=5)
+async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    with _Timed("Agent"):
+        await reconcile_agent(memo.client, memo.config, memo.state, dict(body), logger)
+
+
+def validate_agent(spec: kopf.Spec, **_: Any) -> None:
+    errors = spec_errors(dict(spec))
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentry-operator")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="namespace to watch (repeatable); default: AGENTRY_WATCH_NAMESPACES",
+    )
+    parser.add_argument("--all-namespaces", "-A", action="store_true")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+    config = get_config()
+    namespaces = args.namespace or config.watch_namespaces
+    if config.webhook_enabled:
+        kopf.on.validate(G, V, "agents", id="validate-agent", ignore_failures=True)(validate_agent)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    kopf.run(
+        clusterwide=args.all_namespaces or not namespaces,
+        namespaces=namespaces,
+        standalone=config.peering_name is None,
+        peering_name=config.peering_name,
+        priority=config.peering_priority,
+        liveness_endpoint=args.liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The schedule tick: the CronJob's pod runs this to create one Execution with trigger Schedule.
+
+The Execution's name is derived from the scheduled minute, so a retried tick pod creates nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import sys
+
+from lightkube import ApiError, AsyncClient
+from lightkube.codecs import from_dict
+
+from agentry_common import constants as c
+from agentry_common.naming import scheduled_execution_name
+
+
+def scheduled_time(job_name: str) -> dt.datetime:
+    """The CronJob controller names Jobs <cronjob>-<minutes since the epoch of the tick>."""
+    minutes = int(job_name.rsplit("-", 1)[1])
+    return dt.datetime.fromtimestamp(minutes * 60, dt.UTC)
+
+
+def build_execution(agent: str, namespace: str, when: dt.datetime) -> dict[str, object]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.EXECUTION_KIND,
+        "metadata": {
+            "name": scheduled_execution_name(agent, int(when.timestamp())),
+            "namespace": namespace,
+            "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: "Schedule"},
+        },
+        "spec": {
+            "agentRef": {"name": agent},
+            "trigger": "Schedule",
+            "scheduledTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+
+
+async def tick(agent: str, namespace: str, job: str) -> str:
+    client = AsyncClient(field_manager="agentry-tick")
+    manifest = build_execution(agent, namespace, scheduled_time(job))
+    try:
+        await client.create(from_dict(manifest))
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+    finally:
+        await client.close()
+    return str(manifest["metadata"]["name"])  # type: ignore[index]
+
+
+def main() -> int:
+    agent, namespace = os.environ[c.ENV_AGENT], os.environ[c.ENV_NAMESPACE]
+    name = asyncio.run(tick(agent, namespace, os.environ["AGENTRY_TICK_JOB"]))
+    print(f"execution {namespace}/{name} created for agent {agent}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

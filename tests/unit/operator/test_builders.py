@@ -1,0 +1,179 @@
+"""Pure builders and rules of the operator, without a cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from agentry_common.exitcodes import FINAL
+from agentry_common.models import Phase
+from agentry_operator.builders.agent_status import archive, spec_errors, summarize, to_prune
+from agentry_operator.builders.cronjob import build_cronjob
+from agentry_operator.builders.execution_status import format_duration, observe, status_patch
+from agentry_operator.builders.job import build_job
+from agentry_operator.conditions import set_condition
+from agentry_operator.config import OperatorConfig
+from agentry_operator.schedule import next_run
+from agentry_operator.tick import build_execution, scheduled_time
+
+pytestmark = pytest.mark.unit
+
+AGENT = {
+    "apiVersion": "agentry.dev/v1alpha1",
+    "kind": "Agent",
+    "metadata": {"name": "news", "namespace": "ns", "uid": "a-uid"},
+    "spec": {
+        "instructions": "x",
+        "model": {"name": "m"},
+        "retries": 2,
+        "timeoutSeconds": 600,
+        "secrets": [{"env": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": "keys", "key": "anthropic"}}],
+        "schedule": {"cron": "0 8 * * 1", "timeZone": "Asia/Seoul"},
+    },
+}
+EXECUTION = {
+    "apiVersion": "agentry.dev/v1alpha1",
+    "kind": "Execution",
+    "metadata": {"name": "run", "namespace": "ns", "uid": "e-uid"},
+    "spec": {"agentRef": {"name": "news"}, "trigger": "Manual"},
+}
+
+
+def test_job_is_restricted_bounded_and_never_holds_secret_values() -> None:
+    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    pod = job["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["automountServiceAccountToken"] is False
+    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 600
+    secret = next(e for e in ctr["env"] if e["name"] == "ANTHROPIC_API_KEY")
+    assert secret == {
+        "name": "ANTHROPIC_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "keys", "key": "anthropic"}},
+    }
+    final = job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"]
+    assert set(final) == {int(x) for x in FINAL}
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "e-uid"
+
+
+def test_cronjob_carries_time_zone_and_only_creates_executions() -> None:
+    cj = build_cronjob(AGENT, OperatorConfig())
+    assert cj["spec"]["timeZone"] == "Asia/Seoul" and cj["spec"]["schedule"] == "0 8 * * 1"
+    ctr = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["command"] == ["python", "-m", "agentry_operator.tick"]
+    assert len(cj["metadata"]["name"]) <= 52
+
+
+def test_tick_names_execution_by_scheduled_minute() -> None:
+    when = scheduled_time("agentry-news-abc123-29000000")
+    assert when == dt.datetime.fromtimestamp(29000000 * 60, dt.UTC)
+    a = build_execution("news", "ns", when)
+    assert a == build_execution("news", "ns", when)  # a retried tick makes the same object
+    assert a["spec"]["trigger"] == "Schedule"  # type: ignore[index]
+
+
+def test_next_run_uses_the_agent_time_zone() -> None:
+    monday_utc = next_run("0 8 * * 1", "Asia/Seoul", dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.UTC))
+    assert monday_utc == dt.datetime(2026, 11, 29, 23, 0, tzinfo=dt.UTC)  # 08:00 KST next Monday
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"schedule": {"cron": "61 * * * *"}}, "spec.schedule.cron"),
+        ({"schedule": {"cron": "0 8 * * 1", "timeZone": "Mars/Olympus"}}, "spec.schedule.timeZone"),
+        ({"schedule": {"cron": "@daily"}}, None),
+    ],
+)
+def test_spec_errors(spec: dict[str, Any], expected: str | None) -> None:
+    errors = spec_errors({"instructions": "x", "model": {"name": "m"}, **spec})
+    assert (expected in "; ".join(errors)) if expected else errors == []
+
+
+def _job(conds: list[dict[str, Any]], **status: Any) -> dict[str, Any]:
+    return {
+        "spec": {"activeDeadlineSeconds": 60},
+        "status": {"conditions": conds, "startTime": "2026-01-01T00:00:00Z", **status},
+    }
+
+
+def _pod(exit_code: int, message: str = "") -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": "2026-01-01T00:00:01Z"},
+        "status": {
+            "containerStatuses": [{"state": {"terminated": {"exitCode": exit_code, "message": message}}}]
+        },
+    }
+
+
+def test_observe_deadline_and_backoff_and_approval() -> None:
+    failed = [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "DeadlineExceeded",
+            "lastTransitionTime": "2026-01-01T00:01:00Z",
+        }
+    ]
+    seen = observe(_job(failed), [])
+    assert (seen.phase, seen.reason) == (Phase.FAILED, "DeadlineExceeded")
+    assert "60 s" in seen.message
+
+    backoff = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+    seen = observe(_job(backoff, failed=3), [_pod(137)])
+    assert seen.reason == "OOMKilled" and "3 attempt" in seen.message
+
+    policy = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]
+    report = '{"stopReason": "approval_required", "approval": {"id": "ap1", "tool": "shell"}}'
+    seen = observe(_job(policy), [_pod(30, report)])
+    assert seen.phase == Phase.WAITING_APPROVAL and seen.approval == {"id": "ap1", "tool": "shell"}
+
+
+def test_status_patch_keeps_transition_time_when_status_unchanged() -> None:
+    seen = observe(
+        _job([{"type": "Complete", "status": "True"}], completionTime="2026-01-01T00:01:05Z"),
+        [_pod(0, '{"summary": "ok"}')],
+    )
+    first = status_patch({}, seen, 1, "2026-01-01T00:01:06Z")
+    assert first["duration"] == "1m5s" and first["result"]["summary"] == "ok"
+    again = status_patch(first, seen, 1, "2026-01-01T09:00:00Z")
+    assert again["conditions"] == first["conditions"]
+
+
+def test_set_condition_moves_time_only_on_change() -> None:
+    a = set_condition(None, "Ready", True, "R", now="t1")
+    b = set_condition(a, "Ready", True, "R2", "m", now="t2")
+    c = set_condition(b, "Ready", False, "R3", now="t3")
+    assert b[0]["lastTransitionTime"] == "t1" and b[0]["reason"] == "R2"
+    assert c[0]["lastTransitionTime"] == "t3" and c[0]["status"] == "False"
+
+
+def _ex(name: str, phase: str, created: str, tokens: int = 10) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"agentRef": {"name": "news"}},
+        "status": {"phase": phase, "usage": {"inputTokens": tokens, "outputTokens": 1, "costUSD": "0.5"}},
+    }
+
+
+def test_history_pruning_and_archive_count_each_execution_once() -> None:
+    exes = [_ex(f"s{i}", "Succeeded", f"2026-01-0{i}") for i in range(1, 5)]
+    exes += [_ex("f1", "Failed", "2026-01-05")]
+    pruned = to_prune(exes, {"succeeded": 2, "failed": 1})
+    assert [e["metadata"]["name"] for e in pruned] == ["s1", "s2"]
+    archived = archive({}, pruned)
+    assert archive(archived, pruned) == archived  # a retried prune counts nothing twice
+    live = [e for e in exes if e not in pruned]
+    totals = summarize(live, archived)["totals"]
+    assert totals["executions"] == 5 and totals["inputTokens"] == 50
+    assert totals["costUSD"] == "2.5" and totals["failed"] == 1
+
+
+def test_format_duration() -> None:
+    assert format_duration("2026-01-01T00:00:00Z", "2026-01-01T01:02:03Z") == "1h2m3s"
+    assert format_duration(None, "2026-01-01T00:00:00Z") is None
