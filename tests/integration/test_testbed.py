@@ -62,7 +62,7 @@ def test_custom_resource_crud_and_status_subresource(kube_client: Client, crds: 
     # A status written through the main resource is ignored; through /status it sticks.
     merge = PatchType.MERGE
     kube_client.patch(Agent, "smoke", {"status": {"missedRuns": 7}}, namespace=namespace, patch_type=merge)
-    assert (kube_client.get(Agent, "smoke", namespace=namespace).status or {}) == {}
+    assert (kube_client.get(Agent, "smoke", namespace=namespace).status or {}).get("missedRuns") != 7
     kube_client.patch(
         Agent.Status, "smoke", {"status": {"missedRuns": 7}}, namespace=namespace, patch_type=merge
     )
