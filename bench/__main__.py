@@ -25,10 +25,11 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace
+from lightkube.types import PatchType
 
 from agentry_devenv.kube import REPO, ControlPlane
 from agentry_devenv.procs import Proc, free_port
-from agentry_operator import kube as _registers_crd_resources  # noqa: F401
+from agentry_operator.kube import Execution
 
 
 def _job(ns: str, i: int) -> dict[str, Any]:
@@ -39,6 +40,39 @@ def _job(ns: str, i: int) -> dict[str, Any]:
         "spec": {
             "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
         },
+    }
+
+
+async def _minimum_work(config: KubeConfig, ns: str, n: int, concurrency: int) -> float:
+    """The writes any operator must cause per run, done by a bare client: Execution, Job, status."""
+    client = AsyncClient(config, field_manager="bench")
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await client.create(from_dict(_execution(ns, f"floor-{i}", "none")))
+            await client.create(from_dict(_job(ns, i)))
+            await client.patch(
+                Execution.Status,
+                f"floor-{i}",
+                {"status": {"phase": "Pending"}},
+                namespace=ns,
+                patch_type=PatchType.MERGE,
+            )
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    return elapsed
+
+
+def _execution(ns: str, name: str, agent: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "agentry.dev/v1alpha1",
+        "kind": "Execution",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"agentRef": {"name": agent}},
     }
 
 
@@ -84,19 +118,23 @@ def main() -> None:
 
         ns = _namespace(client, "bare")
         bare = asyncio.run(_create_all(config, [_job(ns, i) for i in range(args.jobs)], args.concurrency))
+        floor_ns = _namespace(client, "floor")
+        floor = asyncio.run(_minimum_work(config, floor_ns, args.executions, args.concurrency))
+        print(f"bare-client minimum work (Execution + Job + status patch) x {args.executions}: {floor:.2f} s")
         print(
             f"bare-client ceiling: {args.jobs} Jobs in {bare:.2f} s = {args.jobs / bare:.0f} Jobs/s "
             f"(concurrency {args.concurrency})"
         )
 
         health = free_port()
+        ns = _namespace(client, "op")  # the only namespace the operator watches
         operator = Proc(
             "agentry-operator",
             [
                 sys.executable,
                 "-m",
                 "agentry_operator.main",
-                "--all-namespaces",
+                f"--namespace={ns}",
                 f"--liveness=http://127.0.0.1:{health}/healthz",
             ],
             work / "operator.log",
@@ -107,7 +145,6 @@ def main() -> None:
             },
         ).start()
         operator.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60, "healthy")
-        ns = _namespace(client, "op")
         client.create(
             from_dict(
                 {
@@ -132,15 +169,7 @@ def main() -> None:
                 time.sleep(0.05)
 
         threading.Thread(target=sample, daemon=True).start()
-        executions = [
-            {
-                "apiVersion": "agentry.dev/v1alpha1",
-                "kind": "Execution",
-                "metadata": {"name": f"ex-{i}", "namespace": ns},
-                "spec": {"agentRef": {"name": "bench"}},
-            }
-            for i in range(args.executions)
-        ]
+        executions = [_execution(ns, f"ex-{i}", "bench") for i in range(args.executions)]
         t0 = time.perf_counter()
         asyncio.run(_create_all(config, executions, args.concurrency))
         created = time.perf_counter() - t0
@@ -158,6 +187,7 @@ def main() -> None:
             f"{args.executions} Jobs exist after {total:.2f} s"
         )
         print(f"ratio to bare-client ceiling: {total / ceiling:.2f}x (target <= 1.5x)")
+        print(f"ratio to bare-client minimum work: {total / floor:.2f}x")
         print(
             f"operator peak RSS: {peak[0] / 2**20:.0f} MiB (target <= 200 MiB); "
             f"after run {idle_rss / 2**20:.0f} MiB"

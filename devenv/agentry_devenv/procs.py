@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -15,6 +16,19 @@ from pathlib import Path
 
 class ServerError(RuntimeError):
     """A local server could not start; the message says which, why, and includes its log tail."""
+
+
+def _detach_and_tie_to_parent() -> None:
+    """In the child: own process group (stop() kills the group), and SIGTERM if our parent dies.
+
+    Without the second part a test session killed from outside would leave servers running.
+    """
+    os.setsid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -80,7 +94,7 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(self.env or {})},
-                start_new_session=True,  # own process group: stop() kills children too
+                preexec_fn=_detach_and_tie_to_parent,
             )
         except OSError as exc:
             raise ServerError(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc

@@ -22,14 +22,8 @@ from agentry_common.pki import LocalPKI
 from . import kube
 from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
-from .handlers.agent import reconcile_agent, refresh_loop
-from .handlers.execution import (
-    Retry,
-    cancel_execution,
-    execution_of,
-    reconcile_execution,
-    sync_execution,
-)
+from .handlers.agent import background_loop, reconcile_agent
+from .handlers.execution import on_execution, on_job, on_pod
 from .handlers.state import State
 from .metrics import RECONCILE_SECONDS, RECONCILES
 
@@ -77,7 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     memo.client = kube.new_client()
     memo.state = State()
-    memo.refresher = asyncio.create_task(refresh_loop(memo.client, config, memo.state, log))
+    memo.refresher = asyncio.create_task(background_loop(memo.client, config, memo.state, log))
 
 
 @kopf.on.cleanup()
@@ -93,8 +87,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.probe(id="executions")
-def executions_known(memo: kopf.Memo, **_: Any) -> int:
-    return len(memo.state.phases)
+async def executions_known(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.state.executions)
 
 
 class _Timed:
@@ -112,42 +106,27 @@ class _Timed:
 # --- Executions ------------------------------------------------------------------------------
 
 
-@kopf.on.create(G, V, "executions", backoff=5)
-@kopf.on.resume(G, V, "executions", backoff=5)
-async def execution_created(body: kopf.Body, retry: int, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    with _Timed("Execution"):
-        try:
-            await reconcile_execution(memo.client, memo.config, memo.state, dict(body), retry, logger)
-        except Retry as exc:
-            raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-
-
-@kopf.on.field(G, V, "executions", field="spec.cancel", new=True, backoff=5)
-async def execution_cancelled(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    with _Timed("Execution"):
-        await cancel_execution(memo.client, memo.state, dict(body), logger)
-
-
 @kopf.on.event(G, V, "executions")
-def execution_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    state: State = memo.state
     if type == "DELETED":
-        memo.state.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        return
+    with _Timed("Execution"):
+        item = state.seen_execution(dict(body))
+        await on_execution(memo.client, memo.config, state, item, logger)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    name = execution_of(dict(body))
-    if name is None:
-        return
+async def job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Job"):
-        await sync_execution(
-            memo.client,
-            memo.state,
-            body["metadata"]["namespace"],
-            name,
-            deleted_job=(type == "DELETED" and body.get("kind") == "Job"),
-        )
+        await on_job(memo.client, memo.state, type, dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    with _Timed("Pod"):
+        await on_pod(memo.client, memo.state, type, dict(body))
 
 
 # --- Agents ----------------------------------------------------------------------------------
@@ -159,6 +138,17 @@ async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Agent"):
         await reconcile_agent(memo.client, memo.config, memo.state, dict(body), logger)
+
+
+@kopf.on.event(G, V, "agents")
+async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    state: State = memo.state
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        state.agents.pop(key, None)
+        return
+    for waiting in state.seen_agent(dict(body)):  # Executions that arrived before their Agent
+        await on_execution(memo.client, memo.config, state, state.executions[waiting], logger)
 
 
 def validate_agent(spec: kopf.Spec, **_: Any) -> None:

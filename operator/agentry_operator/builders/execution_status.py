@@ -136,7 +136,7 @@ def _explain_exit(code: int | None) -> tuple[str, str]:
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
     """What the Job and its Pods say about the run."""
     if job is None:
-        return Observed(Phase.PENDING, "JobPending", "the Job is being created")
+        return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE)
     status = job.get("status") or {}
     conds = _conditions(job)
     pod = _latest(pods)
@@ -187,55 +187,71 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         return Observed(Phase.FAILED, reason, text, completion_time=end, **base)
 
     if pod is not None:
-        pod_status = pod.get("status") or {}
-        waiting = (_container(pod).get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in IMAGE_ERRORS:
+        seen = _pod_state(pod, base)
+        if seen is not None:
+            return seen
+    return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE, **base)
+
+
+WAITING_MESSAGE = "waiting for the run's pod to start"
+
+
+def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
+    """What a pod that has not terminated says (None if it says nothing new)."""
+    pod_status = pod.get("status") or {}
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in IMAGE_ERRORS:
+        return Observed(
+            Phase.FAILED,
+            "ImagePullFailed",
+            f"the workspace image cannot be pulled ({waiting['reason']}): "
+            f"{waiting.get('message', '')}".strip(),
+            stop_job=True,
+            **base,
+        )
+    if waiting.get("reason") in CONFIG_ERRORS:
+        return Observed(
+            Phase.FAILED,
+            "ContainerConfigError",
+            f"the run cannot start: {waiting.get('message', waiting['reason'])}",
+            stop_job=True,
+            **base,
+        )
+    if pod_status.get("reason") == "Evicted":
+        return Observed(
+            Phase.RUNNING,
+            "Evicted",
+            f"the pod was evicted ({pod_status.get('message', '')}); a new pod is started",
+            **base,
+        )
+    for cond in pod_status.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
             return Observed(
-                Phase.FAILED,
-                "ImagePullFailed",
-                f"the workspace image cannot be pulled ({waiting['reason']}): "
-                f"{waiting.get('message', '')}".strip(),
-                completion_time=None,
-                stop_job=True,
+                Phase.PENDING,
+                "Unschedulable",
+                f"no node can run the pod yet: {cond.get('message', '')}",
                 **base,
             )
-        if waiting.get("reason") in CONFIG_ERRORS:
-            return Observed(
-                Phase.FAILED,
-                "ContainerConfigError",
-                f"the run cannot start: {waiting.get('message', waiting['reason'])}",
-                stop_job=True,
-                **base,
-            )
-        if pod_status.get("reason") == "Evicted":
-            return Observed(
-                Phase.RUNNING,
-                "Evicted",
-                f"the pod was evicted ({pod_status.get('message', '')}); a new pod is started",
-                **base,
-            )
-        for cond in pod_status.get("conditions") or []:
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"
-            ):
-                return Observed(
-                    Phase.PENDING,
-                    "Unschedulable",
-                    f"no node can run the pod yet: {cond.get('message', '')}",
-                    **base,
-                )
-        if pod_status.get("phase") == "Running":
-            return Observed(Phase.RUNNING, "Running", "the agent is running", **base)
-        return Observed(Phase.PENDING, "PodPending", "the run's pod is waiting to start", **base)
-    return Observed(Phase.PENDING, "JobCreated", "the Job was created; waiting for its pod", **base)
+    if pod_status.get("phase") == "Running":
+        return Observed(Phase.RUNNING, "Running", "the agent is running", **base)
+    return None
+
+
+def observe_pod(pod: dict[str, Any]) -> Observed | None:
+    """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's)."""
+    if (_container(pod).get("state") or {}).get("terminated"):
+        return None
+    return _pod_state(pod, {"start_time": (pod.get("status") or {}).get("startTime")})
 
 
 def status_patch(current: dict[str, Any], seen: Observed, generation: int | None, now: str) -> dict[str, Any]:
     """The status fields to write for an observation (conditions via the one helper)."""
     conds = current.get("conditions") or []
-    started = seen.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED) or seen.attempts > 0
+    started = seen.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING_APPROVAL)
     conds = set_condition(
         conds,
         "Started",
@@ -263,8 +279,9 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
         "message": seen.message,
         "conditions": conds,
         "observedGeneration": generation,
-        "attempts": seen.attempts,
     }
+    if seen.attempts:
+        patch["attempts"] = seen.attempts
     start = seen.start_time or current.get("startTime")
     if start:
         patch["startTime"] = start
@@ -276,5 +293,6 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
         patch["result"] = seen.result
     if seen.usage is not None:
         patch["usage"] = seen.usage
-    patch["approval"] = seen.approval
+    if seen.approval is not None or current.get("approval") is not None:
+        patch["approval"] = seen.approval
     return patch

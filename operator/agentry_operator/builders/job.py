@@ -1,4 +1,4 @@
-"""Pure builders of an Execution's ConfigMap and Job. No API calls; unit-tested without a cluster."""
+"""Pure builder of an Execution's Job. No API calls; unit-tested without a cluster."""
 
 from __future__ import annotations
 
@@ -37,28 +37,25 @@ def child_labels(agent_name: str, execution_name: str, trigger: str) -> dict[str
     }
 
 
-def build_configmap(execution: dict[str, Any], agent: dict[str, Any], name: str) -> dict[str, Any]:
-    """The run's inputs, mounted read-only at /etc/agentry: a snapshot of the Agent at start."""
-    meta = execution["metadata"]
+def run_inputs(execution: dict[str, Any], agent: dict[str, Any]) -> dict[str, str]:
+    """The run's inputs: a snapshot of the Agent at start, and the task text.
+
+    They travel as pod annotations and reach the container as files through a downward-API volume:
+    no second object per run (no ConfigMap to create, adopt or collect), and nothing large in env.
+    """
+    spec = execution["spec"]
     agent_doc = {
-        "metadata": {"name": agent["metadata"]["name"], "namespace": meta["namespace"]},
+        "metadata": {"name": agent["metadata"]["name"], "namespace": execution["metadata"]["namespace"]},
         "spec": agent["spec"],
     }
-    spec = execution["spec"]
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": child_labels(agent["metadata"]["name"], meta["name"], spec.get("trigger", "Manual")),
-            "ownerReferences": [owner_reference(execution)],
-        },
-        "data": {
-            c.AGENT_FILE: json.dumps(agent_doc, sort_keys=True),
-            c.INPUT_FILE: spec.get("input") or agent["spec"].get("schedule", {}).get("input") or "",
-        },
+        ANNOTATION_AGENT: json.dumps(agent_doc, sort_keys=True, separators=(",", ":")),
+        ANNOTATION_INPUT: spec.get("input") or (agent["spec"].get("schedule") or {}).get("input") or "",
     }
+
+
+ANNOTATION_AGENT = f"{c.GROUP}/agent.json"
+ANNOTATION_INPUT = f"{c.GROUP}/input.txt"
 
 
 def _env(
@@ -123,6 +120,7 @@ def build_job(
         c.ANNOTATION_CORRELATION_ID: correlation_id,
         c.ANNOTATION_EXECUTION: meta["name"],
     }
+    pod_annotations = {**annotations, **run_inputs(execution, agent)}
     container = {
         "name": CONTAINER,
         "image": config.workspace_image,
@@ -160,7 +158,21 @@ def build_job(
         },
         "containers": [container],
         "volumes": [
-            {"name": "config", "configMap": {"name": name}},
+            {
+                "name": "config",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": c.AGENT_FILE,
+                            "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_AGENT}']"},
+                        },
+                        {
+                            "path": c.INPUT_FILE,
+                            "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_INPUT}']"},
+                        },
+                    ]
+                },
+            },
             {"name": "workspace", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
             {"name": "tmp", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
         ],
@@ -198,7 +210,7 @@ def build_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
+                "metadata": {"labels": labels, "annotations": pod_annotations},
                 "spec": pod_spec,
             },
         },

@@ -7,7 +7,6 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
-from agentry_common import constants as c
 from agentry_common.naming import cronjob_name
 
 from .. import kube
@@ -16,6 +15,7 @@ from ..builders.cronjob import build_cronjob
 from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import next_run, rfc3339
+from .execution import adopt_patch, on_execution
 from .state import Logger, State
 
 
@@ -83,16 +83,16 @@ async def reconcile_agent(
     state.dirty_agents.add((namespace, name))
 
 
-async def refresh_agent(client: AsyncClient, namespace: str, name: str, logger: Logger) -> None:
-    """Totals, last run, next run and history pruning for one Agent (one list call)."""
+async def refresh_agent(client: AsyncClient, state: State, namespace: str, name: str, logger: Logger) -> None:
+    """Totals, last run, next run, adoption and history pruning for one Agent."""
     agent = await kube.get_or_none(client, kube.Agent, name, namespace)
     if agent is None:
         return
-    executions = [
-        kube.to_dict(e)
-        async for e in client.list(kube.Execution, namespace=namespace, labels={c.LABEL_AGENT: name[:63]})
-    ]
-    executions = [e for e in executions if e["spec"]["agentRef"]["name"] == name]
+    executions = state.executions_of(namespace, name)
+    for ex in executions:
+        adopt = adopt_patch(ex, agent)
+        if adopt is not None and not ex["metadata"].get("deletionTimestamp"):
+            await kube.patch_merge(client, kube.Execution, ex["metadata"]["name"], namespace, adopt)
     status = agent.get("status") or {}
     archived = dict(status.get("archived") or {})
     pruned = to_prune(executions, agent["spec"].get("historyLimits") or {})
@@ -115,12 +115,7 @@ async def refresh_agent(client: AsyncClient, namespace: str, name: str, logger: 
         # Archive first, under the Agent's resourceVersion; then delete. A crash in between
         # re-runs this with the names already archived, so nothing is counted twice.
         await kube.patch_status(
-            client,
-            kube.Agent,
-            name,
-            namespace,
-            patch,
-            resource_version=agent["metadata"]["resourceVersion"],
+            client, kube.Agent, name, namespace, patch, resource_version=agent["metadata"]["resourceVersion"]
         )
     except ApiError as exc:
         if exc.status.code == 409:
@@ -131,13 +126,17 @@ async def refresh_agent(client: AsyncClient, namespace: str, name: str, logger: 
         logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
 
 
-async def refresh_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
-    """One task for all Agents: refresh those marked dirty, at most once per interval each."""
+async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
+    """The one background task: retries of failed starts, then stale Agent statuses."""
     while True:
         await asyncio.sleep(config.agent_refresh_seconds)
+        for key in state.due_retries():
+            body = state.executions.get(key)
+            if body is not None:
+                await on_execution(client, config, state, body, logger)
         for namespace, name in sorted(state.take_dirty()):
             try:
-                await refresh_agent(client, namespace, name, logger)
+                await refresh_agent(client, state, namespace, name, logger)
             except Exception as exc:  # keep the loop alive; try again next interval
                 logger.warning("refresh of agent %s/%s failed: %s", namespace, name, exc)
                 state.dirty_agents.add((namespace, name))

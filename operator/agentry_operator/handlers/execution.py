@@ -1,8 +1,15 @@
-"""Execution → ConfigMap + Job, and Job/Pod state → Execution status."""
+"""Execution → Job, and Job/Pod state → Execution status. Level-triggered and idempotent.
+
+Every watch event of an Execution (and the initial listing after a restart) runs `on_execution`,
+which looks at the object as it is and does what is missing. The Job's name is derived from the
+Execution's name and uid, and a 409 on create adopts the Job made by an earlier attempt, so running
+this twice, or after a crash halfway, never makes a second Job. Nothing is stored in annotations.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -13,115 +20,111 @@ from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
 from agentry_common.naming import job_name
 
 from .. import kube
-from ..builders.execution_status import observe, status_patch
-from ..builders.job import build_configmap, build_job, owner_reference
+from ..builders.execution_status import Observed, observe, observe_pod, status_patch
+from ..builders.job import build_job, owner_reference
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..config import OperatorConfig
-from .state import Logger, State
+from .state import Key, Logger, State, phase_of
 
-AGENT_LOOKUP_RETRIES = 12  # x 5 s: an Agent applied together with its Execution has time to land
-
-
-class Retry(Exception):
-    """Ask the caller to retry later (mapped to kopf.TemporaryError in main)."""
-
-    def __init__(self, message: str, delay: float) -> None:
-        super().__init__(message)
-        self.delay = delay
+AGENT_WAIT_SECONDS = 60  # an Agent applied together with its Execution has time to land
+RETRY_SECONDS = 5
 
 
-def _phase(body: dict[str, Any]) -> Phase | None:
-    value = (body.get("status") or {}).get("phase")
-    return Phase(value) if value else None
+def _key(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
-async def _finish(
+async def _write(client: AsyncClient, state: State, body: dict[str, Any], status: dict[str, Any]) -> None:
+    ns, name = _key(body)
+    await kube.patch_status(client, kube.Execution, name, ns, status)
+    state.wrote_status((ns, name), status)
+
+
+async def _decide(
     client: AsyncClient, state: State, body: dict[str, Any], phase: Phase, reason: str, message: str
 ) -> None:
-    """Write a terminal (or waiting) phase decided by the operator itself, not by a Job."""
-    meta, status = body["metadata"], body.get("status") or {}
+    """Write a phase the operator decides itself (not read from a Job)."""
+    status, gen = body.get("status") or {}, body["metadata"].get("generation")
     now = now_rfc3339()
-    conds = set_condition(
-        status.get("conditions"),
-        "Succeeded",
-        phase == Phase.SUCCEEDED if phase.terminal else None,
-        reason,
-        message,
-        meta.get("generation"),
-        now,
-    )
+    succeeded = (phase == Phase.SUCCEEDED) if phase.terminal else None
     patch: dict[str, Any] = {
         "phase": phase.value,
         "reason": reason,
         "message": message,
-        "conditions": conds,
-        "observedGeneration": meta.get("generation"),
+        "conditions": set_condition(
+            status.get("conditions"), "Succeeded", succeeded, reason, message, gen, now
+        ),
+        "observedGeneration": gen,
     }
     if phase.terminal:
         patch["completionTime"] = now
-    await kube.patch_status(client, kube.Execution, meta["name"], meta["namespace"], patch)
-    state.phase_changed(
-        meta["namespace"], meta["name"], _phase(body), phase, body["spec"]["agentRef"]["name"]
-    )
+    await _write(client, state, body, patch)
 
 
-async def reconcile_execution(
-    client: AsyncClient,
-    config: OperatorConfig,
-    state: State,
-    body: dict[str, Any],
-    retry: int,
-    logger: Logger,
+async def on_execution(
+    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+) -> None:
+    """Bring one Execution forward from wherever it is."""
+    phase = phase_of(body)
+    if phase is not None and phase.terminal:
+        return
+    if body["spec"].get("cancel"):
+        await cancel(client, state, body, logger)
+        return
+    if (body.get("status") or {}).get("jobName"):
+        return  # running: its Job's and Pods' events drive the status from here
+    try:
+        await start(client, config, state, body, logger)
+    except Exception as exc:
+        logger.warning(
+            "starting execution %s failed, retrying in %s s: %s", body["metadata"]["name"], RETRY_SECONDS, exc
+        )
+        state.retry_later(_key(body), RETRY_SECONDS)
+
+
+async def _agent(client: AsyncClient, state: State, namespace: str, name: str) -> dict[str, Any] | None:
+    cached = state.agents.get((namespace, name))
+    if cached is not None:
+        return cached
+    # The initial listings of Agents and Executions race after a restart: ask once.
+    return await kube.get_or_none(client, kube.Agent, name, namespace)
+
+
+async def start(
+    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
 ) -> None:
     meta, spec = body["metadata"], body["spec"]
-    name, namespace = meta["name"], meta["namespace"]
-    status = body.get("status") or {}
-    current = _phase(body)
-    if current is not None and current.terminal:
-        return
-    if spec.get("cancel"):
-        await cancel_execution(client, state, body, logger)
-        return
-
+    key = _key(body)
     agent_name = spec["agentRef"]["name"]
-    agent = await kube.get_or_none(client, kube.Agent, agent_name, namespace)
+    agent = await _agent(client, state, meta["namespace"], agent_name)
     if agent is None:
-        if retry >= AGENT_LOOKUP_RETRIES:
-            await _finish(
+        since = state.waiting_for_agent.setdefault(key, time.monotonic())
+        if time.monotonic() - since > AGENT_WAIT_SECONDS:
+            state.waiting_for_agent.pop(key, None)
+            await _decide(
                 client,
                 state,
                 body,
                 Phase.FAILED,
                 "AgentNotFound",
-                f"Agent {agent_name!r} does not exist in namespace {namespace}",
+                f"Agent {agent_name!r} does not exist in namespace {meta['namespace']}",
             )
-            return
-        if current is None:
-            conds = set_condition(
-                None,
-                "Succeeded",
-                None,
-                "AgentNotFound",
-                f"waiting for Agent {agent_name!r}",
-                meta.get("generation"),
-            )
-            await kube.patch_status(
+        elif (body.get("status") or {}).get("reason") != "AgentNotFound":
+            await _decide(
                 client,
-                kube.Execution,
-                name,
-                namespace,
-                {
-                    "phase": Phase.PENDING.value,
-                    "reason": "AgentNotFound",
-                    "message": f"waiting for Agent {agent_name!r} to exist",
-                    "conditions": conds,
-                },
+                state,
+                body,
+                Phase.PENDING,
+                "AgentNotFound",
+                f"waiting for Agent {agent_name!r} to exist",
             )
-        raise Retry(f"Agent {agent_name!r} not found", delay=5)
+        state.retry_later(key, RETRY_SECONDS)
+        return
+    state.waiting_for_agent.pop(key, None)
 
     ready = get_condition((agent.get("status") or {}).get("conditions"), "Ready")
     if ready is not None and ready.get("status") == "False" and ready.get("reason") == "InvalidSpec":
-        await _finish(
+        await _decide(
             client,
             state,
             body,
@@ -131,66 +134,37 @@ async def reconcile_execution(
         )
         return
 
-    # Adopt the Execution under its Agent: history pruning, listing and garbage collection.
-    labels = meta.get("labels") or {}
-    owners = meta.get("ownerReferences") or []
-    if labels.get(c.LABEL_AGENT) != agent_name[:63] or not owners:
-        await kube.patch_merge(
-            client,
-            kube.Execution,
-            name,
-            namespace,
-            {
-                "metadata": {
-                    "labels": {c.LABEL_AGENT: agent_name[:63]},
-                    "ownerReferences": owners or [owner_reference(agent, controller=False)],
-                }
-            },
-        )
+    scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE.value
+    if scheduled and await _schedule_gate(client, state, body, agent, logger):
+        return
 
-    if current is None and spec.get("trigger") == Trigger.SCHEDULE.value:
-        skip = await _schedule_gate(client, state, body, agent, logger)
-        if skip:
-            return
-
+    status = body.get("status") or {}
     correlation_id = spec.get("correlationId") or status.get("correlationId") or uuid.uuid4().hex
-    child = job_name(name, meta["uid"])
-    await kube.create_or_adopt(client, build_configmap(body, agent, child))
+    child = job_name(meta["name"], meta["uid"])
     job = await kube.create_or_adopt(client, build_job(body, agent, correlation_id, config))
     logger.info(
-        "job %s ready for execution %s correlation_id=%s",
+        "job %s for execution %s correlation_id=%s",
         child,
-        name,
+        meta["name"],
         correlation_id,
         extra={"correlation_id": correlation_id},
     )
-    await sync_execution(
-        client,
-        state,
-        namespace,
-        name,
-        job=job,
-        extra={"jobName": child, "correlationId": correlation_id},
-    )
+    new = status_patch(status, observe(job, []), meta.get("generation"), now_rfc3339())
+    await _write(client, state, body, {**new, "jobName": child, "correlationId": correlation_id})
 
 
 async def _schedule_gate(
-    client: AsyncClient,
-    state: State,
-    body: dict[str, Any],
-    agent: dict[str, Any],
-    logger: Logger,
+    client: AsyncClient, state: State, body: dict[str, Any], agent: dict[str, Any], logger: Logger
 ) -> bool:
     """Starting deadline and concurrencyPolicy for scheduled runs. True if this run is skipped."""
     meta, spec = body["metadata"], body["spec"]
     schedule = agent["spec"].get("schedule") or {}
     deadline = schedule.get("startingDeadlineSeconds")
     if deadline and spec.get("scheduledTime"):
-        late = (
-            dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(spec["scheduledTime"].replace("Z", "+00:00"))
-        ).total_seconds()
+        scheduled = dt.datetime.fromisoformat(spec["scheduledTime"].replace("Z", "+00:00"))
+        late = (dt.datetime.now(dt.UTC) - scheduled).total_seconds()
         if late > deadline:
-            await _finish(
+            await _decide(
                 client,
                 state,
                 body,
@@ -203,126 +177,125 @@ async def _schedule_gate(
     policy = ConcurrencyPolicy(schedule.get("concurrencyPolicy", "Forbid"))
     if policy == ConcurrencyPolicy.ALLOW:
         return False
-    active = []
-    async for other in client.list(
-        kube.Execution,
-        namespace=meta["namespace"],
-        labels={
-            c.LABEL_AGENT: meta["labels"][c.LABEL_AGENT]
-            if c.LABEL_AGENT in (meta.get("labels") or {})
-            else spec["agentRef"]["name"][:63]
-        },
-    ):
-        o = kube.to_dict(other)
-        if o["metadata"]["name"] == meta["name"] or o["spec"]["agentRef"]["name"] != spec["agentRef"]["name"]:
-            continue
-        phase = _phase(o)
-        if phase is None or not phase.terminal:
-            active.append(o["metadata"]["name"])
+    active = sorted(
+        e["metadata"]["name"]
+        for e in state.executions_of(meta["namespace"], spec["agentRef"]["name"])
+        if e["metadata"]["name"] != meta["name"]
+        and e["metadata"].get("creationTimestamp", "") <= meta.get("creationTimestamp", "")
+        and not (phase_of(e) or Phase.PENDING).terminal
+        and not e["spec"].get("cancel")
+    )
     if not active:
         return False
     if policy == ConcurrencyPolicy.FORBID:
-        await _finish(
+        await _decide(
             client,
             state,
             body,
             Phase.SKIPPED,
             "ConcurrencyForbidden",
-            f"previous run {', '.join(sorted(active))} is still active (concurrencyPolicy: Forbid)",
+            f"previous run {', '.join(active)} is still active (concurrencyPolicy: Forbid)",
         )
         return True
-    for other_name in active:
-        logger.info("replacing %s (concurrencyPolicy: Replace)", other_name)
-        await kube.patch_merge(
-            client, kube.Execution, other_name, meta["namespace"], {"spec": {"cancel": True}}
-        )
+    for other in active:
+        logger.info("replacing %s with %s (concurrencyPolicy: Replace)", other, meta["name"])
+        await kube.patch_merge(client, kube.Execution, other, meta["namespace"], {"spec": {"cancel": True}})
     return False
 
 
-async def cancel_execution(client: AsyncClient, state: State, body: dict[str, Any], logger: Logger) -> None:
+async def cancel(client: AsyncClient, state: State, body: dict[str, Any], logger: Logger) -> None:
     meta = body["metadata"]
-    current = _phase(body)
-    if current is not None and current.terminal:
-        return
     child = (body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"])
+    # Status first: the Job's deletion event must find the run already Cancelled, not lost.
+    await _decide(
+        client, state, body, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel; its Job was deleted"
+    )
     deleted = await kube.delete_quietly(client, kube.Job, child, meta["namespace"])
-    logger.info(
-        "cancelled execution %s (job %s %s)",
-        meta["name"],
-        child,
-        "deleted" if deleted else "absent",
-    )
-    await _finish(
-        client,
-        state,
-        body,
-        Phase.CANCELLED,
-        "Cancelled",
-        "cancelled by spec.cancel; its Job was deleted",
-    )
-
-
-async def sync_execution(
-    client: AsyncClient,
-    state: State,
-    namespace: str,
-    name: str,
-    job: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-    deleted_job: bool = False,
-) -> None:
-    """Recompute an Execution's status from its Job and Pods; write it if it changed."""
-    body = await kube.get_or_none(client, kube.Execution, name, namespace)
-    if body is None:
-        return
-    before = _phase(body)
-    if before is not None and before.terminal:
-        return
-    status = body.get("status") or {}
-    child = (extra or {}).get("jobName") or status.get("jobName")
-    if not child:
-        return  # the create handler has not made the Job yet
-    if job is None:
-        job = await kube.get_or_none(client, kube.Job, child, namespace)
-    if job is None and body["spec"].get("cancel"):
-        return
-    if job is None and (deleted_job or before is not None):
-        await _finish(
-            client,
-            state,
-            body,
-            Phase.FAILED,
-            "JobDeleted",
-            f"its Job {child} was deleted before the run finished",
-        )
-        return
-    pods = [
-        kube.to_dict(p)
-        async for p in client.list(
-            kube.Pod, namespace=namespace, labels={"batch.kubernetes.io/job-name": child}
-        )
-    ]
-    seen = observe(job, pods)
-    patch = status_patch(status, seen, body["metadata"].get("generation"), now_rfc3339())
-    patch.update(extra or {})
-    if all(status.get(k) == v for k, v in patch.items() if k != "conditions") and _same_conditions(
-        status.get("conditions"), patch["conditions"]
-    ):
-        return
-    await kube.patch_status(client, kube.Execution, name, namespace, patch)
-    state.phase_changed(namespace, name, before, seen.phase, body["spec"]["agentRef"]["name"])
-    if seen.stop_job:  # after the terminal status, so the Job's deletion is not mistaken for a loss
-        await kube.delete_quietly(client, kube.Job, child, namespace)
-
-
-def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:
-    def key(conds: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
-        return sorted((x["type"], x["status"], x["reason"], x.get("message", "")) for x in conds or [])
-
-    return key(a) == key(b)
+    logger.info("cancelled execution %s (job %s %s)", meta["name"], child, "deleted" if deleted else "absent")
 
 
 def execution_of(body: dict[str, Any]) -> str | None:
     """The Execution a Job or Pod belongs to (full name from our annotation)."""
-    annotations = body.get("metadata", {}).get("annotations") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
     return annotations.get(c.ANNOTATION_EXECUTION)
+
+
+def _terminal_job(job: dict[str, Any]) -> bool:
+    conds = {
+        c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
+    }
+    return bool(conds & {"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
+
+
+async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, Any]) -> None:
+    """A Job's event: its outcome (the Pods' events carry the rest)."""
+    name = execution_of(job)
+    ns = job["metadata"]["namespace"]
+    body = state.executions.get((ns, name or ""))
+    if body is None or (phase_of(body) or Phase.PENDING).terminal:
+        return
+    if event == "DELETED":
+        if not body["spec"].get("cancel"):
+            await _decide(
+                client,
+                state,
+                body,
+                Phase.FAILED,
+                "JobDeleted",
+                f"its Job {job['metadata']['name']} was deleted before the run finished",
+            )
+        return
+    if not _terminal_job(job):
+        return
+    pods = [
+        kube.to_dict(p)
+        async for p in client.list(
+            kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+        )
+    ]
+    await _apply(client, state, body, observe(job, pods), job["metadata"]["name"])
+
+
+async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, Any]) -> None:
+    """A Pod's event: running, or stuck for a reason a person should read."""
+    name = execution_of(pod)
+    ns = pod["metadata"]["namespace"]
+    body = state.executions.get((ns, name or ""))
+    if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
+        return
+    seen = observe_pod(pod)
+    if seen is not None:
+        job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
+        await _apply(client, state, body, seen, job)
+
+
+async def _apply(client: AsyncClient, state: State, body: dict[str, Any], seen: Observed, job: str) -> None:
+    status = body.get("status") or {}
+    if (status.get("phase"), status.get("reason"), status.get("message")) == (
+        seen.phase.value,
+        seen.reason,
+        seen.message,
+    ) and not seen.phase.terminal:
+        return
+    patch = status_patch(status, seen, body["metadata"].get("generation"), now_rfc3339())
+    await _write(client, state, body, patch)
+    if seen.stop_job and job:  # after the terminal status, so the deletion is not mistaken for a loss
+        await kube.delete_quietly(client, kube.Job, job, body["metadata"]["namespace"])
+
+
+def adopt_patch(body: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any] | None:
+    """Label and owner reference tying an Execution to its Agent (None if already there)."""
+    meta = body["metadata"]
+    name = body["spec"]["agentRef"]["name"]
+    labels = meta.get("labels") or {}
+    owners = meta.get("ownerReferences") or []
+    if labels.get(c.LABEL_AGENT) == name[:63] and any(
+        o.get("uid") == agent["metadata"]["uid"] for o in owners
+    ):
+        return None
+    return {
+        "metadata": {
+            "labels": {c.LABEL_AGENT: name[:63]},
+            "ownerReferences": [*owners, owner_reference(agent, controller=False)],
+        }
+    }

@@ -1,12 +1,14 @@
-"""In-memory state of one operator process: Executions by phase, and Agents whose status is stale.
+"""In-memory state of one operator process, rebuilt from watch events after every (re)start.
 
-Agent status (totals, last run, history pruning) is refreshed by one background task that coalesces
-many Execution changes into one list call per Agent per interval: no per-object timers or daemons.
+It holds the last seen Agents and Executions (so handlers need no GET before acting), Executions
+waiting for their Agent, reconciles to retry, and Agents whose status is stale. One background task
+works through the last three: no per-object timers or daemons.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from agentry_common.models import Phase
@@ -14,33 +16,116 @@ from agentry_common.models import Phase
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+Key = tuple[str, str]  # (namespace, name)
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an object the operator reads (keeps memory per object small)."""
+    meta = body.get("metadata") or {}
+    keep = (
+        "name",
+        "namespace",
+        "uid",
+        "generation",
+        "labels",
+        "ownerReferences",
+        "creationTimestamp",
+        "resourceVersion",
+        "deletionTimestamp",
+    )
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def phase_of(body: dict[str, Any]) -> Phase | None:
+    value = (body.get("status") or {}).get("phase")
+    return Phase(value) if value else None
 
 
 class State:
     def __init__(self) -> None:
-        self.phases: dict[tuple[str, str], Phase] = {}
-        self.dirty_agents: set[tuple[str, str]] = set()
+        self.agents: dict[Key, dict[str, Any]] = {}
+        self.executions: dict[Key, dict[str, Any]] = {}
+        self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
+        self.retry_at: dict[Key, float] = {}
+        self.dirty_agents: set[Key] = set()
 
-    def phase_changed(
-        self, namespace: str, name: str, before: Phase | None, after: Phase, agent: str
-    ) -> None:
-        key = (namespace, name)
-        old = self.phases.get(key, before)
-        if old == after and key in self.phases:
+    # -- Executions ----------------------------------------------------------------------------
+
+    def seen_execution(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Record an Execution from a watch event; returns the slim copy kept."""
+        item = slim(body)
+        key = (item["metadata"]["namespace"], item["metadata"]["name"])
+        self._count(self.executions.get(key), item)
+        self.executions[key] = item
+        return item
+
+    def wrote_status(self, key: Key, status: dict[str, Any]) -> None:
+        """Merge a status we just wrote into the cache (the watch event may come later)."""
+        item = self.executions.get(key)
+        if item is None:
             return
-        if key in self.phases and old is not None:
-            EXECUTIONS.labels(old.value).dec()
-        self.phases[key] = after
-        EXECUTIONS.labels(after.value).inc()
-        if old != after:
+        new = {**item, "status": {**item["status"], **status}}
+        self._count(item, new)
+        self.executions[key] = new
+
+    def forget(self, key: Key) -> None:
+        item = self.executions.pop(key, None)
+        if item is not None and phase_of(item) is not None:
+            EXECUTIONS.labels(phase_of(item).value).dec()  # type: ignore[union-attr]
+        self.waiting_for_agent.pop(key, None)
+        self.retry_at.pop(key, None)
+
+    def _count(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        before, after = (phase_of(old) if old else None), phase_of(new)
+        if before == after:
+            return
+        if before is not None:
+            EXECUTIONS.labels(before.value).dec()
+        if after is not None:
+            EXECUTIONS.labels(after.value).inc()
             PHASE_TRANSITIONS.labels(after.value).inc()
-        self.dirty_agents.add((namespace, agent))
+        ns = new["metadata"]["namespace"]
+        self.dirty_agents.add((ns, new["spec"]["agentRef"]["name"]))
 
-    def forget(self, namespace: str, name: str) -> None:
-        old = self.phases.pop((namespace, name), None)
-        if old is not None:
-            EXECUTIONS.labels(old.value).dec()
+    def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for (ns, _), e in self.executions.items()
+            if ns == namespace and e["spec"]["agentRef"]["name"] == agent
+        ]
 
-    def take_dirty(self) -> set[tuple[str, str]]:
+    # -- Agents --------------------------------------------------------------------------------
+
+    def seen_agent(self, body: dict[str, Any]) -> list[Key]:
+        """Record an Agent; returns Executions that were waiting for it."""
+        item = slim(body)
+        key = (item["metadata"]["namespace"], item["metadata"]["name"])
+        self.agents[key] = item
+        return [
+            k
+            for k in self.waiting_for_agent
+            if k[0] == key[0]
+            and self.executions.get(k, {}).get("spec", {}).get("agentRef", {}).get("name") == key[1]
+        ]
+
+    # -- Deferred work -------------------------------------------------------------------------
+
+    def retry_later(self, key: Key, delay: float) -> None:
+        self.retry_at[key] = time.monotonic() + delay
+
+    def due_retries(self) -> list[Key]:
+        now = time.monotonic()
+        due = [k for k, t in self.retry_at.items() if t <= now]
+        for k in due:
+            del self.retry_at[k]
+        return due
+
+    def take_dirty(self) -> set[Key]:
         dirty, self.dirty_agents = self.dirty_agents, set()
         return dirty

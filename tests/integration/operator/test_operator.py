@@ -8,7 +8,7 @@ import pytest
 import yaml
 from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import ConfigMap, Pod
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from agentry_common.naming import cronjob_name, job_name
@@ -95,8 +95,8 @@ def test_execution_runs_to_success_with_result_and_usage(
     assert pod_spec.containers[0].securityContext.readOnlyRootFilesystem is True
     env = {e.name: e.value for e in pod_spec.containers[0].env}
     assert env["AGENTRY_CORRELATION_ID"] == "corr-123"
-    cm = kube_client.get(ConfigMap, child, namespace=namespace)
-    assert cm.data["input.txt"] == "today" and '"files"' in cm.data["agent.json"]
+    inputs = job.spec.template.metadata.annotations
+    assert inputs["agentry.dev/input.txt"] == "today" and '"files"' in inputs["agentry.dev/agent.json"]
 
     pod = job_pod(kube_client, namespace, child)
     play_kubelet(kube_client, pod, "Running")
