@@ -22,6 +22,10 @@ install: .venv/.installed ## Install Python dependencies from the lock file into
 provision: ## Build/cached Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, helm)
 	bash hack/provision-kube.sh
 
+.PHONY: image
+image: ## Build the workspace image offline (starts its own dockerd; base made with debootstrap)
+	bash hack/build-workspace-image.sh
+
 .PHONY: dev
 dev: install ## Bring the platform up locally (Firestore emulator, control plane, CRDs, operator, API)
 	$(PY) -m agentry_devenv.cli up
@@ -50,6 +54,14 @@ test-integration: install ## Integration tier only (Firestore emulator, kube-api
 .PHONY: bench
 bench: install ## Benchmarks (print figures and ratios)
 	$(PY) -m bench
+
+.PHONY: manifests
+manifests: ## Regenerate the chart's CRD templates (from manifests/crds) and manifests/install.yaml
+	bash hack/render-install.sh
+
+.PHONY: check-manifests
+check-manifests: ## Fail if the chart's CRD templates or manifests/install.yaml are stale
+	bash hack/render-install.sh --check
 
 .PHONY: crd-docs
 crd-docs: install ## Regenerate docs/crd-reference.md from manifests/crds

@@ -11,13 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class OperatorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore")
 
-    # -- Namespaces to watch (comma-separated); empty means every namespace.
+    # -- Namespaces to watch (a JSON list, e.g. ["agents"]); empty means every namespace.
     watch_namespaces: list[str] = Field(default_factory=list)
     # -- Image every Execution's Job runs.
     workspace_image: str = "agentry/workspace:dev"
     # -- Image of the schedule tick pod (creates an Execution); the operator image by default.
     tick_image: str = "agentry/operator:dev"
     image_pull_policy: str = "IfNotPresent"
+    # -- ServiceAccount of run pods (no token is mounted; it carries Workload Identity on GKE).
+    workload_service_account: str | None = None
     # -- ServiceAccount of schedule tick pods (needs create on executions only).
     tick_service_account: str = "agentry-tick"
     # -- Seconds a finished Job (and its pods) is kept; the Execution keeps the outcome.
@@ -34,6 +36,8 @@ class OperatorConfig(BaseSettings):
     metrics_port: int = 9090
     # -- Admission webhook: listen address/port, and the host the API server calls.
     webhook_enabled: bool = True
+    # -- Let kopf create/patch the ValidatingWebhookConfiguration itself (off when a chart ships it).
+    webhook_managed: bool = True
     webhook_addr: str = "0.0.0.0"
     webhook_port: int = 9443
     webhook_host: str | None = None

@@ -65,7 +65,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     if config.webhook_enabled:
         settings.admission.server = _webhook_server(config)
-        settings.admission.managed = "agentry.dev"
+        if config.webhook_managed:
+            settings.admission.managed = "agentry.dev"
     if config.metrics_port:
         start_http_server(config.metrics_port)
     memo.config = config
@@ -114,7 +115,7 @@ async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf
         return
     with _Timed("Execution"):
         item = state.seen_execution(dict(body))
-        await on_execution(memo.client, memo.config, state, item, logger)
+        await on_execution(memo.client, memo.config, state, item, logger, listing=type is None)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
@@ -157,6 +158,10 @@ def validate_agent(spec: kopf.Spec, **_: Any) -> None:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
+def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.scanning.disabled = True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agentry-operator")
     parser.add_argument(
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     namespaces = args.namespace or config.watch_namespaces
     if config.webhook_enabled:
         kopf.on.validate(G, V, "agents", id="validate-agent", ignore_failures=True)(validate_agent)
+    if namespaces and not any(ch in ns for ns in namespaces for ch in "*?[!"):
+        # Exact names: no need to list/watch Namespace objects (one less cluster-wide permission).
+        kopf.on.startup()(_disable_namespace_scanning)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
     kopf.run(
         clusterwide=args.all_namespaces or not namespaces,

@@ -1,1 +1,6 @@
-"""agentry_workspace."""
+"""The Agentry workspace runtime: the program every Execution's pod runs.
+
+Entry points: `python -m agentry_workspace` (in the pod, see workspace_image/README.md) and
+`agentry run -f agent.yaml` (cli.py). Flow: config -> app -> runner (or claude_code) -> outcome.
+`providers` stands alone so the API's gateway can reuse it.
+"""

@@ -176,8 +176,8 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
             return Observed(
                 Phase.FAILED,
                 "DeadlineExceeded",
-                f"the run exceeded spec.timeoutSeconds "
-                f"({job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
+                f"the run exceeded its deadline (spec.timeoutSeconds plus a grace period: "
+                f"{job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
                 completion_time=end,
                 **base,
             )

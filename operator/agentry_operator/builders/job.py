@@ -13,6 +13,7 @@ from agentry_common.naming import job_name
 from ..config import OperatorConfig
 
 CONTAINER = "agent"
+DEADLINE_GRACE_SECONDS = 30
 RUNTIME_UID = 10001
 
 
@@ -145,7 +146,7 @@ def build_job(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    pod_spec = {
+    pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -177,6 +178,8 @@ def build_job(
             {"name": "tmp", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
         ],
     }
+    if config.workload_service_account:
+        pod_spec["serviceAccountName"] = config.workload_service_account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -189,7 +192,9 @@ def build_job(
         },
         "spec": {
             "backoffLimit": spec.retries,
-            "activeDeadlineSeconds": spec.timeout_seconds,
+            # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the
+            # Job's deadline is the backstop for a runtime that cannot.
+            "activeDeadlineSeconds": spec.timeout_seconds + DEADLINE_GRACE_SECONDS,
             "ttlSecondsAfterFinished": config.job_ttl_seconds,
             "podReplacementPolicy": "Failed",
             "podFailurePolicy": {

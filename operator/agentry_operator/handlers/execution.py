@@ -62,16 +62,28 @@ async def _decide(
 
 
 async def on_execution(
-    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+    client: AsyncClient,
+    config: OperatorConfig,
+    state: State,
+    body: dict[str, Any],
+    logger: Logger,
+    listing: bool = False,
 ) -> None:
-    """Bring one Execution forward from wherever it is."""
+    """Bring one Execution forward from wherever it is.
+
+    `listing` marks the initial listing after a (re)start: Job events missed while the operator was
+    down are then recovered by reading the Job itself.
+    """
     phase = phase_of(body)
     if phase is not None and phase.terminal:
         return
     if body["spec"].get("cancel"):
         await cancel(client, state, body, logger)
         return
-    if (body.get("status") or {}).get("jobName"):
+    job_name_ = (body.get("status") or {}).get("jobName")
+    if job_name_:
+        if listing:
+            await resync(client, state, body, job_name_)
         return  # running: its Job's and Pods' events drive the status from here
     try:
         await start(client, config, state, body, logger)
@@ -254,6 +266,28 @@ async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, A
         )
     ]
     await _apply(client, state, body, observe(job, pods), job["metadata"]["name"])
+
+
+async def resync(client: AsyncClient, state: State, body: dict[str, Any], child: str) -> None:
+    """Read the Job (and Pods) of a running Execution and apply what they say."""
+    ns = body["metadata"]["namespace"]
+    job = await kube.get_or_none(client, kube.Job, child, ns)
+    await on_job(
+        client,
+        state,
+        "DELETED" if job is None else "MODIFIED",
+        job
+        or {
+            "metadata": {
+                "name": child,
+                "namespace": ns,
+                "annotations": {c.ANNOTATION_EXECUTION: body["metadata"]["name"]},
+            }
+        },
+    )
+    if job is not None and not _terminal_job(job):
+        async for pod in client.list(kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": child}):
+            await on_pod(client, state, "MODIFIED", kube.to_dict(pod))
 
 
 async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, Any]) -> None:

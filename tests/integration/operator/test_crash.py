@@ -9,18 +9,19 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lightkube import Client
+from lightkube import Client, KubeConfig
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Namespace, Pod
+from lightkube.resources.core_v1 import Pod
 
 from agentry_common.naming import job_name
 from agentry_devenv.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import start_operator
+from tests.fixtures.operator import apply_crds, start_operator
 from tests.fixtures.servers import make_namespace
 
 pytestmark = pytest.mark.integration
@@ -28,12 +29,23 @@ pytestmark = pytest.mark.integration
 N = 100
 
 
-def test_exactly_one_job_per_execution_across_crashes(
-    kube: ControlPlane, kube_client: Client, crds: None, tmp_path: Path
-) -> None:
+@pytest.fixture
+def own_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane of this test's own: no other operator may act on what it creates."""
+    plane = ControlPlane(tmp_path / "kube")
+    try:
+        plane.start()
+        apply_crds(plane)
+        yield plane
+    finally:
+        plane.stop()
+
+
+def test_exactly_one_job_per_execution_across_crashes(own_plane: ControlPlane, tmp_path: Path) -> None:
     rng = random.Random(20261123)
+    kube_client = Client(KubeConfig.from_file(own_plane.kubeconfig), field_manager="crash-test")
     ns = make_namespace(kube_client, "crash")
-    op = start_operator(kube, tmp_path, namespace="crash-*")
+    op = start_operator(own_plane, tmp_path)
     try:
         kube_client.create(
             Agent.from_dict(
@@ -119,4 +131,3 @@ def test_exactly_one_job_per_execution_across_crashes(
         )
     finally:
         op.proc.stop()
-        kube_client.delete(Namespace, ns)

@@ -89,7 +89,7 @@ def test_execution_runs_to_success_with_result_and_usage(
     # The Job is the one the builder promised: restricted pod, owner, labels, deadline, inputs.
     assert job.metadata.ownerReferences[0].uid == ex.metadata.uid
     assert job.metadata.labels["agentry.dev/agent"] == "news"
-    assert job.spec.activeDeadlineSeconds == 1800 and job.spec.backoffLimit == 0
+    assert job.spec.activeDeadlineSeconds == 1830 and job.spec.backoffLimit == 0
     pod_spec = job.spec.template.spec
     assert pod_spec.automountServiceAccountToken is False
     assert pod_spec.containers[0].securityContext.readOnlyRootFilesystem is True

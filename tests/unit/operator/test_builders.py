@@ -50,7 +50,7 @@ def test_job_is_restricted_bounded_and_never_holds_secret_values() -> None:
     assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["automountServiceAccountToken"] is False
-    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 630
     secret = next(e for e in ctr["env"] if e["name"] == "ANTHROPIC_API_KEY")
     assert secret == {
         "name": "ANTHROPIC_API_KEY",

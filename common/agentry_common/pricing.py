@@ -1,0 +1,97 @@
+"""The one pricing table: USD per million tokens, per model. Budgets and usage totals use it.
+
+Prices are list prices for standard (non-batch, non-cached) requests as published on Anthropic's
+and OpenAI's pricing pages; review them when adding a model. Cache writes/reads are not modelled:
+the runtime does not send cache_control.
+A model that is not in the table costs 0 and is reported as unpriced (see `is_priced`), so a
+budget in USD cannot stop a run on such a model; the runtime warns about that in its events.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Final
+
+MILLION: Final = Decimal(1_000_000)
+# Costs are kept exact internally and rounded only for display (6 decimals matches the CR's USD type).
+DISPLAY_QUANTUM: Final = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+
+
+def _p(inp: str, out: str) -> Price:
+    return Price(Decimal(inp), Decimal(out))
+
+
+PRICES: Final[dict[str, Price]] = {
+    # Anthropic
+    "claude-fable-5-1": _p("10", "50"),
+    "claude-opus-5-5": _p("4", "20"),
+    "claude-opus-5": _p("5", "25"),
+    "claude-sonnet-5-5": _p("2", "10"),
+    "claude-opus-4-6": _p("5", "25"),
+    "claude-sonnet-4-6": _p("3", "15"),
+    "claude-opus-4-5": _p("5", "25"),
+    "claude-opus-4-1": _p("15", "75"),
+    "claude-opus-4-0": _p("15", "75"),
+    "claude-opus-4": _p("15", "75"),
+    "claude-sonnet-4-5": _p("3", "15"),
+    "claude-sonnet-4-0": _p("3", "15"),
+    "claude-sonnet-4": _p("3", "15"),
+    "claude-3-7-sonnet": _p("3", "15"),
+    "claude-3-5-sonnet": _p("3", "15"),
+    "claude-haiku-4-5": _p("1", "5"),
+    "claude-3-5-haiku": _p("0.80", "4"),
+    "claude-3-haiku": _p("0.25", "1.25"),
+    # OpenAI
+    "gpt-5": _p("1.25", "10"),
+    "gpt-5-mini": _p("0.25", "2"),
+    "gpt-5-nano": _p("0.05", "0.40"),
+    "gpt-4.1": _p("2", "8"),
+    "gpt-4.1-mini": _p("0.40", "1.60"),
+    "gpt-4.1-nano": _p("0.10", "0.40"),
+    "gpt-4o": _p("2.50", "10"),
+    "gpt-4o-mini": _p("0.15", "0.60"),
+    "o3": _p("2", "8"),
+    "o4-mini": _p("1.10", "4.40"),
+}
+
+# Dated snapshots ("claude-sonnet-4-5-20250929", "gpt-4o-2024-08-06") and "-latest" aliases cost
+# the same as their family. Prefix matching is deliberately avoided: "gpt-4.1" must not price
+# "gpt-4.1-mini".
+_SNAPSHOT = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+
+
+def price_of(model: str) -> Price | None:
+    """The price of a model, or None if it is not in the table."""
+    name = model.strip().lower()
+    if name in PRICES:
+        return PRICES[name]
+    return PRICES.get(_SNAPSHOT.sub("", name))
+
+
+def is_priced(model: str) -> bool:
+    return price_of(model) is not None
+
+
+def cost(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """Exact USD cost of one call; Decimal(0) for an unknown model (check `is_priced`)."""
+    price = price_of(model)
+    if price is None:
+        return Decimal(0)
+    return (
+        Decimal(input_tokens) * price.input_per_mtok + Decimal(output_tokens) * price.output_per_mtok
+    ) / MILLION
+
+
+def usd_string(amount: Decimal) -> str:
+    """The wire form of a cost: a plain decimal string, at most 6 decimals, never exponent form."""
+    rounded = amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_UP)
+    text = format(rounded.normalize(), "f")
+    return text if text != "-0" else "0"

@@ -1,0 +1,551 @@
+"""A scripted LLM server speaking the Anthropic Messages and OpenAI chat completions wire protocols.
+
+Tests (and pods, later) point the real SDKs at it through their base URL. Each request takes the
+next scripted response from one queue, whichever protocol asked; every request is recorded.
+
+    with ScriptedLLM() as llm:
+        llm.script([{"error": {"status": 529}}, {"tool_use": {"name": "shell", "input": {...}}},
+                    {"text": "done", "usage": {"input_tokens": 120, "output_tokens": 30}}])
+        ... ANTHROPIC_BASE_URL=llm.url, OPENAI_BASE_URL=llm.openai_url ...
+        llm.requests[0].body["messages"]
+
+As a process: `python -m agentry_devenv.scripted_llm --port N --script file.json` (a JSON list of
+items). Control endpoints for out-of-process use: POST /_script (append items), GET /_requests,
+POST /_reset.
+
+Script items (JSON objects):
+  {"text": "..."}                                   a text answer
+  {"tool_use": {"name": ..., "input": {...}, "id": optional}}   (or "tool_uses": [...])
+  {"content": [{"type": "text", ...}, {"type": "tool_use", ...}]}   explicit blocks
+    optional on the above: "usage": {"input_tokens", "output_tokens"}, "stop_reason", "model"
+  {"error": {"status": 529, "type": optional, "message": optional, "retry_after": optional}}
+  {"stream_error": {"type": "overloaded_error"}}    a 200 stream that fails after message_start
+  any item: "delay": seconds before answering, "repeat": n (use the item n times)
+An empty queue answers 400 "script exhausted", so a test that under-scripts fails loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_FINISH = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def protocol(self) -> str:
+        return "openai" if self.path.endswith("/chat/completions") else "anthropic"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "headers": self.headers,
+            "body": self.body,
+        }
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[dict[str, Any]] = []
+        self.requests: list[RecordedRequest] = []
+        self.ids = itertools.count(1)
+
+    def push(self, items: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for item in items:
+                if not isinstance(item, dict):
+                    raise ValueError(f"script items must be objects, got {item!r}")
+                repeat = int(item.get("repeat", 1))
+                self.queue.extend(dict(item) for _ in range(repeat))
+
+    def pop(self) -> dict[str, Any] | None:
+        with self.lock:
+            return self.queue.pop(0) if self.queue else None
+
+    def next_id(self) -> int:
+        with self.lock:
+            return next(self.ids)
+
+
+def _estimate_tokens(value: Any) -> int:
+    # Deterministic stand-in for a tokenizer: about four characters per token.
+    return max(1, len(json.dumps(value, sort_keys=True)) // 4)
+
+
+def _blocks(item: dict[str, Any], state: _State, id_prefix: str) -> list[dict[str, Any]]:
+    if "content" in item:
+        raw = list(item["content"])
+    else:
+        raw = []
+        if "text" in item:
+            raw.append({"type": "text", "text": item["text"]})
+        uses = item.get("tool_uses") or ([item["tool_use"]] if "tool_use" in item else [])
+        raw.extend({"type": "tool_use", **u} for u in uses)
+    blocks = []
+    for block in raw:
+        if block.get("type") == "tool_use":
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": block.get("id") or f"{id_prefix}{state.next_id():04d}",
+                    "name": block["name"],
+                    "input": block.get("input", {}),
+                }
+            )
+        else:
+            blocks.append({"type": "text", "text": str(block.get("text", ""))})
+    return blocks
+
+
+def _chunks(text: str, size: int = 16) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: tests assert on recorded requests instead
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return raw.decode("utf-8", "replace")
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", f"req_scripted_{self.server.state.next_id():06d}")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("request-id", f"req_scripted_{self.server.state.next_id():06d}")
+        self.end_headers()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _sse(self, event: str | None, data: Any) -> None:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        head = f"event: {event}\n" if event else ""
+        self._chunk(f"{head}data: {payload}\n\n".encode())
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/_requests":
+            with self.server.state.lock:
+                reqs = [r.to_json() for r in self.server.state.requests]
+            self._send_json(200, reqs)
+        elif self.path.rstrip("/") in ("", "/healthz"):
+            self._send_json(200, {"ok": True})
+        else:
+            self._send_json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        path = self.path.split("?", 1)[0].rstrip("/")
+        state = self.server.state
+        if path == "/_script":
+            state.push(list(body or []))
+            self._send_json(200, {"queued": len(state.queue)})
+            return
+        if path == "/_reset":
+            with state.lock:
+                state.queue.clear()
+                state.requests.clear()
+            self._send_json(200, {"ok": True})
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with state.lock:
+            state.requests.append(RecordedRequest("POST", path, headers, body))
+        if path.endswith("/messages"):
+            protocol = "anthropic"
+        elif path.endswith("/chat/completions"):
+            protocol = "openai"
+        else:
+            self._send_json(404, {"error": {"message": f"unknown path {path}"}})
+            return
+        item = state.pop()
+        if item is None:
+            item = {"error": {"status": 400, "message": "scripted LLM: script exhausted"}}
+        try:
+            if item.get("delay"):
+                time.sleep(float(item["delay"]))
+            request = body if isinstance(body, dict) else {}
+            if protocol == "anthropic":
+                self._anthropic(request, item)
+            else:
+                self._openai(request, item)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client gave up (deadline, cancellation): nothing to answer
+
+    # -- Anthropic Messages -----------------------------------------------------------------
+
+    def _anthropic_error(self, err: dict[str, Any]) -> None:
+        status = int(err.get("status", 500))
+        err_type = err.get("type") or _ANTHROPIC_ERRORS.get(status, "api_error")
+        headers = {}
+        if err.get("retry_after") is not None:
+            headers["retry-after"] = str(err["retry_after"])
+        payload = {
+            "type": "error",
+            "error": {"type": err_type, "message": err.get("message", f"scripted {status}")},
+        }
+        self._send_json(status, payload, headers)
+
+    def _anthropic(self, request: dict[str, Any], item: dict[str, Any]) -> None:
+        if "error" in item:
+            self._anthropic_error(item["error"])
+            return
+        state = self.server.state
+        blocks = _blocks(item, state, "toolu_scripted_")
+        model = item.get("model") or request.get("model", "scripted")
+        usage = item.get("usage") or {}
+        input_tokens = int(usage.get("input_tokens", _estimate_tokens(request.get("messages"))))
+        output_tokens = int(usage.get("output_tokens", _estimate_tokens(blocks)))
+        has_tool = any(b["type"] == "tool_use" for b in blocks)
+        stop_reason = item.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
+        msg_id = f"msg_scripted_{state.next_id():06d}"
+        if not request.get("stream"):
+            self._send_json(
+                200,
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": blocks,
+                    "stop_reason": stop_reason,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                },
+            )
+            return
+        self._start_stream()
+        self._sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                },
+            },
+        )
+        self._sse("ping", {"type": "ping"})
+        if "stream_error" in item:
+            err = item["stream_error"]
+            self._sse(
+                "error",
+                {
+                    "type": "error",
+                    "error": {
+                        "type": err.get("type", "overloaded_error"),
+                        "message": err.get("message", "Overloaded"),
+                    },
+                },
+            )
+            self._end_stream()
+            return
+        for index, block in enumerate(blocks):
+            if block["type"] == "text":
+                start: dict[str, Any] = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": c} for c in _chunks(block["text"])]
+            else:
+                start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                raw = json.dumps(block["input"])
+                half = len(raw) // 2
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": part} for part in (raw[:half], raw[half:])
+                ]
+            self._sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start},
+            )
+            for delta in deltas:
+                self._sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            self._sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        self._sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            },
+        )
+        self._sse("message_stop", {"type": "message_stop"})
+        self._end_stream()
+
+    # -- OpenAI chat completions ------------------------------------------------------------
+
+    def _openai(self, request: dict[str, Any], item: dict[str, Any]) -> None:
+        if "error" in item or "stream_error" in item:
+            err = item.get("error") or {"status": 500}
+            status = int(err.get("status", 500))
+            headers = {}
+            if err.get("retry_after") is not None:
+                headers["retry-after"] = str(err["retry_after"])
+            kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            if 400 <= status < 500 and status != 429:
+                kind = "invalid_request_error"
+            self._send_json(
+                status,
+                {
+                    "error": {
+                        "message": err.get("message", f"scripted {status}"),
+                        "type": err.get("type", kind),
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                headers,
+            )
+            return
+        state = self.server.state
+        blocks = _blocks(item, state, "call_scripted_")
+        model = item.get("model") or request.get("model", "scripted")
+        usage = item.get("usage") or {}
+        prompt = int(usage.get("input_tokens", _estimate_tokens(request.get("messages"))))
+        completion = int(usage.get("output_tokens", _estimate_tokens(blocks)))
+        text = "".join(b["text"] for b in blocks if b["type"] == "text")
+        calls = [b for b in blocks if b["type"] == "tool_use"]
+        stop = item.get("stop_reason") or ("tool_use" if calls else "end_turn")
+        finish = _OPENAI_FINISH.get(stop, "stop")
+        completion_id = f"chatcmpl-scripted{state.next_id():06d}"
+        created = int(time.time())
+        usage_obj = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if not request.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": json.dumps(c["input"])},
+                    }
+                    for c in calls
+                ]
+            self._send_json(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage_obj,
+                },
+            )
+            return
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+
+        self._start_stream()
+        self._sse(None, chunk({"role": "assistant", "content": ""}))
+        if text:
+            for part in _chunks(text):
+                self._sse(None, chunk({"content": part}))
+        for index, call in enumerate(calls):
+            raw = json.dumps(call["input"])
+            half = len(raw) // 2
+            first: dict[str, Any] = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": raw[:half]},
+            }
+            self._sse(None, chunk({"tool_calls": [first]}))
+            rest: dict[str, Any] = {"index": index, "function": {"arguments": raw[half:]}}
+            self._sse(None, chunk({"tool_calls": [rest]}))
+        self._sse(None, chunk({}, finish))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            self._sse(
+                None,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage_obj,
+                },
+            )
+        self._sse(None, "[DONE]")
+        self._end_stream()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: _State
+
+
+class ScriptedLLM:
+    """The server in a background thread; a context manager for tests."""
+
+    def __init__(
+        self, script: list[dict[str, Any]] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.state = _State()
+        self._thread: threading.Thread | None = None
+        if script:
+            self.script(script)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL for the Anthropic SDK (it appends /v1/messages)."""
+        host = str(self._server.server_address[0])
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for the OpenAI SDK (it appends /chat/completions)."""
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._server.state.lock:
+            return list(self._server.state.requests)
+
+    @property
+    def pending(self) -> int:
+        """Scripted responses not consumed yet."""
+        with self._server.state.lock:
+            return len(self._server.state.queue)
+
+    def script(self, items: list[dict[str, Any]]) -> ScriptedLLM:
+        """Append responses to the queue."""
+        self._server.state.push(items)
+        return self
+
+    def reset(self) -> None:
+        with self._server.state.lock:
+            self._server.state.queue.clear()
+            self._server.state.requests.clear()
+
+    def start(self) -> ScriptedLLM:
+        # A short poll interval keeps stop() fast (tests start one server each).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="scripted-llm", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __enter__(self) -> ScriptedLLM:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agentry_devenv.scripted_llm")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--script", type=Path, help="JSON file with a list of script items")
+    args = parser.parse_args(argv)
+    items = json.loads(args.script.read_text()) if args.script else []
+    llm = ScriptedLLM(items, host=args.host, port=args.port)
+
+    def stop(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever, so it must run on another thread.
+        threading.Thread(target=llm._server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"scripted LLM listening on {llm.url}", flush=True)
+    llm.serve_forever()
+    llm._server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

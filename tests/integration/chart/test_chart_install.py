@@ -1,0 +1,448 @@
+"""`helm install` of charts/agentry into the real test control plane (there is no kubelet: pods never
+start, so the tests assert on objects, on RBAC as the API server evaluates it, and on Pod Security
+admission in the workload namespace)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from lightkube import Client
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Pod, Secret
+
+from agentry_devenv.kube import REPO, ControlPlane
+from agentry_devenv.procs import Proc, free_port
+from agentry_operator.builders.cronjob import build_cronjob
+from agentry_operator.builders.job import build_job
+from agentry_operator.config import OperatorConfig
+from agentry_operator.kube import Agent, Execution
+from tests.fixtures.helpers import eventually
+from tests.unit.chart.render import CHART, env_of, helm
+
+pytestmark = pytest.mark.integration
+
+RELEASE = "agentry-test"  # fullname "agentry-test": no clash with manifests/install.yaml's "agentry-*"
+SNAPSHOT = Path(__file__).with_name("rbac_snapshot.yaml")
+UPDATE_SNAPSHOT = os.environ.get("AGENTRY_UPDATE_SNAPSHOTS") == "1"
+ACCOUNTS = {"operator": "agentry-test-operator", "api": "agentry-test-api", "tick": "agentry-test-tick"}
+ACCOUNTS |= {"workload": "agentry-test-workload"}
+AGENT_SPEC = {"instructions": "Say hello.", "model": {"name": "claude-sonnet-4-5"}}
+
+
+@dataclass
+class Release:
+    kube: ControlPlane
+    namespace: str
+    workloads: str
+    install_output: str
+    manifest: str
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(helm()), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
+            env={**os.environ, **self.kube.env()},
+        )
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(self.manifest) if d]
+
+    def operator_env(self) -> dict[str, str]:
+        deployment = next(
+            o for o in self.objects() if o["kind"] == "Deployment" and "operator" in o["metadata"]["name"]
+        )
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        return {k: v for k, v in env.items() if isinstance(v, str)}
+
+
+def _adopt_existing_crds(kube: ControlPlane, namespace: str) -> None:
+    """Other modules of the session may have applied manifests/crds: let this release adopt them."""
+    for crd in ("agents.agentry.dev", "executions.agentry.dev"):
+        if kube.kubectl("get", f"crd/{crd}", check=False).returncode != 0:
+            continue
+        kube.kubectl(
+            "annotate",
+            "--overwrite",
+            f"crd/{crd}",
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={namespace}",
+        )
+        kube.kubectl("label", "--overwrite", f"crd/{crd}", "app.kubernetes.io/managed-by=Helm")
+
+
+@pytest.fixture(scope="module")
+def release(kube: ControlPlane) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:6]
+    namespace, workloads = f"agentry-it-{suffix}", f"agentry-wl-{suffix}"
+    _adopt_existing_crds(kube, namespace)
+    rel = Release(kube, namespace, workloads, "", "")
+    result = rel.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        f"--namespace={namespace}",
+        "--create-namespace",
+        f"--set=workloads.namespace={workloads}",
+        # Every optional object the chart can create on a plain cluster, to see them all admitted.
+        "--set=firestore.emulator.enabled=true",
+        "--set=api.ingress.enabled=true",
+        "--set=api.autoscaling.enabled=true",
+        "--set=workloadIdentity.enabled=true",
+        "--set=workloads.serviceAccount.gcpServiceAccount=runs@agentry-test.iam.gserviceaccount.com",
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rel.install_output = result.stdout
+    rel.manifest = rel.helm("get", "manifest", RELEASE, f"--namespace={namespace}").stdout
+    kube.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/agents.agentry.dev",
+        "crd/executions.agentry.dev",
+        "crd/kopfpeerings.kopf.dev",
+    )
+    yield rel
+    rel.helm("uninstall", RELEASE, f"--namespace={namespace}", "--wait", "--timeout=120s", check=False)
+    # crds.keep and workloads.keepNamespace leave those on purpose; the test cleans its namespaces.
+    kube.kubectl("delete", "namespace", namespace, workloads, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def client(kube_client: Client) -> Client:
+    return kube_client
+
+
+# --- objects -------------------------------------------------------------------------------------
+
+
+def test_every_rendered_object_exists(release: Release) -> None:
+    expected = {f"{o['kind']}/{o['metadata']['name']}".lower() for o in release.objects()}
+    got = release.kube.kubectl("get", "-f", "-", "-o", "name", input=release.manifest).stdout.split()
+    # kubectl prints group-qualified kinds (deployment.apps/x): compare kind and name only.
+    got_short = {f"{k.split('.')[0]}/{n}".lower() for k, n in (line.split("/", 1) for line in got)}
+    assert got_short == expected
+    kinds = {o["kind"] for o in release.objects()}
+    assert {
+        "CustomResourceDefinition",
+        "KopfPeering",
+        "ValidatingWebhookConfiguration",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "Secret",
+    } <= kinds
+
+
+def test_install_prints_what_to_do_next(release: Release) -> None:
+    out = release.install_output
+    assert f"kubectl -n {release.workloads} apply -f manifests/samples/agent-on-demand.yaml" in out
+    assert f"kubectl -n {release.workloads} create secret generic llm-keys" in out
+    assert "http://agentry.example.com/" in out  # the Ingress host: where the dashboard is
+    assert "Development mode" in out
+
+
+def test_workload_namespace_enforces_restricted(release: Release, client: Client) -> None:
+    labels = release.kube.kubectl("get", f"namespace/{release.workloads}", "-o", "yaml").stdout
+    meta = yaml.safe_load(labels)["metadata"]
+    assert meta["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_upgrade_keeps_generated_secrets(release: Release, client: Client) -> None:
+    """Helm generates the webhook certificate and the session key; an upgrade must not rotate them."""
+    names = (f"{RELEASE}-webhook-tls", f"{RELEASE}-api-session")
+    before = [client.get(Secret, name, namespace=release.namespace).data for name in names]
+    release.helm("upgrade", RELEASE, str(CHART), f"--namespace={release.namespace}", "--reuse-values")
+    after = [client.get(Secret, name, namespace=release.namespace).data for name in names]
+    assert before == after
+    config = yaml.safe_load(
+        release.kube.kubectl("get", f"validatingwebhookconfiguration/{RELEASE}-webhook", "-o", "yaml").stdout
+    )
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == (after[0] or {})["ca.crt"]
+
+
+# --- RBAC ----------------------------------------------------------------------------------------
+
+ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
+
+
+def can_i_list(kube: ControlPlane, namespace: str, user: str) -> set[tuple[str, str, str, str]]:
+    out = kube.kubectl("auth", "can-i", "--list", f"--namespace={namespace}", f"--as={user}").stdout
+    rows = set()
+    for line in out.splitlines()[1:]:
+        m = ROW.match(line)
+        assert m, f"unexpected `kubectl auth can-i --list` line: {line!r}"
+        resource, urls, names, verbs = m.groups()
+        rows.add((resource, urls, names, " ".join(sorted(verbs.split()))))
+    return rows
+
+
+def effective_rbac(release: Release) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """Per ServiceAccount and namespace: what it may do beyond any authenticated ServiceAccount."""
+    kube = release.kube
+    where = {"release": release.namespace, "workloads": release.workloads, "other": "default"}
+    baseline = {
+        k: can_i_list(kube, ns, "system:serviceaccount:default:agentry-nobody") for k, ns in where.items()
+    }
+    names = {release.namespace: "<release>", release.workloads: "<workloads>", RELEASE: "<fullname>"}
+
+    def placeholder(text: str) -> str:
+        for real, alias in names.items():
+            text = text.replace(real, alias)
+        return text
+
+    snapshot: dict[str, dict[str, dict[str, list[str]]]] = {}
+    for role, account in ACCOUNTS.items():
+        home = release.namespace if role in ("operator", "api") else release.workloads
+        user = f"system:serviceaccount:{home}:{account}"
+        snapshot[role] = {}
+        for key, ns in where.items():
+            rows = can_i_list(kube, ns, user) - baseline[key]
+            entries = {}
+            for resource, urls, resource_names, verbs in sorted(rows):
+                what = resource or f"url {urls}"
+                if resource_names:
+                    what += f" ({placeholder(resource_names)})"
+                entries[what] = verbs.split()
+            snapshot[role][key] = entries
+    return snapshot
+
+
+def test_rbac_matches_the_minimal_snapshot(release: Release) -> None:
+    got = effective_rbac(release)
+    header = (
+        "# Effective permissions of the chart's ServiceAccounts (kubectl auth can-i --list --as=...),\n"
+        "# beyond what any authenticated ServiceAccount may do. `release`: the chart's namespace;\n"
+        "# `workloads`: the workload namespace; `other`: any other namespace. After an RBAC change:\n"
+        "#   AGENTRY_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/integration/chart -k rbac\n"
+    )
+    if UPDATE_SNAPSHOT:
+        SNAPSHOT.write_text(header + yaml.safe_dump(got, sort_keys=False, default_flow_style=None, width=110))
+    expected = yaml.safe_load(SNAPSHOT.read_text())
+    assert got == expected, "RBAC changed: review, then regenerate the snapshot (see its header)"
+
+
+def test_nobody_may_read_secrets(release: Release) -> None:
+    for role, account in ACCOUNTS.items():
+        home = release.namespace if role in ("operator", "api") else release.workloads
+        for ns in (release.namespace, release.workloads):
+            for verb in ("get", "list", "watch"):
+                result = release.kube.kubectl(
+                    "auth",
+                    "can-i",
+                    verb,
+                    "secrets",
+                    f"--namespace={ns}",
+                    f"--as=system:serviceaccount:{home}:{account}",
+                    check=False,
+                )
+                assert result.stdout.strip() == "no", f"{account} may {verb} secrets in {ns}"
+
+
+# --- Pod Security in the workload namespace --------------------------------------------------------
+
+
+def _agent_and_execution(
+    client: Client, ns: str, name: str, **spec: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    agent = client.create(
+        Agent.from_dict({"metadata": {"name": name, "namespace": ns}, "spec": {**AGENT_SPEC, **spec}})
+    )
+    execution = client.create(
+        Execution.from_dict(
+            {"metadata": {"name": f"{name}-1", "namespace": ns}, "spec": {"agentRef": {"name": name}}}
+        )
+    )
+    return agent.to_dict(), execution.to_dict()
+
+
+def _config_from_chart(release: Release, **overrides: str) -> OperatorConfig:
+    """The operator's settings exactly as the chart's Deployment sets them."""
+    fields = set(OperatorConfig.model_fields)
+    settings = {k.removeprefix("AGENTRY_").lower(): v for k, v in release.operator_env().items()}
+    return OperatorConfig(**{k: v for k, v in {**settings, **overrides}.items() if k in fields})
+
+
+def test_operator_job_is_admitted_in_the_restricted_namespace(release: Release, client: Client) -> None:
+    ns = release.workloads
+    agent, execution = _agent_and_execution(client, ns, "admitted")
+    job = build_job(execution, agent, "corr-1", _config_from_chart(release))
+    result = release.kube.kubectl("create", "-f", "-", input=yaml.safe_dump(job))
+    assert "violate" not in result.stderr, result.stderr  # PodSecurity warns on Jobs, refuses Pods
+    name = job["metadata"]["name"]
+    pods = eventually(
+        lambda: list(client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": name})),
+        what=f"the Job controller to create a pod for {name} (Pod Security admitted it)",
+    )
+    assert (
+        pods[0].spec is not None
+        and pods[0].spec.containers[0].image == job["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+
+
+def test_schedule_tick_pod_is_admitted_with_its_service_account(release: Release, client: Client) -> None:
+    ns = release.workloads
+    agent, _ = _agent_and_execution(client, ns, "ticking", schedule={"cron": "0 8 * * 1", "timeZone": "UTC"})
+    cronjob = build_cronjob(agent, _config_from_chart(release))
+    pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == ACCOUNTS["tick"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "tick-probe", "namespace": ns},
+        "spec": pod_spec,
+    }
+    # The pod as the CronJob would create it: ServiceAccount admission refuses it if the account is missing.
+    release.kube.kubectl("create", "-f", "-", input=yaml.safe_dump(pod))
+    assert client.get(Pod, "tick-probe", namespace=ns).spec.serviceAccountName == ACCOUNTS["tick"]  # type: ignore[union-attr]
+
+
+def test_non_compliant_pod_is_refused(release: Release) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": release.workloads},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}]},
+    }
+    result = release.kube.kubectl("create", "-f", "-", input=yaml.safe_dump(pod), check=False)
+    assert result.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in result.stderr
+    assert "privileged" in result.stderr
+
+
+# --- the operator itself, with nothing but the chart's RBAC ----------------------------------------
+
+
+def _service_account_kubeconfig(release: Release, path: Path) -> Path:
+    token = release.kube.kubectl(
+        "create", "token", ACCOUNTS["operator"], f"--namespace={release.namespace}", "--duration=1h"
+    ).stdout.strip()
+    ca = (release.kube.workdir / "pki" / "ca.crt").read_bytes()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": release.kube.server,
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_operator_works_with_exactly_the_charts_rbac(
+    release: Release, client: Client, tmp_path: Path
+) -> None:
+    """The snapshot says the RBAC is minimal; this says it is enough: the real operator, logged in as
+    the chart's ServiceAccount with the chart's settings, reconciles an Agent with a schedule and an
+    Execution without a single 403."""
+    ns = release.workloads
+    health = free_port()
+    env = dict(release.operator_env())
+    env.update(
+        {
+            "KUBECONFIG": str(_service_account_kubeconfig(release, tmp_path / "operator.kubeconfig")),
+            "AGENTRY_METRICS_PORT": str(free_port()),
+            # The chart's webhook Service has no endpoints here (no kubelet): no webhook server either.
+            "AGENTRY_WEBHOOK_ENABLED": "false",
+            "POD_ID": "chart-test-operator",
+        }
+    )
+    proc = Proc(
+        "operator-as-chart-sa",
+        [
+            sys.executable,
+            "-m",
+            "agentry_operator.main",
+            f"--namespace={ns}",
+            f"--liveness=http://127.0.0.1:{health}/healthz",
+        ],
+        tmp_path / "operator.log",
+        env=env,
+    ).start()
+    try:
+        proc.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).is_success, 60, "healthy"
+        )
+        _, execution = _agent_and_execution(
+            client, ns, "rbac", schedule={"cron": "*/5 * * * *", "timeZone": "UTC"}
+        )
+        ex_name = execution["metadata"]["name"]
+        jobs = eventually(
+            lambda: list(client.list(Job, namespace=ns, labels={"agentry.dev/execution": ex_name})),
+            timeout=60,
+            what="the operator to create the Execution's Job",
+        )
+        assert jobs[0].spec is not None
+        eventually(
+            lambda: release.kube.kubectl(
+                "get", "cronjobs", "-n", ns, "-l", "agentry.dev/agent=rbac", "-o", "name"
+            ).stdout.strip(),
+            timeout=60,
+            what="the operator to apply the Agent's CronJob",
+        )
+        peering = eventually(
+            lambda: yaml.safe_load(
+                release.kube.kubectl("get", "kopfpeering", RELEASE, "-n", ns, "-o", "yaml").stdout
+            ).get("status"),
+            timeout=30,
+            what="the operator's keep-alive in the chart's KopfPeering",
+        )
+        assert "chart-test-operator" in peering
+    finally:
+        proc.stop()
+    log = (tmp_path / "operator.log").read_text()
+    forbidden = [line for line in log.splitlines() if "forbidden" in line.lower() or " 403" in line]
+    assert forbidden == [], "\n".join(forbidden[:10])
+
+
+def test_plain_install_yaml_applies_in_one_pass(kube: ControlPlane, release: Release) -> None:
+    """manifests/install.yaml needs nothing applied before it (no custom resource of a CRD it creates)."""
+    text = (REPO / "manifests" / "install.yaml").read_text()
+    # The Helm release above already owns the CRDs' labels: take them over, as a second install would.
+    result = kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text, check=False)
+    try:
+        assert result.returncode == 0, result.stderr
+        deployments = kube.kubectl("get", "deployments", "-n", "agentry-system", "-o", "name").stdout.split()
+        assert sorted(deployments) == [
+            "deployment.apps/agentry-api",
+            "deployment.apps/agentry-firestore-emulator",
+            "deployment.apps/agentry-operator",
+        ]
+    finally:
+        # Everything but the CRDs, which other tests of the session use.
+        rest = [d for d in yaml.safe_load_all(text) if d and d["kind"] != "CustomResourceDefinition"]
+        kube.kubectl(
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(rest),
+            check=False,
+        )

@@ -1,0 +1,151 @@
+"""runtime: claude-code, against a fake `claude` that replays recorded stream-json output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentry_workspace import app
+from agentry_workspace.events import RecordingSink
+
+from .fakes import API_KEY, make_config
+
+pytestmark = pytest.mark.unit
+
+DATA = Path(__file__).parent / "data"
+SPEC: dict[str, Any] = {
+    "runtime": "claude-code",
+    "model": {
+        "provider": "anthropic",
+        "name": "claude-sonnet-4-6",
+        "baseURL": "http://gateway.internal:8080",
+        "fallbacks": [{"provider": "anthropic", "name": "claude-haiku-4-5"}],
+    },
+    "tools": ["shell", "files", "http"],
+    "http": {"allowedHosts": ["api.example.com"]},
+    "budget": {"maxTurns": 7, "maxCostPerRunUSD": "1.50"},
+}
+
+
+def fake_claude(tmp_path: Path, transcript: str, **env: str) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / "claude"
+    exe.write_text(f"#!{sys.executable}\n" + (DATA / "fake_claude.py").read_text())
+    exe.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": "/nonexistent",  # like a read-only root filesystem: the runtime must provide one
+        "OPENAI_API_KEY": "sk-should-not-leak-to-the-cli",
+        "FAKE_CLAUDE_LOG": str(tmp_path / "claude-call.json"),
+        "FAKE_CLAUDE_TRANSCRIPT": str(DATA / transcript),
+        **env,
+    }
+
+
+def run(
+    tmp_path: Path, transcript: str, spec: dict[str, Any] | None = None, **env: str
+) -> tuple[int, RecordingSink, dict[str, Any]]:
+    cfg = make_config(
+        tmp_path, spec or SPEC, env=fake_claude(tmp_path, transcript, **env), input_text="How many rows?"
+    )
+    sink = RecordingSink(secrets=[API_KEY])
+    code = app.execute(cfg, sink)
+    return code, sink, json.loads(cfg.result_file.read_text())
+
+
+def test_stream_json_maps_to_events_usage_and_result(tmp_path: Path) -> None:
+    code, sink, result = run(tmp_path, "claude_success.jsonl")
+    assert code == 0
+    assert result["stopReason"] == "end_turn"
+    assert result["summary"] == "data.csv has 42 lines (41 rows plus a header)."
+    assert result["usage"] == {
+        "inputTokens": 10 + 5330 + 5210,
+        "outputTokens": 116,
+        "costUSD": "0.02414",  # the CLI's own figure (it prices the prompt cache)
+        "model": "claude-sonnet-4-6",
+        "turns": 3,
+    }
+    types = sink.types()
+    assert types[0] == "start" and types[-1] == "result"
+    calls = sink.of("tool_call")
+    assert [(c["toolUseId"], c["tool"]) for c in calls] == [("toolu_01Q", "Bash")]
+    assert "wc -l data.csv" in calls[0]["arguments"]
+    assert sink.of("tool_result")[0]["summary"] == "42 data.csv"
+    turns = sink.of("turn")
+    assert [t["turn"] for t in turns] == [1, 1, 2]  # one API message streamed as two blocks
+    assert sink.of("usage")[-1]["outputTokens"] == 96 + 20
+
+
+def test_the_cli_is_called_non_interactively_with_mapped_settings(tmp_path: Path) -> None:
+    run(tmp_path, "claude_success.jsonl")
+    call = json.loads((tmp_path / "claude-call.json").read_text())
+    argv = call["argv"]
+    assert argv[:5] == ["-p", "--output-format", "stream-json", "--verbose", "--model"]
+    assert argv[argv.index("--max-turns") + 1] == "7"
+    assert argv[argv.index("--max-budget-usd") + 1] == "1.50"
+    assert argv[argv.index("--fallback-model") + 1] == "claude-haiku-4-5"
+    allowed = argv[argv.index("--allowedTools") + 1 : argv.index("--disallowedTools")]
+    assert "Bash" in allowed and "Read" in allowed and "WebFetch(domain:api.example.com)" in allowed
+    assert "WebSearch" in argv[argv.index("--disallowedTools") + 1 :]
+    assert "You are a test agent." in argv[argv.index("--append-system-prompt") + 1]
+    assert call["stdin"] == "How many rows?"
+    assert call["base_url"] == "http://gateway.internal:8080"  # spec baseURL wins
+    assert call["has_key"] and not call["openai_key_leaked"]
+    assert call["home"] and call["home"].endswith(".agentry/home")
+    assert call["cwd"].endswith("/ws")
+
+
+def test_max_turns_result_maps_to_exit_10(tmp_path: Path) -> None:
+    code, sink, result = run(tmp_path, "claude_max_turns.jsonl", FAKE_CLAUDE_EXIT="1")
+    assert code == 10 and result["stopReason"] == "max_turns"
+    assert result["usage"]["turns"] == 1 and result["usage"]["costUSD"] == "0.00075"
+    assert sink.of("tool_result")[0]["summary"] == "a.txt"
+
+
+def test_token_budget_is_enforced_by_stopping_the_cli(tmp_path: Path) -> None:
+    spec = {**SPEC, "budget": {"maxTokensPerRun": 5000}}
+    code, _, result = run(tmp_path, "claude_success.jsonl", spec, FAKE_CLAUDE_PAUSE="0.2")
+    assert code == 11 and result["stopReason"] == "max_tokens"
+    assert "maxTokensPerRun" in result["summary"]
+    assert "I'll count the CSV rows." in result["summary"]
+
+
+def test_deadline_kills_a_hanging_cli(tmp_path: Path) -> None:
+    code, _, result = run(
+        tmp_path,
+        "claude_max_turns.jsonl",
+        FAKE_CLAUDE_HANG="60",
+        AGENTRY_DEADLINE_SECONDS="1",
+    )
+    assert code == 13 and result["stopReason"] == "deadline"
+
+
+def test_cli_dying_without_a_result_is_an_internal_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    env = fake_claude(
+        tmp_path,
+        "claude_success.jsonl",
+        FAKE_CLAUDE_EXIT="3",
+        FAKE_CLAUDE_STDERR=f"boom: invalid key {API_KEY}",
+    )
+    env["FAKE_CLAUDE_TRANSCRIPT"] = str(tmp_path / "empty.jsonl")
+    cfg = make_config(tmp_path, SPEC, env=env)
+    sink = RecordingSink(secrets=[API_KEY])
+    assert app.execute(cfg, sink) == 1
+    result = json.loads(cfg.result_file.read_text())
+    assert "exited with code 3" in result["summary"] and "boom" in result["summary"]
+    assert API_KEY not in cfg.result_file.read_text()
+
+
+def test_missing_cli_is_a_config_error(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, SPEC, env={"PATH": str(tmp_path)})
+    sink = RecordingSink()
+    assert app.execute(cfg, sink) == 2
+    result = json.loads(cfg.result_file.read_text())
+    assert result["stopReason"] == "config_error"
+    assert "Claude Code CLI" in result["summary"] and "not installed" in result["summary"]

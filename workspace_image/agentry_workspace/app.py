@@ -1,0 +1,87 @@
+"""Run once: config -> runtime -> result file + exit code. Shared by the pod entry and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from agentry_common import constants as c
+from agentry_common.models import Runtime
+
+from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
+from .events import EventSink, JsonEventSink, secret_values
+from .outcome import Outcome, StopReason, write_result
+from .runner import Runner, result_event_fields
+
+
+def finish(outcome: Outcome, sink: EventSink, result_file: Path) -> int:
+    write_result(result_file, outcome)
+    sink.emit("result", **result_event_fields(outcome))
+    return outcome.exit_code
+
+
+def config_failure(message: str, sink: EventSink, result_file: Path) -> int:
+    message = sink.scrub(message)
+    sink.emit("error", stopReason=StopReason.CONFIG_ERROR.value, message=message)
+    print(f"agentry: configuration error: {message}", file=sys.stderr)
+    outcome = Outcome(StopReason.CONFIG_ERROR, f"Configuration error: {message}")
+    return finish(outcome, sink, result_file)
+
+
+async def _run_async(cfg: RunConfig, sink: EventSink) -> Outcome:
+    if cfg.spec.runtime is Runtime.CLAUDE_CODE:
+        from .claude_code import ClaudeCodeRunner  # only needs the CLI when asked for
+
+        runner: Runner | ClaudeCodeRunner = ClaudeCodeRunner(cfg, sink)
+    else:
+        runner = Runner(cfg, sink)
+    loop = asyncio.get_running_loop()
+    # Kubernetes stops a pod with SIGTERM (deletion, activeDeadlineSeconds): stop cleanly so the
+    # result still reaches the termination log within the grace period.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
+    try:
+        return await runner.run()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def execute(cfg: RunConfig, sink: EventSink) -> int:
+    """Run a loaded config to its end; never raises, always writes a result."""
+    sink.bind(
+        correlation_id=cfg.correlation_id,
+        execution=cfg.execution,
+        secrets=secret_values(cfg.env),
+    )
+    try:
+        outcome = asyncio.run(_run_async(cfg, sink))
+    except ConfigError as err:
+        return config_failure(str(err), sink, cfg.result_file)
+    except Exception as err:  # the last line of defence: report, don't crash without a result
+        traceback.print_exc(file=sys.stderr)
+        message = sink.scrub(f"{type(err).__name__}: {err}")
+        sink.emit("error", stopReason=StopReason.ERROR.value, message=message)
+        outcome = Outcome(StopReason.ERROR, f"Internal error: {message}")
+    return finish(outcome, sink, cfg.result_file)
+
+
+def pod_main(env: Mapping[str, str] | None = None) -> int:
+    """`python -m agentry_workspace`: the contract in workspace_image/README.md."""
+    env = dict(os.environ if env is None else env)
+    sink = JsonEventSink(
+        correlation_id=env.get(c.ENV_CORRELATION_ID, ""),
+        execution=env.get(c.ENV_EXECUTION, ""),
+        secrets=secret_values(env),
+    )
+    try:
+        cfg = load_pod_config(env)
+    except ConfigError as err:
+        return config_failure(str(err), sink, result_file_from_env(env))
+    return execute(cfg, sink)

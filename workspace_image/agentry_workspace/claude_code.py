@@ -1,0 +1,401 @@
+"""`runtime: claude-code`: the Claude Code CLI in print mode, its stream-json mapped to our events.
+
+    claude -p --output-format stream-json --verbose --model M --max-turns N
+           --append-system-prompt <instructions> --allowedTools ... --disallowedTools ...
+           [--max-budget-usd X] [--fallback-model F]          (prompt on stdin)
+
+Mapping: each assistant message -> `turn` (+ `tool_call` per tool_use block) and `usage`;
+tool_result blocks in user messages -> `tool_result`; the final `result` line -> stop reason,
+summary and usage (its total_cost_usd is used as the cost: the CLI prices prompt caching, which
+the pricing table does not). Budgets the CLI cannot enforce (maxTokensPerRun) and the deadline
+are enforced here by killing the CLI. Tool mapping: shell/python -> Bash, files -> Read, Write,
+Edit, Glob, Grep, LS, http -> WebFetch limited to the allow-list domains. There is no approval
+pause under this runtime: tools listed in approval.redTools are simply not allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from agentry_common import pricing
+from agentry_common.models import Provider as ProviderKind
+from agentry_common.models import Tool as ToolName
+from agentry_common.models import usd
+
+from .config import ConfigError, RunConfig
+from .events import EventSink
+from .outcome import Outcome, StopReason
+from .providers.factory import BASE_URL_ENV, KEY_ENV, base_url_for
+from .runner import EMPTY_INPUT_PROMPT, TEXT_IN_EVENTS, tool_env
+from .tools.base import one_line
+
+ENV_CLAUDE_BIN = "AGENTRY_CLAUDE_BIN"
+KNOWN_TOOLS = (
+    "Bash",
+    "Read",
+    "Write",
+    "Edit",
+    "MultiEdit",
+    "Glob",
+    "Grep",
+    "LS",
+    "WebFetch",
+    "WebSearch",
+    "NotebookEdit",
+)
+_FILE_TOOLS = ("Read", "Write", "Edit", "MultiEdit", "Glob", "Grep", "LS")
+_RESULT_STOPS = {
+    "error_max_turns": StopReason.MAX_TURNS,
+    "error_max_budget_usd": StopReason.MAX_COST,
+    "error_during_execution": StopReason.ERROR,
+}
+STREAM_LINE_LIMIT = 16 * 1024 * 1024
+
+
+def tool_permissions(
+    spec_tools: list[ToolName], red: list[ToolName], hosts: list[str]
+) -> tuple[list[str], list[str]]:
+    enabled = [t for t in spec_tools if t not in red]
+    allowed: list[str] = []
+    if ToolName.SHELL in enabled or ToolName.PYTHON in enabled:
+        allowed.append("Bash")
+    if ToolName.FILES in enabled:
+        allowed.extend(_FILE_TOOLS)
+    if ToolName.HTTP in enabled:
+        allowed.extend(f"WebFetch(domain:{h})" for h in hosts)
+    granted = {a.split("(")[0] for a in allowed}
+    disallowed = [t for t in KNOWN_TOOLS if t not in granted]
+    if "WebFetch" in granted:
+        disallowed.append("WebSearch")  # search results are hosts outside the allow-list
+    return allowed, sorted(set(disallowed))
+
+
+@dataclass
+class _Tally:
+    by_message: dict[str, tuple[int, int]] = field(default_factory=dict)
+    model: str | None = None
+
+    def record(self, msg_id: str, usage: Mapping[str, Any]) -> None:
+        # The CLI repeats an API message's usage on every content block it emits for it.
+        self.by_message[msg_id] = (_prompt_tokens(usage), int(usage.get("output_tokens") or 0))
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(i for i, _ in self.by_message.values())
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(o for _, o in self.by_message.values())
+
+    @property
+    def turns(self) -> int:
+        return len(self.by_message)
+
+    def cost(self) -> Decimal:
+        return pricing.cost(self.model or "", self.input_tokens, self.output_tokens)
+
+
+def _prompt_tokens(usage: Mapping[str, Any]) -> int:
+    return sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return ""
+
+
+class ClaudeCodeRunner:
+    def __init__(self, cfg: RunConfig, events: EventSink) -> None:
+        self.cfg = cfg
+        self.events = events
+        spec = cfg.spec
+        if spec.model.provider is not ProviderKind.ANTHROPIC:
+            raise ConfigError("runtime claude-code needs model.provider anthropic")
+        key_var = KEY_ENV[ProviderKind.ANTHROPIC]
+        if not cfg.env.get(key_var, "").strip():
+            raise ConfigError(f"runtime claude-code: no API key, set {key_var}")
+        wanted = cfg.env.get(ENV_CLAUDE_BIN) or "claude"
+        found = shutil.which(wanted, path=cfg.env.get("PATH"))
+        if found is None:
+            raise ConfigError(
+                f"runtime claude-code needs the Claude Code CLI ({wanted!r}, npm package "
+                "@anthropic-ai/claude-code) on PATH, and it is not installed"
+            )
+        self.binary = found
+        self.tally = _Tally(model=spec.model.name)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stop: tuple[StopReason, str] | None = None
+        self._texts: list[str] = []
+
+    def argv(self) -> list[str]:
+        spec = self.cfg.spec
+        allowed, disallowed = tool_permissions(spec.tools, spec.approval.red_tools, spec.http.allowed_hosts)
+        system = (
+            f"{spec.instructions.strip()}\n\nYou run unattended as the Agentry agent "
+            f'"{self.cfg.agent}". End with a final message that states the result.'
+        )
+        argv = [
+            self.binary,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--model",
+            spec.model.name,
+            "--max-turns",
+            str(spec.budget.max_turns),
+            "--append-system-prompt",
+            system,
+        ]
+        if allowed:
+            argv += ["--allowedTools", *allowed]
+        if disallowed:
+            argv += ["--disallowedTools", *disallowed]
+        if spec.budget.max_cost_per_run_usd is not None:
+            argv += ["--max-budget-usd", spec.budget.max_cost_per_run_usd]
+        fallback = next((f for f in spec.model.fallbacks if f.provider is ProviderKind.ANTHROPIC), None)
+        if fallback is not None:
+            argv += ["--fallback-model", fallback.name]
+        return argv
+
+    def child_env(self) -> dict[str, str]:
+        env = tool_env(self.cfg.env)
+        kind = ProviderKind.ANTHROPIC
+        env[KEY_ENV[kind]] = self.cfg.env[KEY_ENV[kind]]
+        ref = self.cfg.spec.model
+        base = base_url_for(ref, self.cfg.env)
+        if base:
+            env[BASE_URL_ENV[kind]] = base
+        home = Path(env.get("HOME") or "/nonexistent")
+        if not (home.is_dir() and os.access(home, os.W_OK)):
+            # Read-only root filesystem: the CLI keeps its settings under $HOME.
+            home = self.cfg.state_dir / "home"
+            home.mkdir(parents=True, exist_ok=True)
+            env["HOME"] = str(home)
+        env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        env.setdefault("DISABLE_AUTOUPDATER", "1")
+        return env
+
+    def request_stop(self, note: str) -> None:
+        self._stop = (StopReason.DEADLINE, f"Stopped: {note}.")
+        self._kill()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    async def run(self) -> Outcome:
+        spec = self.cfg.spec
+        self.events.emit(
+            "start",
+            agent=self.cfg.agent,
+            namespace=self.cfg.namespace,
+            runtime=spec.runtime.value,
+            providers=[f"anthropic/{spec.model.name}"],
+            tools=[t.value for t in spec.tools],
+            deadlineSeconds=self.cfg.deadline_seconds,
+            budget=spec.budget.wire(),
+            resumed=False,
+        )
+        prompt = self.cfg.input_text.strip() or EMPTY_INPUT_PROMPT
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv(),
+            cwd=self.cfg.workspace,
+            env=self.child_env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=STREAM_LINE_LIMIT,
+        )
+        result: dict[str, Any] | None = None
+        stderr_task = asyncio.create_task(self._drain_stderr())
+        try:
+            async with asyncio.timeout(self.cfg.remaining_seconds()):
+                await self._send_prompt(prompt)
+                result = await self._read_stream()
+                await self._proc.wait()
+        except TimeoutError:
+            self._stop = self._stop or (
+                StopReason.DEADLINE,
+                f"Stopped: deadline of {self.cfg.deadline_seconds:g}s reached.",
+            )
+        finally:
+            self._kill()
+            await self._proc.wait()
+            stderr_tail = await stderr_task
+        return self._outcome(result, stderr_tail)
+
+    async def _send_prompt(self, prompt: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._proc.stdin.write(prompt.encode("utf-8"))
+            await self._proc.stdin.drain()
+        self._proc.stdin.close()
+
+    async def _drain_stderr(self) -> str:
+        assert self._proc is not None and self._proc.stderr is not None
+        tail = b""
+        while chunk := await self._proc.stderr.read(65536):
+            tail = (tail + chunk)[-4000:]
+        return tail.decode("utf-8", errors="replace")
+
+    async def _read_stream(self) -> dict[str, Any] | None:
+        assert self._proc is not None and self._proc.stdout is not None
+        result: dict[str, Any] | None = None
+        while line := await self._proc.stdout.readline():
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the CLI's non-JSON noise
+            if not isinstance(message, dict):
+                continue
+            kind = message.get("type")
+            if kind == "system" and message.get("subtype") == "init":
+                self.tally.model = str(message.get("model") or self.tally.model)
+            elif kind == "assistant":
+                self._on_assistant(message.get("message") or {})
+            elif kind == "user":
+                self._on_user(message.get("message") or {})
+            elif kind == "result":
+                result = message
+            if self._stop is not None:
+                self._kill()
+                break
+        return result
+
+    def _on_assistant(self, message: Mapping[str, Any]) -> None:
+        msg_id = str(message.get("id") or f"anon-{len(self.tally.by_message)}")
+        first = msg_id not in self.tally.by_message
+        if message.get("model"):
+            self.tally.model = str(message["model"])
+        self.tally.record(msg_id, message.get("usage") or {})
+        blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
+        text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+        uses = [b for b in blocks if b.get("type") == "tool_use"]
+        if text:
+            self._texts.append(text)
+        self.events.emit(
+            "turn",
+            turn=self.tally.turns,
+            provider="anthropic",
+            model=self.tally.model,
+            stopReason=message.get("stop_reason") or ("tool_use" if uses else None),
+            text=text[:TEXT_IN_EVENTS],
+            toolCalls=[str(u.get("name")) for u in uses],
+            newTurn=first,
+        )
+        for use in uses:
+            self.events.emit(
+                "tool_call",
+                turn=self.tally.turns,
+                toolUseId=use.get("id"),
+                tool=use.get("name"),
+                risk=None,
+                action="run",
+                arguments=one_line(json.dumps(use.get("input", {}), ensure_ascii=False), 300),
+            )
+        self.events.emit("usage", **self._usage())
+        self._check_budget()
+
+    def _on_user(self, message: Mapping[str, Any]) -> None:
+        content = message.get("content")
+        if not isinstance(content, list):
+            return
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                text = _content_text(block.get("content"))
+                self.events.emit(
+                    "tool_result",
+                    toolUseId=block.get("tool_use_id"),
+                    isError=bool(block.get("is_error")),
+                    refused=False,
+                    bytes=len(text.encode("utf-8")),
+                    summary=one_line(text, 300),
+                )
+
+    def _check_budget(self) -> None:
+        budget = self.cfg.spec.budget
+        if budget.max_tokens_per_run is not None:
+            used = self.tally.input_tokens + self.tally.output_tokens
+            if used >= budget.max_tokens_per_run:
+                self._stop = (
+                    StopReason.MAX_TOKENS,
+                    f"Stopped: budget.maxTokensPerRun ({budget.max_tokens_per_run}) reached "
+                    f"({used} tokens used).",
+                )
+        limit = usd(budget.max_cost_per_run_usd)
+        if limit is not None and self.tally.cost() >= limit:
+            self._stop = (
+                StopReason.MAX_COST,
+                f"Stopped: budget.maxCostPerRunUSD ({budget.max_cost_per_run_usd}) reached.",
+            )
+
+    def _usage(self, final: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        input_tokens, output_tokens = self.tally.input_tokens, self.tally.output_tokens
+        cost = self.tally.cost()
+        turns = self.tally.turns
+        if final is not None:
+            usage = final.get("usage")
+            if isinstance(usage, dict):
+                input_tokens = _prompt_tokens(usage)
+                output_tokens = int(usage.get("output_tokens") or 0)
+            if final.get("total_cost_usd") is not None:
+                with contextlib.suppress(InvalidOperation, ValueError):
+                    cost = Decimal(str(final["total_cost_usd"]))
+            if isinstance(final.get("num_turns"), int):
+                turns = final["num_turns"]
+        return {
+            "inputTokens": input_tokens,
+            "outputTokens": output_tokens,
+            "costUSD": pricing.usd_string(cost),
+            "model": self.tally.model,
+            "turns": turns,
+        }
+
+    def _outcome(self, result: dict[str, Any] | None, stderr_tail: str) -> Outcome:
+        last = self._texts[-1] if self._texts else ""
+        if self._stop is not None:
+            reason, summary = self._stop
+            if last:
+                summary = f"{summary}\n\nLast message from the model:\n{last}"
+            return Outcome(reason, summary, usage=self._usage(result))
+        if result is None:
+            code = self._proc.returncode if self._proc is not None else None
+            detail = self.events.scrub(stderr_tail.strip()[-1500:]) or "no output"
+            return Outcome(
+                StopReason.ERROR,
+                f"Claude Code exited with code {code} without a result: {detail}",
+                usage=self._usage(),
+            )
+        text = str(result.get("result") or "")
+        subtype = str(result.get("subtype") or "")
+        if subtype == "success" and not result.get("is_error"):
+            reason = StopReason.END_TURN
+        elif subtype == "success":
+            reason = StopReason.PROVIDERS_FAILED  # the CLI reports a failed API call this way
+        else:
+            reason = _RESULT_STOPS.get(subtype, StopReason.ERROR)
+        summary = text or last or f"Claude Code ended: {subtype}"
+        if reason is not StopReason.END_TURN and text == "":
+            summary = f"Claude Code ended: {subtype}" + (f"\n\n{last}" if last else "")
+        return Outcome(reason, summary, usage=self._usage(result))

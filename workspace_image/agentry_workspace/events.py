@@ -1,0 +1,98 @@
+"""Step events: one JSON object per line on stdout, so `kubectl logs` and the API can follow a run.
+
+Every event has ts (RFC 3339, UTC), type, correlationId and execution. Provider keys never leave
+the process: each line is scrubbed of the key values present in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+# One key-shape pattern for the whole project lives with the models.
+from agentry_common.models import _SECRETISH
+
+SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+REDACTED = "[REDACTED]"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    # Very short values would redact ordinary words; real keys are long.
+    return [v for k in SECRET_ENV if len(v := env.get(k, "").strip()) >= 8]
+
+
+class EventSink:
+    """Base sink: builds and scrubs events; subclasses decide where they go."""
+
+    def __init__(self, *, correlation_id: str, execution: str, secrets: Iterable[str] = ()) -> None:
+        self.correlation_id = correlation_id
+        self.execution = execution
+        self._secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def bind(self, *, correlation_id: str, execution: str, secrets: Iterable[str]) -> None:
+        """Set identity once the config is known (errors before that use what env said)."""
+        self.correlation_id = correlation_id
+        self.execution = execution
+        self._secrets = sorted(set(self._secrets) | set(secrets), key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return _SECRETISH.sub(REDACTED, text)
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "ts": now_rfc3339(),
+            "type": type,
+            "correlationId": self.correlation_id,
+            "execution": self.execution,
+            **fields,
+        }
+        line = self.scrub(json.dumps(event, ensure_ascii=False, default=str))
+        self.write(line, json.loads(line))
+        return event
+
+    def write(self, line: str, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def text_delta(self, text: str) -> None:
+        """Streaming model text; JSON sinks ignore it (the turn event carries the text)."""
+
+
+class JsonEventSink(EventSink):
+    def __init__(self, stream: TextIO | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stream = stream
+
+    def write(self, line: str, event: dict[str, Any]) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(line + "\n")
+        stream.flush()
+
+
+class RecordingSink(EventSink):
+    """Keeps events in memory (tests, and callers that post-process)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("correlation_id", "test")
+        kwargs.setdefault("execution", "test")
+        super().__init__(**kwargs)
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+
+    def write(self, line: str, event: dict[str, Any]) -> None:
+        self.lines.append(line)
+        self.events.append(event)
+
+    def of(self, type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == type]
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]

@@ -1,0 +1,150 @@
+"""Anthropic Messages API through the official SDK (async, streaming)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+
+from .base import (
+    ProviderError,
+    TextCallback,
+    is_retryable_status,
+    is_transport_error,
+    retry_after_seconds,
+)
+from .types import (
+    Block,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    StopReason,
+    TextBlock,
+    TokenUsage,
+    ToolUseBlock,
+)
+
+# Error types the API also sends inside a 200 stream (an `error` SSE event): transient ones.
+_TRANSIENT_TYPES = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+}
+
+
+def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    wire: list[dict[str, Any]] = []
+    for msg in messages:
+        blocks: list[dict[str, Any]] = []
+        for block in msg.content:
+            if isinstance(block, TextBlock):
+                blocks.append({"type": "text", "text": block.text})
+            elif isinstance(block, ToolUseBlock):
+                blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            else:
+                blocks.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": block.tool_use_id,
+                        "content": block.content,
+                        "is_error": block.is_error,
+                    }
+                )
+        wire.append({"role": msg.role, "content": blocks})
+    return wire
+
+
+class AnthropicProvider:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 600.0,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._model = model
+        self._endpoint = base_url or "default"
+        # max_retries=0: retries belong to the resilience layer, which records each one.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            default_headers=dict(default_headers or {}),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"anthropic/{self._model}"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": request.max_tokens,
+            "system": request.system,
+            "messages": to_wire_messages(request.messages),
+        }
+        if request.tools:
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                for t in request.tools
+            ]
+        try:
+            async with self._client.messages.stream(**kwargs) as stream:
+                async for event in stream:
+                    if event.type == "text" and on_text is not None:
+                        on_text(event.text)
+                final = await stream.get_final_message()
+        except anthropic.APIStatusError as exc:
+            err_type = exc.type or ""
+            raise ProviderError(
+                exc.api_message or str(exc),
+                provider=self.name,
+                status=exc.status_code,
+                retryable=is_retryable_status(exc.status_code) or err_type in _TRANSIENT_TYPES,
+                retry_after=retry_after_seconds(exc.response.headers),
+            ) from exc
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
+        except Exception as exc:  # a broken stream surfaces as transport errors of the SDK's client
+            raise ProviderError(
+                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
+            ) from exc
+
+        content: list[Block] = []
+        for block in final.content:
+            if block.type == "text":
+                content.append(TextBlock(text=block.text))
+            elif block.type == "tool_use":
+                tool_input = block.input if isinstance(block.input, dict) else {}
+                content.append(ToolUseBlock(id=block.id, name=block.name, input=tool_input))
+        usage = final.usage
+        return ChatResponse(
+            message=Message(role="assistant", content=content),
+            stop_reason=_STOP_REASONS.get(final.stop_reason or "", "other"),
+            usage=TokenUsage(
+                input_tokens=(usage.input_tokens or 0)
+                + (usage.cache_creation_input_tokens or 0)
+                + (usage.cache_read_input_tokens or 0),
+                output_tokens=usage.output_tokens or 0,
+            ),
+            provider="anthropic",
+            model=self._model,
+        )

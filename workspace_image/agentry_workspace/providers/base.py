@@ -1,0 +1,84 @@
+"""The one small interface every LLM provider implements, and the error it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from .types import ChatRequest, ChatResponse
+
+TextCallback = Callable[[str], None]
+
+
+class ProviderError(Exception):
+    """A failed call, normalised across SDKs so retry/breaker/fallback logic is provider-agnostic.
+
+    `retryable` is true for rate limits, overload, 5xx, timeouts and connection failures: the same
+    request may succeed later. Anything else (bad key, bad request) will not get better by waiting,
+    but may still succeed on another provider of the fallback chain.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def short(self) -> str:
+        code = f"HTTP {self.status}: " if self.status else ""
+        return f"{code}{self.message}"[:300]
+
+
+def is_retryable_status(status: int) -> bool:
+    # 408 timeout, 409 (Anthropic uses it for transient conflicts), 429 rate limit, 5xx incl. 529.
+    return status in (408, 409, 429) or status >= 500
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(key)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue  # an HTTP date; not worth parsing, the backoff policy applies instead
+    return None
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Connection resets and timeouts raised by the SDKs' HTTP clients while reading a stream."""
+    root = type(exc).__module__.split(".")[0]
+    return isinstance(exc, OSError | TimeoutError) or root in ("httpx", "httpx2", "httpcore", "h11")
+
+
+class Provider(Protocol):
+    """One model at one endpoint. Implementations are async so an async gateway can share them."""
+
+    @property
+    def name(self) -> str:
+        """Stable identity for events, e.g. "anthropic/claude-sonnet-4-5"."""
+        ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL in use ("default" for the SDK's); with `name`, it keys the breaker."""
+        ...
+
+    async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
+        """Make one streaming call; raise ProviderError on any failure. No internal retries."""
+        ...
+
+    async def aclose(self) -> None: ...

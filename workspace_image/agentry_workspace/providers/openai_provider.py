@@ -1,0 +1,204 @@
+"""Any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama, LM Studio, a gateway)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+
+from .base import (
+    ProviderError,
+    TextCallback,
+    is_retryable_status,
+    is_transport_error,
+    retry_after_seconds,
+)
+from .types import (
+    Block,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    StopReason,
+    TextBlock,
+    TokenUsage,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+
+_FINISH: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def to_chat_messages(system: str, messages: list[Message]) -> list[dict[str, Any]]:
+    """Our conversation as chat-completions messages: tool results become `tool` role messages."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    for msg in messages:
+        if msg.role == "assistant":
+            entry: dict[str, Any] = {"role": "assistant", "content": msg.text() or None}
+            calls = [
+                {
+                    "id": b.id,
+                    "type": "function",
+                    "function": {"name": b.name, "arguments": json.dumps(b.input)},
+                }
+                for b in msg.tool_uses()
+            ]
+            if calls:
+                entry["tool_calls"] = calls
+            out.append(entry)
+            continue
+        # A `tool` message must directly follow the assistant message that asked for it.
+        for block in msg.content:
+            if isinstance(block, ToolResultBlock):
+                content = f"ERROR: {block.content}" if block.is_error else block.content
+                out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": content})
+        text = msg.text()
+        if text:
+            out.append({"role": "user", "content": text})
+    return out
+
+
+def _parse_arguments(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        # Kept visible so the tool reports a clear validation error to the model.
+        return {"_unparsed_arguments": raw}
+    return value if isinstance(value, dict) else {"_unparsed_arguments": raw}
+
+
+class OpenAIProvider:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 600.0,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._model = model
+        self._endpoint = base_url or "default"
+        # OpenAI's own reasoning models refuse `max_tokens`; most local servers only know it.
+        self._max_tokens_param = "max_tokens" if base_url else "max_completion_tokens"
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            default_headers=dict(default_headers or {}),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"openai/{self._model}"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": to_chat_messages(request.system, request.messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            self._max_tokens_param: request.max_tokens,
+        }
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.input_schema,
+                    },
+                }
+                for t in request.tools
+            ]
+        text_parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish: str | None = None
+        usage = TokenUsage()
+        try:
+            stream = await self._client.chat.completions.create(**kwargs)
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = TokenUsage(
+                        input_tokens=chunk.usage.prompt_tokens or 0,
+                        output_tokens=chunk.usage.completion_tokens or 0,
+                    )
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        text_parts.append(delta.content)
+                        if on_text is not None:
+                            on_text(delta.content)
+                    for call in delta.tool_calls or []:
+                        slot = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
+                        if call.id:
+                            slot["id"] = call.id
+                        if call.function is not None:
+                            slot["name"] += call.function.name or ""
+                            slot["args"] += call.function.arguments or ""
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except openai.APIStatusError as exc:
+            raise ProviderError(
+                _error_message(exc),
+                provider=self.name,
+                status=exc.status_code,
+                retryable=is_retryable_status(exc.status_code),
+                retry_after=retry_after_seconds(exc.response.headers),
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
+        except Exception as exc:
+            raise ProviderError(
+                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
+            ) from exc
+
+        content: list[Block] = []
+        if text_parts:
+            content.append(TextBlock(text="".join(text_parts)))
+        for index in sorted(calls):
+            slot = calls[index]
+            content.append(
+                ToolUseBlock(
+                    id=slot["id"] or f"call_{index}",
+                    name=slot["name"],
+                    input=_parse_arguments(slot["args"]),
+                )
+            )
+        stop = _FINISH.get(finish or "", "tool_use" if calls else "end_turn")
+        return ChatResponse(
+            message=Message(role="assistant", content=content),
+            stop_reason=stop,
+            usage=usage,
+            provider="openai",
+            model=self._model,
+        )
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return exc.message
