@@ -329,7 +329,11 @@ def test_concurrency_policy_on_scheduled_runs(
         )
     else:
         wait_phase(kube_client, "tick1", namespace, "Cancelled")
-        assert status(kube_client, Execution, "tick2", namespace)["phase"] in {"Pending", "Running"}
+        eventually(
+            lambda: status(kube_client, Execution, "tick2", namespace).get("jobName"),
+            what="the replacing run to start",
+        )
+        assert status(kube_client, Execution, "tick2", namespace)["phase"] == "Pending"
 
 
 def test_invalid_spec_that_slips_through_is_reported(
