@@ -14,6 +14,8 @@ from ..config import OperatorConfig
 
 CONTAINER = "agent"
 DEADLINE_GRACE_SECONDS = 30
+RESUME_FILE = "resume.json"  # in /etc/agentry when a paused run resumes (workspace_image/README.md)
+STATE_KEY = "state.json"  # ConfigMap key keeping a paused run's conversation state
 RUNTIME_UID = 10001
 
 
@@ -106,16 +108,43 @@ def _resources(agent: AgentSpec, config: OperatorConfig) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def _config_volume(resume_configmap: str | None) -> dict[str, Any]:
+    """/etc/agentry: agent.json and input.txt from pod annotations, plus resume.json when resuming."""
+    sources: list[dict[str, Any]] = [
+        {
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": c.AGENT_FILE,
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_AGENT}']"},
+                    },
+                    {
+                        "path": c.INPUT_FILE,
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_INPUT}']"},
+                    },
+                ]
+            }
+        }
+    ]
+    if resume_configmap:
+        sources.append(
+            {"configMap": {"name": resume_configmap, "items": [{"key": RESUME_FILE, "path": RESUME_FILE}]}}
+        )
+    return {"name": "config", "projected": {"sources": sources}}
+
+
 def build_job(
     execution: dict[str, Any],
     agent: dict[str, Any],
     correlation_id: str,
     config: OperatorConfig,
+    name: str | None = None,
+    resume_configmap: str | None = None,
 ) -> dict[str, Any]:
-    """The one Job of an Execution, admitted by Pod Security "restricted"."""
+    """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted"."""
     meta = execution["metadata"]
     spec = AgentSpec.model_validate(agent["spec"])
-    name = job_name(meta["name"], meta["uid"])
+    name = name or job_name(meta["name"], meta["uid"])
     labels = child_labels(agent["metadata"]["name"], meta["name"], execution["spec"].get("trigger", "Manual"))
     annotations = {
         c.ANNOTATION_CORRELATION_ID: correlation_id,
@@ -159,21 +188,7 @@ def build_job(
         },
         "containers": [container],
         "volumes": [
-            {
-                "name": "config",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": c.AGENT_FILE,
-                            "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_AGENT}']"},
-                        },
-                        {
-                            "path": c.INPUT_FILE,
-                            "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_INPUT}']"},
-                        },
-                    ]
-                },
-            },
+            _config_volume(resume_configmap),
             {"name": "workspace", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
             {"name": "tmp", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
         ],

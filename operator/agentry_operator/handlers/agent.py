@@ -7,6 +7,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
+from agentry_common.models import Phase
 from agentry_common.naming import cronjob_name
 
 from .. import kube
@@ -16,7 +17,7 @@ from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import next_run, rfc3339
 from .execution import adopt_patch, on_execution
-from .state import Logger, State
+from .state import Logger, State, phase_of
 
 
 async def reconcile_agent(
@@ -130,10 +131,14 @@ async def background_loop(client: AsyncClient, config: OperatorConfig, state: St
     """The one background task: retries of failed starts, then stale Agent statuses."""
     while True:
         await asyncio.sleep(config.agent_refresh_seconds)
-        for key in state.due_retries():
+        waiting = [k for k, e in state.executions.items() if phase_of(e) == Phase.WAITING_APPROVAL]
+        for key in {*state.due_retries(), *waiting}:  # retries, and approvals that may have expired
             body = state.executions.get(key)
             if body is not None:
-                await on_execution(client, config, state, body, logger)
+                try:
+                    await on_execution(client, config, state, body, logger)
+                except Exception as exc:
+                    logger.warning("execution %s/%s: %s", *key, exc)
         for namespace, name in sorted(state.take_dirty()):
             try:
                 await refresh_agent(client, state, namespace, name, logger)

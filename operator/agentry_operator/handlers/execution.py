@@ -24,6 +24,7 @@ from ..builders.execution_status import Observed, observe, observe_pod, status_p
 from ..builders.job import build_job, owner_reference
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..config import OperatorConfig
+from .approval import on_waiting, pause
 from .state import Key, Logger, State, phase_of
 
 AGENT_WAIT_SECONDS = 60  # an Agent applied together with its Execution has time to land
@@ -79,6 +80,11 @@ async def on_execution(
         return
     if body["spec"].get("cancel"):
         await cancel(client, state, body, logger)
+        return
+    if phase == Phase.WAITING_APPROVAL:
+        outcome = await on_waiting(client, config, state, body, logger)
+        if outcome is not None:
+            await _decide(client, state, body, *outcome)
         return
     job_name_ = (body.get("status") or {}).get("jobName")
     if job_name_:
@@ -232,6 +238,11 @@ def execution_of(body: dict[str, Any]) -> str | None:
     return annotations.get(c.ANNOTATION_EXECUTION)
 
 
+def _current_job(body: dict[str, Any]) -> str:
+    meta = body["metadata"]
+    return str((body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"]))
+
+
 def _terminal_job(job: dict[str, Any]) -> bool:
     conds = {
         c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
@@ -246,6 +257,8 @@ async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, A
     body = state.executions.get((ns, name or ""))
     if body is None or (phase_of(body) or Phase.PENDING).terminal:
         return
+    if job["metadata"]["name"] != _current_job(body):
+        return  # a Job the run has moved past (paused before an approval): its end is not the run's
     if event == "DELETED":
         if not body["spec"].get("cancel"):
             await _decide(
@@ -265,7 +278,7 @@ async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, A
             kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job["metadata"]["name"]}
         )
     ]
-    await _apply(client, state, body, observe(job, pods), job["metadata"]["name"])
+    await _apply(client, state, body, observe(job, pods), job["metadata"]["name"], pods)
 
 
 async def resync(client: AsyncClient, state: State, body: dict[str, Any], child: str) -> None:
@@ -297,14 +310,25 @@ async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, A
     body = state.executions.get((ns, name or ""))
     if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
         return
+    job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
     seen = observe_pod(pod)
-    if seen is not None:
-        job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
-        await _apply(client, state, body, seen, job)
+    if seen is not None and job == _current_job(body):
+        await _apply(client, state, body, seen, job, [pod])
 
 
-async def _apply(client: AsyncClient, state: State, body: dict[str, Any], seen: Observed, job: str) -> None:
+async def _apply(
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    seen: Observed,
+    job: str,
+    pods: list[dict[str, Any]],
+) -> None:
     status = body.get("status") or {}
+    if seen.phase == Phase.WAITING_APPROVAL:
+        if status.get("phase") == Phase.WAITING_APPROVAL.value:
+            return
+        seen = await pause(client, state, body, seen, pods)
     if (status.get("phase"), status.get("reason"), status.get("message")) == (
         seen.phase.value,
         seen.reason,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import yaml
 from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import ConfigMap, Pod
 from lightkube.types import PatchType
 
 from agentry_common.naming import cronjob_name, job_name
@@ -369,3 +370,100 @@ def test_samples_are_accepted_by_the_api_server(
     out = kube.kubectl("get", "agentry", "-n", namespace, "-o", "name").stdout.split()
     assert {"agent.agentry.dev/hello", "agent.agentry.dev/weekly-stock"} <= set(out)
     assert any(n.startswith("execution.agentry.dev/hello-") for n in out)
+
+
+APPROVAL_REPORT = {
+    "stopReason": "approval_required",
+    "summary": "I need to POST the report.",
+    "usage": {"inputTokens": 100, "outputTokens": 10, "costUSD": "0.001", "model": "m", "turns": 1},
+    "approval": {
+        "id": "apr-0123456789abcdef",
+        "tool": "http",
+        "toolUseId": "toolu_1",
+        "risk": "RED",
+        "reason": "POST is RED",
+        "arguments": "POST https://api.example.com/report",
+        "timeoutSeconds": 3600,
+    },
+}
+
+
+def _pause(kube_client: Client, ns: str, name: str) -> dict[str, Any]:
+    ex = make_execution(kube_client, ns, name)
+    pod = job_pod(kube_client, ns, job_name(name, ex.metadata.uid))
+    play_kubelet(kube_client, pod, "Failed", 30, APPROVAL_REPORT)
+    return wait_phase(kube_client, name, ns, "WaitingApproval")
+
+
+def _decide(kube_client: Client, ns: str, name: str, approved: bool) -> None:
+    kube_client.patch(
+        Execution,
+        name,
+        {
+            "spec": {
+                "approvals": [
+                    {
+                        "id": APPROVAL_REPORT["approval"]["id"],
+                        "approved": approved,
+                        "decidedBy": "alice",
+                        "reason": "looks fine" if approved else "not today",
+                    }
+                ]
+            }
+        },
+        namespace=ns,
+        patch_type=PatchType.MERGE,
+    )
+
+
+def test_approval_pauses_then_resumes_in_a_new_job(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    make_agent(kube_client, namespace, tools=["http"], http={"allowedHosts": ["api.example.com"]})
+    st = _pause(kube_client, namespace, "risky")
+    assert st["approval"]["id"] == "apr-0123456789abcdef" and st["approval"]["tool"] == "http"
+    assert st["approval"]["summary"] == "POST https://api.example.com/report"
+    assert st["approval"]["expiresAt"] > st["approval"]["requestedAt"]
+    first_job = st["jobName"]
+
+    _decide(kube_client, namespace, "risky", approved=True)
+    st = eventually(
+        lambda: (s := status(kube_client, Execution, "risky", namespace)).get("jobName") != first_job and s,
+        what="the resume Job",
+    )
+    assert st["reason"] == "Resumed" and "alice" in st["message"] and not st.get("approval")
+    resumed = kube_client.get(Job, st["jobName"], namespace=namespace)
+    sources = resumed.spec.template.spec.volumes[0].projected.sources
+    assert [s.configMap.items[0].path for s in sources if s.configMap] == ["resume.json"]
+    cm = kube_client.get(ConfigMap, st["jobName"], namespace=namespace)
+    decision = json.loads(cm.data["resume.json"])["decision"]
+    assert decision == {
+        "approvalId": "apr-0123456789abcdef",
+        "approved": True,
+        "decidedBy": "alice",
+        "reason": "looks fine",
+    }
+
+    play_kubelet(
+        kube_client,
+        job_pod(kube_client, namespace, st["jobName"]),
+        "Succeeded",
+        0,
+        {
+            "stopReason": "end_turn",
+            "summary": "Posted.",
+            "usage": {"inputTokens": 300, "outputTokens": 30, "costUSD": "0.003", "turns": 2},
+        },
+    )
+    st = wait_phase(kube_client, "risky", namespace, "Succeeded")
+    assert st["result"]["summary"] == "Posted." and st["usage"]["totalTokens"] == 330
+
+
+def test_denied_approval_cancels_the_run(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    make_agent(kube_client, namespace)
+    _pause(kube_client, namespace, "nope")
+    _decide(kube_client, namespace, "nope", approved=False)
+    st = wait_phase(kube_client, "nope", namespace, "Cancelled")
+    assert st["reason"] == "ApprovalDenied" and st["message"] == "alice denied http: not today"

@@ -177,3 +177,34 @@ def test_history_pruning_and_archive_count_each_execution_once() -> None:
 def test_format_duration() -> None:
     assert format_duration("2026-01-01T00:00:00Z", "2026-01-01T01:02:03Z") == "1h2m3s"
     assert format_duration(None, "2026-01-01T00:00:00Z") is None
+
+
+async def test_undecided_approval_times_out_and_denial_cancels() -> None:
+    from agentry_operator.config import OperatorConfig as Cfg
+    from agentry_operator.handlers.approval import on_waiting
+    from agentry_operator.handlers.state import State
+
+    body: dict[str, Any] = {
+        **EXECUTION,
+        "spec": {**EXECUTION["spec"], "approvals": []},
+        "status": {
+            "phase": "WaitingApproval",
+            "approval": {"id": "apr-1", "tool": "shell", "expiresAt": "2000-01-01T00:00:00Z"},
+        },
+    }
+    outcome = await on_waiting(None, Cfg(), State(), body, None)  # type: ignore[arg-type]
+    assert outcome is not None and outcome[:2] == (Phase.CANCELLED, "ApprovalTimedOut")
+
+    body["status"]["approval"]["expiresAt"] = "2999-01-01T00:00:00Z"
+    assert await on_waiting(None, Cfg(), State(), body, None) is None  # type: ignore[arg-type]
+    body["spec"]["approvals"] = [{"id": "apr-1", "approved": False, "decidedBy": "bob"}]
+    outcome = await on_waiting(None, Cfg(), State(), body, None)  # type: ignore[arg-type]
+    assert outcome == (Phase.CANCELLED, "ApprovalDenied", "bob denied shell")
+
+
+def test_resume_job_mounts_resume_json_beside_the_inputs() -> None:
+    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig(), name="run-resume", resume_configmap="cm")
+    sources = job["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert [i["path"] for i in sources[0]["downwardAPI"]["items"]] == ["agent.json", "input.txt"]
+    assert sources[1]["configMap"] == {"name": "cm", "items": [{"key": "resume.json", "path": "resume.json"}]}
+    assert job["metadata"]["name"] == "run-resume"

@@ -1,0 +1,159 @@
+"""Two-phase approval of risky actions: pause (WaitingApproval), then resume or cancel.
+
+The runtime stops before a RED action with exit code 30 and an `approval` block in its result, and
+prints its conversation state in an `approval_request` event on stdout. The operator keeps that
+state in a ConfigMap (the pod and its emptyDir go away), and when `spec.approvals` holds a decision
+for the pending id, it either starts a resume Job with `resume.json` (approved) or cancels the run
+(denied, or not decided within `spec.approval.timeoutSeconds` of the Agent).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+
+from agentry_common.models import Phase
+from agentry_common.naming import job_name
+
+from .. import kube
+from ..builders.execution_status import Observed, observe, status_patch
+from ..builders.job import RESUME_FILE, STATE_KEY, build_job, owner_reference
+from ..conditions import now_rfc3339
+from ..config import OperatorConfig
+from .state import Logger, State
+
+DEFAULT_TIMEOUT_SECONDS = 3600
+
+
+def resume_name(execution: dict[str, Any], approval_id: str) -> str:
+    """Name of the ConfigMap holding a paused run's state, and of the Job that resumes it."""
+    meta = execution["metadata"]
+    return job_name(meta["name"], f"{meta['uid']}/{approval_id}")
+
+
+async def read_state(client: AsyncClient, namespace: str, pod: str) -> Any:
+    """The conversation state from the last `approval_request` event in the pod's log (or None)."""
+    found: Any = None
+    try:
+        async for line in client.log(pod, namespace=namespace, container="agent"):
+            if '"approval_request"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("type") == "approval_request":
+                found = event.get("state")
+    except ApiError:
+        return None  # no log (pod gone, or no kubelet): the resume gets no state
+    return found
+
+
+async def pause(
+    client: AsyncClient, state: State, body: dict[str, Any], seen: Observed, pods: list[dict[str, Any]]
+) -> Observed:
+    """Keep the paused run's state and complete the approval block with its deadline."""
+    approval = dict(seen.approval or {})
+    ns = body["metadata"]["namespace"]
+    agent = state.agents.get((ns, body["spec"]["agentRef"]["name"])) or {}
+    timeout = int(
+        (agent.get("spec") or {}).get("approval", {}).get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
+    )
+    now = dt.datetime.now(dt.UTC)
+    approval.setdefault("requestedAt", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    approval["expiresAt"] = (now + dt.timedelta(seconds=timeout)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    approval.setdefault("summary", str(approval.get("arguments") or approval.get("reason") or ""))
+    pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "") if pods else None
+    saved = await read_state(client, ns, pod["metadata"]["name"]) if pod else None
+    await kube.create_or_adopt(
+        client,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": resume_name(body, approval["id"]),
+                "namespace": ns,
+                "ownerReferences": [owner_reference(body)],
+            },
+            "data": {STATE_KEY: json.dumps(saved)},
+        },
+    )
+    keep = {"id", "tool", "summary", "risk", "requestedAt", "expiresAt"}
+    seen.approval = {k: v for k, v in approval.items() if k in keep}
+    return seen
+
+
+def _expired(approval: dict[str, Any]) -> bool:
+    expires = approval.get("expiresAt")
+    if not expires:
+        return False
+    return dt.datetime.fromisoformat(expires.replace("Z", "+00:00")) <= dt.datetime.now(dt.UTC)
+
+
+async def on_waiting(
+    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+) -> tuple[Phase, str, str] | None:
+    """Act on a decision or a timeout. Returns a (phase, reason, message) to write, if terminal."""
+    status = body.get("status") or {}
+    approval = status.get("approval") or {}
+    decision = next(
+        (d for d in body["spec"].get("approvals") or [] if d.get("id") == approval.get("id")), None
+    )
+    if decision is None:
+        if _expired(approval):
+            return (
+                Phase.CANCELLED,
+                "ApprovalTimedOut",
+                f"nobody decided on {approval.get('tool', 'the action')} before {approval['expiresAt']}",
+            )
+        return None
+    who = decision.get("decidedBy") or "someone"
+    if not decision.get("approved"):
+        why = f": {decision['reason']}" if decision.get("reason") else ""
+        return (Phase.CANCELLED, "ApprovalDenied", f"{who} denied {approval.get('tool', 'the action')}{why}")
+    await resume(client, config, state, body, decision, logger)
+    return None
+
+
+async def resume(
+    client: AsyncClient,
+    config: OperatorConfig,
+    state: State,
+    body: dict[str, Any],
+    decision: dict[str, Any],
+    logger: Logger,
+) -> None:
+    meta = body["metadata"]
+    ns = meta["namespace"]
+    status = body.get("status") or {}
+    name = resume_name(body, decision["id"])
+    agent = state.agents.get((ns, body["spec"]["agentRef"]["name"]))
+    if agent is None:
+        agent = await kube.get_or_none(client, kube.Agent, body["spec"]["agentRef"]["name"], ns)
+    if agent is None:
+        raise RuntimeError("the Agent of a paused run is gone")
+    cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
+    saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
+    resume_doc: dict[str, Any] = {
+        "decision": {k: decision.get(k) for k in ("id", "approved", "decidedBy", "reason")}
+    }
+    resume_doc["decision"]["approvalId"] = resume_doc["decision"].pop("id")
+    if saved is not None:
+        resume_doc["state"] = saved
+    await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
+    correlation_id = status.get("correlationId") or meta["name"]
+    job = await kube.create_or_adopt(
+        client, build_job(body, agent, correlation_id, config, name=name, resume_configmap=name)
+    )
+    logger.info(
+        "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.get("decidedBy")
+    )
+    seen = observe(job, [])
+    seen.reason, seen.message = "Resumed", f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
+    patch = status_patch(status, seen, meta.get("generation"), now_rfc3339())
+    patch.update({"jobName": name, "approval": None})
+    await kube.patch_status(client, kube.Execution, meta["name"], ns, patch)
+    state.wrote_status((ns, meta["name"]), patch)
