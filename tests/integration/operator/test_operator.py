@@ -138,6 +138,13 @@ def test_execution_runs_to_success_with_result_and_usage(
     )
     assert status(kube_client, Agent, "news", namespace)["lastExecution"]["name"] == "run1"
 
+    # Structured logs carry the correlation id; metrics count reconciles and phases.
+    lines = [json.loads(line) for line in operator.proc.log.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("correlation_id") == "corr-123" for line in lines)
+    metrics = operator.metrics()
+    assert 'agentry_reconcile_total{kind="Execution",outcome="ok"}' in metrics
+    assert 'agentry_executions{phase="Succeeded"}' in metrics
+
 
 @pytest.mark.parametrize(
     ("code", "reason"), [(12, "MaxCostReached"), (2, "ConfigurationError"), (1, "RuntimeError")]
