@@ -474,3 +474,46 @@ def test_denied_approval_cancels_the_run(
     _decide(kube_client, namespace, "nope", approved=False)
     st = wait_phase(kube_client, "nope", namespace, "Cancelled")
     assert st["reason"] == "ApprovalDenied" and st["message"] == "alice denied http: not today"
+
+
+def test_kubectl_explain_reads_like_documentation(kube: ControlPlane, crds: None) -> None:
+    out = eventually(
+        lambda: kube.kubectl("explain", "agent.spec.schedule", check=False).stdout,
+        timeout=60,
+        what="the CRD's OpenAPI to be published",
+    )
+    assert "IANA time zone name" in out and "enum: Allow, Forbid, Replace" in out
+    assert "cron\t<string> -required-" in out
+
+
+def test_history_limits_prune_and_keep_totals(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    make_agent(kube_client, namespace, historyLimits={"succeeded": 1, "failed": 1})
+    for name in ("old", "new"):
+        ex = make_execution(kube_client, namespace, name)
+        pod = job_pod(kube_client, namespace, job_name(name, ex.metadata.uid))
+        play_kubelet(
+            kube_client,
+            pod,
+            "Succeeded",
+            0,
+            {"summary": name, "usage": {"inputTokens": 10, "outputTokens": 5, "costUSD": "0.01"}},
+        )
+        wait_phase(kube_client, name, namespace, "Succeeded")
+
+    def pruned() -> bool:
+        names = {e.metadata.name for e in kube_client.list(Execution, namespace=namespace)}
+        return names == {"new"}
+
+    eventually(pruned, what="the oldest Execution pruned by historyLimits")
+    st = eventually(
+        lambda: (
+            (s := status(kube_client, Agent, "news", namespace)).get("archived", {}).get("executions") == 1
+            and s
+        ),
+        what="archive",
+    )
+    assert st["archived"]["names"] == ["old"]
+    assert st["totals"]["executions"] == 2 and st["totals"]["inputTokens"] == 20
+    assert st["totals"]["costUSD"] == "0.02"
