@@ -18,6 +18,11 @@ install: .venv/.installed ## Install Python dependencies from the lock file into
 	uv sync --frozen --all-extras --python python3.11
 	@touch $@
 
+.PHONY: system-deps
+system-deps: ## Debian packages the tests need (headless Chromium for the dashboard tests)
+	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 .PHONY: provision
 provision: ## Build/cached Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, helm)
 	bash hack/provision-kube.sh
@@ -37,7 +42,7 @@ lint: install ## ruff + mypy --strict
 	.venv/bin/mypy
 
 .PHONY: test
-test: install ## All test tiers: lint, unit, integration, e2e (starts every server it needs)
+test: install system-deps ## All test tiers: lint, unit, integration, e2e (starts every server it needs)
 	$(MAKE) lint
 	$(PYTEST) -m unit -q
 	$(PYTEST) -m integration -q

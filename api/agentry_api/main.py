@@ -1,25 +1,214 @@
-"""The Agentry API and dashboard (FastAPI). `create_app()` is the uvicorn factory."""
+"""The Agentry API and dashboard (FastAPI). `create_app()` is the uvicorn factory.
+
+The lifespan creates the Firestore async client and the Kubernetes client once, builds the services,
+and starts the watcher (status mirror, sync retries, approval timeouts).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from google.api_core import exceptions as gexc
+from lightkube import ApiError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import Sessions
+from .chat import LLM, llm_from_settings
+from .cluster import Cluster, ClusterUnavailable, api_message
+from .deps import AppState
+from .metrics import LATENCY, REQUESTS
+from .oidc import JWKSVerifier, TokenVerifier
+from .routers import agents, approvals, chat, events, executions, health, pages, session, usage
+from .services.agents import AgentService
+from .services.approvals import ApprovalService
+from .services.errors import Conflict, Invalid, NotFound, Unavailable
+from .services.events import EventBus
+from .services.runs import RunService
+from .settings import Settings, get_settings
+from .storage import Contended, Store, new_client
+from .watcher import Watcher
+
+log = logging.getLogger("agentry.api")
+WEB = Path(__file__).parent / "web"
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="Agentry", version="0.1.0")
+def session_secret(settings: Settings) -> str:
+    if settings.session_secret is not None and settings.session_secret.get_secret_value():
+        return settings.session_secret.get_secret_value()
+    log.warning(
+        "AGENTRY_SESSION_SECRET is not set: using a random key; sessions end when this process "
+        "restarts and are not shared with other workers or replicas"
+    )
+    return secrets.token_urlsafe(32)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | None) -> AppState:
+    store = Store(new_client(settings.google_cloud_project, settings.firestore_database))
+    cluster = Cluster(settings.namespace, settings.kubeconfig, settings.kube_timeout_seconds)
+    bus = EventBus(store)
+    agent_service = AgentService(store, cluster, bus, settings)
+    approval_service = ApprovalService(store, cluster, bus)
+    runs = RunService(store, cluster, bus, agent_service, approval_service)
+    if verifier is None and settings.oidc_issuer and settings.oidc_jwks_url:
+        verifier = JWKSVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+    return AppState(
+        settings=settings,
+        store=store,
+        cluster=cluster,
+        bus=bus,
+        agents=agent_service,
+        runs=runs,
+        approvals=approval_service,
+        sessions=Sessions(session_secret(settings), settings.session_max_age_seconds),
+        verifier=verifier,
+        llm=llm if llm is not None else llm_from_settings(settings),
+    )
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse("<!doctype html><title>Agentry</title><h1>Agentry</h1>")
 
+class Observe:
+    """Pure ASGI middleware: request id, access metrics by route template (streams pass through)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        code = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    *SECURITY_HEADERS,
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUESTS.labels(template, scope["method"], str(code)).inc()
+            LATENCY.labels(template).observe(time.perf_counter() - started)
+
+
+def _problem(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(404, str(exc))
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Invalid)
+        return _problem(422, [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        retry = str(exc.retry_after) if isinstance(exc, Unavailable) else "5"
+        return _problem(503, str(exc), {"Retry-After": retry})
+
+    async def cluster_refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        code = exc.status.code or 502
+        return _problem(409 if 400 <= code < 500 else 503, f"the cluster refused: {api_message(exc)}")
+
+    async def firestore_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("Firestore error: %s", exc)
+        return _problem(503, "the store (Firestore) is unavailable; retry shortly", {"Retry-After": "5"})
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
+        ]  # no "input": a rejected body may contain secrets
+        return _problem(422, errors)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem(500, "internal error; the request id is in the X-Request-ID header")
+
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(Conflict, conflict)
+    app.add_exception_handler(Invalid, invalid)
+    app.add_exception_handler(Unavailable, unavailable)
+    app.add_exception_handler(ClusterUnavailable, unavailable)
+    app.add_exception_handler(ApiError, cluster_refused)
+    app.add_exception_handler(gexc.GoogleAPICallError, firestore_down)
+    app.add_exception_handler(gexc.RetryError, firestore_down)
+    app.add_exception_handler(Contended, firestore_down)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def create_app(
+    settings: Settings | None = None, verifier: TokenVerifier | None = None, llm: LLM | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one line per request, and watch URLs
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings, verifier, llm)
+        app.state.agentry = state
+        if settings.watch:
+            state.watcher = Watcher(
+                state.store,
+                state.cluster,
+                state.agents,
+                state.runs,
+                state.approvals,
+                settings.sync_retry_seconds,
+                settings.approval_check_seconds,
+            )
+            state.watcher.start()
+        log.info("API ready: namespace=%s project=%s", settings.namespace, settings.google_cloud_project)
+        try:
+            yield
+        finally:
+            if state.watcher is not None:
+                await state.watcher.stop()
+            await state.cluster.close()
+            await state.store.close()
+
+    app = FastAPI(
+        title="Agentry",
+        version="0.1.0",
+        description="Agents, runs, live events, approvals and the agent-designing chat. See docs/api.md.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, session, agents, executions, events, approvals, usage, chat, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+    app.add_middleware(Observe)
     return app

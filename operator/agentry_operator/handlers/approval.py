@@ -26,6 +26,9 @@ from ..config import OperatorConfig
 from .state import Logger, State
 
 DEFAULT_TIMEOUT_SECONDS = 3600
+# The API records a timeout as a decision (with who/why) when it sees expiresAt pass; the operator
+# cancels on its own only if that has not happened a little later.
+EXPIRY_GRACE_SECONDS = 30
 
 
 def resume_name(execution: dict[str, Any], approval_id: str) -> str:
@@ -90,7 +93,8 @@ def _expired(approval: dict[str, Any]) -> bool:
     expires = approval.get("expiresAt")
     if not expires:
         return False
-    return dt.datetime.fromisoformat(expires.replace("Z", "+00:00")) <= dt.datetime.now(dt.UTC)
+    deadline = dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    return deadline + dt.timedelta(seconds=EXPIRY_GRACE_SECONDS) <= dt.datetime.now(dt.UTC)
 
 
 async def on_waiting(

@@ -1,0 +1,218 @@
+"""The API's Kubernetes access: one lightkube AsyncClient, field manager `agentry-api`.
+
+The API does not import the operator (import boundary): it defines its own generic resources for the
+same CRDs (`create_namespaced_resource` returns the already registered class if there is one).
+Transport failures and 5xx answers become `ClusterUnavailable` (HTTP 503 with Retry-After); 4xx
+answers stay `ApiError` for the caller to translate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+from collections.abc import AsyncIterable
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
+
+from agentry_common import constants as c
+
+Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
+Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)
+
+FIELD_MANAGER = "agentry-api"
+LABEL_OWNER = f"{c.GROUP}/owner"
+ANNOTATION_DISPLAY_NAME = f"{c.GROUP}/display-name"
+ANNOTATION_SOURCE = f"{c.GROUP}/source"
+MANAGED_BY_API = "agentry-api"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+class ClusterUnavailable(Exception):
+    """The API server could not be reached or answered 5xx; the write may be retried."""
+
+
+def random_suffix(length: int = 5) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status.code is not None and (exc.status.code >= 500 or exc.status.code == 429)
+    return isinstance(exc, httpx2.TransportError | asyncio.TimeoutError | OSError)
+
+
+def api_message(exc: ApiError) -> str:
+    return str(exc.status.message or exc.status.reason or "the API server refused the request")
+
+
+class Cluster:
+    def __init__(self, namespace: str, kubeconfig: str | None = None, timeout: float = 10.0) -> None:
+        self.namespace = namespace
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
+        self.client = AsyncClient(
+            config,
+            namespace=namespace,
+            field_manager=FIELD_MANAGER,
+            timeout=httpx2.Timeout(timeout),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except ApiError as exc:
+            if is_transient(exc):
+                raise ClusterUnavailable(api_message(exc)) from exc
+            raise
+        except (TimeoutError, httpx2.TransportError, OSError) as exc:
+            raise ClusterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        async def first() -> None:
+            async for _ in self.client.list(Agent, namespace=self.namespace, chunk_size=1):
+                break
+
+        await self._call(first())
+
+    # -- agents ---------------------------------------------------------------------------------
+
+    def agent_manifest(
+        self, name: str, spec: dict[str, Any], owner: str, display_name: str
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": c.API_VERSION,
+            "kind": c.AGENT_KIND,
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {LABEL_OWNER: owner, c.LABEL_MANAGED_BY: MANAGED_BY_API},
+                "annotations": {ANNOTATION_DISPLAY_NAME: display_name[:253], ANNOTATION_SOURCE: "api"},
+            },
+            "spec": spec,
+        }
+
+    async def apply_agent(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        obj = Agent.from_dict(manifest)
+        return to_dict(await self._call(self.client.apply(obj, force=True, dry_run=dry_run)))
+
+    async def get_agent(self, name: str) -> dict[str, Any] | None:
+        try:
+            return to_dict(await self._call(self.client.get(Agent, name, namespace=self.namespace)))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    async def delete_agent(self, name: str) -> bool:
+        try:
+            await self._call(self.client.delete(Agent, name, namespace=self.namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return True
+
+    # -- executions -----------------------------------------------------------------------------
+
+    async def create_execution(
+        self, name: str, agent: str, input_text: str | None, correlation_id: str, owner: str
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "agentRef": {"name": agent},
+            "trigger": "API",
+            "correlationId": correlation_id,
+        }
+        if input_text:
+            spec["input"] = input_text
+        manifest = {
+            "apiVersion": c.API_VERSION,
+            "kind": c.EXECUTION_KIND,
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {LABEL_OWNER: owner, c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: "API"},
+                "annotations": {c.ANNOTATION_CORRELATION_ID: correlation_id},
+            },
+            "spec": spec,
+        }
+        return to_dict(await self._call(self.client.create(Execution.from_dict(manifest))))
+
+    async def get_execution(self, name: str) -> dict[str, Any] | None:
+        try:
+            return to_dict(await self._call(self.client.get(Execution, name, namespace=self.namespace)))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    async def cancel_execution(self, name: str) -> None:
+        await self._call(
+            self.client.patch(
+                Execution,
+                name,
+                {"spec": {"cancel": True}},
+                namespace=self.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        )
+
+    async def append_approval(self, name: str, decision: dict[str, Any], attempts: int = 5) -> bool:
+        """Append a decision to spec.approvals (JSON patch guarded by resourceVersion).
+
+        False if the Execution is gone. A decision with the same id already present is not repeated.
+        """
+        for _ in range(attempts):
+            current = await self.get_execution(name)
+            if current is None:
+                return False
+            approvals = (current.get("spec") or {}).get("approvals")
+            if any(a.get("id") == decision["id"] for a in approvals or []):
+                return True
+            rv = current["metadata"]["resourceVersion"]
+            ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+            if approvals is None:
+                ops.append({"op": "add", "path": "/spec/approvals", "value": [decision]})
+            else:
+                ops.append({"op": "add", "path": "/spec/approvals/-", "value": decision})
+            try:
+                await self._call(
+                    self.client.patch(
+                        Execution, name, ops, namespace=self.namespace, patch_type=PatchType.JSON
+                    )
+                )
+                return True
+            except ApiError as exc:
+                if exc.status.code in (409, 422):  # the test op failed: someone wrote in between
+                    continue
+                raise
+        raise ClusterUnavailable(f"could not record the decision on {name}: too many concurrent writes")
+
+    async def pod_logs(self, job_name: str, tail_lines: int = 2000) -> tuple[str, list[str]] | None:
+        """(pod name, lines) of the newest pod of a Job; None if it has no pod any more."""
+        listing = self.client.list(Pod, namespace=self.namespace, labels={JOB_NAME_LABEL: job_name})
+        pods = [to_dict(p) for p in await self._call(_collect(listing))]
+        if not pods:
+            return None
+        pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        name = pod["metadata"]["name"]
+        log = self.client.log(name, namespace=self.namespace, tail_lines=tail_lines, newlines=False)
+        lines: list[str] = await self._call(_collect(log))
+        return name, lines
+
+
+async def _collect(items: AsyncIterable[Any]) -> list[Any]:
+    """Read a lightkube async iterable completely (so its errors surface inside `_call`)."""
+    return [item async for item in items]

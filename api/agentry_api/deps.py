@@ -1,0 +1,151 @@
+"""Dependencies: the app's state (store, cluster, services), and `CurrentUser`.
+
+Authentication order: `Authorization: Bearer` (API token `agt_...`, the bootstrap admin token, or an
+OIDC JWT when OIDC is configured), then the signed session cookie. Cookie-authenticated requests that
+change something (and WebSockets) must come from the same origin.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException, status
+from starlette.requests import HTTPConnection
+
+from .auth import SESSION_COOKIE, TOKEN_PREFIX, Sessions, User, hash_token, oidc_user_id, same_secret
+from .cluster import Cluster
+from .oidc import InvalidToken, TokenVerifier
+from .services.agents import AgentService
+from .services.approvals import ApprovalService
+from .services.events import EventBus
+from .services.runs import RunService
+from .settings import Settings
+from .storage import Store
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+USER_CACHE_SECONDS = 30.0
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    cluster: Cluster
+    bus: EventBus
+    agents: AgentService
+    runs: RunService
+    approvals: ApprovalService
+    sessions: Sessions
+    verifier: TokenVerifier | None
+    llm: Any
+    sse_open: int = 0
+    watcher: Any = None
+    _users: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    async def user_kind(self, user_id: str) -> str | None:
+        cached = self._users.get(user_id)
+        if cached and time.monotonic() - cached[0] < USER_CACHE_SECONDS:
+            return cached[1]
+        doc = await self.store.get_user(user_id)
+        if doc is None:
+            return None
+        kind = str(doc.get("kind", "guest"))
+        if len(self._users) > 10000:
+            self._users.clear()
+        self._users[user_id] = (time.monotonic(), kind)
+        return kind
+
+
+def get_state(conn: HTTPConnection) -> AppState:
+    state: AppState = conn.app.state.agentry
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_store(state: StateDep) -> Store:
+    return state.store
+
+
+def get_cluster(state: StateDep) -> Cluster:
+    return state.cluster
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+ClusterDep = Annotated[Cluster, Depends(get_cluster)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def same_origin(conn: HTTPConnection) -> bool:
+    if conn.headers.get("sec-fetch-site") == "cross-site":
+        return False
+    origin = conn.headers.get("origin")
+    if origin is None:  # browsers send Origin on every unsafe or WebSocket request
+        return True
+    return urlsplit(origin).netloc == conn.headers.get("host")
+
+
+async def bearer_user(state: AppState, credential: str) -> User:
+    if state.settings.admin_token is not None and same_secret(
+        credential, state.settings.admin_token.get_secret_value()
+    ):
+        await state.store.ensure_user(state.settings.import_owner, "admin")
+        return User(state.settings.import_owner, "admin", "token")
+    if credential.startswith(TOKEN_PREFIX):
+        doc = await state.store.token(hash_token(credential))
+        if doc is None:
+            raise unauthorized("the API token is not valid (unknown or revoked)")
+        return User(str(doc["userId"]), "user", "token")
+    if state.verifier is None:
+        raise unauthorized("the bearer token is not an Agentry API token, and OIDC is not configured")
+    try:
+        claims = await state.verifier.verify(credential)
+    except InvalidToken as exc:
+        raise unauthorized(f"the OIDC token is not accepted: {exc}") from exc
+    user_id = oidc_user_id(str(claims["iss"]), str(claims["sub"]))
+    await state.store.ensure_user(user_id, "oidc", str(claims.get("email") or claims["sub"]))
+    return User(user_id, "oidc", "oidc")
+
+
+async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise unauthorized("use 'Authorization: Bearer <token>'")
+        return await bearer_user(state, credential.strip())
+    user_id = state.sessions.load(conn.cookies.get(SESSION_COOKIE))
+    if user_id is None:
+        return None
+    kind = await state.user_kind(user_id)
+    if kind is None:
+        return None
+    method = conn.scope.get("method", "GET")
+    if (conn.scope["type"] == "websocket" or method not in SAFE_METHODS) and not same_origin(conn):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin request refused (session cookie)")
+    return User(user_id, "admin" if kind == "admin" else "guest" if kind == "guest" else "user", "cookie")
+
+
+async def current_user(conn: HTTPConnection, state: StateDep) -> User:
+    user = await authenticate(conn, state)
+    if user is None:
+        raise unauthorized(
+            "not signed in: open the dashboard (a guest session is created), or send "
+            "'Authorization: Bearer <API token>'"
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

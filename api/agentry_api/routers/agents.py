@@ -1,0 +1,67 @@
+"""/api/agents: CRUD, and runs (202)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response, status
+
+from ..deps import CurrentUser, StateDep
+from ..schemas import AgentIn, AgentList, AgentOut, RunAccepted, RunIn
+from ..services.views import agent_out
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+AGENT_EXAMPLE = {
+    "name": "Weekly stock summary",
+    "spec": {
+        "description": "Summarises the week's stock news",
+        "instructions": "Every Monday, summarise last week's stock news in five bullet points.",
+        "model": {"provider": "anthropic", "name": "claude-sonnet-4-5"},
+        "tools": ["http"],
+        "schedule": {"cron": "0 8 * * 1", "timeZone": "Asia/Seoul"},
+        "budget": {"maxTurns": 20, "maxCostPerRunUSD": "1.00"},
+    },
+}
+
+AgentBody = Annotated[AgentIn, Body(examples=[AGENT_EXAMPLE])]
+
+
+@router.get("", response_model=AgentList)
+async def list_agents(user: CurrentUser, state: StateDep) -> AgentList:
+    return AgentList(items=[agent_out(d) for d in await state.agents.list(user)])
+
+
+@router.post("", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
+async def create_agent(user: CurrentUser, state: StateDep, body: AgentBody) -> AgentOut:
+    """Store the agent in Firestore and apply its Agent CR. If the cluster is unavailable the agent is
+    kept with `sync.state: Pending` and applied as soon as it is back."""
+    return agent_out(await state.agents.create(user, body))
+
+
+@router.get("/{agent_id}", response_model=AgentOut)
+async def get_agent(agent_id: str, user: CurrentUser, state: StateDep) -> AgentOut:
+    return agent_out(await state.agents.get(user, agent_id))
+
+
+@router.put("/{agent_id}", response_model=AgentOut)
+async def update_agent(agent_id: str, user: CurrentUser, state: StateDep, body: AgentBody) -> AgentOut:
+    return agent_out(await state.agents.update(user, agent_id, body))
+
+
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(agent_id: str, user: CurrentUser, state: StateDep) -> Response:
+    await state.agents.delete(user, agent_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{agent_id}/runs", response_model=RunAccepted, status_code=status.HTTP_202_ACCEPTED)
+async def run_agent(
+    agent_id: str, user: CurrentUser, state: StateDep, body: RunIn | None = None
+) -> RunAccepted:
+    """Start a run: creates an Execution CR and answers 202 at once. Progress arrives on
+    `/api/events` (`report` events carrying the same `correlationId`)."""
+    doc = await state.runs.run(user, agent_id, body.input if body else None)
+    return RunAccepted(
+        execution=doc["id"], correlationId=doc["correlationId"], url=f"/api/executions/{doc['id']}"
+    )

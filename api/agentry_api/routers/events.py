@@ -1,0 +1,102 @@
+"""GET /api/events: the dashboard's single source of updates (Server-Sent Events).
+
+A new stream starts with one `snapshot` event (agents, recent executions, pending approvals) whose
+id is the user's last event number, then `report` events with increasing ids. A stream resumed with
+`Last-Event-ID` (or `?cursor=`) gets no snapshot: it replays every event after that id from
+Firestore, then continues live. Comments (`: ping`) are sent as heartbeats. Past
+`sse_max_connections` open streams in this process the answer is 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from ..auth import User
+from ..deps import AppState, CurrentUser, StateDep
+from ..metrics import SSE_CONNECTIONS, SSE_REJECTED
+from ..services.views import agent_out, approval_out, execution_out
+
+router = APIRouter(tags=["events"])
+REPLAY_PAGE = 500
+RETRY_MS = 3000
+
+
+def parse_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 18:
+        return None
+    return int(value.strip())
+
+
+async def snapshot(state: AppState, user: User) -> tuple[int, dict[str, Any]]:
+    seq = await state.store.last_event_seq(user.id)
+    agents = [agent_out(d).model_dump(mode="json") for d in await state.store.list_agents(user.id)]
+    executions = await state.store.list_executions(user.id, limit=50)
+    approvals = await state.store.list_approvals(user.id, "pending")
+    return seq, {
+        "kind": "snapshot",
+        "seq": seq,
+        "agents": agents,
+        "executions": [execution_out(d).model_dump(mode="json", exclude={"input"}) for d in executions],
+        "approvals": [approval_out(d).model_dump(mode="json") for d in approvals],
+    }
+
+
+def report(event: dict[str, Any]) -> ServerSentEvent:
+    data = {"kind": event["kind"], "seq": event["seq"], "createdAt": event.get("createdAt"), **event["data"]}
+    return ServerSentEvent(json.dumps(data, default=str), event="report", id=str(event["seq"]))
+
+
+async def stream(state: AppState, user: User, start: int | None) -> AsyncIterator[ServerSentEvent]:
+    """The stream's body; the caller has counted it in `state.sse_open` already."""
+    SSE_CONNECTIONS.inc()
+    try:
+        if start is None:
+            last, snap = await snapshot(state, user)
+            yield ServerSentEvent(
+                json.dumps(snap, default=str), event="snapshot", id=str(last), retry=RETRY_MS
+            )
+        else:
+            last = start
+        while True:
+            version = state.bus.version
+            events = await state.store.events_after(user.id, last, REPLAY_PAGE)
+            for event in events:
+                last = int(event["seq"])
+                yield report(event)
+            if len(events) < REPLAY_PAGE:
+                await state.bus.wait(version, state.settings.sse_poll_seconds)
+    finally:
+        state.sse_open -= 1
+        SSE_CONNECTIONS.dec()
+
+
+@router.get(
+    "/api/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "snapshot, then report events"}},
+)
+async def events(
+    user: CurrentUser,
+    state: StateDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=32, description="Same as Last-Event-ID.")] = None,
+) -> EventSourceResponse:
+    if state.sse_open >= state.settings.sse_max_connections:
+        SSE_REJECTED.inc()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"too many open event streams ({state.settings.sse_max_connections}); retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    start = parse_event_id(last_event_id if last_event_id is not None else cursor)
+    state.sse_open += 1
+    return EventSourceResponse(
+        stream(state, user, start),
+        ping=state.settings.sse_heartbeat_seconds,
+        headers={"Cache-Control": "no-store"},
+    )

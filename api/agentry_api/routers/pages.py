@@ -1,0 +1,145 @@
+"""The dashboard: server-rendered pages; a little JS (static/app.js) keeps them live from /api/events.
+
+A first visit creates a guest session (signed HttpOnly cookie). Lists are filled from the SSE
+snapshot and kept current by `report` events; detail pages are rendered from Firestore and then
+updated by the same events. Buttons send commands (202) and never update the page from the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ..auth import User
+from ..deps import AppState, StateDep, authenticate
+from ..services.errors import NotFound
+from ..services.usage import usage
+from ..services.views import agent_out, approval_out, execution_out
+from .session import new_guest, set_session
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "web" / "templates")
+templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+
+
+async def page_user(request: Request, state: AppState) -> tuple[User | None, bool]:
+    """The signed-in user, or a new guest (True: set its cookie on the response)."""
+    user = await authenticate(request, state)
+    if user is not None:
+        return user, False
+    if not state.settings.guest_sessions:
+        return None, False
+    return await new_guest(state), True
+
+
+async def render(request: Request, state: AppState, template: str, page: str, **context: Any) -> Response:
+    user, new = await page_user(request, state)
+    if user is None:
+        return templates.TemplateResponse(
+            request, "signin.html", {"page": "signin", "user": None}, status_code=401
+        )
+    loader = context.pop("load", None)
+    if loader is not None:
+        try:
+            context.update(await loader(user))
+        except NotFound as exc:
+            response = templates.TemplateResponse(
+                request,
+                "notfound.html",
+                {"page": "notfound", "user": user, "message": str(exc)},
+                status_code=404,
+            )
+            if new:
+                set_session(response, state, user.id)
+            return response
+    response = templates.TemplateResponse(request, template, {"page": page, "user": user, **context})
+    if new:
+        set_session(response, state, user.id)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def agents_page(request: Request, state: StateDep) -> Response:
+    return await render(request, state, "agents.html", "agents")
+
+
+@router.get("/agents/new", response_class=HTMLResponse)
+async def new_agent_page(request: Request, state: StateDep) -> Response:
+    return await render(request, state, "agent_form.html", "agent-form", agent=None)
+
+
+@router.get("/agents/{agent_id}", response_class=HTMLResponse)
+async def agent_page(agent_id: str, request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        return {"agent": agent_out(await state.agents.get(user, agent_id)).model_dump(mode="json")}
+
+    return await render(request, state, "agent.html", "agent", load=load)
+
+
+@router.get("/agents/{agent_id}/edit", response_class=HTMLResponse)
+async def edit_agent_page(agent_id: str, request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        return {"agent": agent_out(await state.agents.get(user, agent_id)).model_dump(mode="json")}
+
+    return await render(request, state, "agent_form.html", "agent-form", load=load)
+
+
+@router.get("/executions", response_class=HTMLResponse)
+async def executions_page(request: Request, state: StateDep) -> Response:
+    return await render(request, state, "executions.html", "executions")
+
+
+@router.get("/executions/{name}", response_class=HTMLResponse)
+async def execution_page(name: str, request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        doc = await state.runs.get(user, name)
+        approvals = [
+            approval_out(a).model_dump(mode="json")
+            for a in await state.store.list_approvals(user.id)
+            if a.get("execution") == name
+        ]
+        events = [
+            {"seq": e["seq"], "createdAt": e.get("createdAt"), "kind": e["kind"], **(e.get("data") or {})}
+            for e in await state.store.execution_events(user.id, name)
+        ]
+        return {
+            "execution": execution_out(doc).model_dump(mode="json"),
+            "approvals": approvals,
+            "events": events,
+        }
+
+    return await render(request, state, "execution.html", "execution", load=load)
+
+
+@router.get("/approvals", response_class=HTMLResponse)
+async def approvals_page(request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        docs = await state.store.list_approvals(user.id)
+        return {
+            "decided": [approval_out(d).model_dump(mode="json") for d in docs if d.get("state") != "pending"]
+        }
+
+    return await render(request, state, "approvals.html", "approvals", load=load)
+
+
+@router.get("/usage", response_class=HTMLResponse)
+async def usage_page(request: Request, state: StateDep, window: str = "7d") -> Response:
+    window = window if window in ("24h", "7d", "30d") else "7d"
+
+    async def load(user: User) -> dict[str, Any]:
+        return {"usage": (await usage(state.store, user, window)).model_dump(mode="json"), "window": window}
+
+    return await render(request, state, "usage.html", "usage", load=load)
+
+
+@router.get("/settings", response_class=HTMLResponse)
+async def settings_page(request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        return {"tokens": await state.store.list_tokens(user.id)}
+
+    return await render(request, state, "settings.html", "settings", load=load)

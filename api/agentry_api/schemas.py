@@ -1,0 +1,194 @@
+"""Public request and response models. Inputs forbid unknown fields: no mass assignment of owner,
+status, namespace or image; the owner always comes from the authenticated user."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentry_common.models import AgentSpec
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentIn(Strict):
+    """An agent definition as a person writes it. `spec` is the Agent CR's spec."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Display name (letters, digits, space . _ -).")
+    spec: AgentSpec
+
+
+class RunIn(Strict):
+    input: str | None = Field(default=None, max_length=65536, description="Task text for this run.")
+
+
+class DecisionIn(Strict):
+    approved: bool
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class TokenIn(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")
+
+
+class TokenLoginIn(Strict):
+    token: str = Field(min_length=8, max_length=512)
+
+
+class SyncState(BaseModel):
+    state: Literal["Synced", "Pending", "Error"]
+    message: str = ""
+    attempts: int = 0
+    updatedAt: str | None = None
+
+
+class AgentStatusOut(BaseModel):
+    ready: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    nextRunTime: str | None = None
+    lastExecution: dict[str, Any] | None = None
+    totals: dict[str, Any] | None = None
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    source: Literal["api", "cluster"]
+    editable: bool
+    spec: dict[str, Any]
+    status: AgentStatusOut
+    sync: SyncState
+    createdAt: str
+    updatedAt: str
+
+
+class AgentList(BaseModel):
+    items: list[AgentOut]
+
+
+class RunAccepted(BaseModel):
+    execution: str
+    correlationId: str
+    status: str = "accepted"
+    url: str
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    agentId: str
+    trigger: str
+    correlationId: str | None = None
+    input: str | None = None
+    phase: str
+    reason: str | None = None
+    message: str | None = None
+    startTime: str | None = None
+    completionTime: str | None = None
+    duration: str | None = None
+    attempts: int | None = None
+    result: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    createdAt: str
+    updatedAt: str
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionOut]
+    nextCursor: str | None = None
+
+
+class Accepted(BaseModel):
+    status: str = "accepted"
+    id: str
+    correlationId: str | None = None
+
+
+class LogsOut(BaseModel):
+    execution: str
+    source: Literal["pod", "events"]
+    pod: str | None = None
+    note: str | None = None
+    lines: list[str]
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    execution: str
+    agentId: str
+    tool: str | None = None
+    summary: str | None = None
+    risk: str | None = None
+    state: Literal["pending", "approved", "denied", "expired"]
+    requestedAt: str | None = None
+    expiresAt: str | None = None
+    decidedBy: str | None = None
+    decidedAt: str | None = None
+    reason: str | None = None
+    correlationId: str | None = None
+
+
+class ApprovalList(BaseModel):
+    items: list[ApprovalOut]
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    createdAt: str
+    lastUsedAt: str | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class Me(BaseModel):
+    id: str
+    kind: str
+    via: str
+
+
+class UsageBucket(BaseModel):
+    start: str
+    executions: int
+    inputTokens: int
+    outputTokens: int
+    costUSD: str
+
+
+class UsageAgent(BaseModel):
+    agentId: str
+    executions: int
+    succeeded: int
+    failed: int
+    inputTokens: int
+    outputTokens: int
+    costUSD: str
+
+
+class UsageOut(BaseModel):
+    window: str
+    since: str
+    executions: int
+    inputTokens: int
+    outputTokens: int
+    costUSD: str
+    agents: list[UsageAgent]
+    buckets: list[UsageBucket]
+
+
+class Problem(BaseModel):
+    detail: Any

@@ -1,0 +1,1 @@
+"""Business logic: routes translate HTTP to these services and back."""

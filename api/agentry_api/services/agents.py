@@ -1,0 +1,333 @@
+"""Agents: Firestore definition ↔ Agent CR, and the ownership rule (docs/api.md, "Ownership").
+
+* Created through the API (`source: api`): Firestore is the source of truth. The CR carries the
+  owner label (a hash of the user id) and `app.kubernetes.io/managed-by: agentry-api`. A kubectl edit
+  of its spec is overwritten with the Firestore definition, a kubectl delete re-creates it.
+* Created with kubectl (`source: cluster`): the cluster is the source of truth. The watcher imports it
+  as owned by `settings.import_owner`; the API may run and cancel it but not edit or delete it.
+* Every CR write goes through `sync`: the Firestore write is kept even when the API server is
+  unavailable, with `sync.state: Pending` and a message, and the syncer retries until it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from lightkube import ApiError
+
+from agentry_common.models import AgentSpec, looks_like_secret
+
+from ..auth import User, owner_label
+from ..cluster import (
+    ANNOTATION_DISPLAY_NAME,
+    LABEL_OWNER,
+    MANAGED_BY_API,
+    Cluster,
+    ClusterUnavailable,
+    api_message,
+    random_suffix,
+)
+from ..schemas import AgentIn
+from ..settings import Settings
+from ..storage import Store, now_iso
+from .errors import Conflict, Invalid, NotFound
+from .events import EventBus
+from .views import agent_out, agent_status_view
+
+log = logging.getLogger("agentry.api.agents")
+Doc = dict[str, Any]
+
+
+def slug(name: str) -> str:
+    text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return (text or "agent")[:40].rstrip("-") or "agent"
+
+
+def canonical_spec(spec: Doc) -> Doc:
+    """A spec with defaults filled the same way on both sides, for drift comparison."""
+    try:
+        return AgentSpec.model_validate(spec).wire()
+    except ValueError:
+        return spec
+
+
+def refused_field(exc: ApiError) -> list[str | int]:
+    """The field the API server named in a refusal (e.g. spec.http.allowedHosts), as a 422 loc."""
+    details = exc.status.details
+    causes = (details.causes if details is not None else None) or []
+    for cause in causes:
+        if cause.field and cause.field.startswith("spec"):
+            return ["body", *cause.field.split(".")]
+    return ["body", "spec"]
+
+
+class AgentService:
+    def __init__(self, store: Store, cluster: Cluster, bus: EventBus, settings: Settings) -> None:
+        self.store, self.cluster, self.bus, self.settings = store, cluster, bus, settings
+        self.kick = asyncio.Event()
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def check_policy(self, spec: AgentSpec) -> None:
+        """What a dashboard user may put in a spec (beyond the CRD schema)."""
+        for field in ("instructions", "description"):
+            if looks_like_secret(getattr(spec, field)):
+                raise Invalid(
+                    ["body", "spec", field],
+                    f"spec.{field} contains what looks like an API key; reference it through spec.secrets",
+                )
+        for i, secret in enumerate(spec.secrets):
+            if secret.secret_key_ref is not None and secret.secret_key_ref.name not in (
+                self.settings.allowed_secret_names
+            ):
+                raise Invalid(
+                    ["body", "spec", "secrets", i, "secretKeyRef", "name"],
+                    f"Secret {secret.secret_key_ref.name!r} is not one agents may use; allowed: "
+                    f"{', '.join(self.settings.allowed_secret_names) or 'none'}",
+                )
+            if secret.secret_manager is not None:
+                raise Invalid(
+                    ["body", "spec", "secrets", i, "secretManager"],
+                    "Secret Manager references can only be set with kubectl by an administrator",
+                )
+        models = [("model", spec.model.base_url)] + [
+            (f"fallbacks.{i}", f.base_url) for i, f in enumerate(spec.model.fallbacks)
+        ]
+        for where, url in models:
+            if url is not None and url not in self.settings.allowed_base_urls:
+                loc: list[str | int] = ["body", "spec", "model"]
+                loc += ["fallbacks", int(where.split(".")[1]), "baseURL"] if "." in where else ["baseURL"]
+                raise Invalid(
+                    loc, "this model endpoint is not allowed (a run's provider key would be sent there)"
+                )
+
+    # -- API operations -----------------------------------------------------------------------
+
+    async def list(self, user: User) -> list[Doc]:
+        return await self.store.list_agents(user.id)
+
+    async def get(self, user: User, agent_id: str) -> Doc:
+        doc = await self.store.owned_agent(user.id, agent_id)
+        if doc is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return doc
+
+    async def dry_run(self, manifest: Doc) -> None:
+        """Let the API server validate (CEL rules, webhook) before anything is stored."""
+        try:
+            await self.cluster.apply_agent(manifest, dry_run=True)
+        except ClusterUnavailable:
+            pass  # stored as Pending and validated when the cluster is back
+        except ApiError as exc:
+            raise Invalid(refused_field(exc), f"the cluster refused the agent: {api_message(exc)}") from exc
+
+    def _manifest(self, doc: Doc) -> Doc:
+        return self.cluster.agent_manifest(doc["id"], doc["spec"], owner_label(doc["userId"]), doc["name"])
+
+    async def create(self, user: User, body: AgentIn) -> Doc:
+        self.check_policy(body.spec)
+        now = now_iso()
+        doc: Doc = {
+            "id": f"{slug(body.name)}-{random_suffix()}",
+            "userId": user.id,
+            "source": "api",
+            "name": body.name,
+            "spec": body.spec.wire(),
+            "status": {},
+            "sync": {
+                "state": "Pending",
+                "message": "being applied to the cluster",
+                "attempts": 0,
+                "updatedAt": now,
+            },
+            "createdAt": now,
+            "updatedAt": now,
+            "deleted": False,
+        }
+        await self.dry_run(self._manifest(doc))
+        await self.store.create_agent(doc)
+        doc = await self.sync(doc)
+        await self.bus.publish(user.id, "agent", {"action": "created", "agent": agent_out(doc).model_dump()})
+        return doc
+
+    async def update(self, user: User, agent_id: str, body: AgentIn) -> Doc:
+        doc = await self.get(user, agent_id)
+        if doc.get("source") != "api":
+            raise Conflict(
+                f"agent {agent_id!r} was created with kubectl and is managed in the cluster; edit it there"
+            )
+        self.check_policy(body.spec)
+        now = now_iso()
+        doc.update(
+            name=body.name,
+            spec=body.spec.wire(),
+            updatedAt=now,
+            sync={
+                "state": "Pending",
+                "message": "being applied to the cluster",
+                "attempts": 0,
+                "updatedAt": now,
+            },
+        )
+        await self.dry_run(self._manifest(doc))
+        await self.store.put_agent(doc)
+        doc = await self.sync(doc)
+        await self.bus.publish(user.id, "agent", {"action": "updated", "agent": agent_out(doc).model_dump()})
+        return doc
+
+    async def delete(self, user: User, agent_id: str) -> None:
+        doc = await self.get(user, agent_id)
+        if doc.get("source") != "api":
+            raise Conflict(
+                f"agent {agent_id!r} was created with kubectl and is managed in the cluster; delete it there"
+            )
+        now = now_iso()
+        doc.update(
+            deleted=True,
+            updatedAt=now,
+            sync={
+                "state": "Pending",
+                "message": "being deleted from the cluster",
+                "attempts": 0,
+                "updatedAt": now,
+            },
+        )
+        await self.store.put_agent(doc)
+        await self.sync(doc)
+        await self.bus.publish(user.id, "agent", {"action": "deleted", "agent": {"id": agent_id}})
+
+    # -- the CR side ----------------------------------------------------------------------------
+
+    async def sync(self, doc: Doc) -> Doc:
+        """Make the cluster match Firestore for an API-owned agent; record the outcome in `sync`."""
+        attempts = int((doc.get("sync") or {}).get("attempts", 0)) + 1
+        try:
+            if doc.get("deleted"):
+                await self.cluster.delete_agent(doc["id"])
+                await self.store.remove_agent(doc["id"])
+                return doc
+            await self.cluster.apply_agent(self._manifest(doc))
+            sync = {"state": "Synced", "message": "", "attempts": attempts, "updatedAt": now_iso()}
+        except ClusterUnavailable as exc:
+            sync = {
+                "state": "Pending",
+                "message": f"the cluster is unavailable ({exc}); retrying every "
+                f"{self.settings.sync_retry_seconds:g} s",
+                "attempts": attempts,
+                "updatedAt": now_iso(),
+            }
+        except ApiError as exc:
+            sync = {
+                "state": "Error",
+                "message": f"the cluster refused the agent: {api_message(exc)}",
+                "attempts": attempts,
+                "updatedAt": now_iso(),
+            }
+        doc["sync"] = sync
+        await self.store.update_agent(doc["id"], {"sync": sync})
+        if sync["state"] != "Synced":
+            log.warning("agent %s not synced: %s", doc["id"], sync["message"])
+        return doc
+
+    async def retry_pending(self) -> int:
+        """One pass of the syncer: retry every Pending write. Returns how many are still pending."""
+        pending = 0
+        for doc in await self.store.agents_pending_sync():
+            if doc.get("source") != "api":
+                continue
+            before = doc.get("sync", {}).get("state")
+            doc = await self.sync(doc)
+            if doc.get("deleted") and doc.get("sync", {}).get("state") != "Pending":
+                continue
+            if doc["sync"]["state"] == "Pending":
+                pending += 1
+            elif before != doc["sync"]["state"]:
+                await self.bus.publish(
+                    doc["userId"], "agent", {"action": "synced", "agent": agent_out(doc).model_dump()}
+                )
+        return pending
+
+    async def observe(self, event: str, cr: Doc) -> Doc | None:
+        """The watcher saw an Agent CR change. Returns the (possibly new) Firestore document."""
+        meta = cr["metadata"]
+        name = meta["name"]
+        doc = await self.store.agent(name)
+        if event == "DELETED":
+            if doc is None:
+                return None
+            if doc.get("source") == "api" and not doc.get("deleted"):
+                log.info("agent %s was deleted in the cluster; Firestore owns it: re-creating", name)
+                now = now_iso()
+                sync = {
+                    "state": "Pending",
+                    "message": "the Agent was deleted in the cluster; re-creating it from its definition",
+                    "attempts": 0,
+                    "updatedAt": now,
+                }
+                await self.store.update_agent(name, {"sync": sync})
+                doc["sync"] = sync
+                self.kick.set()
+            elif doc.get("source") == "cluster":
+                await self.store.remove_agent(name)
+                await self.bus.publish(doc["userId"], "agent", {"action": "deleted", "agent": {"id": name}})
+            return doc
+        if doc is None:
+            return await self.import_cr(cr)
+        if doc.get("deleted"):
+            return doc
+        status = agent_status_view(cr)
+        changes: Doc = {}
+        if doc.get("source") == "cluster":
+            if doc.get("spec") != cr.get("spec"):
+                changes["spec"] = cr.get("spec") or {}
+        elif canonical_spec(cr.get("spec") or {}) != canonical_spec(doc.get("spec") or {}) and (
+            (doc.get("sync") or {}).get("state") == "Synced"
+        ):
+            log.info("agent %s was changed in the cluster; Firestore owns it: re-applying", name)
+            await self.sync(doc)
+        if doc.get("status") != status:
+            changes["status"] = status
+        if changes:
+            changes["updatedAt"] = now_iso()
+            await self.store.update_agent(name, changes)
+            doc.update(changes)
+            await self.bus.publish(
+                doc["userId"],
+                "agent",
+                {"action": "status", "agent": agent_out(doc).model_dump()},
+                dedupe_key=f"agent:{meta.get('uid')}:{meta.get('resourceVersion')}",
+            )
+        return doc
+
+    async def import_cr(self, cr: Doc) -> Doc:
+        """An Agent CR unknown to Firestore: created with kubectl (or its document was lost)."""
+        meta = cr["metadata"]
+        labels = meta.get("labels") or {}
+        now = now_iso()
+        doc: Doc = {
+            "id": meta["name"],
+            "userId": self.settings.import_owner,
+            "source": "cluster",
+            "name": (meta.get("annotations") or {}).get(ANNOTATION_DISPLAY_NAME) or meta["name"],
+            "spec": cr.get("spec") or {},
+            "status": agent_status_view(cr),
+            "sync": {"state": "Synced", "message": "managed in the cluster", "attempts": 0, "updatedAt": now},
+            "createdAt": now,
+            "updatedAt": now,
+            "deleted": False,
+        }
+        if labels.get(LABEL_OWNER) and labels.get("app.kubernetes.io/managed-by") == MANAGED_BY_API:
+            doc["sync"]["message"] = "created by the API but its Firestore document was lost; imported"
+        await self.store.ensure_user(self.settings.import_owner, "admin")
+        await self.store.put_agent(doc)
+        await self.bus.publish(
+            doc["userId"],
+            "agent",
+            {"action": "imported", "agent": agent_out(doc).model_dump()},
+            dedupe_key=f"agent:{meta.get('uid')}:imported",
+        )
+        log.info("imported agent %s from the cluster as owned by %s", meta["name"], doc["userId"])
+        return doc

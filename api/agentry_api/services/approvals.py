@@ -1,0 +1,155 @@
+"""Approvals (API side of the two-phase flow for risky actions).
+
+The runtime stops before a RED action; the operator sets the Execution to WaitingApproval with
+`status.approval`. The watcher calls `requested` (an `approvals` document and an event). A decision
+(a person, or the timeout sweep) first claims the pending document in a transaction, then appends
+`{id, approved, decidedBy, reason}` to the Execution's `spec.approvals`; if the cluster cannot be
+reached the claim is released and the caller gets 503, so a decision is never half-recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from lightkube import ApiError
+
+from ..auth import User
+from ..cluster import Cluster, ClusterUnavailable, api_message
+from ..storage import Store, now_iso
+from .errors import Conflict, NotFound, Unavailable
+from .events import EventBus
+from .views import approval_out, iso
+
+log = logging.getLogger("agentry.api.approvals")
+Doc = dict[str, Any]
+DEFAULT_TIMEOUT = 3600
+TIMEOUT_DECIDER = "agentry-api (timeout)"
+
+
+class ApprovalService:
+    def __init__(self, store: Store, cluster: Cluster, bus: EventBus) -> None:
+        self.store, self.cluster, self.bus = store, cluster, bus
+
+    async def requested(self, execution: Doc, approval: Doc, agent: Doc | None) -> None:
+        requested_at = iso(approval.get("requestedAt")) or now_iso()
+        expires_at = iso(approval.get("expiresAt"))
+        if expires_at is None:
+            timeout = int(
+                ((agent or {}).get("spec") or {}).get("approval", {}).get("timeoutSeconds", DEFAULT_TIMEOUT)
+            )
+            start = dt.datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
+            expires_at = iso((start + dt.timedelta(seconds=timeout)).isoformat())
+        doc: Doc = {
+            "id": str(approval["id"]),
+            "userId": execution["userId"],
+            "execution": execution["id"],
+            "agentId": execution.get("agentId", ""),
+            "tool": approval.get("tool"),
+            "summary": approval.get("summary"),
+            "risk": approval.get("risk"),
+            "requestedAt": requested_at,
+            "expiresAt": expires_at,
+            "state": "pending",
+            "correlationId": execution.get("correlationId"),
+        }
+        existing = await self.store.approval(doc["id"])
+        if existing is not None:
+            # The operator owns the deadline: follow a changed expiresAt while undecided.
+            if existing.get("state") == "pending" and existing.get("expiresAt") != expires_at:
+                await self.store.update_approval(doc["id"], {"expiresAt": expires_at})
+            return
+        if await self.store.create_approval(doc):
+            await self.bus.publish(
+                doc["userId"],
+                "approval",
+                {"action": "requested", "execution": doc["execution"], **approval_out(doc).model_dump()},
+                dedupe_key=f"approval:{doc['id']}:requested",
+            )
+
+    async def list(self, user: User, state: str | None) -> list[Doc]:
+        return await self.store.list_approvals(user.id, state)
+
+    async def get(self, user: User, approval_id: str) -> Doc:
+        doc = await self.store.owned_approval(user.id, approval_id)
+        if doc is None:
+            raise NotFound(f"approval {approval_id!r} not found")
+        return doc
+
+    async def decide(self, user: User, approval_id: str, approved: bool, reason: str | None) -> Doc:
+        doc = await self.get(user, approval_id)
+        if doc.get("state") != "pending":
+            raise Conflict(
+                f"approval {approval_id!r} was already decided ({doc.get('state')} by {doc.get('decidedBy')} "
+                f"at {doc.get('decidedAt')})"
+            )
+        return await self._decide(doc, approved, user.id, reason, "approved" if approved else "denied")
+
+    async def _decide(self, doc: Doc, approved: bool, by: str, reason: str | None, state: str) -> Doc:
+        fields = {
+            "state": state,
+            "decidedBy": by,
+            "decidedAt": now_iso(),
+            "reason": reason,
+            "recorded": False,
+        }
+        claimed = await self.store.decide_approval(doc["id"], fields)
+        if claimed is None:
+            raise Conflict(f"approval {doc['id']!r} was decided by someone else just now")
+        decision: Doc = {"id": doc["id"], "approved": approved, "decidedBy": by[:253]}
+        if reason:
+            decision["reason"] = reason[:1024]
+        try:
+            present = await self.cluster.append_approval(doc["execution"], decision)
+        except (ClusterUnavailable, ApiError) as exc:
+            await self.store.update_approval(
+                doc["id"], {"state": "pending", "decidedBy": None, "decidedAt": None, "reason": None}
+            )
+            if isinstance(exc, ClusterUnavailable):
+                raise Unavailable(
+                    f"the decision was not recorded: the cluster is unavailable ({exc})"
+                ) from exc
+            raise Conflict(f"the cluster refused the decision: {api_message(exc)}") from exc
+        note = None if present else "the execution no longer exists in the cluster"
+        await self.store.update_approval(doc["id"], {"recorded": present, "note": note})
+        claimed.update(recorded=present, note=note)
+        await self.bus.publish(
+            doc["userId"],
+            "approval",
+            {"action": "decided", "execution": doc["execution"], **approval_out(claimed).model_dump()},
+            dedupe_key=f"approval:{doc['id']}:decided",
+        )
+        log.info("approval %s %s by %s correlation_id=%s", doc["id"], state, by, doc.get("correlationId"))
+        return claimed
+
+    async def run_ended(self, execution: Doc) -> None:
+        """The run ended (cancelled, failed, timed out by the operator) while an approval was pending:
+        close it so the inbox does not offer a decision that can no longer matter."""
+        for doc in await self.store.pending_approvals_of(execution["userId"], execution["id"]):
+            reason = f"the run ended without a decision ({execution.get('reason') or execution.get('phase')})"
+            fields = {
+                "state": "expired",
+                "decidedBy": "agentry-api",
+                "decidedAt": now_iso(),
+                "reason": reason,
+            }
+            closed = await self.store.decide_approval(doc["id"], fields)
+            if closed is not None:
+                await self.bus.publish(
+                    doc["userId"],
+                    "approval",
+                    {"action": "closed", "execution": doc["execution"], **approval_out(closed).model_dump()},
+                    dedupe_key=f"approval:{doc['id']}:decided",
+                )
+
+    async def expire_due(self) -> int:
+        """Deny every pending approval past its expiry (reason "timeout"). Returns how many."""
+        count = 0
+        for doc in await self.store.expired_approvals(now_iso()):
+            try:
+                await self._decide(doc, False, TIMEOUT_DECIDER, "timeout", "expired")
+                count += 1
+            except (Conflict, Unavailable) as exc:
+                log.warning("approval %s: timeout not recorded yet: %s", doc["id"], exc)
+        return count

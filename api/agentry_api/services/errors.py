@@ -1,0 +1,30 @@
+"""Errors services raise; `main.py` maps each to one HTTP status with a reason (never a 500)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class NotFound(Exception):
+    """404: absent or not yours (the two are not told apart, so nothing leaks)."""
+
+
+class Conflict(Exception):
+    """409: the request is valid but the resource's state does not allow it now."""
+
+
+class Invalid(Exception):
+    """422 naming the field, in the same shape as FastAPI's validation errors."""
+
+    def __init__(self, loc: Sequence[str | int], msg: str) -> None:
+        super().__init__(msg)
+        self.loc = list(loc)
+        self.msg = msg
+
+
+class Unavailable(Exception):
+    """503: a dependency (Firestore, the API server, the LLM) cannot be reached; retry later."""
+
+    def __init__(self, msg: str, retry_after: int = 5) -> None:
+        super().__init__(msg)
+        self.retry_after = retry_after

@@ -1,0 +1,217 @@
+"""Runs and executions: create an Execution CR (202), mirror its status, cancel, logs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from lightkube import ApiError
+
+from agentry_common.models import TERMINAL_PHASES, Phase, looks_like_secret
+
+from ..auth import User
+from ..cluster import Cluster, ClusterUnavailable, api_message, random_suffix
+from ..storage import Store, now_iso
+from .agents import AgentService
+from .approvals import ApprovalService
+from .errors import Conflict, Invalid, NotFound, Unavailable
+from .events import EventBus
+from .views import execution_event, execution_view, iso
+
+log = logging.getLogger("agentry.api.runs")
+Doc = dict[str, Any]
+TERMINAL = {p.value for p in TERMINAL_PHASES}
+
+
+def encode_cursor(doc: Doc) -> str:
+    raw = json.dumps([doc.get("createdAt", ""), doc["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise Invalid(["query", "cursor"], "cursor is not one this API returned") from exc
+    if not isinstance(created, str) or not isinstance(ident, str):
+        raise Invalid(["query", "cursor"], "cursor is not one this API returned")
+    return created, ident
+
+
+class RunService:
+    def __init__(
+        self, store: Store, cluster: Cluster, bus: EventBus, agents: AgentService, approvals: ApprovalService
+    ) -> None:
+        self.store, self.cluster, self.bus = store, cluster, bus
+        self.agents, self.approvals = agents, approvals
+
+    async def run(self, user: User, agent_id: str, input_text: str | None) -> Doc:
+        agent = await self.agents.get(user, agent_id)
+        if input_text and looks_like_secret(input_text):
+            raise Invalid(
+                ["body", "input"], "input contains what looks like an API key; use the agent's secrets"
+            )
+        sync = (agent.get("sync") or {}).get("state", "Synced")
+        if sync != "Synced":
+            raise Conflict(
+                f"agent {agent_id!r} is not in the cluster yet (sync {sync}: "
+                f"{(agent.get('sync') or {}).get('message', '')}); try again shortly"
+            )
+        correlation_id = uuid.uuid4().hex
+        name = f"{agent_id[:50]}-{random_suffix(6)}"
+        now = now_iso()
+        doc: Doc = {
+            "id": name,
+            "userId": user.id,
+            "agentId": agent_id,
+            "trigger": "API",
+            "correlationId": correlation_id,
+            "input": input_text,
+            "phase": Phase.PENDING.value,
+            "reason": "Accepted",
+            "message": "accepted; waiting for the operator",
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        await self.store.put_execution(doc)
+        try:
+            await self.cluster.create_execution(name, agent_id, input_text, correlation_id, user.owner_label)
+        except ClusterUnavailable as exc:
+            await self.store.db.collection("executions").document(name).delete()
+            raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
+        except ApiError as exc:
+            await self.store.db.collection("executions").document(name).delete()
+            raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
+        await self.bus.publish(
+            user.id, "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
+        )
+        log.info("run %s of %s accepted correlation_id=%s", name, agent_id, correlation_id)
+        return doc
+
+    async def get(self, user: User, name: str) -> Doc:
+        doc = await self.store.owned_execution(user.id, name)
+        if doc is None:
+            raise NotFound(f"execution {name!r} not found")
+        return doc
+
+    async def list(
+        self, user: User, agent_id: str | None, phase: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Doc], str | None]:
+        after = decode_cursor(cursor) if cursor else None
+        docs = await self.store.list_executions(
+            user.id, agent_id=agent_id, phase=phase, limit=limit + 1, after=after
+        )
+        more = len(docs) > limit
+        docs = docs[:limit]
+        return docs, encode_cursor(docs[-1]) if more and docs else None
+
+    async def cancel(self, user: User, name: str) -> Doc:
+        doc = await self.get(user, name)
+        if doc.get("phase") in TERMINAL:
+            raise Conflict(f"execution {name!r} already finished ({doc.get('phase')})")
+        try:
+            await self.cluster.cancel_execution(name)
+        except ClusterUnavailable as exc:
+            raise Unavailable(f"the cancel was not recorded: the cluster is unavailable ({exc})") from exc
+        except ApiError as exc:
+            if exc.status.code == 404:
+                raise Conflict(f"execution {name!r} no longer exists in the cluster") from exc
+            raise Conflict(f"the cluster refused the cancel: {api_message(exc)}") from exc
+        await self.bus.publish(
+            user.id, "execution", execution_event(doc, "cancel-requested"), dedupe_key=f"ex:{name}:cancel"
+        )
+        return doc
+
+    async def logs(self, user: User, name: str) -> Doc:
+        doc = await self.get(user, name)
+        note: str | None = None
+        if doc.get("jobName"):
+            try:
+                found = await self.cluster.pod_logs(doc["jobName"])
+            except ClusterUnavailable as exc:
+                note = f"pod logs unavailable (cluster unreachable: {exc}); showing stored events"
+            except ApiError as exc:
+                note = f"pod logs unavailable ({api_message(exc)}); showing stored events"
+            else:
+                if found is not None and found[1]:
+                    return {"execution": name, "source": "pod", "pod": found[0], "lines": found[1]}
+                note = (
+                    "the run's pod no longer exists; showing stored events"
+                    if found is None
+                    else "the pod's log is empty (not started, or no node yet); showing stored events"
+                )
+        else:
+            note = "the run has no pod yet; showing stored events"
+        lines = []
+        for event in await self.store.execution_events(user.id, name):
+            data = event.get("data") or {}
+            text = f"{event.get('createdAt', '')} {data.get('action', event.get('kind'))}"
+            text += f" phase={data.get('phase')}"
+            if data.get("reason"):
+                text += f" reason={data['reason']}"
+            if data.get("message"):
+                text += f": {data['message']}"
+            lines.append(text)
+        return {"execution": name, "source": "events", "pod": None, "note": note, "lines": lines}
+
+    # -- the watcher's side -------------------------------------------------------------------
+
+    async def observe(self, event: str, cr: Doc) -> Doc | None:
+        """Mirror an Execution CR's status into Firestore and publish what changed."""
+        meta, spec = cr["metadata"], cr.get("spec") or {}
+        name = meta["name"]
+        doc = await self.store.execution(name)
+        if event == "DELETED":
+            if doc is not None and not doc.get("clusterDeleted"):
+                await self.store.put_execution({"id": name, "clusterDeleted": True}, merge=True)
+            return doc
+        agent_name = (spec.get("agentRef") or {}).get("name", "")
+        agent = await self.store.agent(agent_name)
+        if doc is None:
+            if agent is None:
+                found = await self.cluster.get_agent(agent_name)
+                agent = await self.agents.import_cr(found) if found is not None else None
+            if agent is None:
+                log.debug("execution %s: agent %s unknown; not mirrored", name, agent_name)
+                return None
+            doc = {
+                "id": name,
+                "userId": agent["userId"],
+                "agentId": agent_name,
+                "trigger": spec.get("trigger", "Manual"),
+                "correlationId": spec.get("correlationId"),
+                "input": spec.get("input"),
+                "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),
+            }
+        view = execution_view(cr)
+        if not doc.get("correlationId"):
+            doc["correlationId"] = (cr.get("status") or {}).get("correlationId")
+        digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        if doc.get("viewHash") == digest:
+            return doc
+        doc.update(view)
+        doc["viewHash"] = digest
+        doc["updatedAt"] = now_iso()
+        # Publish first: a crash between the two repeats the publish, which the key makes a no-op.
+        await self.bus.publish(
+            doc["userId"],
+            "execution",
+            execution_event(doc, "status"),
+            dedupe_key=f"ex:{meta.get('uid')}:{digest}",
+        )
+        await self.store.put_execution(doc)
+        approval = view.get("approval")
+        if (
+            view["phase"] == Phase.WAITING_APPROVAL.value
+            and isinstance(approval, dict)
+            and approval.get("id")
+        ):
+            await self.approvals.requested(doc, approval, agent)
+        elif view["phase"] in TERMINAL:
+            await self.approvals.run_ended(doc)
+        return doc

@@ -1,0 +1,105 @@
+"""Firestore documents → public views (the only shapes routes return)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..schemas import AgentOut, AgentStatusOut, ApprovalOut, ExecutionOut, SyncState
+
+Doc = dict[str, Any]
+
+EXECUTION_FIELDS = (
+    "phase",
+    "reason",
+    "message",
+    "startTime",
+    "completionTime",
+    "duration",
+    "attempts",
+    "result",
+    "usage",
+    "approval",
+    "jobName",
+)
+
+
+def iso(value: str | None) -> str | None:
+    """An RFC 3339 time from Kubernetes in the store's sortable form."""
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def agent_out(doc: Doc) -> AgentOut:
+    sync = doc.get("sync") or {"state": "Synced"}
+    return AgentOut(
+        id=doc["id"],
+        name=doc.get("name") or doc["id"],
+        description=(doc.get("spec") or {}).get("description", ""),
+        source=doc.get("source", "api"),
+        editable=doc.get("source", "api") == "api",
+        spec=doc.get("spec") or {},
+        status=AgentStatusOut(**(doc.get("status") or {})),
+        sync=SyncState(**sync),
+        createdAt=doc.get("createdAt", ""),
+        updatedAt=doc.get("updatedAt", ""),
+    )
+
+
+def agent_status_view(cr: Doc) -> Doc:
+    status = cr.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    view: Doc = {
+        "ready": ready.get("status") if ready else None,
+        "reason": ready.get("reason") if ready else None,
+        "message": ready.get("message") if ready else None,
+        "nextRunTime": status.get("nextRunTime"),
+        "lastExecution": status.get("lastExecution"),
+        "totals": status.get("totals"),
+    }
+    return view
+
+
+def execution_view(cr: Doc) -> Doc:
+    status = cr.get("status") or {}
+    view: Doc = {k: status.get(k) for k in EXECUTION_FIELDS}
+    view["phase"] = status.get("phase") or "Pending"
+    return view
+
+
+def execution_out(doc: Doc) -> ExecutionOut:
+    return ExecutionOut(
+        id=doc["id"],
+        agentId=doc.get("agentId", ""),
+        trigger=doc.get("trigger", "Manual"),
+        correlationId=doc.get("correlationId"),
+        input=doc.get("input"),
+        phase=doc.get("phase") or "Pending",
+        reason=doc.get("reason"),
+        message=doc.get("message"),
+        startTime=doc.get("startTime"),
+        completionTime=doc.get("completionTime"),
+        duration=doc.get("duration"),
+        attempts=doc.get("attempts"),
+        result=doc.get("result"),
+        usage=doc.get("usage"),
+        approval=doc.get("approval"),
+        createdAt=doc.get("createdAt", ""),
+        updatedAt=doc.get("updatedAt", ""),
+    )
+
+
+def approval_out(doc: Doc) -> ApprovalOut:
+    return ApprovalOut(
+        **{k: doc.get(k) for k in ApprovalOut.model_fields if k in doc},
+    )
+
+
+def execution_event(doc: Doc, action: str) -> Doc:
+    out = execution_out(doc).model_dump(mode="json", exclude={"input"})
+    return {"action": action, "execution": doc["id"], **out}

@@ -1,0 +1,319 @@
+// Agentry dashboard. The page is updated only from the event stream (/api/events): a `snapshot`
+// first, then `report` events. Buttons send commands (the API answers 202) and show a toast; what
+// changed arrives as a report. EventSource reconnects by itself and sends Last-Event-ID, so the
+// server replays what was missed.
+"use strict";
+
+const state = { agents: new Map(), executions: new Map(), approvals: new Map(), lastId: null };
+const page = document.body.dataset.page;
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v; else if (k.startsWith("data-")) el.setAttribute(k, v); else el[k] = v;
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+const $ = (sel) => document.querySelector(sel);
+const tokens = (u) => (u ? (u.inputTokens || 0) + (u.outputTokens || 0) : 0);
+const when = (t) => (t ? t.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—");
+
+function toast(text, bad) {
+  const el = $("#toast");
+  el.textContent = text;
+  el.className = bad ? "bad" : "";
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), 5000);
+}
+
+async function command(method, url, body, expect) {
+  const init = { method, headers: { "Content-Type": "application/json" }, credentials: "same-origin" };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  let res;
+  try { res = await fetch(url, init); } catch (err) { toast("The server cannot be reached: " + err, true); return null; }
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* 204 */ }
+  if (!expect.includes(res.status)) {
+    const detail = data && data.detail;
+    toast(Array.isArray(detail) ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ") : String(detail || res.statusText), true);
+    return { ok: false, status: res.status, data };
+  }
+  return { ok: true, status: res.status, data };
+}
+
+// -- rendering from state -------------------------------------------------------------------------
+function pill(text, kind) { return h("span", { class: `pill ${kind || ""}` }, text); }
+
+function renderAgents() {
+  const body = $("#agents tbody");
+  if (!body) return;
+  const rows = [...state.agents.values()].sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1));
+  body.replaceChildren(...(rows.length ? rows.map((a) => h("tr", { "data-agent-id": a.id },
+    h("td", {}, h("a", { href: `/agents/${encodeURIComponent(a.id)}` }, a.name)),
+    h("td", {}, pill(a.status.ready || "Unknown", `ready-${a.status.ready}`), " ", a.status.reason || ""),
+    h("td", {}, pill(a.sync.state, `sync-${a.sync.state}`)),
+    h("td", {}, (a.spec.schedule && a.spec.schedule.cron) || "—"),
+    h("td", {}, when(a.status.nextRunTime)),
+    h("td", {}, a.status.lastExecution ? `${a.status.lastExecution.phase || ""}` : "—"),
+    h("td", {}, h("button", { "data-action": "run", "data-id": a.id, class: "small" }, "Run")),
+  )) : [h("tr", { class: "empty" }, h("td", { colSpan: 7 }, "No agents yet. ", h("a", { href: "/agents/new" }, "Create one"), " with the form or the chat designer."))]));
+}
+
+function renderExecutions() {
+  const table = $("#executions");
+  if (!table) return;
+  const agent = table.dataset.agent;
+  const rows = [...state.executions.values()].filter((e) => !agent || e.agentId === agent)
+    .sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1));
+  const withAgent = !agent;
+  table.querySelector("tbody").replaceChildren(...(rows.length ? rows.map((e) => h("tr", { "data-execution": e.id },
+    h("td", {}, h("a", { href: `/executions/${encodeURIComponent(e.id)}` }, e.id)),
+    withAgent ? h("td", {}, e.agentId) : null,
+    h("td", {}, pill(e.phase, `phase-${e.phase}`)),
+    h("td", {}, e.reason || ""),
+    h("td", {}, e.trigger),
+    h("td", {}, tokens(e.usage) || "—"),
+    h("td", {}, e.usage ? `$${e.usage.costUSD}` : "—"),
+    h("td", {}, when(e.createdAt)),
+  )) : [h("tr", { class: "empty" }, h("td", { colSpan: withAgent ? 8 : 7 }, "No executions yet. Run an agent to see it here, live."))]));
+}
+
+function renderApprovals() {
+  const pending = [...state.approvals.values()].filter((a) => a.state === "pending");
+  const badge = $("#approval-count");
+  badge.textContent = pending.length;
+  badge.hidden = pending.length === 0;
+  const body = $("#approvals tbody");
+  if (!body) return;
+  body.replaceChildren(...(pending.length ? pending.map((a) => h("tr", { "data-approval": a.id },
+    h("td", {}, h("a", { href: `/executions/${encodeURIComponent(a.execution)}` }, a.execution)),
+    h("td", {}, a.tool || ""), h("td", {}, pill(a.risk || "", "risk")), h("td", {}, a.summary || ""),
+    h("td", {}, when(a.expiresAt)),
+    h("td", {}, h("button", { "data-action": "approve", "data-id": a.id, class: "small primary" }, "Approve"), " ",
+      h("button", { "data-action": "deny", "data-id": a.id, class: "small danger" }, "Deny")),
+  )) : [h("tr", { class: "empty" }, h("td", { colSpan: 6 }, "Nothing waits for a decision."))]));
+}
+
+function renderAgentDetail(agent) {
+  if (page !== "agent" || document.body.dataset.agentId !== agent.id) return;
+  $("#agent-ready").textContent = agent.status.ready || "Unknown";
+  $("#agent-reason").textContent = agent.status.reason || "";
+  $("#agent-message").textContent = agent.status.message || "";
+  $("#agent-sync").textContent = agent.sync.state;
+  $("#agent-sync").className = `pill sync-${agent.sync.state}`;
+  $("#agent-sync-message").textContent = agent.sync.message || "";
+  $("#agent-next").textContent = agent.status.nextRunTime || "—";
+}
+
+function renderExecutionDetail(e) {
+  if (page !== "execution" || document.body.dataset.execution !== e.id) return;
+  $("#phase").textContent = e.phase;
+  $("#phase").className = `pill phase-${e.phase}`;
+  $("#reason").textContent = e.reason || "";
+  $("#message").textContent = e.message || "";
+  $("#start").textContent = e.startTime || "—";
+  $("#duration").textContent = e.duration || "—";
+  if (e.correlationId) $("#correlation").textContent = e.correlationId;
+  if (e.usage) {
+    $("#tokens").textContent = tokens(e.usage);
+    $("#cost").textContent = e.usage.costUSD;
+    $("#model").textContent = e.usage.model || "—";
+  }
+  if (e.result && e.result.summary) $("#result").textContent = e.result.summary;
+  const box = $("#approval");
+  if (e.phase === "WaitingApproval" && e.approval) {
+    $("#approval-tool").textContent = e.approval.tool || "";
+    $("#approval-risk").textContent = e.approval.risk || "";
+    $("#approval-summary").textContent = e.approval.summary || "";
+    $("#approval-expires").textContent = e.approval.expiresAt || "—";
+    $("#approve").dataset.id = $("#deny").dataset.id = e.approval.id;
+    box.hidden = false;
+  } else {
+    box.hidden = true;
+  }
+}
+
+function logLine(report) {
+  const log = $("#event-log");
+  if (!log || report.execution !== document.body.dataset.execution) return;
+  const last = log.lastElementChild;
+  if (last && Number(last.dataset.seq) >= report.seq) return;  // already rendered by the server
+  const what = report.kind === "approval"
+    ? `approval ${report.action}: ${report.tool || ""} ${report.state || ""}${report.decidedBy ? " by " + report.decidedBy : ""}`
+    : `${report.action} → ${report.phase}${report.reason ? " (" + report.reason + ")" : ""}${report.message ? ": " + report.message : ""}`;
+  log.append(h("li", { "data-seq": report.seq }, h("time", {}, when(report.createdAt)), " ", what));
+  if (report.kind === "approval" && report.action === "decided") {
+    $("#decisions").append(h("li", {}, `${report.tool || ""}: `, h("strong", {}, report.state), ` by ${report.decidedBy} at ${report.decidedAt}`, report.reason ? ` — ${report.reason}` : ""));
+  }
+}
+
+function renderAll() { renderAgents(); renderExecutions(); renderApprovals(); }
+
+// -- the event stream ----------------------------------------------------------------------------
+function apply(report) {
+  if (report.kind === "agent") {
+    if (report.action === "deleted") state.agents.delete(report.agent.id);
+    else { state.agents.set(report.agent.id, report.agent); renderAgentDetail(report.agent); }
+  } else if (report.kind === "execution") {
+    const prev = state.executions.get(report.execution) || {};
+    const e = { ...prev, ...report, id: report.execution };
+    state.executions.set(e.id, e);
+    renderExecutionDetail(e);
+  } else if (report.kind === "approval") {
+    state.approvals.set(report.id, report);
+  }
+  logLine(report);
+}
+
+function connect() {
+  const live = $("#live");
+  const source = new EventSource("/api/events");
+  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
+  source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live off"; });
+  source.addEventListener("snapshot", (ev) => {
+    const snap = JSON.parse(ev.data);
+    state.agents = new Map(snap.agents.map((a) => [a.id, a]));
+    state.executions = new Map(snap.executions.map((e) => [e.id, e]));
+    state.approvals = new Map(snap.approvals.map((a) => [a.id, a]));
+    state.lastId = ev.lastEventId;
+    renderAll();
+    for (const e of state.executions.values()) renderExecutionDetail(e);
+    document.body.dataset.live = "snapshot";
+  });
+  source.addEventListener("report", (ev) => {
+    state.lastId = ev.lastEventId;
+    apply(JSON.parse(ev.data));
+    renderAll();
+    document.body.dataset.lastEventId = ev.lastEventId;
+  });
+  window.agentryStream = source;
+}
+
+// -- commands ------------------------------------------------------------------------------------
+document.addEventListener("click", async (ev) => {
+  const btn = ev.target.closest("button[data-action]");
+  if (!btn) return;
+  const id = btn.dataset.id;
+  const action = btn.dataset.action;
+  if (action === "run") {
+    const r = await command("POST", `/api/agents/${encodeURIComponent(id)}/runs`, {}, [202]);
+    if (r && r.ok) toast(`Run ${r.data.execution} accepted (correlation ${r.data.correlationId.slice(0, 8)})`);
+  } else if (action === "cancel") {
+    const r = await command("POST", `/api/executions/${encodeURIComponent(id)}/cancel`, undefined, [202]);
+    if (r && r.ok) toast("Cancel requested");
+  } else if (action === "approve" || action === "deny") {
+    const reasonBox = $("#approval-reason");
+    const body = { approved: action === "approve", reason: (reasonBox && reasonBox.value) || null };
+    const r = await command("POST", `/api/approvals/${encodeURIComponent(id)}/decision`, body, [202]);
+    if (r && r.ok) toast(action === "approve" ? "Approved; the run resumes" : "Denied; the run is cancelled");
+  } else if (action === "delete-agent") {
+    if (!confirm("Delete this agent and its schedule?")) return;
+    const r = await command("DELETE", `/api/agents/${encodeURIComponent(id)}`, undefined, [204]);
+    if (r && r.ok) location.href = "/";
+  } else if (action === "revoke-token") {
+    const r = await command("DELETE", `/api/tokens/${encodeURIComponent(id)}`, undefined, [204]);
+    if (r && r.ok) location.reload();
+  }
+});
+
+function formSpec(form) {
+  const f = new FormData(form);
+  const spec = {
+    description: f.get("description") || "",
+    instructions: f.get("instructions") || "",
+    model: { name: f.get("model") || "claude-sonnet-4-5" },
+    tools: f.getAll("tools"),
+    budget: { maxTurns: Number(f.get("maxTurns") || 30) },
+  };
+  const hosts = String(f.get("allowedHosts") || "").split(",").map((s) => s.trim()).filter(Boolean);
+  if (hosts.length) spec.http = { allowedHosts: hosts };
+  if (f.get("maxCostPerRunUSD")) spec.budget.maxCostPerRunUSD = String(f.get("maxCostPerRunUSD"));
+  if (f.get("cron")) spec.schedule = { cron: f.get("cron"), timeZone: f.get("timeZone") || "UTC" };
+  return { name: f.get("name"), spec };
+}
+
+function showFieldErrors(form, detail) {
+  form.querySelectorAll(".field-error").forEach((p) => (p.textContent = ""));
+  if (!Array.isArray(detail)) return;
+  for (const d of detail) {
+    const path = d.loc.slice(1).join(".");
+    let target = null;
+    for (const p of form.querySelectorAll(".field-error")) {
+      if (path === p.dataset.for || path.startsWith(p.dataset.for + ".")) {
+        if (!target || p.dataset.for.length > target.dataset.for.length) target = p;
+      }
+    }
+    (target || form.querySelector('[data-for="spec"]')).textContent += `${path}: ${d.msg} `;
+  }
+}
+
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target;
+  if (form.id === "agent-form") {
+    ev.preventDefault();
+    const id = form.dataset.id;
+    const r = await command(id ? "PUT" : "POST", id ? `/api/agents/${encodeURIComponent(id)}` : "/api/agents", formSpec(form), [200, 201]);
+    if (r && r.ok) location.href = `/agents/${encodeURIComponent(r.data.id)}`;
+    else if (r) showFieldErrors(form, r.data && r.data.detail);
+  } else if (form.id === "run-form") {
+    ev.preventDefault();
+    const text = new FormData(form).get("input");
+    const r = await command("POST", `/api/agents/${encodeURIComponent(form.dataset.id)}/runs`, text ? { input: text } : {}, [202]);
+    if (r && r.ok) toast(`Run ${r.data.execution} accepted (correlation ${r.data.correlationId.slice(0, 8)})`);
+  } else if (form.id === "token-form") {
+    ev.preventDefault();
+    const r = await command("POST", "/api/tokens", { name: new FormData(form).get("name") }, [201]);
+    if (r && r.ok) { const p = $("#new-token"); p.textContent = `New token (copy it now, it is not shown again): ${r.data.token}`; p.hidden = false; }
+  } else if (form.id === "token-login") {
+    ev.preventDefault();
+    const r = await command("POST", "/api/session/token", { token: new FormData(form).get("token") }, [200]);
+    if (r && r.ok) location.href = "/";
+  } else if (form.id === "chat-form") {
+    ev.preventDefault();
+    const input = form.querySelector("input");
+    if (input.value.trim() && chat.socket && chat.socket.readyState === 1) {
+      chat.say("user", input.value);
+      chat.socket.send(JSON.stringify({ type: "message", text: input.value }));
+      input.value = "";
+    }
+  }
+});
+
+// -- chat designer ----------------------------------------------------------------------------
+const chat = {
+  socket: null,
+  say(role, text) { $("#chat-log").append(h("div", { class: `msg ${role}` }, text)); $("#chat-log").scrollTop = 1e9; },
+  open() {
+    const box = $("#chat");
+    if (!box) return;
+    const qs = box.dataset.agent ? `?agent=${encodeURIComponent(box.dataset.agent)}` : "";
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/chat${qs}`);
+    this.socket = ws;
+    ws.onmessage = (ev) => {
+      const f = JSON.parse(ev.data);
+      if (f.type === "hello") f.messages.forEach((m) => this.say(m.role, m.content));
+      else if (f.type === "message") this.say("assistant", f.text);
+      else if (f.type === "error") this.say("error", f.message);
+      else if (f.type === "draft") this.draft(f);
+      else if (f.type === "saved") location.href = `/agents/${encodeURIComponent(f.agent.id)}`;
+    };
+    ws.onclose = (ev) => { if (ev.code >= 4000) this.say("error", `chat closed: ${ev.reason}`); };
+  },
+  draft(f) {
+    const box = $("#chat-draft");
+    box.hidden = false;
+    box.querySelector("tbody").replaceChildren(...f.diff.map((d) => h("tr", {},
+      h("th", {}, d.field), h("td", { class: "before" }, JSON.stringify(d.before) ?? "—"), h("td", { class: "after" }, JSON.stringify(d.after)))));
+    $("#chat-draft-errors").textContent = f.errors.map((e) => `${e.loc.join(".")}: ${e.msg}`).join("; ");
+    $("#chat-save").disabled = !f.valid;
+  },
+};
+document.addEventListener("click", (ev) => {
+  if (ev.target.id === "chat-save" && chat.socket) chat.socket.send(JSON.stringify({ type: "save" }));
+});
+
+connect();
+chat.open();

@@ -1,0 +1,135 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): create an agent, run it, watch
+the status change live from the event stream, open the detail, approve a pending action."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from agentry_api.cluster import Execution
+from tests.fixtures.helpers import eventually, play_kubelet
+from tests.integration.api.helpers import REPORT, pod_of, request_approval
+from tests.integration.api.server import ApiServer
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: apt-get install -y chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Shots:
+    def __init__(self, page: Page, tmp: Path) -> None:
+        self.page, self.tmp = page, tmp
+        ARTIFACTS.mkdir(exist_ok=True)
+
+    def __call__(self, name: str) -> None:
+        path = self.tmp / f"dashboard-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        shutil.copy(path, ARTIFACTS / path.name)
+
+
+def test_create_run_watch_live_and_approve(
+    browser: Browser, api: ApiServer, kube_client: Client, namespace: str, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    expected = "status of 422"  # the invalid form submission below
+    page.on(
+        "console", lambda m: errors.append(m.text) if m.type == "error" and expected not in m.text else None
+    )
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    shot = Shots(page, tmp_path)
+
+    page.goto(api.url + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#agents tbody")).to_contain_text("No agents yet")
+    shot("1-empty")
+
+    page.click("#new-agent")
+    page.fill("input[name=name]", "Browser agent")
+    page.fill("textarea[name=instructions]", "Say hello to the browser.")
+    page.check("input[name=tools][value=files]")
+    page.fill("input[name=maxTurns]", "0")
+    page.click("#save-agent")
+    expect(page.locator('[data-for="spec.budget"]')).to_contain_text("maxTurns")  # 422 shown on the field
+    page.fill("input[name=maxTurns]", "5")
+    page.click("#save-agent")
+    page.wait_for_url("**/agents/browser-agent-*")
+    agent_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#agent-ready")).to_have_text("True", timeout=30_000)  # from the stream
+    shot("2-agent")
+
+    page.evaluate("window.__notReloaded = true")
+    page.click("#run-now")
+    expect(page.locator("#toast")).to_contain_text("accepted")
+    row = page.locator("#executions tbody tr[data-execution]")
+    expect(row).to_have_count(1, timeout=20_000)
+    name = row.first.get_attribute("data-execution")
+    assert name and name.startswith(agent_id)
+    pod = pod_of(kube_client, namespace, name)
+    play_kubelet(kube_client, pod, "Running")
+    expect(row.first.locator(".pill")).to_have_text("Running", timeout=20_000)
+    shot("3-running")
+    play_kubelet(kube_client, pod, "Succeeded", 0, REPORT)
+    expect(row.first.locator(".pill")).to_have_text("Succeeded", timeout=20_000)
+    expect(row.first).to_contain_text("$0.0081")
+    assert page.evaluate("window.__notReloaded") is True, "the page reloaded: updates must come from SSE"
+    shot("4-succeeded")
+
+    # A second run stops before a RED action; the detail page shows it and the approval goes through.
+    page.click("#run-now")
+    expect(row).to_have_count(2, timeout=20_000)
+    second = next(n for n in (r.get_attribute("data-execution") for r in row.all()) if n and n != name)
+    page.click(f"a[href='/executions/{second}']")
+    page.wait_for_url(f"**/executions/{second}")
+    expect(page.locator("#live")).to_have_text("live")
+    request_approval(kube_client, namespace, second, f"{second}-ap")
+    expect(page.locator("#approval")).to_be_visible(timeout=30_000)
+    expect(page.locator("#phase")).to_have_text("WaitingApproval")
+    expect(page.locator("#approval-summary")).to_have_text("rm -rf /workspace/cache")
+    expect(page.locator("#approval-count")).to_have_text("1")
+    shot("5-waiting-approval")
+    page.fill("#approval-reason", "checked the path")
+    page.click("#approve")
+    expect(page.locator("#toast")).to_contain_text("Approved")
+    expect(page.locator("#decisions")).to_contain_text("approved", timeout=20_000)
+    expect(page.locator("#event-log")).to_contain_text("approval decided")
+    shot("6-approved")
+    [decision] = eventually(
+        lambda: kube_client.get(Execution, second, namespace=namespace).spec.get("approvals"),
+        what="the decision on the Execution",
+    )
+    assert decision["approved"] is True and decision["reason"] == "checked the path"
+
+    page.goto(api.url + "/usage")
+    expect(page.locator("#usage-executions")).to_have_text("2")
+    shot("7-usage")
+    page.goto(api.url + "/approvals")
+    expect(page.locator("#decided")).to_contain_text("approved")
+    assert not errors, errors
+    context.close()

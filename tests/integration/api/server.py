@@ -1,0 +1,173 @@
+"""The API as a real HTTP server (uvicorn in a thread) for integration and browser tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from agentry_api.chat import LLM
+from agentry_api.main import create_app
+from agentry_api.oidc import TokenVerifier
+from agentry_api.settings import Settings
+from agentry_devenv.procs import free_port
+
+
+@dataclass
+class ApiServer:
+    url: str
+    app: FastAPI
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        c = httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        self.clients.append(c)
+        return c
+
+    def guest(self) -> httpx.Client:
+        """A client with a fresh guest session (its own user)."""
+        c = self.client()
+        r = c.post("/api/session/guest")
+        assert r.status_code == 201, r.text
+        return c
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.agentry
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def start_api(settings: Settings, verifier: TokenVerifier | None = None, llm: LLM | None = None) -> ApiServer:
+    app = create_app(settings, verifier=verifier, llm=llm)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the API server thread died during startup"
+        assert time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.05)
+    return ApiServer(f"http://127.0.0.1:{port}", app, settings, server, thread)
+
+
+def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "namespace": namespace,
+        "google_cloud_project": project,
+        "kubeconfig": kubeconfig,
+        "session_secret": "test-secret-" + project,
+        "sync_retry_seconds": 0.5,
+        "approval_check_seconds": 0.5,
+        "sse_poll_seconds": 0.5,
+        "sse_heartbeat_seconds": 1.0,
+        "kube_timeout_seconds": 3.0,
+        "anthropic_api_key": None,
+        "admin_token": "admin-token-for-tests",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class TcpProxy:
+    """A TCP forwarder we can stop and start: the API server 'briefly unavailable' to one client."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def start(self) -> None:
+        async def go() -> None:
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, reuse_address=True
+            )
+
+        self._run(go())
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+
+        async def go() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            for w in list(self._writers):
+                with contextlib.suppress(Exception):
+                    w.transport.abort()
+            self._writers.clear()
+
+        self._run(go())
+
+    def close(self) -> None:
+        self.stop()
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._run(drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def port_of(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def listening_socket() -> Iterator[socket.socket]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s

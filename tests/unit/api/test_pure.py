@@ -1,0 +1,209 @@
+"""Pure parts of the API: tokens and sessions, OIDC claim checks, cursors, drafts, policy, usage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import pytest
+from starlette.requests import HTTPConnection
+
+from agentry_api.auth import Sessions, hash_token, new_token, oidc_user_id, owner_label
+from agentry_api.deps import same_origin
+from agentry_api.oidc import InvalidToken, check_claims, split_token
+from agentry_api.routers.events import parse_event_id
+from agentry_api.services.agents import AgentService, slug
+from agentry_api.services.designer import diff, draft_to_agent, extract_draft
+from agentry_api.services.errors import Invalid
+from agentry_api.services.runs import decode_cursor, encode_cursor
+from agentry_api.services.usage import usage
+from agentry_api.services.views import execution_view, iso
+from agentry_api.settings import Settings
+from agentry_common.models import AgentSpec
+
+pytestmark = pytest.mark.unit
+
+
+def test_tokens_are_random_and_only_their_hash_is_kept() -> None:
+    a, b = new_token(), new_token()
+    assert a != b and a.startswith("agt_") and len(a) > 40
+    assert hash_token(a) == hash_token(a) != hash_token(b) and a not in hash_token(a)
+    assert owner_label("u1") != "u1" and len(owner_label("u1")) == 16
+    assert oidc_user_id("iss", "sub") != oidc_user_id("iss", "sub2")
+
+
+def test_sessions_are_signed_and_expire() -> None:
+    sessions = Sessions("secret", max_age=60)
+    cookie = sessions.dump("g-1")
+    assert sessions.load(cookie) == "g-1"
+    payload, stamp, signature = cookie.split(".")
+    forged_payload = Sessions("attacker", 60).dump("admin").split(".")[0]
+    assert sessions.load(f"{forged_payload}.{stamp}.{signature}") is None
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    assert sessions.load(f"{payload}.{stamp}.{flipped}") is None
+    assert Sessions("other", 60).load(cookie) is None
+    assert sessions.load(None) is None and sessions.load("x" * 5000) is None
+    old = Sessions("secret", max_age=1)
+    stale = old.dump("g-2")
+    time.sleep(2.1)
+    assert old.load(stale) is None
+
+
+CLAIMS = {"iss": "https://i", "aud": "a", "sub": "s", "exp": time.time() + 60}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"iss": "https://other"}, "issuer"),
+        ({"aud": "b"}, "audience"),
+        ({"aud": ["b", "c"]}, "audience"),
+        ({"exp": time.time() - 3600}, "expired"),
+        ({"exp": "tomorrow"}, "expired"),
+        ({"nbf": time.time() + 3600}, "not valid yet"),
+        ({"sub": ""}, "subject"),
+    ],
+)
+def test_oidc_claims_are_checked(change: dict[str, Any], reason: str) -> None:
+    check_claims(CLAIMS, "https://i", "a", time.time())
+    check_claims({**CLAIMS, "aud": ["x", "a"]}, "https://i", "a", time.time())
+    with pytest.raises(InvalidToken, match=reason):
+        check_claims({**CLAIMS, **change}, "https://i", "a", time.time())
+
+
+def test_malformed_tokens_are_refused_without_echoing_them() -> None:
+    for token in ("", "a.b", "a.b.c.d", "!!!.???.###", "e30.bm90IGpzb24.x"):
+        with pytest.raises(InvalidToken) as err:
+            split_token(token)
+        assert token not in str(err.value) or not token
+
+
+def test_cursors_round_trip_and_garbage_is_a_422() -> None:
+    cursor = encode_cursor({"createdAt": "2026-01-01T00:00:00.000000Z", "id": "x-1"})
+    assert decode_cursor(cursor) == ("2026-01-01T00:00:00.000000Z", "x-1")
+    for bad in ("garbage!", "e30", "WzFd"):
+        with pytest.raises(Invalid) as err:
+            decode_cursor(bad)
+        assert err.value.loc == ["query", "cursor"]
+
+
+def test_event_ids() -> None:
+    assert parse_event_id("12") == 12 and parse_event_id(" 7 ") == 7
+    assert parse_event_id(None) is parse_event_id("-1") is parse_event_id("abc") is None
+    assert parse_event_id("9" * 30) is None
+
+
+def test_drafts_are_extracted_converted_and_diffed() -> None:
+    text = 'Sure.\n```json\n{"name": "N", "instructions": "Do it", "tools": ["files"], "schedule": null}\n```'
+    draft = extract_draft(text)
+    assert draft == {"name": "N", "instructions": "Do it", "tools": ["files"], "schedule": None}
+    assert extract_draft("no json here") is None
+    assert extract_draft('```json\n{"no": "instructions"}\n```') is None
+    agent = draft_to_agent(draft, "claude-sonnet-4-6")
+    assert agent == {
+        "name": "N",
+        "spec": {"instructions": "Do it", "tools": ["files"], "model": {"name": "claude-sonnet-4-6"}},
+    }
+    changes = diff({"name": "N", "spec": {"instructions": "Old"}}, agent)
+    assert {c["field"] for c in changes} == {"instructions", "tools", "model"}
+    assert diff(None, agent)[0]["before"] is None
+
+
+def test_policy_refuses_unlisted_secrets_endpoints_and_keys() -> None:
+    service = AgentService(None, None, None, Settings(allowed_secret_names=["llm-keys"]))  # type: ignore[arg-type]
+    ok = AgentSpec.model_validate(
+        {
+            "instructions": "x",
+            "model": {"name": "m"},
+            "secrets": [{"env": "K", "secretKeyRef": {"name": "llm-keys", "key": "k"}}],
+        }
+    )
+    service.check_policy(ok)
+    cases = [
+        (
+            {"secrets": [{"env": "K", "secretKeyRef": {"name": "other", "key": "k"}}]},
+            ["secrets", 0, "secretKeyRef", "name"],
+        ),
+        (
+            {"secrets": [{"env": "K", "secretManager": "projects/p/secrets/s"}]},
+            ["secrets", 0, "secretManager"],
+        ),
+        ({"model": {"name": "m", "baseURL": "http://x"}}, ["model", "baseURL"]),
+        (
+            {"model": {"name": "m", "fallbacks": [{"name": "f", "baseURL": "http://y"}]}},
+            ["model", "fallbacks", 0, "baseURL"],
+        ),
+        ({"instructions": "use sk-ant-" + "a" * 30}, ["instructions"]),
+    ]
+    for change, loc in cases:
+        spec = AgentSpec.model_validate({"instructions": "x", "model": {"name": "m"}, **change})
+        with pytest.raises(Invalid) as err:
+            service.check_policy(spec)
+        assert err.value.loc == ["body", "spec", *loc], change
+
+
+def test_names_and_views() -> None:
+    assert slug("Weekly Stock Summary!") == "weekly-stock-summary" and slug("---") == "agent"
+    assert len(slug("x" * 100)) == 40
+    assert iso("2026-01-02T03:04:05Z") == "2026-01-02T03:04:05.000000Z" and iso("nope") is None
+    view = execution_view({"status": {"phase": "Running", "jobName": "j", "unknown": 1}})
+    assert view["phase"] == "Running" and view["jobName"] == "j" and "unknown" not in view
+    assert execution_view({})["phase"] == "Pending"
+
+
+def _conn(headers: dict[str, str], kind: str = "http") -> HTTPConnection:
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return HTTPConnection({"type": kind, "headers": raw, "method": "POST", "path": "/"})
+
+
+def test_same_origin() -> None:
+    assert same_origin(_conn({"host": "a:1"}))
+    assert same_origin(_conn({"host": "a:1", "origin": "http://a:1"}))
+    assert not same_origin(_conn({"host": "a:1", "origin": "http://evil"}))
+    assert not same_origin(_conn({"host": "a:1", "origin": "null"}))
+    assert not same_origin(_conn({"host": "a:1", "sec-fetch-site": "cross-site"}))
+
+
+class FakeStore:
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+
+    async def executions_since(self, user_id: str, since: str, fields: Any = ()) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["createdAt"] >= since]
+
+
+async def test_usage_sums_per_agent_and_bucket() -> None:
+    now = dt.datetime(2026, 5, 10, 12, 30, tzinfo=dt.UTC)
+    docs = [
+        {
+            "agentId": "a",
+            "phase": "Succeeded",
+            "createdAt": "2026-05-10T11:10:00.000000Z",
+            "usage": {"inputTokens": 100, "outputTokens": 10, "costUSD": "0.5"},
+        },
+        {
+            "agentId": "a",
+            "phase": "Failed",
+            "createdAt": "2026-05-10T12:05:00.000000Z",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "costUSD": "0.25"},
+        },
+        {"agentId": "b", "phase": "Running", "createdAt": "2026-05-09T13:00:00.000000Z", "usage": None},
+        {
+            "agentId": "c",
+            "phase": "Succeeded",
+            "createdAt": "2026-05-01T00:00:00.000000Z",
+            "usage": {"inputTokens": 5, "outputTokens": 5, "costUSD": "9"},
+        },
+    ]
+    from agentry_api.auth import User
+
+    out = await usage(FakeStore(docs), User("u", "guest", "cookie"), "24h", now)  # type: ignore[arg-type]
+    assert out.executions == 3 and out.costUSD == "0.75" and out.inputTokens == 101
+    assert [(a.agentId, a.succeeded, a.failed) for a in out.agents] == [("a", 1, 1), ("b", 0, 0)]
+    assert len(out.buckets) == 24 and sum(b.executions for b in out.buckets) == 3
+    assert out.buckets[-1].start == "2026-05-10T12:00:00.000000Z" and out.buckets[-1].costUSD == "0.25"
+    week = await usage(FakeStore(docs), User("u", "guest", "cookie"), "30d", now)  # type: ignore[arg-type]
+    assert week.executions == 4 and week.costUSD == "9.75"
+    assert json.loads(week.model_dump_json())["window"] == "30d"
