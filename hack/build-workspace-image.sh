@@ -31,8 +31,9 @@ SOCK="${AGENTRY_DOCKER_SOCK:-/run/agentry-docker.sock}"
 DOCKER_ROOT="${AGENTRY_DOCKER_ROOT:-/var/lib/agentry-docker}"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
-# Runtime dependencies of agentry_workspace + agentry_common, and the data tools agents use.
-RUNTIME_PACKAGES=(anthropic openai pydantic pybreaker tenacity httpx pyyaml)
+# Runtime dependencies of agentry_workspace + agentry_common (google-cloud-secret-manager: spec.secrets[]
+# .secretManager, resolved at run start), and the data tools agents use.
+RUNTIME_PACKAGES=(anthropic openai pydantic pybreaker tenacity httpx pyyaml google-cloud-secret-manager)
 DATA_PACKAGES=(pandas numpy requests beautifulsoup4 matplotlib)
 
 START=$(date +%s)

@@ -20,9 +20,10 @@ from agentry_common import constants as c
 from agentry_common.pki import LocalPKI
 
 from . import kube
+from .backends import cloud_scheduler_backend, needs_cloud_cleanup
 from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
-from .handlers.agent import background_loop, reconcile_agent
+from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.execution import on_execution, on_job, on_pod
 from .handlers.state import State
 from .metrics import RECONCILE_SECONDS, RECONCILES
@@ -72,6 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     memo.client = kube.new_client()
     memo.state = State()
+    memo.scheduler = cloud_scheduler_backend(config, log)
     memo.refresher = asyncio.create_task(background_loop(memo.client, config, memo.state, log))
 
 
@@ -79,6 +81,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.refresher.cancel()
     await memo.client.close()
+    if memo.scheduler is not None:
+        await memo.scheduler.close()
 
 
 @kopf.on.login()
@@ -138,7 +142,17 @@ async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 @kopf.on.resume(G, V, "agents", backoff=5)
 async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Agent"):
-        await reconcile_agent(memo.client, memo.config, memo.state, dict(body), logger)
+        await reconcile_agent(memo.client, memo.config, memo.state, dict(body), logger, memo.scheduler)
+
+
+def _has_cloud_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    return needs_cloud_cleanup(dict(body), enabled=getattr(memo, "scheduler", None) is not None)
+
+
+# Only Agents that may own a Cloud Scheduler job get the finalizer (kopf adds it for this handler).
+@kopf.on.delete(G, V, "agents", when=_has_cloud_job, backoff=10)
+async def agent_deleted(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    await delete_agent_schedule(memo.config, memo.scheduler, dict(body), logger)
 
 
 @kopf.on.event(G, V, "agents")

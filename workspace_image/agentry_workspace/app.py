@@ -14,6 +14,7 @@ from pathlib import Path
 from agentry_common import constants as c
 from agentry_common.models import Runtime
 
+from . import secrets
 from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
 from .events import EventSink, JsonEventSink, secret_values
 from .outcome import Outcome, StopReason, write_result
@@ -21,6 +22,11 @@ from .runner import Runner, result_event_fields
 
 
 def finish(outcome: Outcome, sink: EventSink, result_file: Path) -> int:
+    # The result leaves the pod (termination message -> Execution status): redact it like events.
+    outcome.summary = sink.scrub(outcome.summary)
+    if outcome.approval is not None:
+        approval = outcome.approval.items()
+        outcome.approval = {k: sink.scrub(v) if isinstance(v, str) else v for k, v in approval}
     write_result(result_file, outcome)
     sink.emit("result", **result_event_fields(outcome))
     return outcome.exit_code
@@ -81,6 +87,12 @@ def pod_main(env: Mapping[str, str] | None = None) -> int:
         secrets=secret_values(env),
     )
     try:
+        # Secret Manager references become env values first: providers read keys from there.
+        resolved = secrets.resolve(env)
+        env.update(resolved)
+        sink.bind(
+            correlation_id=sink.correlation_id, execution=sink.execution, secrets=secrets.redactable(resolved)
+        )
         cfg = load_pod_config(env)
     except ConfigError as err:
         return config_failure(str(err), sink, result_file_from_env(env))

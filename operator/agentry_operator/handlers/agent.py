@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kopf
 from lightkube import ApiError, AsyncClient
 
 from agentry_common.models import Phase
 from agentry_common.naming import cronjob_name
 
 from .. import kube
+from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configured, uses_cloud_scheduler
 from ..builders.agent_status import archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
 from ..conditions import set_condition
@@ -26,6 +28,7 @@ async def reconcile_agent(
     state: State,
     body: dict[str, Any],
     logger: Logger,
+    scheduler: ScheduleBackend | None = None,
 ) -> None:
     meta, spec = body["metadata"], body["spec"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
@@ -58,12 +61,10 @@ async def reconcile_agent(
         schedule_ref = f"CronJob/{cron_name}"
     else:
         await kube.delete_quietly(client, kube.CronJob, cron_name, namespace)
-        if schedule:  # CloudScheduler backend: its own issue; say so instead of pretending.
-            ready = (
-                False,
-                "BackendUnavailable",
-                "spec.schedule.backend CloudScheduler is not enabled in this operator",
-            )
+    cloud_ref, failure = await _reconcile_cloud_job(client, config, scheduler, body, logger)
+    if failure is not None:
+        ready = (False, failure.reason, failure.message)
+    schedule_ref = cloud_ref or schedule_ref
     next_time = None
     if schedule and not schedule.get("suspend") and ready[0]:
         next_time = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
@@ -82,6 +83,75 @@ async def reconcile_agent(
         },
     )
     state.dirty_agents.add((namespace, name))
+    if failure is not None:
+        logger.warning("agent %s: %s", name, failure.message)
+        if failure.retry_seconds is not None:
+            raise kopf.TemporaryError(failure.message, delay=failure.retry_seconds)
+
+
+async def _reconcile_cloud_job(
+    client: AsyncClient,
+    config: OperatorConfig,
+    scheduler: ScheduleBackend | None,
+    body: dict[str, Any],
+    logger: Logger,
+) -> tuple[str | None, BackendError | None]:
+    """Keep the Agent's Cloud Scheduler job as its spec says, or delete one it no longer uses.
+
+    Returns the job name for status.scheduleRef (None: no job) and the failure, if any. While a job
+    may exist, its name stays in status.scheduleRef: that keeps the finalizer on (needs_cloud_cleanup).
+    """
+    meta, spec = body["metadata"], body["spec"]
+    recorded = (body.get("status") or {}).get("scheduleRef")
+    recorded = str(recorded) if is_cloud_ref(recorded) else None
+    try:
+        if not uses_cloud_scheduler(spec):
+            if recorded:  # moved to CronJob, or no schedule any more
+                await _delete_cloud_job(config, scheduler, recorded, logger)
+            return None, None
+        if scheduler is None:
+            raise not_configured(config)
+        want = scheduler.ref(body)
+        if recorded and recorded != want:  # e.g. another project or location configured
+            await _delete_cloud_job(config, scheduler, recorded, logger)
+        if recorded != want:
+            # Intent first: a crash right after the create still leaves the name for the finalizer.
+            patch = {"scheduleRef": want}
+            await kube.patch_status(client, kube.Agent, meta["name"], meta["namespace"], patch)
+            recorded = want
+        return await scheduler.ensure(body), None
+    except BackendError as exc:
+        return recorded, exc
+
+
+async def _delete_cloud_job(
+    config: OperatorConfig, scheduler: ScheduleBackend | None, ref: str, logger: Logger
+) -> None:
+    if scheduler is None:
+        error = not_configured(config)
+        raise BackendError(
+            error.reason,
+            f"cannot delete Cloud Scheduler job {ref}: {error.message}; or remove the finalizer "
+            "to leave the job behind",
+            retry_seconds=60,
+        )
+    if await scheduler.delete(ref):
+        logger.info("deleted Cloud Scheduler job %s", ref)
+
+
+async def delete_agent_schedule(
+    config: OperatorConfig, scheduler: ScheduleBackend | None, body: dict[str, Any], logger: Logger
+) -> None:
+    """Before an Agent goes (finalizer): delete its Cloud Scheduler job, recorded or computed."""
+    ref = (body.get("status") or {}).get("scheduleRef")
+    refs = {str(ref)} if is_cloud_ref(ref) else set()
+    if scheduler is not None and uses_cloud_scheduler(body.get("spec") or {}):
+        refs.add(scheduler.ref(body))
+    try:
+        for each in sorted(refs):
+            await _delete_cloud_job(config, scheduler, each, logger)
+    except BackendError as exc:
+        raise kopf.TemporaryError(exc.message, delay=exc.retry_seconds or 60) from exc
 
 
 async def refresh_agent(client: AsyncClient, state: State, namespace: str, name: str, logger: Logger) -> None:

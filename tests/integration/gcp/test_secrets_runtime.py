@@ -1,0 +1,125 @@
+"""`python -m agentry_workspace` as a real process resolving Secret Manager references at start.
+
+The real Secret Manager client talks to the local gRPC fake (AGENTRY_SECRET_MANAGER_ENDPOINT).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentry_devenv.gcp_fakes import GcpFakes
+from agentry_devenv.scripted_llm import ScriptedLLM
+from tests.integration.workspace.harness import PodRun, base_spec, prepare, run_pod
+
+pytestmark = pytest.mark.integration
+
+PROVIDER_KEY = "sk-ant-from-secret-manager-0123456789"
+
+
+def pod_env(
+    tmp_path: Path, gcp: GcpFakes, llm_url: str, refs: dict[str, str], **extra: str
+) -> dict[str, str]:
+    env = prepare(
+        tmp_path,
+        base_spec(),
+        llm_url=llm_url,
+        env={
+            "AGENTRY_SECRET_MANAGER_REFS": json.dumps(refs),
+            "AGENTRY_SECRET_MANAGER_ENDPOINT": gcp.address,
+            "AGENTRY_SECRET_MANAGER_TIMEOUT_SECONDS": "3",
+            **extra,
+        },
+    )
+    del env["ANTHROPIC_API_KEY"]  # only Secret Manager provides it
+    return env
+
+
+def test_provider_key_and_tool_secret_come_from_secret_manager(tmp_path: Path, gcp: GcpFakes) -> None:
+    canary = f"canary-{uuid.uuid4().hex}"
+    key_version = gcp.secrets.add("projects/p/secrets/anthropic", PROVIDER_KEY + "\n")
+    gcp.secrets.add("projects/p/secrets/canary", "old-value")
+    gcp.secrets.add("projects/p/secrets/canary", canary)
+    with ScriptedLLM() as llm:
+        llm.script(
+            [
+                {"tool_use": {"name": "shell", "input": {"command": 'echo "token=$CANARY_TOKEN"'}}},
+                {"text": f"The token is {canary}."},  # a model that repeats what it saw
+            ]
+        )
+        env = pod_env(
+            tmp_path,
+            gcp,
+            llm.url,
+            {"ANTHROPIC_API_KEY": key_version, "CANARY_TOKEN": "projects/p/secrets/canary"},  # latest
+        )
+        run = run_pod(tmp_path, env)
+        requests = llm.requests
+
+    assert run.code == 0, run.explain()
+    # The provider got the key from Secret Manager (one trailing newline dropped), the tool the canary.
+    headers = requests[0].headers  # x-api-key or a bearer token, depending on the SDK version
+    assert (headers.get("x-api-key") or headers.get("authorization", "")).endswith(PROVIDER_KEY)
+    tool_result = requests[1].body["messages"][-1]["content"][0]["content"]
+    assert f"token={canary}" in tool_result
+    # ... and neither appears in events, stderr or the result (termination message).
+    for text in (run.stdout, run.stderr, run.result_text):
+        assert canary not in text and PROVIDER_KEY not in text
+    assert run.result["summary"] == "The token is [REDACTED]."
+    assert {r.request.name for r in gcp.secrets.requests} == {
+        key_version,
+        "projects/p/secrets/canary/versions/latest",
+    }
+
+
+def assert_config_error(run: PodRun, *needles: str) -> str:
+    assert run.code == 2, run.explain()
+    summary = str(run.result["summary"])
+    assert run.result["stopReason"] == "config_error"
+    for needle in needles:
+        assert needle in summary and needle in run.stderr
+    errors = run.of("error")
+    assert errors and errors[0]["stopReason"] == "config_error" and needles[0] in errors[0]["message"]
+    return summary
+
+
+def test_missing_secret_is_a_config_error_naming_it(tmp_path: Path, gcp: GcpFakes) -> None:
+    missing = "projects/p/secrets/nope/versions/latest"
+    with ScriptedLLM() as llm:  # never called: the run stops before any model call
+        run = run_pod(tmp_path, pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": missing}))
+        assert llm.requests == []
+    summary = assert_config_error(run, missing, "ANTHROPIC_API_KEY")
+    assert "does not exist" in summary
+    assert len(gcp.secrets.calls("AccessSecretVersion")) == 1  # a final answer: not retried
+
+
+def test_permission_denied_says_which_role_is_missing(tmp_path: Path, gcp: GcpFakes) -> None:
+    version = gcp.secrets.add("projects/p/secrets/locked", "x" * 20)
+    gcp.secrets.deny("projects/p/secrets/locked")
+    with ScriptedLLM() as llm:
+        run = run_pod(tmp_path, pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": version}))
+    summary = assert_config_error(run, version)
+    assert "permission denied" in summary and "roles/secretmanager.secretAccessor" in summary
+
+
+def test_disabled_version_is_a_config_error(tmp_path: Path, gcp: GcpFakes) -> None:
+    version = gcp.secrets.add("projects/p/secrets/rotated", "x" * 20)
+    gcp.secrets.disable(version)
+    with ScriptedLLM() as llm:
+        run = run_pod(tmp_path, pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": version}))
+    assert "DISABLED" in assert_config_error(run, version)
+
+
+def test_unreachable_secret_manager_gives_up_at_the_deadline(tmp_path: Path, gcp: GcpFakes) -> None:
+    version = "projects/p/secrets/any/versions/1"
+    with ScriptedLLM() as llm:
+        env = pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": version})
+        env["AGENTRY_SECRET_MANAGER_ENDPOINT"] = "127.0.0.1:9"  # nothing listens
+        started = time.monotonic()
+        run = run_pod(tmp_path, env)
+    assert time.monotonic() - started < 20
+    assert_config_error(run, version)
