@@ -128,22 +128,32 @@ class Cluster:
     # -- executions -----------------------------------------------------------------------------
 
     async def create_execution(
-        self, name: str, agent: str, input_text: str | None, correlation_id: str, owner: str
+        self,
+        name: str,
+        agent: str,
+        input_text: str | None,
+        correlation_id: str,
+        owner: str,
+        *,
+        trigger: str = "API",
+        scheduled_time: str | None = None,
     ) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "agentRef": {"name": agent},
-            "trigger": "API",
+            "trigger": trigger,
             "correlationId": correlation_id,
         }
         if input_text:
             spec["input"] = input_text
+        if scheduled_time:
+            spec["scheduledTime"] = scheduled_time
         manifest = {
             "apiVersion": c.API_VERSION,
             "kind": c.EXECUTION_KIND,
             "metadata": {
                 "name": name,
                 "namespace": self.namespace,
-                "labels": {LABEL_OWNER: owner, c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: "API"},
+                "labels": {LABEL_OWNER: owner, c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: trigger},
                 "annotations": {c.ANNOTATION_CORRELATION_ID: correlation_id},
             },
             "spec": spec,

@@ -41,6 +41,7 @@ class AppState:
     sessions: Sessions
     verifier: TokenVerifier | None
     llm: Any
+    scheduler_verifier: TokenVerifier | None = None  # Cloud Scheduler's ID tokens (routers/scheduler.py)
     sse_open: int = 0
     watcher: Any = None
     _users: dict[str, tuple[float, str]] = field(default_factory=dict)

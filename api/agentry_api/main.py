@@ -29,7 +29,7 @@ from .cluster import Cluster, ClusterUnavailable, api_message
 from .deps import AppState
 from .metrics import LATENCY, REQUESTS
 from .oidc import JWKSVerifier, TokenVerifier
-from .routers import agents, approvals, chat, events, executions, health, pages, session, usage
+from .routers import agents, approvals, chat, events, executions, health, pages, scheduler, session, usage
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.errors import Conflict, Invalid, NotFound, Unavailable
@@ -67,6 +67,13 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
     runs = RunService(store, cluster, bus, agent_service, approval_service)
     if verifier is None and settings.oidc_issuer and settings.oidc_jwks_url:
         verifier = JWKSVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+    scheduler_verifier = None  # a verifier of its own: these callers are never users
+    if settings.scheduler_oidc_audience:
+        scheduler_verifier = JWKSVerifier(
+            settings.scheduler_oidc_issuer, settings.scheduler_oidc_audience, settings.scheduler_jwks_url
+        )
+        if not settings.scheduler_service_accounts:
+            log.warning("AGENTRY_SCHEDULER_SERVICE_ACCOUNTS is empty: every scheduled run is refused (403)")
     return AppState(
         settings=settings,
         store=store,
@@ -78,6 +85,7 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         sessions=Sessions(session_secret(settings), settings.session_max_age_seconds),
         verifier=verifier,
         llm=llm if llm is not None else llm_from_settings(settings),
+        scheduler_verifier=scheduler_verifier,
     )
 
 
@@ -207,7 +215,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, session, agents, executions, events, approvals, usage, chat, pages):
+    for module in (health, session, agents, scheduler, executions, events, approvals, usage, chat, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
     app.add_middleware(Observe)

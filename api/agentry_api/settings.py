@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(default=None, description="Accepted `iss` of OIDC bearer tokens.")
     oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC bearer tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL with the issuer's signing keys.")
+    scheduler_oidc_audience: str | None = Field(
+        default=None,
+        description="Required `aud` of the Cloud Scheduler jobs' ID tokens (the operator's audience, by "
+        "default its target URL). Unset: the scheduler endpoint is off (404).",
+    )
+    scheduler_service_accounts: list[str] = Field(
+        default_factory=list,
+        description="Service account emails whose tokens may start scheduled runs (the jobs' invoker).",
+    )
+    scheduler_oidc_issuer: str = Field(
+        default="https://accounts.google.com", description="Accepted `iss` of the scheduler's ID tokens."
+    )
+    scheduler_jwks_url: str = Field(
+        default="https://www.googleapis.com/oauth2/v3/certs",
+        description="JWKS URL with the keys that sign the scheduler's ID tokens.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="A bootstrap API token that authenticates as `import_owner` .",

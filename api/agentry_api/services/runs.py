@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -13,8 +14,9 @@ from typing import Any
 from lightkube import ApiError
 
 from agentry_common.models import TERMINAL_PHASES, Phase, looks_like_secret
+from agentry_common.naming import scheduled_execution_name
 
-from ..auth import User
+from ..auth import User, owner_label
 from ..cluster import Cluster, ClusterUnavailable, api_message, random_suffix
 from ..storage import Store, now_iso
 from .agents import AgentService
@@ -91,6 +93,83 @@ class RunService:
             user.id, "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
         )
         log.info("run %s of %s accepted correlation_id=%s", name, agent_id, correlation_id)
+        return doc
+
+    async def run_scheduled(self, agent_id: str, scheduled: dt.datetime) -> Doc:
+        """A schedule tick (Cloud Scheduler): an Execution with trigger Schedule, owned by the Agent's owner.
+
+        The name comes from the tick, so a retried tick finds the Execution it already created and
+        returns it (idempotent). The Agent is found by name without a user (Firestore, else the CR).
+        """
+        agent = await self.store.agent(agent_id)
+        if agent is None:  # not imported yet (kubectl): as the watcher would
+            found = await self.cluster.get_agent(agent_id)
+            agent = await self.agents.import_cr(found) if found is not None else None
+        if agent is None or agent.get("deleted"):
+            raise NotFound(f"agent {agent_id!r} not found")
+        when = scheduled.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = scheduled_execution_name(agent_id, int(scheduled.timestamp()))
+        existing = await self.store.execution(name)
+        if existing is not None:
+            if existing.get("agentId") != agent_id:
+                raise Conflict(f"execution {name!r} exists and belongs to another agent")
+            return existing
+        # Deterministic, so concurrent retries of one tick write the same document.
+        correlation_id = hashlib.sha256(f"schedule:{self.cluster.namespace}/{name}".encode()).hexdigest()[:32]
+        now = now_iso()
+        doc: Doc = {
+            "id": name,
+            "userId": agent["userId"],
+            "agentId": agent_id,
+            "trigger": "Schedule",
+            "scheduledTime": when,
+            "correlationId": correlation_id,
+            "input": None,
+            "phase": Phase.PENDING.value,
+            "reason": "Accepted",
+            "message": "accepted; waiting for the operator",
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        await self.store.put_execution(doc)
+        try:
+            await self.cluster.create_execution(
+                name,
+                agent_id,
+                None,
+                correlation_id,
+                owner_label(agent["userId"]),
+                trigger="Schedule",
+                scheduled_time=when,
+            )
+        except ClusterUnavailable as exc:
+            await self.store.db.collection("executions").document(name).delete()
+            raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
+        except ApiError as exc:
+            if exc.status.code != 409:
+                await self.store.db.collection("executions").document(name).delete()
+                raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
+            cr = await self.cluster.get_execution(name)  # this tick's Execution, created by a retry
+            spec = (cr or {}).get("spec") or {}
+            if cr is None or (spec.get("agentRef") or {}).get("name") != agent_id:
+                await self.store.db.collection("executions").document(name).delete()
+                raise Conflict(f"execution {name!r} exists in the cluster for another agent") from exc
+            cr_correlation = spec.get("correlationId") or (cr.get("status") or {}).get("correlationId")
+            if cr_correlation and cr_correlation != correlation_id:
+                doc["correlationId"] = cr_correlation
+                await self.store.put_execution({"id": name, "correlationId": cr_correlation}, merge=True)
+            # Our write may have replaced the watcher's mirror of it: mirror the CR again.
+            return await self.observe("MODIFIED", cr) or doc
+        await self.bus.publish(
+            agent["userId"], "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
+        )
+        log.info(
+            "scheduled run %s of %s (tick %s) accepted correlation_id=%s",
+            name,
+            agent_id,
+            when,
+            correlation_id,
+        )
         return doc
 
     async def get(self, user: User, name: str) -> Doc:

@@ -649,3 +649,14 @@ def test_api_session_secret_and_designer_key(default: list[Obj]) -> None:
     objs = render(api__sessionSecret__generate="false")
     assert find(objs, "Secret", "agentry-api-session") == []
     assert "AGENTRY_SESSION_SECRET" not in env_of(api_container(objs))
+
+
+def test_cloud_scheduler_settings_reach_operator_and_api_together() -> None:
+    objs = render([ci("gke")])
+    op, api = env_of(operator_container(objs)), env_of(api_container(objs))
+    audience = op.get("AGENTRY_CLOUD_SCHEDULER_AUDIENCE") or op["AGENTRY_CLOUD_SCHEDULER_TARGET_URL"]
+    assert api["AGENTRY_SCHEDULER_OIDC_AUDIENCE"] == audience
+    assert json.loads(api["AGENTRY_SCHEDULER_SERVICE_ACCOUNTS"]) == [
+        op["AGENTRY_CLOUD_SCHEDULER_SERVICE_ACCOUNT"]
+    ]
+    assert "AGENTRY_SCHEDULER_OIDC_AUDIENCE" not in env_of(api_container(render()))
