@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.cloud import scheduler_v1
+from google.cloud import firestore, scheduler_v1
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import Pod
@@ -31,6 +31,7 @@ from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import OperatorProcess, apply_crds, start_operator
 from tests.fixtures.servers import make_namespace
+from tests.integration.api.server import api_settings, start_api
 from tests.integration.workspace.harness import PodRun, run_pod
 
 pytestmark = pytest.mark.integration
@@ -300,6 +301,30 @@ def test_canary_secret_never_leaves_the_run(
     gcp_operator: OperatorProcess,
     ns: str,
     tmp_path: Path,
+    firestore_project: str,
+) -> None:
+    # The API mirrors what happens into Firestore; it runs too, so Firestore is searched as well.
+    api = start_api(api_settings(firestore_project, ns, str(plane.kubeconfig)))
+    try:
+        _canary_run(plane, client, fakes, llm, gcp_operator, ns, tmp_path, firestore_project)
+    finally:
+        api.stop()
+
+
+def _firestore_dump(project: str) -> str:
+    db = firestore.Client(project=project)
+    return json.dumps({c.id: {d.id: d.to_dict() for d in c.stream()} for c in db.collections()}, default=str)
+
+
+def _canary_run(
+    plane: ControlPlane,
+    client: Client,
+    fakes: GcpFakes,
+    llm: ScriptedLLM,
+    gcp_operator: OperatorProcess,
+    ns: str,
+    tmp_path: Path,
+    project: str,
 ) -> None:
     canary = f"canary-{uuid.uuid4().hex}"
     key = f"sk-ant-canary-key-{uuid.uuid4().hex}"
@@ -347,6 +372,12 @@ def test_canary_secret_never_leaves_the_run(
     }
     with fakes.scheduler.lock:
         dumps["cloud scheduler jobs"] = repr(list(fakes.scheduler.jobs.values()))
+    mirrored = eventually(
+        lambda: '"Succeeded"' in (text := _firestore_dump(project)) and "run-1" in text and text,
+        timeout=60,
+        what="the API to mirror the finished run into Firestore",
+    )
+    dumps["firestore"] = mirrored
     assert "operator.agentry.dev/" in dumps["namespace objects"]  # kopf's annotations were searched too
     for where, text in dumps.items():
         assert canary not in text, f"the canary leaked into {where}"
