@@ -68,6 +68,14 @@ manifests: ## Regenerate the chart's CRD templates (from manifests/crds) and man
 check-manifests: ## Fail if the chart's CRD templates or manifests/install.yaml are stale
 	bash hack/render-install.sh --check
 
+.PHONY: bench-gateway
+bench-gateway: install ## Gateway overhead per call (p50/p99) as a ratio to calling the provider directly
+	$(PY) -m bench.gateway_overhead
+
+.PHONY: doctor
+doctor: install ## Check every channel (providers through the gateway, Firestore, API server, operator)
+	$(PY) -m agentry_gateway.doctor
+
 .PHONY: crd-docs
 crd-docs: install ## Regenerate docs/crd-reference.md from manifests/crds
 	$(PY) -m agentry_devenv.crddoc > docs/crd-reference.md

@@ -8,6 +8,7 @@ from typing import Any
 import anthropic
 
 from .base import (
+    REFUSAL_ERROR_TYPE,
     ProviderError,
     TextCallback,
     is_retryable_status,
@@ -58,6 +59,26 @@ def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return wire
 
 
+def sampling(request: ChatRequest) -> dict[str, Any]:
+    """The optional parameters of a request in Messages API form (only those that are set)."""
+    out: dict[str, Any] = {}
+    # Recent SDKs no longer declare temperature/top_p (newer models fix them): relayed as extra
+    # body fields when a caller sets them, so the API itself accepts or refuses them.
+    extra = {
+        k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None
+    }
+    if extra:
+        out["extra_body"] = extra
+    if request.stop_sequences:
+        out["stop_sequences"] = list(request.stop_sequences)
+    choice = request.tool_choice
+    if choice is not None:
+        out["tool_choice"] = (
+            {"type": choice.type, "name": choice.name} if choice.type == "tool" else {"type": choice.type}
+        )
+    return out
+
+
 class AnthropicProvider:
     def __init__(
         self,
@@ -106,6 +127,7 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": t.input_schema}
                 for t in request.tools
             ]
+        kwargs.update(sampling(request))
         try:
             async with self._client.messages.stream(**kwargs) as stream:
                 async for event in stream:
@@ -120,6 +142,7 @@ class AnthropicProvider:
                 status=exc.status_code,
                 retryable=is_retryable_status(exc.status_code) or err_type in _TRANSIENT_TYPES,
                 retry_after=retry_after_seconds(exc.response.headers),
+                final=err_type == REFUSAL_ERROR_TYPE,
             ) from exc
         except anthropic.APIConnectionError as exc:
             raise ProviderError(str(exc), provider=self.name, retryable=True) from exc

@@ -10,12 +10,18 @@ from .types import ChatRequest, ChatResponse
 TextCallback = Callable[[str], None]
 
 
+# The error type an Agentry LLM gateway answers with (HTTP 402) when a budget refuses a call. It is a
+# decision, not a fault: the same call through the same gateway would be refused again.
+REFUSAL_ERROR_TYPE = "budget_exceeded"
+
+
 class ProviderError(Exception):
     """A failed call, normalised across SDKs so retry/breaker/fallback logic is provider-agnostic.
 
     `retryable` is true for rate limits, overload, 5xx, timeouts and connection failures: the same
     request may succeed later. Anything else (bad key, bad request) will not get better by waiting,
     but may still succeed on another provider of the fallback chain.
+    `final` marks a policy refusal (the gateway's `budget_exceeded`): no retry and no fallback either.
     """
 
     def __init__(
@@ -26,13 +32,15 @@ class ProviderError(Exception):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        final: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.status = status
-        self.retryable = retryable
+        self.retryable = retryable and not final
         self.retry_after = retry_after
+        self.final = final
 
     def short(self) -> str:
         code = f"HTTP {self.status}: " if self.status else ""

@@ -9,6 +9,7 @@ from typing import Any
 import openai
 
 from .base import (
+    REFUSAL_ERROR_TYPE,
     ProviderError,
     TextCallback,
     is_retryable_status,
@@ -74,6 +75,24 @@ def _parse_arguments(raw: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_unparsed_arguments": raw}
 
 
+def sampling(request: ChatRequest) -> dict[str, Any]:
+    """The optional parameters of a request in chat-completions form (only those that are set)."""
+    out: dict[str, Any] = {}
+    if request.temperature is not None:
+        out["temperature"] = request.temperature
+    if request.top_p is not None:
+        out["top_p"] = request.top_p
+    if request.stop_sequences:
+        out["stop"] = list(request.stop_sequences)
+    choice = request.tool_choice
+    if choice is not None:
+        if choice.type == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+    return out
+
+
 class OpenAIProvider:
     def __init__(
         self,
@@ -131,6 +150,7 @@ class OpenAIProvider:
                 }
                 for t in request.tools
             ]
+        kwargs.update(sampling(request))
         text_parts: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         finish: str | None = None
@@ -165,6 +185,7 @@ class OpenAIProvider:
                 status=exc.status_code,
                 retryable=is_retryable_status(exc.status_code),
                 retry_after=retry_after_seconds(exc.response.headers),
+                final=_error_type(exc) == REFUSAL_ERROR_TYPE,
             ) from exc
         except openai.APIConnectionError as exc:
             raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
@@ -193,6 +214,15 @@ class OpenAIProvider:
             provider="openai",
             model=self._model,
         )
+
+
+def _error_type(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("type") or inner.get("code") or "")
+    return ""
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

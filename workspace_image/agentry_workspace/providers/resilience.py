@@ -153,12 +153,18 @@ class ChainFailure:
 
 
 class ProvidersFailed(Exception):
-    """Every provider of the chain failed (after retries) or was skipped by its breaker."""
+    """Every provider of the chain failed (after retries) or was skipped by its breaker.
 
-    def __init__(self, failures: list[ChainFailure]) -> None:
+    `final`: the chain stopped early because a provider refused by policy (a gateway budget); the
+    last failure says why. Trying other providers or retrying would be refused the same way.
+    """
+
+    def __init__(self, failures: list[ChainFailure], *, final: bool = False) -> None:
         self.failures = failures
+        self.final = final
         detail = "; ".join(f"{f.provider}: {f.error}" for f in failures)
-        super().__init__(f"all providers failed: {detail}")
+        lead = "refused by the LLM gateway" if final else "all providers failed"
+        super().__init__(f"{lead}: {detail}")
 
 
 def _breaker_counts(exc: BaseException) -> bool:
@@ -199,6 +205,8 @@ class ProviderChain:
                 continue
             except ProviderError as exc:
                 failures.append(ChainFailure(provider.name, exc.short()))
+                if exc.final:
+                    raise ProvidersFailed(failures, final=True) from exc
                 continue
             return response
         raise ProvidersFailed(failures)

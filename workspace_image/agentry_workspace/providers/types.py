@@ -57,13 +57,28 @@ class ToolSpec(BaseModel):
     input_schema: dict[str, Any]
 
 
+class ToolChoice(BaseModel):
+    """Anthropic's tool_choice: `auto`, `any` (some tool), `none`, or `tool` (the one named)."""
+
+    type: Literal["auto", "any", "none", "tool"]
+    name: str | None = None
+
+
 class ChatRequest(BaseModel):
-    """One model call. The model name is not here: each provider in a chain has its own."""
+    """One model call. The model name is not here: each provider in a chain has its own.
+
+    The sampling fields are optional pass-throughs (the LLM gateway relays them from its clients);
+    unset, nothing is sent and the provider's defaults apply.
+    """
 
     system: str
     messages: list[Message]
     tools: list[ToolSpec] = Field(default_factory=list)
     max_tokens: int = 8192
+    temperature: float | None = None
+    top_p: float | None = None
+    stop_sequences: list[str] = Field(default_factory=list)
+    tool_choice: ToolChoice | None = None
 
 
 # Normalised stop reasons (Anthropic's names); OpenAI finish reasons are mapped onto these.

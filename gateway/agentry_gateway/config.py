@@ -1,0 +1,233 @@
+"""Gateway configuration: process settings from AGENTRY_GATEWAY_* variables, and the governance
+file (channels, routes, budgets, zones) from YAML — a ConfigMap in a cluster.
+
+    channels:                       # upstream endpoints; keys never leave the gateway
+      - {name: anthropic, protocol: anthropic, apiKeyFile: /var/run/agentry/llm-keys/anthropic}
+      - {name: openai, protocol: openai, baseURL: https://api.openai.com/v1, apiKeyEnv: OPENAI_API_KEY}
+    routes:                         # first match wins; `model` is a shell pattern on the asked model
+      - {model: "claude-*", chain: [{channel: anthropic}, {channel: openai, model: gpt-4.1}],
+         cheaper: claude-haiku-4-5}
+    defaults: {anthropic: anthropic, openai: openai}   # channel per protocol for unrouted models
+    budgets:
+      - {name: users, scope: user, limits: [{window: 5h, messages: 900}, {window: day, costUSD: "50"}]}
+    thresholds: {throttle: 80, critical: 95, highPriority: 8, lowPriority: 3}
+    timeZone: UTC                   # calendar days and months
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentry_common.budgets import BudgetPolicy, Calendar, Thresholds
+from agentry_common.models import Provider as Protocol
+from agentry_common.tokens import Keyring
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ChannelConfig(_Model):
+    """One upstream endpoint speaking one protocol, with its key."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    protocol: Protocol
+    base_url: str | None = Field(default=None, alias="baseURL")
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    # The model `agentry doctor` (POST /channels/<name>/probe) asks for one token.
+    probe_model: str | None = None
+
+    def api_key(self) -> str:
+        """The key, read when a provider is built (a rotated Secret file is picked up on restart)."""
+        if self.api_key_file:
+            path = Path(self.api_key_file)
+            return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "").strip()
+        return ""
+
+    @property
+    def needs_key(self) -> bool:
+        # A local OpenAI-compatible server (LM Studio, vLLM) takes any key; hosted APIs need one.
+        return self.base_url is None or self.protocol is Protocol.ANTHROPIC
+
+
+class RouteTarget(_Model):
+    channel: str
+    model: str | None = None  # default: the model asked for
+
+
+class Route(_Model):
+    model: str = Field(min_length=1)
+    chain: list[RouteTarget] = Field(min_length=1)
+    cheaper: str | None = None
+
+
+class AutoRouting(_Model):
+    """Complexity-based routing for requests asking for model `auto` (routing.py)."""
+
+    light: str = "claude-haiku-4-5"
+    balanced: str = "claude-sonnet-4-6"
+    strong: str = "claude-opus-4-6"
+    light_below: float = 4.5
+    strong_above: float = 6.5
+
+
+class GatewayConfig(_Model):
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    defaults: dict[Protocol, str] = Field(default_factory=dict)
+    budgets: list[BudgetPolicy] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    time_zone: str = "UTC"
+    bucket_seconds: int = Field(default=300, ge=10, le=3600)
+    auto: AutoRouting = Field(default_factory=AutoRouting)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError("channel names must be unique")
+        known = set(names)
+        for route in self.routes:
+            for target in route.chain:
+                if target.channel not in known:
+                    raise ValueError(f"route {route.model!r} names unknown channel {target.channel!r}")
+        for protocol, channel in self.defaults.items():
+            if channel not in known:
+                raise ValueError(f"default channel for {protocol.value} is unknown: {channel!r}")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timeZone {self.time_zone!r} (an IANA name, e.g. Asia/Seoul)") from exc
+        return self
+
+    def channel(self, name: str) -> ChannelConfig | None:
+        return next((c for c in self.channels if c.name == name), None)
+
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.time_zone, self.bucket_seconds)
+
+    @property
+    def keep_seconds(self) -> int:
+        """How much rolling history counters keep: the longest rolling window, at least a day."""
+        windows = [limit.window_spec for p in self.budgets for limit in p.limits]
+        return max([86400, *(w.seconds for w in windows if w.kind == "rolling")])
+
+    def default_channel(self, protocol: Protocol) -> ChannelConfig | None:
+        name = self.defaults.get(protocol)
+        if name is not None:
+            return self.channel(name)
+        return next((c for c in self.channels if c.protocol is protocol), None)
+
+
+def config_from_env(env: dict[str, str] | None = None) -> GatewayConfig:
+    """No file: one channel per provider whose key is in the environment (development)."""
+    source = os.environ if env is None else env
+    channels: list[ChannelConfig] = []
+    if source.get("ANTHROPIC_API_KEY"):
+        channels.append(
+            ChannelConfig(
+                name="anthropic",
+                protocol=Protocol.ANTHROPIC,
+                base_url=source.get("ANTHROPIC_BASE_URL") or None,
+                api_key_env="ANTHROPIC_API_KEY",
+            )
+        )
+    if source.get("OPENAI_API_KEY") or source.get("OPENAI_BASE_URL"):
+        channels.append(
+            ChannelConfig(
+                name="openai",
+                protocol=Protocol.OPENAI,
+                base_url=source.get("OPENAI_BASE_URL") or None,
+                api_key_env="OPENAI_API_KEY",
+            )
+        )
+    return GatewayConfig(channels=channels)
+
+
+def load_config(path: str | None) -> GatewayConfig:
+    if not path:
+        return config_from_env()
+    data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return GatewayConfig.model_validate(data)
+
+
+class Settings(BaseSettings):
+    """Process settings (AGENTRY_GATEWAY_<NAME>); the governance policy lives in `config_file`."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTRY_GATEWAY_", extra="ignore", populate_by_name=True)
+
+    config_file: str | None = Field(default=None, description="YAML governance file; unset: from env.")
+    # Token keys: a mounted Secret directory (one file per key id), or kid:secret pairs (dev).
+    token_keys_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTRY_TOKEN_KEYS_DIR", "AGENTRY_GATEWAY_TOKEN_KEYS_DIR"),
+    )
+    token_keys: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TOKEN_KEYS", "AGENTRY_GATEWAY_TOKEN_KEYS")
+    )
+    token_kid: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TOKEN_KID", "AGENTRY_GATEWAY_TOKEN_KID")
+    )
+    # Where budget counters and call records live: "firestore", or "memory" (one process, dev/bench).
+    ledger: str = Field(default="firestore", pattern="^(firestore|memory)$")
+    google_cloud_project: str = Field(
+        default="agentry-dev",
+        validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "AGENTRY_GATEWAY_GOOGLE_CLOUD_PROJECT"),
+    )
+    firestore_database: str = "(default)"
+    # Upstream resilience (the runtime's provider layer): attempts per channel, first included.
+    retry_attempts: int = Field(default=2, ge=1, le=10)
+    retry_initial_seconds: float = Field(default=0.5, ge=0)
+    retry_max_seconds: float = Field(default=10.0, ge=0)
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    upstream_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Hard limit on one call through the gateway (all retries and fallbacks): below the reservation
+    # TTL, so a reservation only outlives its call when the gateway pod dies.
+    call_deadline_seconds: float = Field(default=1800.0, gt=0, le=3000)
+    # Settlements wait this long for the next reservation of the same user to share its transaction.
+    settle_delay_seconds: float = Field(default=0.5, ge=0, le=10)
+    # max_tokens assumed for an OpenAI request that sets none (the reservation needs a bound).
+    default_max_tokens: int = Field(default=4096, ge=1)
+    host: str = "0.0.0.0"
+    port: int = 8090
+
+    def keyring(self) -> Keyring:
+        if self.token_keys_dir:
+            return Keyring.from_dir(self.token_keys_dir, self.token_kid)
+        if self.token_keys:
+            return Keyring.from_env_value(self.token_keys, self.token_kid)
+        raise ValueError(
+            "no token keys: set AGENTRY_TOKEN_KEYS_DIR to the mounted Secret directory "
+            "(or AGENTRY_TOKEN_KEYS=kid:secret for development)"
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+__all__ = [
+    "AutoRouting",
+    "ChannelConfig",
+    "GatewayConfig",
+    "Route",
+    "RouteTarget",
+    "Settings",
+    "get_settings",
+    "load_config",
+]

@@ -1,0 +1,80 @@
+"""The real runtime process (`python -m agentry_workspace`) with only a run token, pointed at the
+gateway: its calls are metered per Execution, and a budget refusal mid-run ends the run at once
+with a final stop (no retry, no fallback) whose summary says which budget and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_gateway.ledger import CALLS
+from tests.integration.workspace.harness import base_spec, prepare, run_pod
+
+from .harness import ANTHROPIC_KEY, OPENAI_KEY, GatewayServer, config, run_token, sent_key, settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_run_is_metered_and_stopped_by_its_budget(
+    tmp_path: Path, firestore_project: str, llm: ScriptedLLM
+) -> None:
+    llm.script(
+        [
+            {
+                "tool_use": {"name": "shell", "input": {"command": "env"}},
+                "usage": {"input_tokens": 900, "output_tokens": 50},
+            },
+            {
+                "tool_use": {"name": "shell", "input": {"command": "echo again"}},
+                "usage": {"input_tokens": 1000, "output_tokens": 50},
+            },
+            {"text": "never reached"},
+        ]
+    )
+    cfg = config(
+        llm,
+        budgets=[{"name": "agents", "scope": "agent", "limits": [{"window": "day", "messages": 2}]}],
+    )
+    token = run_token("ex-rt", agent="it-agent", namespace="team-it", priority=9)
+    spec = base_spec(
+        model={
+            "provider": "anthropic",
+            "name": "claude-sonnet-4-6",
+            "fallbacks": [{"provider": "openai", "name": "gpt-4.1-mini"}],
+        }
+    )
+    with GatewayServer(settings(ledger="firestore", google_cloud_project=firestore_project), cfg) as gw:
+        # What the operator gives the pod: the token as both provider keys, the gateway as base URLs.
+        env = prepare(
+            tmp_path,
+            spec,
+            llm_url=gw.url,
+            execution="ex-rt",
+            env={"ANTHROPIC_API_KEY": token, "OPENAI_API_KEY": token, "OPENAI_BASE_URL": f"{gw.url}/v1"},
+        )
+        run = run_pod(tmp_path, env)
+        gw.drain()
+    db = firestore.Client(project=firestore_project)
+    records = sorted((d.to_dict() or {} for d in db.collection(CALLS).stream()), key=lambda r: r["ts"])
+    db.close()  # type: ignore[no-untyped-call]
+
+    assert run.code == 20, run.explain()  # final: the Job is not retried
+    result = run.result
+    assert result["stopReason"] == "providers_failed"
+    assert "refused by the LLM gateway" in result["summary"]
+    assert "budget exhausted: agent team-it/it-agent day messages at 100.0 %" in result["summary"]
+    assert result["fallbacks"] == 0 and result["retries"] == 0  # no fallback to openai, no retry
+    assert [r["outcome"] for r in records] == ["ok", "ok", "refused"]
+    assert {(r["execution"], r["agent"], r["correlationId"]) for r in records} == {
+        ("ex-rt", "it-agent", "corr-ex-rt")
+    }
+    assert [r["inputTokens"] for r in records] == [900, 1000, 0]
+    # Upstream saw only the gateway's key; the pod only ever had the token.
+    assert {sent_key(r.headers) for r in llm.requests} == {ANTHROPIC_KEY}
+    assert len(llm.requests) == 2
+    everything = run.stdout + run.stderr + json.dumps(env)
+    assert ANTHROPIC_KEY not in everything and OPENAI_KEY not in everything
