@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     MAX_TOKENS = 11
     MAX_COST = 12
     DEADLINE = 13
+    BUDGET_EXCEEDED = 14
     PROVIDERS_FAILED = 20
     APPROVAL_REQUIRED = 30
 
@@ -27,6 +28,7 @@ FINAL = frozenset(
         ExitCode.MAX_TOKENS,
         ExitCode.MAX_COST,
         ExitCode.DEADLINE,
+        ExitCode.BUDGET_EXCEEDED,
         ExitCode.PROVIDERS_FAILED,
         ExitCode.APPROVAL_REQUIRED,
     }
@@ -44,6 +46,7 @@ REASONS: dict[int, tuple[str, str]] = {
     ExitCode.MAX_TOKENS: ("MaxTokensReached", "the agent used all of spec.budget.maxTokensPerRun"),
     ExitCode.MAX_COST: ("MaxCostReached", "the agent reached spec.budget.maxCostPerRunUSD"),
     ExitCode.DEADLINE: ("DeadlineExceeded", "the agent ran out of spec.timeoutSeconds"),
+    ExitCode.BUDGET_EXCEEDED: ("BudgetExceeded", "the LLM gateway refused further calls: a budget is spent"),
     ExitCode.PROVIDERS_FAILED: (
         "ProvidersFailed",
         "every LLM provider failed after retries and fallbacks",

@@ -23,6 +23,7 @@ class StopReason(StrEnum):
     MAX_TOKENS = "max_tokens"
     MAX_COST = "max_cost"
     DEADLINE = "deadline"
+    BUDGET_EXCEEDED = "budget_exceeded"
     PROVIDERS_FAILED = "providers_failed"
     APPROVAL_REQUIRED = "approval_required"
 
@@ -36,6 +37,7 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.MAX_TOKENS: ExitCode.MAX_TOKENS,
     StopReason.MAX_COST: ExitCode.MAX_COST,
     StopReason.DEADLINE: ExitCode.DEADLINE,
+    StopReason.BUDGET_EXCEEDED: ExitCode.BUDGET_EXCEEDED,
     StopReason.PROVIDERS_FAILED: ExitCode.PROVIDERS_FAILED,
     StopReason.APPROVAL_REQUIRED: ExitCode.APPROVAL_REQUIRED,
 }

@@ -154,7 +154,9 @@ class Runner:
             try:
                 response = await self.chain.complete(request, on_text=self.events.text_delta)
             except ProvidersFailed as err:
-                return self._stop(StopReason.PROVIDERS_FAILED, f"Stopped: {err}")
+                # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
+                reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
+                return self._stop(reason, f"Stopped: {err}")
             self.usage.add(response.model, response.usage)
             message = response.message
             uses = message.tool_uses()

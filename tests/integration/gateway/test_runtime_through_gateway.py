@@ -62,9 +62,9 @@ def test_a_run_is_metered_and_stopped_by_its_budget(
     records = sorted((d.to_dict() or {} for d in db.collection(CALLS).stream()), key=lambda r: r["ts"])
     db.close()  # type: ignore[no-untyped-call]
 
-    assert run.code == 20, run.explain()  # final: the Job is not retried
+    assert run.code == 14, run.explain()  # budget_exceeded: final, the Job is not retried
     result = run.result
-    assert result["stopReason"] == "providers_failed"
+    assert result["stopReason"] == "budget_exceeded"
     assert "refused by the LLM gateway" in result["summary"]
     assert "budget exhausted: agent team-it/it-agent day messages at 100.0 %" in result["summary"]
     assert result["fallbacks"] == 0 and result["retries"] == 0  # no fallback to openai, no retry

@@ -72,6 +72,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "max_tokens": 11,
         "max_cost": 12,
         "deadline": 13,
+        "budget_exceeded": 14,
         "providers_failed": 20,
         "approval_required": 30,
     }
