@@ -10,6 +10,7 @@ import anthropic
 from .base import (
     REFUSAL_ERROR_TYPE,
     ProviderError,
+    SdkProvider,
     TextCallback,
     is_retryable_status,
     is_transport_error,
@@ -79,7 +80,9 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
+    kind = "anthropic"
+
     def __init__(
         self,
         *,
@@ -89,31 +92,15 @@ class AnthropicProvider:
         timeout: float = 600.0,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._model = model
-        self._endpoint = base_url or "default"
         # max_retries=0: retries belong to the resilience layer, which records each one.
-        self._client = anthropic.AsyncAnthropic(
+        client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers or {}),
         )
-
-    @property
-    def name(self) -> str:
-        return f"anthropic/{self._model}"
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def endpoint(self) -> str:
-        return self._endpoint
-
-    async def aclose(self) -> None:
-        await self._client.close()
+        super().__init__(model, base_url, client)
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
         kwargs: dict[str, Any] = {

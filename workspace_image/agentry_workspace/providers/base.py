@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from .types import ChatRequest, ChatResponse
 
@@ -90,3 +90,33 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SdkProvider:
+    """What every SDK-backed provider shares: its identity, and closing its client.
+
+    `kind` names the wire flavour; the client is the vendor SDK's async client (built with
+    `max_retries=0`: retries belong to the resilience layer, which records each one).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, model: str, base_url: str | None, client: Any) -> None:
+        self._model = model
+        self._endpoint = base_url or "default"
+        self._client = client
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self._model}"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def aclose(self) -> None:
+        await self._client.close()

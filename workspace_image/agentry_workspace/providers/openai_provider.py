@@ -11,6 +11,7 @@ import openai
 from .base import (
     REFUSAL_ERROR_TYPE,
     ProviderError,
+    SdkProvider,
     TextCallback,
     is_retryable_status,
     is_transport_error,
@@ -93,7 +94,9 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider):
+    kind = "openai"
+
     def __init__(
         self,
         *,
@@ -103,32 +106,16 @@ class OpenAIProvider:
         timeout: float = 600.0,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._model = model
-        self._endpoint = base_url or "default"
         # OpenAI's own reasoning models refuse `max_tokens`; most local servers only know it.
         self._max_tokens_param = "max_tokens" if base_url else "max_completion_tokens"
-        self._client = openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers or {}),
         )
-
-    @property
-    def name(self) -> str:
-        return f"openai/{self._model}"
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def endpoint(self) -> str:
-        return self._endpoint
-
-    async def aclose(self) -> None:
-        await self._client.close()
+        super().__init__(model, base_url, client)
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
         kwargs: dict[str, Any] = {
