@@ -11,10 +11,11 @@ import os
 import sys
 
 from lightkube import ApiError, AsyncClient
-from lightkube.codecs import from_dict
 
 from agentry_common import constants as c
 from agentry_common.naming import scheduled_execution_name
+
+from .kube import Execution
 
 
 def scheduled_time(job_name: str) -> dt.datetime:
@@ -44,7 +45,7 @@ async def tick(agent: str, namespace: str, job: str) -> str:
     client = AsyncClient(field_manager="agentry-tick")
     manifest = build_execution(agent, namespace, scheduled_time(job))
     try:
-        await client.create(from_dict(manifest))
+        await client.create(Execution.from_dict(manifest))
     except ApiError as exc:
         if exc.status.code != 409:
             raise

@@ -196,6 +196,11 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
 WAITING_MESSAGE = "waiting for the run's pod to start"
 
 
+def _final_config_error(message: str) -> bool:
+    """A missing Secret or key will not appear by itself; "failed to sync secret cache" will pass."""
+    return "not found" in message or "couldn't find key" in message
+
+
 def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
     """What a pod that has not terminated says (None if it says nothing new)."""
     pod_status = pod.get("status") or {}
@@ -209,7 +214,7 @@ def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
             stop_job=True,
             **base,
         )
-    if waiting.get("reason") in CONFIG_ERRORS:
+    if waiting.get("reason") in CONFIG_ERRORS and _final_config_error(waiting.get("message", "")):
         return Observed(
             Phase.FAILED,
             "ContainerConfigError",

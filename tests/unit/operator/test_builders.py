@@ -208,3 +208,29 @@ def test_resume_job_mounts_resume_json_beside_the_inputs() -> None:
     assert [i["path"] for i in sources[0]["downwardAPI"]["items"]] == ["agent.json", "input.txt"]
     assert sources[1]["configMap"] == {"name": "cm", "items": [{"key": "resume.json", "path": "resume.json"}]}
     assert job["metadata"]["name"] == "run-resume"
+
+
+def test_only_a_missing_secret_fails_a_run_at_once() -> None:
+    from agentry_operator.builders.execution_status import observe_pod
+
+    def pod(message: str) -> dict[str, Any]:
+        return {
+            "metadata": {},
+            "status": {
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "CreateContainerConfigError", "message": message}}}
+                ]
+            },
+        }
+
+    missing = observe_pod(pod('secret "llm-keys" not found'))
+    assert missing is not None and missing.reason == "ContainerConfigError" and missing.stop_job
+    assert observe_pod(pod("failed to sync secret cache: timed out waiting for the condition")) is None
+
+
+def test_tick_builds_an_execution_of_the_generic_resource() -> None:
+    import agentry_operator.tick as tick
+
+    manifest = tick.build_execution("news", "ns", scheduled_time("agentry-news-abc123-29000000"))
+    obj = tick.Execution.from_dict(manifest)
+    assert obj.spec["trigger"] == "Schedule" and obj.metadata is not None
