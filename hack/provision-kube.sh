@@ -7,14 +7,18 @@
 #
 # Usage: hack/provision-kube.sh [component ...]
 #   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd helm
+#               crictl coredns pause   (the last three are for the local node, devenv/agentry_devenv/node.py)
 #   (default: kube-apiserver kube-controller-manager etcd helm)
-# Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE (default ~/.cache/agentry)
+# Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE (default ~/.cache/agentry),
+#        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION
 # Prints the asset directory on the last line of stdout.
 set -euo pipefail
 
 KUBE_VERSION="${AGENTRY_KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${AGENTRY_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${AGENTRY_HELM_VERSION:-v3.19.5}"
+CRICTL_VERSION="${AGENTRY_CRICTL_VERSION:-v1.34.0}"
+COREDNS_VERSION="${AGENTRY_COREDNS_VERSION:-v1.12.4}"
 CACHE="${AGENTRY_CACHE:-$HOME/.cache/agentry}"
 ASSETS="$CACHE/kube/$KUBE_VERSION"
 components=("$@")
@@ -116,11 +120,122 @@ build_helm() {
   GOBIN="$ASSETS" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 }
 
+# crictl (CRI client; `agentry-dev down` uses it to stop pod sandboxes so CNI releases their network).
+# A throwaway module, not `go install crictl@v`: the proxy refuses the version list that needs, and
+# its checksum database has no entry for cri-tools or its rc pins of k8s.io/cri-*. cri-tools' own
+# hash is pinned below (go.sum), the k8s.io/cri-* modules are the released v0.X.Y of our Kubernetes.
+build_crictl() {
+  local work="$CACHE/build/crictl-$CRICTL_VERSION"
+  mkdir -p "$work"
+  if [ ! -f "$work/tools.go" ]; then
+    {
+      printf 'module agentry.dev/crictlbuild\n\ngo 1.24\n\nrequire sigs.k8s.io/cri-tools %s\n\n' "$CRICTL_VERSION"
+      printf 'replace k8s.io/cri-api => k8s.io/cri-api %s\n' "$staging_minor"
+      printf 'replace k8s.io/cri-client => k8s.io/cri-client %s\n' "$staging_minor"
+    } >"$work/go.mod"
+    if [ "$CRICTL_VERSION" = v1.34.0 ]; then
+      cat >"$work/go.sum" <<'SUM'
+sigs.k8s.io/cri-tools v1.34.0 h1:KqL9EJ+WgHtz1HR1exezm91n+o8O2uMLs/eHzHJHAWw=
+sigs.k8s.io/cri-tools v1.34.0/go.mod h1:JyYVG0YFsly+p/hfDfmQcQBNFVHh0+BpMTn49YpasMA=
+SUM
+    fi
+    printf 'package main\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n' >"$work/tools.go"
+    (cd "$work" && go mod tidy >&2)
+  fi
+  log "go build crictl $CRICTL_VERSION ..."
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+    -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    -o "$ASSETS/crictl.tmp" sigs.k8s.io/cri-tools/cmd/crictl >&2)
+  mv "$ASSETS/crictl.tmp" "$ASSETS/crictl"
+}
+
+# CoreDNS with only the plugins cluster DNS needs (the full build pulls every cloud SDK): a tiny
+# module importing them, with the directive order of CoreDNS' plugin.cfg.
+build_coredns() {
+  local work="$CACHE/build/coredns-$COREDNS_VERSION"
+  mkdir -p "$work"
+  if [ ! -f "$work/main.go" ]; then
+    cat >"$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+func init() {
+	dnsserver.Directives = []string{
+		"reload", "ready", "health", "errors", "log", "loadbalance", "cache", "hosts",
+		"kubernetes", "loop", "forward",
+	}
+}
+
+func main() { coremain.Run() }
+GO
+    printf 'module agentry.dev/corednsbuild\n\ngo 1.24\n' >"$work/go.mod"
+    (cd "$work" && go get "github.com/coredns/coredns@$COREDNS_VERSION" >&2 && go mod tidy >&2)
+  fi
+  log "go build coredns $COREDNS_VERSION ..."
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ASSETS/coredns.tmp" . >&2)
+  mv "$ASSETS/coredns.tmp" "$ASSETS/coredns"
+}
+
+# The pod sandbox ("pause") process: sleeps until SIGINT/SIGTERM and reaps orphaned children.
+build_pause() {
+  local work="$CACHE/build/pause"
+  mkdir -p "$work"
+  cat >"$work/main.go" <<'GO'
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for sig := range signals {
+		if sig != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var status syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+GO
+  printf 'module agentry.dev/pause\n\ngo 1.24\n' >"$work/go.mod"
+  log "go build pause ..."
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ASSETS/pause.tmp" . >&2)
+  mv "$ASSETS/pause.tmp" "$ASSETS/pause"
+}
+
 kube=()
 for c in "${missing[@]}"; do
   case "$c" in
     etcd) build_etcd ;;
     helm) build_helm ;;
+    crictl) build_crictl ;;
+    coredns) build_coredns ;;
+    pause) build_pause ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) kube+=("$c") ;;
     *) log "error: unknown component $c"; exit 2 ;;
   esac

@@ -1,15 +1,20 @@
-"""`agentry-dev up`: the whole platform on this machine, for development (`make dev`).
+"""`agentry-dev`: the whole platform on this machine, in a real local cluster (`make dev`).
 
-Starts the Firestore emulator, a local control plane (etcd, kube-apiserver, kube-controller-manager),
-applies the CRDs and sample agents, then runs the operator and the API in the foreground. Ctrl-C (or
-SIGTERM) stops every process it started. Ports in use are reported with the port and what to do.
+    agentry-dev up [--detach]   images, cluster (control plane + node + DNS), Firestore emulator, Agentry
+                                (Helm chart), the dashboard on localhost, sample agents; Ctrl-C stops all
+    agentry-dev status          what runs, and whether it is healthy
+    agentry-dev down [--wipe]   stop a running `up` (also a detached one) and remove what it left behind
+
+See docs/dev-cluster.md for how the cluster is built and for troubleshooting.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,16 +22,41 @@ from types import FrameType
 
 import httpx
 
+from . import node as n
+from .cluster import (
+    Cluster,
+    dns_query,
+    lock_holder,
+    read_state,
+    stack_processes,
+    stop_running,
+    write_state_extra,
+)
 from .firestore import FirestoreEmulator
-from .kube import REPO, ControlPlane
-from .procs import Proc, ServerError, require_free_port
+from .images import build_images
+from .install import SYSTEM_NS, WORKLOADS_NS, Install, Providers
+from .kube import REPO
+from .procs import Proc, ServerError, port_in_use, require_free_port, who_listens
 
-CRDS = REPO / "manifests" / "crds"
-SAMPLES = REPO / "manifests" / "samples"
+READY_LINE = "Ctrl-C stops everything"
+STEPS = 6
 
 
 def _say(msg: str) -> None:
     print(f"[agentry] {msg}", flush=True)
+
+
+def _step(i: int, msg: str) -> None:
+    _say(f"{i}/{STEPS} {msg}")
+
+
+def _require_free_anywhere(port: int, what: str, env_hint: str) -> None:
+    require_free_port(port, what, env_hint)
+    if port_in_use(port, "0.0.0.0"):
+        raise ServerError(
+            f"port {port} for {what} is already in use by {who_listens(port)}. "
+            f"Stop that process or choose another port with {env_hint}=<port>."
+        )
 
 
 class Stack:
@@ -35,94 +65,106 @@ class Stack:
     ) -> None:
         self.workdir = workdir
         self.api_port = api_port
+        self.apiserver_port = apiserver_port
+        self.firestore_port = firestore_port
         self.project = project
-        self.firestore = FirestoreEmulator(workdir / "firestore", port=firestore_port)
-        self.kube = ControlPlane(workdir / "kube", apiserver_port=apiserver_port)
+        self.providers = Providers.from_env(dict(os.environ))
+        self.cluster = Cluster(workdir, apiserver_port=apiserver_port, owner="agentry-dev up")
+        self.firestore = FirestoreEmulator(workdir / "firestore", port=firestore_port, host=n.NODE_IP)
         self.procs: list[Proc] = []
 
     def up(self) -> None:
         require_free_port(self.api_port, "the Agentry API", "AGENTRY_API_PORT")
+        _require_free_anywhere(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
+        _require_free_anywhere(self.firestore_port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT")
+        holder = lock_holder()
+        if holder is not None:
+            raise ServerError(
+                f"a local cluster already runs: pid {holder.get('pid')} ({holder.get('owner')}, "
+                f"{holder.get('workdir')}). `agentry-dev status` shows it; `agentry-dev down` stops it."
+            )
         t0 = time.monotonic()
-        _say("1/5 Firestore emulator ...")
+        _step(1, "images: workspace, operator, API (Docker, offline; the first build takes ~4 min) ...")
+        images = build_images(_say)
+        _step(
+            2, "cluster: control plane, node, DNS (the first run builds the Kubernetes binaries: ~10 min) ..."
+        )
+        self.cluster.up(_say, images)
+        _say(f"    kube-apiserver on {self.cluster.plane.server}; node {n.NODE_NAME} at {n.NODE_IP}")
+        _step(3, "Firestore emulator ...")
         self.firestore.start()
         _say(f"    Firestore emulator on {self.firestore.address}")
-        _say("2/5 Kubernetes control plane (the first run builds the binaries: 10-25 min) ...")
-        self.kube.start()
-        _say(f"    kube-apiserver on {self.kube.server}; KUBECONFIG={self.kube.kubeconfig}")
-        _say("3/5 CRDs ...")
-        self.kube.kubectl("apply", "--server-side", "-f", str(CRDS))
-        self.kube.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/agents.agentry.dev",
-            "crd/executions.agentry.dev",
-        )
-        env = {
-            **self.kube.env(),
-            **self.firestore.env(),
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "AGENTRY_NAMESPACE": "default",
-        }
-        _say("4/5 operator ...")
-        operator = Proc(
-            "agentry-operator",
-            [sys.executable, "-m", "agentry_operator.main", "--all-namespaces"],
-            self.workdir / "operator.log",
-            env=env,
-        ).start()
-        self.procs.append(operator)
-        _say("5/5 API and dashboard ...")
-        api = Proc(
-            "agentry-api",
+        _step(4, "Agentry (Helm chart charts/agentry: CRDs, operator, API) ...")
+        install = Install(self.cluster, self.firestore.address, self.project, self.providers)
+        install.install(_say)
+        has_key = install.apply_secret()
+        _step(5, "dashboard ...")
+        upstream = install.api_service()
+        relay = Proc(
+            "dashboard-relay",
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "agentry_api.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
+                "agentry_devenv.relay",
+                f"--listen=127.0.0.1:{self.api_port}",
+                f"--to={upstream}",
             ],
-            self.workdir / "api.log",
-            env=env,
+            self.workdir / "relay.log",
         ).start()
-        self.procs.append(api)
-        api.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=1).is_success,
+        self.procs.append(relay)
+        relay.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=2).is_success,
             60,
-            "serving /healthz",
+            f"serving the API's /healthz (through the Service at {upstream})",
         )
-        if SAMPLES.exists():
-            self.kube.kubectl("apply", "-f", str(SAMPLES), check=False)
+        _step(6, "sample agents ...")
+        samples = install.apply_samples()
+        _say(f"    applied {', '.join(samples)} in namespace {WORKLOADS_NS}")
+        dashboard = f"http://127.0.0.1:{self.api_port}/"
+        write_state_extra(dashboard=dashboard, kubeconfig=str(self.cluster.plane.kubeconfig))
+        kubeconfig = self.cluster.plane.kubeconfig
         _say(f"ready in {time.monotonic() - t0:.0f} s")
-        _say(f"    dashboard:  http://127.0.0.1:{self.api_port}/")
-        _say(f"    kubectl:    export KUBECONFIG={self.kube.kubeconfig}")
-        _say(f"    logs:       {self.workdir}/*.log")
-        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("OPENAI_API_KEY")):
+        _say(f"    dashboard:  {dashboard}")
+        _say(f"    kubectl:    export KUBECONFIG={kubeconfig}")
+        _say(f"    run:        kubectl -n {WORKLOADS_NS} create -f manifests/samples/execution.yaml")
+        _say(f"    watch:      kubectl -n {WORKLOADS_NS} get executions -w")
+        _say(f"    logs:       {self.workdir}/*.log, {self.workdir}/kube/*.log, {self.workdir}/node/*.log")
+        if not has_key:
             _say(
-                "    no LLM provider configured: set ANTHROPIC_API_KEY, or OPENAI_API_KEY with "
-                "OPENAI_BASE_URL for an OpenAI-compatible endpoint (e.g. a local LLM), then "
-                "restart. Runs will fail with LLM_REQUIRED until then."
+                "    no LLM provider configured: runs fail until the Secret llm-keys has a key. Either "
+                "restart with ANTHROPIC_API_KEY set (or OPENAI_API_KEY and OPENAI_BASE_URL for an "
+                "OpenAI-compatible endpoint such as a local LLM), or create it now:"
             )
-        _say("Ctrl-C stops everything.")
+            _say(
+                f"      kubectl -n {WORKLOADS_NS} create secret generic llm-keys "
+                '--from-literal=anthropic="$ANTHROPIC_API_KEY"'
+            )
+        elif not self.providers.anthropic_key:
+            _say("    provider: OpenAI-compatible endpoint; the sample agent for it is hello-openai")
+        _say(f"{READY_LINE}; `agentry-dev down` from another terminal too.")
+
+    def all_procs(self) -> list[Proc]:
+        node_procs = self.cluster.node.procs if self.cluster.node else []
+        return [*self.procs, *self.firestore_procs(), *self.cluster.plane.procs, *node_procs]
+
+    def firestore_procs(self) -> list[Proc]:
+        return [self.firestore.proc] if self.firestore.proc else []
 
     def watch(self) -> int:
-        """Block until a signal or until a child dies (then report which and why)."""
+        """Block until a signal or until a process dies (then report which and why)."""
         while True:
-            for p in self.procs:
+            for p in self.all_procs():
                 if not p.alive():
                     _say(f"{p.name} exited unexpectedly; see {p.log}")
                     return 1
-            time.sleep(0.5)
+            time.sleep(1)
 
     def down(self) -> None:
         for p in reversed(self.procs):
             p.stop()
-        self.kube.stop()
+        self.procs.clear()
         self.firestore.stop()
+        self.cluster.down()
         _say("stopped every process")
 
 
@@ -130,17 +172,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentry-dev", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start the platform in the foreground; Ctrl-C stops it")
-    up.add_argument("--workdir", type=Path, default=Path(os.environ.get("AGENTRY_DEV_DIR", REPO / ".dev")))
-    up.add_argument("--api-port", type=int, default=int(os.environ.get("AGENTRY_API_PORT", 8000)))
-    up.add_argument("--apiserver-port", type=int, default=int(os.environ.get("AGENTRY_APISERVER_PORT", 6443)))
-    up.add_argument("--firestore-port", type=int, default=int(os.environ.get("AGENTRY_FIRESTORE_PORT", 8681)))
-    up.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "agentry-dev"))
-    args = parser.parse_args(argv)
-
+def cmd_up(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _detach(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stack = Stack(args.workdir, args.api_port, args.apiserver_port, args.firestore_port, args.project)
     code = 0
@@ -153,8 +187,118 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc}")
         code = 1
     finally:
+        # A second Ctrl-C must not leave half the stack running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.down()
     return code
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """Run `up` in its own session, follow its output until it is ready (or fails), then return."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = args.workdir / "up.log"
+    argv = [sys.executable, "-m", "agentry_devenv.cli", "up", f"--workdir={args.workdir}"]
+    argv += [f"--api-port={args.api_port}", f"--apiserver-port={args.apiserver_port}"]
+    argv += [f"--firestore-port={args.firestore_port}", f"--project={args.project}"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    shown = 0
+    while True:
+        text = log.read_text(errors="replace")
+        print(text[shown:], end="", flush=True)
+        shown = len(text)
+        if READY_LINE in text:
+            _say(f"running in the background (pid {proc.pid}, log {log}); `agentry-dev down` stops it")
+            return 0
+        if proc.poll() is not None:
+            return proc.returncode or 1
+        time.sleep(0.5)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        stopped = stop_running(_say)
+    except ServerError as exc:
+        _say(f"error: {exc}")
+        return 1
+    _say("stopped" if stopped else "nothing was running")
+    if args.wipe and args.workdir.exists():
+        shutil.rmtree(args.workdir)
+        _say(f"removed {args.workdir} (cluster state, logs, PKI)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    holder = lock_holder()
+    if holder is None:
+        _say("not running (`make dev` starts it)")
+        leftovers = n.leftovers()
+        if leftovers:
+            _say("left behind by an earlier run (`agentry-dev down` removes them): " + "; ".join(leftovers))
+        return 3
+    state = {**read_state(), **holder}
+    since = time.time() - float(state.get("started", time.time()))
+    who = f"pid {state.get('pid')} ({state.get('owner')})"
+    _say(f"running: {who} for {since / 60:.0f} min, state in {state.get('workdir')}")
+    kubeconfig = state.get("kubeconfig") or str(Path(str(state.get("workdir"))) / "kube" / "admin.kubeconfig")
+    ok = True
+
+    def kubectl(*a: str) -> str:
+        r = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *a], capture_output=True, text=True, timeout=30
+        )
+        return r.stdout if r.returncode == 0 else f"(kubectl failed: {r.stderr.strip()})"
+
+    if state.get("pid"):
+        procs = stack_processes(int(state["pid"]))
+        _say(f"memory: {sum(procs.values()) / 1024**2:.0f} MiB RSS in {len(procs)} processes (with pods)")
+    print(kubectl("get", "nodes", "-o", "wide").rstrip())
+    print(kubectl("get", "pods", "-A", "-o", "wide").rstrip())
+    try:
+        answer = dns_query(f"kubernetes.default.svc.{n.CLUSTER_DOMAIN}")
+        _say(f"cluster DNS {n.CLUSTER_DNS}: kubernetes.default -> {', '.join(answer) or 'NXDOMAIN'}")
+        ok = ok and bool(answer)
+    except OSError as exc:
+        _say(f"cluster DNS {n.CLUSTER_DNS}: no answer ({exc})")
+        ok = False
+    dashboard = state.get("dashboard")
+    if dashboard:
+        try:
+            healthy = httpx.get(f"{dashboard}healthz", timeout=3).is_success
+        except httpx.HTTPError:
+            healthy = False
+        _say(f"dashboard {dashboard}: {'healthy' if healthy else 'NOT answering'}")
+        ok = ok and healthy
+    _say(f"Agentry: kubectl -n {SYSTEM_NS} get pods; agents run in namespace {WORKLOADS_NS}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="agentry-dev",
+        description=doc.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    workdir = Path(os.environ.get("AGENTRY_DEV_DIR", REPO / ".dev"))
+    up = sub.add_parser("up", help="start the platform; Ctrl-C (or `agentry-dev down`) stops it")
+    up.add_argument("--workdir", type=Path, default=workdir)
+    up.add_argument("--api-port", type=int, default=int(os.environ.get("AGENTRY_API_PORT", 8000)))
+    up.add_argument("--apiserver-port", type=int, default=int(os.environ.get("AGENTRY_APISERVER_PORT", 6443)))
+    up.add_argument("--firestore-port", type=int, default=int(os.environ.get("AGENTRY_FIRESTORE_PORT", 8681)))
+    up.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "agentry-dev"))
+    up.add_argument("--detach", action="store_true", help="return once ready; keep running in the background")
+    down = sub.add_parser("down", help="stop the running platform and clean up the node's host state")
+    down.add_argument("--workdir", type=Path, default=workdir)
+    down.add_argument("--wipe", action="store_true", help="also delete the state directory (etcd data, logs)")
+    sub.add_parser(
+        "status", help="what runs and whether it is healthy (exit 0 healthy, 1 unhealthy, 3 stopped)"
+    )
+    args = parser.parse_args(argv)
+    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    return handlers[args.cmd](args)
 
 
 if __name__ == "__main__":

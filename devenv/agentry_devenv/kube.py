@@ -3,8 +3,12 @@
 The envtest idea in Python. Binaries come from KUBEBUILDER_ASSETS when it points at them, otherwise
 from hack/provision-kube.sh, which builds them from the Go module proxy once and caches them by version.
 The controller-manager runs the real controllers (Job, CronJob, garbage collector, namespace,
-service account), so Jobs get Pods and owners' children are collected. There is no kubelet: Pods stay
-Pending unless a test writes their status as a kubelet would.
+service account), so Jobs get Pods and owners' children are collected.
+
+By default there is no kubelet: Pods stay Pending unless a test writes their status as a kubelet would.
+With `node_ip` set (the local node of `cluster.py`), the API server also listens on that address (pods
+reach it through the `kubernetes` Service, whose endpoint is the advertise address), can call the
+kubelet (logs, exec) with a client certificate, and a kube-scheduler binds Pods to the node.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import yaml
 
 from agentry_common.pki import LocalPKI
 
-from .procs import Proc, ServerError, free_port, require_free_port
+from .procs import Proc, ServerError, free_port, port_in_use, require_free_port, who_listens
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISION = REPO / "hack" / "provision-kube.sh"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.96.0.0/16"
+# The first address of SERVICE_CIDR: the ClusterIP of the `kubernetes` Service.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 
 
 def provision(components: tuple[str, ...] = (*CONTROL_PLANE, "helm")) -> Path:
@@ -66,8 +72,17 @@ class ControlPlane:
     workdir: Path
     assets: Path | None = None
     apiserver_port: int = 0
-    advertise_address: str = "127.0.0.1"
+    # The node's address (pods reach the API server there); None: control plane only, loopback only.
+    node_ip: str | None = None
     procs: list[Proc] = field(default_factory=list, repr=False)
+
+    @property
+    def advertise_address(self) -> str:
+        return self.node_ip or "127.0.0.1"
+
+    @property
+    def pki(self) -> LocalPKI:
+        return LocalPKI(self.workdir / "pki")
 
     @property
     def server(self) -> str:
@@ -81,13 +96,20 @@ class ControlPlane:
         assets = self.assets or provision()
         self.assets = assets
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pki = LocalPKI(self.workdir / "pki")
+        pki = self.pki
+        bind = "0.0.0.0" if self.node_ip else "127.0.0.1"
         if self.apiserver_port:
             require_free_port(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
+            if self.node_ip and port_in_use(self.apiserver_port, bind):
+                raise ServerError(
+                    f"port {self.apiserver_port} for kube-apiserver is already in use on some address "
+                    f"by {who_listens(self.apiserver_port)}. Stop that process or choose another port "
+                    "with AGENTRY_APISERVER_PORT=<port>."
+                )
         else:
             self.apiserver_port = free_port()
         serving = pki.issue(
-            f"apiserver-{self.apiserver_port}",
+            f"apiserver-{self.apiserver_port}-{self.advertise_address}",
             "kube-apiserver",
             dns=(
                 "localhost",
@@ -96,7 +118,7 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=("127.0.0.1", "10.96.0.1", self.advertise_address),
+            ips=tuple(dict.fromkeys(("127.0.0.1", KUBERNETES_SERVICE_IP, self.advertise_address))),
             server=True,
         )
         admin = pki.issue("admin", "agentry-admin", org="system:masters", client=True)
@@ -128,12 +150,28 @@ class ControlPlane:
         self.procs.append(etcd)
         etcd.wait_ready(lambda: httpx.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy")
 
+        node_flags: list[str] = []
+        if self.node_ip:
+            # The API server calls the kubelet (logs, exec, port-forward) as a cluster admin and
+            # checks the kubelet's serving certificate against our CA.
+            kubelet_client = pki.issue(
+                "apiserver-kubelet-client",
+                "system:kube-apiserver-kubelet-client",
+                org="system:masters",
+                client=True,
+            )
+            node_flags = [
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={pki.ca.cert}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+            ]
         apiserver = Proc(
             "kube-apiserver",
             [
                 str(assets / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={bind}",
                 f"--secure-port={self.apiserver_port}",
                 f"--advertise-address={self.advertise_address}",
                 f"--tls-cert-file={serving.cert}",
@@ -149,6 +187,7 @@ class ControlPlane:
                 "--profiling=false",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
+                *node_flags,
                 "--v=1",
             ],
             self.workdir / "kube-apiserver.log",
@@ -185,7 +224,43 @@ class ControlPlane:
             timeout,
             "running controllers (default ServiceAccount created)",
         )
+        if self.node_ip:
+            self._start_scheduler(assets, pki, timeout)
         return self
+
+    def _start_scheduler(self, assets: Path, pki: LocalPKI, timeout: float) -> None:
+        cert = pki.issue("scheduler", "system:kube-scheduler", client=True)
+        kubeconfig = self.workdir / "scheduler.kubeconfig"
+        self._write_kubeconfig(kubeconfig, pki.ca.cert, cert.cert, cert.key)
+        port = free_port()
+        scheduler = Proc(
+            "kube-scheduler",
+            [
+                str(assets / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+            self.workdir / "kube-scheduler.log",
+        ).start()
+        self.procs.append(scheduler)
+        scheduler.wait_ready(
+            lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).is_success,
+            timeout,
+            "healthy (/healthz)",
+        )
+
+    def client_kubeconfig(self, name: str, cn: str, org: str | None = None) -> Path:
+        """A kubeconfig with a client certificate of our CA (for the kubelet, kube-proxy, ...)."""
+        pki = self.pki
+        cert = pki.issue(name, cn, org=org, client=True)
+        path = self.workdir / f"{name}.kubeconfig"
+        self._write_kubeconfig(path, pki.ca.cert, cert.cert, cert.key)
+        return path
 
     def _client(self) -> httpx.Client:
         pki = self.workdir / "pki"

@@ -1,110 +1,233 @@
-"""`make dev` end to end: the stack comes up, the operator runs an Execution into a Job, Ctrl-C stops all."""
+"""`make dev` end to end: images, a real local cluster, Agentry installed by its chart, the dashboard on
+localhost, a sample agent whose run reaches a real pod; Ctrl-C (or `agentry-dev down` after a crash)
+leaves nothing running.
+
+Each `up` takes about a minute warm (images and binaries cached). Only one local cluster runs per
+machine: the tests wait (up to 20 min) for another run's to end before they start theirs.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from agentry_devenv import node as n
+from agentry_devenv.cli import READY_LINE
+from agentry_devenv.cluster import lock_holder, pid_alive
 from agentry_devenv.procs import free_port, port_in_use
+from agentry_devenv.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 
-def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+
+def _env() -> dict[str, str]:
+    """No LLM provider: `make dev` must still come up and say how to configure one."""
+    drop = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        [sys.executable, "-m", "agentry_devenv.cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
-        check=False,
+        timeout=timeout,
+        env={**_env(), **env},
+        cwd=REPO,
     )
 
 
-def test_dev_stack_up_runs_and_stops_cleanly(tmp_path: Path) -> None:
+def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["kubectl", f"--kubeconfig={kubeconfig}", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _wait_ready(log: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 1500) -> str:
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in log.read_text(errors="replace"):
+        text = log.read_text(errors="replace")
+        if proc is not None:
+            assert proc.poll() is None, f"agentry-dev exited early:\n{text[-6000:]}"
+        assert "[agentry] error:" not in text, text[-6000:]
+        assert time.monotonic() < deadline, f"not ready in time:\n{text[-6000:]}"
+        time.sleep(1)
+    return log.read_text(errors="replace")
+
+
+def _wait_finished(kubeconfig: Path, execution: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while status.get("phase") not in ("Failed", "Succeeded"):
+        assert time.monotonic() < deadline, f"the sample run did not finish: {status}"
+        time.sleep(1)
+        got = _kubectl(kubeconfig, "-n", "agentry-workloads", "get", "execution", execution, "-o", "json")
+        status = json.loads(got.stdout).get("status", {})
+    return status
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(needle in cmdline for needle in needles):
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def _assert_nothing_left(workdir: Path, ports: tuple[int, ...]) -> None:
+    assert n.leftovers() == [], n.leftovers()
+    left = _processes_mentioning(str(workdir), str(n.containerd_socket()), "agentry_devenv.relay")
+    assert left == [], "processes still running:\n" + "\n".join(left)
+    for port in ports:
+        assert not port_in_use(port, "0.0.0.0"), f"port {port} still in use"
+    status = _cli("status")
+    assert status.returncode == 3 and "not running" in status.stdout, status.stdout + status.stderr
+
+
+@pytest.fixture(autouse=True)
+def _node_free() -> None:
+    """Only one local cluster runs per machine: wait for another test run's (or `make dev`'s) to end."""
+    deadline = time.monotonic() + 1200
+    while (holder := lock_holder()) is not None:
+        assert time.monotonic() < deadline, f"the local node stayed busy: {holder}"
+        time.sleep(5)
+
+
+def _up_args(workdir: Path, api: int, apiserver: int, firestore: int) -> list[str]:
+    return [
+        "up",
+        f"--workdir={workdir}",
+        f"--api-port={api}",
+        f"--apiserver-port={apiserver}",
+        f"--firestore-port={firestore}",
+    ]
+
+
+def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     api, apiserver, firestore = free_port(), free_port(), free_port()
-    out = (tmp_path / "out.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentry_devenv.cli",
-            "up",
-            "--workdir",
-            str(tmp_path / "dev"),
-            "--api-port",
-            str(api),
-            "--apiserver-port",
-            str(apiserver),
-            "--firestore-port",
-            str(firestore),
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    workdir = tmp_path / "dev"
     log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentry_devenv.cli", *_up_args(workdir, api, apiserver, firestore)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=_env(),
+            cwd=REPO,
+        )
     try:
-        deadline = time.monotonic() + 300
-        while "Ctrl-C stops everything" not in log.read_text():
-            assert proc.poll() is None, f"agentry-dev exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"not ready in time:\n{log.read_text()}"
-            time.sleep(0.5)
-        text = log.read_text()
-        assert "1/5 Firestore emulator" in text and "dashboard:  http://127.0.0.1:" in text
-        assert httpx.get(f"http://127.0.0.1:{api}/healthz").json() == {"status": "ok"}
+        text = _wait_ready(log, proc)
+        for step in range(1, 7):
+            assert f"{step}/6 " in text
+        assert f"dashboard:  http://127.0.0.1:{api}/" in text
+        assert "no LLM provider configured" in text and "ANTHROPIC_API_KEY" in text
+        assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=10).is_success
 
-        kubeconfig = tmp_path / "dev" / "kube" / "admin.kubeconfig"
-        names = _kubectl(kubeconfig, "get", "agents", "-o", "name").stdout.split()
-        assert "agent.agentry.dev/hello" in names
-        created = _kubectl(kubeconfig, "create", "-f", "manifests/samples/execution.yaml", "-o", "name")
+        status = _cli("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "kubernetes.default -> 10.96.0.1" in status.stdout and "healthy" in status.stdout
+
+        kubeconfig = workdir / "kube" / "admin.kubeconfig"
+        node = json.loads(_kubectl(kubeconfig, "get", "node", n.NODE_NAME, "-o", "json").stdout)
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "True"
+        # The operator and the API run in the cluster, installed by the chart.
+        pods = json.loads(_kubectl(kubeconfig, "-n", "agentry-system", "get", "pods", "-o", "json").stdout)
+        component = "app.kubernetes.io/component"
+        running = {p["metadata"]["labels"].get(component): p["status"]["phase"] for p in pods["items"]}
+        assert running.get("operator") == "Running" and running.get("api") == "Running", running
+
+        ns = ("-n", "agentry-workloads")
+        assert "agent.agentry.dev/hello" in _kubectl(kubeconfig, *ns, "get", "agents", "-o", "name").stdout
+        created = _kubectl(kubeconfig, *ns, "create", "-f", "manifests/samples/execution.yaml", "-o", "name")
         assert created.returncode == 0, created.stderr
         execution = created.stdout.strip().split("/")[-1]
-        deadline = time.monotonic() + 60
-        while True:
-            jobs = _kubectl(
-                kubeconfig, "get", "jobs", "-l", f"agentry.dev/execution={execution}", "-o", "name"
-            ).stdout
-            if jobs.strip():
-                break
-            assert time.monotonic() < deadline, "the operator never created the Job"
-            time.sleep(0.5)
+        status_obj = _wait_finished(kubeconfig, execution)
+        # Without a provider key the run reaches a real pod, which cannot start without the Secret:
+        # the Execution says so plainly.
+        assert status_obj["phase"] == "Failed", status_obj
+        assert 'secret "llm-keys" not found' in status_obj["message"], status_obj
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
-    assert code == 0, log.read_text()
+        code = proc.wait(180)
+    assert code == 0, log.read_text()[-6000:]
     assert "stopped every process" in log.read_text()
-    for port in (api, apiserver, firestore):
-        assert not port_in_use(port), f"port {port} still in use after Ctrl-C"
+    _assert_nothing_left(workdir, (api, apiserver, firestore))
+
+
+def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_path: Path) -> None:
+    api, apiserver, firestore = free_port(), free_port(), free_port()
+    workdir = tmp_path / "dev"
+    try:
+        # A provider on this machine's loopback, as a local LLM would be: `make dev` hands pods the
+        # node's address instead (the server listens on every address, like a local LLM server
+        # "serving on the network").
+        with ScriptedLLM(host="0.0.0.0") as llm:
+            usage = {"input_tokens": 40, "output_tokens": 9}
+            llm.script([{"text": "An operator is a controller.", "usage": usage}])
+            up = _cli(
+                *_up_args(workdir, api, apiserver, firestore),
+                "--detach",
+                timeout=1500,
+                ANTHROPIC_API_KEY="sk-ant-dev-stack-0123456789",
+                ANTHROPIC_BASE_URL=f"http://127.0.0.1:{llm.port}",
+            )
+            assert up.returncode == 0, up.stdout[-6000:] + up.stderr
+            assert "running in the background" in up.stdout and "no LLM provider" not in up.stdout
+            kubeconfig = workdir / "kube" / "admin.kubeconfig"
+            sample = ("-n", "agentry-workloads", "create", "-f", "manifests/samples/execution.yaml")
+            created = _kubectl(kubeconfig, *sample, "-o", "name")
+            assert created.returncode == 0, created.stderr
+            status = _wait_finished(kubeconfig, created.stdout.strip().split("/")[-1])
+            assert status["phase"] == "Succeeded", status
+            assert status["result"]["summary"] == "An operator is a controller."
+            assert len(llm.requests) == 1
+
+        pid = json.loads((n.NODE_RUN / "state.json").read_text())["pid"]
+        again = _cli(*_up_args(tmp_path / "other", free_port(), free_port(), free_port()))
+        assert again.returncode == 1 and "a local cluster already runs" in again.stdout, again.stdout
+
+        # A crash: the processes `up` started die with it (parent-death signal), but containers keep
+        # running in their shims, with their mounts, network interfaces and iptables rules.
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert n.shim_pids(), "expected the pods' shims to outlive a killed `up`"
+
+        down = _cli("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "containerd shim" in down.stdout, down.stdout
+        _assert_nothing_left(workdir, (api, apiserver, firestore))
+    finally:
+        if lock_holder() is not None or n.leftovers():  # a failure above: stop what runs, for the next test
+            _cli("down")
 
 
 def test_dev_stack_reports_a_taken_port(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agentry_devenv.cli",
-                "up",
-                "--workdir",
-                str(tmp_path),
-                "--api-port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _cli("up", f"--workdir={tmp_path}", f"--api-port={port}", timeout=60)
     assert result.returncode == 1
     assert f"port {port} for the Agentry API is already in use" in result.stdout
     assert "AGENTRY_API_PORT" in result.stdout and "Traceback" not in result.stdout + result.stderr

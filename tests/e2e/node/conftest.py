@@ -1,0 +1,74 @@
+"""The whole path on real containers: a local single-node cluster with Agentry installed by its chart.
+
+One cluster for this package (scope "package": it is stopped before other e2e modules, such as the
+`make dev` test, start their own; only one local node can run per machine, see cluster.py). Images
+are built (cached by their inputs) and imported into the node; the operator and the API run as pods
+of the chart; the LLM provider is the scripted server on the node's address, one per test.
+
+Cold (binaries and images not built yet) this takes 10+ minutes before the first test; warm about a
+minute. A cluster that cannot start fails every test here with the reason, never skips.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from agentry_devenv import node as n
+from agentry_devenv.cluster import Cluster
+from agentry_devenv.firestore import FirestoreEmulator
+from agentry_devenv.images import build_images
+from agentry_devenv.install import Install, Providers
+from agentry_devenv.procs import ServerError
+from agentry_devenv.scripted_llm import ScriptedLLM
+
+from .stack import ANTHROPIC_KEY, NodeStack
+
+
+def _say(msg: str) -> None:
+    print(f"[e2e-node] {msg}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="package")
+def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
+    workdir = tmp_path_factory.mktemp("node-cluster")
+    cluster = Cluster(workdir, owner="pytest tests/e2e/node")
+    firestore = FirestoreEmulator(workdir / "firestore", host=n.NODE_IP)
+    token = secrets.token_urlsafe(24)
+    try:
+        images = build_images(_say)
+        # Another run of this tier (or `make dev`) may hold the machine's node: wait for it.
+        cluster.up(_say, images, wait_for_lock=1200)
+        firestore.start()
+        install = Install(
+            cluster,
+            firestore.address,
+            project=f"e2e-{uuid.uuid4().hex[:8]}",
+            providers=Providers(anthropic_key=ANTHROPIC_KEY),
+            api_env={"AGENTRY_ADMIN_TOKEN": token},
+        )
+        install.install(_say)
+        assert install.apply_secret()
+        stack = NodeStack(cluster, install, f"http://{install.api_service()}", token)
+    except (ServerError, subprocess.SubprocessError) as exc:
+        firestore.stop()
+        cluster.down()
+        pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)
+    try:
+        yield stack
+    finally:
+        _say(f"stopping the cluster (logs stay in {workdir})")
+        firestore.stop()
+        cluster.down()
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    """A scripted provider of this test's own, on the node's address (pods reach it there)."""
+    with ScriptedLLM(host=n.NODE_IP) as server:
+        yield server

@@ -1,0 +1,106 @@
+"""Helpers of the node tests: the running stack, kubectl, waiting for an Execution's phase."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agentry_devenv import node as n
+from agentry_devenv.cluster import Cluster
+from agentry_devenv.install import LLM_SECRET, WORKLOADS_NS, Install
+from agentry_devenv.scripted_llm import ScriptedLLM
+
+ANTHROPIC_KEY = "sk-ant-e2e-node-0123456789abcdef"
+MODEL = "claude-sonnet-4-6"
+API_VERSION = "agentry.dev/v1alpha1"
+
+
+@dataclass
+class NodeStack:
+    cluster: Cluster
+    install: Install
+    api_url: str  # the API Service, reached from the host through kube-proxy
+    admin_token: str
+    namespace: str = WORKLOADS_NS
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = self.cluster.plane.kubectl("-n", self.namespace, *args, input=input, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result.stdout
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", kind, name, "-o", "json")))
+
+    def items(self, kind: str, *selector: str) -> list[dict[str, Any]]:
+        return list(json.loads(self.kubectl("get", kind, *selector, "-o", "json"))["items"])
+
+    def apply_agent(self, name: str, spec: dict[str, Any]) -> None:
+        agent = {
+            "apiVersion": "agentry.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(agent))
+
+    def run(self, agent: str, task: str) -> str:
+        """kubectl create an Execution of agent; its name."""
+        execution = {
+            "apiVersion": API_VERSION,
+            "kind": "Execution",
+            "metadata": {"generateName": f"{agent}-"},
+            "spec": {"agentRef": {"name": agent}, "input": task},
+        }
+        return (
+            self.kubectl("create", "-f", "-", "-o", "name", input=json.dumps(execution))
+            .strip()
+            .split("/")[-1]
+        )
+
+    def wait_phase(self, execution: str, phases: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            obj = self.get("execution", execution)
+            if obj.get("status", {}).get("phase") in phases:
+                return obj
+            time.sleep(1)
+        raise AssertionError(
+            f"execution {execution} not in {phases} after {timeout:.0f} s: {json.dumps(obj.get('status'))}\n"
+            + self.kubectl("get", "jobs,pods", "-o", "wide", check=False)
+            + self.kubectl("get", "events", "--sort-by=.lastTimestamp", check=False)[-3000:]
+        )
+
+    def running_containers(self, pod: str) -> list[str]:
+        """Containers the node's runtime still runs for a pod (crictl: the runtime's view, not the API's)."""
+        assert self.cluster.assets is not None
+        out = n.crictl(self.cluster.assets, "ps", "-q", "--label", f"io.kubernetes.pod.name={pod}")
+        return out.stdout.split()
+
+
+def agent_spec(llm: ScriptedLLM, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "instructions": "You are an end-to-end test agent.",
+        "model": {"provider": "anthropic", "name": MODEL, "baseURL": llm.url},
+        "tools": ["shell"],
+        "secrets": [{"env": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": LLM_SECRET, "key": "anthropic"}}],
+        "timeoutSeconds": 120,
+    }
+    spec.update(extra)
+    return spec
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:5]}"
+
+
+def api_get(stack: NodeStack, path: str) -> httpx.Response:
+    return httpx.get(
+        stack.api_url + path, headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=10
+    )
