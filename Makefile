@@ -9,7 +9,7 @@ PYTEST := .venv/bin/pytest
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
 install: .venv/.installed ## Install Python dependencies from the lock file into .venv (uses uv)
@@ -27,13 +27,30 @@ system-deps: ## Debian packages the tests need (headless Chromium for the dashbo
 provision: ## Build/cached Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, helm)
 	bash hack/provision-kube.sh
 
+.PHONY: provision-node
+provision-node: ## Also build the local node's binaries (kube-scheduler, kubelet, kube-proxy, crictl, CoreDNS, pause)
+	bash hack/provision-kube.sh kube-apiserver kube-controller-manager etcd helm \
+		kube-scheduler kubelet kube-proxy crictl coredns pause
+
 .PHONY: image
 image: ## Build the workspace image offline (starts its own dockerd; base made with debootstrap)
 	bash hack/build-workspace-image.sh
 
+.PHONY: images
+images: ## Build every image the local cluster runs (workspace, operator, API, gateway); cached by inputs
+	bash hack/build-images.sh
+
 .PHONY: dev
-dev: install ## Bring the platform up locally (Firestore emulator, control plane, CRDs, operator, API)
+dev: install ## Bring the platform up in a local single-node cluster (needs root); Ctrl-C stops it
 	$(PY) -m agentry_devenv.cli up
+
+.PHONY: dev-status
+dev-status: install ## What the local cluster runs and whether it is healthy
+	$(PY) -m agentry_devenv.cli status
+
+.PHONY: dev-down
+dev-down: install ## Stop a running (or detached, or killed) `make dev` and remove what it left on the host
+	$(PY) -m agentry_devenv.cli down
 
 .PHONY: lint
 lint: install ## ruff + mypy --strict
@@ -55,6 +72,14 @@ test-unit: install ## Unit tier only (no servers)
 .PHONY: test-integration
 test-integration: install ## Integration tier only (Firestore emulator, kube-apiserver + controller-manager)
 	$(PYTEST) -m integration -q
+
+.PHONY: test-e2e
+test-e2e: install system-deps ## e2e tier only (images, the local node, the whole path)
+	$(PYTEST) -m e2e -q
+
+.PHONY: test-e2e-node
+test-e2e-node: install ## Agents in real pods on the local node (tests/e2e/node; needs root)
+	$(PYTEST) -m e2e -q tests/e2e/node
 
 .PHONY: bench
 bench: install ## Benchmarks (print figures and ratios)

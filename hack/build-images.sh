@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the Agentry images offline, for the local node (no container registry needed):
 #   workspace  hack/build-workspace-image.sh (also starts our dockerd and makes the Debian base image)
-#   operator   images/operator/Dockerfile (also the schedule tick image)
-#   api        images/api/Dockerfile
+#   operator   images/python/Dockerfile (also the schedule tick image)
+#   api        images/python/Dockerfile (the API and dashboard)
+#   gateway    images/python/Dockerfile (the LLM gateway, with the runtime's provider layer)
 #
 # An image is rebuilt only when its inputs changed: a hash of the sources, Dockerfile, uv.lock and
 # build scripts is kept in $AGENTRY_CACHE/images/<component>.hash with the image id it produced.
@@ -10,7 +11,7 @@
 # the versions of the project's .venv, the lock constraining the rest) are downloaded as wheels on the
 # host for the image's Python, and installed with `pip --no-index` in a `--network=none` build.
 #
-# Usage: hack/build-images.sh [workspace] [operator] [api]     (default: all three)
+# Usage: hack/build-images.sh [workspace] [operator] [api] [gateway]     (default: all four)
 # Env:   TAG (default dev), AGENTRY_CACHE (default ~/.cache/agentry), AGENTRY_DOCKER_SOCK,
 #        PYTHON (a Python with pip, default python3), TARGET_PYTHON (the image's, default 3.11.2),
 #        FORCE=1 rebuilds even when the inputs did not change.
@@ -25,7 +26,7 @@ BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(workspace operator api)
+[ ${#components[@]} -gt 0 ] || components=(workspace operator api gateway)
 
 START=$(date +%s)
 log() { printf '[build-images +%3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
@@ -40,8 +41,10 @@ flock 8
 inputs() {
   case "$1" in
     workspace) echo workspace_image common hack/build-workspace-image.sh uv.lock ;;
-    operator) echo images/operator common operator hack/build-images.sh uv.lock ;;
-    api) echo images/api common api hack/build-images.sh uv.lock ;;
+    operator) echo images/python common operator hack/build-images.sh uv.lock ;;
+    api) echo images/python common api hack/build-images.sh uv.lock ;;
+    gateway) echo images/python common gateway workspace_image/agentry_workspace/__init__.py \
+      workspace_image/agentry_workspace/providers hack/build-images.sh uv.lock ;;
   esac
 }
 
@@ -98,7 +101,9 @@ from pathlib import Path
 
 extras = [a[1:] for a in sys.argv[1:] if a.startswith("+")]
 dirs = [Path(a) for a in sys.argv[1:] if not a.startswith("+")]
-first_party = {"agentry_common", "agentry_operator", "agentry_api", "agentry_workspace", "agentry_devenv"}
+first_party = {
+    "agentry_common", "agentry_operator", "agentry_api", "agentry_workspace", "agentry_devenv", "agentry_gateway"
+}
 # Every imported module, and for `from a import b` also `a.b` (b may be a submodule of a
 # namespace package such as google.cloud, which itself belongs to no distribution).
 imports: dict[str, set[str]] = {}  # top-level name -> candidate modules
@@ -144,9 +149,15 @@ for name, version in sorted(pins.items()):
 PY
 }
 
+# build_python_image <component> <package dir[,package dir...]> <default command> <imports> [+extra ...]
+# A package dir may be a sub-package (a/b): it is copied with its parent's __init__.py only. The first
+# package is the app (all its modules are imported in the build), <imports> are imported as well (modules
+# the app loads on demand), <default command> is what `python -m` runs when the pod sets no command.
 build_python_image() {
-  local c="$1" pkg="$2" tag="agentry/$1:$TAG"
-  shift 2
+  local c="$1" tag="agentry/$1:$TAG" command="$3" imports="$4" pkg
+  local -a pkgs
+  IFS=, read -r -a pkgs <<<"$2"
+  shift 4
   if cached "$c" "$tag"; then log "$tag is up to date"; return; fi
   docker_ok || die "no docker daemon answers (DOCKER_HOST=${DOCKER_HOST:-}); build the workspace image first"
   docker image inspect "$BASE_TAG" >/dev/null 2>&1 || build_workspace
@@ -155,10 +166,18 @@ build_python_image() {
   # shellcheck disable=SC2064
   trap "rm -rf '$ctx'" RETURN
   mkdir -p "$ctx/app" "$ctx/wheels"
-  cp "$REPO/images/$c/Dockerfile" "$ctx/"
-  cp -r "$REPO/common/agentry_common" "$REPO/$pkg" "$ctx/app/"
+  cp "$REPO/images/python/Dockerfile" "$ctx/"
+  cp -r "$REPO/common/agentry_common" "$ctx/app/"
+  local -a req_dirs=("$REPO/common/agentry_common")
+  for pkg in "${pkgs[@]}"; do
+    local top="${pkg#*/}" # the import path under the source root: agentry_x or agentry_x/sub
+    mkdir -p "$ctx/app/$(dirname "$top")"
+    [ "$(dirname "$top")" = "." ] || cp "$REPO/$(dirname "$pkg")/__init__.py" "$ctx/app/$(dirname "$top")/"
+    cp -r "$REPO/$pkg" "$ctx/app/$top"
+    req_dirs+=("$REPO/$pkg")
+  done
   find "$ctx/app" -name __pycache__ -type d -prune -exec rm -rf {} +
-  requirements "$REPO/common/agentry_common" "$REPO/$pkg" "$@" >"$ctx/requirements.txt" \
+  requirements "${req_dirs[@]}" "$@" >"$ctx/requirements.txt" \
     || die "could not work out the requirements of $c"
   (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-project --all-extras \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
@@ -171,7 +190,10 @@ build_python_image() {
     || die "could not resolve the wheel set offline"
   log "$c: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
   log "docker build -t $tag"
-  if ! DOCKER_BUILDKIT=0 docker build --network=none --build-arg "BASE_IMAGE=$BASE_TAG" -t "$tag" "$ctx" 2>&1 \
+  local app="${pkgs[0]##*/}"
+  if ! DOCKER_BUILDKIT=0 docker build --network=none --build-arg "BASE_IMAGE=$BASE_TAG" \
+    --build-arg "APP_PACKAGE=$app" --build-arg "APP_IMPORTS=$imports" --build-arg "APP_COMMAND=$command" \
+    -t "$tag" "$ctx" 2>&1 \
     | sed -u 's/^/    /' >&2; then
     die "docker build of $tag failed"
   fi
@@ -182,9 +204,17 @@ use_docker
 for c in "${components[@]}"; do
   case "$c" in
     workspace) build_workspace ;;
-    operator) build_python_image operator operator/agentry_operator +tzdata ;;
-    api) build_python_image api api/agentry_api "+uvicorn[standard]" +jinja2 ;;
-    *) die "unknown image $c (workspace, operator, api)" ;;
+    operator) build_python_image operator operator/agentry_operator "agentry_operator.main --all-namespaces" "" \
+      +tzdata ;;
+    api)
+      build_python_image api api/agentry_api \
+        "uvicorn agentry_api.main:create_app --factory --host=0.0.0.0 --port=8000" "" "+uvicorn[standard]" +jinja2
+      ;;
+    gateway)
+      build_python_image gateway gateway/agentry_gateway,workspace_image/agentry_workspace/providers \
+        agentry_gateway "anthropic openai agentry_workspace.providers" "+uvicorn[standard]"
+      ;;
+    *) die "unknown image $c (workspace, operator, api, gateway)" ;;
   esac
 done
 log "done"

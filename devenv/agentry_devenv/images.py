@@ -155,10 +155,12 @@ def ensure_pause_image(assets: Path, say: Say) -> None:
 @dataclass
 class BuiltImages:
     docker_host: str
-    tags: dict[str, str]  # component (workspace, operator, api) -> tag
+    tags: dict[str, str]  # component (workspace, operator, api, gateway) -> tag
 
 
-def build_images(say: Say, components: tuple[str, ...] = ("workspace", "operator", "api")) -> BuiltImages:
+def build_images(
+    say: Say, components: tuple[str, ...] = ("workspace", "operator", "api", "gateway")
+) -> BuiltImages:
     """Run hack/build-images.sh (Docker, offline, cached); its progress goes to our stderr."""
     t0 = time.monotonic()
     result = subprocess.run(
