@@ -65,9 +65,12 @@ ensure_docker() {
   local pidfile="${SOCK%.sock}.pid" logfile="${DOCKER_ROOT}.log"
   mkdir -p "$DOCKER_ROOT" "${SOCK%.sock}-exec"
   log "starting dockerd (socket $SOCK, data root $DOCKER_ROOT, log $logfile)"
-  # setsid: the daemon outlives this script (tests use it) and is not killed with our group.
+  # setsid: the daemon outlives this script (tests use it) and is not killed with our group. Our
+  # callers' descriptors are closed (3-9): a daemon holding build-images.sh's lock (fd 8) or the
+  # provisioning lock (fd 9) would make every later build wait for ever.
   setsid dockerd --host "unix://$SOCK" --data-root "$DOCKER_ROOT" \
-    --exec-root "${SOCK%.sock}-exec" --pidfile "$pidfile" >"$logfile" 2>&1 < /dev/null &
+    --exec-root "${SOCK%.sock}-exec" --pidfile "$pidfile" >"$logfile" 2>&1 </dev/null \
+    3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd is up (pid $(cat "$pidfile"))"; return; }
     sleep 1

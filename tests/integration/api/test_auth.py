@@ -2,93 +2,38 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import firestore
 
 from agentry_devenv.kube import ControlPlane
 
-from .server import ApiServer, api_settings, start_api
+from .oidc import AUDIENCE, ISSUER, Issuer, api_trusting_issuer
+from .server import ApiServer, api_settings
 
 pytestmark = pytest.mark.integration
-
-ISSUER, AUDIENCE = "https://issuer.test", "agentry-test"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class Issuer:
-    """A local OIDC issuer: an RSA key, its JWKS served over HTTP, and a token minter."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        numbers = self.key.public_key().public_numbers()
-        jwks = {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "kid": "k1",
-                    "use": "sig",
-                    "alg": "RS256",
-                    "n": b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-                    "e": b64(numbers.e.to_bytes(3, "big")),
-                }
-            ]
-        }
-        body = json.dumps(jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.jwks_url = f"http://127.0.0.1:{self.http.server_address[1]}/jwks"
-
-    def token(self, key: rsa.RSAPrivateKey | None = None, alg: str = "RS256", **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300, **claims}
-        header = {"alg": alg, "kid": "k1", "typ": "JWT"}
-        signed = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-        signature = (key or self.key).sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signed}.{b64(signature) if alg != 'none' else ''}"
 
 
 @pytest.fixture
 def oidc_api(
     firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
 ) -> Iterator[tuple[ApiServer, Issuer]]:
-    issuer = Issuer()
-    settings = api_settings(
-        firestore_project,
-        namespace,
-        str(kube.kubeconfig),
-        oidc_issuer=ISSUER,
-        oidc_audience=AUDIENCE,
-        oidc_jwks_url=issuer.jwks_url,
-        watch=False,
-    )
-    server = start_api(settings)
-    yield server, issuer
-    server.stop()
-    issuer.http.shutdown()
+    with api_trusting_issuer(
+        lambda issuer: api_settings(
+            firestore_project,
+            namespace,
+            str(kube.kubeconfig),
+            oidc_issuer=ISSUER,
+            oidc_audience=AUDIENCE,
+            oidc_jwks_url=issuer.jwks_url,
+            watch=False,
+        )
+    ) as pair:
+        yield pair
 
 
 def test_guest_session_is_a_signed_httponly_cookie(api: ApiServer) -> None:

@@ -19,8 +19,8 @@ from agentry_common.naming import scheduled_execution_name
 from agentry_devenv.kube import ControlPlane
 
 from .helpers import create_agent
-from .server import ApiServer, api_settings, start_api
-from .test_auth import Issuer
+from .oidc import Issuer, api_trusting_issuer
+from .server import ApiServer, api_settings
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +61,17 @@ def tick(
 def sched_api(
     firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
 ) -> Iterator[tuple[ApiServer, Issuer]]:
-    issuer = Issuer()
-    settings = api_settings(
-        firestore_project,
-        namespace,
-        str(kube.kubeconfig),
-        scheduler_oidc_audience=AUDIENCE,
-        scheduler_service_accounts=[INVOKER],
-        scheduler_jwks_url=issuer.jwks_url,
-    )
-    server = start_api(settings)
-    yield server, issuer
-    server.stop()
-    issuer.http.shutdown()
+    with api_trusting_issuer(
+        lambda issuer: api_settings(
+            firestore_project,
+            namespace,
+            str(kube.kubeconfig),
+            scheduler_oidc_audience=AUDIENCE,
+            scheduler_service_accounts=[INVOKER],
+            scheduler_jwks_url=issuer.jwks_url,
+        )
+    ) as pair:
+        yield pair
 
 
 def test_a_tick_creates_one_scheduled_execution_owned_by_the_agents_owner(
