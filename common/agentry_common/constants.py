@@ -15,6 +15,7 @@ EXECUTION_PLURAL: Final = "executions"
 LABEL_AGENT: Final = f"{GROUP}/agent"
 LABEL_EXECUTION: Final = f"{GROUP}/execution"
 LABEL_TRIGGER: Final = f"{GROUP}/trigger"
+LABEL_OWNER: Final = f"{GROUP}/owner"  # hash of the owning user (API); budgets by user
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "agentry-operator"

@@ -160,6 +160,8 @@ class AgentSpec(CRModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     timeout_seconds: int = Field(default=1800, ge=10, le=86400)
     retries: int = Field(default=0, ge=0, le=10)
+    # Budget priority of its runs (0..10, high >= 8, low <= 3): the gateway's admission and zones.
+    priority: int = Field(default=5, ge=0, le=10)
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
     secrets: list[SecretSpec] = Field(default_factory=list, max_length=32)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
@@ -190,6 +192,8 @@ class ExecutionSpec(CRModel):
     trigger: Trigger = Trigger.MANUAL
     correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     scheduled_time: str | None = None
+    # Overrides the Agent's spec.priority for this run.
+    priority: int | None = Field(default=None, ge=0, le=10)
     cancel: bool = False
     approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=100)
 

@@ -34,3 +34,8 @@ def cronjob_name(agent_name: str, agent_uid: str) -> str:
 def scheduled_execution_name(agent_name: str, scheduled_unix: int) -> str:
     """Name of the Execution a schedule tick creates; the same tick always yields the same name."""
     return _fit(agent_name, str(scheduled_unix), _MAX_JOB)
+
+
+def token_secret_name(job: str) -> str:
+    """The Secret holding the run token of one Job (governed runs): one per Job, resumes included."""
+    return f"{job}-token"

@@ -1,7 +1,8 @@
 """`agentry-dev`: the whole platform on this machine, in a real local cluster (`make dev`).
 
     agentry-dev up [--detach]   images, cluster (control plane + node + DNS), Firestore emulator, Agentry
-                                (Helm chart), the dashboard on localhost, sample agents; Ctrl-C stops all
+                                (Helm chart, with the LLM gateway), the dashboard on localhost, sample
+                                agents; Ctrl-C stops all
     agentry-dev status          what runs, and whether it is healthy
     agentry-dev down [--wipe]   stop a running `up` (also a detached one) and remove what it left behind
 
@@ -34,7 +35,7 @@ from .cluster import (
 )
 from .firestore import FirestoreEmulator
 from .images import build_images
-from .install import SYSTEM_NS, WORKLOADS_NS, Install, Providers
+from .install import DEV_DAILY_BUDGET_USD, SYSTEM_NS, WORKLOADS_NS, Install, Providers
 from .kube import REPO
 from .procs import Proc, ServerError, port_in_use, require_free_port, who_listens
 
@@ -69,6 +70,9 @@ class Stack:
         self.firestore_port = firestore_port
         self.project = project
         self.providers = Providers.from_env(dict(os.environ))
+        # Governed by default: the LLM gateway holds the keys; AGENTRY_DEV_GATEWAY=0 gives runs the keys.
+        self.gateway = os.environ.get("AGENTRY_DEV_GATEWAY", "1") != "0"
+        self.daily_budget = os.environ.get("AGENTRY_DEV_DAILY_BUDGET_USD") or DEV_DAILY_BUDGET_USD
         self.cluster = Cluster(workdir, apiserver_port=apiserver_port, owner="agentry-dev up")
         self.firestore = FirestoreEmulator(workdir / "firestore", port=firestore_port, host=n.NODE_IP)
         self.procs: list[Proc] = []
@@ -84,7 +88,7 @@ class Stack:
                 f"{holder.get('workdir')}). `agentry-dev status` shows it; `agentry-dev down` stops it."
             )
         t0 = time.monotonic()
-        _step(1, "images: workspace, operator, API (Docker, offline; the first build takes ~4 min) ...")
+        _step(1, "images: workspace, operator, API, gateway (Docker, offline; first build ~5 min) ...")
         images = build_images(_say)
         _step(
             2, "cluster: control plane, node, DNS (the first run builds the Kubernetes binaries: ~10 min) ..."
@@ -94,10 +98,22 @@ class Stack:
         _step(3, "Firestore emulator ...")
         self.firestore.start()
         _say(f"    Firestore emulator on {self.firestore.address}")
-        _step(4, "Agentry (Helm chart charts/agentry: CRDs, operator, API) ...")
-        install = Install(self.cluster, self.firestore.address, self.project, self.providers)
+        _step(4, "Agentry (Helm chart charts/agentry: CRDs, operator, API, LLM gateway) ...")
+        install = Install(
+            self.cluster,
+            self.firestore.address,
+            self.project,
+            self.providers,
+            gateway=self.gateway,
+            daily_budget_usd=self.daily_budget,
+        )
         install.install(_say)
         has_key = install.apply_secret()
+        if self.gateway:
+            _say(
+                f"    LLM gateway: runs call it with a per-run token; keys only in {SYSTEM_NS}/llm-keys; "
+                f"budget {self.daily_budget} USD a day per user (AGENTRY_DEV_DAILY_BUDGET_USD)"
+            )
         _step(5, "dashboard ...")
         upstream = install.api_service()
         relay = Proc(
@@ -133,12 +149,14 @@ class Stack:
             _say(
                 "    no LLM provider configured: runs fail until the Secret llm-keys has a key. Either "
                 "restart with ANTHROPIC_API_KEY set (or OPENAI_API_KEY and OPENAI_BASE_URL for an "
-                "OpenAI-compatible endpoint such as a local LLM), or create it now:"
+                "OpenAI-compatible endpoint such as a local LLM), or set it now:"
             )
             _say(
-                f"      kubectl -n {WORKLOADS_NS} create secret generic llm-keys "
-                '--from-literal=anthropic="$ANTHROPIC_API_KEY"'
+                f"      kubectl -n {install.secret_namespace} create secret generic llm-keys "
+                '--dry-run=client -o yaml --from-literal=anthropic="$ANTHROPIC_API_KEY" | kubectl apply -f -'
             )
+            if self.gateway:
+                _say(f"      kubectl -n {SYSTEM_NS} rollout restart deployment/agentry-gateway")
         elif not self.providers.anthropic_key:
             _say("    provider: OpenAI-compatible endpoint; the sample agent for it is hello-openai")
         _say(f"{READY_LINE}; `agentry-dev down` from another terminal too.")

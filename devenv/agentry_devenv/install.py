@@ -1,9 +1,11 @@
 """Agentry on the local cluster: the Helm chart (charts/agentry) with the locally built images.
 
-The operator and the API run in the cluster as they would anywhere (pods of the chart's Deployments,
-RBAC, the validating webhook behind its Service, schedule ticks as pods of the operator image). Two
-things stay on the host, because neither has an image without a registry: the Firestore emulator (a
-JVM from the Google Cloud CLI) listens on the node's address, where the API pod reaches it, and LLM
+The operator, the API and the LLM gateway run in the cluster as they would anywhere (pods of the
+chart's Deployments, RBAC, the validating webhook behind its Service, schedule ticks as pods of the
+operator image). Governed by default: provider keys go into the Secret `llm-keys` of the release
+namespace, which only the gateway mounts; runs get a per-Execution token instead. Two things stay on
+the host, because neither has an image without a registry: the Firestore emulator (a JVM from the
+Google Cloud CLI) listens on the node's address, where the API and gateway pods reach it, and LLM
 endpoints given as localhost are rewritten to the node's address.
 """
 
@@ -31,6 +33,10 @@ RELEASE = "agentry"
 SYSTEM_NS = "agentry-system"
 WORKLOADS_NS = "agentry-workloads"
 LLM_SECRET = "llm-keys"
+KEY_DIR = "/var/run/agentry/llm-keys"  # where the chart mounts LLM_SECRET in the gateway's pods
+# A development budget, so the dashboard and admission show governance at work: every user may spend
+# this much a day (docs/governance.md, "Budgets"). AGENTRY_DEV_DAILY_BUDGET_USD changes it.
+DEV_DAILY_BUDGET_USD = "10"
 Say = Callable[[str], None]
 
 
@@ -86,32 +92,84 @@ class Install:
     image_tag: str = "dev"
     api_env: dict[str, str] = field(default_factory=dict)  # more environment of the API pods
     extra_values: dict[str, Any] = field(default_factory=dict)
+    # The LLM gateway between runs and providers (keys only in the gateway); False: runs get the keys.
+    gateway: bool = True
+    daily_budget_usd: str = DEV_DAILY_BUDGET_USD
+
+    @property
+    def secret_namespace(self) -> str:
+        """Where `llm-keys` lives: with the gateway, beside it (never where agents run)."""
+        return SYSTEM_NS if self.gateway else WORKLOADS_NS
 
     def values(self) -> dict[str, Any]:
-        llm: dict[str, str] = {}
-        if self.providers.anthropic_base_url:
-            llm["anthropicBaseUrl"] = reachable_from_pods(self.providers.anthropic_base_url)
-        if self.providers.openai_base_url:
-            llm["openaiBaseUrl"] = reachable_from_pods(self.providers.openai_base_url)
         never = {"tag": self.image_tag, "pullPolicy": "Never"}  # imported images: never pull
         values: dict[str, Any] = {
             "gcp": {"projectId": self.project},
             "operator": {
                 "image": never,
                 "workspaceImage": {"tag": self.image_tag},
-                "llm": llm,
                 # One instance, restarted by `make dev`: no peering wait between an old and a new pod.
                 "peering": {"enabled": False},
             },
             "api": {
                 "image": never,
-                "extraEnv": [
-                    {"name": k, "value": v}
-                    for k, v in {"FIRESTORE_EMULATOR_HOST": self.firestore_host, **self.api_env}.items()
+                "extraEnv": _env({"FIRESTORE_EMULATOR_HOST": self.firestore_host, **self.api_env}),
+            },
+        }
+        if self.gateway:
+            values["gateway"] = self.gateway_values(never)
+        else:
+            llm: dict[str, str] = {}
+            if self.providers.anthropic_base_url:
+                llm["anthropicBaseUrl"] = reachable_from_pods(self.providers.anthropic_base_url)
+            if self.providers.openai_base_url:
+                llm["openaiBaseUrl"] = reachable_from_pods(self.providers.openai_base_url)
+            values["operator"]["llm"] = llm
+        return _merge(values, self.extra_values)
+
+    def gateway_values(self, image: dict[str, str]) -> dict[str, Any]:
+        """One gateway replica with its budgets in the Firestore emulator; channels at the configured
+        endpoints (the providers' own when none is given), keys from `llm-keys`."""
+        p = self.providers
+        channels = []
+        for name, base_url in (("anthropic", p.anthropic_base_url), ("openai", p.openai_base_url)):
+            channel: dict[str, str] = {"name": name, "protocol": name, "apiKeyFile": f"{KEY_DIR}/{name}"}
+            if base_url:
+                channel["baseURL"] = reachable_from_pods(base_url)
+            channels.append(channel)
+        # Host services the gateway calls on the node's address (the emulator, a local LLM server).
+        ports = {int(self.firestore_host.rsplit(":", 1)[1])}
+        for url in (p.anthropic_base_url, p.openai_base_url):
+            parts = urlsplit(reachable_from_pods(url or ""))
+            if parts.hostname == NODE_IP:
+                ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+        return {
+            "enabled": True,
+            "image": image,
+            "replicas": 1,
+            "podDisruptionBudget": {"enabled": False},  # one replica: a drain must not wait for ever
+            "providerKeys": {"existingSecret": LLM_SECRET},  # entries `anthropic` and `openai`
+            "extraEnv": _env({"FIRESTORE_EMULATOR_HOST": self.firestore_host}),
+            "networkPolicy": {
+                "extraEgress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": f"{NODE_IP}/32"}}],
+                        "ports": [{"protocol": "TCP", "port": port} for port in sorted(ports)],
+                    }
+                ]
+            },
+            "config": {
+                "channels": channels,
+                "defaults": {"anthropic": "anthropic", "openai": "openai"},
+                "budgets": [
+                    {
+                        "name": "dev-users",
+                        "scope": "user",
+                        "limits": [{"window": "day", "costUSD": self.daily_budget_usd}],
+                    }
                 ],
             },
         }
-        return _merge(values, self.extra_values)
 
     def helm(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         assert self.cluster.assets is not None
@@ -124,8 +182,12 @@ class Install:
         )
 
     def install(self, say: Say, timeout: float = 300) -> None:
-        """helm upgrade --install, waiting until the operator and the API are ready."""
+        """helm upgrade --install, waiting until the operator, the API (and the gateway) are ready."""
         t0 = time.monotonic()
+        if self.gateway:
+            # The gateway's pods mount `llm-keys`: it must exist (empty without a key) before they start.
+            self.cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NS}}])
+            self.apply_secret(always=True)
         values = self.cluster.workdir / "agentry-values.yaml"
         values.write_text(yaml.safe_dump(self.values(), sort_keys=False))
         result = self.helm(
@@ -154,20 +216,21 @@ class Install:
                                                     "json").stdout)  # fmt: skip
         return f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
-    def apply_secret(self) -> bool:
-        """The `llm-keys` Secret the sample Agents reference; False if no key is configured."""
+    def apply_secret(self, always: bool = False) -> bool:
+        """The `llm-keys` Secret: the gateway's provider keys (or, without the gateway, the one the
+        sample Agents reference). False if no key is configured (then written only if `always`)."""
         data = self.providers.secret_data()
-        if not data:
+        if not data and not always:
             return False
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": LLM_SECRET, "namespace": WORKLOADS_NS},
+            "metadata": {"name": LLM_SECRET, "namespace": self.secret_namespace},
             "type": "Opaque",
             "stringData": data,
         }
         self.cluster.apply([secret])
-        return True
+        return bool(data)
 
     def apply_samples(self) -> list[str]:
         """The sample Agents (not the sample Execution: that one is `kubectl create`d to run)."""
@@ -190,6 +253,10 @@ class Install:
             {"env": "OPENAI_API_KEY", "secretKeyRef": {"name": LLM_SECRET, "key": "openai"}}
         ]
         return agent
+
+
+def _env(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

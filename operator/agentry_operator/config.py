@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentry_common.tokens import Keyring
+
 
 class OperatorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTRY_", extra="ignore", populate_by_name=True)
@@ -29,9 +31,30 @@ class OperatorConfig(BaseSettings):
     default_cpu_request: str = "100m"
     default_memory_request: str = "256Mi"
     default_memory_limit: str = "1Gi"
-    # -- Base URLs the runtime gets when the Agent does not set one (e.g. an in-cluster gateway).
+    # -- Base URLs the runtime gets when the Agent does not set one. With the gateway on they default
+    # to gateway_url (Anthropic) and gateway_url + "/v1" (OpenAI).
     anthropic_base_url: str | None = None
     openai_base_url: str | None = None
+    # -- Governance (docs/governance.md): base URL of the LLM gateway, e.g.
+    # http://agentry-gateway.agentry.svc:8090. Unset: governance off (runs use spec.secrets keys,
+    # no admission). Set: every start asks the gateway's admission, run pods get a per-Execution
+    # token instead of provider keys, and the token keyring below is required.
+    gateway_url: str | None = None
+    # -- Token keyring shared with the gateway: a mounted Secret directory (one file per key id), or
+    # kid:secret pairs (development); the minting key id (default: the greatest).
+    token_keys_dir: str | None = None
+    token_keys: str | None = None
+    token_kid: str | None = None
+    # -- Longest an Execution may wait for budget (maxWaitSeconds of admission) when its schedule sets
+    # no startingDeadlineSeconds; counted from the Execution's creation.
+    admission_max_wait_seconds: int = Field(default=86400, ge=0)
+    # -- A waiting Execution asks again after the gateway's retryAfterSeconds, but at most this long
+    # (budgets may be raised, or reservations released, before the window frees).
+    admission_recheck_seconds: float = Field(default=300.0, gt=0)
+    # -- Gateway unreachable (or 5xx): the Execution stays Pending and asks again after this long.
+    admission_unavailable_retry_seconds: float = Field(default=30.0, gt=0)
+    # -- Timeout of one admission call.
+    admission_timeout_seconds: float = Field(default=10.0, gt=0)
     # -- Port of Prometheus metrics (0 disables).
     metrics_port: int = 9090
     # -- Admission webhook: listen address/port, and the host the API server calls.
@@ -70,6 +93,37 @@ class OperatorConfig(BaseSettings):
     # a failed reconcile (refused, unreachable) is tried again.
     cloud_scheduler_timeout_seconds: float = 30.0
     cloud_scheduler_retry_seconds: float = 60.0
+
+    @property
+    def governed(self) -> bool:
+        """The LLM gateway is on: admission before each run, run tokens instead of provider keys."""
+        return bool(self.gateway_url)
+
+    @property
+    def gateway_base(self) -> str:
+        return (self.gateway_url or "").rstrip("/")
+
+    @property
+    def run_anthropic_base_url(self) -> str | None:
+        """ANTHROPIC_BASE_URL of run pods: explicit setting, else the gateway when it is on."""
+        return self.anthropic_base_url or (self.gateway_base if self.governed else None)
+
+    @property
+    def run_openai_base_url(self) -> str | None:
+        """OPENAI_BASE_URL of run pods: explicit setting, else the gateway's /v1 when it is on."""
+        return self.openai_base_url or (f"{self.gateway_base}/v1" if self.governed else None)
+
+    def keyring(self) -> Keyring:
+        """The token keyring (required when the gateway is on); ValueError says what to set."""
+        if self.token_keys_dir:
+            return Keyring.from_dir(self.token_keys_dir, self.token_kid)
+        if self.token_keys:
+            return Keyring.from_env_value(self.token_keys, self.token_kid)
+        raise ValueError(
+            "AGENTRY_GATEWAY_URL is set but there are no token keys: set AGENTRY_TOKEN_KEYS_DIR to the "
+            "mounted Secret directory shared with the gateway (or AGENTRY_TOKEN_KEYS=kid:secret for "
+            "development)"
+        )
 
 
 @lru_cache

@@ -23,6 +23,7 @@ from . import kube
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
 from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
+from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.execution import on_execution, on_job, on_pod
 from .handlers.state import State
@@ -73,6 +74,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     memo.client = kube.new_client()
     memo.state = State()
+    # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
+    memo.state.governance = Governance.from_config(config)
+    if memo.state.governance is not None:
+        log.info("governance on: admission and run tokens through the gateway at %s", config.gateway_base)
     memo.scheduler = cloud_scheduler_backend(config, log)
     memo.refresher = asyncio.create_task(background_loop(memo.client, config, memo.state, log))
 
@@ -81,6 +86,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.refresher.cancel()
     await memo.client.close()
+    if memo.state.governance is not None:
+        await memo.state.governance.aclose()
     if memo.scheduler is not None:
         await memo.scheduler.close()
 
@@ -167,7 +174,7 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
 
 
 def validate_agent(spec: kopf.Spec, **_: Any) -> None:
-    errors = spec_errors(dict(spec))
+    errors = spec_errors(dict(spec), get_config().gateway_url)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 

@@ -193,3 +193,38 @@ ports:
   {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Agent run pods: the pods of Execution Jobs (schedule tick pods carry no execution label). Shared by the
+run NetworkPolicy and the gateway's ingress rule; the labels come from agentry_operator.builders.job.
+*/}}
+{{- define "agentry.runPodSelector" -}}
+matchLabels:
+  app.kubernetes.io/managed-by: agentry-operator
+matchExpressions:
+  - key: agentry.dev/execution
+    operator: Exists
+{{- end }}
+
+{{/* The LLM gateway: names, its in-cluster URL, and the token-key Secret shared with the operator. */}}
+{{- define "agentry.gateway.name" -}}
+{{- include "agentry.componentName" (dict "ctx" . "component" "gateway") }}
+{{- end }}
+
+{{- define "agentry.gateway.serviceAccountName" -}}
+{{- default (include "agentry.gateway.name" .) .Values.gateway.serviceAccount.name }}
+{{- end }}
+
+{{- define "agentry.gateway.url" -}}
+{{- printf "http://%s.%s.svc:%d" (include "agentry.gateway.name" .) .Release.Namespace (int .Values.gateway.port) }}
+{{- end }}
+
+{{- define "agentry.tokenKeys.secretName" -}}
+{{- default (printf "%s-token-keys" (include "agentry.fullname" .)) .Values.gateway.tokenKeys.existingSecret }}
+{{- end }}
+
+{{/* Where the operator and the gateway read the token keys (AGENTRY_TOKEN_KEYS_DIR). */}}
+{{- define "agentry.tokenKeys.dir" -}}
+/var/run/agentry/token-keys
+{{- end }}
+

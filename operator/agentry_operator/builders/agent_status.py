@@ -16,13 +16,29 @@ FAILURE_LIKE = {Phase.FAILED, Phase.CANCELLED}
 ARCHIVE_NAMES = 200
 
 
-def spec_errors(spec: dict[str, Any]) -> list[str]:
-    """What the CRD schema and CEL cannot check (cron syntax, IANA zone), plus the model itself."""
+def spec_errors(spec: dict[str, Any], gateway_url: str | None = None) -> list[str]:
+    """What the CRD schema and CEL cannot check (cron syntax, IANA zone), plus the model itself.
+
+    With the LLM gateway on (`gateway_url`), a model base URL pointing elsewhere is refused: the run
+    would reach a model around the budgets (or send its token to another host).
+    """
     try:
         model = AgentSpec.model_validate(spec)
     except ValidationError as exc:
         return [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     errors = []
+    if gateway_url:
+        gateway = gateway_url.rstrip("/")
+        refs = [("spec.model.baseURL", model.model.base_url)]
+        refs += [
+            (f"spec.model.fallbacks[{i}].baseURL", f.base_url) for i, f in enumerate(model.model.fallbacks)
+        ]
+        for field, url in refs:
+            if url and not (url.rstrip("/") == gateway or url.startswith(gateway + "/")):
+                errors.append(
+                    f"{field} ({url}) bypasses the LLM gateway ({gateway}), which governs every model "
+                    "call here: remove it (the gateway's routes choose the endpoint)"
+                )
     if model.schedule is not None:
         for problem in (cron_error(model.schedule.cron), timezone_error(model.schedule.time_zone)):
             if problem:

@@ -11,6 +11,7 @@ from agentry_common.models import AgentSpec
 from agentry_common.naming import job_name
 
 from ..config import OperatorConfig
+from .governance import governed_secrets, token_env
 
 CONTAINER = "agent"
 DEADLINE_GRACE_SECONDS = 30
@@ -62,7 +63,11 @@ ANNOTATION_INPUT = f"{c.GROUP}/input.txt"
 
 
 def _env(
-    execution: dict[str, Any], agent: AgentSpec, correlation_id: str, config: OperatorConfig
+    execution: dict[str, Any],
+    agent: AgentSpec,
+    correlation_id: str,
+    config: OperatorConfig,
+    token_secret: str | None,
 ) -> list[dict[str, Any]]:
     meta = execution["metadata"]
     env: list[dict[str, Any]] = [
@@ -73,12 +78,19 @@ def _env(
         {"name": c.ENV_DEADLINE, "value": str(agent.timeout_seconds)},
         {"name": "HOME", "value": c.WORKSPACE_DIR},
     ]
-    if config.anthropic_base_url:
-        env.append({"name": "ANTHROPIC_BASE_URL", "value": config.anthropic_base_url})
-    if config.openai_base_url:
-        env.append({"name": "OPENAI_BASE_URL", "value": config.openai_base_url})
+    if config.run_anthropic_base_url:
+        env.append({"name": "ANTHROPIC_BASE_URL", "value": config.run_anthropic_base_url})
+    if config.run_openai_base_url:
+        env.append({"name": "OPENAI_BASE_URL", "value": config.run_openai_base_url})
+    secrets = agent.secrets
+    if config.governed:
+        # Governed: the run token is the only "provider key" in the pod; real keys stay in the gateway.
+        if not token_secret:
+            raise ValueError("a governed run needs its token Secret")
+        env.extend(token_env(token_secret))
+        secrets = governed_secrets(secrets)
     secret_manager: dict[str, str] = {}
-    for secret in agent.secrets:
+    for secret in secrets:
         if secret.secret_key_ref is not None:
             ref = secret.secret_key_ref
             # Only a reference: the kubelet resolves the value; it never passes through Agentry.
@@ -98,6 +110,11 @@ def _env(
             }
         )
     return env
+
+
+def active_deadline_seconds(agent: AgentSpec) -> int:
+    """The Job's deadline: the runtime's own (spec.timeoutSeconds) plus a grace period."""
+    return agent.timeout_seconds + DEADLINE_GRACE_SECONDS
 
 
 def _resources(agent: AgentSpec, config: OperatorConfig) -> dict[str, Any]:
@@ -140,8 +157,14 @@ def build_job(
     config: OperatorConfig,
     name: str | None = None,
     resume_configmap: str | None = None,
+    token_secret: str | None = None,
 ) -> dict[str, Any]:
-    """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted"."""
+    """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted".
+
+    With the gateway on (`config.governed`), `token_secret` names the Secret holding this Job's run
+    token (builders/governance.py): it becomes both provider keys, and no provider key of the Agent's
+    spec.secrets is put into the pod.
+    """
     meta = execution["metadata"]
     spec = AgentSpec.model_validate(agent["spec"])
     name = name or job_name(meta["name"], meta["uid"])
@@ -156,7 +179,7 @@ def build_job(
         "image": config.workspace_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "agentry_workspace"],
-        "env": _env(execution, spec, correlation_id, config),
+        "env": _env(execution, spec, correlation_id, config, token_secret),
         "resources": _resources(spec, config),
         "terminationMessagePath": c.RESULT_FILE,
         # The runtime writes its result JSON there; if it crashes first, the log tail explains.
@@ -209,7 +232,7 @@ def build_job(
             "backoffLimit": spec.retries,
             # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the
             # Job's deadline is the backstop for a runtime that cannot.
-            "activeDeadlineSeconds": spec.timeout_seconds + DEADLINE_GRACE_SECONDS,
+            "activeDeadlineSeconds": active_deadline_seconds(spec),
             "ttlSecondsAfterFinished": config.job_ttl_seconds,
             "podReplacementPolicy": "Failed",
             "podFailurePolicy": {

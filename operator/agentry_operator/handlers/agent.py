@@ -33,7 +33,7 @@ async def reconcile_agent(
     meta, spec = body["metadata"], body["spec"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     status = body.get("status") or {}
-    errors = spec_errors(spec)
+    errors = spec_errors(spec, config.gateway_url)
     if errors:
         message = "; ".join(errors)
         logger.warning("agent %s is invalid: %s", name, message)

@@ -23,6 +23,7 @@ from ..builders.execution_status import Observed, observe, status_patch
 from ..builders.job import RESUME_FILE, STATE_KEY, build_job, owner_reference
 from ..conditions import now_rfc3339
 from ..config import OperatorConfig
+from .admission import ensure_token_secret
 from .state import Logger, State
 
 DEFAULT_TIMEOUT_SECONDS = 3600
@@ -149,8 +150,14 @@ async def resume(
         resume_doc["state"] = saved
     await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
     correlation_id = status.get("correlationId") or meta["name"]
+    # A resumed run is a new Job: with the gateway on it gets a new token (no second admission: the
+    # run was admitted; the gateway's check before every call still applies).
+    token_secret = await ensure_token_secret(client, state, body, agent, name) if config.governed else None
     job = await kube.create_or_adopt(
-        client, build_job(body, agent, correlation_id, config, name=name, resume_configmap=name)
+        client,
+        build_job(
+            body, agent, correlation_id, config, name=name, resume_configmap=name, token_secret=token_secret
+        ),
     )
     logger.info(
         "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.get("decidedBy")

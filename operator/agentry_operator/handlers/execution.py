@@ -24,6 +24,7 @@ from ..builders.execution_status import Observed, observe, observe_pod, status_p
 from ..builders.job import build_job, owner_reference
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..config import OperatorConfig
+from .admission import admission, ensure_token_secret
 from .approval import on_waiting, pause
 from .state import Key, Logger, State, phase_of
 
@@ -42,19 +43,25 @@ async def _write(client: AsyncClient, state: State, body: dict[str, Any], status
 
 
 async def _decide(
-    client: AsyncClient, state: State, body: dict[str, Any], phase: Phase, reason: str, message: str
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    phase: Phase,
+    reason: str,
+    message: str,
+    conditions: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write a phase the operator decides itself (not read from a Job)."""
+    """Write a phase the operator decides itself (not read from a Job); `conditions` replace the
+    current ones (before Succeeded is set) when given."""
     status, gen = body.get("status") or {}, body["metadata"].get("generation")
     now = now_rfc3339()
     succeeded = (phase == Phase.SUCCEEDED) if phase.terminal else None
+    base = status.get("conditions") if conditions is None else conditions
     patch: dict[str, Any] = {
         "phase": phase.value,
         "reason": reason,
         "message": message,
-        "conditions": set_condition(
-            status.get("conditions"), "Succeeded", succeeded, reason, message, gen, now
-        ),
+        "conditions": set_condition(base, "Succeeded", succeeded, reason, message, gen, now),
         "observedGeneration": gen,
     }
     if phase.terminal:
@@ -159,7 +166,26 @@ async def start(
     status = body.get("status") or {}
     correlation_id = spec.get("correlationId") or status.get("correlationId") or uuid.uuid4().hex
     child = job_name(meta["name"], meta["uid"])
-    job = await kube.create_or_adopt(client, build_job(body, agent, correlation_id, config))
+    token_secret: str | None = None
+    if config.governed:
+        verdict = await admission(client, config, state, body, agent, child, logger)
+        if verdict is None:
+            return  # asked recently (its retry is scheduled), or being asked
+        if not verdict.start:
+            if (status.get("phase"), status.get("reason"), status.get("message")) != (
+                verdict.phase.value,
+                verdict.reason,
+                verdict.message,
+            ):
+                await _decide(
+                    client, state, body, verdict.phase, verdict.reason, verdict.message, verdict.conditions
+                )
+            return
+        status = {**status, "conditions": verdict.conditions}
+        token_secret = await ensure_token_secret(client, state, body, agent, child)
+    job = await kube.create_or_adopt(
+        client, build_job(body, agent, correlation_id, config, token_secret=token_secret)
+    )
     logger.info(
         "job %s for execution %s correlation_id=%s",
         child,

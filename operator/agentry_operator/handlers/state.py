@@ -1,19 +1,22 @@
 """In-memory state of one operator process, rebuilt from watch events after every (re)start.
 
 It holds the last seen Agents and Executions (so handlers need no GET before acting), Executions
-waiting for their Agent, reconciles to retry, and Agents whose status is stale. One background task
-works through the last three: no per-object timers or daemons.
+waiting for their Agent, reconciles to retry (budget waits included), and Agents whose status is
+stale. One background task works through the last three: no per-object timers or daemons.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentry_common.models import Phase
 
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
+
+if TYPE_CHECKING:
+    from .admission import Governance
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 Key = tuple[str, str]  # (namespace, name)
@@ -54,6 +57,11 @@ class State:
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
         self.retry_at: dict[Key, float] = {}
         self.dirty_agents: set[Key] = set()
+        # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
+        # time admission may be asked again (its retry is in retry_at) and the questions in flight.
+        self.governance: Governance | None = None
+        self.admission_after: dict[Key, float] = {}
+        self.admitting: set[Key] = set()
 
     # -- Executions ----------------------------------------------------------------------------
 
@@ -80,6 +88,7 @@ class State:
             EXECUTIONS.labels(phase_of(item).value).dec()  # type: ignore[union-attr]
         self.waiting_for_agent.pop(key, None)
         self.retry_at.pop(key, None)
+        self.admission_after.pop(key, None)
 
     def _count(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         before, after = (phase_of(old) if old else None), phase_of(new)

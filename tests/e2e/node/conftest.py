@@ -2,8 +2,10 @@
 
 One cluster for this package (scope "package": it is stopped before other e2e modules, such as the
 `make dev` test, start their own; only one local node can run per machine, see cluster.py). Images
-are built (cached by their inputs) and imported into the node; the operator and the API run as pods
-of the chart; the LLM provider is the scripted server on the node's address, one per test.
+are built (cached by their inputs) and imported into the node; the operator, the API and the LLM
+gateway run as pods of the chart, governed as `make dev` installs it: runs call the gateway with
+a per-Execution token, and the gateway calls the provider — the scripted server on the node's
+address (one for the package; each test scripts it afresh) — with the key only it holds.
 
 Cold (binaries and images not built yet) this takes 10+ minutes before the first test; warm about a
 minute. A cluster that cannot start fails every test here with the reason, never skips.
@@ -35,7 +37,14 @@ def _say(msg: str) -> None:
 
 
 @pytest.fixture(scope="package")
-def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
+def upstream() -> Iterator[ScriptedLLM]:
+    """The provider behind the gateway, on the node's address (the gateway pod reaches it there)."""
+    with ScriptedLLM(host=n.NODE_IP) as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def node_stack(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedLLM) -> Iterator[NodeStack]:
     workdir = tmp_path_factory.mktemp("node-cluster")
     cluster = Cluster(workdir, owner="pytest tests/e2e/node")
     firestore = FirestoreEmulator(workdir / "firestore", host=n.NODE_IP)
@@ -49,11 +58,10 @@ def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
             cluster,
             firestore.address,
             project=f"e2e-{uuid.uuid4().hex[:8]}",
-            providers=Providers(anthropic_key=ANTHROPIC_KEY),
+            providers=Providers(anthropic_key=ANTHROPIC_KEY, anthropic_base_url=upstream.url),
             api_env={"AGENTRY_ADMIN_TOKEN": token},
         )
         install.install(_say)
-        assert install.apply_secret()
         stack = NodeStack(cluster, install, f"http://{install.api_service()}", token)
     except (ServerError, subprocess.SubprocessError) as exc:
         firestore.stop()
@@ -68,7 +76,7 @@ def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
 
 
 @pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    """A scripted provider of this test's own, on the node's address (pods reach it there)."""
-    with ScriptedLLM(host=n.NODE_IP) as server:
-        yield server
+def llm(upstream: ScriptedLLM) -> ScriptedLLM:
+    """The provider, with nothing scripted or recorded yet."""
+    upstream.reset()
+    return upstream

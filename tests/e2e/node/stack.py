@@ -12,8 +12,7 @@ import httpx
 
 from agentry_devenv import node as n
 from agentry_devenv.cluster import Cluster
-from agentry_devenv.install import LLM_SECRET, WORKLOADS_NS, Install
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_devenv.install import WORKLOADS_NS, Install
 
 ANTHROPIC_KEY = "sk-ant-e2e-node-0123456789abcdef"
 MODEL = "claude-sonnet-4-6"
@@ -84,12 +83,12 @@ class NodeStack:
         return out.stdout.split()
 
 
-def agent_spec(llm: ScriptedLLM, **extra: Any) -> dict[str, Any]:
+def agent_spec(**extra: Any) -> dict[str, Any]:
+    """An Agent as people write one for a governed install: no endpoint, no key (the gateway has them)."""
     spec: dict[str, Any] = {
         "instructions": "You are an end-to-end test agent.",
-        "model": {"provider": "anthropic", "name": MODEL, "baseURL": llm.url},
+        "model": {"provider": "anthropic", "name": MODEL},
         "tools": ["shell"],
-        "secrets": [{"env": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": LLM_SECRET, "key": "anthropic"}}],
         "timeoutSeconds": 120,
     }
     spec.update(extra)

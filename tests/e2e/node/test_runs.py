@@ -3,6 +3,7 @@ Security "restricted" → the result, tokens and cost in the Execution's status 
 
 from __future__ import annotations
 
+import base64
 import time
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,11 @@ PROBE = (
     "id -u; "
     "getent hosts kubernetes.default.svc.cluster.local; "
     "touch /probe 2>/dev/null && echo rootfs-writable || echo rootfs-read-only; "
+    # The provider key, looked for in every process' environment and the writable places and mounts
+    # (the pattern is assembled here so that this command's own text, kept in the transcript, can't
+    # match it).
+    "k=sk-ant-; k=${k}e2e-node; "
+    "echo key-files=$(grep -rls -- \"$k\" /proc/[0-9]*/environ /etc /tmp /workspace /run /var/run | wc -l); "
     "echo done-probing"
 )
 
@@ -46,7 +52,7 @@ def test_agent_runs_in_a_real_pod_to_success(node_stack: NodeStack, llm: Scripte
         ]
     )
     agent = unique("probe")
-    node_stack.apply_agent(agent, agent_spec(llm))
+    node_stack.apply_agent(agent, agent_spec())
     execution = node_stack.run(agent, "Probe your sandbox.")
 
     done = node_stack.wait_phase(execution, ("Succeeded", "Failed"))
@@ -60,14 +66,15 @@ def test_agent_runs_in_a_real_pod_to_success(node_stack: NodeStack, llm: Scripte
     # The tool ran inside the container: as uid 10001, on a read-only root filesystem, and the
     # cluster DNS resolved the kubernetes Service (CoreDNS + kube-proxy work from a run pod).
     assert len(llm.requests) == 2
-    tool_result = str(llm.requests[1].body["messages"][-1]["content"][0]["content"])
+    tool_result = str(llm.requests[1].body["messages"][-1])
     assert "10001" in tool_result and "rootfs-read-only" in tool_result, tool_result
     assert "10.96.0.1" in tool_result and "done-probing" in tool_result, tool_result
-    # The provider saw the run's key (from the Secret) and its correlation id.
+    # No provider key anywhere in the run's pod; the provider got it from the gateway, which alone
+    # holds it, while the run called the gateway with its own short-lived token.
+    assert "key-files=0" in tool_result, tool_result
     headers = {k.lower(): v for k, v in llm.requests[0].headers.items()}
     bearer = headers.get("authorization", "").removeprefix("Bearer ")
     assert ANTHROPIC_KEY in (headers.get("x-api-key"), bearer)
-    assert headers.get("x-agentry-correlation-id") == status["correlationId"]
 
     # The pod was admitted under Pod Security "restricted" and ran on the local node.
     namespace = node_stack.cluster.plane.kubectl("get", "namespace", node_stack.namespace, "-o", "json")
@@ -80,12 +87,21 @@ def test_agent_runs_in_a_real_pod_to_success(node_stack: NodeStack, llm: Scripte
     container = pod["status"]["containerStatuses"][0]
     assert container["state"]["terminated"]["exitCode"] == 0
     assert container["image"].endswith("agentry/workspace:dev")
+    env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
+    token_secret = f"{status['jobName']}-token"
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == token_secret, env[var]
+    assert env["ANTHROPIC_BASE_URL"]["value"].startswith("http://agentry-gateway."), env["ANTHROPIC_BASE_URL"]
+    secrets = [s["metadata"]["name"] for s in node_stack.items("secrets")]
+    assert token_secret in secrets and "llm-keys" not in secrets, secrets
+    token = base64.b64decode(node_stack.get("secret", token_secret)["data"]["token"]).decode()
+    assert token.startswith("agt1.") and ANTHROPIC_KEY not in token
 
 
 def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: ScriptedLLM) -> None:
     llm.script([{"text": "Seen by the API.", "usage": {"input_tokens": 300, "output_tokens": 20}}])
     agent = unique("api")
-    node_stack.apply_agent(agent, agent_spec(llm))
+    node_stack.apply_agent(agent, agent_spec())
     execution = node_stack.run(agent, "Say something.")
     node_stack.wait_phase(execution, ("Succeeded",))
 
@@ -109,7 +125,7 @@ def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: Script
 def test_provider_errors_past_the_retries_fail_the_run(node_stack: NodeStack, llm: ScriptedLLM) -> None:
     llm.script([{"error": {"status": 529, "message": "overloaded (scripted)"}, "repeat": 20}])
     agent = unique("overloaded")
-    node_stack.apply_agent(agent, agent_spec(llm))
+    node_stack.apply_agent(agent, agent_spec())
     execution = node_stack.run(agent, "Try.")
 
     status = node_stack.wait_phase(execution, ("Succeeded", "Failed"))["status"]
@@ -125,7 +141,7 @@ def test_provider_errors_past_the_retries_fail_the_run(node_stack: NodeStack, ll
 def test_timeout_fails_the_run_and_stops_its_pod(node_stack: NodeStack, llm: ScriptedLLM) -> None:
     llm.script([{"text": "too late", "delay": 90}])
     agent = unique("slow")
-    node_stack.apply_agent(agent, agent_spec(llm, timeoutSeconds=10))
+    node_stack.apply_agent(agent, agent_spec(timeoutSeconds=10))
     execution = node_stack.run(agent, "Take your time.")
 
     status = node_stack.wait_phase(execution, ("Succeeded", "Failed"), timeout=120)["status"]
@@ -144,7 +160,7 @@ def test_scheduled_agent_runs_from_its_cronjob(node_stack: NodeStack, llm: Scrip
     usage = {"input_tokens": 100, "output_tokens": 10}
     llm.script([{"text": "Scheduled hello.", "usage": usage, "repeat": 3}])
     agent = unique("cron")
-    node_stack.apply_agent(agent, agent_spec(llm, schedule={"cron": "*/1 * * * *", "timeZone": "UTC"}))
+    node_stack.apply_agent(agent, agent_spec(schedule={"cron": "*/1 * * * *", "timeZone": "UTC"}))
     try:
         deadline = time.monotonic() + 150  # the next minute, then the tick pod
         runs: list[dict[str, Any]] = []

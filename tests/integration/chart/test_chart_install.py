@@ -1,6 +1,7 @@
 """`helm install` of charts/agentry into the real test control plane (there is no kubelet: pods never
 start, so the tests assert on objects, on RBAC as the API server evaluates it, and on Pod Security
-admission in the workload namespace)."""
+admission in the workload namespace and in the release namespace, which the test labels "restricted"
+too). The release runs with the LLM gateway on."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from lightkube import Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 
+from agentry_common.naming import token_secret_name
 from agentry_devenv.kube import REPO, ControlPlane
 from agentry_devenv.procs import Proc, free_port
 from agentry_operator.builders.cronjob import build_cronjob
@@ -37,7 +39,8 @@ RELEASE = "agentry-test"  # fullname "agentry-test": no clash with manifests/ins
 SNAPSHOT = Path(__file__).with_name("rbac_snapshot.yaml")
 UPDATE_SNAPSHOT = os.environ.get("AGENTRY_UPDATE_SNAPSHOTS") == "1"
 ACCOUNTS = {"operator": "agentry-test-operator", "api": "agentry-test-api", "tick": "agentry-test-tick"}
-ACCOUNTS |= {"workload": "agentry-test-workload"}
+ACCOUNTS |= {"workload": "agentry-test-workload", "gateway": "agentry-test-gateway"}
+IN_RELEASE_NAMESPACE = ("operator", "api", "gateway")
 AGENT_SPEC = {"instructions": "Say hello.", "model": {"name": "claude-sonnet-4-5"}}
 
 
@@ -90,6 +93,10 @@ def release(kube: ControlPlane) -> Iterator[Release]:
     suffix = uuid.uuid4().hex[:6]
     namespace, workloads = f"agentry-it-{suffix}", f"agentry-wl-{suffix}"
     _adopt_existing_crds(kube, namespace)
+    # The release namespace enforces Pod Security "restricted" as well: the operator, API, emulator and
+    # gateway pods must be admitted by it (the ReplicaSet controller creates them; no kubelet runs them).
+    kube.kubectl("create", "namespace", namespace)
+    kube.kubectl("label", f"namespace/{namespace}", "pod-security.kubernetes.io/enforce=restricted")
     rel = Release(kube, namespace, workloads, "", "")
     result = rel.helm(
         "install",
@@ -104,6 +111,9 @@ def release(kube: ControlPlane) -> Iterator[Release]:
         "--set=api.autoscaling.enabled=true",
         "--set=workloadIdentity.enabled=true",
         "--set=workloads.serviceAccount.gcpServiceAccount=runs@agentry-test.iam.gserviceaccount.com",
+        "--set=gateway.enabled=true",
+        "--set=gateway.providerKeys.existingSecret=llm-keys",
+        "--set=gateway.autoscaling.enabled=true",
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -146,13 +156,28 @@ def test_every_rendered_object_exists(release: Release) -> None:
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "Secret",
+        "ConfigMap",
+        "PodDisruptionBudget",
     } <= kinds
+    gateway = {o["kind"] for o in release.objects() if o["metadata"]["name"] == f"{RELEASE}-gateway"}
+    assert gateway == {
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    }
 
 
 def test_install_prints_what_to_do_next(release: Release) -> None:
     out = release.install_output
     assert f"kubectl -n {release.workloads} apply -f manifests/samples/agent-on-demand.yaml" in out
-    assert f"kubectl -n {release.workloads} create secret generic llm-keys" in out
+    # With the gateway, provider keys go to the release namespace, for the gateway only.
+    assert f"kubectl -n {release.namespace} create secret generic llm-keys" in out
+    assert f"http://{RELEASE}-gateway.{release.namespace}.svc:8090" in out
+    assert f"-n {release.workloads} create secret" not in out
     assert "http://agentry.example.com/" in out  # the Ingress host: where the dashboard is
     assert "Development mode" in out
 
@@ -165,12 +190,28 @@ def test_workload_namespace_enforces_restricted(release: Release, client: Client
 
 
 def test_upgrade_keeps_generated_secrets(release: Release, client: Client) -> None:
-    """Helm generates the webhook certificate and the session key; an upgrade must not rotate them."""
-    names = (f"{RELEASE}-webhook-tls", f"{RELEASE}-api-session")
+    """Helm generates the webhook certificate, the session key and the token keys; an upgrade must not
+    rotate them, and keeps a token key added for a rotation (docs/governance.md)."""
+    names = (f"{RELEASE}-webhook-tls", f"{RELEASE}-api-session", f"{RELEASE}-token-keys")
+    keys = client.get(Secret, f"{RELEASE}-token-keys", namespace=release.namespace).data or {}
+    assert len(keys) == 1 and re.fullmatch(r"20\d\d-\d\d", next(iter(keys))), keys
+    assert len(base64.b64decode(next(iter(keys.values())))) >= 32
+    # A rotation: a later key id next to the first one, added with kubectl.
+    new_key = base64.b64encode(b"r" * 48).decode()
+    release.kube.kubectl(
+        "patch",
+        "secret",
+        f"{RELEASE}-token-keys",
+        f"--namespace={release.namespace}",
+        "--type=merge",
+        "--patch",
+        yaml.safe_dump({"data": {"2999-01": new_key}}),
+    )
     before = [client.get(Secret, name, namespace=release.namespace).data for name in names]
     release.helm("upgrade", RELEASE, str(CHART), f"--namespace={release.namespace}", "--reuse-values")
     after = [client.get(Secret, name, namespace=release.namespace).data for name in names]
     assert before == after
+    assert (after[2] or {}).keys() == {*keys, "2999-01"}
     config = yaml.safe_load(
         release.kube.kubectl("get", f"validatingwebhookconfiguration/{RELEASE}-webhook", "-o", "yaml").stdout
     )
@@ -209,7 +250,7 @@ def effective_rbac(release: Release) -> dict[str, dict[str, dict[str, list[str]]
 
     snapshot: dict[str, dict[str, dict[str, list[str]]]] = {}
     for role, account in ACCOUNTS.items():
-        home = release.namespace if role in ("operator", "api") else release.workloads
+        home = release.namespace if role in IN_RELEASE_NAMESPACE else release.workloads
         user = f"system:serviceaccount:{home}:{account}"
         snapshot[role] = {}
         for key, ns in where.items():
@@ -238,11 +279,15 @@ def test_rbac_matches_the_minimal_snapshot(release: Release) -> None:
     assert got == expected, "RBAC changed: review, then regenerate the snapshot (see its header)"
 
 
-def test_nobody_may_read_secrets(release: Release) -> None:
+def test_only_the_operator_may_read_secrets_and_only_in_the_workload_namespace(release: Release) -> None:
+    """With the gateway on, the operator writes each run's token into a Secret in the workload namespace;
+    nobody reads Secrets in the release namespace, where the provider keys and token keys are."""
     for role, account in ACCOUNTS.items():
-        home = release.namespace if role in ("operator", "api") else release.workloads
+        home = release.namespace if role in IN_RELEASE_NAMESPACE else release.workloads
         for ns in (release.namespace, release.workloads):
             for verb in ("get", "list", "watch"):
+                if role == "operator" and ns == release.workloads:
+                    continue
                 result = release.kube.kubectl(
                     "auth",
                     "can-i",
@@ -253,6 +298,49 @@ def test_nobody_may_read_secrets(release: Release) -> None:
                     check=False,
                 )
                 assert result.stdout.strip() == "no", f"{account} may {verb} secrets in {ns}"
+    # Run-token Secrets: create, and get to adopt one after a crash; the GC deletes them with their run.
+    operator = f"system:serviceaccount:{release.namespace}:{ACCOUNTS['operator']}"
+    for verb, allowed in (
+        ("create", "yes"),
+        ("get", "yes"),
+        ("list", "no"),
+        ("watch", "no"),
+        ("delete", "no"),
+    ):
+        result = release.kube.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            "secrets",
+            f"--namespace={release.workloads}",
+            f"--as={operator}",
+            check=False,
+        )
+        assert result.stdout.strip() == allowed, f"the operator may {verb} secrets: {result.stdout.strip()}"
+
+
+# --- Pod Security in the release namespace ---------------------------------------------------------
+
+
+def test_gateway_pods_are_admitted_in_the_restricted_release_namespace(
+    release: Release, client: Client
+) -> None:
+    """The Deployment controllers create the pods; PodSecurity "restricted" admits or refuses each."""
+    for component in ("gateway", "operator", "api", "firestore-emulator"):
+        pods = eventually(
+            lambda c=component: list(  # type: ignore[misc]
+                client.list(Pod, namespace=release.namespace, labels={"app.kubernetes.io/component": c})
+            ),
+            timeout=60,
+            what=f"the {component} pods to be created (admitted by PodSecurity restricted)",
+        )
+        assert pods, component
+    (pod, *_) = client.list(
+        Pod, namespace=release.namespace, labels={"app.kubernetes.io/component": "gateway"}
+    )
+    assert pod.spec is not None and pod.spec.automountServiceAccountToken is False
+    mounted = {v.secret.secretName for v in pod.spec.volumes or [] if v.secret is not None}
+    assert mounted == {"llm-keys", f"{RELEASE}-token-keys"}
 
 
 # --- Pod Security in the workload namespace --------------------------------------------------------
@@ -282,7 +370,11 @@ def _config_from_chart(release: Release, **overrides: str) -> OperatorConfig:
 def test_operator_job_is_admitted_in_the_restricted_namespace(release: Release, client: Client) -> None:
     ns = release.workloads
     agent, execution = _agent_and_execution(client, ns, "admitted")
-    job = build_job(execution, agent, "corr-1", _config_from_chart(release))
+    config = _config_from_chart(release)
+    assert config.governed  # the chart's gateway: run pods get a run-token Secret, not provider keys
+    job = build_job(execution, agent, "corr-1", config, token_secret="admitted-1-run-token")
+    pod_spec = job["spec"]["template"]["spec"]
+    assert "llm-keys" not in yaml.safe_dump(pod_spec)
     # A session operator may already have made this Execution's Job; ours must be a Job of its own.
     job["metadata"]["name"] = f"{job['metadata']['name'][:50]}-chart"
     result = release.kube.kubectl("create", "-f", "-", input=yaml.safe_dump(job), check=False)
@@ -367,6 +459,30 @@ def test_operator_works_with_exactly_the_charts_rbac(
     ns = release.workloads
     health = free_port()
     env = dict(release.operator_env())
+    # The chart points the operator at the in-cluster gateway and its mounted token keys; here the real
+    # gateway runs next to it with the keys of the chart's Secret (an operator that governs runs calls
+    # its admission, then writes the run token into a Secret with the chart's RBAC).
+    assert env["AGENTRY_GATEWAY_URL"] == f"http://{RELEASE}-gateway.{release.namespace}.svc:8090"
+    keys_dir = tmp_path / "token-keys"
+    keys_dir.mkdir()
+    token_keys = client.get(Secret, f"{RELEASE}-token-keys", namespace=release.namespace).data or {}
+    for kid, value in token_keys.items():
+        (keys_dir / kid).write_bytes(base64.b64decode(value))
+    gateway_port = free_port()
+    gateway = Proc(
+        "gateway-for-chart-operator",
+        [sys.executable, "-m", "agentry_gateway"],
+        tmp_path / "gateway.log",
+        env={
+            "AGENTRY_GATEWAY_HOST": "127.0.0.1",
+            "AGENTRY_GATEWAY_PORT": str(gateway_port),
+            "AGENTRY_GATEWAY_LEDGER": "memory",
+            "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
+        },
+    ).start()
+    gateway.wait_ready(
+        lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=1).is_success, 60, "healthy"
+    )
     env.update(
         {
             "KUBECONFIG": str(_service_account_kubeconfig(release, tmp_path / "operator.kubeconfig")),
@@ -374,6 +490,10 @@ def test_operator_works_with_exactly_the_charts_rbac(
             # The chart's webhook Service has no endpoints here (no kubelet): no webhook server either.
             "AGENTRY_WEBHOOK_ENABLED": "false",
             "POD_ID": "chart-test-operator",
+            "AGENTRY_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
+            "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
+            "AGENTRY_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{gateway_port}",
+            "AGENTRY_OPENAI_BASE_URL": f"http://127.0.0.1:{gateway_port}/v1",
         }
     )
     proc = Proc(
@@ -401,7 +521,10 @@ def test_operator_works_with_exactly_the_charts_rbac(
             timeout=60,
             what="the operator to create the Execution's Job",
         )
-        assert jobs[0].spec is not None
+        assert jobs[0].spec is not None and jobs[0].metadata is not None
+        # Governed (the chart's gateway): the run token went into a Secret of the run, under the chart's RBAC.
+        token = client.get(Secret, token_secret_name(str(jobs[0].metadata.name)), namespace=ns)
+        assert token.data
         eventually(
             lambda: release.kube.kubectl(
                 "get", "cronjobs", "-n", ns, "-l", "agentry.dev/agent=rbac", "-o", "name"
@@ -419,6 +542,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
         assert "chart-test-operator" in peering
     finally:
         proc.stop()
+        gateway.stop()
     log = (tmp_path / "operator.log").read_text()
     forbidden = [line for line in log.splitlines() if "forbidden" in line.lower() or " 403" in line]
     assert forbidden == [], "\n".join(forbidden[:10])

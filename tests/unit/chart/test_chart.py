@@ -37,7 +37,18 @@ WORKLOADS = "agentry-workloads"
 # Custom resources of other projects the chart may render; their CRDs are not in Kubernetes' schemas.
 FOREIGN_KINDS = {"KopfPeering", "ClusterKopfPeering", "Certificate", "Issuer"}
 # Operator settings the chart passes before agentry_operator.config knows them (see the chart's docs).
-PENDING_OPERATOR_SETTINGS = {"AGENTRY_WEBHOOK_MANAGED", "AGENTRY_WORKLOAD_SERVICE_ACCOUNT"}
+PENDING_OPERATOR_SETTINGS = {
+    "AGENTRY_WEBHOOK_MANAGED",
+    "AGENTRY_WORKLOAD_SERVICE_ACCOUNT",
+    "AGENTRY_GATEWAY_URL",
+    "AGENTRY_TOKEN_KEYS_DIR",
+}
+# The one Secrets rule the chart may grant: the operator's per-Execution run-token Secrets (gateway on).
+RUN_TOKEN_SECRETS_RULE = {
+    "apiGroups": [""],
+    "resources": ["secrets"],
+    "verbs": ["create", "get"],
+}
 
 
 def ci(name: str) -> Path:
@@ -121,13 +132,20 @@ def test_every_pod_is_pod_security_restricted(ci_render: tuple[str, str, list[Ob
             assert sc["readOnlyRootFilesystem"] is True, where
 
 
-def test_rbac_never_reads_secrets_nor_uses_wildcards(ci_render: tuple[str, str, list[Obj]]) -> None:
+def test_rbac_reads_secrets_only_for_run_tokens_and_uses_no_wildcards(
+    ci_render: tuple[str, str, list[Obj]],
+) -> None:
+    """No Secrets at all without the gateway; with it, only the operator's run-token rule, bound like the
+    operator's other namespaced rules (the workload namespace, or every namespace when clusterWide)."""
     _, _, objs = ci_render
+    gateway = bool(find(objs, "Deployment", "agentry-gateway"))
+    granted = []
     for role in find(objs, "Role") + find(objs, "ClusterRole"):
         for rule in role["rules"]:
             assert "*" not in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", [])
             if "secrets" in rule.get("resources", []):
-                raise AssertionError(f"{role['metadata']['name']} grants {rule['verbs']} on secrets")
+                granted.append((role["metadata"]["name"], rule))
+    assert granted == ([("agentry-operator", RUN_TOKEN_SECRETS_RULE)] if gateway else [])
 
 
 def test_bindings_point_at_rendered_roles_and_service_accounts(ci_render: tuple[str, str, list[Obj]]) -> None:

@@ -1,0 +1,209 @@
+"""Pure parts of governance (docs/governance.md): the admission request, what its answer does to an
+Execution's status, and the run token's Secret. No API or HTTP calls; unit-tested without a cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentry_common import constants as c
+from agentry_common.models import Phase, SecretSpec, Trigger
+
+from ..conditions import set_condition
+from ..config import OperatorConfig
+
+# Variables the model SDKs and the runtime read a provider key from. A governed run gets the run token
+# in the first and third; an Agent's spec.secrets entries for any of them stay out of the pod.
+PROVIDER_KEY_ENVS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
+TOKEN_ENVS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+TOKEN_KEY = "token"  # key of the run token in its Secret
+DEFAULT_PRIORITY = 5
+
+BUDGET_EXCEEDED = "BudgetExceeded"  # condition type, and the reason of a refused run
+BUDGET_THROTTLED = "BudgetThrottled"
+BUDGET_WAIT = "BudgetWait"
+GATEWAY_UNAVAILABLE = "GatewayUnavailable"
+ADMISSION_FAILED = "AdmissionFailed"
+
+
+def priority_of(execution: dict[str, Any], agent: dict[str, Any]) -> int:
+    """The run's priority: the Execution's spec.priority, else its Agent's, else 5."""
+    for spec in (execution.get("spec") or {}, agent.get("spec") or {}):
+        if spec.get("priority") is not None:
+            return int(spec["priority"])
+    return DEFAULT_PRIORITY
+
+
+def owner_of(agent: dict[str, Any]) -> str:
+    """The budget user: the Agent's owner label ("" -> the gateway budgets by namespace)."""
+    return str(((agent.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER, ""))
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def max_wait_seconds(
+    execution: dict[str, Any], agent: dict[str, Any], config: OperatorConfig, now: dt.datetime
+) -> int:
+    """How much longer the run may wait for budget.
+
+    A scheduled run: what is left of its schedule's startingDeadlineSeconds since its scheduled time.
+    Otherwise: AGENTRY_ADMISSION_MAX_WAIT_SECONDS since the Execution was created.
+    """
+    spec = execution.get("spec") or {}
+    deadline = ((agent.get("spec") or {}).get("schedule") or {}).get("startingDeadlineSeconds")
+    since = _parse(spec.get("scheduledTime")) if spec.get("trigger") == Trigger.SCHEDULE.value else None
+    if deadline and since is not None:
+        budget = int(deadline)
+    else:
+        budget = config.admission_max_wait_seconds
+        since = _parse((execution.get("metadata") or {}).get("creationTimestamp"))
+    waited = (now - since).total_seconds() if since is not None else 0.0
+    return max(0, int(budget - max(0.0, waited)))
+
+
+def admission_request(
+    execution: dict[str, Any], agent: dict[str, Any], config: OperatorConfig, now: dt.datetime
+) -> dict[str, Any]:
+    """The body of POST /v1/agentry/admission for one Execution."""
+    meta = execution["metadata"]
+    body: dict[str, Any] = {
+        "namespace": meta["namespace"],
+        "agent": agent["metadata"]["name"],
+        "execution": meta["name"],
+        "priority": priority_of(execution, agent),
+        "model": ((agent.get("spec") or {}).get("model") or {}).get("name"),
+        "maxWaitSeconds": max_wait_seconds(execution, agent, config, now),
+    }
+    user = owner_of(agent)
+    if user:
+        body["user"] = user
+    return body
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one admission call: the gateway's decision, or why there is none."""
+
+    decision: dict[str, Any] | None = None  # the JSON of an HTTP 200
+    problem: str = ""
+    unavailable: bool = True  # connection error, timeout or 5xx (else a 4xx or an unreadable body)
+
+
+@dataclass
+class Verdict:
+    """What an admission answer does to the Execution."""
+
+    start: bool  # create the Job now
+    phase: Phase  # Pending (start or wait), or the terminal phase of a refusal
+    reason: str  # status.reason when not starting
+    message: str
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # the complete new list
+    retry_seconds: float | None = None  # ask again after this long (not starting, not terminal)
+    log: str = ""
+
+
+def decide(
+    answer: Answer,
+    conditions: list[dict[str, Any]] | None,
+    *,
+    trigger: str | None,
+    config: OperatorConfig,
+    generation: int | None = None,
+    now: str | None = None,
+) -> Verdict:
+    """Map the gateway's answer to the Execution's phase and conditions (docs/governance.md, table (b))."""
+
+    def cond(
+        conds: list[dict[str, Any]] | None, type_: str, status: bool | None, reason: str, message: str
+    ) -> list[dict[str, Any]]:
+        return set_condition(conds, type_, status, reason, message, generation, now)
+
+    unavailable = config.admission_unavailable_retry_seconds
+    decision = answer.decision
+    if decision is None:
+        reason = GATEWAY_UNAVAILABLE if answer.unavailable else ADMISSION_FAILED
+        what = "did not answer" if answer.unavailable else "could not admit the run"
+        message = f"the LLM gateway {what} ({answer.problem}); asking again in {unavailable:g} s"
+        return Verdict(
+            False,
+            Phase.PENDING,
+            reason,
+            message,
+            cond(conditions, BUDGET_EXCEEDED, None, reason, message),
+            unavailable,
+        )
+    action = str(decision.get("action", ""))
+    why = str(decision.get("reason") or "")
+    zone = str(decision.get("zone") or "normal")
+    if action == "allow":
+        conds = cond(conditions, BUDGET_EXCEEDED, False, "WithinBudget", why)
+        conds = cond(conds, BUDGET_THROTTLED, False, "WithinBudget", "")
+        return Verdict(True, Phase.PENDING, "Admitted", why, conds, log=f"allow: {why}")
+    if action == "throttle":
+        model = decision.get("model")
+        message = f"{why} (calls use {model})" if model and model not in why else why
+        conds = cond(conditions, BUDGET_EXCEEDED, False, "WithinBudget", "")
+        conds = cond(conds, BUDGET_THROTTLED, True, f"{zone.capitalize()}Zone", message)
+        return Verdict(True, Phase.PENDING, "Admitted", message, conds, log=f"throttle: {message}")
+    if action == "wait":
+        retry = float(decision.get("retryAfterSeconds") or config.admission_recheck_seconds)
+        retry = max(1.0, min(retry, config.admission_recheck_seconds))
+        conds = cond(conditions, BUDGET_EXCEEDED, True, BUDGET_WAIT, why)
+        return Verdict(False, Phase.PENDING, BUDGET_WAIT, why, conds, retry, log=f"wait: {why}")
+    if action == "refuse":
+        phase = Phase.SKIPPED if trigger == Trigger.SCHEDULE.value else Phase.FAILED
+        conds = cond(conditions, BUDGET_EXCEEDED, True, BUDGET_EXCEEDED, why)
+        return Verdict(False, phase, BUDGET_EXCEEDED, why, conds, log=f"refuse: {why}")
+    message = (
+        f"the LLM gateway answered an unknown admission action {action!r}; asking again in {unavailable:g} s"
+    )
+    return Verdict(
+        False,
+        Phase.PENDING,
+        ADMISSION_FAILED,
+        message,
+        cond(conditions, BUDGET_EXCEEDED, None, ADMISSION_FAILED, message),
+        unavailable,
+    )
+
+
+def governed_secrets(secrets: list[SecretSpec]) -> list[SecretSpec]:
+    """spec.secrets without provider keys, nor other names for the same Secret keys or secrets."""
+    keys = [s for s in secrets if s.env in PROVIDER_KEY_ENVS]
+    refs = {(s.secret_key_ref.name, s.secret_key_ref.key) for s in keys if s.secret_key_ref is not None}
+    managed = {s.secret_manager for s in keys if s.secret_manager is not None}
+    return [
+        s
+        for s in secrets
+        if s.env not in PROVIDER_KEY_ENVS
+        and not (s.secret_key_ref is not None and (s.secret_key_ref.name, s.secret_key_ref.key) in refs)
+        and not (s.secret_manager is not None and s.secret_manager in managed)
+    ]
+
+
+def token_env(secret_name: str) -> list[dict[str, Any]]:
+    """The run token as both provider keys, by reference (not readable from the pod spec)."""
+    ref = {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}
+    return [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS]
+
+
+def build_token_secret(
+    execution: dict[str, Any], name: str, token: str, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The per-Job Secret holding the run token; owned by the Execution (garbage-collected with it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": execution["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
+        "immutable": True,
+        "stringData": {TOKEN_KEY: token},
+    }

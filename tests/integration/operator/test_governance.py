@@ -1,0 +1,363 @@
+"""Governance on a real API server: the operator asks a real LLM gateway's admission before each run
+and gives the run a per-Execution token instead of provider keys (docs/governance.md (a), (b)).
+
+Own control plane (no other operator may act on these objects), one governed operator for the module,
+and per test a real gateway (uvicorn, in-process ledger with a clock the test can move) on the one
+address the operator knows: stopping it is "gateway down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from agentry_common.budgets import Amount
+from agentry_common.naming import job_name, token_secret_name
+from agentry_common.tokens import Keyring, verify
+from agentry_devenv.kube import ControlPlane
+from agentry_devenv.procs import free_port
+from agentry_gateway.app import create_app
+from agentry_gateway.config import GatewayConfig, Settings
+from agentry_gateway.ledger import MemoryLedger, Subjects
+from agentry_operator.kube import Agent, Execution
+from tests.fixtures.helpers import eventually
+from tests.fixtures.operator import OperatorProcess, apply_crds, start_operator
+from tests.fixtures.servers import make_namespace
+
+pytestmark = pytest.mark.integration
+
+KEY = "k" * 40
+KEYRING = Keyring.single(KEY, "test")
+PORT = free_port()
+GATEWAY_URL = f"http://127.0.0.1:{PORT}"
+USER = "u-1f3a"
+MODEL = "claude-sonnet-4-6"
+
+
+class Gateway:
+    """The real gateway app on GATEWAY_URL (its own thread and loop); counts admission calls."""
+
+    def __init__(self, budgets: list[dict[str, Any]] | None = None) -> None:
+        self.config = GatewayConfig.model_validate({"budgets": budgets or [], "bucketSeconds": 60})
+        self.offset = 0.0  # seconds added to the ledger's clock: "later"
+        self.ledger = MemoryLedger(
+            self.config.budgets,
+            self.config.calendar,
+            self.config.thresholds,
+            self.config.keep_seconds,
+            clock=lambda: time.time() + self.offset,
+            settle_delay=0.01,
+        )
+        settings = Settings.model_validate({"ledger": "memory"})
+        self.app = create_app(settings, config=self.config, keyring=KEYRING, ledger=self.ledger)
+        self.admissions: list[float] = []
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/v1/agentry/admission":
+                self.admissions.append(time.monotonic())
+            await self.app(scope, receive, send)
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(counted, host="127.0.0.1", port=PORT, log_level="warning", lifespan="on")
+        )
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="gateway")
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve())
+
+    def start(self) -> Gateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the gateway did not start on {GATEWAY_URL}")
+            time.sleep(0.01)
+        return self
+
+    def spend(self, ns: str, agent: str, amount: Amount) -> None:
+        """Usage already settled for the user (as earlier runs' calls would have left it)."""
+        subjects = Subjects(user=USER, agent=f"{ns}/{agent}", execution=f"{ns}/earlier")
+        asyncio.run_coroutine_threadsafe(self.ledger.settle(subjects, "seed", amount), self.loop).result(10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        if not self.loop.is_closed():
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("governance-kube"))
+    try:
+        plane.start()
+        apply_crds(plane)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def governed_operator(
+    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    op = start_operator(
+        plane,
+        tmp_path_factory.mktemp("governed-operator"),
+        AGENTRY_GATEWAY_URL=GATEWAY_URL,
+        AGENTRY_TOKEN_KEYS=f"test:{KEY}",
+        AGENTRY_ADMISSION_RECHECK_SECONDS="1",
+        AGENTRY_ADMISSION_UNAVAILABLE_RETRY_SECONDS="1",
+        AGENTRY_ADMISSION_TIMEOUT_SECONDS="3",
+    )
+    yield op
+    op.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(plane: ControlPlane) -> Client:
+    return Client(KubeConfig.from_file(plane.kubeconfig), field_manager="governance-tests")
+
+
+@pytest.fixture
+def ns(client: Client, governed_operator: OperatorProcess) -> str:
+    return make_namespace(client, "gov")
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[Any]:
+    started: list[Gateway] = []
+
+    def make(budgets: list[dict[str, Any]] | None = None) -> Gateway:
+        gw = Gateway(budgets).start()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+def make_agent(client: Client, ns: str, name: str, **spec: Any) -> Any:
+    body = {
+        "instructions": "Summarise the news.",
+        "model": {"name": MODEL},
+        "secrets": [{"env": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": "llm-keys", "key": "anthropic"}}],
+        **spec,
+    }
+    meta = {"name": name, "namespace": ns, "labels": {"agentry.dev/owner": USER}}
+    return client.create(Agent.from_dict({"metadata": meta, "spec": body}))
+
+
+def make_execution(client: Client, ns: str, name: str, agent: str, **spec: Any) -> Any:
+    return client.create(
+        Execution.from_dict(
+            {"metadata": {"name": name, "namespace": ns}, "spec": {"agentRef": {"name": agent}, **spec}}
+        )
+    )
+
+
+def status(client: Client, name: str, ns: str) -> dict[str, Any]:
+    return dict(client.get(Execution, name, namespace=ns).status or {})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
+
+
+def wait_status(
+    client: Client, name: str, ns: str, what: str, test: Any, timeout: float = 30
+) -> dict[str, Any]:
+    return eventually(  # type: ignore[no-any-return]
+        lambda: (s := status(client, name, ns)) and test(s) and s, timeout, f"{name}: {what}"
+    )
+
+
+def the_job(client: Client, ex: Any, timeout: float = 30) -> Job:
+    child = job_name(ex.metadata.name, ex.metadata.uid)
+    return eventually(  # type: ignore[no-any-return]
+        lambda: client.get(Job, child, namespace=ex.metadata.namespace), timeout, f"Job {child}"
+    )
+
+
+def no_job(client: Client, ex: Any) -> bool:
+    child = job_name(ex.metadata.name, ex.metadata.uid)
+    return not [j for j in client.list(Job, namespace=ex.metadata.namespace) if j.metadata.name == child]
+
+
+def test_allowed_run_gets_a_token_secret_and_no_provider_key(
+    client: Client, ns: str, gateway_factory: Any
+) -> None:
+    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    make_agent(client, ns, "news", budget={"maxTokensPerRun": 50000, "maxCostPerRunUSD": "2.00"})
+    ex = make_execution(client, ns, "run1", "news", priority=7)
+    job = the_job(client, ex)
+    assert job.metadata is not None and job.spec is not None
+
+    container = job.spec.template.spec.containers[0]  # type: ignore[union-attr]
+    env = {e.name: e for e in container.env or []}
+    secret_name = token_secret_name(job.metadata.name or "")
+    for key_env in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        ref = env[key_env].valueFrom.secretKeyRef  # type: ignore[union-attr]
+        assert (ref.name, ref.key) == (secret_name, "token"), key_env
+        assert env[key_env].value is None
+    assert env["ANTHROPIC_BASE_URL"].value == GATEWAY_URL
+    assert env["OPENAI_BASE_URL"].value == GATEWAY_URL + "/v1"
+    refs = [
+        e.valueFrom.secretKeyRef.name for e in container.env or [] if e.valueFrom and e.valueFrom.secretKeyRef
+    ]
+    assert "llm-keys" not in refs  # the Agent's provider key is not in the pod
+    assert container.envFrom is None
+
+    secret = client.get(Secret, secret_name, namespace=ns)
+    assert secret.metadata is not None and secret.data is not None
+    owner = (secret.metadata.ownerReferences or [])[0]
+    assert (owner.kind, owner.uid) == ("Execution", ex.metadata.uid)
+    assert (secret.metadata.labels or {})["agentry.dev/execution"] == "run1"
+    claims = verify(base64.b64decode(secret.data["token"]).decode(), KEYRING, expected="run")
+    assert (claims.namespace, claims.execution, claims.execution_uid) == (ns, "run1", ex.metadata.uid)
+    assert (claims.agent, claims.user, claims.priority) == ("news", USER, 7)
+    assert claims.limits.tokens == 50000 and claims.limits.cost_usd == "2.00"
+
+    st = wait_status(client, "run1", ns, "jobName", lambda s: s.get("jobName") == job.metadata.name)
+    assert condition(st, "BudgetExceeded")["status"] == "False"
+    assert condition(st, "BudgetThrottled")["status"] == "False"
+    # Asked once for this start: the Job's and the status' own events do not ask again.
+    time.sleep(3)
+    assert len(gw.admissions) == 1
+
+
+def test_nearly_spent_budget_holds_low_priority_and_throttles_normal_until_it_frees(
+    client: Client, ns: str, gateway_factory: Any
+) -> None:
+    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    make_agent(client, ns, "digest")
+    gw.spend(ns, "digest", Amount(messages=85))  # 85 %: throttle zone
+
+    low = make_execution(client, ns, "low", "digest", priority=2)
+    normal = make_execution(client, ns, "normal", "digest")  # the Agent's default, 5
+
+    st = wait_status(client, "low", ns, "BudgetWait", lambda s: s.get("reason") == "BudgetWait")
+    assert st["phase"] == "Pending"
+    waiting = condition(st, "BudgetExceeded")
+    assert (waiting["status"], waiting["reason"]) == ("True", "BudgetWait")
+    assert "85.0 %" in st["message"] and "priority 2" in st["message"] and st["message"] == waiting["message"]
+
+    the_job(client, normal)  # normal priority starts in the throttle zone, on the cheaper model
+    throttled = wait_status(
+        client,
+        "normal",
+        ns,
+        "BudgetThrottled",
+        lambda s: condition(s, "BudgetThrottled").get("status") == "True",
+    )
+    assert "throttle zone" in condition(throttled, "BudgetThrottled")["message"]
+
+    time.sleep(3)  # asked again about every second (the recheck bound), still waiting, no Job
+    assert no_job(client, low) and status(client, "low", ns)["reason"] == "BudgetWait"
+    asked = len(gw.admissions)
+    assert asked >= 3
+
+    gw.offset = 6 * 3600  # the 5 h window has moved past the usage
+    job = the_job(client, low, timeout=20)
+    assert job.metadata is not None
+    st = wait_status(client, "low", ns, "released", lambda s: s.get("jobName") == job.metadata.name)
+    released = condition(st, "BudgetExceeded")
+    assert (released["status"], released["reason"]) == ("False", "WithinBudget")
+    assert client.get(Secret, token_secret_name(job.metadata.name or ""), namespace=ns)
+
+
+def test_refused_runs_fail_or_are_skipped_with_budget_exceeded(
+    client: Client, ns: str, gateway_factory: Any
+) -> None:
+    gw = gateway_factory(
+        [
+            {
+                "name": "lifetime",
+                "scope": "agent",
+                "match": f"{ns}/spent",
+                "limits": [{"window": "total", "messages": 10}],
+            },
+            {
+                "name": "monthly",
+                "scope": "agent",
+                "match": f"{ns}/weekly",
+                "limits": [{"window": "30d", "messages": 10}],
+            },
+        ]
+    )
+    make_agent(client, ns, "spent")
+    make_agent(
+        client,
+        ns,
+        "weekly",
+        schedule={"cron": "0 0 1 1 *", "startingDeadlineSeconds": 300, "suspend": True},
+    )
+    gw.spend(ns, "spent", Amount(messages=10))
+    gw.spend(ns, "weekly", Amount(messages=10))
+
+    manual = make_execution(client, ns, "manual", "spent")
+    st = wait_status(client, "manual", ns, "Failed", lambda s: s.get("phase") == "Failed")
+    assert st["reason"] == "BudgetExceeded" and "does not free up on its own" in st["message"]
+    assert condition(st, "BudgetExceeded")["status"] == "True"
+    assert condition(st, "Succeeded")["status"] == "False"
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    scheduled = make_execution(client, ns, "tick", "weekly", trigger="Schedule", scheduledTime=now)
+    st = wait_status(client, "tick", ns, "Skipped", lambda s: s.get("phase") == "Skipped")
+    assert st["reason"] == "BudgetExceeded" and "after the maximum wait" in st["message"]
+    assert no_job(client, manual) and no_job(client, scheduled)
+
+
+def test_gateway_down_keeps_the_run_pending_then_it_starts(
+    client: Client, ns: str, gateway_factory: Any
+) -> None:
+    make_agent(client, ns, "later")
+    ex = make_execution(client, ns, "blocked", "later")
+    st = wait_status(
+        client, "blocked", ns, "GatewayUnavailable", lambda s: s.get("reason") == "GatewayUnavailable"
+    )
+    assert st["phase"] == "Pending"
+    unknown = condition(st, "BudgetExceeded")
+    assert (unknown["status"], unknown["reason"]) == ("Unknown", "GatewayUnavailable")
+    time.sleep(2)
+    assert no_job(client, ex)  # fail closed
+
+    gw = gateway_factory()
+    job = the_job(client, ex, timeout=20)
+    assert job.metadata is not None
+    st = wait_status(client, "blocked", ns, "started", lambda s: s.get("jobName") == job.metadata.name)
+    assert condition(st, "BudgetExceeded")["status"] == "False"
+    assert len(gw.admissions) >= 1
+
+
+def test_priority_is_validated_and_immutable(client: Client, ns: str) -> None:
+    make_agent(client, ns, "bounds")
+    with pytest.raises(ApiError, match=r"spec\.priority"):
+        make_execution(client, ns, "too-high", "bounds", priority=11)
+    make_execution(client, ns, "fixed", "bounds", priority=3)
+    with pytest.raises(ApiError, match=r"spec\.priority is immutable"):
+        client.patch(Execution, "fixed", {"spec": {"priority": 9}}, namespace=ns, patch_type=PatchType.MERGE)
+    make_execution(client, ns, "unset", "bounds")
+    with pytest.raises(ApiError, match=r"spec\.priority is immutable"):
+        client.patch(Execution, "unset", {"spec": {"priority": 9}}, namespace=ns, patch_type=PatchType.MERGE)
+    assert client.get(Agent, "bounds", namespace=ns).spec["priority"] == 5
+
+
+def test_agent_bypassing_the_gateway_is_refused(client: Client, ns: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        make_agent(client, ns, "direct", model={"name": MODEL, "baseURL": "http://lmstudio.lan:1234/v1"})
+    assert "bypasses the LLM gateway" in str(refused.value)
