@@ -119,6 +119,48 @@ class LogsOut(BaseModel):
     lines: list[str]
 
 
+class LlmCallOut(BaseModel):
+    """One call through the LLM gateway, from its record (`llmCalls`, docs/governance.md)."""
+
+    id: str
+    time: str | None = Field(description="When the call ended (ISO-8601 UTC).")
+    outcome: str = Field(description="ok, refused, failed, broken, cancelled, …")
+    protocol: str | None = None
+    requestedModel: str | None = None
+    model: str | None = Field(default=None, description="The model that answered.")
+    channel: str | None = None
+    inputTokens: int = 0
+    outputTokens: int = 0
+    costUSD: str = Field(default="0", description="What the call was charged.")
+    latencyMs: float | None = None
+    fallbacks: int = 0
+    fallbackPath: list[str] = Field(default_factory=list, description='"channel:model -> channel:model"')
+    retries: int = 0
+    zone: str | None = Field(default=None, description="Budget zone: normal, throttle, critical, exhausted.")
+    decision: str | None = Field(default=None, description="allow, throttle (cheaper model), refuse.")
+    decisionReason: str | None = None
+    route: str | None = Field(
+        default=None, description="Why complexity-based routing (model `auto`) chose the model, when it did."
+    )
+
+
+class LlmCallTotals(BaseModel):
+    calls: int
+    inputTokens: int
+    outputTokens: int
+    tokens: int
+    costUSD: str
+    fallbacks: int
+    retries: int
+
+
+class LlmCallsOut(BaseModel):
+    execution: str
+    items: list[LlmCallOut] = Field(description="Oldest first.")
+    totals: LlmCallTotals = Field(description="Over `items`.")
+    truncated: bool = Field(description="True when the run made more calls than are returned.")
+
+
 class ApprovalOut(BaseModel):
     id: str
     execution: str

@@ -1,4 +1,4 @@
-"""/api/executions: list (filter, cursor pagination), detail, cancel (202), logs."""
+"""/api/executions: list (filter, cursor pagination), detail, cancel (202), logs, LLM calls."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, status
 from agentry_common.models import Phase
 
 from ..deps import CurrentUser, StateDep
-from ..schemas import Accepted, ExecutionOut, ExecutionPage, LogsOut
+from ..schemas import Accepted, ExecutionOut, ExecutionPage, LlmCallsOut, LogsOut
+from ..services.calls import execution_calls
 from ..services.views import execution_out
 
 router = APIRouter(prefix="/api/executions", tags=["executions"])
@@ -45,3 +46,10 @@ async def cancel_execution(name: str, user: CurrentUser, state: StateDep) -> Acc
 async def execution_logs(name: str, user: CurrentUser, state: StateDep) -> LogsOut:
     """The run's pod log while the pod exists; otherwise its stored events (`source: events`)."""
     return LogsOut(**await state.runs.logs(user, name))
+
+
+@router.get("/{name}/calls", response_model=LlmCallsOut)
+async def execution_llm_calls(name: str, user: CurrentUser, state: StateDep) -> LlmCallsOut:
+    """The run's calls through the LLM gateway (model used, fallbacks, tokens, cost, latency) and
+    their totals; 404 exactly as for the Execution."""
+    return await execution_calls(state.runs, user, name)

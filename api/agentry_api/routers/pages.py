@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..auth import User
 from ..deps import AppState, StateDep, authenticate
+from ..services.calls import execution_calls
 from ..services.errors import NotFound
 from ..services.usage import usage
 from ..services.views import agent_out, approval_out, execution_out
@@ -111,6 +112,7 @@ async def execution_page(name: str, request: Request, state: StateDep) -> Respon
             "execution": execution_out(doc).model_dump(mode="json"),
             "approvals": approvals,
             "events": events,
+            "calls": (await execution_calls(state.runs, user, name)).model_dump(mode="json"),
         }
 
     return await render(request, state, "execution.html", "execution", load=load)

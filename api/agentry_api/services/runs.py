@@ -267,6 +267,9 @@ class RunService:
                 "input": spec.get("input"),
                 "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),
             }
+        # The Execution's uid tells its gateway call records from those of an earlier one of the name.
+        if meta.get("uid") and doc.get("uid") != meta["uid"]:
+            doc["uid"], doc["viewHash"] = meta["uid"], None
         view = execution_view(cr)
         if not doc.get("correlationId"):
             doc["correlationId"] = (cr.get("status") or {}).get("correlationId")

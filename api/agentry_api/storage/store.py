@@ -1,7 +1,8 @@
 """The API's Firestore store. Every per-user read takes the user id and filters on it.
 
 Collections (see docs/api.md): users, tokens, agents, executions, events, eventKeys, approvals,
-conversations. Times are ISO-8601 UTC strings with microseconds, so they sort as text.
+conversations; read only: llmCalls (written by the LLM gateway, docs/governance.md). Times are
+ISO-8601 UTC strings with microseconds, so they sort as text.
 
 Events are numbered per user by a counter on the user's document, in the same transaction as the
 event itself: once event N+1 is visible, event N is too, which is what makes `Last-Event-ID` replay
@@ -22,6 +23,7 @@ Doc = dict[str, Any]
 
 USERS, TOKENS, AGENTS, EXECUTIONS = "users", "tokens", "agents", "executions"
 EVENTS, EVENT_KEYS, APPROVALS, CONVERSATIONS = "events", "eventKeys", "approvals", "conversations"
+LLM_CALLS = "llmCalls"  # the gateway's call records (agentry_gateway.ledger.CALLS)
 
 
 TXN_ATTEMPTS = 20
@@ -41,6 +43,10 @@ def new_client(project: str, database: str = "(default)") -> AsyncClient:
 
 def _key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def event_doc_id(user_id: str, seq: int) -> str:
@@ -321,6 +327,25 @@ class Store:
         q = self.db.collection(CONVERSATIONS).where(filter=FieldFilter("userId", "==", user_id))
         docs = [d.to_dict() or {} async for d in q.stream()]
         return sorted(docs, key=lambda d: d.get("updatedAt", ""), reverse=True)
+
+    # -- LLM calls (the gateway's records) --------------------------------------------------------
+
+    async def execution_calls(self, namespace: str, execution: str, uid: str | None, limit: int) -> list[Doc]:
+        """The gateway's records of one Execution's calls, oldest first, at most `limit`: by its uid
+        when known (an earlier Execution of the same name had other calls), else by its name.
+
+        Equality filters only, so single-field indexes suffice (no composite index); the order is
+        applied here. Ownership is the caller's business: these records carry no API user id.
+        """
+        field, value = ("executionUid", uid) if uid else ("execution", execution)
+        q = (
+            self.db.collection(LLM_CALLS)
+            .where(filter=FieldFilter(field, "==", value))
+            .where(filter=FieldFilter("namespace", "==", namespace))
+            .limit(limit)
+        )
+        docs = [d.to_dict() or {} async for d in q.stream()]
+        return sorted(docs, key=lambda d: (_number(d.get("ts")), str(d.get("id", ""))))
 
     # -- usage ----------------------------------------------------------------------------------
 

@@ -38,8 +38,10 @@ def _say(msg: str) -> None:
 
 @pytest.fixture(scope="package")
 def upstream() -> Iterator[ScriptedLLM]:
-    """The provider behind the gateway, on the node's address (the gateway pod reaches it there)."""
-    with ScriptedLLM(host=n.NODE_IP) as server:
+    """The provider behind the gateway, on every address: the gateway pod reaches it on the node's
+    (its URL says 0.0.0.0, which the install gives pods as the node's address; the node's bridge does
+    not exist yet when this starts)."""
+    with ScriptedLLM(host="0.0.0.0") as server:
         yield server
 
 

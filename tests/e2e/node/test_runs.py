@@ -26,7 +26,7 @@ PROBE = (
     # (the pattern is assembled here so that this command's own text, kept in the transcript, can't
     # match it).
     "k=sk-ant-; k=${k}e2e-node; "
-    "echo key-files=$(grep -rls -- \"$k\" /proc/[0-9]*/environ /etc /tmp /workspace /run /var/run | wc -l); "
+    'echo key-files=$(grep -rls -- "$k" /proc/[0-9]*/environ /etc /tmp /workspace /run /var/run | wc -l); '
     "echo done-probing"
 )
 
@@ -120,6 +120,13 @@ def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: Script
     logs = api_get(node_stack, f"/api/executions/{execution}/logs")
     assert logs.status_code == 200, logs.text
     assert "Seen by the API." in logs.text  # the run's events, from the pod log or stored events
+    # The gateway metered the run's one call, attributed to this Execution, and the API shows it.
+    calls = api_get(node_stack, f"/api/executions/{execution}/calls")
+    assert calls.status_code == 200, calls.text
+    (call,) = calls.json()["items"]
+    assert (call["outcome"], call["model"], call["channel"]) == ("ok", MODEL, "anthropic"), call
+    assert (call["inputTokens"], call["outputTokens"]) == (300, 20)
+    assert Decimal(call["costUSD"]) == Decimal(body["usage"]["costUSD"]) > 0, (call, body["usage"])
 
 
 def test_provider_errors_past_the_retries_fail_the_run(node_stack: NodeStack, llm: ScriptedLLM) -> None:

@@ -145,13 +145,14 @@ def run_token(
     priority: int = 5,
     limits: RunLimits | None = None,
     keyring: Keyring = KEYRING,
+    execution_uid: str | None = None,
 ) -> str:
     return mint_run_token(
         keyring,
         namespace=namespace,
         execution=execution,
         agent=agent,
-        execution_uid="uid-" + execution,
+        execution_uid=execution_uid or "uid-" + execution,
         user=user,
         priority=priority,
         active_deadline_seconds=600,

@@ -1,0 +1,63 @@
+"""The gateway's call records as the API shows them: views, totals, truncation, odd records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentry_api.services.calls import call_out, calls_out
+
+pytestmark = pytest.mark.unit
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": "c1",
+        "ts": 1_700_000_000.25,
+        "outcome": "ok",
+        "protocol": "anthropic",
+        "requestedModel": "claude-sonnet-4-6",
+        "model": "gpt-4.1-mini",
+        "channel": "openai",
+        "fallbacks": 1,
+        "fallbackPath": ["anthropic:claude-sonnet-4-6 -> openai:gpt-4.1-mini"],
+        "retries": 2,
+        "inputTokens": 10,
+        "outputTokens": 3,
+        "charged": {"tokens": 13, "messages": 1, "costUSD": "0.000009", "costNanos": 8800},
+        "latencyMs": 41.5,
+        "decision": {"action": "throttle", "zone": "throttle", "reason": "80 % used", "model": "x"},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def test_a_record_becomes_its_public_view() -> None:
+    out = call_out(record())
+    assert out.time == "2023-11-14T22:13:20.250000Z"
+    assert (out.requestedModel, out.model, out.channel) == ("claude-sonnet-4-6", "gpt-4.1-mini", "openai")
+    assert out.fallbackPath == ["anthropic:claude-sonnet-4-6 -> openai:gpt-4.1-mini"]
+    assert (out.zone, out.decision, out.decisionReason) == ("throttle", "throttle", "80 % used")
+    assert out.costUSD == "0.000009" and out.latencyMs == 41.5 and out.retries == 2
+    assert out.route is None
+    routed = call_out(record(route={"model": "claude-opus-4-6", "tier": "strong", "reason": "score 7.50"}))
+    assert routed.route == "score 7.50"
+
+
+def test_odd_or_partial_records_never_fail() -> None:
+    refused = call_out({"id": "r", "outcome": "refused", "model": None, "charged": None, "decision": "?"})
+    assert refused.model is None and refused.costUSD == "0" and refused.zone is None
+    odd = call_out(record(ts="yesterday", inputTokens="5", fallbackPath="a -> b", latencyMs=True))
+    assert odd.time is None and odd.inputTokens == 0 and odd.fallbackPath == [] and odd.latencyMs is None
+
+
+def test_totals_sum_nanos_and_truncation_is_reported() -> None:
+    docs = [record(id=f"c{i}", charged={"costNanos": 500_000}) for i in range(3)]
+    whole = calls_out("ex", docs)
+    assert whole.totals.calls == 3 and whole.totals.tokens == 39 and whole.totals.costUSD == "0.0015"
+    assert whole.totals.fallbacks == 3 and whole.totals.retries == 6 and not whole.truncated
+    cut = calls_out("ex", docs, limit=2)
+    assert cut.truncated and [c.id for c in cut.items] == ["c0", "c1"] and cut.totals.calls == 2
+    empty = calls_out("ex", [])
+    assert empty.items == [] and empty.totals.costUSD == "0" and not empty.truncated
