@@ -5,13 +5,16 @@ with a final stop (no retry, no fallback) whose summary says which budget and wh
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from google.cloud import firestore
 
+from agentry_common.budgets import Amount
+from agentry_common.pricing import cost
 from agentry_devenv.scripted_llm import ScriptedLLM
-from agentry_gateway.ledger import CALLS
+from agentry_gateway.ledger import CALLS, Subjects
 from tests.integration.workspace.harness import base_spec, prepare, run_pod
 
 from .harness import ANTHROPIC_KEY, OPENAI_KEY, GatewayServer, config, run_token, sent_key, settings
@@ -78,3 +81,43 @@ def test_a_run_is_metered_and_stopped_by_its_budget(
     assert len(llm.requests) == 2
     everything = run.stdout + run.stderr + json.dumps(env)
     assert ANTHROPIC_KEY not in everything and OPENAI_KEY not in everything
+
+
+def test_a_throttled_run_is_priced_at_the_cheaper_model_that_answered(
+    tmp_path: Path, firestore_project: str, llm: ScriptedLLM
+) -> None:
+    """In a budget's throttle zone the gateway answers with the cheaper model; the runtime reports
+    that model and its price, so the Execution's cost is the gateway's charge, not the asked model's."""
+    llm.script([{"text": "done cheaply", "usage": {"input_tokens": 2000, "output_tokens": 300}}])
+    cfg = config(
+        llm, budgets=[{"name": "agents", "scope": "agent", "limits": [{"window": "day", "messages": 100}]}]
+    )
+    token = run_token("ex-cheap", agent="cheap-agent", namespace="team-it")
+    with GatewayServer(settings(ledger="firestore", google_cloud_project=firestore_project), cfg) as gw:
+        spent = Subjects(user="user-1", agent="team-it/cheap-agent", execution="team-it/earlier")
+        gw.run(gw.gateway.ledger.settle(spent, "seed", Amount(messages=85)))  # throttle zone: 85 %
+        env = prepare(
+            tmp_path,
+            base_spec(model={"provider": "anthropic", "name": "claude-sonnet-4-6"}),
+            llm_url=gw.url,
+            execution="ex-cheap",
+            env={"ANTHROPIC_API_KEY": token},
+        )
+        run = run_pod(tmp_path, env)
+        gw.drain()
+    db = firestore.Client(project=firestore_project)
+    (record,) = [
+        r for r in (d.to_dict() or {} for d in db.collection(CALLS).stream()) if r["execution"] == "ex-cheap"
+    ]
+    db.close()  # type: ignore[no-untyped-call]
+
+    assert run.code == 0, run.explain()
+    usage = run.result["usage"]
+    assert (record["decision"]["action"], record["model"]) == ("throttle", "claude-haiku-4-5"), record
+    assert usage["model"] == "claude-haiku-4-5"
+    assert (
+        Decimal(usage["costUSD"])
+        == cost("claude-haiku-4-5", 2000, 300)
+        == Decimal(record["charged"]["costUSD"])
+    )
+    assert Decimal(usage["costUSD"]) < cost("claude-sonnet-4-6", 2000, 300)

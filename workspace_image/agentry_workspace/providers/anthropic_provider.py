@@ -156,5 +156,5 @@ class AnthropicProvider(SdkProvider):
                 output_tokens=usage.output_tokens or 0,
             ),
             provider="anthropic",
-            model=self._model,
+            model=self.answered_by(final.model),
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
+from agentry_common import pricing
+
 from .types import ChatRequest, ChatResponse
 
 TextCallback = Callable[[str], None]
@@ -120,3 +122,9 @@ class SdkProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def answered_by(self, reported: str | None) -> str:
+        """The model a response says answered, when it is one we can price (the Agentry gateway
+        substitutes a cheaper model in a budget's throttle zone, and says so); else the one asked
+        for (providers may report dated snapshot ids)."""
+        return reported if reported and pricing.is_priced(reported) else self._model

@@ -142,9 +142,11 @@ class OpenAIProvider(SdkProvider):
         calls: dict[int, dict[str, str]] = {}
         finish: str | None = None
         usage = TokenUsage()
+        reported: str | None = None
         try:
             stream = await self._client.chat.completions.create(**kwargs)
             async for chunk in stream:
+                reported = chunk.model or reported
                 if chunk.usage is not None:
                     usage = TokenUsage(
                         input_tokens=chunk.usage.prompt_tokens or 0,
@@ -199,7 +201,7 @@ class OpenAIProvider(SdkProvider):
             stop_reason=stop,
             usage=usage,
             provider="openai",
-            model=self._model,
+            model=self.answered_by(reported),
         )
 
 
