@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from lightkube import Client
+from lightkube import Client, KubeConfig
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 
@@ -134,8 +134,22 @@ def release(kube: ControlPlane) -> Iterator[Release]:
 
 
 @pytest.fixture(scope="module")
-def client(kube_client: Client) -> Client:
-    return kube_client
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of this module's own: the session's test operator (all namespaces, no gateway)
+    must not reconcile the Executions given to the operator that runs with the chart's RBAC."""
+    plane = ControlPlane(tmp_path_factory.mktemp("chart-kube"))
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def client(kube: ControlPlane) -> Iterator[Client]:
+    c = Client(KubeConfig.from_file(kube.kubeconfig), field_manager="agentry-tests")
+    yield c
+    c.close()
 
 
 # --- objects -------------------------------------------------------------------------------------
