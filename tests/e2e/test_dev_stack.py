@@ -153,7 +153,8 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         pods = json.loads(_kubectl(kubeconfig, "-n", "agentry-system", "get", "pods", "-o", "json").stdout)
         component = "app.kubernetes.io/component"
         running = {p["metadata"]["labels"].get(component): p["status"]["phase"] for p in pods["items"]}
-        assert running.get("operator") == "Running" and running.get("api") == "Running", running
+        assert running.get("operator") == running.get("api") == running.get("gateway") == "Running", running
+        assert "LLM gateway: runs call it with a per-run token" in text
 
         ns = ("-n", "agentry-workloads")
         assert "agent.agentry.dev/hello" in _kubectl(kubeconfig, *ns, "get", "agents", "-o", "name").stdout
@@ -161,10 +162,11 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         assert created.returncode == 0, created.stderr
         execution = created.stdout.strip().split("/")[-1]
         status_obj = _wait_finished(kubeconfig, execution)
-        # Without a provider key the run reaches a real pod, which cannot start without the Secret:
-        # the Execution says so plainly.
+        # Without a provider key the run reaches a real pod and calls the gateway, which has no key
+        # to call the provider with: the Execution says so plainly.
         assert status_obj["phase"] == "Failed", status_obj
-        assert 'secret "llm-keys" not found' in status_obj["message"], status_obj
+        said = status_obj["message"] + json.dumps(status_obj.get("result"))
+        assert "channel 'anthropic' has no API key" in said, status_obj
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(180)

@@ -132,7 +132,9 @@ def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: Script
 def test_provider_errors_past_the_retries_fail_the_run(node_stack: NodeStack, llm: ScriptedLLM) -> None:
     llm.script([{"error": {"status": 529, "message": "overloaded (scripted)"}, "repeat": 20}])
     agent = unique("overloaded")
-    node_stack.apply_agent(agent, agent_spec())
+    # Its own model: the storm opens the gateway's breaker for this channel and model (which every
+    # run shares, as it should), and the other tests here must not meet it.
+    node_stack.apply_agent(agent, agent_spec(model={"provider": "anthropic", "name": "claude-haiku-4-5"}))
     execution = node_stack.run(agent, "Try.")
 
     status = node_stack.wait_phase(execution, ("Succeeded", "Failed"))["status"]
@@ -140,8 +142,9 @@ def test_provider_errors_past_the_retries_fail_the_run(node_stack: NodeStack, ll
     assert status["reason"] == "ProvidersFailed", status
     assert "every LLM provider failed" in status["message"], status["message"]
     assert "HTTP 529: overloaded (scripted)" in status["result"]["summary"], status["result"]
-    # Three attempts (the runtime's retries), then the Job is failed at once: no pod retry.
-    assert len(llm.requests) == 3, [r.path for r in llm.requests]
+    # Bounded: the runtime's three attempts, each tried at most twice by the gateway, and the gateway's
+    # breaker opens after five failures; then the Job is failed at once: no pod retry.
+    assert 3 <= len(llm.requests) <= 5, [r.path for r in llm.requests]
     assert len(_job_pods(node_stack, execution)) == 1
 
 
