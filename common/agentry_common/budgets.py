@@ -266,13 +266,16 @@ class Thresholds(_Model):
         return {"low": self.throttle, "normal": self.critical, "high": 100.0}[self.priority_class(priority)]
 
 
+RUN_POLICY = "run"  # the policy made of a run token's own limits (spec.budget of the Agent)
+
+
 def run_policy(tokens: int | None, cost_usd: Decimal | None) -> list[BudgetPolicy]:
     """The per-run limits a run token carries, as a policy over the Execution's `total` window."""
     if tokens is None and cost_usd is None:
         return []
     return [
         BudgetPolicy(
-            name="run",
+            name=RUN_POLICY,
             scope=Scope.EXECUTION,
             limits=[Limit(window="total", tokens=tokens, cost_usd=cost_usd)],
         )
@@ -610,6 +613,11 @@ def _throttled(model: str | None, cheaper: CheaperModel) -> tuple[str | None, st
     return substitute, f"using the cheaper model {substitute} instead of {model}"
 
 
+def _own(state: LimitState) -> bool:
+    """A run's own limit (RUN_POLICY), as opposed to a shared budget policy."""
+    return state.policy == RUN_POLICY and state.scope is Scope.EXECUTION
+
+
 def decide_call(
     subjects: Sequence[Subject],
     *,
@@ -622,14 +630,18 @@ def decide_call(
     cheaper: CheaperModel = _no_cheaper,
 ) -> Decision:
     """Mid-run: may this model call go ahead (and on which model)? Made with the reservation, under
-    the counters' transaction. The call's estimate must fit under every limit (at 100 % nothing
-    passes); zones: normal as asked; throttle: the cheaper model; critical: only high priority
-    (cheaper model), others are refused; exhausted: refused."""
+    the counters' transaction. The call's estimate must fit under every shared limit (at 100 %
+    nothing passes); a run's own limits (RUN_POLICY) only need the run to be below them, as the
+    runtime counts them: its worst case (max_tokens) is often more than a small per-run budget,
+    and a run's calls are one at a time, so it overspends by at most the call in flight; they are
+    a hard cap, without zones. Zones (of the shared budgets):
+    normal as asked; throttle: the cheaper model; critical: only high priority (cheaper model),
+    others are refused; exhausted: refused."""
     th = thresholds or Thresholds()
     states = tuple(s for subject in subjects for s in subject.states(now, cal))
     for state in sorted(states, key=lambda s: -s.pct):
-        if state.used + state.reserved + estimate.get(state.metric) > state.limit:
-            use = state.used + state.reserved
+        use = state.used + state.reserved
+        if use >= state.limit if _own(state) else use + estimate.get(state.metric) > state.limit:
             zone = th.zone(state.pct)
             return Decision(
                 Action.REFUSE,
@@ -644,7 +656,7 @@ def decide_call(
                 state,
                 states,
             )
-    top = _highest(states)
+    top = _highest(tuple(s for s in states if not _own(s)))  # a run's own limits are a hard cap, no zones
     pct = top.pct if top is not None else 0.0
     zone = th.zone(pct)
     where = top.describe() if top is not None else "no budget applies"

@@ -8,7 +8,6 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
-from agentry_common.models import Phase
 from agentry_common.naming import cronjob_name
 
 from .. import kube
@@ -19,7 +18,7 @@ from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import next_run, rfc3339
 from .execution import adopt_patch, on_execution
-from .state import Logger, State, phase_of
+from .state import Logger, State
 
 
 async def reconcile_agent(
@@ -201,8 +200,7 @@ async def background_loop(client: AsyncClient, config: OperatorConfig, state: St
     """The one background task: retries of failed starts, then stale Agent statuses."""
     while True:
         await asyncio.sleep(config.agent_refresh_seconds)
-        waiting = [k for k, e in state.executions.items() if phase_of(e) == Phase.WAITING_APPROVAL]
-        for key in {*state.due_retries(), *waiting}:  # retries, and approvals that may have expired
+        for key in {*state.due_retries(), *state.waiting_approval}:  # retries; approvals that may expire
             body = state.executions.get(key)
             if body is not None:
                 try:

@@ -54,6 +54,10 @@ class State:
     def __init__(self) -> None:
         self.agents: dict[Key, dict[str, Any]] = {}
         self.executions: dict[Key, dict[str, Any]] = {}
+        # Indexes over `executions`, kept by seen_execution/wrote_status/forget: names per Agent, and
+        # the Executions waiting for an approval (the background loop checks their expiry).
+        self.by_agent: dict[Key, set[str]] = {}
+        self.waiting_approval: set[Key] = set()
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
         self.retry_at: dict[Key, float] = {}
         self.dirty_agents: set[Key] = set()
@@ -71,6 +75,7 @@ class State:
         key = (item["metadata"]["namespace"], item["metadata"]["name"])
         self._count(self.executions.get(key), item)
         self.executions[key] = item
+        self.by_agent.setdefault((key[0], item["spec"]["agentRef"]["name"]), set()).add(key[1])
         return item
 
     def wrote_status(self, key: Key, status: dict[str, Any]) -> None:
@@ -86,6 +91,12 @@ class State:
         item = self.executions.pop(key, None)
         if item is not None and phase_of(item) is not None:
             EXECUTIONS.labels(phase_of(item).value).dec()  # type: ignore[union-attr]
+        if item is not None:
+            names = self.by_agent.get((key[0], item["spec"]["agentRef"]["name"]), set())
+            names.discard(key[1])
+            if not names:
+                self.by_agent.pop((key[0], item["spec"]["agentRef"]["name"]), None)
+        self.waiting_approval.discard(key)
         self.waiting_for_agent.pop(key, None)
         self.retry_at.pop(key, None)
         self.admission_after.pop(key, None)
@@ -94,6 +105,11 @@ class State:
         before, after = (phase_of(old) if old else None), phase_of(new)
         if before == after:
             return
+        key = (new["metadata"]["namespace"], new["metadata"]["name"])
+        if after == Phase.WAITING_APPROVAL:
+            self.waiting_approval.add(key)
+        else:
+            self.waiting_approval.discard(key)
         if before is not None:
             EXECUTIONS.labels(before.value).dec()
         if after is not None:
@@ -103,11 +119,8 @@ class State:
         self.dirty_agents.add((ns, new["spec"]["agentRef"]["name"]))
 
     def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:
-        return [
-            e
-            for (ns, _), e in self.executions.items()
-            if ns == namespace and e["spec"]["agentRef"]["name"] == agent
-        ]
+        names = self.by_agent.get((namespace, agent), ())
+        return [self.executions[(namespace, n)] for n in sorted(names) if (namespace, n) in self.executions]
 
     # -- Agents --------------------------------------------------------------------------------
 

@@ -140,14 +140,19 @@ def test_metering_records_and_counters(
 
 
 def test_run_limits_from_the_token_are_enforced(firestore_project: str, llm: ScriptedLLM) -> None:
-    llm.script([{"text": "a", "usage": {"input_tokens": 1500, "output_tokens": 400}}])
+    """A run's own limit works as the runtime counts it: calls go ahead while the run is below it
+    (even when a call's worst case would not fit), and stop once it is reached: at most the one call
+    in flight goes over."""
+    llm.script([{"text": "a", "usage": {"input_tokens": 1500, "output_tokens": 400}}] * 2)
     token = run_token("ex-lim", limits=RunLimits(tokens=2000))
     with GatewayServer(fs_settings(firestore_project), config(llm)) as gw:
         first = post(gw.url, "/v1/messages", token, MESSAGE)
         gw.drain()
-        second = post(gw.url, "/v1/messages", token, MESSAGE)
-    assert first.status_code == 200
-    assert second.status_code == 402 and "execution team-a/ex-lim/uid-ex-lim total tokens" in second.text
+        second = post(gw.url, "/v1/messages", token, MESSAGE)  # 1,900 of 2,000 used: still below
+        gw.drain()
+        third = post(gw.url, "/v1/messages", token, MESSAGE)  # 3,800: over, by the one call
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert third.status_code == 402 and "execution team-a/ex-lim/uid-ex-lim total tokens" in third.text
 
 
 def test_budget_state_survives_a_restart(firestore_project: str, llm: ScriptedLLM) -> None:

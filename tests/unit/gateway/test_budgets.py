@@ -275,9 +275,11 @@ def test_run_limits_become_an_execution_policy() -> None:
     assert run_policy(None, None) == []
     execution = Subject(Counter(Scope.EXECUTION, "ns/ex"), [p])
     execution.counter.settle("x", Amount(tokens=990, messages=3), NOW, CAL)
-    d = decide_call(
-        [execution], priority=5, model="m", estimate=Amount(tokens=20, messages=1), now=NOW, cal=CAL
-    )
+    estimate = Amount(tokens=20, messages=1)
+    d = decide_call([execution], priority=5, model="m", estimate=estimate, now=NOW, cal=CAL)
+    assert d.action is Action.ALLOW  # below its own limit: the call may go over it, once
+    execution.counter.settle("y", Amount(tokens=15, messages=1), NOW, CAL)
+    d = decide_call([execution], priority=5, model="m", estimate=estimate, now=NOW, cal=CAL)
     assert d.action is Action.REFUSE and "execution ns/ex total tokens" in d.reason
 
 
@@ -342,3 +344,23 @@ def test_policy_matching() -> None:
     )
     assert p.applies(Scope.AGENT, "team-a/x") and not p.applies(Scope.AGENT, "team-b/x")
     assert not p.applies(Scope.USER, "team-a/x")
+
+
+def test_a_runs_own_limit_admits_a_call_while_the_run_is_below_it() -> None:
+    """A per-run budget smaller than one call's worst case (max_tokens) must not stop every call:
+    like the runtime, the run goes on while below its limit, and stops once at or over it."""
+    run = Subject(Counter(Scope.EXECUTION, "ns/ex"), run_policy(None, Decimal("0.10")))
+    worst_case = Amount(tokens=8_500, messages=1, cost_nanos=124_000_000)  # $0.124 > $0.10
+    assert call(run, estimate=worst_case).action is Action.ALLOW
+    run.counter.settle("first", Amount(tokens=1_000, messages=1, cost_nanos=60_000_000), NOW, CAL)
+    assert call(run, estimate=worst_case).action is not Action.REFUSE  # $0.06 of $0.10
+    run.counter.settle("second", Amount(tokens=1_000, messages=1, cost_nanos=45_000_000), NOW, CAL)
+    d = call(run, estimate=worst_case)
+    assert d.action is Action.REFUSE and "policy run" in d.reason  # $0.105: at most one call over
+    # The same numbers in a shared budget: the worst case must fit, so nothing overspends it.
+    shared = Subject(Counter(Scope.EXECUTION, "ns/ex"), [policy_of_cost("team", Decimal("0.10"))])
+    assert call(shared, estimate=worst_case).action is Action.REFUSE
+
+
+def policy_of_cost(name: str, usd: Decimal) -> BudgetPolicy:
+    return BudgetPolicy(name=name, scope=Scope.EXECUTION, limits=[Limit(window="total", cost_usd=usd)])

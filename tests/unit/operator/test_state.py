@@ -1,0 +1,49 @@
+"""The operator's in-memory State: its indexes follow every change of the Executions it caches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentry_operator.handlers.state import State
+
+pytestmark = pytest.mark.unit
+
+
+def execution(name: str, agent: str, phase: str | None = None, ns: str = "ns") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": ns, "name": name, "uid": f"u-{name}"},
+        "spec": {"agentRef": {"name": agent}},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+def test_executions_of_an_agent_are_indexed_per_namespace() -> None:
+    state = State()
+    for body in (
+        execution("a-1", "a"),
+        execution("a-2", "a"),
+        execution("b-1", "b"),
+        execution("a-1", "a", ns="o"),
+    ):
+        state.seen_execution(body)
+    assert [e["metadata"]["name"] for e in state.executions_of("ns", "a")] == ["a-1", "a-2"]
+    assert [e["metadata"]["name"] for e in state.executions_of("o", "a")] == ["a-1"]
+    state.forget(("ns", "a-1"))
+    assert [e["metadata"]["name"] for e in state.executions_of("ns", "a")] == ["a-2"]
+    state.forget(("ns", "a-2"))
+    assert state.executions_of("ns", "a") == [] and ("ns", "a") not in state.by_agent
+
+
+def test_waiting_approval_follows_the_phase_from_events_and_own_writes() -> None:
+    state = State()
+    state.seen_execution(execution("x", "a", "Running"))
+    assert state.waiting_approval == set()
+    state.seen_execution(execution("x", "a", "WaitingApproval"))
+    assert state.waiting_approval == {("ns", "x")}
+    state.wrote_status(("ns", "x"), {"phase": "Running"})  # resumed: our own write, before its event
+    assert state.waiting_approval == set()
+    state.wrote_status(("ns", "x"), {"phase": "WaitingApproval"})
+    state.forget(("ns", "x"))
+    assert state.waiting_approval == set()
