@@ -184,6 +184,9 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         reason, text = _explain_exit(code)
         if job_reason == "BackoffLimitExceeded":
             text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
+        if code in REASONS and report and report.get("summary"):
+            # The runtime's own words say which provider, budget or tool, and why (kubectl describe).
+            text = f"{text}: {_first_line(str(report['summary']), MESSAGE_DETAIL_CHARS)}"
         return Observed(Phase.FAILED, reason, text, completion_time=end, **base)
 
     if pod is not None:
@@ -194,6 +197,12 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
 
 
 WAITING_MESSAGE = "waiting for the run's pod to start"
+MESSAGE_DETAIL_CHARS = 300  # of the runtime's summary, in a failed run's message (all of it: status.result)
+
+
+def _first_line(text: str, limit: int) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _final_config_error(message: str) -> bool:

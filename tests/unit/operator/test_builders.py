@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -132,6 +133,18 @@ def test_observe_deadline_and_backoff_and_approval() -> None:
     report = '{"stopReason": "approval_required", "approval": {"id": "ap1", "tool": "shell"}}'
     seen = observe(_job(policy), [_pod(30, report)])
     assert seen.phase == Phase.WAITING_APPROVAL and seen.approval == {"id": "ap1", "tool": "shell"}
+
+
+def test_a_failed_runs_message_carries_the_runtimes_own_reason() -> None:
+    policy = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]
+    why = "Stopped: all providers failed: anthropic/m: HTTP 503: channel 'anthropic' has no API key"
+    report = json.dumps({"stopReason": "providers_failed", "summary": f"{why}\nmore lines" + "x" * 500})
+    seen = observe(_job(policy), [_pod(20, report)])
+    assert seen.reason == "ProvidersFailed"
+    assert seen.message == f"every LLM provider failed after retries and fallbacks (exit code 20): {why}"
+    long = json.dumps({"summary": "y" * 1000})
+    message = observe(_job(policy), [_pod(20, long)]).message
+    assert message.endswith("y…") and len(message) < 400
 
 
 def test_status_patch_keeps_transition_time_when_status_unchanged() -> None:
