@@ -209,6 +209,19 @@ class Keyring:
             keys[kid.strip()] = secret.strip().encode()
         return cls(keys, current or max(keys))
 
+    @classmethod
+    def from_settings(cls, keys_dir: str | None, keys: str | None, current: str | None) -> Keyring:
+        """The keyring as the operator and the gateway are configured (AGENTRY_TOKEN_KEYS_DIR, else
+        AGENTRY_TOKEN_KEYS, and AGENTRY_TOKEN_KID); ValueError says what to set."""
+        if keys_dir:
+            return cls.from_dir(keys_dir, current)
+        if keys:
+            return cls.from_env_value(keys, current)
+        raise ValueError(
+            "no token keys: set AGENTRY_TOKEN_KEYS_DIR to the mounted Secret directory shared by the "
+            "operator and the gateway (or AGENTRY_TOKEN_KEYS=kid:secret for development)"
+        )
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

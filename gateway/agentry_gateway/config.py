@@ -206,14 +206,7 @@ class Settings(BaseSettings):
     port: int = 8090
 
     def keyring(self) -> Keyring:
-        if self.token_keys_dir:
-            return Keyring.from_dir(self.token_keys_dir, self.token_kid)
-        if self.token_keys:
-            return Keyring.from_env_value(self.token_keys, self.token_kid)
-        raise ValueError(
-            "no token keys: set AGENTRY_TOKEN_KEYS_DIR to the mounted Secret directory "
-            "(or AGENTRY_TOKEN_KEYS=kid:secret for development)"
-        )
+        return Keyring.from_settings(self.token_keys_dir, self.token_keys, self.token_kid)
 
 
 @lru_cache

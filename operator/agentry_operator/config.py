@@ -115,15 +115,10 @@ class OperatorConfig(BaseSettings):
 
     def keyring(self) -> Keyring:
         """The token keyring (required when the gateway is on); ValueError says what to set."""
-        if self.token_keys_dir:
-            return Keyring.from_dir(self.token_keys_dir, self.token_kid)
-        if self.token_keys:
-            return Keyring.from_env_value(self.token_keys, self.token_kid)
-        raise ValueError(
-            "AGENTRY_GATEWAY_URL is set but there are no token keys: set AGENTRY_TOKEN_KEYS_DIR to the "
-            "mounted Secret directory shared with the gateway (or AGENTRY_TOKEN_KEYS=kid:secret for "
-            "development)"
-        )
+        try:
+            return Keyring.from_settings(self.token_keys_dir, self.token_keys, self.token_kid)
+        except ValueError as exc:
+            raise ValueError(f"AGENTRY_GATEWAY_URL is set but: {exc}") from exc
 
 
 @lru_cache

@@ -29,7 +29,7 @@ from agentry_devenv.kube import ControlPlane
 from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import OperatorProcess, apply_crds, start_operator
+from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace
 from tests.integration.api.server import api_settings, start_api
 from tests.integration.workspace.harness import PodRun, run_pod
@@ -57,13 +57,8 @@ def llm() -> Iterator[ScriptedLLM]:
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("gcp-kube"))
-    try:
-        plane.start()
-        apply_crds(plane)
+    with own_control_plane(tmp_path_factory.mktemp("gcp-kube")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from agentry_common.naming import job_name
 from agentry_devenv.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import apply_crds, start_operator
+from tests.fixtures.operator import own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace
 
 pytestmark = pytest.mark.integration
@@ -32,13 +32,8 @@ N = 100
 @pytest.fixture
 def own_plane(tmp_path: Path) -> Iterator[ControlPlane]:
     """A control plane of this test's own: no other operator may act on what it creates."""
-    plane = ControlPlane(tmp_path / "kube")
-    try:
-        plane.start()
-        apply_crds(plane)
+    with own_control_plane(tmp_path / "kube") as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 def test_exactly_one_job_per_execution_across_crashes(own_plane: ControlPlane, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually
-from tests.fixtures.operator import OperatorProcess, apply_crds, start_operator
+from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace
 
 pytestmark = pytest.mark.integration
@@ -101,13 +101,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("governance-kube"))
-    try:
-        plane.start()
-        apply_crds(plane)
+    with own_control_plane(tmp_path_factory.mktemp("governance-kube")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")
