@@ -4,6 +4,8 @@
                                 (Helm chart, with the LLM gateway), the dashboard on localhost, sample
                                 agents; Ctrl-C stops all
     agentry-dev status          what runs, and whether it is healthy
+    agentry-dev doctor          `agentry doctor` against it: every LLM channel through the gateway,
+                                Firestore, the API server, the operator and the API, with fixes
     agentry-dev down [--wipe]   stop a running `up` (also a detached one) and remove what it left behind
 
 See docs/dev-cluster.md for how the cluster is built and for troubleshooting.
@@ -12,6 +14,8 @@ See docs/dev-cluster.md for how the cluster is built and for troubleshooting.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import shutil
 import signal
@@ -20,8 +24,12 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
+
+from agentry_common.tokens import Keyring, mint_service_token
+from agentry_gateway import doctor
 
 from . import node as n
 from .cluster import (
@@ -40,6 +48,7 @@ from .kube import REPO
 from .procs import Proc, ServerError, port_in_use, require_free_port, who_listens
 
 READY_LINE = "Ctrl-C stops everything"
+OPERATOR_HEALTH_PORT = 8080  # the chart's operator.healthPort
 STEPS = 6
 
 
@@ -137,7 +146,12 @@ class Stack:
         samples = install.apply_samples()
         _say(f"    applied {', '.join(samples)} in namespace {WORKLOADS_NS}")
         dashboard = f"http://127.0.0.1:{self.api_port}/"
-        write_state_extra(dashboard=dashboard, kubeconfig=str(self.cluster.plane.kubeconfig))
+        write_state_extra(
+            dashboard=dashboard,
+            kubeconfig=str(self.cluster.plane.kubeconfig),
+            firestore=self.firestore.address,
+            project=self.project,
+        )
         kubeconfig = self.cluster.plane.kubeconfig
         _say(f"ready in {time.monotonic() - t0:.0f} s")
         _say(f"    dashboard:  {dashboard}")
@@ -292,6 +306,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Run the gateway's doctor with what the running `up` knows: Service and pod addresses, the
+    token keys (from their Secret, for a service token), the Firestore emulator and the kubeconfig."""
+    state = {**read_state(), **(lock_holder() or {})}
+    if not state.get("kubeconfig") or not state.get("firestore"):
+        _say("not running (`make dev` starts it)")
+        return 3
+    kubeconfig = str(state["kubeconfig"])
+
+    def get(*a: str) -> dict[str, Any]:
+        r = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "-n", SYSTEM_NS, "get", *a, "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return dict(json.loads(r.stdout)) if r.returncode == 0 else {}
+
+    argv = [f"--kubeconfig={kubeconfig}", f"--project={state.get('project', 'agentry-dev')}"]
+    gateway = get("service", "agentry-gateway").get("spec", {})
+    if gateway:
+        argv.append(f"--gateway=http://{gateway['clusterIP']}:{gateway['ports'][0]['port']}")
+        keys = get("secret", "agentry-token-keys").get("data") or {}
+        if keys:
+            ring = Keyring({k: base64.b64decode(v) for k, v in keys.items()}, max(keys))
+            argv.append(f"--token={mint_service_token(ring, 'doctor')}")
+    else:
+        argv.append("--skip=gateway")  # installed with AGENTRY_DEV_GATEWAY=0
+    pods = get("pods", "-l", "app.kubernetes.io/component=operator").get("items") or []
+    ip = next((p["status"].get("podIP") for p in pods if p["status"].get("podIP")), None)
+    argv.append(f"--operator-url=http://{ip or 'operator-pod-not-found'}:{OPERATOR_HEALTH_PORT}/healthz")
+    if state.get("dashboard"):
+        argv.append(f"--api-url={str(state['dashboard']).rstrip('/')}")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = str(state["firestore"])
+    return doctor.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(
@@ -314,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "status", help="what runs and whether it is healthy (exit 0 healthy, 1 unhealthy, 3 stopped)"
     )
+    sub.add_parser("doctor", help="check every channel of the running platform (exit 0 all green, 1 red)")
     args = parser.parse_args(argv)
-    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "doctor": cmd_doctor}
     return handlers[args.cmd](args)
 
 

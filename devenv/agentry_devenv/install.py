@@ -212,9 +212,7 @@ class Install:
 
     def api_service(self) -> str:
         """ClusterIP:port of the API Service."""
-        svc = json.loads(self.cluster.plane.kubectl("-n", SYSTEM_NS, "get", "service", "agentry-api", "-o",
-                                                    "json").stdout)  # fmt: skip
-        return f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        return service_address(self.cluster, "agentry-api")
 
     def apply_secret(self, always: bool = False) -> bool:
         """The `llm-keys` Secret: the gateway's provider keys (or, without the gateway, the one the
@@ -253,6 +251,15 @@ class Install:
             {"env": "OPENAI_API_KEY", "secretKeyRef": {"name": LLM_SECRET, "key": "openai"}}
         ]
         return agent
+
+
+def service_address(cluster: Cluster, name: str, namespace: str = SYSTEM_NS) -> str:
+    """ClusterIP:port of a Service."""
+    result = cluster.plane.kubectl("-n", namespace, "get", "service", name, "-o", "json", check=False)
+    if result.returncode != 0:
+        raise ServerError(f"no Service {namespace}/{name}: {result.stderr.strip()}")
+    svc = json.loads(result.stdout)
+    return f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
 
 def _env(values: dict[str, str]) -> list[dict[str, str]]:

@@ -241,17 +241,14 @@ async def check_http(client: httpx.AsyncClient, name: str, url: str, hint: str) 
 def service_token(explicit: str | None) -> str | None:
     if explicit:
         return explicit
-    directory = os.environ.get("AGENTRY_TOKEN_KEYS_DIR")
-    value = os.environ.get("AGENTRY_TOKEN_KEYS")
-    kid = os.environ.get("AGENTRY_TOKEN_KID")
+    env = os.environ.get
     try:
-        if directory:
-            return mint_service_token(Keyring.from_dir(directory, kid), "doctor")
-        if value:
-            return mint_service_token(Keyring.from_env_value(value, kid), "doctor")
+        keyring = Keyring.from_settings(
+            env("AGENTRY_TOKEN_KEYS_DIR"), env("AGENTRY_TOKEN_KEYS"), env("AGENTRY_TOKEN_KID")
+        )
     except (OSError, ValueError):
         return None
-    return None
+    return mint_service_token(keyring, "doctor")
 
 
 async def run_checks(args: argparse.Namespace) -> list[Check]:
