@@ -48,6 +48,10 @@ dev: install ## Bring the platform up in a local single-node cluster (needs root
 dev-status: install ## What the local cluster runs and whether it is healthy
 	$(PY) -m agentry_devenv.cli status
 
+.PHONY: dev-doctor
+dev-doctor: install ## `agentry doctor` against the running `make dev`: LLM channels, Firestore, API server, operator, API
+	$(PY) -m agentry_devenv.cli doctor
+
 .PHONY: dev-down
 dev-down: install ## Stop a running (or detached, or killed) `make dev` and remove what it left on the host
 	$(PY) -m agentry_devenv.cli down

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -144,6 +145,13 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         status = _cli("status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert "kubernetes.default -> 10.96.0.1" in status.stdout and "healthy" in status.stdout
+        # `agentry doctor` against it: everything answers; both LLM channels are red, with the fix.
+        doctor = _cli("doctor", timeout=120)
+        assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+        for green in ("gateway", "firestore", "kube-apiserver", "operator", "api"):
+            assert re.search(rf"^✔ {green} +OK", doctor.stdout, re.M), doctor.stdout
+        assert re.search(r"^✘ channel anthropic +FAIL .*has no API key", doctor.stdout, re.M), doctor.stdout
+        assert "fix: mount the key of channel anthropic" in doctor.stdout
 
         kubeconfig = workdir / "kube" / "admin.kubeconfig"
         node = json.loads(_kubectl(kubeconfig, "get", "node", n.NODE_NAME, "-o", "json").stdout)
