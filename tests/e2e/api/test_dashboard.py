@@ -3,15 +3,22 @@ the status change live from the event stream, open the detail, approve a pending
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from google.cloud import firestore
 from lightkube import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from agentry_api.cluster import Execution
+from agentry_gateway.config import GatewayConfig
+from agentry_gateway.ledger import FirestoreLedger
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.integration.api.helpers import REPORT, pod_of, request_approval
 from tests.integration.api.server import ApiServer
@@ -50,6 +57,43 @@ class Shots:
         path = self.tmp / f"dashboard-{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         shutil.copy(path, ARTIFACTS / path.name)
+
+
+def record_call(api: ApiServer, namespace: str, execution: str, uid: str) -> None:
+    """One call record of the Execution, written by the gateway's own Firestore ledger."""
+    record = {
+        "id": uuid.uuid4().hex,
+        "ts": time.time(),
+        "outcome": "ok",
+        "namespace": namespace,
+        "execution": execution,
+        "executionUid": uid,
+        "protocol": "anthropic",
+        "requestedModel": "claude-sonnet-4-6",
+        "model": "gpt-4.1-mini",
+        "channel": "openai",
+        "fallbacks": 1,
+        "fallbackPath": ["anthropic:claude-sonnet-4-6 -> openai:gpt-4.1-mini"],
+        "retries": 1,
+        "inputTokens": 1000,
+        "outputTokens": 300,
+        "charged": {"tokens": 1300, "messages": 1, "costUSD": "0.00088", "costNanos": 880_000},
+        "latencyMs": 420.0,
+        "decision": {"action": "allow", "zone": "normal"},
+    }
+
+    async def write() -> None:
+        client = firestore.AsyncClient(project=api.settings.google_cloud_project)
+        try:
+            cfg = GatewayConfig()
+            ledger = FirestoreLedger(client, cfg.budgets, cfg.calendar, cfg.thresholds, cfg.keep_seconds)
+            await ledger.record_call(record)
+        finally:
+            client.close()
+
+    # Playwright's sync API runs an event loop in this thread: the ledger's async client gets its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()
 
 
 def test_create_run_watch_live_and_approve(
@@ -101,6 +145,21 @@ def test_create_run_watch_live_and_approve(
     assert page.evaluate("window.__notReloaded") is True, "the page reloaded: updates must come from SSE"
     shot("4-succeeded")
 
+    # Its LLM calls, as the gateway records them, on the run's page: the model that answered and the
+    # fallback taken.
+    uid = kube_client.get(Execution, name, namespace=namespace).metadata.uid  # type: ignore[union-attr]
+    record_call(api, namespace, name, str(uid))
+    page.goto(f"{api.url}/executions/{name}")
+    calls = page.locator("#llm-calls")
+    expect(calls.locator("tr[data-call]")).to_have_count(1)
+    expect(calls.locator(".model-used")).to_have_text("gpt-4.1-mini")
+    expect(calls.locator(".fallbacks")).to_contain_text("anthropic:claude-sonnet-4-6 -> openai:gpt-4.1-mini")
+    expect(page.locator("#llm-calls-totals")).to_contain_text("1 calls · 1300 tokens")
+    expect(page.locator("#cancel")).to_be_hidden()  # a finished run cannot be cancelled
+    shot("4b-llm-calls")
+    page.goto(f"{api.url}/agents/{agent_id}")
+    expect(page.locator("#live")).to_have_text("live")
+
     # A second run stops before a RED action; the detail page shows it and the approval goes through.
     page.click("#run-now")
     expect(row).to_have_count(2, timeout=20_000)
@@ -111,6 +170,7 @@ def test_create_run_watch_live_and_approve(
     request_approval(kube_client, namespace, second, f"{second}-ap")
     expect(page.locator("#approval")).to_be_visible(timeout=30_000)
     expect(page.locator("#phase")).to_have_text("WaitingApproval")
+    expect(page.locator("#cancel")).to_be_visible()
     expect(page.locator("#approval-summary")).to_have_text("rm -rf /workspace/cache")
     expect(page.locator("#approval-count")).to_have_text("1")
     shot("5-waiting-approval")

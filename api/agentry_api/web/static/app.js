@@ -112,6 +112,7 @@ function renderExecutionDetail(e) {
   if (page !== "execution" || document.body.dataset.execution !== e.id) return;
   $("#phase").textContent = e.phase;
   $("#phase").className = `pill phase-${e.phase}`;
+  $("#cancel").hidden = ["Succeeded", "Failed", "Cancelled", "Skipped"].includes(e.phase);
   $("#reason").textContent = e.reason || "";
   $("#message").textContent = e.message || "";
   $("#start").textContent = e.startTime || "—";
