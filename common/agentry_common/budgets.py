@@ -600,8 +600,11 @@ def _no_cheaper(model: str) -> str | None:
     return None
 
 
-def _highest(states: Sequence[LimitState]) -> LimitState | None:
-    return max(states, key=lambda s: s.pct, default=None)
+def _standing(states: Sequence[LimitState], th: Thresholds) -> tuple[LimitState | None, float, Zone, str]:
+    """The most used limit, its use in percent, the zone that puts the subject in, and its words."""
+    top = max(states, key=lambda s: s.pct, default=None)
+    pct = top.pct if top is not None else 0.0
+    return top, pct, th.zone(pct), top.describe() if top is not None else "no budget applies"
 
 
 def _throttled(model: str | None, cheaper: CheaperModel) -> tuple[str | None, str]:
@@ -656,10 +659,8 @@ def decide_call(
                 state,
                 states,
             )
-    top = _highest(tuple(s for s in states if not _own(s)))  # a run's own limits are a hard cap, no zones
-    pct = top.pct if top is not None else 0.0
-    zone = th.zone(pct)
-    where = top.describe() if top is not None else "no budget applies"
+    # A run's own limits are a hard cap (above), without zones.
+    top, _, zone, where = _standing(tuple(s for s in states if not _own(s)), th)
     if zone is Zone.NORMAL:
         return Decision(
             Action.ALLOW, zone, f"normal zone: {where}", priority, model, model, None, top, states
@@ -711,10 +712,7 @@ def decide_admission(
     100 %. In between, work that may start does so on the cheaper model."""
     th = thresholds or Thresholds()
     states = tuple(s for subject in subjects for s in subject.states(now, cal))
-    top = _highest(states)
-    pct = top.pct if top is not None else 0.0
-    zone = th.zone(pct)
-    where = top.describe() if top is not None else "no budget applies"
+    top, pct, zone, where = _standing(states, th)
     if zone is Zone.NORMAL:
         return Decision(
             Action.ALLOW, zone, f"normal zone: {where}", priority, model, model, None, top, states
