@@ -3,13 +3,15 @@ and gives the run a per-Execution token instead of provider keys (docs/governanc
 
 Own control plane (no other operator may act on these objects), one governed operator for the module,
 and per test a real gateway (uvicorn, in-process ledger with a clock the test can move) on the one
-address the operator knows: stopping it is "gateway down".
+address the operator knows: stopping it is "gateway down". That address is held for the whole module
+(see ReservedPort): a port only picked at import was taken by another server before these tests ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,6 @@ from agentry_common.budgets import Amount
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
 from agentry_devenv.kube import ControlPlane
-from agentry_devenv.procs import free_port
 from agentry_gateway.app import create_app
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
@@ -39,16 +40,40 @@ pytestmark = pytest.mark.integration
 
 KEY = "k" * 40
 KEYRING = Keyring.single(KEY, "test")
-PORT = free_port()
-GATEWAY_URL = f"http://127.0.0.1:{PORT}"
 USER = "u-1f3a"
 MODEL = "claude-sonnet-4-6"
 
 
-class Gateway:
-    """The real gateway app on GATEWAY_URL (its own thread and loop); counts admission calls."""
+class ReservedPort:
+    """A loopback port kept for the module: a bound socket that never listens, so while no gateway
+    runs connections are refused (gateway down) and no other server can bind it. Gateways listen on
+    the same port beside it through SO_REUSEPORT."""
 
-    def __init__(self, budgets: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self) -> None:
+        self.hold = self._socket()
+        self.hold.bind(("127.0.0.1", 0))
+        self.port = int(self.hold.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _socket() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+    def listener(self) -> socket.socket:
+        sock = self._socket()
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        return sock
+
+
+class Gateway:
+    """The real gateway app on the reserved port (its own thread and loop); counts admission calls."""
+
+    def __init__(self, address: ReservedPort, budgets: list[dict[str, Any]] | None = None) -> None:
+        self.url = address.url
+        self.sock = address.listener()
         self.config = GatewayConfig.model_validate({"budgets": budgets or [], "bucketSeconds": 60})
         self.offset = 0.0  # seconds added to the ledger's clock: "later"
         self.ledger = MemoryLedger(
@@ -68,22 +93,20 @@ class Gateway:
                 self.admissions.append(time.monotonic())
             await self.app(scope, receive, send)
 
-        self.server = uvicorn.Server(
-            uvicorn.Config(counted, host="127.0.0.1", port=PORT, log_level="warning", lifespan="on")
-        )
+        self.server = uvicorn.Server(uvicorn.Config(counted, log_level="warning", lifespan="on"))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, daemon=True, name="gateway")
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
 
     def start(self) -> Gateway:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"the gateway did not start on {GATEWAY_URL}")
+                raise RuntimeError(f"the gateway did not start on {self.url}")
             time.sleep(0.01)
         return self
 
@@ -97,6 +120,7 @@ class Gateway:
         self.thread.join(timeout=30)
         if not self.loop.is_closed():
             self.loop.close()
+        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +130,20 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="module")
+def gateway_address() -> Iterator[ReservedPort]:
+    address = ReservedPort()
+    yield address
+    address.hold.close()
+
+
+@pytest.fixture(scope="module")
 def governed_operator(
-    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    plane: ControlPlane, gateway_address: ReservedPort, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     op = start_operator(
         plane,
         tmp_path_factory.mktemp("governed-operator"),
-        AGENTRY_GATEWAY_URL=GATEWAY_URL,
+        AGENTRY_GATEWAY_URL=gateway_address.url,
         AGENTRY_TOKEN_KEYS=f"test:{KEY}",
         AGENTRY_ADMISSION_RECHECK_SECONDS="1",
         AGENTRY_ADMISSION_UNAVAILABLE_RETRY_SECONDS="1",
@@ -133,11 +164,11 @@ def ns(client: Client, governed_operator: OperatorProcess) -> str:
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[Any]:
+def gateway_factory(gateway_address: ReservedPort) -> Iterator[Any]:
     started: list[Gateway] = []
 
     def make(budgets: list[dict[str, Any]] | None = None) -> Gateway:
-        gw = Gateway(budgets).start()
+        gw = Gateway(gateway_address, budgets).start()
         started.append(gw)
         return gw
 
@@ -209,8 +240,8 @@ def test_allowed_run_gets_a_token_secret_and_no_provider_key(
         ref = env[key_env].valueFrom.secretKeyRef  # type: ignore[union-attr]
         assert (ref.name, ref.key) == (secret_name, "token"), key_env
         assert env[key_env].value is None
-    assert env["ANTHROPIC_BASE_URL"].value == GATEWAY_URL
-    assert env["OPENAI_BASE_URL"].value == GATEWAY_URL + "/v1"
+    assert env["ANTHROPIC_BASE_URL"].value == gw.url
+    assert env["OPENAI_BASE_URL"].value == gw.url + "/v1"
     refs = [
         e.valueFrom.secretKeyRef.name for e in container.env or [] if e.valueFrom and e.valueFrom.secretKeyRef
     ]
