@@ -10,7 +10,7 @@ from typing import Any
 from agentry_common import constants as c
 from agentry_common.models import Phase, SecretSpec, Trigger
 
-from ..conditions import set_condition
+from ..conditions import get_condition, set_condition
 from ..config import OperatorConfig
 
 # Variables the model SDKs and the runtime read a provider key from. A governed run gets the run token
@@ -167,6 +167,20 @@ def decide(
         message,
         cond(conditions, BUDGET_EXCEEDED, None, ADMISSION_FAILED, message),
         unavailable,
+    )
+
+
+def record_before_job(verdict: Verdict, conditions: list[dict[str, Any]] | None) -> bool:
+    """True when a starting run's conditions must be written before its Job is created: a throttled
+    start. Nothing in the Job tells it later, and an operator that crashes after creating the Job
+    adopts it with the status it finds (decide_existing)."""
+    throttled = get_condition(verdict.conditions, BUDGET_THROTTLED)
+    before = get_condition(conditions, BUDGET_THROTTLED)
+    return (
+        verdict.start
+        and throttled is not None
+        and throttled.get("status") == "True"
+        and (before is None or before.get("status") != "True")
     )
 
 

@@ -4,7 +4,10 @@ The runtime stops before a RED action with exit code 30 and an `approval` block 
 prints its conversation state in an `approval_request` event on stdout. The operator keeps that
 state in a ConfigMap (the pod and its emptyDir go away), and when `spec.approvals` holds a decision
 for the pending id, it either starts a resume Job with `resume.json` (approved) or cancels the run
-(denied, or not decided within `spec.approval.timeoutSeconds` of the Agent).
+(denied, or not decided within `spec.approval.timeoutSeconds` of the Agent). With the gateway on, an
+approved resume is admitted again first: hours may pass between pause and approval, and a run whose
+budget is gone waits (still WaitingApproval, reason BudgetWait) or ends instead of failing at its
+first call.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import Observed, observe, status_patch
+from ..builders.governance import record_before_job
 from ..builders.job import RESUME_FILE, STATE_KEY, build_job, owner_reference
 from ..conditions import now_rfc3339
 from ..config import OperatorConfig
-from .admission import ensure_token_secret
+from .admission import admission, ensure_token_secret
 from .state import Logger, State
 
 DEFAULT_TIMEOUT_SECONDS = 3600
 # The API records a timeout as a decision (with who/why) when it sees expiresAt pass; the operator
 # cancels on its own only if that has not happened a little later.
 EXPIRY_GRACE_SECONDS = 30
+
+# What to write for a waiting run: phase, reason, message, and the new conditions (None: keep them).
+Outcome = tuple[Phase, str, str, list[dict[str, Any]] | None]
 
 
 def resume_name(execution: dict[str, Any], approval_id: str) -> str:
@@ -100,8 +107,9 @@ def _expired(approval: dict[str, Any]) -> bool:
 
 async def on_waiting(
     client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
-) -> tuple[Phase, str, str] | None:
-    """Act on a decision or a timeout. Returns a (phase, reason, message) to write, if terminal."""
+) -> Outcome | None:
+    """Act on a decision or a timeout. Returns the status to write: the end of the run, or a resume
+    held by the gateway's admission."""
     status = body.get("status") or {}
     approval = status.get("approval") or {}
     decision = next(
@@ -113,14 +121,19 @@ async def on_waiting(
                 Phase.CANCELLED,
                 "ApprovalTimedOut",
                 f"nobody decided on {approval.get('tool', 'the action')} before {approval['expiresAt']}",
+                None,
             )
         return None
     who = decision.get("decidedBy") or "someone"
     if not decision.get("approved"):
         why = f": {decision['reason']}" if decision.get("reason") else ""
-        return (Phase.CANCELLED, "ApprovalDenied", f"{who} denied {approval.get('tool', 'the action')}{why}")
-    await resume(client, config, state, body, decision, logger)
-    return None
+        return (
+            Phase.CANCELLED,
+            "ApprovalDenied",
+            f"{who} denied {approval.get('tool', 'the action')}{why}",
+            None,
+        )
+    return await resume(client, config, state, body, decision, logger)
 
 
 async def resume(
@@ -130,7 +143,9 @@ async def resume(
     body: dict[str, Any],
     decision: dict[str, Any],
     logger: Logger,
-) -> None:
+) -> Outcome | None:
+    """Start the resume Job (None), unless the gateway's admission holds or ends the run (its Outcome;
+    also None when it must not be asked now: its retry is scheduled)."""
     meta = body["metadata"]
     ns = meta["namespace"]
     status = body.get("status") or {}
@@ -140,6 +155,20 @@ async def resume(
         agent = await kube.get_or_none(client, kube.Agent, body["spec"]["agentRef"]["name"], ns)
     if agent is None:
         raise RuntimeError("the Agent of a paused run is gone")
+    token_secret: str | None = None
+    if config.governed:
+        verdict = await admission(client, config, state, body, agent, name, logger)
+        if verdict is None:
+            return None
+        if not verdict.start:
+            phase = verdict.phase if verdict.phase.terminal else Phase.WAITING_APPROVAL
+            return (phase, verdict.reason, verdict.message, verdict.conditions)
+        if record_before_job(verdict, status.get("conditions")):
+            recorded = {"conditions": verdict.conditions}
+            await kube.patch_status(client, kube.Execution, meta["name"], ns, recorded)
+            state.wrote_status((ns, meta["name"]), recorded)
+        status = {**status, "conditions": verdict.conditions}
+        token_secret = await ensure_token_secret(client, state, body, agent, name)
     cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
     saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
     resume_doc: dict[str, Any] = {
@@ -150,9 +179,6 @@ async def resume(
         resume_doc["state"] = saved
     await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
     correlation_id = status.get("correlationId") or meta["name"]
-    # A resumed run is a new Job: with the gateway on it gets a new token (no second admission: the
-    # run was admitted; the gateway's check before every call still applies).
-    token_secret = await ensure_token_secret(client, state, body, agent, name) if config.governed else None
     job = await kube.create_or_adopt(
         client,
         build_job(
@@ -168,3 +194,4 @@ async def resume(
     patch.update({"jobName": name, "approval": None})
     await kube.patch_status(client, kube.Execution, meta["name"], ns, patch)
     state.wrote_status((ns, meta["name"]), patch)
+    return None

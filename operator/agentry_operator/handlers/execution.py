@@ -21,6 +21,7 @@ from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import Observed, observe, observe_pod, status_patch
+from ..builders.governance import record_before_job
 from ..builders.job import build_job, owner_reference
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..config import OperatorConfig
@@ -90,7 +91,12 @@ async def on_execution(
         return
     if phase == Phase.WAITING_APPROVAL:
         outcome = await on_waiting(client, config, state, body, logger)
-        if outcome is not None:
+        status = body.get("status") or {}
+        if outcome is not None and (status.get("phase"), status.get("reason"), status.get("message")) != (
+            outcome[0].value,
+            outcome[1],
+            outcome[2],
+        ):
             await _decide(client, state, body, *outcome)
         return
     job_name_ = (body.get("status") or {}).get("jobName")
@@ -181,6 +187,8 @@ async def start(
                     client, state, body, verdict.phase, verdict.reason, verdict.message, verdict.conditions
                 )
             return
+        if record_before_job(verdict, status.get("conditions")):
+            await _write(client, state, body, {"conditions": verdict.conditions})
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, child)
     job = await kube.create_or_adopt(

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from lightkube import Client, KubeConfig
+from lightkube import Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 
@@ -31,6 +31,7 @@ from agentry_operator.builders.job import build_job
 from agentry_operator.config import OperatorConfig
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually
+from tests.fixtures.servers import plane_client
 from tests.unit.chart.render import CHART, env_of, helm
 
 pytestmark = pytest.mark.integration
@@ -147,9 +148,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def client(kube: ControlPlane) -> Iterator[Client]:
-    c = Client(KubeConfig.from_file(kube.kubeconfig), field_manager="agentry-tests")
-    yield c
-    c.close()
+    with plane_client(kube) as c:
+        yield c
 
 
 # --- objects -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore, scheduler_v1
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
@@ -30,7 +30,7 @@ from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
-from tests.fixtures.servers import make_namespace
+from tests.fixtures.servers import make_namespace, plane_client
 from tests.integration.api.server import api_settings, start_api
 from tests.integration.workspace.harness import PodRun, run_pod
 
@@ -82,8 +82,9 @@ def gcp_operator(
 
 
 @pytest.fixture(scope="module")
-def client(plane: ControlPlane) -> Client:
-    return Client(KubeConfig.from_file(plane.kubeconfig), field_manager="gcp-tests")
+def client(plane: ControlPlane) -> Iterator[Client]:
+    with plane_client(plane, "gcp-tests") as c:
+        yield c
 
 
 @pytest.fixture

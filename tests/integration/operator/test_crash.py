@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lightkube import Client, KubeConfig
+from lightkube import Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 
@@ -22,7 +22,7 @@ from agentry_devenv.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import own_control_plane, start_operator
-from tests.fixtures.servers import make_namespace
+from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,16 @@ def own_plane(tmp_path: Path) -> Iterator[ControlPlane]:
         yield plane
 
 
-def test_exactly_one_job_per_execution_across_crashes(own_plane: ControlPlane, tmp_path: Path) -> None:
+@pytest.fixture
+def kube_client(own_plane: ControlPlane) -> Iterator[Client]:
+    with plane_client(own_plane, "crash-test") as client:
+        yield client
+
+
+def test_exactly_one_job_per_execution_across_crashes(
+    own_plane: ControlPlane, kube_client: Client, tmp_path: Path
+) -> None:
     rng = random.Random(20261123)
-    kube_client = Client(KubeConfig.from_file(own_plane.kubeconfig), field_manager="crash-test")
     ns = make_namespace(kube_client, "crash")
     op = start_operator(own_plane, tmp_path)
     try:

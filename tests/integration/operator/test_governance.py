@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import ApiError, Client
+from lightkube.models.core_v1 import ResourceQuotaSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import ResourceQuota, Secret
 from lightkube.types import PatchType
 
 from agentry_common.budgets import Amount
@@ -32,9 +34,9 @@ from agentry_gateway.app import create_app
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_operator.kube import Agent, Execution
-from tests.fixtures.helpers import eventually
+from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
-from tests.fixtures.servers import make_namespace
+from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
 
@@ -154,8 +156,9 @@ def governed_operator(
 
 
 @pytest.fixture(scope="module")
-def client(plane: ControlPlane) -> Client:
-    return Client(KubeConfig.from_file(plane.kubeconfig), field_manager="governance-tests")
+def client(plane: ControlPlane) -> Iterator[Client]:
+    with plane_client(plane, "governance-tests") as c:
+        yield c
 
 
 @pytest.fixture
@@ -304,6 +307,76 @@ def test_nearly_spent_budget_holds_low_priority_and_throttles_normal_until_it_fr
     released = condition(st, "BudgetExceeded")
     assert (released["status"], released["reason"]) == ("False", "WithinBudget")
     assert client.get(Secret, token_secret_name(job.metadata.name or ""), namespace=ns)
+
+
+def test_a_throttled_start_is_on_the_execution_before_its_job_exists(
+    client: Client, ns: str, gateway_factory: Any
+) -> None:
+    """The throttle is recorded before the Job is created, so an operator that crashes right after
+    creating it (and adopts the Job on restart, without asking again) cannot lose it. A quota that
+    refuses Jobs holds the run between the two steps."""
+    client.create(
+        ResourceQuota(
+            metadata=ObjectMeta(name="no-jobs", namespace=ns),
+            spec=ResourceQuotaSpec(hard={"count/jobs.batch": "0"}),
+        )
+    )
+    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    make_agent(client, ns, "digest")
+    gw.spend(ns, "digest", Amount(messages=85))  # 85 %: normal priority starts, throttled
+    ex = make_execution(client, ns, "held", "digest")
+
+    st = wait_status(
+        client,
+        "held",
+        ns,
+        "BudgetThrottled",
+        lambda s: condition(s, "BudgetThrottled").get("status") == "True",
+    )
+    assert "throttle zone" in condition(st, "BudgetThrottled")["message"]
+    time.sleep(2)
+    assert no_job(client, ex) and not status(client, "held", ns).get("jobName")
+
+    client.delete(ResourceQuota, "no-jobs", namespace=ns)
+    job = the_job(client, ex, timeout=40)  # the start is retried every few seconds
+    assert job.metadata is not None
+    st = wait_status(client, "held", ns, "jobName", lambda s: s.get("jobName") == job.metadata.name)
+    assert condition(st, "BudgetThrottled")["status"] == "True"
+
+
+def test_an_approved_resume_is_admitted_again(client: Client, ns: str, gateway_factory: Any) -> None:
+    """Hours may pass between a pause and its approval: the resume asks the gateway again, and a run
+    whose budget has gone meanwhile waits (still WaitingApproval) instead of failing at its first call."""
+    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    make_agent(client, ns, "poster")
+    ex = make_execution(client, ns, "risky", "poster", priority=2)
+    first = the_job(client, ex)
+    assert first.metadata is not None
+    play_kubelet(client, job_pod(client, ns, first.metadata.name or ""), "Failed", 30, APPROVAL_REPORT)
+    wait_status(client, "risky", ns, "WaitingApproval", lambda s: s.get("phase") == "WaitingApproval")
+
+    gw.spend(ns, "poster", Amount(messages=85))  # meanwhile: 85 %, where priority 2 waits
+    decision = {"id": APPROVAL_REPORT["approval"]["id"], "approved": True, "decidedBy": "bob"}
+    client.patch(
+        Execution,
+        "risky",
+        {"spec": {"approvals": [decision]}},
+        namespace=ns,
+        patch_type=PatchType.MERGE,
+    )
+    st = wait_status(client, "risky", ns, "BudgetWait", lambda s: s.get("reason") == "BudgetWait")
+    assert st["phase"] == "WaitingApproval" and "priority 2" in st["message"]
+    held = condition(st, "BudgetExceeded")
+    assert (held["status"], held["reason"]) == ("True", "BudgetWait")
+    time.sleep(2)
+    assert [j.metadata.name for j in client.list(Job, namespace=ns)] == [first.metadata.name]  # type: ignore[union-attr]
+
+    gw.offset = 6 * 3600  # the window has moved past the usage
+    first_name = first.metadata.name
+    st = wait_status(client, "risky", ns, "resumed", lambda s: s.get("jobName") not in (None, first_name), 20)
+    assert st["reason"] == "Resumed" and "bob" in st["message"]
+    assert condition(st, "BudgetExceeded")["status"] == "False"
+    assert client.get(Secret, token_secret_name(st["jobName"]), namespace=ns)
 
 
 def test_refused_runs_fail_or_are_skipped_with_budget_exceeded(

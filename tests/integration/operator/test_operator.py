@@ -9,13 +9,13 @@ import pytest
 import yaml
 from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import ConfigMap, Pod
+from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
 from agentry_common.naming import cronjob_name, job_name
 from agentry_devenv.kube import REPO, ControlPlane
 from agentry_operator.kube import Agent, Execution
-from tests.fixtures.helpers import eventually, play_kubelet
+from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -51,14 +51,6 @@ def wait_phase(client: Client, name: str, ns: str, phase: str, timeout: float = 
         timeout,
         f"execution {name} to reach {phase}",
     )
-
-
-def job_pod(client: Client, ns: str, job: str) -> Pod:
-    pods = eventually(
-        lambda: list(client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job})),
-        what=f"a pod of {job}",
-    )
-    return pods[-1]
 
 
 def test_agent_becomes_ready_with_printer_columns(
@@ -377,22 +369,6 @@ def test_samples_are_accepted_by_the_api_server(
     out = kube.kubectl("get", "agentry", "-n", namespace, "-o", "name").stdout.split()
     assert {"agent.agentry.dev/hello", "agent.agentry.dev/weekly-stock"} <= set(out)
     assert any(n.startswith("execution.agentry.dev/hello-") for n in out)
-
-
-APPROVAL_REPORT = {
-    "stopReason": "approval_required",
-    "summary": "I need to POST the report.",
-    "usage": {"inputTokens": 100, "outputTokens": 10, "costUSD": "0.001", "model": "m", "turns": 1},
-    "approval": {
-        "id": "apr-0123456789abcdef",
-        "tool": "http",
-        "toolUseId": "toolu_1",
-        "risk": "RED",
-        "reason": "POST is RED",
-        "arguments": "POST https://api.example.com/report",
-        "timeoutSeconds": 3600,
-    },
-}
 
 
 def _pause(kube_client: Client, ns: str, name: str) -> dict[str, Any]:

@@ -212,7 +212,7 @@ async def test_undecided_approval_times_out_and_denial_cancels() -> None:
     assert await on_waiting(None, Cfg(), State(), body, None) is None  # type: ignore[arg-type]
     body["spec"]["approvals"] = [{"id": "apr-1", "approved": False, "decidedBy": "bob"}]
     outcome = await on_waiting(None, Cfg(), State(), body, None)  # type: ignore[arg-type]
-    assert outcome == (Phase.CANCELLED, "ApprovalDenied", "bob denied shell")
+    assert outcome == (Phase.CANCELLED, "ApprovalDenied", "bob denied shell", None)
 
 
 def test_resume_job_mounts_resume_json_beside_the_inputs() -> None:

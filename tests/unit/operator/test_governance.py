@@ -22,6 +22,7 @@ from agentry_operator.builders.governance import (
     governed_secrets,
     max_wait_seconds,
     priority_of,
+    record_before_job,
 )
 from agentry_operator.builders.job import build_job, child_labels, owner_reference
 from agentry_operator.conditions import get_condition
@@ -175,6 +176,16 @@ def test_throttle_starts_with_budget_throttled_and_the_reason() -> None:
     throttled = cond(v, "BudgetThrottled")
     assert (throttled["status"], throttled["reason"]) == ("True", "ThrottleZone")
     assert WHY in throttled["message"] and "claude-haiku-4-5" in throttled["message"]
+
+
+def test_only_a_throttled_start_is_recorded_before_its_job() -> None:
+    throttled = decide(answer("throttle", model="claude-haiku-4-5"), [], trigger="Manual", config=governed())
+    assert record_before_job(throttled, [])
+    assert not record_before_job(throttled, throttled.conditions)  # recorded already: one write
+    allowed = decide(answer("allow"), [], trigger="Manual", config=governed())
+    assert not record_before_job(allowed, [])  # the start's own status write carries it
+    waiting = decide(answer("wait"), [], trigger="Manual", config=governed())
+    assert not record_before_job(waiting, [])
 
 
 def test_wait_stays_pending_with_budget_wait_and_retries_after_the_gateways_delay() -> None:
