@@ -2,7 +2,8 @@
 
 A first visit creates a guest session (signed HttpOnly cookie). Lists are filled from the SSE
 snapshot and kept current by `report` events; detail pages are rendered from Firestore and then
-updated by the same events. Buttons send commands (202) and never update the page from the answer.
+updated by the same events (a run's LLM calls, which are not events, are re-read while it is active).
+Buttons send commands (202) and never update the page from the answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..auth import User
@@ -116,6 +117,22 @@ async def execution_page(name: str, request: Request, state: StateDep) -> Respon
         }
 
     return await render(request, state, "execution.html", "execution", load=load)
+
+
+@router.get("/executions/{name}/calls", response_class=HTMLResponse)
+async def execution_calls_part(name: str, request: Request, state: StateDep) -> Response:
+    """The LLM-calls part of a run page alone: app.js refreshes it while the run is not over (calls
+    are metered by the gateway, not reported on the event stream). Never creates a guest session."""
+    user = await authenticate(request, state)
+    if user is None:
+        return PlainTextResponse("sign in to see this run", status_code=401)
+    try:
+        calls = await execution_calls(state.runs, user, name)
+    except NotFound as exc:
+        return PlainTextResponse(str(exc), status_code=404)  # text: the name is the caller's input
+    response = templates.TemplateResponse(request, "_calls.html", {"calls": calls.model_dump(mode="json")})
+    response.headers["cache-control"] = "no-store"
+    return response
 
 
 @router.get("/approvals", response_class=HTMLResponse)

@@ -167,6 +167,13 @@ def test_create_run_watch_live_and_approve(
     page.click(f"a[href='/executions/{second}']")
     page.wait_for_url(f"**/executions/{second}")
     expect(page.locator("#live")).to_have_text("live")
+    # A call the gateway meters while the run is active appears without a reload.
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator("#llm-calls-empty")).to_be_visible()
+    second_uid = kube_client.get(Execution, second, namespace=namespace).metadata.uid  # type: ignore[union-attr]
+    record_call(api, namespace, second, str(second_uid))
+    expect(page.locator("#llm-calls tr[data-call]")).to_have_count(1, timeout=15_000)
+    assert page.evaluate("window.__notReloaded") is True, "the calls must be re-read, not the page"
     request_approval(kube_client, namespace, second, f"{second}-ap")
     expect(page.locator("#approval")).to_be_visible(timeout=30_000)
     expect(page.locator("#phase")).to_have_text("WaitingApproval")

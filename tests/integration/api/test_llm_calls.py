@@ -174,3 +174,16 @@ def test_an_executions_llm_calls_are_visible_to_its_owner_only(
     assert "2 calls · 133 tokens" in text
     assert "No calls through the gateway" in alice.get(f"/executions/{quiet_run}").text
     assert bob.get(f"/executions/{alice_run}").status_code == 404
+
+    # The table alone (what the page re-reads while a run is active): the same rows, the owner's only,
+    # never cached, and no guest session made for a caller without one.
+    part = alice.get(f"/executions/{alice_run}/calls")
+    assert part.status_code == 200 and part.headers["cache-control"] == "no-store"
+    assert "<html" not in part.text and part.text.count("<tr data-call=") == 2
+    assert "2 calls · 133 tokens" in html.unescape(part.text)
+    assert bob.get(f"/executions/{alice_run}/calls").status_code == 404
+    probe = "<img src=x onerror=alert(1)>"
+    escaped = alice.get(f"/executions/{probe}/calls")
+    assert escaped.status_code == 404 and escaped.headers["content-type"].startswith("text/plain")
+    anonymous = api.client().get(f"/executions/{alice_run}/calls")
+    assert anonymous.status_code == 401 and "set-cookie" not in anonymous.headers

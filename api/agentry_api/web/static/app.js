@@ -112,7 +112,8 @@ function renderExecutionDetail(e) {
   if (page !== "execution" || document.body.dataset.execution !== e.id) return;
   $("#phase").textContent = e.phase;
   $("#phase").className = `pill phase-${e.phase}`;
-  $("#cancel").hidden = ["Succeeded", "Failed", "Cancelled", "Skipped"].includes(e.phase);
+  $("#cancel").hidden = FINISHED.includes(e.phase);
+  calls.follow(e.phase);
   $("#reason").textContent = e.reason || "";
   $("#message").textContent = e.message || "";
   $("#start").textContent = e.startTime || "—";
@@ -136,6 +137,33 @@ function renderExecutionDetail(e) {
     box.hidden = true;
   }
 }
+
+// A run's LLM calls are metered by the gateway, not reported on the event stream: the server-rendered
+// table is re-read every few seconds while the run is not over, and once more when it ends (its last
+// calls settle around its last report).
+const FINISHED = ["Succeeded", "Failed", "Cancelled", "Skipped"];
+const calls = {
+  timer: null,
+  async refresh() {
+    const box = $("#llm-calls");
+    try {
+      const r = await fetch(`/executions/${encodeURIComponent(document.body.dataset.execution)}/calls`, { cache: "no-store" });
+      if (r.ok) box.innerHTML = await r.text();  // rendered (and escaped) by the server's template
+    } catch (_) { /* the next tick tries again */ }
+  },
+  follow(phase) {
+    const box = $("#llm-calls");
+    if (!box) return;
+    const active = !FINISHED.includes(phase);
+    if (active && !this.timer) {
+      this.timer = setInterval(() => this.refresh(), 1000 * Number(box.dataset.refreshSeconds || 5));
+    } else if (!active && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+      this.refresh();
+    }
+  },
+};
 
 function logLine(report) {
   const log = $("#event-log");
@@ -318,3 +346,4 @@ document.addEventListener("click", (ev) => {
 
 connect();
 chat.open();
+if (page === "execution") calls.follow($("#phase").textContent);
