@@ -157,7 +157,7 @@ class LlmCallTotals(BaseModel):
 class LlmCallsOut(BaseModel):
     execution: str
     items: list[LlmCallOut] = Field(description="Oldest first.")
-    totals: LlmCallTotals = Field(description="Over `items`.")
+    totals: LlmCallTotals = Field(description="Over all the run's calls, `items` or not.")
     truncated: bool = Field(description="True when the run made more calls than are returned.")
 
 

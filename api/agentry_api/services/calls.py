@@ -72,25 +72,38 @@ def call_out(doc: Doc) -> LlmCallOut:
     )
 
 
-def calls_out(execution: str, docs: list[Doc], limit: int = MAX_CALLS) -> LlmCallsOut:
-    """The first `limit` records (oldest first) and their totals."""
+def _totals(sums: dict[str, int]) -> LlmCallTotals:
+    inp, out = sums["inputTokens"], sums["outputTokens"]
+    return LlmCallTotals(
+        calls=sums["calls"],
+        inputTokens=inp,
+        outputTokens=out,
+        tokens=inp + out,
+        costUSD=usd_string(nanos_to_usd(sums["costNanos"])),
+        fallbacks=sums["fallbacks"],
+        retries=sums["retries"],
+    )
+
+
+def calls_out(
+    execution: str, docs: list[Doc], limit: int = MAX_CALLS, all_calls: dict[str, int] | None = None
+) -> LlmCallsOut:
+    """The first `limit` records (oldest first) and the totals: of `all_calls` (the store's sums over
+    every record) when given, else of the records listed."""
     kept = docs[:limit]
     items = [call_out(d) for d in kept]
-    cost_nanos = sum(_int(_dict(d.get("charged")).get("costNanos")) for d in kept)
-    inp = sum(c.inputTokens for c in items)
-    out = sum(c.outputTokens for c in items)
+    listed = {
+        "calls": len(items),
+        "inputTokens": sum(c.inputTokens for c in items),
+        "outputTokens": sum(c.outputTokens for c in items),
+        "costNanos": sum(_int(_dict(d.get("charged")).get("costNanos")) for d in kept),
+        "fallbacks": sum(c.fallbacks for c in items),
+        "retries": sum(c.retries for c in items),
+    }
     return LlmCallsOut(
         execution=execution,
         items=items,
-        totals=LlmCallTotals(
-            calls=len(items),
-            inputTokens=inp,
-            outputTokens=out,
-            tokens=inp + out,
-            costUSD=usd_string(nanos_to_usd(cost_nanos)),
-            fallbacks=sum(c.fallbacks for c in items),
-            retries=sum(c.retries for c in items),
-        ),
+        totals=_totals(all_calls if all_calls is not None else listed),
         truncated=len(docs) > limit,
     )
 
@@ -102,5 +115,8 @@ async def execution_calls(runs: RunService, user: User, name: str) -> LlmCallsOu
     if not isinstance(uid, str):  # not mirrored from the cluster yet: ask it
         found = await runs.cluster.get_execution(name)
         uid = (found or {}).get("metadata", {}).get("uid")
-    docs = await runs.store.execution_calls(runs.cluster.namespace, name, uid, MAX_CALLS + 1)
-    return calls_out(name, docs)
+    namespace = runs.cluster.namespace
+    docs = await runs.store.execution_calls(namespace, name, uid, MAX_CALLS + 1)
+    # Past the list's length the totals come from one aggregation over every record: still exact.
+    sums = await runs.store.execution_call_totals(namespace, name, uid) if len(docs) > MAX_CALLS else None
+    return calls_out(name, docs, all_calls=sums)

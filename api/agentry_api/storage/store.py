@@ -11,6 +11,7 @@ exact. A dedupe key (optional) makes publishing idempotent across watcher restar
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -330,22 +331,43 @@ class Store:
 
     # -- LLM calls (the gateway's records) --------------------------------------------------------
 
-    async def execution_calls(self, namespace: str, execution: str, uid: str | None, limit: int) -> list[Doc]:
-        """The gateway's records of one Execution's calls, oldest first, at most `limit`: by its uid
-        when known (an earlier Execution of the same name had other calls), else by its name.
-
-        Equality filters only, so single-field indexes suffice (no composite index); the order is
-        applied here. Ownership is the caller's business: these records carry no API user id.
-        """
+    def _calls_of(self, namespace: str, execution: str, uid: str | None) -> Any:
+        """One Execution's call records: by its uid when known (an earlier Execution of the same name
+        had other calls), else by its name. Ownership is the caller's business: these records carry
+        no API user id."""
         field, value = ("executionUid", uid) if uid else ("execution", execution)
-        q = (
+        return (
             self.db.collection(LLM_CALLS)
             .where(filter=FieldFilter(field, "==", value))
             .where(filter=FieldFilter("namespace", "==", namespace))
-            .limit(limit)
         )
+
+    async def execution_calls(self, namespace: str, execution: str, uid: str | None, limit: int) -> list[Doc]:
+        """The first `limit` call records of one Execution, oldest first (ties by call id)."""
+        q = self._calls_of(namespace, execution, uid).order_by("ts").limit(limit)
         docs = [d.to_dict() or {} async for d in q.stream()]
         return sorted(docs, key=lambda d: (_number(d.get("ts")), str(d.get("id", ""))))
+
+    async def execution_call_totals(self, namespace: str, execution: str, uid: str | None) -> dict[str, int]:
+        """Count and sums over all of one Execution's call records, however many (aggregation queries:
+        nothing is read but the results): `calls`, `inputTokens`, `outputTokens`, `costNanos`,
+        `fallbacks`, `retries`."""
+        query = self._calls_of(namespace, execution, uid)
+        # Firestore takes at most five aggregations per query: two queries, side by side.
+        head = (
+            query.count(alias="calls")
+            .sum("inputTokens", alias="inputTokens")
+            .sum("outputTokens", alias="outputTokens")
+            .sum("charged.costNanos", alias="costNanos")
+            .sum("fallbacks", alias="fallbacks")
+        )
+        tail = query.sum("retries", alias="retries")
+        names = ("calls", "inputTokens", "outputTokens", "costNanos", "fallbacks", "retries")
+        totals = dict.fromkeys(names, 0)
+        for rows in await asyncio.gather(head.get(), tail.get()):
+            for row in rows:
+                totals.update({result.alias: int(result.value or 0) for result in row})
+        return totals
 
     # -- usage ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,3 +188,54 @@ def test_an_executions_llm_calls_are_visible_to_its_owner_only(
     assert escaped.status_code == 404 and escaped.headers["content-type"].startswith("text/plain")
     anonymous = api.client().get(f"/executions/{alice_run}/calls")
     assert anonymous.status_code == 401 and "set-cookie" not in anonymous.headers
+
+
+def test_a_run_with_more_calls_than_listed_keeps_exact_totals(
+    api: ApiServer, namespace: str, kube_client: Client
+) -> None:
+    """Past 500 calls the list stops at the 500 oldest, and the totals still cover every call (one
+    count/sum aggregation in Firestore)."""
+    alice = api.guest()
+    name = run(alice, create_agent(alice)["id"])["execution"]
+    uid = str(kube_client.get(Execution, name, namespace=namespace).metadata.uid)  # type: ignore[union-attr]
+    n = 503
+    order = list(range(n))
+    random.Random(8).shuffle(order)  # written in no particular order
+    db = firestore.Client(project=api.settings.google_cloud_project)
+    try:
+        for start in range(0, n, 250):
+            batch = db.batch()
+            for i in order[start : start + 250]:
+                batch.set(
+                    db.collection(CALLS).document(f"{uid}-{i:04d}"),
+                    {
+                        "id": f"{uid}-{i:04d}",
+                        "ts": 1_700_000_000 + i,
+                        "outcome": "ok",
+                        "namespace": namespace,
+                        "execution": name,
+                        "executionUid": uid,
+                        "model": SONNET,
+                        "inputTokens": 10 + i,
+                        "outputTokens": 2,
+                        "charged": {"tokens": 12 + i, "messages": 1, "costNanos": 1_000 * (i + 1)},
+                        "fallbacks": i % 2,
+                        "retries": 1,
+                    },
+                )
+            batch.commit()
+    finally:
+        db.close()
+
+    answer = alice.get(f"/api/executions/{name}/calls")
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert got["truncated"] is True and len(got["items"]) == 500
+    assert [c["id"] for c in got["items"][:2]] == [f"{uid}-0000", f"{uid}-0001"]  # the oldest
+    assert got["items"][-1]["id"] == f"{uid}-0499"
+    totals = got["totals"]
+    assert totals["calls"] == n and totals["retries"] == n and totals["fallbacks"] == n // 2
+    assert totals["inputTokens"] == sum(10 + i for i in range(n)) and totals["outputTokens"] == 2 * n
+    assert totals["costUSD"] == usd_string(nanos_to_usd(sum(1_000 * (i + 1) for i in range(n))))
+    page = html.unescape(alice.get(f"/executions/{name}/calls").text)
+    assert f"{n} calls" in page and "the first 500 listed" in page

@@ -59,5 +59,10 @@ def test_totals_sum_nanos_and_truncation_is_reported() -> None:
     assert whole.totals.fallbacks == 3 and whole.totals.retries == 6 and not whole.truncated
     cut = calls_out("ex", docs, limit=2)
     assert cut.truncated and [c.id for c in cut.items] == ["c0", "c1"] and cut.totals.calls == 2
+    sums = {"calls": 3, "inputTokens": 30, "outputTokens": 9, "costNanos": 1_500_000}
+    sums |= {"fallbacks": 3, "retries": 6}
+    exact = calls_out("ex", docs, limit=2, all_calls=sums)  # the store's sums over every record
+    assert len(exact.items) == 2 and exact.truncated
+    assert exact.totals == whole.totals
     empty = calls_out("ex", [])
     assert empty.items == [] and empty.totals.costUSD == "0" and not empty.truncated
