@@ -341,10 +341,11 @@ class Counter:
     total: Amount = field(default_factory=Amount)
     reservations: dict[str, Reservation] = field(default_factory=dict)
     updated: float = 0.0
+    ended: float | None = None  # an Execution's: when it ended (its run tokens admit no more calls)
 
     # The document form: plain maps and int lists (Firestore has no tuples or decimal type).
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "v": 1,
             "scope": self.scope.value,
             "subject": self.subject,
@@ -358,6 +359,9 @@ class Counter:
             },
             "updatedAt": self.updated,
         }
+        if self.ended is not None:
+            doc["endedAt"] = self.ended
+        return doc
 
     @classmethod
     def from_doc(cls, scope: Scope, subject: str, doc: Mapping[str, Any] | None) -> Counter:
@@ -383,6 +387,7 @@ class Counter:
             total=Amount.from_list(doc.get("total")),
             reservations=reservations,
             updated=float(doc.get("updatedAt") or 0.0),
+            ended=float(doc["endedAt"]) if isinstance(doc.get("endedAt"), int | float) else None,
         )
 
     # -- reading -------------------------------------------------------------------------------------
@@ -639,9 +644,21 @@ def decide_call(
     and a run's calls are one at a time, so it overspends by at most the call in flight; they are
     a hard cap, without zones. Zones (of the shared budgets):
     normal as asked; throttle: the cheaper model; critical: only high priority (cheaper model),
-    others are refused; exhausted: refused."""
+    others are refused; exhausted: refused. An Execution that has ended (its counter's `ended`) gets
+    no more calls at all."""
     th = thresholds or Thresholds()
     states = tuple(s for subject in subjects for s in subject.states(now, cal))
+    ended = next((s.counter for s in subjects if s.counter.ended is not None), None)
+    if ended is not None:  # its run is over: a token still held (a late or stolen one) gets nothing
+        return Decision(
+            Action.REFUSE,
+            _standing(tuple(s for s in states if not _own(s)), th)[2],
+            f"{ended.scope.value} {ended.subject} ended at {_when(ended.ended)}; its run token "
+            "admits no more calls",
+            priority,
+            model,
+            limits=states,
+        )
     for state in sorted(states, key=lambda s: -s.pct):
         use = state.used + state.reserved
         if use >= state.limit if _own(state) else use + estimate.get(state.metric) > state.limit:

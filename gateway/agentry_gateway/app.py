@@ -4,6 +4,7 @@ Routes:
   POST /v1/messages                 Anthropic Messages API (run token)
   POST /v1/chat/completions         OpenAI chat completions (run token)
   POST /v1/agentry/admission        admission decision for the operator (service token)
+  POST /v1/agentry/executions/end   an Execution is over: its run tokens admit no more calls (service token)
   GET  /v1/agentry/budgets          budget states of a user/agent (service token)
   GET  /channels                    per-channel health (breakers, recent calls)
   POST /channels/{name}/probe       one minimal real call on a channel (service token)
@@ -69,6 +70,14 @@ class AdmissionIn(BaseModel):
     priority: int = Field(default=5, ge=0, le=10)
     model: str | None = Field(default=None, max_length=128)
     max_wait_seconds: float | None = Field(default=None, alias="maxWaitSeconds", ge=0)
+
+
+class EndIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(min_length=1, max_length=63)
+    execution: str = Field(min_length=1, max_length=253)
+    uid: str = Field(min_length=1, max_length=64, description="the Execution's uid, as in its run tokens")
 
 
 def create_app(
@@ -143,6 +152,19 @@ def create_app(
         if decision.until is not None:
             out["retryAfterSeconds"] = max(1, int(decision.until - gw.ledger.clock()) + 1)
         return JSONResponse(out)
+
+    @app.post("/v1/agentry/executions/end")
+    async def end_execution(body: EndIn, request: Request) -> dict[str, Any]:
+        gw = await service(request)
+        subject = f"{body.namespace}/{body.execution}/{body.uid}"  # as subjects_of() names it
+        try:
+            newly = await gw.ledger.end_execution(subject)
+        except Exception as exc:
+            log.exception("end of execution %s: budget store write failed", subject)
+            raise HTTPException(503, f"the budget store is unavailable ({type(exc).__name__})") from exc
+        if newly:
+            log.info("execution %s ended: its run tokens admit no more calls", subject)
+        return {"execution": subject, "ended": True, "already": not newly}
 
     @app.get("/v1/agentry/budgets")
     async def budgets(

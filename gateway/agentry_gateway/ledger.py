@@ -7,6 +7,9 @@ user, agent and Execution. A call touches the three of its run:
    `budgets.decide_call`; if allowed, write a reservation of the call's worst case into each.
 2. **settle** (after it, in the background): replace the reservation by the actual usage.
 
+When an Execution ends, the operator has its counter marked ended (`end_execution`): the next
+reservation reads that and refuses, so a run token is dead once its run is over, not at its expiry.
+
 Every document write goes through a per-user **combiner**: at most one transaction per user is in
 flight in a gateway pod; operations that arrive meanwhile are applied together by the next one (in
 arrival order, each reservation decided against the state left by the ones before it). So a pod
@@ -169,6 +172,24 @@ class Ledger:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._submit(_Settle(subjects, future, rid, actual))
         await future
+
+    async def end_execution(self, execution: str) -> bool:
+        """Mark an Execution's counter ended: its run tokens' calls are refused from now on (in the
+        reservation transaction, which reads that document anyway). True if it was not ended yet."""
+        cid = counter_id(Scope.EXECUTION, execution)
+        newly: list[bool] = []
+
+        def fn(counters: dict[str, Counter]) -> list[str]:
+            newly.clear()
+            counter = counters[cid]
+            if counter.ended is not None:
+                return []
+            counter.ended = counter.updated = self.clock()
+            newly.append(True)
+            return [cid]
+
+        await self._transact([cid], fn)
+        return bool(newly)
 
     async def snapshot(self, subjects: Subjects) -> list[Subject]:
         ids = [counter_id(s, k) for s, k in subjects.scopes()]

@@ -170,6 +170,15 @@ def decide(
     )
 
 
+def ended_with_token(execution: dict[str, Any], status: dict[str, Any]) -> bool:
+    """True when a status write ends a run that had a Job (and so a run token): `status` (the patch)
+    sets a terminal phase the Execution did not have."""
+    phase, before = status.get("phase"), (execution.get("status") or {}).get("phase")
+    if phase is None or not Phase(phase).terminal or (before is not None and Phase(before).terminal):
+        return False
+    return bool(status.get("jobName") or (execution.get("status") or {}).get("jobName"))
+
+
 def record_before_job(verdict: Verdict, conditions: list[dict[str, Any]] | None) -> bool:
     """True when a starting run's conditions must be written before its Job is created: a throttled
     start. Nothing in the Job tells it later, and an operator that crashes after creating the Job

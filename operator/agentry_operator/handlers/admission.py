@@ -10,6 +10,7 @@ brings the Execution back then). Docs: docs/governance.md.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
@@ -34,7 +35,10 @@ from ..builders.job import active_deadline_seconds, child_labels, owner_referenc
 from ..config import OperatorConfig
 from .state import Key, Logger, State
 
+log = logging.getLogger("agentry.operator.governance")
+
 ADMISSION_PATH = "/v1/agentry/admission"
+END_PATH = "/v1/agentry/executions/end"
 SERVICE_SUBJECT = "operator"
 
 
@@ -78,6 +82,25 @@ class Governance:
         if not isinstance(data, dict):
             return Answer(problem="the admission answer is not a JSON object", unavailable=False)
         return Answer(decision=data)
+
+    async def end(self, execution: dict[str, Any]) -> None:
+        """Tell the gateway the Execution is over, so its run tokens admit no more calls. Best effort:
+        if the gateway cannot be told, a token still dies at its expiry (the Job's deadline + 600 s)."""
+        meta = execution["metadata"]
+        body = {"namespace": meta["namespace"], "execution": meta["name"], "uid": meta["uid"]}
+        token = mint_service_token(self.keyring, SERVICE_SUBJECT)
+        try:
+            response = await self.http.post(END_PATH, json=body, headers={"authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            log.warning("could not end the run tokens of %s at the gateway: %s", meta["name"], exc)
+            return
+        if response.status_code != 200:
+            log.warning(
+                "could not end the run tokens of %s at the gateway: HTTP %s: %s",
+                meta["name"],
+                response.status_code,
+                _detail(response),
+            )
 
     def run_token(self, execution: dict[str, Any], agent: dict[str, Any]) -> str:
         """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget."""

@@ -21,7 +21,7 @@ from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import Observed, observe, observe_pod, status_patch
-from ..builders.governance import record_before_job
+from ..builders.governance import ended_with_token, record_before_job
 from ..builders.job import build_job, owner_reference
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..config import OperatorConfig
@@ -41,6 +41,8 @@ async def _write(client: AsyncClient, state: State, body: dict[str, Any], status
     ns, name = _key(body)
     await kube.patch_status(client, kube.Execution, name, ns, status)
     state.wrote_status((ns, name), status)
+    if state.governance is not None and ended_with_token(body, status):
+        await state.governance.end(body)
 
 
 async def _decide(

@@ -155,6 +155,36 @@ def test_run_limits_from_the_token_are_enforced(firestore_project: str, llm: Scr
     assert third.status_code == 402 and "execution team-a/ex-lim/uid-ex-lim total tokens" in third.text
 
 
+def test_an_ended_executions_tokens_admit_no_more_calls(firestore_project: str, llm: ScriptedLLM) -> None:
+    """Once the operator says an Execution is over, its run token (still unexpired) is refused, in
+    every gateway pod and after a restart; the tokens of other Executions are not affected."""
+    llm.script([{"text": "x", "usage": {"input_tokens": 10, "output_tokens": 5}}] * 3)
+    token, other = run_token("ex-end"), run_token("ex-other")
+
+    def end(gw: GatewayServer, auth: str | None = None, **body: str) -> httpx.Response:
+        body = {"namespace": "team-a", "execution": "ex-end", "uid": "uid-ex-end", **body}
+        return post(gw.url, "/v1/agentry/executions/end", auth, body)
+
+    with GatewayServer(fs_settings(firestore_project), config(llm)) as gw:
+        before = post(gw.url, "/v1/messages", token, MESSAGE)
+        gw.drain()
+        unauthorised = end(gw, token)  # a run token cannot end anything
+        first, again = end(gw, svc_token()), end(gw, svc_token())
+        after = post(gw.url, "/v1/messages", token, MESSAGE)
+        still = post(gw.url, "/v1/messages", other, MESSAGE)
+        gw.drain()
+    with GatewayServer(fs_settings(firestore_project), config(llm)) as restarted:
+        later = post(restarted.url, "/v1/messages", token, MESSAGE)
+    assert before.status_code == 200 and still.status_code == 200, still.text
+    assert unauthorised.status_code == 401
+    assert first.json() == {"execution": "team-a/ex-end/uid-ex-end", "ended": True, "already": False}
+    assert again.json()["already"] is True
+    for refused in (after, later):
+        assert refused.status_code == 402, refused.text
+        assert "execution team-a/ex-end/uid-ex-end ended at" in refused.json()["error"]["message"]
+    assert len(llm.requests) == 2  # the refused calls never reached the provider
+
+
 def test_budget_state_survives_a_restart(firestore_project: str, llm: ScriptedLLM) -> None:
     llm.script([{"text": "x", "usage": {"input_tokens": 10, "output_tokens": 5}}] * 4)
     cfg = budget_config(llm, messages=4)

@@ -26,7 +26,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ResourceQuota, Secret
 from lightkube.types import PatchType
 
-from agentry_common.budgets import Amount
+from agentry_common.budgets import Amount, Scope, counter_id
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
 from agentry_devenv.kube import ControlPlane
@@ -267,6 +267,13 @@ def test_allowed_run_gets_a_token_secret_and_no_provider_key(
     # Asked once for this start: the Job's and the status' own events do not ask again.
     time.sleep(3)
     assert len(gw.admissions) == 1
+
+    # Once the run is over (here: cancelled), the gateway is told: its token admits no more calls.
+    counter = counter_id(Scope.EXECUTION, f"{ns}/run1/{ex.metadata.uid}")
+    assert "endedAt" not in gw.ledger.docs.get(counter, {})
+    client.patch(Execution, "run1", {"spec": {"cancel": True}}, namespace=ns, patch_type=PatchType.MERGE)
+    wait_status(client, "run1", ns, "Cancelled", lambda s: s.get("phase") == "Cancelled")
+    eventually(lambda: "endedAt" in gw.ledger.docs.get(counter, {}), 10, "the run's end at the gateway")
 
 
 def test_nearly_spent_budget_holds_low_priority_and_throttles_normal_until_it_frees(

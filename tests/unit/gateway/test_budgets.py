@@ -152,6 +152,9 @@ def test_document_round_trip() -> None:
     assert again.to_doc() == doc
     assert Counter.from_doc(Scope.USER, "x", None).total == Amount()
     assert counter_id(Scope.AGENT, "team-a/weekly") == "agent:team-a%2Fweekly"
+    assert "endedAt" not in doc
+    counter.ended = NOW
+    assert Counter.from_doc(Scope.AGENT, "team-a/weekly", counter.to_doc()).ended == NOW
 
 
 def test_frees_at_for_each_kind_of_window() -> None:
@@ -281,6 +284,19 @@ def test_run_limits_become_an_execution_policy() -> None:
     execution.counter.settle("y", Amount(tokens=15, messages=1), NOW, CAL)
     d = decide_call([execution], priority=5, model="m", estimate=estimate, now=NOW, cal=CAL)
     assert d.action is Action.REFUSE and "execution ns/ex total tokens" in d.reason
+
+
+def test_an_ended_execution_gets_no_more_calls_whatever_its_budget() -> None:
+    execution = Subject(Counter(Scope.EXECUTION, "ns/ex/uid-1"), [])
+    free = Subject(Counter(Scope.USER, "u"), [policy(messages=100)])
+    d = decide_call([free, execution], priority=10, model="m", estimate=ONE, now=NOW, cal=CAL)
+    assert d.action is Action.ALLOW
+    execution.counter.ended = NOW - 5
+    d = decide_call([free, execution], priority=10, model="m", estimate=ONE, now=NOW, cal=CAL)
+    assert d.action is Action.REFUSE and d.zone is Zone.NORMAL
+    assert d.reason == (
+        "execution ns/ex/uid-1 ended at 2025-05-20T09:59:55Z; its run token admits no more calls"
+    )
 
 
 # -- admission ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from agentry_operator.builders.governance import (
     admission_request,
     build_token_secret,
     decide,
+    ended_with_token,
     governed_secrets,
     max_wait_seconds,
     priority_of,
@@ -186,6 +187,19 @@ def test_only_a_throttled_start_is_recorded_before_its_job() -> None:
     assert not record_before_job(allowed, [])  # the start's own status write carries it
     waiting = decide(answer("wait"), [], trigger="Manual", config=governed())
     assert not record_before_job(waiting, [])
+
+
+def test_the_gateway_is_told_once_when_a_run_that_had_a_job_ends() -> None:
+    running = {"status": {"phase": "Running", "jobName": "run-1-abc"}}
+    assert ended_with_token(running, {"phase": "Succeeded"})
+    assert ended_with_token(running, {"phase": "Cancelled", "reason": "Cancelled"})
+    assert not ended_with_token(running, {"phase": "Running", "message": "still going"})
+    assert not ended_with_token(running, {"conditions": []})  # no phase in the patch
+    done = {"status": {"phase": "Succeeded", "jobName": "run-1-abc"}}
+    assert not ended_with_token(done, {"phase": "Succeeded"})  # told already
+    refused = {"status": {"phase": "Pending"}}
+    assert not ended_with_token(refused, {"phase": "Failed", "reason": "BudgetExceeded"})  # no token
+    assert ended_with_token(refused, {"phase": "Failed", "jobName": "run-1-abc"})
 
 
 def test_wait_stays_pending_with_budget_wait_and_retries_after_the_gateways_delay() -> None:
