@@ -1,8 +1,13 @@
 """Upstream channels: providers of the runtime's provider layer, built once per (channel, model)
-with the channel's key, sharing one breaker registry; and the health of each channel."""
+with the channel's key, sharing one breaker registry; and the health of each channel.
+
+A channel's key is re-read every `key_recheck_seconds` (default 10 s): a rotated Secret, which the
+kubelet updates in the mounted file within about a minute, is used without a restart (the next call
+gets a provider built with the new key; the old one is closed with the pool)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,6 +20,8 @@ from agentry_workspace.providers.factory import KEY_ENV
 from .config import ChannelConfig, GatewayConfig
 from .routing import Hop
 
+log = logging.getLogger("agentry.gateway.channels")
+
 _KEYLIKE = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|agt1\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+|AIza[0-9A-Za-z_\-]{20,})"
 )
@@ -25,6 +32,10 @@ class Redactor:
 
     def __init__(self, secrets: list[str]) -> None:
         self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def add(self, secret: str) -> None:
+        """Also redact `secret` (a rotated key; the old ones stay redacted)."""
+        self.secrets = sorted({*self.secrets, secret}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
@@ -66,7 +77,10 @@ class ChannelPool:
     config: GatewayConfig
     breakers: BreakerRegistry
     timeout: float = 600.0
-    _providers: dict[tuple[str, str], Provider] = field(default_factory=dict)
+    key_recheck_seconds: float = 10.0
+    _providers: dict[tuple[str, str], tuple[Provider, str]] = field(default_factory=dict)  # and its key
+    _retired: list[Provider] = field(default_factory=list)  # built with a key since rotated
+    _keys: dict[str, tuple[str, float]] = field(default_factory=dict)  # channel -> (key, read at)
     _breaker_keys: dict[str, set[str]] = field(default_factory=dict)
     health: dict[str, ChannelHealth] = field(default_factory=dict)
     redact: Redactor = field(init=False)
@@ -74,19 +88,36 @@ class ChannelPool:
     def __post_init__(self) -> None:
         self.redact = Redactor(self.keys())
 
+    def key_of(self, channel: ChannelConfig) -> str:
+        """The channel's key as last read; read again when older than `key_recheck_seconds`."""
+        now = time.monotonic()
+        cached = self._keys.get(channel.name)
+        if cached is not None and now - cached[1] < self.key_recheck_seconds:
+            return cached[0]
+        key = channel.api_key()
+        if cached is not None and key != cached[0]:
+            log.info("channel %s: its API key changed; new calls use the new one", channel.name)
+            if len(key) >= 8:
+                self.redact.add(key)
+        self._keys[channel.name] = (key, now)
+        return key
+
     def provider(self, hop: Hop) -> Provider:
         key = (hop.channel.name, hop.model)
-        provider = self._providers.get(key)
-        if provider is None:
-            api_key = hop.channel.api_key()
-            if not api_key:
-                if hop.channel.needs_key:
-                    raise ChannelKeyMissing(hop.channel)
-                api_key = "unused"  # a local OpenAI-compatible server takes any key
-            ref = ModelRef(provider=hop.channel.protocol, name=hop.model, base_url=hop.channel.base_url)
-            provider = build_provider(ref, {KEY_ENV[hop.channel.protocol]: api_key}, timeout=self.timeout)
-            self._providers[key] = provider
-            self._breaker_keys.setdefault(hop.channel.name, set()).add(self.breaker_key(provider))
+        api_key = self.key_of(hop.channel)
+        built = self._providers.get(key)
+        if built is not None and built[1] == api_key:
+            return built[0]
+        if not api_key and hop.channel.needs_key:
+            raise ChannelKeyMissing(hop.channel)
+        ref = ModelRef(provider=hop.channel.protocol, name=hop.model, base_url=hop.channel.base_url)
+        # A local OpenAI-compatible server takes any key.
+        env = {KEY_ENV[hop.channel.protocol]: api_key or "unused"}
+        provider = build_provider(ref, env, timeout=self.timeout)
+        if built is not None:
+            self._retired.append(built[0])  # calls in flight may still use it: closed with the pool
+        self._providers[key] = (provider, api_key)
+        self._breaker_keys.setdefault(hop.channel.name, set()).add(self.breaker_key(provider))
         return provider
 
     @staticmethod
@@ -96,7 +127,7 @@ class ChannelPool:
 
     def hop_of(self, provider_name: str) -> str:
         """ "anthropic/claude-x" -> "channel:claude-x" for events of the provider layer."""
-        for (channel, model), provider in self._providers.items():
+        for (channel, model), (provider, _) in self._providers.items():
             if provider.name == provider_name:
                 return f"{channel}:{model}"
         return provider_name
@@ -117,7 +148,7 @@ class ChannelPool:
             for name in sorted(self._breaker_keys.get(channel.name, set()))
         }
         open_count = sum(1 for s in breakers.values() if s == "open")
-        key_ok = bool(channel.api_key()) or not channel.needs_key
+        key_ok = bool(self.key_of(channel)) or not channel.needs_key
         if not key_ok:
             state, hint = "misconfigured", "no API key: mount the channel's Secret or set its variable"
         elif breakers and open_count == len(breakers):
@@ -146,6 +177,7 @@ class ChannelPool:
         }
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
+        for provider in [p for p, _ in self._providers.values()] + self._retired:
             await provider.aclose()
         self._providers.clear()
+        self._retired.clear()

@@ -48,7 +48,7 @@ class ChannelConfig(_Model):
     probe_model: str | None = None
 
     def api_key(self) -> str:
-        """The key, read when a provider is built (a rotated Secret file is picked up on restart)."""
+        """The key as it is now (ChannelPool.key_of reads it again every few seconds)."""
         if self.api_key_file:
             path = Path(self.api_key_file)
             return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
@@ -195,6 +195,8 @@ class Settings(BaseSettings):
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
     upstream_timeout_seconds: float = Field(default=600.0, gt=0)
+    # How often a channel's key (file or variable) is read again: a rotated Secret needs no restart.
+    key_recheck_seconds: float = Field(default=10.0, ge=0)
     # Hard limit on one call through the gateway (all retries and fallbacks): below the reservation
     # TTL, so a reservation only outlives its call when the gateway pod dies.
     call_deadline_seconds: float = Field(default=1800.0, gt=0, le=3000)

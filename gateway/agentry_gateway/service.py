@@ -205,7 +205,9 @@ class Gateway:
         self.breakers = BreakerRegistry(
             fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds
         )
-        self.pool = ChannelPool(config, self.breakers, settings.upstream_timeout_seconds)
+        self.pool = ChannelPool(
+            config, self.breakers, settings.upstream_timeout_seconds, settings.key_recheck_seconds
+        )
         self.policy = RetryPolicy(
             settings.retry_attempts, settings.retry_initial_seconds, settings.retry_max_seconds
         )

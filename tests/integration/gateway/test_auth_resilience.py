@@ -26,6 +26,7 @@ from .harness import (
     config,
     post,
     run_token,
+    sent_key,
     settings,
     svc_token,
 )
@@ -85,6 +86,34 @@ def test_provider_keys_never_reach_the_caller(llm: ScriptedLLM) -> None:
     assert response.status_code == 400  # the request's fault: passed through, not retried
     assert ANTHROPIC_KEY not in response.text and "[REDACTED]" in response.text
     assert ANTHROPIC_KEY not in channels and ANTHROPIC_KEY not in metrics
+
+
+def test_a_rotated_key_file_is_used_without_a_restart(llm: ScriptedLLM, tmp_path: Any) -> None:
+    """A channel's key from a mounted file (how the chart gives it): replaced in place, as the kubelet
+    does for an updated Secret, the next calls carry the new key and errors redact it too."""
+    old, new = "sk-ant-old-key-0123456789", "sk-ant-new-key-9876543210"
+    key = tmp_path / "anthropic"
+    key.write_text(old + "\n")
+    cfg = config(llm)
+    cfg.channels[0] = cfg.channels[0].model_copy(update={"api_key_env": None, "api_key_file": str(key)})
+    llm.script(
+        [
+            {"text": "one", "usage": {"input_tokens": 3, "output_tokens": 1}},
+            {"text": "two", "usage": {"input_tokens": 3, "output_tokens": 1}},
+            {"error": {"status": 400, "message": f"invalid x-api-key {new}"}},
+        ]
+    )
+    with GatewayServer(settings(key_recheck_seconds=0.2), cfg) as gw:
+        first = post(gw.url, "/v1/messages", run_token(), MESSAGE)
+        key.write_text(new + "\n")
+        time.sleep(0.3)
+        second = post(gw.url, "/v1/messages", run_token(), MESSAGE)
+        refused = post(gw.url, "/v1/messages", run_token(), MESSAGE)
+        channel = httpx.get(f"{gw.url}/channels").json()
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert [sent_key(r.headers) for r in llm.requests[:2]] == [old, new]
+    assert refused.status_code == 400 and new not in refused.text and "[REDACTED]" in refused.text
+    assert [c["keyConfigured"] for c in channel["channels"] if c["name"] == "anthropic"] == [True]
 
 
 # -- fallback and breakers ---------------------------------------------------------------------------------
