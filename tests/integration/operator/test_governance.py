@@ -44,6 +44,7 @@ KEY = "k" * 40
 KEYRING = Keyring.single(KEY, "test")
 USER = "u-1f3a"
 MODEL = "claude-sonnet-4-6"
+USERS_100 = [{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}]
 
 
 class ReservedPort:
@@ -215,6 +216,14 @@ def wait_status(
     )
 
 
+def wait_throttled(client: Client, name: str, ns: str) -> None:
+    """Wait for the run's BudgetThrottled=True, for the throttle zone."""
+    st = wait_status(
+        client, name, ns, "BudgetThrottled", lambda s: condition(s, "BudgetThrottled").get("status") == "True"
+    )
+    assert "throttle zone" in condition(st, "BudgetThrottled")["message"]
+
+
 def the_job(client: Client, ex: Any, timeout: float = 30) -> Job:
     child = job_name(ex.metadata.name, ex.metadata.uid)
     return eventually(  # type: ignore[no-any-return]
@@ -230,7 +239,7 @@ def no_job(client: Client, ex: Any) -> bool:
 def test_allowed_run_gets_a_token_secret_and_no_provider_key(
     client: Client, ns: str, gateway_factory: Any
 ) -> None:
-    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    gw = gateway_factory(USERS_100)
     make_agent(client, ns, "news", budget={"maxTokensPerRun": 50000, "maxCostPerRunUSD": "2.00"})
     ex = make_execution(client, ns, "run1", "news", priority=7)
     job = the_job(client, ex)
@@ -279,7 +288,7 @@ def test_allowed_run_gets_a_token_secret_and_no_provider_key(
 def test_nearly_spent_budget_holds_low_priority_and_throttles_normal_until_it_frees(
     client: Client, ns: str, gateway_factory: Any
 ) -> None:
-    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    gw = gateway_factory(USERS_100)
     make_agent(client, ns, "digest")
     gw.spend(ns, "digest", Amount(messages=85))  # 85 %: throttle zone
 
@@ -293,14 +302,7 @@ def test_nearly_spent_budget_holds_low_priority_and_throttles_normal_until_it_fr
     assert "85.0 %" in st["message"] and "priority 2" in st["message"] and st["message"] == waiting["message"]
 
     the_job(client, normal)  # normal priority starts in the throttle zone, on the cheaper model
-    throttled = wait_status(
-        client,
-        "normal",
-        ns,
-        "BudgetThrottled",
-        lambda s: condition(s, "BudgetThrottled").get("status") == "True",
-    )
-    assert "throttle zone" in condition(throttled, "BudgetThrottled")["message"]
+    wait_throttled(client, "normal", ns)
 
     time.sleep(3)  # asked again about every second (the recheck bound), still waiting, no Job
     assert no_job(client, low) and status(client, "low", ns)["reason"] == "BudgetWait"
@@ -328,19 +330,12 @@ def test_a_throttled_start_is_on_the_execution_before_its_job_exists(
             spec=ResourceQuotaSpec(hard={"count/jobs.batch": "0"}),
         )
     )
-    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    gw = gateway_factory(USERS_100)
     make_agent(client, ns, "digest")
     gw.spend(ns, "digest", Amount(messages=85))  # 85 %: normal priority starts, throttled
     ex = make_execution(client, ns, "held", "digest")
 
-    st = wait_status(
-        client,
-        "held",
-        ns,
-        "BudgetThrottled",
-        lambda s: condition(s, "BudgetThrottled").get("status") == "True",
-    )
-    assert "throttle zone" in condition(st, "BudgetThrottled")["message"]
+    wait_throttled(client, "held", ns)
     time.sleep(2)
     assert no_job(client, ex) and not status(client, "held", ns).get("jobName")
 
@@ -354,7 +349,7 @@ def test_a_throttled_start_is_on_the_execution_before_its_job_exists(
 def test_an_approved_resume_is_admitted_again(client: Client, ns: str, gateway_factory: Any) -> None:
     """Hours may pass between a pause and its approval: the resume asks the gateway again, and a run
     whose budget has gone meanwhile waits (still WaitingApproval) instead of failing at its first call."""
-    gw = gateway_factory([{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}])
+    gw = gateway_factory(USERS_100)
     make_agent(client, ns, "poster")
     ex = make_execution(client, ns, "risky", "poster", priority=2)
     first = the_job(client, ex)
