@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,6 +36,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def quiet_port(host: str = "0.0.0.0") -> int:
+    """A free port below the kernel's ephemeral range, for a port chosen well before a server binds
+    it: no bind(0) or outgoing connection of any process can take it meanwhile (free_port's can)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))
+        if not port_in_use(port, host):
+            return port
+    raise RuntimeError(f"no free port between 20000 and {low}")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

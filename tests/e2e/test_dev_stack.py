@@ -25,7 +25,7 @@ import pytest
 from agentry_devenv import node as n
 from agentry_devenv.cli import READY_LINE
 from agentry_devenv.cluster import lock_holder, pid_alive
-from agentry_devenv.procs import free_port, port_in_use
+from agentry_devenv.procs import port_in_use, quiet_port
 from agentry_devenv.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def _up_args(workdir: Path, api: int, apiserver: int, firestore: int) -> list[st
 
 
 def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    api, apiserver, firestore = free_port(), free_port(), free_port()
+    api, apiserver, firestore = quiet_port(), quiet_port(), quiet_port()
     workdir = tmp_path / "dev"
     log = tmp_path / "out.log"
     with log.open("w") as out:
@@ -184,7 +184,7 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
 
 
 def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_path: Path) -> None:
-    api, apiserver, firestore = free_port(), free_port(), free_port()
+    api, apiserver, firestore = quiet_port(), quiet_port(), quiet_port()
     workdir = tmp_path / "dev"
     try:
         # A provider on this machine's loopback, as a local LLM would be: `make dev` hands pods the
@@ -212,7 +212,7 @@ def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_pat
             assert len(llm.requests) == 1
 
         pid = json.loads((n.NODE_RUN / "state.json").read_text())["pid"]
-        again = _cli(*_up_args(tmp_path / "other", free_port(), free_port(), free_port()))
+        again = _cli(*_up_args(tmp_path / "other", quiet_port(), quiet_port(), quiet_port()))
         assert again.returncode == 1 and "a local cluster already runs" in again.stdout, again.stdout
 
         # A crash: the processes `up` started die with it (parent-death signal), but containers keep
