@@ -62,12 +62,20 @@ lint: install ## ruff + mypy --strict
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+# $(call timed,<what>,<command>): run it, then print how long it took and its exit code.
+timed = t=$$(date +%s); $(2); rc=$$?; echo "[make test] $(1): $$(( $$(date +%s) - t )) s (exit $$rc)"; exit $$rc
+
+.PHONY: prepare
+prepare: install system-deps ## One-time builds every tier needs (Kubernetes + node binaries, helm, images); cached, progress shown
+	@$(call timed,one-time builds,$(PY) -m agentry_devenv.prepare)
+
 .PHONY: test
-test: install system-deps ## All test tiers: lint, unit, integration, e2e (starts every server it needs)
-	$(MAKE) lint
-	$(PYTEST) -m unit -q
-	$(PYTEST) -m integration -q
-	$(PYTEST) -m e2e -q
+test: install system-deps ## All test tiers: lint, one-time builds, unit, integration, e2e (starts every server it needs)
+	@$(call timed,lint,$(MAKE) --no-print-directory lint)
+	@$(MAKE) --no-print-directory prepare
+	@$(call timed,unit tier,$(PYTEST) -m unit -q)
+	@$(call timed,integration tier,$(PYTEST) -m integration -q)
+	@$(call timed,e2e tier,$(PYTEST) -m e2e -q)
 
 .PHONY: test-unit
 test-unit: install ## Unit tier only (no servers)

@@ -12,7 +12,7 @@
 # host for the image's Python, and installed with `pip --no-index` in a `--network=none` build.
 #
 # Usage: hack/build-images.sh [workspace] [operator] [api] [gateway]     (default: all four)
-# Env:   TAG (default dev), AGENTRY_CACHE (default ~/.cache/agentry), AGENTRY_DOCKER_SOCK,
+# Env:   TAG (default dev), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh), AGENTRY_DOCKER_SOCK,
 #        PYTHON (a Python with pip, default python3), TARGET_PYTHON (the image's, default 3.11.2),
 #        FORCE=1 rebuilds even when the inputs did not change.
 # Prints DOCKER_HOST=... and IMAGE_<COMPONENT>=<tag> lines on stdout (progress goes to stderr).
@@ -20,8 +20,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG="${TAG:-dev}"
-CACHE="${AGENTRY_CACHE:-$HOME/.cache/agentry}"
-SOCK="${AGENTRY_DOCKER_SOCK:-/run/agentry-docker.sock}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
 BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"

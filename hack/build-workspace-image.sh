@@ -14,7 +14,7 @@
 #
 # Usage: hack/build-workspace-image.sh
 # Env:   IMAGE (default agentry/workspace:dev), BASE_IMAGE, BASE_TAG, SUITE (default bookworm),
-#        CLAUDE_CODE_VERSION (default below), AGENTRY_CACHE (default ~/.cache/agentry),
+#        CLAUDE_CODE_VERSION (default below), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh),
 #        AGENTRY_DOCKER_SOCK / AGENTRY_DOCKER_ROOT (our own daemon's socket and data root),
 #        PYTHON (a Python with pip, default python3), TARGET_PYTHON (the image's, default 3.11.2)
 # Prints DOCKER_HOST=... and the image tag on the last two lines of stdout.
@@ -26,9 +26,7 @@ BASE_IMAGE="${BASE_IMAGE:-}"
 BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 SUITE="${SUITE:-bookworm}"
 CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.197}"
-CACHE="${AGENTRY_CACHE:-$HOME/.cache/agentry}"
-SOCK="${AGENTRY_DOCKER_SOCK:-/run/agentry-docker.sock}"
-DOCKER_ROOT="${AGENTRY_DOCKER_ROOT:-/var/lib/agentry-docker}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
 # Runtime dependencies of agentry_workspace + agentry_common (google-cloud-secret-manager: spec.secrets[]

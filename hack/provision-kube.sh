@@ -9,7 +9,7 @@
 #   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd helm
 #               crictl coredns pause   (the last three are for the local node, devenv/agentry_devenv/node.py)
 #   (default: kube-apiserver kube-controller-manager etcd helm)
-# Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE (default ~/.cache/agentry),
+# Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh),
 #        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION
 # Prints the asset directory on the last line of stdout.
 set -euo pipefail
@@ -19,7 +19,7 @@ ETCD_VERSION="${AGENTRY_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${AGENTRY_HELM_VERSION:-v3.19.5}"
 CRICTL_VERSION="${AGENTRY_CRICTL_VERSION:-v1.34.0}"
 COREDNS_VERSION="${AGENTRY_COREDNS_VERSION:-v1.12.4}"
-CACHE="${AGENTRY_CACHE:-$HOME/.cache/agentry}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
 ASSETS="$CACHE/kube/$KUBE_VERSION"
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager etcd helm)

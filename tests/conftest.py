@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from agentry_devenv.prepare import prepare
+from agentry_devenv.procs import ServerError
 
 TIERS = ("unit", "integration", "e2e")
 
@@ -16,3 +21,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(
                 f"{item.nodeid}: mark the test with exactly one tier of {TIERS}, got {tiers}"
             )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """One-time builds for the collected tiers, before the first test: never inside a test's timeout.
+
+    `make test` has done them already (`make prepare`), so this is a cache check there. Set
+    AGENTRY_NO_BUILD=1 to skip even the check (the fixtures then use what is cached).
+    """
+    if session.config.option.collectonly or os.environ.get("AGENTRY_NO_BUILD"):
+        return
+    tiers = {t for item in session.items for t in TIERS if item.get_closest_marker(t)}
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        try:
+            prepare(tiers)
+        except ServerError as exc:
+            pytest.exit(f"one-time builds failed: {exc}", returncode=3)

@@ -30,7 +30,7 @@ from typing import IO, Any
 from . import node as n
 from .images import BuiltImages, coredns_image
 from .kube import CONTROL_PLANE, ControlPlane, provision
-from .procs import ServerError
+from .procs import ServerError, log_tail
 
 LOCK = n.NODE_RUN / "lock"
 STATE = n.NODE_RUN / "state.json"
@@ -357,10 +357,18 @@ class Cluster:
             except OSError as exc:
                 last = exc
             time.sleep(0.5)
-        pods = self.plane.kubectl("-n", "kube-system", "get", "pods", "-o", "wide", check=False).stdout
+        kubectl = self.plane.kubectl
+        pods = kubectl("-n", "kube-system", "get", "pods", "-o", "wide", check=False).stdout
+        # Why a pod is stuck (sandbox, CNI, image): its events, and the kubelet's own last words.
+        described = kubectl(
+            "-n", "kube-system", "describe", "pods", "-l", "k8s-app=kube-dns", check=False
+        ).stdout
+        kubelet = log_tail(self.node.workdir / "kubelet.log", 30) if self.node else "(no node)"
         raise ServerError(
             f"cluster DNS at {n.CLUSTER_DNS} does not resolve {want} after {timeout:.0f} s ({last!r}).\n"
-            f"kube-system pods:\n{pods}"
+            f"kube-system pods:\n{pods}\nCoreDNS pods described (tail):\n"
+            + "\n".join(described.splitlines()[-25:])
+            + f"\nkubelet log (tail):\n{kubelet}"
         )
 
     def apply(self, objects: list[dict[str, Any]], namespace: str | None = None) -> None:

@@ -7,8 +7,9 @@ gateway run as pods of the chart, governed as `make dev` installs it: runs call 
 a per-Execution token, and the gateway calls the provider — the scripted server on the node's
 address (one for the package; each test scripts it afresh) — with the key only it holds.
 
-Cold (binaries and images not built yet) this takes 10+ minutes before the first test; warm about a
-minute. A cluster that cannot start fails every test here with the reason, never skips.
+Binaries and images are built before the first test (`make prepare`, or pytest's collection hook in
+tests/conftest.py), so here they are a cache check; the cluster itself starts in about a minute. A
+cluster that cannot start fails every test here with the reason, never skips.
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""One-time builds, done before any test starts (`make prepare`, and pytest's collection hook).
+
+Kubernetes and node binaries, helm, the images and Chromium are built or installed once and cached
+(`paths.cache_dir()`); warm, each step is a cache check of a second or two. They never run inside a
+test's or fixture's timeout: `make test` runs this first, and `tests/conftest.py` calls `prepare()`
+for the tiers it collected, before the first test, so a plain `pytest -m e2e` is covered too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+from .images import build_images
+from .kube import CONTROL_PLANE, provision
+from .procs import ServerError
+
+Say = Callable[[str], None]
+
+NODE = ("kube-scheduler", "kubelet", "kube-proxy", "crictl", "coredns", "pause")
+# What each test tier needs built before its first test.
+BINARIES = {
+    "unit": ("helm",),
+    "integration": (*CONTROL_PLANE, "helm"),
+    "e2e": (*CONTROL_PLANE, "helm", *NODE),
+}
+TIERS = tuple(BINARIES)
+
+
+def _say(msg: str) -> None:
+    print(f"[prepare] {msg}", file=sys.stderr, flush=True)
+
+
+def _chromium(say: Say) -> None:
+    if shutil.which("chromium"):
+        return
+    say("installing Chromium (apt; the dashboard's browser tests)")
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        if subprocess.run(
+            argv,
+            check=False,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+        ).returncode:
+            raise ServerError(f"`{' '.join(argv)}` failed: Chromium is needed by the e2e tier")
+
+
+def prepare(tiers: Iterable[str], say: Say = _say) -> None:
+    """Build (or find cached) everything the given tiers need; raises ServerError with the reason."""
+    wanted = [t for t in TIERS if t in set(tiers)]
+    if not wanted:
+        return
+    components = tuple(dict.fromkeys(c for t in wanted for c in BINARIES[t]))
+    t0 = time.monotonic()
+    say(f"binaries for {', '.join(wanted)}: {' '.join(components)} (cold: 15-25 min on 2 cores)")
+    provision(components)
+    say(f"binaries ready ({time.monotonic() - t0:.0f} s)")
+    if "e2e" in wanted:
+        t1 = time.monotonic()
+        say("images: workspace, operator, API, gateway (cold: ~10 min)")
+        build_images(say)
+        say(f"images ready ({time.monotonic() - t1:.0f} s)")
+        _chromium(say)
+    say(f"everything built in {time.monotonic() - t0:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentry-prepare", description=__doc__)
+    parser.add_argument("tiers", nargs="*", default=list(TIERS), choices=TIERS, metavar="TIER")
+    args = parser.parse_args(argv)
+    try:
+        prepare(args.tiers)
+    except ServerError as exc:
+        _say(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
