@@ -14,6 +14,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,12 +25,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentry_common.body_limit import BodyLimit
 from agentry_common.models import Provider as Protocol
 from agentry_common.tokens import InvalidToken, Keyring
 
 from .config import GatewayConfig, Settings, get_settings, load_config
 from .ledger import FirestoreLedger, Ledger, MemoryLedger, Subjects
-from .service import Gateway
+from .service import MAX_BODY_BYTES, Gateway
 
 log = logging.getLogger("agentry.gateway")
 
@@ -80,6 +82,13 @@ class EndIn(BaseModel):
     uid: str = Field(min_length=1, max_length=64, description="the Execution's uid, as in its run tokens")
 
 
+def _too_large(limit: int) -> tuple[bytes, bytes]:
+    """413 in the providers' error shape (Anthropic's; OpenAI clients read `error.message` too)."""
+    message = f"request larger than {limit // 2**20} MiB"
+    error = {"type": "error", "error": {"type": "request_too_large", "message": message}}
+    return b"application/json", json.dumps(error).encode()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -99,6 +108,8 @@ def create_app(
             await app.state.gateway.aclose()
 
     app = FastAPI(title="Agentry LLM gateway", version="0.1.0", lifespan=lifespan)
+    # Refused before it is read: a token holder cannot make the gateway buffer an endless body.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, render=_too_large)
 
     async def gateway(request: Request) -> Gateway:
         # Built by the lifespan; lazily when mounted inside another app (whose lifespan does not
