@@ -17,6 +17,7 @@ from agentry_common.models import Runtime
 from . import secrets
 from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
 from .events import EventSink, JsonEventSink, secret_values
+from .hardening import forbid_inspection
 from .outcome import Outcome, StopReason, write_result
 from .runner import Runner, result_event_fields
 
@@ -80,6 +81,7 @@ def execute(cfg: RunConfig, sink: EventSink) -> int:
 
 def pod_main(env: Mapping[str, str] | None = None) -> int:
     """`python -m agentry_workspace`: the contract in workspace_image/README.md."""
+    forbid_inspection()  # first: before any secret is read, no tool may read this process's memory
     env = dict(os.environ if env is None else env)
     sink = JsonEventSink(
         correlation_id=env.get(c.ENV_CORRELATION_ID, ""),

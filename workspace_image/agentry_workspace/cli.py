@@ -18,6 +18,7 @@ from .config import (
     read_saved_state,
 )
 from .events import EventSink, JsonEventSink, secret_values
+from .hardening import forbid_inspection
 from .state import Decision, ResumeRequest
 
 
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    forbid_inspection()  # tools must not read this process's environment or memory (hardening.py)
     env = dict(os.environ)
     workspace = (args.workspace or Path(env.get("AGENTRY_WORKSPACE") or "agentry-workspace")).absolute()
     result_file = args.result_file or workspace / STATE_DIR / "termination-log"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,9 @@ def run_container(image: Image, root: Path, spec: dict[str, Any], env: dict[str,
     out.chmod(0o777)  # written by uid 10001
     (config / "agent.json").write_text(json.dumps({"metadata": {"name": "img"}, "spec": spec}))
     (config / "input.txt").write_text("Compute the mean of 2, 4 and 9 with pandas and save it.")
+    name = f"agentry-test-{uuid.uuid4().hex[:10]}"
     argv = [
-        "docker", "run", "--rm", "--pull=never",
+        "docker", "run", "--rm", "--pull=never", "--name", name,
         "--read-only", "--user", "10001", "--network=host",
         "--tmpfs", "/workspace", "--tmpfs", "/tmp",
         "-v", f"{config}:/etc/agentry:ro", "-v", f"{out}:/out",
@@ -77,10 +79,20 @@ def run_container(image: Image, root: Path, spec: dict[str, Any], env: dict[str,
     ]  # fmt: skip
     for key, value in env.items():
         argv += ["-e", f"{key}={value}"]
-    proc = subprocess.run([*argv, image.tag], capture_output=True, text=True, timeout=120, env=image.env)
+    try:
+        proc = subprocess.run([*argv, image.tag], capture_output=True, text=True, timeout=300, env=image.env)
+    except subprocess.TimeoutExpired as exc:
+        # The container outlives a killed `docker run`: remove it, and show where the run stood.
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=image.env, check=False)
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        pytest.fail(f"the container did not finish in 300 s; its last output:\n{out[-4000:]}", pytrace=False)
     result_file = out / "termination-log"
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
     return ContainerRun(proc.returncode, proc.stdout, proc.stderr, result)
+
+
+# The shell call: read the result file, try the read-only root, then go for the runtime's secrets.
+SHELL_PROBE = "cat mean.txt; touch /etc/x; cat /proc/$PPID/environ; echo FORGED-$((6*7)) >> /proc/$PPID/fd/1"
 
 
 def test_image_runs_an_agent_to_a_result(image: Image, tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_image_runs_an_agent_to_a_result(image: Image, tmp_path: Path) -> None:
         llm.script(
             [
                 {"tool_use": {"name": "python", "input": {"code": code}}},
-                {"tool_use": {"name": "shell", "input": {"command": "cat mean.txt; touch /etc/x"}}},
+                {"tool_use": {"name": "shell", "input": {"command": SHELL_PROBE}}},
                 {"text": "The mean is 5.0.", "usage": {"input_tokens": 900, "output_tokens": 100}},
             ]
         )
@@ -117,6 +129,11 @@ def test_image_runs_an_agent_to_a_result(image: Image, tmp_path: Path) -> None:
     assert python_result.startswith("exit code 0\nmean 5.0"), python_result
     shell_result = requests[2]["messages"][-1]["content"][0]["content"]
     assert "5.0" in shell_result and "Read-only file system" in shell_result  # root fs is read-only
+    # A tool runs as the runtime's UID, but the runtime is not dumpable: its environment (the key)
+    # and memory are not readable from /proc (workspace_image/agentry_workspace/hardening.py).
+    assert "environ: Permission denied" in shell_result, shell_result
+    assert "fd/1: Permission denied" in shell_result and "FORGED-42" not in run.stdout  # no forged events
+    assert ANTHROPIC_KEY not in shell_result and "sk-ant" not in shell_result
     assert ANTHROPIC_KEY not in run.stdout + run.stderr
 
 
