@@ -66,7 +66,9 @@ ensure_docker() {
   # setsid: the daemon outlives this script (tests use it) and is not killed with our group. Our
   # callers' descriptors are closed (3-9): a daemon holding build-images.sh's lock (fd 8) or the
   # provisioning lock (fd 9) would make every later build wait for ever.
-  setsid dockerd --host "unix://$SOCK" --data-root "$DOCKER_ROOT" \
+  # No bridge and no iptables rules: builds run with --network=none and containers with
+  # --network=host, and the local node's (and another cache dir's daemon's) rules stay untouched.
+  setsid dockerd --host "unix://$SOCK" --data-root "$DOCKER_ROOT" --bridge=none --iptables=false \
     --exec-root "${SOCK%.sock}-exec" --pidfile "$pidfile" >"$logfile" 2>&1 </dev/null \
     3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   for _ in $(seq 1 60); do
