@@ -23,10 +23,13 @@ from google.api_core import exceptions as gexc
 from lightkube import ApiError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentry_common.body_limit import BodyLimit
+
 from .auth import Sessions
 from .chat import LLM, llm_from_settings
 from .cluster import Cluster, ClusterUnavailable, api_message
 from .deps import AppState
+from .hosts import TrustedHosts
 from .metrics import LATENCY, REQUESTS
 from .oidc import JWKSVerifier, TokenVerifier
 from .routers import agents, approvals, chat, events, executions, health, pages, scheduler, session, usage
@@ -218,5 +221,9 @@ def create_app(
     for module in (health, session, agents, scheduler, executions, events, approvals, usage, chat, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+    # Outermost last: every answer gets Observe's request id; a foreign Host or an oversized body
+    # is refused before routing, auth or parsing.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)
     app.add_middleware(Observe)
     return app

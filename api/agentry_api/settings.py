@@ -39,8 +39,20 @@ class Settings(BaseSettings):
         "key per process (logged as a warning: sessions end on restart and do not cross workers).",
     )
     session_max_age_seconds: int = Field(default=30 * 86400, ge=60)
-    cookie_secure: bool = Field(default=False, description="Set the Secure flag (serve over HTTPS).")
-    guest_sessions: bool = Field(default=True, description="Create a guest user on a first visit.")
+    cookie_secure: bool = Field(
+        default=True, description="Set the Secure flag (serve over HTTPS); off only for local development."
+    )
+    guest_sessions: bool = Field(
+        default=False, description="Create a guest user on a first visit (off: sign-in required)."
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost"],
+        description="Host names (or `*.domain`) requests may be addressed to; any other name gets 400 "
+        "(DNS rebinding). IP literals are always accepted (probes, ClusterIPs). `*` turns the check off.",
+    )
+    max_body_bytes: int = Field(
+        default=2**20, ge=1024, description="Largest request body; larger ones get 413 before parsing."
+    )
     oidc_issuer: str | None = Field(default=None, description="Accepted `iss` of OIDC bearer tokens.")
     oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC bearer tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL with the issuer's signing keys.")
@@ -80,8 +92,9 @@ class Settings(BaseSettings):
     )
     approval_check_seconds: float = Field(default=5.0, gt=0, description="Approval timeout sweep period.")
     allowed_secret_names: list[str] = Field(
-        default_factory=lambda: ["llm-keys"],
-        description="Kubernetes Secrets that API-created agents may reference in spec.secrets.",
+        default_factory=list,
+        description="Kubernetes Secrets that API-created agents may reference in spec.secrets (none by "
+        "default; never a provider-key Secret: with the gateway, runs get a per-run token).",
     )
     allowed_base_urls: list[str] = Field(
         default_factory=list,

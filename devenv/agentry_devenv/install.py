@@ -113,6 +113,10 @@ class Install:
             },
             "api": {
                 "image": never,
+                # Local development only: a guest session on the first visit, and a cookie sent over
+                # plain http (the chart's defaults are off and Secure; install() says so).
+                "guestSessions": True,
+                "cookieSecure": False,
                 "extraEnv": _env({"FIRESTORE_EMULATOR_HOST": self.firestore_host, **self.api_env}),
             },
         }
@@ -201,6 +205,10 @@ class Install:
                 f"helm upgrade --install {RELEASE} failed: {result.stderr.strip()}\n{self.diagnose()}"
             )
         say(f"    Agentry installed (helm release {RELEASE} in {SYSTEM_NS}) in {time.monotonic() - t0:.0f} s")
+        say(
+            "    development settings: guest sessions on, session cookie without Secure "
+            "(the chart's defaults: off, Secure)"
+        )
 
     def diagnose(self) -> str:
         kubectl = self.cluster.plane.kubectl
@@ -235,6 +243,9 @@ class Install:
         names = []
         for path in sorted(SAMPLES.glob("agent-*.yaml")):
             docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+            if not self.gateway:  # ungoverned: the samples read the key themselves
+                for doc in docs:
+                    doc["spec"]["secrets"] = [self._key_ref("anthropic")]
             self.cluster.apply(docs, namespace=WORKLOADS_NS)
             names += [d["metadata"]["name"] for d in docs]
         if self.providers.openai_key and self.providers.openai_base_url and not self.providers.anthropic_key:
@@ -247,10 +258,15 @@ class Install:
         agent: dict[str, Any] = yaml.safe_load(path.read_text())
         agent["metadata"]["name"] = "hello-openai"
         agent["spec"]["model"] = {"provider": "openai", "name": self.providers.openai_model}
-        agent["spec"]["secrets"] = [
-            {"env": "OPENAI_API_KEY", "secretKeyRef": {"name": LLM_SECRET, "key": "openai"}}
-        ]
+        agent["spec"].pop("secrets", None)
+        if not self.gateway:
+            agent["spec"]["secrets"] = [self._key_ref("openai")]
         return agent
+
+    @staticmethod
+    def _key_ref(provider: str) -> dict[str, Any]:
+        env = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}[provider]
+        return {"env": env, "secretKeyRef": {"name": LLM_SECRET, "key": provider}}
 
 
 def service_address(cluster: Cluster, name: str, namespace: str = SYSTEM_NS) -> str:

@@ -167,8 +167,15 @@ affinity:
 {{- printf "%s.%s.svc:%d" (include "agentry.componentName" (dict "ctx" . "component" "firestore-emulator")) .Release.Namespace (int .Values.firestore.emulator.port) }}
 {{- end }}
 
-{{/* GOOGLE_CLOUD_PROJECT: the configured project, or a placeholder the emulator accepts. */}}
+{{/*
+GOOGLE_CLOUD_PROJECT: the configured project, or a placeholder the emulator accepts. Nothing without
+either: the API and the gateway's Firestore ledger then have no database (NOTES.txt warns). With Workload
+Identity (GKE, where the project is always known) an empty project is a mistake: refused.
+*/}}
 {{- define "agentry.gcpProject" -}}
+{{- if and .Values.workloadIdentity.enabled (not .Values.gcp.projectId) (not .Values.firestore.emulator.enabled) }}
+{{- fail "workloadIdentity.enabled needs gcp.projectId: the Google Cloud project of Firestore (the API's database and the gateway's budget ledger)" }}
+{{- end }}
 {{- if .Values.gcp.projectId }}
 {{- .Values.gcp.projectId }}
 {{- else if .Values.firestore.emulator.enabled }}
@@ -228,3 +235,34 @@ matchExpressions:
 /var/run/agentry/token-keys
 {{- end }}
 
+
+{{/*
+The API: the in-cluster host name its probes send, and AGENTRY_TRUSTED_HOSTS (JSON list): the Service's
+DNS names, the Ingress hosts, the Cloud Scheduler target's host, loopback (kubectl port-forward), and
+api.trustedHosts. The API refuses a request whose Host header names anything else.
+*/}}
+{{- define "agentry.api.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "agentry.componentName" (dict "ctx" . "component" "api")) .Release.Namespace }}
+{{- end }}
+
+{{- define "agentry.api.trustedHosts" -}}
+{{- $service := include "agentry.componentName" (dict "ctx" . "component" "api") }}
+{{- $ns := .Release.Namespace }}
+{{- $hosts := list $service (printf "%s.%s" $service $ns) (include "agentry.api.serviceHost" .) (printf "%s.%s.svc.cluster.local" $service $ns) "localhost" "127.0.0.1" }}
+{{- if .Values.api.ingress.enabled }}
+{{- range .Values.api.ingress.hosts }}
+{{- with .host }}
+{{- $hosts = append $hosts . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.operator.cloudScheduler }}
+{{- if and .location .targetUrl }}
+{{- with (urlParse .targetUrl).hostname }}
+{{- $hosts = append $hosts . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $hosts = concat $hosts .Values.api.trustedHosts }}
+{{- $hosts | uniq | toJson }}
+{{- end }}

@@ -183,11 +183,13 @@ def test_defaults_render_the_whole_platform(default: list[Obj]) -> None:
         {
             "ClusterRole",
             "ClusterRoleBinding",
+            "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
             "KopfPeering",
             "Namespace",
             "NetworkPolicy",
+            "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "Secret",
@@ -443,7 +445,7 @@ def test_workload_identity_on() -> None:
             annotations[f"agentry-{who}"][gsa] == f"agentry-{who}@my-agentry-project.iam.gserviceaccount.com"
         )
     assert gsa not in annotations["agentry-tick"]
-    egress = one(objs, "NetworkPolicy")["spec"]["egress"]
+    egress = one(objs, "NetworkPolicy", "agentry-runs")["spec"]["egress"]
     blocks = [p["ipBlock"]["cidr"] for rule in egress for p in rule.get("to", []) if "ipBlock" in p]
     assert {"169.254.169.254/32", "169.254.169.252/32"} <= set(blocks)
     assert env_of(api_container(objs))["GOOGLE_CLOUD_PROJECT"] == "my-agentry-project"
@@ -454,7 +456,7 @@ def test_workload_identity_off_ignores_gsa_and_keeps_metadata_closed() -> None:
     objs = render(workloads__serviceAccount__gcpServiceAccount="w@p-123456.iam.gserviceaccount.com")
     for sa in find(objs, "ServiceAccount"):
         assert "iam.gke.io/gcp-service-account" not in sa["metadata"].get("annotations", {})
-    egress = one(objs, "NetworkPolicy")["spec"]["egress"]
+    egress = one(objs, "NetworkPolicy", "agentry-runs")["spec"]["egress"]
     internet = [p["ipBlock"] for rule in egress for p in rule.get("to", []) if "ipBlock" in p]
     assert internet == [
         {
@@ -497,24 +499,38 @@ def test_network_policy_labels_match_the_operators_jobs(default: list[Obj]) -> N
     agent = {"metadata": {"name": "a"}, "spec": {"instructions": "x", "model": {"name": "m"}}}
     job = build_job(execution, agent, "c", OperatorConfig())
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
-    selector = one(default, "NetworkPolicy")["spec"]["podSelector"]
+    selector = one(default, "NetworkPolicy", "agentry-runs")["spec"]["podSelector"]
     assert selector["matchLabels"].items() <= pod_labels.items()
     assert all(e["key"] in pod_labels for e in selector["matchExpressions"])
 
 
 def test_network_policy_cidrs_mode() -> None:
     objs = render([ci("gke")])
-    egress = one(objs, "NetworkPolicy")["spec"]["egress"]
+    egress = one(objs, "NetworkPolicy", "agentry-runs")["spec"]["egress"]
     assert egress[1]["to"] == [{"ipBlock": {"cidr": "203.0.113.10/32"}}]
     assert egress[1]["ports"] == [{"protocol": "TCP", "port": 443}]
     gateway = egress[-1]["to"][0]["namespaceSelector"]["matchLabels"]
     assert gateway == {"kubernetes.io/metadata.name": "llm-gateway"}
     with pytest.raises(RenderError, match=r"needs workloads\.networkPolicy\.cidrs"):
-        render(workloads__networkPolicy__egress="cidrs")
+        render(workloads__networkPolicy__egress="cidrs", gateway__enabled="false")
+    # With the gateway (the default), the runs' one destination may be the gateway alone.
+    runs = one(render(workloads__networkPolicy__egress="cidrs"), "NetworkPolicy", "agentry-runs")
+    assert [r["to"][0] for r in runs["spec"]["egress"][1:]] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "agentry",
+                    "app.kubernetes.io/instance": "agentry",
+                    "app.kubernetes.io/component": "gateway",
+                }
+            },
+        }
+    ]
 
 
 def test_network_policy_off() -> None:
-    assert find(render(workloads__networkPolicy__enabled="false"), "NetworkPolicy") == []
+    assert find(render(workloads__networkPolicy__enabled="false"), "NetworkPolicy", "agentry-runs") == []
 
 
 def test_firestore_emulator_dev_mode() -> None:
@@ -658,11 +674,11 @@ def test_api_session_secret_and_designer_key(default: list[Obj]) -> None:
     assert env["AGENTRY_NAMESPACE"] == WORKLOADS and env["AGENTRY_FIRESTORE_DATABASE"] == "(default)"
     assert "ANTHROPIC_API_KEY" not in env
 
-    objs = render(api__sessionSecret__existingSecret="mine", api__anthropicKeySecret__name="llm-keys")
+    objs = render(api__sessionSecret__existingSecret="mine", api__anthropicKeySecret__name="designer-key")
     assert find(objs, "Secret", "agentry-api-session") == []
     env = env_of(api_container(objs))
     assert env["AGENTRY_SESSION_SECRET"] == {"secretKeyRef": {"name": "mine", "key": "session-secret"}}
-    assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "llm-keys", "key": "anthropic"}}
+    assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "designer-key", "key": "anthropic"}}
 
     objs = render(api__sessionSecret__generate="false")
     assert find(objs, "Secret", "agentry-api-session") == []

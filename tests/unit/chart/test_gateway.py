@@ -1,5 +1,5 @@
-"""The LLM gateway in the chart (gateway.*): off by default; on, its own restricted Deployment holding
-the provider keys alone, a token-key Secret shared with the operator, and the operator wired to it."""
+"""The LLM gateway in the chart (gateway.*): on by default, its own restricted Deployment holding the
+provider keys alone, a token-key Secret shared with the operator, and the operator wired to it."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def ci(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def off() -> list[Obj]:
-    return render()
+    return render(gateway__enabled="false")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def mounts(container: Obj, spec: Obj) -> dict[str, tuple[str, bool]]:
 # --- off ---------------------------------------------------------------------------------------
 
 
-def test_off_by_default_renders_nothing_of_the_gateway(off: list[Obj]) -> None:
+def test_off_renders_nothing_of_the_gateway(off: list[Obj]) -> None:
     assert not [o for o in off if "gateway" in o["metadata"]["name"] or "token-keys" in o["metadata"]["name"]]
     operator = container_of(off, "agentry-operator")
     env = env_of(operator)
@@ -256,10 +256,10 @@ def test_default_channels_read_the_mounted_keys(on: list[Obj]) -> None:
 
 def test_no_keys_and_no_channels_is_refused() -> None:
     with pytest.raises(RenderError, match=r"gateway\.enabled needs provider keys"):
-        render(gateway__enabled="true")
+        render(gateway__providerKeys__existingSecret="")
     # Keyless channels (a local model server) are enough; then no key Secret is mounted anywhere.
     objs = render(
-        gateway__enabled="true",
+        gateway__providerKeys__existingSecret="",
         **{
             "gateway.config.channels[0].name": "local",
             "gateway.config.channels[0].protocol": "openai",
