@@ -69,10 +69,13 @@ def prepare(tiers: Iterable[str], say: Say = _say) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentry-prepare", description=__doc__)
-    parser.add_argument("tiers", nargs="*", default=list(TIERS), choices=TIERS, metavar="TIER")
+    # No `choices`: Python 3.11's argparse checks an empty `*` list against them and refuses it.
+    parser.add_argument("tiers", nargs="*", metavar="TIER", help=f"of {', '.join(TIERS)} (default: all)")
     args = parser.parse_args(argv)
+    if unknown := set(args.tiers) - set(TIERS):
+        parser.error(f"unknown tier(s) {', '.join(sorted(unknown))}; choose from {', '.join(TIERS)}")
     try:
-        prepare(args.tiers)
+        prepare(args.tiers or TIERS)
     except ServerError as exc:
         _say(f"error: {exc}")
         return 1
