@@ -84,6 +84,9 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
         "kube_timeout_seconds": 3.0,
         "anthropic_api_key": None,
         "admin_token": "admin-token-for-tests",
+        # Like `make dev`: guests, and a session cookie over plain http (the defaults are the safe ones).
+        "guest_sessions": True,
+        "cookie_secure": False,
     }
     values.update(overrides)
     return Settings(**values)
