@@ -1,7 +1,8 @@
 """Approvals (API side of the two-phase flow for risky actions).
 
 The runtime stops before a RED action; the operator sets the Execution to WaitingApproval with
-`status.approval`. The watcher calls `requested` (an `approvals` document and an event). A decision
+`status.approval`. The watcher calls `requested` (an `approvals` document and an event) before it
+stores or streams the WaitingApproval view, and `run_ended` before it stores a terminal one. A decision
 (a person, or the timeout sweep) first claims the pending document in a transaction, then appends
 `{id, approved, decidedBy, reason}` to the Execution's `spec.approvals`; if the cluster cannot be
 reached the claim is released and the caller gets 503, so a decision is never half-recorded.
@@ -26,6 +27,7 @@ log = logging.getLogger("agentry.api.approvals")
 Doc = dict[str, Any]
 DEFAULT_TIMEOUT = 3600
 TIMEOUT_DECIDER = "agentry-api (timeout)"
+RUN_ENDED_DECIDER = "agentry-api"
 
 
 class ApprovalService:
@@ -33,40 +35,27 @@ class ApprovalService:
         self.store, self.cluster, self.bus = store, cluster, bus
 
     async def requested(self, execution: Doc, approval: Doc, agent: Doc | None) -> None:
-        requested_at = iso(approval.get("requestedAt")) or now_iso()
-        expires_at = iso(approval.get("expiresAt"))
-        if expires_at is None:
-            timeout = int(
-                ((agent or {}).get("spec") or {}).get("approval", {}).get("timeoutSeconds", DEFAULT_TIMEOUT)
-            )
-            start = dt.datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
-            expires_at = iso((start + dt.timedelta(seconds=timeout)).isoformat())
-        doc: Doc = {
-            "id": str(approval["id"]),
-            "userId": execution["userId"],
-            "execution": execution["id"],
-            "agentId": execution.get("agentId", ""),
-            "tool": approval.get("tool"),
-            "summary": approval.get("summary"),
-            "risk": approval.get("risk"),
-            "requestedAt": requested_at,
-            "expiresAt": expires_at,
-            "state": "pending",
-            "correlationId": execution.get("correlationId"),
-        }
+        """Store the approval a waiting run asks for, then announce it. Called before the run's
+        WaitingApproval view is stored or streamed, and again after a crash: the create is once only
+        and the announcement's key makes a repeat a no-op."""
+        doc = approval_doc(execution, approval, agent)
         existing = await self.store.approval(doc["id"])
+        if existing is None and not await self.store.create_approval(doc):
+            existing = await self.store.approval(doc["id"])  # another replica created it just now
         if existing is not None:
+            if existing.get("state") != "pending":
+                return
             # The operator owns the deadline: follow a changed expiresAt while undecided.
-            if existing.get("state") == "pending" and existing.get("expiresAt") != expires_at:
-                await self.store.update_approval(doc["id"], {"expiresAt": expires_at})
-            return
-        if await self.store.create_approval(doc):
-            await self.bus.publish(
-                doc["userId"],
-                "approval",
-                {"action": "requested", "execution": doc["execution"], **approval_out(doc).model_dump()},
-                dedupe_key=f"approval:{doc['id']}:requested",
-            )
+            if existing.get("expiresAt") != doc["expiresAt"]:
+                await self.store.update_approval(doc["id"], {"expiresAt": doc["expiresAt"]})
+                existing["expiresAt"] = doc["expiresAt"]
+            doc = existing
+        await self.bus.publish(
+            doc["userId"],
+            "approval",
+            {"action": "requested", "execution": doc["execution"], **approval_out(doc).model_dump()},
+            dedupe_key=f"approval:{doc['id']}:requested",
+        )
 
     async def list(self, user: User, state: str | None) -> list[Doc]:
         return await self.store.list_approvals(user.id, state)
@@ -125,16 +114,18 @@ class ApprovalService:
 
     async def run_ended(self, execution: Doc) -> None:
         """The run ended (cancelled, failed, timed out by the operator) while an approval was pending:
-        close it so the inbox does not offer a decision that can no longer matter."""
-        for doc in await self.store.pending_approvals_of(execution["userId"], execution["id"]):
-            reason = f"the run ended without a decision ({execution.get('reason') or execution.get('phase')})"
-            fields = {
-                "state": "expired",
-                "decidedBy": "agentry-api",
-                "decidedAt": now_iso(),
-                "reason": reason,
-            }
-            closed = await self.store.decide_approval(doc["id"], fields)
+        close it so the inbox does not offer a decision that can no longer matter. Called before the
+        run's terminal view is stored, and again after a crash: a close made then is announced again
+        (the key makes that a no-op if it was)."""
+        reason = f"the run ended without a decision ({execution.get('reason') or execution.get('phase')})"
+        fields = {"state": "expired", "decidedBy": RUN_ENDED_DECIDER, "decidedAt": now_iso()}
+        fields["reason"] = reason
+        for doc in await self.store.approvals_of(execution["userId"], execution["id"]):
+            closed: Doc | None = None
+            if doc.get("state") == "pending":
+                closed = await self.store.decide_approval(doc["id"], fields)
+            elif doc.get("state") == "expired" and doc.get("decidedBy") == RUN_ENDED_DECIDER:
+                closed = doc
             if closed is not None:
                 await self.bus.publish(
                     doc["userId"],
@@ -153,3 +144,29 @@ class ApprovalService:
             except (Conflict, Unavailable) as exc:
                 log.warning("approval %s: timeout not recorded yet: %s", doc["id"], exc)
         return count
+
+
+def approval_doc(execution: Doc, approval: Doc, agent: Doc | None) -> Doc:
+    """The `approvals` document for the approval in an Execution's status (expiry: the operator's,
+    else the Agent's timeout from the request)."""
+    requested_at = iso(approval.get("requestedAt")) or now_iso()
+    expires_at = iso(approval.get("expiresAt"))
+    if expires_at is None:
+        timeout = int(
+            ((agent or {}).get("spec") or {}).get("approval", {}).get("timeoutSeconds", DEFAULT_TIMEOUT)
+        )
+        start = dt.datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
+        expires_at = iso((start + dt.timedelta(seconds=timeout)).isoformat())
+    return {
+        "id": str(approval["id"]),
+        "userId": execution["userId"],
+        "execution": execution["id"],
+        "agentId": execution.get("agentId", ""),
+        "tool": approval.get("tool"),
+        "summary": approval.get("summary"),
+        "risk": approval.get("risk"),
+        "requestedAt": requested_at,
+        "expiresAt": expires_at,
+        "state": "pending",
+        "correlationId": execution.get("correlationId"),
+    }

@@ -242,14 +242,14 @@ class RunService:
 
     async def observe(self, event: str, cr: Doc) -> Doc | None:
         """Mirror an Execution CR's status into Firestore and publish what changed."""
-        meta, spec = cr["metadata"], cr.get("spec") or {}
+        meta = cr["metadata"]
         name = meta["name"]
         doc = await self.store.execution(name)
         if event == "DELETED":
             if doc is not None and not doc.get("clusterDeleted"):
                 await self.store.put_execution({"id": name, "clusterDeleted": True}, merge=True)
             return doc
-        agent_name = (spec.get("agentRef") or {}).get("name", "")
+        agent_name = ((cr.get("spec") or {}).get("agentRef") or {}).get("name", "")
         agent = await self.store.agent(agent_name)
         if doc is None:
             if agent is None:
@@ -258,15 +258,7 @@ class RunService:
             if agent is None:
                 log.debug("execution %s: agent %s unknown; not mirrored", name, agent_name)
                 return None
-            doc = {
-                "id": name,
-                "userId": agent["userId"],
-                "agentId": agent_name,
-                "trigger": spec.get("trigger", "Manual"),
-                "correlationId": spec.get("correlationId"),
-                "input": spec.get("input"),
-                "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),
-            }
+            doc = first_mirror(cr, agent)
         # The Execution's uid tells its gateway call records from those of an earlier one of the name.
         if meta.get("uid") and doc.get("uid") != meta["uid"]:
             doc["uid"], doc["viewHash"] = meta["uid"], None
@@ -279,7 +271,10 @@ class RunService:
         doc.update(view)
         doc["viewHash"] = digest
         doc["updatedAt"] = now_iso()
-        # Publish first: a crash between the two repeats the publish, which the key makes a no-op.
+        # The approval side first, then the event, then the stored view (whose hash marks the change
+        # done): a client that sees WaitingApproval finds the approval, and a crash anywhere before
+        # the store repeats all three, each idempotent (create-once, claim-if-pending, dedupe keys).
+        await self._approval_side(doc, view, agent)
         await self.bus.publish(
             doc["userId"],
             "execution",
@@ -287,13 +282,26 @@ class RunService:
             dedupe_key=f"ex:{meta.get('uid')}:{digest}",
         )
         await self.store.put_execution(doc)
-        approval = view.get("approval")
-        if (
-            view["phase"] == Phase.WAITING_APPROVAL.value
-            and isinstance(approval, dict)
-            and approval.get("id")
-        ):
-            await self.approvals.requested(doc, approval, agent)
-        elif view["phase"] in TERMINAL:
-            await self.approvals.run_ended(doc)
         return doc
+
+    async def _approval_side(self, doc: Doc, view: Doc, agent: Doc | None) -> None:
+        """Record and announce the approval a waiting run asks for; close those of a run that ended."""
+        approval, phase = view.get("approval"), view["phase"]
+        if phase == Phase.WAITING_APPROVAL.value and isinstance(approval, dict) and approval.get("id"):
+            await self.approvals.requested(doc, approval, agent)
+        elif phase in TERMINAL:
+            await self.approvals.run_ended(doc)
+
+
+def first_mirror(cr: Doc, agent: Doc) -> Doc:
+    """The Firestore document of an Execution the API did not create (kubectl, the operator)."""
+    meta, spec = cr["metadata"], cr.get("spec") or {}
+    return {
+        "id": meta["name"],
+        "userId": agent["userId"],
+        "agentId": (spec.get("agentRef") or {}).get("name", ""),
+        "trigger": spec.get("trigger", "Manual"),
+        "correlationId": spec.get("correlationId"),
+        "input": spec.get("input"),
+        "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),
+    }

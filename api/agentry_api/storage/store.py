@@ -299,12 +299,12 @@ class Store:
         docs = [d.to_dict() or {} async for d in q.limit(limit).stream()]
         return sorted(docs, key=lambda d: d.get("requestedAt") or "", reverse=True)
 
-    async def pending_approvals_of(self, user_id: str, execution: str) -> list[Doc]:
+    async def approvals_of(self, user_id: str, execution: str) -> list[Doc]:
+        """Every approval of one execution, whatever its state."""
         q = (
             self.db.collection(APPROVALS)
             .where(filter=FieldFilter("userId", "==", user_id))
             .where(filter=FieldFilter("execution", "==", execution))
-            .where(filter=FieldFilter("state", "==", "pending"))
         )
         return [d.to_dict() or {} async for d in q.stream()]
 

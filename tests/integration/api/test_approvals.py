@@ -3,6 +3,8 @@ the Execution's spec.approvals; deny keeps the reason; an undecided approval tim
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.cloud import firestore
 from lightkube import Client
@@ -21,6 +23,13 @@ def decisions(kube_client: Client, namespace: str, name: str) -> list[dict[str, 
     return list(kube_client.get(Execution, name, namespace=namespace).spec.get("approvals") or [])
 
 
+def is_waiting(event: dict[str, Any], name: str) -> bool:
+    data = event["data"]
+    return bool(data["kind"] == "execution" and data.get("execution") == name) and (
+        data.get("phase") == "WaitingApproval"
+    )
+
+
 def test_approve_is_202_recorded_on_the_execution_and_streamed(
     api: ApiServer, kube_client: Client, namespace: str
 ) -> None:
@@ -36,6 +45,11 @@ def test_approve_is_202_recorded_on_the_execution_and_streamed(
     assert waiting["approval"]["tool"] == "shell" and waiting["approval"]["risk"] == "RED"
 
     events = stream.until(lambda e: e["data"]["kind"] == "approval" and e["data"]["action"] == "requested")
+    # The approval is announced before the run is shown waiting on it: a client reacting to the
+    # WaitingApproval status finds the approval (never a 404).
+    early = [e["data"]["seq"] for e in events if is_waiting(e, name)]
+    assert early == [], f"the run was streamed as WaitingApproval (seq {early}) before its approval"
+    stream.until(lambda e: is_waiting(e, name))
     requested = events[-1]["data"]
     assert requested["id"] == f"{name}-ap1" and requested["execution"] == name
     assert requested["correlationId"] == accepted["correlationId"]
