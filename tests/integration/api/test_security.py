@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from typing import Any
 
 import pytest
@@ -68,18 +67,30 @@ def test_100_random_cross_user_attempts_are_403_or_404_and_leak_nothing(
             if path.startswith(("/agents", "/executions")):  # pages: a new guest, who owns nothing
                 assert r.status_code == 404
 
-    # Mallory's event stream, replayed from the start, holds nothing of Alice's.
-    replay = SseReader(mallory, last_event_id="0")
-    time.sleep(1.5)
-    replay.close()
-    while not replay.queue.empty():
-        event = replay.next()
-        assert all(x not in json.dumps(event) for x in secrets), event
+    # Mallory's event stream holds nothing of Alice's. She makes one agent of her own so that her
+    # streams have something to deliver: an empty replay would pass the leak check vacuously.
+    own = create_agent(mallory, spec={**AGENT["spec"], "instructions": "Mallory's own agent"})
     live = SseReader(mallory)
+    assert live.status == 200
     snap = live.next()
     live.close()
+    assert snap["event"] == "snapshot" and snap["id"] is not None
     assert all(x not in json.dumps(snap) for x in secrets)
-    assert snap["data"]["agents"] == snap["data"]["approvals"] == snap["data"]["executions"] == []
+    assert [a["id"] for a in snap["data"]["agents"]] == [own["id"]]
+    assert snap["data"]["approvals"] == snap["data"]["executions"] == []
+    last = int(snap["id"])  # Mallory's newest event number
+    assert last >= 1
+    # Replayed from the start: it answers 200 and delivers every event of hers up to that one
+    # (her agent's creation among them), and none of them, nor anything after, is Alice's.
+    replay = SseReader(mallory, last_event_id="0")
+    assert replay.status == 200
+    replayed = replay.until(lambda e: e["id"] is not None and int(e["id"]) >= last)
+    replay.close()
+    while not replay.queue.empty():
+        replayed.append(replay.next())
+    assert any(e["data"].get("agent", {}).get("id") == own["id"] for e in replayed), replayed
+    for event in replayed:
+        assert all(x not in json.dumps(event) for x in secrets), event
     # Mallory's chat cannot open Alice's agent.
     cookie = f"agentry_session={mallory.cookies['agentry_session']}"
     with (

@@ -6,13 +6,17 @@ The real Secret Manager client talks to the local gRPC fake (AGENTRY_SECRET_MANA
 from __future__ import annotations
 
 import json
-import time
+import threading
 import uuid
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
+import grpc  # type: ignore[import-untyped]
 import pytest
+from google.cloud import secretmanager_v1
 
-from agentry_devenv.gcp_fakes import GcpFakes
+from agentry_devenv.gcp_fakes import SECRET_SERVICE, GcpFakes
 from agentry_devenv.scripted_llm import ScriptedLLM
 from tests.integration.workspace.harness import PodRun, base_spec, prepare, run_pod
 
@@ -114,12 +118,76 @@ def test_disabled_version_is_a_config_error(tmp_path: Path, gcp: GcpFakes) -> No
     assert "DISABLED" in assert_config_error(run, version)
 
 
-def test_unreachable_secret_manager_gives_up_at_the_deadline(tmp_path: Path, gcp: GcpFakes) -> None:
+class StuckSecretManager:
+    """A Secret Manager that never gives a secret: every AccessSecretVersion is refused as
+    UNAVAILABLE ("refuses": what an unreachable service looks like to the client) or held for ten
+    hours ("hangs"). It records each call's deadline as the client sent it and whether the client
+    cancelled the call, so the test asserts on what happened, not on how long it took."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.lock = threading.Lock()
+        self.deadlines: list[float | None] = []  # seconds left when the call arrived
+        self.ended_by_client: list[threading.Event] = []
+        self.release = threading.Event()  # lets a held call go when the test ends
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._access,
+            request_deserializer=secretmanager_v1.AccessSecretVersionRequest.deserialize,
+            response_serializer=secretmanager_v1.AccessSecretVersionResponse.serialize,
+        )
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SECRET_SERVICE, {"AccessSecretVersion": handler}),)
+        )
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+
+    def _access(self, request: Any, context: grpc.ServicerContext) -> Any:
+        ended = threading.Event()
+        context.add_callback(ended.set)  # runs when the RPC terminates, e.g. cancelled by its deadline
+        with self.lock:
+            self.deadlines.append(context.time_remaining())
+            self.ended_by_client.append(ended)
+        if self.mode == "refuses":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        self.release.wait(36000)  # ten hours, unless the client gives up first
+        context.abort(grpc.StatusCode.INTERNAL, "the client waited ten hours")
+
+    def __enter__(self) -> StuckSecretManager:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.stop(grace=None).wait(5)
+
+
+@pytest.mark.parametrize("mode", ["refuses", "hangs"])
+def test_unreachable_secret_manager_gives_up_at_the_deadline(
+    tmp_path: Path, gcp: GcpFakes, mode: str
+) -> None:
     version = "projects/p/secrets/any/versions/1"
-    with ScriptedLLM() as llm:
-        env = pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": version})
-        env["AGENTRY_SECRET_MANAGER_ENDPOINT"] = "127.0.0.1:9"  # nothing listens
-        started = time.monotonic()
-        run = run_pod(tmp_path, env)
-    assert time.monotonic() - started < 20
-    assert_config_error(run, version)
+    with ScriptedLLM() as llm, StuckSecretManager(mode) as stuck:
+        env = pod_env(tmp_path, gcp, llm.url, {"ANTHROPIC_API_KEY": version})  # timeout 3 s
+        env["AGENTRY_SECRET_MANAGER_ENDPOINT"] = stuck.address
+        run = run_pod(tmp_path, env)  # no secret ever comes: only the deadline can end this
+        assert llm.requests == []
+        with stuck.lock:
+            deadlines, ended = list(stuck.deadlines), list(stuck.ended_by_client)
+        # Before the stuck service lets anything go: every call it got had already been ended by
+        # the client (in "hangs", cancelled while the handler was still holding it).
+        assert ended and all(e.wait(10) for e in ended)
+    summary = assert_config_error(run, version, "ANTHROPIC_API_KEY")
+    assert gcp.secrets.requests == []  # every call went to the stuck service
+    # Every attempt carried a deadline of at most the configured 3 s (the client sends what is left
+    # of it, or the whole of it again when less than 1 s is left; + the header's rounding), so no
+    # single call can wait for ever.
+    assert all(d is not None and 0 < d <= 3.1 for d in deadlines), deadlines
+    if mode == "refuses":
+        # Transient refusals were retried with backoff until the retry deadline ran out.
+        assert len(deadlines) >= 2, deadlines
+        assert "did not answer in time" in summary
+    else:
+        # The one call would have been held for ten hours: the client cancelled it at its deadline
+        # and did not ask again (a deadline is not a transient error).
+        assert len(deadlines) == 1, deadlines
+        assert "DeadlineExceeded" in summary

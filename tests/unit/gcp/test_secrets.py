@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -99,20 +99,51 @@ def test_redactable_skips_only_tiny_values() -> None:
     assert secrets.redactable({"A": "long-enough", "B": "abc"}) == ["long-enough"]
 
 
+class SleptForAnHour(BaseException):
+    """Not an Exception: nothing in the runtime may catch it and turn it into a config error."""
+
+
+class FakeClock:
+    """time.monotonic/time.sleep for the client library's retry loop: sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.now > 3600:  # a retry loop without a deadline would go on for ever
+            raise SleptForAnHour(f"still retrying after {len(self.sleeps)} attempts")
+
+
 def test_unreachable_secret_manager_is_a_config_error_within_the_deadline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Nothing listens at this endpoint: the retry deadline ends the wait; exit 2 names the secret.
+    # Nothing listens at this endpoint: every attempt is UNAVAILABLE (transient, so retried). The retry
+    # loop's clock is fake, so the oracle is what it did, not how long it took: it backed off and
+    # retried, gave up once the next wait would pass the deadline (it never slept past it), and
+    # exit 2 names the secret and says it did not answer in time.
+    from google.api_core.retry import retry_base, retry_unary
+
+    clock = FakeClock()
+    fake_time = SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep)
+    monkeypatch.setattr(retry_unary, "time", fake_time)
+    monkeypatch.setattr(retry_base, "time", fake_time)
     env = {
         **refs(ANTHROPIC_API_KEY=REF),
         secrets.ENV_ENDPOINT: "127.0.0.1:9",
-        secrets.ENV_TIMEOUT: "1",
+        secrets.ENV_TIMEOUT: "5",
         "AGENTRY_RESULT_FILE": str(tmp_path / "result"),
         "AGENTRY_CONFIG_DIR": str(tmp_path / "missing"),
     }
-    started = time.monotonic()
     assert pod_main(env) == 2
-    assert time.monotonic() - started < 10
+    assert len(clock.sleeps) >= 2, clock.sleeps  # retried with backoff, more than once
+    assert 0 < clock.now <= 5, clock.sleeps  # ... and never waited past the 5 s deadline
     result = json.loads((tmp_path / "result").read_text())
     assert result["stopReason"] == "config_error" and REF in result["summary"]
+    assert "did not answer in time" in result["summary"]
     assert REF in capsys.readouterr().err

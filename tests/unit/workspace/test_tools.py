@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +104,24 @@ async def test_long_output_keeps_head_and_tail_with_a_marker(ctx: ToolContext) -
     assert out.details["truncatedBytes"] > 190_000
 
 
+@pytest.mark.timeout(120)  # a hang guard only: without the kill the shell waits ten hours
 async def test_timeout_kills_the_whole_process_group(ctx: ToolContext) -> None:
-    started = time.monotonic()
-    cmd = "sleep 60 & echo $! > child; echo started; wait"
-    out = await ShellTool().run({"command": cmd, "timeout_seconds": 0.5}, ctx)
-    assert time.monotonic() - started < 5
-    assert out.is_error and out.content.startswith("[timed out after 0.5s")
-    assert "started" in out.content
-    child = int((ctx.workspace / "child").read_text())
-    assert not alive(child)
+    # The shell waits on a child that would sleep for ten hours and holds the output pipe open: the
+    # tool can only return because the timeout killed the group. The oracle is what was killed.
+    cmd = "echo $$ > shell; sleep 36000 & echo $! > child; echo started; wait"
+    try:
+        out = await ShellTool().run({"command": cmd, "timeout_seconds": 0.5}, ctx)
+        assert out.is_error and out.content.startswith("[timed out after 0.5s; process killed]")
+        assert out.details["timedOut"] is True and "exitCode" not in out.details
+        assert "started" in out.content
+        assert not alive(int((ctx.workspace / "shell").read_text()))
+        assert not alive(int((ctx.workspace / "child").read_text()))
+    finally:  # leave nothing behind when the assertions fail
+        for name in ("shell", "child"):
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                pid = int((ctx.workspace / name).read_text())
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 async def test_python_tool_runs_code_from_stdin(ctx: ToolContext) -> None:
