@@ -28,7 +28,7 @@ from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
 from agentry_devenv.kube import REPO, ControlPlane
-from agentry_devenv.procs import Proc, free_port
+from agentry_devenv.procs import Proc, start_with_ports
 from agentry_operator.kube import Execution
 
 
@@ -126,25 +126,33 @@ def main() -> None:
             f"(concurrency {args.concurrency})"
         )
 
-        health = free_port()
         ns = _namespace(client, "op")  # the only namespace the operator watches
-        operator = Proc(
-            "agentry-operator",
-            [
-                sys.executable,
-                "-m",
-                "agentry_operator.main",
-                f"--namespace={ns}",
-                f"--liveness=http://127.0.0.1:{health}/healthz",
-            ],
-            work / "operator.log",
-            env={
-                "KUBECONFIG": str(plane.kubeconfig),
-                "AGENTRY_METRICS_PORT": "0",
-                "AGENTRY_WEBHOOK_ENABLED": "false",
-            },
-        ).start()
-        operator.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60, "healthy")
+
+        def operator_on(ports: tuple[int, ...]) -> Proc:
+            (health,) = ports
+            proc = Proc(
+                "agentry-operator",
+                [
+                    sys.executable,
+                    "-m",
+                    "agentry_operator.main",
+                    f"--namespace={ns}",
+                    f"--liveness=http://127.0.0.1:{health}/healthz",
+                ],
+                work / "operator.log",
+                env={
+                    "KUBECONFIG": str(plane.kubeconfig),
+                    "AGENTRY_METRICS_PORT": "0",
+                    "AGENTRY_WEBHOOK_ENABLED": "false",
+                },
+            ).start()
+            proc.wait_ready(
+                lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60, "healthy", ports=ports
+            )
+            return proc
+
+        # The liveness port goes on its command line: a quiet port, another one if it is taken.
+        operator = start_with_ports("the operator", 1, operator_on)
         client.create(
             from_dict(
                 {

@@ -28,7 +28,7 @@ import psutil
 from google.cloud.firestore import AsyncClient
 
 from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.procs import Proc, free_port
+from agentry_devenv.procs import Proc
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -89,12 +89,13 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
     agent_id = "bench-agent-x1"
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
-    port = free_port()
     env = {
         "FIRESTORE_EMULATOR_HOST": emulator.address,
         "GOOGLE_CLOUD_PROJECT": project,
         "AGENTRY_KUBECONFIG": str(kubeconfig),
         "AGENTRY_WATCH": "false",
+        "AGENTRY_GUEST_SESSIONS": "true",  # the bench signs in as a guest over plain http
+        "AGENTRY_COOKIE_SECURE": "false",
         "AGENTRY_SSE_MAX_CONNECTIONS": str(args.sse + 100),
         "AGENTRY_LOG_LEVEL": "WARNING",
     }
@@ -107,15 +108,17 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
             "agentry_api.main:create_app",
             "--factory",
             "--port",
-            str(port),
+            "0",  # uvicorn binds port 0 and logs the port it got (an info line)
             "--log-level",
-            "warning",
+            "info",
             "--no-access-log",
         ],
         workdir / "api.log",
         env=env,
     ).start()
     try:
+        serving = api.wait_for_log(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", 60, "serving")
+        port = int(serving.group(1))
         api.wait_ready(
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success, 60, "serving"
         )

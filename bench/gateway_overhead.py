@@ -33,7 +33,7 @@ from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, mint_run_token
 from agentry_devenv.firestore import FirestoreEmulator
 from agentry_devenv.kube import REPO
-from agentry_devenv.procs import Proc, free_port
+from agentry_devenv.procs import Proc
 from agentry_workspace.providers import ChatRequest, Message, Provider, TextBlock, build_provider
 
 MODEL = "claude-sonnet-4-6"
@@ -69,8 +69,11 @@ async def one(p: Provider) -> float:
     return time.perf_counter() - started
 
 
+# uvicorn's line once it serves; with port 0 it names the port the kernel gave it.
+UVICORN_SERVING = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
+
+
 def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[str, str]) -> tuple[Proc, str]:
-    port = free_port()
     config = {
         "channels": [
             {"name": "anthropic", "protocol": "anthropic", "baseURL": llm_url, "apiKeyEnv": "BENCH_KEY"}
@@ -88,7 +91,7 @@ def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[st
         work / f"{name}.log",
         env={
             "PYTHONPATH": pythonpath,
-            "AGENTRY_GATEWAY_PORT": str(port),
+            "AGENTRY_GATEWAY_PORT": "0",  # it binds port 0 and logs the port it got
             "AGENTRY_GATEWAY_HOST": "127.0.0.1",
             "AGENTRY_GATEWAY_CONFIG_FILE": str(config_file),
             "AGENTRY_GATEWAY_LEDGER": ledger,
@@ -97,6 +100,7 @@ def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[st
             **env,
         },
     ).start()
+    port = int(proc.wait_for_log(UVICORN_SERVING, 60, "serving").group(1))
     url = f"http://127.0.0.1:{port}"
     proc.wait_ready(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "ready")
     return proc, url
@@ -143,7 +147,6 @@ def main() -> None:
     items = [{**ANSWER, "delay": args.delay, "repeat": (args.calls + args.warmup) * paths_n + 10}]
     script = work / "script.json"
     script.write_text(json.dumps(items))
-    llm_port = free_port()
     llm = Proc(
         "scripted-llm",
         [
@@ -151,17 +154,20 @@ def main() -> None:
             "-m",
             "agentry_devenv.scripted_llm",
             "--port",
-            str(llm_port),
+            "0",  # it binds port 0 and prints the port it got
             "--script",
             str(script),
         ],
         work / "llm.log",
         env={"PYTHONPATH": os.pathsep.join(str(REPO / d) for d in ("devenv", "common"))},
     ).start()
-    llm_url = f"http://127.0.0.1:{llm_port}"
     procs: list[Proc] = [llm]
     emulator: FirestoreEmulator | None = None
     try:
+        llm_port = int(
+            llm.wait_for_log(r"scripted LLM listening on http://[^:]+:(\d+)", 30, "listening").group(1)
+        )
+        llm_url = f"http://127.0.0.1:{llm_port}"
         llm.wait_ready(lambda: httpx.get(f"{llm_url}/healthz").status_code == 200, 30, "ready")
         memory, memory_url = start_gateway(work, "memory", llm_url, "memory", {})
         procs.append(memory)

@@ -45,7 +45,7 @@ from .firestore import FirestoreEmulator
 from .images import build_images
 from .install import DEV_DAILY_BUDGET_USD, SYSTEM_NS, WORKLOADS_NS, Install, Providers
 from .kube import REPO
-from .procs import Proc, ServerError, port_in_use, require_free_port, who_listens
+from .procs import Proc, ServerError, avoid_ports, port_in_use, require_free_port, who_listens
 
 READY_LINE = "Ctrl-C stops everything"
 OPERATOR_HEALTH_PORT = 8080  # the chart's operator.healthPort
@@ -90,6 +90,8 @@ class Stack:
         require_free_port(self.api_port, "the Agentry API", "AGENTRY_API_PORT")
         _require_free_anywhere(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
         _require_free_anywhere(self.firestore_port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT")
+        # Bound only later (the API relay at the very end): no server of ours gets them meanwhile.
+        avoid_ports(self.api_port, self.apiserver_port, self.firestore_port)
         holder = lock_holder()
         if holder is not None:
             raise ServerError(
@@ -207,7 +209,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(args)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicitly, for every stop signal: started in the background of a non-interactive shell (CI,
+    # `nohup make dev &`), SIGINT is inherited as ignored and Python installs no handler of its own.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
     stack = Stack(args.workdir, args.api_port, args.apiserver_port, args.firestore_port, args.project)
     code = 0
     try:
@@ -220,8 +225,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         code = 1
     finally:
         # A second Ctrl-C must not leave half the stack running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         stack.down()
     return code
 

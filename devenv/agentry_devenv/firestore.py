@@ -2,6 +2,10 @@
 
 Running the emulator jar with Java directly starts in about a second, against two with
 `gcloud emulators firestore start`, and leaves no orphaned java child when stopped.
+
+The emulator takes `--port=0` but then reports port 0 (and listens on several ports), so it gets a
+quiet port up front and starts again on another if that one is taken (`start_with_ports`). If it does
+not become ready, its process group (the JVM) is stopped before the error is raised.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from .procs import Proc, ServerError, free_port, require_free_port
+from .procs import Proc, ServerError, require_free_port, start_with_ports
 
 JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
 MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
@@ -69,10 +73,20 @@ class FirestoreEmulator:
         java = shutil.which("java")
         if java is None:
             raise ServerError("java is not installed; the Firestore emulator needs a JRE (11+).")
-        if self.port:
+        if self.port:  # the user's port (`make dev`): one attempt, a clear error if it is taken
             require_free_port(self.port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT")
+            self._start_on(java, jar, timeout, (self.port,))
         else:
-            self.port = free_port()
+            start_with_ports(
+                "the Firestore emulator",
+                1,
+                lambda ports: self._start_on(java, jar, timeout, ports),
+                host=self.host,
+            )
+        return self
+
+    def _start_on(self, java: str, jar: Path, timeout: float, ports: tuple[int, ...]) -> None:
+        (self.port,) = ports
         self.proc = Proc(
             "firestore-emulator",
             [
@@ -87,8 +101,13 @@ class FirestoreEmulator:
             ],
             self.workdir / "firestore.log",
         ).start()
-        self.proc.wait_ready(self._answers, timeout, "answering")
-        return self
+        try:
+            self.proc.wait_ready(self._answers, timeout, "answering", ports=ports)
+        except BaseException:
+            # wait_ready stops it already; said again here because a JVM left behind is the one
+            # failure this fixture must never have (KeyboardInterrupt included).
+            self.proc.stop(grace=5)
+            raise
 
     def _answers(self) -> bool:
         return httpx.get(self.url + "/", timeout=1).text.strip() == "Ok"

@@ -28,7 +28,14 @@ import yaml
 
 from agentry_common.pki import LocalPKI
 
-from .procs import Proc, ServerError, free_port, port_in_use, require_free_port, who_listens
+from .procs import (
+    Proc,
+    ServerError,
+    port_in_use,
+    require_free_port,
+    start_with_ports,
+    who_listens,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISION = REPO / "hack" / "provision-kube.sh"
@@ -98,57 +105,23 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = self.pki
         bind = "0.0.0.0" if self.node_ip else "127.0.0.1"
-        if self.apiserver_port:
-            require_free_port(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
-            if self.node_ip and port_in_use(self.apiserver_port, bind):
+        fixed_port = self.apiserver_port
+        if fixed_port:
+            require_free_port(fixed_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
+            if self.node_ip and port_in_use(fixed_port, bind):
                 raise ServerError(
-                    f"port {self.apiserver_port} for kube-apiserver is already in use on some address "
-                    f"by {who_listens(self.apiserver_port)}. Stop that process or choose another port "
+                    f"port {fixed_port} for kube-apiserver is already in use on some address "
+                    f"by {who_listens(fixed_port)}. Stop that process or choose another port "
                     "with AGENTRY_APISERVER_PORT=<port>."
                 )
-        else:
-            self.apiserver_port = free_port()
-        serving = pki.issue(
-            f"apiserver-{self.apiserver_port}-{self.advertise_address}",
-            "kube-apiserver",
-            dns=(
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-            ),
-            ips=tuple(dict.fromkeys(("127.0.0.1", KUBERNETES_SERVICE_IP, self.advertise_address))),
-            server=True,
-        )
         admin = pki.issue("admin", "agentry-admin", org="system:masters", client=True)
         kcm = pki.issue("kcm", "system:kube-controller-manager", client=True)
         sa_key = pki.service_account_key()
-        self._write_kubeconfig(self.kubeconfig, pki.ca.cert, admin.cert, admin.key)
         kcm_kubeconfig = self.workdir / "kcm.kubeconfig"
-        self._write_kubeconfig(kcm_kubeconfig, pki.ca.cert, kcm.cert, kcm.key)
 
-        etcd_port, etcd_peer = free_port(), free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        etcd = Proc(
-            "etcd",
-            [
-                str(assets / "etcd"),
-                "--name=agentry",
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-cluster=agentry=http://127.0.0.1:{etcd_peer}",
-                "--unsafe-no-fsync",
-                "--quota-backend-bytes=4294967296",
-                "--log-level=warn",
-            ],
-            self.workdir / "etcd.log",
-        ).start()
-        self.procs.append(etcd)
-        etcd.wait_ready(lambda: httpx.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy")
+        # etcd first, on two quiet ports (client, peer), started again on others if one is taken;
+        # its URL is final before kube-apiserver (which gets it on its command line) starts.
+        etcd_url = start_with_ports("etcd", 2, lambda ports: self._start_etcd(assets, ports), host=bind)
 
         node_flags: list[str] = []
         if self.node_ip:
@@ -166,34 +139,58 @@ class ControlPlane:
                 f"--kubelet-certificate-authority={pki.ca.cert}",
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
             ]
-        apiserver = Proc(
-            "kube-apiserver",
-            [
-                str(assets / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
-                f"--bind-address={bind}",
-                f"--secure-port={self.apiserver_port}",
-                f"--advertise-address={self.advertise_address}",
-                f"--tls-cert-file={serving.cert}",
-                f"--tls-private-key-file={serving.key}",
-                f"--client-ca-file={pki.ca.cert}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=PodSecurity",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={sa_key}",
-                f"--service-account-signing-key-file={sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--max-requests-inflight=1000",
-                "--max-mutating-requests-inflight=500",
-                *node_flags,
-                "--v=1",
-            ],
-            self.workdir / "kube-apiserver.log",
-        ).start()
-        self.procs.append(apiserver)
-        apiserver.wait_ready(self._ready, timeout, "ready (/readyz)")
+
+        def apiserver_on(ports: tuple[int, ...]) -> None:
+            # Everything naming the port (serving certificate, kubeconfigs) is made per attempt.
+            (self.apiserver_port,) = ports
+            serving = pki.issue(
+                f"apiserver-{self.apiserver_port}-{self.advertise_address}",
+                "kube-apiserver",
+                dns=(
+                    "localhost",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ),
+                ips=tuple(dict.fromkeys(("127.0.0.1", KUBERNETES_SERVICE_IP, self.advertise_address))),
+                server=True,
+            )
+            self._write_kubeconfig(self.kubeconfig, pki.ca.cert, admin.cert, admin.key)
+            self._write_kubeconfig(kcm_kubeconfig, pki.ca.cert, kcm.cert, kcm.key)
+            apiserver = Proc(
+                "kube-apiserver",
+                [
+                    str(assets / "kube-apiserver"),
+                    f"--etcd-servers={etcd_url}",
+                    f"--bind-address={bind}",
+                    f"--secure-port={self.apiserver_port}",
+                    f"--advertise-address={self.advertise_address}",
+                    f"--tls-cert-file={serving.cert}",
+                    f"--tls-private-key-file={serving.key}",
+                    f"--client-ca-file={pki.ca.cert}",
+                    "--authorization-mode=Node,RBAC",
+                    "--enable-admission-plugins=PodSecurity",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={sa_key}",
+                    f"--service-account-signing-key-file={sa_key}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                    "--max-requests-inflight=1000",
+                    "--max-mutating-requests-inflight=500",
+                    *node_flags,
+                    "--v=1",
+                ],
+                self.workdir / "kube-apiserver.log",
+            ).start()
+            apiserver.wait_ready(self._ready, timeout, "ready (/readyz)", ports=ports)
+            self.procs.append(apiserver)
+
+        if fixed_port:  # the user's port (`make dev`): one attempt, a clear error if it is taken
+            apiserver_on((fixed_port,))
+        else:
+            start_with_ports("kube-apiserver", 1, apiserver_on, host=bind)
 
         controller_manager = Proc(
             "kube-controller-manager",
@@ -202,8 +199,8 @@ class ControlPlane:
                 f"--kubeconfig={kcm_kubeconfig}",
                 f"--authentication-kubeconfig={kcm_kubeconfig}",
                 f"--authorization-kubeconfig={kcm_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                # No HTTPS endpoint (and no port): readiness is the controllers' work below.
+                "--secure-port=0",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={sa_key}",
@@ -228,31 +225,63 @@ class ControlPlane:
             self._start_scheduler(assets, pki, timeout)
         return self
 
+    def _start_etcd(self, assets: Path, ports: tuple[int, ...]) -> str:
+        client_port, peer_port = ports
+        etcd_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        etcd = Proc(
+            "etcd",
+            [
+                str(assets / "etcd"),
+                "--name=agentry",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=agentry={peer_url}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+            self.workdir / "etcd.log",
+        ).start()
+        etcd.wait_ready(
+            lambda: httpx.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy", ports=ports
+        )
+        self.procs.append(etcd)  # only once ready: a failed attempt stopped itself
+        return etcd_url
+
     def _start_scheduler(self, assets: Path, pki: LocalPKI, timeout: float) -> None:
         cert = pki.issue("scheduler", "system:kube-scheduler", client=True)
         kubeconfig = self.workdir / "scheduler.kubeconfig"
         self._write_kubeconfig(kubeconfig, pki.ca.cert, cert.cert, cert.key)
-        port = free_port()
-        scheduler = Proc(
-            "kube-scheduler",
-            [
-                str(assets / "kube-scheduler"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
-                "--v=1",
-            ],
-            self.workdir / "kube-scheduler.log",
-        ).start()
-        self.procs.append(scheduler)
-        scheduler.wait_ready(
-            lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).is_success,
-            timeout,
-            "healthy (/healthz)",
-        )
+
+        def on(ports: tuple[int, ...]) -> None:
+            (port,) = ports
+            scheduler = Proc(
+                "kube-scheduler",
+                [
+                    str(assets / "kube-scheduler"),
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={port}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+                self.workdir / "kube-scheduler.log",
+            ).start()
+            scheduler.wait_ready(
+                lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).is_success,
+                timeout,
+                "healthy (/healthz)",
+                ports=ports,
+            )
+            self.procs.append(scheduler)
+
+        start_with_ports("kube-scheduler", 1, on, host="127.0.0.1")
 
     def client_kubeconfig(self, name: str, cn: str, org: str | None = None) -> Path:
         """A kubeconfig with a client certificate of our CA (for the kubelet, kube-proxy, ...)."""

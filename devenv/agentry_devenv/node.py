@@ -43,9 +43,10 @@ from .kube import KUBERNETES_SERVICE_IP, ControlPlane
 
 if TYPE_CHECKING:
     from .images import BuiltImages
-from .procs import Proc, ServerError, free_port, log_tail
+from .paths import node_root
+from .procs import Proc, ServerError, log_tail, start_with_ports
 
-NODE_ROOT = Path(os.environ.get("AGENTRY_NODE_ROOT", "/var/lib/agentry-node"))
+NODE_ROOT = node_root()
 NODE_RUN = Path(os.environ.get("AGENTRY_NODE_RUN", "/run/agentry-node"))
 NODE_NAME = "agentry-node"
 BRIDGE = "agentry0"
@@ -295,6 +296,37 @@ def _rmdir_tree(path: Path) -> None:
         path.rmdir()
 
 
+def _cgroup_pids(root: Path) -> list[int]:
+    """Every process in a cgroup tree (v1 hierarchy or v2), from each directory's cgroup.procs."""
+    pids: list[int] = []
+    if not root.is_dir():
+        return pids
+    for procs in root.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.extend(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def kill_pod_processes() -> int:
+    """SIGKILL what still runs in the node's cgroups (`/agentry`): pods whose kubelet and shims are
+    gone (a killed `up`, a session that ended) keep running, reparented to PID 1, until this."""
+    roots = [h / CGROUP_ROOT for h in Path("/sys/fs/cgroup").glob("*")] + [
+        Path("/sys/fs/cgroup") / CGROUP_ROOT
+    ]
+    killed: set[int] = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = {p for root in roots for p in _cgroup_pids(root)} - {os.getpid()}
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= pids
+        time.sleep(0.1)
+    return len(killed)
+
+
 def crictl(assets: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return _run(str(assets / "crictl"), f"--runtime-endpoint=unix://{containerd_socket()}", "--timeout=30s",
                 *args, check=check)  # fmt: skip
@@ -327,6 +359,13 @@ def leftovers() -> list[str]:
         found.append(f"{len(_our_shims())} containerd shim process(es)")
     if _our_mounts():
         found.append(f"{len(_our_mounts())} mount(s) under {NODE_ROOT} or {NODE_RUN}")
+    cgroups = [
+        Path("/sys/fs/cgroup") / CGROUP_ROOT,
+        *(h / CGROUP_ROOT for h in Path("/sys/fs/cgroup").glob("*")),
+    ]
+    pods = {p for root in cgroups for p in _cgroup_pids(root)}
+    if pods:
+        found.append(f"{len(pods)} pod process(es) in cgroup /{CGROUP_ROOT}")
     if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         found.append(f"interface {BRIDGE}")
     chains = [
@@ -350,6 +389,9 @@ def cleanup() -> list[str]:
     shims = kill_shims()
     if shims:
         done.append(f"killed {shims} leftover containerd shim(s)")
+    pods = kill_pod_processes()
+    if pods:
+        done.append(f"killed {pods} leftover pod process(es)")
     mounts = _our_mounts()
     for point in mounts:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
@@ -505,66 +547,73 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             if hierarchy.is_dir() and not (hierarchy / "cgroup.controllers").exists():
                 with contextlib.suppress(OSError):
                     (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
-        healthz = free_port()
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": NODE_IP,
-            "port": free_port(),
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": healthz,
-            "tlsCertFile": str(serving.cert),
-            "tlsPrivateKeyFile": str(serving.key),
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(pki.ca.cert)},
-            },
-            "authorization": {"mode": "Webhook"},
-            "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
-            "cgroupDriver": "cgroupfs",  # containerd's runc uses cgroupfs (SystemdCgroup = false)
-            "cgroupRoot": f"/{CGROUP_ROOT}",
-            "failCgroupV1": False,
-            "failSwapOn": False,
-            "clusterDNS": [CLUSTER_DNS],
-            "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": "/etc/resolv.conf",
-            "podLogsDir": str(NODE_ROOT / "pod-logs"),
-            "volumePluginDir": str(NODE_ROOT / "volume-plugins"),
-            "rotateCertificates": False,
-            "serializeImagePulls": False,
-            # A shared development machine: never evict pods or delete the imported images because
-            # the disk is fuller than a production node would like (preflight checks free space).
-            "evictionHard": {
-                "memory.available": "100Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-                "nodefs.inodesFree": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "maxPods": 110,
-            "shutdownGracePeriod": "0s",
-            "logging": {"verbosity": 1},
-        }
-        path = self.workdir / "kubelet.yaml"
-        path.write_text(yaml.safe_dump(config))
-        kubelet = Proc(
-            "kubelet",
-            [
-                str(self.assets / "kubelet"),
-                f"--config={path}",
-                f"--kubeconfig={kubeconfig}",
-                f"--root-dir={NODE_ROOT / 'kubelet'}",
-                f"--hostname-override={NODE_NAME}",
-                f"--node-ip={NODE_IP}",
-                "--node-labels=agentry.dev/local-node=true",
-            ],
-            self.workdir / "kubelet.log",
-        ).start()
-        self.procs.append(kubelet)
-        kubelet.wait_ready(self._node_ready, timeout, f"registered as node {NODE_NAME} and Ready")
+
+        # The kubelet's port goes in its config: a quiet port, started again on another if taken.
+        def on(ports: tuple[int, ...]) -> None:
+            (port,) = ports
+            config = {
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "kind": "KubeletConfiguration",
+                "address": NODE_IP,
+                "port": port,
+                "readOnlyPort": 0,
+                "healthzBindAddress": "127.0.0.1",
+                "healthzPort": 0,  # no healthz server (nothing reads it): no port to race for
+                "tlsCertFile": str(serving.cert),
+                "tlsPrivateKeyFile": str(serving.key),
+                "authentication": {
+                    "anonymous": {"enabled": False},
+                    "webhook": {"enabled": True},
+                    "x509": {"clientCAFile": str(pki.ca.cert)},
+                },
+                "authorization": {"mode": "Webhook"},
+                "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
+                "cgroupDriver": "cgroupfs",  # containerd's runc uses cgroupfs (SystemdCgroup = false)
+                "cgroupRoot": f"/{CGROUP_ROOT}",
+                "failCgroupV1": False,
+                "failSwapOn": False,
+                "clusterDNS": [CLUSTER_DNS],
+                "clusterDomain": CLUSTER_DOMAIN,
+                "resolvConf": "/etc/resolv.conf",
+                "podLogsDir": str(NODE_ROOT / "pod-logs"),
+                "volumePluginDir": str(NODE_ROOT / "volume-plugins"),
+                "rotateCertificates": False,
+                "serializeImagePulls": False,
+                # A shared development machine: never evict pods or delete the imported images because
+                # the disk is fuller than a production node would like (preflight checks free space).
+                "evictionHard": {
+                    "memory.available": "100Mi",
+                    "nodefs.available": "1%",
+                    "imagefs.available": "1%",
+                    "nodefs.inodesFree": "1%",
+                },
+                "imageGCHighThresholdPercent": 100,
+                "imageGCLowThresholdPercent": 99,
+                "maxPods": 110,
+                "shutdownGracePeriod": "0s",
+                "logging": {"verbosity": 1},
+            }
+            path = self.workdir / "kubelet.yaml"
+            path.write_text(yaml.safe_dump(config))
+            kubelet = Proc(
+                "kubelet",
+                [
+                    str(self.assets / "kubelet"),
+                    f"--config={path}",
+                    f"--kubeconfig={kubeconfig}",
+                    f"--root-dir={NODE_ROOT / 'kubelet'}",
+                    f"--hostname-override={NODE_NAME}",
+                    f"--node-ip={NODE_IP}",
+                    "--node-labels=agentry.dev/local-node=true",
+                ],
+                self.workdir / "kubelet.log",
+            ).start()
+            kubelet.wait_ready(
+                self._node_ready, timeout, f"registered as node {NODE_NAME} and Ready", ports=ports
+            )
+            self.procs.append(kubelet)
+
+        start_with_ports("the kubelet", 1, on, host=NODE_IP)
 
     def _node_ready(self) -> bool:
         result = self.plane.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -577,43 +626,49 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def _start_kube_proxy(self, timeout: float) -> None:
         kubeconfig = self.plane.client_kubeconfig("kube-proxy", "system:kube-proxy")
-        healthz = free_port()
-        config = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(kubeconfig)},
-            "mode": "iptables",
-            "clusterCIDR": POD_CIDR,
-            "hostnameOverride": NODE_NAME,
-            "bindAddress": NODE_IP,
-            "healthzBindAddress": f"127.0.0.1:{healthz}",
-            "metricsBindAddress": f"127.0.0.1:{free_port()}",
-            "nodePortAddresses": [f"{NODE_IP}/32"],
-            # Leave the machine's conntrack sysctls and route_localnet alone.
-            "conntrack": {
-                "maxPerCore": 0,
-                "min": 0,
-                "tcpEstablishedTimeout": "0s",
-                "tcpCloseWaitTimeout": "0s",
-            },
-            "iptables": {"localhostNodePorts": False},
-            "logging": {"verbosity": 1},
-        }
-        path = self.workdir / "kube-proxy.yaml"
-        path.write_text(yaml.safe_dump(config))
-        proxy = Proc(
-            "kube-proxy",
-            [str(self.assets / "kube-proxy"), f"--config={path}"],
-            self.workdir / "kube-proxy.log",
-        ).start()
-        self.procs.append(proxy)
-        proxy.wait_ready(
-            lambda: (
-                f"-d {KUBERNETES_SERVICE_IP}/32" in _run("iptables-save", "-t", "nat", check=False).stdout
-            ),
-            timeout,
-            f"programming Service rules (iptables nat rule for {KUBERNETES_SERVICE_IP})",
-        )
+
+        # Its healthz and metrics ports go in its config: quiet ports, others if one is taken.
+        def on(ports: tuple[int, ...]) -> None:
+            healthz, metrics = ports
+            config = {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "mode": "iptables",
+                "clusterCIDR": POD_CIDR,
+                "hostnameOverride": NODE_NAME,
+                "bindAddress": NODE_IP,
+                "healthzBindAddress": f"127.0.0.1:{healthz}",
+                "metricsBindAddress": f"127.0.0.1:{metrics}",
+                "nodePortAddresses": [f"{NODE_IP}/32"],
+                # Leave the machine's conntrack sysctls and route_localnet alone.
+                "conntrack": {
+                    "maxPerCore": 0,
+                    "min": 0,
+                    "tcpEstablishedTimeout": "0s",
+                    "tcpCloseWaitTimeout": "0s",
+                },
+                "iptables": {"localhostNodePorts": False},
+                "logging": {"verbosity": 1},
+            }
+            path = self.workdir / "kube-proxy.yaml"
+            path.write_text(yaml.safe_dump(config))
+            proxy = Proc(
+                "kube-proxy",
+                [str(self.assets / "kube-proxy"), f"--config={path}"],
+                self.workdir / "kube-proxy.log",
+            ).start()
+            proxy.wait_ready(
+                lambda: (
+                    f"-d {KUBERNETES_SERVICE_IP}/32" in _run("iptables-save", "-t", "nat", check=False).stdout
+                ),
+                timeout,
+                f"programming Service rules (iptables nat rule for {KUBERNETES_SERVICE_IP})",
+                ports=ports,
+            )
+            self.procs.append(proxy)
+
+        start_with_ports("kube-proxy", 2, on, host="127.0.0.1")
 
     # stop -------------------------------------------------------------------------------------
 

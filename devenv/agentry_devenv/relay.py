@@ -52,7 +52,9 @@ async def serve(listen: str, to: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"relaying {listen} -> {to}", flush=True)
+    # Port 0 in --listen: the kernel picks a free port; this line reports the one it got.
+    port = server.sockets[0].getsockname()[1]
+    print(f"relaying {lhost}:{port} -> {to}", flush=True)
     async with server:
         await stop.wait()
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agentry_devenv.relay", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--listen", required=True, help="host:port to listen on")
+    parser.add_argument("--listen", required=True, help="host:port to listen on (port 0: any, printed)")
     parser.add_argument("--to", required=True, help="host:port to connect to")
     args = parser.parse_args(argv)
     asyncio.run(serve(args.listen, args.to))

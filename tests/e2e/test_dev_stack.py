@@ -55,6 +55,16 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
+def _three_ports() -> tuple[int, int, int]:
+    """Distinct ports for `agentry-dev up`'s fixed ports (API, kube-apiserver, Firestore). Below the
+    ephemeral range (`quiet_port`): no bind(0) or outgoing connection takes them before the stack binds
+    them, and the stack keeps its own servers off them (`avoid_ports`)."""
+    ports: list[int] = []
+    for _ in range(3):
+        ports.append(quiet_port(exclude=ports))
+    return ports[0], ports[1], ports[2]
+
+
 def _wait_ready(log: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 1500) -> str:
     deadline = time.monotonic() + timeout
     while READY_LINE not in log.read_text(errors="replace"):
@@ -121,8 +131,12 @@ def _up_args(workdir: Path, api: int, apiserver: int, firestore: int) -> list[st
     ]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    api, apiserver, firestore = quiet_port(), quiet_port(), quiet_port()
+    api, apiserver, firestore = _three_ports()
     workdir = tmp_path / "dev"
     log = tmp_path / "out.log"
     with log.open("w") as out:
@@ -131,6 +145,9 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As CI launchers and `nohup make dev &` start it: SIGINT inherited as ignored, so only a
+            # handler `up` installs itself can make the Ctrl-C below stop it.
+            preexec_fn=_ignore_sigint,
             env=_env(),
             cwd=REPO,
         )
@@ -177,14 +194,21 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         assert "channel 'anthropic' has no API key" in said, status_obj
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(180)
+        try:
+            code = proc.wait(180)
+        except subprocess.TimeoutExpired:
+            # Never leave the node to the next test: kill it and remove what it left, then fail.
+            proc.kill()
+            proc.wait(30)
+            _cli("down")
+            raise
     assert code == 0, log.read_text()[-6000:]
     assert "stopped every process" in log.read_text()
     _assert_nothing_left(workdir, (api, apiserver, firestore))
 
 
 def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_path: Path) -> None:
-    api, apiserver, firestore = quiet_port(), quiet_port(), quiet_port()
+    api, apiserver, firestore = _three_ports()
     workdir = tmp_path / "dev"
     try:
         # A provider on this machine's loopback, as a local LLM would be: `make dev` hands pods the
@@ -212,7 +236,7 @@ def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_pat
             assert len(llm.requests) == 1
 
         pid = json.loads((n.NODE_RUN / "state.json").read_text())["pid"]
-        again = _cli(*_up_args(tmp_path / "other", quiet_port(), quiet_port(), quiet_port()))
+        again = _cli(*_up_args(tmp_path / "other", *_three_ports()))
         assert again.returncode == 1 and "a local cluster already runs" in again.stdout, again.stdout
 
         # A crash: the processes `up` started die with it (parent-death signal), but containers keep

@@ -19,7 +19,8 @@ from agentry_api.chat import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import Settings
-from agentry_devenv.procs import free_port
+from agentry_devenv import procs
+from agentry_devenv.procs import quiet_socket
 
 
 @dataclass
@@ -56,12 +57,21 @@ class ApiServer:
 
 def start_api(settings: Settings, verifier: TokenVerifier | None = None, llm: LLM | None = None) -> ApiServer:
     app = create_app(settings, verifier=verifier, llm=llm)
-    port = free_port()
+    # Bound here on port 0 and handed to uvicorn: the port is ours from the start (no race).
+    sock = procs.listening_socket("127.0.0.1")
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, name=f"api-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -93,11 +103,16 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
 
 
 class TcpProxy:
-    """A TCP forwarder we can stop and start: the API server 'briefly unavailable' to one client."""
+    """A TCP forwarder we can stop and start: the API server 'briefly unavailable' to one client.
+
+    Its port is below the ephemeral range (`quiet_socket`), bound at once: when it listens again on
+    the same port after a stop, no bind(0) or outgoing connection can have taken the port meanwhile.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self._sock: socket.socket | None = quiet_socket("127.0.0.1")
+        self.port = int(self._sock.getsockname()[1])
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -127,9 +142,13 @@ class TcpProxy:
 
     def start(self) -> None:
         async def go() -> None:
-            self._server = await asyncio.start_server(
-                self._handle, "127.0.0.1", self.port, reuse_address=True
-            )
+            if self._sock is not None:  # the first start: the socket bound in __init__
+                sock, self._sock = self._sock, None
+                self._server = await asyncio.start_server(self._handle, sock=sock)
+            else:
+                self._server = await asyncio.start_server(
+                    self._handle, "127.0.0.1", self.port, reuse_address=True
+                )
 
         self._run(go())
 
@@ -149,6 +168,9 @@ class TcpProxy:
 
     def close(self) -> None:
         self.stop()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
         async def drain() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

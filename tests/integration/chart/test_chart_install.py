@@ -25,7 +25,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 
 from agentry_common.naming import token_secret_name
 from agentry_devenv.kube import REPO, ControlPlane
-from agentry_devenv.procs import Proc, free_port
+from agentry_devenv.procs import Proc, start_with_ports
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.builders.job import build_job
 from agentry_operator.config import OperatorConfig
@@ -471,7 +471,6 @@ def test_operator_works_with_exactly_the_charts_rbac(
     the chart's ServiceAccount with the chart's settings, reconciles an Agent with a schedule and an
     Execution without a single 403."""
     ns = release.workloads
-    health = free_port()
     env = dict(release.operator_env())
     # The chart points the operator at the in-cluster gateway and its mounted token keys; here the real
     # gateway runs next to it with the keys of the chart's Secret (an operator that governs runs calls
@@ -482,25 +481,31 @@ def test_operator_works_with_exactly_the_charts_rbac(
     token_keys = client.get(Secret, f"{RELEASE}-token-keys", namespace=release.namespace).data or {}
     for kid, value in token_keys.items():
         (keys_dir / kid).write_bytes(base64.b64decode(value))
-    gateway_port = free_port()
-    gateway = Proc(
-        "gateway-for-chart-operator",
-        [sys.executable, "-m", "agentry_gateway"],
-        tmp_path / "gateway.log",
-        env={
-            "AGENTRY_GATEWAY_HOST": "127.0.0.1",
-            "AGENTRY_GATEWAY_PORT": str(gateway_port),
-            "AGENTRY_GATEWAY_LEDGER": "memory",
-            "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
-        },
-    ).start()
-    gateway.wait_ready(
-        lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=1).is_success, 60, "healthy"
-    )
+
+    def gateway_on(ports: tuple[int, ...]) -> tuple[Proc, int]:
+        gateway = Proc(
+            "gateway-for-chart-operator",
+            [sys.executable, "-m", "agentry_gateway"],
+            tmp_path / "gateway.log",
+            env={
+                "AGENTRY_GATEWAY_HOST": "127.0.0.1",
+                "AGENTRY_GATEWAY_PORT": str(ports[0]),
+                "AGENTRY_GATEWAY_LEDGER": "memory",
+                "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
+            },
+        ).start()
+        gateway.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=1).is_success,
+            60,
+            "healthy",
+            ports=ports,
+        )
+        return gateway, ports[0]
+
+    gateway, gateway_port = start_with_ports("the gateway", 1, gateway_on)
     env.update(
         {
             "KUBECONFIG": str(_service_account_kubeconfig(release, tmp_path / "operator.kubeconfig")),
-            "AGENTRY_METRICS_PORT": str(free_port()),
             # The chart's webhook Service has no endpoints here (no kubelet): no webhook server either.
             "AGENTRY_WEBHOOK_ENABLED": "false",
             "POD_ID": "chart-test-operator",
@@ -510,22 +515,35 @@ def test_operator_works_with_exactly_the_charts_rbac(
             "AGENTRY_OPENAI_BASE_URL": f"http://127.0.0.1:{gateway_port}/v1",
         }
     )
-    proc = Proc(
-        "operator-as-chart-sa",
-        [
-            sys.executable,
-            "-m",
-            "agentry_operator.main",
-            f"--namespace={ns}",
-            f"--liveness=http://127.0.0.1:{health}/healthz",
-        ],
-        tmp_path / "operator.log",
-        env=env,
-    ).start()
-    try:
+
+    def operator_on(ports: tuple[int, ...]) -> tuple[Proc, int]:
+        health, metrics = ports
+        proc = Proc(
+            "operator-as-chart-sa",
+            [
+                sys.executable,
+                "-m",
+                "agentry_operator.main",
+                f"--namespace={ns}",
+                f"--liveness=http://127.0.0.1:{health}/healthz",
+            ],
+            tmp_path / "operator.log",
+            env={**env, "AGENTRY_METRICS_PORT": str(metrics)},
+        ).start()
         proc.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).is_success, 60, "healthy"
+            lambda: httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).is_success,
+            60,
+            "healthy",
+            ports=ports,
         )
+        return proc, health
+
+    try:
+        proc, _ = start_with_ports("the operator", 2, operator_on)
+    except BaseException:
+        gateway.stop()
+        raise
+    try:
         _, execution = _agent_and_execution(
             client, ns, "rbac", schedule={"cron": "*/5 * * * *", "timeZone": "UTC"}
         )
@@ -573,6 +591,7 @@ def test_plain_install_yaml_applies_in_one_pass(kube: ControlPlane, release: Rel
         assert sorted(deployments) == [
             "deployment.apps/agentry-api",
             "deployment.apps/agentry-firestore-emulator",
+            "deployment.apps/agentry-gateway",
             "deployment.apps/agentry-operator",
         ]
     finally:

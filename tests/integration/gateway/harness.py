@@ -14,7 +14,7 @@ import uvicorn
 
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
-from agentry_devenv.procs import free_port
+from agentry_devenv.procs import listening_socket
 from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.app import create_app
 from agentry_gateway.config import GatewayConfig, Settings
@@ -86,7 +86,9 @@ class GatewayServer:
         ledger: Ledger | None = None,
         keyring: Keyring = KEYRING,
     ) -> None:
-        self.port = free_port()
+        # Bound here on port 0 and handed to uvicorn: the port is ours from the start (no race).
+        self.sock = listening_socket("127.0.0.1")
+        self.port = int(self.sock.getsockname()[1])
         self.app = create_app(settings, config=config, keyring=keyring, ledger=ledger)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
@@ -96,7 +98,10 @@ class GatewayServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        finally:
+            self.sock.close()
 
     @property
     def url(self) -> str:
@@ -125,7 +130,9 @@ class GatewayServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+        self.sock.close()
         if not self.loop.is_closed():
             self.loop.close()
 

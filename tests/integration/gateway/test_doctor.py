@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.procs import free_port
+from agentry_devenv.procs import refused_port
 from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway import doctor
 
@@ -36,10 +36,15 @@ def test_doctor_table_green_and_red(
 ) -> None:
     llm.script([{"text": "p", "usage": {"input_tokens": 8, "output_tokens": 1}}, {"error": {"status": 401}}])
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(KUBECONFIG % free_port())
     monkeypatch.setenv("AGENTRY_TOKEN_KEYS", f"test:{KEYRING.keys['test'].decode()}")
     monkeypatch.setenv("AGENTRY_TOKEN_KID", "test")
-    with GatewayServer(settings(), config(llm)) as gw:
+    # Ports held (bound, never listening) for the whole test: refused, and nobody else can listen there.
+    with (
+        refused_port() as no_apiserver,
+        refused_port() as no_operator,
+        GatewayServer(settings(), config(llm)) as gw,
+    ):
+        kubeconfig.write_text(KUBECONFIG % no_apiserver)
         common = ["--gateway", gw.url, "--project", firestore_project, "--color", "never"]
         red = doctor.main(
             [
@@ -47,7 +52,7 @@ def test_doctor_table_green_and_red(
                 "--kubeconfig",
                 str(kubeconfig),
                 "--operator-url",
-                f"http://127.0.0.1:{free_port()}/healthz",
+                f"http://127.0.0.1:{no_operator}/healthz",
             ]
         )
         table = capsys.readouterr().out
