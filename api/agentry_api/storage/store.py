@@ -42,6 +42,18 @@ def new_client(project: str, database: str = "(default)") -> AsyncClient:
     return AsyncClient(project=project, database=database)
 
 
+def valid_doc_id(doc_id: str) -> bool:
+    """Whether Firestore accepts this as a document id: a path segment that is not `.`, `..` or
+    reserved (`__*__`). Ids from URLs are checked first: an id Firestore refuses is one no document
+    has (404), not a store failure (it answered INVALID_ARGUMENT, which read as 503)."""
+    return (
+        0 < len(doc_id) <= 400
+        and "/" not in doc_id
+        and doc_id not in (".", "..")
+        and not (doc_id.startswith("__") and doc_id.endswith("__"))
+    )
+
+
 def _key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
@@ -70,13 +82,13 @@ class Store:
     # -- generic --------------------------------------------------------------------------------
 
     async def _get(self, collection: str, doc_id: str) -> Doc | None:
+        if not valid_doc_id(doc_id):
+            return None
         snap = await self.db.collection(collection).document(doc_id).get()
         return snap.to_dict() if snap.exists else None
 
     async def _owned(self, collection: str, doc_id: str, user_id: str) -> Doc | None:
         """A document if it exists and belongs to the user; None otherwise (no way to tell which)."""
-        if not doc_id or "/" in doc_id or len(doc_id) > 400:
-            return None
         doc = await self._get(collection, doc_id)
         if doc is None or doc.get("userId") != user_id or doc.get("deleted"):
             return None
