@@ -25,7 +25,8 @@ from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
 from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
-from .handlers.execution import on_execution, on_job, on_pod
+from .handlers.execution import on_execution
+from .handlers.outcome import on_job, on_pod
 from .handlers.state import State
 from .metrics import RECONCILE_SECONDS, RECONCILES
 

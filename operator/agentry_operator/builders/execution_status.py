@@ -59,7 +59,16 @@ def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
 
 
-def _latest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+def terminal_job(job: dict[str, Any]) -> bool:
+    """The Job has ended (its outcome is final, whatever its pods say next)."""
+    return bool(set(_conditions(job)) & {"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
+
+
+def _latest(pods: list[dict[str, Any]], succeeded: bool = False) -> dict[str, Any] | None:
+    """The pod whose report is the run's: the newest, or of a succeeded Job the newest that succeeded
+    (an earlier attempt may have been created in the same second)."""
+    if succeeded:
+        pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"] or pods
     if not pods:
         return None
     return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -139,7 +148,8 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE)
     status = job.get("status") or {}
     conds = _conditions(job)
-    pod = _latest(pods)
+    complete = "Complete" in conds or "SuccessCriteriaMet" in conds
+    pod = _latest(pods, succeeded=complete)
     attempts = max(
         len(pods),
         int(status.get("failed", 0)) + int(status.get("succeeded", 0)) + int(status.get("active", 0)),
@@ -152,42 +162,17 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         "usage": _usage(report) if report else None,
     }
 
-    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+    if complete:
         end = status.get("completionTime") or conds.get("Complete", {}).get("lastTransitionTime")
+        if report is None:  # never a silent success without the run's result and usage
+            return Observed(Phase.SUCCEEDED, "NoReport", _no_report(pod), completion_time=end, **base)
         return Observed(
             Phase.SUCCEEDED, "Completed", "the agent finished its task", completion_time=end, **base
         )
 
     failed = conds.get("Failed") or conds.get("FailureTarget")
     if failed:
-        end = failed.get("lastTransitionTime")
-        if code == ExitCode.APPROVAL_REQUIRED and report and report.get("approval"):
-            approval = report["approval"]
-            return Observed(
-                Phase.WAITING_APPROVAL,
-                "ApprovalRequired",
-                f"waiting for a decision on {approval.get('tool', 'an action')}: "
-                f"{approval.get('summary', '')}".strip(),
-                approval=approval,
-                **base,
-            )
-        job_reason = failed.get("reason", "")
-        if job_reason == "DeadlineExceeded":
-            return Observed(
-                Phase.FAILED,
-                "DeadlineExceeded",
-                f"the run exceeded its deadline (spec.timeoutSeconds plus a grace period: "
-                f"{job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
-                completion_time=end,
-                **base,
-            )
-        reason, text = _explain_exit(code)
-        if job_reason == "BackoffLimitExceeded":
-            text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
-        if code in REASONS and report and report.get("summary"):
-            # The runtime's own words say which provider, budget or tool, and why (kubectl describe).
-            text = f"{text}: {_first_line(str(report['summary']), MESSAGE_DETAIL_CHARS)}"
-        return Observed(Phase.FAILED, reason, text, completion_time=end, **base)
+        return _failed(job, failed, code, report, attempts, base)
 
     if pod is not None:
         seen = _pod_state(pod, base)
@@ -196,7 +181,62 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
     return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE, **base)
 
 
+def _failed(
+    job: dict[str, Any],
+    failed: dict[str, Any],
+    code: int | None,
+    report: dict[str, Any] | None,
+    attempts: int,
+    base: dict[str, Any],
+) -> Observed:
+    """What a failed Job says: an approval to wait for, its deadline, or why its pod failed."""
+    end = failed.get("lastTransitionTime")
+    if code == ExitCode.APPROVAL_REQUIRED and report and report.get("approval"):
+        approval = report["approval"]
+        return Observed(
+            Phase.WAITING_APPROVAL,
+            "ApprovalRequired",
+            f"waiting for a decision on {approval.get('tool', 'an action')}: "
+            f"{approval.get('summary', '')}".strip(),
+            approval=approval,
+            **base,
+        )
+    job_reason = failed.get("reason", "")
+    if job_reason == "DeadlineExceeded":
+        return Observed(
+            Phase.FAILED,
+            "DeadlineExceeded",
+            f"the run exceeded its deadline (spec.timeoutSeconds plus a grace period: "
+            f"{job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
+            completion_time=end,
+            **base,
+        )
+    reason, text = _explain_exit(code)
+    if job_reason == "BackoffLimitExceeded":
+        text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
+    if code in REASONS and report and report.get("summary"):
+        # The runtime's own words say which provider, budget or tool, and why (kubectl describe).
+        text = f"{text}: {_first_line(str(report['summary']), MESSAGE_DETAIL_CHARS)}"
+    return Observed(Phase.FAILED, reason, text, completion_time=end, **base)
+
+
 WAITING_MESSAGE = "waiting for the run's pod to start"
+
+
+def _no_report(pod: dict[str, Any] | None) -> str:
+    """Why a succeeded run has no result and usage (status.result and status.usage stay unset)."""
+    if pod is None:
+        why = "its pod is gone"
+    else:
+        terminated = (_container(pod).get("state") or {}).get("terminated") or {}
+        why = (
+            "its termination message is not the runtime's report"
+            if terminated.get("message")
+            else "its pod left no termination message"
+        )
+    return f"the Job succeeded, but the run's report could not be read ({why}): result and usage unknown"
+
+
 MESSAGE_DETAIL_CHARS = 300  # of the runtime's summary, in a failed run's message (all of it: status.result)
 
 

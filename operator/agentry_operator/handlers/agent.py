@@ -12,13 +12,15 @@ from agentry_common.naming import cronjob_name
 
 from .. import kube
 from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configured, uses_cloud_scheduler
-from ..builders.agent_status import archive, spec_errors, summarize, to_prune, uses_cronjob
+from ..builders.agent_status import ARCHIVE_NAMES, archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
 from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import next_run, rfc3339
 from .execution import adopt_patch, on_execution
 from .state import Logger, State
+
+PRUNE_BATCH = ARCHIVE_NAMES // 2  # Executions pruned per refresh of an Agent
 
 
 async def reconcile_agent(
@@ -166,10 +168,15 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     status = agent.get("status") or {}
     archived = dict(status.get("archived") or {})
     pruned = to_prune(executions, agent["spec"].get("historyLimits") or {})
+    if len(pruned) > PRUNE_BATCH:  # the rest next round: a retried round's names stay in archived.names
+        pruned = pruned[:PRUNE_BATCH]
+        state.dirty_agents.add((namespace, name))
     if pruned:
         archived = archive(archived, pruned)
-    pruned_names = {e["metadata"]["name"] for e in pruned}
-    live = [e for e in executions if e["metadata"]["name"] not in pruned_names]
+    # Each Execution counts once: in archived (pruned, maybe not deleted yet: a crash in between, or
+    # its deletion not seen yet) or live, never both.
+    counted = set(archived.get("names") or [])
+    live = [e for e in executions if e["metadata"]["name"] not in counted]
     patch = summarize(live, archived)
     if pruned:
         patch["archived"] = archived
@@ -179,32 +186,31 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     scheduled = [e for e in live if e["spec"].get("trigger") == "Schedule"]
     if scheduled:
         patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
-    if all(status.get(k) == v for k, v in patch.items()):
-        return
-    try:
-        # Archive first, under the Agent's resourceVersion; then delete. A crash in between
-        # re-runs this with the names already archived, so nothing is counted twice.
-        await kube.patch_status(
-            client, kube.Agent, name, namespace, patch, resource_version=agent["metadata"]["resourceVersion"]
-        )
-    except ApiError as exc:
-        if exc.status.code == 409:
-            raise RuntimeError("agent changed during refresh; retrying") from exc
-        raise
+    if any(status.get(k) != v for k, v in patch.items()):
+        try:
+            # Archive first, under the Agent's resourceVersion; then delete. A crash in between
+            # re-runs this with the names already archived (nothing to write): it only deletes.
+            rv = agent["metadata"]["resourceVersion"]
+            await kube.patch_status(client, kube.Agent, name, namespace, patch, resource_version=rv)
+        except ApiError as exc:
+            if exc.status.code == 409:
+                raise RuntimeError("agent changed during refresh; retrying") from exc
+            raise
     for ex in pruned:
-        await kube.delete_quietly(client, kube.Execution, ex["metadata"]["name"], namespace)
-        logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
+        if await kube.delete_quietly(client, kube.Execution, ex["metadata"]["name"], namespace):
+            logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
 
 
 async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
-    """The one background task: retries of failed starts, then stale Agent statuses."""
+    """The one background task: retries (failed starts; a retried running Execution re-reads its
+    Job, as after a restart), then stale Agent statuses."""
     while True:
         await asyncio.sleep(config.agent_refresh_seconds)
         for key in {*state.due_retries(), *state.waiting_approval}:  # retries; approvals that may expire
             body = state.executions.get(key)
             if body is not None:
                 try:
-                    await on_execution(client, config, state, body, logger)
+                    await on_execution(client, config, state, body, logger, listing=True)
                 except Exception as exc:
                     logger.warning("execution %s/%s: %s", *key, exc)
         for namespace, name in sorted(state.take_dirty()):

@@ -22,7 +22,7 @@ from agentry_common.models import Phase
 from agentry_common.naming import job_name
 
 from .. import kube
-from ..builders.execution_status import Observed, observe, status_patch
+from ..builders.execution_status import Observed, observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
 from ..builders.job import RESUME_FILE, STATE_KEY, build_job, owner_reference
 from ..conditions import now_rfc3339
@@ -188,7 +188,8 @@ async def resume(
     logger.info(
         "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.get("decidedBy")
     )
-    seen = observe(job, [])
+    # An ended Job is one adopted after a crash: its outcome comes with its pod's report (resync).
+    seen = observe(None if terminal_job(job) else job, [])
     seen.reason, seen.message = "Resumed", f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
     patch = status_patch(status, seen, meta.get("generation"), now_rfc3339())
     patch.update({"jobName": name, "approval": None})

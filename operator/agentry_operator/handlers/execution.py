@@ -20,56 +20,20 @@ from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
 from agentry_common.naming import job_name
 
 from .. import kube
-from ..builders.execution_status import Observed, observe, observe_pod, status_patch
-from ..builders.governance import ended_with_token, record_before_job
+from ..builders.execution_status import observe, status_patch, terminal_job
+from ..builders.governance import record_before_job
 from ..builders.job import build_job, owner_reference
-from ..conditions import get_condition, now_rfc3339, set_condition
+from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
 from .admission import admission, ensure_token_secret
-from .approval import on_waiting, pause
-from .state import Key, Logger, State, phase_of
+from .approval import on_waiting
+from .outcome import decide, key_of, on_job, on_pod, resync, write_status
+from .state import Logger, State, phase_of
+
+__all__ = ["adopt_patch", "cancel", "on_execution", "on_job", "on_pod", "start"]
 
 AGENT_WAIT_SECONDS = 60  # an Agent applied together with its Execution has time to land
 RETRY_SECONDS = 5
-
-
-def _key(body: dict[str, Any]) -> Key:
-    return body["metadata"]["namespace"], body["metadata"]["name"]
-
-
-async def _write(client: AsyncClient, state: State, body: dict[str, Any], status: dict[str, Any]) -> None:
-    ns, name = _key(body)
-    await kube.patch_status(client, kube.Execution, name, ns, status)
-    state.wrote_status((ns, name), status)
-    if state.governance is not None and ended_with_token(body, status):
-        await state.governance.end(body)
-
-
-async def _decide(
-    client: AsyncClient,
-    state: State,
-    body: dict[str, Any],
-    phase: Phase,
-    reason: str,
-    message: str,
-    conditions: list[dict[str, Any]] | None = None,
-) -> None:
-    """Write a phase the operator decides itself (not read from a Job); `conditions` replace the
-    current ones (before Succeeded is set) when given."""
-    status, gen = body.get("status") or {}, body["metadata"].get("generation")
-    now = now_rfc3339()
-    succeeded = (phase == Phase.SUCCEEDED) if phase.terminal else None
-    base = status.get("conditions") if conditions is None else conditions
-    patch: dict[str, Any] = {
-        "phase": phase.value,
-        "reason": reason,
-        "message": message,
-        "conditions": set_condition(base, "Succeeded", succeeded, reason, message, gen, now),
-        "observedGeneration": gen,
-    }
-    if phase.terminal:
-        patch["completionTime"] = now
-    await _write(client, state, body, patch)
 
 
 async def on_execution(
@@ -82,8 +46,9 @@ async def on_execution(
 ) -> None:
     """Bring one Execution forward from wherever it is.
 
-    `listing` marks the initial listing after a (re)start: Job events missed while the operator was
-    down are then recovered by reading the Job itself.
+    `listing` marks the initial listing after a (re)start, or a retry: Job events missed (while the
+    operator was down, or before a crashed attempt recorded its Job) are then recovered by reading
+    the Job itself, and an ended run is only written with what its pod reported.
     """
     phase = phase_of(body)
     if phase is not None and phase.terminal:
@@ -99,7 +64,11 @@ async def on_execution(
             outcome[1],
             outcome[2],
         ):
-            await _decide(client, state, body, *outcome)
+            await decide(client, state, body, *outcome)
+        if outcome is None and phase_of(state.executions.get(key_of(body), body)) != Phase.WAITING_APPROVAL:
+            # Resumed: its Job may be one adopted after a crash, already run (even ended) meanwhile;
+            # the retry (listing) reads it.
+            state.retry_later(key_of(body), 0)
         return
     job_name_ = (body.get("status") or {}).get("jobName")
     if job_name_:
@@ -112,7 +81,7 @@ async def on_execution(
         logger.warning(
             "starting execution %s failed, retrying in %s s: %s", body["metadata"]["name"], RETRY_SECONDS, exc
         )
-        state.retry_later(_key(body), RETRY_SECONDS)
+        state.retry_later(key_of(body), RETRY_SECONDS)
 
 
 async def _agent(client: AsyncClient, state: State, namespace: str, name: str) -> dict[str, Any] | None:
@@ -127,14 +96,14 @@ async def start(
     client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
 ) -> None:
     meta, spec = body["metadata"], body["spec"]
-    key = _key(body)
+    key = key_of(body)
     agent_name = spec["agentRef"]["name"]
     agent = await _agent(client, state, meta["namespace"], agent_name)
     if agent is None:
         since = state.waiting_for_agent.setdefault(key, time.monotonic())
         if time.monotonic() - since > AGENT_WAIT_SECONDS:
             state.waiting_for_agent.pop(key, None)
-            await _decide(
+            await decide(
                 client,
                 state,
                 body,
@@ -143,7 +112,7 @@ async def start(
                 f"Agent {agent_name!r} does not exist in namespace {meta['namespace']}",
             )
         elif (body.get("status") or {}).get("reason") != "AgentNotFound":
-            await _decide(
+            await decide(
                 client,
                 state,
                 body,
@@ -157,7 +126,7 @@ async def start(
 
     ready = get_condition((agent.get("status") or {}).get("conditions"), "Ready")
     if ready is not None and ready.get("status") == "False" and ready.get("reason") == "InvalidSpec":
-        await _decide(
+        await decide(
             client,
             state,
             body,
@@ -171,6 +140,19 @@ async def start(
     if scheduled and await _schedule_gate(client, state, body, agent, logger):
         return
 
+    await _run(client, config, state, body, agent, logger)
+
+
+async def _run(
+    client: AsyncClient,
+    config: OperatorConfig,
+    state: State,
+    body: dict[str, Any],
+    agent: dict[str, Any],
+    logger: Logger,
+) -> None:
+    """Admission (governed), then the run's Job: created, or adopted from a crashed attempt."""
+    meta, spec = body["metadata"], body["spec"]
     status = body.get("status") or {}
     correlation_id = spec.get("correlationId") or status.get("correlationId") or uuid.uuid4().hex
     child = job_name(meta["name"], meta["uid"])
@@ -185,12 +167,12 @@ async def start(
                 verdict.reason,
                 verdict.message,
             ):
-                await _decide(
+                await decide(
                     client, state, body, verdict.phase, verdict.reason, verdict.message, verdict.conditions
                 )
             return
         if record_before_job(verdict, status.get("conditions")):
-            await _write(client, state, body, {"conditions": verdict.conditions})
+            await write_status(client, state, body, {"conditions": verdict.conditions})
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, child)
     job = await kube.create_or_adopt(
@@ -203,8 +185,13 @@ async def start(
         correlation_id,
         extra={"correlation_id": correlation_id},
     )
-    new = status_patch(status, observe(job, []), meta.get("generation"), now_rfc3339())
-    await _write(client, state, body, {**new, "jobName": child, "correlationId": correlation_id})
+    # A Job that has ended was made by an attempt that crashed before recording it, and its pod has
+    # finished meanwhile: its outcome is only written with that pod's report, by resync below.
+    seen = observe(None if terminal_job(job) else job, [])
+    new = status_patch(status, seen, meta.get("generation"), now_rfc3339())
+    await write_status(client, state, body, {**new, "jobName": child, "correlationId": correlation_id})
+    if job.get("status"):  # adopted, not new: its pods may have run, or ended, while nobody watched
+        await resync(client, state, state.executions.get(key_of(body), body), child)
 
 
 async def _schedule_gate(
@@ -218,7 +205,7 @@ async def _schedule_gate(
         scheduled = dt.datetime.fromisoformat(spec["scheduledTime"].replace("Z", "+00:00"))
         late = (dt.datetime.now(dt.UTC) - scheduled).total_seconds()
         if late > deadline:
-            await _decide(
+            await decide(
                 client,
                 state,
                 body,
@@ -242,7 +229,7 @@ async def _schedule_gate(
     if not active:
         return False
     if policy == ConcurrencyPolicy.FORBID:
-        await _decide(
+        await decide(
             client,
             state,
             body,
@@ -261,120 +248,11 @@ async def cancel(client: AsyncClient, state: State, body: dict[str, Any], logger
     meta = body["metadata"]
     child = (body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"])
     # Status first: the Job's deletion event must find the run already Cancelled, not lost.
-    await _decide(
+    await decide(
         client, state, body, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel; its Job was deleted"
     )
     deleted = await kube.delete_quietly(client, kube.Job, child, meta["namespace"])
     logger.info("cancelled execution %s (job %s %s)", meta["name"], child, "deleted" if deleted else "absent")
-
-
-def execution_of(body: dict[str, Any]) -> str | None:
-    """The Execution a Job or Pod belongs to (full name from our annotation)."""
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    return annotations.get(c.ANNOTATION_EXECUTION)
-
-
-def _current_job(body: dict[str, Any]) -> str:
-    meta = body["metadata"]
-    return str((body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"]))
-
-
-def _terminal_job(job: dict[str, Any]) -> bool:
-    conds = {
-        c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
-    }
-    return bool(conds & {"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
-
-
-async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, Any]) -> None:
-    """A Job's event: its outcome (the Pods' events carry the rest)."""
-    name = execution_of(job)
-    ns = job["metadata"]["namespace"]
-    body = state.executions.get((ns, name or ""))
-    if body is None or (phase_of(body) or Phase.PENDING).terminal:
-        return
-    if job["metadata"]["name"] != _current_job(body):
-        return  # a Job the run has moved past (paused before an approval): its end is not the run's
-    if event == "DELETED":
-        if not body["spec"].get("cancel"):
-            await _decide(
-                client,
-                state,
-                body,
-                Phase.FAILED,
-                "JobDeleted",
-                f"its Job {job['metadata']['name']} was deleted before the run finished",
-            )
-        return
-    if not _terminal_job(job):
-        return
-    pods = [
-        kube.to_dict(p)
-        async for p in client.list(
-            kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job["metadata"]["name"]}
-        )
-    ]
-    await _apply(client, state, body, observe(job, pods), job["metadata"]["name"], pods)
-
-
-async def resync(client: AsyncClient, state: State, body: dict[str, Any], child: str) -> None:
-    """Read the Job (and Pods) of a running Execution and apply what they say."""
-    ns = body["metadata"]["namespace"]
-    job = await kube.get_or_none(client, kube.Job, child, ns)
-    await on_job(
-        client,
-        state,
-        "DELETED" if job is None else "MODIFIED",
-        job
-        or {
-            "metadata": {
-                "name": child,
-                "namespace": ns,
-                "annotations": {c.ANNOTATION_EXECUTION: body["metadata"]["name"]},
-            }
-        },
-    )
-    if job is not None and not _terminal_job(job):
-        async for pod in client.list(kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": child}):
-            await on_pod(client, state, "MODIFIED", kube.to_dict(pod))
-
-
-async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, Any]) -> None:
-    """A Pod's event: running, or stuck for a reason a person should read."""
-    name = execution_of(pod)
-    ns = pod["metadata"]["namespace"]
-    body = state.executions.get((ns, name or ""))
-    if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
-        return
-    job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
-    seen = observe_pod(pod)
-    if seen is not None and job == _current_job(body):
-        await _apply(client, state, body, seen, job, [pod])
-
-
-async def _apply(
-    client: AsyncClient,
-    state: State,
-    body: dict[str, Any],
-    seen: Observed,
-    job: str,
-    pods: list[dict[str, Any]],
-) -> None:
-    status = body.get("status") or {}
-    if seen.phase == Phase.WAITING_APPROVAL:
-        if status.get("phase") == Phase.WAITING_APPROVAL.value:
-            return
-        seen = await pause(client, state, body, seen, pods)
-    if (status.get("phase"), status.get("reason"), status.get("message")) == (
-        seen.phase.value,
-        seen.reason,
-        seen.message,
-    ) and not seen.phase.terminal:
-        return
-    patch = status_patch(status, seen, body["metadata"].get("generation"), now_rfc3339())
-    await _write(client, state, body, patch)
-    if seen.stop_job and job:  # after the terminal status, so the deletion is not mistaken for a loss
-        await kube.delete_quietly(client, kube.Job, job, body["metadata"]["namespace"])
 
 
 def adopt_patch(body: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any] | None:

@@ -50,6 +50,10 @@ def phase_of(body: dict[str, Any]) -> Phase | None:
     return Phase(value) if value else None
 
 
+def _ended(body: dict[str, Any]) -> bool:
+    return (phase_of(body) or Phase.PENDING).terminal
+
+
 class State:
     def __init__(self) -> None:
         self.agents: dict[Key, dict[str, Any]] = {}
@@ -73,7 +77,12 @@ class State:
         """Record an Execution from a watch event; returns the slim copy kept."""
         item = slim(body)
         key = (item["metadata"]["namespace"], item["metadata"]["name"])
-        self._count(self.executions.get(key), item)
+        old = self.executions.get(key)
+        if old is not None and _ended(old) and not _ended(item):
+            # A late event from before the end we wrote (the watch lags our own writes): an end is
+            # final, and acting on the older status would write over it.
+            item["status"] = old["status"]
+        self._count(old, item)
         self.executions[key] = item
         self.by_agent.setdefault((key[0], item["spec"]["agentRef"]["name"]), set()).add(key[1])
         return item

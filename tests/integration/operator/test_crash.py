@@ -1,6 +1,9 @@
-"""Crash test: the operator is SIGKILLed at random moments while 100 Executions are created and run.
+"""Crash test: the operator is SIGKILLed on a random schedule while Executions are created and their
+pods finish (also while the operator is down), on a real control plane.
 
-After restarts, every Execution has exactly one Job and reaches a terminal phase.
+After the restarts: every Execution has exactly one Job, is Succeeded with the result and usage its
+own pod reported (every terminal status ever written carries them), and the Agent's totals of
+tokens and cost are exact: each run counted once, with and without history pruning.
 """
 
 from __future__ import annotations
@@ -8,31 +11,38 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lightkube import Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import OnErrorAction, OnErrorResult
 
+from agentry_common import constants as c
 from agentry_common.naming import job_name
 from agentry_devenv.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
-from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import own_control_plane, start_operator
+from tests.fixtures.helpers import play_kubelet
+from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
 
-N = 100
+N = 60  # Executions per scenario
+TERMINAL = {"Succeeded", "Failed", "Cancelled", "Skipped"}
+KEEP = 4  # historyLimits.succeeded of the pruning scenarios
 
 
-@pytest.fixture
-def own_plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    """A control plane of this test's own: no other operator may act on what it creates."""
-    with own_control_plane(tmp_path / "kube") as plane:
+@pytest.fixture(scope="module")
+def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of this module's own: no other operator may act on what it creates (each
+    scenario has its own namespace and its own operator)."""
+    with own_control_plane(tmp_path_factory.mktemp("crash") / "kube") as plane:
         yield plane
 
 
@@ -42,94 +52,243 @@ def kube_client(own_plane: ControlPlane) -> Iterator[Client]:
         yield client
 
 
-def test_exactly_one_job_per_execution_across_crashes(
-    own_plane: ControlPlane, kube_client: Client, tmp_path: Path
+def index(name: str) -> int:
+    return int(name.rsplit("-", 1)[1])
+
+
+def report(name: str) -> dict[str, Any]:
+    """What the pod of Execution `name` reports: numbers of its own, so a lost or doubled run shows."""
+    i = index(name)
+    usage = {"inputTokens": 1 + i, "outputTokens": 1000 + 7 * i, "costUSD": str(Decimal(i + 1) / 1000)}
+    return {"summary": f"done {name}", "usage": usage}
+
+
+def expected_totals(names: list[str]) -> dict[str, Any]:
+    usages = [report(n)["usage"] for n in names]
+    return {
+        "executions": len(names),
+        "succeeded": len(names),
+        "inputTokens": sum(u["inputTokens"] for u in usages),
+        "outputTokens": sum(u["outputTokens"] for u in usages),
+        "costUSD": sum((Decimal(u["costUSD"]) for u in usages), Decimal(0)),
+    }
+
+
+class Recorder:
+    """Every Execution's terminal statuses and every Job's owner, from watches opened before the
+    first object exists (a DELETED event carries the pruned Execution's last status)."""
+
+    def __init__(self, plane: ControlPlane, ns: str) -> None:
+        self.terminal: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.jobs: dict[str, set[str]] = defaultdict(set)  # owner uid -> Job names
+        self.uids: dict[str, str] = {}
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._watch, args=(plane, ns, Execution, self._execution), daemon=True),
+            threading.Thread(target=self._watch, args=(plane, ns, Job, self._job), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _watch(self, plane: ControlPlane, ns: str, res: Any, record: Callable[[Any], None]) -> None:
+        # server_timeout: the watch is renewed every 2 s (from its last resourceVersion), so the
+        # thread notices stop() soon even when nothing happens.
+        # A new CRD's watch answers 429 until the API server's cache of it is ready: retried, and
+        # resumed from the last resourceVersion seen (no event is lost).
+        def retry(exc: Exception, count: int) -> OnErrorResult:
+            if self._stop.is_set() or count > 100:
+                self.errors.append(exc)
+                return OnErrorResult(OnErrorAction.STOP)
+            return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
+
+        with plane_client(plane, "crash-recorder") as client:
+            try:
+                for _, obj in client.watch(res, namespace=ns, server_timeout=2, on_error=retry):
+                    record(obj)
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:  # the control plane stopped after the test
+                if not self._stop.is_set():
+                    self.errors.append(exc)
+
+    def _execution(self, ex: Any) -> None:
+        self.uids[ex.metadata.name] = ex.metadata.uid
+        status = ex.status or {}
+        if status.get("phase") in TERMINAL:
+            self.terminal[ex.metadata.name].append(status)
+
+    def _job(self, job: Any) -> None:
+        for owner in job.metadata.ownerReferences or []:
+            self.jobs[owner.uid].add(job.metadata.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Kubelet:
+    """Finishes every pod of the namespace as a kubelet would, after a random delay (sometimes
+    Running first), whether the operator is up or not; its report is the Execution's own."""
+
+    def __init__(self, plane: ControlPlane, ns: str, rng: random.Random) -> None:
+        self.plane, self.ns, self.rng = plane, ns, rng
+        self.finished: set[str] = set()  # Executions whose pod reported
+        self._due: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        with plane_client(self.plane, "crash-kubelet") as self.client:
+            try:
+                while not self._stop.is_set():
+                    self._step()
+                    time.sleep(0.1)
+            except BaseException as exc:
+                self.errors.append(exc)
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        for pod in self.client.list(Pod, namespace=self.ns, fields={"status.phase": "Pending"}):
+            assert pod.metadata is not None and pod.metadata.name is not None
+            execution = (pod.metadata.annotations or {})[c.ANNOTATION_EXECUTION]
+            due = self._due.setdefault(pod.metadata.name, now + self.rng.uniform(0, 2.5))
+            if due > now:
+                if pod.metadata.name not in self._running and self.rng.random() < 0.3:
+                    play_kubelet(self.client, pod, "Running")
+                    self._running.add(pod.metadata.name)
+                continue
+            play_kubelet(self.client, pod, "Succeeded", 0, report(execution))
+            self.finished.add(execution)
+        for pod in self.client.list(Pod, namespace=self.ns, fields={"status.phase": "Running"}):
+            assert pod.metadata is not None and pod.metadata.name is not None
+            if self._due.get(pod.metadata.name, now) <= now:
+                execution = (pod.metadata.annotations or {})[c.ANNOTATION_EXECUTION]
+                play_kubelet(self.client, pod, "Succeeded", 0, report(execution))
+                self.finished.add(execution)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def crash_while_running(
+    op: OperatorProcess, rng: random.Random, busy: Callable[[], bool], min_kills: int
+) -> int:
+    """SIGKILL the operator every few seconds while `busy()`: mostly a moment after it is up (amid the
+    work its restart found), sometimes while it is still starting. It stays down a random while, in
+    which pods keep finishing. Returns the number of kills."""
+    kills = 0
+    while busy() or kills < min_kills:
+        if rng.random() < 0.8:
+            op.wait_healthy()
+            time.sleep(rng.uniform(0.2, 2.5))
+        else:
+            time.sleep(rng.uniform(0.5, 3.0))
+        op.proc.kill()
+        kills += 1
+        time.sleep(rng.uniform(0, 2.0))
+        op.proc.start()
+    op.wait_healthy()
+    return kills
+
+
+def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:
+    """Poll fn until done(value); on timeout, fail showing the last value (no timing asserted)."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = fn()
+        if done(value):
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
+
+
+def agent_totals(client: Client, ns: str) -> dict[str, Any]:
+    totals = dict((client.get(Agent, "a", namespace=ns).status or {}).get("totals") or {})
+    totals["costUSD"] = Decimal(str(totals.get("costUSD", "0")))
+    return {k: totals.get(k) for k in ("executions", "succeeded", "inputTokens", "outputTokens", "costUSD")}
+
+
+@pytest.mark.parametrize(
+    ("seed", "prune"),
+    [(11, False), (23, False), (37, False), (41, True), (59, True)],
+    ids=["seed11", "seed23", "seed37", "seed41-pruned", "seed59-pruned"],
+)
+def test_crashes_keep_one_job_and_every_runs_usage(
+    own_plane: ControlPlane, kube_client: Client, tmp_path: Path, seed: int, prune: bool
 ) -> None:
-    rng = random.Random(20261123)
+    rng = random.Random(seed)
     ns = make_namespace(kube_client, "crash")
+    names = [f"ex-{i}" for i in range(N)]
+    recorder = Recorder(own_plane, ns)
+    kubelet = Kubelet(own_plane, ns, random.Random(seed + 1))
     op = start_operator(own_plane, tmp_path)
     try:
+        limits = {"succeeded": KEEP, "failed": KEEP} if prune else {"succeeded": 1000, "failed": 1000}
         kube_client.create(
             Agent.from_dict(
                 {
                     "metadata": {"name": "a", "namespace": ns},
-                    "spec": {
-                        "instructions": "x",
-                        "model": {"name": "m"},
-                        "historyLimits": {"succeeded": 1000, "failed": 1000},
-                    },
+                    "spec": {"instructions": "x", "model": {"name": "m"}, "historyLimits": limits},
                 }
             )
         )
 
+        pause = random.Random(seed + 2)
+
         def create_all() -> None:
-            for i in range(N):
+            for name in names:
                 kube_client.create(
                     Execution.from_dict(
-                        {
-                            "metadata": {"name": f"ex-{i}", "namespace": ns},
-                            "spec": {"agentRef": {"name": "a"}},
-                        }
+                        {"metadata": {"name": name, "namespace": ns}, "spec": {"agentRef": {"name": "a"}}}
                     )
                 )
-                time.sleep(rng.uniform(0, 0.02))
+                time.sleep(pause.uniform(0, 0.3))
 
         creator = threading.Thread(target=create_all)
         creator.start()
-        kills = 0
-        while creator.is_alive() or kills < 3:
-            time.sleep(rng.uniform(0.1, 0.8))
-            op.proc.kill()
-            kills += 1
-            op.proc.start()
+        kills = crash_while_running(
+            op, rng, lambda: creator.is_alive() or len(kubelet.finished) < N, min_kills=5
+        )
         creator.join()
-        op.wait_healthy()
+        print(f"seed {seed}: {kills} kills")
 
-        executions = {e.metadata.name: e.metadata.uid for e in kube_client.list(Execution, namespace=ns)}
-        assert len(executions) == N
+        def terminal_seen() -> set[str]:
+            return set(recorder.terminal)
 
-        def all_jobs() -> list[Job]:
-            jobs = list(kube_client.list(Job, namespace=ns))
-            return jobs if len(jobs) >= N else []
-
-        jobs = eventually(all_jobs, timeout=120, what=f"{N} Jobs")
-        owners = Counter(j.metadata.ownerReferences[0].uid for j in jobs)
-        assert len(jobs) == N and set(owners) == set(executions.values())
-        assert max(owners.values()) == 1
-        assert {j.metadata.name for j in jobs} == {job_name(n, u) for n, u in executions.items()}
-
-        # Finish every run as a kubelet would, crashing the operator twice more on the way.
-        pods = eventually(
-            lambda: (p := list(kube_client.list(Pod, namespace=ns))) and len(p) >= N and p,
-            timeout=120,
-            what=f"{N} pods",
-        )
-        for i, pod in enumerate(pods):
-            play_kubelet(
-                kube_client,
-                pod,
-                "Succeeded",
-                0,
-                {"summary": "done", "usage": {"inputTokens": 1, "outputTokens": 1, "costUSD": "0.001"}},
+        wait_for(terminal_seen, lambda seen: seen >= set(names), 180, "every Execution terminal")
+        # Every terminal status ever written carries the run's own result and usage.
+        for name in names:
+            want_report = report(name)
+            for status in recorder.terminal[name]:
+                seen = (name, *(status.get(k) for k in ("phase", "reason", "result", "usage")))
+                assert status["phase"] == "Succeeded", seen
+                assert (status.get("result") or {}).get("summary") == want_report["summary"], seen
+                usage = status.get("usage") or {}
+                assert {k: usage.get(k) for k in want_report["usage"]} == want_report["usage"], seen
+        # Exactly one Job per Execution, named after it.
+        for name in names:
+            uid = recorder.uids[name]
+            assert recorder.jobs[uid] == {job_name(name, uid)}, (name, recorder.jobs[uid])
+        if prune:
+            wait_for(
+                lambda: len(list(kube_client.list(Execution, namespace=ns))),
+                lambda live: live <= KEEP,
+                120,
+                f"history pruned to {KEEP}",
             )
-            if i in (N // 3, 2 * N // 3):
-                op.proc.kill()
-                op.proc.start()
-        op.wait_healthy()
-
-        def all_terminal() -> bool:
-            phases = Counter((e.status or {}).get("phase") for e in kube_client.list(Execution, namespace=ns))
-            return phases == Counter({"Succeeded": N})
-
-        eventually(all_terminal, timeout=180, what="every Execution Succeeded")
-        assert len(list(kube_client.list(Job, namespace=ns))) == N  # still one each
-        eventually(
-            lambda: (
-                (kube_client.get(Agent, "a", namespace=ns).status or {}).get("totals", {}).get("succeeded")
-                == N
-            ),
-            timeout=60,
-            what="agent totals",
-        )
+        # The Agent's totals: every run counted once, archived by pruning or live.
+        want = expected_totals(names)
+        totals = wait_for(lambda: agent_totals(kube_client, ns), lambda t: t == want, 120, f"totals {want}")
+        assert totals == want
+        live = {e.metadata.name for e in kube_client.list(Execution, namespace=ns)}
+        assert len(live) == (KEEP if prune else N)
+        assert not kubelet.errors and not recorder.errors, (kubelet.errors, recorder.errors)
     finally:
+        kubelet.stop()
+        recorder.stop()
         op.proc.stop()

@@ -1,0 +1,167 @@
+"""Job and Pod state → Execution status, and the two ways a status is written.
+
+A terminal status is written in one patch together with what the run's pod reported (status.result
+and status.usage), read from the pod's termination message: the Agent's totals add up the usage of
+terminal Executions, so a run must never end without it (or without a reason saying it is unknown).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube import AsyncClient
+
+from agentry_common import constants as c
+from agentry_common.models import Phase
+from agentry_common.naming import job_name
+
+from .. import kube
+from ..builders.execution_status import Observed, observe, observe_pod, status_patch, terminal_job
+from ..builders.governance import ended_with_token
+from ..conditions import now_rfc3339, set_condition
+from .approval import pause
+from .state import Key, State, phase_of
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+async def write_status(
+    client: AsyncClient, state: State, body: dict[str, Any], status: dict[str, Any]
+) -> None:
+    ns, name = key_of(body)
+    await kube.patch_status(client, kube.Execution, name, ns, status)
+    state.wrote_status((ns, name), status)
+    if state.governance is not None and ended_with_token(body, status):
+        await state.governance.end(body)
+
+
+async def decide(
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    phase: Phase,
+    reason: str,
+    message: str,
+    conditions: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a phase the operator decides itself (not read from a Job); `conditions` replace the
+    current ones (before Succeeded is set) when given."""
+    status, gen = body.get("status") or {}, body["metadata"].get("generation")
+    now = now_rfc3339()
+    succeeded = (phase == Phase.SUCCEEDED) if phase.terminal else None
+    base = status.get("conditions") if conditions is None else conditions
+    patch: dict[str, Any] = {
+        "phase": phase.value,
+        "reason": reason,
+        "message": message,
+        "conditions": set_condition(base, "Succeeded", succeeded, reason, message, gen, now),
+        "observedGeneration": gen,
+    }
+    if phase.terminal:
+        patch["completionTime"] = now
+    await write_status(client, state, body, patch)
+
+
+def execution_of(body: dict[str, Any]) -> str | None:
+    """The Execution a Job or Pod belongs to (full name from our annotation)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(c.ANNOTATION_EXECUTION)
+
+
+def current_job(body: dict[str, Any]) -> str:
+    meta = body["metadata"]
+    return str((body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"]))
+
+
+async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, Any]) -> None:
+    """A Job's event: its outcome, with what its pods reported (their own events carry the rest)."""
+    name = execution_of(job)
+    ns = job["metadata"]["namespace"]
+    body = state.executions.get((ns, name or ""))
+    if body is None or (phase_of(body) or Phase.PENDING).terminal:
+        return
+    if job["metadata"]["name"] != current_job(body):
+        return  # a Job the run has moved past (paused before an approval): its end is not the run's
+    if event == "DELETED":
+        if not body["spec"].get("cancel"):
+            await decide(
+                client,
+                state,
+                body,
+                Phase.FAILED,
+                "JobDeleted",
+                f"its Job {job['metadata']['name']} was deleted before the run finished",
+            )
+        return
+    if not terminal_job(job):
+        return
+    pods = [
+        kube.to_dict(p)
+        async for p in client.list(
+            kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+        )
+    ]
+    await apply(client, state, body, observe(job, pods), job["metadata"]["name"], pods)
+
+
+async def resync(client: AsyncClient, state: State, body: dict[str, Any], child: str) -> None:
+    """Read the Job (and Pods) of a running Execution and apply what they say: after a restart, or
+    when a Job made by an earlier, crashed attempt is adopted (its pods may have run meanwhile)."""
+    ns = body["metadata"]["namespace"]
+    job = await kube.get_or_none(client, kube.Job, child, ns)
+    await on_job(
+        client,
+        state,
+        "DELETED" if job is None else "MODIFIED",
+        job
+        or {
+            "metadata": {
+                "name": child,
+                "namespace": ns,
+                "annotations": {c.ANNOTATION_EXECUTION: body["metadata"]["name"]},
+            }
+        },
+    )
+    if job is not None and not terminal_job(job):
+        async for pod in client.list(kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": child}):
+            await on_pod(client, state, "MODIFIED", kube.to_dict(pod))
+
+
+async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, Any]) -> None:
+    """A Pod's event: running, or stuck for a reason a person should read."""
+    name = execution_of(pod)
+    ns = pod["metadata"]["namespace"]
+    body = state.executions.get((ns, name or ""))
+    if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
+        return
+    job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
+    seen = observe_pod(pod)
+    if seen is not None and job == current_job(body):
+        await apply(client, state, body, seen, job, [pod])
+
+
+async def apply(
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    seen: Observed,
+    job: str,
+    pods: list[dict[str, Any]],
+) -> None:
+    status = body.get("status") or {}
+    if seen.phase == Phase.WAITING_APPROVAL:
+        if status.get("phase") == Phase.WAITING_APPROVAL.value:
+            return
+        seen = await pause(client, state, body, seen, pods)
+    if (status.get("phase"), status.get("reason"), status.get("message")) == (
+        seen.phase.value,
+        seen.reason,
+        seen.message,
+    ) and not seen.phase.terminal:
+        return
+    patch = status_patch(status, seen, body["metadata"].get("generation"), now_rfc3339())
+    await write_status(client, state, body, patch)
+    if seen.stop_job and job:  # after the terminal status, so the deletion is not mistaken for a loss
+        await kube.delete_quietly(client, kube.Job, job, body["metadata"]["namespace"])
