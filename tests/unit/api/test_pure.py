@@ -1,9 +1,9 @@
-"""Pure parts of the API: tokens and sessions, OIDC claim checks, cursors, drafts, policy, usage."""
+"""Pure parts of the API: tokens and sessions, OIDC claim checks, cursors, drafts, policy.
+
+Usage aggregation runs on the Firestore emulator: tests/integration/api/test_usage_firestore.py."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
 from typing import Any
 
@@ -18,7 +18,6 @@ from agentry_api.services.agents import AgentService, slug
 from agentry_api.services.designer import diff, draft_to_agent, extract_draft
 from agentry_api.services.errors import Invalid
 from agentry_api.services.runs import decode_cursor, encode_cursor
-from agentry_api.services.usage import usage
 from agentry_api.services.views import execution_view, iso
 from agentry_api.settings import Settings
 from agentry_common.models import AgentSpec
@@ -164,46 +163,3 @@ def test_same_origin() -> None:
     assert not same_origin(_conn({"host": "a:1", "origin": "http://evil"}))
     assert not same_origin(_conn({"host": "a:1", "origin": "null"}))
     assert not same_origin(_conn({"host": "a:1", "sec-fetch-site": "cross-site"}))
-
-
-class FakeStore:
-    def __init__(self, docs: list[dict[str, Any]]) -> None:
-        self.docs = docs
-
-    async def executions_since(self, user_id: str, since: str, fields: Any = ()) -> list[dict[str, Any]]:
-        return [d for d in self.docs if d["createdAt"] >= since]
-
-
-async def test_usage_sums_per_agent_and_bucket() -> None:
-    now = dt.datetime(2026, 5, 10, 12, 30, tzinfo=dt.UTC)
-    docs = [
-        {
-            "agentId": "a",
-            "phase": "Succeeded",
-            "createdAt": "2026-05-10T11:10:00.000000Z",
-            "usage": {"inputTokens": 100, "outputTokens": 10, "costUSD": "0.5"},
-        },
-        {
-            "agentId": "a",
-            "phase": "Failed",
-            "createdAt": "2026-05-10T12:05:00.000000Z",
-            "usage": {"inputTokens": 1, "outputTokens": 1, "costUSD": "0.25"},
-        },
-        {"agentId": "b", "phase": "Running", "createdAt": "2026-05-09T13:00:00.000000Z", "usage": None},
-        {
-            "agentId": "c",
-            "phase": "Succeeded",
-            "createdAt": "2026-05-01T00:00:00.000000Z",
-            "usage": {"inputTokens": 5, "outputTokens": 5, "costUSD": "9"},
-        },
-    ]
-    from agentry_api.auth import User
-
-    out = await usage(FakeStore(docs), User("u", "guest", "cookie"), "24h", now)  # type: ignore[arg-type]
-    assert out.executions == 3 and out.costUSD == "0.75" and out.inputTokens == 101
-    assert [(a.agentId, a.succeeded, a.failed) for a in out.agents] == [("a", 1, 1), ("b", 0, 0)]
-    assert len(out.buckets) == 24 and sum(b.executions for b in out.buckets) == 3
-    assert out.buckets[-1].start == "2026-05-10T12:00:00.000000Z" and out.buckets[-1].costUSD == "0.25"
-    week = await usage(FakeStore(docs), User("u", "guest", "cookie"), "30d", now)  # type: ignore[arg-type]
-    assert week.executions == 4 and week.costUSD == "9.75"
-    assert json.loads(week.model_dump_json())["window"] == "30d"

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from agentry_common.models import Phase, SecretSpec
@@ -250,37 +249,8 @@ def test_release_after_a_wait_keeps_one_condition_per_type() -> None:
     assert cond(allowed, "BudgetExceeded")["status"] == "False"
 
 
-# -- the gateway call -----------------------------------------------------------------------------
-
-
-async def test_ask_sends_a_service_token_and_maps_failures() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.headers.get("x-fail") == "503":
-            return httpx.Response(503, json={"detail": "budget store down"})
-        return httpx.Response(200, json={"action": "allow", "reason": "ok"})
-
-    config = governed()
-    http = httpx.AsyncClient(base_url=config.gateway_base, transport=httpx.MockTransport(handler))
-    gov = Governance(config, KEYRING, http)
-    got = await gov.ask({"namespace": "ns"})
-    assert got.decision == {"action": "allow", "reason": "ok"}
-    request = seen[0]
-    assert str(request.url) == GATEWAY + "/v1/agentry/admission"
-    claims = verify(request.headers["authorization"].removeprefix("Bearer "), KEYRING, expected="svc")
-    assert claims.subject == "operator"
-    assert json.loads(request.content) == {"namespace": "ns"}
-    http.headers["x-fail"] = "503"
-    down = await gov.ask({})
-    assert down.decision is None and down.unavailable and "budget store down" in down.problem
-    await gov.aclose()
-
-    unreachable = Governance(governed(gateway_url="http://127.0.0.1:9"), KEYRING)
-    gone = await unreachable.ask({})
-    assert gone.decision is None and gone.unavailable and "ConnectError" in gone.problem
-    await unreachable.aclose()
+# The admission call itself (service token, body, 503 and refused connections) runs against a real
+# gateway: tests/integration/operator/test_standins_admission_gateway.py.
 
 
 # -- token Secret and Job -------------------------------------------------------------------------
