@@ -38,6 +38,7 @@ from .outcome import Outcome, StopReason
 from .providers.factory import BASE_URL_ENV, KEY_ENV, base_url_for
 from .runner import EMPTY_INPUT_PROMPT, TEXT_IN_EVENTS, tool_env
 from .tools.base import one_line
+from .tools.netpolicy import Refused, parse_entry
 
 ENV_CLAUDE_BIN = "AGENTRY_CLAUDE_BIN"
 KNOWN_TOOLS = (
@@ -72,7 +73,7 @@ def tool_permissions(
     if ToolName.FILES in enabled:
         allowed.extend(_FILE_TOOLS)
     if ToolName.HTTP in enabled:
-        allowed.extend(f"WebFetch(domain:{h})" for h in hosts)
+        allowed.extend(f"WebFetch(domain:{d})" for d in dict.fromkeys(map(_webfetch_domain, hosts)) if d)
     granted = {a.split("(")[0] for a in allowed}
     disallowed = [t for t in KNOWN_TOOLS if t not in granted]
     if "WebFetch" in granted:
@@ -399,3 +400,12 @@ class ClaudeCodeRunner:
         if reason is not StopReason.END_TURN and text == "":
             summary = f"Claude Code ended: {subtype}" + (f"\n\n{last}" if last else "")
         return Outcome(reason, summary, usage=self._usage(result))
+
+
+def _webfetch_domain(entry: str) -> str:
+    """Claude Code's WebFetch rules name a domain: an allow-list entry without its scheme and port."""
+    try:
+        parsed = parse_entry(entry)
+    except (Refused, ValueError):  # the CRD's pattern admits no such entry; the http tool refuses it too
+        return ""
+    return f"*.{parsed.host}" if parsed.wildcard else str(parsed.host)

@@ -143,7 +143,7 @@ async def test_python_tool_runs_code_from_stdin(ctx: ToolContext) -> None:
     [
         ("https://api.example.com/v1", True),
         ("https://API.EXAMPLE.COM./v1", True),
-        ("http://api.example.com:9999/", True),  # no port in the entry: any port
+        ("http://api.example.com:9999/", False),  # no port in the entry: https on 443 only
         ("https://evil.example.com/", False),
         ("https://api.example.com.evil.net/", False),
         ("https://api.example.com@evil.net/", False),  # userinfo trick: the host is evil.net

@@ -2,15 +2,20 @@
 
 A request to a host not on the list is refused outright, whatever the approval settings and
 whatever a tool result or web page told the model: an allow-list is the defence against prompt
-injection that tries to send data elsewhere. Redirects are followed by hand so that every hop is
-checked. GET/HEAD are GREEN; methods that change something on the other side are RED.
+injection that tries to send data elsewhere. GET/HEAD are GREEN; methods that change something on
+the other side are RED.
 
-Allow-list entries: "api.example.com" (that host, any port), "api.example.com:8443" (that port
-only), "*.example.com" (any subdomain, not the apex).
+What the list means (entries, normalisation, address rules) is in `netpolicy`. Here: the name is
+resolved once, every address is checked, and the connection goes to a checked address with the
+name as Host and TLS SNI (no second lookup that DNS rebinding could answer differently). The
+model may not set Host, hop-by-hop or proxy headers; proxy variables and .netrc are ignored
+(trust_env=False); redirects are followed by hand, at most MAX_REDIRECTS hops, each re-checked,
+and credentials are dropped when a hop changes origin.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -29,52 +34,48 @@ from .base import (
     parse_args,
     truncate_bytes,
 )
+from .netpolicy import (
+    IPAddress,
+    Refused,
+    ResolveError,
+    Resolver,
+    Target,
+    check_headers,
+    resolve,
+    system_resolver,
+)
+from .netpolicy import check_url as check_target
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 MAX_REDIRECTS = 5
+MAX_ADDRESSES = 4  # connection attempts per hop, each to a checked address
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SHOWN_HEADERS = ("content-type", "content-length", "location")
-
-
-def host_allowed(url: httpx.URL, allowed: tuple[str, ...]) -> bool:
-    host = url.host.lower().rstrip(".")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    for entry in allowed:
-        entry = entry.strip().lower()
-        if not entry:
-            continue
-        want_port: int | None = None
-        name = entry
-        if entry.count(":") == 1:  # host:port (IPv6 literals are written without a port)
-            name, _, port_text = entry.partition(":")
-            if not port_text.isdigit():
-                continue
-            want_port = int(port_text)
-        name = name.strip("[]").rstrip(".")
-        if want_port is not None and want_port != port:
-            continue
-        if name.startswith("*."):
-            if host.endswith(name[1:]) and host != name[2:]:
-                return True
-        elif host == name:
-            return True
-    return False
+CROSS_ORIGIN_DROPPED = frozenset({"authorization", "cookie"})
 
 
 def check_url(raw: str, allowed: tuple[str, ...]) -> str | None:
-    """None if the URL may be fetched, else the reason it may not."""
+    """None if the allow-list admits the URL (before resolution), else the reason it does not."""
     try:
-        url = httpx.URL(raw)
-    except (httpx.InvalidURL, TypeError, ValueError) as err:
-        return f"invalid URL {raw!r}: {err}"
-    if url.scheme not in ("http", "https"):
-        return f"scheme {url.scheme!r} refused: only http and https"
-    if not url.host:
-        return f"URL {raw!r} has no host"
-    if not host_allowed(url, allowed):
-        listed = ", ".join(allowed) if allowed else "none"
-        return f"host {url.host!r} is not in the agent's http.allowedHosts (allowed: {listed})"
+        check_target(raw, allowed)
+    except Refused as err:
+        return str(err)
     return None
+
+
+def host_allowed(url: httpx.URL, allowed: tuple[str, ...]) -> bool:
+    return check_url(str(url), allowed) is None
+
+
+def check_request(args: Mapping[str, Any], allowed: tuple[str, ...]) -> str | None:
+    """The static checks (URL and headers) for assess(); addresses are checked in run()."""
+    headers = args.get("headers")
+    if isinstance(headers, Mapping):
+        try:
+            check_headers(headers)
+        except Refused as err:
+            return str(err)
+    return check_url(str(args.get("url", "")), allowed)
 
 
 class HttpArgs(ToolArgs):
@@ -87,13 +88,20 @@ class HttpArgs(ToolArgs):
 class HttpTool:
     name = "http"
 
+    def __init__(self, *, resolver: Resolver | None = None, verify: ssl.SSLContext | None = None) -> None:
+        # Both default to the real thing; tests pass a resolver for made-up names and a test CA.
+        self._resolver: Resolver = resolver or system_resolver
+        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
+
     def spec(self, ctx: ToolContext) -> ToolSpec:
         hosts = ", ".join(ctx.allowed_hosts) if ctx.allowed_hosts else "(none)"
         return ToolSpec(
             name=self.name,
             description=(
-                f"Make an HTTP request. Only these hosts are reachable: {hosts}. Requests to any "
-                "other host are refused. GET and HEAD run directly; POST, PUT, PATCH and DELETE "
+                f"Make an HTTP request. Only these hosts are reachable: {hosts} (an entry without "
+                "a scheme or port means https on port 443). Requests to any other host, to "
+                "private or loopback addresses, and Host, hop-by-hop or proxy headers are refused. "
+                "GET and HEAD run directly; POST, PUT, PATCH and DELETE "
                 "may need a human's approval. Returns status, a few headers and the body "
                 f"(at most {ctx.max_output} bytes)."
             ),
@@ -117,8 +125,7 @@ class HttpTool:
     def assess(self, args: Mapping[str, Any], ctx: ToolContext) -> Assessment:
         method = str(args.get("method", "GET")).upper()
         risk = Risk.GREEN if method in SAFE_METHODS else Risk.RED
-        refusal = check_url(str(args.get("url", "")), ctx.allowed_hosts)
-        return Assessment(risk, refusal=refusal)
+        return Assessment(risk, refusal=check_request(args, ctx.allowed_hosts))
 
     def describe(self, args: Mapping[str, Any]) -> str:
         method = str(args.get("method", "GET")).upper()
@@ -126,29 +133,101 @@ class HttpTool:
 
     async def run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
         parsed = parse_args(HttpArgs, args)
-        url = parsed.url
         method = parsed.method
         body = parsed.body.encode("utf-8") if parsed.body is not None else None
-        async with httpx.AsyncClient(follow_redirects=False, timeout=ctx.timeout, trust_env=True) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                refusal = check_url(url, ctx.allowed_hosts)
-                if refusal is not None:
-                    return ToolOutcome(f"refused: {refusal}", True, details={"refused": True})
-                request = client.build_request(method, url, headers=parsed.headers, content=body)
+        headers = dict(parsed.headers)
+        url = parsed.url
+        origin: tuple[str, str, int] | None = None
+        for hop in range(MAX_REDIRECTS + 1):
+            try:
+                if hop == 0:
+                    check_headers(headers)
+                target = check_target(url, ctx.allowed_hosts)
+                addresses = await resolve(target, ctx.allowed_hosts, self._resolver, ctx.timeout)
+            except Refused as err:
+                where = f"redirect hop {hop} to {one_line(url, 300)}: " if hop else ""
+                return ToolOutcome(f"refused: {where}{err}", True, details={"refused": True, "hop": hop})
+            except ResolveError as err:
+                return ToolOutcome(f"request failed: {err}", True)
+            if origin is not None and target.origin != origin:
+                headers = {k: v for k, v in headers.items() if k.lower() not in CROSS_ORIGIN_DROPPED}
+            origin = target.origin
+            try:
+                response, data = await self._fetch(method, target, addresses, headers, body, ctx.timeout)
+            except httpx.HTTPError as err:
+                return ToolOutcome(f"request failed: {type(err).__name__}: {err}", True)
+            location = response.headers.get("location")
+            if response.is_redirect and location and method in SAFE_METHODS:
                 try:
-                    response = await client.send(request, stream=True)
-                    try:
-                        data = await _read_capped(response)
-                    finally:
-                        await response.aclose()
-                except httpx.HTTPError as err:
-                    return ToolOutcome(f"request failed: {type(err).__name__}: {err}", True)
-                location = response.headers.get("location")
-                if response.is_redirect and location and method in SAFE_METHODS:
-                    url = str(response.url.join(location))
-                    continue
-                return _render(response, data, ctx.max_output)
+                    url = str(target.url.join(location))
+                except (httpx.InvalidURL, ValueError) as err:
+                    return ToolOutcome(f"refused: invalid redirect {location!r}: {err}", True)
+                continue
+            return _render(response, data, ctx.max_output)
         return ToolOutcome(f"too many redirects (more than {MAX_REDIRECTS})", True)
+
+    async def _fetch(
+        self,
+        method: str,
+        target: Target,
+        addresses: list[IPAddress],
+        headers: dict[str, str],
+        body: bytes | None,
+        seconds: float,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send to the first checked address that accepts a connection."""
+        error: httpx.ConnectError | None = None
+        for ip in addresses[:MAX_ADDRESSES]:
+            try:
+                return await self._send(method, target, ip, headers, body, seconds)
+            except httpx.ConnectError as err:
+                error = err
+        assert error is not None  # addresses is never empty (check_addresses)
+        raise error
+
+    async def _send(
+        self,
+        method: str,
+        target: Target,
+        ip: IPAddress,
+        headers: dict[str, str],
+        body: bytes | None,
+        seconds: float,
+    ) -> tuple[httpx.Response, bytes]:
+        # A client per connection: no pooled connection (verified for another name) is reused,
+        # no cookies carry over, no environment (proxies, .netrc, SSL_CERT_FILE) is consulted.
+        transport = httpx.AsyncHTTPTransport(verify=self._verify, trust_env=False, retries=0)
+        async with httpx.AsyncClient(
+            transport=transport, trust_env=False, follow_redirects=False, timeout=seconds
+        ) as client:
+            request = pinned_request(client, method, target, ip, headers, body)
+            response = await client.send(request, stream=True)
+            try:
+                data = await _read_capped(response)
+            finally:
+                await response.aclose()
+        return response, data
+
+
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    target: Target,
+    ip: IPAddress,
+    headers: Mapping[str, str],
+    body: bytes | None,
+) -> httpx.Request:
+    """A request to the checked address that still names the host (Host header, TLS SNI)."""
+    extensions: dict[str, Any] = {}
+    if isinstance(target.host, str):
+        extensions["sni_hostname"] = target.host
+    return client.build_request(
+        method,
+        target.url.copy_with(host=str(ip)),
+        headers={**headers, "Host": target.host_header},
+        content=body,
+        extensions=extensions,
+    )
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
