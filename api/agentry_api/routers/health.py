@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..deps import StateDep
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 3.0
 
 
@@ -20,17 +22,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _check(coro: Any) -> str:
+async def _check(name: str, coro: Any) -> str:
+    """ "ok" or "unavailable": the reason goes to the log only (this answers anyone, unauthenticated,
+    and exception text names internal hosts, projects and ports)."""
     try:
         await asyncio.wait_for(coro, CHECK_TIMEOUT)
     except Exception as exc:
-        return f"unavailable: {type(exc).__name__}: {exc}"[:300]
+        log.warning("readiness: %s unavailable: %s: %s", name, type(exc).__name__, str(exc)[:300])
+        return "unavailable"
     return "ok"
 
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    firestore, cluster = await asyncio.gather(_check(state.store.ping()), _check(state.cluster.ping()))
+    firestore, cluster = await asyncio.gather(
+        _check("firestore", state.store.ping()), _check("kubernetes", state.cluster.ping())
+    )
     checks: dict[str, Any] = {"firestore": firestore, "kubernetes": cluster}
     if state.watcher is not None:
         checks["watch"] = state.watcher.state()["healthy"]
