@@ -61,6 +61,11 @@ ensure_docker() {
   command -v dockerd >/dev/null || apt_install docker.io
   [ "$(id -u)" = 0 ] || die "no docker daemon answers and starting dockerd needs root"
   local pidfile="${SOCK%.sock}.pid" logfile="${DOCKER_ROOT}.log"
+  # A daemon that died with its session (SIGKILL) leaves its pid files behind, and by now those pids
+  # may belong to other processes: dockerd would refuse to start, or signal a stranger.
+  if ! pgrep -f -- "dockerd --host unix://$SOCK" >/dev/null; then
+    rm -f "$pidfile" "${SOCK%.sock}-exec/containerd/containerd.pid"
+  fi
   mkdir -p "$DOCKER_ROOT" "${SOCK%.sock}-exec"
   log "starting dockerd (socket $SOCK, data root $DOCKER_ROOT, log $logfile)"
   # setsid: the daemon outlives this script (tests use it) and is not killed with our group. Our

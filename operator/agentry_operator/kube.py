@@ -12,16 +12,18 @@ from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import ConfigMap, Pod
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
 from agentry_common import constants as c
+
+from .builders.refusal import classify, describe
 
 Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
 Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)
 FIELD_MANAGER = "agentry-operator"
 
-__all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod"]
+__all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod", "Refused", "Secret"]
 
 
 def new_client() -> AsyncClient:
@@ -36,6 +38,20 @@ class NotOurs(RuntimeError):
     """A child with the expected name exists but belongs to another owner."""
 
 
+class Refused(ApiError):
+    """The API server refused to create a child (any error but 409): which one, and the action
+    its error calls for (builders/refusal.py)."""
+
+    def __init__(self, manifest: dict[str, Any], error: ApiError) -> None:
+        super().__init__(status=error.status)
+        self.kind: str = manifest["kind"]
+        self.name: str = manifest["metadata"]["name"]
+        self.action = classify(error.status.code, error.status.message or "")
+
+    def describe(self) -> str:
+        return describe(self.kind, self.name, self.status.to_dict())
+
+
 async def create_or_adopt(client: AsyncClient, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create a child; on 409 return the existing one if it has the same controller owner.
 
@@ -46,7 +62,7 @@ async def create_or_adopt(client: AsyncClient, manifest: dict[str, Any]) -> dict
         return to_dict(await client.create(from_dict(manifest)))
     except ApiError as exc:
         if exc.status.code != 409:
-            raise
+            raise Refused(manifest, exc) from exc
     res = type(from_dict(manifest))
     meta = manifest["metadata"]
     existing = to_dict(await client.get(res, meta["name"], namespace=meta["namespace"]))

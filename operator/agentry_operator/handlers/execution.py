@@ -13,16 +13,17 @@ import time
 import uuid
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from agentry_common import constants as c
 from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
-from agentry_common.naming import job_name
+from agentry_common.naming import job_name, token_secret_name
 
 from .. import kube
 from ..builders.execution_status import observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
 from ..builders.job import build_job, owner_reference
+from ..builders.refusal import INVALID_JOB, QUOTA_EXCEEDED, Action, backoff
 from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
 from .admission import admission, ensure_token_secret
@@ -57,18 +58,7 @@ async def on_execution(
         await cancel(client, state, body, logger)
         return
     if phase == Phase.WAITING_APPROVAL:
-        outcome = await on_waiting(client, config, state, body, logger)
-        status = body.get("status") or {}
-        if outcome is not None and (status.get("phase"), status.get("reason"), status.get("message")) != (
-            outcome[0].value,
-            outcome[1],
-            outcome[2],
-        ):
-            await decide(client, state, body, *outcome)
-        if outcome is None and phase_of(state.executions.get(key_of(body), body)) != Phase.WAITING_APPROVAL:
-            # Resumed: its Job may be one adopted after a crash, already run (even ended) meanwhile;
-            # the retry (listing) reads it.
-            state.retry_later(key_of(body), 0)
+        await _waiting(client, config, state, body, logger)
         return
     job_name_ = (body.get("status") or {}).get("jobName")
     if job_name_:
@@ -77,11 +67,91 @@ async def on_execution(
         return  # running: its Job's and Pods' events drive the status from here
     try:
         await start(client, config, state, body, logger)
+    except kube.Refused as exc:
+        await _refused(client, state, body, exc, logger)
     except Exception as exc:
-        logger.warning(
-            "starting execution %s failed, retrying in %s s: %s", body["metadata"]["name"], RETRY_SECONDS, exc
-        )
-        state.retry_later(key_of(body), RETRY_SECONDS)
+        _retry(state, body, exc, logger)
+    else:
+        state.start_failures.pop(key_of(body), None)
+
+
+async def _waiting(
+    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+) -> None:
+    """A paused run: resume it, or end it, on its approval's decision (or timeout)."""
+    try:
+        outcome = await on_waiting(client, config, state, body, logger)
+    except kube.Refused as exc:  # the resume's Job (or Secret): fail if for good, else try again
+        if exc.action == Action.FAIL:
+            await _fail(client, state, body, exc, logger)
+        else:
+            _retry(state, body, exc, logger)
+        return
+    status = body.get("status") or {}
+    if outcome is not None and (status.get("phase"), status.get("reason"), status.get("message")) != (
+        outcome[0].value,
+        outcome[1],
+        outcome[2],
+    ):
+        await decide(client, state, body, *outcome)
+    if outcome is None and phase_of(state.executions.get(key_of(body), body)) != Phase.WAITING_APPROVAL:
+        # Resumed: its Job may be one adopted after a crash, already run (even ended) meanwhile;
+        # the retry (listing) reads it.
+        state.retry_later(key_of(body), 0)
+
+
+def _retry(state: State, body: dict[str, Any], exc: Exception, logger: Logger) -> None:
+    """Try again later, backing off: 5 s, doubling with each failure in a row, up to 5 minutes."""
+    key = key_of(body)
+    failures = state.start_failures[key] = state.start_failures.get(key, 0) + 1
+    delay = backoff(failures)
+    logger.warning("starting execution %s failed, retrying in %s s: %s", key[1], delay, exc)
+    state.retry_later(key, delay)
+
+
+async def _refused(
+    client: AsyncClient, state: State, body: dict[str, Any], exc: kube.Refused, logger: Logger
+) -> None:
+    """The API server refused a child of a starting run: fail it, or wait for quota, or retry."""
+    if exc.action == Action.FAIL:
+        await _fail(client, state, body, exc, logger)
+        return
+    _retry(state, body, exc, logger)
+    status = body.get("status") or {}
+    message = exc.describe()
+    if exc.action == Action.WAIT and (status.get("reason"), status.get("message")) != (
+        QUOTA_EXCEEDED,
+        message,
+    ):
+        await decide(client, state, body, Phase.PENDING, QUOTA_EXCEEDED, message)
+
+
+async def _fail(
+    client: AsyncClient, state: State, body: dict[str, Any], exc: kube.Refused, logger: Logger
+) -> None:
+    """End the run Failed (InvalidJob) with the server's words; never retried. The gateway is told
+    (the attempt's run token admits no more calls) and its token Secret deleted if the operator may;
+    that Secret (and a resume's ConfigMap) is owned by the Execution and goes with it anyway."""
+    message = exc.describe()
+    logger.error("execution %s failed: %s", body["metadata"]["name"], message)
+    try:
+        if state.governance is not None:
+            await state.governance.end(body)  # best effort: never raises
+            if exc.kind == "Job":
+                await _delete_token_secret(client, body, token_secret_name(exc.name), logger)
+        await decide(client, state, body, Phase.FAILED, INVALID_JOB, message)
+    except Exception as err:  # the end could not be written: the next attempt meets the same refusal
+        _retry(state, body, err, logger)
+        return
+    state.start_failures.pop(key_of(body), None)
+
+
+async def _delete_token_secret(client: AsyncClient, body: dict[str, Any], name: str, logger: Logger) -> None:
+    """Best effort: without the `delete` verb on secrets the Secret stays until the Execution goes."""
+    try:
+        await kube.delete_quietly(client, kube.Secret, name, body["metadata"]["namespace"])
+    except ApiError as exc:
+        logger.info("token Secret %s of a refused Job left to its owner: %s", name, exc.status.message)
 
 
 async def _agent(client: AsyncClient, state: State, namespace: str, name: str) -> dict[str, Any] | None:

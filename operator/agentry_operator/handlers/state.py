@@ -64,6 +64,7 @@ class State:
         self.waiting_approval: set[Key] = set()
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
         self.retry_at: dict[Key, float] = {}
+        self.start_failures: dict[Key, int] = {}  # failed starts in a row (their retry backs off)
         self.dirty_agents: set[Key] = set()
         # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
         # time admission may be asked again (its retry is in retry_at) and the questions in flight.
@@ -108,6 +109,7 @@ class State:
         self.waiting_approval.discard(key)
         self.waiting_for_agent.pop(key, None)
         self.retry_at.pop(key, None)
+        self.start_failures.pop(key, None)
         self.admission_after.pop(key, None)
 
     def _count(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
