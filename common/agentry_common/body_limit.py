@@ -3,11 +3,15 @@
 FastAPI reads and parses a JSON body before any auth dependency runs, so without this one
 unauthenticated request of a few tens of MB can exhaust a pod's memory. The limit is checked twice:
 against `Content-Length` before the app sees the request, and on the bytes actually received (for
-chunked bodies and lying headers), so at most `max_bytes` plus one chunk is ever held.
+chunked bodies and lying headers), so at most `max_bytes` plus one chunk is ever held. The rest of a
+refused body is read and dropped (bounded) before the 413, so the client is not reset before it
+reads the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -17,6 +21,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 Render = Callable[[int], tuple[bytes, bytes]]  # limit -> (content type, body)
+
+
+LINGER_BYTES = 64 * 2**20  # read and dropped after a refusal, so the client gets the 413 (see _discard)
+LINGER_SECONDS = 10.0
 
 
 class _TooLarge(Exception):
@@ -43,6 +51,8 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            if declared <= LINGER_BYTES:
+                await _discard(receive)
             await self._refuse(send)
             return
         received = 0
@@ -65,6 +75,7 @@ class BodyLimit:
             if exceeded and not started:
                 if not refused:
                     refused = True
+                    await _discard(receive)
                     await self._refuse(send)
                 return
             started = started or message["type"] == "http.response.start"
@@ -74,6 +85,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not started and not refused:
+                await _discard(receive)
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -82,6 +94,25 @@ class BodyLimit:
                    (b"connection", b"close")]  # fmt: skip
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop the rest of a refused body, within bounds, before answering.
+
+    A server that closes with unread request bytes makes the kernel send a reset, and the client may
+    lose the 413 it was about to read. ASGI servers stop delivering the body once the response is
+    complete, so the rest is read first (never kept), up to LINGER_BYTES or LINGER_SECONDS.
+    """
+    discarded = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while discarded <= LINGER_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                discarded += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def _content_length(scope: MutableMapping[str, Any]) -> int | None:
