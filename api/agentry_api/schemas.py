@@ -52,6 +52,10 @@ class AgentStatusOut(BaseModel):
     reason: str | None = None
     message: str | None = None
     nextRunTime: str | None = None
+    model: str | None = Field(
+        default=None,
+        description="The model runs use (provider/name): spec.model, or the installation's default.",
+    )
     lastExecution: dict[str, Any] | None = None
     totals: dict[str, Any] | None = None
 

@@ -95,9 +95,38 @@ class ModelRef(CRModel):
     name: str = Field(min_length=1, max_length=128)
     base_url: str | None = Field(default=None, alias="baseURL", max_length=512)
 
+    @property
+    def label(self) -> str:
+        """provider/name, the form of status.model and of AGENTRY_DEFAULT_MODEL."""
+        return f"{self.provider.value}/{self.name}"
+
 
 class ModelSpec(ModelRef):
     fallbacks: list[ModelRef] = Field(default_factory=list, max_length=5)
+
+
+# The installation default model (used when an Agent sets no spec.model) unless the operator is given
+# another one (AGENTRY_DEFAULT_MODEL, chart value operator.defaultModel). A current model of the pricing
+# table, not one the Anthropic SDK reports as deprecated (tests/unit/test_model_names.py).
+DEFAULT_MODEL = "anthropic/claude-sonnet-4-6"
+DEFAULT_MODEL_ENV = "AGENTRY_DEFAULT_MODEL"
+
+
+def parse_model(text: str) -> ModelSpec:
+    """A model as provider/name (a bare name: provider anthropic) as a ModelSpec; ValueError if malformed."""
+    value = text.strip()
+    provider, sep, name = value.partition("/")
+    if not sep:
+        provider, name = Provider.ANTHROPIC.value, value
+    if provider not in {p.value for p in Provider}:
+        raise ValueError(
+            f"model {text!r}: unknown provider {provider!r} (expected provider/name, provider one of "
+            f"{', '.join(p.value for p in Provider)})"
+        )
+    try:
+        return ModelSpec(provider=Provider(provider), name=name)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"model {text!r}: expected provider/name with a name of 1-128 characters") from exc
 
 
 class ScheduleSpec(CRModel):
@@ -153,7 +182,8 @@ class AgentSpec(CRModel):
     description: str = Field(default="", max_length=1024)
     instructions: str = Field(min_length=1, max_length=65536)
     runtime: Runtime = Runtime.AGENTRY
-    model: ModelSpec
+    # None: the installation's default model (the operator fills it in for each run).
+    model: ModelSpec | None = None
     tools: list[Tool] = Field(default_factory=list)
     http: HttpSpec = Field(default_factory=HttpSpec)
     schedule: ScheduleSpec | None = None
@@ -277,6 +307,7 @@ class Archived(CRModel):
 
 class AgentStatus(CRModel):
     observed_generation: int | None = None
+    model: str | None = Field(default=None, max_length=256)
     conditions: list[Condition] = Field(default_factory=list)
     last_execution: LastExecution | None = None
     last_schedule_time: str | None = None

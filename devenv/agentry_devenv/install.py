@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from agentry_common.models import DEFAULT_MODEL
+
 from .cluster import Cluster
 from .kube import REPO
 from .node import NODE_IP
@@ -71,6 +73,14 @@ class Providers:
         )
 
     @property
+    def default_model(self) -> str:
+        """The chart's operator.defaultModel: the current default, or the OpenAI-compatible model when
+        that is the only provider configured (so an Agent without spec.model runs there)."""
+        if self.openai_key and self.openai_base_url and not self.anthropic_key:
+            return f"openai/{self.openai_model}"
+        return DEFAULT_MODEL
+
+    @property
     def configured(self) -> bool:
         return bool(self.anthropic_key or (self.openai_key and self.openai_base_url))
 
@@ -108,6 +118,8 @@ class Install:
             "operator": {
                 "image": never,
                 "workspaceImage": {"tag": self.image_tag},
+                # Explicit, not left to the chart: the model of Agents that set no spec.model.
+                "defaultModel": self.providers.default_model,
                 # One instance, restarted by `make dev`: no peering wait between an old and a new pod.
                 "peering": {"enabled": False},
             },

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentry_common.models import DEFAULT_MODEL, ModelSpec, parse_model
 from agentry_common.tokens import Keyring
 
 
@@ -31,6 +32,9 @@ class OperatorConfig(BaseSettings):
     default_cpu_request: str = "100m"
     default_memory_request: str = "256Mi"
     default_memory_limit: str = "1Gi"
+    # -- The model of Agents that set no spec.model, as provider/name (e.g. anthropic/claude-sonnet-4-6;
+    # a bare name means anthropic). Empty: such Agents are refused (Ready=False InvalidSpec).
+    default_model: str = DEFAULT_MODEL
     # -- Base URLs the runtime gets when the Agent does not set one. With the gateway on they default
     # to gateway_url (Anthropic) and gateway_url + "/v1" (OpenAI).
     anthropic_base_url: str | None = None
@@ -93,6 +97,18 @@ class OperatorConfig(BaseSettings):
     # a failed reconcile (refused, unreachable) is tried again.
     cloud_scheduler_timeout_seconds: float = 30.0
     cloud_scheduler_retry_seconds: float = 60.0
+
+    @field_validator("default_model")
+    @classmethod
+    def _check_default_model(cls, value: str) -> str:
+        if value.strip():
+            parse_model(value)  # a malformed default stops the operator at startup, not each run
+        return value.strip()
+
+    @property
+    def default_model_spec(self) -> ModelSpec | None:
+        """The installation default model, or None when it is unset."""
+        return parse_model(self.default_model) if self.default_model else None
 
     @property
     def governed(self) -> bool:

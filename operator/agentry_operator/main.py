@@ -175,7 +175,8 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
 
 
 def validate_agent(spec: kopf.Spec, **_: Any) -> None:
-    errors = spec_errors(dict(spec), get_config().gateway_url)
+    config = get_config()
+    errors = spec_errors(dict(spec), config.gateway_url, config.default_model_spec)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 

@@ -127,8 +127,8 @@ class ClaudeCodeRunner:
     def __init__(self, cfg: RunConfig, events: EventSink) -> None:
         self.cfg = cfg
         self.events = events
-        spec = cfg.spec
-        if spec.model.provider is not ProviderKind.ANTHROPIC:
+        model = cfg.model
+        if model.provider is not ProviderKind.ANTHROPIC:
             raise ConfigError("runtime claude-code needs model.provider anthropic")
         key_var = KEY_ENV[ProviderKind.ANTHROPIC]
         if not cfg.env.get(key_var, "").strip():
@@ -141,7 +141,7 @@ class ClaudeCodeRunner:
                 "@anthropic-ai/claude-code) on PATH, and it is not installed"
             )
         self.binary = found
-        self.tally = _Tally(model=spec.model.name)
+        self.tally = _Tally(model=model.name)
         self._proc: asyncio.subprocess.Process | None = None
         self._stop: tuple[StopReason, str] | None = None
         self._texts: list[str] = []
@@ -160,7 +160,7 @@ class ClaudeCodeRunner:
             "stream-json",
             "--verbose",
             "--model",
-            spec.model.name,
+            self.cfg.model.name,
             "--max-turns",
             str(spec.budget.max_turns),
             "--append-system-prompt",
@@ -172,7 +172,7 @@ class ClaudeCodeRunner:
             argv += ["--disallowedTools", *disallowed]
         if spec.budget.max_cost_per_run_usd is not None:
             argv += ["--max-budget-usd", spec.budget.max_cost_per_run_usd]
-        fallback = next((f for f in spec.model.fallbacks if f.provider is ProviderKind.ANTHROPIC), None)
+        fallback = next((f for f in self.cfg.model.fallbacks if f.provider is ProviderKind.ANTHROPIC), None)
         if fallback is not None:
             argv += ["--fallback-model", fallback.name]
         return argv
@@ -181,7 +181,7 @@ class ClaudeCodeRunner:
         env = tool_env(self.cfg.env)
         kind = ProviderKind.ANTHROPIC
         env[KEY_ENV[kind]] = self.cfg.env[KEY_ENV[kind]]
-        ref = self.cfg.spec.model
+        ref = self.cfg.model
         base = base_url_for(ref, self.cfg.env)
         if base:
             env[BASE_URL_ENV[kind]] = base
@@ -211,7 +211,7 @@ class ClaudeCodeRunner:
             agent=self.cfg.agent,
             namespace=self.cfg.namespace,
             runtime=spec.runtime.value,
-            providers=[f"anthropic/{spec.model.name}"],
+            providers=[f"anthropic/{self.cfg.model.name}"],
             tools=[t.value for t in spec.tools],
             deadlineSeconds=self.cfg.deadline_seconds,
             budget=spec.budget.wire(),

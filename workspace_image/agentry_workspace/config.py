@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentry_common import constants as c
-from agentry_common.models import AgentSpec
+from agentry_common.models import DEFAULT_MODEL_ENV, AgentSpec, ModelSpec, parse_model
 
 from .state import ResumeRequest, RunState
 
@@ -94,6 +94,20 @@ class RunConfig:
     resume: ResumeRequest | None = None
     # The deadline counts from here (config load, at process start), not from the first model call.
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def model(self) -> ModelSpec:
+        """spec.model; for a spec without one (a local run: in a cluster the operator fills in the
+        installation's default), AGENTRY_DEFAULT_MODEL."""
+        if self.spec.model is not None:
+            return self.spec.model
+        default = self.env.get(DEFAULT_MODEL_ENV, "").strip()
+        if not default:
+            raise ConfigError(f"spec.model is not set: set it, or {DEFAULT_MODEL_ENV} (provider/name)")
+        try:
+            return parse_model(default)
+        except ValueError as exc:
+            raise ConfigError(f"{DEFAULT_MODEL_ENV}: {exc}") from None
 
     def remaining_seconds(self) -> float:
         return max(0.0, self.deadline_seconds - (time.monotonic() - self.started))

@@ -73,7 +73,7 @@ class Runner:
         if providers is None:
             try:
                 providers = build_chain_providers(
-                    cfg.spec.model,
+                    cfg.model,
                     cfg.env,
                     timeout=s.llm_timeout_seconds,
                     headers={"x-agentry-correlation-id": cfg.correlation_id},

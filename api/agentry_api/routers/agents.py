@@ -17,7 +17,7 @@ AGENT_EXAMPLE = {
     "spec": {
         "description": "Summarises the week's stock news",
         "instructions": "Every Monday, summarise last week's stock news in five bullet points.",
-        "model": {"provider": "anthropic", "name": "claude-sonnet-4-5"},
+        "model": {"provider": "anthropic", "name": "claude-sonnet-4-6"},
         "tools": ["http"],
         "schedule": {"cron": "0 8 * * 1", "timeZone": "Asia/Seoul"},
         "budget": {"maxTurns": 20, "maxCostPerRunUSD": "1.00"},

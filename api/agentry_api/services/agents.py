@@ -93,9 +93,11 @@ class AgentService:
                     ["body", "spec", "secrets", i, "secretManager"],
                     "Secret Manager references can only be set with kubectl by an administrator",
                 )
-        models = [("model", spec.model.base_url)] + [
-            (f"fallbacks.{i}", f.base_url) for i, f in enumerate(spec.model.fallbacks)
-        ]
+        models: list[tuple[str, str | None]] = []
+        if spec.model is not None:  # None: the installation's default model (no endpoint of the user's)
+            models = [("model", spec.model.base_url)] + [
+                (f"fallbacks.{i}", f.base_url) for i, f in enumerate(spec.model.fallbacks)
+            ]
         for where, url in models:
             if url is not None and url not in self.settings.allowed_base_urls:
                 loc: list[str | int] = ["body", "spec", "model"]

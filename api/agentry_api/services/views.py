@@ -59,6 +59,7 @@ def agent_status_view(cr: Doc) -> Doc:
         "reason": ready.get("reason") if ready else None,
         "message": ready.get("message") if ready else None,
         "nextRunTime": status.get("nextRunTime"),
+        "model": status.get("model"),
         "lastExecution": status.get("lastExecution"),
         "totals": status.get("totals"),
     }

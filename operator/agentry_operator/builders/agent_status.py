@@ -7,27 +7,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentry_common.models import AgentSpec, Phase, ScheduleBackend
+from agentry_common.models import AgentSpec, ModelSpec, Phase, ScheduleBackend
 
 from ..schedule import cron_error, timezone_error
+from .model import NO_MODEL
 
 SUCCESS_LIKE = {Phase.SUCCEEDED, Phase.SKIPPED}
 FAILURE_LIKE = {Phase.FAILED, Phase.CANCELLED}
 ARCHIVE_NAMES = 200
 
 
-def spec_errors(spec: dict[str, Any], gateway_url: str | None = None) -> list[str]:
+def spec_errors(
+    spec: dict[str, Any], gateway_url: str | None = None, default_model: ModelSpec | None = None
+) -> list[str]:
     """What the CRD schema and CEL cannot check (cron syntax, IANA zone), plus the model itself.
 
-    With the LLM gateway on (`gateway_url`), a model base URL pointing elsewhere is refused: the run
-    would reach a model around the budgets (or send its token to another host).
+    An Agent without spec.model needs the installation's default model (`default_model`). With the LLM
+    gateway on (`gateway_url`), a model base URL pointing elsewhere is refused: the run would reach a
+    model around the budgets (or send its token to another host).
     """
     try:
         model = AgentSpec.model_validate(spec)
     except ValidationError as exc:
         return [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     errors = []
-    if gateway_url:
+    if model.model is None and default_model is None:
+        errors.append(NO_MODEL)
+    if gateway_url and model.model is not None:
         gateway = gateway_url.rstrip("/")
         refs = [("spec.model.baseURL", model.model.base_url)]
         refs += [

@@ -12,6 +12,7 @@ from agentry_common.models import Phase, SecretSpec, Trigger
 
 from ..conditions import get_condition, set_condition
 from ..config import OperatorConfig
+from .model import effective_model
 
 # Variables the model SDKs and the runtime read a provider key from. A governed run gets the run token
 # in the first and third; an Agent's spec.secrets entries for any of them stay out of the pod.
@@ -74,7 +75,7 @@ def admission_request(
         "agent": agent["metadata"]["name"],
         "execution": meta["name"],
         "priority": priority_of(execution, agent),
-        "model": ((agent.get("spec") or {}).get("model") or {}).get("name"),
+        "model": (effective_model(agent.get("spec") or {}, config.default_model_spec) or {}).get("name"),
         "maxWaitSeconds": max_wait_seconds(execution, agent, config, now),
     }
     user = owner_of(agent)

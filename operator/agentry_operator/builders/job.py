@@ -12,6 +12,7 @@ from agentry_common.naming import job_name
 
 from ..config import OperatorConfig
 from .governance import governed_secrets, token_env
+from .model import with_effective_model
 
 CONTAINER = "agent"
 DEADLINE_GRACE_SECONDS = 30
@@ -163,9 +164,11 @@ def build_job(
 
     With the gateway on (`config.governed`), `token_secret` names the Secret holding this Job's run
     token (builders/governance.py): it becomes both provider keys, and no provider key of the Agent's
-    spec.secrets is put into the pod.
+    spec.secrets is put into the pod. An Agent without spec.model runs on the installation's default
+    model, written into the run's agent.json like an explicit one (builders/model.py).
     """
     meta = execution["metadata"]
+    agent = with_effective_model(agent, config.default_model_spec)
     spec = AgentSpec.model_validate(agent["spec"])
     name = name or job_name(meta["name"], meta["uid"])
     labels = child_labels(agent["metadata"]["name"], meta["name"], execution["spec"].get("trigger", "Manual"))

@@ -14,6 +14,7 @@ from .. import kube
 from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configured, uses_cloud_scheduler
 from ..builders.agent_status import ARCHIVE_NAMES, archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
+from ..builders.model import model_label
 from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import next_run, rfc3339
@@ -34,7 +35,8 @@ async def reconcile_agent(
     meta, spec = body["metadata"], body["spec"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     status = body.get("status") or {}
-    errors = spec_errors(spec, config.gateway_url)
+    default_model = config.default_model_spec
+    errors = spec_errors(spec, config.gateway_url, default_model)
     if errors:
         message = "; ".join(errors)
         logger.warning("agent %s is invalid: %s", name, message)
@@ -49,6 +51,7 @@ async def reconcile_agent(
                     status.get("conditions"), "Ready", False, "InvalidSpec", message, generation
                 ),
                 "nextRunTime": None,
+                "model": None,
             },
         )
         return
@@ -81,6 +84,7 @@ async def reconcile_agent(
             ),
             "nextRunTime": next_time,
             "scheduleRef": schedule_ref,
+            "model": model_label(spec, default_model),
         },
     )
     state.dirty_agents.add((namespace, name))

@@ -59,7 +59,7 @@ def test_deadline_defaults_to_the_spec_timeout(tmp_path: Path) -> None:
     [
         (None, {}, "agent definition not found"),
         ("{not json", {}, "not valid JSON"),
-        ({"spec": {"instructions": "x"}}, {}, "spec.model: Field required"),
+        ({"spec": {"instructions": "x", "model": {}}}, {}, "spec.model.name: Field required"),
         ({"spec": {**SPEC, "tools": ["shell", "shell"]}}, {}, "tools must not repeat"),
         ({"spec": SPEC}, {"AGENTRY_DEADLINE_SECONDS": "soon"}, "AGENTRY_DEADLINE_SECONDS"),
         ({"spec": SPEC}, {"AGENTRY_RETRY_ATTEMPTS": "0"}, "AGENTRY_RETRY_ATTEMPTS"),
@@ -74,6 +74,19 @@ def test_config_errors_name_what_is_wrong(
         (Path(env["AGENTRY_CONFIG_DIR"]) / "agent.json").unlink()
     with pytest.raises(ConfigError, match=message):
         load_pod_config({**env, **env_extra})
+
+
+def test_a_spec_without_model_takes_agentry_default_model(tmp_path: Path) -> None:
+    """In a cluster the operator writes the default into agent.json; a local run may name one."""
+    env = mount(tmp_path, {"spec": {"instructions": "x"}})
+    cfg = load_pod_config({**env, "AGENTRY_DEFAULT_MODEL": "openai/gpt-4.1-mini"})
+    assert cfg.spec.model is None and (cfg.model.provider.value, cfg.model.name) == ("openai", "gpt-4.1-mini")
+    with pytest.raises(ConfigError, match=r"spec\.model is not set"):
+        _ = load_pod_config(env).model
+    with pytest.raises(ConfigError, match=r"AGENTRY_DEFAULT_MODEL: .*unknown provider"):
+        _ = load_pod_config({**env, "AGENTRY_DEFAULT_MODEL": "acme/x"}).model
+    explicit = load_pod_config({**mount(tmp_path, {"spec": SPEC}), "AGENTRY_DEFAULT_MODEL": "openai/gpt-5"})
+    assert explicit.model.name == "claude-haiku-4-5"
 
 
 def test_pod_main_reports_a_config_error_on_stdout_and_in_the_result(

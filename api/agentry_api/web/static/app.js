@@ -106,6 +106,8 @@ function renderAgentDetail(agent) {
   $("#agent-sync").className = `pill sync-${agent.sync.state}`;
   $("#agent-sync-message").textContent = agent.sync.message || "";
   $("#agent-next").textContent = agent.status.nextRunTime || "—";
+  $("#agent-model").textContent = agent.status.model || "—";
+  $("#agent-model-source").textContent = agent.spec.model ? "" : "(installation default)";
 }
 
 function renderExecutionDetail(e) {
@@ -253,10 +255,12 @@ function formSpec(form) {
   const spec = {
     description: f.get("description") || "",
     instructions: f.get("instructions") || "",
-    model: { name: f.get("model") || "claude-sonnet-4-5" },
     tools: f.getAll("tools"),
     budget: { maxTurns: Number(f.get("maxTurns") || 30) },
   };
+  // An empty model field: the installation's default model (the operator's operator.defaultModel).
+  const model = String(f.get("model") || "").trim();
+  if (model) spec.model = { name: model };
   const hosts = String(f.get("allowedHosts") || "").split(",").map((s) => s.trim()).filter(Boolean);
   if (hosts.length) spec.http = { allowedHosts: hosts };
   if (f.get("maxCostPerRunUSD")) spec.budget.maxCostPerRunUSD = String(f.get("maxCostPerRunUSD"));
