@@ -202,6 +202,9 @@ class Stack:
         _say("stopped every process")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -211,7 +214,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _detach(args)
     # Explicitly, for every stop signal: started in the background of a non-interactive shell (CI,
     # `nohup make dev &`), SIGINT is inherited as ignored and Python installs no handler of its own.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupt)
     stack = Stack(args.workdir, args.api_port, args.apiserver_port, args.firestore_port, args.project)
     code = 0
@@ -225,7 +228,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         code = 1
     finally:
         # A second Ctrl-C must not leave half the stack running.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         stack.down()
     return code

@@ -296,29 +296,30 @@ def _rmdir_tree(path: Path) -> None:
         path.rmdir()
 
 
-def _cgroup_pids(root: Path) -> list[int]:
-    """Every process in a cgroup tree (v1 hierarchy or v2), from each directory's cgroup.procs."""
-    pids: list[int] = []
-    if not root.is_dir():
-        return pids
-    for procs in root.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError, ValueError):
-            pids.extend(int(p) for p in procs.read_text().split())
-    return pids
+def _our_cgroups() -> list[Path]:
+    """The node's cgroup trees: `/agentry` in every v1 hierarchy, and at the v2 root."""
+    base = Path("/sys/fs/cgroup")
+    return [base / CGROUP_ROOT, *(h / CGROUP_ROOT for h in base.glob("*"))]
+
+
+def _pod_pids() -> set[int]:
+    """Every process in the node's cgroups, from each directory's cgroup.procs."""
+    pids: set[int] = set()
+    for root in _our_cgroups():
+        if not root.is_dir():
+            continue
+        for procs in root.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in procs.read_text().split())
+    return pids - {os.getpid()}
 
 
 def kill_pod_processes() -> int:
     """SIGKILL what still runs in the node's cgroups (`/agentry`): pods whose kubelet and shims are
     gone (a killed `up`, a session that ended) keep running, reparented to PID 1, until this."""
-    roots = [h / CGROUP_ROOT for h in Path("/sys/fs/cgroup").glob("*")] + [
-        Path("/sys/fs/cgroup") / CGROUP_ROOT
-    ]
     killed: set[int] = set()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pids = {p for root in roots for p in _cgroup_pids(root)} - {os.getpid()}
-        if not pids:
-            break
+    while (pids := _pod_pids()) and time.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -359,12 +360,7 @@ def leftovers() -> list[str]:
         found.append(f"{len(_our_shims())} containerd shim process(es)")
     if _our_mounts():
         found.append(f"{len(_our_mounts())} mount(s) under {NODE_ROOT} or {NODE_RUN}")
-    cgroups = [
-        Path("/sys/fs/cgroup") / CGROUP_ROOT,
-        *(h / CGROUP_ROOT for h in Path("/sys/fs/cgroup").glob("*")),
-    ]
-    pods = {p for root in cgroups for p in _cgroup_pids(root)}
-    if pods:
+    if pods := _pod_pids():
         found.append(f"{len(pods)} pod process(es) in cgroup /{CGROUP_ROOT}")
     if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         found.append(f"interface {BRIDGE}")
@@ -411,9 +407,8 @@ def cleanup() -> list[str]:
     # kube-proxy's and the kubelet's chains (what `kube-proxy --cleanup` removes), ours, CNI's.
     for binary in ("iptables", "ip6tables"):
         _remove_chains(binary, (CHAIN_PREFIX, "KUBE-", "CNI-"))
-    for hierarchy in Path("/sys/fs/cgroup").glob("*"):
-        _rmdir_tree(hierarchy / CGROUP_ROOT)
-    _rmdir_tree(Path("/sys/fs/cgroup") / CGROUP_ROOT)
+    for tree in _our_cgroups():
+        _rmdir_tree(tree)
     return done
 
 
