@@ -13,9 +13,9 @@ help: ## Show this help
 
 .PHONY: install
 install: .venv/.installed ## Install Python dependencies from the lock file into .venv (uses uv)
-.venv/.installed: pyproject.toml uv.lock
+.venv/.installed: pyproject.toml */pyproject.toml uv.lock
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
-	uv sync --frozen --all-extras --python python3.11
+	uv sync --frozen --all-packages --python python3.11
 	@touch $@
 
 .PHONY: system-deps
@@ -42,19 +42,19 @@ images: ## Build every image the local cluster runs (workspace, operator, API, g
 
 .PHONY: dev
 dev: install ## Bring the platform up in a local single-node cluster (needs root); Ctrl-C stops it
-	$(PY) -m agentry_devenv.cli up
+	$(PY) -m agentry_localcluster.cli up
 
 .PHONY: dev-status
 dev-status: install ## What the local cluster runs and whether it is healthy
-	$(PY) -m agentry_devenv.cli status
+	$(PY) -m agentry_localcluster.cli status
 
 .PHONY: dev-doctor
 dev-doctor: install ## `agentry doctor` against the running `make dev`: LLM channels, Firestore, API server, operator, API
-	$(PY) -m agentry_devenv.cli doctor
+	$(PY) -m agentry_localcluster.cli doctor
 
 .PHONY: dev-down
 dev-down: install ## Stop a running (or detached, or killed) `make dev` and remove what it left on the host
-	$(PY) -m agentry_devenv.cli down
+	$(PY) -m agentry_localcluster.cli down
 
 .PHONY: lint
 lint: install ## ruff + mypy --strict
@@ -67,7 +67,7 @@ timed = t=$$(date +%s); $(2); rc=$$?; echo "[make test] $(1): $$(( $$(date +%s) 
 
 .PHONY: prepare
 prepare: install system-deps ## One-time builds every tier needs (Kubernetes + node binaries, helm, images); cached, progress shown
-	@$(call timed,one-time builds,$(PY) -m agentry_devenv.prepare)
+	@$(call timed,one-time builds,$(PY) -m agentry_localcluster.prepare)
 
 .PHONY: test
 test: install system-deps ## All test tiers: lint, one-time builds, unit, integration, e2e (starts every server it needs)
@@ -111,8 +111,8 @@ bench-gateway: install ## Gateway overhead per call (p50/p99) as a ratio to call
 
 .PHONY: doctor
 doctor: install ## Check every channel (providers through the gateway, Firestore, API server, operator)
-	$(PY) -m agentry_gateway.doctor
+	$(PY) -m agentry_cli.doctor
 
 .PHONY: crd-docs
 crd-docs: install ## Regenerate docs/crd-reference.md from manifests/crds
-	$(PY) -m agentry_devenv.crddoc > docs/crd-reference.md
+	$(PY) -m agentry_testing.crddoc > docs/crd-reference.md

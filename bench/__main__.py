@@ -27,8 +27,8 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
-from agentry_devenv.kube import REPO, ControlPlane
-from agentry_devenv.procs import Proc, start_with_ports
+from agentry_localcluster.kube import REPO, ControlPlane
+from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.kube import Execution
 
 

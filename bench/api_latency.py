@@ -27,8 +27,8 @@ import httpx
 import psutil
 from google.cloud.firestore import AsyncClient
 
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.procs import Proc
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.procs import Proc
 
 KUBECONFIG = """apiVersion: v1
 kind: Config

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -31,10 +30,9 @@ import httpx
 
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, mint_run_token
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.kube import REPO
-from agentry_devenv.procs import Proc
-from agentry_workspace.providers import ChatRequest, Message, Provider, TextBlock, build_provider
+from agentry_llm import ChatRequest, Message, Provider, TextBlock, build_provider
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.procs import Proc
 
 MODEL = "claude-sonnet-4-6"
 KEY = "b" * 40
@@ -82,15 +80,11 @@ def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[st
     }
     config_file = work / f"{name}.json"  # YAML is a superset of JSON
     config_file.write_text(json.dumps(config))
-    pythonpath = os.pathsep.join(
-        str(REPO / d) for d in ("gateway", "common", "workspace_image", "devenv", "operator", "api")
-    )
     proc = Proc(
         f"gateway-{name}",
         [sys.executable, "-m", "agentry_gateway"],
         work / f"{name}.log",
         env={
-            "PYTHONPATH": pythonpath,
             "AGENTRY_GATEWAY_PORT": "0",  # it binds port 0 and logs the port it got
             "AGENTRY_GATEWAY_HOST": "127.0.0.1",
             "AGENTRY_GATEWAY_CONFIG_FILE": str(config_file),
@@ -152,14 +146,13 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "agentry_devenv.scripted_llm",
+            "agentry_testing.scripted_llm",
             "--port",
             "0",  # it binds port 0 and prints the port it got
             "--script",
             str(script),
         ],
         work / "llm.log",
-        env={"PYTHONPATH": os.pathsep.join(str(REPO / d) for d in ("devenv", "common"))},
     ).start()
     procs: list[Proc] = [llm]
     emulator: FirestoreEmulator | None = None

@@ -8,8 +8,8 @@
 #    local Debian bookworm made with debootstrap from the mirror this machine's apt uses, with
 #    python3, python3-venv, nodejs and ca-certificates, imported as $BASE_TAG (cached).
 # 3. context: the runtime sources, Python wheels fetched on the host for the image's Python
-#    (pip download --only-binary, runtime packages pinned to the project's venv, the rest
-#    constrained by uv.lock), and @anthropic-ai/claude-code installed on the host with npm.
+#    (pip download --only-binary: the agentry-workspace member's locked dependencies, and the data
+#    tools constrained by uv.lock), and @anthropic-ai/claude-code installed on the host with npm.
 # 4. docker build (classic builder; offline with the local base), then print the image size.
 #
 # Usage: hack/build-workspace-image.sh
@@ -29,9 +29,8 @@ CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.197}"
 source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
-# Runtime dependencies of agentry_workspace + agentry_common (google-cloud-secret-manager: spec.secrets[]
-# .secretManager, resolved at run start), and the data tools agents use.
-RUNTIME_PACKAGES=(anthropic openai pydantic pybreaker tenacity httpx pyyaml google-cloud-secret-manager)
+# The runtime's dependencies are the locked ones of the agentry-workspace member (uv export --package);
+# these are the data tools agents use, resolved within the lock's versions where it has them.
 DATA_PACKAGES=(pandas numpy requests beautifulsoup4 matplotlib)
 
 START=$(date +%s)
@@ -138,27 +137,23 @@ stage_context() {
   local ctx="$1"
   mkdir -p "$ctx/app" "$CACHE/wheels"
   cp "$REPO/workspace_image/Dockerfile" "$ctx/"
-  for pkg in common/agentry_common workspace_image/agentry_workspace; do
-    cp -r "$REPO/$pkg" "$ctx/app/"
+  # The agentry-workspace member and the members it depends on (the `-e ./dir` lines of its export),
+  # then exactly its locked dependencies; the whole lock constrains the data tools.
+  local export dir
+  export=$(cd "$REPO" && uv export --frozen --no-hashes --no-header --no-dev --quiet \
+    --package agentry-workspace) || die "uv export --package agentry-workspace failed"
+  for dir in $(printf '%s\n' "$export" | sed -n 's|^-e \./||p'); do
+    cp -r "$(dirname "$(ls "$REPO/$dir"/agentry_*/__init__.py)")" "$ctx/app/"
   done
   find "$ctx/app" -name __pycache__ -type d -prune -exec rm -rf {} +
-
-  # Runtime packages pinned to the versions the project tests with; the lock constrains the rest.
-  local venv_py="$REPO/.venv/bin/python"
-  [ -x "$venv_py" ] || die "run 'make install' first ($venv_py missing)"
-  "$venv_py" - "${RUNTIME_PACKAGES[@]}" >"$ctx/requirements.txt" <<'PY'
-import importlib.metadata as md
-import sys
-for name in sys.argv[1:]:
-    print(f"{name}=={md.version(name)}")
-PY
+  printf '%s\n' "$export" | grep -v '^-e ' >"$ctx/requirements.txt"
   printf '%s\n' "${DATA_PACKAGES[@]}" >>"$ctx/requirements.txt"
-  (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-project --all-extras \
+  (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-workspace --all-packages \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
   # Wheels for the image's Python (Debian bookworm has 3.11.2), resolved on the host: pip must
   # not pick a release that needs a newer 3.11 than the host's, hence --python-version.
   local pip_target=(--only-binary=:all: --python-version "$TARGET_PYTHON" --disable-pip-version-check)
-  log "fetching wheels for Python $TARGET_PYTHON: $(tr '\n' ' ' <"$ctx/requirements.txt")"
+  log "fetching wheels for Python $TARGET_PYTHON: $(grep -c '==' "$ctx/requirements.txt") locked distributions and ${DATA_PACKAGES[*]}"
   "$PYTHON" -m pip download --quiet "${pip_target[@]}" -d "$CACHE/wheels" \
     -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
     || die "pip download failed"

@@ -7,7 +7,7 @@
 #
 # Usage: hack/provision-kube.sh [component ...]
 #   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd helm
-#               crictl coredns pause   (the last three are for the local node, devenv/agentry_devenv/node.py)
+#               crictl coredns pause   (the last three are for the local node, devenv/agentry_localcluster/node.py)
 #   (default: kube-apiserver kube-controller-manager etcd helm)
 # Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh),
 #        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from agentry_devenv.prepare import prepare
-from agentry_devenv.procs import ServerError
+from agentry_localcluster.prepare import prepare
+from agentry_localcluster.procs import ServerError
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -32,6 +32,7 @@ WORKSPACE_CONFIG_DIR: Final = "/etc/agentry"
 AGENT_FILE: Final = "agent.json"
 INPUT_FILE: Final = "input.txt"
 RESULT_FILE: Final = "/dev/termination-log"
+RESUME_FILE: Final = "resume.json"  # in WORKSPACE_CONFIG_DIR when a paused run resumes
 WORKSPACE_DIR: Final = "/workspace"
 ENV_CORRELATION_ID: Final = "AGENTRY_CORRELATION_ID"
 ENV_EXECUTION: Final = "AGENTRY_EXECUTION"

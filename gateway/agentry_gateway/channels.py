@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentry_common.models import ModelRef
-from agentry_workspace.providers import BreakerRegistry, Provider, build_provider
-from agentry_workspace.providers.factory import KEY_ENV
+from agentry_llm import BreakerRegistry, Provider, build_provider
+from agentry_llm.factory import KEY_ENV
 
 from .config import ChannelConfig, GatewayConfig
 from .routing import Hop

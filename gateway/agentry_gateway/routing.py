@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentry_common.models import Provider as Protocol
-from agentry_workspace.providers import ChatRequest
+from agentry_llm import ChatRequest
 
 from .config import ChannelConfig, GatewayConfig
 

@@ -34,7 +34,7 @@ from agentry_common.budgets import (
 )
 from agentry_common.models import Provider as Protocol
 from agentry_common.tokens import Claims, InvalidToken, Keyring, verify
-from agentry_workspace.providers import (
+from agentry_llm import (
     BreakerRegistry,
     ChatRequest,
     ChatResponse,
@@ -45,7 +45,7 @@ from agentry_workspace.providers import (
     RetryPolicy,
     TextBlock,
 )
-from agentry_workspace.providers.base import Provider, TextCallback
+from agentry_llm.base import Provider, TextCallback
 
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .config import GatewayConfig, Settings

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agentry_devenv import node as n
-from agentry_devenv.cli import READY_LINE
-from agentry_devenv.cluster import lock_holder, pid_alive
-from agentry_devenv.procs import port_in_use, quiet_port
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_localcluster import node as n
+from agentry_localcluster.cli import READY_LINE
+from agentry_localcluster.cluster import lock_holder, pid_alive
+from agentry_localcluster.procs import port_in_use, quiet_port
+from agentry_testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def _env() -> dict[str, str]:
 
 def _cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentry_devenv.cli", *args],
+        [sys.executable, "-m", "agentry_localcluster.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -104,7 +104,7 @@ def _processes_mentioning(*needles: str) -> list[str]:
 
 def _assert_nothing_left(workdir: Path, ports: tuple[int, ...]) -> None:
     assert n.leftovers() == [], n.leftovers()
-    left = _processes_mentioning(str(workdir), str(n.containerd_socket()), "agentry_devenv.relay")
+    left = _processes_mentioning(str(workdir), str(n.containerd_socket()), "agentry_localcluster.relay")
     assert left == [], "processes still running:\n" + "\n".join(left)
     for port in ports:
         assert not port_in_use(port, "0.0.0.0"), f"port {port} still in use"
@@ -141,7 +141,7 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
     log = tmp_path / "out.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentry_devenv.cli", *_up_args(workdir, api, apiserver, firestore)],
+            [sys.executable, "-m", "agentry_localcluster.cli", *_up_args(workdir, api, apiserver, firestore)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

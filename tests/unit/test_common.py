@@ -129,7 +129,7 @@ def test_phase_terminality() -> None:
 
 
 def test_crd_reference_doc_is_current() -> None:
-    from agentry_devenv.crddoc import render
+    from agentry_testing.crddoc import render
 
     doc = (CRDS.parents[1] / "docs" / "crd-reference.md").read_text()
     assert doc == render(), "docs/crd-reference.md is stale: run `make crd-docs`"

@@ -11,7 +11,7 @@ from anthropic.resources.messages.messages import DEPRECATED_MODELS
 from agentry_api.settings import Settings
 from agentry_common import pricing
 from agentry_common.models import DEFAULT_MODEL, AgentSpec, Provider, parse_model
-from agentry_devenv.kube import REPO
+from agentry_localcluster.kube import REPO
 
 pytestmark = pytest.mark.unit
 

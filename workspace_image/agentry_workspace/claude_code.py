@@ -31,11 +31,11 @@ from agentry_common import pricing
 from agentry_common.models import Provider as ProviderKind
 from agentry_common.models import Tool as ToolName
 from agentry_common.models import usd
+from agentry_llm.factory import BASE_URL_ENV, KEY_ENV, base_url_for
 
 from .config import ConfigError, RunConfig
 from .events import EventSink
 from .outcome import Outcome, StopReason
-from .providers.factory import BASE_URL_ENV, KEY_ENV, base_url_for
 from .runner import EMPTY_INPUT_PROMPT, TEXT_IN_EVENTS, tool_env
 from .tools.base import one_line
 from .tools.netpolicy import Refused, parse_entry

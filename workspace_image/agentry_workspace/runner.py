@@ -10,12 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from agentry_common.models import usd
-
-from .config import FULL_RESULT_FILE, STATE_FILE, ConfigError, RunConfig
-from .events import SECRET_ENV, EventSink
-from .outcome import Outcome, StopReason
-from .policy import Verdict, assess_call
-from .providers import (
+from agentry_llm import (
     BreakerRegistry,
     ChatRequest,
     Message,
@@ -30,6 +25,11 @@ from .providers import (
     ToolUseBlock,
     build_chain_providers,
 )
+
+from .config import FULL_RESULT_FILE, STATE_FILE, ConfigError, RunConfig
+from .events import SECRET_ENV, EventSink
+from .outcome import Outcome, StopReason
+from .policy import Verdict, assess_call
 from .state import PendingApproval, RunState, approval_id
 from .tools import ToolContext, ToolInputError, enabled_tools
 from .tools.base import one_line

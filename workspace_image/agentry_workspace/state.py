@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from agentry_common.models import Risk
-
-from .providers.types import Message, ToolResultBlock, ToolUseBlock
+from agentry_llm.types import Message, ToolResultBlock, ToolUseBlock
 
 STATE_VERSION = 1
 

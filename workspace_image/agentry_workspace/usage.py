@@ -7,8 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from agentry_common import pricing
-
-from .providers.types import TokenUsage
+from agentry_llm.types import TokenUsage
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agentry_workspace.providers import ChatRequest
+from agentry_llm import ChatRequest
 
 
 class WireError(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentry_workspace.providers import (
+from agentry_llm import (
     ChatRequest,
     ChatResponse,
     Message,
@@ -23,7 +23,7 @@ from agentry_workspace.providers import (
     ToolSpec,
     ToolUseBlock,
 )
-from agentry_workspace.providers.types import Block
+from agentry_llm.types import Block
 
 from . import Parsed, WireError
 

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any, Literal
 
-from agentry_workspace.providers import (
+from agentry_llm import (
     ChatRequest,
     ChatResponse,
     Message,
@@ -23,7 +23,7 @@ from agentry_workspace.providers import (
     ToolSpec,
     ToolUseBlock,
 )
-from agentry_workspace.providers.types import Block
+from agentry_llm.types import Block
 
 from . import Parsed, WireError
 

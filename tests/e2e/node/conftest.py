@@ -22,13 +22,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentry_devenv import node as n
-from agentry_devenv.cluster import Cluster
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.images import build_images
-from agentry_devenv.install import Install, Providers
-from agentry_devenv.procs import ServerError
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_localcluster import node as n
+from agentry_localcluster.cluster import Cluster
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.images import build_images
+from agentry_localcluster.install import Install, Providers
+from agentry_localcluster.procs import ServerError
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .stack import ANTHROPIC_KEY, NodeStack
 

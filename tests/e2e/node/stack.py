@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from agentry_devenv import node as n
-from agentry_devenv.cluster import Cluster
-from agentry_devenv.install import WORKLOADS_NS, Install
+from agentry_localcluster import node as n
+from agentry_localcluster.cluster import Cluster
+from agentry_localcluster.install import WORKLOADS_NS, Install
 
 ANTHROPIC_KEY = "sk-ant-e2e-node-0123456789abcdef"
 MODEL = "claude-sonnet-4-6"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from agentry_common.pricing import cost
-from agentry_devenv import node as n
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_localcluster import node as n
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .stack import ANTHROPIC_KEY, MODEL, NodeStack, agent_spec, api_get, unique
 

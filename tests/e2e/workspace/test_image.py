@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.workspace.harness import ANTHROPIC_KEY, base_spec
 
 pytestmark = pytest.mark.e2e

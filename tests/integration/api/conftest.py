@@ -9,7 +9,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Namespace
 
 from agentry_api.cluster import Agent, Execution
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess
 from tests.fixtures.servers import make_namespace

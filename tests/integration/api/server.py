@@ -19,8 +19,8 @@ from agentry_api.chat import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import Settings
-from agentry_devenv import procs
-from agentry_devenv.procs import quiet_socket
+from agentry_localcluster import procs
+from agentry_localcluster.procs import quiet_socket
 
 
 @dataclass

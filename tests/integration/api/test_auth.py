@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import firestore
 
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 
 from .oidc import AUDIENCE, ISSUER, Issuer, api_trusting_issuer
 from .server import ApiServer, api_settings

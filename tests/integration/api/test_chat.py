@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 
 from .server import ApiServer, api_settings, start_api
 

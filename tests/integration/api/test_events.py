@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from lightkube import Client
 
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, play_kubelet
 
 from .helpers import REPORT, SseReader, create_agent, pod_of, run, wait_api_phase

@@ -20,8 +20,8 @@ from lightkube import Client
 from agentry_api.cluster import Execution
 from agentry_common.budgets import nanos_to_usd
 from agentry_common.pricing import usd_string
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.ledger import CALLS
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.gateway.harness import (
     ANTHROPIC_KEY,
     OPENAI_KEY,

@@ -12,7 +12,7 @@ from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
 from agentry_api.cluster import Agent, Execution
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from agentry_api.settings import Settings
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 
 from .helpers import AGENT
 from .server import ApiServer, api_settings, start_api

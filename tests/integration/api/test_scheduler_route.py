@@ -16,7 +16,7 @@ from lightkube import Client
 from agentry_api.auth import owner_label
 from agentry_api.cluster import Agent, Execution
 from agentry_common.naming import scheduled_execution_name
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 
 from .helpers import create_agent
 from .oidc import Issuer, api_trusting_issuer

@@ -24,8 +24,8 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 
 from agentry_common.naming import token_secret_name
-from agentry_devenv.kube import REPO, ControlPlane
-from agentry_devenv.procs import Proc, start_with_ports
+from agentry_localcluster.kube import REPO, ControlPlane
+from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.builders.job import build_job
 from agentry_operator.config import OperatorConfig

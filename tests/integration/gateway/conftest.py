@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import ANTHROPIC_KEY, OPENAI_KEY
 

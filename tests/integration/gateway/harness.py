@@ -14,13 +14,11 @@ import uvicorn
 
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
-from agentry_devenv.procs import listening_socket
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.app import create_app
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import Ledger
 from agentry_gateway.service import Gateway
-from agentry_workspace.providers import (
+from agentry_llm import (
     BreakerRegistry,
     ChatRequest,
     ChatResponse,
@@ -30,7 +28,9 @@ from agentry_workspace.providers import (
     TextBlock,
     build_provider,
 )
-from agentry_workspace.providers.factory import KEY_ENV
+from agentry_llm.factory import KEY_ENV
+from agentry_localcluster.procs import listening_socket
+from agentry_testing.scripted_llm import ScriptedLLM
 
 T = TypeVar("T")
 KEYRING = Keyring.single("k" * 40, "test")

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from agentry_common.tokens import Keyring
-from agentry_devenv.scripted_llm import ScriptedLLM
-from agentry_workspace.providers import ProvidersFailed
+from agentry_llm import ProvidersFailed
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import (
     ANTHROPIC_KEY,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.service import MAX_BODY_BYTES
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import GatewayServer, config, post, run_token, settings
 

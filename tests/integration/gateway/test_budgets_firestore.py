@@ -16,10 +16,10 @@ from google.cloud import firestore
 
 from agentry_common.budgets import Amount, BudgetPolicy, Calendar, Decision, Thresholds
 from agentry_common.tokens import RunLimits
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import CALLS, COUNTERS, FirestoreLedger, Subjects
-from agentry_workspace.providers import ProvidersFailed
+from agentry_llm import ProvidersFailed
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import GatewayServer, chain, complete, config, post, run_token, settings, svc_token
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.procs import refused_port
-from agentry_devenv.scripted_llm import ScriptedLLM
-from agentry_gateway import doctor
+from agentry_cli import doctor
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.procs import refused_port
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import KEYRING, GatewayServer, config, settings
 

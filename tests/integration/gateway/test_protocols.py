@@ -9,9 +9,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.app import create_app
-from agentry_workspace.providers import ChatRequest, Message, TextBlock, ToolChoice
+from agentry_llm import ChatRequest, Message, TextBlock, ToolChoice
+from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import (
     ANTHROPIC_KEY,

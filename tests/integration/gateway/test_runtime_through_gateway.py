@@ -13,8 +13,8 @@ from google.cloud import firestore
 
 from agentry_common.budgets import Amount
 from agentry_common.pricing import cost
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.ledger import CALLS, Subjects
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.workspace.harness import base_spec, prepare, run_pod
 
 from .harness import ANTHROPIC_KEY, OPENAI_KEY, GatewayServer, config, run_token, sent_key, settings

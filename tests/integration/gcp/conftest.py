@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentry_devenv.gcp_fakes import GcpFakes
+from agentry_testing.gcp_fakes import GcpFakes
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 from google.cloud import scheduler_v1
 
-from agentry_devenv.gcp_fakes import GcpFakes
 from agentry_operator.backends import BackendError
 from agentry_operator.backends.cloudscheduler import CloudSchedulerBackend, CloudSchedulerSettings
 from agentry_operator.config import OperatorConfig
+from agentry_testing.gcp_fakes import GcpFakes
 
 pytestmark = pytest.mark.integration
 

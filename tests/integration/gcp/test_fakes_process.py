@@ -1,4 +1,4 @@
-"""`python -m agentry_devenv.gcp_fakes` as a process: preloaded secrets, both services, clean stop."""
+"""`python -m agentry_testing.gcp_fakes` as a process: preloaded secrets, both services, clean stop."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_fakes_as_a_process() -> None:
         [
             sys.executable,
             "-m",
-            "agentry_devenv.gcp_fakes",
+            "agentry_testing.gcp_fakes",
             "--port",
             "0",
             "--secret",

@@ -24,10 +24,10 @@ from lightkube.types import PatchType
 
 from agentry_common.constants import FINALIZER
 from agentry_common.naming import cronjob_name, job_name
-from agentry_devenv.gcp_fakes import GcpFakes
-from agentry_devenv.kube import ControlPlane
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
+from agentry_testing.gcp_fakes import GcpFakes
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client

@@ -16,8 +16,8 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 from google.cloud import secretmanager_v1
 
-from agentry_devenv.gcp_fakes import SECRET_SERVICE, GcpFakes
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_testing.gcp_fakes import SECRET_SERVICE, GcpFakes
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.workspace.harness import PodRun, base_spec, prepare, run_pod
 
 pytestmark = pytest.mark.integration

@@ -24,14 +24,14 @@ from lightkube.resources.batch_v1 import CronJob
 from lightkube.types import PatchType
 
 from agentry_common.naming import cronjob_name
-from agentry_devenv.gcp_fakes import GcpFakes
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator import kube
 from agentry_operator.backends.cloudscheduler import CloudSchedulerBackend, CloudSchedulerSettings
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.agent import delete_agent_schedule, reconcile_agent
 from agentry_operator.handlers.state import State
+from agentry_testing.gcp_fakes import GcpFakes
 from tests.fixtures.operator import own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
 

@@ -25,7 +25,7 @@ from lightkube.types import OnErrorAction, OnErrorResult
 
 from agentry_common import constants as c
 from agentry_common.naming import job_name
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator

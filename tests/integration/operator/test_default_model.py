@@ -15,7 +15,7 @@ from lightkube.resources.batch_v1 import Job
 
 from agentry_common.models import DEFAULT_MODEL, parse_model
 from agentry_common.naming import job_name
-from agentry_devenv.kube import ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from agentry_workspace.config import load_pod_config
 from tests.fixtures.helpers import eventually

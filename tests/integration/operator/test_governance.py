@@ -30,10 +30,10 @@ from lightkube.types import PatchType
 from agentry_common.budgets import Amount, Scope, counter_id
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
-from agentry_devenv.kube import ControlPlane
 from agentry_gateway.app import create_app
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator

@@ -25,11 +25,11 @@ from lightkube.types import PatchType
 
 from agentry_common.budgets import Amount, Counter, Scope, counter_id
 from agentry_common.naming import token_secret_name
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.kube import ControlPlane
-from agentry_devenv.scripted_llm import ScriptedLLM
 from agentry_gateway.ledger import CALLS, COUNTERS, FirestoreLedger, Subjects
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Execution
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client

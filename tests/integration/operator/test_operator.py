@@ -14,7 +14,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
 from agentry_common.naming import cronjob_name, job_name
-from agentry_devenv.kube import REPO, ControlPlane
+from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from agentry_common.models import ModelSpec
-from agentry_devenv.scripted_llm import ScriptedLLM
-from agentry_workspace.providers import (
+from agentry_llm import (
     BreakerRegistry,
     ChatRequest,
     Message,
@@ -19,6 +18,7 @@ from agentry_workspace.providers import (
     TextBlock,
     build_chain_providers,
 )
+from agentry_testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.integration
 

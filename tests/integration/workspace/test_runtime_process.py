@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from agentry_common.models import Usage
-from agentry_devenv.scripted_llm import ScriptedLLM
+from agentry_testing.scripted_llm import ScriptedLLM
 from agentry_workspace.state import approval_id
 
 from .harness import ANTHROPIC_KEY, OPENAI_KEY, PodRun, base_spec, prepare, run_pod, web_server

@@ -13,8 +13,7 @@ import httpx
 import openai
 import pytest
 
-from agentry_devenv.scripted_llm import ScriptedLLM
-from agentry_workspace.providers import (
+from agentry_llm import (
     ChatRequest,
     Message,
     ProviderError,
@@ -23,8 +22,9 @@ from agentry_workspace.providers import (
     ToolSpec,
     ToolUseBlock,
 )
-from agentry_workspace.providers.anthropic_provider import AnthropicProvider
-from agentry_workspace.providers.openai_provider import OpenAIProvider
+from agentry_llm.anthropic_provider import AnthropicProvider
+from agentry_llm.openai_provider import OpenAIProvider
+from agentry_testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ def test_scripted_llm_runs_as_a_process(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"text": "from the file"}]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentry_devenv.scripted_llm", "--port", "0", "--script", str(script)],
+        [sys.executable, "-m", "agentry_testing.scripted_llm", "--port", "0", "--script", str(script)],
         stdout=subprocess.PIPE,
         text=True,
     )

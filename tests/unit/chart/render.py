@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from agentry_devenv.kube import REPO, provision
+from agentry_localcluster.kube import REPO, provision
 
 CHART = REPO / "charts" / "agentry"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from agentry_common.models import DEFAULT_MODEL
-from agentry_devenv.install import Install, Providers
+from agentry_localcluster.install import Install, Providers
 from agentry_operator.config import OperatorConfig
 
 from .render import CHART, RenderError, env_of, one, render

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from agentry_devenv.kube import REPO
+from agentry_localcluster.kube import REPO
 
 from .render import find, helm, render
 

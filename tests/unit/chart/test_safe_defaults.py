@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from agentry_api.settings import Settings as ApiSettings
-from agentry_devenv.kube import REPO
 from agentry_gateway.channels import ChannelKeyMissing
 from agentry_gateway.config import GatewayConfig
+from agentry_localcluster.kube import REPO
 from agentry_operator.builders.job import build_job
 from agentry_operator.config import OperatorConfig
 

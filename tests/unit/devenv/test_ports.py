@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentry_devenv import firestore
-from agentry_devenv.firestore import FirestoreEmulator
-from agentry_devenv.procs import (
+from agentry_localcluster import firestore
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.procs import (
     PortInUse,
     Proc,
     ServerError,
@@ -88,7 +88,7 @@ def test_server_on_a_taken_port_starts_again_on_another(
     def port_picker(host: str = "0.0.0.0", exclude: tuple[int, ...] = ()) -> int:
         return next(offered, None) or real(host, exclude)
 
-    monkeypatch.setattr("agentry_devenv.procs.quiet_port", port_picker)
+    monkeypatch.setattr("agentry_localcluster.procs.quiet_port", port_picker)
     started: list[tuple[Proc, int]] = []
     port = start_with_ports("toy", 1, _launcher(tmp_path, started))
     try:
@@ -123,7 +123,7 @@ def test_retries_are_bounded_with_a_clear_error(
     tmp_path: Path, held: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = held.getsockname()[1]
-    monkeypatch.setattr("agentry_devenv.procs.quiet_port", lambda host="0.0.0.0", exclude=(): taken)
+    monkeypatch.setattr("agentry_localcluster.procs.quiet_port", lambda host="0.0.0.0", exclude=(): taken)
     started: list[tuple[Proc, int]] = []
     with pytest.raises(ServerError, match=r"toy: its ports were taken by other processes 3 times") as err:
         start_with_ports("toy", 1, _launcher(tmp_path, started), attempts=3)
@@ -151,8 +151,8 @@ def test_start_with_ports_gives_distinct_quiet_ports() -> None:
 
 
 def test_quiet_port_avoids_ports_registered_for_later(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agentry_devenv.procs._ephemeral_low", lambda: 20002)  # offers 20000, 20001
-    monkeypatch.setattr("agentry_devenv.procs._AVOID", set())
+    monkeypatch.setattr("agentry_localcluster.procs._ephemeral_low", lambda: 20002)  # offers 20000, 20001
+    monkeypatch.setattr("agentry_localcluster.procs._AVOID", set())
     held = [p for p in (20000, 20001) if port_in_use(p, "0.0.0.0")]
     if held:
         pytest.fail(f"ports {held} are in use on this machine: the test needs 20000 and 20001 free")

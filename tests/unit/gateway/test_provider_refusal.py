@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentry_workspace.providers import (
+from agentry_llm import (
     BreakerRegistry,
     ChatRequest,
     ChatResponse,
@@ -17,9 +17,9 @@ from agentry_workspace.providers import (
     TokenUsage,
     ToolChoice,
 )
-from agentry_workspace.providers.anthropic_provider import sampling as anthropic_sampling
-from agentry_workspace.providers.base import TextCallback
-from agentry_workspace.providers.openai_provider import sampling as openai_sampling
+from agentry_llm.anthropic_provider import sampling as anthropic_sampling
+from agentry_llm.base import TextCallback
+from agentry_llm.openai_provider import sampling as openai_sampling
 
 pytestmark = pytest.mark.unit
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from agentry_cli.doctor import Check, channel_hint, render
 from agentry_common.models import Provider as Protocol
 from agentry_gateway.config import GatewayConfig, config_from_env, load_config
-from agentry_gateway.doctor import Check, channel_hint, render
 from agentry_gateway.routing import Router, complexity
-from agentry_workspace.providers import ChatRequest, Message, TextBlock, ToolSpec
+from agentry_llm import ChatRequest, Message, TextBlock, ToolSpec
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 from agentry_gateway.wire import WireError
 from agentry_gateway.wire import anthropic as aw
 from agentry_gateway.wire import openai as ow
-from agentry_workspace.providers import (
+from agentry_llm import (
     ChatResponse,
     Message,
     TextBlock,

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentry_common.models import AgentSpec
-from agentry_workspace.config import RunConfig, build_config
-from agentry_workspace.providers import (
+from agentry_llm import (
     ChatRequest,
     ChatResponse,
     Message,
@@ -20,6 +19,7 @@ from agentry_workspace.providers import (
     TokenUsage,
     ToolUseBlock,
 )
+from agentry_workspace.config import RunConfig, build_config
 from agentry_workspace.state import ResumeRequest
 
 API_KEY = "sk-ant-test-0123456789abcdefghij"

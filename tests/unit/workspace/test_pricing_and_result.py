@@ -9,6 +9,7 @@ import pytest
 
 from agentry_common import pricing
 from agentry_common.models import Usage
+from agentry_llm import TokenUsage
 from agentry_workspace.outcome import (
     EXIT_CODES,
     RETRYABLE_EXIT_CODES,
@@ -17,7 +18,6 @@ from agentry_workspace.outcome import (
     StopReason,
     termination_message,
 )
-from agentry_workspace.providers import TokenUsage
 from agentry_workspace.usage import UsageTracker
 
 pytestmark = pytest.mark.unit

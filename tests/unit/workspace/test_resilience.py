@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentry_workspace.providers import (
+from agentry_llm import (
     AsyncBreaker,
     BreakerOpen,
     BreakerRegistry,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from agentry_llm import ToolResultBlock
 from agentry_workspace import app
 from agentry_workspace.config import ConfigError
 from agentry_workspace.events import RecordingSink
 from agentry_workspace.outcome import Outcome, StopReason
-from agentry_workspace.providers import ToolResultBlock
 from agentry_workspace.runner import Runner
 from agentry_workspace.state import Decision, ResumeRequest, RunState, approval_id
 

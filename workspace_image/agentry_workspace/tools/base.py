@@ -10,8 +10,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentry_common.models import Risk
-
-from ..providers.types import ToolSpec
+from agentry_llm.types import ToolSpec
 
 TRUNCATION_MARKER = "\n[... {n} bytes truncated ...]\n"
 

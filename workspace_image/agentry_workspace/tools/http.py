@@ -23,8 +23,8 @@ import httpx
 from pydantic import Field
 
 from agentry_common.models import Risk
+from agentry_llm.types import ToolSpec
 
-from ..providers.types import ToolSpec
 from .base import (
     Assessment,
     ToolArgs,

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import Field
 
 from agentry_common.models import Risk
+from agentry_llm.types import ToolSpec
 
-from ..providers.types import ToolSpec
 from .base import (
     TRUNCATION_MARKER,
     Assessment,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .kube import REPO
+REPO = Path(__file__).resolve().parents[2]  # a checkout: the CRDs live in manifests/, not in a package
 
 CRDS = REPO / "manifests" / "crds"
 

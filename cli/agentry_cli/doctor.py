@@ -1,6 +1,6 @@
 """`agentry doctor`: one command that checks every channel Agentry depends on.
 
-    python -m agentry_gateway.doctor [--gateway URL] [--operator-url URL] [--api-url URL]
+    python -m agentry_cli.doctor [--gateway URL] [--operator-url URL] [--api-url URL]
                                      [--project ID] [--kubeconfig FILE] [--json] [--skip NAME ...]
 
 Checks, each with its latency and, when red, what to do:

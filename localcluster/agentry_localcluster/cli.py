@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
+from agentry_cli import doctor
 from agentry_common.tokens import Keyring, mint_service_token
-from agentry_gateway import doctor
 
 from . import node as n
 from .cluster import (
@@ -132,7 +132,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "agentry_devenv.relay",
+                "agentry_localcluster.relay",
                 f"--listen=127.0.0.1:{self.api_port}",
                 f"--to={upstream}",
             ],
@@ -238,7 +238,7 @@ def _detach(args: argparse.Namespace) -> int:
     """Run `up` in its own session, follow its output until it is ready (or fails), then return."""
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = args.workdir / "up.log"
-    argv = [sys.executable, "-m", "agentry_devenv.cli", "up", f"--workdir={args.workdir}"]
+    argv = [sys.executable, "-m", "agentry_localcluster.cli", "up", f"--workdir={args.workdir}"]
     argv += [f"--api-port={args.api_port}", f"--apiserver-port={args.apiserver_port}"]
     argv += [f"--firestore-port={args.firestore_port}", f"--project={args.project}"]
     with log.open("w") as out:

@@ -9,7 +9,7 @@ next scripted response from one queue, whichever protocol asked; every request i
         ... ANTHROPIC_BASE_URL=llm.url, OPENAI_BASE_URL=llm.openai_url ...
         llm.requests[0].body["messages"]
 
-As a process: `python -m agentry_devenv.scripted_llm --port N --script file.json` (a JSON list of
+As a process: `python -m agentry_testing.scripted_llm --port N --script file.json` (a JSON list of
 items). Control endpoints for out-of-process use: POST /_script (append items), GET /_requests,
 POST /_reset.
 
@@ -527,7 +527,7 @@ class ScriptedLLM:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agentry_devenv.scripted_llm")
+    parser = argparse.ArgumentParser(prog="python -m agentry_testing.scripted_llm")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--script", type=Path, help="JSON file with a list of script items")

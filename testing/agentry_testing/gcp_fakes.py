@@ -13,7 +13,7 @@ insecure channel. State is in memory; every request is recorded for assertions.
         fakes.scheduler.jobs["projects/p/locations/l/jobs/j"].schedule
         [r.method for r in fakes.scheduler.requests]
 
-As a process (both services on one port): `python -m agentry_devenv.gcp_fakes --port N
+As a process (both services on one port): `python -m agentry_testing.gcp_fakes --port N
 [--secret projects/P/secrets/S=VALUE ...]`.
 
 Behaviour follows the services' documented contracts where Agentry depends on them: `latest` resolves
@@ -470,7 +470,7 @@ class GcpFakes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m agentry_devenv.gcp_fakes",
+        prog="python -m agentry_testing.gcp_fakes",
         description="Local Secret Manager and Cloud Scheduler (gRPC, insecure, in memory).",
     )
     parser.add_argument("--host", default="127.0.0.1")

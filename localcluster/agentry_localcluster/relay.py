@@ -1,4 +1,4 @@
-"""A TCP relay: `python -m agentry_devenv.relay --listen 127.0.0.1:8000 --to 10.96.12.34:80`.
+"""A TCP relay: `python -m agentry_localcluster.relay --listen 127.0.0.1:8000 --to 10.96.12.34:80`.
 
 `make dev` serves the in-cluster API and dashboard on localhost with it: the host reaches Service IPs
 through kube-proxy's rules, so the relay survives API pod restarts (unlike `kubectl port-forward`,
@@ -61,7 +61,7 @@ async def serve(listen: str, to: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m agentry_devenv.relay", description=__doc__.split("\n")[0]
+        prog="python -m agentry_localcluster.relay", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--listen", required=True, help="host:port to listen on (port 0: any, printed)")
     parser.add_argument("--to", required=True, help="host:port to connect to")

@@ -445,7 +445,7 @@ def run_processes(workdir: Path) -> dict[int, str]:
         line = " ".join(argv)
         if (
             f"{workdir}/" in line
-            or "agentry_devenv.relay" in line
+            or "agentry_localcluster.relay" in line
             or ("firestore" in line and f"--host={n.NODE_IP}" in argv)
         ):
             found[int(proc.name)] = Path(argv[0]).name

@@ -1,0 +1,1 @@
+"""The `agentry` command: one entry point with a subcommand per job (see main.py)."""

@@ -1,0 +1,7 @@
+"""`python -m agentry_cli` is `agentry`."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""What Agentry keeps in Firestore: the collection names, and the one record two components share.
+
+The API owns users, agents, runs, events, approvals and conversations; the LLM gateway owns the budget
+counters and writes one `llmCalls` document per call, which the API reads back (docs/governance.md).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class Collection(StrEnum):
+    USERS = "users"
+    TOKENS = "tokens"
+    AGENTS = "agents"
+    EXECUTIONS = "executions"
+    EVENTS = "events"
+    EVENT_KEYS = "eventKeys"
+    APPROVALS = "approvals"
+    CONVERSATIONS = "conversations"
+    LLM_CALLS = "llmCalls"  # written by the gateway, read by the API
+    BUDGET_COUNTERS = "budgetCounters"  # the gateway's
+
+
+class _Wire(BaseModel):
+    """camelCase on the wire and in Firestore, snake_case in Python; unknown fields kept (newer writers)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class Charged(_Wire):
+    tokens: int = 0
+    messages: int = 0
+    cost_usd: str = Field(default="0", alias="costUSD")
+    cost_nanos: int = 0
+
+
+class Estimate(_Wire):
+    tokens: int = 0
+    cost_nanos: int = 0
+
+
+class CallDecision(_Wire):
+    action: str = ""
+    zone: str = ""
+    reason: str = ""
+    model: str | None = None
+
+
+class LLMCallRecord(_Wire):
+    """One call through the gateway (`llmCalls/<id>`), written once when the call ends."""
+
+    id: str
+    ts: float
+    outcome: str
+    namespace: str = ""
+    execution: str = ""
+    execution_uid: str = ""
+    agent: str = ""
+    user: str = ""
+    priority: int = 5
+    correlation_id: str = ""
+    protocol: str = ""
+    stream: bool = False
+    requested_model: str | None = None
+    model: str | None = None
+    channel: str | None = None
+    priced: bool | None = None
+    fallbacks: int = 0
+    fallback_path: list[str] = Field(default_factory=list)
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    charged: Charged = Field(default_factory=Charged)
+    estimate: Estimate = Field(default_factory=Estimate)
+    latency_ms: float = 0.0
+    upstream_ms: float = 0.0
+    errors: list[str] = Field(default_factory=list)
+    decision: CallDecision = Field(default_factory=CallDecision)
+    route: dict[str, Any] | None = None
+    dropped: list[str] = Field(default_factory=list)
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")

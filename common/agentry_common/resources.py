@@ -1,0 +1,14 @@
+"""The Agent and Execution custom resources as lightkube classes (needs the `kube` extra).
+
+Defined once: `create_namespaced_resource` registers a class per group/version/kind, so the operator
+and the API must name the same one.
+"""
+
+from __future__ import annotations
+
+from lightkube.generic_resource import create_namespaced_resource
+
+from . import constants as c
+
+Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
+Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)

@@ -1,1 +1,0 @@
-"""agentry_devenv."""

@@ -1,0 +1,1 @@
+"""agentry_localcluster."""
