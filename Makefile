@@ -57,10 +57,12 @@ dev-down: install ## Stop a running (or detached, or killed) `make dev` and remo
 	$(PY) -m agentry_localcluster.cli down
 
 .PHONY: lint
-lint: install ## ruff + mypy --strict
+lint: install ## ruff, mypy --strict, the import contracts between components (lint-imports), the README layout table
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
+	$(PY) hack/layout.py --check
 
 # $(call timed,<what>,<command>): run it, then print how long it took and its exit code.
 timed = t=$$(date +%s); $(2); rc=$$?; echo "[make test] $(1): $$(( $$(date +%s) - t )) s (exit $$rc)"; exit $$rc
@@ -111,7 +113,7 @@ bench-gateway: install ## Gateway overhead per call (p50/p99) as a ratio to call
 
 .PHONY: doctor
 doctor: install ## Check every channel (providers through the gateway, Firestore, API server, operator)
-	$(PY) -m agentry_cli.doctor
+	.venv/bin/agentry doctor
 
 .PHONY: crd-docs
 crd-docs: install ## Regenerate docs/crd-reference.md from manifests/crds

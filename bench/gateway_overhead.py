@@ -30,7 +30,7 @@ import httpx
 
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, mint_run_token
-from agentry_llm import ChatRequest, Message, Provider, TextBlock, build_provider
+from agentry_llm import ChatProvider, ChatRequest, Message, TextBlock, build_provider
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import Proc
 
@@ -56,12 +56,12 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "mean": statistics.fmean(ordered) * 1000}
 
 
-def provider(base_url: str, key: str) -> Provider:
+def provider(base_url: str, key: str) -> ChatProvider:
     ref = ModelRef.model_validate({"provider": "anthropic", "name": MODEL, "baseURL": base_url})
     return build_provider(ref, {"ANTHROPIC_API_KEY": key}, timeout=30)
 
 
-async def one(p: Provider) -> float:
+async def one(p: ChatProvider) -> float:
     started = time.perf_counter()
     await p.complete(REQUEST, on_text=lambda _: None)
     return time.perf_counter() - started
@@ -118,7 +118,7 @@ def overhead_histogram(url: str) -> dict[str, float]:
     return {"p50<=": at(0.5), "p99<=": at(0.99), "calls": total}
 
 
-async def measure(paths: dict[str, Provider], calls: int, warmup: int) -> dict[str, list[float]]:
+async def measure(paths: dict[str, ChatProvider], calls: int, warmup: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for i in range(warmup + calls):
         for name, p in paths.items():
@@ -183,7 +183,7 @@ def main() -> None:
             agent="a",
             active_deadline_seconds=3600,
         )
-        paths: dict[str, Provider] = {"direct": provider(llm_url, "sk-ant-bench-0123456789")}
+        paths: dict[str, ChatProvider] = {"direct": provider(llm_url, "sk-ant-bench-0123456789")}
         for name, url in urls.items():
             paths[name] = provider(url, token)
 

@@ -1,7 +1,7 @@
 """The API's Kubernetes access: one lightkube AsyncClient, field manager `agentry-api`.
 
-The API does not import the operator (import boundary): it defines its own generic resources for the
-same CRDs (`create_namespaced_resource` returns the already registered class if there is one).
+The API does not import the operator (import boundary): both name the Agent and Execution resource
+classes of `agentry_common.resources`.
 Transport failures and 5xx answers become `ClusterUnavailable` (HTTP 503 with Retry-After); 4xx
 answers stay `ApiError` for the caller to translate.
 """
@@ -16,14 +16,12 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from agentry_common import constants as c
-
-Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
-Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)
+from agentry_common.models import Trigger
+from agentry_common.resources import Agent, Execution
 
 FIELD_MANAGER = "agentry-api"
 LABEL_OWNER = f"{c.GROUP}/owner"
@@ -135,7 +133,7 @@ class Cluster:
         correlation_id: str,
         owner: str,
         *,
-        trigger: str = "API",
+        trigger: Trigger = Trigger.API,
         scheduled_time: str | None = None,
     ) -> dict[str, Any]:
         spec: dict[str, Any] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, status
@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from .auth import SESSION_COOKIE, TOKEN_PREFIX, Sessions, User, hash_token, oidc_user_id, same_secret
 from .cluster import Cluster
+from .designer_llm import LLM
 from .oidc import InvalidToken, TokenVerifier
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
@@ -24,6 +25,7 @@ from .services.events import EventBus
 from .services.runs import RunService
 from .settings import Settings
 from .storage import Store
+from .watcher import Watcher
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 USER_CACHE_SECONDS = 30.0
@@ -40,10 +42,10 @@ class AppState:
     approvals: ApprovalService
     sessions: Sessions
     verifier: TokenVerifier | None
-    llm: Any
+    llm: LLM | None  # the agent designer's model; None: not configured (LLM_REQUIRED)
     scheduler_verifier: TokenVerifier | None = None  # Cloud Scheduler's ID tokens (routers/scheduler.py)
     sse_open: int = 0
-    watcher: Any = None
+    watcher: Watcher | None = None  # started by the lifespan unless settings.watch is off
     _users: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     async def user_kind(self, user_id: str) -> str | None:
@@ -66,23 +68,6 @@ def get_state(conn: HTTPConnection) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-
-
-def get_store(state: StateDep) -> Store:
-    return state.store
-
-
-def get_cluster(state: StateDep) -> Cluster:
-    return state.cluster
-
-
-def get_settings_dep(state: StateDep) -> Settings:
-    return state.settings
-
-
-StoreDep = Annotated[Store, Depends(get_store)]
-ClusterDep = Annotated[Cluster, Depends(get_cluster)]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def unauthorized(message: str) -> HTTPException:

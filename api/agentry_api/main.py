@@ -10,8 +10,8 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentry_common.body_limit import BodyLimit
 
 from .auth import Sessions
-from .chat import LLM, llm_from_settings
 from .cluster import Cluster, ClusterUnavailable, api_message
 from .deps import AppState
+from .designer_llm import LLM, ProviderLLM, llm_from_settings
 from .hosts import TrustedHosts
 from .metrics import LATENCY, REQUESTS
 from .oidc import JWKSVerifier, TokenVerifier
@@ -61,6 +61,24 @@ def session_secret(settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
+def user_verifier(settings: Settings, given: TokenVerifier | None) -> TokenVerifier | None:
+    """The OIDC verifier of users' bearer tokens: the one given (tests), else from the settings."""
+    if given is None and settings.oidc_issuer and settings.oidc_jwks_url:
+        return JWKSVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+    return given
+
+
+def scheduler_verifier(settings: Settings) -> TokenVerifier | None:
+    """A verifier of its own for Cloud Scheduler's ID tokens: these callers are never users."""
+    if not settings.scheduler_oidc_audience:
+        return None
+    if not settings.scheduler_service_accounts:
+        log.warning("AGENTRY_SCHEDULER_SERVICE_ACCOUNTS is empty: every scheduled run is refused (403)")
+    return JWKSVerifier(
+        settings.scheduler_oidc_issuer, settings.scheduler_oidc_audience, settings.scheduler_jwks_url
+    )
+
+
 def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | None) -> AppState:
     store = Store(new_client(settings.google_cloud_project, settings.firestore_database))
     cluster = Cluster(settings.namespace, settings.kubeconfig, settings.kube_timeout_seconds)
@@ -68,15 +86,6 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
     agent_service = AgentService(store, cluster, bus, settings)
     approval_service = ApprovalService(store, cluster, bus)
     runs = RunService(store, cluster, bus, agent_service, approval_service)
-    if verifier is None and settings.oidc_issuer and settings.oidc_jwks_url:
-        verifier = JWKSVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
-    scheduler_verifier = None  # a verifier of its own: these callers are never users
-    if settings.scheduler_oidc_audience:
-        scheduler_verifier = JWKSVerifier(
-            settings.scheduler_oidc_issuer, settings.scheduler_oidc_audience, settings.scheduler_jwks_url
-        )
-        if not settings.scheduler_service_accounts:
-            log.warning("AGENTRY_SCHEDULER_SERVICE_ACCOUNTS is empty: every scheduled run is refused (403)")
     return AppState(
         settings=settings,
         store=store,
@@ -86,10 +95,34 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         runs=runs,
         approvals=approval_service,
         sessions=Sessions(session_secret(settings), settings.session_max_age_seconds),
-        verifier=verifier,
+        verifier=user_verifier(settings, verifier),
         llm=llm if llm is not None else llm_from_settings(settings),
-        scheduler_verifier=scheduler_verifier,
+        scheduler_verifier=scheduler_verifier(settings),
     )
+
+
+def start_watcher(state: AppState) -> Watcher:
+    settings = state.settings
+    watcher = Watcher(
+        state.store,
+        state.cluster,
+        state.agents,
+        state.runs,
+        state.approvals,
+        settings.sync_retry_seconds,
+        settings.approval_check_seconds,
+    )
+    watcher.start()
+    return watcher
+
+
+async def close_state(state: AppState) -> None:
+    if state.watcher is not None:
+        await state.watcher.stop()
+    if isinstance(state.llm, ProviderLLM):  # ours (built from the settings): its HTTP client
+        await state.llm.aclose()
+    await state.cluster.close()
+    await state.store.close()
 
 
 class Observe:
@@ -179,51 +212,58 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def create_app(
-    settings: Settings | None = None, verifier: TokenVerifier | None = None, llm: LLM | None = None
-) -> FastAPI:
-    settings = settings or get_settings()
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one line per request, and watch URLs
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
+def lifespan_of(
+    settings: Settings, verifier: TokenVerifier | None, llm: LLM | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the state (clients, services) and the watcher, for as long as it serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, verifier, llm)
         app.state.agentry = state
         if settings.watch:
-            state.watcher = Watcher(
-                state.store,
-                state.cluster,
-                state.agents,
-                state.runs,
-                state.approvals,
-                settings.sync_retry_seconds,
-                settings.approval_check_seconds,
-            )
-            state.watcher.start()
+            state.watcher = start_watcher(state)
         log.info("API ready: namespace=%s project=%s", settings.namespace, settings.google_cloud_project)
         try:
             yield
         finally:
-            if state.watcher is not None:
-                await state.watcher.stop()
-            await state.cluster.close()
-            await state.store.close()
+            await close_state(state)
 
-    app = FastAPI(
-        title="Agentry",
-        version="0.1.0",
-        description="Agents, runs, live events, approvals and the agent-designing chat. See docs/api.md.",
-        lifespan=lifespan,
-    )
-    install_error_handlers(app)
+    return lifespan
+
+
+def install_routes(app: FastAPI) -> None:
     for module in (health, session, agents, scheduler, executions, events, approvals, usage, chat, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
     # Outermost last: every answer gets Observe's request id; a foreign Host or an oversized body
     # is refused before routing, auth or parsing.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)
     app.add_middleware(Observe)
+
+
+def create_app(
+    settings: Settings | None = None, verifier: TokenVerifier | None = None, llm: LLM | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="Agentry",
+        version="0.1.0",
+        description="Agents, runs, live events, approvals and the agent-designing chat. See docs/api.md.",
+        lifespan=lifespan_of(settings, verifier, llm),
+    )
+    install_error_handlers(app)
+    install_routes(app)
+    install_middleware(app, settings)
     return app

@@ -16,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cluster import Agent, Cluster, Execution, to_dict
+from agentry_common.resources import Agent, Execution
+
+from .cluster import Cluster, to_dict
 from .metrics import WATCH_EVENTS, WATCH_RESTARTS
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
@@ -120,9 +122,7 @@ class Watcher:
             await self.agents.observe(event, to_dict(obj))
 
     async def _reconcile_missing(self, present: set[str]) -> None:
-        q = self.store.db.collection("agents")
-        async for snap in q.stream():
-            doc = snap.to_dict() or {}
+        async for doc in self.store.all_agents():
             if doc.get("id") in present or doc.get("deleted"):
                 continue
             await self.agents.observe("DELETED", {"metadata": {"name": doc["id"]}})

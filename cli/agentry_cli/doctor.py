@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from agentry_common.records import Collection
 from agentry_common.tokens import Keyring, mint_service_token
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8090"
@@ -162,7 +163,9 @@ async def check_firestore(project: str, database: str) -> Check:
         client = AsyncClient(project=project, database=database)
         try:
             _, ms = await _timed(
-                lambda: asyncio.wait_for(client.collection("budgetCounters").document("_ping").get(), 10)
+                lambda: asyncio.wait_for(
+                    client.collection(Collection.BUDGET_COUNTERS).document("_ping").get(), 10
+                )
             )
         finally:
             api = getattr(client, "_firestore_api_internal", None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 # Options after the subcommand belong to it: Typer must neither parse nor reject them.
@@ -42,16 +41,11 @@ def doctor(ctx: typer.Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the subcommand's exit status."""
+    """Console-script entry point; returns the subcommand's exit status (2 for a usage error)."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="agentry", standalone_mode=False)
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except click.ClickException as bad:  # an unknown subcommand, or none
-        bad.show()
-        return bad.exit_code
-    except SystemExit as done:  # argparse inside a subcommand (e.g. --help, a bad option)
-        return int(done.code or 0) if not isinstance(done.code, str) else 2
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="agentry")
+    except SystemExit as done:  # standalone mode always ends with one, as does argparse in a subcommand
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
     return 0
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Final
 
 MILLION: Final = Decimal(1_000_000)
+# Budgets count costs in nano-USD (USD * 1e9), integers so that Firestore sums stay exact.
+NANOS_PER_USD: Final = 10**9
 # Costs are kept exact internally and rounded only for display (6 decimals matches the CR's USD type).
 DISPLAY_QUANTUM: Final = Decimal("0.000001")
 
@@ -95,3 +97,12 @@ def usd_string(amount: Decimal) -> str:
     rounded = amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_UP)
     text = format(rounded.normalize(), "f")
     return text if text != "-0" else "0"
+
+
+def usd_to_nanos(amount: Decimal) -> int:
+    """USD as nano-USD, rounded up (a cost is never under-counted)."""
+    return int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    return Decimal(nanos) / NANOS_PER_USD

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentry_common.models import ModelRef
-from agentry_llm import BreakerRegistry, Provider, build_provider
+from agentry_llm import BreakerRegistry, ChatProvider, build_provider
 from agentry_llm.factory import KEY_ENV
 
 from .config import ChannelConfig, GatewayConfig
@@ -78,8 +78,8 @@ class ChannelPool:
     breakers: BreakerRegistry
     timeout: float = 600.0
     key_recheck_seconds: float = 10.0
-    _providers: dict[tuple[str, str], tuple[Provider, str]] = field(default_factory=dict)  # and its key
-    _retired: list[Provider] = field(default_factory=list)  # built with a key since rotated
+    _providers: dict[tuple[str, str], tuple[ChatProvider, str]] = field(default_factory=dict)  # and its key
+    _retired: list[ChatProvider] = field(default_factory=list)  # built with a key since rotated
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)  # channel -> (key, read at)
     _breaker_keys: dict[str, set[str]] = field(default_factory=dict)
     health: dict[str, ChannelHealth] = field(default_factory=dict)
@@ -102,7 +102,7 @@ class ChannelPool:
         self._keys[channel.name] = (key, now)
         return key
 
-    def provider(self, hop: Hop) -> Provider:
+    def provider(self, hop: Hop) -> ChatProvider:
         key = (hop.channel.name, hop.model)
         api_key = self.key_of(hop.channel)
         built = self._providers.get(key)
@@ -121,7 +121,7 @@ class ChannelPool:
         return provider
 
     @staticmethod
-    def breaker_key(provider: Provider) -> str:
+    def breaker_key(provider: ChatProvider) -> str:
         # The provider layer's ProviderChain names breakers this way.
         return f"{provider.name}@{provider.endpoint}"
 

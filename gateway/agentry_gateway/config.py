@@ -27,9 +27,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agentry_common.budgets import BudgetPolicy, Calendar, Thresholds
 from agentry_common.models import Provider as Protocol
 from agentry_common.tokens import Keyring
+
+from .budgets import BudgetPolicy, Calendar, Thresholds
 
 
 class _Model(BaseModel):

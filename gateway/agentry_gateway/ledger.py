@@ -1,6 +1,6 @@
 """Budget counters and call records: in Firestore (production) or in memory (one process).
 
-Counters are documents `budgetCounters/<scope>:<subject>` (agentry_common.budgets.Counter): one per
+Counters are documents `budgetCounters/<scope>:<subject>` (agentry_gateway.budgets.Counter): one per
 user, agent and Execution. A call touches the three of its run:
 
 1. **reserve** (before the call, in one transaction over the three documents): decide with
@@ -31,14 +31,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentry_common.budgets import (
+from agentry_common.governance import BudgetSubjects, Scope
+from agentry_common.records import Collection
+
+from .budgets import (
     Amount,
     BudgetPolicy,
     Calendar,
     CheaperModel,
     Counter,
     Decision,
-    Scope,
     Subject,
     Thresholds,
     applicable,
@@ -49,8 +51,10 @@ from agentry_common.budgets import (
 
 log = logging.getLogger("agentry.gateway.ledger")
 
-COUNTERS = "budgetCounters"
-CALLS = "llmCalls"
+# Former names of the two collections, kept for callers not yet moved to `Collection`.
+COUNTERS = Collection.BUDGET_COUNTERS
+CALLS = Collection.LLM_CALLS
+
 # Firestore TTL policies (configured on these fields) delete old call records and run counters.
 CALL_RECORD_DAYS = 90
 EXECUTION_COUNTER_DAYS = 30
@@ -64,6 +68,10 @@ class Subjects:
     agent: str  # <namespace>/<name>
     execution: str  # <namespace>/<name>[/<uid>]
     run_policies: tuple[BudgetPolicy, ...] = ()
+
+    @classmethod
+    def of(cls, names: BudgetSubjects, run_policies: tuple[BudgetPolicy, ...] = ()) -> Subjects:
+        return cls(names.user, names.agent, names.execution, run_policies)
 
     def scopes(self) -> list[tuple[Scope, str]]:
         return [(Scope.USER, self.user), (Scope.AGENT, self.agent), (Scope.EXECUTION, self.execution)]
@@ -344,7 +352,7 @@ class FirestoreLedger(Ledger):
         self.client = client
 
     def _ref(self, cid: str) -> Any:
-        return self.client.collection(COUNTERS).document(cid)
+        return self.client.collection(Collection.BUDGET_COUNTERS).document(cid)
 
     async def _load(self, ids: list[str]) -> dict[str, Counter]:
         refs = [self._ref(cid) for cid in ids]
@@ -387,10 +395,10 @@ class FirestoreLedger(Ledger):
     async def record_call(self, record: dict[str, Any]) -> None:
         doc = dict(record)
         doc["expireAt"] = dt.datetime.now(dt.UTC) + dt.timedelta(days=CALL_RECORD_DAYS)
-        await self.client.collection(CALLS).document(str(record["id"])).set(doc)
+        await self.client.collection(Collection.LLM_CALLS).document(str(record["id"])).set(doc)
 
     async def ping(self) -> None:
-        await self.client.collection(COUNTERS).document("_ping").get()
+        await self.client.collection(Collection.BUDGET_COUNTERS).document("_ping").get()
 
     async def close(self) -> None:
         await super().close()

@@ -1,11 +1,9 @@
-"""One call through the gateway: authenticate, route, reserve budget, call upstream through the
-runtime's provider layer (retries, breakers, fallback), relay the answer, settle and meter.
+"""One call through the gateway, as a pipeline: authenticate -> parse -> decide -> call -> meter.
 
-Streaming: the response status is decided when the first text arrives (or the call ends), so an
-upstream failure before any output is still a proper HTTP error and the provider layer may retry or
-fall back freely. Once text has reached the client, a hop that breaks is final for this request:
-the stream ends with an `error` event (never a second, duplicated answer), and the client's own
-retry policy takes over.
+Each step either hands the next one what it needs or stops the request (`Rejected`), answered in the
+client's protocol (`WireProtocol`); the pipeline never branches on which protocol that is. The call
+runs through the runtime's provider layer (retries, breakers, fallback): `relay` streams its answer,
+`metering` settles the reservation, records the call and counts it.
 """
 
 from __future__ import annotations
@@ -15,44 +13,28 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from agentry_common import pricing
-from agentry_common.budgets import (
-    Amount,
-    Decision,
-    call_amount,
-    estimate_call,
-    nanos_to_usd,
-    run_policy,
-)
-from agentry_common.models import Provider as Protocol
+from agentry_common.governance import RefusalType
+from agentry_common.models import Provider as Flavour
 from agentry_common.tokens import Claims, InvalidToken, Keyring, verify
-from agentry_llm import (
-    BreakerRegistry,
-    ChatRequest,
-    ChatResponse,
-    Message,
-    ProviderChain,
-    ProviderError,
-    ProvidersFailed,
-    RetryPolicy,
-    TextBlock,
-)
-from agentry_llm.base import Provider, TextCallback
+from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolicy
 
+from .budgets import estimate_call
+from .calls import Call, Guarded, Rejected, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .config import GatewayConfig, Settings
 from .ledger import Ledger, Subjects
+from .metering import Meter
 from .metrics import Metrics
-from .routing import AUTO_MODEL, AutoDecision, Hop, NoRoute, Router
-from .wire import Parsed, WireError
+from .probe import Prober
+from .relay import Item, SettlingStream, relay, run_chain
+from .routing import AUTO_MODEL, AutoDecision, NoRoute, Router
+from .wire import Parsed, WireError, WireProtocol
 from .wire import anthropic as anthropic_wire
 from .wire import openai as openai_wire
 
@@ -61,141 +43,22 @@ log = logging.getLogger("agentry.gateway")
 MAX_BODY_BYTES = 32 * 2**20  # Anthropic's own request limit is 32 MB
 # Upstream client errors that are the request's fault and mean the same through any channel.
 _PASS_THROUGH = {400, 404, 413, 422}
+WIRES: dict[Flavour, WireProtocol] = {
+    Flavour.ANTHROPIC: anthropic_wire.WIRE,
+    Flavour.OPENAI: openai_wire.WIRE,
+}
 
 
-class StreamBroken(Exception):
-    """A hop failed after part of its answer reached the client: no retry, no fallback."""
-
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(error.short())
-        self.error = error
-
-
-@dataclass
-class _Call:
-    """What happens to one request, for metering."""
-
-    id: str
-    protocol: Protocol
-    claims: Claims
-    subjects: Subjects
-    parsed: Parsed
-    requested_model: str
-    model: str  # after auto routing and throttling
-    estimate: Amount
-    rid: str
-    decision: Decision
-    started: float
-    auto: AutoDecision | None = None
-    correlation_id: str = ""
-    committed: Hop | None = None  # the hop whose text reached the client
-    answered: Hop | None = None
-    text_sent: bool = False
-    in_flight: bool = False
-    finished: bool = False
-    upstream_seconds: float = 0.0
-    errors: list[ProviderError] = field(default_factory=list)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-class _Guarded:
-    """A provider of one hop, as the chain sees it: same name and endpoint (so the same breaker),
-    records timing and health, and makes a failure after committed output final."""
-
-    def __init__(self, inner: Provider, hop: Hop, call: _Call, pool: ChannelPool) -> None:
-        self.inner = inner
-        self.hop = hop
-        self.call = call
-        self.pool = pool
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def endpoint(self) -> str:
-        return self.inner.endpoint
-
-    async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
-        committed = False
-
-        def relay(text: str) -> None:
-            nonlocal committed
-            if not committed:
-                committed = True
-                self.call.committed = self.hop
-            if on_text is not None:
-                on_text(text)
-
-        started = time.perf_counter()
-        try:
-            response = await self.inner.complete(request, relay)
-        except ProviderError as exc:
-            elapsed = time.perf_counter() - started
-            self.call.upstream_seconds += elapsed
-            self.call.errors.append(exc)
-            self.pool.record(self.hop.channel.name, False, elapsed, exc.short())
-            if committed:
-                raise StreamBroken(exc) from exc
-            raise
-        elapsed = time.perf_counter() - started
-        self.call.upstream_seconds += elapsed
-        self.call.answered = self.hop
-        self.pool.record(self.hop.channel.name, True, elapsed)
-        return response
-
-    async def aclose(self) -> None:
-        return None  # the pool owns the provider
-
-
-def subjects_of(claims: Claims) -> Subjects:
-    """Who a run token's calls are charged to: its user, agent and Execution (with its own limits)."""
-    ns, limits = claims.namespace, claims.limits
-    execution = f"{ns}/{claims.execution}" + (f"/{claims.execution_uid}" if claims.execution_uid else "")
-    try:
-        cost = Decimal(limits.cost_usd) if limits.cost_usd else None
-    except InvalidOperation:
-        cost = None  # the operator writes the CR's validated USD string; never expected
-    return Subjects(
-        user=claims.user_key,
-        agent=f"{ns}/{claims.agent}",
-        execution=execution,
-        run_policies=tuple(run_policy(limits.tokens, cost)),
+def _store_unavailable(exc: Exception) -> Rejected:
+    return Rejected(
+        503,
+        f"the budget store is unavailable ({type(exc).__name__}); the gateway fails closed",
+        outcome="failed",
     )
 
 
-Outcome = Literal["ok", "failed", "broken", "timeout", "error", "cancelled"]
-
-
-class _SettlingStream(StreamingResponse):
-    """A streaming response that reports when it is done, however it ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
-_Item = tuple[str, Any]
-
-
 class Gateway:
-    def __init__(
-        self,
-        settings: Settings,
-        config: GatewayConfig,
-        keyring: Keyring,
-        ledger: Ledger,
-    ) -> None:
+    def __init__(self, settings: Settings, config: GatewayConfig, keyring: Keyring, ledger: Ledger) -> None:
         self.settings = settings
         self.config = config
         self.keyring = keyring
@@ -212,6 +75,8 @@ class Gateway:
             settings.retry_attempts, settings.retry_initial_seconds, settings.retry_max_seconds
         )
         self.redact: Redactor = self.pool.redact
+        self.meter = Meter(self.metrics, ledger, self.pool, self.router, self.redact, self.spawn)
+        self.prober = Prober(config, self.pool, self.breakers, ledger, self.redact)
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- housekeeping -----------------------------------------------------------------------------------
@@ -237,6 +102,10 @@ class Gateway:
         await self.pool.aclose()
         await self.ledger.close()
 
+    async def probe(self, channel_name: str) -> dict[str, Any]:
+        """One minimal real call on a channel (max_tokens 1), through its breaker."""
+        return await self.prober.probe(channel_name)
+
     # -- authentication ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -253,70 +122,74 @@ class Gateway:
 
     # -- the call ---------------------------------------------------------------------------------------
 
-    async def handle(self, protocol: Protocol, request: Request) -> Response:
+    async def handle(self, protocol: Flavour, request: Request) -> Response:
         started = time.perf_counter()
-        wire = anthropic_wire if protocol is Protocol.ANTHROPIC else openai_wire
-        label = protocol.value
-
-        def fail(status: int, message: str, kind: str | None = None, **extra: Any) -> JSONResponse:
-            headers = {"x-agentry-error": kind or str(status)}
-            return JSONResponse(
-                wire.error(status, self.redact(message), kind, **extra), status, headers=headers
-            )
-
+        wire = WIRES[protocol]
         try:
-            claims = self.authenticate(request, "run")
+            claims = self._authenticate_run(wire, request)
+            size, parsed = await self._parse(wire, request)
+            call = await self._decide(wire, request, claims, parsed, size, started)
+            return await self._call(call)  # metered when it ends (Meter.finish)
+        except Rejected as exc:
+            if exc.outcome is not None:
+                self.metrics.requests.labels(protocol.value, exc.outcome).inc()
+            return self._fail(wire, exc)
+
+    def _fail(self, wire: WireProtocol, exc: Rejected) -> JSONResponse:
+        headers = {"x-agentry-error": exc.kind or str(exc.status), **exc.headers}
+        body = wire.error(exc.status, self.redact(exc.message), exc.kind, **exc.extra)
+        return JSONResponse(body, exc.status, headers=headers)
+
+    def _authenticate_run(self, wire: WireProtocol, request: Request) -> Claims:
+        try:
+            return self.authenticate(request, "run")
         except InvalidToken as exc:
-            self.metrics.requests.labels(label, "unauthorized").inc()
-            kind = "authentication_error" if protocol is Protocol.ANTHROPIC else "invalid_api_key"
-            return fail(401, f"Agentry gateway: {exc} ({exc.reason})", kind)
+            message = f"Agentry gateway: {exc} ({exc.reason})"
+            raise Rejected(401, message, wire.unauthorized, outcome="unauthorized") from exc
+
+    async def _parse(self, wire: WireProtocol, request: Request) -> tuple[int, Parsed]:
+        """The request's size in bytes (for the input estimate) and what it asks."""
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
-            self.metrics.requests.labels(label, "invalid").inc()
-            return fail(413, f"request larger than {MAX_BODY_BYTES // 2**20} MiB", "request_too_large")
+            message = f"request larger than {MAX_BODY_BYTES // 2**20} MiB"
+            raise Rejected(413, message, "request_too_large", outcome="invalid")
         try:
-            body = json.loads(raw)
-            parsed = (
-                anthropic_wire.parse(body)
-                if protocol is Protocol.ANTHROPIC
-                else openai_wire.parse(body, self.settings.default_max_tokens)
-            )
+            return len(raw), wire.parse(json.loads(raw), self.settings.default_max_tokens)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            self.metrics.requests.labels(label, "invalid").inc()
-            return fail(400, "the body is not JSON")
+            raise Rejected(400, "the body is not JSON", outcome="invalid") from None
         except WireError as exc:
-            self.metrics.requests.labels(label, "invalid").inc()
-            return fail(exc.status, exc.message, exc.kind)
+            raise Rejected(exc.status, exc.message, exc.kind, outcome="invalid") from exc
 
-        subjects = subjects_of(claims)
-        model = parsed.model
-        auto: AutoDecision | None = None
+    async def _route(
+        self, wire: WireProtocol, claims: Claims, subjects: Subjects, parsed: Parsed
+    ) -> tuple[str, AutoDecision | None]:
+        """The model to call (`auto` picks one by the request and the budget's use) and the pick."""
+        model, auto = parsed.model, None
         try:
             if model == AUTO_MODEL:
-                states = [
-                    s
-                    for subject in await self.ledger.snapshot(subjects)
-                    for s in subject.states(self.ledger.clock(), self.ledger.calendar)
-                ]
+                snapshot = await self.ledger.snapshot(subjects)
+                now = self.ledger.clock()
+                states = [s for subject in snapshot for s in subject.states(now, self.ledger.calendar)]
                 pct = max((s.pct for s in states), default=0.0)
                 auto = self.router.auto(
                     parsed.chat, agent=subjects.agent, priority=claims.priority, budget_pct=pct
                 )
                 model = auto.model
-            self.router.chain(model, protocol)
+            self.router.chain(model, wire.flavour)
         except NoRoute as exc:
-            self.metrics.requests.labels(label, "invalid").inc()
-            return fail(
-                404, str(exc), "not_found_error" if protocol is Protocol.ANTHROPIC else "model_not_found"
-            )
+            raise Rejected(404, str(exc), wire.not_found, outcome="invalid") from exc
         except Exception as exc:
             log.exception("budget store read failed")
-            self.metrics.requests.labels(label, "failed").inc()
-            return fail(
-                503, f"the budget store is unavailable ({type(exc).__name__}); the gateway fails closed"
-            )
+            raise _store_unavailable(exc) from exc
+        return model, auto
 
-        estimate = estimate_call(model, len(raw), parsed.chat.max_tokens)
+    async def _decide(
+        self, wire: WireProtocol, request: Request, claims: Claims, parsed: Parsed, size: int, started: float
+    ) -> Call:
+        """Route, then reserve the call's worst case: the budget decides whether and on which model."""
+        subjects = subjects_of(claims)
+        model, auto = await self._route(wire, claims, subjects, parsed)
+        estimate = estimate_call(model, size, parsed.chat.max_tokens)
         try:
             rid, decision = await self.ledger.reserve(
                 subjects,
@@ -327,14 +200,11 @@ class Gateway:
             )
         except Exception as exc:
             log.exception("budget reservation failed")
-            self.metrics.requests.labels(label, "failed").inc()
-            return fail(
-                503, f"the budget store is unavailable ({type(exc).__name__}); the gateway fails closed"
-            )
+            raise _store_unavailable(exc) from exc
         self.metrics.decisions.labels(decision.action.value, decision.zone.value).inc()
-        call = _Call(
+        call = Call(
             id=uuid.uuid4().hex,
-            protocol=protocol,
+            wire=wire,
             claims=claims,
             subjects=subjects,
             parsed=parsed,
@@ -348,333 +218,73 @@ class Gateway:
             correlation_id=request.headers.get("x-agentry-correlation-id", "")[:64],
         )
         if not decision.allowed:
-            self.metrics.requests.labels(label, "refused").inc()
-            self.spawn(self.ledger.record_call(self._record(call, "refused", None, Amount())), "call record")
+            self.meter.refused(call)
             # 402 + budget_exceeded: the provider layer treats it as final (no retry, no fallback).
-            return fail(
-                402, f"Agentry budget: {decision.reason}", "budget_exceeded", decision=decision.to_wire()
-            )
-
+            message = f"Agentry budget: {decision.reason}"
+            raise Rejected(402, message, RefusalType.BUDGET_EXCEEDED.value, decision=decision.to_wire())
         try:
-            try:
-                hops = self.router.chain(call.model, protocol)
-            except NoRoute:
-                hops = self.router.chain(
-                    model, protocol
-                )  # no route for the cheaper model: keep the asked one
-                call.model = model
-            providers: list[Provider] = [_Guarded(self.pool.provider(h), h, call, self.pool) for h in hops]
-        except ChannelKeyMissing as exc:
-            self._finish(call, "error", None)
-            return fail(503, f"Agentry gateway misconfigured: {exc}")
+            self.router.chain(call.model, wire.flavour)
+        except NoRoute:
+            call.model = model  # no route for the cheaper model: keep the asked one
+        return call
 
-        chain = ProviderChain(providers, self.breakers, self.policy, on_event=self._on_event(call))
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
-        task = asyncio.create_task(self._run(chain, parsed.chat, queue, stream=parsed.stream))
+    def _providers(self, call: Call) -> list[ChatProvider]:
+        try:
+            hops = self.router.chain(call.model, call.wire.flavour)
+            return [Guarded(self.pool.provider(h), h, call, self.pool) for h in hops]
+        except ChannelKeyMissing as exc:
+            self.meter.finish(call, "error", None)
+            raise Rejected(503, f"Agentry gateway misconfigured: {exc}") from exc
+
+    async def _call(self, call: Call) -> Response:
+        """Call upstream in a task of its own; answer as a whole, or stream from the first text."""
+        chain = ProviderChain(
+            self._providers(call), self.breakers, self.policy, on_event=self.meter.on_event(call)
+        )
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        chat, stream = call.parsed.chat, call.parsed.stream
+        deadline = self.settings.call_deadline_seconds
+        task = asyncio.create_task(run_chain(chain, chat, queue, stream=stream, deadline=deadline))
         self.metrics.in_flight.inc()
         call.in_flight = True
-
-        if not parsed.stream:
-            kind, value = await queue.get()
-            if kind == "done":
-                self._finish(call, "ok", value)
-                answered = self._answered_model(call)
-                payload = (
-                    anthropic_wire.message(value, f"msg_{call.id}", answered)
-                    if protocol is Protocol.ANTHROPIC
-                    else openai_wire.completion(value, f"chatcmpl-{call.id}", answered)
-                )
-                return JSONResponse(payload, headers=self._headers(call))
-            return self._error_response(call, kind, value, fail)
-
         first = await queue.get()
-        if first[0] not in ("text", "done"):
-            return self._error_response(call, first[0], first[1], fail)
-        writer: anthropic_wire.Stream | openai_wire.Stream = (
-            anthropic_wire.Stream(f"msg_{call.id}")
-            if protocol is Protocol.ANTHROPIC
-            else openai_wire.Stream(f"chatcmpl-{call.id}", parsed.include_usage)
-        )
+        kind, value = first
+        if kind == "done" and not stream:
+            self.meter.finish(call, "ok", value)
+            return JSONResponse(
+                call.wire.answer(value, call.id, call.answered_model()), headers=call.headers()
+            )
+        if kind not in ("text", "done"):
+            self.meter.finish(call, kind, None)  # type: ignore[arg-type]
+            raise self._upstream_error(call, kind, value)
 
         def closed() -> None:
             # The relay's own `finally` settles; this covers a client gone before it even started.
             if not call.finished:
                 task.cancel()
-                self._finish(call, "cancelled", None)
+                self.meter.finish(call, "cancelled", None)
 
-        return _SettlingStream(
-            self._relay(call, writer, first, queue, task),
+        writer = call.wire.stream(call.id, call.parsed)
+        return SettlingStream(
+            relay(call, writer, first, queue, task, self.redact, self.meter.finish),
             closed,
             media_type="text/event-stream",
-            headers={**self._headers(call), "cache-control": "no-cache"},
+            headers={**call.headers(), "cache-control": "no-cache"},
         )
 
-    async def _run(
-        self, chain: ProviderChain, chat: ChatRequest, queue: asyncio.Queue[_Item], *, stream: bool
-    ) -> None:
-        on_text: TextCallback | None = (lambda t: queue.put_nowait(("text", t))) if stream else None
-        try:
-            async with asyncio.timeout(self.settings.call_deadline_seconds):
-                response = await chain.complete(chat, on_text=on_text)
-            queue.put_nowait(("done", response))
-        except ProvidersFailed as exc:
-            queue.put_nowait(("failed", exc))
-        except StreamBroken as exc:
-            queue.put_nowait(("broken", exc))
-        except TimeoutError as exc:
-            queue.put_nowait(("timeout", exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("unexpected error in an upstream call")
-            queue.put_nowait(("error", exc))
-
-    async def _relay(
-        self,
-        call: _Call,
-        writer: anthropic_wire.Stream | openai_wire.Stream,
-        first: _Item,
-        queue: asyncio.Queue[_Item],
-        task: asyncio.Task[None],
-    ) -> AsyncIterator[bytes]:
-        outcome: Outcome | None = None
-        response: ChatResponse | None = None
-        try:
-            yield writer.open(self._answered_model(call))
-            kind, value = first
-            while True:
-                if kind == "text":
-                    call.text_sent = True
-                    yield writer.text(value)
-                elif kind == "done":
-                    response = value
-                    text = value.message.text()
-                    if not call.text_sent and text:
-                        call.text_sent = True
-                        yield writer.text(text)
-                    yield writer.close(value)
-                    outcome = "ok"
-                    break
-                else:
-                    outcome = kind  # type: ignore[assignment]
-                    yield writer.fail(self.redact(f"Agentry gateway: upstream failed mid-stream: {value}"))
-                    break
-                kind, value = await queue.get()
-        finally:
-            if outcome is None:  # the client went away
-                task.cancel()
-                outcome = "cancelled"
-            self._finish(call, outcome, response)
-
-    # -- outcomes ---------------------------------------------------------------------------------------
-
-    def _answered_model(self, call: _Call) -> str:
-        hop = call.answered or call.committed
-        return hop.model if hop is not None else call.model
-
-    def _headers(self, call: _Call) -> dict[str, str]:
-        hop = call.answered or call.committed
-        headers = {
-            "x-agentry-call-id": call.id,
-            "x-agentry-model": self._answered_model(call),
-            "x-agentry-decision": call.decision.action.value,
-            "x-agentry-zone": call.decision.zone.value,
-        }
-        if hop is not None:
-            headers["x-agentry-channel"] = hop.channel.name
-        fallbacks = sum(1 for k, _ in call.events if k == "fallback")
-        if fallbacks:
-            headers["x-agentry-fallbacks"] = str(fallbacks)
-        if call.parsed.dropped:
-            headers["x-agentry-dropped"] = ",".join(call.parsed.dropped)
-        if call.auto is not None:
-            headers["x-agentry-route"] = f"{call.auto.tier} score={call.auto.score:.2f}"
-        return headers
-
-    def _on_event(self, call: _Call) -> Callable[[str, dict[str, Any]], None]:
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            call.events.append((kind, data))
-            if kind == "fallback":
-                self.metrics.fallbacks.labels(
-                    self.pool.hop_of(data["from"]), self.pool.hop_of(data["to"])
-                ).inc()
-            elif kind == "retry":
-                self.metrics.retries.labels(self.pool.hop_of(data["provider"])).inc()
-            elif kind == "breaker" and "previous" in data:
-                self.metrics.breaker.labels(self.pool.hop_of(data["provider"])).set(
-                    1 if data["state"] == "open" else 0
-                )
-
-        return on_event
-
-    def _error_response(
-        self, call: _Call, kind: str, value: Any, fail: Callable[..., JSONResponse]
-    ) -> JSONResponse:
-        self._finish(call, kind, None)  # type: ignore[arg-type]
-        label = call.protocol.value
+    def _upstream_error(self, call: Call, kind: str, value: Any) -> Rejected:
+        """How a call that got no answer is answered (already metered)."""
         if kind == "timeout":
-            return fail(
-                504, f"Agentry gateway: the call took longer than {self.settings.call_deadline_seconds:g} s"
-            )
+            deadline = self.settings.call_deadline_seconds
+            return Rejected(504, f"Agentry gateway: the call took longer than {deadline:g} s")
         if kind != "failed":
-            return fail(500, f"Agentry gateway: internal error ({type(value).__name__})")
-        errors = call.errors
-        if not errors:  # every hop skipped by an open breaker
-            response = fail(
-                503, f"Agentry gateway: {value}", "overloaded_error" if label == "anthropic" else None
-            )
-            response.headers["retry-after"] = str(int(self.settings.breaker_reset_seconds))
-            return response
-        statuses = {e.status for e in errors}
+            return Rejected(500, f"Agentry gateway: internal error ({type(value).__name__})")
+        if not call.errors:  # every hop skipped by an open breaker
+            retry_after = str(int(self.settings.breaker_reset_seconds))
+            message = f"Agentry gateway: {value}"
+            return Rejected(503, message, call.wire.overloaded, headers={"retry-after": retry_after})
+        statuses = {e.status for e in call.errors}
         if len(statuses) == 1 and (status := next(iter(statuses))) in _PASS_THROUGH:
-            return fail(status, f"upstream: {errors[-1].message}")
-        return fail(502, f"Agentry gateway: {value}")
-
-    def _finish(self, call: _Call, outcome: Outcome, response: ChatResponse | None) -> None:
-        """Settle the reservation, write the call record, count: exactly once per call."""
-        if call.finished:
-            return
-        call.finished = True
-        if call.in_flight:
-            call.in_flight = False
-            self.metrics.in_flight.dec()
-        if response is not None:
-            hop = call.answered or call.committed
-            model = hop.model if hop is not None else call.model
-            actual = call_amount(model, response.usage.input_tokens, response.usage.output_tokens)
-        elif outcome in ("broken", "cancelled"):
-            actual = call.estimate  # the provider may have billed the partial answer: count the worst case
-        else:
-            actual = Amount()  # nothing answered: release the reservation
-        self.spawn(self.ledger.settle(call.subjects, call.rid, actual), "budget settlement")
-        self.spawn(self.ledger.record_call(self._record(call, outcome, response, actual)), "call record")
-        total = time.perf_counter() - call.started
-        self.metrics.requests.labels(call.protocol.value, outcome).inc()
-        self.metrics.latency.labels(call.protocol.value).observe(total)
-        if outcome == "ok":
-            self.metrics.overhead.observe(max(0.0, total - call.upstream_seconds))
-        if response is not None and call.answered is not None:
-            channel, model = call.answered.channel.name, call.answered.model
-            self.metrics.calls.labels(channel, model).inc()
-            self.metrics.tokens.labels(channel, model, "input").inc(response.usage.input_tokens)
-            self.metrics.tokens.labels(channel, model, "output").inc(response.usage.output_tokens)
-            self.metrics.cost.labels(channel, model).inc(float(nanos_to_usd(actual.cost_nanos)))
-        if call.auto is not None:
-            self.router.stats.record(call.subjects.agent, call.auto.tier, outcome == "ok")
-
-    def _record(
-        self, call: _Call, outcome: str, response: ChatResponse | None, actual: Amount
-    ) -> dict[str, Any]:
-        claims = call.claims
-        hop = call.answered or call.committed
-        fallbacks = [d for k, d in call.events if k == "fallback"]
-        model = hop.model if hop is not None else None
-        return {
-            "id": call.id,
-            "ts": time.time(),
-            "outcome": outcome,
-            "namespace": claims.namespace,
-            "execution": claims.execution,
-            "executionUid": claims.execution_uid,
-            "agent": claims.agent,
-            "user": call.subjects.user,
-            "priority": claims.priority,
-            "correlationId": call.correlation_id,
-            "protocol": call.protocol.value,
-            "stream": call.parsed.stream,
-            "requestedModel": call.requested_model,
-            "model": model,
-            "channel": hop.channel.name if hop is not None else None,
-            "priced": pricing.is_priced(model) if model else None,
-            "fallbacks": len(fallbacks),
-            "fallbackPath": [
-                f"{self.pool.hop_of(d['from'])} -> {self.pool.hop_of(d['to'])}" for d in fallbacks
-            ],
-            "retries": sum(1 for k, _ in call.events if k == "retry"),
-            "inputTokens": response.usage.input_tokens if response is not None else 0,
-            "outputTokens": response.usage.output_tokens if response is not None else 0,
-            "charged": {
-                "tokens": actual.tokens,
-                "messages": actual.messages,
-                "costUSD": pricing.usd_string(nanos_to_usd(actual.cost_nanos)),
-                "costNanos": actual.cost_nanos,
-            },
-            "estimate": {"tokens": call.estimate.tokens, "costNanos": call.estimate.cost_nanos},
-            "latencyMs": round((time.perf_counter() - call.started) * 1000, 1),
-            "upstreamMs": round(call.upstream_seconds * 1000, 1),
-            "errors": [self.redact(e.short()) for e in call.errors],
-            "decision": {
-                "action": call.decision.action.value,
-                "zone": call.decision.zone.value,
-                "reason": call.decision.reason,
-                "model": call.decision.model,
-            },
-            "route": call.auto.to_wire() if call.auto is not None else None,
-            "dropped": call.parsed.dropped,
-        }
-
-    # -- probes and admission ---------------------------------------------------------------------------
-
-    async def probe(self, channel_name: str) -> dict[str, Any]:
-        """One minimal real call on a channel (max_tokens 1), through its breaker."""
-        channel = self.config.channel(channel_name)
-        if channel is None:
-            raise KeyError(channel_name)
-        model = channel.probe_model or _probe_default(self.config, channel_name)
-        hop = Hop(channel, model)
-        started = time.perf_counter()
-        try:
-            provider = self.pool.provider(hop)
-        except ChannelKeyMissing as exc:
-            return {"channel": channel_name, "model": model, "ok": False, "latencyMs": 0.0, "error": str(exc)}
-        chain = ProviderChain([provider], self.breakers, RetryPolicy(attempts=1))
-        request = ChatRequest(
-            system="You are a health check.",
-            messages=[Message(role="user", content=[TextBlock(text="ping")])],
-            max_tokens=1,
-        )
-        try:
-            async with asyncio.timeout(30):
-                response = await chain.complete(request)
-        except (ProvidersFailed, TimeoutError) as exc:
-            elapsed = time.perf_counter() - started
-            self.pool.record(channel_name, False, elapsed, str(exc))
-            error = self.redact(str(exc) or "timed out after 30 s")
-            return {
-                "channel": channel_name,
-                "model": model,
-                "ok": False,
-                "latencyMs": elapsed * 1000,
-                "error": error,
-            }
-        elapsed = time.perf_counter() - started
-        self.pool.record(channel_name, True, elapsed)
-        usage = response.usage
-        await self.ledger.record_call(
-            {
-                "id": uuid.uuid4().hex,
-                "ts": time.time(),
-                "outcome": "probe",
-                "channel": channel_name,
-                "model": model,
-                "inputTokens": usage.input_tokens,
-                "outputTokens": usage.output_tokens,
-                "latencyMs": round(elapsed * 1000, 1),
-            }
-        )
-        return {
-            "channel": channel_name,
-            "model": model,
-            "ok": True,
-            "latencyMs": elapsed * 1000,
-            "error": None,
-        }
-
-
-def _probe_default(config: GatewayConfig, channel: str) -> str:
-    for route in config.routes:
-        for target in route.chain:
-            if target.channel == channel and target.model:
-                return target.model
-    ch = config.channel(channel)
-    return "claude-haiku-4-5" if ch is not None and ch.protocol is Protocol.ANTHROPIC else "gpt-4.1-nano"
+            return Rejected(status, f"upstream: {call.errors[-1].message}")
+        # Anything else, an upstream 401 (a channel's key) included, is the gateway's fault: 502.
+        return Rejected(502, f"Agentry gateway: {value}")

@@ -1,9 +1,10 @@
 """LLM providers behind one small async interface, with retries, breakers and fallback.
 
-Stands alone (imports nothing else from the runtime) so the API's async gateway can reuse it.
+Imports nothing from other Agentry packages but agentry_common, so the workspace runtime, the LLM
+gateway and the API's designer build on it. `ChatProvider` is the interface.
 """
 
-from .base import Provider, ProviderError
+from .base import ChatProvider, ProviderError
 from .factory import MissingProviderKey, build_chain_providers, build_provider, check_keys
 from .resilience import (
     AsyncBreaker,
@@ -31,11 +32,11 @@ __all__ = [
     "BreakerOpen",
     "BreakerRegistry",
     "ChainStats",
+    "ChatProvider",
     "ChatRequest",
     "ChatResponse",
     "Message",
     "MissingProviderKey",
-    "Provider",
     "ProviderChain",
     "ProviderError",
     "ProvidersFailed",

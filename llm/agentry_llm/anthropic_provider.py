@@ -8,10 +8,10 @@ from typing import Any
 import anthropic
 
 from .base import (
-    REFUSAL_ERROR_TYPE,
     ProviderError,
     SdkProvider,
     TextCallback,
+    is_refusal,
     is_retryable_status,
     is_transport_error,
     retry_after_seconds,
@@ -129,7 +129,7 @@ class AnthropicProvider(SdkProvider):
                 status=exc.status_code,
                 retryable=is_retryable_status(exc.status_code) or err_type in _TRANSIENT_TYPES,
                 retry_after=retry_after_seconds(exc.response.headers),
-                final=err_type == REFUSAL_ERROR_TYPE,
+                final=is_refusal(err_type),
             ) from exc
         except anthropic.APIConnectionError as exc:
             raise ProviderError(str(exc), provider=self.name, retryable=True) from exc

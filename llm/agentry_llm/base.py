@@ -6,15 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from agentry_common import pricing
+from agentry_common.governance import RefusalType
 
 from .types import ChatRequest, ChatResponse
 
 TextCallback = Callable[[str], None]
-
-
-# The error type an Agentry LLM gateway answers with (HTTP 402) when a budget refuses a call. It is a
-# decision, not a fault: the same call through the same gateway would be refused again.
-REFUSAL_ERROR_TYPE = "budget_exceeded"
 
 
 class ProviderError(Exception):
@@ -23,7 +19,8 @@ class ProviderError(Exception):
     `retryable` is true for rate limits, overload, 5xx, timeouts and connection failures: the same
     request may succeed later. Anything else (bad key, bad request) will not get better by waiting,
     but may still succeed on another provider of the fallback chain.
-    `final` marks a policy refusal (the gateway's `budget_exceeded`): no retry and no fallback either.
+    `final` marks a policy refusal (an Agentry LLM gateway's `RefusalType`, HTTP 402): a decision, not a
+    fault, so no retry and no fallback either.
     """
 
     def __init__(
@@ -49,6 +46,12 @@ class ProviderError(Exception):
         return f"{code}{self.message}"[:300]
 
 
+def is_refusal(error_type: str | None) -> bool:
+    """Whether an error type is an Agentry LLM gateway's refusal (HTTP 402, e.g. `budget_exceeded`):
+    a decision, not a fault, so the same call through the same gateway would be refused again."""
+    return error_type in {r.value for r in RefusalType}
+
+
 def is_retryable_status(status: int) -> bool:
     # 408 timeout, 409 (Anthropic uses it for transient conflicts), 429 rate limit, 5xx incl. 529.
     return status in (408, 409, 429) or status >= 500
@@ -71,8 +74,11 @@ def is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError) or root in ("httpx", "httpx2", "httpcore", "h11")
 
 
-class Provider(Protocol):
-    """One model at one endpoint. Implementations are async so an async gateway can share them."""
+class ChatProvider(Protocol):
+    """One model at one endpoint. Implementations are async so an async gateway can share them.
+
+    (Not to be confused with `agentry_common.models.Provider`, the enum of vendor wire flavours.)
+    """
 
     @property
     def name(self) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from agentry_common.models import ModelRef, ModelSpec
 from agentry_common.models import Provider as ProviderKind
 
-from .base import Provider
+from .base import ChatProvider
 
 KEY_ENV: dict[ProviderKind, str] = {
     ProviderKind.ANTHROPIC: "ANTHROPIC_API_KEY",
@@ -55,7 +55,7 @@ def build_provider(
     *,
     timeout: float = 600.0,
     headers: Mapping[str, str] | None = None,
-) -> Provider:
+) -> ChatProvider:
     key = env.get(KEY_ENV[ref.provider], "").strip()
     if not key:
         raise MissingProviderKey([(f"{ref.provider.value}/{ref.name}", KEY_ENV[ref.provider])])
@@ -80,6 +80,6 @@ def build_chain_providers(
     *,
     timeout: float = 600.0,
     headers: Mapping[str, str] | None = None,
-) -> list[Provider]:
+) -> list[ChatProvider]:
     check_keys(spec, env)
     return [build_provider(r, env, timeout=timeout, headers=headers) for r in chain_refs(spec)]

@@ -9,10 +9,10 @@ from typing import Any
 import openai
 
 from .base import (
-    REFUSAL_ERROR_TYPE,
     ProviderError,
     SdkProvider,
     TextCallback,
+    is_refusal,
     is_retryable_status,
     is_transport_error,
     retry_after_seconds,
@@ -118,6 +118,35 @@ class OpenAIProvider(SdkProvider):
         super().__init__(model, base_url, client)
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
+        stream_state = _Stream(on_text)
+        try:
+            stream = await self._client.chat.completions.create(**self._request_kwargs(request))
+            async for chunk in stream:
+                stream_state.add(chunk)
+        except openai.APIStatusError as exc:
+            raise ProviderError(
+                _error_message(exc),
+                provider=self.name,
+                status=exc.status_code,
+                retryable=is_retryable_status(exc.status_code),
+                retry_after=retry_after_seconds(exc.response.headers),
+                final=is_refusal(_error_type(exc)),
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
+        except Exception as exc:
+            raise ProviderError(
+                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
+            ) from exc
+        return ChatResponse(
+            message=Message(role="assistant", content=stream_state.content()),
+            stop_reason=stream_state.stop_reason(),
+            usage=stream_state.usage,
+            provider="openai",
+            model=self.answered_by(stream_state.reported),
+        )
+
+    def _request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self._model,
             "messages": to_chat_messages(request.system, request.messages),
@@ -138,56 +167,49 @@ class OpenAIProvider(SdkProvider):
                 for t in request.tools
             ]
         kwargs.update(sampling(request))
-        text_parts: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        finish: str | None = None
-        usage = TokenUsage()
-        reported: str | None = None
-        try:
-            stream = await self._client.chat.completions.create(**kwargs)
-            async for chunk in stream:
-                reported = chunk.model or reported
-                if chunk.usage is not None:
-                    usage = TokenUsage(
-                        input_tokens=chunk.usage.prompt_tokens or 0,
-                        output_tokens=chunk.usage.completion_tokens or 0,
-                    )
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        text_parts.append(delta.content)
-                        if on_text is not None:
-                            on_text(delta.content)
-                    for call in delta.tool_calls or []:
-                        slot = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-                        if call.id:
-                            slot["id"] = call.id
-                        if call.function is not None:
-                            slot["name"] += call.function.name or ""
-                            slot["args"] += call.function.arguments or ""
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        except openai.APIStatusError as exc:
-            raise ProviderError(
-                _error_message(exc),
-                provider=self.name,
-                status=exc.status_code,
-                retryable=is_retryable_status(exc.status_code),
-                retry_after=retry_after_seconds(exc.response.headers),
-                final=_error_type(exc) == REFUSAL_ERROR_TYPE,
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
-        except Exception as exc:
-            raise ProviderError(
-                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
-            ) from exc
+        return kwargs
 
+
+class _Stream:
+    """What the chunks of one streamed chat completion add up to."""
+
+    def __init__(self, on_text: TextCallback | None) -> None:
+        self.on_text = on_text
+        self.text_parts: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish: str | None = None
+        self.usage = TokenUsage()
+        self.reported: str | None = None  # the model the endpoint says answered
+
+    def add(self, chunk: Any) -> None:
+        self.reported = chunk.model or self.reported
+        if chunk.usage is not None:
+            self.usage = TokenUsage(
+                input_tokens=chunk.usage.prompt_tokens or 0,
+                output_tokens=chunk.usage.completion_tokens or 0,
+            )
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content:
+                self.text_parts.append(delta.content)
+                if self.on_text is not None:
+                    self.on_text(delta.content)
+            for call in delta.tool_calls or []:
+                slot = self.calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
+                if call.id:
+                    slot["id"] = call.id
+                if call.function is not None:
+                    slot["name"] += call.function.name or ""
+                    slot["args"] += call.function.arguments or ""
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+
+    def content(self) -> list[Block]:
         content: list[Block] = []
-        if text_parts:
-            content.append(TextBlock(text="".join(text_parts)))
-        for index in sorted(calls):
-            slot = calls[index]
+        if self.text_parts:
+            content.append(TextBlock(text="".join(self.text_parts)))
+        for index in sorted(self.calls):
+            slot = self.calls[index]
             content.append(
                 ToolUseBlock(
                     id=slot["id"] or f"call_{index}",
@@ -195,14 +217,10 @@ class OpenAIProvider(SdkProvider):
                     input=_parse_arguments(slot["args"]),
                 )
             )
-        stop = _FINISH.get(finish or "", "tool_use" if calls else "end_turn")
-        return ChatResponse(
-            message=Message(role="assistant", content=content),
-            stop_reason=stop,
-            usage=usage,
-            provider="openai",
-            model=self.answered_by(reported),
-        )
+        return content
+
+    def stop_reason(self) -> StopReason:
+        return _FINISH.get(self.finish or "", "tool_use" if self.calls else "end_turn")
 
 
 def _error_type(exc: openai.APIStatusError) -> str:

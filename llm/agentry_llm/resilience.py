@@ -1,7 +1,7 @@
 """Retries, circuit breakers and the fallback chain around providers.
 
-Importable on its own (no runtime imports) and async throughout, so an async gateway can share
-providers and breakers across concurrent requests.
+Imports nothing from Agentry but agentry_common, and is async throughout, so the LLM gateway can
+share providers and breakers across concurrent requests.
 
 - Retries: tenacity, exponential backoff with jitter (a server's retry-after wins, capped), only for
   errors the provider marked retryable (429, 5xx/529, timeouts, connection failures).
@@ -30,7 +30,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from .base import Provider, ProviderError, TextCallback
+from .base import ChatProvider, ProviderError, TextCallback
 from .types import ChatRequest, ChatResponse
 
 T = TypeVar("T")
@@ -174,7 +174,7 @@ def _breaker_counts(exc: BaseException) -> bool:
 
 @dataclass
 class ProviderChain:
-    providers: Sequence[Provider]
+    providers: Sequence[ChatProvider]
     breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     on_event: EventCallback | None = None
@@ -212,7 +212,7 @@ class ProviderChain:
         raise ProvidersFailed(failures)
 
     async def _with_retries(
-        self, provider: Provider, request: ChatRequest, on_text: TextCallback | None
+        self, provider: ChatProvider, request: ChatRequest, on_text: TextCallback | None
     ) -> ChatResponse:
         breaker = self.breakers.get(f"{provider.name}@{provider.endpoint}")
         policy = self.policy

@@ -32,20 +32,14 @@ from agentry_cli import doctor
 from agentry_common.tokens import Keyring, mint_service_token
 
 from . import node as n
-from .cluster import (
-    Cluster,
-    dns_query,
-    lock_holder,
-    read_state,
-    stack_processes,
-    stop_running,
-    write_state_extra,
-)
+from .cluster import Cluster
+from .dns import dns_query
 from .firestore import FirestoreEmulator
 from .images import build_images
 from .install import DEV_DAILY_BUDGET_USD, SYSTEM_NS, WORKLOADS_NS, Install, Providers
 from .kube import REPO
-from .procs import Proc, ServerError, avoid_ports, port_in_use, require_free_port, who_listens
+from .procs import Proc, ServerError, avoid_ports, require_free_port
+from .running import lock_holder, read_state, stack_processes, stop_running, write_state_extra
 
 READY_LINE = "Ctrl-C stops everything"
 OPERATOR_HEALTH_PORT = 8080  # the chart's operator.healthPort
@@ -58,15 +52,6 @@ def _say(msg: str) -> None:
 
 def _step(i: int, msg: str) -> None:
     _say(f"{i}/{STEPS} {msg}")
-
-
-def _require_free_anywhere(port: int, what: str, env_hint: str) -> None:
-    require_free_port(port, what, env_hint)
-    if port_in_use(port, "0.0.0.0"):
-        raise ServerError(
-            f"port {port} for {what} is already in use by {who_listens(port)}. "
-            f"Stop that process or choose another port with {env_hint}=<port>."
-        )
 
 
 class Stack:
@@ -87,17 +72,7 @@ class Stack:
         self.procs: list[Proc] = []
 
     def up(self) -> None:
-        require_free_port(self.api_port, "the Agentry API", "AGENTRY_API_PORT")
-        _require_free_anywhere(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
-        _require_free_anywhere(self.firestore_port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT")
-        # Bound only later (the API relay at the very end): no server of ours gets them meanwhile.
-        avoid_ports(self.api_port, self.apiserver_port, self.firestore_port)
-        holder = lock_holder()
-        if holder is not None:
-            raise ServerError(
-                f"a local cluster already runs: pid {holder.get('pid')} ({holder.get('owner')}, "
-                f"{holder.get('workdir')}). `agentry-dev status` shows it; `agentry-dev down` stops it."
-            )
+        self._check_ports()
         t0 = time.monotonic()
         _step(1, "images: workspace, operator, API, gateway (Docker, offline; first build ~5 min) ...")
         images = build_images(_say)
@@ -110,6 +85,40 @@ class Stack:
         self.firestore.start()
         _say(f"    Firestore emulator on {self.firestore.address}")
         _step(4, "Agentry (Helm chart charts/agentry: CRDs, operator, API, LLM gateway) ...")
+        install, has_key = self._install()
+        _step(5, "dashboard ...")
+        self._start_relay(install.api_service())
+        _step(6, "sample agents ...")
+        samples = install.apply_samples()
+        _say(f"    applied {', '.join(samples)} in namespace {WORKLOADS_NS}")
+        dashboard = f"http://127.0.0.1:{self.api_port}/"
+        write_state_extra(
+            dashboard=dashboard,
+            kubeconfig=str(self.cluster.plane.kubeconfig),
+            firestore=self.firestore.address,
+            project=self.project,
+        )
+        _say(f"ready in {time.monotonic() - t0:.0f} s")
+        self._say_ready(dashboard, install, has_key)
+
+    def _check_ports(self) -> None:
+        """The fixed ports are free and no other local cluster runs, before anything starts."""
+        require_free_port(self.api_port, "the Agentry API", "AGENTRY_API_PORT")
+        require_free_port(self.apiserver_port, "kube-apiserver", "AGENTRY_APISERVER_PORT", anywhere=True)
+        require_free_port(
+            self.firestore_port, "the Firestore emulator", "AGENTRY_FIRESTORE_PORT", anywhere=True
+        )
+        # Bound only later (the API relay at the very end): no server of ours gets them meanwhile.
+        avoid_ports(self.api_port, self.apiserver_port, self.firestore_port)
+        holder = lock_holder()
+        if holder is not None:
+            raise ServerError(
+                f"a local cluster already runs: pid {holder.get('pid')} ({holder.get('owner')}, "
+                f"{holder.get('workdir')}). `agentry-dev status` shows it; `agentry-dev down` stops it."
+            )
+
+    def _install(self) -> tuple[Install, bool]:
+        """The Helm chart and the provider keys' Secret; whether a key was configured."""
         install = Install(
             self.cluster,
             self.firestore.address,
@@ -125,8 +134,10 @@ class Stack:
                 f"    LLM gateway: runs call it with a per-run token; keys only in {SYSTEM_NS}/llm-keys; "
                 f"budget {self.daily_budget} USD a day per user (AGENTRY_DEV_DAILY_BUDGET_USD)"
             )
-        _step(5, "dashboard ...")
-        upstream = install.api_service()
+        return install, has_key
+
+    def _start_relay(self, upstream: str) -> None:
+        """The dashboard at 127.0.0.1:api_port, relayed to the API's Service in the cluster."""
         relay = Proc(
             "dashboard-relay",
             [
@@ -144,20 +155,10 @@ class Stack:
             60,
             f"serving the API's /healthz (through the Service at {upstream})",
         )
-        _step(6, "sample agents ...")
-        samples = install.apply_samples()
-        _say(f"    applied {', '.join(samples)} in namespace {WORKLOADS_NS}")
-        dashboard = f"http://127.0.0.1:{self.api_port}/"
-        write_state_extra(
-            dashboard=dashboard,
-            kubeconfig=str(self.cluster.plane.kubeconfig),
-            firestore=self.firestore.address,
-            project=self.project,
-        )
-        kubeconfig = self.cluster.plane.kubeconfig
-        _say(f"ready in {time.monotonic() - t0:.0f} s")
+
+    def _say_ready(self, dashboard: str, install: Install, has_key: bool) -> None:
         _say(f"    dashboard:  {dashboard}")
-        _say(f"    kubectl:    export KUBECONFIG={kubeconfig}")
+        _say(f"    kubectl:    export KUBECONFIG={self.cluster.plane.kubeconfig}")
         _say(f"    run:        kubectl -n {WORKLOADS_NS} create -f manifests/samples/execution.yaml")
         _say(f"    watch:      kubectl -n {WORKLOADS_NS} get executions -w")
         _say(f"    logs:       {self.workdir}/*.log, {self.workdir}/kube/*.log, {self.workdir}/node/*.log")
@@ -315,8 +316,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Run the gateway's doctor with what the running `up` knows: Service and pod addresses, the
-    token keys (from their Secret, for a service token), the Firestore emulator and the kubeconfig."""
+    """Run `agentry doctor` (agentry_cli.doctor) with what the running `up` knows: Service and pod
+    addresses, the token keys (from their Secret, for a service token), the Firestore emulator and
+    the kubeconfig."""
     state = {**read_state(), **(lock_holder() or {})}
     if not state.get("kubeconfig") or not state.get("firestore"):
         _say("not running (`make dev` starts it)")

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .host import crictl
 from .kube import REPO
-from .node import NODE_ROOT, PAUSE_IMAGE, containerd_socket, crictl
+from .layout import NODE_ROOT, PAUSE_IMAGE, containerd_socket
 from .procs import ServerError
 
 COREDNS_IMAGE = "docker.io/agentry/coredns:1.12.4"

@@ -31,10 +31,8 @@ from agentry_common.pki import LocalPKI
 from .procs import (
     Proc,
     ServerError,
-    port_in_use,
     require_free_port,
     start_with_ports,
-    who_listens,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +68,32 @@ def provision(components: tuple[str, ...] = (*CONTROL_PLANE, "helm")) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+# The names in the API server's serving certificate: in-cluster clients use the Service's.
+APISERVER_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+def _apiserver_fixed_flags(sa_key: Path) -> list[str]:
+    """The API server's flags that name no port, address or serving certificate."""
+    return [
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=PodSecurity",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={sa_key}",
+        f"--service-account-signing-key-file={sa_key}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--max-requests-inflight=1000",
+        "--max-mutating-requests-inflight=500",
+    ]
+
+
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -103,42 +127,32 @@ class ControlPlane:
         assets = self.assets or provision()
         self.assets = assets
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pki = self.pki
         bind = "0.0.0.0" if self.node_ip else "127.0.0.1"
-        fixed_port = self.apiserver_port
-        if fixed_port:
-            require_free_port(fixed_port, "kube-apiserver", "AGENTRY_APISERVER_PORT")
-            if self.node_ip and port_in_use(fixed_port, bind):
-                raise ServerError(
-                    f"port {fixed_port} for kube-apiserver is already in use on some address "
-                    f"by {who_listens(fixed_port)}. Stop that process or choose another port "
-                    "with AGENTRY_APISERVER_PORT=<port>."
-                )
-        admin = pki.issue("admin", "agentry-admin", org="system:masters", client=True)
-        kcm = pki.issue("kcm", "system:kube-controller-manager", client=True)
-        sa_key = pki.service_account_key()
-        kcm_kubeconfig = self.workdir / "kcm.kubeconfig"
-
+        self._check_fixed_port(bind)
         # etcd first, on two quiet ports (client, peer), started again on others if one is taken;
         # its URL is final before kube-apiserver (which gets it on its command line) starts.
         etcd_url = start_with_ports("etcd", 2, lambda ports: self._start_etcd(assets, ports), host=bind)
-
-        node_flags: list[str] = []
+        kcm_kubeconfig = self.workdir / "kcm.kubeconfig"
+        self._start_apiserver(assets, etcd_url, bind, kcm_kubeconfig, timeout)
+        self._start_controller_manager(assets, kcm_kubeconfig, timeout)
         if self.node_ip:
-            # The API server calls the kubelet (logs, exec, port-forward) as a cluster admin and
-            # checks the kubelet's serving certificate against our CA.
-            kubelet_client = pki.issue(
-                "apiserver-kubelet-client",
-                "system:kube-apiserver-kubelet-client",
-                org="system:masters",
-                client=True,
-            )
-            node_flags = [
-                f"--kubelet-client-certificate={kubelet_client.cert}",
-                f"--kubelet-client-key={kubelet_client.key}",
-                f"--kubelet-certificate-authority={pki.ca.cert}",
-                "--kubelet-preferred-address-types=InternalIP,Hostname",
-            ]
+            self._start_scheduler(assets, self.pki, timeout)
+        return self
+
+    def _check_fixed_port(self, bind: str) -> None:
+        """A port the user chose (`make dev`) must be free, on every address when we bind them all."""
+        port = self.apiserver_port
+        if not port:
+            return
+        require_free_port(port, "kube-apiserver", "AGENTRY_APISERVER_PORT", anywhere=bind == "0.0.0.0")
+
+    def _start_apiserver(
+        self, assets: Path, etcd_url: str, bind: str, kcm_kubeconfig: Path, timeout: float
+    ) -> None:
+        pki = self.pki
+        admin = pki.issue("admin", "agentry-admin", org="system:masters", client=True)
+        kcm = pki.issue("kcm", "system:kube-controller-manager", client=True)
+        node_flags = self._kubelet_client_flags() if self.node_ip else []
 
         def apiserver_on(ports: tuple[int, ...]) -> None:
             # Everything naming the port (serving certificate, kubeconfigs) is made per attempt.
@@ -146,64 +160,65 @@ class ControlPlane:
             serving = pki.issue(
                 f"apiserver-{self.apiserver_port}-{self.advertise_address}",
                 "kube-apiserver",
-                dns=(
-                    "localhost",
-                    "kubernetes",
-                    "kubernetes.default",
-                    "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local",
-                ),
+                dns=APISERVER_NAMES,
                 ips=tuple(dict.fromkeys(("127.0.0.1", KUBERNETES_SERVICE_IP, self.advertise_address))),
                 server=True,
             )
             self._write_kubeconfig(self.kubeconfig, pki.ca.cert, admin.cert, admin.key)
             self._write_kubeconfig(kcm_kubeconfig, pki.ca.cert, kcm.cert, kcm.key)
-            apiserver = Proc(
-                "kube-apiserver",
-                [
-                    str(assets / "kube-apiserver"),
-                    f"--etcd-servers={etcd_url}",
-                    f"--bind-address={bind}",
-                    f"--secure-port={self.apiserver_port}",
-                    f"--advertise-address={self.advertise_address}",
-                    f"--tls-cert-file={serving.cert}",
-                    f"--tls-private-key-file={serving.key}",
-                    f"--client-ca-file={pki.ca.cert}",
-                    "--authorization-mode=Node,RBAC",
-                    "--enable-admission-plugins=PodSecurity",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-account-key-file={sa_key}",
-                    f"--service-account-signing-key-file={sa_key}",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    "--allow-privileged=true",
-                    "--profiling=false",
-                    "--max-requests-inflight=1000",
-                    "--max-mutating-requests-inflight=500",
-                    *node_flags,
-                    "--v=1",
-                ],
-                self.workdir / "kube-apiserver.log",
-            ).start()
+            argv = [
+                str(assets / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={bind}",
+                f"--secure-port={self.apiserver_port}",
+                f"--advertise-address={self.advertise_address}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                *_apiserver_fixed_flags(pki.service_account_key()),
+                *node_flags,
+                "--v=1",
+            ]
+            apiserver = Proc("kube-apiserver", argv, self.workdir / "kube-apiserver.log").start()
             apiserver.wait_ready(self._ready, timeout, "ready (/readyz)", ports=ports)
             self.procs.append(apiserver)
 
-        if fixed_port:  # the user's port (`make dev`): one attempt, a clear error if it is taken
-            apiserver_on((fixed_port,))
+        if self.apiserver_port:  # the user's port (`make dev`): one attempt, a clear error if it is taken
+            apiserver_on((self.apiserver_port,))
         else:
             start_with_ports("kube-apiserver", 1, apiserver_on, host=bind)
 
+    def _kubelet_client_flags(self) -> list[str]:
+        """The API server calls the kubelet (logs, exec, port-forward) as a cluster admin and
+        checks the kubelet's serving certificate against our CA."""
+        pki = self.pki
+        kubelet_client = pki.issue(
+            "apiserver-kubelet-client",
+            "system:kube-apiserver-kubelet-client",
+            org="system:masters",
+            client=True,
+        )
+        return [
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
+
+    def _start_controller_manager(self, assets: Path, kubeconfig: Path, timeout: float) -> None:
+        pki = self.pki
         controller_manager = Proc(
             "kube-controller-manager",
             [
                 str(assets / "kube-controller-manager"),
-                f"--kubeconfig={kcm_kubeconfig}",
-                f"--authentication-kubeconfig={kcm_kubeconfig}",
-                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
                 # No HTTPS endpoint (and no port): readiness is the controllers' work below.
                 "--secure-port=0",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={sa_key}",
+                f"--service-account-private-key-file={pki.service_account_key()}",
                 f"--root-ca-file={pki.ca.cert}",
                 f"--cluster-signing-cert-file={pki.ca.cert}",
                 f"--cluster-signing-key-file={pki.ca.key}",
@@ -221,9 +236,6 @@ class ControlPlane:
             timeout,
             "running controllers (default ServiceAccount created)",
         )
-        if self.node_ip:
-            self._start_scheduler(assets, pki, timeout)
-        return self
 
     def _start_etcd(self, assets: Path, ports: tuple[int, ...]) -> str:
         client_port, peer_port = ports

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from .proctable import group_pids, group_socket_inodes, listener_inodes, who_listens
+
 T = TypeVar("T")
 
 # Go ("bind: address already in use"), Java ("BindException: Address already in use"), Python/uvicorn
@@ -135,65 +137,14 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def who_listens(port: int) -> str:
-    """Best-effort description of the process listening on a TCP port (for error messages)."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown process"
-    return out or "unknown process"
-
-
-def require_free_port(port: int, what: str, env_hint: str) -> None:
-    if port_in_use(port):
+def require_free_port(port: int, what: str, env_hint: str, *, anywhere: bool = False) -> None:
+    """A port the user chose must be free: on loopback, and with `anywhere` on every address too
+    (for a server that binds them all)."""
+    if port_in_use(port) or (anywhere and port_in_use(port, "0.0.0.0")):
         raise ServerError(
             f"port {port} for {what} is already in use by {who_listens(port)}. "
             f"Stop that process or choose another port with {env_hint}=<port>."
         )
-
-
-def listener_inodes(port: int) -> set[int]:
-    """Socket inodes of every TCP listener (IPv4 and IPv6, any address) on a port, from /proc/net."""
-    inodes: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(cols[9]))
-    return inodes
-
-
-def group_socket_inodes(pgid: int) -> set[int]:
-    """Socket inodes open in any process of a process group."""
-    inodes: set[int] = set()
-    for pid in group_pids(pgid):
-        with contextlib.suppress(OSError):
-            for fd in os.scandir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd.path)
-                    if target.startswith("socket:["):
-                        inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of a process group (from /proc/*/stat)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from agentry_common.conditions import ConditionType, Reason
+
 
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -12,30 +14,31 @@ def now_rfc3339() -> str:
 
 def set_condition(
     conditions: list[dict[str, Any]] | None,
-    type_: str,
+    type_: ConditionType,
     status: bool | None,
-    reason: str,
+    reason: Reason,
     message: str = "",
     generation: int | None = None,
     now: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return a new list with condition `type_` set; lastTransitionTime moves only on a change."""
+    type_name, reason_name = str(type_), str(reason)  # plain str in the status
     status_str = "Unknown" if status is None else ("True" if status else "False")
     result = [dict(c) for c in (conditions or [])]
     for cond in result:
-        if cond.get("type") == type_:
+        if cond.get("type") == type_name:
             if cond.get("status") != status_str:
                 cond["status"] = status_str
                 cond["lastTransitionTime"] = now or now_rfc3339()
-            cond["reason"] = reason
+            cond["reason"] = reason_name
             cond["message"] = message
             if generation is not None:
                 cond["observedGeneration"] = generation
             return result
     new: dict[str, Any] = {
-        "type": type_,
+        "type": type_name,
         "status": status_str,
-        "reason": reason,
+        "reason": reason_name,
         "message": message,
         "lastTransitionTime": now or now_rfc3339(),
     }
@@ -45,5 +48,5 @@ def set_condition(
     return result
 
 
-def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+def get_condition(conditions: list[dict[str, Any]] | None, type_: ConditionType) -> dict[str, Any] | None:
     return next((c for c in conditions or [] if c.get("type") == type_), None)

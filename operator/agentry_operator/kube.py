@@ -10,17 +10,14 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
-from agentry_common import constants as c
+from agentry_common.resources import Agent, Execution
 
 from .builders.refusal import classify, describe
 
-Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
-Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)
 FIELD_MANAGER = "agentry-operator"
 
 __all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod", "Refused", "Secret"]

@@ -23,6 +23,7 @@ from . import kube
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
 from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
+from .context import OperatorContext, context, find, store
 from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.execution import on_execution
@@ -72,25 +73,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             settings.admission.managed = "agentry.dev"
     if config.metrics_port:
         start_http_server(config.metrics_port)
-    memo.config = config
-    memo.client = kube.new_client()
-    memo.state = State()
+    ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
-    memo.state.governance = Governance.from_config(config)
-    if memo.state.governance is not None:
+    ctx.state.governance = Governance.from_config(config)
+    if ctx.state.governance is not None:
         log.info("governance on: admission and run tokens through the gateway at %s", config.gateway_base)
-    memo.scheduler = cloud_scheduler_backend(config, log)
-    memo.refresher = asyncio.create_task(background_loop(memo.client, config, memo.state, log))
+    ctx.scheduler = cloud_scheduler_backend(config, log)
+    ctx.refresher = asyncio.create_task(background_loop(ctx.client, config, ctx.state, log))
+    store(memo, ctx)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    memo.refresher.cancel()
-    await memo.client.close()
-    if memo.state.governance is not None:
-        await memo.state.governance.aclose()
-    if memo.scheduler is not None:
-        await memo.scheduler.close()
+    ctx = find(memo)
+    if ctx is None:  # start-up failed before storing it
+        return
+    if ctx.refresher is not None:
+        ctx.refresher.cancel()
+    await ctx.client.close()
+    if ctx.state.governance is not None:
+        await ctx.state.governance.aclose()
+    if ctx.scheduler is not None:
+        await ctx.scheduler.close()
 
 
 @kopf.on.login()
@@ -101,7 +105,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.probe(id="executions")
 async def executions_known(memo: kopf.Memo, **_: Any) -> int:
-    return len(memo.state.executions)
+    return len(context(memo).state.executions)
 
 
 class _Timed:
@@ -121,25 +125,27 @@ class _Timed:
 
 @kopf.on.event(G, V, "executions")
 async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    state: State = memo.state
+    ctx = context(memo)
     if type == "DELETED":
-        state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         return
     with _Timed("Execution"):
-        item = state.seen_execution(dict(body))
-        await on_execution(memo.client, memo.config, state, item, logger, listing=type is None)
+        item = ctx.state.seen_execution(dict(body))
+        await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=type is None)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
 async def job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Job"):
-        await on_job(memo.client, memo.state, type, dict(body))
+        ctx = context(memo)
+        await on_job(ctx.client, ctx.state, type, dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
 async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Pod"):
-        await on_pod(memo.client, memo.state, type, dict(body))
+        ctx = context(memo)
+        await on_pod(ctx.client, ctx.state, type, dict(body))
 
 
 # --- Agents ----------------------------------------------------------------------------------
@@ -150,28 +156,31 @@ async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 @kopf.on.resume(G, V, "agents", backoff=5)
 async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Agent"):
-        await reconcile_agent(memo.client, memo.config, memo.state, dict(body), logger, memo.scheduler)
+        ctx = context(memo)
+        await reconcile_agent(ctx.client, ctx.config, ctx.state, dict(body), logger, ctx.scheduler)
 
 
 def _has_cloud_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-    return needs_cloud_cleanup(dict(body), enabled=getattr(memo, "scheduler", None) is not None)
+    ctx = find(memo)
+    return needs_cloud_cleanup(dict(body), enabled=ctx is not None and ctx.scheduler is not None)
 
 
 # Only Agents that may own a Cloud Scheduler job get the finalizer (kopf adds it for this handler).
 @kopf.on.delete(G, V, "agents", when=_has_cloud_job, backoff=10)
 async def agent_deleted(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    await delete_agent_schedule(memo.config, memo.scheduler, dict(body), logger)
+    ctx = context(memo)
+    await delete_agent_schedule(ctx.config, ctx.scheduler, dict(body), logger)
 
 
 @kopf.on.event(G, V, "agents")
 async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    state: State = memo.state
+    ctx = context(memo)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
-        state.agents.pop(key, None)
+        ctx.state.agents.pop(key, None)
         return
-    for waiting in state.seen_agent(dict(body)):  # Executions that arrived before their Agent
-        await on_execution(memo.client, memo.config, state, state.executions[waiting], logger)
+    for waiting in ctx.state.seen_agent(dict(body)):  # Executions that arrived before their Agent
+        await on_execution(ctx.client, ctx.config, ctx.state, ctx.state.executions[waiting], logger)
 
 
 def validate_agent(spec: kopf.Spec, **_: Any) -> None:

@@ -13,6 +13,7 @@ import sys
 from lightkube import ApiError, AsyncClient
 
 from agentry_common import constants as c
+from agentry_common.models import Trigger
 from agentry_common.naming import scheduled_execution_name
 
 from .kube import Execution
@@ -31,11 +32,11 @@ def build_execution(agent: str, namespace: str, when: dt.datetime) -> dict[str, 
         "metadata": {
             "name": scheduled_execution_name(agent, int(when.timestamp())),
             "namespace": namespace,
-            "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: "Schedule"},
+            "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
         },
         "spec": {
             "agentRef": {"name": agent},
-            "trigger": "Schedule",
+            "trigger": Trigger.SCHEDULE.value,
             "scheduledTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     }

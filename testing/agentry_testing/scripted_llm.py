@@ -39,17 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-_OPENAI_FINISH = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+from . import scripted_wire as wire
+from .scripted_wire import Answer, Event
 
 
 @dataclass
@@ -124,10 +115,6 @@ def _blocks(item: dict[str, Any], state: _State, id_prefix: str) -> list[dict[st
         else:
             blocks.append({"type": "text", "text": str(block.get("text", ""))})
     return blocks
-
-
-def _chunks(text: str, size: int = 16) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -229,219 +216,45 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return  # the client gave up (deadline, cancellation): nothing to answer
 
-    # -- Anthropic Messages -----------------------------------------------------------------
+    def _send_events(self, events: list[Event]) -> None:
+        self._start_stream()
+        for event, data in events:
+            self._sse(event, data)
+        self._end_stream()
 
-    def _anthropic_error(self, err: dict[str, Any]) -> None:
-        status = int(err.get("status", 500))
-        err_type = err.get("type") or _ANTHROPIC_ERRORS.get(status, "api_error")
-        headers = {}
-        if err.get("retry_after") is not None:
-            headers["retry-after"] = str(err["retry_after"])
-        payload = {
-            "type": "error",
-            "error": {"type": err_type, "message": err.get("message", f"scripted {status}")},
-        }
-        self._send_json(status, payload, headers)
-
-    def _anthropic(self, request: dict[str, Any], item: dict[str, Any]) -> None:
-        if "error" in item:
-            self._anthropic_error(item["error"])
-            return
+    def _answer(self, request: dict[str, Any], item: dict[str, Any], tool_ids: str, ids: str) -> Answer:
+        """The item as an answer to this request; usage not scripted is estimated from the content."""
         state = self.server.state
-        blocks = _blocks(item, state, "toolu_scripted_")
+        blocks = _blocks(item, state, tool_ids)
         model = item.get("model") or request.get("model", "scripted")
         usage = item.get("usage") or {}
         input_tokens = int(usage.get("input_tokens", _estimate_tokens(request.get("messages"))))
         output_tokens = int(usage.get("output_tokens", _estimate_tokens(blocks)))
         has_tool = any(b["type"] == "tool_use" for b in blocks)
         stop_reason = item.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
-        msg_id = f"msg_scripted_{state.next_id():06d}"
-        if not request.get("stream"):
-            self._send_json(
-                200,
-                {
-                    "id": msg_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": blocks,
-                    "stop_reason": stop_reason,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-                },
-            )
-            return
-        self._start_stream()
-        self._sse(
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": msg_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-                },
-            },
-        )
-        self._sse("ping", {"type": "ping"})
-        if "stream_error" in item:
-            err = item["stream_error"]
-            self._sse(
-                "error",
-                {
-                    "type": "error",
-                    "error": {
-                        "type": err.get("type", "overloaded_error"),
-                        "message": err.get("message", "Overloaded"),
-                    },
-                },
-            )
-            self._end_stream()
-            return
-        for index, block in enumerate(blocks):
-            if block["type"] == "text":
-                start: dict[str, Any] = {"type": "text", "text": ""}
-                deltas = [{"type": "text_delta", "text": c} for c in _chunks(block["text"])]
-            else:
-                start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-                raw = json.dumps(block["input"])
-                half = len(raw) // 2
-                deltas = [
-                    {"type": "input_json_delta", "partial_json": part} for part in (raw[:half], raw[half:])
-                ]
-            self._sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": start},
-            )
-            for delta in deltas:
-                self._sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                )
-            self._sse("content_block_stop", {"type": "content_block_stop", "index": index})
-        self._sse(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": output_tokens},
-            },
-        )
-        self._sse("message_stop", {"type": "message_stop"})
-        self._end_stream()
+        return Answer(ids.format(state.next_id()), model, blocks, stop_reason, input_tokens, output_tokens)
 
-    # -- OpenAI chat completions ------------------------------------------------------------
+    def _anthropic(self, request: dict[str, Any], item: dict[str, Any]) -> None:
+        if "error" in item:
+            self._send_json(*wire.anthropic_error(item["error"]))
+            return
+        answer = self._answer(request, item, "toolu_scripted_", "msg_scripted_{:06d}")
+        if not request.get("stream"):
+            self._send_json(200, wire.anthropic_message(answer))
+            return
+        self._send_events(wire.anthropic_events(answer, item.get("stream_error")))
 
     def _openai(self, request: dict[str, Any], item: dict[str, Any]) -> None:
         if "error" in item or "stream_error" in item:
-            err = item.get("error") or {"status": 500}
-            status = int(err.get("status", 500))
-            headers = {}
-            if err.get("retry_after") is not None:
-                headers["retry-after"] = str(err["retry_after"])
-            kind = "rate_limit_exceeded" if status == 429 else "server_error"
-            if 400 <= status < 500 and status != 429:
-                kind = "invalid_request_error"
-            self._send_json(
-                status,
-                {
-                    "error": {
-                        "message": err.get("message", f"scripted {status}"),
-                        "type": err.get("type", kind),
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                headers,
-            )
+            self._send_json(*wire.openai_error(item.get("error") or {"status": 500}))
             return
-        state = self.server.state
-        blocks = _blocks(item, state, "call_scripted_")
-        model = item.get("model") or request.get("model", "scripted")
-        usage = item.get("usage") or {}
-        prompt = int(usage.get("input_tokens", _estimate_tokens(request.get("messages"))))
-        completion = int(usage.get("output_tokens", _estimate_tokens(blocks)))
-        text = "".join(b["text"] for b in blocks if b["type"] == "text")
-        calls = [b for b in blocks if b["type"] == "tool_use"]
-        stop = item.get("stop_reason") or ("tool_use" if calls else "end_turn")
-        finish = _OPENAI_FINISH.get(stop, "stop")
-        completion_id = f"chatcmpl-scripted{state.next_id():06d}"
+        answer = self._answer(request, item, "call_scripted_", "chatcmpl-scripted{:06d}")
         created = int(time.time())
-        usage_obj = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
         if not request.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if calls:
-                message["tool_calls"] = [
-                    {
-                        "id": c["id"],
-                        "type": "function",
-                        "function": {"name": c["name"], "arguments": json.dumps(c["input"])},
-                    }
-                    for c in calls
-                ]
-            self._send_json(
-                200,
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": usage_obj,
-                },
-            )
+            self._send_json(200, wire.openai_completion(answer, created))
             return
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            return {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-
-        self._start_stream()
-        self._sse(None, chunk({"role": "assistant", "content": ""}))
-        if text:
-            for part in _chunks(text):
-                self._sse(None, chunk({"content": part}))
-        for index, call in enumerate(calls):
-            raw = json.dumps(call["input"])
-            half = len(raw) // 2
-            first: dict[str, Any] = {
-                "index": index,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": call["name"], "arguments": raw[:half]},
-            }
-            self._sse(None, chunk({"tool_calls": [first]}))
-            rest: dict[str, Any] = {"index": index, "function": {"arguments": raw[half:]}}
-            self._sse(None, chunk({"tool_calls": [rest]}))
-        self._sse(None, chunk({}, finish))
-        if (request.get("stream_options") or {}).get("include_usage"):
-            self._sse(
-                None,
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage_obj,
-                },
-            )
-        self._sse(None, "[DONE]")
-        self._end_stream()
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        self._send_events(wire.openai_events(answer, created, include_usage))
 
 
 class _Server(ThreadingHTTPServer):

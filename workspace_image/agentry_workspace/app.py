@@ -16,10 +16,10 @@ from agentry_common.models import Runtime
 
 from . import secrets
 from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
-from .events import EventSink, JsonEventSink, secret_values
+from .events import EventSink, JsonEventSink, result_event_fields, secret_values
 from .hardening import forbid_inspection
 from .outcome import Outcome, StopReason, write_result
-from .runner import Runner, result_event_fields
+from .runner import Runner
 
 
 def finish(outcome: Outcome, sink: EventSink, result_file: Path) -> int:

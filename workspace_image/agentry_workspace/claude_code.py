@@ -19,66 +19,30 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from agentry_common import pricing
 from agentry_common.models import Provider as ProviderKind
-from agentry_common.models import Tool as ToolName
 from agentry_common.models import usd
-from agentry_llm.factory import BASE_URL_ENV, KEY_ENV, base_url_for
+from agentry_llm.factory import KEY_ENV
 
+from .claude_cli import cli_argv, cli_env, find_binary
 from .config import ConfigError, RunConfig
-from .events import EventSink
+from .events import TEXT_IN_EVENTS, EventSink
 from .outcome import Outcome, StopReason
-from .runner import EMPTY_INPUT_PROMPT, TEXT_IN_EVENTS, tool_env
+from .prompts import EMPTY_INPUT_PROMPT
 from .tools.base import one_line
-from .tools.netpolicy import Refused, parse_entry
 
-ENV_CLAUDE_BIN = "AGENTRY_CLAUDE_BIN"
-KNOWN_TOOLS = (
-    "Bash",
-    "Read",
-    "Write",
-    "Edit",
-    "MultiEdit",
-    "Glob",
-    "Grep",
-    "LS",
-    "WebFetch",
-    "WebSearch",
-    "NotebookEdit",
-)
-_FILE_TOOLS = ("Read", "Write", "Edit", "MultiEdit", "Glob", "Grep", "LS")
 _RESULT_STOPS = {
     "error_max_turns": StopReason.MAX_TURNS,
     "error_max_budget_usd": StopReason.MAX_COST,
     "error_during_execution": StopReason.ERROR,
 }
 STREAM_LINE_LIMIT = 16 * 1024 * 1024
-
-
-def tool_permissions(
-    spec_tools: list[ToolName], red: list[ToolName], hosts: list[str]
-) -> tuple[list[str], list[str]]:
-    enabled = [t for t in spec_tools if t not in red]
-    allowed: list[str] = []
-    if ToolName.SHELL in enabled or ToolName.PYTHON in enabled:
-        allowed.append("Bash")
-    if ToolName.FILES in enabled:
-        allowed.extend(_FILE_TOOLS)
-    if ToolName.HTTP in enabled:
-        allowed.extend(f"WebFetch(domain:{d})" for d in dict.fromkeys(map(_webfetch_domain, hosts)) if d)
-    granted = {a.split("(")[0] for a in allowed}
-    disallowed = [t for t in KNOWN_TOOLS if t not in granted]
-    if "WebFetch" in granted:
-        disallowed.append("WebSearch")  # search results are hosts outside the allow-list
-    return allowed, sorted(set(disallowed))
 
 
 @dataclass
@@ -133,67 +97,17 @@ class ClaudeCodeRunner:
         key_var = KEY_ENV[ProviderKind.ANTHROPIC]
         if not cfg.env.get(key_var, "").strip():
             raise ConfigError(f"runtime claude-code: no API key, set {key_var}")
-        wanted = cfg.env.get(ENV_CLAUDE_BIN) or "claude"
-        found = shutil.which(wanted, path=cfg.env.get("PATH"))
-        if found is None:
-            raise ConfigError(
-                f"runtime claude-code needs the Claude Code CLI ({wanted!r}, npm package "
-                "@anthropic-ai/claude-code) on PATH, and it is not installed"
-            )
-        self.binary = found
+        self.binary = find_binary(cfg.env)
         self.tally = _Tally(model=model.name)
         self._proc: asyncio.subprocess.Process | None = None
         self._stop: tuple[StopReason, str] | None = None
         self._texts: list[str] = []
 
     def argv(self) -> list[str]:
-        spec = self.cfg.spec
-        allowed, disallowed = tool_permissions(spec.tools, spec.approval.red_tools, spec.http.allowed_hosts)
-        system = (
-            f"{spec.instructions.strip()}\n\nYou run unattended as the Agentry agent "
-            f'"{self.cfg.agent}". End with a final message that states the result.'
-        )
-        argv = [
-            self.binary,
-            "-p",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--model",
-            self.cfg.model.name,
-            "--max-turns",
-            str(spec.budget.max_turns),
-            "--append-system-prompt",
-            system,
-        ]
-        if allowed:
-            argv += ["--allowedTools", *allowed]
-        if disallowed:
-            argv += ["--disallowedTools", *disallowed]
-        if spec.budget.max_cost_per_run_usd is not None:
-            argv += ["--max-budget-usd", spec.budget.max_cost_per_run_usd]
-        fallback = next((f for f in self.cfg.model.fallbacks if f.provider is ProviderKind.ANTHROPIC), None)
-        if fallback is not None:
-            argv += ["--fallback-model", fallback.name]
-        return argv
+        return cli_argv(self.binary, self.cfg)
 
     def child_env(self) -> dict[str, str]:
-        env = tool_env(self.cfg.env)
-        kind = ProviderKind.ANTHROPIC
-        env[KEY_ENV[kind]] = self.cfg.env[KEY_ENV[kind]]
-        ref = self.cfg.model
-        base = base_url_for(ref, self.cfg.env)
-        if base:
-            env[BASE_URL_ENV[kind]] = base
-        home = Path(env.get("HOME") or "/nonexistent")
-        if not (home.is_dir() and os.access(home, os.W_OK)):
-            # Read-only root filesystem: the CLI keeps its settings under $HOME.
-            home = self.cfg.state_dir / "home"
-            home.mkdir(parents=True, exist_ok=True)
-            env["HOME"] = str(home)
-        env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        env.setdefault("DISABLE_AUTOUPDATER", "1")
-        return env
+        return cli_env(self.cfg)
 
     def request_stop(self, note: str) -> None:
         self._stop = (StopReason.DEADLINE, f"Stopped: {note}.")
@@ -400,12 +314,3 @@ class ClaudeCodeRunner:
         if reason is not StopReason.END_TURN and text == "":
             summary = f"Claude Code ended: {subtype}" + (f"\n\n{last}" if last else "")
         return Outcome(reason, summary, usage=self._usage(result))
-
-
-def _webfetch_domain(entry: str) -> str:
-    """Claude Code's WebFetch rules name a domain: an allow-list entry without its scheme and port."""
-    try:
-        parsed = parse_entry(entry)
-    except (Refused, ValueError):  # the CRD's pattern admits no such entry; the http tool refuses it too
-        return ""
-    return f"*.{parsed.host}" if parsed.wildcard else str(parsed.host)

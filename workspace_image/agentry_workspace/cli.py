@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from agentry_common import constants as c
+
 from .app import config_failure, execute
 from .config import (
+    ENV_WORKSPACE,
     STATE_DIR,
     ConfigError,
     build_config,
@@ -113,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     forbid_inspection()  # tools must not read this process's environment or memory (hardening.py)
     env = dict(os.environ)
-    workspace = (args.workspace or Path(env.get("AGENTRY_WORKSPACE") or "agentry-workspace")).absolute()
+    workspace = (args.workspace or Path(env.get(ENV_WORKSPACE) or "agentry-workspace")).absolute()
     result_file = args.result_file or workspace / STATE_DIR / "termination-log"
     sink_kwargs: dict[str, Any] = {
-        "correlation_id": env.get("AGENTRY_CORRELATION_ID", ""),
-        "execution": env.get("AGENTRY_EXECUTION", ""),
+        "correlation_id": env.get(c.ENV_CORRELATION_ID, ""),
+        "execution": env.get(c.ENV_EXECUTION, ""),
         "secrets": secret_values(env),
     }
     sink: EventSink = JsonEventSink(**sink_kwargs) if args.json else PrettySink(**sink_kwargs)

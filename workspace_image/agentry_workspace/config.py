@@ -26,7 +26,6 @@ from .state import ResumeRequest, RunState
 ENV_CONFIG_DIR = "AGENTRY_CONFIG_DIR"
 ENV_WORKSPACE = "AGENTRY_WORKSPACE"
 ENV_RESULT_FILE = "AGENTRY_RESULT_FILE"
-RESUME_FILE = "resume.json"
 STATE_DIR = ".agentry"
 STATE_FILE = "state.json"
 FULL_RESULT_FILE = "result.json"
@@ -207,7 +206,7 @@ def load_pod_config(env: Mapping[str, str]) -> RunConfig:
         input_text=input_text,
         workspace=workspace,
         result_file=result_file_from_env(env),
-        resume=load_resume(config_dir / RESUME_FILE, workspace),
+        resume=load_resume(config_dir / c.RESUME_FILE, workspace),
     )
 
 

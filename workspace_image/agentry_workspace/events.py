@@ -15,8 +15,12 @@ from typing import Any, TextIO
 # One key-shape pattern for the whole project lives with the models.
 from agentry_common.models import _SECRETISH
 
+from .outcome import Outcome
+
 SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 REDACTED = "[REDACTED]"
+TEXT_IN_EVENTS = 4000  # characters of a model's message in a `turn` event
+RESULT_IN_EVENTS = 16384  # characters of the summary in the `result` event
 
 
 def now_rfc3339() -> str:
@@ -26,6 +30,20 @@ def now_rfc3339() -> str:
 def secret_values(env: Mapping[str, str]) -> list[str]:
     # Very short values would redact ordinary words; real keys are long.
     return [v for k in SECRET_ENV if len(v := env.get(k, "").strip()) >= 8]
+
+
+def tool_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment tools see: the run's, minus the LLM provider keys."""
+    return {k: v for k, v in env.items() if k not in SECRET_ENV}
+
+
+def result_event_fields(outcome: Outcome) -> dict[str, Any]:
+    """The `result` event: the run's full result, its summary cut to RESULT_IN_EVENTS."""
+    data = outcome.full()
+    if len(data["summary"]) > RESULT_IN_EVENTS:
+        data["summary"] = data["summary"][:RESULT_IN_EVENTS]
+        data["truncated"] = True
+    return data
 
 
 class EventSink:

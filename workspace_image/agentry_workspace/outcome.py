@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentry_common.exitcodes import FINAL, ExitCode
+from agentry_common.governance import RefusalType
 
 # The kubelet keeps at most 4096 bytes of a container's termination message.
 TERMINATION_LIMIT = 4096
@@ -23,7 +24,7 @@ class StopReason(StrEnum):
     MAX_TOKENS = "max_tokens"
     MAX_COST = "max_cost"
     DEADLINE = "deadline"
-    BUDGET_EXCEEDED = "budget_exceeded"
+    BUDGET_EXCEEDED = RefusalType.BUDGET_EXCEEDED.value  # the LLM gateway's refusal, same word
     PROVIDERS_FAILED = "providers_failed"
     APPROVAL_REQUIRED = "approval_required"
 

@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
 
-from ..chat import LLM_REQUIRED_MESSAGE
+from ..auth import User
 from ..deps import CurrentUser, StateDep, authenticate, get_state
+from ..designer_llm import LLM_REQUIRED_MESSAGE
 from ..services.designer import Designer
 from ..services.errors import Conflict, Invalid, NotFound
 from ..services.views import agent_out
@@ -81,32 +82,30 @@ async def chat(
     try:
         while True:
             frame = await websocket.receive_json()
-            kind = frame.get("type") if isinstance(frame, dict) else None
-            if kind == "message":
-                text = frame.get("text")
-                if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-                    await websocket.send_json(
-                        {
-                            "type": "error",
-                            "code": "INVALID",
-                            "message": f"text must be 1-{MAX_TEXT} characters",
-                        }
-                    )
-                    continue
-                for out in await designer.say(user, conv, text.strip()):
-                    await websocket.send_json(out)
-            elif kind == "save":
-                try:
-                    doc = await designer.save(user, conv)
-                except (Conflict, Invalid, NotFound) as exc:
-                    await websocket.send_json({"type": "error", "code": "INVALID", "message": str(exc)})
-                    continue
-                await websocket.send_json({"type": "saved", "agent": agent_out(doc).model_dump(mode="json")})
-            else:
-                await websocket.send_json(
-                    {"type": "error", "code": "INVALID", "message": "frame type must be 'message' or 'save'"}
-                )
+            for out in await answer(designer, user, conv, frame):
+                await websocket.send_json(out)
     except WebSocketDisconnect:
         return
     except ValueError:
         await websocket.close(code=1003, reason="frames must be JSON")
+
+
+def _invalid(message: str) -> dict[str, Any]:
+    return {"type": "error", "code": "INVALID", "message": message}
+
+
+async def answer(designer: Designer, user: User, conv: dict[str, Any], frame: Any) -> list[dict[str, Any]]:
+    """The frames that answer one client frame."""
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    if kind == "message":
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+            return [_invalid(f"text must be 1-{MAX_TEXT} characters")]
+        return await designer.say(user, conv, text.strip())
+    if kind == "save":
+        try:
+            doc = await designer.save(user, conv)
+        except (Conflict, Invalid, NotFound) as exc:
+            return [_invalid(str(exc))]
+        return [{"type": "saved", "agent": agent_out(doc).model_dump(mode="json")}]
+    return [_invalid("frame type must be 'message' or 'save'")]

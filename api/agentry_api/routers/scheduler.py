@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, status
 from starlette.requests import HTTPConnection
 
+from agentry_common.models import Trigger
+
 from ..deps import StateDep, unauthorized
 from ..oidc import InvalidToken
 from ..schemas import RunAccepted, Strict
@@ -26,7 +28,7 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class ScheduleRunIn(Strict):
-    trigger: Literal["Schedule"] = "Schedule"
+    trigger: Literal[Trigger.SCHEDULE] = Trigger.SCHEDULE
 
 
 async def scheduler_caller(conn: HTTPConnection, state: StateDep) -> str:

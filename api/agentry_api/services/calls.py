@@ -1,4 +1,5 @@
-"""An Execution's LLM calls: the gateway's metering records (`llmCalls`) as public views and totals.
+"""An Execution's LLM calls: the gateway's metering records (`llmCalls`, read as
+`agentry_common.records.LLMCallRecord`) as public views and totals.
 
 The gateway writes one record per call (agentry_gateway.service `_record`, docs/governance.md
 "Metering"), attributed to the run token's namespace and Execution; this module only reads them.
@@ -8,10 +9,14 @@ Who may see them is the Execution's rule (`RunService.get`): absent or not yours
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 from typing import Any
 
-from agentry_common.budgets import nanos_to_usd
-from agentry_common.pricing import usd_string
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from agentry_common.pricing import nanos_to_usd, usd_string
+from agentry_common.records import LLMCallRecord
 
 from ..auth import User
 from ..schemas import LlmCallOut, LlmCallsOut, LlmCallTotals
@@ -22,54 +27,77 @@ Doc = dict[str, Any]
 MAX_CALLS = 500  # per answer; a run with more is `truncated`
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+@functools.cache
+def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    annotation: Any = model.model_fields[name].annotation
+    return TypeAdapter(annotation)
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _valid_fields(model: type[BaseModel], doc: Any) -> Doc:
+    """The fields of a stored document that are valid for `model`, by their stored names. Strict (a
+    "5" is not 5, a bool no number); nested models field by field: an odd field is left out alone."""
+    if not isinstance(doc, dict):
+        return {}
+    fields: Doc = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key not in doc:
+            continue
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            fields[key] = _valid_fields(kind, doc[key])
+            continue
+        try:
+            fields[key] = _adapter(model, name).validate_python(doc[key], strict=True)
+        except ValidationError:
+            continue
+    return fields
 
 
-def _dict(value: Any) -> Doc:
-    return value if isinstance(value, dict) else {}
+def read_record(doc: Doc) -> LLMCallRecord:
+    """A stored call record as the gateway's model; missing or odd fields take their defaults (an
+    odd time is NaN, shown as none), so any record can be shown."""
+    fields = _valid_fields(LLMCallRecord, doc)
+    fields.setdefault("id", str(doc.get("id", "")))
+    fields.setdefault("ts", math.nan)
+    fields.setdefault("outcome", "")
+    return LLMCallRecord.model_validate(fields)
 
 
-def _time(ts: Any) -> str | None:
-    if not isinstance(ts, int | float) or isinstance(ts, bool):
-        return None
+def _time(ts: float) -> str | None:
     try:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except (OverflowError, OSError, ValueError):
         return None
 
 
-def call_out(doc: Doc) -> LlmCallOut:
-    """One record as its public view; a missing or odd field is shown as absent, never an error."""
-    charged, decision = _dict(doc.get("charged")), _dict(doc.get("decision"))
-    latency = doc.get("latencyMs")
-    path = doc.get("fallbackPath")
+def record_out(record: LLMCallRecord) -> LlmCallOut:
+    reason = (record.route or {}).get("reason")
     return LlmCallOut(
-        id=str(doc.get("id", "")),
-        time=_time(doc.get("ts")),
-        outcome=_str(doc.get("outcome")) or "unknown",
-        protocol=_str(doc.get("protocol")),
-        requestedModel=_str(doc.get("requestedModel")),
-        model=_str(doc.get("model")),
-        channel=_str(doc.get("channel")),
-        inputTokens=_int(doc.get("inputTokens")),
-        outputTokens=_int(doc.get("outputTokens")),
-        costUSD=usd_string(nanos_to_usd(_int(charged.get("costNanos")))),
-        latencyMs=float(latency)
-        if isinstance(latency, int | float) and not isinstance(latency, bool)
-        else None,
-        fallbacks=_int(doc.get("fallbacks")),
-        fallbackPath=[str(p) for p in path] if isinstance(path, list) else [],
-        retries=_int(doc.get("retries")),
-        zone=_str(decision.get("zone")),
-        decision=_str(decision.get("action")),
-        decisionReason=_str(decision.get("reason")),
-        route=_str(_dict(doc.get("route")).get("reason")),
+        id=record.id,
+        time=_time(record.ts),
+        outcome=record.outcome or "unknown",
+        protocol=record.protocol or None,
+        requestedModel=record.requested_model or None,
+        model=record.model or None,
+        channel=record.channel or None,
+        inputTokens=record.input_tokens,
+        outputTokens=record.output_tokens,
+        costUSD=usd_string(nanos_to_usd(record.charged.cost_nanos)),
+        latencyMs=record.latency_ms if "latency_ms" in record.model_fields_set else None,
+        fallbacks=record.fallbacks,
+        fallbackPath=list(record.fallback_path),
+        retries=record.retries,
+        zone=record.decision.zone or None,
+        decision=record.decision.action or None,
+        decisionReason=record.decision.reason or None,
+        route=reason if isinstance(reason, str) and reason else None,
     )
+
+
+def call_out(doc: Doc) -> LlmCallOut:
+    """One stored record as its public view; a missing or odd field is shown as absent, never an error."""
+    return record_out(read_record(doc))
 
 
 def _totals(sums: dict[str, int]) -> LlmCallTotals:
@@ -90,19 +118,18 @@ def calls_out(
 ) -> LlmCallsOut:
     """The first `limit` records (oldest first) and the totals: of `all_calls` (the store's sums over
     every record) when given, else of the records listed."""
-    kept = docs[:limit]
-    items = [call_out(d) for d in kept]
+    records = [read_record(d) for d in docs[:limit]]
     listed = {
-        "calls": len(items),
-        "inputTokens": sum(c.inputTokens for c in items),
-        "outputTokens": sum(c.outputTokens for c in items),
-        "costNanos": sum(_int(_dict(d.get("charged")).get("costNanos")) for d in kept),
-        "fallbacks": sum(c.fallbacks for c in items),
-        "retries": sum(c.retries for c in items),
+        "calls": len(records),
+        "inputTokens": sum(r.input_tokens for r in records),
+        "outputTokens": sum(r.output_tokens for r in records),
+        "costNanos": sum(r.charged.cost_nanos for r in records),
+        "fallbacks": sum(r.fallbacks for r in records),
+        "retries": sum(r.retries for r in records),
     }
     return LlmCallsOut(
         execution=execution,
-        items=items,
+        items=[record_out(r) for r in records],
         totals=_totals(all_calls if all_calls is not None else listed),
         truncated=len(docs) > limit,
     )

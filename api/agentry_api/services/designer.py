@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..auth import User
-from ..chat import LLM, LLM_REQUIRED_MESSAGE, LLMError
+from ..designer_llm import LLM, LLM_REQUIRED_MESSAGE, LLMError
 from ..metrics import CHAT_TURNS
 from ..schemas import AgentIn
 from ..storage import Store, now_iso

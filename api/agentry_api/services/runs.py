@@ -13,7 +13,7 @@ from typing import Any
 
 from lightkube import ApiError
 
-from agentry_common.models import TERMINAL_PHASES, Phase, looks_like_secret
+from agentry_common.models import TERMINAL_PHASES, Phase, Trigger, looks_like_secret
 from agentry_common.naming import scheduled_execution_name
 
 from ..auth import User, owner_label
@@ -66,28 +66,15 @@ class RunService:
             )
         correlation_id = uuid.uuid4().hex
         name = f"{agent_id[:50]}-{random_suffix(6)}"
-        now = now_iso()
-        doc: Doc = {
-            "id": name,
-            "userId": user.id,
-            "agentId": agent_id,
-            "trigger": "API",
-            "correlationId": correlation_id,
-            "input": input_text,
-            "phase": Phase.PENDING.value,
-            "reason": "Accepted",
-            "message": "accepted; waiting for the operator",
-            "createdAt": now,
-            "updatedAt": now,
-        }
+        doc = accepted_doc(name, user.id, agent_id, Trigger.API, correlation_id, input_text)
         await self.store.put_execution(doc)
         try:
             await self.cluster.create_execution(name, agent_id, input_text, correlation_id, user.owner_label)
         except ClusterUnavailable as exc:
-            await self.store.db.collection("executions").document(name).delete()
+            await self.store.delete_execution(name)
             raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
         except ApiError as exc:
-            await self.store.db.collection("executions").document(name).delete()
+            await self.store.delete_execution(name)
             raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
         await self.bus.publish(
             user.id, "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
@@ -101,12 +88,7 @@ class RunService:
         The name comes from the tick, so a retried tick finds the Execution it already created and
         returns it (idempotent). The Agent is found by name without a user (Firestore, else the CR).
         """
-        agent = await self.store.agent(agent_id)
-        if agent is None:  # not imported yet (kubectl): as the watcher would
-            found = await self.cluster.get_agent(agent_id)
-            agent = await self.agents.import_cr(found) if found is not None else None
-        if agent is None or agent.get("deleted"):
-            raise NotFound(f"agent {agent_id!r} not found")
+        agent = await self._scheduled_agent(agent_id)
         when = scheduled.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = scheduled_execution_name(agent_id, int(scheduled.timestamp()))
         existing = await self.store.execution(name)
@@ -116,21 +98,8 @@ class RunService:
             return existing
         # Deterministic, so concurrent retries of one tick write the same document.
         correlation_id = hashlib.sha256(f"schedule:{self.cluster.namespace}/{name}".encode()).hexdigest()[:32]
-        now = now_iso()
-        doc: Doc = {
-            "id": name,
-            "userId": agent["userId"],
-            "agentId": agent_id,
-            "trigger": "Schedule",
-            "scheduledTime": when,
-            "correlationId": correlation_id,
-            "input": None,
-            "phase": Phase.PENDING.value,
-            "reason": "Accepted",
-            "message": "accepted; waiting for the operator",
-            "createdAt": now,
-            "updatedAt": now,
-        }
+        doc = accepted_doc(name, agent["userId"], agent_id, Trigger.SCHEDULE, correlation_id, None)
+        doc["scheduledTime"] = when
         await self.store.put_execution(doc)
         try:
             await self.cluster.create_execution(
@@ -139,27 +108,17 @@ class RunService:
                 None,
                 correlation_id,
                 owner_label(agent["userId"]),
-                trigger="Schedule",
+                trigger=Trigger.SCHEDULE,
                 scheduled_time=when,
             )
         except ClusterUnavailable as exc:
-            await self.store.db.collection("executions").document(name).delete()
+            await self.store.delete_execution(name)
             raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
         except ApiError as exc:
             if exc.status.code != 409:
-                await self.store.db.collection("executions").document(name).delete()
+                await self.store.delete_execution(name)
                 raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
-            cr = await self.cluster.get_execution(name)  # this tick's Execution, created by a retry
-            spec = (cr or {}).get("spec") or {}
-            if cr is None or (spec.get("agentRef") or {}).get("name") != agent_id:
-                await self.store.db.collection("executions").document(name).delete()
-                raise Conflict(f"execution {name!r} exists in the cluster for another agent") from exc
-            cr_correlation = spec.get("correlationId") or (cr.get("status") or {}).get("correlationId")
-            if cr_correlation and cr_correlation != correlation_id:
-                doc["correlationId"] = cr_correlation
-                await self.store.put_execution({"id": name, "correlationId": cr_correlation}, merge=True)
-            # Our write may have replaced the watcher's mirror of it: mirror the CR again.
-            return await self.observe("MODIFIED", cr) or doc
+            return await self._tick_created_before(doc, exc)
         await self.bus.publish(
             agent["userId"], "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
         )
@@ -171,6 +130,30 @@ class RunService:
             correlation_id,
         )
         return doc
+
+    async def _scheduled_agent(self, agent_id: str) -> Doc:
+        agent = await self.store.agent(agent_id)
+        if agent is None:  # not imported yet (kubectl): as the watcher would
+            found = await self.cluster.get_agent(agent_id)
+            agent = await self.agents.import_cr(found) if found is not None else None
+        if agent is None or agent.get("deleted"):
+            raise NotFound(f"agent {agent_id!r} not found")
+        return agent
+
+    async def _tick_created_before(self, doc: Doc, exc: ApiError) -> Doc:
+        """The cluster has this tick's Execution already (created by a retry): mirror and return it."""
+        name, agent_id = doc["id"], doc["agentId"]
+        cr = await self.cluster.get_execution(name)
+        spec = (cr or {}).get("spec") or {}
+        if cr is None or (spec.get("agentRef") or {}).get("name") != agent_id:
+            await self.store.delete_execution(name)
+            raise Conflict(f"execution {name!r} exists in the cluster for another agent") from exc
+        cr_correlation = spec.get("correlationId") or (cr.get("status") or {}).get("correlationId")
+        if cr_correlation and cr_correlation != doc["correlationId"]:
+            doc["correlationId"] = cr_correlation
+            await self.store.put_execution({"id": name, "correlationId": cr_correlation}, merge=True)
+        # Our write may have replaced the watcher's mirror of it: mirror the CR again.
+        return await self.observe("MODIFIED", cr) or doc
 
     async def get(self, user: User, name: str) -> Doc:
         doc = await self.store.owned_execution(user.id, name)
@@ -293,6 +276,26 @@ class RunService:
             await self.approvals.run_ended(doc)
 
 
+def accepted_doc(
+    name: str, user_id: str, agent_id: str, trigger: Trigger, correlation_id: str, input_text: str | None
+) -> Doc:
+    """The Firestore document of a run the API starts, before the operator has seen it."""
+    now = now_iso()
+    return {
+        "id": name,
+        "userId": user_id,
+        "agentId": agent_id,
+        "trigger": trigger.value,
+        "correlationId": correlation_id,
+        "input": input_text,
+        "phase": Phase.PENDING.value,
+        "reason": "Accepted",
+        "message": "accepted; waiting for the operator",
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
 def first_mirror(cr: Doc, agent: Doc) -> Doc:
     """The Firestore document of an Execution the API did not create (kubectl, the operator)."""
     meta, spec = cr["metadata"], cr.get("spec") or {}
@@ -300,7 +303,7 @@ def first_mirror(cr: Doc, agent: Doc) -> Doc:
         "id": meta["name"],
         "userId": agent["userId"],
         "agentId": (spec.get("agentRef") or {}).get("name", ""),
-        "trigger": spec.get("trigger", "Manual"),
+        "trigger": spec.get("trigger", Trigger.MANUAL.value),
         "correlationId": spec.get("correlationId"),
         "input": spec.get("input"),
         "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),

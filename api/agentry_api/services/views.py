@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from agentry_common.conditions import ConditionType
+from agentry_common.models import Trigger
+
 from ..schemas import AgentOut, AgentStatusOut, ApprovalOut, ExecutionOut, SyncState
 
 Doc = dict[str, Any]
@@ -53,7 +56,7 @@ def agent_out(doc: Doc) -> AgentOut:
 
 def agent_status_view(cr: Doc) -> Doc:
     status = cr.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), None)
     view: Doc = {
         "ready": ready.get("status") if ready else None,
         "reason": ready.get("reason") if ready else None,
@@ -77,7 +80,7 @@ def execution_out(doc: Doc) -> ExecutionOut:
     return ExecutionOut(
         id=doc["id"],
         agentId=doc.get("agentId", ""),
-        trigger=doc.get("trigger", "Manual"),
+        trigger=doc.get("trigger", Trigger.MANUAL.value),
         correlationId=doc.get("correlationId"),
         input=doc.get("input"),
         phase=doc.get("phase") or "Pending",

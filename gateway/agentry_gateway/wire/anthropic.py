@@ -11,8 +11,10 @@ tools only).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
+from agentry_common.governance import RefusalType
+from agentry_common.models import Provider as Flavour
 from agentry_llm import (
     ChatRequest,
     ChatResponse,
@@ -25,7 +27,7 @@ from agentry_llm import (
 )
 from agentry_llm.types import Block
 
-from . import Parsed, WireError
+from . import Parsed, StreamWriter, WireError
 
 RELAYED = {
     "model",
@@ -42,7 +44,7 @@ RELAYED = {
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
-    402: "budget_exceeded",
+    402: RefusalType.BUDGET_EXCEEDED.value,
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
@@ -125,44 +127,12 @@ def parse(body: Any) -> Parsed:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _bad("messages: required, a non-empty list")
     dropped = {k for k in body if k not in RELAYED}
-    messages: list[Message] = []
-    for i, raw in enumerate(raw_messages):
-        if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
-            raise _bad(f"messages.{i}.role: must be 'user' or 'assistant'")
-        content = _blocks(raw.get("content", ""), i, dropped)
-        if not content:
-            continue
-        if messages and messages[-1].role == raw["role"]:
-            messages[-1].content.extend(content)  # the API joins consecutive turns of one role
-        else:
-            messages.append(Message(role=raw["role"], content=content))
-    if not messages:
-        raise _bad("messages: nothing to send (all empty)")
+    messages = _messages(raw_messages, dropped)
     system = body.get("system") or ""
     if isinstance(system, list):
         dropped.update("cache_control" for b in system if isinstance(b, dict) and "cache_control" in b)
-    tools: list[ToolSpec] = []
-    for j, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _bad(f"tools.{j}: only custom tools (name, input_schema) are relayed, got type {kind!r}")
-        if "cache_control" in tool:
-            dropped.add("cache_control")
-        tools.append(
-            ToolSpec(
-                name=str(tool.get("name", "")),
-                description=str(tool.get("description", "")),
-                input_schema=dict(tool["input_schema"]),
-            )
-        )
-    choice = body.get("tool_choice")
-    tool_choice: ToolChoice | None = None
-    if isinstance(choice, dict) and choice.get("type") in ("auto", "any", "none", "tool"):
-        tool_choice = ToolChoice(type=choice["type"], name=choice.get("name"))
-        if tool_choice.type == "tool" and not tool_choice.name:
-            raise _bad("tool_choice: type 'tool' needs a name")
-    elif choice is not None:
-        raise _bad("tool_choice: must be {type: auto|any|none|tool}")
+    tools = _tools(body.get("tools") or [], dropped)
+    tool_choice = _tool_choice(body.get("tool_choice"))
     stops = body.get("stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _bad("stop_sequences: must be a list of strings")
@@ -177,6 +147,52 @@ def parse(body: Any) -> Parsed:
         tool_choice=tool_choice,
     )
     return Parsed(model=model, chat=chat, stream=bool(body.get("stream")), dropped=sorted(dropped))
+
+
+def _messages(raw_messages: list[Any], dropped: set[str]) -> list[Message]:
+    messages: list[Message] = []
+    for i, raw in enumerate(raw_messages):
+        if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
+            raise _bad(f"messages.{i}.role: must be 'user' or 'assistant'")
+        content = _blocks(raw.get("content", ""), i, dropped)
+        if not content:
+            continue
+        if messages and messages[-1].role == raw["role"]:
+            messages[-1].content.extend(content)  # the API joins consecutive turns of one role
+        else:
+            messages.append(Message(role=raw["role"], content=content))
+    if not messages:
+        raise _bad("messages: nothing to send (all empty)")
+    return messages
+
+
+def _tools(raw_tools: Any, dropped: set[str]) -> list[ToolSpec]:
+    tools: list[ToolSpec] = []
+    for j, tool in enumerate(raw_tools):
+        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _bad(f"tools.{j}: only custom tools (name, input_schema) are relayed, got type {kind!r}")
+        if "cache_control" in tool:
+            dropped.add("cache_control")
+        tools.append(
+            ToolSpec(
+                name=str(tool.get("name", "")),
+                description=str(tool.get("description", "")),
+                input_schema=dict(tool["input_schema"]),
+            )
+        )
+    return tools
+
+
+def _tool_choice(choice: Any) -> ToolChoice | None:
+    if isinstance(choice, dict) and choice.get("type") in ("auto", "any", "none", "tool"):
+        tool_choice = ToolChoice(type=choice["type"], name=choice.get("name"))
+        if tool_choice.type == "tool" and not tool_choice.name:
+            raise _bad("tool_choice: type 'tool' needs a name")
+        return tool_choice
+    if choice is not None:
+        raise _bad("tool_choice: must be {type: auto|any|none|tool}")
+    return None
 
 
 def _number(body: dict[str, Any], key: str) -> float | None:
@@ -316,3 +332,27 @@ class Stream:
     def fail(self, message: str, kind: str = "overloaded_error") -> bytes:
         """An error after the stream started: the SDKs raise it (as a retryable overload)."""
         return _sse("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+class AnthropicWire:
+    """The Messages API as a `WireProtocol`."""
+
+    flavour = Flavour.ANTHROPIC
+    unauthorized = "authentication_error"
+    not_found = "not_found_error"
+    overloaded: str | None = "overloaded_error"
+
+    def parse(self, body: Any, default_max_tokens: int) -> Parsed:
+        return parse(body)  # max_tokens is required by this protocol
+
+    def answer(self, resp: ChatResponse, call_id: str, model: str) -> dict[str, Any]:
+        return message(resp, f"msg_{call_id}", model)
+
+    def stream(self, call_id: str, parsed: Parsed) -> StreamWriter:
+        return Stream(f"msg_{call_id}")
+
+    def error(self, status: int, message: str, kind: str | None = None, **extra: Any) -> dict[str, Any]:
+        return error(status, message, kind, **extra)
+
+
+WIRE: Final = AnthropicWire()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+from agentry_common.governance import RefusalType
+from agentry_common.models import Provider as Flavour
 from agentry_llm import (
     ChatRequest,
     ChatResponse,
@@ -25,7 +27,7 @@ from agentry_llm import (
 )
 from agentry_llm.types import Block
 
-from . import Parsed, WireError
+from . import Parsed, StreamWriter, WireError
 
 RELAYED = {
     "model",
@@ -52,7 +54,7 @@ FINISH = {
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
-    402: "budget_exceeded",
+    402: RefusalType.BUDGET_EXCEEDED.value,
     404: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
@@ -109,63 +111,9 @@ def parse(body: Any, default_max_tokens: int = 4096) -> Parsed:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _bad("messages: required, a non-empty list")
     dropped = sorted(k for k in body if k not in RELAYED)
-    system: list[str] = []
-    messages: list[Message] = []
-    for i, raw in enumerate(raw_messages):
-        where = f"messages.{i}"
-        if not isinstance(raw, dict):
-            raise _bad(f"{where}: must be an object")
-        role = raw.get("role")
-        if role in ("system", "developer"):
-            system.append(_text(raw.get("content"), f"{where}.content"))
-        elif role == "user":
-            text = _text(raw.get("content"), f"{where}.content")
-            _append(messages, "user", [TextBlock(text=text)] if text else [])
-        elif role == "assistant":
-            blocks: list[Block] = []
-            text = _text(raw.get("content"), f"{where}.content")
-            if text:
-                blocks.append(TextBlock(text=text))
-            for call in raw.get("tool_calls") or []:
-                function = call.get("function") or {} if isinstance(call, dict) else {}
-                blocks.append(
-                    ToolUseBlock(
-                        id=str(call.get("id", "")),
-                        name=str(function.get("name", "")),
-                        input=_arguments(function.get("arguments")),
-                    )
-                )
-            _append(messages, "assistant", blocks)
-        elif role == "tool":
-            result = ToolResultBlock(
-                tool_use_id=str(raw.get("tool_call_id", "")),
-                content=_text(raw.get("content"), f"{where}.content"),
-            )
-            _append(messages, "user", [result])
-        else:
-            raise _bad(f"{where}.role: unsupported role {role!r}")
-    if not messages:
-        raise _bad("messages: no user or assistant message to send")
-    tools: list[ToolSpec] = []
-    for j, tool in enumerate(body.get("tools") or []):
-        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
-        if not isinstance(function, dict) or not function.get("name"):
-            raise _bad(f"tools.{j}: only function tools are relayed")
-        tools.append(
-            ToolSpec(
-                name=str(function["name"]),
-                description=str(function.get("description", "")),
-                input_schema=dict(function.get("parameters") or {"type": "object", "properties": {}}),
-            )
-        )
-    choice = body.get("tool_choice")
-    tool_choice: ToolChoice | None = None
-    if choice in ("auto", "none", "required"):
-        tool_choice = ToolChoice(type={"auto": "auto", "none": "none", "required": "any"}[str(choice)])
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        tool_choice = ToolChoice(type="tool", name=str(choice["function"].get("name", "")))
-    elif choice is not None:
-        raise _bad("tool_choice: must be auto, none, required or {type: function, function: {name}}")
+    system, messages = _messages(raw_messages)
+    tools = _tools(body.get("tools") or [])
+    tool_choice = _tool_choice(body.get("tool_choice"))
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if not all(isinstance(s, str) for s in stops):
@@ -191,6 +139,78 @@ def parse(body: Any, default_max_tokens: int = 4096) -> Parsed:
         dropped=dropped,
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
     )
+
+
+def _messages(raw_messages: list[Any]) -> tuple[list[str], list[Message]]:
+    """The system texts, and the conversation (tool results as user turns)."""
+    system: list[str] = []
+    messages: list[Message] = []
+    for i, raw in enumerate(raw_messages):
+        where = f"messages.{i}"
+        if not isinstance(raw, dict):
+            raise _bad(f"{where}: must be an object")
+        role = raw.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(raw.get("content"), f"{where}.content"))
+        elif role == "user":
+            text = _text(raw.get("content"), f"{where}.content")
+            _append(messages, "user", [TextBlock(text=text)] if text else [])
+        elif role == "assistant":
+            _append(messages, "assistant", _assistant(raw, where))
+        elif role == "tool":
+            result = ToolResultBlock(
+                tool_use_id=str(raw.get("tool_call_id", "")),
+                content=_text(raw.get("content"), f"{where}.content"),
+            )
+            _append(messages, "user", [result])
+        else:
+            raise _bad(f"{where}.role: unsupported role {role!r}")
+    if not messages:
+        raise _bad("messages: no user or assistant message to send")
+    return system, messages
+
+
+def _assistant(raw: dict[str, Any], where: str) -> list[Block]:
+    blocks: list[Block] = []
+    text = _text(raw.get("content"), f"{where}.content")
+    if text:
+        blocks.append(TextBlock(text=text))
+    for call in raw.get("tool_calls") or []:
+        function = call.get("function") or {} if isinstance(call, dict) else {}
+        blocks.append(
+            ToolUseBlock(
+                id=str(call.get("id", "")),
+                name=str(function.get("name", "")),
+                input=_arguments(function.get("arguments")),
+            )
+        )
+    return blocks
+
+
+def _tools(raw_tools: Any) -> list[ToolSpec]:
+    tools: list[ToolSpec] = []
+    for j, tool in enumerate(raw_tools):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(function, dict) or not function.get("name"):
+            raise _bad(f"tools.{j}: only function tools are relayed")
+        tools.append(
+            ToolSpec(
+                name=str(function["name"]),
+                description=str(function.get("description", "")),
+                input_schema=dict(function.get("parameters") or {"type": "object", "properties": {}}),
+            )
+        )
+    return tools
+
+
+def _tool_choice(choice: Any) -> ToolChoice | None:
+    if choice in ("auto", "none", "required"):
+        return ToolChoice(type={"auto": "auto", "none": "none", "required": "any"}[str(choice)])
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return ToolChoice(type="tool", name=str(choice["function"].get("name", "")))
+    if choice is not None:
+        raise _bad("tool_choice: must be auto, none, required or {type: function, function: {name}}")
+    return None
 
 
 def _number(body: dict[str, Any], key: str) -> float | None:
@@ -293,3 +313,27 @@ class Stream:
 
     def fail(self, message: str, kind: str = "server_error") -> bytes:
         return _sse({"error": {"message": message, "type": kind, "param": None, "code": kind}})
+
+
+class OpenAIWire:
+    """Chat completions as a `WireProtocol`."""
+
+    flavour = Flavour.OPENAI
+    unauthorized = "invalid_api_key"
+    not_found = "model_not_found"
+    overloaded: str | None = None
+
+    def parse(self, body: Any, default_max_tokens: int) -> Parsed:
+        return parse(body, default_max_tokens)
+
+    def answer(self, resp: ChatResponse, call_id: str, model: str) -> dict[str, Any]:
+        return completion(resp, f"chatcmpl-{call_id}", model)
+
+    def stream(self, call_id: str, parsed: Parsed) -> StreamWriter:
+        return Stream(f"chatcmpl-{call_id}", parsed.include_usage)
+
+    def error(self, status: int, message: str, kind: str | None = None, **extra: Any) -> dict[str, Any]:
+        return error(status, message, kind, **extra)
+
+
+WIRE: Final = OpenAIWire()

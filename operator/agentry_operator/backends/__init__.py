@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from agentry_common.conditions import Reason
 from agentry_common.models import ScheduleBackend as BackendKind
 
 from ..config import OperatorConfig
@@ -35,7 +36,7 @@ CLOUD_SCHEDULER_REQUIRED = (
 class BackendError(Exception):
     """The backend could not do its part; `reason` goes to the Agent's Ready condition."""
 
-    def __init__(self, reason: str, message: str, retry_seconds: float | None = 60) -> None:
+    def __init__(self, reason: Reason, message: str, retry_seconds: float | None = 60) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -81,7 +82,7 @@ def cloud_scheduler_missing(config: OperatorConfig) -> list[str]:
 def not_configured(config: OperatorConfig) -> BackendError:
     missing = cloud_scheduler_missing(config)
     return BackendError(
-        "CloudSchedulerNotConfigured",
+        Reason.CLOUD_SCHEDULER_NOT_CONFIGURED,
         "spec.schedule.backend CloudScheduler needs operator settings that are not set: "
         + ", ".join(missing or ["(see the operator log)"])
         + " (Helm: operator.cloudScheduler.*; docs/gke.md)",

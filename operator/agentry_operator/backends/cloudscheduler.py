@@ -28,7 +28,8 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud import scheduler_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from agentry_common.models import ScheduleSpec
+from agentry_common.conditions import Reason
+from agentry_common.models import ScheduleSpec, Trigger
 from agentry_common.naming import short_hash
 
 from ..config import OperatorConfig
@@ -44,7 +45,7 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 # What every job sends: the API creates an Execution with trigger Schedule.
-RUN_BODY = json.dumps({"trigger": "Schedule"}, separators=(",", ":")).encode()
+RUN_BODY = json.dumps({"trigger": Trigger.SCHEDULE.value}, separators=(",", ":")).encode()
 RUN_HEADERS = {"Content-Type": "application/json"}
 # The API answers 202 at once; a slow answer is a failed attempt, retried with backoff. Retries are
 # safe: the API names the Execution after X-CloudScheduler-ScheduleTime (one per tick).
@@ -82,7 +83,7 @@ class CloudSchedulerSettings:
         fields = {f for _, f, _, _ in Formatter().parse(path) if f is not None}
         if not path.startswith("/") or not fields <= _PLACEHOLDERS:
             raise BackendError(
-                "CloudSchedulerNotConfigured",
+                Reason.CLOUD_SCHEDULER_NOT_CONFIGURED,
                 f"AGENTRY_CLOUD_SCHEDULER_PATH {path!r} must start with / and may use only "
                 "{namespace} and {name}",
                 retry_seconds=None,
@@ -90,7 +91,7 @@ class CloudSchedulerSettings:
         target = str(config.cloud_scheduler_target_url).rstrip("/")
         if not target.startswith(("https://", "http://")):
             raise BackendError(
-                "CloudSchedulerNotConfigured",
+                Reason.CLOUD_SCHEDULER_NOT_CONFIGURED,
                 f"AGENTRY_CLOUD_SCHEDULER_TARGET_URL {target!r} must be an http(s) URL",
                 retry_seconds=None,
             )
@@ -208,17 +209,17 @@ EXPECTED = (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError, OSError, Timeo
 def _failure(action: str, name: str, exc: Exception, retry_seconds: float) -> BackendError:
     if isinstance(exc, gexc.GoogleAPICallError):
         detail = f"{type(exc).__name__}: {exc.message}"
-        return BackendError("CloudSchedulerError", f"{action} {name}: {detail}", retry_seconds)
+        return BackendError(Reason.CLOUD_SCHEDULER_ERROR, f"{action} {name}: {detail}", retry_seconds)
     if isinstance(exc, auth_exceptions.GoogleAuthError):
         return BackendError(
-            "CloudSchedulerUnavailable",
+            Reason.CLOUD_SCHEDULER_UNAVAILABLE,
             f"{action} {name}: no usable Google credentials ({type(exc).__name__}: {exc}); "
             "on GKE, check the operator's Workload Identity binding",
             retry_seconds,
         )
     # RetryError (transient failures until the deadline), timeouts, connection problems.
     detail = f"{type(exc).__name__}: {exc}"
-    return BackendError("CloudSchedulerUnavailable", f"{action} {name}: {detail}", retry_seconds)
+    return BackendError(Reason.CLOUD_SCHEDULER_UNAVAILABLE, f"{action} {name}: {detail}", retry_seconds)
 
 
 class CloudSchedulerBackend:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentry_common.conditions import Reason
 from agentry_common.models import AgentSpec, ModelSpec, Phase, ScheduleBackend
 
 from ..schedule import cron_error, timezone_error
@@ -77,8 +78,8 @@ def _created(ex: dict[str, Any]) -> str:
 
 def is_missed(ex: dict[str, Any]) -> bool:
     return (ex.get("status") or {}).get("reason") in {
-        "MissedStartingDeadline",
-        "ConcurrencyForbidden",
+        Reason.MISSED_STARTING_DEADLINE,
+        Reason.CONCURRENCY_FORBIDDEN,
     }
 
 

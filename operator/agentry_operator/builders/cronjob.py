@@ -16,15 +16,9 @@ from ..config import OperatorConfig
 from .job import RUNTIME_UID, owner_reference
 
 
-def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
-    meta = agent["metadata"]
-    schedule = ScheduleSpec.model_validate(agent["spec"]["schedule"])
-    labels = {
-        c.LABEL_AGENT: meta["name"][:63],
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
-        c.LABEL_COMPONENT: "schedule",
-    }
-    pod = {
+def _tick_pod(agent_name: str, config: OperatorConfig) -> dict[str, Any]:
+    """The pod of each scheduled tick: creates one Execution (agentry_operator.tick)."""
+    return {
         "restartPolicy": "OnFailure",
         "serviceAccountName": config.tick_service_account,
         "enableServiceLinks": False,
@@ -41,7 +35,7 @@ def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, An
                 "imagePullPolicy": config.image_pull_policy,
                 "command": ["python", "-m", "agentry_operator.tick"],
                 "env": [
-                    {"name": c.ENV_AGENT, "value": meta["name"]},
+                    {"name": c.ENV_AGENT, "value": agent_name},
                     {
                         "name": c.ENV_NAMESPACE,
                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -67,6 +61,17 @@ def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, An
             }
         ],
     }
+
+
+def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    meta = agent["metadata"]
+    schedule = ScheduleSpec.model_validate(agent["spec"]["schedule"])
+    labels = {
+        c.LABEL_AGENT: meta["name"][:63],
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_COMPONENT: "schedule",
+    }
+    pod = _tick_pod(meta["name"], config)
     spec: dict[str, Any] = {
         "schedule": agent["spec"]["schedule"]["cron"],
         "timeZone": schedule.time_zone,

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentry_common.conditions import ConditionType, Reason
 from agentry_common.exitcodes import REASONS, ExitCode
 from agentry_common.models import Phase
 
@@ -15,6 +16,14 @@ from ..conditions import set_condition
 # Waiting reasons of a container that will not fix themselves: the run fails at once.
 IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}
+# Kubernetes' own condition types and reasons, read from Jobs and Pods.
+JOB_COMPLETE, JOB_FAILED = "Complete", "Failed"
+JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET = "FailureTarget", "SuccessCriteriaMet"
+JOB_DEADLINE_EXCEEDED = "DeadlineExceeded"  # a Job's activeDeadlineSeconds passed
+JOB_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+POD_EVICTED = "Evicted"
+POD_RUNNING, POD_SUCCEEDED = "Running", "Succeeded"  # pod phases
+POD_SCHEDULED, POD_UNSCHEDULABLE = "PodScheduled", "Unschedulable"
 
 
 @dataclass
@@ -22,7 +31,7 @@ class Observed:
     """The outcome of one look at a Job and its Pods."""
 
     phase: Phase
-    reason: str
+    reason: Reason
     message: str
     start_time: str | None = None
     completion_time: str | None = None
@@ -61,14 +70,15 @@ def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 def terminal_job(job: dict[str, Any]) -> bool:
     """The Job has ended (its outcome is final, whatever its pods say next)."""
-    return bool(set(_conditions(job)) & {"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
+    ended = {JOB_COMPLETE, JOB_FAILED, JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET}
+    return bool(set(_conditions(job)) & ended)
 
 
 def _latest(pods: list[dict[str, Any]], succeeded: bool = False) -> dict[str, Any] | None:
     """The pod whose report is the run's: the newest, or of a succeeded Job the newest that succeeded
     (an earlier attempt may have been created in the same second)."""
     if succeeded:
-        pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"] or pods
+        pods = [p for p in pods if (p.get("status") or {}).get("phase") == POD_SUCCEEDED] or pods
     if not pods:
         return None
     return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -128,27 +138,27 @@ def _exit(pod: dict[str, Any] | None) -> tuple[int | None, dict[str, Any] | None
     return terminated.get("exitCode"), parse_report(terminated.get("message"))
 
 
-def _explain_exit(code: int | None) -> tuple[str, str]:
+def _explain_exit(code: int | None) -> tuple[Reason, str]:
     if code is None:
-        return "PodFailed", "the run's pod failed"
+        return Reason.POD_FAILED, "the run's pod failed"
     if code in REASONS:
         reason, text = REASONS[code]
-        return reason, f"{text} (exit code {code})"
+        return Reason(reason), f"{text} (exit code {code})"
     if code == 137:
         return (
-            "OOMKilled",
+            Reason.OOM_KILLED,
             "the run was killed (exit code 137): out of memory? raise resources.limits.memory",
         )
-    return "PodFailed", f"the run's pod exited with code {code}"
+    return Reason.POD_FAILED, f"the run's pod exited with code {code}"
 
 
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
     """What the Job and its Pods say about the run."""
     if job is None:
-        return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE)
+        return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE)
     status = job.get("status") or {}
     conds = _conditions(job)
-    complete = "Complete" in conds or "SuccessCriteriaMet" in conds
+    complete = JOB_COMPLETE in conds or JOB_SUCCESS_CRITERIA_MET in conds
     pod = _latest(pods, succeeded=complete)
     attempts = max(
         len(pods),
@@ -163,14 +173,14 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
     }
 
     if complete:
-        end = status.get("completionTime") or conds.get("Complete", {}).get("lastTransitionTime")
+        end = status.get("completionTime") or conds.get(JOB_COMPLETE, {}).get("lastTransitionTime")
         if report is None:  # never a silent success without the run's result and usage
-            return Observed(Phase.SUCCEEDED, "NoReport", _no_report(pod), completion_time=end, **base)
+            return Observed(Phase.SUCCEEDED, Reason.NO_REPORT, _no_report(pod), completion_time=end, **base)
         return Observed(
-            Phase.SUCCEEDED, "Completed", "the agent finished its task", completion_time=end, **base
+            Phase.SUCCEEDED, Reason.COMPLETED, "the agent finished its task", completion_time=end, **base
         )
 
-    failed = conds.get("Failed") or conds.get("FailureTarget")
+    failed = conds.get(JOB_FAILED) or conds.get(JOB_FAILURE_TARGET)
     if failed:
         return _failed(job, failed, code, report, attempts, base)
 
@@ -178,7 +188,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         seen = _pod_state(pod, base)
         if seen is not None:
             return seen
-    return Observed(Phase.PENDING, "Pending", WAITING_MESSAGE, **base)
+    return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE, **base)
 
 
 def _failed(
@@ -195,24 +205,24 @@ def _failed(
         approval = report["approval"]
         return Observed(
             Phase.WAITING_APPROVAL,
-            "ApprovalRequired",
+            Reason.APPROVAL_REQUIRED,
             f"waiting for a decision on {approval.get('tool', 'an action')}: "
             f"{approval.get('summary', '')}".strip(),
             approval=approval,
             **base,
         )
     job_reason = failed.get("reason", "")
-    if job_reason == "DeadlineExceeded":
+    if job_reason == JOB_DEADLINE_EXCEEDED:
         return Observed(
             Phase.FAILED,
-            "DeadlineExceeded",
+            Reason.DEADLINE_EXCEEDED,
             f"the run exceeded its deadline (spec.timeoutSeconds plus a grace period: "
             f"{job['spec'].get('activeDeadlineSeconds')} s) and was stopped",
             completion_time=end,
             **base,
         )
     reason, text = _explain_exit(code)
-    if job_reason == "BackoffLimitExceeded":
+    if job_reason == JOB_BACKOFF_LIMIT_EXCEEDED:
         text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
     if code in REASONS and report and report.get("summary"):
         # The runtime's own words say which provider, budget or tool, and why (kubectl describe).
@@ -257,7 +267,7 @@ def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
     if waiting.get("reason") in IMAGE_ERRORS:
         return Observed(
             Phase.FAILED,
-            "ImagePullFailed",
+            Reason.IMAGE_PULL_FAILED,
             f"the workspace image cannot be pulled ({waiting['reason']}): "
             f"{waiting.get('message', '')}".strip(),
             stop_job=True,
@@ -266,32 +276,32 @@ def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
     if waiting.get("reason") in CONFIG_ERRORS and _final_config_error(waiting.get("message", "")):
         return Observed(
             Phase.FAILED,
-            "ContainerConfigError",
+            Reason.CONTAINER_CONFIG_ERROR,
             f"the run cannot start: {waiting.get('message', waiting['reason'])}",
             stop_job=True,
             **base,
         )
-    if pod_status.get("reason") == "Evicted":
+    if pod_status.get("reason") == POD_EVICTED:
         return Observed(
             Phase.RUNNING,
-            "Evicted",
+            Reason.EVICTED,
             f"the pod was evicted ({pod_status.get('message', '')}); a new pod is started",
             **base,
         )
     for cond in pod_status.get("conditions") or []:
         if (
-            cond.get("type") == "PodScheduled"
+            cond.get("type") == POD_SCHEDULED
             and cond.get("status") == "False"
-            and cond.get("reason") == "Unschedulable"
+            and cond.get("reason") == POD_UNSCHEDULABLE
         ):
             return Observed(
                 Phase.PENDING,
-                "Unschedulable",
+                Reason.UNSCHEDULABLE,
                 f"no node can run the pod yet: {cond.get('message', '')}",
                 **base,
             )
-    if pod_status.get("phase") == "Running":
-        return Observed(Phase.RUNNING, "Running", "the agent is running", **base)
+    if pod_status.get("phase") == POD_RUNNING:
+        return Observed(Phase.RUNNING, Reason.RUNNING, "the agent is running", **base)
     return None
 
 
@@ -308,9 +318,9 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
     started = seen.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING_APPROVAL)
     conds = set_condition(
         conds,
-        "Started",
+        ConditionType.STARTED,
         started,
-        "PodStarted" if started else seen.reason,
+        Reason.POD_STARTED if started else seen.reason,
         "" if started else seen.message,
         generation,
         now,
@@ -318,7 +328,7 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
     if seen.phase.terminal:
         conds = set_condition(
             conds,
-            "Succeeded",
+            ConditionType.SUCCEEDED,
             seen.phase == Phase.SUCCEEDED,
             seen.reason,
             seen.message,
@@ -326,10 +336,12 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
             now,
         )
     else:
-        conds = set_condition(conds, "Succeeded", None, seen.reason, seen.message, generation, now)
+        conds = set_condition(
+            conds, ConditionType.SUCCEEDED, None, seen.reason, seen.message, generation, now
+        )
     patch: dict[str, Any] = {
         "phase": seen.phase.value,
-        "reason": seen.reason,
+        "reason": str(seen.reason),
         "message": seen.message,
         "conditions": conds,
         "observedGeneration": generation,

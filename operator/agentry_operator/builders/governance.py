@@ -4,10 +4,15 @@ Execution's status, and the run token's Secret. No API or HTTP calls; unit-teste
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentry_common import constants as c
+from agentry_common.conditions import ConditionType, Reason
+from agentry_common.governance import Action, AdmissionDecision, AdmissionRequest, Zone
 from agentry_common.models import Phase, SecretSpec, Trigger
 
 from ..conditions import get_condition, set_condition
@@ -21,11 +26,13 @@ TOKEN_ENVS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 TOKEN_KEY = "token"  # key of the run token in its Secret
 DEFAULT_PRIORITY = 5
 
-BUDGET_EXCEEDED = "BudgetExceeded"  # condition type, and the reason of a refused run
-BUDGET_THROTTLED = "BudgetThrottled"
-BUDGET_WAIT = "BudgetWait"
-GATEWAY_UNAVAILABLE = "GatewayUnavailable"
-ADMISSION_FAILED = "AdmissionFailed"
+# The throttle condition's reason names the gateway's zone.
+ZONE_REASONS = {
+    Zone.NORMAL: Reason.NORMAL_ZONE,
+    Zone.THROTTLE: Reason.THROTTLE_ZONE,
+    Zone.CRITICAL: Reason.CRITICAL_ZONE,
+    Zone.EXHAUSTED: Reason.EXHAUSTED_ZONE,
+}
 
 
 def priority_of(execution: dict[str, Any], agent: dict[str, Any]) -> int:
@@ -55,7 +62,7 @@ def max_wait_seconds(
     """
     spec = execution.get("spec") or {}
     deadline = ((agent.get("spec") or {}).get("schedule") or {}).get("startingDeadlineSeconds")
-    since = _parse(spec.get("scheduledTime")) if spec.get("trigger") == Trigger.SCHEDULE.value else None
+    since = _parse(spec.get("scheduledTime")) if spec.get("trigger") == Trigger.SCHEDULE else None
     if deadline and since is not None:
         budget = int(deadline)
     else:
@@ -68,20 +75,20 @@ def max_wait_seconds(
 def admission_request(
     execution: dict[str, Any], agent: dict[str, Any], config: OperatorConfig, now: dt.datetime
 ) -> dict[str, Any]:
-    """The body of POST /v1/agentry/admission for one Execution."""
+    """The body of POST ADMISSION_PATH for one Execution (its uid: admission and metering charge the
+    same subject)."""
     meta = execution["metadata"]
-    body: dict[str, Any] = {
-        "namespace": meta["namespace"],
-        "agent": agent["metadata"]["name"],
-        "execution": meta["name"],
-        "priority": priority_of(execution, agent),
-        "model": (effective_model(agent.get("spec") or {}, config.default_model_spec) or {}).get("name"),
-        "maxWaitSeconds": max_wait_seconds(execution, agent, config, now),
-    }
-    user = owner_of(agent)
-    if user:
-        body["user"] = user
-    return body
+    request = AdmissionRequest(
+        namespace=meta["namespace"],
+        agent=agent["metadata"]["name"],
+        user=owner_of(agent) or None,
+        execution=meta["name"],
+        execution_uid=meta.get("uid"),
+        priority=priority_of(execution, agent),
+        model=(effective_model(agent.get("spec") or {}, config.default_model_spec) or {}).get("name"),
+        max_wait_seconds=max_wait_seconds(execution, agent, config, now),
+    )
+    return request.model_dump(by_alias=True, exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -99,16 +106,19 @@ class Verdict:
 
     start: bool  # create the Job now
     phase: Phase  # Pending (start or wait), or the terminal phase of a refusal
-    reason: str  # status.reason when not starting
+    reason: Reason  # status.reason when not starting
     message: str
     conditions: list[dict[str, Any]] = field(default_factory=list)  # the complete new list
     retry_seconds: float | None = None  # ask again after this long (not starting, not terminal)
     log: str = ""
 
 
+Conditions = list[dict[str, Any]]
+
+
 def decide(
     answer: Answer,
-    conditions: list[dict[str, Any]] | None,
+    conditions: Conditions | None,
     *,
     trigger: str | None,
     config: OperatorConfig,
@@ -118,57 +128,64 @@ def decide(
     """Map the gateway's answer to the Execution's phase and conditions (docs/governance.md, table (b))."""
 
     def cond(
-        conds: list[dict[str, Any]] | None, type_: str, status: bool | None, reason: str, message: str
-    ) -> list[dict[str, Any]]:
+        conds: Conditions | None, type_: ConditionType, status: bool | None, reason: Reason, message: str
+    ) -> Conditions:
         return set_condition(conds, type_, status, reason, message, generation, now)
 
-    unavailable = config.admission_unavailable_retry_seconds
-    decision = answer.decision
-    if decision is None:
-        reason = GATEWAY_UNAVAILABLE if answer.unavailable else ADMISSION_FAILED
-        what = "did not answer" if answer.unavailable else "could not admit the run"
-        message = f"the LLM gateway {what} ({answer.problem}); asking again in {unavailable:g} s"
-        return Verdict(
-            False,
-            Phase.PENDING,
-            reason,
-            message,
-            cond(conditions, BUDGET_EXCEEDED, None, reason, message),
-            unavailable,
-        )
-    action = str(decision.get("action", ""))
-    why = str(decision.get("reason") or "")
-    zone = str(decision.get("zone") or "normal")
-    if action == "allow":
-        conds = cond(conditions, BUDGET_EXCEEDED, False, "WithinBudget", why)
-        conds = cond(conds, BUDGET_THROTTLED, False, "WithinBudget", "")
-        return Verdict(True, Phase.PENDING, "Admitted", why, conds, log=f"allow: {why}")
-    if action == "throttle":
-        model = decision.get("model")
+    exceeded, throttled = ConditionType.BUDGET_EXCEEDED, ConditionType.BUDGET_THROTTLED
+    if answer.decision is None:
+        return _no_answer(answer, conditions, cond, config)
+    try:
+        decision = AdmissionDecision.model_validate(answer.decision)
+    except ValidationError:
+        return _unknown(answer.decision, conditions, cond, config)
+    why = decision.reason
+    if decision.action == Action.ALLOW:
+        conds = cond(conditions, exceeded, False, Reason.WITHIN_BUDGET, why)
+        conds = cond(conds, throttled, False, Reason.WITHIN_BUDGET, "")
+        return Verdict(True, Phase.PENDING, Reason.ADMITTED, why, conds, log=f"allow: {why}")
+    if decision.action == Action.THROTTLE:
+        model = decision.model
         message = f"{why} (calls use {model})" if model and model not in why else why
-        conds = cond(conditions, BUDGET_EXCEEDED, False, "WithinBudget", "")
-        conds = cond(conds, BUDGET_THROTTLED, True, f"{zone.capitalize()}Zone", message)
-        return Verdict(True, Phase.PENDING, "Admitted", message, conds, log=f"throttle: {message}")
-    if action == "wait":
-        retry = float(decision.get("retryAfterSeconds") or config.admission_recheck_seconds)
+        conds = cond(conditions, exceeded, False, Reason.WITHIN_BUDGET, "")
+        conds = cond(conds, throttled, True, ZONE_REASONS[decision.zone], message)
+        return Verdict(True, Phase.PENDING, Reason.ADMITTED, message, conds, log=f"throttle: {message}")
+    if decision.action == Action.WAIT:
+        retry = float(decision.retry_after_seconds or config.admission_recheck_seconds)
         retry = max(1.0, min(retry, config.admission_recheck_seconds))
-        conds = cond(conditions, BUDGET_EXCEEDED, True, BUDGET_WAIT, why)
-        return Verdict(False, Phase.PENDING, BUDGET_WAIT, why, conds, retry, log=f"wait: {why}")
-    if action == "refuse":
-        phase = Phase.SKIPPED if trigger == Trigger.SCHEDULE.value else Phase.FAILED
-        conds = cond(conditions, BUDGET_EXCEEDED, True, BUDGET_EXCEEDED, why)
-        return Verdict(False, phase, BUDGET_EXCEEDED, why, conds, log=f"refuse: {why}")
-    message = (
-        f"the LLM gateway answered an unknown admission action {action!r}; asking again in {unavailable:g} s"
-    )
-    return Verdict(
-        False,
-        Phase.PENDING,
-        ADMISSION_FAILED,
-        message,
-        cond(conditions, BUDGET_EXCEEDED, None, ADMISSION_FAILED, message),
-        unavailable,
-    )
+        conds = cond(conditions, exceeded, True, Reason.BUDGET_WAIT, why)
+        return Verdict(False, Phase.PENDING, Reason.BUDGET_WAIT, why, conds, retry, log=f"wait: {why}")
+    phase = Phase.SKIPPED if trigger == Trigger.SCHEDULE else Phase.FAILED
+    conds = cond(conditions, exceeded, True, Reason.BUDGET_EXCEEDED, why)
+    return Verdict(False, phase, Reason.BUDGET_EXCEEDED, why, conds, log=f"refuse: {why}")
+
+
+_Cond = Callable[[Conditions | None, ConditionType, bool | None, Reason, str], Conditions]
+
+
+def _no_answer(answer: Answer, conditions: Conditions | None, cond: _Cond, config: OperatorConfig) -> Verdict:
+    """No decision (the gateway down, or refusing the question): Pending, asked again later."""
+    unavailable = config.admission_unavailable_retry_seconds
+    reason = Reason.GATEWAY_UNAVAILABLE if answer.unavailable else Reason.ADMISSION_FAILED
+    what = "did not answer" if answer.unavailable else "could not admit the run"
+    message = f"the LLM gateway {what} ({answer.problem}); asking again in {unavailable:g} s"
+    conds = cond(conditions, ConditionType.BUDGET_EXCEEDED, None, reason, message)
+    return Verdict(False, Phase.PENDING, reason, message, conds, unavailable)
+
+
+def _unknown(
+    decision: dict[str, Any], conditions: Conditions | None, cond: _Cond, config: OperatorConfig
+) -> Verdict:
+    """An answer that is no AdmissionDecision (an unknown action): Pending, asked again later."""
+    unavailable = config.admission_unavailable_retry_seconds
+    action = str(decision.get("action", ""))
+    if action in {a.value for a in Action}:
+        problem = f"an invalid admission answer for action {action!r}"
+    else:
+        problem = f"an unknown admission action {action!r}"
+    message = f"the LLM gateway answered {problem}; asking again in {unavailable:g} s"
+    conds = cond(conditions, ConditionType.BUDGET_EXCEEDED, None, Reason.ADMISSION_FAILED, message)
+    return Verdict(False, Phase.PENDING, Reason.ADMISSION_FAILED, message, conds, unavailable)
 
 
 def ended_with_token(execution: dict[str, Any], status: dict[str, Any]) -> bool:
@@ -184,8 +201,8 @@ def record_before_job(verdict: Verdict, conditions: list[dict[str, Any]] | None)
     """True when a starting run's conditions must be written before its Job is created: a throttled
     start. Nothing in the Job tells it later, and an operator that crashes after creating the Job
     adopts it with the status it finds (decide_existing)."""
-    throttled = get_condition(verdict.conditions, BUDGET_THROTTLED)
-    before = get_condition(conditions, BUDGET_THROTTLED)
+    throttled = get_condition(verdict.conditions, ConditionType.BUDGET_THROTTLED)
+    before = get_condition(conditions, ConditionType.BUDGET_THROTTLED)
     return (
         verdict.start
         and throttled is not None

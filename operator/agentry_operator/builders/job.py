@@ -7,7 +7,7 @@ from typing import Any
 
 from agentry_common import constants as c
 from agentry_common.exitcodes import FINAL
-from agentry_common.models import AgentSpec
+from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
 
 from ..config import OperatorConfig
@@ -16,7 +16,6 @@ from .model import with_effective_model
 
 CONTAINER = "agent"
 DEADLINE_GRACE_SECONDS = 30
-RESUME_FILE = "resume.json"  # in /etc/agentry when a paused run resumes (workspace_image/README.md)
 STATE_KEY = "state.json"  # ConfigMap key keeping a paused run's conversation state
 RUNTIME_UID = 10001
 
@@ -146,61 +145,53 @@ def _config_volume(resume_configmap: str | None) -> dict[str, Any]:
     ]
     if resume_configmap:
         sources.append(
-            {"configMap": {"name": resume_configmap, "items": [{"key": RESUME_FILE, "path": RESUME_FILE}]}}
+            {
+                "configMap": {
+                    "name": resume_configmap,
+                    "items": [{"key": c.RESUME_FILE, "path": c.RESUME_FILE}],
+                }
+            }
         )
     return {"name": "config", "projected": {"sources": sources}}
 
 
-def build_job(
-    execution: dict[str, Any],
-    agent: dict[str, Any],
-    correlation_id: str,
-    config: OperatorConfig,
-    name: str | None = None,
-    resume_configmap: str | None = None,
-    token_secret: str | None = None,
-) -> dict[str, Any]:
-    """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted".
-
-    With the gateway on (`config.governed`), `token_secret` names the Secret holding this Job's run
-    token (builders/governance.py): it becomes both provider keys, and no provider key of the Agent's
-    spec.secrets is put into the pod. An Agent without spec.model runs on the installation's default
-    model, written into the run's agent.json like an explicit one (builders/model.py).
-    """
-    meta = execution["metadata"]
-    agent = with_effective_model(agent, config.default_model_spec)
-    spec = AgentSpec.model_validate(agent["spec"])
-    name = name or job_name(meta["name"], meta["uid"])
-    labels = child_labels(agent["metadata"]["name"], meta["name"], execution["spec"].get("trigger", "Manual"))
-    annotations = {
-        c.ANNOTATION_CORRELATION_ID: correlation_id,
-        c.ANNOTATION_EXECUTION: meta["name"],
+def _security_context() -> dict[str, Any]:
+    """The container's: PSS "restricted", read-only root, the runtime's own uid."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
     }
-    pod_annotations = {**annotations, **run_inputs(execution, agent)}
-    container = {
+
+
+def _container(
+    env: list[dict[str, Any]], resources: dict[str, Any], config: OperatorConfig
+) -> dict[str, Any]:
+    return {
         "name": CONTAINER,
         "image": config.workspace_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "agentry_workspace"],
-        "env": _env(execution, spec, correlation_id, config, token_secret),
-        "resources": _resources(spec, config),
+        "env": env,
+        "resources": resources,
         "terminationMessagePath": c.RESULT_FILE,
         # The runtime writes its result JSON there; if it crashes first, the log tail explains.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-        },
+        "securityContext": _security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": c.WORKSPACE_CONFIG_DIR, "readOnly": True},
             {"name": "workspace", "mountPath": c.WORKSPACE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+
+
+def _pod_spec(
+    container: dict[str, Any], config: OperatorConfig, resume_configmap: str | None
+) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -221,43 +212,87 @@ def build_job(
     }
     if config.workload_service_account:
         pod_spec["serviceAccountName"] = config.workload_service_account
+    return pod_spec
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    """Final exit codes fail the Job at once; disruptions are not counted as retries."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": sorted(int(x) for x in FINAL),
+                },
+            },
+            # Evictions and preemptions are not the agent's fault: not counted as retries.
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+    }
+
+
+def _job_spec(spec: AgentSpec, config: OperatorConfig, template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "backoffLimit": spec.retries,
+        # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the
+        # Job's deadline is the backstop for a runtime that cannot.
+        "activeDeadlineSeconds": active_deadline_seconds(spec),
+        "ttlSecondsAfterFinished": config.job_ttl_seconds,
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": _pod_failure_policy(),
+        "template": template,
+    }
+
+
+def effective_spec(agent: dict[str, Any], config: OperatorConfig) -> AgentSpec:
+    """The Agent's spec as its runs use it (the default model filled in), parsed once per start."""
+    return AgentSpec.model_validate(with_effective_model(agent, config.default_model_spec)["spec"])
+
+
+def build_job(
+    execution: dict[str, Any],
+    agent: dict[str, Any],
+    correlation_id: str,
+    config: OperatorConfig,
+    name: str | None = None,
+    resume_configmap: str | None = None,
+    token_secret: str | None = None,
+    spec: AgentSpec | None = None,
+) -> dict[str, Any]:
+    """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted".
+
+    With the gateway on (`config.governed`), `token_secret` names the Secret holding this Job's run
+    token (builders/governance.py): it becomes both provider keys, and no provider key of the Agent's
+    spec.secrets is put into the pod. An Agent without spec.model runs on the installation's default
+    model, written into the run's agent.json like an explicit one (builders/model.py). `spec`: the
+    Agent's spec parsed already (effective_spec), else it is parsed here.
+    """
+    meta = execution["metadata"]
+    agent = with_effective_model(agent, config.default_model_spec)
+    spec = spec or AgentSpec.model_validate(agent["spec"])
+    trigger = execution["spec"].get("trigger", Trigger.MANUAL.value)
+    labels = child_labels(agent["metadata"]["name"], meta["name"], trigger)
+    annotations = {c.ANNOTATION_CORRELATION_ID: correlation_id, c.ANNOTATION_EXECUTION: meta["name"]}
+    env = _env(execution, spec, correlation_id, config, token_secret)
+    container = _container(env, _resources(spec, config), config)
+    template = {
+        "metadata": {"labels": labels, "annotations": {**annotations, **run_inputs(execution, agent)}},
+        "spec": _pod_spec(container, config, resume_configmap),
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": name,
+            "name": name or job_name(meta["name"], meta["uid"]),
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [owner_reference(execution)],
         },
-        "spec": {
-            "backoffLimit": spec.retries,
-            # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the
-            # Job's deadline is the backstop for a runtime that cannot.
-            "activeDeadlineSeconds": active_deadline_seconds(spec),
-            "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": sorted(int(x) for x in FINAL),
-                        },
-                    },
-                    # Evictions and preemptions are not the agent's fault: not counted as retries.
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                ]
-            },
-            "template": {
-                "metadata": {"labels": labels, "annotations": pod_annotations},
-                "spec": pod_spec,
-            },
-        },
+        "spec": _job_spec(spec, config, template),
     }

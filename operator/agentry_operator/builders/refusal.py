@@ -11,9 +11,6 @@ import enum
 import re
 from typing import Any
 
-INVALID_JOB = "InvalidJob"  # Failed: the API server refused the run's Job (or its Secret/ConfigMap)
-QUOTA_EXCEEDED = "QuotaExceeded"  # Pending: a ResourceQuota of the namespace is used up; retried
-
 RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
 MAX_API_MESSAGE = 1024

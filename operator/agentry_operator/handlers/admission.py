@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 from lightkube import AsyncClient
 
-from agentry_common.models import AgentSpec, Phase
+from agentry_common.conditions import Reason
+from agentry_common.governance import ADMISSION_PATH, RUN_END_PATH, RunEnd
+from agentry_common.models import AgentSpec, Phase, Trigger
 from agentry_common.naming import token_secret_name
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
 
@@ -37,8 +39,6 @@ from .state import Key, Logger, State
 
 log = logging.getLogger("agentry.operator.governance")
 
-ADMISSION_PATH = "/v1/agentry/admission"
-END_PATH = "/v1/agentry/executions/end"
 SERVICE_SUBJECT = "operator"
 
 
@@ -87,10 +87,12 @@ class Governance:
         """Tell the gateway the Execution is over, so its run tokens admit no more calls. Best effort:
         if the gateway cannot be told, a token still dies at its expiry (the Job's deadline + 600 s)."""
         meta = execution["metadata"]
-        body = {"namespace": meta["namespace"], "execution": meta["name"], "uid": meta["uid"]}
+        body = RunEnd(namespace=meta["namespace"], execution=meta["name"], uid=meta["uid"]).model_dump()
         token = mint_service_token(self.keyring, SERVICE_SUBJECT)
         try:
-            response = await self.http.post(END_PATH, json=body, headers={"authorization": f"Bearer {token}"})
+            response = await self.http.post(
+                RUN_END_PATH, json=body, headers={"authorization": f"Bearer {token}"}
+            )
         except httpx.HTTPError as exc:
             log.warning("could not end the run tokens of %s at the gateway: %s", meta["name"], exc)
             return
@@ -102,10 +104,13 @@ class Governance:
                 _detail(response),
             )
 
-    def run_token(self, execution: dict[str, Any], agent: dict[str, Any]) -> str:
-        """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget."""
+    def run_token(
+        self, execution: dict[str, Any], agent: dict[str, Any], spec: AgentSpec | None = None
+    ) -> str:
+        """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget
+        (`spec`: the Agent's spec parsed already, else it is parsed here)."""
         meta = execution["metadata"]
-        spec = AgentSpec.model_validate(agent["spec"])
+        spec = spec or AgentSpec.model_validate(agent["spec"])
         budget = spec.budget
         return mint_run_token(
             self.keyring,
@@ -180,11 +185,16 @@ async def admission(
 
 def decide_existing(status: dict[str, Any]) -> Verdict:
     """The Job exists already (admitted before a crash): start, i.e. adopt it, without asking."""
-    return Verdict(True, Phase.PENDING, "Admitted", "", list(status.get("conditions") or []))
+    return Verdict(True, Phase.PENDING, Reason.ADMITTED, "", list(status.get("conditions") or []))
 
 
 async def ensure_token_secret(
-    client: AsyncClient, state: State, body: dict[str, Any], agent: dict[str, Any], job: str
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    agent: dict[str, Any],
+    job: str,
+    spec: AgentSpec | None = None,
 ) -> str:
     """Create the run token Secret of Job `job` before the Job (a 409 adopts the one an earlier
     attempt made for the same Execution); returns its name."""
@@ -193,7 +203,9 @@ async def ensure_token_secret(
         raise RuntimeError("governance is on but the operator has no gateway client")
     meta = body["metadata"]
     name = token_secret_name(job)
-    labels = child_labels(agent["metadata"]["name"], meta["name"], body["spec"].get("trigger", "Manual"))
-    secret = build_token_secret(body, name, gov.run_token(body, agent), labels, owner_reference(body))
+    labels = child_labels(
+        agent["metadata"]["name"], meta["name"], body["spec"].get("trigger", Trigger.MANUAL)
+    )
+    secret = build_token_secret(body, name, gov.run_token(body, agent, spec), labels, owner_reference(body))
     await kube.create_or_adopt(client, secret)
     return name

@@ -8,6 +8,8 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
+from agentry_common.conditions import ConditionType, Reason
+from agentry_common.models import Trigger
 from agentry_common.naming import cronjob_name
 
 from .. import kube
@@ -34,31 +36,15 @@ async def reconcile_agent(
 ) -> None:
     meta, spec = body["metadata"], body["spec"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
-    status = body.get("status") or {}
     default_model = config.default_model_spec
     errors = spec_errors(spec, config.gateway_url, default_model)
     if errors:
-        message = "; ".join(errors)
-        logger.warning("agent %s is invalid: %s", name, message)
-        await kube.patch_status(
-            client,
-            kube.Agent,
-            name,
-            namespace,
-            {
-                "observedGeneration": generation,
-                "conditions": set_condition(
-                    status.get("conditions"), "Ready", False, "InvalidSpec", message, generation
-                ),
-                "nextRunTime": None,
-                "model": None,
-            },
-        )
+        await _invalid(client, body, "; ".join(errors), logger)
         return
 
     schedule = spec.get("schedule")
     cron_name = cronjob_name(name, meta["uid"])
-    ready: tuple[bool, str, str] = (True, "Reconciled", "")
+    ready: tuple[bool, Reason, str] = (True, Reason.RECONCILED, "")
     schedule_ref: str | None = None
     if uses_cronjob(spec):
         await kube.apply(client, build_cronjob(body, config))
@@ -80,7 +66,12 @@ async def reconcile_agent(
         {
             "observedGeneration": generation,
             "conditions": set_condition(
-                status.get("conditions"), "Ready", ready[0], ready[1], ready[2], generation
+                (body.get("status") or {}).get("conditions"),
+                ConditionType.READY,
+                ready[0],
+                ready[1],
+                ready[2],
+                generation,
             ),
             "nextRunTime": next_time,
             "scheduleRef": schedule_ref,
@@ -92,6 +83,17 @@ async def reconcile_agent(
         logger.warning("agent %s: %s", name, failure.message)
         if failure.retry_seconds is not None:
             raise kopf.TemporaryError(failure.message, delay=failure.retry_seconds)
+
+
+async def _invalid(client: AsyncClient, body: dict[str, Any], message: str, logger: Logger) -> None:
+    """Ready=False (InvalidSpec): no schedule runs, no model shown."""
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    logger.warning("agent %s is invalid: %s", meta["name"], message)
+    conditions = (body.get("status") or {}).get("conditions")
+    ready = set_condition(conditions, ConditionType.READY, False, Reason.INVALID_SPEC, message, generation)
+    patch = {"observedGeneration": generation, "conditions": ready, "nextRunTime": None, "model": None}
+    await kube.patch_status(client, kube.Agent, meta["name"], meta["namespace"], patch)
 
 
 async def _reconcile_cloud_job(
@@ -187,7 +189,7 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     schedule = agent["spec"].get("schedule")
     if schedule and not schedule.get("suspend") and status.get("nextRunTime"):
         patch["nextRunTime"] = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
-    scheduled = [e for e in live if e["spec"].get("trigger") == "Schedule"]
+    scheduled = [e for e in live if e["spec"].get("trigger") == Trigger.SCHEDULE]
     if scheduled:
         patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
     if any(status.get(k) != v for k, v in patch.items()):

@@ -18,13 +18,15 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
+from agentry_common.conditions import Reason
+from agentry_common.constants import RESUME_FILE
 from agentry_common.models import Phase
 from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import Observed, observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
-from ..builders.job import RESUME_FILE, STATE_KEY, build_job, owner_reference
+from ..builders.job import STATE_KEY, build_job, effective_spec, owner_reference
 from ..conditions import now_rfc3339
 from ..config import OperatorConfig
 from .admission import admission, ensure_token_secret
@@ -36,7 +38,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 EXPIRY_GRACE_SECONDS = 30
 
 # What to write for a waiting run: phase, reason, message, and the new conditions (None: keep them).
-Outcome = tuple[Phase, str, str, list[dict[str, Any]] | None]
+Outcome = tuple[Phase, Reason, str, list[dict[str, Any]] | None]
 
 
 def resume_name(execution: dict[str, Any], approval_id: str) -> str:
@@ -119,7 +121,7 @@ async def on_waiting(
         if _expired(approval):
             return (
                 Phase.CANCELLED,
-                "ApprovalTimedOut",
+                Reason.APPROVAL_TIMED_OUT,
                 f"nobody decided on {approval.get('tool', 'the action')} before {approval['expiresAt']}",
                 None,
             )
@@ -129,11 +131,24 @@ async def on_waiting(
         why = f": {decision['reason']}" if decision.get("reason") else ""
         return (
             Phase.CANCELLED,
-            "ApprovalDenied",
+            Reason.APPROVAL_DENIED,
             f"{who} denied {approval.get('tool', 'the action')}{why}",
             None,
         )
     return await resume(client, config, state, body, decision, logger)
+
+
+async def _write_resume_file(client: AsyncClient, name: str, ns: str, decision: dict[str, Any]) -> None:
+    """resume.json in the paused run's ConfigMap: the decision, and the state kept at the pause."""
+    cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
+    saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
+    resume_doc: dict[str, Any] = {
+        "decision": {k: decision.get(k) for k in ("id", "approved", "decidedBy", "reason")}
+    }
+    resume_doc["decision"]["approvalId"] = resume_doc["decision"].pop("id")
+    if saved is not None:
+        resume_doc["state"] = saved
+    await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
 
 
 async def resume(
@@ -155,6 +170,7 @@ async def resume(
         agent = await kube.get_or_none(client, kube.Agent, body["spec"]["agentRef"]["name"], ns)
     if agent is None:
         raise RuntimeError("the Agent of a paused run is gone")
+    run_spec = effective_spec(agent, config)  # parsed once: for the run token and the Job
     token_secret: str | None = None
     if config.governed:
         verdict = await admission(client, config, state, body, agent, name, logger)
@@ -168,31 +184,45 @@ async def resume(
             await kube.patch_status(client, kube.Execution, meta["name"], ns, recorded)
             state.wrote_status((ns, meta["name"]), recorded)
         status = {**status, "conditions": verdict.conditions}
-        token_secret = await ensure_token_secret(client, state, body, agent, name)
-    cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
-    saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
-    resume_doc: dict[str, Any] = {
-        "decision": {k: decision.get(k) for k in ("id", "approved", "decidedBy", "reason")}
-    }
-    resume_doc["decision"]["approvalId"] = resume_doc["decision"].pop("id")
-    if saved is not None:
-        resume_doc["state"] = saved
-    await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
+        token_secret = await ensure_token_secret(client, state, body, agent, name, run_spec)
+    await _write_resume_file(client, name, ns, decision)
     correlation_id = status.get("correlationId") or meta["name"]
     job = await kube.create_or_adopt(
         client,
         build_job(
-            body, agent, correlation_id, config, name=name, resume_configmap=name, token_secret=token_secret
+            body,
+            agent,
+            correlation_id,
+            config,
+            name=name,
+            resume_configmap=name,
+            token_secret=token_secret,
+            spec=run_spec,
         ),
     )
     logger.info(
         "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.get("decidedBy")
     )
+    await _resumed(client, state, body, status, name, job, decision)
+    return None
+
+
+async def _resumed(
+    client: AsyncClient,
+    state: State,
+    body: dict[str, Any],
+    status: dict[str, Any],
+    name: str,
+    job: dict[str, Any],
+    decision: dict[str, Any],
+) -> None:
+    """The status of a resumed run: its new Job, no pending approval, reason Resumed."""
+    meta = body["metadata"]
     # An ended Job is one adopted after a crash: its outcome comes with its pod's report (resync).
     seen = observe(None if terminal_job(job) else job, [])
-    seen.reason, seen.message = "Resumed", f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
+    seen.reason = Reason.RESUMED
+    seen.message = f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
     patch = status_patch(status, seen, meta.get("generation"), now_rfc3339())
     patch.update({"jobName": name, "approval": None})
-    await kube.patch_status(client, kube.Execution, meta["name"], ns, patch)
-    state.wrote_status((ns, meta["name"]), patch)
-    return None
+    await kube.patch_status(client, kube.Execution, meta["name"], meta["namespace"], patch)
+    state.wrote_status((meta["namespace"], meta["name"]), patch)

@@ -16,14 +16,15 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 
 from agentry_common import constants as c
+from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
 from agentry_common.naming import job_name, token_secret_name
 
 from .. import kube
 from ..builders.execution_status import observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
-from ..builders.job import build_job, owner_reference
-from ..builders.refusal import INVALID_JOB, QUOTA_EXCEEDED, Action, backoff
+from ..builders.job import build_job, effective_spec, owner_reference
+from ..builders.refusal import Action, backoff
 from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
 from .admission import admission, ensure_token_secret
@@ -120,10 +121,10 @@ async def _refused(
     status = body.get("status") or {}
     message = exc.describe()
     if exc.action == Action.WAIT and (status.get("reason"), status.get("message")) != (
-        QUOTA_EXCEEDED,
+        Reason.QUOTA_EXCEEDED,
         message,
     ):
-        await decide(client, state, body, Phase.PENDING, QUOTA_EXCEEDED, message)
+        await decide(client, state, body, Phase.PENDING, Reason.QUOTA_EXCEEDED, message)
 
 
 async def _fail(
@@ -139,7 +140,7 @@ async def _fail(
             await state.governance.end(body)  # best effort: never raises
             if exc.kind == "Job":
                 await _delete_token_secret(client, body, token_secret_name(exc.name), logger)
-        await decide(client, state, body, Phase.FAILED, INVALID_JOB, message)
+        await decide(client, state, body, Phase.FAILED, Reason.INVALID_JOB, message)
     except Exception as err:  # the end could not be written: the next attempt meets the same refusal
         _retry(state, body, err, logger)
         return
@@ -178,35 +179,35 @@ async def start(
                 state,
                 body,
                 Phase.FAILED,
-                "AgentNotFound",
+                Reason.AGENT_NOT_FOUND,
                 f"Agent {agent_name!r} does not exist in namespace {meta['namespace']}",
             )
-        elif (body.get("status") or {}).get("reason") != "AgentNotFound":
+        elif (body.get("status") or {}).get("reason") != Reason.AGENT_NOT_FOUND:
             await decide(
                 client,
                 state,
                 body,
                 Phase.PENDING,
-                "AgentNotFound",
+                Reason.AGENT_NOT_FOUND,
                 f"waiting for Agent {agent_name!r} to exist",
             )
         state.retry_later(key, RETRY_SECONDS)
         return
     state.waiting_for_agent.pop(key, None)
 
-    ready = get_condition((agent.get("status") or {}).get("conditions"), "Ready")
-    if ready is not None and ready.get("status") == "False" and ready.get("reason") == "InvalidSpec":
+    ready = get_condition((agent.get("status") or {}).get("conditions"), ConditionType.READY)
+    if ready is not None and ready.get("status") == "False" and ready.get("reason") == Reason.INVALID_SPEC:
         await decide(
             client,
             state,
             body,
             Phase.FAILED,
-            "InvalidAgent",
+            Reason.INVALID_AGENT,
             f"Agent {agent_name!r} is invalid: {ready.get('message', '')}",
         )
         return
 
-    scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE.value
+    scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE
     if scheduled and await _schedule_gate(client, state, body, agent, logger):
         return
 
@@ -226,6 +227,7 @@ async def _run(
     status = body.get("status") or {}
     correlation_id = spec.get("correlationId") or status.get("correlationId") or uuid.uuid4().hex
     child = job_name(meta["name"], meta["uid"])
+    run_spec = effective_spec(agent, config)  # parsed once: for the run token and the Job
     token_secret: str | None = None
     if config.governed:
         verdict = await admission(client, config, state, body, agent, child, logger)
@@ -244,9 +246,9 @@ async def _run(
         if record_before_job(verdict, status.get("conditions")):
             await write_status(client, state, body, {"conditions": verdict.conditions})
         status = {**status, "conditions": verdict.conditions}
-        token_secret = await ensure_token_secret(client, state, body, agent, child)
+        token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec)
     job = await kube.create_or_adopt(
-        client, build_job(body, agent, correlation_id, config, token_secret=token_secret)
+        client, build_job(body, agent, correlation_id, config, token_secret=token_secret, spec=run_spec)
     )
     logger.info(
         "job %s for execution %s correlation_id=%s",
@@ -280,7 +282,7 @@ async def _schedule_gate(
                 state,
                 body,
                 Phase.SKIPPED,
-                "MissedStartingDeadline",
+                Reason.MISSED_STARTING_DEADLINE,
                 f"started {late:.0f} s after its scheduled time, more than "
                 f"startingDeadlineSeconds ({deadline})",
             )
@@ -304,7 +306,7 @@ async def _schedule_gate(
             state,
             body,
             Phase.SKIPPED,
-            "ConcurrencyForbidden",
+            Reason.CONCURRENCY_FORBIDDEN,
             f"previous run {', '.join(active)} is still active (concurrencyPolicy: Forbid)",
         )
         return True
@@ -319,7 +321,12 @@ async def cancel(client: AsyncClient, state: State, body: dict[str, Any], logger
     child = (body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"])
     # Status first: the Job's deletion event must find the run already Cancelled, not lost.
     await decide(
-        client, state, body, Phase.CANCELLED, "Cancelled", "cancelled by spec.cancel; its Job was deleted"
+        client,
+        state,
+        body,
+        Phase.CANCELLED,
+        Reason.CANCELLED,
+        "cancelled by spec.cancel; its Job was deleted",
     )
     deleted = await kube.delete_quietly(client, kube.Job, child, meta["namespace"])
     logger.info("cancelled execution %s (job %s %s)", meta["name"], child, "deleted" if deleted else "absent")

@@ -12,6 +12,7 @@ from typing import Any
 from lightkube import AsyncClient
 
 from agentry_common import constants as c
+from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import Phase
 from agentry_common.naming import job_name
 
@@ -42,7 +43,7 @@ async def decide(
     state: State,
     body: dict[str, Any],
     phase: Phase,
-    reason: str,
+    reason: Reason,
     message: str,
     conditions: list[dict[str, Any]] | None = None,
 ) -> None:
@@ -54,9 +55,9 @@ async def decide(
     base = status.get("conditions") if conditions is None else conditions
     patch: dict[str, Any] = {
         "phase": phase.value,
-        "reason": reason,
+        "reason": str(reason),
         "message": message,
-        "conditions": set_condition(base, "Succeeded", succeeded, reason, message, gen, now),
+        "conditions": set_condition(base, ConditionType.SUCCEEDED, succeeded, reason, message, gen, now),
         "observedGeneration": gen,
     }
     if phase.terminal:
@@ -91,7 +92,7 @@ async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, A
                 state,
                 body,
                 Phase.FAILED,
-                "JobDeleted",
+                Reason.JOB_DELETED,
                 f"its Job {job['metadata']['name']} was deleted before the run finished",
             )
         return

@@ -8,7 +8,7 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Namespace
 
-from agentry_api.cluster import Agent, Execution
+from agentry_common.resources import Agent, Execution
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess

@@ -8,7 +8,7 @@ import httpx
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
-from agentry_api.cluster import Execution
+from agentry_common.resources import Execution
 from tests.fixtures.helpers import eventually
 
 AGENT = {

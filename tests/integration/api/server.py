@@ -15,7 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from agentry_api.chat import LLM
+from agentry_api.designer_llm import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import Settings

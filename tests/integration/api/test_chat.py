@@ -1,5 +1,6 @@
-"""The chat designer over a WebSocket, with the real `anthropic` SDK talking to a local server that
-speaks the Messages API; and the plain LLM_REQUIRED answer when no key is configured."""
+"""The chat designer over a WebSocket, with the shared provider layer (agentry_llm, the real
+`anthropic` SDK) talking to a local server that speaks the Messages API; and the plain LLM_REQUIRED
+answer when no key is configured."""
 
 from __future__ import annotations
 
@@ -51,9 +52,12 @@ class FakeAnthropic:
                     }
                 )
                 status, payload = fake.script.pop(0) if fake.script else (400, _error("script exhausted"))
-                data = json.dumps(payload).encode()
+                if status == 200 and body.get("stream"):  # the provider layer streams (agentry_llm)
+                    data, kind = _as_stream(payload), "text/event-stream"
+                else:
+                    data, kind = json.dumps(payload).encode(), "application/json"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -81,6 +85,41 @@ class FakeAnthropic:
                 },
             )
         )
+
+
+def _as_stream(message: dict[str, Any]) -> bytes:
+    """A Messages API answer as the server-sent events of a streamed one."""
+    usage = message["usage"]
+    events: list[dict[str, Any]] = [
+        {
+            "type": "message_start",
+            "message": {
+                **message,
+                "content": [],
+                "stop_reason": None,
+                "usage": {**usage, "output_tokens": 1},
+            },
+        }
+    ]
+    for index, block in enumerate(message["content"]):
+        events += [
+            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "text_delta", "text": block["text"]},
+            },
+            {"type": "content_block_stop", "index": index},
+        ]
+    events += [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+        {"type": "message_stop"},
+    ]
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
 
 
 def _error(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:

@@ -17,10 +17,9 @@ import pytest
 from google.cloud import firestore
 from lightkube import Client
 
-from agentry_api.cluster import Execution
-from agentry_common.budgets import nanos_to_usd
-from agentry_common.pricing import usd_string
-from agentry_gateway.ledger import CALLS
+from agentry_common.pricing import nanos_to_usd, usd_string
+from agentry_common.records import Collection
+from agentry_common.resources import Execution
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.gateway.harness import (
     ANTHROPIC_KEY,
@@ -58,7 +57,9 @@ def call(gw: GatewayServer, token: str) -> None:
 def records(project: str, namespace: str, execution: str) -> list[dict[str, Any]]:
     db = firestore.Client(project=project)
     try:
-        query = db.collection(CALLS).where(filter=firestore.FieldFilter("execution", "==", execution))
+        query = db.collection(Collection.LLM_CALLS).where(
+            filter=firestore.FieldFilter("execution", "==", execution)
+        )
         return [
             d.to_dict() or {} for d in query.stream() if (d.to_dict() or {}).get("namespace") == namespace
         ]
@@ -207,7 +208,7 @@ def test_a_run_with_more_calls_than_listed_keeps_exact_totals(
             batch = db.batch()
             for i in order[start : start + 250]:
                 batch.set(
-                    db.collection(CALLS).document(f"{uid}-{i:04d}"),
+                    db.collection(Collection.LLM_CALLS).document(f"{uid}-{i:04d}"),
                     {
                         "id": f"{uid}-{i:04d}",
                         "ts": 1_700_000_000 + i,

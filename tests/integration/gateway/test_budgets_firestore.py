@@ -14,10 +14,11 @@ import httpx
 import pytest
 from google.cloud import firestore
 
-from agentry_common.budgets import Amount, BudgetPolicy, Calendar, Decision, Thresholds
+from agentry_common.records import Collection
 from agentry_common.tokens import RunLimits
+from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Decision, Thresholds
 from agentry_gateway.config import GatewayConfig
-from agentry_gateway.ledger import CALLS, COUNTERS, FirestoreLedger, Subjects
+from agentry_gateway.ledger import FirestoreLedger, Subjects
 from agentry_llm import ProvidersFailed
 from agentry_testing.scripted_llm import ScriptedLLM
 
@@ -56,11 +57,13 @@ def seed(gw: GatewayServer, amount: Amount) -> None:
 
 
 def call_records(db: firestore.Client) -> list[dict[str, Any]]:
-    return [d for d in (snap.to_dict() for snap in db.collection(CALLS).stream()) if d is not None]
+    return [
+        d for d in (snap.to_dict() for snap in db.collection(Collection.LLM_CALLS).stream()) if d is not None
+    ]
 
 
 def counter(db: firestore.Client, doc_id: str) -> dict[str, Any]:
-    snap = db.collection(COUNTERS).document(doc_id).get()
+    snap = db.collection(Collection.BUDGET_COUNTERS).document(doc_id).get()
     assert snap.exists, doc_id
     data = snap.to_dict()
     assert data is not None

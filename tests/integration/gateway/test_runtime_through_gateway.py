@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from agentry_common.budgets import Amount
 from agentry_common.pricing import cost
-from agentry_gateway.ledger import CALLS, Subjects
+from agentry_common.records import Collection
+from agentry_gateway.budgets import Amount
+from agentry_gateway.ledger import Subjects
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.workspace.harness import base_spec, prepare, run_pod
 
@@ -62,7 +63,9 @@ def test_a_run_is_metered_and_stopped_by_its_budget(
         run = run_pod(tmp_path, env)
         gw.drain()
     db = firestore.Client(project=firestore_project)
-    records = sorted((d.to_dict() or {} for d in db.collection(CALLS).stream()), key=lambda r: r["ts"])
+    records = sorted(
+        (d.to_dict() or {} for d in db.collection(Collection.LLM_CALLS).stream()), key=lambda r: r["ts"]
+    )
     db.close()  # type: ignore[no-untyped-call]
 
     assert run.code == 14, run.explain()  # budget_exceeded: final, the Job is not retried
@@ -107,7 +110,9 @@ def test_a_throttled_run_is_priced_at_the_cheaper_model_that_answered(
         gw.drain()
     db = firestore.Client(project=firestore_project)
     (record,) = [
-        r for r in (d.to_dict() or {} for d in db.collection(CALLS).stream()) if r["execution"] == "ex-cheap"
+        r
+        for r in (d.to_dict() or {} for d in db.collection(Collection.LLM_CALLS).stream())
+        if r["execution"] == "ex-cheap"
     ]
     db.close()  # type: ignore[no-untyped-call]
 

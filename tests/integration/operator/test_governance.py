@@ -27,10 +27,11 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ResourceQuota, Secret
 from lightkube.types import PatchType
 
-from agentry_common.budgets import Amount, Scope, counter_id
+from agentry_common.governance import Scope
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
 from agentry_gateway.app import create_app
+from agentry_gateway.budgets import Amount, counter_id
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_localcluster.kube import ControlPlane

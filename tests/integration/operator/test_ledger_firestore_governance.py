@@ -23,8 +23,9 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from agentry_common.budgets import Amount, Counter, Scope, counter_id
+from agentry_common.governance import Scope
 from agentry_common.naming import token_secret_name
+from agentry_gateway.budgets import Amount, Counter, counter_id
 from agentry_gateway.ledger import CALLS, COUNTERS, FirestoreLedger, Subjects
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.kube import ControlPlane

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from agentry_api.services.calls import call_out, calls_out
+from agentry_api.services.calls import call_out, calls_out, read_record
+from agentry_common.records import CallDecision, Charged, LLMCallRecord
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +67,21 @@ def test_totals_sum_nanos_and_truncation_is_reported() -> None:
     assert exact.totals == whole.totals
     empty = calls_out("ex", [])
     assert empty.items == [] and empty.totals.costUSD == "0" and not empty.truncated
+
+
+def test_a_record_the_gateway_writes_reads_back_as_written() -> None:
+    written = LLMCallRecord(
+        id="g1",
+        ts=1_700_000_000.5,
+        outcome="ok",
+        execution_uid="u-1",
+        input_tokens=12,
+        output_tokens=4,
+        charged=Charged(cost_nanos=2_000_000),
+        latency_ms=0.0,
+        decision=CallDecision(action="allow", zone="normal"),
+    )
+    assert read_record(written.to_doc()) == LLMCallRecord.model_validate(written.to_doc())
+    out = call_out(written.to_doc())
+    assert (out.id, out.inputTokens, out.outputTokens, out.costUSD) == ("g1", 12, 4, "0.002")
+    assert out.latencyMs == 0.0 and out.zone == "normal" and out.decision == "allow"

@@ -22,7 +22,6 @@ from agentry_localcluster.procs import (
     Proc,
     ServerError,
     avoid_ports,
-    group_pids,
     listening_socket,
     port_in_use,
     quiet_port,
@@ -30,6 +29,7 @@ from agentry_localcluster.procs import (
     refused_port,
     start_with_ports,
 )
+from agentry_localcluster.proctable import group_pids
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from agentry_common.budgets import (
-    Action,
+from agentry_common.governance import Action, Scope, Zone
+from agentry_common.pricing import usd_to_nanos
+from agentry_gateway.budgets import (
     Amount,
     BudgetPolicy,
     Calendar,
@@ -16,18 +17,15 @@ from agentry_common.budgets import (
     Decision,
     Limit,
     Metric,
-    Scope,
     Subject,
     Thresholds,
     Window,
-    Zone,
     call_amount,
     counter_id,
     decide_admission,
     decide_call,
     estimate_call,
     run_policy,
-    usd_to_nanos,
 )
 
 pytestmark = pytest.mark.unit

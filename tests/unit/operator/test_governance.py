@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agentry_common.governance import AdmissionRequest
 from agentry_common.models import Phase, SecretSpec
 from agentry_common.tokens import Keyring, verify
 from agentry_operator.builders.agent_status import spec_errors
@@ -126,10 +127,12 @@ def test_admission_request_body() -> None:
         "agent": "news",
         "user": "u-1",
         "execution": "run",
+        "executionUid": "e-uid",  # the gateway charges admission and metering to the same subject
         "priority": 2,
         "model": "claude-sonnet-4-6",
         "maxWaitSeconds": 86400 - 600,  # the default 24 h, counted from the Execution's creation
     }
+    assert AdmissionRequest.model_validate(body).subjects().execution == "ns/run/e-uid"
     unowned = {**AGENT, "metadata": {**AGENT["metadata"], "labels": {}}}
     assert "user" not in admission_request(execution(), unowned, governed(), NOW)
 
@@ -234,6 +237,13 @@ def test_gateway_unavailable_stays_pending_unknown_and_retries_in_30_s() -> None
     assert bad.reason == "AdmissionFailed" and cond(bad, "BudgetExceeded")["status"] == "Unknown"
     odd = decide(Answer(decision={"action": "maybe"}), [], trigger="Manual", config=governed())
     assert not odd.start and odd.reason == "AdmissionFailed" and odd.retry_seconds == 30
+    assert "unknown admission action 'maybe'" in odd.message
+    # A known action with a field the contract does not allow: as unreadable as an unknown one.
+    bad_zone = decide(
+        Answer(decision={"action": "throttle", "zone": "purple"}), [], trigger="Manual", config=governed()
+    )
+    assert not bad_zone.start and bad_zone.reason == "AdmissionFailed" and bad_zone.retry_seconds == 30
+    assert cond(bad_zone, "BudgetExceeded")["status"] == "Unknown"
 
 
 def test_release_after_a_wait_keeps_one_condition_per_type() -> None:

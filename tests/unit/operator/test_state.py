@@ -47,3 +47,18 @@ def test_waiting_approval_follows_the_phase_from_events_and_own_writes() -> None
     state.wrote_status(("ns", "x"), {"phase": "WaitingApproval"})
     state.forget(("ns", "x"))
     assert state.waiting_approval == set()
+
+
+def test_the_operator_context_is_one_typed_entry_of_the_memo() -> None:
+    import kopf
+
+    from agentry_operator.config import OperatorConfig
+    from agentry_operator.context import OperatorContext, context, find, store
+
+    memo = kopf.Memo()
+    assert find(memo) is None
+    with pytest.raises(RuntimeError, match="start-up"):
+        context(memo)
+    ctx = OperatorContext(config=OperatorConfig(), client=object(), state=State())  # type: ignore[arg-type]
+    store(memo, ctx)
+    assert context(memo) is ctx and find(memo) is ctx

@@ -1,5 +1,5 @@
-"""Test doubles of our own Provider interface (unit tier: no HTTP; the integration tier uses the
-real SDKs against the scripted wire server), and a config builder."""
+"""Test doubles of our own ChatProvider interface (agentry_llm; unit tier: no HTTP, the integration
+tier uses the real SDKs against the scripted wire server), and a config builder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,77 @@
+"""The condition types and reasons the operator writes on Agents and Executions.
+
+`status.reason` of an Execution, and the `reason` of every condition the operator sets, is a `Reason`;
+the `type` of each condition it sets is a `ConditionType`. Reasons the runtime reports by exit code
+(agentry_common.exitcodes.REASONS) are members too, since the operator writes them as they are.
+Kubernetes' own reasons that the operator only reads (a Job's `BackoffLimitExceeded`, a pod's
+`ErrImagePull`) are not here: they stay named in the module that reads them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"  # Agent: its spec is valid and its schedule object is in place
+    STARTED = "Started"  # Execution: its pod has started
+    SUCCEEDED = "Succeeded"  # Execution: True/False once it ended, Unknown before
+    BUDGET_EXCEEDED = "BudgetExceeded"  # Execution (governed): admission held or refused the run
+    BUDGET_THROTTLED = "BudgetThrottled"  # Execution (governed): the run's calls use a cheaper model
+
+
+class Reason(StrEnum):
+    # An Agent's Ready condition.
+    RECONCILED = "Reconciled"
+    INVALID_SPEC = "InvalidSpec"
+    CLOUD_SCHEDULER_NOT_CONFIGURED = "CloudSchedulerNotConfigured"
+    CLOUD_SCHEDULER_ERROR = "CloudSchedulerError"
+    CLOUD_SCHEDULER_UNAVAILABLE = "CloudSchedulerUnavailable"
+
+    # An Execution on its way (Pending, Running, WaitingApproval).
+    PENDING = "Pending"
+    RUNNING = "Running"
+    POD_STARTED = "PodStarted"
+    UNSCHEDULABLE = "Unschedulable"
+    EVICTED = "Evicted"
+    RESUMED = "Resumed"
+    AGENT_NOT_FOUND = "AgentNotFound"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+
+    # How an Execution ended, as the operator sees it.
+    NO_REPORT = "NoReport"
+    POD_FAILED = "PodFailed"
+    OOM_KILLED = "OOMKilled"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    JOB_DELETED = "JobDeleted"
+    INVALID_JOB = "InvalidJob"
+    INVALID_AGENT = "InvalidAgent"
+    CANCELLED = "Cancelled"
+    APPROVAL_DENIED = "ApprovalDenied"
+    APPROVAL_TIMED_OUT = "ApprovalTimedOut"
+    MISSED_STARTING_DEADLINE = "MissedStartingDeadline"
+    CONCURRENCY_FORBIDDEN = "ConcurrencyForbidden"
+
+    # How an Execution ended, as its runtime reported it (agentry_common.exitcodes.REASONS).
+    COMPLETED = "Completed"
+    RUNTIME_ERROR = "RuntimeError"
+    CONFIGURATION_ERROR = "ConfigurationError"
+    MAX_TURNS_REACHED = "MaxTurnsReached"
+    MAX_TOKENS_REACHED = "MaxTokensReached"
+    MAX_COST_REACHED = "MaxCostReached"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    PROVIDERS_FAILED = "ProvidersFailed"
+    APPROVAL_REQUIRED = "ApprovalRequired"
+
+    # Governance: the LLM gateway's admission (docs/governance.md).
+    ADMITTED = "Admitted"
+    WITHIN_BUDGET = "WithinBudget"
+    BUDGET_WAIT = "BudgetWait"
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    GATEWAY_UNAVAILABLE = "GatewayUnavailable"
+    ADMISSION_FAILED = "AdmissionFailed"
+    NORMAL_ZONE = "NormalZone"
+    THROTTLE_ZONE = "ThrottleZone"
+    CRITICAL_ZONE = "CriticalZone"
+    EXHAUSTED_ZONE = "ExhaustedZone"

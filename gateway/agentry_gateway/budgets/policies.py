@@ -1,0 +1,205 @@
+"""Budget policies: limits over time windows, zone thresholds, and the calendar counters bucket by."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from agentry_common.governance import Scope, Zone
+from agentry_common.pricing import usd_to_nanos
+
+from .amounts import Metric
+
+_ROLLING = re.compile(r"^(\d+)([mhd])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Window:
+    kind: Literal["rolling", "day", "month", "total"]
+    seconds: int = 0  # rolling windows only
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        value = text.strip().lower()
+        if value in ("day", "month", "total"):
+            return cls(value)  # type: ignore[arg-type]
+        match = _ROLLING.match(value)
+        if match is None or int(match.group(1)) <= 0:
+            raise ValueError(
+                f"bad budget window {text!r}: use rolling '<n>m', '<n>h', '<n>d' (e.g. 5h), "
+                "or 'day', 'month', 'total'"
+            )
+        return cls("rolling", int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+    @property
+    def label(self) -> str:
+        if self.kind != "rolling":
+            return self.kind
+        for unit, size in (("d", 86400), ("h", 3600)):
+            if self.seconds % size == 0:
+                return f"{self.seconds // size}{unit}"
+        return f"{self.seconds // 60}m"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Limit(_Model):
+    """Limits over one window; any of tokens, messages, costUSD (at least one)."""
+
+    window: str
+    tokens: int | None = Field(default=None, ge=1)
+    messages: int | None = Field(default=None, ge=1)
+    cost_usd: Decimal | None = Field(default=None, alias="costUSD", gt=0)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        Window.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> Limit:
+        if self.tokens is None and self.messages is None and self.cost_usd is None:
+            raise ValueError(f"limit over {self.window!r} sets none of tokens, messages, costUSD")
+        return self
+
+    @cached_property
+    def window_spec(self) -> Window:
+        return Window.parse(self.window)
+
+    @cached_property
+    def _amounts(self) -> tuple[tuple[Metric, int], ...]:
+        out: list[tuple[Metric, int]] = []
+        if self.tokens is not None:
+            out.append((Metric.TOKENS, self.tokens))
+        if self.messages is not None:
+            out.append((Metric.MESSAGES, self.messages))
+        if self.cost_usd is not None:
+            out.append((Metric.COST, usd_to_nanos(self.cost_usd)))
+        return tuple(out)
+
+    def amounts(self) -> list[tuple[Metric, int]]:
+        return list(self._amounts)
+
+
+class BudgetPolicy(_Model):
+    """Limits for every subject of `scope` whose key matches `match` (shell-style pattern).
+
+    Subjects: a user key (the Agent's `agentry.dev/owner` label, or `ns:<namespace>`), an agent
+    (`<namespace>/<name>`), an Execution (`<namespace>/<name>`; limits come from the run token).
+    """
+
+    name: str = Field(min_length=1, max_length=128)
+    scope: Scope
+    match: str = "*"
+    limits: list[Limit] = Field(min_length=1)
+
+    def applies(self, scope: Scope, subject: str) -> bool:
+        return self.scope is scope and fnmatch.fnmatchcase(subject, self.match)
+
+
+class Thresholds(_Model):
+    """Zone boundaries in percent, and which priorities count as low or high (0..10)."""
+
+    throttle: float = Field(default=80.0, gt=0, le=100)
+    critical: float = Field(default=95.0, gt=0, le=100)
+    high_priority: int = Field(default=8, ge=0, le=10)
+    low_priority: int = Field(default=3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.throttle > self.critical:
+            raise ValueError("the throttle threshold must not be above the critical one")
+        if self.low_priority >= self.high_priority:
+            raise ValueError("lowPriority must be below highPriority")
+        return self
+
+    def zone(self, pct: float) -> Zone:
+        if pct >= 100.0:
+            return Zone.EXHAUSTED
+        if pct >= self.critical:
+            return Zone.CRITICAL
+        if pct >= self.throttle:
+            return Zone.THROTTLE
+        return Zone.NORMAL
+
+    def priority_class(self, priority: int) -> str:
+        if priority >= self.high_priority:
+            return "high"
+        if priority <= self.low_priority:
+            return "low"
+        return "normal"
+
+    def admit_below(self, priority: int) -> float:
+        """Use (in %) a subject must be below for work of this priority to start."""
+        return {"low": self.throttle, "normal": self.critical, "high": 100.0}[self.priority_class(priority)]
+
+
+RUN_POLICY = "run"  # the policy made of a run token's own limits (spec.budget of the Agent)
+
+
+def run_policy(tokens: int | None, cost_usd: Decimal | None) -> list[BudgetPolicy]:
+    """The per-run limits a run token carries, as a policy over the Execution's `total` window."""
+    if tokens is None and cost_usd is None:
+        return []
+    return [
+        BudgetPolicy(
+            name=RUN_POLICY,
+            scope=Scope.EXECUTION,
+            limits=[Limit(window="total", tokens=tokens, cost_usd=cost_usd)],
+        )
+    ]
+
+
+def applicable(policies: Iterable[BudgetPolicy], scope: Scope, subject: str) -> list[BudgetPolicy]:
+    return [p for p in policies if p.applies(scope, subject)]
+
+
+# -- calendar -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """How counters bucket time: rolling buckets of `bucket_seconds`, days and months in `tz`."""
+
+    tz: str = "UTC"
+    bucket_seconds: int = 300
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def local(self, now: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(now, self.zone)
+
+    def bucket(self, now: float) -> int:
+        return int(now // self.bucket_seconds) * self.bucket_seconds
+
+    def day_key(self, now: float) -> str:
+        return self.local(now).strftime("%Y-%m-%d")
+
+    def month_key(self, now: float) -> str:
+        return self.local(now).strftime("%Y-%m")
+
+    def next_day(self, now: float) -> float:
+        local = self.local(now)
+        start = dt.datetime(local.year, local.month, local.day, tzinfo=self.zone) + dt.timedelta(days=1)
+        return start.replace(tzinfo=self.zone).timestamp()
+
+    def next_month(self, now: float) -> float:
+        local = self.local(now)
+        year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+        return dt.datetime(year, month, 1, tzinfo=self.zone).timestamp()

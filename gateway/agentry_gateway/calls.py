@@ -1,0 +1,179 @@
+"""One call through the gateway, as the pipeline carries it from decision to metering."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from agentry_common.governance import budget_subjects
+from agentry_common.tokens import Claims
+from agentry_llm import ChatRequest, ChatResponse, ProviderError
+from agentry_llm.base import ChatProvider, TextCallback
+
+from .budgets import Amount, Decision, run_policy
+from .channels import ChannelPool
+from .ledger import Subjects
+from .routing import AutoDecision, Hop
+from .wire import Parsed, WireProtocol
+
+Outcome = Literal["ok", "failed", "broken", "timeout", "error", "cancelled"]
+
+
+class Rejected(Exception):
+    """A request answered with an error before any upstream call: a step of the pipeline stops it.
+
+    `outcome` labels the requests metric (None: already counted); `headers` are added to the
+    response's; `extra` goes into the error body.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str | None = None,
+        outcome: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.outcome = outcome
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class StreamBroken(Exception):
+    """A hop failed after part of its answer reached the client: no retry, no fallback."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.short())
+        self.error = error
+
+
+def subjects_of(claims: Claims) -> Subjects:
+    """Who a run token's calls are charged to: its user, agent and Execution (with its own limits)."""
+    limits = claims.limits
+    names = budget_subjects(
+        claims.namespace, claims.agent, claims.execution, claims.execution_uid, claims.user_key
+    )
+    try:
+        cost = Decimal(limits.cost_usd) if limits.cost_usd else None
+    except InvalidOperation:
+        cost = None  # the operator writes the CR's validated USD string; never expected
+    return Subjects.of(names, tuple(run_policy(limits.tokens, cost)))
+
+
+@dataclass
+class Call:
+    """What happens to one request, for metering."""
+
+    id: str
+    wire: WireProtocol
+    claims: Claims
+    subjects: Subjects
+    parsed: Parsed
+    requested_model: str
+    model: str  # after auto routing and throttling
+    estimate: Amount
+    rid: str
+    decision: Decision
+    started: float
+    auto: AutoDecision | None = None
+    correlation_id: str = ""
+    committed: Hop | None = None  # the hop whose text reached the client
+    answered: Hop | None = None
+    text_sent: bool = False
+    in_flight: bool = False
+    finished: bool = False
+    upstream_seconds: float = 0.0
+    errors: list[ProviderError] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def protocol(self) -> str:
+        return self.wire.flavour.value
+
+    @property
+    def hop(self) -> Hop | None:
+        """The hop that answered, or whose text reached the client."""
+        return self.answered or self.committed
+
+    def answered_model(self) -> str:
+        hop = self.hop
+        return hop.model if hop is not None else self.model
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "x-agentry-call-id": self.id,
+            "x-agentry-model": self.answered_model(),
+            "x-agentry-decision": self.decision.action.value,
+            "x-agentry-zone": self.decision.zone.value,
+        }
+        if self.hop is not None:
+            headers["x-agentry-channel"] = self.hop.channel.name
+        fallbacks = sum(1 for k, _ in self.events if k == "fallback")
+        if fallbacks:
+            headers["x-agentry-fallbacks"] = str(fallbacks)
+        if self.parsed.dropped:
+            headers["x-agentry-dropped"] = ",".join(self.parsed.dropped)
+        if self.auto is not None:
+            headers["x-agentry-route"] = f"{self.auto.tier} score={self.auto.score:.2f}"
+        return headers
+
+
+class Guarded:
+    """A provider of one hop, as the chain sees it: same name and endpoint (so the same breaker),
+    records timing and health, and makes a failure after committed output final."""
+
+    def __init__(self, inner: ChatProvider, hop: Hop, call: Call, pool: ChannelPool) -> None:
+        self.inner = inner
+        self.hop = hop
+        self.call = call
+        self.pool = pool
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def endpoint(self) -> str:
+        return self.inner.endpoint
+
+    async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
+        committed = False
+
+        def relay(text: str) -> None:
+            nonlocal committed
+            if not committed:
+                committed = True
+                self.call.committed = self.hop
+            if on_text is not None:
+                on_text(text)
+
+        started = time.perf_counter()
+        try:
+            response = await self.inner.complete(request, relay)
+        except ProviderError as exc:
+            elapsed = time.perf_counter() - started
+            self.call.upstream_seconds += elapsed
+            self.call.errors.append(exc)
+            self.pool.record(self.hop.channel.name, False, elapsed, exc.short())
+            if committed:
+                raise StreamBroken(exc) from exc
+            raise
+        elapsed = time.perf_counter() - started
+        self.call.upstream_seconds += elapsed
+        self.call.answered = self.hop
+        self.pool.record(self.hop.channel.name, True, elapsed)
+        return response
+
+    async def aclose(self) -> None:
+        return None  # the pool owns the provider

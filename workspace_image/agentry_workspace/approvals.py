@@ -1,0 +1,90 @@
+"""Pausing a run for a human's approval and picking it up again: the saved state, the checks on
+resume.json, and what the model is told when a human says no (workspace_image/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agentry_llm import ToolResultBlock, ToolUseBlock
+
+from .config import STATE_FILE, ConfigError
+from .events import EventSink
+from .policy import Verdict
+from .state import Decision, ResumeRequest, RunState
+from .tools.base import one_line
+
+DENIED = (
+    "A human denied this action{who}{why}. It was not executed. Do not try it "
+    "again; continue without it, or finish and explain what could not be done."
+)
+
+
+def save_state(state_dir: Path, state: RunState) -> Path:
+    """Write the paused run's state to <workspace>/.agentry/state.json; returns the path."""
+    path = state_dir / STATE_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state.wire()), encoding="utf-8")
+    return path
+
+
+def approval_summary(
+    approval_id: str, use: ToolUseBlock, verdict: Verdict, arguments: str, timeout_seconds: int
+) -> dict[str, Any]:
+    """The `approval` of the run's result: what the operator shows and waits on."""
+    return {
+        "id": approval_id,
+        "tool": use.name,
+        "toolUseId": use.id,
+        "risk": verdict.risk.value,
+        "reason": verdict.reason,
+        "arguments": arguments,
+        "timeoutSeconds": timeout_seconds,
+    }
+
+
+def check_resume(resume: ResumeRequest, execution: str) -> None:
+    """The decision must answer the approval the saved state waits for, of this execution."""
+    state, decision = resume.state, resume.decision
+    pending = state.pending
+    if decision.approval_id != pending.approval_id:
+        raise ConfigError(
+            f"resume.json: decision is for approval {decision.approval_id!r} but the saved "
+            f"state waits for {pending.approval_id!r}"
+        )
+    if state.execution != execution:
+        raise ConfigError(
+            f"resume.json: state belongs to execution {state.execution!r}, this is {execution!r}"
+        )
+
+
+def emit_decision(events: EventSink, resume: ResumeRequest) -> None:
+    pending, decision = resume.state.pending, resume.decision
+    events.emit(
+        "approval_decision",
+        approvalId=pending.approval_id,
+        tool=pending.tool_use.name,
+        approved=decision.approved,
+        decidedBy=decision.decided_by,
+        reason=decision.reason,
+    )
+
+
+def denied_result(events: EventSink, use: ToolUseBlock, decision: Decision) -> ToolResultBlock:
+    """The tool result for a call a human denied (it is not run), reported as a refused call."""
+    who = f" by {decision.decided_by}" if decision.decided_by else ""
+    why = f": {decision.reason}" if decision.reason else ""
+    result = ToolResultBlock(tool_use_id=use.id, is_error=True, content=DENIED.format(who=who, why=why))
+    events.emit(
+        "tool_result",
+        toolUseId=use.id,
+        tool=use.name,
+        isError=True,
+        refused=True,
+        denied=True,
+        bytes=len(result.content),
+        summary=one_line(result.content, 300),
+        durationMs=0,
+    )
+    return result
