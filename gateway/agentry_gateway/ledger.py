@@ -51,10 +51,6 @@ from .budgets import (
 
 log = logging.getLogger("agentry.gateway.ledger")
 
-# Former names of the two collections, kept for callers not yet moved to `Collection`.
-COUNTERS = Collection.BUDGET_COUNTERS
-CALLS = Collection.LLM_CALLS
-
 # Firestore TTL policies (configured on these fields) delete old call records and run counters.
 CALL_RECORD_DAYS = 90
 EXECUTION_COUNTER_DAYS = 30

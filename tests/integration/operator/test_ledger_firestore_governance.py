@@ -25,8 +25,9 @@ from lightkube.types import PatchType
 
 from agentry_common.governance import Scope
 from agentry_common.naming import token_secret_name
+from agentry_common.records import Collection
 from agentry_gateway.budgets import Amount, Counter, counter_id
-from agentry_gateway.ledger import CALLS, COUNTERS, FirestoreLedger, Subjects
+from agentry_gateway.ledger import FirestoreLedger, Subjects
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Execution
@@ -125,7 +126,7 @@ def ns(client: Client, governed_operator: OperatorProcess) -> str:
 
 
 def counter_doc(db: firestore.Client, scope: Scope, subject: str) -> dict[str, Any] | None:
-    snap = db.collection(COUNTERS).document(counter_id(scope, subject)).get()
+    snap = db.collection(Collection.BUDGET_COUNTERS).document(counter_id(scope, subject)).get()
     return snap.to_dict() if snap.exists else None
 
 
@@ -174,7 +175,7 @@ def test_admission_metering_and_end_run_on_the_firestore_ledger(
     records = eventually(
         lambda: [
             d
-            for d in (s.to_dict() for s in db.collection(CALLS).stream())
+            for d in (s.to_dict() for s in db.collection(Collection.LLM_CALLS).stream())
             if d and d.get("namespace") == ns and d.get("execution") == "normal"
         ],
         60,
