@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from agentry_common.models import ModelRef
-from agentry_common.tokens import Keyring, mint_run_token
+from agentry_common.tokens import Keyring, mint_run_token, mint_service_token
 from agentry_llm import ChatProvider, ChatRequest, Message, TextBlock, build_provider
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import Proc
@@ -103,7 +103,8 @@ def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[st
 def overhead_histogram(url: str) -> dict[str, float]:
     """p50/p99 of the gateway's own time (agentry_gateway_overhead_seconds), from /metrics."""
     buckets: list[tuple[float, float]] = []
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+    token = mint_service_token(Keyring.single(KEY, "bench"), "bench")  # /metrics is for service tokens
+    for line in httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {token}"}).text.splitlines():
         if line.startswith("agentry_gateway_overhead_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))

@@ -1,4 +1,5 @@
-"""Who is calling: guest sessions (signed cookie), API tokens (stored hashed), OIDC bearer tokens.
+"""Who is calling: sessions (a signed cookie naming a server-side session), API tokens (stored
+hashed), OIDC bearer tokens.
 
 The owner of everything the API writes is the `User` resolved here, never a field of a request body.
 """
@@ -25,6 +26,8 @@ class User:
     id: str
     kind: Kind
     via: Via
+    session: str | None = None  # the session id (cookie callers): what signing out ends
+    token: str | None = None  # the API token's public id (token callers)
 
     @property
     def owner_label(self) -> str:
@@ -56,15 +59,20 @@ def same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class Sessions:
-    """Signed, timestamped session cookies (itsdangerous). The cookie holds only the user id."""
+    """Signed, timestamped session cookies (itsdangerous). The cookie holds only a session id, which
+    names a server-side session (`sessions` in Firestore): ending that ends the cookie."""
 
     def __init__(self, secret: str, max_age: int) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="agentry-session")
         self.max_age = max_age
 
-    def dump(self, user_id: str) -> str:
-        return self._serializer.dumps({"u": user_id})
+    def dump(self, session_id: str) -> str:
+        return self._serializer.dumps({"s": session_id})
 
     def load(self, cookie: str | None) -> str | None:
         if not cookie or len(cookie) > 4096:
@@ -73,5 +81,5 @@ class Sessions:
             data = self._serializer.loads(cookie, max_age=self.max_age)
         except BadSignature:
             return None
-        user_id = data.get("u") if isinstance(data, dict) else None
-        return user_id if isinstance(user_id, str) and user_id else None
+        session_id = data.get("s") if isinstance(data, dict) else None
+        return session_id if isinstance(session_id, str) and 0 < len(session_id) <= 128 else None

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from agentry_common import constants as c
@@ -122,6 +122,31 @@ class Cluster:
                 return False
             raise
         return True
+
+    # -- secrets --------------------------------------------------------------------------------
+
+    async def secret_labels(self, names: list[str]) -> dict[str, dict[str, str] | None]:
+        """The labels of each named Secret of the namespace (None: no such Secret), for the Agent
+        policy's opt-in rule. Only metadata is kept; the values are never looked at.
+
+        A 403 (the chart's Role grants `get` on secrets in the workload namespace) is reported as the
+        cluster being unavailable: the policy cannot be checked, so nothing is stored.
+        """
+        found: dict[str, dict[str, str] | None] = {}
+        for name in names:
+            try:
+                secret = await self._call(self.client.get(Secret, name, namespace=self.namespace))
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    found[name] = None
+                    continue
+                if exc.status.code == 403:
+                    raise ClusterUnavailable(
+                        f"the API may not read Secret {name!r} to check the agent policy: {api_message(exc)}"
+                    ) from exc
+                raise
+            found[name] = dict((secret.metadata.labels if secret.metadata else None) or {})
+        return found
 
     # -- executions -----------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Dependencies: the app's state (store, cluster, services), and `CurrentUser`.
 
 Authentication order: `Authorization: Bearer` (API token `agt_...`, the bootstrap admin token, or an
-OIDC JWT when OIDC is configured), then the signed session cookie. Cookie-authenticated requests that
-change something (and WebSockets) must come from the same origin.
+OIDC JWT when OIDC is configured), then the signed session cookie, which names a server-side
+session. Cookie-authenticated requests that change something (and WebSockets) must come from the same origin.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -15,20 +17,32 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, status
 from starlette.requests import HTTPConnection
 
-from .auth import SESSION_COOKIE, TOKEN_PREFIX, Sessions, User, hash_token, oidc_user_id, same_secret
+from .auth import (
+    SESSION_COOKIE,
+    TOKEN_PREFIX,
+    Kind,
+    Sessions,
+    User,
+    hash_token,
+    oidc_user_id,
+    same_secret,
+)
 from .cluster import Cluster
 from .designer_llm import LLM
 from .oidc import InvalidToken, TokenVerifier
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.events import EventBus
+from .services.quotas import Quotas
 from .services.runs import RunService
 from .settings import Settings
-from .storage import Store
+from .storage import Store, now_iso
 from .watcher import Watcher
 
+log = logging.getLogger("agentry.api.auth")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 USER_CACHE_SECONDS = 30.0
+TOUCH_SECONDS = 60.0  # lastUsedAt of tokens and sessions is written at most once a minute
 
 
 @dataclass
@@ -43,6 +57,7 @@ class AppState:
     sessions: Sessions
     verifier: TokenVerifier | None
     llm: LLM | None  # the agent designer's model; None: not configured (LLM_REQUIRED)
+    quotas: Quotas
     scheduler_verifier: TokenVerifier | None = None  # Cloud Scheduler's ID tokens (routers/scheduler.py)
     sse_open: int = 0
     watcher: Watcher | None = None  # started by the lifespan unless settings.watch is off
@@ -60,6 +75,41 @@ class AppState:
             self._users.clear()
         self._users[user_id] = (time.monotonic(), kind)
         return kind
+
+
+def stale(last_used: object) -> bool:
+    """Whether a lastUsedAt is old enough to be written again (throttled to once a minute)."""
+    if not isinstance(last_used, str):
+        return True
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=TOUCH_SECONDS)
+    return last_used < cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def expired(expires_at: object) -> bool:
+    return isinstance(expires_at, str) and expires_at <= now_iso()
+
+
+def role_of(kind: str) -> Kind:
+    """The caller's kind from the user document's (guests stay guests whatever they sign in with)."""
+    return "admin" if kind == "admin" else "guest" if kind == "guest" else "user"
+
+
+def forbidden(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, message)
+
+
+def email_allowed(settings: Settings, claims: dict[str, object]) -> bool:
+    """With an allow-list of emails or domains, a verified email on it; without one, everyone."""
+    if not settings.oidc_allowed_emails and not settings.oidc_allowed_domains:
+        return True
+    email = claims.get("email")
+    if not isinstance(email, str) or claims.get("email_verified") is not True:
+        return False
+    email = email.strip().lower()
+    if email in {e.strip().lower() for e in settings.oidc_allowed_emails}:
+        return True
+    domain = email.rpartition("@")[2]
+    return domain in {d.strip().lower().lstrip("@") for d in settings.oidc_allowed_domains}
 
 
 def get_state(conn: HTTPConnection) -> AppState:
@@ -90,16 +140,29 @@ async def bearer_user(state: AppState, credential: str) -> User:
         await state.store.ensure_user(state.settings.import_owner, "admin")
         return User(state.settings.import_owner, "admin", "token")
     if credential.startswith(TOKEN_PREFIX):
-        doc = await state.store.token(hash_token(credential))
+        digest = hash_token(credential)
+        doc = await state.store.token(digest)
         if doc is None:
             raise unauthorized("the API token is not valid (unknown or revoked)")
-        return User(str(doc["userId"]), "user", "token")
+        if expired(doc.get("expiresAt")):
+            raise unauthorized("the API token has expired")
+        kind = await state.user_kind(str(doc["userId"]))
+        if kind is None:
+            raise unauthorized("the API token is not valid (its user no longer exists)")
+        if stale(doc.get("lastUsedAt")):
+            try:
+                await state.store.touch_token(digest)
+            except Exception as exc:  # bookkeeping: never the reason a request fails
+                log.warning("lastUsedAt of a token not written: %s", type(exc).__name__)
+        return User(str(doc["userId"]), role_of(kind), "token", token=str(doc.get("id")))
     if state.verifier is None:
         raise unauthorized("the bearer token is not an Agentry API token, and OIDC is not configured")
     try:
         claims = await state.verifier.verify(credential)
     except InvalidToken as exc:
         raise unauthorized(f"the OIDC token is not accepted: {exc}") from exc
+    if not email_allowed(state.settings, claims):
+        raise forbidden("this account is not allowed on this server (AGENTRY_OIDC_ALLOWED_*)")
     user_id = oidc_user_id(str(claims["iss"]), str(claims["sub"]))
     await state.store.ensure_user(user_id, "oidc", str(claims.get("email") or claims["sub"]))
     return User(user_id, "oidc", "oidc")
@@ -112,16 +175,25 @@ async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
         if scheme.lower() != "bearer" or not credential.strip():
             raise unauthorized("use 'Authorization: Bearer <token>'")
         return await bearer_user(state, credential.strip())
-    user_id = state.sessions.load(conn.cookies.get(SESSION_COOKIE))
-    if user_id is None:
+    session_id = state.sessions.load(conn.cookies.get(SESSION_COOKIE))
+    if session_id is None:
         return None
+    session = await state.store.session(session_id)
+    if session is None or session.get("revoked") or expired(session.get("expiresAt")):
+        return None
+    user_id = str(session["userId"])
     kind = await state.user_kind(user_id)
     if kind is None:
         return None
+    if stale(session.get("lastUsedAt")):
+        try:
+            await state.store.touch_session(session_id)
+        except Exception as exc:  # bookkeeping only
+            log.warning("lastUsedAt of a session not written: %s", type(exc).__name__)
     method = conn.scope.get("method", "GET")
     if (conn.scope["type"] == "websocket" or method not in SAFE_METHODS) and not same_origin(conn):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin request refused (session cookie)")
-    return User(user_id, "admin" if kind == "admin" else "guest" if kind == "guest" else "user", "cookie")
+    return User(user_id, role_of(kind), "cookie", session=session_id)
 
 
 async def current_user(conn: HTTPConnection, state: StateDep) -> User:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .services.errors import REQUEST_ID
+
 
 def _host_of(header: str) -> str:
     """The name of a Host header, without port or IPv6 brackets, lower-cased."""
@@ -57,7 +59,13 @@ class TrustedHosts:
         if scope["type"] in ("http", "websocket"):
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
             if not allowed(host, self.hosts):
-                body = json.dumps({"detail": "this host name is not served here (AGENTRY_TRUSTED_HOSTS)"})
+                body = json.dumps(
+                    {
+                        "reason": "UnknownHost",
+                        "detail": "this host name is not served here (AGENTRY_TRUSTED_HOSTS)",
+                        "correlationId": scope.get(REQUEST_ID),
+                    }
+                )
                 await send(
                     {
                         "type": "http.response.start",

@@ -6,6 +6,7 @@ and starts the watcher (status mirror, sync retries, approval timeouts).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from google.api_core import exceptions as gexc
 from lightkube import ApiError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentry_common.body_limit import BodyLimit
@@ -35,8 +37,9 @@ from .oidc import JWKSVerifier, TokenVerifier
 from .routers import agents, approvals, chat, events, executions, health, pages, scheduler, session, usage
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
-from .services.errors import Conflict, Invalid, NotFound, Unavailable
+from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
 from .services.events import EventBus
+from .services.quotas import Quotas
 from .services.runs import RunService
 from .settings import Settings, get_settings
 from .storage import Contended, Store, new_client
@@ -49,6 +52,38 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
+# The dashboard's pages: its own script and stylesheet only (no inline code, no third party), the
+# API and its WebSocket on the same host, never framed. Anything else (JSON) may load nothing at all.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws://{host} wss://{host}; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+OTHER_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The OpenAPI pages (FastAPI's) load Swagger UI / ReDoc from a CDN with inline code: framing only.
+DOCS_PATHS = ("/docs", "/redoc")
+DOCS_CSP = "frame-ancestors 'none'"
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID if it is a plain token of at most 64 characters, else a new one."""
+    given: str = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    if 0 < len(given) <= 64 and set(given) <= REQUEST_ID_CHARS:
+        return given
+    return uuid.uuid4().hex
+
+
+def csp_for(scope: Scope, content_type: bytes) -> bytes:
+    path = str(scope.get("path", ""))
+    if path.startswith(DOCS_PATHS):
+        return DOCS_CSP.encode()
+    if content_type.startswith(b"text/html"):
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        host = "".join(c for c in host if c.isalnum() or c in ".-:[]") or "localhost"
+        return PAGE_CSP.format(host=host).encode()
+    return OTHER_CSP.encode()
 
 
 def session_secret(settings: Settings) -> str:
@@ -97,6 +132,7 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         sessions=Sessions(session_secret(settings), settings.session_max_age_seconds),
         verifier=user_verifier(settings, verifier),
         llm=llm if llm is not None else llm_from_settings(settings),
+        quotas=Quotas(store, settings),
         scheduler_verifier=scheduler_verifier(settings),
     )
 
@@ -126,29 +162,36 @@ async def close_state(state: AppState) -> None:
 
 
 class Observe:
-    """Pure ASGI middleware: request id, access metrics by route template (streams pass through)."""
+    """Pure ASGI middleware: request id (also the correlation id of error bodies), security headers
+    (CSP, and HSTS when served over TLS), access metrics by route template (streams pass through)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        request_id = request_id_of(scope)
+        scope[REQUEST_ID] = request_id
         code = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal code
             if message["type"] == "http.response.start":
                 code = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
+                headers = list(message.get("headers", []))
+                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                headers += [
                     *SECURITY_HEADERS,
+                    (b"content-security-policy", csp_for(scope, content_type)),
                     (b"x-request-id", request_id.encode()),
                 ]
+                if self.hsts:
+                    headers.append(HSTS)
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -160,48 +203,108 @@ class Observe:
             LATENCY.labels(template).observe(time.perf_counter() - started)
 
 
-def _problem(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "TooLarge",
+    422: "Invalid",
+    429: "OverQuota",
+    500: "InternalError",
+    503: "Unavailable",
+}
+
+
+def correlation_id(request: Request) -> str:
+    return str(request.scope.get(REQUEST_ID) or uuid.uuid4().hex)
+
+
+def _problem(
+    request: Request,
+    status_code: int,
+    detail: Any,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Every error body: `reason` (a stable code), `detail` (what to do about it, never exception
+    text), `correlationId` (the request id, also in X-Request-ID and in the API's log)."""
+    body = {
+        "reason": REASONS.get(status_code, "Error"),
+        "detail": detail,
+        "correlationId": correlation_id(request),
+        **extra,
+    }
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return _problem(404, str(exc))
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return _problem(request, exc.status_code, exc.detail, dict(exc.headers or {}) or None)
 
-    async def conflict(_: Request, exc: Exception) -> JSONResponse:
-        return _problem(409, str(exc))
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(request, 404, str(exc))
 
-    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+    async def conflict(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(request, 409, str(exc))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Invalid)
-        return _problem(422, [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
+        return _problem(request, 422, [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
 
-    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        retry = str(exc.retry_after) if isinstance(exc, Unavailable) else "5"
-        return _problem(503, str(exc), {"Retry-After": retry})
+    async def over_quota(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OverQuota)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        log.info("quota %s reached (%d) correlation_id=%s", exc.limit, exc.allowed, correlation_id(request))
+        return _problem(request, 429, exc.msg, headers, limit=exc.limit, allowed=exc.allowed)
 
-    async def cluster_refused(_: Request, exc: Exception) -> JSONResponse:
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, Unavailable):
+            return _problem(request, 503, str(exc), {"Retry-After": str(exc.retry_after)})
+        log.warning("cluster unavailable (%s) correlation_id=%s", exc, correlation_id(request))
+        return _problem(
+            request, 503, "the Kubernetes API server is unavailable; retry shortly", {"Retry-After": "5"}
+        )
+
+    async def cluster_refused(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         code = exc.status.code or 502
-        return _problem(409 if 400 <= code < 500 else 503, f"the cluster refused: {api_message(exc)}")
+        if 400 <= code < 500:  # the API server's reason for refusing the user's input
+            return _problem(request, 409, f"the cluster refused: {api_message(exc)}")
+        log.warning("the cluster failed (%s) correlation_id=%s", api_message(exc), correlation_id(request))
+        return _problem(request, 503, "the Kubernetes API server failed; retry shortly", {"Retry-After": "5"})
 
-    async def firestore_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("Firestore error: %s", exc)
-        return _problem(503, "the store (Firestore) is unavailable; retry shortly", {"Retry-After": "5"})
+    async def firestore_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Firestore error: %s correlation_id=%s", exc, correlation_id(request))
+        return _problem(
+            request, 503, "the store (Firestore) is unavailable; retry shortly", {"Retry-After": "5"}
+        )
 
-    async def validation(_: Request, exc: Exception) -> JSONResponse:
+    async def validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
             {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
         ]  # no "input": a rejected body may contain secrets
-        return _problem(422, errors)
+        return _problem(request, 422, errors)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _problem(500, "internal error; the request id is in the X-Request-ID header")
+        ident = correlation_id(request)
+        log.exception("unhandled error on %s %s correlation_id=%s", request.method, request.url.path, ident)
+        # This answer is sent by Starlette's outermost middleware, past Observe: its headers here.
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        headers |= {"content-security-policy": OTHER_CSP, "x-request-id": ident}
+        if request.app.state.hsts:
+            headers[HSTS[0].decode()] = HSTS[1].decode()
+        return _problem(request, 500, "internal error; quote the correlationId when reporting it", headers)
 
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Conflict, conflict)
     app.add_exception_handler(Invalid, invalid)
+    app.add_exception_handler(OverQuota, over_quota)
     app.add_exception_handler(Unavailable, unavailable)
     app.add_exception_handler(ClusterUnavailable, unavailable)
     app.add_exception_handler(ApiError, cluster_refused)
@@ -244,12 +347,18 @@ def install_routes(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
 
+def too_large(limit: int) -> tuple[bytes, bytes]:
+    """The 413 body (its correlation id is in X-Request-ID: BodyLimit renders without the request)."""
+    body = {"reason": "TooLarge", "detail": f"request body larger than {limit} bytes"}
+    return b"application/json", json.dumps(body).encode()
+
+
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     # Outermost last: every answer gets Observe's request id; a foreign Host or an oversized body
     # is refused before routing, auth or parsing.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=too_large)
     app.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)
-    app.add_middleware(Observe)
+    app.add_middleware(Observe, hsts=settings.cookie_secure)
 
 
 def create_app(
@@ -263,6 +372,7 @@ def create_app(
         description="Agents, runs, live events, approvals and the agent-designing chat. See docs/api.md.",
         lifespan=lifespan_of(settings, verifier, llm),
     )
+    app.state.hsts = settings.cookie_secure
     install_error_handlers(app)
     install_routes(app)
     install_middleware(app, settings)

@@ -3,6 +3,7 @@ status, namespace or image; the owner always comes from the authenticated user."
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,11 @@ class DecisionIn(Strict):
 
 class TokenIn(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")
+    expiresAt: dt.datetime | None = Field(
+        default=None,
+        description="When the token stops working (RFC 3339 with a zone; in the future, at most "
+        "AGENTRY_TOKEN_MAX_DAYS ahead). Unset: it works until revoked.",
+    )
 
 
 class TokenLoginIn(Strict):
@@ -74,6 +80,7 @@ class AgentOut(BaseModel):
 
 
 class AgentList(BaseModel):
+    nextCursor: str | None = None
     items: list[AgentOut]
 
 
@@ -171,6 +178,10 @@ class ApprovalOut(BaseModel):
     agentId: str
     tool: str | None = None
     summary: str | None = None
+    input: str | None = Field(
+        default=None, description="The complete tool input (JSON), as the operator read it."
+    )
+    inputTruncated: str | None = Field(default=None, description="Set when `input` was cut, saying where.")
     risk: str | None = None
     state: Literal["pending", "approved", "denied", "expired"]
     requestedAt: str | None = None
@@ -182,6 +193,7 @@ class ApprovalOut(BaseModel):
 
 
 class ApprovalList(BaseModel):
+    nextCursor: str | None = None
     items: list[ApprovalOut]
 
 
@@ -191,6 +203,7 @@ class TokenOut(BaseModel):
     prefix: str
     createdAt: str
     lastUsedAt: str | None = None
+    expiresAt: str | None = None
 
 
 class TokenCreated(TokenOut):
@@ -198,6 +211,7 @@ class TokenCreated(TokenOut):
 
 
 class TokenList(BaseModel):
+    nextCursor: str | None = None
     items: list[TokenOut]
 
 

@@ -10,8 +10,30 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUOTAS = (
+    "agents",
+    "scheduled_agents",
+    "concurrent_runs",
+    "runs_per_day",
+    "chat_conversations",
+    "streams",
+    "tokens",
+)
+
+
+class Limits(BaseModel):
+    """One user's quotas (docs/api.md, "Quotas"). Past one: 429 naming it."""
+
+    agents: int
+    scheduled_agents: int
+    concurrent_runs: int
+    runs_per_day: int
+    chat_conversations: int
+    streams: int
+    tokens: int
 
 
 class Settings(BaseSettings):
@@ -56,6 +78,45 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(default=None, description="Accepted `iss` of OIDC bearer tokens.")
     oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC bearer tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL with the issuer's signing keys.")
+    oidc_allowed_emails: list[str] = Field(
+        default_factory=list,
+        description="If set (or oidc_allowed_domains is), only OIDC users with one of these verified "
+        "emails are accepted (403 otherwise).",
+    )
+    oidc_allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="If set (or oidc_allowed_emails is), only OIDC users with a verified email in one of "
+        "these domains are accepted (403 otherwise).",
+    )
+    token_max_days: int = Field(
+        default=365, ge=1, description="Longest lifetime an API token may be created with (expiresAt)."
+    )
+    guest_mints_per_hour: int = Field(
+        default=10, ge=0, description="Guest sessions one client (address) may start per hour; then 429."
+    )
+    forwarded_hops: int = Field(
+        default=0,
+        ge=0,
+        description="Proxies in front of the API that append to X-Forwarded-For (an Ingress: 1). 0: the "
+        "client is the TCP peer. The client address is the entry this many from the right.",
+    )
+    # Quotas of signed-in users, then of guests: AGENTRY_QUOTA_<NAME>, AGENTRY_GUEST_QUOTA_<NAME>.
+    quota_agents: int = Field(default=50, ge=0, description="Agents a user may own.")
+    quota_scheduled_agents: int = Field(
+        default=10, ge=0, description="Agents with a schedule a user may own."
+    )
+    quota_concurrent_runs: int = Field(default=5, ge=0, description="Runs not finished yet, at once.")
+    quota_runs_per_day: int = Field(default=200, ge=0, description="Runs started per UTC day.")
+    quota_chat_conversations: int = Field(default=100, ge=0, description="Chat designer conversations kept.")
+    quota_streams: int = Field(default=10, ge=0, description="Event streams open at once (every replica).")
+    quota_tokens: int = Field(default=50, ge=0, description="API tokens not revoked a user may hold.")
+    guest_quota_agents: int = Field(default=3, ge=0)
+    guest_quota_scheduled_agents: int = Field(default=0, ge=0)
+    guest_quota_concurrent_runs: int = Field(default=1, ge=0)
+    guest_quota_runs_per_day: int = Field(default=20, ge=0)
+    guest_quota_chat_conversations: int = Field(default=5, ge=0)
+    guest_quota_streams: int = Field(default=3, ge=0)
+    guest_quota_tokens: int = Field(default=5, ge=0)
     scheduler_oidc_audience: str | None = Field(
         default=None,
         description="Required `aud` of the Cloud Scheduler jobs' ID tokens (the operator's audience, by "
@@ -114,8 +175,38 @@ class Settings(BaseSettings):
         default="claude-sonnet-4-6", description="Model of the chat designer and of drafted agents."
     )
     chat_max_tokens: int = Field(default=2048, ge=64, le=32000)
+    # The designer through the LLM gateway (metered and budgeted like runs): with a gateway URL and the
+    # token keys (the operator's and the gateway's), each turn mints a user token and calls the gateway;
+    # ANTHROPIC_API_KEY is then not used. Unset: the designer uses ANTHROPIC_API_KEY, unmetered.
+    gateway_url: str | None = Field(
+        default=None,
+        description="The LLM gateway, e.g. http://agentry-gateway.agentry-system.svc:8090: the chat "
+        "designer calls it with a user token per turn (needs the token keys).",
+    )
+    token_keys_dir: str | None = Field(
+        default=None, description="Token keyring shared with the gateway: a mounted Secret directory."
+    )
+    token_keys: SecretStr | None = Field(
+        default=None, description="Token keyring as kid:secret[,kid:secret] (development)."
+    )
+    token_kid: str | None = Field(default=None, description="Minting key id (default: the greatest).")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _oidc_needs_audience(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError(
+                "AGENTRY_OIDC_ISSUER is set but AGENTRY_OIDC_AUDIENCE is not: without an audience, any "
+                "token the issuer signed for any other application would be accepted. Set "
+                "AGENTRY_OIDC_AUDIENCE to this API's client id."
+            )
+        return self
+
+    def limits_of(self, kind: str) -> Limits:
+        """The quotas of a user of this kind (guests have their own, lower ones)."""
+        prefix = "guest_quota_" if kind == "guest" else "quota_"
+        return Limits(**{name: getattr(self, prefix + name) for name in QUOTAS})
 
 
 @lru_cache

@@ -7,8 +7,8 @@ Checks, each with its latency and, when red, what to do:
   gateway              GET <gateway>/healthz
   channel <name>       each provider channel through the gateway: POST /channels/<name>/probe (one
                        real call, max_tokens 1) with a service token minted from the token keys
-                       (AGENTRY_TOKEN_KEYS_DIR / AGENTRY_TOKEN_KEYS, or --token); without keys, the
-                       channel's passive health from GET /channels
+                       (AGENTRY_TOKEN_KEYS_DIR / AGENTRY_TOKEN_KEYS, or --token), which GET /channels
+                       needs too; without keys, one red line saying so
   firestore            one document read (FIRESTORE_EMULATOR_HOST or Google credentials)
   kube-apiserver, crds the cluster from the kubeconfig (or in-cluster): the Agent and Execution CRDs
   operator             the operator's health URL
@@ -95,8 +95,18 @@ async def check_gateway(client: httpx.AsyncClient, url: str) -> Check:
 
 
 async def check_channels(client: httpx.AsyncClient, url: str, token: str | None) -> list[Check]:
+    if token is None:  # the gateway shows its channels to service tokens only
+        return [
+            Check(
+                "channels",
+                False,
+                None,
+                "no service token: the gateway's /channels and probes need one",
+                "set AGENTRY_TOKEN_KEYS_DIR (the gateway's token keys) or --token",
+            )
+        ]
     try:
-        response = await client.get(f"{url}/channels")
+        response = await client.get(f"{url}/channels", headers={"authorization": f"Bearer {token}"})
         channels = response.json()["channels"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         return [
@@ -117,13 +127,6 @@ async def check_channels(client: httpx.AsyncClient, url: str, token: str | None)
     for channel in channels:
         name = channel["name"]
         label = f"channel {name}"
-        if token is None:
-            state = channel.get("state", "unknown")
-            ok = state in ("healthy", "unknown") and channel.get("keyConfigured", False)
-            hint = "" if ok else channel_hint(name, channel.get("error") or channel.get("hint") or state)
-            detail = f"{state} (passive: no token keys to probe with; set AGENTRY_TOKEN_KEYS_DIR)"
-            checks.append(Check(label, ok, channel.get("latencyMs"), detail, hint))
-            continue
         started = time.perf_counter()
         try:
             probe = await client.post(

@@ -50,6 +50,7 @@ class Reason(StrEnum):
     CANCELLED = "Cancelled"
     APPROVAL_DENIED = "ApprovalDenied"
     APPROVAL_TIMED_OUT = "ApprovalTimedOut"
+    APPROVAL_STATE_INVALID = "ApprovalStateInvalid"  # the paused state did not verify (statesig.py)
     MISSED_STARTING_DEADLINE = "MissedStartingDeadline"
     CONCURRENCY_FORBIDDEN = "ConcurrencyForbidden"
 

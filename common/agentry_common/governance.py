@@ -42,15 +42,23 @@ class Scope(StrEnum):
     USER = "user"
     AGENT = "agent"
     EXECUTION = "execution"
+    NAMESPACE = "namespace"  # every call of one namespace (subject: the namespace)
+    INSTALLATION = "installation"  # every call through the gateway (subject: INSTALLATION_SUBJECT)
+
+
+INSTALLATION_SUBJECT: Final = "all"
 
 
 @dataclass(frozen=True)
 class BudgetSubjects:
-    """The three counters one run's calls are charged to."""
+    """The counters one run's calls are charged to: its user, agent and Execution, and its namespace
+    and the installation as a whole (the gateway counts those two only while a budget applies)."""
 
     user: str
     agent: str
     execution: str
+    namespace: str = ""
+    installation: str = INSTALLATION_SUBJECT
 
 
 def budget_subjects(
@@ -58,9 +66,12 @@ def budget_subjects(
 ) -> BudgetSubjects:
     """`user`: the Agent's owner label, else `ns:<namespace>`; agent `ns/agent`; execution
     `ns/execution/uid` (the uid keeps a re-created Execution of the same name from inheriting the
-    old one's spend). Without an Execution (an admission probe), `ns/-`."""
+    old one's spend). Without an Execution (an admission probe), `ns/-`. Namespace: `namespace`;
+    installation: `all`."""
     run = f"{namespace}/{execution or '-'}" + (f"/{execution_uid}" if execution and execution_uid else "")
-    return BudgetSubjects(user=user or f"ns:{namespace}", agent=f"{namespace}/{agent}", execution=run)
+    return BudgetSubjects(
+        user=user or f"ns:{namespace}", agent=f"{namespace}/{agent}", execution=run, namespace=namespace
+    )
 
 
 class AdmissionRequest(BaseModel):

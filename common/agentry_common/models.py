@@ -256,6 +256,8 @@ class PendingApproval(CRModel):
     id: str
     tool: str | None = None
     summary: str | None = None
+    input: str | None = None  # the complete tool input (JSON), cut at 16 KiB
+    input_truncated: str | None = None  # where and why `input` was cut
     risk: str | None = None
     requested_at: str | None = None
     expires_at: str | None = None

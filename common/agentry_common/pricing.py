@@ -3,8 +3,11 @@
 Prices are list prices for standard (non-batch, non-cached) requests as published on Anthropic's
 and OpenAI's pricing pages; review them when adding a model. Cache writes/reads are not modelled:
 the runtime does not send cache_control.
-A model that is not in the table costs 0 and is reported as unpriced (see `is_priced`), so a
-budget in USD cannot stop a run on such a model; the runtime warns about that in its events.
+A model that is not in the table costs 0 here and is reported as unpriced (see `is_priced`); the
+runtime warns about that in its events. The LLM gateway does not let such a model escape a budget in
+USD: it refuses it where a `costUSD` limit applies, unless its governance file sets a default price
+(`unpricedModelPrice`, passed here as `default`). `PROVIDER_MODELS` says which provider publishes
+which model (the gateway's default model allow-list of a channel).
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ def _p(inp: str, out: str) -> Price:
     return Price(Decimal(inp), Decimal(out))
 
 
-PRICES: Final[dict[str, Price]] = {
-    # Anthropic
+ANTHROPIC_PRICES: Final[dict[str, Price]] = {
     "claude-fable-5-1": _p("10", "50"),
     "claude-opus-5-5": _p("4", "20"),
     "claude-opus-5": _p("5", "25"),
@@ -51,7 +53,8 @@ PRICES: Final[dict[str, Price]] = {
     "claude-haiku-4-5": _p("1", "5"),
     "claude-3-5-haiku": _p("0.80", "4"),
     "claude-3-haiku": _p("0.25", "1.25"),
-    # OpenAI
+}
+OPENAI_PRICES: Final[dict[str, Price]] = {
     "gpt-5": _p("1.25", "10"),
     "gpt-5-mini": _p("0.25", "2"),
     "gpt-5-nano": _p("0.05", "0.40"),
@@ -63,6 +66,12 @@ PRICES: Final[dict[str, Price]] = {
     "o3": _p("2", "8"),
     "o4-mini": _p("1.10", "4.40"),
 }
+# Which models each provider ("anthropic", "openai": agentry_common.models.Provider values) publishes.
+PROVIDER_MODELS: Final[dict[str, frozenset[str]]] = {
+    "anthropic": frozenset(ANTHROPIC_PRICES),
+    "openai": frozenset(OPENAI_PRICES),
+}
+PRICES: Final[dict[str, Price]] = {**ANTHROPIC_PRICES, **OPENAI_PRICES}
 
 # Dated snapshots ("claude-sonnet-4-5-20250929", "gpt-4o-2024-08-06") and "-latest" aliases cost
 # the same as their family. Prefix matching is deliberately avoided: "gpt-4.1" must not price
@@ -70,21 +79,30 @@ PRICES: Final[dict[str, Price]] = {
 _SNAPSHOT = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
 
 
-def price_of(model: str) -> Price | None:
-    """The price of a model, or None if it is not in the table."""
+def table_name(model: str) -> str:
+    """The name a model has in the table: lower case, without a snapshot date or `-latest`."""
     name = model.strip().lower()
-    if name in PRICES:
-        return PRICES[name]
-    return PRICES.get(_SNAPSHOT.sub("", name))
+    return name if name in PRICES else _SNAPSHOT.sub("", name)
+
+
+def price_of(model: str, default: Price | None = None) -> Price | None:
+    """The price of a model; `default` (None unless given) if it is not in the table."""
+    return PRICES.get(table_name(model), default)
 
 
 def is_priced(model: str) -> bool:
     return price_of(model) is not None
 
 
-def cost(model: str, input_tokens: int, output_tokens: int) -> Decimal:
-    """Exact USD cost of one call; Decimal(0) for an unknown model (check `is_priced`)."""
-    price = price_of(model)
+def published_by(provider: str, model: str) -> bool:
+    """True when `provider`'s part of the table lists `model` (snapshots and `-latest` included)."""
+    return table_name(model) in PROVIDER_MODELS.get(provider, frozenset())
+
+
+def cost(model: str, input_tokens: int, output_tokens: int, default: Price | None = None) -> Decimal:
+    """Exact USD cost of one call; at `default` for a model not in the table, else Decimal(0)
+    (check `is_priced`)."""
+    price = price_of(model, default)
     if price is None:
         return Decimal(0)
     return (

@@ -1,7 +1,8 @@
 """What Agentry keeps in Firestore: the collection names, and the one record two components share.
 
-The API owns users, agents, runs, events, approvals and conversations; the LLM gateway owns the budget
-counters and writes one `llmCalls` document per call, which the API reads back (docs/governance.md).
+The API owns users, sessions, agents, runs, events, approvals and conversations; the LLM gateway
+owns the budget counters and writes one `llmCalls` document per call, which the API reads back
+(docs/governance.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Collection(StrEnum):
     EVENT_KEYS = "eventKeys"
     APPROVALS = "approvals"
     CONVERSATIONS = "conversations"
+    SESSIONS = "sessions"  # the API's server-side browser sessions
     LLM_CALLS = "llmCalls"  # written by the gateway, read by the API
     BUDGET_COUNTERS = "budgetCounters"  # the gateway's
 

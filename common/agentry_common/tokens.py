@@ -4,7 +4,10 @@ A run token is minted by the operator for one Execution and handed to the run po
 "API key" (ANTHROPIC_API_KEY / OPENAI_API_KEY), so the SDKs send it as `x-api-key` or
 `Authorization: Bearer`. The gateway verifies it and attributes every call to the user, agent and
 Execution it names. A service token (`typ: svc`) lets the operator ask for admission decisions and
-`agentry doctor` probe channels.
+`agentry doctor` probe channels. A user token (`typ: user`) is minted by the API for a person's own
+LLM calls outside any run (the chat designer): it names the person's budget subject (the owner label
+their agents carry), a purpose and a namespace, lives minutes, and the gateway meters and budgets its
+calls like a run's (docs/governance.md, "User tokens").
 
 Wire form (ASCII, no padding):
 
@@ -23,11 +26,14 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
+
+_PURPOSE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 PREFIX: Final = "agt1"
 MIN_KEY_BYTES: Final = 32
@@ -36,8 +42,13 @@ CLOCK_SKEW_SECONDS: Final = 60
 # The lifetime a run token gets on top of the Job's activeDeadlineSeconds (pod scheduling, pulls).
 RUN_TOKEN_MARGIN_SECONDS: Final = 600
 MAX_TOKEN_LENGTH: Final = 4096
+# A user token's lifetime: one conversation turn of the designer (its retries included), with room.
+USER_TOKEN_TTL_SECONDS: Final = 600
+# The purpose of the chat designer's user tokens (the `agent` of its call records).
+DESIGNER: Final = "designer"
 
-TokenType = Literal["run", "svc"]
+TokenType = Literal["run", "svc", "user"]
+TOKEN_TYPES: Final[tuple[TokenType, ...]] = ("run", "svc", "user")
 
 
 class InvalidToken(Exception):
@@ -81,7 +92,8 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class Claims:
-    """What a token says. For `typ="run"` namespace, execution and agent are required."""
+    """What a token says. For `typ="run"` namespace, execution and agent are required; for
+    `typ="user"` namespace, user and purpose."""
 
     typ: TokenType
     exp: int  # unix seconds
@@ -96,7 +108,12 @@ class Claims:
     user: str = ""
     priority: int = 5  # 0 (lowest) .. 10 (highest)
     limits: RunLimits = field(default_factory=RunLimits)
+    # The Agent's model chain (spec.model.name, then its fallbacks' names): the only models a call
+    # with this token may ask for. Empty: any model (tokens minted before the claim existed).
+    models: tuple[str, ...] = ()
     subject: str = ""  # for service tokens: who asks ("operator", "doctor")
+    # For user tokens: what the calls are for ("designer"); lower-case letters, digits and dashes.
+    purpose: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"typ": self.typ, "kid": self.kid, "iat": self.iat, "exp": self.exp}
@@ -112,6 +129,12 @@ class Claims:
             limits = self.limits.to_wire()
             if limits:
                 data["lim"] = limits
+            if self.models:
+                data["mdl"] = list(self.models)
+        elif self.typ == "user":
+            data.update(ns=self.namespace, usr=self.user, pur=self.purpose)
+            if self.models:
+                data["mdl"] = list(self.models)
         else:
             data["sub"] = self.subject
         return data
@@ -130,9 +153,15 @@ class Claims:
                 raise InvalidToken("malformed", f"token claim {key!r} must be an integer")
             return value
 
+        def names(key: str) -> tuple[str, ...]:
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise InvalidToken("malformed", f"token claim {key!r} must be a list of names")
+            return tuple(value)
+
         typ = data.get("typ")
-        if typ not in ("run", "svc"):
-            raise InvalidToken("malformed", "token claim 'typ' must be 'run' or 'svc'")
+        if typ not in TOKEN_TYPES:
+            raise InvalidToken("malformed", "token claim 'typ' must be 'run', 'svc' or 'user'")
         claims = cls(
             typ=typ,
             exp=integer("exp"),
@@ -145,10 +174,16 @@ class Claims:
             user=text("usr"),
             priority=integer("pri", 5),
             limits=RunLimits.from_wire(data.get("lim")),
+            models=names("mdl"),
             subject=text("sub"),
+            purpose=text("pur"),
         )
         if claims.typ == "run" and not (claims.namespace and claims.execution and claims.agent):
             raise InvalidToken("malformed", "a run token must name its namespace, execution and agent")
+        if claims.typ == "user" and not (
+            claims.namespace and claims.user and _PURPOSE.fullmatch(claims.purpose)
+        ):
+            raise InvalidToken("malformed", "a user token must name its namespace, user and purpose")
         if not 0 <= claims.priority <= 10:
             raise InvalidToken("malformed", "token claim 'pri' must be between 0 and 10")
         return claims
@@ -156,6 +191,11 @@ class Claims:
     @property
     def user_key(self) -> str:
         return self.user or f"ns:{self.namespace}"
+
+    def allows_model(self, model: str) -> bool:
+        """True when a call with this token may ask for `model`: the token names no model chain (an
+        older token), or the chain lists it."""
+        return not self.models or model in self.models
 
 
 @dataclass(frozen=True)
@@ -255,9 +295,11 @@ def mint_run_token(
     priority: int = 5,
     active_deadline_seconds: int,
     limits: RunLimits | None = None,
+    models: tuple[str, ...] | list[str] = (),
     now: float | None = None,
 ) -> str:
-    """The token for one Execution's Job: valid for the Job's deadline plus a margin."""
+    """The token for one Execution's Job: valid for the Job's deadline plus a margin. `models`: the
+    Agent's model chain (its model, then its fallbacks); the gateway refuses calls for others."""
     issued = int(now if now is not None else time.time())
     claims = Claims(
         typ="run",
@@ -270,6 +312,7 @@ def mint_run_token(
         user=user,
         priority=priority,
         limits=limits or RunLimits(),
+        models=tuple(dict.fromkeys(m for m in models if m)),
     )
     return mint(claims, keyring, now=issued)
 
@@ -281,14 +324,49 @@ def mint_service_token(
     return mint(Claims(typ="svc", exp=issued + ttl_seconds, iat=issued, subject=subject), keyring, now=issued)
 
 
+def mint_user_token(
+    keyring: Keyring,
+    *,
+    user: str,
+    namespace: str,
+    purpose: str = DESIGNER,
+    ttl_seconds: int = USER_TOKEN_TTL_SECONDS,
+    models: tuple[str, ...] | list[str] = (),
+    now: float | None = None,
+) -> str:
+    """A person's token for their own LLM calls outside a run (the API mints one per designer turn).
+
+    `user`: their budget subject, the owner label the API puts on their agents (so the calls count
+    against the same user budgets as their runs); `namespace`: where the calls count (the API's
+    namespace); `purpose`: what for (the call records' agent); `models`: the only models a call may
+    ask for (empty: any). No Execution: the gateway charges user, pseudo-agent, namespace and
+    installation (docs/governance.md, "User tokens")."""
+    if not user or not namespace:
+        raise ValueError("a user token needs a user (budget subject) and a namespace")
+    if not _PURPOSE.fullmatch(purpose):
+        raise ValueError(f"bad purpose {purpose!r}: lower-case letters, digits and dashes")
+    issued = int(now if now is not None else time.time())
+    claims = Claims(
+        typ="user",
+        exp=issued + ttl_seconds,
+        iat=issued,
+        namespace=namespace,
+        user=user,
+        purpose=purpose,
+        models=tuple(dict.fromkeys(m for m in models if m)),
+    )
+    return mint(claims, keyring, now=issued)
+
+
 def verify(
     token: str | None,
     keyring: Keyring,
     *,
     now: float | None = None,
-    expected: TokenType | None = None,
+    expected: TokenType | tuple[TokenType, ...] | None = None,
 ) -> Claims:
-    """The claims of a genuine, unexpired token; InvalidToken otherwise (constant-time signature check)."""
+    """The claims of a genuine, unexpired token; InvalidToken otherwise (constant-time signature check).
+    `expected`: the type (or types) accepted here; another one is `wrong_type`."""
     if not token:
         raise InvalidToken("missing", "no token: send the run token as the provider API key")
     if len(token) > MAX_TOKEN_LENGTH:
@@ -316,6 +394,8 @@ def verify(
         raise InvalidToken("expired", f"token expired {int(current - claims.exp)} s ago")
     if claims.iat - CLOCK_SKEW_SECONDS > current:
         raise InvalidToken("not_yet_valid", "token issued in the future (clock skew?)")
-    if expected is not None and claims.typ != expected:
-        raise InvalidToken("wrong_type", f"a {expected} token is required here, got a {claims.typ} token")
+    accepted = (expected,) if isinstance(expected, str) else expected
+    if accepted is not None and claims.typ not in accepted:
+        wanted = " or ".join(accepted)
+        raise InvalidToken("wrong_type", f"a {wanted} token is required here, got a {claims.typ} token")
     return claims

@@ -6,9 +6,10 @@ Routes:
   POST /v1/agentry/admission        admission decision for the operator (service token)
   POST /v1/agentry/executions/end   an Execution is over: its run tokens admit no more calls (service token)
   GET  /v1/agentry/budgets          budget states of a user/agent (service token)
-  GET  /channels                    per-channel health (breakers, recent calls)
+  GET  /channels                    per-channel health (breakers, recent calls) (service token)
   POST /channels/{name}/probe       one minimal real call on a channel (service token)
-  GET  /healthz  /readyz  /metrics
+  GET  /metrics                     Prometheus (service token)
+  GET  /healthz  /readyz            status only, for anyone
 """
 
 from __future__ import annotations

@@ -54,8 +54,30 @@ class StreamBroken(Exception):
         self.error = error
 
 
+def public_failures(errors: list[ProviderError]) -> str:
+    """Upstream failures as a caller is told them: which hop, which HTTP status; never an exception's
+    text (connection errors name internal hosts; the call record keeps the redacted detail)."""
+    parts = [f"{e.provider}: " + (f"HTTP {e.status}" if e.status else "no answer") for e in errors]
+    return "; ".join(dict.fromkeys(parts)) or "no answer"
+
+
+# A user token's calls are charged, as an agent, to `<namespace>/agentry:<purpose>` (the designer:
+# `agentry:designer`): not a valid Agent name (":"), so no Agent shares its counters.
+PSEUDO_AGENT_PREFIX = "agentry:"
+
+
 def subjects_of(claims: Claims) -> Subjects:
-    """Who a run token's calls are charged to: its user, agent and Execution (with its own limits)."""
+    """Who a token's calls are charged to. A run token: its user, agent and Execution (with its own
+    limits). A user token: its user (the same subject as their runs), the pseudo-agent of its purpose
+    in its namespace (counted, like the namespace and the installation, only while a budget applies to
+    it: every user's designer calls share it), no Execution."""
+    if claims.typ == "user":
+        names = budget_subjects(
+            claims.namespace, PSEUDO_AGENT_PREFIX + claims.purpose, None, None, claims.user
+        )
+        return Subjects(
+            user=names.user, agent=names.agent, execution="", namespace=names.namespace, shared_agent=True
+        )
     limits = claims.limits
     names = budget_subjects(
         claims.namespace, claims.agent, claims.execution, claims.execution_uid, claims.user_key

@@ -10,13 +10,18 @@ file (channels, routes, budgets, zones) from YAML — a ConfigMap in a cluster.
     defaults: {anthropic: anthropic, openai: openai}   # channel per protocol for unrouted models
     budgets:
       - {name: users, scope: user, limits: [{window: 5h, messages: 900}, {window: day, costUSD: "50"}]}
+      - {name: everyone, scope: installation, limits: [{window: month, costUSD: "5000"}]}
+    unpricedModelPrice: {inputPerMTok: "15", outputPerMTok: "75"}   # else unpriced models are refused
+                                                                     # where a costUSD limit applies
     thresholds: {throttle: 80, critical: 95, highPriority: 8, lowPriority: 3}
     timeZone: UTC                   # calendar days and months
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentry_common import pricing
 from agentry_common.models import Provider as Protocol
+from agentry_common.pricing import Price
 from agentry_common.tokens import Keyring
 
 from .budgets import BudgetPolicy, Calendar, Thresholds
@@ -47,6 +54,23 @@ class ChannelConfig(_Model):
     api_key_file: str | None = None
     # The model `agentry doctor` (POST /channels/<name>/probe) asks for one token.
     probe_model: str | None = None
+    # The models a call may ask this channel for (shell patterns, e.g. ["qwen*"]; ["*"]: any). Unset:
+    # the models the pricing table lists for the channel's protocol's provider, and `probeModel`.
+    # Models a route names for this channel (`chain: [{channel, model}]`) are always allowed.
+    models: list[str] | None = None
+
+    def allows(self, model: str) -> bool:
+        """May a call ask this channel for `model` (when no route names it explicitly)?"""
+        if self.models is not None:
+            return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+        return model == self.probe_model or pricing.published_by(self.protocol.value, model)
+
+    def allowed(self) -> str:
+        """The allow-list in words, for a refusal."""
+        if self.models is not None:
+            return ", ".join(self.models) or "no model"
+        extra = f" and {self.probe_model}" if self.probe_model else ""
+        return f"the {self.protocol.value} models of the pricing table{extra}"
 
     def api_key(self) -> str:
         """The key as it is now (ChannelPool.key_of reads it again every few seconds)."""
@@ -84,6 +108,17 @@ class AutoRouting(_Model):
     strong_above: float = 6.5
 
 
+class UnpricedModelPrice(_Model):
+    """USD per million tokens charged for a model the pricing table does not list."""
+
+    input_per_m_tok: Decimal = Field(alias="inputPerMTok", ge=0)
+    output_per_m_tok: Decimal = Field(alias="outputPerMTok", ge=0)
+
+    @property
+    def price(self) -> Price:
+        return Price(self.input_per_m_tok, self.output_per_m_tok)
+
+
 class GatewayConfig(_Model):
     channels: list[ChannelConfig] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -93,6 +128,9 @@ class GatewayConfig(_Model):
     time_zone: str = "UTC"
     bucket_seconds: int = Field(default=300, ge=10, le=3600)
     auto: AutoRouting = Field(default_factory=AutoRouting)
+    # Unset: a call (or an admission) for a model without a price is refused wherever a costUSD
+    # limit applies to it (it would cost 0 and escape the limit); set: such models cost this.
+    unpriced_model_price: UnpricedModelPrice | None = None
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -112,6 +150,11 @@ class GatewayConfig(_Model):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown timeZone {self.time_zone!r} (an IANA name, e.g. Asia/Seoul)") from exc
         return self
+
+    @property
+    def default_price(self) -> Price | None:
+        """The price of a model the pricing table does not list (None: such a model is unpriced)."""
+        return self.unpriced_model_price.price if self.unpriced_model_price is not None else None
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -224,6 +267,7 @@ __all__ = [
     "Route",
     "RouteTarget",
     "Settings",
+    "UnpricedModelPrice",
     "get_settings",
     "load_config",
 ]

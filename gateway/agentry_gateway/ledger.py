@@ -1,9 +1,10 @@
 """Budget counters and call records: in Firestore (production) or in memory (one process).
 
 Counters are documents `budgetCounters/<scope>:<subject>` (agentry_gateway.budgets.Counter): one per
-user, agent and Execution. A call touches the three of its run:
+user, agent and Execution, and, only while a budget of that scope applies, one per namespace and one
+for the installation (`installation:all`). A call touches those of its run:
 
-1. **reserve** (before the call, in one transaction over the three documents): decide with
+1. **reserve** (before the call, in one transaction over those documents): decide with
    `budgets.decide_call`; if allowed, write a reservation of the call's worst case into each.
 2. **settle** (after it, in the background): replace the reservation by the actual usage.
 
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentry_common.governance import BudgetSubjects, Scope
+from agentry_common.governance import INSTALLATION_SUBJECT, BudgetSubjects, Scope
 from agentry_common.records import Collection
 
 from .budgets import (
@@ -58,19 +59,37 @@ EXECUTION_COUNTER_DAYS = 30
 
 @dataclass(frozen=True)
 class Subjects:
-    """Who a call is charged to: the run token's user, agent and Execution."""
+    """Who a call is charged to: the run token's user, agent and Execution, its namespace (default:
+    the agent's) and the installation. A user token's calls have no Execution (`execution` empty) and
+    a pseudo-agent shared by every user (`shared_agent`: counted only while a budget applies to it)."""
 
     user: str
     agent: str  # <namespace>/<name>
-    execution: str  # <namespace>/<name>[/<uid>]
+    execution: str  # <namespace>/<name>[/<uid>]; "" for none
     run_policies: tuple[BudgetPolicy, ...] = ()
+    namespace: str = ""
+    installation: str = INSTALLATION_SUBJECT
+    shared_agent: bool = False
 
     @classmethod
     def of(cls, names: BudgetSubjects, run_policies: tuple[BudgetPolicy, ...] = ()) -> Subjects:
-        return cls(names.user, names.agent, names.execution, run_policies)
+        return cls(
+            names.user, names.agent, names.execution, run_policies, names.namespace, names.installation
+        )
 
     def scopes(self) -> list[tuple[Scope, str]]:
-        return [(Scope.USER, self.user), (Scope.AGENT, self.agent), (Scope.EXECUTION, self.execution)]
+        """Every subject, the shared ones (namespace, installation) last; no Execution when none."""
+        scopes = [(Scope.USER, self.user), (Scope.AGENT, self.agent)]
+        if self.execution:
+            scopes.append((Scope.EXECUTION, self.execution))
+        scopes.append((Scope.NAMESPACE, self.namespace or self.agent.partition("/")[0]))
+        scopes.append((Scope.INSTALLATION, self.installation))
+        return scopes
+
+    def shared(self) -> tuple[Scope, ...]:
+        """The scopes whose counters other users' calls share: touched only while a budget applies."""
+        shared = (Scope.NAMESPACE, Scope.INSTALLATION)
+        return (Scope.AGENT, *shared) if self.shared_agent else shared
 
 
 @dataclass
@@ -146,9 +165,39 @@ class Ledger:
 
     # -- public ----------------------------------------------------------------------------------------
 
+    def scopes(self, subjects: Subjects) -> list[tuple[Scope, str]]:
+        """The counters a call of `subjects` touches: its user, agent and Execution always; its
+        namespace and the installation only while a budget applies to them (each of those documents
+        is shared by many users' calls: untouched, it costs no transaction contention); likewise a
+        user token's pseudo-agent."""
+        shared = subjects.shared()
+        return [
+            (scope, key)
+            for scope, key in subjects.scopes()
+            if scope not in shared or applicable(self.policies, scope, key)
+        ]
+
+    def ids(self, subjects: Subjects) -> list[str]:
+        return [counter_id(scope, key) for scope, key in self.scopes(subjects)]
+
+    def cost_limit(self, subjects: Subjects) -> str | None:
+        """A limit in USD that applies to a call of `subjects`, in words; None if none does."""
+        for scope, key in self.scopes(subjects):
+            policies = applicable(self.policies, scope, key)
+            if scope is Scope.EXECUTION:
+                policies = policies + list(subjects.run_policies)
+            for policy in policies:
+                for limit in policy.limits:
+                    if limit.cost_usd is not None:
+                        return (
+                            f"policy {policy.name} limits {scope.value} {key} to ${limit.cost_usd} "
+                            f"per {limit.window_spec.label}"
+                        )
+        return None
+
     def subject_list(self, subjects: Subjects, counters: dict[str, Counter]) -> list[Subject]:
         out: list[Subject] = []
-        for scope, key in subjects.scopes():
+        for scope, key in self.scopes(subjects):
             policies = applicable(self.policies, scope, key)
             if scope is Scope.EXECUTION:
                 policies = policies + list(subjects.run_policies)
@@ -196,8 +245,7 @@ class Ledger:
         return bool(newly)
 
     async def snapshot(self, subjects: Subjects) -> list[Subject]:
-        ids = [counter_id(s, k) for s, k in subjects.scopes()]
-        counters = await self._load(ids)
+        counters = await self._load(self.ids(subjects))
         return self.subject_list(subjects, counters)
 
     async def admission(
@@ -261,8 +309,7 @@ class Ledger:
     async def _apply(self, batch: list[_Op]) -> list[Any]:
         ids: list[str] = []
         for op in batch:
-            for scope, subject in op.subjects.scopes():
-                cid = counter_id(scope, subject)
+            for cid in self.ids(op.subjects):
                 if cid not in ids:
                     ids.append(cid)
         results: list[Any] = []
@@ -278,7 +325,7 @@ class Ledger:
                     log.warning("%s: %d reservation(s) expired and were counted as spent", cid, len(expired))
                     changed.add(cid)
             for op in batch:
-                op_ids = [counter_id(s, k) for s, k in op.subjects.scopes()]
+                op_ids = self.ids(op.subjects)
                 if isinstance(op, _Reserve):
                     decision = decide_call(
                         self.subject_list(op.subjects, counters),

@@ -55,7 +55,7 @@ class Meter:
         if call.in_flight:
             call.in_flight = False
             self.metrics.in_flight.dec()
-        actual = _actual(call, outcome, response)
+        actual = _actual(call, outcome, response, self.router.config.default_price)
         self.spawn(self.ledger.settle(call.subjects, call.rid, actual), "budget settlement")
         record = self.record(call, outcome, response, actual)
         self.spawn(self.ledger.record_call(record.to_doc()), "call record")
@@ -107,7 +107,7 @@ class Meter:
             namespace=claims.namespace,
             execution=claims.execution,
             execution_uid=claims.execution_uid,
-            agent=claims.agent,
+            agent=claims.purpose if claims.typ == "user" else claims.agent,
             user=call.subjects.user,
             priority=claims.priority,
             correlation_id=call.correlation_id,
@@ -145,10 +145,13 @@ class Meter:
         )
 
 
-def _actual(call: Call, outcome: Outcome, response: ChatResponse | None) -> Amount:
-    """What the call is charged."""
+def _actual(
+    call: Call, outcome: Outcome, response: ChatResponse | None, default: pricing.Price | None
+) -> Amount:
+    """What the call is charged (a model without a price at `default`, the unpricedModelPrice)."""
     if response is not None:
-        return call_amount(call.answered_model(), response.usage.input_tokens, response.usage.output_tokens)
+        usage = response.usage
+        return call_amount(call.answered_model(), usage.input_tokens, usage.output_tokens, default=default)
     if outcome in ("broken", "cancelled"):
         return call.estimate  # the provider may have billed the partial answer: count the worst case
     return Amount()  # nothing answered: release the reservation

@@ -19,7 +19,7 @@ from starlette.responses import StreamingResponse
 from agentry_llm import ChatRequest, ChatResponse, ProviderChain, ProvidersFailed
 from agentry_llm.base import TextCallback
 
-from .calls import Call, Outcome, StreamBroken
+from .calls import Call, Outcome, StreamBroken, public_failures
 from .channels import Redactor
 from .wire import StreamWriter
 
@@ -82,7 +82,9 @@ async def relay(
                 break
             else:
                 outcome = kind  # type: ignore[assignment]
-                yield writer.fail(redact(f"Agentry gateway: upstream failed mid-stream: {value}"))
+                what = public_failures([value.error]) if isinstance(value, StreamBroken) else kind
+                message = f"Agentry gateway: upstream failed mid-stream ({what}); call {call.id}"
+                yield writer.fail(redact(message))
                 break
             kind, value = await queue.get()
     finally:

@@ -1,5 +1,7 @@
 """The gateway's HTTP routes, as routers over two dependencies: `gateway` (the app's `Gateway`) and
-`require_service_token` (the same, for a caller holding a service token: the operator, the API)."""
+`require_service_token` (the same, for a caller holding a service token: the operator, the API,
+`agentry doctor`, a metrics scraper). Only /healthz and /readyz answer anyone, with a status and no
+detail; a run token on a service route gets 403, no token or a bad one 401."""
 
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ async def require_service_token(request: Request, gw: GatewayDep) -> Gateway:
     try:
         gw.authenticate(request, "svc")
     except InvalidToken as exc:
-        raise HTTPException(401, f"a service token is required: {exc}") from exc
+        # A genuine token of the wrong kind (a run pod's) is forbidden here; anything else unknown.
+        status = 403 if exc.reason == "wrong_type" else 401
+        raise HTTPException(status, f"a service token is required: {exc}") from exc
     return gw
 
 
@@ -58,7 +62,8 @@ ServiceDep = Annotated[Gateway, Depends(require_service_token)]
 
 
 def _unavailable(exc: Exception) -> HTTPException:
-    return HTTPException(503, f"the budget store is unavailable ({type(exc).__name__})")
+    """503 without the exception's text (logged by the caller)."""
+    return HTTPException(503, "the budget store is unavailable; see the gateway's log")
 
 
 # -- LLM calls (run token, checked by the call pipeline in the client's protocol) ------------------------
@@ -83,9 +88,13 @@ governance = APIRouter(dependencies=[Depends(require_service_token)])
 
 @governance.post(ADMISSION_PATH, response_model=AdmissionDecision)
 async def admission(body: AdmissionRequest, gw: ServiceDep) -> JSONResponse:
+    subjects = Subjects.of(body.subjects())
+    # A run on a model without a price where a limit in USD applies would escape it: refused now.
+    model, priority = body.model, body.priority
+    unpriced = gw.unpriced_refusal(subjects, model, tuple(Flavour), priority) if model else None
     try:
-        decision = await gw.ledger.admission(
-            Subjects.of(body.subjects()),
+        decision = unpriced or await gw.ledger.admission(
+            subjects,
             priority=body.priority,
             model=body.model,
             cheaper=gw.router.cheaper,
@@ -129,13 +138,13 @@ async def budgets(gw: ServiceDep, namespace: str, agent: str, user: str | None =
     }
 
 
-# -- channels -----------------------------------------------------------------------------------------
+# -- channels (service token: their state, errors and latencies are operational detail) ------------------
 
-channels = APIRouter(prefix="/channels")
+channels = APIRouter(prefix="/channels", dependencies=[Depends(require_service_token)])
 
 
 @channels.get("")
-async def channel_status(gw: GatewayDep) -> dict[str, Any]:
+async def channel_status(gw: ServiceDep) -> dict[str, Any]:
     return {"channels": [gw.pool.status(c) for c in gw.config.channels]}
 
 
@@ -164,14 +173,15 @@ async def readyz(gw: GatewayDep) -> JSONResponse:
         await asyncio.wait_for(gw.ledger.ping(), 5)
         checks["budgetStore"] = "ok"
     except Exception as exc:
-        checks["budgetStore"] = f"unavailable: {type(exc).__name__}"
+        log.warning("readyz: the budget store does not answer: %s: %s", type(exc).__name__, exc)
+        checks["budgetStore"] = "unavailable"
     checks["channels"] = f"{len(gw.config.channels)} configured" if gw.config.channels else "none configured"
     ready = checks["budgetStore"] == "ok" and bool(gw.config.channels)
     return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
 
 @ops.get("/metrics")
-async def metrics(gw: GatewayDep) -> Response:
+async def metrics(gw: ServiceDep) -> Response:
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

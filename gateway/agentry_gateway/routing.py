@@ -2,7 +2,9 @@
 
 * `Router.chain(model, protocol)`: the routes in order (first match on the asked model), else the
   protocol's default channel with the same model. Each hop of the chain is one provider of the
-  runtime's provider layer; the layer's retries, breakers and fallback walk it.
+  runtime's provider layer; the layer's retries, breakers and fallback walk it. A hop that passes
+  the asked model on is kept only if its channel allows that model (`ChannelConfig.models`); a hop
+  whose model the route names is the admin's choice and always kept. No hop left: `ModelNotAllowed`.
 * `Router.cheaper(model)`: the route's `cheaper`, else a built-in step down within the same family
   (Opus -> Sonnet -> Haiku, gpt-4.1 -> -mini -> -nano, ...). Used in the throttle zone.
 * `Router.auto(...)`: for requests that ask for model `auto`, scores the task (the governor seed's
@@ -47,10 +49,15 @@ class NoRoute(Exception):
     """No channel can serve this model over this protocol."""
 
 
+class ModelNotAllowed(Exception):
+    """The channels this model would go to do not allow it (their `models`): answered with 400."""
+
+
 @dataclass(frozen=True)
 class Hop:
     channel: ChannelConfig
     model: str
+    explicit: bool = False  # the route names this model (the admin's choice, not the caller's)
 
     @property
     def label(self) -> str:
@@ -141,13 +148,26 @@ class Router:
         self.stats = SuccessStats()
 
     def chain(self, model: str, protocol: Protocol) -> list[Hop]:
+        """The hops that serve `model`: NoRoute if no channel could, ModelNotAllowed if none may."""
+        hops = self._hops(model, protocol)
+        allowed = [h for h in hops if h.explicit or h.channel.allows(h.model)]
+        if not allowed:
+            refused = "; ".join(f"channel {h.channel.name!r} allows {h.channel.allowed()}" for h in hops)
+            raise ModelNotAllowed(f"model {model!r} is not allowed by the gateway ({refused})")
+        return allowed
+
+    def hop_models(self, model: str, protocol: Protocol) -> list[str]:
+        """The models the hops serving `model` would answer with (for pricing checks)."""
+        return list(dict.fromkeys(h.model for h in self.chain(model, protocol)))
+
+    def _hops(self, model: str, protocol: Protocol) -> list[Hop]:
         for route in self.config.routes:
             if fnmatch.fnmatchcase(model, route.model):
                 hops: list[Hop] = []
                 for target in route.chain:
                     channel = self.config.channel(target.channel)
                     if channel is not None:
-                        hops.append(Hop(channel, target.model or model))
+                        hops.append(Hop(channel, target.model or model, target.model is not None))
                 return hops
         channel = self.config.default_channel(protocol)
         if channel is None:

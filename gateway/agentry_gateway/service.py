@@ -14,18 +14,19 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Any, Final, NoReturn
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from agentry_common.governance import RefusalType
+from agentry_common import pricing
+from agentry_common.governance import Action, RefusalType, Zone
 from agentry_common.models import Provider as Flavour
-from agentry_common.tokens import Claims, InvalidToken, Keyring, verify
+from agentry_common.tokens import Claims, InvalidToken, Keyring, TokenType, verify
 from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolicy
 
-from .budgets import estimate_call
-from .calls import Call, Guarded, Rejected, subjects_of
+from .budgets import Amount, Decision, estimate_call
+from .calls import Call, Guarded, Rejected, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .config import GatewayConfig, Settings
 from .ledger import Ledger, Subjects
@@ -33,13 +34,15 @@ from .metering import Meter
 from .metrics import Metrics
 from .probe import Prober
 from .relay import Item, SettlingStream, relay, run_chain
-from .routing import AUTO_MODEL, AutoDecision, NoRoute, Router
+from .routing import AUTO_MODEL, AutoDecision, ModelNotAllowed, NoRoute, Router
 from .wire import Parsed, WireError, WireProtocol
 from .wire import anthropic as anthropic_wire
 from .wire import openai as openai_wire
 
 log = logging.getLogger("agentry.gateway")
 
+# The tokens the LLM routes accept: a run pod's, and a user token (the API's designer).
+LLM_TOKEN_TYPES: Final[tuple[TokenType, ...]] = ("run", "user")
 MAX_BODY_BYTES = 32 * 2**20  # Anthropic's own request limit is 32 MB
 # Upstream client errors that are the request's fault and mean the same through any channel.
 _PASS_THROUGH = {400, 404, 413, 422}
@@ -50,11 +53,8 @@ WIRES: dict[Flavour, WireProtocol] = {
 
 
 def _store_unavailable(exc: Exception) -> Rejected:
-    return Rejected(
-        503,
-        f"the budget store is unavailable ({type(exc).__name__}); the gateway fails closed",
-        outcome="failed",
-    )
+    """503 without the exception's text (the caller logged it)."""
+    return Rejected(503, "the budget store is unavailable; the gateway fails closed", outcome="failed")
 
 
 class Gateway:
@@ -117,7 +117,7 @@ class Gateway:
         scheme, _, value = auth.partition(" ")
         return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
-    def authenticate(self, request: Request, expected: Literal["run", "svc"]) -> Claims:
+    def authenticate(self, request: Request, expected: TokenType | tuple[TokenType, ...]) -> Claims:
         return verify(self.token_of(request), self.keyring, expected=expected)
 
     # -- the call ---------------------------------------------------------------------------------------
@@ -126,8 +126,9 @@ class Gateway:
         started = time.perf_counter()
         wire = WIRES[protocol]
         try:
-            claims = self._authenticate_run(wire, request)
+            claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
+            self._check_chain(claims, parsed)
             call = await self._decide(wire, request, claims, parsed, size, started)
             return await self._call(call)  # metered when it ends (Meter.finish)
         except Rejected as exc:
@@ -140,9 +141,11 @@ class Gateway:
         body = wire.error(exc.status, self.redact(exc.message), exc.kind, **exc.extra)
         return JSONResponse(body, exc.status, headers=headers)
 
-    def _authenticate_run(self, wire: WireProtocol, request: Request) -> Claims:
+    def _authenticate_caller(self, wire: WireProtocol, request: Request) -> Claims:
+        """A run token (a run pod) or a user token (the API, for a person's designer turn); a service
+        token is refused here like any other key (401)."""
         try:
-            return self.authenticate(request, "run")
+            return self.authenticate(request, LLM_TOKEN_TYPES)
         except InvalidToken as exc:
             message = f"Agentry gateway: {exc} ({exc.reason})"
             raise Rejected(401, message, wire.unauthorized, outcome="unauthorized") from exc
@@ -159,6 +162,53 @@ class Gateway:
             raise Rejected(400, "the body is not JSON", outcome="invalid") from None
         except WireError as exc:
             raise Rejected(exc.status, exc.message, exc.kind, outcome="invalid") from exc
+
+    @staticmethod
+    def _check_chain(claims: Claims, parsed: Parsed) -> None:
+        """A run token names its Agent's model chain (`mdl`): a call may ask for those models only
+        (a user token, the models its minter allows). What the gateway itself substitutes (throttle,
+        route fallbacks) is its own decision."""
+        if not claims.allows_model(parsed.model):
+            allowed = ", ".join(claims.models)
+            message = (
+                f"Agentry gateway: model {parsed.model!r} is not among this token's models ({allowed})"
+                if claims.typ == "user"
+                else f"Agentry gateway: model {parsed.model!r} is not in this run's model chain "
+                f"({allowed}: the Agent's spec.model and its fallbacks)"
+            )
+            raise Rejected(400, message, outcome="invalid")
+
+    def unpriced(self, model: str, protocols: tuple[Flavour, ...]) -> list[str]:
+        """The models without a price that a call for `model` may be answered by (none when the
+        governance file sets `unpricedModelPrice`)."""
+        if self.config.default_price is not None:
+            return []
+        if model == AUTO_MODEL:  # any of the tiers may be picked
+            tiers = (self.config.auto.light, self.config.auto.balanced, self.config.auto.strong)
+            return list(dict.fromkeys(m for tier in tiers for m in self.unpriced(tier, protocols)))
+        models: list[str] = []
+        for protocol in protocols:
+            try:
+                models += self.router.hop_models(model, protocol)
+            except (NoRoute, ModelNotAllowed):
+                continue
+        return [m for m in dict.fromkeys(models or [model]) if not pricing.is_priced(m)]
+
+    def unpriced_refusal(
+        self, subjects: Subjects, model: str, protocols: tuple[Flavour, ...], priority: int
+    ) -> Decision | None:
+        """A refusal when a model without a price would answer where a limit in USD applies: it
+        would cost 0 and escape that limit. None when the model is priced or no such limit applies."""
+        unpriced = self.unpriced(model, protocols)
+        limit = self.ledger.cost_limit(subjects) if unpriced else None
+        if limit is None:
+            return None
+        reason = (
+            f"model {', '.join(unpriced)} has no price in the pricing table and {limit}: a call on it "
+            "would escape that limit; use a priced model, or set unpricedModelPrice in the gateway's "
+            "governance file"
+        )
+        return Decision(Action.REFUSE, Zone.NORMAL, reason, priority, model)
 
     async def _route(
         self, wire: WireProtocol, claims: Claims, subjects: Subjects, parsed: Parsed
@@ -178,6 +228,8 @@ class Gateway:
             self.router.chain(model, wire.flavour)
         except NoRoute as exc:
             raise Rejected(404, str(exc), wire.not_found, outcome="invalid") from exc
+        except ModelNotAllowed as exc:
+            raise Rejected(400, f"Agentry gateway: {exc}", outcome="invalid") from exc
         except Exception as exc:
             log.exception("budget store read failed")
             raise _store_unavailable(exc) from exc
@@ -189,7 +241,29 @@ class Gateway:
         """Route, then reserve the call's worst case: the budget decides whether and on which model."""
         subjects = subjects_of(claims)
         model, auto = await self._route(wire, claims, subjects, parsed)
-        estimate = estimate_call(model, size, parsed.chat.max_tokens)
+
+        def call_of(estimate: Amount, rid: str, decision: Decision) -> Call:
+            return Call(
+                id=uuid.uuid4().hex,
+                wire=wire,
+                claims=claims,
+                subjects=subjects,
+                parsed=parsed,
+                requested_model=parsed.model,
+                model=decision.model or model,
+                estimate=estimate,
+                rid=rid,
+                decision=decision,
+                started=started,
+                auto=auto,
+                correlation_id=request.headers.get("x-agentry-correlation-id", "")[:64],
+            )
+
+        unpriced = self.unpriced_refusal(subjects, model, (wire.flavour,), claims.priority)
+        if unpriced is not None:  # decided before any reservation: nothing is charged
+            self.metrics.decisions.labels(unpriced.action.value, unpriced.zone.value).inc()
+            self._refuse(call_of(Amount(), "", unpriced))
+        estimate = estimate_call(model, size, parsed.chat.max_tokens, self.config.default_price)
         try:
             rid, decision = await self.ledger.reserve(
                 subjects,
@@ -202,31 +276,25 @@ class Gateway:
             log.exception("budget reservation failed")
             raise _store_unavailable(exc) from exc
         self.metrics.decisions.labels(decision.action.value, decision.zone.value).inc()
-        call = Call(
-            id=uuid.uuid4().hex,
-            wire=wire,
-            claims=claims,
-            subjects=subjects,
-            parsed=parsed,
-            requested_model=parsed.model,
-            model=decision.model or model,
-            estimate=estimate,
-            rid=rid,
-            decision=decision,
-            started=started,
-            auto=auto,
-            correlation_id=request.headers.get("x-agentry-correlation-id", "")[:64],
-        )
+        call = call_of(estimate, rid, decision)
         if not decision.allowed:
-            self.meter.refused(call)
-            # 402 + budget_exceeded: the provider layer treats it as final (no retry, no fallback).
-            message = f"Agentry budget: {decision.reason}"
-            raise Rejected(402, message, RefusalType.BUDGET_EXCEEDED.value, decision=decision.to_wire())
-        try:
-            self.router.chain(call.model, wire.flavour)
-        except NoRoute:
-            call.model = model  # no route for the cheaper model: keep the asked one
+            self._refuse(call)
+        if call.model != model:
+            try:
+                self.router.chain(call.model, wire.flavour)
+                cheaper_ok = self.unpriced_refusal(subjects, call.model, (wire.flavour,), 0) is None
+            except (NoRoute, ModelNotAllowed):
+                cheaper_ok = False
+            if not cheaper_ok:
+                call.model = model  # the cheaper model has no route, or no price: keep the asked one
         return call
+
+    def _refuse(self, call: Call) -> NoReturn:
+        """A call the budget refused: recorded, and answered 402 + budget_exceeded, which the provider
+        layer treats as final (no retry, no fallback)."""
+        self.meter.refused(call)
+        message = f"Agentry budget: {call.decision.reason}"
+        raise Rejected(402, message, RefusalType.BUDGET_EXCEEDED.value, decision=call.decision.to_wire())
 
     def _providers(self, call: Call) -> list[ChatProvider]:
         try:
@@ -234,7 +302,9 @@ class Gateway:
             return [Guarded(self.pool.provider(h), h, call, self.pool) for h in hops]
         except ChannelKeyMissing as exc:
             self.meter.finish(call, "error", None)
-            raise Rejected(503, f"Agentry gateway misconfigured: {exc}") from exc
+            log.error("call %s: %s", call.id, exc)
+            message = f"Agentry gateway misconfigured: channel {exc.channel.name!r} has no API key"
+            raise Rejected(503, message) from exc
 
     async def _call(self, call: Call) -> Response:
         """Call upstream in a task of its own; answer as a whole, or stream from the first text."""
@@ -278,13 +348,18 @@ class Gateway:
             deadline = self.settings.call_deadline_seconds
             return Rejected(504, f"Agentry gateway: the call took longer than {deadline:g} s")
         if kind != "failed":
-            return Rejected(500, f"Agentry gateway: internal error ({type(value).__name__})")
+            return Rejected(500, f"Agentry gateway: internal error; call {call.id}")
         if not call.errors:  # every hop skipped by an open breaker
             retry_after = str(int(self.settings.breaker_reset_seconds))
-            message = f"Agentry gateway: {value}"
+            message = (
+                f"Agentry gateway: every channel for model {call.model} is paused by its circuit "
+                f"breaker; retry after {retry_after} s"
+            )
             return Rejected(503, message, call.wire.overloaded, headers={"retry-after": retry_after})
         statuses = {e.status for e in call.errors}
         if len(statuses) == 1 and (status := next(iter(statuses))) in _PASS_THROUGH:
+            # The provider's own answer about the request (e.g. the prompt is too long).
             return Rejected(status, f"upstream: {call.errors[-1].message}")
         # Anything else, an upstream 401 (a channel's key) included, is the gateway's fault: 502.
-        return Rejected(502, f"Agentry gateway: {value}")
+        message = f"Agentry gateway: all providers failed ({public_failures(call.errors)}); call {call.id}"
+        return Rejected(502, message)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from agentry_common.models import DEFAULT_MODEL
+from agentry_common.policy import LABEL_PROVIDER_KEYS, LABEL_REFERABLE
 
 from .cluster import Cluster
 from .kube import REPO
@@ -149,10 +150,13 @@ class Install:
         p = self.providers
         channels = []
         for name, base_url in (("anthropic", p.anthropic_base_url), ("openai", p.openai_base_url)):
-            channel: dict[str, str] = {"name": name, "protocol": name, "apiKeyFile": f"{KEY_DIR}/{name}"}
-            if base_url:
+            channel: dict[str, Any] = {"name": name, "protocol": name, "apiKeyFile": f"{KEY_DIR}/{name}"}
+            if base_url:  # a local model server: whatever models it serves, none of them in the price list
                 channel["baseURL"] = reachable_from_pods(base_url)
+                channel["models"] = ["*"]
             channels.append(channel)
+        free = {"inputPerMTok": "0", "outputPerMTok": "0"}  # a local server's models cost nothing
+        local = {"unpricedModelPrice": free} if any("baseURL" in c for c in channels) else {}
         # Host services the gateway calls on the node's address (the emulator, a local LLM server).
         ports = {int(self.firestore_host.rsplit(":", 1)[1])}
         for url in (p.anthropic_base_url, p.openai_base_url):
@@ -184,6 +188,7 @@ class Install:
                         "limits": [{"window": "day", "costUSD": self.daily_budget_usd}],
                     }
                 ],
+                **local,
             },
         }
 
@@ -243,7 +248,13 @@ class Install:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": LLM_SECRET, "namespace": self.secret_namespace},
+            "metadata": {
+                "name": LLM_SECRET,
+                "namespace": self.secret_namespace,
+                # The Agent policy (agentry_common.policy): with the gateway, provider keys no agent may
+                # reference; without it, the Secret the sample Agents reference, so it opts in.
+                "labels": {LABEL_PROVIDER_KEYS: "true"} if self.gateway else {LABEL_REFERABLE: "true"},
+            },
             "type": "Opaque",
             "stringData": data,
         }

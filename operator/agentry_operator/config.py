@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field, field_validator
@@ -32,6 +33,9 @@ class OperatorConfig(BaseSettings):
     default_cpu_request: str = "100m"
     default_memory_request: str = "256Mi"
     default_memory_limit: str = "1Gi"
+    # -- CPU limit of run containers whose Agent sets none (a runaway shell loop gets this much CPU,
+    # not the node's); raised to the Agent's CPU request when that is larger. Empty: no default limit.
+    default_cpu_limit: str = "1"
     # -- The model of Agents that set no spec.model, as provider/name (e.g. anthropic/claude-sonnet-4-6;
     # a bare name means anthropic). Empty: such Agents are refused (Ready=False InvalidSpec).
     default_model: str = DEFAULT_MODEL
@@ -70,6 +74,16 @@ class OperatorConfig(BaseSettings):
     webhook_host: str | None = None
     webhook_certfile: str | None = None
     webhook_keyfile: str | None = None
+    # -- The Agent policy file (agentry_common.policy: JSON or YAML; the chart's `policy:` values),
+    # applied by the webhook to every Agent change. Unset: the policy's defaults.
+    policy_file: str | None = None
+    # -- Users (Kubernetes usernames, e.g. system:serviceaccount:agentry:agentry-api) allowed to set or
+    # change the `agentry.dev/owner` label of Agents and Executions: the label decides who is charged,
+    # so only the API may write it. Anybody else's create or update that sets or changes it is refused.
+    owner_label_writers: list[str] = Field(default_factory=list)
+    # -- Also allow members of system:masters (cluster administrators, who can impersonate the API's
+    # service account anyway).
+    owner_label_trust_masters: bool = True
     # -- kopf peering (several replicas: one acts, by priority).
     peering_name: str | None = None
     peering_priority: int = 100
@@ -97,6 +111,12 @@ class OperatorConfig(BaseSettings):
     # a failed reconcile (refused, unreachable) is tried again.
     cloud_scheduler_timeout_seconds: float = 30.0
     cloud_scheduler_retry_seconds: float = 60.0
+
+    @field_validator("owner_label_writers", mode="before")
+    @classmethod
+    def _json_list(cls, value: object) -> object:
+        # From the environment pydantic-settings decodes JSON; a string passed directly is decoded here.
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("default_model")
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -14,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from lightkube import ApiError, AsyncClient
 from prometheus_client import start_http_server
 
 from agentry_common import constants as c
 from agentry_common.pki import LocalPKI
+from agentry_common.policy import AgentPolicy, load_policy
 
-from . import kube
+from . import kube, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
-from .builders.agent_status import spec_errors
 from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
-from .handlers.admission import Governance
+from .handlers.admission import Governance, execution_deleted
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.execution import on_execution
 from .handlers.outcome import on_job, on_pod
@@ -127,6 +129,7 @@ class _Timed:
 async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     if type == "DELETED":
+        await execution_deleted(ctx.state, dict(body), logger)  # a deleted run's token ends now
         ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         return
     with _Timed("Execution"):
@@ -183,11 +186,92 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
         await on_execution(ctx.client, ctx.config, ctx.state, ctx.state.executions[waiting], logger)
 
 
-def validate_agent(spec: kopf.Spec, **_: Any) -> None:
-    config = get_config()
-    errors = spec_errors(dict(spec), config.gateway_url, config.default_model_spec)
+def _client(memo: Any) -> AsyncClient:
+    ctx = find(memo)
+    if ctx is None:  # a review before start-up finished: refused (failurePolicy Fail retries it)
+        raise kopf.AdmissionError("the operator is starting; try again", code=503)
+    return ctx.client
+
+
+def _old(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    old = kwargs.get("old")
+    return dict(old) if old is not None else None
+
+
+async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+    """Agents (CREATE, UPDATE): the spec rules and the Agent policy, and the owner label."""
+    config, policy, old = get_config(), get_policy(), _old(kwargs)
+    new = dict(body)
+    errors = webhook.owner_label_errors(c.AGENT_KIND, new, old, dict(userinfo), config)
+    spec = dict(new.get("spec") or {})
+    unchanged = old is not None and dict(old.get("spec") or {}) == spec
+    names = [] if unchanged else webhook.referenced(spec)
+    labels: dict[str, dict[str, str] | None] = {}
+    if names:
+        namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
+        try:
+            labels = await webhook.secret_labels(_client(memo), namespace, names)
+        except ApiError as exc:
+            raise kopf.AdmissionError(
+                f"spec.secrets: the operator could not read the referenced Secrets to check the agent "
+                f"policy ({exc.status.message}); refused",
+                code=422,
+            ) from exc
+    errors += webhook.agent_errors(new, old, config, policy, labels)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def validate_execution_owner(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+    """Executions carrying the owner label (before or after): only the API may set or change it."""
+    errors = webhook.owner_label_errors(
+        c.EXECUTION_KIND, dict(body), _old(kwargs), dict(userinfo), get_config()
+    )
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def validate_execution(body: kopf.Body, **kwargs: Any) -> None:
+    """Executions: spec.priority within the policy's range."""
+    errors = webhook.execution_errors(dict(body), _old(kwargs), get_policy())
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+@functools.cache
+def get_policy() -> AgentPolicy:
+    """The Agent policy (AGENTRY_POLICY_FILE), read once; a malformed file stops the operator."""
+    return load_policy(get_config().policy_file)
+
+
+def register_webhooks() -> None:
+    """The validating handlers, served at /<id> (the chart's ValidatingWebhookConfiguration names the
+    same paths). Agents and owner-labelled Executions fail closed: while the operator is down, those
+    writes are refused rather than let through unchecked (persistent: kopf's self-managed configuration
+    keeps them when the operator stops). Execution priority fails open, so schedule ticks still create
+    runs during an operator restart (the Agent's own priority is checked closed)."""
+    kopf.on.validate(
+        G,
+        V,
+        "agents",
+        id="validate-agent",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=False,
+        persistent=True,
+    )(validate_agent)
+    kopf.on.validate(
+        G,
+        V,
+        "executions",
+        id="validate-execution-owner",
+        operations=["CREATE", "UPDATE"],
+        labels={c.LABEL_OWNER: kopf.PRESENT},
+        ignore_failures=False,
+        persistent=True,
+    )(validate_execution_owner)
+    kopf.on.validate(
+        G, V, "executions", id="validate-execution", operations=["CREATE", "UPDATE"], ignore_failures=True
+    )(validate_execution)
 
 
 def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -210,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     config = get_config()
     namespaces = args.namespace or config.watch_namespaces
     if config.webhook_enabled:
-        kopf.on.validate(G, V, "agents", id="validate-agent", ignore_failures=True)(validate_agent)
+        get_policy()  # a malformed policy file stops the operator here, not at the first review
+        register_webhooks()
     if namespaces and not any(ch in ns for ns in namespaces for ch in "*?[!"):
         # Exact names: no need to list/watch Namespace objects (one less cluster-wide permission).
         kopf.on.startup()(_disable_namespace_scanning)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentry_common.statesig import SIGNATURE_FIELD, sign_state
 from agentry_llm import ToolResultBlock, ToolUseBlock
 
 from .config import STATE_FILE, ConfigError
@@ -88,3 +89,11 @@ def denied_result(events: EventSink, use: ToolUseBlock, decision: Decision) -> T
         durationMs=0,
     )
     return result
+
+
+def signed_state(state: dict[str, Any], key: str) -> dict[str, Any]:
+    """The `state` of an approval_request event, signed when the run has a state key (its Secret's;
+    tools never see it), so the operator can tell it from a line a tool printed (statesig.py)."""
+    if not key:
+        return {"state": state}
+    return {"state": state, SIGNATURE_FIELD: sign_state(key, state)}

@@ -14,10 +14,13 @@ from typing import Any, TextIO
 
 # One key-shape pattern for the whole project lives with the models.
 from agentry_common.models import _SECRETISH
+from agentry_common.statesig import ENV_STATE_KEY
 
 from .outcome import Outcome
 
-SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+# Never passed to tools and redacted from events: provider keys (or the run token standing in for them)
+# and the key that signs a paused run's state (agentry_common.statesig).
+SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN", ENV_STATE_KEY)
 REDACTED = "[REDACTED]"
 TEXT_IN_EVENTS = 4000  # characters of a model's message in a `turn` event
 RESULT_IN_EVENTS = 16384  # characters of the summary in the `result` event
@@ -33,7 +36,7 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
 
 
 def tool_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment tools see: the run's, minus the LLM provider keys."""
+    """The environment tools see: the run's, minus the LLM provider keys and the state key."""
     return {k: v for k, v in env.items() if k not in SECRET_ENV}
 
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from agentry_common.models import usd
+from agentry_common.statesig import ENV_STATE_KEY
 from agentry_llm import (
     BreakerRegistry,
     ChatProvider,
@@ -27,7 +28,14 @@ from agentry_llm import (
     build_chain_providers,
 )
 
-from .approvals import approval_summary, check_resume, denied_result, emit_decision, save_state
+from .approvals import (
+    approval_summary,
+    check_resume,
+    denied_result,
+    emit_decision,
+    save_state,
+    signed_state,
+)
 from .config import FULL_RESULT_FILE, ConfigError, RunConfig
 from .events import TEXT_IN_EVENTS, EventSink, tool_env
 from .outcome import Outcome, StopReason
@@ -275,7 +283,7 @@ class Runner:
             input=use.input,
             timeoutSeconds=timeout,
             stateFile=str(state_path),
-            state=state.wire(),
+            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, "")),
         )
         return self._stop(
             StopReason.APPROVAL_REQUIRED,

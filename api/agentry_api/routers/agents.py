@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Response, status
 
 from ..deps import CurrentUser, StateDep
 from ..schemas import AgentIn, AgentList, AgentOut, RunAccepted, RunIn
+from ..services.paging import Cursor, Limit, offset_of, page
 from ..services.views import agent_out
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -28,14 +29,19 @@ AgentBody = Annotated[AgentIn, Body(examples=[AGENT_EXAMPLE])]
 
 
 @router.get("", response_model=AgentList)
-async def list_agents(user: CurrentUser, state: StateDep) -> AgentList:
-    return AgentList(items=[agent_out(d) for d in await state.agents.list(user)])
+async def list_agents(
+    user: CurrentUser, state: StateDep, limit: Limit = 50, cursor: Cursor = None
+) -> AgentList:
+    items, next_cursor = page(await state.agents.list(user), offset_of(cursor), limit)
+    return AgentList(items=[agent_out(d) for d in items], nextCursor=next_cursor)
 
 
 @router.post("", response_model=AgentOut, status_code=status.HTTP_201_CREATED)
 async def create_agent(user: CurrentUser, state: StateDep, body: AgentBody) -> AgentOut:
     """Store the agent in Firestore and apply its Agent CR. If the cluster is unavailable the agent is
-    kept with `sync.state: Pending` and applied as soon as it is back."""
+    kept with `sync.state: Pending` and applied as soon as it is back. 429 past the `agents` (or
+    `scheduled_agents`) quota, with nothing created."""
+    await state.quotas.agent_create(user, body.spec.schedule is not None)
     return agent_out(await state.agents.create(user, body))
 
 
@@ -46,6 +52,8 @@ async def get_agent(agent_id: str, user: CurrentUser, state: StateDep) -> AgentO
 
 @router.put("/{agent_id}", response_model=AgentOut)
 async def update_agent(agent_id: str, user: CurrentUser, state: StateDep, body: AgentBody) -> AgentOut:
+    if body.spec.schedule is not None:  # adding a schedule counts against `scheduled_agents`
+        await state.quotas.agent_update(user, await state.agents.get(user, agent_id), scheduled=True)
     return agent_out(await state.agents.update(user, agent_id, body))
 
 
@@ -60,7 +68,10 @@ async def run_agent(
     agent_id: str, user: CurrentUser, state: StateDep, body: RunIn | None = None
 ) -> RunAccepted:
     """Start a run: creates an Execution CR and answers 202 at once. Progress arrives on
-    `/api/events` (`report` events carrying the same `correlationId`)."""
+    `/api/events` (`report` events carrying the same `correlationId`). 429 past the
+    `concurrent_runs` or `runs_per_day` quota, with nothing created."""
+    await state.agents.get(user, agent_id)  # 404 first: another user's agent is never a quota answer
+    await state.quotas.run_start(user)
     doc = await state.runs.run(user, agent_id, body.input if body else None)
     return RunAccepted(
         execution=doc["id"], correlationId=doc["correlationId"], url=f"/api/executions/{doc['id']}"

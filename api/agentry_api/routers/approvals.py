@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from ..deps import CurrentUser, StateDep
 from ..schemas import Accepted, ApprovalList, ApprovalOut, DecisionIn
+from ..services.paging import Cursor, Limit, offset_of
 from ..services.views import approval_out
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
@@ -20,8 +21,16 @@ async def list_approvals(
     state_filter: Annotated[
         Literal["pending", "approved", "denied", "expired"] | None, Query(alias="state")
     ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ApprovalList:
-    return ApprovalList(items=[approval_out(d) for d in await state.approvals.list(user, state_filter)])
+    """Newest request first."""
+    offset = offset_of(cursor)
+    docs = await state.store.list_approvals(user.id, state_filter, limit=limit + 1, offset=offset)
+    more = len(docs) > limit
+    return ApprovalList(
+        items=[approval_out(d) for d in docs[:limit]], nextCursor=str(offset + limit) if more else None
+    )
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut)

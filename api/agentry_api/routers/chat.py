@@ -19,7 +19,8 @@ from ..auth import User
 from ..deps import CurrentUser, StateDep, authenticate, get_state
 from ..designer_llm import LLM_REQUIRED_MESSAGE
 from ..services.designer import Designer
-from ..services.errors import Conflict, Invalid, NotFound
+from ..services.errors import Conflict, Invalid, NotFound, OverQuota
+from ..services.paging import Cursor, Limit, offset_of, page
 from ..services.views import agent_out
 
 router = APIRouter(tags=["chat"])
@@ -28,9 +29,12 @@ MAX_TEXT = 8000
 
 
 @router.get("/api/conversations")
-async def conversations(user: CurrentUser, state: StateDep) -> dict[str, Any]:
-    docs = await state.store.list_conversations(user.id)
+async def conversations(
+    user: CurrentUser, state: StateDep, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    docs, next_cursor = page(await state.store.list_conversations(user.id), offset_of(cursor), limit)
     return {
+        "nextCursor": next_cursor,
         "items": [
             {
                 "id": d["id"],
@@ -39,7 +43,7 @@ async def conversations(user: CurrentUser, state: StateDep) -> dict[str, Any]:
                 "updatedAt": d.get("updatedAt"),
             }
             for d in docs
-        ]
+        ],
     }
 
 
@@ -63,9 +67,14 @@ async def chat(
         return
     designer = Designer(state.store, state.agents, state.llm, state.settings.chat_model)
     try:
+        if not conversation:  # a new one counts against the `conversations` quota
+            await state.quotas.conversation_start(user)
         conv = await designer.open(user, conversation, agent)
     except NotFound as exc:
         await websocket.close(code=4404, reason=str(exc)[:120])
+        return
+    except OverQuota as exc:
+        await websocket.close(code=4429, reason=exc.msg[:120])
         return
     history = [{"role": m["role"], "content": m["content"]} for m in conv["messages"]]
     await websocket.send_json(

@@ -9,7 +9,12 @@ Firestore, then continues live. Comments (`: ping`) are sent as heartbeats. Past
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,7 +24,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from ..auth import User
 from ..deps import AppState, CurrentUser, StateDep
 from ..metrics import SSE_CONNECTIONS, SSE_REJECTED
+from ..services.quotas import STREAM_TTL_SECONDS
 from ..services.views import agent_out, approval_out, execution_out
+
+log = logging.getLogger("agentry.api.events")
 
 router = APIRouter(tags=["events"])
 REPLAY_PAGE = 500
@@ -46,14 +54,33 @@ async def snapshot(state: AppState, user: User) -> tuple[int, dict[str, Any]]:
     }
 
 
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def release(state: AppState, user_id: str, lease: str) -> None:
+    """Give the stream's slot back (if this fails, the lease lapses by itself)."""
+
+    async def go() -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.store.close_stream(user_id, lease), 10)
+
+    task = asyncio.get_running_loop().create_task(go())
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
 def report(event: dict[str, Any]) -> ServerSentEvent:
     data = {"kind": event["kind"], "seq": event["seq"], "createdAt": event.get("createdAt"), **event["data"]}
     return ServerSentEvent(json.dumps(data, default=str), event="report", id=str(event["seq"]))
 
 
-async def stream(state: AppState, user: User, start: int | None) -> AsyncIterator[ServerSentEvent]:
-    """The stream's body; the caller has counted it in `state.sse_open` already."""
+async def stream(
+    state: AppState, user: User, start: int | None, lease: str
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream's body; the caller has counted it in `state.sse_open` and taken its lease (one of
+    the user's `streams` slots) already; the lease is renewed while the stream is open."""
     SSE_CONNECTIONS.inc()
+    renewed = time.monotonic()
     try:
         if start is None:
             last, snap = await snapshot(state, user)
@@ -70,9 +97,14 @@ async def stream(state: AppState, user: User, start: int | None) -> AsyncIterato
                 yield report(event)
             if len(events) < REPLAY_PAGE:
                 await state.bus.wait(version, state.settings.sse_poll_seconds)
+            if time.monotonic() - renewed > STREAM_TTL_SECONDS / 3:
+                renewed = time.monotonic()
+                await state.store.renew_stream(user.id, lease, STREAM_TTL_SECONDS)
     finally:
         state.sse_open -= 1
         SSE_CONNECTIONS.dec()
+        # In a task of its own: a disconnect cancels this one, whose scope would refuse the write.
+        release(state, user.id, lease)
 
 
 @router.get(
@@ -94,9 +126,11 @@ async def events(
             headers={"Retry-After": "5"},
         )
     start = parse_event_id(last_event_id if last_event_id is not None else cursor)
+    lease = "s" + uuid.uuid4().hex
+    await state.quotas.stream_open(user, lease)  # 429 past the user's `streams` quota
     state.sse_open += 1
     return EventSourceResponse(
-        stream(state, user, start),
+        stream(state, user, start, lease),
         ping=state.settings.sse_heartbeat_seconds,
         headers={"Cache-Control": "no-store"},
     )

@@ -29,14 +29,14 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "web" / "te
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 
 
-async def page_user(request: Request, state: AppState) -> tuple[User | None, bool]:
-    """The signed-in user, or a new guest (True: set its cookie on the response)."""
+async def page_user(request: Request, state: AppState) -> tuple[User | None, str | None]:
+    """The signed-in user, or a new guest and the session to set in its cookie."""
     user = await authenticate(request, state)
     if user is not None:
-        return user, False
+        return user, None
     if not state.settings.guest_sessions:
-        return None, False
-    return await new_guest(state), True
+        return None, None
+    return await new_guest(state, request)
 
 
 async def render(request: Request, state: AppState, template: str, page: str, **context: Any) -> Response:
@@ -56,12 +56,12 @@ async def render(request: Request, state: AppState, template: str, page: str, **
                 {"page": "notfound", "user": user, "message": str(exc)},
                 status_code=404,
             )
-            if new:
-                set_session(response, state, user.id)
+            if new is not None:
+                set_session(response, state, new)
             return response
     response = templates.TemplateResponse(request, template, {"page": page, "user": user, **context})
-    if new:
-        set_session(response, state, user.id)
+    if new is not None:
+        set_session(response, state, new)
     return response
 
 

@@ -19,6 +19,14 @@ from typing import Any
 from lightkube import ApiError
 
 from agentry_common.models import AgentSpec, looks_like_secret
+from agentry_common.policy import (
+    AgentPolicy,
+    Rule,
+    SecretLabels,
+    load_policy,
+    referenced_secrets,
+    violations,
+)
 
 from ..auth import User, owner_label
 from ..cluster import (
@@ -54,6 +62,17 @@ def canonical_spec(spec: Doc) -> Doc:
         return spec
 
 
+def api_policy(settings: Settings, policy: AgentPolicy) -> AgentPolicy:
+    """The Agent policy (AGENTRY_POLICY_FILE) widened by the API's older settings: the model endpoints
+    of AGENTRY_ALLOWED_BASE_URLS are allowed too (AGENTRY_ALLOWED_SECRET_NAMES: see check_policy)."""
+    extra = [u for u in settings.allowed_base_urls if u not in policy.allowed_base_urls]
+    return (
+        policy.model_copy(update={"allowed_base_urls": [*policy.allowed_base_urls, *extra]})
+        if extra
+        else policy
+    )
+
+
 def refused_field(exc: ApiError) -> list[str | int]:
     """The field the API server named in a refusal (e.g. spec.http.allowedHosts), as a 422 loc."""
     details = exc.status.details
@@ -65,14 +84,29 @@ def refused_field(exc: ApiError) -> list[str | int]:
 
 
 class AgentService:
-    def __init__(self, store: Store, cluster: Cluster, bus: EventBus, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cluster: Cluster,
+        bus: EventBus,
+        settings: Settings,
+        policy: AgentPolicy | None = None,
+    ) -> None:
         self.store, self.cluster, self.bus, self.settings = store, cluster, bus, settings
+        self.policy = api_policy(settings, policy or load_policy())
         self.kick = asyncio.Event()
 
     # -- policy -----------------------------------------------------------------------------
 
-    def check_policy(self, spec: AgentSpec) -> None:
-        """What a dashboard user may put in a spec (beyond the CRD schema)."""
+    def check_policy(self, spec: AgentSpec, secret_labels: SecretLabels | None = None) -> None:
+        """What a dashboard user may put in a spec beyond the CRD schema: the Agent policy
+        (agentry_common.policy, the same one the operator's webhook applies to kubectl), plus two
+        rules of the API's own (no key-shaped text; no Secret Manager references).
+
+        `secret_labels`: the labels of the Secrets spec.secrets names (`enforce_policy` reads them);
+        None means unknown, so only the names of AGENTRY_ALLOWED_SECRET_NAMES pass the opt-in rule.
+        The first violation is raised as a 422 naming the field and the rule.
+        """
         for field in ("instructions", "description"):
             if looks_like_secret(getattr(spec, field)):
                 raise Invalid(
@@ -80,31 +114,29 @@ class AgentService:
                     f"spec.{field} contains what looks like an API key; reference it through spec.secrets",
                 )
         for i, secret in enumerate(spec.secrets):
-            if secret.secret_key_ref is not None and secret.secret_key_ref.name not in (
-                self.settings.allowed_secret_names
-            ):
-                raise Invalid(
-                    ["body", "spec", "secrets", i, "secretKeyRef", "name"],
-                    f"Secret {secret.secret_key_ref.name!r} is not one agents may use; allowed: "
-                    f"{', '.join(self.settings.allowed_secret_names) or 'none'}",
-                )
             if secret.secret_manager is not None:
                 raise Invalid(
                     ["body", "spec", "secrets", i, "secretManager"],
                     "Secret Manager references can only be set with kubectl by an administrator",
                 )
-        models: list[tuple[str, str | None]] = []
-        if spec.model is not None:  # None: the installation's default model (no endpoint of the user's)
-            models = [("model", spec.model.base_url)] + [
-                (f"fallbacks.{i}", f.base_url) for i, f in enumerate(spec.model.fallbacks)
-            ]
-        for where, url in models:
-            if url is not None and url not in self.settings.allowed_base_urls:
-                loc: list[str | int] = ["body", "spec", "model"]
-                loc += ["fallbacks", int(where.split(".")[1]), "baseURL"] if "." in where else ["baseURL"]
-                raise Invalid(
-                    loc, "this model endpoint is not allowed (a run's provider key would be sent there)"
-                )
+        labels: dict[str, dict[str, str] | None] = {
+            k: dict(v) if v is not None else None for k, v in (secret_labels or {}).items()
+        }
+        opt_in = self.policy.secrets.opt_in_label
+        for name in self.settings.allowed_secret_names:  # compatibility: opted in by name
+            labels[name] = {**(labels.get(name) or {}), opt_in: "true"}
+        for violation in violations(spec, self.policy, labels):
+            message = str(violation)
+            if violation.rule == Rule.SECRET_NOT_REFERABLE:
+                named = ", ".join(self.settings.allowed_secret_names) or "none"
+                message += f"; allowed: {named} by name, and Secrets labelled {opt_in}=true"
+            raise Invalid(["body", *violation.path], message)
+
+    async def enforce_policy(self, spec: AgentSpec) -> None:
+        """check_policy with the labels of the referenced Secrets read from the cluster (fails closed:
+        an unavailable cluster is a 503, nothing is stored)."""
+        names = referenced_secrets(spec)
+        self.check_policy(spec, await self.cluster.secret_labels(names) if names else {})
 
     # -- API operations -----------------------------------------------------------------------
 
@@ -130,7 +162,7 @@ class AgentService:
         return self.cluster.agent_manifest(doc["id"], doc["spec"], owner_label(doc["userId"]), doc["name"])
 
     async def create(self, user: User, body: AgentIn) -> Doc:
-        self.check_policy(body.spec)
+        await self.enforce_policy(body.spec)
         now = now_iso()
         doc: Doc = {
             "id": f"{slug(body.name)}-{random_suffix()}",
@@ -161,7 +193,7 @@ class AgentService:
             raise Conflict(
                 f"agent {agent_id!r} was created with kubectl and is managed in the cluster; edit it there"
             )
-        self.check_policy(body.spec)
+        await self.enforce_policy(body.spec)
         now = now_iso()
         doc.update(
             name=body.name,

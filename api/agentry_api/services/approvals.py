@@ -97,7 +97,7 @@ class ApprovalService:
             )
             if isinstance(exc, ClusterUnavailable):
                 raise Unavailable(
-                    f"the decision was not recorded: the cluster is unavailable ({exc})"
+                    "the decision was not recorded: the cluster is unavailable (retry shortly)"
                 ) from exc
             raise Conflict(f"the cluster refused the decision: {api_message(exc)}") from exc
         note = None if present else "the execution no longer exists in the cluster"
@@ -164,6 +164,8 @@ def approval_doc(execution: Doc, approval: Doc, agent: Doc | None) -> Doc:
         "agentId": execution.get("agentId", ""),
         "tool": approval.get("tool"),
         "summary": approval.get("summary"),
+        "input": approval.get("input"),
+        "inputTruncated": approval.get("inputTruncated"),
         "risk": approval.get("risk"),
         "requestedAt": requested_at,
         "expiresAt": expires_at,

@@ -100,7 +100,7 @@ class Designer:
         conv["messages"].append({"role": "user", "content": text, "at": now_iso()})
         history = [{"role": m["role"], "content": m["content"]} for m in conv["messages"]]
         try:
-            answer, usage = await self.llm.complete(SYSTEM_PROMPT, history)
+            answer, usage = await self.llm.complete(SYSTEM_PROMPT, history, owner=user.owner_label)
         except LLMError as exc:
             conv["messages"].pop()
             CHAT_TURNS.labels("error").inc()
@@ -125,7 +125,7 @@ class Designer:
         errors: list[Doc] = []
         try:
             body = AgentIn.model_validate(candidate)
-            self.agents.check_policy(body.spec)
+            await self.agents.enforce_policy(body.spec)
             await self.agents.dry_run(
                 self.agents.cluster.agent_manifest(
                     "draft-" + conv["id"][:8], body.spec.wire(), "draft", body.name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+REQUEST_ID = "agentry.request_id"  # ASGI scope key: the request's correlation id (X-Request-ID)
+
 
 class NotFound(Exception):
     """404: absent or not yours (the two are not told apart, so nothing leaks)."""
@@ -28,3 +30,15 @@ class Unavailable(Exception):
     def __init__(self, msg: str, retry_after: int = 5) -> None:
         super().__init__(msg)
         self.retry_after = retry_after
+
+
+class OverQuota(Exception):
+    """429: a per-user quota (or the guest-session rate) is used up; nothing was created.
+
+    `limit` names the quota (`agents`, `concurrent_runs`, ...), `allowed` its value, `retry_after`
+    the seconds after which trying again can succeed (None: only when the user deletes something).
+    """
+
+    def __init__(self, limit: str, allowed: int, msg: str, retry_after: int | None = None) -> None:
+        super().__init__(msg)
+        self.limit, self.allowed, self.msg, self.retry_after = limit, allowed, msg, retry_after

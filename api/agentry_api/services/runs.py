@@ -72,7 +72,7 @@ class RunService:
             await self.cluster.create_execution(name, agent_id, input_text, correlation_id, user.owner_label)
         except ClusterUnavailable as exc:
             await self.store.delete_execution(name)
-            raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
+            raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
         except ApiError as exc:
             await self.store.delete_execution(name)
             raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
@@ -113,7 +113,7 @@ class RunService:
             )
         except ClusterUnavailable as exc:
             await self.store.delete_execution(name)
-            raise Unavailable(f"the run was not started: the cluster is unavailable ({exc})") from exc
+            raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
         except ApiError as exc:
             if exc.status.code != 409:
                 await self.store.delete_execution(name)
@@ -179,7 +179,9 @@ class RunService:
         try:
             await self.cluster.cancel_execution(name)
         except ClusterUnavailable as exc:
-            raise Unavailable(f"the cancel was not recorded: the cluster is unavailable ({exc})") from exc
+            raise Unavailable(
+                "the cancel was not recorded: the cluster is unavailable (retry shortly)"
+            ) from exc
         except ApiError as exc:
             if exc.status.code == 404:
                 raise Conflict(f"execution {name!r} no longer exists in the cluster") from exc
@@ -195,8 +197,8 @@ class RunService:
         if doc.get("jobName"):
             try:
                 found = await self.cluster.pod_logs(doc["jobName"])
-            except ClusterUnavailable as exc:
-                note = f"pod logs unavailable (cluster unreachable: {exc}); showing stored events"
+            except ClusterUnavailable:
+                note = "pod logs unavailable (cluster unreachable); showing stored events"
             except ApiError as exc:
                 note = f"pod logs unavailable ({api_message(exc)}); showing stored events"
             else:
@@ -242,6 +244,13 @@ class RunService:
                 log.debug("execution %s: agent %s unknown; not mirrored", name, agent_name)
                 return None
             doc = first_mirror(cr, agent)
+        elif not same_run(doc, agent_name, agent):
+            # An Execution that reuses the name of a run we stored (the cluster pruned it), for another
+            # agent or another owner: never mirrored into the first owner's records.
+            log.warning(
+                "execution %s: agentRef %r does not match the stored run; not mirrored", name, agent_name
+            )
+            return None
         # The Execution's uid tells its gateway call records from those of an earlier one of the name.
         if meta.get("uid") and doc.get("uid") != meta["uid"]:
             doc["uid"], doc["viewHash"] = meta["uid"], None
@@ -274,6 +283,14 @@ class RunService:
             await self.approvals.requested(doc, approval, agent)
         elif phase in TERMINAL:
             await self.approvals.run_ended(doc)
+
+
+def same_run(doc: Doc, agent_name: str, agent: Doc | None) -> bool:
+    """Whether an Execution naming `agent_name` is the run stored in `doc`: the same agent, and that
+    agent (when it is known) still belongs to the run's owner."""
+    if doc.get("agentId") != agent_name:
+        return False
+    return agent is None or agent.get("userId") == doc.get("userId")
 
 
 def accepted_doc(

@@ -57,12 +57,17 @@ class ApprovalStore(StoreBase):
     async def update_approval(self, approval_id: str, fields: Doc) -> None:
         await self.db.collection(APPROVALS).document(key_id(approval_id)).update(fields)
 
-    async def list_approvals(self, user_id: str, state: str | None = None, limit: int = 100) -> list[Doc]:
+    async def list_approvals(
+        self, user_id: str, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Doc]:
+        """Newest request first; `offset` skips that many (pagination)."""
         q = self.db.collection(APPROVALS).where(filter=FieldFilter("userId", "==", user_id))
         if state:
             q = q.where(filter=FieldFilter("state", "==", state))
-        docs = [d.to_dict() or {} async for d in q.limit(limit).stream()]
-        return sorted(docs, key=lambda d: d.get("requestedAt") or "", reverse=True)
+        q = q.order_by("requestedAt", direction="DESCENDING")
+        if offset:
+            q = q.offset(offset)
+        return [d.to_dict() or {} async for d in q.limit(limit).stream()]
 
     async def approvals_of(self, user_id: str, execution: str) -> list[Doc]:
         """Every approval of one execution, whatever its state."""

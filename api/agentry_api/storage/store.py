@@ -1,8 +1,8 @@
 """The API's Firestore store: one class with a method per question the API asks, assembled from one
 part per resource. Every per-user read takes the user id and filters on it.
 
-Collections (see docs/api.md, `agentry_common.records.Collection`): users, tokens, agents, executions,
-events, eventKeys, approvals, conversations; read only: llmCalls (written by the LLM gateway,
+Collections (see docs/api.md, `agentry_common.records.Collection`): users, sessions, tokens, agents,
+executions, events, eventKeys, approvals, conversations; read only: llmCalls (written by the LLM gateway,
 docs/governance.md). Nothing outside this package touches the Firestore client.
 """
 
@@ -13,6 +13,7 @@ from .approvals import ApprovalStore
 from .base import Contended, Doc, event_doc_id, new_client, now_iso, valid_doc_id
 from .calls import CallStore
 from .runs import RunStore
+from .sessions import SessionStore
 from .users import UserStore
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
 ]
 
 
-class Store(UserStore, AgentStore, RunStore, ApprovalStore, CallStore):
-    """Users, tokens and conversations; agents; executions and events; approvals; LLM call records."""
+class Store(UserStore, SessionStore, AgentStore, RunStore, ApprovalStore, CallStore):
+    """Users, tokens and conversations; sessions and quota counts; agents; executions and events;
+    approvals; LLM call records."""

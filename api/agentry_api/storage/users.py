@@ -14,12 +14,17 @@ USERS, TOKENS, CONVERSATIONS = Collection.USERS, Collection.TOKENS, Collection.C
 class UserStore(StoreBase):
     # -- users and tokens -----------------------------------------------------------------------
 
-    async def ensure_user(self, user_id: str, kind: str, display: str | None = None) -> Doc:
+    async def ensure_user(
+        self, user_id: str, kind: str, display: str | None = None, client: str | None = None
+    ) -> Doc:
+        """`client`: a hash of the address that created a guest (its guest-session rate)."""
         ref = self.db.collection(USERS).document(user_id)
         snap = await ref.get()
         if snap.exists:
             return snap.to_dict() or {}
         doc = {"id": user_id, "kind": kind, "displayName": display or user_id, "createdAt": now_iso()}
+        if client is not None:
+            doc["client"] = client
         await ref.set(doc, merge=True)
         return doc
 
@@ -40,6 +45,17 @@ class UserStore(StoreBase):
         q = self.db.collection(TOKENS).where(filter=FieldFilter("userId", "==", user_id))
         docs = [d.to_dict() or {} async for d in q.stream()]
         return sorted((d for d in docs if not d.get("revoked")), key=lambda d: d["createdAt"])
+
+    async def token_by_id(self, user_id: str, public_id: str) -> Doc | None:
+        q = (
+            self.db.collection(TOKENS)
+            .where(filter=FieldFilter("userId", "==", user_id))
+            .where(filter=FieldFilter("id", "==", public_id))
+        )
+        async for snap in q.stream():
+            doc = snap.to_dict() or {}
+            return None if doc.get("revoked") else doc
+        return None
 
     async def revoke_token(self, user_id: str, public_id: str) -> bool:
         q = (

@@ -266,3 +266,51 @@ api.trustedHosts. The API refuses a request whose Host header names anything els
 {{- $hosts = concat $hosts .Values.api.trustedHosts }}
 {{- $hosts | uniq | toJson }}
 {{- end }}
+
+{{/* The agent policy: its ConfigMap, where the API and the operator mount it, and AGENTRY_POLICY_FILE. */}}
+{{- define "agentry.policy.configMapName" -}}
+{{- include "agentry.componentName" (dict "ctx" . "component" "policy") }}
+{{- end }}
+
+{{- define "agentry.policy.file" -}}
+/etc/agentry/policy/policy.json
+{{- end }}
+
+{{/* One webhook of the operator's ValidatingWebhookConfiguration: (dict "ctx" $ "id" ... "resource" ...
+"failurePolicy" ... "caBundle" ... ["ownerLabelOnly" true]). */}}
+{{- define "agentry.webhook.entry" -}}
+{{- $ := .ctx -}}
+- name: {{ .id }}.agentry.dev
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: {{ .failurePolicy }}
+  matchPolicy: Equivalent
+  timeoutSeconds: {{ $.Values.operator.webhook.timeoutSeconds }}
+  rules:
+    - apiGroups: [agentry.dev]
+      apiVersions: [v1alpha1]
+      resources: [{{ .resource }}]
+      operations: [CREATE, UPDATE]
+      scope: Namespaced
+  {{- if .ownerLabelOnly }}
+  objectSelector:
+    matchExpressions:
+      - key: agentry.dev/owner
+        operator: Exists
+  {{- end }}
+  {{- if not $.Values.operator.clusterWide }}
+  # Only where this operator serves Agents.
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ include "agentry.workloadNamespace" $ }}
+  {{- end }}
+  clientConfig:
+    service:
+      name: {{ include "agentry.webhook.serviceName" $ }}
+      namespace: {{ $.Release.Namespace }}
+      path: /{{ .id }}
+      port: 443
+    {{- if .caBundle }}
+    caBundle: {{ .caBundle }}
+    {{- end }}
+{{- end }}

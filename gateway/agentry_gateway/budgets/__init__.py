@@ -3,7 +3,8 @@
 Pure logic (no I/O): the gateway keeps the counters in Firestore (`agentry_gateway.ledger`) and
 answers the operator's admission questions from them. docs/governance.md explains the model; in short:
 
-* A **policy** puts **limits** on a **subject** (a user, an agent, one Execution) over a **window**:
+* A **policy** puts **limits** on a **subject** (a user, an agent, one Execution, a namespace, the
+  whole installation) over a **window**:
   rolling hours (`5h`), the calendar `day` or `month` (in one configured time zone), or the run's
   `total`. A limit counts `tokens` (input + output), `messages` (model calls) or `costUSD`.
 * A **counter** (one document per subject) holds settled usage in time buckets and calendar keys,

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from agentry_common import pricing
-from agentry_common.pricing import nanos_to_usd, usd_to_nanos
+from agentry_common.pricing import Price, nanos_to_usd, usd_to_nanos
 
 # Input tokens are estimated from the request's UTF-8 size before a call (no tokenizer in the
 # gateway). English prose and code run at ~4 bytes per token with Claude's and OpenAI's tokenizers;
@@ -64,12 +64,15 @@ class Amount:
         return nanos_to_usd(self.cost_nanos)
 
 
-def call_amount(model: str, input_tokens: int, output_tokens: int, messages: int = 1) -> Amount:
-    """The usage of one call as counted by budgets (cost from the one pricing table, rounded up)."""
+def call_amount(
+    model: str, input_tokens: int, output_tokens: int, messages: int = 1, default: Price | None = None
+) -> Amount:
+    """The usage of one call as counted by budgets (cost from the one pricing table, rounded up;
+    a model not in it at `default`, the governance file's `unpricedModelPrice`, else 0)."""
     return Amount(
         tokens=input_tokens + output_tokens,
         messages=messages,
-        cost_nanos=usd_to_nanos(pricing.cost(model, input_tokens, output_tokens)),
+        cost_nanos=usd_to_nanos(pricing.cost(model, input_tokens, output_tokens, default)),
     )
 
 
@@ -77,6 +80,6 @@ def estimate_input_tokens(request_bytes: int) -> int:
     return math.ceil(max(0, request_bytes) / BYTES_PER_TOKEN_ESTIMATE)
 
 
-def estimate_call(model: str, request_bytes: int, max_tokens: int) -> Amount:
+def estimate_call(model: str, request_bytes: int, max_tokens: int, default: Price | None = None) -> Amount:
     """What a call may use at most (up to the input estimate): reserved before it starts."""
-    return call_amount(model, estimate_input_tokens(request_bytes), max(0, max_tokens))
+    return call_amount(model, estimate_input_tokens(request_bytes), max(0, max_tokens), default=default)

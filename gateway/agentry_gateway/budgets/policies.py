@@ -99,7 +99,8 @@ class BudgetPolicy(_Model):
     """Limits for every subject of `scope` whose key matches `match` (shell-style pattern).
 
     Subjects: a user key (the Agent's `agentry.dev/owner` label, or `ns:<namespace>`), an agent
-    (`<namespace>/<name>`), an Execution (`<namespace>/<name>`; limits come from the run token).
+    (`<namespace>/<name>`), an Execution (`<namespace>/<name>`; limits come from the run token), a
+    namespace (every call of it), the installation (subject `all`: every call).
     """
 
     name: str = Field(min_length=1, max_length=128)

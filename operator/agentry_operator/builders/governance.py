@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from agentry_common import constants as c
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.governance import Action, AdmissionDecision, AdmissionRequest, Zone
-from agentry_common.models import Phase, SecretSpec, Trigger
+from agentry_common.models import AgentSpec, Phase, Runtime, SecretSpec, Trigger
+from agentry_common.statesig import ENV_STATE_KEY, SECRET_STATE_KEY
 
 from ..conditions import get_condition, set_condition
 from ..config import OperatorConfig
@@ -41,6 +42,15 @@ def priority_of(execution: dict[str, Any], agent: dict[str, Any]) -> int:
         if spec.get("priority") is not None:
             return int(spec["priority"])
     return DEFAULT_PRIORITY
+
+
+def model_chain(spec: AgentSpec) -> tuple[str, ...]:
+    """The models a run may ask the gateway for (its run token's `mdl` claim): the effective spec's
+    model, then its fallbacks. Empty (any model) without a model, and for the `claude-code` runtime,
+    whose CLI also asks for a small model of its own choosing (background tasks)."""
+    if spec.model is None or spec.runtime is Runtime.CLAUDE_CODE:
+        return ()
+    return tuple(dict.fromkeys([spec.model.name, *(f.name for f in spec.model.fallbacks)]))
 
 
 def owner_of(agent: dict[str, Any]) -> str:
@@ -197,6 +207,15 @@ def ended_with_token(execution: dict[str, Any], status: dict[str, Any]) -> bool:
     return bool(status.get("jobName") or (execution.get("status") or {}).get("jobName"))
 
 
+def deleted_with_live_token(execution: dict[str, Any]) -> bool:
+    """True when a deleted Execution (its last state) had a Job, so a run token, and had not ended:
+    a run that ended told the gateway when it did."""
+    status = execution.get("status") or {}
+    phase = status.get("phase")
+    terminal = phase in {p.value for p in Phase if p.terminal}
+    return bool(status.get("jobName")) and not terminal
+
+
 def record_before_job(verdict: Verdict, conditions: list[dict[str, Any]] | None) -> bool:
     """True when a starting run's conditions must be written before its Job is created: a throttled
     start. Nothing in the Job tells it later, and an operator that crashes after creating the Job
@@ -226,15 +245,26 @@ def governed_secrets(secrets: list[SecretSpec]) -> list[SecretSpec]:
 
 
 def token_env(secret_name: str) -> list[dict[str, Any]]:
-    """The run token as both provider keys, by reference (not readable from the pod spec)."""
+    """The run token as both provider keys, and the key that signs a paused run's state, by reference
+    (not readable from the pod spec). The state key is optional: a Secret an older operator made has
+    none, and that run's state is then taken unsigned."""
     ref = {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}
-    return [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS]
+    state_ref = {"secretKeyRef": {"name": secret_name, "key": SECRET_STATE_KEY, "optional": True}}
+    return [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS] + [
+        {"name": ENV_STATE_KEY, "valueFrom": state_ref}
+    ]
 
 
 def build_token_secret(
-    execution: dict[str, Any], name: str, token: str, labels: dict[str, str], owner: dict[str, Any]
+    execution: dict[str, Any],
+    name: str,
+    token: str,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    state_key: str,
 ) -> dict[str, Any]:
-    """The per-Job Secret holding the run token; owned by the Execution (garbage-collected with it)."""
+    """The per-Job Secret holding the run token and the key that signs the run's paused state; owned by
+    the Execution (garbage-collected with it)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -246,5 +276,5 @@ def build_token_secret(
             "ownerReferences": [owner],
         },
         "immutable": True,
-        "stringData": {TOKEN_KEY: token},
+        "stringData": {TOKEN_KEY: token, SECRET_STATE_KEY: state_key},
     }

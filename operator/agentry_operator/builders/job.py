@@ -9,6 +9,7 @@ from agentry_common import constants as c
 from agentry_common.exitcodes import FINAL
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
+from agentry_common.policy import parse_quantity
 
 from ..config import OperatorConfig
 from .governance import governed_secrets, token_env
@@ -121,6 +122,17 @@ def _resources(agent: AgentSpec, config: OperatorConfig) -> dict[str, Any]:
     requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
     requests.update(agent.resources.requests)
     limits = {"memory": config.default_memory_limit}
+    if config.default_cpu_limit:
+        # The default CPU limit, or the Agent's CPU request when larger (a limit below the request
+        # would make the pod invalid).
+        cpu = config.default_cpu_limit
+        asked = requests.get("cpu")
+        try:
+            if asked and parse_quantity(asked) > parse_quantity(cpu):
+                cpu = asked
+        except ValueError:
+            pass  # a malformed quantity: the API server names it when the Job is created
+        limits["cpu"] = cpu
     limits.update(agent.resources.limits)
     return {"requests": requests, "limits": limits}
 

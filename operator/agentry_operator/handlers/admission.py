@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ from ..builders.governance import (
     admission_request,
     build_token_secret,
     decide,
+    deleted_with_live_token,
+    model_chain,
     owner_of,
     priority_of,
 )
@@ -107,8 +110,9 @@ class Governance:
     def run_token(
         self, execution: dict[str, Any], agent: dict[str, Any], spec: AgentSpec | None = None
     ) -> str:
-        """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget
-        (`spec`: the Agent's spec parsed already, else it is parsed here)."""
+        """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget,
+        the model chain from spec.model (`spec`: the Agent's effective spec parsed already, else it
+        is parsed here)."""
         meta = execution["metadata"]
         spec = spec or AgentSpec.model_validate(agent["spec"])
         budget = spec.budget
@@ -122,7 +126,20 @@ class Governance:
             priority=priority_of(execution, agent),
             active_deadline_seconds=active_deadline_seconds(spec),
             limits=RunLimits(tokens=budget.max_tokens_per_run, cost_usd=budget.max_cost_per_run_usd),
+            models=model_chain(spec),
         )
+
+
+async def execution_deleted(state: State, body: dict[str, Any], logger: Logger) -> None:
+    """An Execution was deleted (its watch's DELETED event, with its last state): if its run had a
+    Job and had not ended, tell the gateway, so that the run token still held by its pod (which the
+    garbage collector is removing) admits no more calls. Best effort and without a finalizer: an
+    event missed while the operator was down leaves the token to its expiry (the Job's deadline +
+    600 s), and to the budgets. Never raises."""
+    if state.governance is None or not deleted_with_live_token(body):
+        return
+    logger.info("execution %s deleted before it ended: ending its run token", body["metadata"]["name"])
+    await state.governance.end(body)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -206,6 +223,7 @@ async def ensure_token_secret(
     labels = child_labels(
         agent["metadata"]["name"], meta["name"], body["spec"].get("trigger", Trigger.MANUAL)
     )
-    secret = build_token_secret(body, name, gov.run_token(body, agent, spec), labels, owner_reference(body))
+    token = gov.run_token(body, agent, spec)
+    secret = build_token_secret(body, name, token, labels, owner_reference(body), secrets.token_hex(32))
     await kube.create_or_adopt(client, secret)
     return name

@@ -12,8 +12,11 @@ first call.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -21,7 +24,8 @@ from lightkube import ApiError, AsyncClient
 from agentry_common.conditions import Reason
 from agentry_common.constants import RESUME_FILE
 from agentry_common.models import Phase
-from agentry_common.naming import job_name
+from agentry_common.naming import job_name, token_secret_name
+from agentry_common.statesig import SECRET_STATE_KEY, SIGNATURE_FIELD, state_verifies
 
 from .. import kube
 from ..builders.execution_status import Observed, observe, status_patch, terminal_job
@@ -40,6 +44,8 @@ EXPIRY_GRACE_SECONDS = 30
 # What to write for a waiting run: phase, reason, message, and the new conditions (None: keep them).
 Outcome = tuple[Phase, Reason, str, list[dict[str, Any]] | None]
 
+log = logging.getLogger("agentry.operator.approval")
+
 
 def resume_name(execution: dict[str, Any], approval_id: str) -> str:
     """Name of the ConfigMap holding a paused run's state, and of the Job that resumes it."""
@@ -47,9 +53,22 @@ def resume_name(execution: dict[str, Any], approval_id: str) -> str:
     return job_name(meta["name"], f"{meta['uid']}/{approval_id}")
 
 
-async def read_state(client: AsyncClient, namespace: str, pod: str) -> Any:
-    """The conversation state from the last `approval_request` event in the pod's log (or None)."""
-    found: Any = None
+async def state_key(client: AsyncClient, namespace: str, pod: dict[str, Any]) -> str | None:
+    """The key that signs the paused state of `pod`'s run: in its Job's run Secret (None: an
+    ungoverned run, or a Secret an older operator made, whose state is taken unsigned)."""
+    job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
+    if not job:
+        return None
+    secret = await kube.get_or_none(client, kube.Secret, token_secret_name(job), namespace)
+    raw = ((secret or {}).get("data") or {}).get(SECRET_STATE_KEY)
+    return base64.b64decode(raw).decode() if raw else None
+
+
+async def read_state(client: AsyncClient, namespace: str, pod: str, key: str | None = None) -> Saved:
+    """The conversation state of the last `approval_request` event in the pod's log (or None). With
+    a state key, only an event whose signature verifies counts: a line some other process printed
+    is counted in `Saved.forged`, never kept."""
+    saved = Saved()
     try:
         async for line in client.log(pod, namespace=namespace, container="agent"):
             if '"approval_request"' not in line:
@@ -58,11 +77,39 @@ async def read_state(client: AsyncClient, namespace: str, pod: str) -> Any:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if event.get("type") == "approval_request":
-                found = event.get("state")
+            if not isinstance(event, dict) or event.get("type") != "approval_request":
+                continue
+            if key is not None and not state_verifies(key, event.get("state"), event.get(SIGNATURE_FIELD)):
+                saved.forged += 1
+                continue
+            saved.state, saved.event = event.get("state"), event
     except ApiError:
-        return None  # no log (pod gone, or no kubelet): the resume gets no state
-    return found
+        return saved  # no log (pod gone, or no kubelet): the resume gets no state
+    return saved
+
+
+@dataclass
+class Saved:
+    state: Any = None
+    forged: int = 0  # approval_request lines whose signature did not verify
+    event: dict[str, Any] | None = None  # the approval_request event the state came from
+
+
+# How much of a tool's input status.approval carries (the CRD allows a little more, for the marker).
+INPUT_LIMIT = 16384
+
+
+def complete_input(event: dict[str, Any] | None) -> dict[str, str]:
+    """The whole tool input an approver decides on (JSON), cut at INPUT_LIMIT bytes with a marker
+    that says so: a harmless-looking prefix must not hide the rest."""
+    if not event or "input" not in event:
+        return {}
+    text = json.dumps(event["input"], indent=2, ensure_ascii=False)
+    data = text.encode()
+    if len(data) <= INPUT_LIMIT:
+        return {"input": text}
+    cut = data[:INPUT_LIMIT].decode(errors="ignore")
+    return {"input": cut, "inputTruncated": f"truncated at {INPUT_LIMIT} of {len(data)} bytes"}
 
 
 async def pause(
@@ -80,7 +127,24 @@ async def pause(
     approval["expiresAt"] = (now + dt.timedelta(seconds=timeout)).strftime("%Y-%m-%dT%H:%M:%SZ")
     approval.setdefault("summary", str(approval.get("arguments") or approval.get("reason") or ""))
     pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "") if pods else None
-    saved = await read_state(client, ns, pod["metadata"]["name"]) if pod else None
+    key = await state_key(client, ns, pod) if pod else None
+    found = await read_state(client, ns, pod["metadata"]["name"], key) if pod else Saved()
+    if found.forged:
+        log.warning(
+            "execution %s: %d approval_request line(s) in the pod's log did not verify (not printed by "
+            "the runtime); ignored",
+            body["metadata"]["name"],
+            found.forged,
+        )
+    if found.forged and found.state is None:  # (no line at all: no log to read; resumed without state)
+        return Observed(
+            Phase.FAILED,
+            Reason.APPROVAL_STATE_INVALID,
+            f"the pod's log has {found.forged} approval request(s) whose state does not verify (not "
+            "printed by the runtime) and none that does: the run cannot be resumed",
+        )
+    saved = found.state
+    approval.update(complete_input(found.event))
     await kube.create_or_adopt(
         client,
         {
@@ -94,7 +158,7 @@ async def pause(
             "data": {STATE_KEY: json.dumps(saved)},
         },
     )
-    keep = {"id", "tool", "summary", "risk", "requestedAt", "expiresAt"}
+    keep = {"id", "tool", "summary", "risk", "requestedAt", "expiresAt", "input", "inputTruncated"}
     seen.approval = {k: v for k, v in approval.items() if k in keep}
     return seen
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from agentry_api.designer_llm import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
-from agentry_api.settings import Settings
+from agentry_api.settings import QUOTAS, Settings
 from agentry_localcluster import procs
 from agentry_localcluster.procs import quiet_socket
 
@@ -97,6 +97,10 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
         # Like `make dev`: guests, and a session cookie over plain http (the defaults are the safe ones).
         "guest_sessions": True,
         "cookie_secure": False,
+        # Tests of other features make many guests and runs from one address: quotas out of their
+        # way (test_strangers.py sets low ones and attacks them).
+        "guest_mints_per_hour": 10_000,
+        **{f"{prefix}quota_{name}": 1000 for prefix in ("", "guest_") for name in QUOTAS},
     }
     values.update(overrides)
     return Settings(**values)

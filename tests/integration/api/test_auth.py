@@ -70,7 +70,8 @@ def test_api_tokens_are_shown_once_stored_hashed_and_revocable(api: ApiServer) -
     assert [t["name"] for t in listed] == ["ci"] and "token" not in listed[0]
 
     bearer = api.client(headers={"Authorization": f"Bearer {token}"})
-    assert bearer.get("/api/me").json() == {"id": me, "kind": "user", "via": "token"}
+    # A guest's token is still a guest (its quotas follow the user, not the credential).
+    assert bearer.get("/api/me").json() == {"id": me, "kind": "guest", "via": "token"}
 
     # Firestore holds a hash, never the token.
     db = firestore.Client(project=api.settings.google_cloud_project)

@@ -158,7 +158,11 @@ def test_an_executions_llm_calls_are_visible_to_its_owner_only(
     # Someone else's run: the Execution's own answer (404, nothing leaks); an unknown one: 404 too.
     for path in (f"/api/executions/{alice_run}", f"/api/executions/{alice_run}/calls"):
         denied = bob.get(path)
-        assert denied.status_code == 404 and denied.json() == {"detail": f"execution {alice_run!r} not found"}
+        assert denied.status_code == 404 and denied.json() == {
+            "reason": "NotFound",
+            "detail": f"execution {alice_run!r} not found",
+            "correlationId": denied.headers["x-request-id"],
+        }
     unknown = alice.get("/api/executions/no-such-run/calls")
     assert unknown.status_code == 404 and "not found" in unknown.json()["detail"]
     assert api.client().get(f"/api/executions/{alice_run}/calls").status_code == 401

@@ -43,6 +43,8 @@ def test_100_random_cross_user_attempts_are_403_or_404_and_leak_nothing(
         ("GET", f"/api/executions/{name}", None),
         ("POST", f"/api/executions/{name}/cancel", None),
         ("GET", f"/api/executions/{name}/logs", None),
+        ("GET", f"/api/executions/{name}/calls", None),
+        ("GET", f"/executions/{name}/calls", None),
         ("GET", f"/api/approvals/{name}-ap", None),
         ("POST", f"/api/approvals/{name}-ap/decision", {"approved": True}),
         ("DELETE", f"/api/tokens/{token['id']}", None),
@@ -64,8 +66,8 @@ def test_100_random_cross_user_attempts_are_403_or_404_and_leak_nothing(
             assert r.status_code in (403, 404), f"{method} {path} -> {r.status_code} {text[:200]}"
         else:
             assert r.status_code in (401, 403, 404) or path.startswith(("/agents", "/executions")), path
-            if path.startswith(("/agents", "/executions")):  # pages: a new guest, who owns nothing
-                assert r.status_code == 404
+            if path.startswith(("/agents", "/executions")) and not path.endswith("/calls"):
+                assert r.status_code == 404  # pages: a new guest, who owns nothing (a fragment: 401)
 
     # Mallory's event stream holds nothing of Alice's. She makes one agent of her own so that her
     # streams have something to deliver: an empty replay would pass the leak check vacuously.

@@ -171,6 +171,11 @@ def svc_token(keyring: Keyring = KEYRING) -> str:
     return mint_service_token(keyring, "tests")
 
 
+def svc_headers(keyring: Keyring = KEYRING) -> dict[str, str]:
+    """What an operational caller (doctor, a metrics scraper) sends: a service token."""
+    return {"authorization": f"Bearer {svc_token(keyring)}"}
+
+
 def chain(
     gateway_url: str,
     token: str,

@@ -28,6 +28,7 @@ from .harness import (
     run_token,
     sent_key,
     settings,
+    svc_headers,
     svc_token,
 )
 
@@ -72,7 +73,7 @@ def test_requests_without_a_valid_run_token_are_refused(llm: ScriptedLLM) -> Non
     assert wrong_key.status_code == 401 and "(bad_signature)" in wrong_key.json()["error"]["message"]
     assert provider_key.status_code == 401 and "(malformed)" in provider_key.json()["error"]["message"]
     assert service.status_code == 401 and service.json()["error"]["code"] == "invalid_api_key"
-    assert run_on_admission.status_code == 401
+    assert run_on_admission.status_code == 403  # a genuine token, of the wrong kind
     assert "HTTP 401" in str(err.value) and not err.value.final
     assert not llm.requests  # nothing reached a provider
 
@@ -81,8 +82,8 @@ def test_provider_keys_never_reach_the_caller(llm: ScriptedLLM) -> None:
     llm.script([{"error": {"status": 400, "message": f"invalid x-api-key {ANTHROPIC_KEY} for this org"}}])
     with GatewayServer(settings(), config(llm)) as gw:
         response = post(gw.url, "/v1/messages", run_token(), MESSAGE)
-        channels = httpx.get(f"{gw.url}/channels").text
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        channels = httpx.get(f"{gw.url}/channels", headers=svc_headers()).text
+        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert response.status_code == 400  # the request's fault: passed through, not retried
     assert ANTHROPIC_KEY not in response.text and "[REDACTED]" in response.text
     assert ANTHROPIC_KEY not in channels and ANTHROPIC_KEY not in metrics
@@ -109,7 +110,7 @@ def test_a_rotated_key_file_is_used_without_a_restart(llm: ScriptedLLM, tmp_path
         time.sleep(0.3)
         second = post(gw.url, "/v1/messages", run_token(), MESSAGE)
         refused = post(gw.url, "/v1/messages", run_token(), MESSAGE)
-        channel = httpx.get(f"{gw.url}/channels").json()
+        channel = httpx.get(f"{gw.url}/channels", headers=svc_headers()).json()
     assert first.status_code == 200 and second.status_code == 200, second.text
     assert [sent_key(r.headers) for r in llm.requests[:2]] == [old, new]
     assert refused.status_code == 400 and new not in refused.text and "[REDACTED]" in refused.text
@@ -127,7 +128,7 @@ def test_fallback_to_the_next_channel_after_retries(llm: ScriptedLLM, backup: Sc
         response, _ = asyncio.run(complete(provider_chain))
         gw.drain()
         record = gw.gateway.ledger.calls[-1]  # type: ignore[attr-defined]
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert response.message.text() == "from the fallback"
     assert events == []  # the runtime saw one clean answer
     assert len(llm.requests) == 2 and backup.requests[0].body["model"] == "gpt-4.1-mini"
@@ -148,8 +149,9 @@ def test_breaker_opens_then_skips_the_failing_channel(llm: ScriptedLLM, backup: 
             r = post(gw.url, "/v1/messages", run_token(), MESSAGE)
             assert r.status_code == 200
             headers.append((r.headers["x-agentry-channel"], r.headers.get("x-agentry-fallbacks")))
-        channels = {c["name"]: c for c in httpx.get(f"{gw.url}/channels").json()["channels"]}
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        listed = httpx.get(f"{gw.url}/channels", headers=svc_headers()).json()["channels"]
+        channels = {c["name"]: c for c in listed}
+        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert headers == [("openai", "1")] * 3
     assert len(llm.requests) == 2  # the third call never reached the open breaker's channel
     assert channels["anthropic"]["state"] == "down"
@@ -240,6 +242,7 @@ def test_a_break_after_text_is_final_for_the_request(breaking: str, backup: Scri
         backup, backup, routes=[{"model": "*", "chain": [{"channel": "anthropic"}, {"channel": "openai"}]}]
     )
     cfg.channels[0].base_url = breaking
+    cfg.channels[1].models = ["*"]  # the fallback hop may take the Anthropic model
     with GatewayServer(settings(retry_attempts=3), cfg) as gw:
         with httpx.stream(
             "POST",

@@ -179,7 +179,7 @@ def test_an_ended_executions_tokens_admit_no_more_calls(firestore_project: str, 
     with GatewayServer(fs_settings(firestore_project), config(llm)) as restarted:
         later = post(restarted.url, "/v1/messages", token, MESSAGE)
     assert before.status_code == 200 and still.status_code == 200, still.text
-    assert unauthorised.status_code == 401
+    assert unauthorised.status_code == 403  # a genuine token, of the wrong kind
     assert first.json() == {"execution": "team-a/ex-end/uid-ex-end", "ended": True, "already": False}
     assert again.json()["already"] is True
     for refused in (after, later):

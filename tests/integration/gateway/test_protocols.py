@@ -26,6 +26,7 @@ from .harness import (
     run_token,
     sent_key,
     settings,
+    svc_headers,
 )
 
 pytestmark = pytest.mark.integration
@@ -220,7 +221,7 @@ async def test_mounted_inside_another_app(llm: ScriptedLLM, monkeypatch: pytest.
     host.mount("/llm", create_app(settings(), config=config(llm), keyring=KEYRING))
     transport = httpx.ASGITransport(app=host)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        channels = await client.get("/llm/channels")
+        channels = await client.get("/llm/channels", headers=svc_headers())
         answer = await client.post(
             "/llm/v1/messages",
             json={

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import OnErrorAction, OnErrorResult
@@ -207,6 +207,18 @@ def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float,
     raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
 
 
+def admitted(client: Client, obj: Any) -> bool:
+    """Create `obj`; False while the API server cannot reach the webhook (it fails closed for Agents,
+    and its configuration may still name the previous operator's port for a moment)."""
+    try:
+        client.create(obj)
+    except ApiError as exc:
+        if "failed calling webhook" in str(exc):
+            return False
+        raise
+    return True
+
+
 def agent_totals(client: Client, ns: str) -> dict[str, Any]:
     totals = dict((client.get(Agent, "a", namespace=ns).status or {}).get("totals") or {})
     totals["costUSD"] = Decimal(str(totals.get("costUSD", "0")))
@@ -229,14 +241,13 @@ def test_crashes_keep_one_job_and_every_runs_usage(
     op = start_operator(own_plane, tmp_path)
     try:
         limits = {"succeeded": KEEP, "failed": KEEP} if prune else {"succeeded": 1000, "failed": 1000}
-        kube_client.create(
-            Agent.from_dict(
-                {
-                    "metadata": {"name": "a", "namespace": ns},
-                    "spec": {"instructions": "x", "model": {"name": "m"}, "historyLimits": limits},
-                }
-            )
+        agent = Agent.from_dict(
+            {
+                "metadata": {"name": "a", "namespace": ns},
+                "spec": {"instructions": "x", "model": {"name": "m"}, "historyLimits": limits},
+            }
         )
+        wait_for(lambda: admitted(kube_client, agent), bool, 60, "the webhook admitting the Agent")
 
         pause = random.Random(seed + 2)
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from lightkube import ApiError, Client
@@ -35,7 +37,12 @@ from agentry_gateway.budgets import Amount, counter_id
 from agentry_gateway.config import GatewayConfig, Settings
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_localcluster.kube import ControlPlane
+from agentry_operator.builders.governance import deleted_with_live_token
+from agentry_operator.config import OperatorConfig
+from agentry_operator.handlers.admission import Governance, execution_deleted
+from agentry_operator.handlers.state import State
 from agentry_operator.kube import Agent, Execution
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
@@ -76,10 +83,12 @@ class ReservedPort:
 class Gateway:
     """The real gateway app on the reserved port (its own thread and loop); counts admission calls."""
 
-    def __init__(self, address: ReservedPort, budgets: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, address: ReservedPort, budgets: list[dict[str, Any]] | None = None, **extra: Any
+    ) -> None:
         self.url = address.url
         self.sock = address.listener()
-        self.config = GatewayConfig.model_validate({"budgets": budgets or [], "bucketSeconds": 60})
+        self.config = GatewayConfig.model_validate({"budgets": budgets or [], "bucketSeconds": 60, **extra})
         self.offset = 0.0  # seconds added to the ledger's clock: "later"
         self.ledger = MemoryLedger(
             self.config.budgets,
@@ -188,8 +197,8 @@ def ns(client: Client, governed_operator: OperatorProcess) -> str:
 def gateway_factory(gateway_address: ReservedPort) -> Iterator[Any]:
     started: list[Gateway] = []
 
-    def make(budgets: list[dict[str, Any]] | None = None) -> Gateway:
-        gw = Gateway(gateway_address, budgets).start()
+    def make(budgets: list[dict[str, Any]] | None = None, **extra: Any) -> Gateway:
+        gw = Gateway(gateway_address, budgets, **extra).start()
         started.append(gw)
         return gw
 
@@ -269,7 +278,13 @@ def test_allowed_run_gets_a_token_secret_and_no_provider_key(
     client: Client, ns: str, gateway_factory: Any
 ) -> None:
     gw = gateway_factory(USERS_100)
-    make_agent(client, ns, "news", budget={"maxTokensPerRun": 50000, "maxCostPerRunUSD": "2.00"})
+    make_agent(
+        client,
+        ns,
+        "news",
+        budget={"maxTokensPerRun": 50000, "maxCostPerRunUSD": "2.00"},
+        model={"name": MODEL, "fallbacks": [{"provider": "openai", "name": "gpt-4.1"}]},
+    )
     ex = make_execution(client, ns, "run1", "news", priority=7)
     job = the_job(client, ex)
     assert job.metadata is not None and job.spec is not None
@@ -298,6 +313,7 @@ def test_allowed_run_gets_a_token_secret_and_no_provider_key(
     assert (claims.namespace, claims.execution, claims.execution_uid) == (ns, "run1", ex.metadata.uid)
     assert (claims.agent, claims.user, claims.priority) == ("news", USER, 7)
     assert claims.limits.tokens == 50000 and claims.limits.cost_usd == "2.00"
+    assert claims.models == (MODEL, "gpt-4.1")  # the Agent's model chain: no other model is served
 
     st = wait_status(client, "run1", ns, "jobName", lambda s: s.get("jobName") == job.metadata.name)
     assert condition(st, "BudgetExceeded")["status"] == "False"
@@ -417,6 +433,54 @@ def test_an_approved_resume_is_admitted_again(client: Client, ns: str, gateway_f
     assert st["reason"] == "Resumed" and "bob" in st["message"]
     assert condition(st, "BudgetExceeded")["status"] == "False"
     assert client.get(Secret, token_secret_name(st["jobName"]), namespace=ns)
+
+
+def test_deleting_a_running_execution_ends_its_run_token(
+    client: Client, ns: str, gateway_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kubectl delete` of a run in flight: the pod goes with it (garbage collector), but a copy of its
+    token must not keep spending. The Execution watch's DELETED event carries the last state; the
+    operator's handler for it (handlers/admission.execution_deleted, called here with that state as
+    the event hands it over) tells the gateway, which then refuses the token."""
+    with ScriptedLLM() as llm:
+        llm.script([{"text": "still alive"}] * 2)
+        monkeypatch.setenv("GOV_TEST_ANTHROPIC", "sk-ant-test-0123456789")
+        key = {"apiKeyEnv": "GOV_TEST_ANTHROPIC"}
+        channel = {"name": "anthropic", "protocol": "anthropic", "baseURL": llm.url, **key}
+        gw = gateway_factory(USERS_100, channels=[channel])
+        make_agent(client, ns, "doomed")
+        ex = make_execution(client, ns, "doomed1", "doomed")
+        job = the_job(client, ex)
+        assert job.metadata is not None
+        wait_status(client, "doomed1", ns, "jobName", lambda s: s.get("jobName") == job.metadata.name)
+        secret = client.get(Secret, token_secret_name(job.metadata.name or ""), namespace=ns)
+        token = base64.b64decode((secret.data or {})["token"]).decode()
+        call = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "go"}]}
+        before = httpx.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
+
+        last = client.get(Execution, "doomed1", namespace=ns).to_dict()
+        client.delete(Execution, "doomed1", namespace=ns)
+        state = State()
+        state.governance = Governance(OperatorConfig(gateway_url=gw.url), KEYRING)
+
+        async def deleted() -> None:
+            assert state.governance is not None
+            try:
+                await execution_deleted(state, last, logging.getLogger("test"))
+            finally:
+                await state.governance.aclose()
+
+        asyncio.run(deleted())
+        after = httpx.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
+    assert before.status_code == 200, before.text
+    assert after.status_code == 402 and "admits no more calls" in after.json()["error"]["message"]
+    counter = counter_id(Scope.EXECUTION, f"{ns}/doomed1/{ex.metadata.uid}")
+    assert "endedAt" in gw.ledger.docs[counter]
+    assert len(llm.requests) == 1  # the call after the deletion reached no provider
+    # A run that ended already (it told the gateway then), or never had a Job, is not ended twice.
+    assert not deleted_with_live_token({"status": {"phase": "Succeeded", "jobName": "j"}})
+    assert not deleted_with_live_token({"status": {"phase": "Pending"}})
+    assert deleted_with_live_token({"status": {"phase": "WaitingApproval", "jobName": "j"}})
 
 
 def test_refused_runs_fail_or_are_skipped_with_budget_exceeded(

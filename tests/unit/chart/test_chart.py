@@ -51,6 +51,10 @@ RUN_TOKEN_SECRETS_RULE = {
 }
 
 
+# The agent policy's opt-in label: the API and the operator's webhook read referenced Secrets by name.
+WEBHOOK_SECRETS_RULE = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+
+
 def ci(name: str) -> Path:
     return CHART / "ci" / f"{name}-values.yaml"
 
@@ -145,7 +149,11 @@ def test_rbac_reads_secrets_only_for_run_tokens_and_uses_no_wildcards(
             assert "*" not in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", [])
             if "secrets" in rule.get("resources", []):
                 granted.append((role["metadata"]["name"], rule))
-    assert granted == ([("agentry-operator", RUN_TOKEN_SECRETS_RULE)] if gateway else [])
+    operator = RUN_TOKEN_SECRETS_RULE if gateway else WEBHOOK_SECRETS_RULE
+    webhook = bool(find(objs, "ValidatingWebhookConfiguration"))
+    expected = [("agentry-api", WEBHOOK_SECRETS_RULE)] if find(objs, "Role", "agentry-api") else []
+    expected += [("agentry-operator", operator)] if gateway or webhook else []
+    assert sorted(granted, key=str) == sorted(expected, key=str)
 
 
 def test_bindings_point_at_rendered_roles_and_service_accounts(ci_render: tuple[str, str, list[Obj]]) -> None:
@@ -187,9 +195,11 @@ def test_defaults_render_the_whole_platform(default: list[Obj]) -> None:
             "CustomResourceDefinition",
             "Deployment",
             "KopfPeering",
+            "LimitRange",
             "Namespace",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "ResourceQuota",
             "Role",
             "RoleBinding",
             "Secret",
@@ -329,15 +339,25 @@ def test_peering_on_gives_each_pod_its_identity(default: list[Obj]) -> None:
 
 def test_webhook_on_ships_its_own_configuration_and_a_certificate_it_trusts(default: list[Obj]) -> None:
     config = one(default, "ValidatingWebhookConfiguration", "agentry-webhook")
-    (hook,) = config["webhooks"]
+    hook, owner, priority = config["webhooks"]
     assert hook["name"] == "validate-agent.agentry.dev"
+    assert owner["name"] == "validate-execution-owner.agentry.dev" and owner["failurePolicy"] == "Fail"
+    assert owner["rules"][0]["resources"] == ["executions"]
+    assert owner["objectSelector"] == {
+        "matchExpressions": [{"key": "agentry.dev/owner", "operator": "Exists"}]
+    }
+    assert owner["clientConfig"]["service"]["path"] == "/validate-execution-owner"
+    assert (
+        priority["failurePolicy"] == "Ignore"
+        and priority["clientConfig"]["service"]["path"] == "/validate-execution"
+    )
     assert hook["clientConfig"]["service"] == {
         "name": "agentry-webhook",
         "namespace": NAMESPACE,
         "path": "/validate-agent",
         "port": 443,
     }
-    assert hook["rules"][0]["resources"] == ["agents"] and hook["failurePolicy"] == "Ignore"
+    assert hook["rules"][0]["resources"] == ["agents"] and hook["failurePolicy"] == "Fail"
     assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": WORKLOADS}}
     service = one(default, "Service", "agentry-webhook")
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
@@ -431,6 +451,7 @@ def test_api_rbac_is_namespaced_and_minimal(default: list[Obj]) -> None:
         ("agentry.dev", "executions"): {"get", "list", "watch", "create", "patch"},
         ("", "pods"): {"get", "list"},
         ("", "pods/log"): {"get"},
+        ("", "secrets"): {"get"},  # the agent policy's opt-in label of referenced Secrets
     }
 
 
@@ -633,7 +654,16 @@ def _values_keys(values: Any, prefix: str = "") -> set[str]:
 def test_schema_covers_every_default_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
-    free_maps = ("Labels.", "Annotations.", "annotations.", "nodeSelector.", "requests.", "limits.")
+    free_maps = (
+        "Labels.",
+        "Annotations.",
+        "annotations.",
+        "nodeSelector.",
+        "requests.",
+        "limits.",
+        "maxResources.",
+        "hard.",
+    )
     value_keys = {k for k in _values_keys(values) if not any(m in k for m in free_maps)}
     assert value_keys - _schema_keys(schema) == set()
 
@@ -674,11 +704,20 @@ def test_api_session_secret_and_designer_key(default: list[Obj]) -> None:
     assert env["AGENTRY_NAMESPACE"] == WORKLOADS and env["AGENTRY_FIRESTORE_DATABASE"] == "(default)"
     assert "ANTHROPIC_API_KEY" not in env
 
-    objs = render(api__sessionSecret__existingSecret="mine", api__anthropicKeySecret__name="designer-key")
+    # The designer's own key is used without the gateway only (with it, the designer calls the
+    # gateway with user tokens: tests/unit/chart/test_gateway.py).
+    objs = render(
+        api__sessionSecret__existingSecret="mine",
+        api__anthropicKeySecret__name="designer-key",
+        gateway__enabled="false",
+    )
     assert find(objs, "Secret", "agentry-api-session") == []
     env = env_of(api_container(objs))
     assert env["AGENTRY_SESSION_SECRET"] == {"secretKeyRef": {"name": "mine", "key": "session-secret"}}
     assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "designer-key", "key": "anthropic"}}
+    assert "AGENTRY_GATEWAY_URL" not in env
+    gateway_on = env_of(api_container(render(api__anthropicKeySecret__name="designer-key")))
+    assert "ANTHROPIC_API_KEY" not in gateway_on and "AGENTRY_GATEWAY_URL" in gateway_on
 
     objs = render(api__sessionSecret__generate="false")
     assert find(objs, "Secret", "agentry-api-session") == []

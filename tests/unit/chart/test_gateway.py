@@ -101,6 +101,9 @@ def test_off_renders_nothing_of_the_gateway(off: list[Obj]) -> None:
         "AGENTRY_OPENAI_BASE_URL",
     } & set(env)
     assert KEYS_DIR not in mounts(operator, pod_of(off, "agentry-operator"))
+    api = container_of(off, "agentry-api")
+    assert not {"AGENTRY_GATEWAY_URL", "AGENTRY_TOKEN_KEYS_DIR"} & set(env_of(api))
+    assert KEYS_DIR not in mounts(api, pod_of(off, "agentry-api"))
     runs = one(off, "NetworkPolicy", "agentry-runs")["spec"]["egress"]
     assert "gateway" not in yaml.safe_dump(runs)
 
@@ -267,6 +270,43 @@ def test_no_keys_and_no_channels_is_refused() -> None:
         },
     )
     assert "/var/run/agentry/llm-keys" not in mounts(container_of(objs, GATEWAY), pod_of(objs, GATEWAY))
+
+
+# --- the API's chat designer -----------------------------------------------------------------------
+
+
+def test_the_designer_calls_the_gateway_with_the_shared_token_keys(on: list[Obj], tmp_path: Path) -> None:
+    """With the gateway, the API gets its URL and the token keys (read-only, the operator's Secret) to
+    mint the designer's user tokens; no provider key; the gateway admits the API's pods."""
+    api, spec = container_of(on, "agentry-api"), pod_of(on, "agentry-api")
+    env = env_of(api)
+    assert env["AGENTRY_GATEWAY_URL"] == URL
+    assert env["AGENTRY_TOKEN_KEYS_DIR"] == KEYS_DIR
+    assert mounts(api, spec)[KEYS_DIR] == ("agentry-token-keys", True)
+    [volume] = [v for v in spec["volumes"] if v["name"] == "token-keys"]
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert "llm-keys" not in secrets_referenced(spec)
+    assert not [k for k in env if k.endswith("_API_KEY")]
+    # Names the API's Settings read (AGENTRY_ + field name).
+    from agentry_api.settings import Settings as ApiSettings
+
+    assert {"gateway_url", "token_keys_dir"} <= set(ApiSettings.model_fields)
+    # The gateway's NetworkPolicy lets the API's pods in (the API has no egress policy of its own).
+    ingress = one(on, "NetworkPolicy", GATEWAY)["spec"]["ingress"][0]["from"]
+    api_labels = one(on, "Deployment", "agentry-api")["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        set(rule) == {"podSelector"} and rule["podSelector"]["matchLabels"].items() <= api_labels.items()
+        for rule in ingress
+    )
+    assert find(on, "NetworkPolicy", "agentry-api") == []
+    # A key the chart generates is a keyring the API mints with and the gateway verifies.
+    (kid, value), *_ = one(on, "Secret", "agentry-token-keys")["data"].items()
+    (tmp_path / kid).write_bytes(base64.b64decode(value))
+    from agentry_api.designer_llm import GatewayLLM, llm_from_settings
+
+    llm = llm_from_settings(ApiSettings(gateway_url=env["AGENTRY_GATEWAY_URL"], token_keys_dir=str(tmp_path)))
+    assert isinstance(llm, GatewayLLM)
+    assert verify(llm.token("owner"), Keyring.from_dir(tmp_path), expected="user").user == "owner"
 
 
 # --- governance file -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Run and service tokens: mint/verify round trip, forgery, expiry, rotation, key loading."""
+"""Run, service and user tokens: mint/verify round trip, forgery, expiry, rotation, key loading."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from agentry_common.tokens import (
     RUN_TOKEN_MARGIN_SECONDS,
+    USER_TOKEN_TTL_SECONDS,
     Claims,
     InvalidToken,
     Keyring,
@@ -17,6 +18,7 @@ from agentry_common.tokens import (
     mint,
     mint_run_token,
     mint_service_token,
+    mint_user_token,
     verify,
 )
 
@@ -157,3 +159,52 @@ def test_keyring_rejects_weak_or_missing_keys(tmp_path: Path) -> None:
         Keyring({"a": b"x" * 32}, "b")
     ring = Keyring.from_env_value("k1:" + "x" * 32 + ", k2:" + "y" * 32)
     assert ring.current == "k2"
+
+
+def test_user_token_names_its_person_purpose_namespace_and_models() -> None:
+    token = mint_user_token(KEY, user="1f3a9c", namespace="agentry", models=["claude-x", "claude-x"], now=NOW)
+    claims = verify(token, KEY, now=NOW + 10, expected="user")
+    assert (claims.typ, claims.user_key, claims.namespace, claims.purpose) == (
+        "user",
+        "1f3a9c",
+        "agentry",
+        "designer",
+    )
+    assert claims.models == ("claude-x",) and claims.allows_model("claude-x")
+    assert not claims.allows_model("claude-y")
+    assert (claims.execution, claims.agent, claims.priority) == ("", "", 5)
+    assert claims.exp == int(NOW) + USER_TOKEN_TTL_SECONDS == int(NOW) + 600
+    wire = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert set(wire) == {"typ", "kid", "iat", "exp", "ns", "usr", "pur", "mdl"}
+
+
+def test_user_token_lives_minutes_and_is_its_own_type() -> None:
+    token = mint_user_token(KEY, user="u", namespace="ns", ttl_seconds=60, now=NOW)
+    verify(token, KEY, now=NOW + 60 + 59, expected=("run", "user"))
+    with pytest.raises(InvalidToken) as err:
+        verify(token, KEY, now=NOW + 60 + 61)
+    assert err.value.reason == "expired"
+    for wanted in ("run", "svc"):
+        with pytest.raises(InvalidToken) as err:
+            verify(token, KEY, now=NOW, expected=wanted)  # type: ignore[arg-type]
+        assert err.value.reason == "wrong_type"
+    # A run or a service token is not a user token either.
+    with pytest.raises(InvalidToken, match="a user token is required"):
+        verify(run_token(), KEY, now=NOW, expected="user")
+    with pytest.raises(InvalidToken, match="a run or user token is required"):
+        verify(mint_service_token(KEY, "operator", now=NOW), KEY, now=NOW, expected=("run", "user"))
+
+
+def test_user_token_needs_its_names() -> None:
+    for claims in (
+        Claims(typ="user", exp=int(NOW) + 60, namespace="ns", purpose="designer"),  # no user
+        Claims(typ="user", exp=int(NOW) + 60, user="u", purpose="designer"),  # no namespace
+        Claims(typ="user", exp=int(NOW) + 60, namespace="ns", user="u", purpose="Bad Purpose"),
+    ):
+        with pytest.raises(InvalidToken) as err:
+            verify(mint(claims, KEY, now=NOW), KEY, now=NOW)
+        assert err.value.reason == "malformed"
+    with pytest.raises(ValueError, match="user"):
+        mint_user_token(KEY, user="", namespace="ns")
+    with pytest.raises(ValueError, match="purpose"):
+        mint_user_token(KEY, user="u", namespace="ns", purpose="a/b")

@@ -282,8 +282,11 @@ def test_run_token_carries_the_execution_and_its_limits() -> None:
 
 def test_token_secret_is_owned_by_the_execution_and_labelled_like_the_job() -> None:
     labels = child_labels("news", "run", "Manual")
-    secret = build_token_secret(EXECUTION, "run-abc-token", "agt1.x.y", labels, owner_reference(EXECUTION))
-    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": "agt1.x.y"}
+    secret = build_token_secret(
+        EXECUTION, "run-abc-token", "agt1.x.y", labels, owner_reference(EXECUTION), "k" * 64
+    )
+    assert secret["kind"] == "Secret"
+    assert secret["stringData"] == {"token": "agt1.x.y", "state-key": "k" * 64}
     assert secret["metadata"]["labels"] == labels and secret["metadata"]["namespace"] == "ns"
     owner = secret["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("Execution", "e-uid", True)
@@ -296,6 +299,8 @@ def test_governed_job_has_the_token_and_no_provider_key() -> None:
     ref = {"secretKeyRef": {"name": "run-abc-token", "key": "token"}}
     assert env["ANTHROPIC_API_KEY"] == {"name": "ANTHROPIC_API_KEY", "valueFrom": ref}
     assert env["OPENAI_API_KEY"] == {"name": "OPENAI_API_KEY", "valueFrom": ref}
+    state_ref = {"secretKeyRef": {"name": "run-abc-token", "key": "state-key", "optional": True}}
+    assert env["AGENTRY_STATE_KEY"] == {"name": "AGENTRY_STATE_KEY", "valueFrom": state_ref}
     assert env["ANTHROPIC_BASE_URL"]["value"] == GATEWAY
     assert env["OPENAI_BASE_URL"]["value"] == GATEWAY + "/v1"
     # No reference to the provider keys' Secret (under any name), no Secret Manager ref to them.

@@ -132,6 +132,8 @@ function renderExecutionDetail(e) {
     $("#approval-tool").textContent = e.approval.tool || "";
     $("#approval-risk").textContent = e.approval.risk || "";
     $("#approval-summary").textContent = e.approval.summary || "";
+    $("#approval-input").textContent = e.approval.input || "";
+    $("#approval-truncated").textContent = e.approval.inputTruncated || "";
     $("#approval-expires").textContent = e.approval.expiresAt || "—";
     $("#approve").dataset.id = $("#deny").dataset.id = e.approval.id;
     box.hidden = false;

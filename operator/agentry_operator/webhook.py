@@ -1,0 +1,121 @@
+"""The validating webhook's rules for kubectl (and every other) writes of Agents and Executions.
+
+* Agents: what the CRD schema and CEL cannot check (builders/agent_status.spec_errors), and the Agent
+  policy (agentry_common.policy, the same one the API applies to dashboard users) whenever the spec
+  is created or changed. The webhook fails closed (failurePolicy Fail).
+* The `agentry.dev/owner` label (who is charged for the runs) of Agents and Executions: only the API
+  (`owner_label_writers`), or a cluster administrator, may set or change it.
+* Executions: their spec.priority (which overrides the Agent's) within the policy's range.
+
+The rules are pure (`agent_errors`, `execution_errors`, `owner_label_errors`); `secret_labels` reads
+the labels of the Secrets an Agent references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+
+from agentry_common import constants as c
+from agentry_common.models import AgentSpec
+from agentry_common.policy import (
+    AgentPolicy,
+    SecretLabels,
+    is_secret_name,
+    priority_violations,
+    violations,
+)
+
+from .builders.agent_status import spec_errors
+from .builders.governance import PROVIDER_KEY_ENVS
+from .config import OperatorConfig
+
+MASTERS = "system:masters"
+Doc = Mapping[str, Any]
+
+
+def _labels(body: Doc | None) -> Mapping[str, str]:
+    return ((body or {}).get("metadata") or {}).get("labels") or {}
+
+
+def may_write_owner(userinfo: Doc, config: OperatorConfig) -> bool:
+    if userinfo.get("username") in config.owner_label_writers:
+        return True
+    return config.owner_label_trust_masters and MASTERS in (userinfo.get("groups") or [])
+
+
+def owner_label_errors(
+    kind: str, new: Doc, old: Doc | None, userinfo: Doc, config: OperatorConfig
+) -> list[str]:
+    """Refuse setting (create) or changing (update, removal included) the owner label, except by the
+    API's service account (or a cluster administrator)."""
+    before, after = _labels(old).get(c.LABEL_OWNER), _labels(new).get(c.LABEL_OWNER)
+    changed = after is not None if old is None else before != after
+    if not changed or may_write_owner(userinfo, config):
+        return []
+    who = userinfo.get("username") or "this user"
+    return [
+        f"metadata.labels.{c.LABEL_OWNER}: only the Agentry API may set or change the owner label of "
+        f"a {kind} (it decides who is charged); {who} may not"
+    ]
+
+
+def agent_errors(
+    new: Doc,
+    old: Doc | None,
+    config: OperatorConfig,
+    policy: AgentPolicy,
+    secret_labels: SecretLabels,
+) -> list[str]:
+    """Why an Agent write is refused (empty: accepted). The policy applies when the spec is new or
+    changed: metadata-only updates (the operator's own annotations, finalizers) of an Agent made
+    before the policy was tightened still pass."""
+    spec = dict(new.get("spec") or {})
+    errors = spec_errors(spec, config.gateway_url, config.default_model_spec)
+    if errors or (old is not None and dict(old.get("spec") or {}) == spec):
+        return errors
+    # Governed runs never get provider-key entries (builders/governance.governed_secrets): those
+    # entries skip the opt-in rule, but never the never-referable Secrets.
+    unchecked = PROVIDER_KEY_ENVS if config.governed else frozenset()
+    found = violations(AgentSpec.model_validate(spec), policy, secret_labels, unchecked_secret_envs=unchecked)
+    return [str(v) for v in found]
+
+
+def execution_errors(new: Doc, old: Doc | None, policy: AgentPolicy) -> list[str]:
+    """An Execution's spec.priority (it overrides its Agent's) within the policy's range."""
+    priority = (new.get("spec") or {}).get("priority")
+    if old is not None and (old.get("spec") or {}).get("priority") == priority:
+        return []
+    if not isinstance(priority, int):
+        return []  # the CRD schema refuses anything else
+    return [str(v) for v in priority_violations(priority, policy, ("spec", "priority"))]
+
+
+def referenced(spec: Doc) -> list[str]:
+    names = set()
+    for entry in spec.get("secrets") or []:
+        ref = entry.get("secretKeyRef") if isinstance(entry, Mapping) else None
+        if isinstance(ref, Mapping) and isinstance(ref.get("name"), str) and is_secret_name(ref["name"]):
+            names.add(ref["name"])
+    return sorted(names)
+
+
+async def secret_labels(
+    client: AsyncClient, namespace: str, names: list[str]
+) -> dict[str, dict[str, str] | None]:
+    """Labels of each named Secret (None: absent). A refusal other than 404 (RBAC) raises: the
+    webhook then refuses the Agent (fail closed)."""
+    found: dict[str, dict[str, str] | None] = {}
+    for name in names:
+        try:
+            secret = await client.get(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                found[name] = None
+                continue
+            raise
+        found[name] = dict((secret.metadata.labels if secret.metadata else None) or {})
+    return found

@@ -1,0 +1,59 @@
+"""The API's quotas, guest limit and OIDC sign-in as chart values: rendered into the settings the API
+reads, with the chart's defaults equal to the API's own (so an install without values is what the docs
+say), and an OIDC issuer refused without an audience at render time, as the API refuses it at start."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentry_api.settings import Settings
+
+from .render import RenderError, one, render
+
+pytestmark = pytest.mark.unit
+
+
+def _api_env(**set_: str) -> dict[str, str]:
+    deploy = one(render(**set_), "Deployment", "agentry-api")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"] if "value" in e}
+
+
+def test_quota_defaults_are_the_apis_own() -> None:
+    env = _api_env()
+    settings = Settings.model_validate(
+        {
+            k.removeprefix("AGENTRY_").lower(): v
+            for k, v in env.items()
+            if "QUOTA" in k
+            or k in ("AGENTRY_GUEST_MINTS_PER_HOUR", "AGENTRY_TOKEN_MAX_DAYS", "AGENTRY_FORWARDED_HOPS")
+        }
+    )
+    defaults = Settings()
+    quota_fields = [f for f in Settings.model_fields if "quota_" in f]
+    assert len(quota_fields) == 14
+    for field in [*quota_fields, "guest_mints_per_hour", "token_max_days", "forwarded_hops"]:
+        assert getattr(settings, field) == getattr(defaults, field), field
+
+
+def test_quotas_and_forwarded_hops_follow_the_values() -> None:
+    env = _api_env(api__quotas__concurrentRuns="2", api__guestQuotas__agents="1")
+    assert env["AGENTRY_QUOTA_CONCURRENT_RUNS"] == "2"
+    assert env["AGENTRY_GUEST_QUOTA_AGENTS"] == "1"
+    assert env["AGENTRY_FORWARDED_HOPS"] == "0"
+    behind_ingress = _api_env(api__ingress__enabled="true")
+    assert behind_ingress["AGENTRY_FORWARDED_HOPS"] == "1"
+    assert _api_env(api__forwardedHops="2")["AGENTRY_FORWARDED_HOPS"] == "2"
+
+
+def test_oidc_needs_an_audience() -> None:
+    with pytest.raises(RenderError, match=r"api\.oidc\.audience is required"):
+        render(api__oidc__issuer="https://issuer.example")
+    env = _api_env(
+        api__oidc__issuer="https://issuer.example",
+        api__oidc__audience="agentry",
+        **{"api__oidc__allowedDomains[0]": "example.com"},
+    )
+    assert env["AGENTRY_OIDC_AUDIENCE"] == "agentry"
+    assert env["AGENTRY_OIDC_ALLOWED_DOMAINS"] == '["example.com"]'
+    assert "AGENTRY_OIDC_ISSUER" not in _api_env()
