@@ -60,10 +60,8 @@ def governed_api(
 
 
 @pytest.fixture
-def db(firestore_project: str) -> Iterator[firestore.Client]:
-    client = firestore.Client(project=firestore_project)
-    yield client
-    client.close()  # type: ignore[no-untyped-call]
+def db(firestore_db: firestore.Client) -> firestore.Client:
+    return firestore_db
 
 
 def calls(db: firestore.Client) -> list[dict[str, Any]]:

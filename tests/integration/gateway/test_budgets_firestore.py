@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,10 +40,8 @@ def budget_config(llm: ScriptedLLM, **limits: Any) -> GatewayConfig:
 
 
 @pytest.fixture
-def db(firestore_project: str) -> Iterator[firestore.Client]:
-    client = firestore.Client(project=firestore_project)
-    yield client
-    client.close()  # type: ignore[no-untyped-call]
+def db(firestore_db: firestore.Client) -> firestore.Client:
+    return firestore_db
 
 
 def fs_settings(project: str, **extra: Any) -> Any:

@@ -4,7 +4,6 @@ budgets are kept) by someone holding a run token, or no token at all."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from agentry_gateway.budgets import Amount
 from agentry_gateway.ledger import Subjects
 from agentry_llm import ProvidersFailed
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.servers import documents
 
 from .harness import (
     KEYRING,
@@ -48,14 +48,8 @@ def fs_settings(project: str) -> Any:
 
 
 @pytest.fixture
-def db(firestore_project: str) -> Iterator[firestore.Client]:
-    client = firestore.Client(project=firestore_project)
-    yield client
-    client.close()  # type: ignore[no-untyped-call]
-
-
-def documents(db: firestore.Client, collection: str) -> dict[str, dict[str, Any]]:
-    return {snap.id: snap.to_dict() or {} for snap in db.collection(collection).stream()}
+def db(firestore_db: firestore.Client) -> firestore.Client:
+    return firestore_db
 
 
 # -- 1. an unpriced model cannot escape a budget in USD ------------------------------------------------

@@ -5,7 +5,6 @@ tokens stay refused on the LLM routes and user tokens on the service routes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from google.cloud import firestore
 from agentry_common.records import Collection
 from agentry_common.tokens import mint_user_token
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.servers import documents
 
 from .harness import KEYRING, GatewayServer, config, post, run_token, settings, svc_token
 
@@ -34,14 +34,8 @@ def user_token(**kw: Any) -> str:
 
 
 @pytest.fixture
-def db(firestore_project: str) -> Iterator[firestore.Client]:
-    client = firestore.Client(project=firestore_project)
-    yield client
-    client.close()  # type: ignore[no-untyped-call]
-
-
-def documents(db: firestore.Client, collection: str) -> dict[str, dict[str, Any]]:
-    return {snap.id: snap.to_dict() or {} for snap in db.collection(collection).stream()}
+def db(firestore_db: firestore.Client) -> firestore.Client:
+    return firestore_db
 
 
 def test_a_user_token_is_charged_to_the_user_like_their_runs(
