@@ -151,11 +151,15 @@ class AgentPolicy(_Model):
     max_resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "2", "memory": "4Gi"})
     max_timeout_seconds: int = Field(default=3600, ge=10, le=86400)
     max_retries: int = Field(default=3, ge=0, le=10)
-    # Largest spec.historyLimits.succeeded and .failed (kept Executions are objects in etcd); the
-    # default is the CRD's own maximum.
-    max_history_limit: int = Field(default=1000, ge=0, le=1000)
+    # Largest spec.historyLimits.succeeded and .failed (kept Executions are objects in etcd; the CRD
+    # allows up to 1000).
+    max_history_limit: int = Field(default=100, ge=0, le=1000)
     priority: PriorityRange = Field(default_factory=PriorityRange)
-    allowed_schedule_backends: list[ScheduleBackend] = Field(default_factory=lambda: list(ScheduleBackend))
+    # CloudScheduler creates jobs in the installation's Google Cloud project: only when an admin set it
+    # up (the chart adds it when operator.cloudScheduler.location is set).
+    allowed_schedule_backends: list[ScheduleBackend] = Field(
+        default_factory=lambda: [ScheduleBackend.CRONJOB]
+    )
     # provider/name patterns (fnmatch: `anthropic/claude-*`, `openai/gpt-4.1*`) of the models and
     # fallbacks an Agent may name; `*/*` allows any model (the gateway's routes still choose channels).
     allowed_models: list[str] = Field(default_factory=lambda: ["*/*"])

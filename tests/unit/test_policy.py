@@ -132,7 +132,8 @@ def test_timeout_retries_and_history_limits_have_maxima() -> None:
         (Rule.RETRIES, "spec.retries"),
         (Rule.HISTORY, "spec.historyLimits.succeeded"),
     ]
-    wide = AgentPolicy(max_timeout_seconds=86400, max_retries=10)
+    assert rules(check(historyLimits={"succeeded": 101})) == [(Rule.HISTORY, "spec.historyLimits.succeeded")]
+    wide = AgentPolicy(max_timeout_seconds=86400, max_retries=10, max_history_limit=1000)
     assert check(wide, timeoutSeconds=7200, retries=5, historyLimits={"succeeded": 500}) == []
 
 
@@ -151,10 +152,11 @@ def test_priority_range() -> None:
 
 def test_schedule_backends() -> None:
     cloud = {"cron": "0 * * * *", "backend": "CloudScheduler"}
-    assert check(schedule=cloud) == []
-    cron_only = AgentPolicy.model_validate({"allowedScheduleBackends": ["CronJob"]})
-    assert rules(check(cron_only, schedule=cloud)) == [(Rule.SCHEDULE_BACKEND, "spec.schedule.backend")]
-    assert check(cron_only, schedule={"cron": "0 * * * *"}) == []
+    # By default CronJob only: Cloud Scheduler jobs live in the installation's project (admins widen).
+    assert rules(check(schedule=cloud)) == [(Rule.SCHEDULE_BACKEND, "spec.schedule.backend")]
+    assert check(schedule={"cron": "0 * * * *"}) == []
+    both = AgentPolicy.model_validate({"allowedScheduleBackends": ["CronJob", "CloudScheduler"]})
+    assert check(both, schedule=cloud) == []
 
 
 def test_models_allow_list_per_provider() -> None:

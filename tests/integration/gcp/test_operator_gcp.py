@@ -65,9 +65,13 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def gcp_operator(
     plane: ControlPlane, fakes: GcpFakes, llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
+    work = tmp_path_factory.mktemp("gcp-operator")
+    policy = work / "policy.json"  # as the chart renders it when operator.cloudScheduler is set
+    policy.write_text(json.dumps({"allowedScheduleBackends": ["CronJob", "CloudScheduler"]}))
     op = start_operator(
         plane,
-        tmp_path_factory.mktemp("gcp-operator"),
+        work,
+        AGENTRY_POLICY_FILE=str(policy),
         AGENTRY_CLOUD_SCHEDULER_PROJECT=PROJECT,
         AGENTRY_CLOUD_SCHEDULER_LOCATION=LOCATION,
         AGENTRY_CLOUD_SCHEDULER_TARGET_URL=TARGET,

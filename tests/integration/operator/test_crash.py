@@ -240,7 +240,7 @@ def test_crashes_keep_one_job_and_every_runs_usage(
     kubelet = Kubelet(own_plane, ns, random.Random(seed + 1))
     op = start_operator(own_plane, tmp_path)
     try:
-        limits = {"succeeded": KEEP, "failed": KEEP} if prune else {"succeeded": 1000, "failed": 1000}
+        limits = {"succeeded": KEEP, "failed": KEEP} if prune else {"succeeded": 100, "failed": 100}
         agent = Agent.from_dict(
             {
                 "metadata": {"name": "a", "namespace": ns},
