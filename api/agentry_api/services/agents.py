@@ -244,6 +244,12 @@ class AgentService:
                 await self.store.remove_agent(doc["id"])
                 return doc
             await self.cluster.apply_agent(self._manifest(doc))
+            current = await self.store.agent(doc["id"])
+            if current is None or current.get("deleted"):
+                # Deleted while this write was on its way (the syncer's retry racing a delete): the
+                # apply may have re-created what the delete removed, so remove it again.
+                await self.cluster.delete_agent(doc["id"])
+                return current or doc
             sync = {"state": "Synced", "message": "", "attempts": attempts, "updatedAt": now_iso()}
         except ClusterUnavailable as exc:
             sync = {
