@@ -28,7 +28,7 @@ import psutil
 from google.cloud.firestore import AsyncClient
 
 from agentry_localcluster.firestore import FirestoreEmulator
-from agentry_localcluster.procs import Proc
+from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -117,7 +117,7 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
         env=env,
     ).start()
     try:
-        serving = api.wait_for_log(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", 60, "serving")
+        serving = api.wait_for_log(UVICORN_SERVING, 60, "serving")
         port = int(serving.group(1))
         api.wait_ready(
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success, 60, "serving"

@@ -32,7 +32,7 @@ from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, mint_run_token, mint_service_token
 from agentry_llm import ChatProvider, ChatRequest, Message, TextBlock, build_provider
 from agentry_localcluster.firestore import FirestoreEmulator
-from agentry_localcluster.procs import Proc
+from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
 MODEL = "claude-sonnet-4-6"
 KEY = "b" * 40
@@ -68,7 +68,6 @@ async def one(p: ChatProvider) -> float:
 
 
 # uvicorn's line once it serves; with port 0 it names the port the kernel gave it.
-UVICORN_SERVING = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
 
 
 def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[str, str]) -> tuple[Proc, str]:

@@ -61,6 +61,10 @@ def _detach_and_tie_to_parent() -> None:
         pass
 
 
+# What uvicorn logs once it listens (a server started on port 0 says there which port it got).
+UVICORN_SERVING = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
+
+
 def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> socket.socket:
     """A listening TCP socket (port 0: the kernel picks a free one); hand it to the server itself."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -16,11 +16,10 @@ import pytest
 
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.kube import ControlPlane
-from agentry_localcluster.procs import Proc
+from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
 pytestmark = pytest.mark.integration
 BODY = 50 * 2**20
-UVICORN_SERVING = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
 
 
 @pytest.fixture
