@@ -76,6 +76,10 @@ class AppState:
         self._users[user_id] = (time.monotonic(), kind)
         return kind
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop a deleted user from the kind cache (this replica; others expire it)."""
+        self._users.pop(user_id, None)
+
 
 def stale(last_used: object) -> bool:
     """Whether a lastUsedAt is old enough to be written again (throttled to once a minute)."""

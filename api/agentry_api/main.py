@@ -253,7 +253,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Invalid)
-        return _problem(request, 422, [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
+        return _problem(request, 422, [{**e, "type": "value_error"} for e in exc.errors])
 
     async def over_quota(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, OverQuota)

@@ -22,7 +22,7 @@ from agentry_common import constants as c
 from agentry_common.pki import LocalPKI
 from agentry_common.policy import AgentPolicy, load_policy
 
-from . import kube, webhook
+from . import jobcheck, kube, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
 from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
@@ -199,16 +199,17 @@ def _old(kwargs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
-    """Agents (CREATE, UPDATE): the spec rules and the Agent policy, and the owner label."""
+    """Agents (CREATE, UPDATE): the spec rules and the Agent policy, the owner label, and (for a new
+    or changed spec) a dry run of the Job its runs would get (jobcheck.py)."""
     config, policy, old = get_config(), get_policy(), _old(kwargs)
     new = dict(body)
+    namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
     errors = webhook.owner_label_errors(c.AGENT_KIND, new, old, dict(userinfo), config)
     spec = dict(new.get("spec") or {})
     unchanged = old is not None and dict(old.get("spec") or {}) == spec
     names = [] if unchanged else webhook.referenced(spec)
     labels: dict[str, dict[str, str] | None] = {}
     if names:
-        namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
         try:
             labels = await webhook.secret_labels(_client(memo), namespace, names)
         except ApiError as exc:
@@ -218,6 +219,8 @@ async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **
                 code=422,
             ) from exc
     errors += webhook.agent_errors(new, old, config, policy, labels)
+    if not errors and not unchanged and namespace:
+        errors = await jobcheck.job_errors(_client(memo), new, namespace, config)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 

@@ -1,4 +1,5 @@
-"""Sessions and API tokens: guest session, sign in with a token, sign out, `me`, token CRUD."""
+"""Sessions, API tokens and accounts: guest session, sign in with a token, sign out, `me`, token CRUD,
+and deleting an account (your own, or any as an administrator)."""
 
 from __future__ import annotations
 
@@ -163,4 +164,36 @@ async def revoke_token(token_id: str, user: CurrentUser, state: StateDep) -> Res
     if not await state.store.revoke_token(user.id, token_id[:64]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "token not found")
     await state.store.end_sessions(user.id, token_id[:64])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def delete_account(state: AppState, user_id: str) -> None:
+    """Delete a user: their dashboard agents first (the syncer removes the Agent CRs, which ends their
+    schedules), then every session and API token of theirs and the user itself, so no credential of
+    theirs works from the next request on. Their run history and usage stay: they are the ledger."""
+    owner = User(user_id, "user", "token")
+    for doc in await state.store.list_agents(user_id):
+        if doc.get("source") == "api":
+            await state.agents.delete(owner, str(doc["id"]))
+    await state.store.delete_user(user_id)
+    state.forget_user(user_id)
+
+
+@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_me(user: CurrentUser, state: StateDep) -> Response:
+    """Delete your own account (agents created in the dashboard included) and sign out everywhere."""
+    await delete_account(state, user.id)
+    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out.delete_cookie(SESSION_COOKIE, path="/")
+    return out
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])
+async def delete_user(user_id: str, user: CurrentUser, state: StateDep) -> Response:
+    """An administrator deletes a user (a guest abusing the installation, someone who left)."""
+    if user.kind != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an administrator may delete users")
+    if await state.store.get_user(user_id[:128]) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "user not found")
+    await delete_account(state, user_id[:128])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -105,19 +105,25 @@ class AgentService:
 
         `secret_labels`: the labels of the Secrets spec.secrets names (`enforce_policy` reads them);
         None means unknown, so only the names of AGENTRY_ALLOWED_SECRET_NAMES pass the opt-in rule.
-        The first violation is raised as a 422 naming the field and the rule.
+        Every violation is reported in one 422, each naming its field and rule.
         """
+        found: list[tuple[list[str | int], str]] = []
         for field in ("instructions", "description"):
             if looks_like_secret(getattr(spec, field)):
-                raise Invalid(
-                    ["body", "spec", field],
-                    f"spec.{field} contains what looks like an API key; reference it through spec.secrets",
+                found.append(
+                    (
+                        ["body", "spec", field],
+                        f"spec.{field} contains what looks like an API key; reference it through "
+                        "spec.secrets",
+                    )
                 )
         for i, secret in enumerate(spec.secrets):
             if secret.secret_manager is not None:
-                raise Invalid(
-                    ["body", "spec", "secrets", i, "secretManager"],
-                    "Secret Manager references can only be set with kubectl by an administrator",
+                found.append(
+                    (
+                        ["body", "spec", "secrets", i, "secretManager"],
+                        "Secret Manager references can only be set with kubectl by an administrator",
+                    )
                 )
         labels: dict[str, dict[str, str] | None] = {
             k: dict(v) if v is not None else None for k, v in (secret_labels or {}).items()
@@ -130,7 +136,10 @@ class AgentService:
             if violation.rule == Rule.SECRET_NOT_REFERABLE:
                 named = ", ".join(self.settings.allowed_secret_names) or "none"
                 message += f"; allowed: {named} by name, and Secrets labelled {opt_in}=true"
-            raise Invalid(["body", *violation.path], message)
+            found.append((["body", *violation.path], message))
+        if found:
+            (loc, msg), *more = found
+            raise Invalid(loc, msg, more)
 
     async def enforce_policy(self, spec: AgentSpec) -> None:
         """check_policy with the labels of the referenced Secrets read from the cluster (fails closed:

@@ -135,7 +135,7 @@ class Designer:
         except ValidationError as exc:
             errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         except Invalid as exc:
-            errors = [{"loc": exc.loc, "msg": exc.msg}]
+            errors = exc.errors
         saved = await self.store.owned_agent(user.id, conv["agentId"]) if conv.get("agentId") else None
         conv["draft"] = {"agent": candidate, "valid": not errors}
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 REQUEST_ID = "agentry.request_id"  # ASGI scope key: the request's correlation id (X-Request-ID)
 
@@ -16,12 +17,18 @@ class Conflict(Exception):
 
 
 class Invalid(Exception):
-    """422 naming the field, in the same shape as FastAPI's validation errors."""
+    """422 naming the field, in the same shape as FastAPI's validation errors. `more`: further
+    (loc, msg) pairs of the same request, so that one answer lists every problem."""
 
-    def __init__(self, loc: Sequence[str | int], msg: str) -> None:
+    def __init__(
+        self, loc: Sequence[str | int], msg: str, more: Sequence[tuple[Sequence[str | int], str]] = ()
+    ) -> None:
         super().__init__(msg)
         self.loc = list(loc)
         self.msg = msg
+        self.errors: list[dict[str, Any]] = [{"loc": self.loc, "msg": msg}] + [
+            {"loc": list(lc), "msg": m} for lc, m in more
+        ]
 
 
 class Unavailable(Exception):

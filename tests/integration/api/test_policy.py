@@ -125,3 +125,40 @@ def test_limits_outside_the_policy_are_refused(
     r = c.put(f"/api/agents/{agent}", json={**AGENT, "spec": {**AGENT["spec"], "timeoutSeconds": 86400}})
     assert r.status_code == 422 and "maxTimeoutSeconds" in r.text
     assert kube_client.get(Agent, agent, namespace=namespace).spec["timeoutSeconds"] == 1800  # unchanged
+
+
+def test_every_violation_is_reported_in_one_answer(
+    policy_api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    c = policy_api.guest()
+    spec = {**AGENT["spec"], "timeoutSeconds": 86400, "retries": 10, "priority": 10}
+    r = c.post("/api/agents", json={**AGENT, "spec": spec})
+    assert r.status_code == 422, r.text
+    locs = {tuple(d["loc"]) for d in r.json()["detail"]}
+    assert locs == {("body", "spec", f) for f in ("timeoutSeconds", "retries", "priority")}, r.text
+    assert list(kube_client.list(Agent, namespace=namespace)) == []
+
+
+def test_an_agent_whose_job_would_be_refused_is_refused_when_saved(
+    policy_api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    """Within the policy and the CRD, but the Job of its runs is invalid (a memory request above the
+    operator's memory limit): the operator's webhook dry-runs that Job, so the save is refused with the
+    API server's words and the field, and nothing is stored; the same agent within the limit saves."""
+    c = policy_api.guest()
+    spec = {**AGENT["spec"], "resources": {"requests": {"memory": "2Gi"}}}
+    r = c.post("/api/agents", json={**AGENT, "spec": spec})
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    for part in (
+        "the Job of this agent's runs would be refused",
+        "spec.template.spec.containers[0].resources.requests",
+        "from the Agent's spec.resources",
+        "must be less than or equal to memory limit",
+    ):
+        assert part in detail["msg"], (part, detail)
+    assert c.get("/api/agents").json()["items"] == []
+    assert list(kube_client.list(Agent, namespace=namespace)) == []
+    spec = {**AGENT["spec"], "resources": {"requests": {"memory": "512Mi"}}}
+    r = c.post("/api/agents", json={**AGENT, "spec": spec})
+    assert r.status_code == 201, r.text

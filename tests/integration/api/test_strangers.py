@@ -284,24 +284,33 @@ def test_an_execution_reusing_a_pruned_runs_name_is_not_mirrored_into_its_owner(
     assert mallory.get(f"/api/executions/{name}").status_code == 404
 
 
-def test_a_deleted_users_sessions_and_tokens_stop_working(api: ApiServer) -> None:
-    import asyncio
-
-    from agentry_api.storage import Store, new_client
-
+def test_a_deleted_account_loses_its_sessions_tokens_and_agents(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    """DELETE /api/me (yourself) and DELETE /api/users/{id} (administrators only): every credential
+    of the user stops working at once, and their dashboard agents leave the cluster."""
     g = api.guest()
-    me = g.get("/api/me").json()["id"]
+    agent = create_agent(g)["id"]
+    eventually(lambda: kube_client.get(Agent, agent, namespace=namespace), 30, "the Agent CR")
     token = g.post("/api/tokens", json={"name": "t"}).json()["token"]
     bearer = api.client(headers={"Authorization": f"Bearer {token}"})
     assert bearer.get("/api/me").status_code == 200
-
-    async def delete() -> None:
-        store = Store(new_client(api.settings.google_cloud_project))
-        try:
-            await store.delete_user(me)
-        finally:
-            await store.close()
-
-    asyncio.run(delete())
+    assert bearer.delete("/api/me").status_code == 204
     assert g.get("/api/me").status_code == 401
     assert bearer.get("/api/me").status_code == 401
+    eventually(
+        lambda: agent not in {a.metadata.name for a in kube_client.list(Agent, namespace=namespace)},  # type: ignore[union-attr]
+        30,
+        "the deleted user's Agent CR to go",
+    )
+
+    other, bystander = api.guest(), api.guest()
+    other_id = other.get("/api/me").json()["id"]
+    r = bystander.delete(f"/api/users/{other_id}")
+    assert r.status_code == 403 and "administrator" in r.text, r.text
+    assert other.get("/api/me").status_code == 200
+    admin = api.client(headers=ADMIN)
+    assert admin.delete("/api/users/no-such-user").status_code == 404
+    assert admin.delete(f"/api/users/{other_id}").status_code == 204
+    assert other.get("/api/me").status_code == 401
+    assert bystander.get("/api/me").status_code == 200

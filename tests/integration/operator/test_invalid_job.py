@@ -1,10 +1,12 @@
-"""Specs the CRD admits but whose Job the API server refuses: the run fails once, for good, and says why.
+"""Specs the CRD admits but whose Job the API server refuses.
 
-On the real API server and the real operator: a memory request above the default limit, a negative
-quantity, and 65536 non-ASCII instruction characters (escaped in the pod's agent.json annotation,
-past the 256 KiB limit of annotations). Each Execution ends Failed (InvalidJob) after one refused
-create, never retried, while a ResourceQuota that is used up only holds a run (Pending,
-QuotaExceeded) until there is room, and an Execution created afterwards runs normally.
+On the real API server and the real operator. An Agent whose runs' Job would be invalid (a memory
+request above the default limit, a negative quantity, 65536 non-ASCII instruction characters escaped
+past the 256 KiB limit of the pod's annotations) is refused when it is written: the webhook dry-runs
+that Job and names the field. What only a run brings (its Execution's input, which joins the Agent's
+instructions in the annotations) is found when the Job is created: that Execution ends Failed
+(InvalidJob) after one refused create, never retried, while a ResourceQuota that is used up only holds
+a run (Pending, QuotaExceeded) until there is room, and an Execution created afterwards runs normally.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ REPORT = {
     "truncated": False,
     "usage": {"inputTokens": 1, "outputTokens": 1, "costUSD": "0", "model": "m", "turns": 1},
 }
-# Execution -> (Agent spec changes, what its status.message must name: the field, the server's words)
-INVALID: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+# Agent -> (spec changes, what the refusal must name: the field, its origin, the server's words)
+REFUSED_AGENTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "inv-memory": (
         {"resources": {"requests": {"memory": "2Gi"}}},
         (
@@ -49,6 +51,15 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "inv-wide": (
         {"instructions": "é" * 65536},
         ("annotations", "spec.instructions", "Too long", "262144 bytes"),
+    ),
+}
+# Execution -> (its Agent's spec changes, its input, what status.message must name). 40000 "é" are
+# 240000 bytes escaped in agent.json (admitted); with 65536 more of input the annotations do not fit.
+INVALID: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
+    "inv-input": (
+        {"instructions": "é" * 40000},
+        "é" * 65536,
+        ("annotations", "the Execution's spec.input", "Too long", "262144 bytes"),
     ),
 }
 
@@ -79,13 +90,23 @@ def test_refused_jobs_fail_once_and_the_operator_moves_on(
     kube_client: Client, operator: OperatorProcess, namespace: str
 ) -> None:
     log = operator.proc.log
+    for name, (changes, expected) in REFUSED_AGENTS.items():
+        with pytest.raises(ApiError) as refused:
+            create(kube_client, Agent, namespace, name, {**SPEC, **changes})
+        assert refused.value.status.code in (400, 422), refused.value.status
+        message = refused.value.status.message or ""
+        assert "the Job of this agent's runs would be refused" in message, message
+        for part in expected:
+            assert part in message, (part, message)
+    assert list(kube_client.list(Agent, namespace=namespace)) == []
+
     uids = {}
-    for name, (changes, _) in INVALID.items():
+    for name, (changes, text, _) in INVALID.items():
         create(kube_client, Agent, namespace, name, {**SPEC, **changes})
         uids[name] = create(
-            kube_client, Execution, namespace, name, {"agentRef": {"name": name}}
+            kube_client, Execution, namespace, name, {"agentRef": {"name": name}, "input": text}
         ).metadata.uid
-    for name, (_, expected) in INVALID.items():
+    for name, (_, _, expected) in INVALID.items():
         st = eventually(
             lambda n=name: (s := status(kube_client, n, namespace)).get("phase") == "Failed" and s,
             60,
