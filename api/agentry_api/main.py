@@ -29,6 +29,7 @@ from agentry_common.body_limit import BodyLimit
 
 from .auth import Sessions
 from .cluster import Cluster, ClusterUnavailable, api_message
+from .deadline import RequestDeadline
 from .deps import AppState
 from .designer_llm import LLM, ProviderLLM, llm_from_settings
 from .hosts import TrustedHosts
@@ -355,7 +356,8 @@ def too_large(limit: int) -> tuple[bytes, bytes]:
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     # Outermost last: every answer gets Observe's request id; a foreign Host or an oversized body
-    # is refused before routing, auth or parsing.
+    # is refused before routing, auth or parsing; a request whose dependency hangs gets its 503.
+    app.add_middleware(RequestDeadline, seconds=settings.request_deadline_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=too_large)
     app.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)
     app.add_middleware(Observe, hsts=settings.cookie_secure)

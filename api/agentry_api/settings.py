@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=2**20, ge=1024, description="Largest request body; larger ones get 413 before parsing."
     )
+    request_deadline_seconds: float = Field(
+        default=15.0,
+        ge=1.0,
+        le=300.0,
+        description="How long a request may take before its answer starts (a hanging dependency): "
+        "past it, 503 with Retry-After. Streams, once started, are not limited.",
+    )
     oidc_issuer: str | None = Field(default=None, description="Accepted `iss` of OIDC bearer tokens.")
     oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC bearer tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL with the issuer's signing keys.")

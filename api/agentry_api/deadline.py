@@ -1,0 +1,73 @@
+"""A deadline on every HTTP request until its answer starts: 503 with Retry-After when it passes.
+
+A dependency that stops answering (Firestore restarting: its client retries UNAVAILABLE for up to a
+minute; an API server that accepts connections but never answers) would otherwise hold each request
+until the client gives up, and the requests pile up. Past the deadline the handler is cancelled and
+the caller is told to retry. Only the time before the response starts counts: an event stream or a
+large download runs as long as it needs once it has started. A write cancelled this way may still
+have been applied; it was never acknowledged, and a retry meets the usual conflict or quota checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .services.errors import REQUEST_ID
+
+log = logging.getLogger("agentry.api")
+
+RETRY_AFTER_SECONDS = 5
+
+
+class RequestDeadline:
+    """Pure ASGI middleware; `seconds` from AGENTRY_REQUEST_DEADLINE_SECONDS."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = asyncio.Event()
+
+        async def send_marking_start(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, receive, send_marking_start))
+        answering = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait(
+                {handler, answering}, timeout=self.seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            answering.cancel()
+        if handler.done() or started.is_set():
+            await handler  # finished, or answering: no deadline on the rest (streams)
+            return
+        handler.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await handler
+        ident = str(scope.get(REQUEST_ID) or "")
+        log.warning(
+            "request %s %s passed its %.0f s deadline correlation_id=%s",
+            scope.get("method"),
+            scope.get("path"),
+            self.seconds,
+            ident,
+        )
+        body = {
+            "reason": "Unavailable",
+            "detail": "a dependency (the store or the cluster) did not answer in time; retry shortly",
+            "correlationId": ident,
+        }
+        response = JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        await response(scope, receive, send)

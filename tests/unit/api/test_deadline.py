@@ -1,0 +1,45 @@
+"""The request deadline: a handler that does not start answering in time is cancelled with a 503;
+one that has started (a stream) runs on past it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from agentry_api.deadline import RequestDeadline
+
+pytestmark = pytest.mark.unit
+
+
+async def slow_then_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    await asyncio.sleep(float(scope["path"].strip("/") or 0))
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def answer_then_stream(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for part in (b"a", b"b", b"c"):
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def get(app: RequestDeadline, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        return await client.get(path)
+
+
+def test_a_handler_past_its_deadline_gets_a_503_with_retry_after() -> None:
+    r = asyncio.run(get(RequestDeadline(slow_then_answer, seconds=0.2), "/2"))
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json()["reason"] == "Unavailable"
+
+
+def test_a_quick_answer_and_a_started_stream_are_untouched() -> None:
+    assert asyncio.run(get(RequestDeadline(slow_then_answer, seconds=1), "/0")).text == "ok"
+    streamed = asyncio.run(get(RequestDeadline(answer_then_stream, seconds=0.1), "/"))
+    assert (streamed.status_code, streamed.text) == (200, "abc")
