@@ -28,9 +28,9 @@ provision: ## Build/cached Kubernetes binaries (etcd, kube-apiserver, kube-contr
 	bash hack/provision-kube.sh
 
 .PHONY: provision-node
-provision-node: ## Also build the local node's binaries (kube-scheduler, kubelet, kube-proxy, crictl, CoreDNS, pause)
+provision-node: ## Also build the local node's binaries (kube-scheduler, kubelet, kube-proxy, crictl, CoreDNS, pause, kube-router)
 	bash hack/provision-kube.sh kube-apiserver kube-controller-manager etcd helm \
-		kube-scheduler kubelet kube-proxy crictl coredns pause
+		kube-scheduler kubelet kube-proxy crictl coredns pause kube-router
 
 .PHONY: image
 image: ## Build the workspace image offline (starts its own dockerd; base made with debootstrap)

@@ -4,6 +4,8 @@
 #   operator   images/python/Dockerfile (also the schedule tick image)
 #   api        images/python/Dockerfile (the API and dashboard)
 #   gateway    images/python/Dockerfile (the LLM gateway, with the provider layer agentry_llm)
+#   squid      images/squid/Dockerfile (the egress proxy: Debian's squid and its allow-list helper;
+#              the .deb files the Debian base lacks are downloaded on the host, like the wheels)
 #
 # An image is rebuilt only when its inputs changed: a hash of the sources, Dockerfile, uv.lock and
 # build scripts is kept in $AGENTRY_CACHE/images/<component>.hash with the image id it produced.
@@ -12,7 +14,7 @@
 # downloaded as wheels on the host for the image's Python and installed with `pip --no-index` in a
 # `--network=none` build.
 #
-# Usage: hack/build-images.sh [workspace] [operator] [api] [gateway]     (default: all four)
+# Usage: hack/build-images.sh [workspace] [operator] [api] [gateway] [squid]   (default: all five)
 # Env:   TAG (default dev), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh), AGENTRY_DOCKER_SOCK,
 #        PYTHON (a Python with pip, default python3), TARGET_PYTHON (the image's, default 3.11.2),
 #        FORCE=1 rebuilds even when the inputs did not change.
@@ -26,7 +28,7 @@ BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(workspace operator api gateway)
+[ ${#components[@]} -gt 0 ] || components=(workspace operator api gateway squid)
 
 START=$(date +%s)
 log() { printf '[build-images +%3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
@@ -60,7 +62,8 @@ package_of() { dirname "$(ls "$REPO/$1"/agentry_*/__init__.py)"; }
 inputs() {
   local dir
   case "$1" in
-    workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh ;;
+    workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh workspace_image/mcp-servers ;;
+    squid) echo images/squid hack/build-images.sh workspace_image/agentry_workspace/tools/netpolicy.py; return ;;
     *) echo images/python hack/build-images.sh ;;
   esac
   for dir in $(member_dirs "$1"); do echo "$dir/pyproject.toml" "${dir}/$(basename "$(package_of "$dir")")"; done
@@ -150,6 +153,39 @@ build_python_image() {
   remember "$c" "$tag"
 }
 
+# build_squid: Debian's squid on the Debian base. apt resolves squid's dependencies against the
+# base image's own dpkg status and downloads only what the base lacks (~16 MB, a second from the
+# mirror) into the build context, so the build itself needs no network, like the wheels of the
+# Python images.
+SQUID_PACKAGES=(squid python3-httpx python3-idna)
+build_squid() {
+  local tag="agentry/squid:$TAG"
+  if cached squid "$tag"; then log "$tag is up to date"; return; fi
+  docker_ok || die "no docker daemon answers (DOCKER_HOST=${DOCKER_HOST:-}); build the workspace image first"
+  docker image inspect "$BASE_TAG" >/dev/null 2>&1 || build_workspace
+  local ctx
+  ctx=$(mktemp -d "/tmp/agentry-squid-context.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$ctx'" RETURN
+  mkdir -p "$ctx/debs/partial"
+  docker run --rm --pull=never --network=none "$BASE_TAG" cat /var/lib/dpkg/status >"$ctx/status" \
+    || die "could not read the base image's package list"
+  log "squid: downloading ${SQUID_PACKAGES[*]} and what $BASE_TAG lacks for them (apt)"
+  local apt=(apt-get -qq -o Dir::State::status="$ctx/status" -o Dir::Cache::archives="$ctx/debs"
+    -o Debug::NoLocking=1 install --download-only --no-install-recommends -y "${SQUID_PACKAGES[@]}")
+  "${apt[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && "${apt[@]}" >/dev/null; } \
+    || die "apt-get download of ${SQUID_PACKAGES[*]} failed"
+  rm -rf "$ctx/debs/partial" "$ctx/debs/lock" "$ctx/status"
+  cp "$REPO/images/squid/Dockerfile" "$REPO/images/squid/agentry_egress_acl.py" "$ctx/"
+  cp "$REPO/workspace_image/agentry_workspace/tools/netpolicy.py" "$ctx/"
+  log "squid: $(find "$ctx/debs" -name '*.deb' | wc -l) packages, $(du -sh "$ctx/debs" | cut -f1); docker build -t $tag"
+  if ! DOCKER_BUILDKIT=0 docker build --network=none --build-arg "BASE_IMAGE=$BASE_TAG" -t "$tag" "$ctx" 2>&1 \
+    | sed -u 's/^/    /' >&2; then
+    die "docker build of $tag failed"
+  fi
+  remember squid "$tag"
+}
+
 use_docker
 for c in "${components[@]}"; do
   case "$c" in
@@ -157,7 +193,8 @@ for c in "${components[@]}"; do
     operator) build_python_image operator "agentry_operator.main --all-namespaces" ;;
     api) build_python_image api "uvicorn agentry_api.main:create_app --factory --host=0.0.0.0 --port=8000" ;;
     gateway) build_python_image gateway agentry_gateway "anthropic openai" ;;
-    *) die "unknown image $c (workspace, operator, api, gateway)" ;;
+    squid) build_squid ;;
+    *) die "unknown image $c (workspace, operator, api, gateway, squid)" ;;
   esac
 done
 log "done"

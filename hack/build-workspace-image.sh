@@ -9,7 +9,8 @@
 #    python3, python3-venv, nodejs and ca-certificates, imported as $BASE_TAG (cached).
 # 3. context: the runtime sources, Python wheels fetched on the host for the image's Python
 #    (pip download --only-binary: the agentry-workspace member's locked dependencies, and the data
-#    tools constrained by uv.lock), and @anthropic-ai/claude-code installed on the host with npm.
+#    tools constrained by uv.lock), @anthropic-ai/claude-code installed on the host with npm, and the
+#    MCP servers pinned by workspace_image/mcp-servers/package-lock.json (npm ci).
 # 4. docker build (classic builder; offline with the local base), then print the image size.
 #
 # Usage: hack/build-workspace-image.sh
@@ -181,6 +182,21 @@ stage_context() {
     fi
   done
   log "claude-code staged: $(du -sh "$ctx/claude-code" | cut -f1)"
+  stage_mcp_servers "$ctx"
+}
+
+# The MCP servers an Agent's spec.mcpServers may start over stdio (docs/mcp.md): exactly the tree
+# workspace_image/mcp-servers/package-lock.json pins, installed on the host with npm ci.
+stage_mcp_servers() {
+  local ctx="$1" src="$REPO/workspace_image/mcp-servers"
+  log "installing the MCP servers of $src/package.json with npm ci"
+  mkdir -p "$ctx/mcp-servers"
+  cp "$src/package.json" "$src/package-lock.json" "$ctx/mcp-servers/"
+  npm ci --prefix "$ctx/mcp-servers" --no-audit --no-fund --omit=dev --loglevel=error \
+    --cache "$CACHE/npm" >/dev/null || die "npm ci of $src failed"
+  [ -x "$ctx/mcp-servers/node_modules/.bin/mcp-server-everything" ] \
+    || die "mcp-server-everything is missing after npm ci"
+  log "MCP servers staged: $(du -sh "$ctx/mcp-servers" | cut -f1)"
 }
 
 # -- 4. build ------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ OTHER = {
     "hack": "build scripts: Kubernetes binaries, images, the install manifest, this table",
     "tests": "`unit/`, `integration/`, `e2e/` by component; real-server fixtures in `fixtures/`",
     "bench": "benchmarks printing ratios to a baseline measured in the same run (`make bench`)",
-    "docs": "architecture (the component map), operations, security, CR reference, HTTP API, governance",
+    "docs": "architecture (the component map), operations, security, CR reference, HTTP API, governance, "
+    "the `agentry` CLI (cli.md), MCP tools (mcp.md)",
     "artifacts": "dashboard screenshots the e2e tests write",
 }
 IGNORED = {

@@ -7,10 +7,12 @@
 #
 # Usage: hack/provision-kube.sh [component ...]
 #   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd helm
-#               crictl coredns pause   (the last three are for the local node, devenv/agentry_localcluster/node.py)
+#               crictl coredns pause kube-router   (the last four are for the local node,
+#               localcluster/agentry_localcluster/node.py; kube-router enforces its NetworkPolicies)
 #   (default: kube-apiserver kube-controller-manager etcd helm)
 # Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh),
-#        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION
+#        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION,
+#        AGENTRY_KUBE_ROUTER_VERSION
 # Prints the asset directory on the last line of stdout.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ ETCD_VERSION="${AGENTRY_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${AGENTRY_HELM_VERSION:-v3.19.5}"
 CRICTL_VERSION="${AGENTRY_CRICTL_VERSION:-v1.34.0}"
 COREDNS_VERSION="${AGENTRY_COREDNS_VERSION:-v1.12.4}"
+KUBE_ROUTER_VERSION="${AGENTRY_KUBE_ROUTER_VERSION:-v2.1.0}"
 source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
 ASSETS="$CACHE/kube/$KUBE_VERSION"
 components=("$@")
@@ -228,6 +231,33 @@ GO
   mv "$ASSETS/pause.tmp" "$ASSETS/pause"
 }
 
+# kube-router, run with only its NetworkPolicy controller (--run-firewall): iptables + ipset, which
+# this kernel has. sigs.k8s.io/kube-network-policies (v0.7.0 is served) needs nftables' `queue`
+# expression (CONFIG_NFT_QUEUE), which the test bed's kernel lacks. A throwaway module like crictl's:
+# the proxy lists no kube-router version (so `go install @v` is refused) and its checksum database has
+# no entry for it, so its hash is pinned below; its dependencies are checked against sum.golang.org.
+build_kube_router() {
+  local work="$CACHE/build/kube-router-$KUBE_ROUTER_VERSION"
+  mkdir -p "$work"
+  if [ ! -f "$work/tools.go" ]; then
+    printf 'module agentry.dev/kuberouterbuild\n\ngo 1.24\n\nrequire github.com/cloudnativelabs/kube-router/v2 %s\n' \
+      "$KUBE_ROUTER_VERSION" >"$work/go.mod"
+    if [ "$KUBE_ROUTER_VERSION" = v2.1.0 ]; then
+      cat >"$work/go.sum" <<'SUM'
+github.com/cloudnativelabs/kube-router/v2 v2.1.0 h1:xWsptKtmZ44L+NjwFKoFAFlVdxCz8fka9A/eYJe95Ok=
+github.com/cloudnativelabs/kube-router/v2 v2.1.0/go.mod h1:JU/k2Qqcph0myF1cRDLidz1SZdoSrPczuYcGxYRSP0A=
+SUM
+    fi
+    printf 'package main\n\nimport _ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"\n' >"$work/tools.go"
+    (cd "$work" && GONOSUMDB=github.com/cloudnativelabs/kube-router go mod tidy >&2)
+  fi
+  log "go build kube-router $KUBE_ROUTER_VERSION ..."
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+    -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+    -o "$ASSETS/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router >&2)
+  mv "$ASSETS/kube-router.tmp" "$ASSETS/kube-router"
+}
+
 kube=()
 for c in "${missing[@]}"; do
   case "$c" in
@@ -236,6 +266,7 @@ for c in "${missing[@]}"; do
     crictl) build_crictl ;;
     coredns) build_coredns ;;
     pause) build_pause ;;
+    kube-router) build_kube_router ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) kube+=("$c") ;;
     *) log "error: unknown component $c"; exit 2 ;;
   esac

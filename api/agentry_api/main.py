@@ -35,7 +35,19 @@ from .designer_llm import LLM, ProviderLLM, llm_from_settings
 from .hosts import TrustedHosts
 from .metrics import LATENCY, REQUESTS
 from .oidc import JWKSVerifier, TokenVerifier
-from .routers import agents, approvals, chat, events, executions, health, pages, scheduler, session, usage
+from .routers import (
+    agents,
+    approvals,
+    budgets,
+    chat,
+    events,
+    executions,
+    health,
+    pages,
+    scheduler,
+    session,
+    usage,
+)
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
@@ -343,7 +355,19 @@ def lifespan_of(
 
 
 def install_routes(app: FastAPI) -> None:
-    for module in (health, session, agents, scheduler, executions, events, approvals, usage, chat, pages):
+    for module in (
+        health,
+        session,
+        agents,
+        scheduler,
+        executions,
+        events,
+        approvals,
+        usage,
+        budgets,
+        chat,
+        pages,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 

@@ -39,3 +39,6 @@ ENV_EXECUTION: Final = "AGENTRY_EXECUTION"
 ENV_AGENT: Final = "AGENTRY_AGENT"
 ENV_NAMESPACE: Final = "AGENTRY_NAMESPACE"
 ENV_DEADLINE: Final = "AGENTRY_DEADLINE_SECONDS"
+# The egress proxy's URL in run pods (docs/security.md, "Egress"): the http tool sends through it after
+# its own checks; tools that honour HTTP(S)_PROXY get the same URL there.
+ENV_EGRESS_PROXY: Final = "AGENTRY_EGRESS_PROXY"

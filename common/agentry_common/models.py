@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -153,6 +153,68 @@ class ApprovalSpec(CRModel):
     required_for: list[Risk] = Field(default_factory=lambda: [Risk.RED])
     red_tools: list[Tool] = Field(default_factory=list)
     timeout_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # Shell and python are RED when the Agent also holds secrets or network access (they could send the
+    # secrets out); true keeps them YELLOW (docs/mcp.md, "Shell and python with access").
+    trust_code_with_access: bool = False
+
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+# The model sees an MCP tool as mcp__<server>__<tool>; providers accept names of at most 64 characters.
+MCP_TOOL_PREFIX = "mcp__"
+MCP_SEPARATOR = "__"
+MCP_TOOL_NAME_MAX = 64
+
+
+class McpTransport(StrEnum):
+    STREAMABLE_HTTP = "StreamableHTTP"
+    SSE = "SSE"
+
+
+class McpValue(CRModel):
+    """A header of a remote MCP server or a variable of a stdio one: a plain value, or the value of one
+    of spec.secrets (by its variable name), optionally after a prefix such as "Bearer "."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    value: str | None = Field(default=None, max_length=4096)
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME, max_length=128)
+    prefix: str = Field(default="", max_length=64)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> McpValue:
+        if (self.value is None) == (self.secret_env is None):
+            raise ValueError(f"{self.name}: set exactly one of value and secretEnv")
+        if self.value is not None and looks_like_secret(self.value):
+            raise ValueError(f"{self.name}: looks like an API key; put it in a Secret and use secretEnv")
+        return self
+
+
+class McpServerSpec(CRModel):
+    """One MCP server whose tools the agent may use: remote (url) or started in the run's sandbox
+    (command, from the image)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    transport: McpTransport | None = None  # a url server's; unset: StreamableHTTP
+    headers: list[McpValue] = Field(default_factory=list, max_length=16)
+    command: list[str] = Field(default_factory=list, max_length=32)
+    env: list[McpValue] = Field(default_factory=list, max_length=32)
+    # The allow-list: exact tool names or patterns (fnmatch, "*" for every tool the server has).
+    tools: list[str] = Field(min_length=1, max_length=128)
+    # Per tool name: the risk to use instead of the one the server's annotations imply.
+    risk: dict[str, Risk] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _remote_or_stdio(self) -> McpServerSpec:
+        if (self.url is None) == (not self.command):
+            raise ValueError(f"mcpServers {self.name}: set exactly one of url and command")
+        if self.url is None and (self.headers or self.transport is not None):
+            raise ValueError(f"mcpServers {self.name}: headers and transport are for a url server")
+        if self.url is not None and self.env:
+            raise ValueError(f"mcpServers {self.name}: env is for a command server (remote: headers)")
+        return self
+
+    def secret_envs(self) -> list[str]:
+        return [v.secret_env for v in (*self.headers, *self.env) if v.secret_env is not None]
 
 
 class SecretKeyRef(CRModel):
@@ -194,6 +256,7 @@ class AgentSpec(CRModel):
     priority: int = Field(default=5, ge=0, le=10)
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
     secrets: list[SecretSpec] = Field(default_factory=list, max_length=32)
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list, max_length=10)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
 
@@ -203,6 +266,23 @@ class AgentSpec(CRModel):
         if len(set(tools)) != len(tools):
             raise ValueError("tools must not repeat")
         return tools
+
+    @model_validator(mode="after")
+    def _mcp_rules(self) -> AgentSpec:
+        """The CRD's CEL rules on spec.mcpServers, for callers that validate without the API server."""
+        if not self.mcp_servers:
+            return self
+        if self.runtime is not Runtime.AGENTRY:
+            raise ValueError("mcpServers: only runtime agentry runs MCP servers")
+        names = [s.name for s in self.mcp_servers]
+        if len(set(names)) != len(names):
+            raise ValueError("mcpServers: names must not repeat")
+        envs = {s.env for s in self.secrets}
+        for server in self.mcp_servers:
+            for env in server.secret_envs():
+                if env not in envs:
+                    raise ValueError(f"mcpServers {server.name}: secretEnv {env} is not a spec.secrets env")
+        return self
 
 
 class AgentRef(CRModel):
@@ -263,6 +343,17 @@ class PendingApproval(CRModel):
     expires_at: str | None = None
 
 
+class McpServerStatus(CRModel):
+    name: str
+    tools: dict[str, Risk] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class McpStatus(CRModel):
+    execution: str | None = None
+    servers: list[McpServerStatus] = Field(default_factory=list)
+
+
 class ExecutionStatus(CRModel):
     phase: Phase | None = None
     reason: str | None = None
@@ -277,6 +368,7 @@ class ExecutionStatus(CRModel):
     attempts: int | None = None
     result: Result | None = None
     usage: Usage | None = None
+    mcp: McpStatus | None = None
     approval: PendingApproval | None = None
 
 
@@ -318,6 +410,7 @@ class AgentStatus(CRModel):
     totals: Totals | None = None
     archived: Archived | None = None
     schedule_ref: str | None = None
+    mcp: McpStatus | None = None
 
 
 _SECRETISH = re.compile(r"(sk-ant-[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9]{32,}|AIza[0-9A-Za-z_-]{35})")

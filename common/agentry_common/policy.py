@@ -50,6 +50,8 @@ class Rule:
     SCHEDULE_BACKEND = "allowedScheduleBackends"
     MODEL = "allowedModels"
     BASE_URL = "allowedBaseURLs"
+    MCP_URL = "allowedMCPServerURLs"
+    MCP_STDIO = "mcpStdioServers"
 
 
 @dataclass(frozen=True)
@@ -123,18 +125,8 @@ _SUFFIXES: dict[str, Decimal] = {
     "n": Decimal("1e-9"),
     "u": Decimal("1e-6"),
     "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
+    **{p: Decimal(10) ** (3 * i) for i, p in enumerate("kMGTPE", 1)},
+    **{p + "i": Decimal(2) ** (10 * i) for i, p in enumerate("KMGTPE", 1)},
 }
 _QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))((?:[eE][+-]?\d+)|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?")
 
@@ -166,6 +158,12 @@ class AgentPolicy(_Model):
     # Model endpoints (spec.model.baseURL, fallbacks' too) an Agent may set, exact or as a prefix ending
     # in "/"; none by default (a run's key, or its token, would be sent there).
     allowed_base_urls: list[str] = Field(default_factory=list, alias="allowedBaseURLs")
+    # Remote MCP servers (spec.mcpServers[].url) an Agent may connect to, fnmatch patterns; https only
+    # by default (the Agent's secrets may travel in its headers). Its http.allowedHosts must list the
+    # host too. Stdio servers run a program from the image like shell does: only where shell is allowed.
+    allowed_mcp_server_urls: list[str] = Field(
+        default_factory=lambda: ["https://*"], alias="allowedMCPServerURLs"
+    )
 
     @field_validator("max_resources")
     @classmethod
@@ -285,6 +283,29 @@ def _model_violations(spec: AgentSpec, policy: AgentPolicy) -> list[Violation]:
     return found
 
 
+def _mcp_violations(spec: AgentSpec, policy: AgentPolicy) -> list[Violation]:
+    found: list[Violation] = []
+    for i, server in enumerate(spec.mcp_servers):
+        path: Path_ = ("spec", "mcpServers", i)
+        if server.url is not None:
+            if not any(fnmatch.fnmatchcase(server.url, p) for p in policy.allowed_mcp_server_urls):
+                allowed = ", ".join(policy.allowed_mcp_server_urls) or "none"
+                found.append(
+                    Violation(
+                        Rule.MCP_URL, (*path, "url"), f"MCP server {server.url} is not allowed ({allowed})"
+                    )
+                )
+        elif Tool.SHELL not in policy.allowed_tools:
+            found.append(
+                Violation(
+                    Rule.MCP_STDIO,
+                    (*path, "command"),
+                    "a stdio MCP server runs a program in the sandbox; the shell tool is not allowed here",
+                )
+            )
+    return found
+
+
 def violations(
     spec: AgentSpec | Mapping[str, Any],
     policy: AgentPolicy,
@@ -315,32 +336,16 @@ def violations(
         if v.rule == Rule.SECRET_FORBIDDEN or index not in unchecked:
             found.append(v)
     found += _resource_violations(spec, policy.max_resources)
-    if spec.timeout_seconds > policy.max_timeout_seconds:
-        found.append(
-            Violation(
-                Rule.TIMEOUT,
-                ("spec", "timeoutSeconds"),
-                f"{spec.timeout_seconds} s is more than the {policy.max_timeout_seconds} s allowed",
-            )
-        )
-    if spec.retries > policy.max_retries:
-        found.append(
-            Violation(
-                Rule.RETRIES,
-                ("spec", "retries"),
-                f"{spec.retries} is more than the {policy.max_retries} allowed",
-            )
-        )
-    for kind in ("succeeded", "failed"):
-        value = getattr(spec.history_limits, kind)
-        if value > policy.max_history_limit:
-            found.append(
-                Violation(
-                    Rule.HISTORY,
-                    ("spec", "historyLimits", kind),
-                    f"{value} is more than the {policy.max_history_limit} allowed",
-                )
-            )
+    history, most_history = spec.history_limits, policy.max_history_limit
+    maxima: list[tuple[str, Path_, int, int, str]] = [
+        (Rule.TIMEOUT, ("spec", "timeoutSeconds"), spec.timeout_seconds, policy.max_timeout_seconds, " s"),
+        (Rule.RETRIES, ("spec", "retries"), spec.retries, policy.max_retries, ""),
+        (Rule.HISTORY, ("spec", "historyLimits", "succeeded"), history.succeeded, most_history, ""),
+        (Rule.HISTORY, ("spec", "historyLimits", "failed"), history.failed, most_history, ""),
+    ]
+    for rule, path, value, most, unit in maxima:
+        if value > most:
+            found.append(Violation(rule, path, f"{value}{unit} is more than the {most}{unit} allowed"))
     found += priority_violations(spec.priority, policy, ("spec", "priority"))
     if spec.schedule is not None and spec.schedule.backend not in policy.allowed_schedule_backends:
         allowed = ", ".join(b.value for b in policy.allowed_schedule_backends) or "none"
@@ -352,6 +357,7 @@ def violations(
             )
         )
     found += _model_violations(spec, policy)
+    found += _mcp_violations(spec, policy)
     return found
 
 

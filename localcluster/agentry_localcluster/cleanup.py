@@ -1,5 +1,6 @@
 """What a node leaves on the host, and removing it: containerd shims, pod processes, mounts, pod
-state, the bridge, iptables chains and cgroups. `cleanup()` is safe whenever the node is not running."""
+state, the bridge, iptables chains, kube-router's ipsets and cgroups. `cleanup()` is safe whenever the
+node is not running."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from .host import crictl, iptables, run
 from .layout import BRIDGE, CGROUP_ROOT, CHAIN_PREFIX, NODE_ROOT, NODE_RUN, containerd_socket
+from .netpol import destroy_ipsets, ipsets
 
 
 def _remove_chains(binary: str, prefixes: tuple[str, ...]) -> None:
@@ -155,6 +157,8 @@ def leftovers() -> list[str]:
     ]
     if chains:
         found.append(f"{len(chains)} iptables chain(s) ({', '.join(sorted(set(chains))[:4])}, ...)")
+    if sets := ipsets():
+        found.append(f"{len(sets)} ipset(s) of kube-router ({', '.join(sets[:2])}, ...)")
     return found
 
 
@@ -190,6 +194,9 @@ def cleanup() -> list[str]:
     # kube-proxy's and the kubelet's chains (what `kube-proxy --cleanup` removes), ours, CNI's.
     for binary in ("iptables", "ip6tables"):
         _remove_chains(binary, (CHAIN_PREFIX, "KUBE-", "CNI-"))
+    # kube-router's sets, once no rule references them.
+    if sets := destroy_ipsets():
+        done.append(f"destroyed {sets} ipset(s) of kube-router")
     for tree in _our_cgroups():
         _rmdir_tree(tree)
     return done

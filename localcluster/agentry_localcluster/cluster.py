@@ -22,6 +22,7 @@ from . import node as n
 from .dns import coredns_manifests, dns_query
 from .images import BuiltImages
 from .kube import CONTROL_PLANE, ControlPlane, provision
+from .netpol import RBAC as KUBE_ROUTER_RBAC
 from .procs import ServerError, log_tail
 from .proctable import pid_alive
 from .running import STATE, acquire_lock, lock_holder
@@ -98,12 +99,12 @@ class Cluster:
         n.setup_network()
         say("    control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) ...")
         self.plane.start()
-        say(f"    node {n.NODE_NAME} (containerd, kubelet, kube-proxy) at {n.NODE_IP} ...")
+        say(f"    node {n.NODE_NAME} (containerd, kubelet, kube-router, kube-proxy) at {n.NODE_IP} ...")
         # The Node authorizer lets a kubelet read a Secret only once its graph links the Secret to a
         # pod bound to the node; it lags the pod by a moment, and a run pod started in that moment
         # fails with "failed to sync secret cache". On a single node every pod is this node's anyway:
         # RBAC's system:node role (bound to no one by default) closes the gap.
-        self.apply([NODE_ROLE_BINDING])
+        self.apply([NODE_ROLE_BINDING, *KUBE_ROUTER_RBAC])
         self.node = n.Node(self.workdir / "node", self.plane, self.assets)
         self.node.start(say, images)
         say("    cluster DNS (CoreDNS) ...")

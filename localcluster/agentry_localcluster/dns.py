@@ -15,6 +15,10 @@ from .layout import CLUSTER_DNS, CLUSTER_DOMAIN
 NAMESPACE = "kube-system"
 LABELS = {"k8s-app": "kube-dns"}
 META = {"name": "coredns", "namespace": NAMESPACE}
+# CoreDNS serves on 53 inside its pod, as clusters do: NetworkPolicies name the pod's port (after the
+# Service's translation), and the chart's DNS rules allow 53. It runs as non-root all the same: the
+# pod's namespaced sysctl net.ipv4.ip_unprivileged_port_start (a "safe" sysctl) lets it bind 53.
+DNS_PORT = 53
 
 
 def dns_query(name: str, server: str = CLUSTER_DNS, timeout: float = 2) -> list[str]:
@@ -46,7 +50,7 @@ def dns_query(name: str, server: str = CLUSTER_DNS, timeout: float = 2) -> list[
     return found
 
 
-COREFILE = f""".:1053 {{
+COREFILE = f""".:{DNS_PORT} {{
     errors
     health :8080
     ready :8181
@@ -65,7 +69,7 @@ COREFILE = f""".:1053 {{
 
 
 def coredns_manifests() -> list[dict[str, Any]]:
-    """Cluster DNS as kubeadm sets it up, but non-root on port 1053 (the Service maps 53 to it)."""
+    """Cluster DNS as kubeadm sets it up, on port 53 of a non-root pod (DNS_PORT)."""
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": META},
         *_coredns_rbac(),
@@ -127,6 +131,7 @@ def _coredns_deployment() -> dict[str, Any]:
                         "runAsNonRoot": True,
                         "runAsUser": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
+                        "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": str(DNS_PORT)}],
                     },
                     "containers": [_coredns_container()],
                     "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
@@ -143,8 +148,8 @@ def _coredns_container() -> dict[str, Any]:
         "imagePullPolicy": "Never",
         "args": ["-conf", "/etc/coredns/Corefile"],
         "ports": [
-            {"name": "dns", "containerPort": 1053, "protocol": "UDP"},
-            {"name": "dns-tcp", "containerPort": 1053, "protocol": "TCP"},
+            {"name": "dns", "containerPort": DNS_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}},
@@ -167,8 +172,8 @@ def _coredns_service() -> dict[str, Any]:
             "clusterIP": CLUSTER_DNS,
             "selector": LABELS,
             "ports": [
-                {"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
-                {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "targetPort": DNS_PORT, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "targetPort": DNS_PORT, "protocol": "TCP"},
             ],
         },
     }

@@ -33,6 +33,7 @@ HOST_PACKAGES = {
     str(CNI_BIN / "bridge"): "containernetworking-plugins",
     "iptables": "iptables",
     "conntrack": "conntrack",
+    "ipset": "ipset",  # kube-router's NetworkPolicy sets (netpol.py)
     "ip": "iproute2",
     "mount": "mount",
 }

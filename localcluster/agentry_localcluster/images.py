@@ -3,8 +3,8 @@
 * `pause` (the pod sandbox) and `coredns` are single static binaries built by hack/provision-kube.sh;
   their images are written here as docker-archive tarballs (one layer, fixed timestamps: the same
   binary always gives the same image id) and imported with `ctr images import`.
-* The workspace, operator and API images are built by Docker (hack/build-images.sh) and moved with
-  `docker save | ctr images import -`.
+* The workspace, operator, API, gateway and egress proxy (squid) images are built by Docker
+  (hack/build-images.sh) and moved with `docker save | ctr images import -`.
 
 An image is imported only when containerd lacks it or holds another id (config digest) for its tag.
 """
@@ -66,6 +66,29 @@ def _ctr_import(archive: Path | None, stdin: subprocess.Popen[bytes] | None = No
             raise ServerError(f"`docker save` failed: {err.strip()}")
     if result.returncode != 0:
         raise ServerError(f"`ctr images import` failed: {result.stderr.decode(errors='replace').strip()}")
+
+
+# containerd's import sometimes fails unpacking a layer over a snapshot it lost track of (seen once:
+# "parent snapshot sha256:... does not exist"; an identical rerun passed). Removing the half-imported
+# image and importing once more gets past it; any other failure is reported as it is.
+SNAPSHOT_FLAKE = ("parent snapshot", "does not exist")
+
+
+def _ctr_rmi(tag: str) -> None:
+    argv = ["ctr", "--address", str(containerd_socket()), "-n", "k8s.io", "images", "rm", _normalize(tag)]
+    subprocess.run(argv, capture_output=True, timeout=120, check=False)
+
+
+def import_retrying(tag: str, do_import: Callable[[], None], say: Say) -> None:
+    """`do_import()`, and once more after `ctr images rm tag` if containerd lost a parent snapshot."""
+    try:
+        do_import()
+    except ServerError as exc:
+        if not all(part in str(exc) for part in SNAPSHOT_FLAKE):
+            raise
+        say(f"    {tag}: containerd lost a parent snapshot while importing; removing it and retrying once")
+        _ctr_rmi(tag)
+        do_import()
 
 
 # -- single-binary images ---------------------------------------------------------------------------
@@ -131,7 +154,7 @@ class BinaryImage:
         with tempfile.NamedTemporaryFile(dir=NODE_ROOT, suffix=".tar") as f:
             f.write(data)
             f.flush()
-            _ctr_import(Path(f.name))
+            import_retrying(self.tag, lambda: _ctr_import(Path(f.name)), say)
         if containerd_image_id(assets, self.tag) != image_id:
             raise ServerError(f"{self.tag} was imported but containerd does not list it")
         say(f"    imported {self.tag} ({len(data) // 1024} KiB) in {time.monotonic() - t0:.1f} s")
@@ -160,7 +183,7 @@ class BuiltImages:
 
 
 def build_images(
-    say: Say, components: tuple[str, ...] = ("workspace", "operator", "api", "gateway")
+    say: Say, components: tuple[str, ...] = ("workspace", "operator", "api", "gateway", "squid")
 ) -> BuiltImages:
     """Run hack/build-images.sh (Docker, offline, cached); its progress goes to our stderr."""
     t0 = time.monotonic()
@@ -197,8 +220,13 @@ def load_docker_image(assets: Path, tag: str, docker_host: str, say: Say) -> boo
         return False
     t0 = time.monotonic()
     env = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else dict(os.environ)
-    save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _ctr_import(None, stdin=save)
+
+    def save_and_import() -> None:
+        argv = ["docker", "save", tag]
+        save = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        _ctr_import(None, stdin=save)
+
+    import_retrying(tag, save_and_import, say)
     if containerd_image_id(assets, tag) != image_id:
         raise ServerError(f"{tag} was imported but containerd lists another id for it")
     say(f"    loaded {tag} into the node in {time.monotonic() - t0:.0f} s")

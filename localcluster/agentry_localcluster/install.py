@@ -105,6 +105,8 @@ class Install:
     extra_values: dict[str, Any] = field(default_factory=dict)
     # The LLM gateway between runs and providers (keys only in the gateway); False: runs get the keys.
     gateway: bool = True
+    # With the gateway: runs reach the network only through the egress proxy (egress_values).
+    egress_proxy: bool = True
     daily_budget_usd: str = DEV_DAILY_BUDGET_USD
 
     @property
@@ -135,6 +137,8 @@ class Install:
         }
         if self.gateway:
             values["gateway"] = self.gateway_values(never)
+            if self.egress_proxy:
+                values.update(self.egress_values(never))
         else:
             llm: dict[str, str] = {}
             if self.providers.anthropic_base_url:
@@ -143,6 +147,16 @@ class Install:
                 llm["openaiBaseUrl"] = reachable_from_pods(self.providers.openai_base_url)
             values["operator"]["llm"] = llm
         return _merge(values, self.extra_values)
+
+    def egress_values(self, image: dict[str, str]) -> dict[str, Any]:
+        """Runs reach the network only through the egress proxy (their Agent's allow-list), DNS and the
+        gateway. The node's address is the one private destination the proxy may reach: host services
+        there stand in for the internet in tests (docs/security.md, "Egress")."""
+        proxy = {"image": {"repository": "agentry/squid", **image}, "allowedPrivateCidrs": [f"{NODE_IP}/32"]}
+        return {
+            "egress": {"proxy": {"enabled": True, **proxy}},
+            "workloads": {"networkPolicy": {"egress": "proxy"}},
+        }
 
     def gateway_values(self, image: dict[str, str]) -> dict[str, Any]:
         """One gateway replica with its budgets in the Firestore emulator; channels at the configured

@@ -24,7 +24,7 @@ PAUSE_IMAGE = "docker.io/agentry/pause:3.10"
 CGROUP_ROOT = "agentry"
 CHAIN_PREFIX = "AGENTRY-"
 MIN_FREE_BYTES = 5 * 1024**3
-NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "crictl", "coredns", "pause")
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "crictl", "coredns", "pause", "kube-router")
 
 
 def containerd_socket() -> Path:

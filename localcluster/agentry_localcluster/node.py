@@ -1,4 +1,5 @@
-"""A local Kubernetes node on this machine: containerd + runc, bridge CNI, kubelet and kube-proxy.
+"""A local Kubernetes node on this machine: containerd + runc, bridge CNI, kubelet, kube-proxy and a
+NetworkPolicy engine (kube-router's firewall, netpol.py).
 
 Nothing here is faked: pods are real containers. The parts come from where they can be had without a
 container registry: containerd, runc, the CNI plugins and iptables from Debian (installed on demand),
@@ -14,7 +15,8 @@ Everything the node creates on the host is namespaced so it can be found and rem
 | kubelet root, pod logs | `NODE_ROOT/kubelet`, `NODE_ROOT/pod-logs` |
 | CNI config, IPAM state | `NODE_ROOT/cni` |
 | bridge `agentry0` | the node's address `NODE_IP` is the bridge's (pods' default gateway) |
-| iptables | chains `AGENTRY-*` (forwarding, masquerade), and the kubelet's and kube-proxy's `KUBE-*` |
+| iptables | chains `AGENTRY-*` (forwarding, masquerade); kubelet's, kube-proxy's, kube-router's `KUBE-*` |
+| ipsets | kube-router's `KUBE-SRC-*`, `KUBE-DST-*` (the pods a NetworkPolicy selects) |
 | cgroups | `/agentry` in every hierarchy (kubelet's `cgroupRoot`) |
 
 Only one node runs per machine (bridge, iptables chains and kube-proxy's rules are machine-wide):
@@ -54,6 +56,8 @@ from .layout import (
     NODE_RUN,
     containerd_socket,
 )
+from .netpol import USER as KUBE_ROUTER_USER
+from .netpol import start_kube_router
 from .nodeconf import cni_conflist, containerd_config, kube_proxy_config, kubelet_config
 from .procs import Proc, ServerError, log_tail, start_with_ports
 
@@ -84,7 +88,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class Node:
-    """containerd, kubelet and kube-proxy for `plane` (started with node_ip=NODE_IP)."""
+    """containerd, kubelet, kube-proxy and kube-router for `plane` (started with node_ip=NODE_IP)."""
 
     workdir: Path
     plane: ControlPlane
@@ -92,7 +96,7 @@ class Node:
     procs: list[Proc] = field(default_factory=list, repr=False)
 
     def start(self, say: Say, images: BuiltImages | None = None, timeout: float = 120) -> Node:
-        """Start containerd, import the images, then start the kubelet and kube-proxy.
+        """Start containerd, import the images, then the kubelet, kube-router and kube-proxy.
 
         Images are imported before the kubelet starts, so the pods it (re)creates from an earlier
         run's objects always use the images of this run.
@@ -112,6 +116,14 @@ class Node:
                 if not load_docker_image(self.assets, tag, images.docker_host, say):
                     say(f"    {tag}: the node has this image already")
         self._start_kubelet(timeout)
+        # Before Agentry's pods are applied: policies hold from their first packet.
+        start_kube_router(
+            self.assets,
+            self.plane.client_kubeconfig("kube-router", KUBE_ROUTER_USER),
+            self.workdir,
+            timeout,
+            self.procs.append,
+        )
         self._start_kube_proxy(timeout)
         return self
 

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable
 
 from .images import build_images
 from .kube import CONTROL_PLANE, provision
+from .layout import NODE_BINARIES
+from .mcpservers import install_mcp_servers
 from .procs import ServerError
 
 Say = Callable[[str], None]
 
-NODE = ("kube-scheduler", "kubelet", "kube-proxy", "crictl", "coredns", "pause")
+NODE = NODE_BINARIES  # kube-scheduler, kubelet, kube-proxy, crictl, CoreDNS, pause, kube-router
 # What each test tier needs built before its first test.
 BINARIES = {
     "unit": ("helm",),
@@ -58,9 +60,12 @@ def prepare(tiers: Iterable[str], say: Say = _say) -> None:
     say(f"binaries for {', '.join(wanted)}: {' '.join(components)} (cold: 15-25 min on 2 cores)")
     provision(components)
     say(f"binaries ready ({time.monotonic() - t0:.0f} s)")
+    if "integration" in wanted:
+        say("the reference MCP server (npm ci of workspace_image/mcp-servers)")
+        install_mcp_servers()
     if "e2e" in wanted:
         t1 = time.monotonic()
-        say("images: workspace, operator, API, gateway (cold: ~10 min)")
+        say("images: workspace, operator, API, gateway, egress proxy (cold: ~10 min)")
         build_images(say)
         say(f"images ready ({time.monotonic() - t1:.0f} s)")
         _chromium(say)

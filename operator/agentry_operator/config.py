@@ -48,6 +48,9 @@ class OperatorConfig(BaseSettings):
     # no admission). Set: every start asks the gateway's admission, run pods get a per-Execution
     # token instead of provider keys, and the token keyring below is required.
     gateway_url: str | None = None
+    # -- The egress proxy (docs/security.md, "Egress"), e.g. http://agentry-egress.agentry.svc:3128:
+    # run pods get it as AGENTRY_EGRESS_PROXY and HTTP(S)_PROXY (the gateway excepted in NO_PROXY).
+    egress_proxy_url: str | None = None
     # -- Token keyring shared with the gateway: a mounted Secret directory (one file per key id), or
     # kid:secret pairs (development); the minting key id (default: the greatest).
     token_keys_dir: str | None = None
@@ -87,6 +90,14 @@ class OperatorConfig(BaseSettings):
     # -- kopf peering (several replicas: one acts, by priority).
     peering_name: str | None = None
     peering_priority: int = 100
+    # -- Leader election (several replicas): every replica serves the webhook, the one holding the
+    # Lease `lease_name` in `lease_namespace` (default: POD_NAMESPACE) reconciles (leader.py).
+    leader_election: bool = False
+    lease_name: str = "agentry-operator"
+    lease_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("AGENTRY_LEASE_NAMESPACE", "POD_NAMESPACE")
+    )
+    lease_seconds: int = Field(default=10, ge=3, le=120)
     # -- Seconds between coalesced refreshes of Agent status (totals, history, next run).
     agent_refresh_seconds: float = 1.0
     # -- Cloud Scheduler backend (spec.schedule.backend: CloudScheduler); enabled when project,

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from .handlers.execution import on_execution
 from .handlers.outcome import on_job, on_pod
 from .handlers.state import State
 from .metrics import RECONCILE_SECONDS, RECONCILES
+from .registries import RECONCILE, WEBHOOKS
+from .replicas import Scope, run_replicated
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -57,8 +60,8 @@ def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
     )
 
 
-@kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Start-up of the reconciling side: kopf's storage, timeouts, and the operator's context."""
     config = get_config()
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
@@ -69,12 +72,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    if config.webhook_enabled:
-        settings.admission.server = _webhook_server(config)
-        if config.webhook_managed:
-            settings.admission.managed = "agentry.dev"
-    if config.metrics_port:
-        start_http_server(config.metrics_port)
     ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
     ctx.state.governance = Governance.from_config(config)
@@ -85,7 +82,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     store(memo, ctx)
 
 
-@kopf.on.cleanup()
+async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Start-up of the webhook server; on a webhook-only replica also a context for its client."""
+    config = get_config()
+    settings.admission.server = _webhook_server(config)
+    if config.webhook_managed:
+        settings.admission.managed = "agentry.dev"
+    if find(memo) is None:
+        store(memo, OperatorContext(config=config, client=kube.new_client(), state=State()))
+
+
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = find(memo)
     if ctx is None:  # start-up failed before storing it
@@ -99,13 +105,12 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await ctx.scheduler.close()
 
 
-@kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # Only the built-in minimal logins: importing the official client would double our memory.
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.on.probe(id="executions")
+@kopf.on.probe(id="executions", registry=RECONCILE)
 async def executions_known(memo: kopf.Memo, **_: Any) -> int:
     return len(context(memo).state.executions)
 
@@ -125,7 +130,7 @@ class _Timed:
 # --- Executions ------------------------------------------------------------------------------
 
 
-@kopf.on.event(G, V, "executions")
+@kopf.on.event(G, V, "executions", registry=RECONCILE)
 async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     if type == "DELETED":
@@ -137,14 +142,14 @@ async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf
         await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=type is None)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=RECONCILE)
 async def job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Job"):
         ctx = context(memo)
         await on_job(ctx.client, ctx.state, type, dict(body))
 
 
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=RECONCILE)
 async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Pod"):
         ctx = context(memo)
@@ -154,9 +159,9 @@ async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 # --- Agents ----------------------------------------------------------------------------------
 
 
-@kopf.on.create(G, V, "agents", backoff=5)
-@kopf.on.update(G, V, "agents", backoff=5)
-@kopf.on.resume(G, V, "agents", backoff=5)
+@kopf.on.create(G, V, "agents", backoff=5, registry=RECONCILE)
+@kopf.on.update(G, V, "agents", backoff=5, registry=RECONCILE)
+@kopf.on.resume(G, V, "agents", backoff=5, registry=RECONCILE)
 async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     with _Timed("Agent"):
         ctx = context(memo)
@@ -169,13 +174,13 @@ def _has_cloud_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
 
 
 # Only Agents that may own a Cloud Scheduler job get the finalizer (kopf adds it for this handler).
-@kopf.on.delete(G, V, "agents", when=_has_cloud_job, backoff=10)
+@kopf.on.delete(G, V, "agents", when=_has_cloud_job, backoff=10, registry=RECONCILE)
 async def agent_deleted(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     await delete_agent_schedule(ctx.config, ctx.scheduler, dict(body), logger)
 
 
-@kopf.on.event(G, V, "agents")
+@kopf.on.event(G, V, "agents", registry=RECONCILE)
 async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -247,7 +252,7 @@ def get_policy() -> AgentPolicy:
     return load_policy(get_config().policy_file)
 
 
-def register_webhooks() -> None:
+def register_webhooks(registry: kopf.OperatorRegistry) -> None:
     """The validating handlers, served at /<id> (the chart's ValidatingWebhookConfiguration names the
     same paths). Agents and owner-labelled Executions fail closed: while the operator is down, those
     writes are refused rather than let through unchecked (persistent: kopf's self-managed configuration
@@ -261,6 +266,7 @@ def register_webhooks() -> None:
         operations=["CREATE", "UPDATE"],
         ignore_failures=False,
         persistent=True,
+        registry=registry,
     )(validate_agent)
     kopf.on.validate(
         G,
@@ -271,14 +277,37 @@ def register_webhooks() -> None:
         labels={c.LABEL_OWNER: kopf.PRESENT},
         ignore_failures=False,
         persistent=True,
+        registry=registry,
     )(validate_execution_owner)
     kopf.on.validate(
-        G, V, "executions", id="validate-execution", operations=["CREATE", "UPDATE"], ignore_failures=True
+        G,
+        V,
+        "executions",
+        id="validate-execution",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
     )(validate_execution)
 
 
 def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True
+
+
+def register(config: OperatorConfig, scan_namespaces: bool) -> None:
+    """Start-up, clean-up and login in each registry that runs; the webhooks in WEBHOOKS when
+    replicas elect a leader (every one serves them), else beside the handlers in RECONCILE."""
+    webhooks = WEBHOOKS if config.leader_election else RECONCILE
+    for registry in [RECONCILE] if webhooks is RECONCILE else [RECONCILE, WEBHOOKS]:
+        kopf.on.login(registry=registry)(login)
+        if not scan_namespaces:  # exact names: no list/watch of Namespaces (one less permission)
+            kopf.on.startup(registry=registry)(_disable_namespace_scanning)
+        kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.startup(registry=RECONCILE)(configure)
+    if config.webhook_enabled:
+        get_policy()  # a malformed policy file stops the operator here, not at the first review
+        kopf.on.startup(registry=webhooks)(configure_admission)
+        register_webhooks(webhooks)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -296,16 +325,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = get_config()
     namespaces = args.namespace or config.watch_namespaces
-    if config.webhook_enabled:
-        get_policy()  # a malformed policy file stops the operator here, not at the first review
-        register_webhooks()
-    if namespaces and not any(ch in ns for ns in namespaces for ch in "*?[!"):
-        # Exact names: no need to list/watch Namespace objects (one less cluster-wide permission).
-        kopf.on.startup()(_disable_namespace_scanning)
+    register(config, scan_namespaces=not namespaces or any(ch in ns for ns in namespaces for ch in "*?[!"))
+    if config.metrics_port:
+        start_http_server(config.metrics_port)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    scope = Scope(clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces)
+    if config.leader_election:
+        sys.exit(run_replicated(config, scope, args.liveness))
     kopf.run(
-        clusterwide=args.all_namespaces or not namespaces,
-        namespaces=namespaces,
+        registry=RECONCILE,
+        clusterwide=scope.clusterwide,
+        namespaces=scope.namespaces,
         standalone=config.peering_name is None,
         peering_name=config.peering_name,
         priority=config.peering_priority,

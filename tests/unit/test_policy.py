@@ -226,3 +226,37 @@ def test_load_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path.write_text(json.dumps({"maxTimeout": 600}))  # a typo stops the component, not silently ignored
     with pytest.raises(ValidationError):
         load_policy()
+
+
+def test_mcp_servers_remote_urls_and_stdio() -> None:
+    remote = {"name": "gh", "url": "https://mcp.example.com/mcp", "tools": ["*"]}
+    plain = {"name": "local", "url": "http://mcp.example.com/mcp", "tools": ["*"]}
+    stdio = {"name": "everything", "command": ["mcp-server-everything"], "tools": ["echo"]}
+    assert check(mcpServers=[remote, stdio]) == []
+    # https only by default: an Agent's secrets may travel in the headers.
+    assert rules(check(mcpServers=[remote, plain])) == [(Rule.MCP_URL, "spec.mcpServers[1].url")]
+    narrow = AgentPolicy(allowedMCPServerURLs=["https://mcp.example.com/*"], allowedTools=["files"])
+    found = check(narrow, mcpServers=[{**remote, "url": "https://evil.example.net/mcp"}, stdio])
+    assert rules(found) == [
+        (Rule.MCP_URL, "spec.mcpServers[0].url"),
+        (Rule.MCP_STDIO, "spec.mcpServers[1].command"),
+    ]
+    assert "evil.example.net" in found[0].message and "shell" in found[1].message
+
+
+def test_mcp_secrets_are_spec_secrets_with_their_opt_in() -> None:
+    server = {
+        "name": "gh",
+        "url": "https://mcp.example.com/mcp",
+        "headers": [{"name": "Authorization", "secretEnv": "TOKEN", "prefix": "Bearer "}],
+        "tools": ["*"],
+    }
+    # The header names a spec.secrets entry, so that Secret's opt-in label decides.
+    assert rules(check(secrets=[secret("gh-token")], mcpServers=[server])) == [
+        (Rule.SECRET_NOT_REFERABLE, "spec.secrets[0].secretKeyRef.name")
+    ]
+    opted_in = {"gh-token": OPTED_IN}
+    assert check(None, opted_in, secrets=[secret("gh-token")], mcpServers=[server]) == []
+    # A secretEnv that is no spec.secrets entry is refused by the model (the CRD's CEL rule too).
+    with pytest.raises(ValidationError, match=r"secretEnv TOKEN is not a spec\.secrets env"):
+        check(mcpServers=[server])

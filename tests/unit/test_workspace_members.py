@@ -123,5 +123,8 @@ def test_members_are_the_components() -> None:
         "agentry-cli",
     }
     runtime = _locked("workspace_image")
-    for server_only in ("fastapi", "uvicorn", "kopf", "lightkube", "google-cloud-firestore"):
+    for server_only in ("fastapi", "kopf", "lightkube", "google-cloud-firestore"):
         assert server_only not in runtime, f"the run image would install {server_only}"
+    # The official MCP SDK (the runtime's MCP client) requires uvicorn and starlette for its server
+    # half; they come in only through it, and the import contract keeps the runtime off them.
+    assert "uvicorn" not in runtime or "mcp" in runtime

@@ -14,6 +14,7 @@ from agentry_llm.factory import BASE_URL_ENV, KEY_ENV, base_url_for
 
 from .config import ConfigError, RunConfig
 from .events import tool_env
+from .policy import red_tools
 from .tools.netpolicy import Refused, parse_entry
 
 ENV_CLAUDE_BIN = "AGENTRY_CLAUDE_BIN"
@@ -47,7 +48,8 @@ def find_binary(env: Mapping[str, str]) -> str:
 def cli_argv(binary: str, cfg: RunConfig) -> list[str]:
     """The command line: print mode, stream-json out, the spec's model, turns, budget and tools."""
     spec = cfg.spec
-    allowed, disallowed = tool_permissions(spec.tools, spec.approval.red_tools, spec.http.allowed_hosts)
+    # Shell and python with secrets or network access are RED too (policy.red_tools): disallowed here.
+    allowed, disallowed = tool_permissions(spec.tools, red_tools(spec), spec.http.allowed_hosts)
     system = (
         f"{spec.instructions.strip()}\n\nYou run unattended as the Agentry agent "
         f'"{cfg.agent}". End with a final message that states the result.'

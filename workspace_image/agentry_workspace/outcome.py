@@ -55,6 +55,8 @@ class Outcome:
     approval: dict[str, Any] | None = None
     retries: int = 0
     fallbacks: int = 0
+    # Per MCP server: the tools offered (name -> risk) or why it could not be reached.
+    mcp: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -73,6 +75,8 @@ class Outcome:
         }
         if self.approval is not None:
             data["approval"] = self.approval
+        if self.mcp:
+            data["mcp"] = self.mcp
         return data
 
 

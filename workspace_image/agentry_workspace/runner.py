@@ -6,10 +6,8 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
-from agentry_common.models import usd
 from agentry_common.statesig import ENV_STATE_KEY
 from agentry_llm import (
     BreakerRegistry,
@@ -38,13 +36,14 @@ from .approvals import (
 )
 from .config import FULL_RESULT_FILE, ConfigError, RunConfig
 from .events import TEXT_IN_EVENTS, EventSink, tool_env
+from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
 from .prompts import CONTINUE_PROMPT, EMPTY_INPUT_PROMPT, system_prompt
 from .state import PendingApproval, RunState, approval_id
 from .tools import ToolContext, ToolInputError, enabled_tools
 from .tools.base import one_line
-from .usage import UsageTracker
+from .usage import UsageTracker, budget_stop
 
 
 class Runner:
@@ -90,6 +89,7 @@ class Runner:
         self._timeout: asyncio.Timeout | None = None
         self._stop_note = ""
         self._cost_warned = False
+        self._mcp: list[dict[str, Any]] = []  # what the MCP servers offered (the result's `mcp`)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -106,7 +106,12 @@ class Runner:
                 self._timeout = timeout
                 if self._stop_note:  # SIGTERM arrived before the run started
                     timeout.reschedule(asyncio.get_running_loop().time())
-                outcome = await self._loop()
+                async with McpServers(
+                    self.spec, self.cfg.env, workspace=str(self.cfg.workspace), events=self.events
+                ) as mcp:
+                    self.tools.update(mcp.tools)
+                    self._mcp = mcp.report
+                    outcome = await self._loop()
         except TimeoutError:
             if self._timeout is None or not self._timeout.expired():
                 raise
@@ -313,30 +318,17 @@ class Runner:
     # -- helpers ----------------------------------------------------------------------------
 
     def _over_budget(self) -> Outcome | None:
-        budget = self.spec.budget
-        if budget.max_tokens_per_run is not None and (self.usage.total_tokens >= budget.max_tokens_per_run):
-            return self._stop(
-                StopReason.MAX_TOKENS,
-                f"Stopped: budget.maxTokensPerRun ({budget.max_tokens_per_run}) reached "
-                f"({self.usage.total_tokens} tokens used).",
+        limited = self.spec.budget.max_cost_per_run_usd is not None
+        if limited and self.usage.unpriced_models and not self._cost_warned:
+            self._cost_warned = True
+            self.events.emit(
+                "warning",
+                message="no price known for "
+                + ", ".join(self.usage.unpriced_models)
+                + ": their calls count as 0 USD against budget.maxCostPerRunUSD",
             )
-        limit: Decimal | None = usd(budget.max_cost_per_run_usd)
-        if limit is not None:
-            if self.usage.unpriced_models and not self._cost_warned:
-                self._cost_warned = True
-                self.events.emit(
-                    "warning",
-                    message="no price known for "
-                    + ", ".join(self.usage.unpriced_models)
-                    + ": their calls count as 0 USD against budget.maxCostPerRunUSD",
-                )
-            if self.usage.cost >= limit:
-                return self._stop(
-                    StopReason.MAX_COST,
-                    f"Stopped: budget.maxCostPerRunUSD ({budget.max_cost_per_run_usd}) reached "
-                    f"({self.usage.result_usage()['costUSD']} USD used).",
-                )
-        return None
+        stop = budget_stop(self.spec.budget, self.usage)
+        return None if stop is None else self._stop(*stop)
 
     def _last_text(self) -> str:
         for message in reversed(self.messages):
@@ -356,6 +348,7 @@ class Runner:
             approval=approval,
             retries=self.usage.retries,
             fallbacks=self.usage.fallbacks,
+            mcp=self._mcp,
         )
 
     def _save_full_result(self, outcome: Outcome) -> None:

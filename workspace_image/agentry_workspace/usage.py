@@ -7,7 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from agentry_common import pricing
+from agentry_common.models import BudgetSpec, usd
 from agentry_llm.types import TokenUsage
+
+from .outcome import StopReason
 
 
 @dataclass
@@ -118,3 +121,21 @@ class UsageTracker:
             tracker.output_tokens += entry.output_tokens
             tracker.cost += entry.cost
         return tracker
+
+
+def budget_stop(budget: BudgetSpec, usage: UsageTracker) -> tuple[StopReason, str] | None:
+    """The stop reason and summary when a run's token or cost budget is spent (None: it is not)."""
+    if budget.max_tokens_per_run is not None and usage.total_tokens >= budget.max_tokens_per_run:
+        return (
+            StopReason.MAX_TOKENS,
+            f"Stopped: budget.maxTokensPerRun ({budget.max_tokens_per_run}) reached "
+            f"({usage.total_tokens} tokens used).",
+        )
+    limit = usd(budget.max_cost_per_run_usd)
+    if limit is not None and usage.cost >= limit:
+        return (
+            StopReason.MAX_COST,
+            f"Stopped: budget.maxCostPerRunUSD ({budget.max_cost_per_run_usd}) reached "
+            f"({usage.result_usage()['costUSD']} USD used).",
+        )
+    return None

@@ -121,14 +121,27 @@ def archive(archived: dict[str, Any], pruned: list[dict[str, Any]]) -> dict[str,
     return result
 
 
+def discovered_mcp(executions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """status.mcp: the MCP tools the newest run that reported them found, and which run that was
+    (discovery happens at run start, in the run's sandbox and under its network rules: docs/mcp.md)."""
+    reported = [e for e in executions if isinstance((e.get("status") or {}).get("mcp"), dict)]
+    if not reported:
+        return None
+    newest = max(reported, key=_created)
+    return {"execution": newest["metadata"]["name"], **newest["status"]["mcp"]}
+
+
 def summarize(executions: list[dict[str, Any]], archived: dict[str, Any]) -> dict[str, Any]:
-    """totals (archived + live), lastExecution and missedRuns for the Agent's status."""
+    """totals (archived + live), lastExecution, missedRuns and the MCP tools for the Agent's status."""
     totals = {k: v for k, v in archived.items() if k != "names"}
     for ex in executions:
         totals = add(totals, ex)
     missed = int(totals.pop("missedRuns", 0))
     totals.setdefault("executions", 0)
     status: dict[str, Any] = {"totals": totals, "missedRuns": missed}
+    mcp = discovered_mcp(executions)
+    if mcp is not None:
+        status["mcp"] = mcp
     if executions:
         last = max(executions, key=_created)
         st = last.get("status") or {}

@@ -9,7 +9,7 @@ from typing import Any
 
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.exitcodes import REASONS, ExitCode
-from agentry_common.models import Phase
+from agentry_common.models import Phase, Risk
 
 from ..conditions import set_condition
 
@@ -39,6 +39,7 @@ class Observed:
     result: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
+    mcp: dict[str, Any] | None = None  # what the run's MCP servers offered (status.mcp)
     stop_job: bool = False  # the Job cannot succeed any more: delete it so no pod lingers
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +118,31 @@ def _usage(report: dict[str, Any]) -> dict[str, Any] | None:
     return result
 
 
+MCP_SERVERS, MCP_TOOLS, MCP_TEXT = 10, 64, 300  # bounds of status.mcp (spec.mcpServers has at most 10)
+RISKS = frozenset(r.value for r in Risk)
+
+
+def mcp_status(report: dict[str, Any]) -> dict[str, Any] | None:
+    """status.mcp from the runtime's report: per server, its offered tools and their risk, or the
+    error; only well-formed entries, bounded (the report is the run's, so not trusted blindly)."""
+    entries = report.get("mcp")
+    if not isinstance(entries, list):
+        return None
+    servers: list[dict[str, Any]] = []
+    for entry in entries[:MCP_SERVERS]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        server: dict[str, Any] = {"name": entry["name"][:MCP_TEXT]}
+        tools = entry.get("tools")
+        if isinstance(tools, dict):
+            kept = [(str(k)[:MCP_TEXT], v) for k, v in tools.items() if v in RISKS]
+            server["tools"] = dict(kept[:MCP_TOOLS])
+        if isinstance(entry.get("error"), str):
+            server["error"] = entry["error"][:MCP_TEXT]
+        servers.append(server)
+    return {"servers": servers} if servers else None
+
+
 def _result(report: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "summary": str(report.get("summary", ""))[:4096],
@@ -170,6 +196,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         "attempts": attempts,
         "result": _result(report) if report else None,
         "usage": _usage(report) if report else None,
+        "mcp": mcp_status(report) if report else None,
     }
 
     if complete:
@@ -359,6 +386,8 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
         patch["result"] = seen.result
     if seen.usage is not None:
         patch["usage"] = seen.usage
+    if seen.mcp is not None:
+        patch["mcp"] = seen.mcp
     if seen.approval is not None or current.get("approval") is not None:
         patch["approval"] = seen.approval
     return patch

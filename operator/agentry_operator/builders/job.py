@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentry_common import constants as c
 from agentry_common.exitcodes import FINAL
@@ -83,6 +84,7 @@ def _env(
         env.append({"name": "ANTHROPIC_BASE_URL", "value": config.run_anthropic_base_url})
     if config.run_openai_base_url:
         env.append({"name": "OPENAI_BASE_URL", "value": config.run_openai_base_url})
+    env.extend(proxy_env(config))
     secrets = agent.secrets
     if config.governed:
         # Governed: the run token is the only "provider key" in the pod; real keys stay in the gateway.
@@ -111,6 +113,22 @@ def _env(
             }
         )
     return env
+
+
+def proxy_env(config: OperatorConfig) -> list[dict[str, Any]]:
+    """The egress proxy for every tool: AGENTRY_EGRESS_PROXY (the http tool), HTTP(S)_PROXY in both
+    spellings (curl, pip, requests, ...). The gateway is reached directly (the NetworkPolicy allows it);
+    everything else only through the proxy, which opens the Agent's own allowedHosts."""
+    if not config.egress_proxy_url:
+        return []
+    url = config.egress_proxy_url
+    direct = ["localhost", "127.0.0.1"]
+    gateway = urlsplit(config.gateway_url or "").hostname
+    if gateway:
+        direct.insert(0, gateway)
+    names = (c.ENV_EGRESS_PROXY, "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+    env = [{"name": name, "value": url} for name in names]
+    return env + [{"name": name, "value": ",".join(direct)} for name in ("NO_PROXY", "no_proxy")]
 
 
 def active_deadline_seconds(agent: AgentSpec) -> int:

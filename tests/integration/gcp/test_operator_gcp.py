@@ -340,6 +340,9 @@ def _canary_run(
             {"env": "CANARY_TOKEN", "secretManager": canary_ref},
         ],
         schedule={"cron": "0 3 * * *", "backend": "CloudScheduler"},
+        # Shell with a secret is RED (it waits for a person) unless the Agent trusts its code: this
+        # test is about the value never leaving the run, not about the approval.
+        approval={"trustCodeWithAccess": True},
     )
     llm.script(
         [

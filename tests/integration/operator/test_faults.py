@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 OUTAGE_SECONDS = 60
 BEFORE, AFTER = 30, 10  # Executions created before the outage and after it
+KEEP_ALL = {"succeeded": 100, "failed": 100}  # none pruned while the test looks at them
 REPORT = {
     "stopReason": "end_turn",
     "summary": "done",
@@ -97,7 +98,7 @@ def recovers(plane: ControlPlane) -> None:
             Agent.from_dict(
                 {
                     "metadata": {"name": "a", "namespace": ns},
-                    "spec": {"instructions": "x", "model": {"name": "m"}},
+                    "spec": {"instructions": "x", "model": {"name": "m"}, "historyLimits": KEEP_ALL},
                 }
             )
         )

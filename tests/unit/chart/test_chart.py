@@ -210,7 +210,8 @@ def test_defaults_render_the_whole_platform(default: list[Obj]) -> None:
     )
     deployment = one(default, "Deployment", "agentry-operator")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election by default: a rolling update is safe (the old leader releases the Lease).
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
     container = operator_container(default)
     assert container["args"] == ["--namespace=agentry-workloads", "--liveness=http://0.0.0.0:8080/healthz"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -331,10 +332,22 @@ def test_peering_off_removes_object_rules_and_settings() -> None:
     assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
 
 
-def test_peering_on_gives_each_pod_its_identity(default: list[Obj]) -> None:
+def test_leader_election_by_default_and_peering_without_it(default: list[Obj]) -> None:
     env = env_of(operator_container(default))
+    assert env["AGENTRY_LEADER_ELECTION"] == "true" and "AGENTRY_PEERING_NAME" not in env
+    assert (env["AGENTRY_LEASE_NAME"], env["AGENTRY_LEASE_NAMESPACE"]) == ("agentry-operator", NAMESPACE)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role = one(default, "Role", "agentry-operator-leader")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {"create", "get", "update"}
+    assert all(rule["resources"] == ["leases"] for rule in role["rules"])
+    single = render(operator__leaderElection__enabled="false", operator__replicas="3")
+    deployment = one(single, "Deployment", "agentry-operator")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = env_of(operator_container(single))
     assert env["AGENTRY_PEERING_NAME"] == "agentry"
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert not [o for o in single if o["metadata"]["name"] == "agentry-operator-leader"]
 
 
 def test_webhook_on_ships_its_own_configuration_and_a_certificate_it_trusts(default: list[Obj]) -> None:

@@ -28,6 +28,8 @@ SPEC: dict[str, Any] = {
     "tools": ["shell", "files", "http"],
     "http": {"allowedHosts": ["api.example.com"]},
     "budget": {"maxTurns": 7, "maxCostPerRunUSD": "1.50"},
+    # With http access Bash would be RED, so not allowed at all under this runtime: opted out here.
+    "approval": {"trustCodeWithAccess": True},
 }
 
 

@@ -11,10 +11,15 @@ name as Host and TLS SNI (no second lookup that DNS rebinding could answer diffe
 model may not set Host, hop-by-hop or proxy headers; proxy variables and .netrc are ignored
 (trust_env=False); redirects are followed by hand, at most MAX_REDIRECTS hops, each re-checked,
 and credentials are dropped when a hop changes origin.
+
+Behind the egress proxy (AGENTRY_EGRESS_PROXY set, docs/security.md "Egress") every check above still
+runs first, then the request goes through the proxy by name: runs have no other way out, and the proxy
+holds them to the same allow-list and refuses private addresses itself.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -22,6 +27,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
+from agentry_common.constants import ENV_EGRESS_PROXY
 from agentry_common.models import Risk
 from agentry_llm.types import ToolSpec
 
@@ -88,10 +94,17 @@ class HttpArgs(ToolArgs):
 class HttpTool:
     name = "http"
 
-    def __init__(self, *, resolver: Resolver | None = None, verify: ssl.SSLContext | None = None) -> None:
-        # Both default to the real thing; tests pass a resolver for made-up names and a test CA.
+    def __init__(
+        self,
+        *,
+        resolver: Resolver | None = None,
+        verify: ssl.SSLContext | None = None,
+        proxy: str | None = None,
+    ) -> None:
+        # All default to the real thing; tests pass a resolver for made-up names, a test CA, a proxy.
         self._resolver: Resolver = resolver or system_resolver
         self._verify: ssl.SSLContext | bool = verify if verify is not None else True
+        self._proxy = proxy if proxy is not None else os.environ.get(ENV_EGRESS_PROXY) or None
 
     def spec(self, ctx: ToolContext) -> ToolSpec:
         hosts = ", ".join(ctx.allowed_hosts) if ctx.allowed_hosts else "(none)"
@@ -175,7 +188,9 @@ class HttpTool:
         body: bytes | None,
         seconds: float,
     ) -> tuple[httpx.Response, bytes]:
-        """Send to the first checked address that accepts a connection."""
+        """Send to the first checked address that accepts a connection (or through the proxy)."""
+        if self._proxy:
+            return await self._send_via_proxy(method, target, headers, body, seconds)
         error: httpx.ConnectError | None = None
         for ip in addresses[:MAX_ADDRESSES]:
             try:
@@ -201,6 +216,25 @@ class HttpTool:
             transport=transport, trust_env=False, follow_redirects=False, timeout=seconds
         ) as client:
             request = pinned_request(client, method, target, ip, headers, body)
+            response = await client.send(request, stream=True)
+            try:
+                data = await _read_capped(response)
+            finally:
+                await response.aclose()
+        return response, data
+
+    async def _send_via_proxy(
+        self, method: str, target: Target, headers: dict[str, str], body: bytes | None, seconds: float
+    ) -> tuple[httpx.Response, bytes]:
+        # The proxy resolves the name; it refuses private addresses and hosts off the allow-list too.
+        assert self._proxy is not None
+        transport = httpx.AsyncHTTPTransport(
+            verify=self._verify, trust_env=False, retries=0, proxy=httpx.Proxy(self._proxy)
+        )
+        async with httpx.AsyncClient(
+            transport=transport, trust_env=False, follow_redirects=False, timeout=seconds
+        ) as client:
+            request = client.build_request(method, target.url, headers=headers, content=body)
             response = await client.send(request, stream=True)
             try:
                 data = await _read_capped(response)

@@ -1,0 +1,1 @@
+"""The API commands of `agentry`, one module per resource."""

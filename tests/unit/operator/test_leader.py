@@ -1,0 +1,44 @@
+"""The Lease rules of leader election (pure): who may take the Lease, and what a holder writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from lightkube.models.coordination_v1 import LeaseSpec
+
+from agentry_operator.leader import held_spec, may_take
+
+pytestmark = pytest.mark.unit
+
+NOW = dt.datetime(2026, 11, 24, 7, 0, 0, tzinfo=dt.UTC)
+
+
+def lease(holder: str | None, renewed_ago: float, seconds: int = 10, transitions: int = 0) -> LeaseSpec:
+    return LeaseSpec(
+        holderIdentity=holder,
+        leaseDurationSeconds=seconds,
+        renewTime=NOW - dt.timedelta(seconds=renewed_ago),
+        acquireTime=NOW - dt.timedelta(seconds=100),
+        leaseTransitions=transitions,
+    )
+
+
+def test_a_free_expired_or_own_lease_may_be_taken_a_live_foreign_one_not() -> None:
+    assert may_take(None, "me", NOW)
+    assert may_take(lease(None, 1), "me", NOW)  # released
+    assert may_take(lease("me", 1), "me", NOW)  # a renewal
+    assert may_take(lease("other", 10.5), "me", NOW)  # expired
+    assert not may_take(lease("other", 9.5), "me", NOW)
+    naive = LeaseSpec(holderIdentity="other", leaseDurationSeconds=10, renewTime=NOW.replace(tzinfo=None))
+    assert not may_take(naive, "me", NOW)  # a time without zone is UTC
+
+
+def test_taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() -> None:
+    taken = held_spec(lease("other", 30, transitions=2), "me", 10, NOW)
+    assert (taken.holderIdentity, taken.leaseTransitions, taken.acquireTime) == ("me", 3, NOW)
+    renewed = held_spec(lease("me", 2, transitions=3), "me", 10, NOW)
+    assert renewed.leaseTransitions == 3 and renewed.renewTime == NOW
+    assert renewed.acquireTime == NOW - dt.timedelta(seconds=100)
+    first = held_spec(None, "me", 10, NOW)
+    assert (first.leaseTransitions, first.leaseDurationSeconds) == (0, 10)
