@@ -40,6 +40,7 @@ from .install import DEV_DAILY_BUDGET_USD, SYSTEM_NS, WORKLOADS_NS, Install, Pro
 from .kube import REPO
 from .procs import Proc, ServerError, avoid_ports, require_free_port
 from .running import lock_holder, read_state, stack_processes, stop_running, write_state_extra
+from .signin import admin_token, signed_in_link
 
 READY_LINE = "Ctrl-C stops everything"
 OPERATOR_HEALTH_PORT = 8080  # the chart's operator.healthPort
@@ -126,6 +127,7 @@ class Stack:
             self.providers,
             gateway=self.gateway,
             daily_budget_usd=self.daily_budget,
+            api_env={"AGENTRY_ADMIN_TOKEN": admin_token(self.workdir)},
         )
         install.install(_say)
         has_key = install.apply_secret()
@@ -158,6 +160,13 @@ class Stack:
 
     def _say_ready(self, dashboard: str, install: Install, has_key: bool) -> None:
         _say(f"    dashboard:  {dashboard}")
+        try:
+            link = signed_in_link(dashboard, admin_token(self.workdir))
+            _say(f"    signed in:  {link}")
+            _say("                (the sample agents' owner; the #token part stays in the browser)")
+        except httpx.HTTPError as exc:
+            _say(f"    (no signed-in link: the API refused the bootstrap token: {exc})")
+        _say(f"    agentry:    .venv/bin/agentry login --url {dashboard.rstrip('/')} --guest   (docs/cli.md)")
         _say(f"    kubectl:    export KUBECONFIG={self.cluster.plane.kubeconfig}")
         _say(f"    run:        kubectl -n {WORKLOADS_NS} create -f manifests/samples/execution.yaml")
         _say(f"    watch:      kubectl -n {WORKLOADS_NS} get executions -w")

@@ -157,6 +157,7 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
             assert f"{step}/6 " in text
         assert f"dashboard:  http://127.0.0.1:{api}/" in text
         assert "no LLM provider configured" in text and "ANTHROPIC_API_KEY" in text
+        _assert_signed_in_link_shows_the_samples(text, api)
         assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=10).is_success
 
         status = _cli("status")
@@ -265,3 +266,18 @@ def test_dev_stack_reports_a_taken_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {port} for the Agentry API is already in use" in result.stdout
     assert "AGENTRY_API_PORT" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def _assert_signed_in_link_shows_the_samples(text: str, api: int) -> None:
+    """The printed link signs a browser in (as the dashboard's script does with the #token part) as
+    the owner of the kubectl-applied samples: they are in its agent list; a guest's list is empty."""
+    found = re.search(rf"signed in:  http://127\.0\.0\.1:{api}/#token=(agt_[A-Za-z0-9_-]+)", text)
+    assert found, text[-3000:]
+    base = f"http://127.0.0.1:{api}"
+    with httpx.Client(base_url=base, headers={"Origin": base}, timeout=15) as browser:
+        assert browser.post("/api/session/token", json={"token": found.group(1)}).status_code == 200
+        names = {a["name"] for a in browser.get("/api/agents").json()["items"]}
+        assert "hello" in names, names
+    with httpx.Client(base_url=base, headers={"Origin": base}, timeout=15) as guest:
+        assert guest.post("/api/session/guest").status_code == 201
+        assert guest.get("/api/agents").json()["items"] == []

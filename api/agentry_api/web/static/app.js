@@ -29,6 +29,19 @@ function toast(text, bad) {
   toast.timer = setTimeout(() => (el.hidden = true), 5000);
 }
 
+// `make dev` prints the dashboard's address with `#token=<API token>`. The fragment never reaches a
+// server (nor its logs): it signs this browser in as the token's owner (who owns the sample agents)
+// and is dropped from the address bar at once.
+const handoff = /^#token=([A-Za-z0-9_-]+)$/.exec(location.hash);
+if (handoff) {
+  history.replaceState(null, "", location.pathname + location.search);
+  fetch("/api/session/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token: handoff[1] }),
+  }).then((r) => (r.ok ? location.reload() : toast("this sign-in link is no longer valid", true)));
+}
+
 async function command(method, url, body, expect) {
   const init = { method, headers: { "Content-Type": "application/json" }, credentials: "same-origin" };
   if (body !== undefined) init.body = JSON.stringify(body);
