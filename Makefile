@@ -96,8 +96,10 @@ test-e2e-node: install ## Agents in real pods on the local node (tests/e2e/node;
 	$(PYTEST) -m e2e -q tests/e2e/node
 
 .PHONY: bench
-bench: install ## Benchmarks (print figures and ratios)
-	$(PY) -m bench
+bench: install ## Every benchmark, then one table in docs/benchmarks.md (LiteLLM into the cache dir, redis-server from apt)
+	@command -v redis-server >/dev/null || { echo "installing redis-server (apt; LiteLLM's shared budget counters)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	$(PY) -m bench.run_all
 
 .PHONY: manifests
 manifests: ## Regenerate the chart's CRD templates (from manifests/crds) and manifests/install.yaml

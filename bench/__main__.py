@@ -31,6 +31,8 @@ from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.kube import Execution
 
+from .results import record
+
 
 def _job(ns: str, i: int) -> dict[str, Any]:
     return {
@@ -195,10 +197,26 @@ def main() -> None:
             f"{args.executions} Jobs exist after {total:.2f} s"
         )
         print(f"ratio to bare-client ceiling: {total / ceiling:.2f}x (target <= 1.5x)")
+        record(
+            "operator",
+            f"{args.executions} Executions created at once: seconds until {args.executions} Jobs exist",
+            f"{total:.1f} s",
+            baseline=f"bare client, same number of Jobs {ceiling:.1f} s",
+            ratio=f"{total / ceiling:.2f}x",
+            goal="<= 1.5x",
+            met=total / ceiling <= 1.5,
+        )
         print(f"ratio to bare-client minimum work: {total / floor:.2f}x")
         print(
             f"operator peak RSS: {peak[0] / 2**20:.0f} MiB (target <= 200 MiB); "
             f"after run {idle_rss / 2**20:.0f} MiB"
+        )
+        record(
+            "operator",
+            f"operator peak RSS while creating {args.executions} Jobs",
+            f"{peak[0] / 2**20:.0f} MiB",
+            goal="<= 200 MiB",
+            met=peak[0] <= 200 * 2**20,
         )
     finally:
         plane.stop()

@@ -30,6 +30,8 @@ from google.cloud.firestore import AsyncClient
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
+from .results import record
+
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
@@ -165,17 +167,30 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
             line("bare Firestore document.get", b, f"errors {bare_err}")
             line("GET /api/agents/{id}", a, f"errors {api_err}")
             print(f"  ratio API / bare: p50 {a['p50'] / b['p50']:.2f}x   p95 {a['p95'] / b['p95']:.2f}x")
+            for q in ("p50", "p95"):
+                record(
+                    "api_latency",
+                    f"GET /api/agents/{{id}} {q} at {args.rate:g} req/s, 1 worker",
+                    f"{a[q]:.1f} ms",
+                    baseline=f"bare Firestore get {b[q]:.1f} ms",
+                    ratio=f"{a[q] / b[q]:.2f}x",
+                )
 
             proc = psutil.Process(api.pid)
             rss_before = proc.memory_info().rss
             streams: list[Any] = []
             snapshots = 0
 
+            statuses: dict[int, int] = {}
+
             async def open_stream() -> None:
                 nonlocal snapshots
                 cm = http.stream("GET", "/api/events", headers={"Accept": "text/event-stream"})
                 response = await cm.__aenter__()
                 streams.append((cm, response))
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code != 200:
+                    return
                 async for text in response.aiter_lines():
                     if text.startswith("event: snapshot"):
                         snapshots += 1
@@ -187,12 +202,24 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
             await asyncio.sleep(2)
             rss_after = proc.memory_info().rss
             health, health_err = await fixed_rate(lambda: http.get("/healthz"), 20, 3)
-            print(f"SSE: {snapshots}/{args.sse} streams got their snapshot in {opened:.1f} s on one worker")
+            print(
+                f"SSE: {snapshots}/{args.sse} streams got their snapshot in {opened:.1f} s on one worker "
+                f"(HTTP statuses {statuses})"
+            )
             print(
                 f"  worker RSS {rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB "
                 f"({(rss_after - rss_before) / max(1, args.sse) / 1024:.0f} KiB per stream)"
             )
             line("/healthz while held", percentiles(health), f"errors {health_err}")
+            record(
+                "api_latency",
+                f"SSE streams held by one API worker, RSS per stream ({snapshots}/{args.sse} got a snapshot;"
+                f" HTTP {statuses})",
+                f"{(rss_after - rss_before) / max(1, args.sse) / 1024:.0f} KiB",
+                baseline=f"worker RSS before {rss_before / 2**20:.0f} MiB",
+                goal="every stream gets its snapshot",
+                met=snapshots == args.sse,
+            )
             for cm, _ in streams:
                 await cm.__aexit__(None, None, None)
     finally:

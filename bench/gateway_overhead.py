@@ -34,6 +34,8 @@ from agentry_llm import ChatProvider, ChatRequest, Message, TextBlock, build_pro
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
+from .results import record
+
 MODEL = "claude-sonnet-4-6"
 KEY = "b" * 40
 ANSWER = {
@@ -211,6 +213,14 @@ def main() -> None:
                 f"{pc['p50'] / base['p50']:8.2f}x {pc['p99'] / base['p99']:8.2f}x  "
                 f"{pc['p50'] - base['p50']:8.2f} {pc['p99'] - base['p99']:8.2f}"
             )
+            if name != "direct":
+                record(
+                    "gateway_overhead",
+                    f"one streamed call (Anthropic wire), upstream {args.delay * 1000:.0f} ms: {name}",
+                    f"p50 {pc['p50']:.1f} / p99 {pc['p99']:.1f} ms",
+                    baseline=f"direct p50 {base['p50']:.1f} / p99 {base['p99']:.1f} ms",
+                    ratio=f"{pc['p50'] / base['p50']:.2f}x / {pc['p99'] / base['p99']:.2f}x",
+                )
         for name, url in urls.items():
             h = overhead_histogram(url)
             print(

@@ -38,7 +38,7 @@ def build_ledger(settings: Settings, config: GatewayConfig) -> Ledger:
     from google.cloud.firestore import AsyncClient
 
     client = AsyncClient(project=settings.google_cloud_project, database=settings.firestore_database)
-    return FirestoreLedger(client, *args, settle_delay=delay)
+    return FirestoreLedger(client, *args, settle_delay=delay, leases=settings.budget_leases)
 
 
 def build_gateway(

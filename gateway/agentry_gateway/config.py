@@ -227,6 +227,8 @@ class Settings(BaseSettings):
     )
     # Where budget counters and call records live: "firestore", or "memory" (one process, dev/bench).
     ledger: str = Field(default="firestore", pattern="^(firestore|memory)$")
+    # Per-pod budget leases of the Firestore ledger (docs/governance.md): off, every call is a transaction.
+    budget_leases: bool = True
     google_cloud_project: str = Field(
         default="agentry-dev",
         validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "AGENTRY_GATEWAY_GOOGLE_CLOUD_PROJECT"),

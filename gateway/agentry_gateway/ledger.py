@@ -17,6 +17,11 @@ arrival order, each reservation decided against the state left by the ones befor
 writes a user's documents at most once per transaction round trip whatever its call rate, and
 concurrent pods only contend with each other, which Firestore's transactions serialise. Call
 records (`llmCalls/<id>`, one document per call, written once) carry the metering details.
+
+With **leases** (the Firestore ledger's default; `ledger_leases`), a transaction that admits a call
+may reserve spare estimates for the same counters, and the pod then admits their next calls from that
+reservation without a transaction, settling them locally until the next one writes them. The shared
+logic (subjects, the batch a transaction applies) is in `ledger_core`.
 """
 
 from __future__ import annotations
@@ -26,128 +31,42 @@ import contextlib
 import datetime as dt
 import logging
 import random
-import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from agentry_common.governance import INSTALLATION_SUBJECT, BudgetSubjects, Scope
+from agentry_common.governance import Scope
 from agentry_common.records import Collection
 
 from .budgets import (
     Amount,
-    BudgetPolicy,
-    Calendar,
     CheaperModel,
     Counter,
     Decision,
     Subject,
-    Thresholds,
-    applicable,
     counter_id,
     decide_admission,
     decide_call,
 )
+from .ledger_core import Flush, LedgerCore, LedgerStats, Op, Reserve, Settle, Subjects
+
+__all__ = ["FirestoreLedger", "Ledger", "LedgerStats", "MemoryLedger", "Subjects"]
 
 log = logging.getLogger("agentry.gateway.ledger")
 
 # Firestore TTL policies (configured on these fields) delete old call records and run counters.
 CALL_RECORD_DAYS = 90
 EXECUTION_COUNTER_DAYS = 30
+# Call records written within this long of each other share one batched commit: under load one RPC
+# per call record costs the event loop more than the calls' own relaying.
+RECORD_BATCH_SECONDS = 0.05
+RECORD_BATCH_MAX = 500  # Firestore's limit of writes per batch
 
 
-@dataclass(frozen=True)
-class Subjects:
-    """Who a call is charged to: the run token's user, agent and Execution, its namespace (default:
-    the agent's) and the installation. A user token's calls have no Execution (`execution` empty) and
-    a pseudo-agent shared by every user (`shared_agent`: counted only while a budget applies to it)."""
-
-    user: str
-    agent: str  # <namespace>/<name>
-    execution: str  # <namespace>/<name>[/<uid>]; "" for none
-    run_policies: tuple[BudgetPolicy, ...] = ()
-    namespace: str = ""
-    installation: str = INSTALLATION_SUBJECT
-    shared_agent: bool = False
-
-    @classmethod
-    def of(cls, names: BudgetSubjects, run_policies: tuple[BudgetPolicy, ...] = ()) -> Subjects:
-        return cls(
-            names.user, names.agent, names.execution, run_policies, names.namespace, names.installation
-        )
-
-    def scopes(self) -> list[tuple[Scope, str]]:
-        """Every subject, the shared ones (namespace, installation) last; no Execution when none."""
-        scopes = [(Scope.USER, self.user), (Scope.AGENT, self.agent)]
-        if self.execution:
-            scopes.append((Scope.EXECUTION, self.execution))
-        scopes.append((Scope.NAMESPACE, self.namespace or self.agent.partition("/")[0]))
-        scopes.append((Scope.INSTALLATION, self.installation))
-        return scopes
-
-    def shared(self) -> tuple[Scope, ...]:
-        """The scopes whose counters other users' calls share: touched only while a budget applies."""
-        shared = (Scope.NAMESPACE, Scope.INSTALLATION)
-        return (Scope.AGENT, *shared) if self.shared_agent else shared
-
-
-@dataclass
-class _Op:
-    subjects: Subjects
-    future: asyncio.Future[Any]
-
-
-@dataclass
-class _Reserve(_Op):
-    rid: str
-    estimate: Amount
-    priority: int
-    model: str
-    cheaper: CheaperModel
-
-
-@dataclass
-class _Settle(_Op):
-    rid: str
-    actual: Amount
-
-
-@dataclass
-class LedgerStats:
-    transactions: int = 0
-    operations: int = 0
-    expired_reservations: int = 0
-
-
-class Ledger:
-    """Shared logic; subclasses load and store counter documents (and call records)."""
-
-    def __init__(
-        self,
-        policies: Sequence[BudgetPolicy],
-        calendar: Calendar,
-        thresholds: Thresholds,
-        keep_seconds: int,
-        clock: Callable[[], float] = time.time,
-        settle_delay: float = 0.5,
-    ) -> None:
-        self.policies = list(policies)
-        self.settle_delay = settle_delay
-        self.calendar = calendar
-        self.thresholds = thresholds
-        self.keep_seconds = keep_seconds
-        self.clock = clock
-        self.stats = LedgerStats()
-        self._queues: dict[str, list[_Op]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+class Ledger(LedgerCore):
+    """The budget ledger: decide and reserve a call, settle it, end an Execution, read counters."""
 
     # -- storage (subclasses) -------------------------------------------------------------------------
-
-    async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
-        """Load the counters `ids`, run fn (which mutates them and returns the ids it changed) and
-        store the changed ones atomically; fn may run more than once (transaction retries)."""
-        raise NotImplementedError
 
     async def _load(self, ids: list[str]) -> dict[str, Counter]:
         raise NotImplementedError
@@ -159,50 +78,19 @@ class Ledger:
         raise NotImplementedError
 
     async def close(self) -> None:
+        # Give back what the leases hold beyond the calls in flight.
+        flushes: list[asyncio.Future[Any]] = []
+        for key in list(self._leases):
+            subjects = self._lease_subjects[key]
+            flushes.append(asyncio.get_running_loop().create_future())
+            await self._submit(Flush(subjects, flushes[-1]))
+            self._kick(subjects.user)
+        await asyncio.gather(*flushes, return_exceptions=True)
         for task in list(self._workers.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     # -- public ----------------------------------------------------------------------------------------
-
-    def scopes(self, subjects: Subjects) -> list[tuple[Scope, str]]:
-        """The counters a call of `subjects` touches: its user, agent and Execution always; its
-        namespace and the installation only while a budget applies to them (each of those documents
-        is shared by many users' calls: untouched, it costs no transaction contention); likewise a
-        user token's pseudo-agent."""
-        shared = subjects.shared()
-        return [
-            (scope, key)
-            for scope, key in subjects.scopes()
-            if scope not in shared or applicable(self.policies, scope, key)
-        ]
-
-    def ids(self, subjects: Subjects) -> list[str]:
-        return [counter_id(scope, key) for scope, key in self.scopes(subjects)]
-
-    def cost_limit(self, subjects: Subjects) -> str | None:
-        """A limit in USD that applies to a call of `subjects`, in words; None if none does."""
-        for scope, key in self.scopes(subjects):
-            policies = applicable(self.policies, scope, key)
-            if scope is Scope.EXECUTION:
-                policies = policies + list(subjects.run_policies)
-            for policy in policies:
-                for limit in policy.limits:
-                    if limit.cost_usd is not None:
-                        return (
-                            f"policy {policy.name} limits {scope.value} {key} to ${limit.cost_usd} "
-                            f"per {limit.window_spec.label}"
-                        )
-        return None
-
-    def subject_list(self, subjects: Subjects, counters: dict[str, Counter]) -> list[Subject]:
-        out: list[Subject] = []
-        for scope, key in self.scopes(subjects):
-            policies = applicable(self.policies, scope, key)
-            if scope is Scope.EXECUTION:
-                policies = policies + list(subjects.run_policies)
-            out.append(Subject(counters[counter_id(scope, key)], policies))
-        return out
 
     async def reserve(
         self,
@@ -216,14 +104,61 @@ class Ledger:
     ) -> tuple[str, Decision]:
         """Decide on a call and, if allowed, reserve its estimate. Returns (reservation id, decision)."""
         reservation = rid or uuid.uuid4().hex
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._submit(_Reserve(subjects, future, reservation, estimate, priority, model, cheaper))
-        decision: Decision = await future
+        op = Reserve(
+            subjects,
+            asyncio.get_running_loop().create_future(),
+            reservation,
+            estimate,
+            priority,
+            model,
+            cheaper,
+        )
+        local = self._from_lease(op)
+        if local is not None:
+            return reservation, local
+        await self._submit(op)
+        decision: Decision = await op.future
         return reservation, decision
+
+    def _from_lease(self, op: Reserve) -> Decision | None:
+        """The call decided and reserved locally in this pod's lease on its counters, if one is
+        usable and admits it (ledger_leases); None: the call goes through a transaction."""
+        lease = self._leases.get(tuple(self.ids(op.subjects)))
+        now = self.clock()
+        if lease is None or not lease.usable(now, op.estimate):
+            return None
+        decision = decide_call(
+            self.subject_list(op.subjects, lease.view()),
+            priority=op.priority,
+            model=op.model,
+            estimate=op.estimate,
+            now=now,
+            cal=self.calendar,
+            thresholds=self.thresholds,
+            cheaper=op.cheaper,
+        )
+        if not decision.allowed:
+            return None  # refusals are decided on fresh counters, in a transaction
+        lease.inflight[op.rid] = op.estimate
+        self._lease_of_call[op.rid] = lease.ids
+        self.stats.leased += 1
+        return decision
 
     async def settle(self, subjects: Subjects, rid: str, actual: Amount) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._submit(_Settle(subjects, future, rid, actual))
+        lease = self._leases.get(self._lease_of_call.pop(rid, ()))
+        if lease is not None and rid in lease.inflight:
+            # Kept in the lease; one flush writes it with every other settled in the meantime.
+            del lease.inflight[rid]
+            lease.consumed = lease.consumed + actual
+            pending = self._flushes.get(lease.ids)
+            if pending is None:
+                pending = self._flushes[lease.ids] = future
+                await self._submit(Flush(subjects, future))
+            await asyncio.shield(pending)
+            return
+        else:
+            await self._submit(Settle(subjects, future, rid, actual))
         await future
 
     async def end_execution(self, execution: str) -> bool:
@@ -231,6 +166,9 @@ class Ledger:
         reservation transaction, which reads that document anyway). True if it was not ended yet."""
         cid = counter_id(Scope.EXECUTION, execution)
         newly: list[bool] = []
+        for lease in self._leases.values():  # their next calls read the counter again
+            if cid in lease.ids:
+                lease.taken = float("-inf")
 
         def fn(counters: dict[str, Counter]) -> list[str]:
             newly.clear()
@@ -271,26 +209,45 @@ class Ledger:
 
     # -- the combiner ----------------------------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> None:
+    async def _submit(self, op: Op) -> None:
         key = op.subjects.user
         self._queues.setdefault(key, []).append(op)
-        if isinstance(op, _Settle) and self.settle_delay > 0:
+        if isinstance(op, Settle | Flush) and self.settle_delay > 0:
             # Settlements wait a little: the next reservation of the same user (a run's next call
             # often follows at once) takes them into its transaction, so a call does not queue
             # behind its predecessor's settlement, and back-to-back calls cost one write, not two.
             # Until then the reservation (>= the usage, up to the input estimate) stays counted.
-            asyncio.get_running_loop().call_later(self.settle_delay, self._kick, key)
+            self._kick_later(key)
             return
         self._kick(key)
 
+    def _kick_later(self, key: str) -> None:
+        """One delayed kick per user at a time: writes queued meanwhile go in the same transaction."""
+        if key not in self._delayed:
+            self._delayed[key] = asyncio.get_running_loop().call_later(self.settle_delay, self._kick, key)
+
     def _kick(self, key: str) -> None:
+        delayed = self._delayed.pop(key, None)
+        if delayed is not None:
+            delayed.cancel()  # a no-op when it is what called
         worker = self._workers.get(key)
         if self._queues.get(key) and (worker is None or worker.done()):
             self._workers[key] = asyncio.create_task(self._drain(key))
 
+    def _only_writes(self, key: str) -> bool:
+        """Only settlements and flushes queued (no call waits), and they may wait."""
+        return self.settle_delay > 0 and not any(isinstance(op, Reserve) for op in self._queues[key])
+
     async def _drain(self, key: str) -> None:
         try:
+            first = True
             while self._queues.get(key):
+                if not first and self._only_writes(key):
+                    # Settlements that came during the transaction wait like any other (up to
+                    # settle_delay, or the next reservation), not one transaction right after another.
+                    self._kick_later(key)
+                    break
+                first = False
                 batch = self._queues.pop(key)
                 try:
                     results = await self._apply(batch)
@@ -305,54 +262,6 @@ class Ledger:
                         op.future.set_result(result)
         finally:
             self._workers.pop(key, None)
-
-    async def _apply(self, batch: list[_Op]) -> list[Any]:
-        ids: list[str] = []
-        for op in batch:
-            for cid in self.ids(op.subjects):
-                if cid not in ids:
-                    ids.append(cid)
-        results: list[Any] = []
-
-        def fn(counters: dict[str, Counter]) -> list[str]:
-            results.clear()
-            now = self.clock()
-            changed: set[str] = set()
-            for cid, counter in counters.items():
-                expired = counter.prune(now, self.calendar, self.keep_seconds)
-                if expired:
-                    self.stats.expired_reservations += len(expired)
-                    log.warning("%s: %d reservation(s) expired and were counted as spent", cid, len(expired))
-                    changed.add(cid)
-            for op in batch:
-                op_ids = self.ids(op.subjects)
-                if isinstance(op, _Reserve):
-                    decision = decide_call(
-                        self.subject_list(op.subjects, counters),
-                        priority=op.priority,
-                        model=op.model,
-                        estimate=op.estimate,
-                        now=now,
-                        cal=self.calendar,
-                        thresholds=self.thresholds,
-                        cheaper=op.cheaper,
-                    )
-                    if decision.allowed:
-                        for cid in op_ids:
-                            counters[cid].reserve(op.rid, op.estimate, now)
-                            changed.add(cid)
-                    results.append(decision)
-                elif isinstance(op, _Settle):
-                    for cid in op_ids:
-                        counters[cid].settle(op.rid, op.actual, now, self.calendar)
-                        changed.add(cid)
-                    results.append(None)
-            return sorted(changed)
-
-        await self._transact(ids, fn)
-        self.stats.transactions += 1
-        self.stats.operations += len(batch)
-        return list(results)
 
 
 def _scope_subject(cid: str) -> tuple[Scope, str]:
@@ -391,8 +300,11 @@ class FirestoreLedger(Ledger):
     max_attempts = 40  # per transaction, by the library (each commit that aborts is retried)
 
     def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("leases", True)  # a transaction per call is what leases save
         super().__init__(*args, **kwargs)
         self.client = client
+        self._records: list[dict[str, Any]] = []
+        self._records_written: asyncio.Future[None] | None = None
 
     def _ref(self, cid: str) -> Any:
         return self.client.collection(Collection.BUDGET_COUNTERS).document(cid)
@@ -436,15 +348,41 @@ class FirestoreLedger(Ledger):
                 await asyncio.sleep(random.uniform(0.01, 0.5) * attempt)
 
     async def record_call(self, record: dict[str, Any]) -> None:
+        """Write a call record (`llmCalls/<id>`), batched with the others of the next few ms; returns
+        once its batch is committed."""
         doc = dict(record)
         doc["expireAt"] = dt.datetime.now(dt.UTC) + dt.timedelta(days=CALL_RECORD_DAYS)
-        await self.client.collection(Collection.LLM_CALLS).document(str(record["id"])).set(doc)
+        self._records.append(doc)
+        written = self._records_written
+        if written is None:
+            loop = asyncio.get_running_loop()
+            written = self._records_written = loop.create_future()
+            loop.call_later(RECORD_BATCH_SECONDS, lambda: loop.create_task(self._write_records()))
+        await asyncio.shield(written)
+
+    async def _write_records(self) -> None:
+        docs, written = self._records, self._records_written
+        self._records, self._records_written = [], None
+        if written is None:
+            return
+        try:
+            for start in range(0, len(docs), RECORD_BATCH_MAX):
+                batch = self.client.batch()
+                for doc in docs[start : start + RECORD_BATCH_MAX]:
+                    batch.set(self.client.collection(Collection.LLM_CALLS).document(str(doc["id"])), doc)
+                await batch.commit()
+        except Exception as exc:
+            written.set_exception(exc)
+            written.exception()  # retrieved: each waiting caller gets it and logs it
+        else:
+            written.set_result(None)
 
     async def ping(self) -> None:
         await self.client.collection(Collection.BUDGET_COUNTERS).document("_ping").get()
 
     async def close(self) -> None:
         await super().close()
+        await self._write_records()
         api = getattr(self.client, "_firestore_api_internal", None)
         if api is not None:
             await api.transport.close()

@@ -259,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A burst of hundreds of connections (benchmarks) must queue, not be reset: the default backlog is 5.
+    request_queue_size = 1024
     state: _State
 
 
