@@ -46,7 +46,6 @@ from .budgets import (
     Subject,
     counter_id,
     decide_admission,
-    decide_call,
 )
 from .ledger_core import Flush, LedgerCore, LedgerStats, Op, Reserve, Settle, Subjects
 
@@ -127,15 +126,8 @@ class Ledger(LedgerCore):
         now = self.clock()
         if lease is None or not lease.usable(now, op.estimate):
             return None
-        decision = decide_call(
-            self.subject_list(op.subjects, lease.view()),
-            priority=op.priority,
-            model=op.model,
-            estimate=op.estimate,
-            now=now,
-            cal=self.calendar,
-            thresholds=self.thresholds,
-            cheaper=op.cheaper,
+        decision = op.decide(
+            self.subject_list(op.subjects, lease.view()), now, self.calendar, self.thresholds
         )
         if not decision.allowed:
             return None  # refusals are decided on fresh counters, in a transaction

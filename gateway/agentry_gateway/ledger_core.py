@@ -20,6 +20,7 @@ from .budgets import (
     Calendar,
     CheaperModel,
     Counter,
+    Decision,
     Subject,
     Thresholds,
     applicable,
@@ -79,6 +80,19 @@ class Reserve(Op):
     priority: int
     model: str
     cheaper: CheaperModel
+
+    def decide(self, subjects: list[Subject], now: float, cal: Calendar, thresholds: Thresholds) -> Decision:
+        """The budget decision for this call against `subjects` (fresh counters, or a lease's view)."""
+        return decide_call(
+            subjects,
+            priority=self.priority,
+            model=self.model,
+            estimate=self.estimate,
+            now=now,
+            cal=cal,
+            thresholds=thresholds,
+            cheaper=self.cheaper,
+        )
 
 
 @dataclass
@@ -243,16 +257,7 @@ class LedgerCore:
         if not isinstance(op, Reserve):
             return None
         subjects = self.subject_list(op.subjects, counters)
-        decision = decide_call(
-            subjects,
-            priority=op.priority,
-            model=op.model,
-            estimate=op.estimate,
-            now=now,
-            cal=self.calendar,
-            thresholds=self.thresholds,
-            cheaper=op.cheaper,
-        )
+        decision = op.decide(subjects, now, self.calendar, self.thresholds)
         if not decision.allowed:
             return decision
         key = tuple(op_ids)
