@@ -58,6 +58,7 @@ class AgentStatusOut(BaseModel):
     reason: str | None = None
     message: str | None = None
     nextRunTime: str | None = None
+    upcomingRuns: list[str] | None = Field(default=None, description="The schedule's next fire times (UTC).")
     model: str | None = Field(
         default=None,
         description="The model runs use (provider/name): spec.model, or the installation's default.",
@@ -172,6 +173,20 @@ class LlmCallsOut(BaseModel):
     truncated: bool = Field(description="True when the run made more calls than are returned.")
 
 
+class BudgetDecisionOut(LlmCallOut):
+    """A call the budget did not simply admit: throttled to a cheaper model, made to wait, refused."""
+
+    execution: str | None = Field(default=None, description="The run (Execution name); none for chat.")
+    agent: str | None = None
+
+
+class BudgetDecisionsOut(BaseModel):
+    items: list[BudgetDecisionOut] = Field(description="Newest first.")
+    nextCursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next (older) page; none on the last page."
+    )
+
+
 class ApprovalOut(BaseModel):
     id: str
     execution: str
@@ -239,6 +254,14 @@ class UsageAgent(BaseModel):
     costUSD: str
 
 
+class UsageModel(BaseModel):
+    model: str = Field(description="The model the run reported (`unknown` when none).")
+    executions: int
+    inputTokens: int
+    outputTokens: int
+    costUSD: str
+
+
 class UsageOut(BaseModel):
     window: str
     since: str
@@ -248,6 +271,7 @@ class UsageOut(BaseModel):
     costUSD: str
     agents: list[UsageAgent]
     buckets: list[UsageBucket]
+    models: list[UsageModel] = Field(default_factory=list, description="Per model, costliest first.")
 
 
 class Problem(BaseModel):

@@ -18,6 +18,7 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"  # Execution: True/False once it ended, Unknown before
     BUDGET_EXCEEDED = "BudgetExceeded"  # Execution (governed): admission held or refused the run
     BUDGET_THROTTLED = "BudgetThrottled"  # Execution (governed): the run's calls use a cheaper model
+    SCHEDULE_PAUSED = "SchedulePaused"  # Agent: the operator suspended its schedule (pauseOnFailure)
 
 
 class Reason(StrEnum):
@@ -27,6 +28,13 @@ class Reason(StrEnum):
     CLOUD_SCHEDULER_NOT_CONFIGURED = "CloudSchedulerNotConfigured"
     CLOUD_SCHEDULER_ERROR = "CloudSchedulerError"
     CLOUD_SCHEDULER_UNAVAILABLE = "CloudSchedulerUnavailable"
+
+    # An Agent's schedule: SchedulePaused, and the events of its catch-up (docs/operator.md).
+    CONSECUTIVE_FAILURES = "ConsecutiveFailures"
+    SCHEDULE_RESUMED = "ScheduleResumed"
+    CATCHUP_STARTED = "CatchupStarted"
+    CATCHUP_SKIPPED = "CatchupSkipped"
+    BACKFILL_STARTED = "BackfillStarted"
 
     # An Execution on its way (Pending, Running, WaitingApproval).
     PENDING = "Pending"

@@ -129,6 +129,17 @@ def parse_model(text: str) -> ModelSpec:
         raise ValueError(f"model {text!r}: expected provider/name with a name of 1-128 characters") from exc
 
 
+class PauseOnFailure(CRModel):
+    consecutive_failures: int = Field(ge=1, le=100)
+
+
+class Backfill(CRModel):
+    """A time range whose fire times the operator starts once (at most MAX_BACKFILL_RUNS)."""
+
+    start: str = Field(max_length=64)
+    end: str = Field(max_length=64)
+
+
 class ScheduleSpec(CRModel):
     cron: str = Field(min_length=1, max_length=128)
     time_zone: str = Field(default="UTC", max_length=64)
@@ -137,6 +148,12 @@ class ScheduleSpec(CRModel):
     suspend: bool = False
     backend: ScheduleBackend = ScheduleBackend.CRONJOB
     input: str | None = Field(default=None, max_length=65536)
+    # Bounded: a guest's schedule must not turn downtime into a burst of runs (docs/operator.md).
+    catchup_window_seconds: int | None = Field(default=None, ge=60, le=86400)
+    max_catchup_runs: int = Field(default=3, ge=1, le=10)
+    jitter_seconds: int = Field(default=0, ge=0, le=600)
+    pause_on_failure: PauseOnFailure | None = None
+    backfill: Backfill | None = None
 
 
 class BudgetSpec(CRModel):
@@ -399,6 +416,24 @@ class Archived(CRModel):
     names: list[str] = Field(default_factory=list)
 
 
+class SkippedRuns(CRModel):
+    count: int = 0
+    first: str | None = None
+    last: str | None = None
+
+
+class ScheduleState(CRModel):
+    """The operator's bookkeeping of a schedule (catch-up watermark, failure streak)."""
+
+    signature: str = ""
+    since: str | None = None
+    through: str | None = None
+    skipped_runs: int = 0
+    last_skipped: SkippedRuns | None = None
+    consecutive_failures: int = 0
+    backfilled: str | None = None
+
+
 class AgentStatus(CRModel):
     observed_generation: int | None = None
     model: str | None = Field(default=None, max_length=256)
@@ -411,6 +446,8 @@ class AgentStatus(CRModel):
     archived: Archived | None = None
     schedule_ref: str | None = None
     mcp: McpStatus | None = None
+    upcoming_runs: list[str] | None = Field(default=None, max_length=5)
+    schedule_state: ScheduleState | None = None
 
 
 _SECRETISH = re.compile(r"(sk-ant-[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9]{32,}|AIza[0-9A-Za-z_-]{35})")

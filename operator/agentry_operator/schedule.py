@@ -1,14 +1,27 @@
-"""Cron and time-zone rules: validation (what CEL cannot check) and the next run time."""
+"""Cron and time-zone rules: validation (what CEL cannot check), run times, and the pure step of a
+schedule's bookkeeping (status.scheduleState: catch-up watermark, skipped runs, failure streak)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from agentry_common.models import Phase, Trigger
+
+from .firetimes import CatchupPlan, catchup_plan, iter_fire_times, jitter_seconds, next_fire_times
+
 # Kubernetes CronJobs accept these macros; croniter knows them too.
 MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+UPCOMING = 5
+MAX_BACKFILL_RUNS = 10  # a guest's backfill is bounded like its catch-up
+# The CronJob's tick creates a run within seconds of its time (+ jitter); the operator catches up only
+# on times older than this, so the two rarely race (and a race is a 409 on the same name anyway).
+CATCHUP_GRACE = dt.timedelta(seconds=90)
 
 
 def cron_error(expr: str) -> str | None:
@@ -30,14 +43,177 @@ def timezone_error(name: str) -> str | None:
     return None
 
 
+def backfill_times(schedule: dict[str, Any]) -> list[dt.datetime]:
+    """The fire times of spec.schedule.backfill's range, inclusive (at most MAX_BACKFILL_RUNS + 1,
+    so a range with too many is seen as such without walking all of it)."""
+    start = parse_time(schedule["backfill"]["start"])
+    end = parse_time(schedule["backfill"]["end"])
+    times: list[dt.datetime] = []
+    for when in iter_fire_times(schedule["cron"], _tz(schedule), start - dt.timedelta(microseconds=1)):
+        if when > end or len(times) > MAX_BACKFILL_RUNS:
+            break
+        times.append(when)
+    return times
+
+
+def backfill_error(schedule: dict[str, Any]) -> str | None:
+    """None if spec.schedule.backfill (if any) is a range of at most MAX_BACKFILL_RUNS runs."""
+    if not schedule.get("backfill"):
+        return None
+    try:
+        times = backfill_times(schedule)
+    except ValueError:
+        return "spec.schedule.backfill.start and .end must be RFC 3339 times (e.g. 2026-05-01T00:00:00Z)"
+    if len(times) > MAX_BACKFILL_RUNS:
+        return f"spec.schedule.backfill covers more than {MAX_BACKFILL_RUNS} runs: narrow the range"
+    return None
+
+
+def backfill_key(schedule: dict[str, Any]) -> str | None:
+    backfill = schedule.get("backfill")
+    return f"{backfill['start']}/{backfill['end']}" if backfill else None
+
+
 def next_run(expr: str, tz: str, after: dt.datetime | None = None) -> dt.datetime:
-    """The next tick strictly after `after` (default now), in UTC."""
-    zone = ZoneInfo(tz)
-    start = (after or dt.datetime.now(dt.UTC)).astimezone(zone)
-    expr = "0 0 * * *" if expr == "@midnight" else expr
-    nxt: dt.datetime = croniter(expr, start).get_next(dt.datetime)
-    return nxt.astimezone(dt.UTC)
+    """The next tick strictly after `after` (default now), in UTC, DST handled (firetimes.py)."""
+    return next_fire_times(expr, tz, after or dt.datetime.now(dt.UTC), 1)[0]
 
 
 def rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def _tz(schedule: dict[str, Any]) -> str:
+    return str(schedule.get("timeZone") or "UTC")
+
+
+def signature(schedule: dict[str, Any]) -> str:
+    """What makes a schedule another one: a change of any of these never runs a time before it."""
+    return json.dumps([schedule["cron"], _tz(schedule), bool(schedule.get("suspend"))])
+
+
+def schedule_changed(old: str | None, schedule: dict[str, Any]) -> bool:
+    """True when the CronJob must be made anew (cron or zone edited, or resumed): the CronJob
+    controller would otherwise start a 'missed' time of the new schedule at once."""
+    if not old:
+        return False
+    cron, tz, suspended = json.loads(old)
+    return (cron, tz) != (schedule["cron"], _tz(schedule)) or (suspended and not schedule.get("suspend"))
+
+
+def jitter_of(key: str, schedule: dict[str, Any]) -> int:
+    return jitter_seconds(key, int(schedule.get("jitterSeconds") or 0))
+
+
+def upcoming_runs(schedule: dict[str, Any], key: str, now: dt.datetime) -> list[str]:
+    """status.upcomingRuns: the next run times with the Agent's jitter (empty while suspended)."""
+    if schedule.get("suspend"):
+        return []
+    offset = dt.timedelta(seconds=jitter_of(key, schedule))
+    return [rfc3339(t + offset) for t in next_fire_times(schedule["cron"], _tz(schedule), now, UPCOMING)]
+
+
+def catchup_due(agent: dict[str, Any], now: dt.datetime) -> bool:
+    """Whether a catch-up schedule's next run is past (+ grace) with no refresh since: the tick may
+    not have come (a failing tick pod, a controller down), so the operator looks. Cheap: one parse."""
+    schedule = agent["spec"].get("schedule") or {}
+    upcoming = (agent.get("status") or {}).get("upcomingRuns") or []
+    if not schedule.get("catchupWindowSeconds") or schedule.get("suspend") or not upcoming:
+        return False
+    return parse_time(upcoming[0]) + CATCHUP_GRACE <= now
+
+
+def fresh_state(
+    schedule: dict[str, Any], previous: dict[str, Any] | None, now: dt.datetime
+) -> dict[str, Any]:
+    """scheduleState for a new, edited or resumed schedule: nothing before `now` is ever run."""
+    stamp = rfc3339(now)
+    return {
+        **(previous or {}),
+        "signature": signature(schedule),
+        "since": stamp,
+        "through": stamp,
+        "consecutiveFailures": 0,
+    }
+
+
+def failure_streak(executions: list[dict[str, Any]], since: dt.datetime) -> int:
+    """Failed scheduled runs in a row, newest first, among those scheduled at or after `since`.
+    Runs still going, skipped or cancelled neither break nor extend the streak."""
+    runs = [
+        e
+        for e in executions
+        if e["spec"].get("trigger") == Trigger.SCHEDULE
+        and e["spec"].get("scheduledTime")
+        and parse_time(e["spec"]["scheduledTime"]) >= since
+    ]
+    streak = 0
+    for ex in sorted(runs, key=lambda e: parse_time(e["spec"]["scheduledTime"]), reverse=True):
+        phase = (ex.get("status") or {}).get("phase")
+        if phase == Phase.SUCCEEDED:
+            break
+        streak += phase == Phase.FAILED
+    return streak
+
+
+@dataclass
+class ScheduleStep:
+    state: dict[str, Any]
+    create: list[dt.datetime] = field(default_factory=list)  # catch-up runs, oldest first
+    plan: CatchupPlan | None = None
+    pause: bool = False
+    backfill: list[dt.datetime] = field(default_factory=list)  # a new backfill range's runs
+
+
+def with_backfill(step: ScheduleStep, schedule: dict[str, Any]) -> ScheduleStep:
+    """Add a backfill range not started yet (status.scheduleState.backfilled names the last one)."""
+    key = backfill_key(schedule)
+    if key is None or step.state.get("backfilled") == key or backfill_error(schedule):
+        return step
+    step.backfill = backfill_times(schedule)
+    step.state = {**step.state, "backfilled": key}
+    return step
+
+
+def _skipped(state: dict[str, Any], plan: CatchupPlan) -> dict[str, Any]:
+    if not plan.skipped or plan.first_skipped is None or plan.last_skipped is None:
+        return state
+    last = {"count": plan.skipped, "first": rfc3339(plan.first_skipped), "last": rfc3339(plan.last_skipped)}
+    return {**state, "skippedRuns": int(state.get("skippedRuns", 0)) + plan.skipped, "lastSkipped": last}
+
+
+def schedule_step(
+    schedule: dict[str, Any],
+    key: str,
+    state: dict[str, Any],
+    executions: list[dict[str, Any]],
+    now: dt.datetime,
+) -> ScheduleStep:
+    """One refresh of a schedule whose state matches its signature: the catch-up runs to create, the
+    runs skipped, the new watermark, and whether pauseOnFailure suspends it now."""
+    horizon = now - CATCHUP_GRACE - dt.timedelta(seconds=jitter_of(key, schedule))
+    through = parse_time(state.get("through") or state["since"])
+    if schedule.get("suspend"):  # nothing runs: the watermark follows the clock
+        return ScheduleStep({**state, "through": rfc3339(max(through, horizon))})
+    streak = failure_streak(executions, parse_time(state["since"]))
+    state = {**state, "consecutiveFailures": streak}
+    limit = int((schedule.get("pauseOnFailure") or {}).get("consecutiveFailures") or 0)
+    pause = limit > 0 and streak >= limit
+    window = int(schedule.get("catchupWindowSeconds") or 0)
+    if not window or pause:
+        return ScheduleStep({**state, "through": rfc3339(max(through, horizon))}, pause=pause)
+    plan = catchup_plan(
+        schedule["cron"],
+        _tz(schedule),
+        through,
+        horizon,
+        int(window),
+        int(schedule.get("maxCatchupRuns") or 3),
+    )
+    if plan.through is not None:
+        state["through"] = rfc3339(plan.through)
+    return ScheduleStep(_skipped(state, plan), plan.due, plan)

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+import time
 
 from lightkube import ApiError, AsyncClient
 
@@ -17,6 +18,9 @@ from agentry_common.models import Trigger
 from agentry_common.naming import scheduled_execution_name
 
 from .kube import Execution
+
+# The Agent's fixed jitter offset (spec.schedule.jitterSeconds): the tick waits this long first.
+ENV_TICK_DELAY = "AGENTRY_TICK_DELAY_SECONDS"
 
 
 def scheduled_time(job_name: str) -> dt.datetime:
@@ -57,6 +61,7 @@ async def tick(agent: str, namespace: str, job: str) -> str:
 
 def main() -> int:
     agent, namespace = os.environ[c.ENV_AGENT], os.environ[c.ENV_NAMESPACE]
+    time.sleep(max(int(os.environ.get(ENV_TICK_DELAY) or 0), 0))
     name = asyncio.run(tick(agent, namespace, os.environ["AGENTRY_TICK_JOB"]))
     print(f"execution {namespace}/{name} created for agent {agent}", file=sys.stderr)
     return 0

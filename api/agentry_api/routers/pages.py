@@ -18,9 +18,12 @@ from fastapi.templating import Jinja2Templates
 
 from ..auth import User
 from ..deps import AppState, StateDep, authenticate
+from ..services.budget_decisions import decisions
+from ..services.budget_view import BudgetsOut, budgets
 from ..services.calls import execution_calls
-from ..services.errors import NotFound
+from ..services.errors import NotFound, Unavailable
 from ..services.usage import usage
+from ..services.usage_charts import cost_over_time, usage_charts
 from ..services.views import agent_out, approval_out, execution_out
 from .session import new_guest, set_session
 
@@ -151,9 +154,34 @@ async def usage_page(request: Request, state: StateDep, window: str = "7d") -> R
     window = window if window in ("24h", "7d", "30d") else "7d"
 
     async def load(user: User) -> dict[str, Any]:
-        return {"usage": (await usage(state.store, user, window)).model_dump(mode="json"), "window": window}
+        used = await usage(state.store, user, window)
+        return {"usage": used.model_dump(mode="json"), "window": window, "charts": usage_charts(used)}
 
     return await render(request, state, "usage.html", "usage", load=load)
+
+
+@router.get("/budgets", response_class=HTMLResponse)
+async def budgets_page(request: Request, state: StateDep) -> Response:
+    """The limits the caller is under (from the gateway: when it cannot be asked, the page says so and
+    still shows the decisions and the spend), the budget's decisions on their calls, spend per day."""
+
+    async def load(user: User) -> dict[str, Any]:
+        limits: BudgetsOut | None = None
+        error = None
+        try:
+            limits = await budgets(state.settings, user, await state.agents.list(user))
+        except Unavailable as exc:
+            error = str(exc)
+        steered = await decisions(state.store, user, state.settings.namespace)
+        spend = cost_over_time(await usage(state.store, user, "30d"))
+        return {
+            "budgets": limits.model_dump(mode="json") if limits else None,
+            "budgets_error": error,
+            "decisions": steered.model_dump(mode="json"),
+            "spend_chart": spend,
+        }
+
+    return await render(request, state, "budgets.html", "budgets", load=load)
 
 
 @router.get("/settings", response_class=HTMLResponse)

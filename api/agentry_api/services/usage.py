@@ -10,7 +10,7 @@ from typing import Any
 from agentry_common.pricing import usd_string
 
 from ..auth import User
-from ..schemas import UsageAgent, UsageBucket, UsageOut
+from ..schemas import UsageAgent, UsageBucket, UsageModel, UsageOut
 from ..storage import Store
 
 WINDOWS: dict[str, tuple[dt.timedelta, dt.timedelta]] = {
@@ -67,6 +67,7 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
         buckets[_fmt(t)] = _Acc()
         t += step
     agents: dict[str, _Acc] = {}
+    models: dict[str, _Acc] = {}
     total = _Acc()
     for doc in docs:
         u = doc.get("usage") or {}
@@ -77,6 +78,7 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
             total,
             buckets.setdefault(_fmt(_floor(created, step)), _Acc()),
             agents.setdefault(str(doc.get("agentId", "")), _Acc()),
+            models.setdefault(str(u.get("model") or "unknown"), _Acc()),
         ):
             acc.add(phase, inp, out, cost)
     return UsageOut(
@@ -108,4 +110,18 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
             )
             for k, v in sorted(buckets.items())
         ],
+        models=_models(models),
     )
+
+
+def _models(models: dict[str, _Acc]) -> list[UsageModel]:
+    return [
+        UsageModel(
+            model=k,
+            executions=v.executions,
+            inputTokens=v.input_tokens,
+            outputTokens=v.output_tokens,
+            costUSD=usd_string(v.cost),
+        )
+        for k, v in sorted(models.items(), key=lambda kv: -kv[1].cost)
+    ]

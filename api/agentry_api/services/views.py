@@ -62,6 +62,7 @@ def agent_status_view(cr: Doc) -> Doc:
         "reason": ready.get("reason") if ready else None,
         "message": ready.get("message") if ready else None,
         "nextRunTime": status.get("nextRunTime"),
+        "upcomingRuns": status.get("upcomingRuns"),
         "model": status.get("model"),
         "lastExecution": status.get("lastExecution"),
         "totals": status.get("totals"),

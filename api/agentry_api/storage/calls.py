@@ -11,14 +11,16 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from agentry_common.records import Charged, Collection, LLMCallRecord
+from agentry_common.records import CallDecision, Charged, Collection, LLMCallRecord
 
 from .base import Doc, StoreBase
 
 LLM_CALLS = Collection.LLM_CALLS
 
 
-def record_field(name: str, model: type[LLMCallRecord] | type[Charged] = LLMCallRecord) -> str:
+def record_field(
+    name: str, model: type[LLMCallRecord] | type[Charged] | type[CallDecision] = LLMCallRecord
+) -> str:
     """The stored name of a record field (`execution_uid` -> `executionUid`)."""
     return model.model_fields[name].alias or name
 
@@ -27,6 +29,7 @@ TS, ID = record_field("ts"), record_field("id")
 IN_TOKENS, OUT_TOKENS = record_field("input_tokens"), record_field("output_tokens")
 FALLBACKS, RETRIES = record_field("fallbacks"), record_field("retries")
 COST_NANOS = f"{record_field('charged')}.{record_field('cost_nanos', Charged)}"
+DECISION_ACTION = f"{record_field('decision')}.{record_field('action', CallDecision)}"
 
 
 def _number(value: Any) -> float:
@@ -71,3 +74,22 @@ class CallStore(StoreBase):
             for row in rows:
                 totals.update({result.alias: int(result.value or 0) for result in row})
         return totals
+
+    async def decided_calls(
+        self, namespace: str, user: str, actions: list[str], limit: int, after: tuple[float, str] | None
+    ) -> list[Doc]:
+        """The newest `limit` call records charged to the budget user subject `user` in `namespace`
+        whose budget decision is one of `actions`, newest first (ties by call id); `after` is the
+        (ts, id) of the last record of the previous page. Production needs the composite index
+        (namespace, user, decision.action, ts desc, id desc)."""
+        q = (
+            self.db.collection(LLM_CALLS)
+            .where(filter=FieldFilter(record_field("namespace"), "==", namespace))
+            .where(filter=FieldFilter(record_field("user"), "==", user))
+            .where(filter=FieldFilter(DECISION_ACTION, "in", actions))
+            .order_by(TS, direction="DESCENDING")
+            .order_by(ID, direction="DESCENDING")
+        )
+        if after is not None:
+            q = q.start_after({TS: after[0], ID: after[1]})
+        return [d.to_dict() or {} async for d in q.limit(limit).stream()]

@@ -40,6 +40,18 @@ BUDGETS = (
 )
 
 
+DECISIONS = (
+    Column("TIME", field("time")),
+    Column("RUN", field("execution")),
+    Column("AGENT", field("agent")),
+    Column("ZONE", field("zone")),
+    Column("DECISION", field("decision")),
+    Column("REQUESTED", field("requestedModel")),
+    Column("MODEL", field("model")),
+    Column("WHY", field("decisionReason")),
+)
+
+
 class Window(StrEnum):
     DAY = "24h"
     WEEK = "7d"
@@ -110,9 +122,21 @@ def usage(
         out.print(table(data["agents"], USAGE_AGENTS))
 
 
-def budgets(ctx: typer.Context, output: OutputOption = Format.TABLE) -> None:
+def budgets(
+    ctx: typer.Context,
+    output: OutputOption = Format.TABLE,
+    decisions: Annotated[
+        bool,
+        typer.Option("--decisions", help="your calls the budget throttled, made wait or refused, and why"),
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="with --decisions: how many, newest first")] = 20,
+) -> None:
     """The budgets you are under: use, limit, what remains, zone (from the LLM gateway)."""
     session_of(ctx).needs_api("budgets")
+    if decisions:
+        steered = session_of(ctx).api().get("/api/budgets/decisions", {"limit": limit})
+        emit(steered, output, DECISIONS, rows_of="items")
+        return
     data = session_of(ctx).api().get("/api/budgets")
     if output is not Format.TABLE:
         emit(data, output)

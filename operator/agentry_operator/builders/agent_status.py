@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from agentry_common.conditions import Reason
 from agentry_common.models import AgentSpec, ModelSpec, Phase, ScheduleBackend
 
-from ..schedule import cron_error, timezone_error
+from ..schedule import backfill_error, cron_error, timezone_error
 from .model import NO_MODEL
 
 SUCCESS_LIKE = {Phase.SUCCEEDED, Phase.SKIPPED}
@@ -50,6 +50,9 @@ def spec_errors(
         for problem in (cron_error(model.schedule.cron), timezone_error(model.schedule.time_zone)):
             if problem:
                 errors.append(problem)
+        if not errors and model.schedule.backfill is not None:
+            problem = backfill_error(spec["schedule"])
+            errors += [problem] if problem else []
     return errors
 
 

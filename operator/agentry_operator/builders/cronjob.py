@@ -13,10 +13,14 @@ from agentry_common.models import ScheduleSpec
 from agentry_common.naming import cronjob_name
 
 from ..config import OperatorConfig
+from ..firetimes import jitter_seconds
+from ..tick import ENV_TICK_DELAY
 from .job import RUNTIME_UID, owner_reference
 
+TICK_DEADLINE_SECONDS = 300
 
-def _tick_pod(agent_name: str, config: OperatorConfig) -> dict[str, Any]:
+
+def _tick_pod(agent_name: str, config: OperatorConfig, delay: int) -> dict[str, Any]:
     """The pod of each scheduled tick: creates one Execution (agentry_operator.tick)."""
     return {
         "restartPolicy": "OnFailure",
@@ -36,6 +40,7 @@ def _tick_pod(agent_name: str, config: OperatorConfig) -> dict[str, Any]:
                 "command": ["python", "-m", "agentry_operator.tick"],
                 "env": [
                     {"name": c.ENV_AGENT, "value": agent_name},
+                    {"name": ENV_TICK_DELAY, "value": str(delay)},  # spec.schedule.jitterSeconds
                     {
                         "name": c.ENV_NAMESPACE,
                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -71,7 +76,8 @@ def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, An
         c.LABEL_MANAGED_BY: c.MANAGED_BY,
         c.LABEL_COMPONENT: "schedule",
     }
-    pod = _tick_pod(meta["name"], config)
+    delay = jitter_seconds(f"{meta['namespace']}/{meta['name']}", schedule.jitter_seconds)
+    pod = _tick_pod(meta["name"], config, delay)
     spec: dict[str, Any] = {
         "schedule": agent["spec"]["schedule"]["cron"],
         "timeZone": schedule.time_zone,
@@ -84,14 +90,17 @@ def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, An
             "metadata": {"labels": labels},
             "spec": {
                 "backoffLimit": 3,
-                "activeDeadlineSeconds": 300,
+                "activeDeadlineSeconds": TICK_DEADLINE_SECONDS + delay,
                 "ttlSecondsAfterFinished": 600,
                 "template": {"metadata": {"labels": labels}, "spec": pod},
             },
         },
     }
-    if schedule.starting_deadline_seconds is not None:
-        spec["startingDeadlineSeconds"] = schedule.starting_deadline_seconds
+    # With catch-up on, older misses are the operator's (in order, bounded); the CronJob controller
+    # looks back no further than the window, so it never meets its '>100 missed starts' failure.
+    deadlines = [d for d in (schedule.starting_deadline_seconds, schedule.catchup_window_seconds) if d]
+    if deadlines:
+        spec["startingDeadlineSeconds"] = min(deadlines)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
 from typing import Any
 
 import kopf
 from lightkube import ApiError, AsyncClient
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event
 
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import Trigger
@@ -19,7 +24,19 @@ from ..builders.cronjob import build_cronjob
 from ..builders.model import model_label
 from ..conditions import set_condition
 from ..config import OperatorConfig
-from ..schedule import next_run, rfc3339
+from ..schedule import (
+    ScheduleStep,
+    catchup_due,
+    fresh_state,
+    next_run,
+    rfc3339,
+    schedule_changed,
+    schedule_step,
+    signature,
+    upcoming_runs,
+    with_backfill,
+)
+from ..tick import build_execution
 from .execution import adopt_patch, on_execution
 from .state import Logger, State
 
@@ -43,21 +60,25 @@ async def reconcile_agent(
         return
 
     schedule = spec.get("schedule")
-    cron_name = cronjob_name(name, meta["uid"])
     ready: tuple[bool, Reason, str] = (True, Reason.RECONCILED, "")
-    schedule_ref: str | None = None
-    if uses_cronjob(spec):
-        await kube.apply(client, build_cronjob(body, config))
-        schedule_ref = f"CronJob/{cron_name}"
-    else:
-        await kube.delete_quietly(client, kube.CronJob, cron_name, namespace)
+    fresh = _schedule_state(body)
+    schedule_ref = await _reconcile_cronjob(client, config, body, fresh is not None)
     cloud_ref, failure = await _reconcile_cloud_job(client, config, scheduler, body, logger)
     if failure is not None:
         ready = (False, failure.reason, failure.message)
     schedule_ref = cloud_ref or schedule_ref
-    next_time = None
+    next_time, upcoming = None, None
     if schedule and not schedule.get("suspend") and ready[0]:
         next_time = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
+        upcoming = upcoming_runs(schedule, f"{namespace}/{name}", dt.datetime.now(dt.UTC))
+    conditions = set_condition(
+        (body.get("status") or {}).get("conditions"),
+        ConditionType.READY,
+        ready[0],
+        ready[1],
+        ready[2],
+        generation,
+    )
     await kube.patch_status(
         client,
         kube.Agent,
@@ -65,17 +86,12 @@ async def reconcile_agent(
         namespace,
         {
             "observedGeneration": generation,
-            "conditions": set_condition(
-                (body.get("status") or {}).get("conditions"),
-                ConditionType.READY,
-                ready[0],
-                ready[1],
-                ready[2],
-                generation,
-            ),
+            "conditions": _resumed(conditions, schedule, generation),
             "nextRunTime": next_time,
+            "upcomingRuns": upcoming,
             "scheduleRef": schedule_ref,
             "model": model_label(spec, default_model),
+            **({"scheduleState": fresh} if fresh is not None else {}),
         },
     )
     state.dirty_agents.add((namespace, name))
@@ -85,6 +101,46 @@ async def reconcile_agent(
             raise kopf.TemporaryError(failure.message, delay=failure.retry_seconds)
 
 
+async def _reconcile_cronjob(
+    client: AsyncClient, config: OperatorConfig, body: dict[str, Any], fresh: bool
+) -> str | None:
+    """Keep the CronJob as the spec says (or delete it); its status.scheduleRef, or None."""
+    meta, schedule = body["metadata"], body["spec"].get("schedule")
+    cron_name = cronjob_name(meta["name"], meta["uid"])
+    if not uses_cronjob(body["spec"]):
+        await kube.delete_quietly(client, kube.CronJob, cron_name, meta["namespace"])
+        return None
+    old = ((body.get("status") or {}).get("scheduleState") or {}).get("signature")
+    if fresh and schedule_changed(old, schedule):
+        # Made anew, without a lastScheduleTime: the edit or resume never fires a 'missed' run.
+        await kube.delete_quietly(client, kube.CronJob, cron_name, meta["namespace"])
+    await kube.apply(client, build_cronjob(body, config))
+    return f"CronJob/{cron_name}"
+
+
+def _schedule_state(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A fresh status.scheduleState when the schedule is new, edited or resumed; None if unchanged
+    (or no schedule: the old state stays, harmless, until a schedule comes back and replaces it)."""
+    schedule = body["spec"].get("schedule")
+    current = (body.get("status") or {}).get("scheduleState")
+    if not schedule or (current and current.get("signature") == signature(schedule)):
+        return None
+    return fresh_state(schedule, current, dt.datetime.now(dt.UTC))
+
+
+def _resumed(
+    conditions: list[dict[str, Any]], schedule: dict[str, Any] | None, generation: Any
+) -> list[dict[str, Any]]:
+    """SchedulePaused goes False once the user sets spec.schedule.suspend false again."""
+    paused = any(c["type"] == ConditionType.SCHEDULE_PAUSED and c["status"] == "True" for c in conditions)
+    if not paused or (schedule and schedule.get("suspend")):
+        return conditions
+    message = "the schedule was resumed (spec.schedule.suspend false)"
+    return set_condition(
+        conditions, ConditionType.SCHEDULE_PAUSED, False, Reason.SCHEDULE_RESUMED, message, generation
+    )
+
+
 async def _invalid(client: AsyncClient, body: dict[str, Any], message: str, logger: Logger) -> None:
     """Ready=False (InvalidSpec): no schedule runs, no model shown."""
     meta = body["metadata"]
@@ -92,7 +148,13 @@ async def _invalid(client: AsyncClient, body: dict[str, Any], message: str, logg
     logger.warning("agent %s is invalid: %s", meta["name"], message)
     conditions = (body.get("status") or {}).get("conditions")
     ready = set_condition(conditions, ConditionType.READY, False, Reason.INVALID_SPEC, message, generation)
-    patch = {"observedGeneration": generation, "conditions": ready, "nextRunTime": None, "model": None}
+    patch = {
+        "observedGeneration": generation,
+        "conditions": ready,
+        "nextRunTime": None,
+        "upcomingRuns": None,
+        "model": None,
+    }
     await kube.patch_status(client, kube.Agent, meta["name"], meta["namespace"], patch)
 
 
@@ -189,6 +251,7 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     schedule = agent["spec"].get("schedule")
     if schedule and not schedule.get("suspend") and status.get("nextRunTime"):
         patch["nextRunTime"] = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
+    step = await _schedule_refresh(client, agent, live, patch, logger)
     scheduled = [e for e in live if e["spec"].get("trigger") == Trigger.SCHEDULE]
     if scheduled:
         patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
@@ -205,6 +268,115 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     for ex in pruned:
         if await kube.delete_quietly(client, kube.Execution, ex["metadata"]["name"], namespace):
             logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
+    if step is not None and step.pause:
+        await _pause(client, agent, step, logger)
+
+
+async def _schedule_refresh(
+    client: AsyncClient,
+    agent: dict[str, Any],
+    executions: list[dict[str, Any]],
+    patch: dict[str, Any],
+    logger: Logger,
+) -> ScheduleStep | None:
+    """Catch-up runs (created before the watermark moves past them: a retry meets 409), the
+    skipped ones, upcomingRuns and the failure streak, into `patch`. None: nothing to do yet (no
+    valid schedule, or reconcile has not taken up an edit yet)."""
+    meta, schedule = agent["metadata"], agent["spec"].get("schedule")
+    status = agent.get("status") or {}
+    state = status.get("scheduleState")
+    if not schedule or (not status.get("nextRunTime") and not schedule.get("suspend")):
+        return None
+    if not state or state.get("signature") != signature(schedule):
+        return None
+    name, namespace = meta["name"], meta["namespace"]
+    now = dt.datetime.now(dt.UTC)
+    step = with_backfill(schedule_step(schedule, f"{namespace}/{name}", state, executions, now), schedule)
+    for runs, reason, what in (
+        (step.create, Reason.CATCHUP_STARTED, "missed runs"),
+        (step.backfill, Reason.BACKFILL_STARTED, "backfill runs"),
+    ):
+        if runs:
+            await _create_scheduled(client, name, namespace, runs)
+            times = ", ".join(rfc3339(t) for t in runs)
+            await _event(client, agent, reason, f"started {what} {times}", "Normal")
+    plan = step.plan
+    if plan is not None and plan.skipped and plan.first_skipped and plan.last_skipped:
+        message = (
+            f"skipped {plan.skipped} missed run(s) from {rfc3339(plan.first_skipped)} to "
+            f"{rfc3339(plan.last_skipped)}: beyond catchupWindowSeconds or maxCatchupRuns"
+        )
+        logger.info("agent %s: %s", name, message)
+        await _event(client, agent, Reason.CATCHUP_SKIPPED, message, "Warning")
+    patch["scheduleState"] = step.state
+    patch["upcomingRuns"] = upcoming_runs(schedule, f"{namespace}/{name}", now)
+    if step.pause:
+        limit = schedule["pauseOnFailure"]["consecutiveFailures"]
+        message = (
+            f"suspended after {step.state['consecutiveFailures']} consecutive failed scheduled runs "
+            f"(pauseOnFailure: {limit}); set spec.schedule.suspend false to resume"
+        )
+        patch["conditions"] = set_condition(
+            status.get("conditions"),
+            ConditionType.SCHEDULE_PAUSED,
+            True,
+            Reason.CONSECUTIVE_FAILURES,
+            message,
+            meta.get("generation"),
+        )
+    return step
+
+
+async def _create_scheduled(
+    client: AsyncClient, agent: str, namespace: str, times: list[dt.datetime]
+) -> None:
+    """Executions named after their scheduled times, oldest first: a time that has one (the tick's, or
+    ours from a retried round) meets 409 and is not run twice."""
+    for when in times:
+        try:
+            await client.create(kube.Execution.from_dict(build_execution(agent, namespace, when)))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+
+
+async def _pause(client: AsyncClient, agent: dict[str, Any], step: ScheduleStep, logger: Logger) -> None:
+    """pauseOnFailure: the condition is written first (in refresh's status patch), then suspend."""
+    meta = agent["metadata"]
+    body = {"spec": {"schedule": {"suspend": True}}}
+    await kube.patch_merge(client, kube.Agent, meta["name"], meta["namespace"], body)
+    message = f"schedule suspended after {step.state['consecutiveFailures']} consecutive failed runs"
+    logger.warning("agent %s: %s", meta["name"], message)
+    await _event(client, agent, Reason.CONSECUTIVE_FAILURES, message, "Warning")
+
+
+async def _event(client: AsyncClient, agent: dict[str, Any], reason: Reason, message: str, kind: str) -> None:
+    """An Event on the Agent (best effort: a refused Event never stops the schedule's work)."""
+    meta = agent["metadata"]
+    now = dt.datetime.now(dt.UTC)
+    event = Event(
+        metadata=ObjectMeta(generateName=f"{meta['name'][:200]}.", namespace=meta["namespace"]),
+        involvedObject=ObjectReference(
+            apiVersion=agent.get("apiVersion"),
+            kind=agent.get("kind"),
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+        ),
+        reason=reason.value,
+        message=message[:1024],
+        type=kind,
+        source=EventSource(component="agentry-operator"),
+        firstTimestamp=now,
+        lastTimestamp=now,
+        count=1,
+    )
+    try:
+        await client.create(event)
+    except ApiError as exc:
+        logging.getLogger("agentry.operator").info(
+            "event %s on agent %s refused: %s", reason, meta["name"], exc
+        )
 
 
 async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
@@ -219,6 +391,8 @@ async def background_loop(client: AsyncClient, config: OperatorConfig, state: St
                     await on_execution(client, config, state, body, logger, listing=True)
                 except Exception as exc:
                     logger.warning("execution %s/%s: %s", *key, exc)
+        now = dt.datetime.now(dt.UTC)
+        state.dirty_agents.update(key for key, agent in state.agents.items() if catchup_due(agent, now))
         for namespace, name in sorted(state.take_dirty()):
             try:
                 await refresh_agent(client, state, namespace, name, logger)

@@ -515,6 +515,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
             # The chart's webhook Service has no endpoints here (no kubelet): no webhook server either.
             "AGENTRY_WEBHOOK_ENABLED": "false",
             "POD_ID": "chart-test-operator",
+            "POD_NAME": "chart-test-operator",  # the downward API's value in a pod
             "AGENTRY_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
             "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
             "AGENTRY_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{gateway_port}",
@@ -570,14 +571,18 @@ def test_operator_works_with_exactly_the_charts_rbac(
             timeout=60,
             what="the operator to apply the Agent's CronJob",
         )
-        peering = eventually(
+        # Leader election (the chart's default): the operator took the chart's Lease with the chart's Role.
+        lease = eventually(
             lambda: yaml.safe_load(
-                release.kube.kubectl("get", "kopfpeering", RELEASE, "-n", ns, "-o", "yaml").stdout
-            ).get("status"),
+                release.kube.kubectl(
+                    "get", "lease", f"{RELEASE}-operator", "-n", release.namespace, "-o", "yaml", check=False
+                ).stdout
+                or "{}"
+            ).get("spec"),
             timeout=30,
-            what="the operator's keep-alive in the chart's KopfPeering",
+            what="the operator to hold the chart's Lease",
         )
-        assert "chart-test-operator" in peering
+        assert str(lease.get("holderIdentity", "")).startswith("chart-test-operator_"), lease
     finally:
         proc.stop()
         gateway.stop()
