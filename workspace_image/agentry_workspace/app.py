@@ -17,12 +17,13 @@ from agentry_common.models import Runtime
 from . import secrets
 from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
 from .events import EventSink, JsonEventSink, result_event_fields, secret_values
-from .hardening import forbid_inspection
+from .hardening import end_strays, forbid_inspection
 from .outcome import Outcome, StopReason, write_result
 from .runner import Runner
 
 
 def finish(outcome: Outcome, sink: EventSink, result_file: Path) -> int:
+    end_strays()  # in a pod: nothing a tool left running may rewrite the result after us
     # The result leaves the pod (termination message -> Execution status): redact it like events.
     outcome.summary = sink.scrub(outcome.summary)
     if outcome.approval is not None:
@@ -65,7 +66,9 @@ def execute(cfg: RunConfig, sink: EventSink) -> int:
     sink.bind(
         correlation_id=cfg.correlation_id,
         execution=cfg.execution,
-        secrets=secret_values(cfg.env),
+        # The Agent's own secrets (spec.secrets, from Kubernetes Secrets or Secret Manager) too: tools
+        # may use them, but a tool that prints one must not carry it into the events or the result.
+        secrets=[*secret_values(cfg.env), *secrets.agent_secret_values(cfg.spec.secrets, cfg.env)],
     )
     try:
         outcome = asyncio.run(_run_async(cfg, sink))

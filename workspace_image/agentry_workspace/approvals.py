@@ -4,6 +4,7 @@ resume.json, and what the model is told when a human says no (workspace_image/RE
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,15 @@ def denied_result(events: EventSink, use: ToolUseBlock, decision: Decision) -> T
     return result
 
 
-def signed_state(state: dict[str, Any], key: str) -> dict[str, Any]:
+def signed_state(
+    state: dict[str, Any], key: str, scrub: Callable[[str], str] | None = None
+) -> dict[str, Any]:
     """The `state` of an approval_request event, signed when the run has a state key (its Secret's;
-    tools never see it), so the operator can tell it from a line a tool printed (statesig.py)."""
+    tools never see it), so the operator can tell it from a line a tool printed (statesig.py).
+    The state is scrubbed first, as the event's line will be: a secret a tool printed into the
+    conversation would otherwise be redacted after signing, and the signature would never verify."""
+    if scrub is not None:
+        state = json.loads(scrub(json.dumps(state, ensure_ascii=False)))
     if not key:
         return {"state": state}
     return {"state": state, SIGNATURE_FIELD: sign_state(key, state)}

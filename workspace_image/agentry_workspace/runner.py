@@ -288,7 +288,7 @@ class Runner:
             input=use.input,
             timeoutSeconds=timeout,
             stateFile=str(state_path),
-            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, "")),
+            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, ""), self.events.scrub),
         )
         return self._stop(
             StopReason.APPROVAL_REQUIRED,

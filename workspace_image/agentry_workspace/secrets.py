@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+
+from agentry_common.models import SecretSpec
 
 from .config import ConfigError
 
@@ -170,3 +172,8 @@ def resolve(env: Mapping[str, str], accessor: Accessor | None = None) -> dict[st
 def redactable(values: Mapping[str, str]) -> list[str]:
     """The resolved values the event sink must redact."""
     return [v for v in values.values() if len(v.strip()) >= MIN_REDACTED_LENGTH]
+
+
+def agent_secret_values(specs: Iterable[SecretSpec], env: Mapping[str, str]) -> list[str]:
+    """The values of the Agent's spec.secrets in this run's environment, to redact like provider keys."""
+    return redactable({s.env: env.get(s.env, "") for s in specs})

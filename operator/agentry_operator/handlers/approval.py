@@ -112,6 +112,21 @@ def complete_input(event: dict[str, Any] | None) -> dict[str, str]:
     return {"input": cut, "inputTruncated": f"truncated at {INPUT_LIMIT} of {len(data)} bytes"}
 
 
+def requested(event: dict[str, Any] | None) -> dict[str, str]:
+    """What the approval is about, from the runtime's own approval_request event (its signature
+    verified when the run has a state key), not from the termination message, which a process in the
+    pod could have written too: id, tool, risk and the summary an approver reads."""
+    if not event or not event.get("approvalId"):
+        return {}
+    found = {
+        "id": event.get("approvalId"),
+        "tool": event.get("tool"),
+        "risk": event.get("risk"),
+        "summary": event.get("arguments") or event.get("reason"),
+    }
+    return {k: str(v) for k, v in found.items() if v}
+
+
 async def pause(
     client: AsyncClient, state: State, body: dict[str, Any], seen: Observed, pods: list[dict[str, Any]]
 ) -> Observed:
@@ -144,6 +159,7 @@ async def pause(
             "printed by the runtime) and none that does: the run cannot be resumed",
         )
     saved = found.state
+    approval.update(requested(found.event))
     approval.update(complete_input(found.event))
     await kube.create_or_adopt(
         client,

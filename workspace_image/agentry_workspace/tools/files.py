@@ -1,13 +1,18 @@
 """`files`: read, write and list files, confined to the workspace.
 
 Refused outright (never executed, whatever the approval settings): absolute paths, any `..`
-component, and paths that resolve outside the workspace through a symlink. The final open uses
-O_NOFOLLOW so a symlink swapped in after the check is not followed either.
+component, and paths that resolve outside the workspace through a symlink. The check resolves the
+path once; the open then walks that resolved path one component at a time from the workspace's own
+descriptor with O_NOFOLLOW, so a directory (or the file) swapped for a symlink between the check and
+the open is refused, not followed (a plain O_NOFOLLOW guards only the last component).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -47,10 +52,49 @@ def confine(workspace: Path, relative: str) -> Path:
     if ".." in pure.parts:
         raise PathEscape(f"path {relative!r} refused: '..' may not appear in a path")
     root = workspace.resolve()
-    full = (root / pure).resolve()
+    try:
+        full = (root / pure).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop, or a link removed while it was read
+        raise PathEscape(f"path {relative!r} refused: it cannot be resolved ({err})") from None
     if full != root and not full.is_relative_to(root):
         raise PathEscape(f"path {relative!r} refused: it resolves outside the workspace (symlink)")
     return full
+
+
+def open_beneath(root: Path, target: Path, flags: int, *, make_dirs: bool = False) -> int:
+    """A descriptor for `target` (a path `confine` resolved under `root`), opened by walking its
+    components from `root` without following any symlink; PathEscape if one appeared since."""
+    *dirs, last = target.relative_to(root).parts or (".",)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in dirs:
+            if make_dirs:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o755, dir_fd=fd)
+            step = _open_step(name, os.O_RDONLY | os.O_DIRECTORY, fd)
+            os.close(fd)
+            fd = step
+        return _open_step(last, flags, fd)
+    finally:
+        os.close(fd)
+
+
+def _open_step(name: str, flags: int, dir_fd: int) -> int:
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, dir_fd):
+            raise PathEscape(
+                f"{name!r} became a symlink after the path was checked: refused, not followed"
+            ) from None
+        raise
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 class FilesArgs(ToolArgs):
@@ -101,20 +145,23 @@ class FilesTool:
             target = confine(ctx.workspace, parsed.path)
         except PathEscape as err:
             return ToolOutcome(str(err), is_error=True, details={"refused": True})
+        root = ctx.workspace.resolve()
         try:
             if parsed.operation == "read":
-                return _read(target)
+                return _read(root, target)
             if parsed.operation == "write":
                 if parsed.content is None:
                     raise ToolInputError("invalid arguments: content: required for write")
-                return _write(target, parsed.content, ctx.workspace)
-            return _list(target, ctx.workspace)
+                return _write(root, target, parsed.content)
+            return _list(root, target)
+        except PathEscape as err:
+            return ToolOutcome(f"path {parsed.path!r} refused: {err}", True, details={"refused": True})
         except OSError as err:
             return ToolOutcome(f"{parsed.operation} {parsed.path}: {err.strerror or err}", True)
 
 
-def _read(target: Path) -> ToolOutcome:
-    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+def _read(root: Path, target: Path) -> ToolOutcome:
+    fd = open_beneath(root, target, os.O_RDONLY)
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_READ_BYTES + 1)
     text, cut = truncate_bytes(data, MAX_READ_BYTES)
@@ -123,32 +170,40 @@ def _read(target: Path) -> ToolOutcome:
     return ToolOutcome(text, details={"bytes": len(data)})
 
 
-def _write(target: Path, content: str, workspace: Path) -> ToolOutcome:
+def _write(root: Path, target: Path, content: str) -> ToolOutcome:
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         return ToolOutcome(f"refused: content is larger than {MAX_WRITE_BYTES} bytes", True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The parent may have been created through a race; re-check before writing.
-    confine(workspace, str(target.relative_to(workspace.resolve())))
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    # Parents are created by the same symlink-refusing walk, so a race cannot redirect them.
+    fd = open_beneath(root, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_dirs=True)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    rel = target.relative_to(workspace.resolve())
+    rel = target.relative_to(root)
     return ToolOutcome(f"wrote {len(data)} bytes to {rel}", details={"bytes": len(data)})
 
 
-def _list(target: Path, workspace: Path) -> ToolOutcome:
-    if not target.is_dir():
-        return ToolOutcome(f"{target.relative_to(workspace.resolve())} is not a directory", True)
+def _list(root: Path, target: Path) -> ToolOutcome:
+    rel = target.relative_to(root)
+    try:
+        fd = open_beneath(root, target, os.O_RDONLY | os.O_DIRECTORY)
+    except NotADirectoryError:
+        return ToolOutcome(f"{rel} is not a directory", True)
     lines = []
-    entries = sorted(target.iterdir(), key=lambda p: p.name)
-    for entry in entries[:MAX_LIST_ENTRIES]:
-        if entry.is_symlink():
-            lines.append(f"link  {entry.name}")
-        elif entry.is_dir():
-            lines.append(f"dir   {entry.name}/")
-        else:
-            lines.append(f"file  {entry.name} ({entry.stat().st_size} bytes)")
+    try:
+        with os.scandir(fd) as listing:  # entries are stat'ed relative to fd, never by path
+            entries = sorted(listing, key=lambda e: e.name)
+            for entry in entries[:MAX_LIST_ENTRIES]:
+                lines.append(_entry_line(entry))
+    finally:
+        os.close(fd)
     if len(entries) > MAX_LIST_ENTRIES:
         lines.append(f"[... {len(entries) - MAX_LIST_ENTRIES} more entries]")
     return ToolOutcome("\n".join(lines) or "(empty directory)", details={"entries": len(entries)})
+
+
+def _entry_line(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        return f"link  {entry.name}"
+    if entry.is_dir(follow_symlinks=False):
+        return f"dir   {entry.name}/"
+    return f"file  {entry.name} ({entry.stat(follow_symlinks=False).st_size} bytes)"
