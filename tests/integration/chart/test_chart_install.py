@@ -601,6 +601,7 @@ def test_plain_install_yaml_applies_in_one_pass(kube: ControlPlane, release: Rel
         deployments = kube.kubectl("get", "deployments", "-n", "agentry-system", "-o", "name").stdout.split()
         assert sorted(deployments) == [
             "deployment.apps/agentry-api",
+            "deployment.apps/agentry-egress",
             "deployment.apps/agentry-firestore-emulator",
             "deployment.apps/agentry-gateway",
             "deployment.apps/agentry-operator",

@@ -487,7 +487,10 @@ def test_workload_identity_on() -> None:
 
 
 def test_workload_identity_off_ignores_gsa_and_keeps_metadata_closed() -> None:
-    objs = render(workloads__serviceAccount__gcpServiceAccount="w@p-123456.iam.gserviceaccount.com")
+    objs = render(
+        workloads__serviceAccount__gcpServiceAccount="w@p-123456.iam.gserviceaccount.com",
+        workloads__networkPolicy__egress="internet",
+    )
     for sa in find(objs, "ServiceAccount"):
         assert "iam.gke.io/gcp-service-account" not in sa["metadata"].get("annotations", {})
     egress = one(objs, "NetworkPolicy", "agentry-runs")["spec"]["egress"]
@@ -520,7 +523,11 @@ def test_network_policy_selects_runs_only_and_opens_dns(default: list[Obj]) -> N
     assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
     dns = spec["egress"][0]
     assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    assert spec["egress"][1]["ports"] == [{"protocol": "TCP", "port": 443}]
+    # By default runs get out only through the egress proxy (and reach the gateway): no address range.
+    assert spec["egress"][1]["ports"] == [{"protocol": "TCP", "port": 3128}]
+    assert not [p for rule in spec["egress"] for p in rule["to"] if "ipBlock" in p]
+    internet = one(render(workloads__networkPolicy__egress="internet"), "NetworkPolicy", "agentry-runs")
+    assert internet["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 443}]
 
 
 def test_network_policy_labels_match_the_operators_jobs(default: list[Obj]) -> None:
@@ -723,6 +730,7 @@ def test_api_session_secret_and_designer_key(default: list[Obj]) -> None:
         api__sessionSecret__existingSecret="mine",
         api__anthropicKeySecret__name="designer-key",
         gateway__enabled="false",
+        workloads__networkPolicy__egress="internet",
     )
     assert find(objs, "Secret", "agentry-api-session") == []
     env = env_of(api_container(objs))

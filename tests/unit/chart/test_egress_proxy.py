@@ -1,5 +1,5 @@
-"""The egress proxy in the chart (templates/egress/, workloads.networkPolicy.egress=proxy): off by
-default; when on, runs may reach only DNS, the proxy and the gateway, and the proxy only reads pods."""
+"""The egress proxy in the chart (templates/egress/, workloads.networkPolicy.egress=proxy): on by
+default; runs may reach only DNS, the proxy and the gateway, and the proxy only reads pods."""
 
 from __future__ import annotations
 
@@ -16,11 +16,22 @@ def proxied() -> list[Obj]:
     return render(egress__proxy__enabled="true", workloads__networkPolicy__egress="proxy")
 
 
-def test_off_by_default() -> None:
+def test_on_by_default_and_the_operator_points_runs_at_it() -> None:
     objs = render()
-    assert not [o for o in objs if o["metadata"]["name"].endswith("-egress")]
+    assert one(objs, "Deployment", "agentry-egress")
     runs = one(objs, "NetworkPolicy", "agentry-runs")
-    assert any("ipBlock" in peer for rule in runs["spec"]["egress"] for peer in rule["to"])
+    assert not any("ipBlock" in peer for rule in runs["spec"]["egress"] for peer in rule["to"])
+    operator = one(objs, "Deployment", "agentry-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["AGENTRY_EGRESS_PROXY_URL"] == f"http://agentry-egress.{NAMESPACE}.svc:3128"
+    off = render(egress__proxy__enabled="false", workloads__networkPolicy__egress="internet")
+    assert not [o for o in off if o["metadata"]["name"].endswith("-egress")]
+
+
+def test_proxy_mode_needs_the_gateway() -> None:
+    with pytest.raises(RenderError, match=r"needs gateway\.enabled"):
+        render(gateway__enabled="false")
+    render(gateway__enabled="false", workloads__networkPolicy__egress="internet")  # an explicit choice
 
 
 def test_runs_reach_only_dns_the_proxy_and_the_gateway() -> None:
@@ -81,7 +92,7 @@ def test_only_run_pods_may_connect_to_the_proxy() -> None:
 
 def test_proxy_mode_without_the_proxy_is_refused() -> None:
     with pytest.raises(RenderError, match=r"egress\.proxy\.enabled"):
-        render(workloads__networkPolicy__egress="proxy")
+        render(egress__proxy__enabled="false")
     with pytest.raises(RenderError, match="aclCacheSeconds"):
         render(egress__proxy__enabled="true", egress__proxy__aclCacheSeconds="0")
 

@@ -33,7 +33,8 @@ def ci(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def off() -> list[Obj]:
-    return render(gateway__enabled="false")
+    # Without the gateway runs call providers directly: the `proxy` egress mode (the default) cannot hold.
+    return render(gateway__enabled="false", workloads__networkPolicy__egress="internet")
 
 
 @pytest.fixture(scope="module")
