@@ -18,6 +18,7 @@ from typing import Any
 
 from lightkube import ApiError
 
+from agentry_common.conditions import ConditionType
 from agentry_common.models import AgentSpec, looks_like_secret
 from agentry_common.policy import (
     AgentPolicy,
@@ -60,6 +61,22 @@ def canonical_spec(spec: Doc) -> Doc:
         return AgentSpec.model_validate(spec).wire()
     except ValueError:
         return spec
+
+
+def paused_by_operator(cr: Doc, doc: Doc) -> bool:
+    """The operator paused the schedule (pauseOnFailure): the CR differs from the stored spec only by
+    `schedule.suspend: true`, and its SchedulePaused condition is True. The API adopts that pause
+    instead of re-applying its own spec over it; the person resumes by unsuspending."""
+    live, stored = canonical_spec(cr.get("spec") or {}), canonical_spec(doc.get("spec") or {})
+    schedule = dict(stored.get("schedule") or {})
+    if not schedule or not (live.get("schedule") or {}).get("suspend") or schedule.get("suspend"):
+        return False
+    if {**stored, "schedule": {**schedule, "suspend": True}} != live:
+        return False
+    conditions = (cr.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == ConditionType.SCHEDULE_PAUSED and c.get("status") == "True" for c in conditions
+    )
 
 
 def api_policy(settings: Settings, policy: AgentPolicy) -> AgentPolicy:
@@ -332,6 +349,9 @@ class AgentService:
         if doc.get("source") == "cluster":
             if doc.get("spec") != cr.get("spec"):
                 changes["spec"] = cr.get("spec") or {}
+        elif paused_by_operator(cr, doc):
+            log.info("agent %s: the operator paused its schedule (pauseOnFailure); adopted", name)
+            changes["spec"] = cr.get("spec") or {}
         elif canonical_spec(cr.get("spec") or {}) != canonical_spec(doc.get("spec") or {}) and (
             (doc.get("sync") or {}).get("state") == "Synced"
         ):
