@@ -91,11 +91,6 @@ def test_an_agent_uses_the_reference_mcp_server_in_a_pod(node_stack: NodeStack, 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs status.mcp in the Execution CRD (manifests/crds/agentry.dev_executions.yaml): the API "
-    "server prunes it until then; remove this marker when it lands",
-)
 def test_the_agent_status_shows_the_discovered_tools(node_stack: NodeStack, llm: ScriptedLLM) -> None:
     agent = unique("mcp-status")
     done = _run_everything(node_stack, llm, agent)
