@@ -8,17 +8,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 
 from agentry_gateway.budgets import Amount
 from agentry_gateway.ledger import Subjects
 from agentry_testing.scripted_llm import ScriptedLLM
-from tests.integration.gateway.harness import KEYRING, GatewayServer, config, post, run_token, settings
+from tests.integration.gateway.harness import (
+    ANTHROPIC_KEY,
+    KEYRING,
+    GatewayServer,
+    config,
+    post,
+    run_token,
+    settings,
+)
 
 from .server import ApiServer, api_settings, start_api
 
 BUDGETS = [{"name": "users", "scope": "user", "limits": [{"window": "5h", "messages": 100}]}]
 MESSAGE = {"model": "claude-sonnet-4-6", "max_tokens": 40, "messages": [{"role": "user", "content": "go"}]}
 CHEAPER = "claude-haiku-4-5"  # the default config's cheaper model for sonnet
+
+
+@pytest.fixture(name="llm")
+def scripted_upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLM]:
+    """The scripted provider behind the gateway, with the gateway's channel keys in the environment
+    (import it into a test module to use it as the `llm` fixture)."""
+    monkeypatch.setenv("GW_TEST_ANTHROPIC", ANTHROPIC_KEY)
+    monkeypatch.setenv("GW_TEST_OPENAI", ANTHROPIC_KEY)
+    with ScriptedLLM() as server:
+        yield server
 
 
 @contextmanager

@@ -16,20 +16,19 @@ from agentry_api.auth import owner_label
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.integration.cli.conftest import Cli
-from tests.integration.gateway.harness import ANTHROPIC_KEY, GatewayServer
+from tests.integration.gateway.harness import GatewayServer
 
-from .budget_steering import CHEAPER, admit_throttle_refuse, call, governed, spend
+from .budget_steering import (
+    CHEAPER,
+    admit_throttle_refuse,
+    call,
+    governed,
+    scripted_upstream,  # noqa: F401 (the llm fixture)
+    spend,
+)
 from .server import ApiServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLM]:
-    monkeypatch.setenv("GW_TEST_ANTHROPIC", ANTHROPIC_KEY)
-    monkeypatch.setenv("GW_TEST_OPENAI", ANTHROPIC_KEY)
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

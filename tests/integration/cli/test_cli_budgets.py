@@ -14,10 +14,11 @@ import pytest
 from agentry_api.auth import owner_label
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.integration.api.budget_steering import scripted_upstream  # noqa: F401 (the llm fixture)
 from tests.integration.api.helpers import create_agent
 from tests.integration.api.server import ApiServer, api_settings, start_api
 from tests.integration.api.test_chat import frame, open_chat
-from tests.integration.gateway.harness import ANTHROPIC_KEY, KEYRING, GatewayServer, config, settings
+from tests.integration.gateway.harness import KEYRING, GatewayServer, config, settings
 
 from .conftest import Cli
 
@@ -27,14 +28,6 @@ BUDGETS = [
     {"name": "users", "scope": "user", "limits": [{"window": "day", "messages": 1}]},
     {"name": "agents", "scope": "agent", "limits": [{"window": "5h", "tokens": 50000}]},
 ]
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLM]:
-    monkeypatch.setenv("GW_TEST_ANTHROPIC", ANTHROPIC_KEY)
-    monkeypatch.setenv("GW_TEST_OPENAI", ANTHROPIC_KEY)
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture
