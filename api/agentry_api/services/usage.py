@@ -49,6 +49,15 @@ class _Acc:
         self.output_tokens += out
         self.cost += cost
 
+    def totals(self) -> dict[str, Any]:
+        """The fields every usage row shares (total, per agent, per bucket, per model)."""
+        return {
+            "executions": self.executions,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "costUSD": usd_string(self.cost),
+        }
+
 
 def _floor(value: dt.datetime, step: dt.timedelta) -> dt.datetime:
     if step >= dt.timedelta(days=1):
@@ -84,44 +93,15 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
     return UsageOut(
         window=window,
         since=_fmt(since),
-        executions=total.executions,
-        inputTokens=total.input_tokens,
-        outputTokens=total.output_tokens,
-        costUSD=usd_string(total.cost),
+        **total.totals(),
         agents=[
-            UsageAgent(
-                agentId=k,
-                executions=v.executions,
-                succeeded=v.succeeded,
-                failed=v.failed,
-                inputTokens=v.input_tokens,
-                outputTokens=v.output_tokens,
-                costUSD=usd_string(v.cost),
-            )
+            UsageAgent(agentId=k, succeeded=v.succeeded, failed=v.failed, **v.totals())
             for k, v in sorted(agents.items(), key=lambda kv: -kv[1].cost)
         ],
-        buckets=[
-            UsageBucket(
-                start=k,
-                executions=v.executions,
-                inputTokens=v.input_tokens,
-                outputTokens=v.output_tokens,
-                costUSD=usd_string(v.cost),
-            )
-            for k, v in sorted(buckets.items())
-        ],
+        buckets=[UsageBucket(start=k, **v.totals()) for k, v in sorted(buckets.items())],
         models=_models(models),
     )
 
 
 def _models(models: dict[str, _Acc]) -> list[UsageModel]:
-    return [
-        UsageModel(
-            model=k,
-            executions=v.executions,
-            inputTokens=v.input_tokens,
-            outputTokens=v.output_tokens,
-            costUSD=usd_string(v.cost),
-        )
-        for k, v in sorted(models.items(), key=lambda kv: -kv[1].cost)
-    ]
+    return [UsageModel(model=k, **v.totals()) for k, v in sorted(models.items(), key=lambda kv: -kv[1].cost)]
