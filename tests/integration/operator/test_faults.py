@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import Proc
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import own_control_plane, start_operator
+from tests.fixtures.operator import start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
@@ -38,12 +37,6 @@ REPORT = {
     "truncated": False,
     "usage": {"inputTokens": 3, "outputTokens": 2, "costUSD": "0.01", "model": "m", "turns": 1},
 }
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path / "kube") as own:
-        yield own
 
 
 def restart_apiserver(plane: ControlPlane, down_seconds: float) -> None:
@@ -79,7 +72,8 @@ def jobs_per_execution(client: Client, ns: str) -> Counter[str]:
     return Counter((j.metadata.labels or {}).get(c.LABEL_EXECUTION, "") for j in jobs if j.metadata)
 
 
-def test_a_minute_without_the_api_server(plane: ControlPlane, tmp_path: Path) -> None:
+def test_a_minute_without_the_api_server(private_plane: ControlPlane, tmp_path: Path) -> None:
+    plane = private_plane
     op = start_operator(plane, tmp_path / "operator")
     try:
         recovers(plane)

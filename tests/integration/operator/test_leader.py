@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from agentry_common import constants as c
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
+from tests.fixtures.operator import OperatorProcess, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
@@ -42,12 +41,6 @@ REPORT = {
     "truncated": False,
     "usage": {"inputTokens": 2, "outputTokens": 1, "costUSD": "0.001", "model": "m", "turns": 1},
 }
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path / "kube") as own:
-        yield own
 
 
 def holder(client: Client, ns: str) -> str | None:
@@ -97,7 +90,8 @@ def status(client: Client, ns: str, name: str) -> dict[str, Any]:
     return dict(client.get(Execution, name, namespace=ns).status or {})
 
 
-def test_killing_the_leader_again_and_again(plane: ControlPlane, tmp_path: Path) -> None:
+def test_killing_the_leader_again_and_again(private_plane: ControlPlane, tmp_path: Path) -> None:
+    plane = private_plane
     with plane_client(plane, "leader-test") as client:
         ns = make_namespace(client, "ha")
         env = {"AGENTRY_LEADER_ELECTION": "true", "AGENTRY_LEASE_NAMESPACE": ns}
