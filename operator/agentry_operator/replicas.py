@@ -22,7 +22,7 @@ import kopf
 
 from . import kube
 from .config import OperatorConfig
-from .leader import LeaderElector, LeadershipLost, Timing, own_identity
+from .leader import LeaderElector, Timing, own_identity
 from .registries import RECONCILE, WEBHOOKS
 
 log = logging.getLogger("agentry.operator")
@@ -123,6 +123,3 @@ async def _lead(elector: LeaderElector, scope: Scope) -> int:
         return 1
     await elector.release()
     return 0
-
-
-__all__ = ["LeadershipLost", "Scope", "run_replicated"]
