@@ -240,7 +240,12 @@ def test_backfill_starts_a_range_once_and_refuses_a_wide_one(client: Client, op:
     eventually(lambda: len(scheduled_runs(client, ns)) >= 3, 60, "the backfill runs")
     runs = scheduled_runs(client, ns)
     assert sorted(runs.values()) == [stamp(t) for t in want]
-    assert agent_status(client, ns)["scheduleState"]["backfilled"] == f"{backfill['start']}/{backfill['end']}"
+    # the runs are created before the handler's status patch lands
+    key = f"{backfill['start']}/{backfill['end']}"
+    eventually(
+        lambda: agent_status(client, ns).get("scheduleState", {}).get("backfilled") == key,
+        what="status.scheduleState.backfilled",
+    )
     create_manual_and_wait_refresh(client, ns)  # a later refresh starts nothing again
     assert scheduled_runs(client, ns) == runs
 
