@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "overspend": ["bench.overspend"],
     "gateway_overhead": ["bench.gateway_overhead"],
     "api_latency": ["bench.api_latency"],
+    "api_streams": ["bench.api_streams"],
     "operator": ["bench"],
 }
 

@@ -6,6 +6,7 @@ and starts the watcher (status mirror, sync retries, approval timeouts).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -52,6 +53,7 @@ from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
 from .services.events import EventBus
+from .services.feed import EventFeed
 from .services.quotas import Quotas
 from .services.runs import RunService
 from .settings import Settings, get_settings
@@ -130,7 +132,12 @@ def scheduler_verifier(settings: Settings) -> TokenVerifier | None:
 def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | None) -> AppState:
     store = Store(new_client(settings.google_cloud_project, settings.firestore_database))
     cluster = Cluster(settings.namespace, settings.kubeconfig, settings.kube_timeout_seconds)
-    bus = EventBus(store)
+    feed = (
+        EventFeed.of(settings.google_cloud_project, settings.firestore_database)
+        if settings.sse_listen
+        else None
+    )
+    bus = EventBus(store, feed)
     agent_service = AgentService(store, cluster, bus, settings)
     approval_service = ApprovalService(store, cluster, bus)
     runs = RunService(store, cluster, bus, agent_service, approval_service)
@@ -168,6 +175,7 @@ def start_watcher(state: AppState) -> Watcher:
 async def close_state(state: AppState) -> None:
     if state.watcher is not None:
         await state.watcher.stop()
+    await asyncio.to_thread(state.bus.close)
     if isinstance(state.llm, ProviderLLM):  # ours (built from the settings): its HTTP client
         await state.llm.aclose()
     await state.cluster.close()

@@ -153,7 +153,15 @@ class Settings(BaseSettings):
     sse_max_connections: int = Field(default=1000, ge=1, description="SSE connections per process; then 503.")
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     sse_poll_seconds: float = Field(
-        default=2.0, gt=0, description="How often a stream also polls Firestore (events of other replicas)."
+        default=15.0,
+        gt=0,
+        description="How often a stream re-reads Firestore even when nothing woke it (the safety net "
+        "when the event listener is off or down).",
+    )
+    sse_listen: bool = Field(
+        default=True,
+        description="A Firestore listener on new events wakes this process's streams when another "
+        "replica writes (off: events of other replicas arrive by the poll only).",
     )
     sync_retry_seconds: float = Field(
         default=5.0, gt=0, description="Retry period of Agent CR writes that failed (cluster unavailable)."

@@ -3,7 +3,9 @@
 A new stream starts with one `snapshot` event (agents, recent executions, pending approvals) whose
 id is the user's last event number, then `report` events with increasing ids. A stream resumed with
 `Last-Event-ID` (or `?cursor=`) gets no snapshot: it replays every event after that id from
-Firestore, then continues live. Comments (`: ping`) are sent as heartbeats. Past
+Firestore, page by page, then continues live: it re-reads Firestore whenever the bus wakes it (an
+event of its user in this process or, through the Firestore listener, in another replica) and every
+`sse_poll_seconds` in any case. Comments (`: ping`) are sent as heartbeats. Past
 `sse_max_connections` open streams in this process the answer is 503 with Retry-After.
 """
 
@@ -89,17 +91,18 @@ async def stream(
             )
         else:
             last = start
-        while True:
-            version = state.bus.version
-            events = await state.store.events_after(user.id, last, REPLAY_PAGE)
-            for event in events:
-                last = int(event["seq"])
-                yield report(event)
-            if len(events) < REPLAY_PAGE:
-                await state.bus.wait(version, state.settings.sse_poll_seconds)
-            if time.monotonic() - renewed > STREAM_TTL_SECONDS / 3:
-                renewed = time.monotonic()
-                await state.store.renew_stream(user.id, lease, STREAM_TTL_SECONDS)
+        with state.bus.subscribe(user.id) as sub:
+            while True:
+                sub.arm()
+                events = await state.store.events_after(user.id, last, REPLAY_PAGE)
+                for event in events:
+                    last = int(event["seq"])
+                    yield report(event)
+                if len(events) < REPLAY_PAGE:
+                    await sub.wait(state.settings.sse_poll_seconds)
+                if time.monotonic() - renewed > STREAM_TTL_SECONDS / 3:
+                    renewed = time.monotonic()
+                    await state.store.renew_stream(user.id, lease, STREAM_TTL_SECONDS)
     finally:
         state.sse_open -= 1
         SSE_CONNECTIONS.dec()

@@ -1,7 +1,9 @@
-"""The event stream: append to Firestore `events` (numbered per user), wake local SSE streams.
+"""The event stream: append to Firestore `events` (numbered per user), wake that user's SSE streams.
 
-A stream waits on the local notifier and also polls Firestore every `sse_poll_seconds`, so events
-written by another replica reach it too.
+Events of this process wake its streams at once. Events written by another replica wake them
+through the Firestore listener of `feed.py` when it runs, and every `sse_poll_seconds` in any case
+(the safety net when the listener is down): a stream re-reads Firestore whenever it is woken, so a
+wake-up is a hint, never the data.
 """
 
 from __future__ import annotations
@@ -9,18 +11,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..storage import Store
+from .feed import EventFeed
 
 log = logging.getLogger("agentry.api.events")
 
 
+class Subscription:
+    """One stream's wake-up flag: set when its user may have a new event."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def arm(self) -> None:
+        """Call before reading Firestore: a wake-up during the read is then not lost."""
+        self._event.clear()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+
+
 class EventBus:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, feed: EventFeed | None = None) -> None:
         self.store = store
-        self.version = 0
-        self._changed = asyncio.Event()
+        self.feed = feed
+        self._subs: dict[str, set[Subscription]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def publish(
@@ -33,7 +55,7 @@ class EventBus:
         if len(self._locks) > 10000:
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
         if event is not None:
-            self.notify()
+            self.wake([user_id])
             log.info(
                 "event %s seq=%s user=%s correlation_id=%s",
                 kind,
@@ -43,15 +65,31 @@ class EventBus:
             )
         return event
 
-    def notify(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+    def wake(self, user_ids: Iterable[str]) -> None:
+        for user_id in user_ids:
+            for sub in self._subs.get(user_id, ()):
+                sub.wake()
 
-    async def wait(self, since_version: int, seconds: float) -> None:
-        """Return when something was published after `since_version`, or after `seconds`."""
-        if self.version != since_version:
-            return
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), seconds)
+    @contextlib.contextmanager
+    def subscribe(self, user_id: str) -> Iterator[Subscription]:
+        """A stream's subscription for as long as it is open; the first one starts the listener."""
+        if self.feed is not None:
+            self.feed.start(asyncio.get_running_loop(), self.wake)
+        sub = Subscription()
+        self._subs.setdefault(user_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(user_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[user_id]
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()

@@ -1,0 +1,106 @@
+"""Push across replicas: one Firestore listener per API process on the events any replica appends.
+
+Each new event wakes this process's streams of its user, so a status change written by one replica
+reaches a browser on another in about the listener's latency instead of the poll period.
+
+The listener is a query on `events` with `createdAt >= anchor`. Firestore keeps a listener's whole
+result set in memory, so the query is re-anchored every `window` seconds (a new listener from a
+little before now, then the old one dropped): memory holds one window of events, and the new
+listener's first snapshot covers everything since its anchor, so nothing falls between the two.
+Re-anchoring also replaces a listener that died. The client library runs listeners on threads of
+its own; wake-ups are handed to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.watch import ChangeType, Watch
+
+from agentry_common.records import Collection
+
+log = logging.getLogger("agentry.api.feed")
+
+Wake = Callable[[Iterable[str]], None]
+ClientFactory = Callable[[], firestore.Client]
+OVERLAP = dt.timedelta(seconds=5)  # createdAt is the writing replica's clock: allow for skew
+
+
+def anchor_iso(now: dt.datetime) -> str:
+    return (now - OVERLAP).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def added_users(changes: Iterable[Any]) -> set[str]:
+    """The users with a new event among a snapshot's changes."""
+    users: set[str] = set()
+    for change in changes:
+        if change.type == ChangeType.ADDED:
+            user = (change.document.to_dict() or {}).get("userId")
+            if isinstance(user, str):
+                users.add(user)
+    return users
+
+
+class EventFeed:
+    def __init__(self, client_factory: ClientFactory, window: float = 60.0) -> None:
+        self._factory, self._window = client_factory, window
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: Wake | None = None
+        self.snapshots = 0  # seen by tests and the benchmark
+
+    @classmethod
+    def of(cls, project: str, database: str) -> EventFeed:
+        return cls(lambda: firestore.Client(project=project, database=database))
+
+    def start(self, loop: asyncio.AbstractEventLoop, wake: Wake) -> None:
+        """Start listening (once; later calls do nothing)."""
+        if self._thread is not None:
+            return
+        self._loop, self._wake = loop, wake
+        self._thread = threading.Thread(target=self._run, name="agentry-event-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        client: Any = self._factory()  # the library's close() and unsubscribe() are untyped
+        watch: Any = None
+        try:
+            while not self._stopped.is_set():
+                fresh = self._listen(client)
+                if watch is not None:
+                    watch.unsubscribe()
+                watch = fresh
+                self._stopped.wait(self._window)
+        finally:
+            if watch is not None:
+                watch.unsubscribe()
+            client.close()
+
+    def _listen(self, client: firestore.Client) -> Watch | None:
+        anchor = anchor_iso(dt.datetime.now(dt.UTC))
+        query = client.collection(Collection.EVENTS).where(filter=FieldFilter("createdAt", ">=", anchor))
+        try:
+            watch: Watch = query.on_snapshot(self._on_snapshot)
+        except Exception as exc:  # the poll still reaches the streams; the next window tries again
+            log.warning("event listener not started (streams fall back to polling): %s", exc)
+            return None
+        return watch
+
+    def _on_snapshot(self, docs: Any, changes: Any, read_time: Any) -> None:
+        self.snapshots += 1
+        users = added_users(changes)
+        if users and self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, users)

@@ -1,0 +1,93 @@
+"""Events across replicas and long replays: the Firestore listener wakes another replica's streams
+(no polling in these tests: the poll period is longer than the test), and a resumed stream replays
+past the page size with no gap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from agentry_api.storage import Store, new_client
+from agentry_localcluster.kube import ControlPlane
+from tests.fixtures.helpers import eventually
+
+from .helpers import SseReader, create_agent
+from .server import ApiServer, api_settings, start_api
+
+pytestmark = pytest.mark.integration
+
+NO_POLL = 600.0  # longer than any test here: what arrives was pushed
+
+
+@pytest.fixture
+def replicas(
+    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
+) -> Iterator[list[ApiServer]]:
+    settings = api_settings(
+        firestore_project, namespace, str(kube.kubeconfig), watch=False, sse_poll_seconds=NO_POLL
+    )
+    servers = [start_api(settings), start_api(settings)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def same_user_on(server: ApiServer, client: httpx.Client) -> httpx.Client:
+    """The signed-in user of `client` on another replica (sessions hold across replicas)."""
+    other = server.client()
+    other.cookies.update(client.cookies)
+    return other
+
+
+def test_an_event_written_by_one_replica_reaches_a_stream_on_another(replicas: list[ApiServer]) -> None:
+    a, b = replicas
+    alice = a.guest()
+    stream = SseReader(alice)
+    try:
+        assert stream.next()["event"] == "snapshot"
+        eventually(lambda: a.state.bus.feed.snapshots > 0, what="replica A's listener running")
+        agent = create_agent(same_user_on(b, alice), name="Written on B")
+        got = stream.until(lambda e: e["data"].get("agent", {}).get("id") == agent["id"], timeout=30)
+        assert got[-1]["event"] == "report" and got[-1]["data"]["action"] == "created"
+        # And back: B's stream hears A.
+        other = SseReader(same_user_on(b, alice))
+        try:
+            assert other.next()["event"] == "snapshot"
+            eventually(lambda: b.state.bus.feed.snapshots > 0, what="replica B's listener running")
+            second = create_agent(alice, name="Written on A")
+            other.until(lambda e: e["data"].get("agent", {}).get("id") == second["id"], timeout=30)
+        finally:
+            other.close()
+    finally:
+        stream.close()
+    eventually(lambda: a.state.bus.subscribers == 0, what="the closed stream unsubscribed")
+
+
+def test_replay_past_the_page_size_has_no_gap_and_goes_on_live(replicas: list[ApiServer]) -> None:
+    a, _ = replicas
+    client = a.guest()
+    user = client.get("/api/me").json()["id"]
+    count = 1234  # more than two replay pages (500 each)
+
+    async def append() -> None:
+        store = Store(new_client(a.settings.google_cloud_project, a.settings.firestore_database))
+        try:
+            for i in range(count):
+                await store.append_event(user, "note", {"i": i})
+        finally:
+            await store.close()
+
+    asyncio.run(append())
+    stream = SseReader(client, last_event_id="0")
+    try:
+        replay = stream.until(lambda e: int(e["id"]) >= count, timeout=120)
+        assert [int(e["id"]) for e in replay] == list(range(1, count + 1))
+        assert [e["data"]["i"] for e in replay] == list(range(count))
+        live = create_agent(client, name="After the replay")
+        got = stream.until(lambda e: e["data"].get("agent", {}).get("id") == live["id"])
+        assert int(got[0]["id"]) == count + 1
+    finally:
+        stream.close()
