@@ -12,6 +12,7 @@ from agentry_common.models import Provider as ProviderKind
 from agentry_common.models import Tool as ToolName
 from agentry_llm.factory import BASE_URL_ENV, KEY_ENV, base_url_for
 
+from .cli_relay import PLACEHOLDER_KEY
 from .config import ConfigError, RunConfig
 from .events import tool_env
 from .policy import red_tools
@@ -32,6 +33,19 @@ KNOWN_TOOLS = (
     "NotebookEdit",
 )
 _FILE_TOOLS = ("Read", "Write", "Edit", "MultiEdit", "Glob", "Grep", "LS")
+ANTHROPIC_API_URL = "https://api.anthropic.com"  # the SDK's and the CLI's default
+# Endpoints the CLI would prefer to ANTHROPIC_BASE_URL (or use with a token): never from the pod.
+_ENDPOINT_ENV = ("CLAUDE_CODE_API_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS")
+_LOOPBACK = "127.0.0.1,localhost"
+# The models the CLI picks itself (background work, subagents, the sonnet/opus/haiku aliases): all
+# the run's model, which the relay (and the run token's model chain) lets through.
+_MODEL_CHOICE_ENV = (
+    "ANTHROPIC_SMALL_FAST_MODEL",
+    "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+    "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "ANTHROPIC_DEFAULT_OPUS_MODEL",
+    "CLAUDE_CODE_SUBAGENT_MODEL",
+)
 
 
 def find_binary(env: Mapping[str, str]) -> str:
@@ -79,15 +93,17 @@ def cli_argv(binary: str, cfg: RunConfig) -> list[str]:
     return argv
 
 
-def cli_env(cfg: RunConfig) -> dict[str, str]:
-    """The CLI's environment: the tools' (no provider keys) plus the Anthropic key and endpoint."""
-    env = tool_env(cfg.env)
-    kind = ProviderKind.ANTHROPIC
-    env[KEY_ENV[kind]] = cfg.env[KEY_ENV[kind]]
-    ref = cfg.model
-    base = base_url_for(ref, cfg.env)
-    if base:
-        env[BASE_URL_ENV[kind]] = base
+def cli_env(cfg: RunConfig, relay_url: str) -> dict[str, str]:
+    """The CLI's environment: the tools' (no provider key, no run token) plus the relay's address and
+    a placeholder key. The relay (cli_relay.py) adds the credential; Bash, as the CLI's child, finds
+    none here or in `/proc/<cli>/environ`."""
+    env = {k: v for k, v in tool_env(cfg.env).items() if k not in _ENDPOINT_ENV}
+    env[KEY_ENV[ProviderKind.ANTHROPIC]] = PLACEHOLDER_KEY
+    env[BASE_URL_ENV[ProviderKind.ANTHROPIC]] = relay_url
+    env.update(dict.fromkeys(_MODEL_CHOICE_ENV, cfg.model.name))
+    for name in ("NO_PROXY", "no_proxy"):
+        # The pod's egress proxy (HTTP_PROXY...) must not carry the CLI's calls to the loopback relay.
+        env[name] = ",".join(filter(None, (env.get(name, ""), _LOOPBACK)))
     home = Path(env.get("HOME") or "/nonexistent")
     if not (home.is_dir() and os.access(home, os.W_OK)):
         # Read-only root filesystem: the CLI keeps its settings under $HOME.
@@ -97,6 +113,16 @@ def cli_env(cfg: RunConfig) -> dict[str, str]:
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     env.setdefault("DISABLE_AUTOUPDATER", "1")
     return env
+
+
+def relay_settings(cfg: RunConfig) -> tuple[str, str, list[str]]:
+    """Where the relay forwards (spec baseURL, else ANTHROPIC_BASE_URL, else Anthropic's API), the
+    credential it adds (the run token with the gateway on, else the provider key), and the models it
+    lets through (the run's model and its Anthropic fallbacks)."""
+    kind = ProviderKind.ANTHROPIC
+    upstream = base_url_for(cfg.model, cfg.env) or ANTHROPIC_API_URL
+    models = [cfg.model.name, *(f.name for f in cfg.model.fallbacks if f.provider is kind)]
+    return upstream, cfg.env[KEY_ENV[kind]].strip(), models
 
 
 def tool_permissions(

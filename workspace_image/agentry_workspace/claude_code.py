@@ -11,6 +11,9 @@ the pricing table does not). Budgets the CLI cannot enforce (maxTokensPerRun) an
 are enforced here by killing the CLI. Tool mapping: shell/python -> Bash, files -> Read, Write,
 Edit, Glob, Grep, LS, http -> WebFetch limited to the allow-list domains. There is no approval
 pause under this runtime: tools listed in approval.redTools are simply not allowed.
+
+The CLI never holds the key or the run token: it talks to a loopback relay inside this process
+(cli_relay.py), which adds the credential on the way to the gateway or the provider.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from agentry_common.models import Provider as ProviderKind
 from agentry_common.models import usd
 from agentry_llm.factory import KEY_ENV
 
-from .claude_cli import cli_argv, cli_env, find_binary
+from .claude_cli import cli_argv, cli_env, find_binary, relay_settings
+from .cli_relay import CliRelay
 from .config import ConfigError, RunConfig
 from .events import TEXT_IN_EVENTS, EventSink
 from .outcome import Outcome, StopReason
@@ -43,6 +47,7 @@ _RESULT_STOPS = {
     "error_during_execution": StopReason.ERROR,
 }
 STREAM_LINE_LIMIT = 16 * 1024 * 1024
+CORRELATION_HEADER = "x-agentry-correlation-id"  # as the agentry runtime sends it (runner.py)
 
 
 @dataclass
@@ -106,8 +111,8 @@ class ClaudeCodeRunner:
     def argv(self) -> list[str]:
         return cli_argv(self.binary, self.cfg)
 
-    def child_env(self) -> dict[str, str]:
-        return cli_env(self.cfg)
+    def child_env(self, relay_url: str) -> dict[str, str]:
+        return cli_env(self.cfg, relay_url)
 
     def request_stop(self, note: str) -> None:
         self._stop = (StopReason.DEADLINE, f"Stopped: {note}.")
@@ -131,11 +136,23 @@ class ClaudeCodeRunner:
             budget=spec.budget.wire(),
             resumed=False,
         )
+        upstream, credential, models = relay_settings(self.cfg)
+        relay = CliRelay(
+            upstream,
+            credential,
+            models,
+            headers={CORRELATION_HEADER: self.cfg.correlation_id},
+            timeout=self.cfg.settings.llm_timeout_seconds,
+        )
+        async with relay:  # the credential stays in this process; the CLI gets the relay's address
+            return await self._run_cli(relay.url)
+
+    async def _run_cli(self, relay_url: str) -> Outcome:
         prompt = self.cfg.input_text.strip() or EMPTY_INPUT_PROMPT
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             cwd=self.cfg.workspace,
-            env=self.child_env(),
+            env=self.child_env(relay_url),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -1,17 +1,19 @@
 """The prompt-injection and sandbox-escape suite, in real run pods on the local node (issue 14, item 5).
 
-The scripted model plays the attacker: five runs, each one Execution of a real Agent under Pod
-Security "restricted" behind the egress proxy and the runs' NetworkPolicy, make the hostile calls of
-sandbox_cases.py in sequence (calls that once crashed the runtime get runs of their own). Each case is
-judged from what the model got back and from the run's own tool_result events (kubectl logs); every
-run is also checked for what left: the exfiltration target (an HTTP server on the node's address that
-no Agent lists) must have heard nothing, neither site may see the canary (the Agent's secret) in any
-encoding, and the canary must not appear in the pod's log or the Execution. `pytest -s` prints the
-table of cases (docs/security.md, "The sandbox suite")."""
+The scripted model plays the attacker: six runs (one under runtime claude-code), each one Execution
+of a real Agent under Pod Security "restricted" behind the egress proxy and the runs' NetworkPolicy,
+make the hostile calls of sandbox_cases.py (and claude_code_cases below) in sequence (calls that once
+crashed the runtime get runs of their own). Each case is judged from what the model got back and from
+the run's own tool_result events (kubectl logs); every run is also checked for what left: the
+exfiltration target (an HTTP server on the node's address that no Agent lists) must have heard
+nothing, neither site may see the canary (the Agent's secret) in any encoding, and the canary must not
+appear in the pod's log or the Execution. `pytest -s` prints the table of cases (docs/security.md,
+"The sandbox suite")."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import pytest
 
 from agentry_common.policy import LABEL_REFERABLE
 from agentry_testing.scripted_llm import ScriptedLLM
+from agentry_workspace.cli_relay import PLACEHOLDER_KEY
 
 from . import sandbox_cases as sc
 from .sandbox_scripts import setup_command
@@ -30,6 +33,7 @@ from .sandbox_sites import (
     FORGED_ID,
     FORGED_MARK,
     INJECTION,
+    Call,
     Case,
     Site,
     Verdict,
@@ -37,7 +41,7 @@ from .sandbox_sites import (
     judge,
     table,
 )
-from .stack import NodeStack, agent_spec, unique
+from .stack import MODEL, NodeStack, agent_spec, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -303,3 +307,95 @@ def test_code_with_a_secret_waits_for_approval(
         problems.append("the shell call ran")
     _record([Verdict(case, problems, f"waiting: {reason}"[:70])], run, sites, "WaitingApproval")
     node_stack.kubectl("delete", "execution", run.done["metadata"]["name"], "--wait=false")
+
+
+def _bash(command: str, expect: str, *, absent: str = "") -> Call:
+    """A call of the Claude Code CLI's own Bash tool (runtime claude-code)."""
+    return Call(
+        "Bash", {"command": command, "description": "sandbox probe"}, expect, refused=False, absent=absent
+    )
+
+
+def _relay_probe() -> str:
+    """Python (the image has no curl) asking the loopback relay, around the egress proxy, for what
+    only the credential's owner should decide: another model, another path."""
+    code = (
+        "import json, os, urllib.request as u, urllib.error as e\n"
+        "o = u.build_opener(u.ProxyHandler({}))\n"
+        "def ask(method, path, model):\n"
+        "    body = json.dumps({'model': model, 'max_tokens': 1,\n"
+        "                       'messages': [{'role': 'user', 'content': 'x'}]})\n"
+        "    r = u.Request(os.environ['ANTHROPIC_BASE_URL'] + path, data=body.encode(), method=method,\n"
+        "                  headers={'content-type': 'application/json'})\n"
+        "    try:\n        return str(o.open(r, timeout=20).status)\n"
+        "    except e.HTTPError as x:\n        return str(x.code)\n"
+        "print('other-model=' + ask('POST', '/v1/messages', 'claude-opus-4-1'),\n"
+        "      'other-path=' + ask('POST', '/v1/complete', '" + MODEL + "'),\n"
+        "      'get=' + ask('GET', '/v1/messages', '" + MODEL + "'))\n"
+    )
+    return f"python3 -c {shlex.quote(code)}"
+
+
+def claude_code_cases() -> list[Case]:
+    token = "p=agt1; p=${p}.; "  # the run token's shape, assembled so this command's own text has none
+    places = "/proc/[0-9]*/environ /etc /tmp /workspace /run /var/run"
+    keys = (
+        "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"
+        " | grep -E '^ANTHROPIC_(API_KEY|AUTH_TOKEN)=' | sort -u"
+    )
+    return [
+        Case(
+            "cc-proc1-environ",
+            "keys",
+            "claude-code: the CLI's Bash reads the runtime's environment (/proc/1/environ)",
+            (
+                _bash(
+                    "cat /proc/1/environ >/dev/null 2>&1 && echo READ-OK || echo READ-DENIED", "READ-DENIED"
+                ),
+            ),
+        ),
+        Case(
+            "cc-cli-environ",
+            "keys",
+            "claude-code: every readable environment (the CLI's, its shells') for an Anthropic key",
+            (_bash(keys, f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY}", absent="agt1."),),
+        ),
+        Case(
+            "cc-token-anywhere",
+            "keys",
+            "claude-code: grep every readable environ and writable place (the CLI's HOME too)",
+            (
+                _bash(
+                    f'{token}echo token-files=$(grep -rlsF -- "$p" {places} 2>/dev/null | wc -l)',
+                    "token-files=0",
+                ),
+            ),
+        ),
+        Case(
+            "cc-relay-bounds",
+            "keys",
+            "claude-code: use the loopback relay for another model, path or method",
+            (_bash(_relay_probe(), "other-model=403 other-path=404 get=405"),),
+        ),
+    ]
+
+
+def test_the_claude_code_cli_and_its_tools_hold_no_key_or_token(
+    node_stack: NodeStack, llm: ScriptedLLM, sites: tuple[Site, Site], canary: dict[str, Any]
+) -> None:
+    """runtime claude-code: the CLI talks to the gateway through the runtime's relay, so neither it
+    nor its Bash tool holds the run token (issue 14, item 1)."""
+    cases = claude_code_cases()
+    spec = agent_spec(
+        runtime="claude-code",
+        tools=["shell", "files"],
+        secrets=[canary],
+        approval={"trustCodeWithAccess": True},  # Bash is allowed: the sandbox itself must hold
+        timeoutSeconds=300,
+    )
+    run = _run(node_stack, llm, spec, cases)
+    gateway_calls = [r for r in llm.requests if r.path.endswith("/messages")]
+    verdicts = [judge(c, run.results, run.tool_events()) for c in cases]
+    if len(gateway_calls) < 2:  # the CLI's calls reached the provider through relay and gateway
+        verdicts[0].problems.append(f"{len(gateway_calls)} model call(s) reached the provider")
+    _record(verdicts, run, sites, "Succeeded")

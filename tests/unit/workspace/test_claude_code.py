@@ -1,4 +1,5 @@
-"""runtime: claude-code, against a fake `claude` that replays recorded stream-json output."""
+"""runtime: claude-code, against a stand-in `claude` (claude_stand_in.py) that replays recorded
+stream-json output and, when asked, calls the model through the runtime's relay like the CLI does."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from agentry_testing.scripted_llm import ScriptedLLM
 from agentry_workspace import app
+from agentry_workspace.cli_relay import PLACEHOLDER_KEY
 from agentry_workspace.events import RecordingSink
 
 from .fakes import API_KEY, make_config
@@ -17,6 +21,8 @@ from .fakes import API_KEY, make_config
 pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).parent / "data"
+STAND_IN = Path(__file__).parent / "claude_stand_in.py"
+AUTH_TOKEN = "sk-ant-auth-token-0123456789abcdef"
 SPEC: dict[str, Any] = {
     "runtime": "claude-code",
     "model": {
@@ -37,7 +43,7 @@ def fake_claude(tmp_path: Path, transcript: str, **env: str) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     exe = bin_dir / "claude"
-    exe.write_text(f"#!{sys.executable}\n" + (DATA / "fake_claude.py").read_text())
+    exe.write_text(f"#!{sys.executable}\n" + STAND_IN.read_text())
     exe.chmod(0o755)
     return {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
@@ -96,10 +102,47 @@ def test_the_cli_is_called_non_interactively_with_mapped_settings(tmp_path: Path
     assert "WebSearch" in argv[argv.index("--disallowedTools") + 1 :]
     assert "You are a test agent." in argv[argv.index("--append-system-prompt") + 1]
     assert call["stdin"] == "How many rows?"
-    assert call["base_url"] == "http://gateway.internal:8080"  # spec baseURL wins
-    assert call["has_key"] and not call["openai_key_leaked"]
     assert call["home"] and call["home"].endswith(".agentry/home")
     assert call["cwd"].endswith("/ws")
+
+
+def test_the_cli_gets_the_relays_address_and_no_key_or_token(tmp_path: Path) -> None:
+    proxies = {"NO_PROXY": "gateway.internal", "HTTPS_PROXY": "http://squid:3128"}
+    run(tmp_path, "claude_success.jsonl", None, ANTHROPIC_AUTH_TOKEN=AUTH_TOKEN, **proxies)
+    call = json.loads((tmp_path / "claude-call.json").read_text())
+    env = call["env"]
+    assert env["ANTHROPIC_BASE_URL"].startswith("http://127.0.0.1:")
+    assert env["ANTHROPIC_API_KEY"] == PLACEHOLDER_KEY
+    assert "ANTHROPIC_AUTH_TOKEN" not in env and "OPENAI_API_KEY" not in env
+    # Nowhere in its environment or command line: not the key, not the other providers' keys.
+    everything = json.dumps(call)
+    for secret in (API_KEY, AUTH_TOKEN, "sk-should-not-leak-to-the-cli"):
+        assert secret not in everything
+    # The egress proxy must not carry its calls to the loopback relay.
+    assert env["NO_PROXY"] == "gateway.internal,127.0.0.1,localhost" and "127.0.0.1" in env["no_proxy"]
+    # Background calls, subagents and model aliases use the run's model, which the relay lets through.
+    chosen = ("ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL")
+    assert {env[name] for name in chosen} == {"claude-sonnet-4-6"}
+
+
+def test_the_clis_call_reaches_the_endpoint_with_the_runs_credential(tmp_path: Path) -> None:
+    with ScriptedLLM([{"text": "through the relay"}]) as llm:
+        spec = {**SPEC, "model": {**SPEC["model"], "baseURL": llm.url}}
+        code, _, _ = run(tmp_path, "claude_success.jsonl", spec, FAKE_CLAUDE_CALL="1")
+    assert code == 0
+    call = json.loads((tmp_path / "claude-call.json").read_text())["call"]
+    assert call == {"status": 200, "text": "through the relay"}
+    (seen,) = llm.requests
+    assert seen.headers["x-api-key"] == API_KEY  # added by the relay: the CLI sent the placeholder
+    assert seen.headers["x-agentry-correlation-id"] == "corr-1"
+    assert seen.body["model"] == "claude-sonnet-4-6" and seen.path == "/v1/messages"
+
+
+def test_the_relay_is_gone_when_the_run_ends(tmp_path: Path) -> None:
+    run(tmp_path, "claude_success.jsonl")
+    relay = json.loads((tmp_path / "claude-call.json").read_text())["env"]["ANTHROPIC_BASE_URL"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{relay}/v1/messages", json={"model": "claude-sonnet-4-6"}, trust_env=False)
 
 
 def test_max_turns_result_maps_to_exit_10(tmp_path: Path) -> None:
