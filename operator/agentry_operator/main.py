@@ -32,6 +32,8 @@ from .handlers.agent import background_loop, delete_agent_schedule, reconcile_ag
 from .handlers.execution import on_execution
 from .handlers.outcome import on_job, on_pod
 from .handlers.state import State
+from .handlers.workflow import register as register_workflows
+from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .registries import RECONCILE, WEBHOOKS
 from .replicas import Scope, run_replicated
@@ -304,10 +306,12 @@ def register(config: OperatorConfig, scan_namespaces: bool) -> None:
             kopf.on.startup(registry=registry)(_disable_namespace_scanning)
         kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.startup(registry=RECONCILE)(configure)
+    register_workflows(RECONCILE)
     if config.webhook_enabled:
         get_policy()  # a malformed policy file stops the operator here, not at the first review
         kopf.on.startup(registry=webhooks)(configure_admission)
         register_webhooks(webhooks)
+        register_workflow_webhooks(webhooks)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ from agentry_operator.builders.job import build_job
 from agentry_operator.config import OperatorConfig
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually
+from tests.fixtures.operator import CRD_NAMES
 from tests.fixtures.servers import plane_client
 from tests.unit.chart.render import CHART, env_of, helm
 
@@ -76,7 +77,7 @@ class Release:
 
 def _adopt_existing_crds(kube: ControlPlane, namespace: str) -> None:
     """Other modules of the session may have applied manifests/crds: let this release adopt them."""
-    for crd in ("agents.agentry.dev", "executions.agentry.dev"):
+    for crd in CRD_NAMES:
         if kube.kubectl("get", f"crd/{crd}", check=False).returncode != 0:
             continue
         kube.kubectl(
@@ -127,8 +128,7 @@ def release(kube: ControlPlane) -> Iterator[Release]:
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
-        "crd/agents.agentry.dev",
-        "crd/executions.agentry.dev",
+        *(f"crd/{name}" for name in CRD_NAMES),
         "crd/kopfpeerings.kopf.dev",
     )
     yield rel

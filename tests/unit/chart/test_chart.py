@@ -226,7 +226,12 @@ def test_defaults_render_the_whole_platform(default: list[Obj]) -> None:
 
 def test_crds_are_on_and_kept_by_default(default: list[Obj]) -> None:
     crds = find(default, "CustomResourceDefinition")
-    assert sorted(c["metadata"]["name"] for c in crds) == ["agents.agentry.dev", "executions.agentry.dev"]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "agents.agentry.dev",
+        "executions.agentry.dev",
+        "workflowruns.agentry.dev",
+        "workflows.agentry.dev",
+    ]
     for crd in crds:
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
@@ -352,7 +357,11 @@ def test_leader_election_by_default_and_peering_without_it(default: list[Obj]) -
 
 def test_webhook_on_ships_its_own_configuration_and_a_certificate_it_trusts(default: list[Obj]) -> None:
     config = one(default, "ValidatingWebhookConfiguration", "agentry-webhook")
-    hook, owner, priority = config["webhooks"]
+    hook, owner, priority, workflow, workflowrun = config["webhooks"]
+    for entry, kind in ((workflow, "workflow"), (workflowrun, "workflowrun")):
+        assert entry["name"] == f"validate-{kind}.agentry.dev" and entry["failurePolicy"] == "Fail"
+        assert entry["rules"][0]["resources"] == [f"{kind}s"]
+        assert entry["clientConfig"]["service"]["path"] == f"/validate-{kind}"
     assert hook["name"] == "validate-agent.agentry.dev"
     assert owner["name"] == "validate-execution-owner.agentry.dev" and owner["failurePolicy"] == "Fail"
     assert owner["rules"][0]["resources"] == ["executions"]

@@ -187,6 +187,15 @@ def test_history_pruning_and_archive_count_each_execution_once() -> None:
     assert totals["costUSD"] == "2.5" and totals["failed"] == 1
 
 
+def test_a_workflows_steps_are_not_pruned_by_their_agents_history_limits() -> None:
+    steps = [_ex(f"r-s{i}-1", "Succeeded", f"2026-01-0{i}") for i in range(1, 5)]
+    for ex in steps:
+        ex["metadata"]["labels"] = {"agentry.dev/workflow-run": "r"}
+    own = [_ex(f"o{i}", "Succeeded", f"2026-01-0{i}") for i in range(5, 9)]
+    pruned = to_prune(steps + own, {"succeeded": 2, "failed": 1})
+    assert [e["metadata"]["name"] for e in pruned] == ["o5", "o6"]
+
+
 def test_format_duration() -> None:
     assert format_duration("2026-01-01T00:00:00Z", "2026-01-01T01:02:03Z") == "1h2m3s"
     assert format_duration(None, "2026-01-01T00:00:00Z") is None

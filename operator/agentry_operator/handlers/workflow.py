@@ -1,0 +1,238 @@
+"""WorkflowRuns: the I/O around the pure planner (workflows/). Docs: docs/workflows.md.
+
+A run is reconciled on its own watch events, on every event of an Execution carrying its
+`agentry.dev/workflow-run` label (a step's phase change wakes its run at once), and at the time its
+plan asks for (a retry's backoff, a deadline): one in-memory timer per run, re-armed by each
+reconcile, so after a restart the initial listing re-arms them. Reconciles of one run are serialised;
+each reads the run, its Workflow and its step Executions afresh from the API server, so a crash or a
+reconcile run twice only ever re-creates an Execution of the same deterministic name (409: adopted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+
+from agentry_common import constants as c
+from agentry_common import workflows as w
+
+from .. import kube
+from ..builders.refusal import Action
+from ..context import context
+from ..workflows import graph, planner, template
+from ..workflows.resources import Workflow, WorkflowRun
+from ..workflows.status import build_status, failed_status
+from ..workflows.step import Attempt, attempts_from, build_execution, parse_time
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+Key = tuple[str, str]
+log = logging.getLogger("agentry.operator.workflows")
+RETRY_SECONDS = 10.0  # after a reconcile that raised
+MEMO_KEY = "agentry-workflows"
+ENDED = {p.value for p in w.RunPhase if p.terminal}
+
+
+def _values(
+    run: Mapping[str, Any],
+    params: dict[str, str],
+    plan: planner.Plan,
+    attempts: Mapping[str, Sequence[Attempt]],
+) -> template.Values:
+    steps = {
+        name: {"phase": view.phase.value, "summary": attempts[name][-1].summary if attempts.get(name) else ""}
+        for name, view in plan.steps.items()
+    }
+    return template.Values(params=params, steps=steps, run=run["metadata"]["name"])
+
+
+async def _fail(client: AsyncClient, run: dict[str, Any], reason: w.RunReason, message: str) -> None:
+    meta = run["metadata"]
+    status = failed_status(reason, message, run.get("status") or {}, dt.datetime.now(dt.UTC))
+    await kube.patch_status(client, WorkflowRun, meta["name"], meta["namespace"], status)
+    log.info("workflow run %s/%s failed: %s", meta["namespace"], meta["name"], message)
+
+
+async def _step_executions(client: AsyncClient, namespace: str, run: str) -> list[dict[str, Any]]:
+    found = client.list(kube.Execution, namespace=namespace, labels={w.LABEL_WORKFLOW_RUN: run})
+    return [kube.to_dict(ex) async for ex in found]
+
+
+async def _start(
+    client: AsyncClient,
+    plan: planner.Plan,
+    run: dict[str, Any],
+    step: Mapping[str, Any],
+    number: int,
+    text: str,
+    logger: Logger,
+) -> None:
+    """Create (or adopt) one attempt's Execution. A permanent refusal (the Execution webhook, a CEL
+    rule on the rendered input) fails the step: recorded as ended, the next reconcile plans on."""
+    try:
+        await kube.create_or_adopt(client, build_execution(run, step, number, text))
+    except kube.Refused as exc:
+        if exc.action != Action.FAIL:
+            raise
+        plan.starts.remove((step["name"], number))
+        plan.steps[step["name"]] = planner.StepView(w.StepPhase.FAILED, f"refused: {exc.describe()}")
+        logger.warning(
+            "workflow run %s: step %s refused: %s", run["metadata"]["name"], step["name"], exc.describe()
+        )
+        return
+    logger.info(
+        "workflow run %s: step %s attempt %d created (or adopted)",
+        run["metadata"]["name"],
+        step["name"],
+        number,
+    )
+
+
+async def _load(
+    client: AsyncClient, key: Key
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]] | None:
+    """The run, its Workflow and its parameter values; None when there is nothing to do (no run, an
+    ended one, or one failed here because its Workflow is gone or invalid)."""
+    run = await kube.get_or_none(client, WorkflowRun, key[1], key[0])
+    if run is None or run["metadata"].get("deletionTimestamp"):
+        return None
+    if (run.get("status") or {}).get("phase") in ENDED:
+        return None
+    wf_name = run["spec"]["workflowRef"]["name"]
+    workflow = await kube.get_or_none(client, Workflow, wf_name, key[0])
+    if workflow is None:
+        await _fail(client, run, w.RunReason.WORKFLOW_NOT_FOUND, f"no Workflow {wf_name}")
+        return None
+    params, problems = graph.parameter_values(workflow, run["spec"].get("parameters") or {})
+    problems = graph.spec_errors(workflow.get("spec") or {}) + problems
+    if problems:
+        await _fail(client, run, w.RunReason.INVALID_WORKFLOW, "; ".join(problems))
+        return None
+    return run, workflow, params
+
+
+async def reconcile(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | None:
+    """Bring one run forward; returns when to look again (None: only on events)."""
+    loaded = await _load(client, key)
+    if loaded is None:
+        return None
+    run, workflow, params = loaded
+    spec, status = workflow.get("spec") or {}, run.get("status") or {}
+    now = dt.datetime.now(dt.UTC)
+    attempts = attempts_from(await _step_executions(client, *key), run["metadata"]["uid"])
+    created = parse_time(run["metadata"].get("creationTimestamp")) or now
+    ended = planner.ended_steps(status.get("steps") or [])
+    plan = planner.plan(spec, created, attempts, now, ended)
+    steps = {str(s["name"]): s for s in graph.steps_of(spec)}
+    values = _values(run, params, plan, attempts)
+    for name, number in list(plan.starts):
+        text = template.render(str(steps[name].get("input") or ""), values)
+        await _start(client, plan, run, steps[name], number, text, logger)
+    for execution in plan.cancels:
+        await kube.patch_merge(client, kube.Execution, execution, key[0], {"spec": {"cancel": True}})
+        logger.info("workflow run %s: cancelled %s (deadline)", key[1], execution)
+    new = build_status(plan, attempts, status, int(workflow["metadata"].get("generation") or 0), now)
+    if plan.phase.terminal:  # first: once the run's status says it ended, it is not reconciled again
+        await _record_last_run(client, workflow, run, new)
+    if any(status.get(k) != v for k, v in new.items()):
+        await kube.patch_status(client, WorkflowRun, key[1], key[0], new)
+    return plan.wake
+
+
+async def _record_last_run(
+    client: AsyncClient, workflow: dict[str, Any], run: dict[str, Any], status: dict[str, Any]
+) -> None:
+    """The Workflow's status.lastRun, unless a run that ended later is there already."""
+    last = (workflow.get("status") or {}).get("lastRun") or {}
+    if str(last.get("completionTime") or "") > status["completionTime"]:
+        return
+    entry = {
+        "name": run["metadata"]["name"],
+        "phase": status["phase"],
+        "completionTime": status["completionTime"],
+        "costUSD": status["totals"]["costUSD"],
+    }
+    meta = workflow["metadata"]
+    await kube.patch_status(client, Workflow, meta["name"], meta["namespace"], {"lastRun": entry})
+
+
+class Runs:
+    """Serialises each run's reconciles and wakes a run at the time its plan asked for. One per
+    operator, put in the operator-wide memo at start-up (kopf gives each object a shallow copy of
+    it, so one made later in a handler's memo would not be shared)."""
+
+    def __init__(self) -> None:
+        self.locks: dict[Key, asyncio.Lock] = {}
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def poke(self, client: AsyncClient, key: Key, logger: Logger = log) -> None:
+        async with self.locks.setdefault(key, asyncio.Lock()):
+            try:
+                wake = await reconcile(client, key, logger)
+            except Exception as exc:  # the API server or a refused child: look again soon
+                logger.warning("workflow run %s/%s: %s; retrying in %.0f s", *key, exc, RETRY_SECONDS)
+                wake = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=RETRY_SECONDS)
+        self._arm(client, key, wake)
+
+    def _arm(self, client: AsyncClient, key: Key, wake: dt.datetime | None) -> None:
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if wake is not None:
+            # A little after the planned second: the plan's times are whole seconds.
+            delay = max((wake - dt.datetime.now(dt.UTC)).total_seconds(), 0.0) + 0.2
+            self.timers[key] = asyncio.get_running_loop().call_later(delay, self._spawn, client, key)
+
+    def _spawn(self, client: AsyncClient, key: Key) -> None:
+        task = asyncio.create_task(self.poke(client, key))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def forget(self, key: Key) -> None:
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self.locks.pop(key, None)
+
+
+async def install(memo: kopf.Memo, **_: Any) -> None:
+    memo[MEMO_KEY] = Runs()
+
+
+def _runs(memo: kopf.Memo) -> Runs:
+    found = memo.get(MEMO_KEY)
+    if not isinstance(found, Runs):
+        raise RuntimeError("the workflow runs are not set up (start-up has not run)")
+    return found
+
+
+async def run_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        _runs(memo).forget(key)  # its step Executions go with it (owner references)
+        return
+    await _runs(memo).poke(context(memo).client, key, logger)
+
+
+async def step_event(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    run = body["metadata"]["labels"][w.LABEL_WORKFLOW_RUN]
+    await _runs(memo).poke(context(memo).client, (body["metadata"]["namespace"], run), logger)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """The run's watch, and the watch of step Executions (by label) that wakes their run."""
+    kopf.on.startup(registry=registry)(install)
+    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_RUN_PLURAL, registry=registry)(run_event)
+    kopf.on.event(
+        c.GROUP,
+        c.VERSION,
+        c.EXECUTION_PLURAL,
+        labels={w.LABEL_WORKFLOW_RUN: kopf.PRESENT},
+        registry=registry,
+    )(step_event)

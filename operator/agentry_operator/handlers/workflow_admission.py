@@ -1,0 +1,115 @@
+"""The validating webhooks of Workflows and WorkflowRuns (rules: workflows/graph.py).
+
+Both fail closed, like the Agent's: while the operator is down, such writes are refused rather than
+let through unchecked (a run of an invalid Workflow would fail anyway, later and less clearly).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import kopf
+from lightkube import ApiError, AsyncClient
+
+from agentry_common import constants as c
+from agentry_common import workflows as w
+from agentry_common.policy import AgentPolicy, load_policy
+
+from .. import kube
+from ..config import get_config
+from ..context import find
+from ..workflows import graph
+from ..workflows.resources import Workflow
+
+
+def _client(memo: Any) -> AsyncClient:
+    ctx = find(memo)
+    if ctx is None:  # a review before start-up finished: refused (the API server's caller retries)
+        raise kopf.AdmissionError("the operator is starting; try again", code=503)
+    return ctx.client
+
+
+@functools.cache
+def _policy() -> AgentPolicy:
+    """The Agent policy (the same file main.get_policy reads at start-up, so known to be valid)."""
+    return load_policy(get_config().policy_file)
+
+
+def _namespace(body: kopf.Body, kwargs: dict[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
+
+
+def _refuse(errors: list[str]) -> None:
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+async def _present(client: AsyncClient, namespace: str, names: set[str]) -> dict[str, bool]:
+    found = {}
+    for name in sorted(names):
+        try:
+            found[name] = await kube.get_or_none(client, kube.Agent, name, namespace) is not None
+        except ApiError as exc:
+            raise kopf.AdmissionError(
+                f"spec.steps: the operator could not read Agent {name} ({exc.status.message}); refused",
+                code=422,
+            ) from exc
+    return found
+
+
+async def validate_workflow(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Workflows (CREATE, UPDATE of the spec): the graph, templates, and that each Agent exists."""
+    spec = dict(body.get("spec") or {})
+    old = kwargs.get("old")
+    if old is not None and dict(old.get("spec") or {}) == spec:
+        return  # metadata only
+    errors = graph.spec_errors(spec) + graph.priority_errors(spec, _policy())
+    agents = {str((s.get("agentRef") or {}).get("name")) for s in graph.steps_of(spec)}
+    namespace = _namespace(body, kwargs)
+    if not errors and namespace:
+        errors = graph.agent_errors(spec, await _present(_client(memo), namespace, agents))
+    _refuse(errors)
+
+
+async def validate_workflow_run(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """WorkflowRuns (CREATE; the spec is immutable): the Workflow exists and the parameters fit it."""
+    spec = dict(body.get("spec") or {})
+    name = str((spec.get("workflowRef") or {}).get("name") or "")
+    namespace = _namespace(body, kwargs)
+    try:
+        workflow = await kube.get_or_none(_client(memo), Workflow, name, namespace)
+    except ApiError as exc:
+        raise kopf.AdmissionError(
+            f"spec.workflowRef.name: the operator could not read Workflow {name} ({exc.status.message})",
+            code=422,
+        ) from exc
+    if workflow is None:
+        _refuse([f"spec.workflowRef.name: no Workflow {name} in namespace {namespace}"])
+        return
+    _refuse(graph.parameter_values(workflow, dict(spec.get("parameters") or {}))[1])
+
+
+def register_webhooks(registry: kopf.OperatorRegistry) -> None:
+    """Served at /validate-workflow and /validate-workflowrun (the chart's webhook configuration
+    must name the same paths)."""
+    kopf.on.validate(
+        c.GROUP,
+        c.VERSION,
+        w.WORKFLOW_PLURAL,
+        id="validate-workflow",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=False,
+        persistent=True,
+        registry=registry,
+    )(validate_workflow)
+    kopf.on.validate(
+        c.GROUP,
+        c.VERSION,
+        w.WORKFLOW_RUN_PLURAL,
+        id="validate-workflowrun",
+        operations=["CREATE"],
+        ignore_failures=False,
+        persistent=True,
+        registry=registry,
+    )(validate_workflow_run)
