@@ -160,7 +160,9 @@ class Cluster:
         *,
         trigger: Trigger = Trigger.API,
         scheduled_time: str | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """`annotations`: extra ones (the run's trace context, agentry_common.tracing)."""
         spec: dict[str, Any] = {
             "agentRef": {"name": agent},
             "trigger": trigger,
@@ -177,7 +179,7 @@ class Cluster:
                 "name": name,
                 "namespace": self.namespace,
                 "labels": {LABEL_OWNER: owner, c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: trigger},
-                "annotations": {c.ANNOTATION_CORRELATION_ID: correlation_id},
+                "annotations": {**(annotations or {}), c.ANNOTATION_CORRELATION_ID: correlation_id},
             },
             "spec": spec,
         }

@@ -23,9 +23,11 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from google.api_core import exceptions as gexc
 from lightkube import ApiError
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentry_common import tracing
 from agentry_common.body_limit import BodyLimit
 
 from .auth import Sessions
@@ -410,4 +412,6 @@ def create_app(
     install_error_handlers(app)
     install_routes(app)
     install_middleware(app, settings)
+    if tracing.setup_tracing(tracing.SERVICE_API):  # off unless OTEL_EXPORTER_OTLP_ENDPOINT
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics,static")
     return app

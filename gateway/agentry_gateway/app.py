@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from agentry_common.body_limit import BodyLimit
 from agentry_common.tokens import Keyring
 
+from . import telemetry
 from .config import GatewayConfig, Settings, get_settings, load_config
 from .ledger import FirestoreLedger, Ledger, MemoryLedger
 from .routes import ROUTERS
@@ -90,4 +91,5 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, render=_too_large)
     for router in ROUTERS:
         app.include_router(router)
+    telemetry.instrument(app)  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     return app

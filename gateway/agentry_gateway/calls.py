@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from agentry_common import tracing
 from agentry_common.governance import budget_subjects
 from agentry_common.tokens import Claims
 from agentry_llm import ChatRequest, ChatResponse, ProviderError
 from agentry_llm.base import ChatProvider, TextCallback
+from agentry_llm.telemetry import chat_span, record_response
 
 from .budgets import Amount, Decision, run_policy
 from .channels import ChannelPool
@@ -182,7 +184,10 @@ class Guarded:
 
         started = time.perf_counter()
         try:
-            response = await self.inner.complete(request, relay)
+            extra = {tracing.ATTR_CHANNEL: self.hop.channel.name}
+            with chat_span(self.hop.channel.protocol.value, self.hop.model, extra) as span:
+                response = await self.inner.complete(request, relay)
+                record_response(span, response)
         except ProviderError as exc:
             elapsed = time.perf_counter() - started
             self.call.upstream_seconds += elapsed

@@ -25,6 +25,7 @@ from agentry_common.models import Provider as Flavour
 from agentry_common.tokens import Claims, InvalidToken, Keyring, TokenType, verify
 from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolicy
 
+from . import telemetry
 from .budgets import Amount, Decision, estimate_call
 from .calls import Call, Guarded, Rejected, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
@@ -287,12 +288,14 @@ class Gateway:
                 cheaper_ok = False
             if not cheaper_ok:
                 call.model = model  # the cheaper model has no route, or no price: keep the asked one
+        telemetry.record_decision(call)
         return call
 
     def _refuse(self, call: Call) -> NoReturn:
         """A call the budget refused: recorded, and answered 402 + budget_exceeded, which the provider
         layer treats as final (no retry, no fallback)."""
         self.meter.refused(call)
+        telemetry.record_decision(call)
         message = f"Agentry budget: {call.decision.reason}"
         raise Rejected(402, message, RefusalType.BUDGET_EXCEEDED.value, decision=call.decision.to_wire())
 

@@ -80,6 +80,15 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
+# The SDK's own client span per call (when a tracer provider is set: agentry_common.tracing), which
+# sends its trace context upstream (to the gateway, or from the gateway to the provider). Given
+# explicitly so no ANTHROPIC_OPEN_TELEMETRY* variable can switch on recording prompts and answers.
+SDK_TELEMETRY: anthropic.OpenTelemetryOptions = {
+    "propagation": True,
+    "traces": {"enabled": True, "content_mode": "metadata_only"},
+}
+
+
 class AnthropicProvider(SdkProvider):
     kind = "anthropic"
 
@@ -99,6 +108,7 @@ class AnthropicProvider(SdkProvider):
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers or {}),
+            open_telemetry=SDK_TELEMETRY,
         )
         super().__init__(model, base_url, client)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import openai
 
+from agentry_common.tracing import trace_headers
+
 from .base import (
     ProviderError,
     SdkProvider,
@@ -167,6 +169,8 @@ class OpenAIProvider(SdkProvider):
                 for t in request.tools
             ]
         kwargs.update(sampling(request))
+        if traced := trace_headers():  # the caller's span (a turn, the gateway's call) continues upstream
+            kwargs["extra_headers"] = traced
         return kwargs
 
 

@@ -1,9 +1,10 @@
 """One-time builds, done before any test starts (`make prepare`, and pytest's collection hook).
 
-Kubernetes and node binaries, helm, the images and Chromium are built or installed once and cached
-(`paths.cache_dir()`); warm, each step is a cache check of a second or two. They never run inside a
-test's or fixture's timeout: `make test` runs this first, and `tests/conftest.py` calls `prepare()`
-for the tiers it collected, before the first test, so a plain `pytest -m e2e` is covered too.
+Kubernetes and node binaries, helm, the OpenTelemetry Collector, the images and Chromium are built
+or installed once and cached (`paths.cache_dir()`); warm, each step is a cache check of a second or
+two. They never run inside a test's or fixture's timeout: `make test` runs this first, and
+`tests/conftest.py` calls `prepare()` for the tiers it collected, before the first test, so a plain
+`pytest -m e2e` is covered too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .images import build_images
 from .kube import CONTROL_PLANE, provision
 from .layout import NODE_BINARIES
 from .mcpservers import install_mcp_servers
+from .otelcol import build_otelcol
 from .procs import ServerError
 
 Say = Callable[[str], None]
@@ -63,6 +65,10 @@ def prepare(tiers: Iterable[str], say: Say = _say) -> None:
     if "integration" in wanted:
         say("the reference MCP server (npm ci of workspace_image/mcp-servers)")
         install_mcp_servers()
+        t1 = time.monotonic()
+        say("the OpenTelemetry Collector (Go module proxy; cold: ~1-2 min)")
+        build_otelcol()
+        say(f"collector ready ({time.monotonic() - t1:.0f} s)")
     if "e2e" in wanted:
         t1 = time.monotonic()
         say("images: workspace, operator, API, gateway, egress proxy (cold: ~10 min)")

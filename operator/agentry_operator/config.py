@@ -66,6 +66,21 @@ class OperatorConfig(BaseSettings):
     admission_unavailable_retry_seconds: float = Field(default=30.0, gt=0)
     # -- Timeout of one admission call.
     admission_timeout_seconds: float = Field(default=10.0, gt=0)
+    # -- Tracing (docs/observability.md): the OTLP/HTTP endpoint of a collector, e.g.
+    # http://otel-collector.monitoring.svc:4318 (the standard OTEL_EXPORTER_OTLP_ENDPOINT, which the
+    # operator's own spans use too). Set: run pods get it with their parent span's TRACEPARENT.
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTRY_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    # -- The sampler of run pods (the standard OTEL_TRACES_SAMPLER / _ARG), e.g. parentbased_traceidratio
+    # and 0.1. Unset: the SDK's default (parent-based, always on).
+    traces_sampler: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER")
+    )
+    traces_sampler_arg: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTRY_TRACES_SAMPLER_ARG", "OTEL_TRACES_SAMPLER_ARG")
+    )
     # -- Port of Prometheus metrics (0 disables).
     metrics_port: int = 9090
     # -- Admission webhook: listen address/port, and the host the API server calls.
@@ -145,6 +160,11 @@ class OperatorConfig(BaseSettings):
     def governed(self) -> bool:
         """The LLM gateway is on: admission before each run, run tokens instead of provider keys."""
         return bool(self.gateway_url)
+
+    @property
+    def tracing(self) -> bool:
+        """Spans are exported (an OTLP endpoint is set): run pods trace too."""
+        return bool(self.otlp_endpoint)
 
     @property
     def gateway_base(self) -> str:

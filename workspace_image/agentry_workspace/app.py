@@ -14,7 +14,7 @@ from pathlib import Path
 from agentry_common import constants as c
 from agentry_common.models import Runtime
 
-from . import secrets
+from . import secrets, telemetry
 from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
 from .events import EventSink, JsonEventSink, result_event_fields, secret_values
 from .hardening import end_strays, forbid_inspection
@@ -55,7 +55,10 @@ async def _run_async(cfg: RunConfig, sink: EventSink) -> Outcome:
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
     try:
-        return await runner.run()
+        with telemetry.run_span(cfg) as span:
+            outcome = await runner.run()
+            telemetry.record_outcome(span, outcome)
+            return outcome
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGTERM)
@@ -70,6 +73,7 @@ def execute(cfg: RunConfig, sink: EventSink) -> int:
         # may use them, but a tool that prints one must not carry it into the events or the result.
         secrets=[*secret_values(cfg.env), *secrets.agent_secret_values(cfg.spec.secrets, cfg.env)],
     )
+    telemetry.start()  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         outcome = asyncio.run(_run_async(cfg, sink))
     except ConfigError as err:
@@ -79,6 +83,8 @@ def execute(cfg: RunConfig, sink: EventSink) -> int:
         message = sink.scrub(f"{type(err).__name__}: {err}")
         sink.emit("error", stopReason=StopReason.ERROR.value, message=message)
         outcome = Outcome(StopReason.ERROR, f"Internal error: {message}")
+    finally:
+        telemetry.stop()  # the spans leave before the process does
     return finish(outcome, sink, cfg.result_file)
 
 

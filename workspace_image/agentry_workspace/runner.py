@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentry_common.statesig import ENV_STATE_KEY
+from agentry_common.tracing import set_error
 from agentry_llm import (
     BreakerRegistry,
     ChatProvider,
@@ -41,6 +42,7 @@ from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
 from .prompts import CONTINUE_PROMPT, EMPTY_INPUT_PROMPT, system_prompt
 from .state import PendingApproval, RunState, approval_id
+from .telemetry import tool_span, traced_turn
 from .tools import ToolContext, ToolInputError, enabled_tools
 from .tools.base import one_line
 from .usage import UsageTracker, budget_stop
@@ -153,7 +155,8 @@ class Runner:
             max_tokens=self.cfg.settings.max_output_tokens,
         )
         try:
-            response = await self.chain.complete(request, on_text=self.events.text_delta)
+            turn = self.usage.turns + 1
+            response = await traced_turn(self.chain, self.providers, request, self.events.text_delta, turn)
         except ProvidersFailed as err:
             # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
             reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
@@ -216,6 +219,13 @@ class Runner:
         return None
 
     async def _execute(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
+        with tool_span(use, verdict.risk.value, verdict.action) as span:
+            result = await self._execute_untraced(use, verdict)
+            if result.is_error:
+                set_error(span, "tool error")
+            return result
+
+    async def _execute_untraced(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
         tool = self.tools.get(use.name)
         described = tool.describe(use.input) if tool is not None else use.name
         self.events.emit(

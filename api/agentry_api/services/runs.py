@@ -13,6 +13,7 @@ from typing import Any
 
 from lightkube import ApiError
 
+from agentry_common import tracing
 from agentry_common.models import TERMINAL_PHASES, Phase, Trigger, looks_like_secret
 from agentry_common.naming import scheduled_execution_name
 
@@ -28,6 +29,7 @@ from .views import execution_event, execution_view, iso
 log = logging.getLogger("agentry.api.runs")
 Doc = dict[str, Any]
 TERMINAL = {p.value for p in TERMINAL_PHASES}
+_TRACER = tracing.tracer("agentry.api.runs")
 
 
 def encode_cursor(doc: Doc) -> str:
@@ -69,7 +71,7 @@ class RunService:
         doc = accepted_doc(name, user.id, agent_id, Trigger.API, correlation_id, input_text)
         await self.store.put_execution(doc)
         try:
-            await self.cluster.create_execution(name, agent_id, input_text, correlation_id, user.owner_label)
+            await self._create(name, agent_id, input_text, correlation_id, user.owner_label)
         except ClusterUnavailable as exc:
             await self.store.delete_execution(name)
             raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
@@ -102,7 +104,7 @@ class RunService:
         doc["scheduledTime"] = when
         await self.store.put_execution(doc)
         try:
-            await self.cluster.create_execution(
+            await self._create(
                 name,
                 agent_id,
                 None,
@@ -130,6 +132,19 @@ class RunService:
             correlation_id,
         )
         return doc
+
+    async def _create(
+        self, name: str, agent_id: str, input_text: str | None, correlation_id: str, owner: str, **kw: Any
+    ) -> None:
+        """Create the Execution CR in a span; the run's trace continues from it (operator, pod,
+        gateway) through its traceparent annotation. Tracing off: no annotation, the call as before."""
+        with tracing.span(
+            _TRACER, tracing.SPAN_CREATE_EXECUTION, run_attributes(name, agent_id, correlation_id)
+        ):
+            traced = tracing.trace_annotations()
+            if traced:
+                kw["annotations"] = traced
+            await self.cluster.create_execution(name, agent_id, input_text, correlation_id, owner, **kw)
 
     async def _scheduled_agent(self, agent_id: str) -> Doc:
         agent = await self.store.agent(agent_id)
@@ -291,6 +306,16 @@ def same_run(doc: Doc, agent_name: str, agent: Doc | None) -> bool:
     if doc.get("agentId") != agent_name:
         return False
     return agent is None or agent.get("userId") == doc.get("userId")
+
+
+def run_attributes(name: str, agent_id: str, correlation_id: str) -> dict[str, str]:
+    """A run's span attributes: ids only."""
+    return {
+        tracing.ATTR_EXECUTION: name,
+        tracing.ATTR_AGENT: agent_id,
+        tracing.GEN_AI_AGENT_NAME: agent_id,
+        tracing.ATTR_CORRELATION_ID: correlation_id,
+    }
 
 
 def accepted_doc(

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentry_common import constants as c
+from agentry_common import tracing
 from agentry_common.exitcodes import FINAL
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
@@ -123,12 +124,28 @@ def proxy_env(config: OperatorConfig) -> list[dict[str, Any]]:
         return []
     url = config.egress_proxy_url
     direct = ["localhost", "127.0.0.1"]
-    gateway = urlsplit(config.gateway_url or "").hostname
-    if gateway:
-        direct.insert(0, gateway)
+    # The gateway and the trace collector are reached directly, not through the proxy.
+    for direct_url in (config.otlp_endpoint if config.tracing else None, config.gateway_url):
+        host = urlsplit(direct_url or "").hostname
+        if host:
+            direct.insert(0, host)
     names = (c.ENV_EGRESS_PROXY, "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
     env = [{"name": name, "value": url} for name in names]
     return env + [{"name": name, "value": ",".join(direct)} for name in ("NO_PROXY", "no_proxy")]
+
+
+def tracing_env(config: OperatorConfig, traceparent: str | None) -> list[dict[str, Any]]:
+    """OTEL_* of the run container when tracing is on (none when off: the pod exactly as before)."""
+    if not config.tracing:
+        return []
+    values = {
+        tracing.ENV_OTLP_ENDPOINT: config.otlp_endpoint,
+        tracing.ENV_SERVICE_NAME: tracing.SERVICE_RUNTIME,
+        tracing.ENV_SAMPLER: config.traces_sampler,
+        tracing.ENV_SAMPLER_ARG: config.traces_sampler_arg,
+        tracing.ENV_TRACEPARENT: traceparent,
+    }
+    return [{"name": name, "value": value} for name, value in values.items() if value]
 
 
 def active_deadline_seconds(agent: AgentSpec) -> int:
@@ -293,6 +310,7 @@ def build_job(
     resume_configmap: str | None = None,
     token_secret: str | None = None,
     spec: AgentSpec | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted".
 
@@ -300,7 +318,8 @@ def build_job(
     token (builders/governance.py): it becomes both provider keys, and no provider key of the Agent's
     spec.secrets is put into the pod. An Agent without spec.model runs on the installation's default
     model, written into the run's agent.json like an explicit one (builders/model.py). `spec`: the
-    Agent's spec parsed already (effective_spec), else it is parsed here.
+    Agent's spec parsed already (effective_spec), else it is parsed here. `traceparent`: the span the
+    pod's trace continues (the reconcile's); else the one the API stored on the Execution.
     """
     meta = execution["metadata"]
     agent = with_effective_model(agent, config.default_model_spec)
@@ -309,6 +328,10 @@ def build_job(
     labels = child_labels(agent["metadata"]["name"], meta["name"], trigger)
     annotations = {c.ANNOTATION_CORRELATION_ID: correlation_id, c.ANNOTATION_EXECUTION: meta["name"]}
     env = _env(execution, spec, correlation_id, config, token_secret)
+    traceparent = traceparent or (meta.get("annotations") or {}).get(tracing.ANNOTATION_TRACEPARENT)
+    if config.tracing and traceparent:
+        annotations[tracing.ANNOTATION_TRACEPARENT] = traceparent
+    env.extend(tracing_env(config, traceparent))
     container = _container(env, _resources(spec, config), config)
     template = {
         "metadata": {"labels": labels, "annotations": {**annotations, **run_inputs(execution, agent)}},

@@ -16,6 +16,7 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 
 from agentry_common import constants as c
+from agentry_common import tracing
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
 from agentry_common.naming import job_name, token_secret_name
@@ -27,6 +28,7 @@ from ..builders.job import build_job, effective_spec, owner_reference
 from ..builders.refusal import Action, backoff
 from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
+from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
 from .outcome import decide, key_of, on_job, on_pod, resync, write_status
@@ -66,14 +68,17 @@ async def on_execution(
         if listing:
             await resync(client, state, body, job_name_)
         return  # running: its Job's and Pods' events drive the status from here
-    try:
-        await start(client, config, state, body, logger)
-    except kube.Refused as exc:
-        await _refused(client, state, body, exc, logger)
-    except Exception as exc:
-        _retry(state, body, exc, logger)
-    else:
-        state.start_failures.pop(key_of(body), None)
+    with reconcile_span(body) as span:
+        try:
+            await start(client, config, state, body, logger)
+        except kube.Refused as exc:
+            tracing.set_error(span, exc.describe())
+            await _refused(client, state, body, exc, logger)
+        except Exception as exc:
+            tracing.set_error(span, type(exc).__name__)
+            _retry(state, body, exc, logger)
+        else:
+            state.start_failures.pop(key_of(body), None)
 
 
 async def _waiting(
@@ -247,8 +252,19 @@ async def _run(
             await write_status(client, state, body, {"conditions": verdict.conditions})
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec)
+    # The pod's spans are children of this reconcile's (tracing off: None, nothing added).
+    traceparent = tracing.current_traceparent()
     job = await kube.create_or_adopt(
-        client, build_job(body, agent, correlation_id, config, token_secret=token_secret, spec=run_spec)
+        client,
+        build_job(
+            body,
+            agent,
+            correlation_id,
+            config,
+            token_secret=token_secret,
+            spec=run_spec,
+            traceparent=traceparent,
+        ),
     )
     logger.info(
         "job %s for execution %s correlation_id=%s",

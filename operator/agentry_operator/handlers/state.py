@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentry_common.models import Phase
+from agentry_common.tracing import ANNOTATION_TRACEPARENT
 
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 
@@ -36,10 +37,14 @@ def slim(body: dict[str, Any]) -> dict[str, Any]:
         "resourceVersion",
         "deletionTimestamp",
     )
+    slimmed = {k: meta[k] for k in keep if k in meta}
+    # The one annotation the operator reads: the run's trace context (agentry_common.tracing).
+    if traceparent := (meta.get("annotations") or {}).get(ANNOTATION_TRACEPARENT):
+        slimmed["annotations"] = {ANNOTATION_TRACEPARENT: traceparent}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {k: meta[k] for k in keep if k in meta},
+        "metadata": slimmed,
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }
