@@ -76,8 +76,9 @@ test: install system-deps ## All test tiers: lint, one-time builds, unit, integr
 	@$(call timed,lint,$(MAKE) --no-print-directory lint)
 	@$(MAKE) --no-print-directory prepare
 	@$(call timed,unit tier,$(PYTEST) -m unit -q)
-	@$(call timed,integration tier,$(PYTEST) -m integration -q)
+	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q)
 	@$(call timed,e2e tier,$(PYTEST) -m e2e -q)
+	@$(call timed,chaos tier,$(PYTEST) -m chaos -q)
 
 .PHONY: test-unit
 test-unit: install ## Unit tier only (no servers)
@@ -85,7 +86,11 @@ test-unit: install ## Unit tier only (no servers)
 
 .PHONY: test-integration
 test-integration: install ## Integration tier only (Firestore emulator, kube-apiserver + controller-manager)
-	$(PYTEST) -m integration -q
+	$(PYTEST) -m "integration and not chaos" -q
+
+.PHONY: test-chaos
+test-chaos: install ## The long fault runs: the operator SIGKILLed every 10-30 s for 5 minutes under 200 runs
+	$(PYTEST) -m chaos -q
 
 .PHONY: test-e2e
 test-e2e: install system-deps ## e2e tier only (images, the local node, the whole path)

@@ -11,31 +11,21 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
-from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Pod
-from lightkube.types import OnErrorAction, OnErrorResult
+from lightkube import Client
 
-from agentry_common import constants as c
-from agentry_common.naming import job_name
 from agentry_localcluster.kube import ControlPlane
-from agentry_operator.kube import Agent, Execution
-from tests.fixtures.helpers import play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
+
+from .crashkit import Kubelet, Recorder, admitted, check_outcome, crash_agent, create_executions, wait_for
 
 pytestmark = pytest.mark.integration
 
 N = 60  # Executions per scenario
-TERMINAL = {"Succeeded", "Failed", "Cancelled", "Skipped"}
-KEEP = 4  # historyLimits.succeeded of the pruning scenarios
 
 
 @pytest.fixture(scope="module")
@@ -50,128 +40,6 @@ def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane
 def kube_client(own_plane: ControlPlane) -> Iterator[Client]:
     with plane_client(own_plane, "crash-test") as client:
         yield client
-
-
-def index(name: str) -> int:
-    return int(name.rsplit("-", 1)[1])
-
-
-def report(name: str) -> dict[str, Any]:
-    """What the pod of Execution `name` reports: numbers of its own, so a lost or doubled run shows."""
-    i = index(name)
-    usage = {"inputTokens": 1 + i, "outputTokens": 1000 + 7 * i, "costUSD": str(Decimal(i + 1) / 1000)}
-    return {"summary": f"done {name}", "usage": usage}
-
-
-def expected_totals(names: list[str]) -> dict[str, Any]:
-    usages = [report(n)["usage"] for n in names]
-    return {
-        "executions": len(names),
-        "succeeded": len(names),
-        "inputTokens": sum(u["inputTokens"] for u in usages),
-        "outputTokens": sum(u["outputTokens"] for u in usages),
-        "costUSD": sum((Decimal(u["costUSD"]) for u in usages), Decimal(0)),
-    }
-
-
-class Recorder:
-    """Every Execution's terminal statuses and every Job's owner, from watches opened before the
-    first object exists (a DELETED event carries the pruned Execution's last status)."""
-
-    def __init__(self, plane: ControlPlane, ns: str) -> None:
-        self.terminal: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.jobs: dict[str, set[str]] = defaultdict(set)  # owner uid -> Job names
-        self.uids: dict[str, str] = {}
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._watch, args=(plane, ns, Execution, self._execution), daemon=True),
-            threading.Thread(target=self._watch, args=(plane, ns, Job, self._job), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _watch(self, plane: ControlPlane, ns: str, res: Any, record: Callable[[Any], None]) -> None:
-        # server_timeout: the watch is renewed every 2 s (from its last resourceVersion), so the
-        # thread notices stop() soon even when nothing happens.
-        # A new CRD's watch answers 429 until the API server's cache of it is ready: retried, and
-        # resumed from the last resourceVersion seen (no event is lost).
-        def retry(exc: Exception, count: int) -> OnErrorResult:
-            if self._stop.is_set() or count > 100:
-                self.errors.append(exc)
-                return OnErrorResult(OnErrorAction.STOP)
-            return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
-
-        with plane_client(plane, "crash-recorder") as client:
-            try:
-                for _, obj in client.watch(res, namespace=ns, server_timeout=2, on_error=retry):
-                    record(obj)
-                    if self._stop.is_set():
-                        return
-            except Exception as exc:  # the control plane stopped after the test
-                if not self._stop.is_set():
-                    self.errors.append(exc)
-
-    def _execution(self, ex: Any) -> None:
-        self.uids[ex.metadata.name] = ex.metadata.uid
-        status = ex.status or {}
-        if status.get("phase") in TERMINAL:
-            self.terminal[ex.metadata.name].append(status)
-
-    def _job(self, job: Any) -> None:
-        for owner in job.metadata.ownerReferences or []:
-            self.jobs[owner.uid].add(job.metadata.name)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class Kubelet:
-    """Finishes every pod of the namespace as a kubelet would, after a random delay (sometimes
-    Running first), whether the operator is up or not; its report is the Execution's own."""
-
-    def __init__(self, plane: ControlPlane, ns: str, rng: random.Random) -> None:
-        self.plane, self.ns, self.rng = plane, ns, rng
-        self.finished: set[str] = set()  # Executions whose pod reported
-        self._due: dict[str, float] = {}
-        self._running: set[str] = set()
-        self._stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        with plane_client(self.plane, "crash-kubelet") as self.client:
-            try:
-                while not self._stop.is_set():
-                    self._step()
-                    time.sleep(0.1)
-            except BaseException as exc:
-                self.errors.append(exc)
-
-    def _step(self) -> None:
-        now = time.monotonic()
-        for pod in self.client.list(Pod, namespace=self.ns, fields={"status.phase": "Pending"}):
-            assert pod.metadata is not None and pod.metadata.name is not None
-            execution = (pod.metadata.annotations or {})[c.ANNOTATION_EXECUTION]
-            due = self._due.setdefault(pod.metadata.name, now + self.rng.uniform(0, 2.5))
-            if due > now:
-                if pod.metadata.name not in self._running and self.rng.random() < 0.3:
-                    play_kubelet(self.client, pod, "Running")
-                    self._running.add(pod.metadata.name)
-                continue
-            play_kubelet(self.client, pod, "Succeeded", 0, report(execution))
-            self.finished.add(execution)
-        for pod in self.client.list(Pod, namespace=self.ns, fields={"status.phase": "Running"}):
-            assert pod.metadata is not None and pod.metadata.name is not None
-            if self._due.get(pod.metadata.name, now) <= now:
-                execution = (pod.metadata.annotations or {})[c.ANNOTATION_EXECUTION]
-                play_kubelet(self.client, pod, "Succeeded", 0, report(execution))
-                self.finished.add(execution)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def crash_while_running(
@@ -195,36 +63,6 @@ def crash_while_running(
     return kills
 
 
-def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:
-    """Poll fn until done(value); on timeout, fail showing the last value (no timing asserted)."""
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = fn()
-        if done(value):
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-
-
-def admitted(client: Client, obj: Any) -> bool:
-    """Create `obj`; False while the API server cannot reach the webhook (it fails closed for Agents,
-    and its configuration may still name the previous operator's port for a moment)."""
-    try:
-        client.create(obj)
-    except ApiError as exc:
-        if "failed calling webhook" in str(exc):
-            return False
-        raise
-    return True
-
-
-def agent_totals(client: Client, ns: str) -> dict[str, Any]:
-    totals = dict((client.get(Agent, "a", namespace=ns).status or {}).get("totals") or {})
-    totals["costUSD"] = Decimal(str(totals.get("costUSD", "0")))
-    return {k: totals.get(k) for k in ("executions", "succeeded", "inputTokens", "outputTokens", "costUSD")}
-
-
 @pytest.mark.parametrize(
     ("seed", "prune"),
     [(11, False), (23, False), (37, False), (41, True), (59, True)],
@@ -240,65 +78,18 @@ def test_crashes_keep_one_job_and_every_runs_usage(
     kubelet = Kubelet(own_plane, ns, random.Random(seed + 1))
     op = start_operator(own_plane, tmp_path)
     try:
-        limits = {"succeeded": KEEP, "failed": KEEP} if prune else {"succeeded": 100, "failed": 100}
-        agent = Agent.from_dict(
-            {
-                "metadata": {"name": "a", "namespace": ns},
-                "spec": {"instructions": "x", "model": {"name": "m"}, "historyLimits": limits},
-            }
-        )
+        agent = crash_agent(ns, prune)
         wait_for(lambda: admitted(kube_client, agent), bool, 60, "the webhook admitting the Agent")
-
-        pause = random.Random(seed + 2)
-
-        def create_all() -> None:
-            for name in names:
-                kube_client.create(
-                    Execution.from_dict(
-                        {"metadata": {"name": name, "namespace": ns}, "spec": {"agentRef": {"name": "a"}}}
-                    )
-                )
-                time.sleep(pause.uniform(0, 0.3))
-
-        creator = threading.Thread(target=create_all)
+        creator = threading.Thread(
+            target=create_executions, args=(kube_client, ns, names, random.Random(seed + 2), 0.3)
+        )
         creator.start()
         kills = crash_while_running(
             op, rng, lambda: creator.is_alive() or len(kubelet.finished) < N, min_kills=5
         )
         creator.join()
         print(f"seed {seed}: {kills} kills")
-
-        def terminal_seen() -> set[str]:
-            return set(recorder.terminal)
-
-        wait_for(terminal_seen, lambda seen: seen >= set(names), 180, "every Execution terminal")
-        # Every terminal status ever written carries the run's own result and usage.
-        for name in names:
-            want_report = report(name)
-            for status in recorder.terminal[name]:
-                seen = (name, *(status.get(k) for k in ("phase", "reason", "result", "usage")))
-                assert status["phase"] == "Succeeded", seen
-                assert (status.get("result") or {}).get("summary") == want_report["summary"], seen
-                usage = status.get("usage") or {}
-                assert {k: usage.get(k) for k in want_report["usage"]} == want_report["usage"], seen
-        # Exactly one Job per Execution, named after it.
-        for name in names:
-            uid = recorder.uids[name]
-            assert recorder.jobs[uid] == {job_name(name, uid)}, (name, recorder.jobs[uid])
-        if prune:
-            wait_for(
-                lambda: len(list(kube_client.list(Execution, namespace=ns))),
-                lambda live: live <= KEEP,
-                120,
-                f"history pruned to {KEEP}",
-            )
-        # The Agent's totals: every run counted once, archived by pruning or live.
-        want = expected_totals(names)
-        totals = wait_for(lambda: agent_totals(kube_client, ns), lambda t: t == want, 120, f"totals {want}")
-        assert totals == want
-        live = {e.metadata.name for e in kube_client.list(Execution, namespace=ns)}
-        assert len(live) == (KEEP if prune else N)
-        assert not kubelet.errors and not recorder.errors, (kubelet.errors, recorder.errors)
+        check_outcome(kube_client, ns, names, recorder, kubelet, prune, settle=180)
     finally:
         kubelet.stop()
         recorder.stop()
