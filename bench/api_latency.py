@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +180,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api_latency", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="requests per second (fixed)")
     parser.add_argument("--seconds", type=float, default=10)
-    args = parser.parse_args()
+    run_with_emulator(run, parser.parse_args())
+
+
+def run_with_emulator(
+    body: Callable[[argparse.Namespace, FirestoreEmulator, Path], Coroutine[Any, Any, None]],
+    args: argparse.Namespace,
+) -> None:
+    """Run a benchmark's async body against a Firestore emulator of its own, in a scratch directory."""
     with tempfile.TemporaryDirectory(prefix="agentry-bench-") as tmp:
         workdir = Path(tmp)
         emulator = FirestoreEmulator(workdir / "firestore").start()
         previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
         try:
-            asyncio.run(run(args, emulator, workdir))
+            asyncio.run(body(args, emulator, workdir))
         finally:
             emulator.stop()
             if previous is None:

@@ -21,9 +21,7 @@ import contextlib
 import functools
 import json
 import operator
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from agentry_api.auth import SESSION_COOKIE
 from agentry_api.storage import Store, new_client
 from agentry_localcluster.firestore import FirestoreEmulator
 
-from .api_latency import api_env, fixed_rate, line, percentiles, start_api
+from .api_latency import api_env, fixed_rate, line, percentiles, run_with_emulator, start_api
 from .results import record
 
 PROJECT = "bench-streams"
@@ -219,18 +217,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=2000, help="SSE streams held on one worker")
     parser.add_argument("--events", type=int, default=200, help="events pushed to held streams")
     parser.add_argument("--baseline-streams", type=int, default=200, help="streams of the poll baseline")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="agentry-bench-") as tmp:
-        workdir = Path(tmp)
-        emulator = FirestoreEmulator(workdir / "firestore").start()
-        previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-        try:
-            asyncio.run(run(args, emulator, workdir))
-        finally:
-            emulator.stop()
-            if previous is None:
-                os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+    run_with_emulator(run, parser.parse_args())
 
 
 if __name__ == "__main__":
