@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Final
 
 from .constants import GROUP
+from .naming import short_hash
 
 WORKFLOW_KIND: Final = "Workflow"
 WORKFLOW_PLURAL: Final = "workflows"
@@ -25,6 +26,20 @@ LABEL_WORKFLOW_ATTEMPT: Final = f"{GROUP}/workflow-attempt"
 
 # Longest object name that also fits a label value (step Executions name their Jobs' labels).
 MAX_LABEL_NAME: Final = 63
+# Longest WorkflowRun name (its CRD's limit: step Execution names are built from it).
+MAX_RUN_NAME: Final = 40
+
+
+def scheduled_run_name(workflow: str, scheduled_unix: int) -> str:
+    """The WorkflowRun a schedule starts for one fire time: the same time always yields the same name,
+    so a repeated tick, a restarted operator or a second replica meets 409 instead of a second run.
+    A Workflow name too long to fit keeps a hash of the whole name, so two long names never collide."""
+    suffix = str(scheduled_unix)
+    room = MAX_RUN_NAME - len(suffix) - 1
+    prefix = (
+        workflow if len(workflow) <= room else f"{workflow[: room - 7].rstrip('-.')}-{short_hash(workflow)}"
+    )
+    return f"{prefix}-{suffix}"
 
 
 class StepWhen(StrEnum):
@@ -76,3 +91,11 @@ class RunReason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     WORKFLOW_NOT_FOUND = "WorkflowNotFound"
     INVALID_WORKFLOW = "InvalidWorkflow"
+    CANCELLED = "Cancelled"  # spec.cancel (e.g. a schedule's concurrencyPolicy Replace)
+
+
+class SkipReason(StrEnum):
+    """Why a schedule's fire time did not start (status.scheduleState.lastSkipped.reason)."""
+
+    CATCHUP_WINDOW = "CatchupWindow"  # missed beyond catchupWindowSeconds / maxCatchupRuns
+    CONCURRENCY_POLICY = "ConcurrencyPolicy"  # Forbid with a run active, or older than a Replace

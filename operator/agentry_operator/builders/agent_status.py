@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from agentry_common.conditions import Reason
 from agentry_common.models import AgentSpec, ModelSpec, Phase, ScheduleBackend
-from agentry_common.workflows import LABEL_WORKFLOW_RUN
+from agentry_common.workflows import WORKFLOW_RUN_KIND
 
 from ..schedule import backfill_error, cron_error, timezone_error
 from .model import NO_MODEL
@@ -104,13 +104,16 @@ def add(acc: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
 
 
 def _workflow_step(execution: dict[str, Any]) -> bool:
-    return LABEL_WORKFLOW_RUN in ((execution.get("metadata") or {}).get("labels") or {})
+    """Owned by a WorkflowRun (a run pruned by its Workflow's historyLimits orphans its steps, which
+    are then the Agent's)."""
+    owners = (execution.get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("kind") == WORKFLOW_RUN_KIND for o in owners)
 
 
 def to_prune(executions: list[dict[str, Any]], limits: dict[str, Any]) -> list[dict[str, Any]]:
     """Finished Executions beyond spec.historyLimits, oldest first. A workflow's steps are not the
-    Agent's to prune: they belong to their WorkflowRun (its owner; deleted with it), and a later step's
-    input may still be templated from their results."""
+    Agent's to prune while their WorkflowRun owns them: a later step's input may still be templated
+    from their results."""
     own = [e for e in executions if not _workflow_step(e)]
     ok = sorted((e for e in own if _phase(e) in SUCCESS_LIKE), key=_created, reverse=True)
     bad = sorted((e for e in own if _phase(e) in FAILURE_LIKE), key=_created, reverse=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -127,7 +127,7 @@ async def reconcile(client: AsyncClient, key: Key, logger: Logger) -> dt.datetim
     attempts = attempts_from(await _step_executions(client, *key), run["metadata"]["uid"])
     created = parse_time(run["metadata"].get("creationTimestamp")) or now
     ended = planner.ended_steps(status.get("steps") or [])
-    plan = planner.plan(spec, created, attempts, now, ended)
+    plan = planner.plan(spec, created, attempts, now, ended, bool(run["spec"].get("cancel")))
     steps = {str(s["name"]): s for s in graph.steps_of(spec)}
     values = _values(run, params, plan, attempts)
     for name, number in list(plan.starts):
@@ -135,7 +135,7 @@ async def reconcile(client: AsyncClient, key: Key, logger: Logger) -> dt.datetim
         await _start(client, plan, run, steps[name], number, text, logger)
     for execution in plan.cancels:
         await kube.patch_merge(client, kube.Execution, execution, key[0], {"spec": {"cancel": True}})
-        logger.info("workflow run %s: cancelled %s (deadline)", key[1], execution)
+        logger.info("workflow run %s: cancelled %s (deadline or spec.cancel)", key[1], execution)
     new = build_status(plan, attempts, status, int(workflow["metadata"].get("generation") or 0), now)
     if plan.phase.terminal:  # first: once the run's status says it ended, it is not reconciled again
         await _record_last_run(client, workflow, run, new)
@@ -161,12 +161,17 @@ async def _record_last_run(
     await kube.patch_status(client, Workflow, meta["name"], meta["namespace"], {"lastRun": entry})
 
 
-class Runs:
-    """Serialises each run's reconciles and wakes a run at the time its plan asked for. One per
-    operator, put in the operator-wide memo at start-up (kopf gives each object a shallow copy of
-    it, so one made later in a handler's memo would not be shared)."""
+Act = Callable[[AsyncClient, Key, Logger], Awaitable[dt.datetime | None]]
 
-    def __init__(self) -> None:
+
+class Runs:
+    """Serialises each object's reconciles (`act`: a run's by default; a schedule's tick in
+    workflow_schedule.py) and wakes it at the time the last one asked for. One per operator, put in
+    the operator-wide memo at start-up (kopf gives each object a shallow copy of it, so one made
+    later in a handler's memo would not be shared)."""
+
+    def __init__(self, act: Act = reconcile, what: str = "workflow run") -> None:
+        self.act, self.what = act, what
         self.locks: dict[Key, asyncio.Lock] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -174,9 +179,9 @@ class Runs:
     async def poke(self, client: AsyncClient, key: Key, logger: Logger = log) -> None:
         async with self.locks.setdefault(key, asyncio.Lock()):
             try:
-                wake = await reconcile(client, key, logger)
+                wake = await self.act(client, key, logger)
             except Exception as exc:  # the API server or a refused child: look again soon
-                logger.warning("workflow run %s/%s: %s; retrying in %.0f s", *key, exc, RETRY_SECONDS)
+                logger.warning("%s %s/%s: %s; retrying in %.0f s", self.what, *key, exc, RETRY_SECONDS)
                 wake = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=RETRY_SECONDS)
         self._arm(client, key, wake)
 
@@ -226,7 +231,11 @@ async def step_event(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    """The run's watch, and the watch of step Executions (by label) that wakes their run."""
+    """The run's watch, the watch of step Executions (by label) that wakes their run, and the
+    Workflows' schedules (workflow_schedule.py)."""
+    from . import workflow_schedule  # it builds on this module's Runs
+
+    workflow_schedule.register(registry)
     kopf.on.startup(registry=registry)(install)
     kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_RUN_PLURAL, registry=registry)(run_event)
     kopf.on.event(

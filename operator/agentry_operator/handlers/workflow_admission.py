@@ -21,6 +21,7 @@ from ..config import get_config
 from ..context import find
 from ..workflows import graph
 from ..workflows.resources import Workflow
+from .workflow_schedule import schedule_errors
 
 
 def _client(memo: Any) -> AsyncClient:
@@ -58,13 +59,23 @@ async def _present(client: AsyncClient, namespace: str, names: set[str]) -> dict
     return found
 
 
+def _schedule_errors(body: kopf.Body) -> list[str]:
+    """spec.schedule: cron and zone (CEL cannot parse them), and its parameters fit the Workflow."""
+    schedule = dict((body.get("spec") or {}).get("schedule") or {})
+    if not schedule:
+        return []
+    given = dict(schedule.get("parameters") or {})
+    problems = graph.parameter_values(body, given)[1]
+    return schedule_errors(schedule) + [f"spec.schedule.{p.removeprefix('spec.')}" for p in problems]
+
+
 async def validate_workflow(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Workflows (CREATE, UPDATE of the spec): the graph, templates, and that each Agent exists."""
     spec = dict(body.get("spec") or {})
     old = kwargs.get("old")
     if old is not None and dict(old.get("spec") or {}) == spec:
         return  # metadata only
-    errors = graph.spec_errors(spec) + graph.priority_errors(spec, _policy())
+    errors = graph.spec_errors(spec) + graph.priority_errors(spec, _policy()) + _schedule_errors(body)
     agents = {str((s.get("agentRef") or {}).get("name")) for s in graph.steps_of(spec)}
     namespace = _namespace(body, kwargs)
     if not errors and namespace:

@@ -87,14 +87,15 @@ def plan(
     attempts: Mapping[str, Sequence[Attempt]],
     now: dt.datetime,
     ended: Mapping[str, StepView] | None = None,
+    cancelled: bool = False,
 ) -> Plan:
     """What to do now for one run; `spec` must have passed graph.spec_errors; `ended`: the steps
-    recorded as ended (ended_steps)."""
+    recorded as ended (ended_steps); `cancelled`: the run's spec.cancel (stops it like its deadline)."""
     steps = {str(s["name"]): s for s in graph.steps_of(spec)}
     ended = ended or {}
     result = Plan(steps={})
     deadline = spec.get("deadlineSeconds")
-    expired = deadline is not None and now >= run_created + dt.timedelta(seconds=int(deadline))
+    expired = cancelled or (deadline is not None and now >= run_created + dt.timedelta(seconds=int(deadline)))
     stopping = expired or (
         spec.get("failurePolicy", FailurePolicy.FAIL_FAST) == FailurePolicy.FAIL_FAST
         and any(
@@ -113,6 +114,11 @@ def plan(
             result.wake_at(run_created + dt.timedelta(seconds=int(deadline)))
     _start(spec, steps, ready, attempts, result)
     _finish(result, expired)
+    if cancelled:
+        result.reason, result.message = (
+            RunReason.CANCELLED,
+            "cancelled (spec.cancel); running steps were cancelled",
+        )
     return result
 
 

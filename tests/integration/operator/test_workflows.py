@@ -432,3 +432,43 @@ def test_a_step_whose_execution_is_refused_fails_with_the_reason(
     assert b["phase"] == "Failed" and "looks like an API key" in b["message"]
     assert not exists(kube_client, namespace, "r1-b-1")
     assert "sk-ant-" not in str(st)  # the run's status copies no summary
+
+
+def test_runs_beyond_the_history_limit_go_and_their_steps_stay_counted(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    """historyLimits.succeeded 1: the older of two finished runs is deleted, its step Executions are
+    orphaned (not deleted) and the Agent's totals still count both runs."""
+    setup(kube_client, namespace, [step("a")], historyLimits={"succeeded": 1})
+    for run in ("r1", "r2"):
+        start_run(kube_client, namespace, run)
+        finish(kube_client, namespace, f"{run}-a-1", tokens=7)
+        wait_run(kube_client, namespace, "Succeeded", run)
+
+    def gone() -> bool:
+        try:
+            kube_client.get(WorkflowRun, "r1", namespace=namespace)
+        except ApiError as exc:
+            return exc.status.code == 404
+        return False
+
+    eventually(gone, 60, "r1 deleted by historyLimits")
+    assert run_status(kube_client, namespace, "r2")["phase"] == "Succeeded"
+
+    def orphaned() -> Any:
+        ex = kube_client.get(Execution, "r1-a-1", namespace=namespace)
+        owners = [o.kind for o in ex.metadata.ownerReferences or []]
+        return "WorkflowRun" not in owners and ex  # its Agent still owns it
+
+    orphan = eventually(orphaned, 60, "r1's step orphaned")
+    assert orphan.status["phase"] == "Succeeded"
+    totals = eventually(
+        lambda: (
+            (t := status_of(kube_client.get(Agent, "worker", namespace=namespace)).get("totals"))
+            and t.get("executions") == 2
+            and t
+        ),
+        60,
+        "the Agent's totals",
+    )
+    assert totals["inputTokens"] == 14

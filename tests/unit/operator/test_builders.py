@@ -190,7 +190,7 @@ def test_history_pruning_and_archive_count_each_execution_once() -> None:
 def test_a_workflows_steps_are_not_pruned_by_their_agents_history_limits() -> None:
     steps = [_ex(f"r-s{i}-1", "Succeeded", f"2026-01-0{i}") for i in range(1, 5)]
     for ex in steps:
-        ex["metadata"]["labels"] = {"agentry.dev/workflow-run": "r"}
+        ex["metadata"]["ownerReferences"] = [{"kind": "WorkflowRun", "name": "r", "uid": "u"}]
     own = [_ex(f"o{i}", "Succeeded", f"2026-01-0{i}") for i in range(5, 9)]
     pruned = to_prune(steps + own, {"succeeded": 2, "failed": 1})
     assert [e["metadata"]["name"] for e in pruned] == ["o5", "o6"]

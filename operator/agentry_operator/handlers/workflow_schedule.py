@@ -1,0 +1,228 @@
+"""Workflow schedules: the I/O around workflows/schedule.py. Docs: docs/workflows.md.
+
+The operator fires a Workflow's times itself (no CronJob): one in-memory timer per scheduled
+Workflow, armed by each tick for its next fire time (at most LOOK_AGAIN away) and poked by every
+watch event of the Workflow (an edit, a run's end recorded in status.lastRun). After a restart the
+initial listing ticks every Workflow, which re-arms the timers and catches up. Each tick reads the
+Workflow and its runs afresh, creates the runs of the due times under deterministic names (a 409 is
+a time already started: by an interrupted tick, a repeated one, or another replica), and only then
+moves the watermark, under the Workflow's resourceVersion. Every tick also deletes finished runs
+beyond the Workflow's historyLimits (scheduled or not).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import kopf
+from lightkube import ApiError, AsyncClient
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event
+from lightkube.types import CascadeType
+
+from agentry_common import constants as c
+from agentry_common import workflows as w
+from agentry_common.conditions import ConditionType, Reason
+
+from .. import kube
+from ..conditions import set_condition
+from ..context import context
+from ..schedule import cron_error, rfc3339, timezone_error, upcoming_runs
+from ..workflows import schedule as sched
+from ..workflows.resources import Workflow, WorkflowRun
+from .workflow import Key, Logger, Runs, log
+
+MEMO_KEY = "agentry-workflow-schedules"
+
+
+def schedule_errors(schedule: dict[str, Any] | None) -> list[str]:
+    """What CEL cannot check of spec.schedule: the cron and the IANA zone (named by field)."""
+    if not schedule:
+        return []
+    found = [
+        cron_error(str(schedule.get("cron") or "")),
+        timezone_error(str(schedule.get("timeZone") or "UTC")),
+    ]
+    return [e for e in found if e]
+
+
+async def _runs_of(client: AsyncClient, namespace: str, workflow: str) -> list[dict[str, Any]]:
+    found = [kube.to_dict(r) async for r in client.list(WorkflowRun, namespace=namespace)]
+    return [r for r in found if (r.get("spec") or {}).get("workflowRef", {}).get("name") == workflow]
+
+
+async def _prune(
+    client: AsyncClient, key: Key, runs: list[dict[str, Any]], limits: dict[str, Any], logger: Logger
+) -> list[dict[str, Any]]:
+    """Delete finished runs beyond spec.historyLimits; the rest. Their step Executions are orphaned,
+    not deleted: they then go by their Agents' historyLimits, which archive them into the Agents'
+    totals (a deleted Execution would drop out of those totals)."""
+    gone = set(sched.runs_to_prune(runs, limits))
+    for name in gone:
+        try:
+            await client.delete(WorkflowRun, name, namespace=key[0], cascade=CascadeType.ORPHAN)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        logger.info("workflow %s: deleted run %s (historyLimits)", key[1], name)
+    return [r for r in runs if r["metadata"]["name"] not in gone]
+
+
+async def _create(client: AsyncClient, manifest: dict[str, Any]) -> bool:
+    """False when the run exists already (this fire time was started before)."""
+    try:
+        await client.create(WorkflowRun.from_dict(manifest))
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+        return False
+    return True
+
+
+def _status(
+    wf: dict[str, Any], step: sched.Tick, runs: list[dict[str, Any]], now: dt.datetime
+) -> dict[str, Any]:
+    meta, schedule = wf["metadata"], wf["spec"]["schedule"]
+    key = f"{meta['namespace']}/{meta['name']}"
+    status: dict[str, Any] = {
+        "scheduleState": step.state,
+        "upcomingRuns": None if step.pause else upcoming_runs(schedule, key, now) or None,
+        "lastScheduleTime": sched.last_schedule_time(runs, step.start),
+    }
+    old = (wf.get("status") or {}).get("conditions")
+    paused = any(x["type"] == ConditionType.SCHEDULE_PAUSED and x["status"] == "True" for x in old or [])
+    if step.pause:
+        limit = schedule["pauseOnFailure"]["consecutiveFailures"]
+        message = (
+            f"suspended after {step.state['consecutiveFailures']} consecutive failed scheduled runs "
+            f"(pauseOnFailure: {limit}); set spec.schedule.suspend false to resume"
+        )
+        status["conditions"] = set_condition(
+            old,
+            ConditionType.SCHEDULE_PAUSED,
+            True,
+            Reason.CONSECUTIVE_FAILURES,
+            message,
+            meta.get("generation"),
+        )
+    elif paused and not schedule.get("suspend"):
+        message = "the schedule was resumed (spec.schedule.suspend false)"
+        status["conditions"] = set_condition(
+            old,
+            ConditionType.SCHEDULE_PAUSED,
+            False,
+            Reason.SCHEDULE_RESUMED,
+            message,
+            meta.get("generation"),
+        )
+    return status
+
+
+async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | None:
+    """One look at one Workflow's schedule; returns when to look again (None: only on events)."""
+    wf = await kube.get_or_none(client, Workflow, key[1], key[0])
+    schedule = (wf or {}).get("spec", {}).get("schedule")
+    if wf is None or wf["metadata"].get("deletionTimestamp"):
+        return None
+    runs = await _prune(
+        client, key, await _runs_of(client, *key), wf["spec"].get("historyLimits") or {}, logger
+    )
+    if not schedule:  # none, or removed: no upcoming runs to show
+        if (wf.get("status") or {}).get("upcomingRuns"):
+            await kube.patch_status(client, Workflow, key[1], key[0], {"upcomingRuns": None})
+        return None
+    errors = schedule_errors(schedule)
+    if errors:  # only with the webhook off: nothing fires
+        logger.warning("workflow %s/%s: %s", *key, "; ".join(errors))
+        return None
+    now = dt.datetime.now(dt.UTC)
+    step = sched.tick(schedule, f"{key[0]}/{key[1]}", wf.get("status") or {}, runs, now)
+    for name in step.cancel:  # Replace: the active runs' steps are cancelled by their reconcile
+        await kube.patch_merge(client, WorkflowRun, name, key[0], {"spec": {"cancel": True}})
+        logger.info("workflow %s: cancelled run %s (concurrencyPolicy Replace)", key[1], name)
+    for when in step.start:
+        created = await _create(client, sched.build_run(wf, when))
+        logger.info("workflow %s: run for %s %s", key[1], rfc3339(when), "created" if created else "exists")
+    await _record(client, wf, step, runs, now, logger)
+    if step.pause:
+        await kube.patch_merge(client, Workflow, key[1], key[0], {"spec": {"schedule": {"suspend": True}}})
+        message = f"schedule suspended after {step.state['consecutiveFailures']} consecutive failed runs"
+        logger.warning("workflow %s: %s", key[1], message)
+        await _event(client, wf, Reason.CONSECUTIVE_FAILURES, message)
+    return step.wake
+
+
+async def _record(
+    client: AsyncClient,
+    wf: dict[str, Any],
+    step: sched.Tick,
+    runs: list[dict[str, Any]],
+    now: dt.datetime,
+    logger: Logger,
+) -> None:
+    """The new status, under the resourceVersion read (a conflict: the next tick redoes it, and the
+    runs it creates again meet 409); an Event for newly skipped times."""
+    meta, current = wf["metadata"], wf.get("status") or {}
+    status = _status(wf, step, runs, now)
+    if all(current.get(k) == v for k, v in status.items()):
+        return
+    rv = meta["resourceVersion"]
+    await kube.patch_status(client, Workflow, meta["name"], meta["namespace"], status, resource_version=rv)
+    skipped = step.state.get("lastSkipped")
+    if skipped and skipped != (current.get("scheduleState") or {}).get("lastSkipped"):
+        span = f"from {skipped['first']} to {skipped['last']}"
+        message = f"skipped {skipped['count']} run(s) {span} ({skipped['reason']})"
+        logger.info("workflow %s: %s", meta["name"], message)
+        await _event(client, wf, Reason.CATCHUP_SKIPPED, message)
+
+
+async def _event(client: AsyncClient, wf: dict[str, Any], reason: Reason, message: str) -> None:
+    """A Warning Event on the Workflow (best effort: a refused Event never stops the schedule)."""
+    meta, now = wf["metadata"], dt.datetime.now(dt.UTC)
+    event = Event(
+        metadata=ObjectMeta(generateName=f"{meta['name'][:200]}.", namespace=meta["namespace"]),
+        involvedObject=ObjectReference(
+            apiVersion=c.API_VERSION,
+            kind=w.WORKFLOW_KIND,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+        ),
+        reason=reason.value,
+        message=message[:1024],
+        type="Warning",
+        source=EventSource(component="agentry-operator"),
+        firstTimestamp=now,
+        lastTimestamp=now,
+        count=1,
+    )
+    try:
+        await client.create(event)
+    except ApiError as exc:
+        log.info("event %s on workflow %s refused: %s", reason, meta["name"], exc)
+
+
+async def install(memo: kopf.Memo, **_: Any) -> None:
+    memo[MEMO_KEY] = Runs(tick, "workflow schedule")
+
+
+def _schedules(memo: kopf.Memo) -> Runs:
+    found = memo.get(MEMO_KEY)
+    if not isinstance(found, Runs):
+        raise RuntimeError("the workflow schedules are not set up (start-up has not run)")
+    return found
+
+
+async def workflow_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        _schedules(memo).forget(key)
+        return
+    await _schedules(memo).poke(context(memo).client, key, logger)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    kopf.on.startup(registry=registry)(install)
+    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_PLURAL, registry=registry)(workflow_event)

@@ -1,0 +1,189 @@
+"""A Workflow's spec.schedule, pure: which fire times start now, which are skipped and why, the new
+bookkeeping (status.scheduleState) and when to look again. Time comes in as `now`.
+
+The fire-time rules (IANA zone, DST, jitter, catch-up plan, failure streak, fresh state after an
+edit) are the Agent schedule's (firetimes.py, schedule.py); only what differs lives here: the
+operator itself fires a Workflow's times (no CronJob), so a time is due as soon as it (plus jitter)
+has passed, and the concurrency policy is decided here, among the runs of the Workflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentry_common import constants as c
+from agentry_common import workflows as w
+from agentry_common.models import ConcurrencyPolicy, Trigger
+
+from ..firetimes import catchup_plan, next_fire_times
+from ..schedule import failure_streak, fresh_state, jitter_of, parse_time, rfc3339, signature
+
+# Without catchupWindowSeconds, a fire time is still started this late (an operator restart, a slow
+# tick); one missed by more is skipped and recorded, like a CronJob's startingDeadlineSeconds.
+START_GRACE_SECONDS = 300
+DEFAULT_MAX_CATCHUP = 3  # as the Agent schedule's maxCatchupRuns default
+LOOK_AGAIN = dt.timedelta(minutes=5)  # the timer looks at least this often, whatever the cron
+
+Doc = Mapping[str, Any]
+
+
+@dataclass
+class Tick:
+    state: dict[str, Any]
+    start: list[dt.datetime] = field(default_factory=list)  # fire times to start now, oldest first
+    cancel: list[str] = field(default_factory=list)  # active runs to cancel (Replace)
+    pause: bool = False  # pauseOnFailure reached: suspend the schedule
+    wake: dt.datetime | None = None  # when to tick again (None: suspended, events only)
+
+
+def zone(schedule: Doc) -> str:
+    return str(schedule.get("timeZone") or "UTC")
+
+
+def streak_views(runs: Sequence[Doc]) -> list[dict[str, Any]]:
+    """WorkflowRuns in the shape schedule.failure_streak reads (scheduled ones only count)."""
+    views = []
+    for run in runs:
+        when = (run.get("spec") or {}).get("scheduledTime")
+        if when:
+            phase = (run.get("status") or {}).get("phase")
+            views.append(
+                {"spec": {"trigger": Trigger.SCHEDULE, "scheduledTime": when}, "status": {"phase": phase}}
+            )
+    return views
+
+
+def active(runs: Sequence[Doc], exclude: set[str]) -> list[str]:
+    """Names of runs not ended (and not cancelled already), but those in `exclude`: the runs of the
+    times due now, which an interrupted earlier tick may have created."""
+    ended = {p.value for p in w.RunPhase if p.terminal}
+    return sorted(
+        r["metadata"]["name"]
+        for r in runs
+        if (r.get("status") or {}).get("phase") not in ended
+        and not (r.get("spec") or {}).get("cancel")
+        and r["metadata"]["name"] not in exclude
+    )
+
+
+def record_skipped(
+    state: dict[str, Any], times: Sequence[dt.datetime], count: int, reason: w.SkipReason
+) -> dict[str, Any]:
+    """Add `count` skipped fire times (first and last of `times`) to the bookkeeping."""
+    if not count or not times:
+        return state
+    last = {"count": count, "first": rfc3339(times[0]), "last": rfc3339(times[-1]), "reason": reason.value}
+    return {**state, "skippedRuns": int(state.get("skippedRuns", 0)) + count, "lastSkipped": last}
+
+
+def concurrency(
+    policy: str, due: list[dt.datetime], running: list[str]
+) -> tuple[list[dt.datetime], list[dt.datetime], list[str]]:
+    """(times to start, times skipped by the policy, runs to cancel). Allow starts every due time in
+    order; Forbid the oldest only and only when no run is active; Replace cancels the active runs
+    and starts the newest (an older due time would be replaced at once anyway)."""
+    if not due or policy == ConcurrencyPolicy.ALLOW:
+        return due, [], []
+    if policy == ConcurrencyPolicy.REPLACE:
+        return due[-1:], due[:-1], running
+    if running:
+        return [], due, []
+    return due[:1], due[1:], []
+
+
+def state_of(schedule: Doc, status: Doc, now: dt.datetime) -> dict[str, Any]:
+    """The bookkeeping of this schedule; fresh (nothing before `now` runs) when new, edited, resumed."""
+    state = status.get("scheduleState")
+    if not state or state.get("signature") != signature(dict(schedule)):
+        return fresh_state(dict(schedule), state, now)
+    return dict(state)
+
+
+def tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
+    """One look at a schedule: `key` is namespace/name (the jitter's seed), `runs` the Workflow's
+    WorkflowRuns. Idempotent: run twice on the same inputs, it plans the same fire times."""
+    state = state_of(schedule, status, now)
+    if schedule.get("suspend"):
+        return Tick(state)
+    jitter = dt.timedelta(seconds=jitter_of(key, dict(schedule)))
+    horizon = now - jitter  # a fire time is due once it plus the jitter has passed
+    state["consecutiveFailures"] = failure_streak(streak_views(runs), parse_time(state["since"]))
+    limit = int((schedule.get("pauseOnFailure") or {}).get("consecutiveFailures") or 0)
+    pause = limit > 0 and state["consecutiveFailures"] >= limit
+    window = int(schedule.get("catchupWindowSeconds") or 0)
+    most = int(schedule.get("maxCatchupRuns") or DEFAULT_MAX_CATCHUP) if window else 1
+    through = parse_time(state.get("through") or state["since"])
+    plan = catchup_plan(
+        str(schedule["cron"]), zone(schedule), through, horizon, window or START_GRACE_SECONDS, most
+    )
+    if plan.through is not None:
+        state["through"] = rfc3339(plan.through)
+    if plan.skipped and plan.first_skipped and plan.last_skipped:
+        times = [plan.first_skipped, plan.last_skipped]
+        state = record_skipped(state, times, plan.skipped, w.SkipReason.CATCHUP_WINDOW)
+    wake = min(
+        next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0] + jitter, now + LOOK_AGAIN
+    )
+    if pause:
+        return Tick(state, pause=True, wake=wake)
+    due = list(plan.due)
+    names = {w.scheduled_run_name(key.split("/", 1)[1], int(t.timestamp())) for t in due}
+    policy = str(schedule.get("concurrencyPolicy") or ConcurrencyPolicy.FORBID)
+    start, refused, cancel = concurrency(policy, due, active(runs, names))
+    state = record_skipped(state, refused, len(refused), w.SkipReason.CONCURRENCY_POLICY)
+    return Tick(state, start, cancel, wake=wake)
+
+
+def build_run(workflow: Doc, when: dt.datetime) -> dict[str, Any]:
+    """The WorkflowRun of one fire time: deterministic name, scheduledTime, labels, and owned by the
+    Workflow (deleting the Workflow deletes its scheduled runs, and their steps with them)."""
+    meta, schedule = workflow["metadata"], workflow["spec"]["schedule"]
+    spec: dict[str, Any] = {"workflowRef": {"name": meta["name"]}, "scheduledTime": rfc3339(when)}
+    if schedule.get("parameters"):
+        spec["parameters"] = dict(schedule["parameters"])
+    owner = {
+        "apiVersion": c.API_VERSION,
+        "kind": w.WORKFLOW_KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "blockOwnerDeletion": False,
+    }
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": w.WORKFLOW_RUN_KIND,
+        "metadata": {
+            "name": w.scheduled_run_name(meta["name"], int(when.timestamp())),
+            "namespace": meta["namespace"],
+            "labels": {w.LABEL_WORKFLOW: meta["name"][:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
+            "ownerReferences": [owner],
+        },
+        "spec": spec,
+    }
+
+
+def last_schedule_time(runs: Sequence[Doc], started: Sequence[dt.datetime]) -> str | None:
+    """status.lastScheduleTime: the newest fire time that has a run."""
+    times = [
+        parse_time(str(r["spec"]["scheduledTime"]))
+        for r in runs
+        if (r.get("spec") or {}).get("scheduledTime")
+    ]
+    times += list(started)
+    return rfc3339(max(times)) if times else None
+
+
+def runs_to_prune(runs: Sequence[Doc], limits: Mapping[str, Any]) -> list[str]:
+    """Names of finished runs beyond the Workflow's historyLimits, oldest first."""
+
+    def finished(phase: str) -> list[Doc]:
+        done = [r for r in runs if (r.get("status") or {}).get("phase") == phase]
+        return sorted(done, key=lambda r: str(r["metadata"].get("creationTimestamp") or ""), reverse=True)
+
+    keep_ok, keep_bad = int(limits.get("succeeded", 10)), int(limits.get("failed", 5))
+    old = finished(w.RunPhase.SUCCEEDED)[keep_ok:] + finished(w.RunPhase.FAILED)[keep_bad:]
+    return [
+        r["metadata"]["name"] for r in sorted(old, key=lambda r: str(r["metadata"].get("creationTimestamp")))
+    ]
