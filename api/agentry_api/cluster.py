@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from agentry_common import constants as c
+from agentry_common import workflows as w
 from agentry_common.models import Trigger
 from agentry_common.resources import Agent, Execution
 
@@ -29,6 +31,9 @@ ANNOTATION_DISPLAY_NAME = f"{c.GROUP}/display-name"
 ANNOTATION_SOURCE = f"{c.GROUP}/source"
 MANAGED_BY_API = "agentry-api"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# The same classes the operator registers (lightkube returns the registered one for an equal kind).
+Workflow = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_KIND, w.WORKFLOW_PLURAL)
+WorkflowRun = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_RUN_KIND, w.WORKFLOW_RUN_PLURAL)
 
 
 class ClusterUnavailable(Exception):
@@ -117,6 +122,42 @@ class Cluster:
     async def delete_agent(self, name: str) -> bool:
         try:
             await self._call(self.client.delete(Agent, name, namespace=self.namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return True
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def replace_object(
+        self, res: Any, manifest: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        """PUT (the manifest carries the resourceVersion read: a concurrent edit is a 409)."""
+        obj = res.from_dict(manifest)
+        return to_dict(await self._call(self.client.replace(obj, dry_run=dry_run)))
+
+    async def create_object(
+        self, res: Any, manifest: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        obj = res.from_dict(manifest)
+        return to_dict(await self._call(self.client.create(obj, dry_run=dry_run)))
+
+    async def get_object(self, res: Any, name: str) -> dict[str, Any] | None:
+        try:
+            return to_dict(await self._call(self.client.get(res, name, namespace=self.namespace)))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    async def list_objects(self, res: Any, labels: dict[str, Any]) -> list[dict[str, Any]]:
+        listing = self.client.list(res, namespace=self.namespace, labels=labels)
+        return [to_dict(o) for o in await self._call(_collect(listing))]
+
+    async def delete_object(self, res: Any, name: str) -> bool:
+        try:
+            await self._call(self.client.delete(res, name, namespace=self.namespace))
         except ApiError as exc:
             if exc.status.code == 404:
                 return False

@@ -50,6 +50,7 @@ from .routers import (
     scheduler,
     session,
     usage,
+    workflows,
 )
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
@@ -376,6 +377,7 @@ def install_routes(app: FastAPI) -> None:
         usage,
         budgets,
         chat,
+        workflows,
         pages,
     ):
         app.include_router(module.router)

@@ -21,6 +21,7 @@ QUOTAS = (
     "chat_conversations",
     "streams",
     "tokens",
+    "workflows",
 )
 
 
@@ -34,6 +35,7 @@ class Limits(BaseModel):
     chat_conversations: int
     streams: int
     tokens: int
+    workflows: int
 
 
 class Settings(BaseSettings):
@@ -117,6 +119,7 @@ class Settings(BaseSettings):
     quota_chat_conversations: int = Field(default=100, ge=0, description="Chat designer conversations kept.")
     quota_streams: int = Field(default=10, ge=0, description="Event streams open at once (every replica).")
     quota_tokens: int = Field(default=50, ge=0, description="API tokens not revoked a user may hold.")
+    quota_workflows: int = Field(default=20, ge=0, description="Workflows a user may own.")
     guest_quota_agents: int = Field(default=3, ge=0)
     guest_quota_scheduled_agents: int = Field(default=0, ge=0)
     guest_quota_concurrent_runs: int = Field(default=1, ge=0)
@@ -124,6 +127,7 @@ class Settings(BaseSettings):
     guest_quota_chat_conversations: int = Field(default=5, ge=0)
     guest_quota_streams: int = Field(default=3, ge=0)
     guest_quota_tokens: int = Field(default=5, ge=0)
+    guest_quota_workflows: int = Field(default=2, ge=0)
     scheduler_oidc_audience: str | None = Field(
         default=None,
         description="Required `aud` of the Cloud Scheduler jobs' ID tokens (the operator's audience, by "

@@ -25,6 +25,7 @@ from ..services.errors import NotFound, Unavailable
 from ..services.usage import usage
 from ..services.usage_charts import cost_over_time, usage_charts
 from ..services.views import agent_out, approval_out, execution_out
+from ..services.workflows import WorkflowService, run_out, workflow_out
 from .session import new_guest, set_session
 
 router = APIRouter(include_in_schema=False)
@@ -136,6 +137,41 @@ async def execution_calls_part(name: str, request: Request, state: StateDep) -> 
     response = templates.TemplateResponse(request, "_calls.html", {"calls": calls.model_dump(mode="json")})
     response.headers["cache-control"] = "no-store"
     return response
+
+
+def workflow_service(state: AppState) -> WorkflowService:
+    return WorkflowService(state.store, state.cluster, state.settings)
+
+
+@router.get("/workflows", response_class=HTMLResponse)
+async def workflows_page(request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        found = await workflow_service(state).owned(user)
+        agents = [{"id": a["id"], "name": a["name"]} for a in await state.agents.list(user)]
+        return {"workflows": [workflow_out(cr).model_dump(mode="json") for cr in found], "agents": agents}
+
+    return await render(request, state, "workflows.html", "workflows", load=load)
+
+
+@router.get("/workflows/{ident}", response_class=HTMLResponse)
+async def workflow_page(ident: str, request: Request, state: StateDep) -> Response:
+    async def load(user: User) -> dict[str, Any]:
+        svc = workflow_service(state)
+        cr = await svc.get(user, ident)
+        runs = [run_out(r, cr.get("spec") or {}).model_dump(mode="json") for r in await svc.runs(user, ident)]
+        return {"workflow": workflow_out(cr).model_dump(mode="json"), "runs": runs[:50]}
+
+    return await render(request, state, "workflow.html", "workflow", load=load)
+
+
+@router.get("/workflow-runs/{name}", response_class=HTMLResponse)
+async def workflow_run_page(name: str, request: Request, state: StateDep) -> Response:
+    """The run's graph is drawn by static/workflows.js from /api/workflow-runs/{name}, polled."""
+
+    async def load(user: User) -> dict[str, Any]:
+        return {"run": (await workflow_service(state).run(user, name)).model_dump(mode="json")}
+
+    return await render(request, state, "workflow_run.html", "workflow-run", load=load)
 
 
 @router.get("/approvals", response_class=HTMLResponse)

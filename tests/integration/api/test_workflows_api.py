@@ -1,0 +1,217 @@
+"""/api/workflows and /api/workflow-runs on the real API server, control plane and operator: create,
+graphs refused by the webhook (422 naming the step and field), another user's Agent refused, run now,
+per-step progress as the operator runs the steps (pods completed through pods/status), the quota,
+and another user seeing nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from lightkube import ApiError, Client
+
+from agentry_api.cluster import Workflow, WorkflowRun
+from agentry_common.naming import job_name
+from agentry_common.resources import Execution
+from agentry_localcluster.kube import ControlPlane
+from tests.fixtures.helpers import eventually, job_pod, play_kubelet
+
+from .helpers import create_agent
+from .server import ApiServer, api_settings, start_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def established(kube: ControlPlane, crds: None) -> None:
+    kube.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/workflows.agentry.dev",
+        "crd/workflowruns.agentry.dev",
+    )
+
+
+def step(name: str, agent: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "agentRef": {"name": agent}, "dependsOn": list(deps), **extra}
+
+
+def create(c: httpx.Client, *steps: dict[str, Any], expect: int = 201, **spec: Any) -> dict[str, Any]:
+    r = c.post("/api/workflows", json={"name": "Brief", "spec": {"steps": list(steps), **spec}})
+    assert r.status_code == expect, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def finish(kube_client: Client, ns: str, execution: str, tokens: int, cost: str) -> None:
+    ex = kube_client.get(Execution, execution, namespace=ns)
+    assert ex.metadata is not None and ex.metadata.uid is not None
+    pod = job_pod(kube_client, ns, job_name(execution, ex.metadata.uid))
+    report = {
+        "stopReason": "end_turn",
+        "summary": f"result of {execution}",
+        "usage": {"inputTokens": tokens, "outputTokens": 0, "costUSD": cost, "model": "claude-sonnet-4-5"},
+    }
+    play_kubelet(kube_client, pod, "Succeeded", 0, report)
+
+
+def step_in(c: httpx.Client, run: str, name: str, phase: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        body = c.get(f"/api/workflow-runs/{run}").json()
+        found: dict[str, Any] = {s["name"]: s for s in body["steps"]}[name]
+        started = found["execution"] or phase != "Running"  # the Execution's name follows its phase
+        return found if found["phase"] == phase and started else None
+
+    result: dict[str, Any] = eventually(check, 40, f"step {name} {phase} in the API")
+    return result
+
+
+def test_a_workflow_runs_and_its_steps_progress_in_the_api(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    c = api.guest()
+    agent = create_agent(c)["id"]
+    wf = create(
+        c,
+        step("fetch", agent, input="news on {{ params.topic }}"),
+        step("sum", agent, "fetch", input="{{ steps.fetch.summary }}"),
+        parameters=[{"name": "topic", "default": "chips"}],
+    )
+    cr = kube_client.get(Workflow, wf["id"], namespace=namespace)
+    assert cr.metadata is not None and cr.metadata.labels is not None
+    assert cr.metadata.labels["agentry.dev/owner"] != c.get("/api/me").json()["id"]  # a hash
+    assert [w["id"] for w in c.get("/api/workflows").json()["items"]] == [wf["id"]]
+
+    r = c.post(f"/api/workflows/{wf['id']}/runs", json={"parameters": {"topic": "memory"}})
+    assert r.status_code == 201, r.text
+    run = r.json()["name"]
+    assert [s["phase"] for s in r.json()["steps"]] == ["Pending", "Pending"]
+    assert kube_client.get(WorkflowRun, run, namespace=namespace).spec["parameters"] == {"topic": "memory"}
+
+    fetch = step_in(c, run, "fetch", "Running")
+    ex = kube_client.get(Execution, fetch["execution"], namespace=namespace)
+    assert ex.spec["input"] == "news on memory"
+    assert step_in(c, run, "sum", "Pending")["execution"] is None
+    finish(kube_client, namespace, fetch["execution"], 1000, "0.0100")
+    fetch = step_in(c, run, "fetch", "Succeeded")
+    assert (
+        fetch["tokens"] == 1000 and Decimal(fetch["costUSD"]) == Decimal("0.0100") and fetch["completionTime"]
+    )
+
+    summary = step_in(c, run, "sum", "Running")
+    assert summary["dependsOn"] == ["fetch"] and summary["agent"] == agent
+    finish(kube_client, namespace, summary["execution"], 500, "0.0050")
+    done = eventually(
+        lambda: (b := c.get(f"/api/workflow-runs/{run}").json())["phase"] == "Succeeded" and b, 40, "run done"
+    )
+    assert done["totals"]["tokens"] == 1500 and Decimal(done["totals"]["costUSD"]) == Decimal("0.0150")
+    assert [s["phase"] for s in done["steps"]] == ["Succeeded", "Succeeded"]
+    assert [x["name"] for x in c.get(f"/api/workflows/{wf['id']}/runs").json()["items"]] == [run]
+
+    # Another user sees nothing of it, and cannot run, edit or delete it.
+    other = api.guest()
+    assert other.get("/api/workflows").json()["items"] == []
+    for method, url in (
+        ("GET", f"/api/workflows/{wf['id']}"),
+        ("GET", f"/api/workflows/{wf['id']}/runs"),
+        ("POST", f"/api/workflows/{wf['id']}/runs"),
+        ("DELETE", f"/api/workflows/{wf['id']}"),
+        ("GET", f"/api/workflow-runs/{run}"),
+        ("GET", "/api/workflows/NOT_a-name"),  # not even a valid object name: 404, never 5xx
+        ("GET", "/api/workflow-runs/" + "x" * 300),
+    ):
+        assert other.request(method, url).status_code == 404, (method, url)
+
+    # Edit, then delete (its runs go with it).
+    body = {"name": "Brief 2", "spec": {"steps": [step("only", agent)]}}
+    r = c.put(f"/api/workflows/{wf['id']}", json=body)
+    assert r.status_code == 200, r.text
+    assert [s["name"] for s in kube_client.get(Workflow, wf["id"], namespace=namespace).spec["steps"]] == [
+        "only"
+    ]
+    assert c.delete(f"/api/workflows/{wf['id']}").status_code == 204
+    assert c.get(f"/api/workflows/{wf['id']}").status_code == 404
+    with pytest.raises(ApiError):
+        kube_client.get(Workflow, wf["id"], namespace=namespace)
+
+
+def test_bad_graphs_foreign_agents_and_parameters_are_422_naming_the_field(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    c, stranger = api.guest(), api.guest()
+    mine, theirs = create_agent(c)["id"], create_agent(stranger)["id"]
+
+    cycle = create(c, step("x", mine, "z"), step("y", mine, "x"), step("z", mine, "y"), expect=422)["detail"]
+    assert cycle[0]["loc"][:4] == ["body", "spec", "steps", cycle[0]["loc"][3]]
+    assert cycle[0]["loc"][4] == "dependsOn" and "cycle" in cycle[0]["msg"]
+    tmpl = create(c, step("a", mine), step("b", mine, input="{{ params.nope }}"), expect=422)["detail"]
+    assert tmpl[0]["loc"] == ["body", "spec", "steps", 1, "input"] and "nope" in tmpl[0]["msg"]
+
+    foreign = create(c, step("a", mine), step("b", theirs, "a"), expect=422)["detail"]
+    assert foreign == [
+        {
+            "loc": ["body", "spec", "steps", 1, "agentRef", "name"],
+            "msg": foreign[0]["msg"],
+            "type": "value_error",
+        }
+    ]
+    assert "steps[1].agentRef" in foreign[0]["msg"]
+    shape = create(c, step("A B", mine), expect=422)["detail"]
+    assert shape[0]["loc"][-1] == "name"
+    assert c.get("/api/workflows").json()["items"] == []
+    assert list(kube_client.list(Workflow, namespace=namespace)) == []
+
+    wf = create(c, step("a", mine, input="{{ params.must }}"), parameters=[{"name": "must"}])
+    r = c.post(f"/api/workflows/{wf['id']}/runs", json={"parameters": {"must": "1", "other": "2"}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "parameters", "other"], r.text
+    r = c.post(f"/api/workflows/{wf['id']}/runs", json={})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "parameters", "must"], r.text
+    assert list(kube_client.list(WorkflowRun, namespace=namespace)) == []
+
+
+def test_a_scheduled_workflow_shows_its_upcoming_runs(api: ApiServer) -> None:
+    c = api.guest()
+    agent = create_agent(c)["id"]
+    schedule = {"cron": "30 7 * * 1-5", "timeZone": "Asia/Seoul"}
+    wf = create(c, step("a", agent), schedule=schedule)
+
+    def upcoming() -> list[str] | None:
+        runs: list[str] = c.get(f"/api/workflows/{wf['id']}").json()["status"].get("upcomingRuns") or []
+        return runs or None
+
+    runs = eventually(upcoming, 40, "upcoming runs in the API")
+    assert all(r.endswith(("22:30:00Z", "22:30:00.000000Z")) for r in runs), runs  # 07:30 KST in UTC
+    bad = create(c, step("a", agent), schedule={"cron": "CRON_TZ=UTC 0 7 * * *"}, expect=422)["detail"]
+    assert bad[0]["loc"][:4] == ["body", "spec", "schedule", "cron"], bad
+
+
+def test_the_workflow_quota(
+    firestore_project: str, namespace: str, kube: ControlPlane, operator_ready: None
+) -> None:
+    settings = api_settings(
+        firestore_project,
+        namespace,
+        str(kube.kubeconfig),
+        guest_quota_workflows=1,
+        guest_quota_scheduled_agents=0,
+    )
+    server = start_api(settings)
+    try:
+        c = server.guest()
+        agent = create_agent(c)["id"]
+        create(c, step("a", agent))
+        r = c.post("/api/workflows", json={"name": "Second", "spec": {"steps": [step("a", agent)]}})
+        assert r.status_code == 429 and r.json()["limit"] == "workflows" and r.json()["allowed"] == 1
+        assert len(c.get("/api/workflows").json()["items"]) == 1
+        # A schedule counts against `scheduled_agents` (0 for these guests), on an edit too.
+        wf = c.get("/api/workflows").json()["items"][0]
+        scheduled = {"name": "First", "spec": {**wf["spec"], "schedule": {"cron": "0 7 * * *"}}}
+        r = c.put(f"/api/workflows/{wf['id']}", json=scheduled)
+        assert r.status_code == 429 and r.json()["limit"] == "scheduled_agents", r.text
+        other = server.guest()  # the quota is per user
+        create(other, step("a", create_agent(other)["id"]))
+    finally:
+        server.stop()
