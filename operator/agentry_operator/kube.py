@@ -6,12 +6,16 @@ weight (the official client is most of a kopf operator's memory).
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
+from lightkube.resources.core_v1 import ConfigMap, Event, Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
 from agentry_common.resources import Agent, Execution
@@ -110,3 +114,32 @@ async def patch_merge(client: AsyncClient, res: Any, name: str, namespace: str, 
 
 async def apply(client: AsyncClient, manifest: dict[str, Any]) -> dict[str, Any]:
     return to_dict(await client.apply(from_dict(manifest), force=True))
+
+
+async def post_event(client: AsyncClient, obj: dict[str, Any], reason: str, message: str, kind: str) -> None:
+    """An Event (`kind` Normal or Warning) on `obj` (best effort: a refused Event never stops the
+    work it reports on)."""
+    meta, now = obj["metadata"], dt.datetime.now(dt.UTC)
+    event = Event(
+        metadata=ObjectMeta(generateName=f"{meta['name'][:200]}.", namespace=meta["namespace"]),
+        involvedObject=ObjectReference(
+            apiVersion=obj.get("apiVersion"),
+            kind=obj.get("kind"),
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+        ),
+        reason=reason,
+        message=message[:1024],
+        type=kind,
+        source=EventSource(component=FIELD_MANAGER),
+        firstTimestamp=now,
+        lastTimestamp=now,
+        count=1,
+    )
+    try:
+        await client.create(event)
+    except ApiError as exc:
+        logging.getLogger("agentry.operator").info(
+            "event %s on %s %s refused: %s", reason, obj.get("kind"), meta["name"], exc
+        )

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from typing import Any
 
 import kopf
 from lightkube import ApiError, AsyncClient
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event
 
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import Trigger
@@ -351,32 +347,7 @@ async def _pause(client: AsyncClient, agent: dict[str, Any], step: ScheduleStep,
 
 
 async def _event(client: AsyncClient, agent: dict[str, Any], reason: Reason, message: str, kind: str) -> None:
-    """An Event on the Agent (best effort: a refused Event never stops the schedule's work)."""
-    meta = agent["metadata"]
-    now = dt.datetime.now(dt.UTC)
-    event = Event(
-        metadata=ObjectMeta(generateName=f"{meta['name'][:200]}.", namespace=meta["namespace"]),
-        involvedObject=ObjectReference(
-            apiVersion=agent.get("apiVersion"),
-            kind=agent.get("kind"),
-            name=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta.get("uid"),
-        ),
-        reason=reason.value,
-        message=message[:1024],
-        type=kind,
-        source=EventSource(component="agentry-operator"),
-        firstTimestamp=now,
-        lastTimestamp=now,
-        count=1,
-    )
-    try:
-        await client.create(event)
-    except ApiError as exc:
-        logging.getLogger("agentry.operator").info(
-            "event %s on agent %s refused: %s", reason, meta["name"], exc
-        )
+    await kube.post_event(client, agent, reason.value, message, kind)
 
 
 async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:

@@ -17,9 +17,6 @@ from typing import Any
 
 import kopf
 from lightkube import ApiError, AsyncClient
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event
 from lightkube.types import CascadeType
 
 from agentry_common import constants as c
@@ -32,7 +29,7 @@ from ..context import context
 from ..schedule import cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
 from ..workflows.resources import Workflow, WorkflowRun
-from .workflow import Key, Logger, Runs, log
+from .workflow import Key, Logger, Runs
 
 MEMO_KEY = "agentry-workflow-schedules"
 
@@ -179,29 +176,10 @@ async def _record(
 
 
 async def _event(client: AsyncClient, wf: dict[str, Any], reason: Reason, message: str) -> None:
-    """A Warning Event on the Workflow (best effort: a refused Event never stops the schedule)."""
-    meta, now = wf["metadata"], dt.datetime.now(dt.UTC)
-    event = Event(
-        metadata=ObjectMeta(generateName=f"{meta['name'][:200]}.", namespace=meta["namespace"]),
-        involvedObject=ObjectReference(
-            apiVersion=c.API_VERSION,
-            kind=w.WORKFLOW_KIND,
-            name=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta.get("uid"),
-        ),
-        reason=reason.value,
-        message=message[:1024],
-        type="Warning",
-        source=EventSource(component="agentry-operator"),
-        firstTimestamp=now,
-        lastTimestamp=now,
-        count=1,
+    """A Warning Event on the Workflow."""
+    await kube.post_event(
+        client, {"apiVersion": c.API_VERSION, "kind": w.WORKFLOW_KIND, **wf}, reason.value, message, "Warning"
     )
-    try:
-        await client.create(event)
-    except ApiError as exc:
-        log.info("event %s on workflow %s refused: %s", reason, meta["name"], exc)
 
 
 async def install(memo: kopf.Memo, **_: Any) -> None:
