@@ -1,7 +1,7 @@
 """The API's Kubernetes access: one lightkube AsyncClient, field manager `agentry-api`.
 
-The API does not import the operator (import boundary): both name the Agent and Execution resource
-classes of `agentry_common.resources`.
+The API does not import the operator (import boundary): both name the resource classes of
+`agentry_common.resources`.
 Transport failures and 5xx answers become `ClusterUnavailable` (HTTP 503 with Retry-After); 4xx
 answers stay `ApiError` for the caller to translate.
 """
@@ -16,12 +16,10 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from agentry_common import constants as c
-from agentry_common import workflows as w
 from agentry_common.models import Trigger
 from agentry_common.resources import Agent, Execution
 
@@ -32,8 +30,6 @@ ANNOTATION_SOURCE = f"{c.GROUP}/source"
 MANAGED_BY_API = "agentry-api"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # The same classes the operator registers (lightkube returns the registered one for an equal kind).
-Workflow = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_KIND, w.WORKFLOW_PLURAL)
-WorkflowRun = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_RUN_KIND, w.WORKFLOW_RUN_PLURAL)
 
 
 class ClusterUnavailable(Exception):

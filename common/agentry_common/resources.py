@@ -1,4 +1,5 @@
-"""The Agent and Execution custom resources as lightkube classes (needs the `kube` extra).
+"""The Agent, Execution, Workflow and WorkflowRun custom resources as lightkube classes (needs the
+`kube` extra).
 
 Defined once: `create_namespaced_resource` registers a class per group/version/kind, so the operator
 and the API must name the same one.
@@ -9,6 +10,9 @@ from __future__ import annotations
 from lightkube.generic_resource import create_namespaced_resource
 
 from . import constants as c
+from . import workflows as w
 
 Agent = create_namespaced_resource(c.GROUP, c.VERSION, c.AGENT_KIND, c.AGENT_PLURAL)
 Execution = create_namespaced_resource(c.GROUP, c.VERSION, c.EXECUTION_KIND, c.EXECUTION_PLURAL)
+Workflow = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_KIND, w.WORKFLOW_PLURAL)
+WorkflowRun = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_RUN_KIND, w.WORKFLOW_RUN_PLURAL)

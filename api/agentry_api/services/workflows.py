@@ -16,6 +16,7 @@ from lightkube import ApiError
 
 from agentry_common import constants as c
 from agentry_common import workflows as w
+from agentry_common.resources import Workflow, WorkflowRun
 
 from ..auth import User, owner_label
 from ..cluster import (
@@ -23,8 +24,6 @@ from ..cluster import (
     LABEL_OWNER,
     MANAGED_BY_API,
     Cluster,
-    Workflow,
-    WorkflowRun,
     api_message,
     random_suffix,
 )

@@ -51,12 +51,13 @@ async def _runs_of(client: AsyncClient, namespace: str, workflow: str) -> list[d
 
 
 async def _prune(
-    client: AsyncClient, key: Key, runs: list[dict[str, Any]], limits: dict[str, Any], logger: Logger
+    client: AsyncClient, key: Key, wf: dict[str, Any], runs: list[dict[str, Any]], logger: Logger
 ) -> list[dict[str, Any]]:
     """Delete finished runs beyond spec.historyLimits; the rest. Their step Executions are orphaned,
     not deleted: they then go by their Agents' historyLimits, which archive them into the Agents'
     totals (a deleted Execution would drop out of those totals)."""
-    gone = set(sched.runs_to_prune(runs, limits))
+    limits = wf["spec"].get("historyLimits") or {}
+    gone = set(sched.runs_to_prune(runs, limits, (wf.get("status") or {}).get("lastRun")))
     for name in gone:
         try:
             await client.delete(WorkflowRun, name, namespace=key[0], cascade=CascadeType.ORPHAN)
@@ -123,9 +124,7 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | N
     schedule = (wf or {}).get("spec", {}).get("schedule")
     if wf is None or wf["metadata"].get("deletionTimestamp"):
         return None
-    runs = await _prune(
-        client, key, await _runs_of(client, *key), wf["spec"].get("historyLimits") or {}, logger
-    )
+    runs = await _prune(client, key, wf, await _runs_of(client, *key), logger)
     if not schedule:  # none, or removed: no upcoming runs to show
         if (wf.get("status") or {}).get("upcomingRuns"):
             await kube.patch_status(client, Workflow, key[1], key[0], {"upcomingRuns": None})

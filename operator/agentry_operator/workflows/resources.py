@@ -1,11 +1,7 @@
-"""The Workflow and WorkflowRun custom resources as lightkube classes."""
+"""The Workflow and WorkflowRun custom resources (defined once, in agentry_common.resources)."""
 
 from __future__ import annotations
 
-from lightkube.generic_resource import create_namespaced_resource
+from agentry_common.resources import Workflow, WorkflowRun
 
-from agentry_common import constants as c
-from agentry_common import workflows as w
-
-Workflow = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_KIND, w.WORKFLOW_PLURAL)
-WorkflowRun = create_namespaced_resource(c.GROUP, c.VERSION, w.WORKFLOW_RUN_KIND, w.WORKFLOW_RUN_PLURAL)
+__all__ = ["Workflow", "WorkflowRun"]

@@ -175,11 +175,21 @@ def last_schedule_time(runs: Sequence[Doc], started: Sequence[dt.datetime]) -> s
     return rfc3339(max(times)) if times else None
 
 
-def runs_to_prune(runs: Sequence[Doc], limits: Mapping[str, Any]) -> list[str]:
-    """Names of finished runs beyond the Workflow's historyLimits, oldest first."""
+def runs_to_prune(
+    runs: Sequence[Doc], limits: Mapping[str, Any], last_run: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Names of finished runs beyond the Workflow's historyLimits, oldest first. `last_run` (the
+    Workflow's status.lastRun) counts as ended with its phase even before its own status says so:
+    the run controller writes it first, and its write is what wakes this."""
+    last = dict(last_run or {})
+
+    def phase_of(run: Doc) -> str:
+        if run["metadata"]["name"] == last.get("name") and last.get("phase"):
+            return str(last["phase"])
+        return str((run.get("status") or {}).get("phase") or "")
 
     def finished(phase: str) -> list[Doc]:
-        done = [r for r in runs if (r.get("status") or {}).get("phase") == phase]
+        done = [r for r in runs if phase_of(r) == phase]
         return sorted(done, key=lambda r: str(r["metadata"].get("creationTimestamp") or ""), reverse=True)
 
     keep_ok, keep_bad = int(limits.get("succeeded", 10)), int(limits.get("failed", 5))

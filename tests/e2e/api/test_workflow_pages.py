@@ -11,9 +11,8 @@ import pytest
 from lightkube import Client
 from playwright.sync_api import Browser, Page, expect
 
-from agentry_api.cluster import WorkflowRun
 from agentry_common.naming import job_name
-from agentry_common.resources import Execution
+from agentry_common.resources import Execution, WorkflowRun
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 from tests.integration.api.server import ApiServer
 

@@ -12,9 +12,8 @@ import httpx
 import pytest
 from lightkube import ApiError, Client
 
-from agentry_api.cluster import Workflow, WorkflowRun
 from agentry_common.naming import job_name
-from agentry_common.resources import Execution
+from agentry_common.resources import Execution, Workflow, WorkflowRun
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 

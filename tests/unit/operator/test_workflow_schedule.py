@@ -236,3 +236,9 @@ def test_runs_beyond_the_history_limits_are_pruned_oldest_first() -> None:
     assert sched.runs_to_prune(runs, {"succeeded": 1, "failed": 1}) == ["ok1", "ok2"]
     assert sched.runs_to_prune(runs, {"succeeded": 0, "failed": 0}) == ["ok1", "bad1", "ok2", "ok3"]
     assert sched.runs_to_prune(runs, {}) == []  # defaults: 10 and 5
+    # The run named in the Workflow's lastRun has ended, even before its own status says so.
+    assert sched.runs_to_prune(runs, {"succeeded": 1}, {"name": "live", "phase": "Succeeded"}) == [
+        "live",
+        "ok1",
+        "ok2",
+    ]
