@@ -206,28 +206,36 @@ class Runs:
         self.locks.pop(key, None)
 
 
-async def install(memo: kopf.Memo, **_: Any) -> None:
-    memo[MEMO_KEY] = Runs()
-
-
-def _runs(memo: kopf.Memo) -> Runs:
-    found = memo.get(MEMO_KEY)
+def runs_in(memo: kopf.Memo, memo_key: str) -> Runs:
+    found = memo.get(memo_key)
     if not isinstance(found, Runs):
-        raise RuntimeError("the workflow runs are not set up (start-up has not run)")
+        raise RuntimeError(f"{memo_key} is not set up (start-up has not run)")
     return found
 
 
-async def run_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    if type == "DELETED":
-        _runs(memo).forget(key)  # its step Executions go with it (owner references)
-        return
-    await _runs(memo).poke(context(memo).client, key, logger)
+def watch_objects(
+    registry: kopf.OperatorRegistry, plural: str, memo_key: str, runs: Callable[[], Runs]
+) -> None:
+    """One `Runs` for the objects of `plural` (made at start-up, kept in the operator-wide memo
+    under `memo_key`); each watch event of one pokes it, its deletion forgets its timer."""
+
+    async def install(memo: kopf.Memo, **_: Any) -> None:
+        memo[memo_key] = runs()
+
+    async def on_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if type == "DELETED":
+            runs_in(memo, memo_key).forget(key)  # a run's step Executions go with it (owners)
+            return
+        await runs_in(memo, memo_key).poke(context(memo).client, key, logger)
+
+    kopf.on.startup(registry=registry, id=f"install-{plural}")(install)
+    kopf.on.event(c.GROUP, c.VERSION, plural, registry=registry, id=f"poke-{plural}")(on_event)
 
 
 async def step_event(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
     run = body["metadata"]["labels"][w.LABEL_WORKFLOW_RUN]
-    await _runs(memo).poke(context(memo).client, (body["metadata"]["namespace"], run), logger)
+    await runs_in(memo, MEMO_KEY).poke(context(memo).client, (body["metadata"]["namespace"], run), logger)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -236,8 +244,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     from . import workflow_schedule  # it builds on this module's Runs
 
     workflow_schedule.register(registry)
-    kopf.on.startup(registry=registry)(install)
-    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_RUN_PLURAL, registry=registry)(run_event)
+    watch_objects(registry, w.WORKFLOW_RUN_PLURAL, MEMO_KEY, Runs)
     kopf.on.event(
         c.GROUP,
         c.VERSION,

@@ -25,11 +25,10 @@ from agentry_common.conditions import ConditionType, Reason
 
 from .. import kube
 from ..conditions import set_condition
-from ..context import context
 from ..schedule import cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
 from ..workflows.resources import Workflow, WorkflowRun
-from .workflow import Key, Logger, Runs
+from .workflow import Key, Logger, Runs, watch_objects
 
 MEMO_KEY = "agentry-workflow-schedules"
 
@@ -181,25 +180,5 @@ async def _event(client: AsyncClient, wf: dict[str, Any], reason: Reason, messag
     )
 
 
-async def install(memo: kopf.Memo, **_: Any) -> None:
-    memo[MEMO_KEY] = Runs(tick, "workflow schedule")
-
-
-def _schedules(memo: kopf.Memo) -> Runs:
-    found = memo.get(MEMO_KEY)
-    if not isinstance(found, Runs):
-        raise RuntimeError("the workflow schedules are not set up (start-up has not run)")
-    return found
-
-
-async def workflow_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    if type == "DELETED":
-        _schedules(memo).forget(key)
-        return
-    await _schedules(memo).poke(context(memo).client, key, logger)
-
-
 def register(registry: kopf.OperatorRegistry) -> None:
-    kopf.on.startup(registry=registry)(install)
-    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_PLURAL, registry=registry)(workflow_event)
+    watch_objects(registry, w.WORKFLOW_PLURAL, MEMO_KEY, lambda: Runs(tick, "workflow schedule"))
