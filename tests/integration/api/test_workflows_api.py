@@ -23,17 +23,6 @@ from .server import ApiServer, api_settings, start_api
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", autouse=True)
-def established(kube: ControlPlane, crds: None) -> None:
-    kube.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/workflows.agentry.dev",
-        "crd/workflowruns.agentry.dev",
-    )
-
-
 def step(name: str, agent: str, *deps: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "agentRef": {"name": agent}, "dependsOn": list(deps), **extra}
 

@@ -28,17 +28,6 @@ pytestmark = pytest.mark.integration
 AGENT = {"instructions": "Do the step.", "model": {"name": "claude-sonnet-4-5"}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def established(kube: ControlPlane, crds: None) -> None:
-    kube.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/workflows.agentry.dev",
-        "crd/workflowruns.agentry.dev",
-    )
-
-
 def setup(
     client: Client, ns: str, steps: list[dict[str, Any]], agents: dict[str, Any] | None = None, **spec: Any
 ) -> None:
@@ -341,13 +330,6 @@ def test_admission_refuses_bad_workflows_and_runs(
 
 @pytest.fixture
 def own_operator(private_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[Client, OperatorProcess]]:
-    private_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/workflows.agentry.dev",
-        "crd/workflowruns.agentry.dev",
-    )
     op = start_operator(private_plane, tmp_path / "operator")
     with plane_client(private_plane, "wf-crash-test") as client:
         try:
