@@ -6,12 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import __version__
 from .config import Target
 from .exits import ExitCode, for_status
 
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# A read is retried on a transport error (a keep-alive connection the server or a proxy just closed, a
+# blip); a write only when the connection was never made, since it may have been applied otherwise.
+ATTEMPTS = 3  # about 1.5 s: a stale connection or a restarting proxy, not an outage
+PATIENT_ATTEMPTS = 12  # about 70 s, as the event stream's reconnects: reads while following a run
 
 
 class ApiError(Exception):
@@ -82,11 +87,25 @@ class Api:
     def close(self) -> None:
         self.http.close()
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, attempts: int, **kwargs: Any) -> httpx.Response:
+        def retryable(exc: BaseException) -> bool:
+            if method == "GET":
+                return isinstance(exc, httpx.TransportError)
+            return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+        retrying = Retrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            reraise=True,
+        )
         try:
-            response = self.http.request(method, path, **kwargs)
+            return retrying(self.http.request, method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise unreachable(self.target.url, exc) from None
+
+    def call(self, method: str, path: str, attempts: int = ATTEMPTS, **kwargs: Any) -> Any:
+        response = self._send(method, path, attempts, **kwargs)
         if response.status_code >= 400:
             raise error_of(response)
         if response.status_code == 204 or not response.content:
@@ -96,9 +115,10 @@ class Api:
         except ValueError:
             raise ApiError(response.status_code, "BadAnswer", f"{path} did not answer JSON") from None
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+    def get(self, path: str, params: Mapping[str, Any] | None = None, patient: bool = False) -> Any:
+        """`patient`: keep trying as long as a followed event stream would (`logs -f`, `--wait`)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        return self.call("GET", path, params=clean)
+        return self.call("GET", path, PATIENT_ATTEMPTS if patient else ATTEMPTS, params=clean)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, json=body)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,13 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from . import __version__
-from .client import ApiError, error_of
+from .client import PATIENT_ATTEMPTS, ApiError, error_of
 from .config import Target
 
 # Pings come every 15 s by default (AGENTRY_SSE_HEARTBEAT_SECONDS): 60 s of silence is a dead link.
 READ_TIMEOUT = 60.0
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
-MAX_FAILURES = 12  # consecutive failed connections before giving up (about 70 s)
+MAX_FAILURES = PATIENT_ATTEMPTS  # consecutive failed connections before giving up (about 70 s)
 RETRY_STATUSES = (429, 503)  # the user's or the process's stream limit: wait and try again
 
 
@@ -77,7 +77,7 @@ class Follower:
             transport=self.transport,
         )
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         failures = 0
         async with self._client() as client:
             while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 from agentry_common.models import TERMINAL_PHASES, Phase
@@ -81,15 +81,18 @@ async def until_stopped(
     return last
 
 
-async def start(follower: Follower) -> AsyncIterator[Event]:
+async def start(follower: Follower) -> AsyncGenerator[Event, None]:
     """The follower's events, after its first (the snapshot) has arrived: returned so that whatever
     the caller does next (submit a run, read its state) happens after the stream's starting point."""
     events = follower.events()
     first = await anext(events)
 
-    async def chained() -> AsyncIterator[Event]:
-        yield first
-        async for event in events:
-            yield event
+    async def chained() -> AsyncGenerator[Event, None]:
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:  # closed here, in order: left to the loop's shutdown, both would close at once
+            await events.aclose()
 
     return chained()

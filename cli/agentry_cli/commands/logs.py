@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import typer
@@ -29,17 +30,17 @@ def print_lines(lines: Sequence[str]) -> None:
 
 async def follow(session: Session, name: str) -> View | None:
     """Subscribe, then read the run's state (nothing can fall between the two), then follow."""
-    events = await start(Follower(session.target(), notice=note))
-    current: View = session.api().get(f"/api/executions/{segment(name)}")
-    if stops(current.get("phase"), stop_at_approval=False):
-        return current
-    return await until_stopped(
-        events,
-        name,
-        stop_at_approval=False,
-        on_view=lambda v: print(event_line(v), flush=True),
-        on_approval=lambda a: print(approval_line(a), flush=True),
-    )
+    async with aclosing(await start(Follower(session.target(), notice=note))) as events:
+        current: View = session.api().get(f"/api/executions/{segment(name)}", patient=True)
+        if stops(current.get("phase"), stop_at_approval=False):
+            return current
+        return await until_stopped(
+            events,
+            name,
+            stop_at_approval=False,
+            on_view=lambda v: print(event_line(v), flush=True),
+            on_approval=lambda a: print(approval_line(a), flush=True),
+        )
 
 
 def logs(
@@ -70,7 +71,7 @@ def logs(
     except TimeoutError:
         note(f"run {run} is not over after {timeout:g} s")
         raise typer.Exit(int(ExitCode.TIMEOUT)) from None
-    last: dict[str, Any] = api.get(f"/api/executions/{segment(run)}/logs")
+    last: dict[str, Any] = api.get(f"/api/executions/{segment(run)}/logs", patient=True)
     if last.get("source") == "pod" and first.get("source") == "pod":
         print_lines(new_lines(printed, last.get("lines") or []))
     elif last.get("source") == "pod":

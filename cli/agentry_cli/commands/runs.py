@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -53,18 +54,18 @@ class Submission:
 
 async def submit_and_wait(session: Session, agent_id: str, text: str | None, sub: Submission) -> None:
     """Subscribe first, then submit: every report about the new run is after the stream's start."""
-    follower = Follower(session.target(), notice=note)
-    events = await start(follower)
-    accepted = session.api().post(f"/api/agents/{segment(agent_id)}/runs", {"input": text} if text else None)
-    sub.name = name = str(accepted["execution"])
-    note(f"run {name} accepted (correlation {accepted.get('correlationId')})")
-    sub.view = await until_stopped(
-        events,
-        name,
-        stop_at_approval=True,
-        on_view=lambda v: note(event_line(v)),
-        on_approval=lambda a: note(approval_line(a)),
-    )
+    async with aclosing(await start(Follower(session.target(), notice=note))) as events:
+        body = {"input": text} if text else None
+        accepted = session.api().post(f"/api/agents/{segment(agent_id)}/runs", body)
+        sub.name = name = str(accepted["execution"])
+        note(f"run {name} accepted (correlation {accepted.get('correlationId')})")
+        sub.view = await until_stopped(
+            events,
+            name,
+            stop_at_approval=True,
+            on_view=lambda v: note(event_line(v)),
+            on_approval=lambda a: note(approval_line(a)),
+        )
 
 
 def latest(stored: View, reported: View | None) -> View:
@@ -77,7 +78,7 @@ def latest(stored: View, reported: View | None) -> View:
 
 def finish(api: Api, name: str, reported: View | None, output: Format) -> None:
     """Print the run as it ended (the full view, with its result) and exit by its phase."""
-    final = latest(api.get(f"/api/executions/{segment(name)}"), reported)
+    final = latest(api.get(f"/api/executions/{segment(name)}", patient=True), reported)
     emit(final, output)
     code = for_phase(final.get("phase") or "")
     if code is ExitCode.WAITING_APPROVAL:

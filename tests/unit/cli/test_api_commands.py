@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agentry_cli import config
-from agentry_cli.client import error_of
+from agentry_cli.client import Api, ApiError, error_of
 from agentry_cli.commands.agents import agent_body
 from agentry_cli.commands.logs import new_lines
 from agentry_cli.exits import ExitCode, for_phase, for_status
@@ -209,3 +209,34 @@ def test_the_report_that_ended_a_wait_wins_over_a_stale_read() -> None:
         "input": "hi",
     }
     assert latest(stored, None) is stored and latest(stored, {"phase": "Running"}) is stored
+
+
+def flaky(failures: list[type[httpx.TransportError]]) -> tuple[Api, list[str]]:
+    """An Api whose first requests fail with `failures` (in order), then answer {"ok": true}."""
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) <= len(failures):
+            raise failures[len(seen) - 1]("cut", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    return Api(config.Target("http://api.test", "t"), transport=httpx.MockTransport(handle)), seen
+
+
+def test_a_read_survives_a_dropped_connection_a_write_only_a_refused_one() -> None:
+    api, seen = flaky([httpx.RemoteProtocolError, httpx.ReadError])
+    assert api.get("/api/agents") == {"ok": True} and seen == ["GET"] * 3
+
+    api, seen = flaky([httpx.RemoteProtocolError])  # the POST may have been applied: not sent again
+    with pytest.raises(ApiError, match="RemoteProtocolError") as raised:
+        api.post("/api/agents/a/runs")
+    assert raised.value.exit_code is ExitCode.UNAVAILABLE and seen == ["POST"]
+
+    api, seen = flaky([httpx.ConnectError])  # never reached the server: safe to send again
+    assert api.post("/api/agents/a/runs") == {"ok": True} and seen == ["POST", "POST"]
+
+    api, seen = flaky([httpx.ReadError] * 3)  # three attempts, then the error
+    with pytest.raises(ApiError, match="cannot reach the API"):
+        api.get("/api/agents")
+    assert seen == ["GET"] * 3
