@@ -20,7 +20,9 @@ Script items (JSON objects):
     optional on the above: "usage": {"input_tokens", "output_tokens"}, "stop_reason", "model"
   {"error": {"status": 529, "type": optional, "message": optional, "retry_after": optional}}
   {"stream_error": {"type": "overloaded_error"}}    a 200 stream that fails after message_start
-  any item: "delay": seconds before answering, "repeat": n (use the item n times)
+  any item: "delay": seconds before answering, "repeat": n (use the item n times),
+    "match": text — served only to a request whose messages contain it (the first item that matches
+    or has no "match" is taken), so runs that call concurrently each get their own answers
 An empty queue answers 400 "script exhausted", so a test that under-scripts fails loudly.
 """
 
@@ -78,9 +80,16 @@ class _State:
                 repeat = int(item.get("repeat", 1))
                 self.queue.extend(dict(item) for _ in range(repeat))
 
-    def pop(self) -> dict[str, Any] | None:
+    def pop(self, request: Any = None) -> dict[str, Any] | None:
+        """The first item for this request: one without "match", or whose text is in its messages."""
+        messages = request.get("messages") if isinstance(request, dict) else None
+        text = json.dumps(messages, ensure_ascii=False) if messages is not None else ""
         with self.lock:
-            return self.queue.pop(0) if self.queue else None
+            for index, item in enumerate(self.queue):
+                match = item.get("match")
+                if match is None or str(match) in text:
+                    return self.queue.pop(index)
+            return None
 
     def next_id(self) -> int:
         with self.lock:
@@ -202,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": {"message": f"unknown path {path}"}})
             return
-        item = state.pop()
+        item = state.pop(body)
         if item is None:
             item = {"error": {"status": 400, "message": "scripted LLM: script exhausted"}}
         try:

@@ -143,22 +143,34 @@ def run_out(run: Doc, spec: Doc) -> WorkflowRunOut:
     )
 
 
-def owned_by(cr: Doc | None, user: User) -> bool:
-    return cr is not None and (cr["metadata"].get("labels") or {}).get(LABEL_OWNER) == owner_label(user.id)
+def owned_by(cr: Doc | None, user: User, import_owner: str) -> bool:
+    """The owner label says whose a Workflow is; one without it was made with kubectl and is the
+    import owner's (as Agents made with kubectl are)."""
+    if cr is None:
+        return False
+    label = (cr["metadata"].get("labels") or {}).get(LABEL_OWNER)
+    return label == owner_label(user.id) if label else user.id == import_owner
 
 
 class WorkflowService:
     def __init__(self, store: Store, cluster: Cluster, settings: Settings) -> None:
         self.store, self.cluster, self.settings = store, cluster, settings
 
+    def mine(self, cr: Doc | None, user: User) -> bool:
+        return owned_by(cr, user, self.settings.import_owner)
+
     async def owned(self, user: User) -> list[Doc]:
-        items = await self.cluster.list_objects(Workflow, {LABEL_OWNER: owner_label(user.id)})
+        if user.id == self.settings.import_owner:
+            items = [cr for cr in await self.cluster.list_objects(Workflow, {}) if self.mine(cr, user)]
+        else:
+            items = await self.cluster.list_objects(Workflow, {LABEL_OWNER: owner_label(user.id)})
         return sorted(items, key=lambda cr: str(cr["metadata"].get("creationTimestamp") or ""))
 
     async def get(self, user: User, ident: str) -> Doc:
         cr = await self.cluster.get_object(Workflow, ident)
-        if cr is None or not owned_by(cr, user):
+        if not self.mine(cr, user):
             raise NotFound(f"workflow {ident!r} not found")
+        assert cr is not None
         return cr
 
     async def check_quota(self, user: User, body: WorkflowIn, editing: str | None = None) -> None:
@@ -225,7 +237,7 @@ class WorkflowService:
         return await self._write(manifest, create=False)
 
     async def delete(self, user: User, ident: str) -> None:
-        """The Workflow and the runs started through the API (their steps go with them)."""
+        """The Workflow and every run of it (their steps go with them)."""
         await self.get(user, ident)
         for run in await self.runs(user, ident):
             await self.cluster.delete_object(WorkflowRun, run["metadata"]["name"])
@@ -242,13 +254,19 @@ class WorkflowService:
             raise
 
     async def runs(self, user: User, ident: str) -> list[Doc]:
-        labels = {LABEL_OWNER: owner_label(user.id), w.LABEL_WORKFLOW: ident}
-        items = await self.cluster.list_objects(WorkflowRun, labels)
-        return sorted(items, key=lambda cr: str(cr["metadata"].get("creationTimestamp") or ""), reverse=True)
+        """Every run of a Workflow of the user's: started through the API, with kubectl, or by its
+        schedule (the operator's runs carry no owner label: whose they are follows the Workflow)."""
+        await self.get(user, ident)
+        items = await self.cluster.list_objects(WorkflowRun, {w.LABEL_WORKFLOW: ident})
+        mine = [r for r in items if r["spec"]["workflowRef"]["name"] == ident]
+        return sorted(mine, key=lambda cr: str(cr["metadata"].get("creationTimestamp") or ""), reverse=True)
 
     async def run(self, user: User, name: str) -> WorkflowRunOut:
+        """A run is the user's when its Workflow is (or, the Workflow gone, when it says so itself)."""
         run = await self.cluster.get_object(WorkflowRun, name)
-        if run is None or not owned_by(run, user):
+        workflow = None
+        if run is not None:
+            workflow = await self.cluster.get_object(Workflow, run["spec"]["workflowRef"]["name"])
+        if run is None or not self.mine(workflow or run, user):
             raise NotFound(f"workflow run {name!r} not found")
-        workflow = await self.cluster.get_object(Workflow, run["spec"]["workflowRef"]["name"])
         return run_out(run, (workflow or {}).get("spec") or {})

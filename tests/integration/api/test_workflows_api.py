@@ -203,3 +203,43 @@ def test_the_workflow_quota(
         create(other, step("a", create_agent(other)["id"]))
     finally:
         server.stop()
+
+
+def test_runs_by_the_schedule_or_kubectl_are_the_workflow_owners(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    """The operator's scheduled runs carry no owner label: they are whoever owns the Workflow. A
+    Workflow made with kubectl is the import owner's (the admin token's user), as its Agents are."""
+    c = api.guest()
+    agent = create_agent(c)["id"]
+    wf = create(c, step("a", agent))
+    scheduled = {
+        "apiVersion": "agentry.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {
+            "name": f"{wf['id']}-1767225600"[:40],
+            "labels": {"agentry.dev/workflow": wf["id"], "agentry.dev/trigger": "Schedule"},
+        },
+        "spec": {"workflowRef": {"name": wf["id"]}, "scheduledTime": "2026-01-01T00:00:00Z"},
+    }
+    created = kube_client.create(WorkflowRun.from_dict(scheduled), namespace=namespace)
+    assert created.metadata is not None and created.metadata.name is not None
+    run = created.metadata.name
+    assert [r["name"] for r in c.get(f"/api/workflows/{wf['id']}/runs").json()["items"]] == [run]
+    assert c.get(f"/api/workflow-runs/{run}").json()["workflow"] == wf["id"]
+    other = api.guest()
+    assert other.get(f"/api/workflow-runs/{run}").status_code == 404
+
+    admin = api.client(headers={"Authorization": "Bearer admin-token-for-tests"})
+    made = {
+        "apiVersion": "agentry.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "by-kubectl"},
+        "spec": {"steps": [step("a", agent)]},
+    }
+    kube_client.create(Workflow.from_dict(made), namespace=namespace)
+    assert "by-kubectl" in [w["id"] for w in admin.get("/api/workflows").json()["items"]]
+    assert admin.get("/api/workflows/by-kubectl").status_code == 200
+    assert wf["id"] not in [w["id"] for w in admin.get("/api/workflows").json()["items"]]  # the guest's
+    for who in (c, other):
+        assert who.get("/api/workflows/by-kubectl").status_code == 404

@@ -1,0 +1,31 @@
+"""The scripted provider serves concurrent runs their own answers when items carry "match"."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from agentry_testing.scripted_llm import ScriptedLLM
+
+pytestmark = pytest.mark.unit
+
+
+def ask(llm: ScriptedLLM, text: str) -> str:
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": text}]}
+    answer = httpx.post(f"{llm.url}/v1/messages", json=body, timeout=10).json()
+    return str(answer["content"][0]["text"])
+
+
+def test_an_item_with_match_goes_to_the_request_that_contains_its_text() -> None:
+    with ScriptedLLM() as llm:
+        llm.script(
+            [
+                {"match": "source B", "text": "B says hi"},
+                {"match": "source A", "text": "A says hi"},
+                {"text": "anyone"},
+            ]
+        )
+        assert ask(llm, "read source A") == "A says hi"  # not the first item: it is B's
+        assert ask(llm, "something else") == "anyone"  # the first item without a match
+        assert ask(llm, "read source B") == "B says hi"
+        assert llm.pending == 0
