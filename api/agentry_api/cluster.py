@@ -133,6 +133,15 @@ class Cluster:
         obj = res.from_dict(manifest)
         return to_dict(await self._call(self.client.replace(obj, dry_run=dry_run)))
 
+    async def merge_patch_object(
+        self, res: Any, name: str, patch: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        """A JSON merge patch: changes only the fields given, whatever the operator wrote meanwhile."""
+        call = self.client.patch(
+            res, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE, dry_run=dry_run
+        )
+        return to_dict(await self._call(call))
+
     async def create_object(
         self, res: Any, manifest: dict[str, Any], dry_run: bool = False
     ) -> dict[str, Any]:

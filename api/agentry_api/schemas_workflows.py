@@ -7,9 +7,10 @@ operator's admission webhook, reached through a dry run.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from agentry_common.workflows import FailurePolicy, StepWhen
 
@@ -73,6 +74,25 @@ class WorkflowRunIn(Strict):
     parameters: dict[str, str] = Field(
         default_factory=dict, max_length=50, description="Values of the Workflow's parameters."
     )
+
+
+class BackfillIn(Strict):
+    """A range of the schedule's past fire times to start once each (at most 10)."""
+
+    start: AwareDatetime = Field(description="First fire time of the range (RFC 3339, with a zone).")
+    end: AwareDatetime = Field(description="Last fire time of the range (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackfillIn:
+        if self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+    def rfc3339(self) -> dict[str, str]:
+        return {
+            k: v.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for k, v in (("start", self.start), ("end", self.end))
+        }
 
 
 class WorkflowOut(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from agentry_common.models import Risk
@@ -56,6 +56,11 @@ class Decision(_Wire):
     approved: bool
     decided_by: str = ""
     reason: str = ""
+
+    @field_validator("decided_by", "reason", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value  # null: an older operator wrote what it had
 
 
 class ResumeRequest(_Wire):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Response, status
 
 from ..deps import CurrentUser, StateDep
 from ..schemas_workflows import (
+    BackfillIn,
     WorkflowIn,
     WorkflowList,
     WorkflowOut,
@@ -88,6 +89,18 @@ async def run_workflow(
     await state.quotas.run_start(user)
     run = await svc.start(user, name, body.parameters if body else {})
     return run_out(run, workflow.get("spec") or {})
+
+
+@router.post("/api/workflows/{name}/backfill", response_model=WorkflowOut)
+async def backfill_workflow(
+    name: str, user: CurrentUser, state: StateDep, svc: Service, body: BackfillIn
+) -> WorkflowOut:
+    """Start the schedule's fire times between `start` and `end` once each (at most 10: else 422
+    naming `spec.schedule.backfill`; a time that still has a run is not run again). 422 when the
+    Workflow has no schedule; the run quotas apply as for run now."""
+    await svc.get(user, name)
+    await state.quotas.run_start(user)
+    return workflow_out(await svc.backfill(user, name, body))
 
 
 @router.get("/api/workflows/{name}/runs", response_model=WorkflowRunList)

@@ -218,17 +218,23 @@ async def on_waiting(
     return await resume(client, config, state, body, decision, logger)
 
 
+def resume_document(decision: dict[str, Any], saved: Any) -> dict[str, Any]:
+    """resume.json: the decision (fields left out when the decider gave none: an approval through
+    the API has no reason, and the runtime wants a string or nothing) and the state kept at the pause."""
+    fields = {"approvalId": decision.get("id"), "approved": decision.get("approved")}
+    fields |= {k: decision[k] for k in ("decidedBy", "reason") if decision.get(k) is not None}
+    doc: dict[str, Any] = {"decision": fields}
+    if saved is not None:
+        doc["state"] = saved
+    return doc
+
+
 async def _write_resume_file(client: AsyncClient, name: str, ns: str, decision: dict[str, Any]) -> None:
-    """resume.json in the paused run's ConfigMap: the decision, and the state kept at the pause."""
+    """resume.json in the paused run's ConfigMap."""
     cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
     saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
-    resume_doc: dict[str, Any] = {
-        "decision": {k: decision.get(k) for k in ("id", "approved", "decidedBy", "reason")}
-    }
-    resume_doc["decision"]["approvalId"] = resume_doc["decision"].pop("id")
-    if saved is not None:
-        resume_doc["state"] = saved
-    await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": {RESUME_FILE: json.dumps(resume_doc)}})
+    data = {RESUME_FILE: json.dumps(resume_document(decision, saved))}
+    await kube.patch_merge(client, kube.ConfigMap, name, ns, {"data": data})
 
 
 async def resume(

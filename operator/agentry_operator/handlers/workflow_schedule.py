@@ -25,7 +25,7 @@ from agentry_common.conditions import ConditionType, Reason
 
 from .. import kube
 from ..conditions import set_condition
-from ..schedule import cron_error, rfc3339, timezone_error, upcoming_runs
+from ..schedule import backfill_error, cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
 from ..workflows.resources import Workflow, WorkflowRun
 from .workflow import Key, Logger, Runs, watch_objects
@@ -41,6 +41,8 @@ def schedule_errors(schedule: dict[str, Any] | None) -> list[str]:
         cron_error(str(schedule.get("cron") or "")),
         timezone_error(str(schedule.get("timeZone") or "UTC")),
     ]
+    if not any(found):  # the range's times need a valid cron and zone
+        found.append(backfill_error(schedule))
     return [e for e in found if e]
 
 
@@ -137,10 +139,13 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | N
     for name in step.cancel:  # Replace: the active runs' steps are cancelled by their reconcile
         await kube.patch_merge(client, WorkflowRun, name, key[0], {"spec": {"cancel": True}})
         logger.info("workflow %s: cancelled run %s (concurrencyPolicy Replace)", key[1], name)
-    for when in step.start:
+    for when in step.start + step.backfill:
         created = await _create(client, sched.build_run(wf, when))
         logger.info("workflow %s: run for %s %s", key[1], rfc3339(when), "created" if created else "exists")
     await _record(client, wf, step, runs, now, logger)
+    if step.backfill:
+        times = ", ".join(rfc3339(t) for t in step.backfill)
+        await _event(client, wf, Reason.BACKFILL_STARTED, f"started backfill runs {times}", "Normal")
     if step.pause:
         await kube.patch_merge(client, Workflow, key[1], key[0], {"spec": {"schedule": {"suspend": True}}})
         message = f"schedule suspended after {step.state['consecutiveFailures']} consecutive failed runs"
@@ -173,10 +178,12 @@ async def _record(
         await _event(client, wf, Reason.CATCHUP_SKIPPED, message)
 
 
-async def _event(client: AsyncClient, wf: dict[str, Any], reason: Reason, message: str) -> None:
-    """A Warning Event on the Workflow."""
+async def _event(
+    client: AsyncClient, wf: dict[str, Any], reason: Reason, message: str, kind: str = "Warning"
+) -> None:
+    """An Event on the Workflow."""
     await kube.post_event(
-        client, {"apiVersion": c.API_VERSION, "kind": w.WORKFLOW_KIND, **wf}, reason.value, message, "Warning"
+        client, {"apiVersion": c.API_VERSION, "kind": w.WORKFLOW_KIND, **wf}, reason.value, message, kind
     )
 
 

@@ -19,7 +19,17 @@ from agentry_common import workflows as w
 from agentry_common.models import ConcurrencyPolicy, Trigger
 
 from ..firetimes import catchup_plan, next_fire_times
-from ..schedule import failure_streak, fresh_state, jitter_of, parse_time, rfc3339, signature
+from ..schedule import (
+    backfill_error,
+    backfill_key,
+    backfill_times,
+    failure_streak,
+    fresh_state,
+    jitter_of,
+    parse_time,
+    rfc3339,
+    signature,
+)
 
 # Without catchupWindowSeconds, a fire time is still started this late (an operator restart, a slow
 # tick); one missed by more is skipped and recorded, like a CronJob's startingDeadlineSeconds.
@@ -37,6 +47,7 @@ class Tick:
     cancel: list[str] = field(default_factory=list)  # active runs to cancel (Replace)
     pause: bool = False  # pauseOnFailure reached: suspend the schedule
     wake: dt.datetime | None = None  # when to tick again (None: suspended, events only)
+    backfill: list[dt.datetime] = field(default_factory=list)  # spec.schedule.backfill's times, once
 
 
 def zone(schedule: Doc) -> str:
@@ -102,9 +113,25 @@ def state_of(schedule: Doc, status: Doc, now: dt.datetime) -> dict[str, Any]:
     return dict(state)
 
 
+def with_backfill(step: Tick, schedule: Doc) -> Tick:
+    """Add the times of a backfill range not started yet (scheduleState.backfilled names the last
+    one started): an explicit request, so neither suspend nor the concurrency policy hold it back.
+    Its runs have the names of their fire times, so a time that still has a run is not run again."""
+    key = backfill_key(dict(schedule))
+    if key is None or step.state.get("backfilled") == key or backfill_error(dict(schedule)):
+        return step
+    step.backfill = backfill_times(dict(schedule))
+    step.state = {**step.state, "backfilled": key}
+    return step
+
+
 def tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
     """One look at a schedule: `key` is namespace/name (the jitter's seed), `runs` the Workflow's
     WorkflowRuns. Idempotent: run twice on the same inputs, it plans the same fire times."""
+    return with_backfill(_tick(schedule, key, status, runs, now), schedule)
+
+
+def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
     state = state_of(schedule, status, now)
     if schedule.get("suspend"):
         return Tick(state)

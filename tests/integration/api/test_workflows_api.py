@@ -243,3 +243,43 @@ def test_runs_by_the_schedule_or_kubectl_are_the_workflow_owners(
     assert wf["id"] not in [w["id"] for w in admin.get("/api/workflows").json()["items"]]  # the guest's
     for who in (c, other):
         assert who.get("/api/workflows/by-kubectl").status_code == 404
+
+
+def test_backfill_starts_each_past_fire_time_once_and_refuses_bad_ranges(api: ApiServer) -> None:
+    c = api.guest()
+    agent = create_agent(c)["id"]
+    wf = create(c, step("a", agent), schedule={"cron": "30 7 * * 1-5", "timeZone": "Asia/Seoul"})
+    url = f"/api/workflows/{wf['id']}/backfill"
+    r = c.post(url, json={"start": "2026-01-01T09:00:00+09:00", "end": "2026-01-07T09:00:00+09:00"})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["schedule"]["backfill"] == {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-07T00:00:00Z",
+    }
+
+    def runs() -> list[str] | None:
+        items = c.get(f"/api/workflows/{wf['id']}/runs").json()["items"]
+        return sorted(i["name"] for i in items) if len(items) == 4 else None
+
+    names = eventually(runs, 60, "the backfill's runs in the API")  # scheduled runs: the owner's
+    assert all(n.startswith(f"{wf['id']}-") for n in names), names
+
+    for body, field in (
+        ({"start": "2026-01-07T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "end must not be before start"),
+        ({"start": "2026-01-01T00:00:00", "end": "2026-01-02T00:00:00Z"}, "timezone"),
+        ({"start": "2026-01-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"}, "covers more than 10 runs"),
+    ):
+        r = c.post(url, json=body)
+        assert r.status_code == 422 and field in r.text, r.text
+    plain = create(c, step("a", agent))
+    r = c.post(
+        f"/api/workflows/{plain['id']}/backfill",
+        json={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+    )
+    assert r.status_code == 422 and "has no schedule" in r.text, r.text
+    assert (
+        api.guest()
+        .post(url, json={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"})
+        .status_code
+        == 404
+    )

@@ -285,3 +285,30 @@ def test_admission_refuses_a_bad_zone_cron_or_parameter_naming_the_field(
     st = eventually(lambda: (s := wf_status(client, ns)).get("upcomingRuns") and s, what="upcomingRuns")
     # 07:00 in Seoul is 22:00 UTC the day before.
     assert all(t.endswith("T22:00:00Z") for t in st["upcomingRuns"])
+    wide = {"cron": "0 * * * *", "backfill": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}}
+    body = {"metadata": {"name": "bad", "namespace": ns}, "spec": {"steps": STEPS, "schedule": wide}}
+    with pytest.raises(ApiError) as refused:
+        client.create(Workflow.from_dict(body))
+    assert "spec.schedule.backfill covers more than 10 runs" in str(refused.value.status.message)
+
+
+def test_a_backfill_starts_each_time_of_its_range_once(client: Client, op: OperatorProcess) -> None:
+    ns = make_namespace(client, "wfback")
+    create_workflow(client, ns, {"cron": "30 7 * * 1-5", "timeZone": "Asia/Seoul", "suspend": True})
+    eventually(lambda: wf_status(client, ns).get("scheduleState"), what="scheduleState")
+    backfill = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-07T00:00:00Z"}
+    patch = {"spec": {"schedule": {"backfill": backfill}}}
+    client.patch(Workflow, "wf", patch, namespace=ns, patch_type=PatchType.MERGE)
+    wanted = ["2026-01-01T22:30:00Z", "2026-01-04T22:30:00Z", "2026-01-05T22:30:00Z", "2026-01-06T22:30:00Z"]
+    eventually(lambda: sorted(scheduled_runs(client, ns).values()) == wanted, 60, "the backfill's four runs")
+    st = eventually(
+        lambda: (s := wf_status(client, ns)["scheduleState"]).get("backfilled") and s, what="backfilled"
+    )
+    assert st["backfilled"] == "2026-01-01T00:00:00Z/2026-01-07T00:00:00Z"
+    assert len(events(client, ns, "BackfillStarted")) == 1
+    # Another tick (a restart lists every Workflow again) starts nothing more.
+    op.proc.stop()
+    op.proc.start()
+    op.wait_healthy()
+    time.sleep(3)
+    assert sorted(scheduled_runs(client, ns).values()) == wanted

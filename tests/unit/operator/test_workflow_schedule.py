@@ -10,6 +10,7 @@ import pytest
 
 from agentry_common import workflows as w
 from agentry_common.models import Phase
+from agentry_operator.handlers.workflow_schedule import schedule_errors
 from agentry_operator.schedule import jitter_of, rfc3339, signature
 from agentry_operator.workflows import planner
 from agentry_operator.workflows import schedule as sched
@@ -242,3 +243,27 @@ def test_runs_beyond_the_history_limits_are_pruned_oldest_first() -> None:
         "ok1",
         "ok2",
     ]
+
+
+def test_a_backfill_range_starts_its_times_once_whatever_suspend_and_the_policy_say() -> None:
+    schedule = {
+        "cron": "30 7 * * 1-5",
+        "timeZone": "Asia/Seoul",
+        "suspend": True,
+        "backfill": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-07T00:00:00Z"},
+    }
+    st, now = status(schedule, "2026-01-10T00:00:00Z"), at("2026-01-10T00:00:30+00:00")
+    busy = [run("manual", None, "Running")]  # Forbid would skip a fire time now
+    step = sched.tick(schedule, KEY, st, busy, now)
+    # Weekdays at 07:30 Seoul inside Jan 1 - Jan 7 UTC: Fri Jan 2, Mon 5, Tue 6, Wed 7 (22:30 UTC before).
+    assert [rfc3339(t) for t in step.backfill] == [
+        "2026-01-01T22:30:00Z",
+        "2026-01-04T22:30:00Z",
+        "2026-01-05T22:30:00Z",
+        "2026-01-06T22:30:00Z",
+    ]
+    assert step.start == [] and step.state["backfilled"] == "2026-01-01T00:00:00Z/2026-01-07T00:00:00Z"
+    assert sched.tick(schedule, KEY, {"scheduleState": step.state}, busy, now).backfill == []  # once
+    wider = {**schedule, "backfill": {"start": "2026-01-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"}}
+    assert sched.tick(wider, KEY, {"scheduleState": step.state}, busy, now).backfill == []  # > 10 runs
+    assert schedule_errors(wider) == ["spec.schedule.backfill covers more than 10 runs: narrow the range"]

@@ -142,6 +142,10 @@ def test_resume_file_is_validated_and_may_take_state_from_the_workspace(tmp_path
     cfg = load_pod_config(env)
     assert cfg.resume is not None and cfg.resume.decision.approved is True
     assert cfg.resume.state.pending.tool_use.name == "shell"
+    # A decision through the API has no reason: null (from an older operator) is no reason.
+    resume.write_text(json.dumps({"decision": {"approvalId": "apr-1", "approved": True, "reason": None}}))
+    cfg = load_pod_config(env)
+    assert cfg.resume is not None and cfg.resume.decision.reason == ""
     resume.write_text(json.dumps({"state": state, "decision": {"approved": "maybe"}}))
     with pytest.raises(ConfigError, match="resume"):
         load_pod_config(env)

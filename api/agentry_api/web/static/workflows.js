@@ -115,6 +115,13 @@ document.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const parameters = Object.fromEntries([...new FormData(form)].filter(([, v]) => v !== ""));
     await runWorkflow(form.dataset.id, parameters);
+  } else if (form.id === "workflow-backfill-form") {
+    ev.preventDefault();
+    // datetime-local inputs are the browser's local time: sent as UTC instants.
+    const at = (name) => new Date(form.elements[name].value).toISOString();
+    const body = { start: at("start"), end: at("end") };
+    const r = await command("POST", `/api/workflows/${encodeURIComponent(form.dataset.id)}/backfill`, body, [200]);
+    if (r && r.ok) { toast("backfill requested: its runs appear below"); setTimeout(() => location.reload(), 2000); }
   }
 });
 
