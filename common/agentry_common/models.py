@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from .outputs import NAME_PATTERN as OUTPUT_NAME
+
 
 class CRModel(BaseModel):
     """Base: camelCase on the wire, snake_case in Python; unknown fields are an error."""
@@ -323,6 +325,7 @@ class ExecutionSpec(CRModel):
     priority: int | None = Field(default=None, ge=0, le=10)
     cancel: bool = False
     approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=100)
+    outputs: list[Annotated[str, Field(pattern=OUTPUT_NAME)]] = Field(default_factory=list, max_length=10)
 
 
 class Condition(CRModel):
@@ -347,6 +350,7 @@ class Result(CRModel):
     summary: str = ""
     truncated: bool = False
     stop_reason: str | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)
 
 
 class PendingApproval(CRModel):

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentry_common import constants as c
+from agentry_common import outputs
 from agentry_common.models import DEFAULT_MODEL_ENV, AgentSpec, ModelSpec, parse_model
 
 from .state import ResumeRequest, RunState
@@ -91,6 +92,7 @@ class RunConfig:
     env: Mapping[str, str]
     settings: Settings = field(default_factory=Settings)
     resume: ResumeRequest | None = None
+    outputs: tuple[str, ...] = ()  # named outputs to report (AGENTRY_OUTPUTS: a workflow step's)
     # The deadline counts from here (config load, at process start), not from the first model call.
     started: float = field(default_factory=time.monotonic)
 
@@ -244,7 +246,18 @@ def build_config(
         env=dict(env),
         settings=Settings.from_env(env),
         resume=resume,
+        outputs=output_names(env),
     )
+
+
+def output_names(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(n for n in env.get(outputs.ENV_OUTPUTS, "").split(",") if n)
+    bad = [n for n in names if not outputs.NAME.match(n)]
+    if bad or len(names) > outputs.MAX_OUTPUTS:
+        raise ConfigError(
+            f"{outputs.ENV_OUTPUTS}: at most {outputs.MAX_OUTPUTS} names like summary_2, got {names}"
+        )
+    return names
 
 
 def load_manifest_file(path: Path) -> tuple[str | None, str | None, AgentSpec]:

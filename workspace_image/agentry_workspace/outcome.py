@@ -57,6 +57,7 @@ class Outcome:
     fallbacks: int = 0
     # Per MCP server: the tools offered (name -> risk) or why it could not be reached.
     mcp: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # the named outputs set (set_output)
 
     @property
     def exit_code(self) -> int:
@@ -77,6 +78,8 @@ class Outcome:
             data["approval"] = self.approval
         if self.mcp:
             data["mcp"] = self.mcp
+        if self.outputs:
+            data["outputs"] = self.outputs
         return data
 
 

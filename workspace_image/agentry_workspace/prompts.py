@@ -24,15 +24,18 @@ above already require it."""
 
 def system_prompt(cfg: RunConfig, tools: Sequence[str]) -> str:
     """The agent's instructions and what it must know of its situation (`tools`: the enabled ones)."""
-    http = ""
+    notes = ""
     if "http" in tools:
         hosts = ", ".join(cfg.spec.http.allowed_hosts) or "none"
-        http = f"\nThe http tool reaches only these hosts: {hosts}."
+        notes = f"\nThe http tool reaches only these hosts: {hosts}."
+    if cfg.outputs:  # a workflow step: later steps read these, so the model must set them
+        names = ", ".join(cfg.outputs)
+        notes += f"\nBefore your final message, record each of these named outputs with set_output: {names}."
     return SYSTEM_TEMPLATE.format(
         instructions=cfg.spec.instructions.strip(),
         agent=cfg.agent,
         namespace=cfg.namespace,
         workspace=cfg.workspace,
         tools=", ".join(tools) or "none",
-        http=http,
+        http=notes,
     )

@@ -45,6 +45,7 @@ from .state import PendingApproval, RunState, approval_id
 from .telemetry import tool_span, traced_turn
 from .tools import ToolContext, ToolInputError, enabled_tools
 from .tools.base import one_line
+from .tools.outputs import OutputsTool
 from .usage import UsageTracker, budget_stop
 
 
@@ -79,6 +80,9 @@ class Runner:
             on_event=self._on_chain_event,
         )
         self.tools = enabled_tools(cfg.spec)
+        self.outputs = OutputsTool(cfg.outputs)
+        if cfg.outputs:
+            self.tools[self.outputs.name] = self.outputs
         self.ctx = ToolContext(
             workspace=cfg.workspace,
             env=tool_env(cfg.env),
@@ -283,6 +287,7 @@ class Runner:
             ),
             remaining=remaining,
             usage=self.usage.to_state(),
+            outputs=self.outputs.values,
         )
         state_path = save_state(self.cfg.state_dir, state)
         arguments = self.tools[use.name].describe(use.input)
@@ -313,6 +318,7 @@ class Runner:
         state, decision = resume.state, resume.decision
         self.messages = list(state.messages)
         self.usage = UsageTracker.from_state(state.usage)
+        self.outputs.values = dict(state.outputs)
         emit_decision(self.events, resume)
         use = state.pending.tool_use
         if decision.approved:
@@ -359,6 +365,7 @@ class Runner:
             retries=self.usage.retries,
             fallbacks=self.usage.fallbacks,
             mcp=self._mcp,
+            outputs=dict(self.outputs.values),
         )
 
     def _save_full_result(self, outcome: Outcome) -> None:

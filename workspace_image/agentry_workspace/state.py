@@ -49,6 +49,7 @@ class RunState(_Wire):
     # Tool calls of the same turn after the pending one; each is assessed again on resume.
     remaining: list[ToolUseBlock] = Field(default_factory=list)
     usage: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict)  # named outputs set before the pause
 
 
 class Decision(_Wire):

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentry_common import outputs
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.exitcodes import REASONS, ExitCode
 from agentry_common.models import Phase, Risk
@@ -143,13 +144,26 @@ def mcp_status(report: dict[str, Any]) -> dict[str, Any] | None:
     return {"servers": servers} if servers else None
 
 
-def _result(report: dict[str, Any]) -> dict[str, Any]:
+def asked_outputs(pod: dict[str, Any] | None) -> set[str]:
+    """The named outputs the run was asked for: the pod's first AGENTRY_OUTPUTS, the operator's own."""
+    containers = ((pod or {}).get("spec") or {}).get("containers") or [{}]
+    env = containers[0].get("env") or []
+    value = next((e.get("value") for e in env if e.get("name") == outputs.ENV_OUTPUTS), None)
+    return {n for n in str(value or "").split(",") if n}
+
+
+def _result(report: dict[str, Any], asked: set[str]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "summary": str(report.get("summary", ""))[:4096],
         "truncated": bool(report.get("truncated", False)),
     }
     if report.get("stopReason"):
         result["stopReason"] = str(report["stopReason"])
+    given = report.get("outputs")
+    if isinstance(given, dict):  # only names asked for, each bounded: the report is the pod's word
+        kept = outputs.bounded({str(k): str(v) for k, v in given.items() if k in asked})
+        if kept:
+            result["outputs"] = kept
     return result
 
 
@@ -194,7 +208,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
     base: dict[str, Any] = {
         "start_time": status.get("startTime"),
         "attempts": attempts,
-        "result": _result(report) if report else None,
+        "result": _result(report, asked_outputs(pod)) if report else None,
         "usage": _usage(report) if report else None,
         "mcp": mcp_status(report) if report else None,
     }

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentry_common import constants as c
-from agentry_common import tracing
+from agentry_common import outputs, tracing
 from agentry_common.exitcodes import FINAL
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
@@ -81,6 +81,8 @@ def _env(
         {"name": c.ENV_DEADLINE, "value": str(agent.timeout_seconds)},
         {"name": "HOME", "value": c.WORKSPACE_DIR},
     ]
+    if execution["spec"].get("outputs"):
+        env.append({"name": outputs.ENV_OUTPUTS, "value": ",".join(execution["spec"]["outputs"])})
     if config.run_anthropic_base_url:
         env.append({"name": "ANTHROPIC_BASE_URL", "value": config.run_anthropic_base_url})
     if config.run_openai_base_url:

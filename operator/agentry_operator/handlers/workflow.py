@@ -28,7 +28,7 @@ from ..context import context
 from ..workflows import graph, planner, template
 from ..workflows.resources import Workflow, WorkflowRun
 from ..workflows.status import build_status, failed_status
-from ..workflows.step import Attempt, attempts_from, build_execution, parse_time
+from ..workflows.step import Attempt, attempts_from, build_execution, parse_time, step_fields
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 Key = tuple[str, str]
@@ -44,10 +44,7 @@ def _values(
     plan: planner.Plan,
     attempts: Mapping[str, Sequence[Attempt]],
 ) -> template.Values:
-    steps = {
-        name: {"phase": view.phase.value, "summary": attempts[name][-1].summary if attempts.get(name) else ""}
-        for name, view in plan.steps.items()
-    }
+    steps = {name: step_fields(view.phase.value, attempts.get(name)) for name, view in plan.steps.items()}
     return template.Values(params=params, steps=steps, run=run["metadata"]["name"])
 
 

@@ -92,22 +92,32 @@ def ancestors(steps: Sequence[Doc]) -> dict[str, set[str]]:
 
 def _template_errors(steps: Sequence[Doc], params: set[str]) -> list[str]:
     above = ancestors(steps)
+    outputs = {str(s["name"]): {str(o) for o in s.get("outputs") or []} for s in steps}
     errors = []
     for i, step in enumerate(steps):
         refs, problems = template.parse(str(step.get("input") or ""))
-        problems += [_ref_problem(ref, params, above[str(step["name"])]) for ref in refs]
+        problems += [_ref_problem(ref, params, above[str(step["name"])], outputs) for ref in refs]
         errors += [f"spec.steps[{i}].input: {p}" for p in problems if p]
     return errors
 
 
-def _ref_problem(ref: template.Ref, params: set[str], above: set[str]) -> str:
+def _ref_problem(
+    ref: template.Ref, params: set[str], above: set[str], outputs: Mapping[str, set[str]]
+) -> str:
     if ref.kind == "params" and ref.name not in params:
         return f"{{{{ params.{ref.name} }}}}: the Workflow has no parameter {ref.name}"
-    if ref.kind == "steps" and ref.name not in above:
+    if ref.kind != "steps":
+        return ""
+    if ref.name not in above:
         return (
             f"{{{{ steps.{ref.name}.{ref.field} }}}}: {ref.name} is not a dependency of this step "
             "(direct or not), so its result may not exist yet"
         )
+    key = ref.field.removeprefix(template.OUTPUTS)
+    if ref.field.startswith(template.OUTPUTS) and key not in outputs.get(ref.name, set()):
+        declared = ", ".join(sorted(outputs.get(ref.name, set()))) or "none"
+        what = f"{{{{ steps.{ref.name}.{ref.field} }}}}"
+        return f"{what}: step {ref.name} declares no output {key} (its outputs: {declared})"
     return ""
 
 

@@ -7,8 +7,8 @@ twice, or again after a crash, creates it once: the second create gets 409 and c
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -34,6 +34,7 @@ class Attempt:
     tokens: int = 0
     cost: Decimal = Decimal(0)
     cancelling: bool = False
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
@@ -57,6 +58,21 @@ def _cost(value: Any) -> Decimal:
         return Decimal(0)
 
 
+def _outputs(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def step_fields(phase: str, attempts: Sequence[Attempt] | None) -> dict[str, str]:
+    """What a template may read of a step: its phase, and its latest attempt's summary and named
+    outputs (`outputs.KEY`; one the run did not set is empty)."""
+    last = attempts[-1] if attempts else None
+    fields = {"phase": phase, "summary": last.summary if last else ""}
+    fields |= {f"outputs.{k}": v for k, v in (last.outputs if last else {}).items()}
+    return fields
+
+
 def attempt_of(execution: Mapping[str, Any]) -> Attempt | None:
     """The attempt an Execution is, or None if it carries no (valid) step and attempt labels."""
     meta = execution.get("metadata") or {}
@@ -75,6 +91,7 @@ def attempt_of(execution: Mapping[str, Any]) -> Attempt | None:
         created=parse_time(meta.get("creationTimestamp")) or dt.datetime.now(dt.UTC),
         completed=parse_time(status.get("completionTime")),
         summary=str((status.get("result") or {}).get("summary") or ""),
+        outputs=_outputs((status.get("result") or {}).get("outputs")),
         tokens=int(usage.get("totalTokens") or 0),
         cost=_cost(usage.get("costUSD")),
         cancelling=bool((execution.get("spec") or {}).get("cancel")),
@@ -131,6 +148,8 @@ def build_execution(
     }
     if step.get("priority") is not None:
         spec["priority"] = int(step["priority"])
+    if step.get("outputs"):
+        spec["outputs"] = [str(o) for o in step["outputs"]]
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.EXECUTION_KIND,

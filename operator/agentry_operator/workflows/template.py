@@ -1,6 +1,7 @@
-"""Step input templates: `{{ params.NAME }}`, `{{ steps.NAME.summary }}`, `{{ steps.NAME.phase }}`
-and `{{ run.name }}`, nothing else. No expression is evaluated: a reference is looked up or refused,
-so a template cannot run code in the operator (unlike a Jinja template outside a sandbox)."""
+"""Step input templates: `{{ params.NAME }}`, `{{ steps.NAME.summary }}`, `{{ steps.NAME.phase }}`,
+`{{ steps.NAME.outputs.KEY }}` and `{{ run.name }}`, nothing else. No expression is evaluated: a
+reference is looked up or refused, so a template cannot run code in the operator (unlike a Jinja
+template outside a sandbox)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _PARAM = re.compile(r"params\.([A-Za-z_][A-Za-z0-9_]*)")
 _STEP = re.compile(r"steps\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([A-Za-z][\w.]*)")
 STEP_FIELDS = ("summary", "phase")
+OUTPUTS = "outputs."  # a step field `outputs.KEY`: one of the step's named outputs
+_OUTPUT = re.compile(r"outputs\.([A-Za-z_][A-Za-z0-9_]{0,62})")
 RUN_NAME = "run.name"
 
 
@@ -46,16 +49,19 @@ def _ref(expr: str) -> Ref | str:
     if m := _PARAM.fullmatch(expr):
         return Ref("params", m.group(1))
     if m := _STEP.fullmatch(expr):
-        if m.group(3) not in STEP_FIELDS:
-            why = "runs report no named outputs yet" if m.group(3).startswith("outputs") else "unknown field"
-            return f"'{{{{ {expr} }}}}': a step offers only {' and '.join(STEP_FIELDS)} ({why})"
+        if m.group(3) not in STEP_FIELDS and not _OUTPUT.fullmatch(m.group(3)):
+            return f"'{{{{ {expr} }}}}': a step offers summary, phase and outputs.KEY"
         return Ref("steps", m.group(1), m.group(3))
-    return f"'{{{{ {expr} }}}}' is not params.NAME, steps.NAME.summary, steps.NAME.phase or run.name"
+    return (
+        f"'{{{{ {expr} }}}}' is not params.NAME, steps.NAME.summary, steps.NAME.phase, "
+        "steps.NAME.outputs.KEY or run.name"
+    )
 
 
 @dataclass(frozen=True)
 class Values:
-    """What references resolve to: parameters, each step's fields, the run's name."""
+    """What references resolve to: parameters, each step's fields (`outputs.KEY` among them), the
+    run's name."""
 
     params: Mapping[str, str]
     steps: Mapping[str, Mapping[str, str]]

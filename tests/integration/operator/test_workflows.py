@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
+from lightkube.resources.batch_v1 import Job
 from lightkube.types import PatchType
 
 from agentry_common import workflows as w
@@ -66,16 +67,24 @@ def exists(client: Client, ns: str, name: str) -> bool:
 
 
 def finish(
-    client: Client, ns: str, name: str, ok: bool = True, tokens: int = 100, cost: str = "0.01"
+    client: Client,
+    ns: str,
+    name: str,
+    ok: bool = True,
+    tokens: int = 100,
+    cost: str = "0.01",
+    outputs: dict[str, str] | None = None,
 ) -> None:
     """Complete the pod of Execution `name` as a kubelet would, reporting a summary and usage."""
     ex = execution(client, ns, name)
     pod = job_pod(client, ns, job_name(name, ex.metadata.uid))
-    report = {
+    report: dict[str, Any] = {
         "stopReason": "end_turn" if ok else "RuntimeError",
         "summary": f"result of {name}",
         "usage": {"inputTokens": tokens, "outputTokens": 0, "costUSD": cost, "model": "claude-sonnet-4-5"},
     }
+    if outputs:
+        report["outputs"] = outputs
     play_kubelet(client, pod, "Succeeded" if ok else "Failed", 0 if ok else 1, report)
 
 
@@ -456,3 +465,31 @@ def test_runs_beyond_the_history_limit_go_and_their_steps_stay_counted(
         "the Agent's totals",
     )
     assert totals["succeeded"] == 2
+
+
+def test_named_outputs_of_a_step_reach_the_input_of_the_next(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    setup(
+        kube_client,
+        namespace,
+        [
+            step("fetch", outputs=["headline", "links"]),
+            step(
+                "post", "fetch", input="{{ steps.fetch.outputs.headline }} / {{ steps.fetch.outputs.links }}"
+            ),
+        ],
+    )
+    start_run(kube_client, namespace)
+    fetch = execution(kube_client, namespace, "r1-fetch-1")
+    assert fetch.spec["outputs"] == ["headline", "links"]
+    job = kube_client.get(Job, job_name("r1-fetch-1", fetch.metadata.uid), namespace=namespace)
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env["AGENTRY_OUTPUTS"] == "headline,links"
+    # The pod reports one asked-for output and one it was not asked for: only the first is kept.
+    finish(kube_client, namespace, "r1-fetch-1", outputs={"headline": "Fabs expand", "other": "x"})
+    post = execution(kube_client, namespace, "r1-post-1")
+    assert post.spec["input"] == "Fabs expand / "
+    assert status_of(execution(kube_client, namespace, "r1-fetch-1"))["result"]["outputs"] == {
+        "headline": "Fabs expand"
+    }

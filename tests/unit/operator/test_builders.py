@@ -147,6 +147,27 @@ def test_a_failed_runs_message_carries_the_runtimes_own_reason() -> None:
     assert message.endswith("y…") and len(message) < 400
 
 
+def test_a_runs_named_outputs_are_kept_only_when_asked_for_and_bounded() -> None:
+    done = [{"type": "Complete", "status": "True"}]
+    given = {"headline": "H", "forged": "F", "links": "L" * 5000}
+    pod = _pod(0, json.dumps({"stopReason": "end_turn", "summary": "S", "outputs": given}))
+    pod["spec"] = {
+        "containers": [
+            {
+                "env": [
+                    {"name": "AGENTRY_OUTPUTS", "value": "headline,links"},
+                    {"name": "AGENTRY_OUTPUTS", "value": "forged"},  # an Agent's secret of the name
+                ]
+            }
+        ]
+    }
+    result = observe(_job(done, succeeded=1), [pod]).result
+    assert result is not None and result["outputs"] == {"headline": "H", "links": "L" * 1024}
+    del pod["spec"]
+    result = observe(_job(done, succeeded=1), [pod]).result
+    assert result is not None and "outputs" not in result  # asked for nothing: nothing kept
+
+
 def test_status_patch_keeps_transition_time_when_status_unchanged() -> None:
     seen = observe(
         _job([{"type": "Complete", "status": "True"}], completionTime="2026-01-01T00:01:05Z"),

@@ -57,7 +57,7 @@ def test_templates_may_name_declared_parameters_and_ancestors_only() -> None:
     assert [e.split(":")[0] for e in errors] == ["spec.steps[3].input"] + ["spec.steps[4].input"] * 4
     assert "a is not a dependency of this step" in errors[0]
     joined = " ".join(errors[1:])
-    assert "no parameter nope" in joined and "no named outputs" in joined
+    assert "no parameter nope" in joined and "step a declares no output url (its outputs: none)" in joined
     assert "is not params.NAME" in joined and "unmatched" in joined
 
 
@@ -91,3 +91,21 @@ def test_render_replaces_references_and_evaluates_nothing() -> None:
     text += " {{ 1+1 }}"
     # A value is inserted as text, never rendered again; an unknown form stays as written.
     assert template.render(text, values) == "[{{ params.p }}] S/Succeeded r {{ 1+1 }}"
+
+
+def test_named_outputs_are_declared_by_their_step_and_rendered_from_its_latest_attempt() -> None:
+    steps = [
+        step("fetch", outputs=["headline", "links"]),
+        step("sum", "fetch", input="{{ steps.fetch.outputs.headline }} | {{ steps.fetch.outputs.nope }}"),
+    ]
+    (error,) = graph.spec_errors({"steps": steps})
+    assert error == (
+        "spec.steps[1].input: {{ steps.fetch.outputs.nope }}: step fetch declares no output nope "
+        "(its outputs: headline, links)"
+    )
+    values = template.Values(params={}, steps={"fetch": {"outputs.headline": "Fabs {{ x }}"}}, run="r")
+    # One the run did not set renders empty.
+    assert (
+        template.render("{{ steps.fetch.outputs.headline }}/{{ steps.fetch.outputs.links }}", values)
+        == "Fabs {{ x }}/"
+    )

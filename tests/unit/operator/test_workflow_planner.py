@@ -13,7 +13,13 @@ from agentry_common.models import Phase
 from agentry_operator.workflows import planner
 from agentry_operator.workflows.planner import Plan, backoff_seconds
 from agentry_operator.workflows.status import build_status
-from agentry_operator.workflows.step import Attempt, attempts_from, build_execution, execution_name
+from agentry_operator.workflows.step import (
+    Attempt,
+    attempts_from,
+    build_execution,
+    execution_name,
+    step_fields,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -196,6 +202,21 @@ def test_step_executions_carry_labels_owner_and_input() -> None:
     other = {**ex, "metadata": {**ex["metadata"], "ownerReferences": [{"uid": "u-0"}]}}
     (attempt,) = attempts_from([ex, other], "u-1")["a"]
     assert attempt.number == 2 and attempt.phase == Phase.FAILED and attempt.cost == Decimal("0.5")
+
+
+def test_a_step_asks_its_execution_for_its_outputs_and_templates_read_the_latest_attempts() -> None:
+    ex = build_execution(RUN, step("a", outputs=["headline"]), 1, "go")
+    assert ex["spec"]["outputs"] == ["headline"]
+    assert "outputs" not in build_execution(RUN, step("b"), 1, "go")["spec"]
+    ex["metadata"]["creationTimestamp"] = "2026-01-05T07:30:00Z"
+    ex["status"] = {"phase": "Succeeded", "result": {"summary": "S", "outputs": {"headline": "H"}}}
+    attempts = attempts_from([ex], "u-1")["a"]
+    assert step_fields("Succeeded", attempts) == {
+        "phase": "Succeeded",
+        "summary": "S",
+        "outputs.headline": "H",
+    }
+    assert step_fields("Skipped", None) == {"phase": "Skipped", "summary": ""}
 
 
 def test_status_sums_every_attempt_and_reports_progress() -> None:
