@@ -59,6 +59,7 @@ from .services.events import EventBus
 from .services.feed import EventFeed
 from .services.quotas import Quotas
 from .services.runs import RunService
+from .services.workflow_feed import WorkflowRunFeed
 from .settings import Settings, get_settings
 from .storage import Contended, Store, new_client
 from .watcher import Watcher
@@ -170,6 +171,7 @@ def start_watcher(state: AppState) -> Watcher:
         state.approvals,
         settings.sync_retry_seconds,
         settings.approval_check_seconds,
+        WorkflowRunFeed(state.store, state.cluster, state.bus, settings.import_owner),
     )
     watcher.start()
     return watcher

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from agentry_common import outputs
+from agentry_common import outputs as named_outputs
 from agentry_common.workflows import FailurePolicy, StepWhen
 
 from .schemas import NAME_PATTERN, Strict
@@ -41,9 +41,9 @@ class StepIn(Strict):
     retries: RetriesIn | None = None
     deadlineSeconds: int | None = Field(default=None, ge=1, le=604800)
     priority: int | None = Field(default=None, ge=0, le=10)
-    outputs: list[Annotated[str, Field(pattern=outputs.NAME_PATTERN)]] | None = Field(
+    outputs: list[Annotated[str, Field(pattern=named_outputs.NAME_PATTERN)]] | None = Field(
         default=None,
-        max_length=outputs.MAX_OUTPUTS,
+        max_length=named_outputs.MAX_OUTPUTS,
         description="Named outputs the step reports (set_output), for {{ steps.NAME.outputs.KEY }}.",
     )
 

@@ -1,5 +1,5 @@
-"""Background tasks started by the lifespan: watch Agents and Executions, retry pending Agent
-writes, deny approvals past their expiry.
+"""Background tasks started by the lifespan: watch Agents, Executions and WorkflowRuns, retry
+pending Agent writes, deny approvals past their expiry.
 
 Watches restart from a fresh list after any error (with backoff); everything they do is idempotent
 (view hashes and event dedupe keys), so a restart, or two replicas doing the same, publish each
@@ -16,13 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentry_common.resources import Agent, Execution
+from agentry_common.resources import Agent, Execution, WorkflowRun
 
 from .cluster import Cluster, to_dict
 from .metrics import WATCH_EVENTS, WATCH_RESTARTS
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.runs import RunService
+from .services.workflow_feed import WorkflowRunFeed
 from .storage import Store, now_iso
 
 log = logging.getLogger("agentry.api.watcher")
@@ -38,9 +39,11 @@ class Watcher:
         approvals: ApprovalService,
         sync_every: float,
         approvals_every: float,
+        workflow_runs: WorkflowRunFeed | None = None,
     ) -> None:
         self.store, self.cluster = store, cluster
         self.agents, self.runs, self.approvals = agents, runs, approvals
+        self.workflow_runs = workflow_runs
         self.sync_every, self.approvals_every = sync_every, approvals_every
         self.tasks: list[asyncio.Task[None]] = []
         self.healthy: dict[str, bool] = {"agents": False, "executions": False}
@@ -51,6 +54,7 @@ class Watcher:
             asyncio.create_task(self._forever("agents", self._watch_agents), name="watch-agents"),
             asyncio.create_task(self._forever("executions", self._watch_executions), name="watch-executions"),
             asyncio.create_task(self._loop("sync", self.sync_every, self._sync_once, self.agents.kick)),
+            *self._workflow_task(),
             asyncio.create_task(self._loop("approvals", self.approvals_every, self.approvals.expire_due)),
         ]
 
@@ -140,6 +144,28 @@ class Watcher:
                 await self.runs.observe(event, to_dict(obj))
             except Exception as exc:  # one bad object must not stop the mirror
                 log.warning("execution %s not mirrored: %s", to_dict(obj)["metadata"].get("name"), exc)
+
+    def _workflow_task(self) -> list[asyncio.Task[None]]:
+        if self.workflow_runs is None:
+            return []
+        self.healthy["workflowruns"] = False
+        return [
+            asyncio.create_task(self._forever("workflowruns", self._watch_workflow_runs), name="watch-wfr")
+        ]
+
+    async def _watch_workflow_runs(self) -> None:
+        """Relist (clients refetch on reconnect, so the relist publishes nothing), then watch."""
+        assert self.workflow_runs is not None
+        _, rv = await self._relist(WorkflowRun)
+        self.healthy["workflowruns"] = True
+        async for event, obj in self.cluster.client.watch(
+            WorkflowRun, namespace=self.cluster.namespace, resource_version=rv or None
+        ):
+            WATCH_EVENTS.labels("workflowruns", event).inc()
+            try:
+                await self.workflow_runs.observe(event, to_dict(obj))
+            except Exception as exc:  # one bad object must not stop the feed
+                log.warning("workflow run %s not published: %s", to_dict(obj)["metadata"].get("name"), exc)
 
     def state(self) -> dict[str, Any]:
         return {"healthy": dict(self.healthy), "errors": dict(self.last_error), "at": now_iso()}

@@ -5,6 +5,7 @@ cost following the operator as step pods complete. Screenshot: docs/screenshots/
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -107,6 +108,8 @@ def test_write_run_and_watch_a_workflow_graph(
     expect(node(page, "news")).to_have_attribute("data-phase", "Succeeded", timeout=30_000)
     expect(node(page, "papers")).to_have_attribute("data-phase", "Running", timeout=30_000)
     expect(node(page, "news")).to_contain_text("$0.031")
+    # Redrawn from the event stream: a workflowRun report reached the page (no polling).
+    expect(page.locator("body")).to_have_attribute("data-run-event-id", re.compile(r"^\d+$"))
     # Laid out by depth: plan | news, papers | brief, left to right; edges from each dependency.
     x = {s: node(page, s).bounding_box()["x"] for s in ("plan", "news", "papers", "brief")}
     assert x["plan"] < x["news"] == x["papers"] < x["brief"]

@@ -5,6 +5,7 @@ and another user seeing nothing."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +18,7 @@ from agentry_common.resources import Execution, Workflow, WorkflowRun
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 
-from .helpers import create_agent
+from .helpers import SseReader, create_agent
 from .server import ApiServer, api_settings, start_api
 
 pytestmark = pytest.mark.integration
@@ -283,3 +284,42 @@ def test_backfill_starts_each_past_fire_time_once_and_refuses_bad_ranges(api: Ap
         .status_code
         == 404
     )
+
+
+def test_run_progress_reaches_the_owners_event_stream_and_no_one_elses(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    c, other = api.guest(), api.guest()
+    agent = create_agent(c)["id"]
+    wf = create(c, step("fetch", agent, outputs=["headline"]), step("sum", agent, "fetch"))
+    assert wf["spec"]["steps"][0]["outputs"] == ["headline"]
+    mine, theirs = SseReader(c), SseReader(other)
+    try:
+        mine.next(), theirs.next()  # the snapshots
+        run = c.post(f"/api/workflows/{wf['id']}/runs", json={}).json()["name"]
+
+        def about(phase: str) -> Any:
+            def match(e: dict[str, Any]) -> bool:
+                data = e["data"]
+                steps = {s["name"]: s["phase"] for s in (data.get("run") or {}).get("steps") or []}
+                return (
+                    data.get("kind") == "workflowRun"
+                    and data["workflowRun"] == run
+                    and steps.get("fetch") == phase
+                )
+
+            return match
+
+        mine.until(about("Running"))
+        fetch = step_in(c, run, "fetch", "Running")["execution"]
+        finish(kube_client, namespace, fetch, 100, "0.0010")
+        [report] = [e for e in mine.until(about("Succeeded")) if about("Succeeded")(e)][-1:]
+        assert report["data"]["run"]["steps"][0]["tokens"] == 100 and report["data"]["action"] == "status"
+        time.sleep(1)
+        seen = []
+        while not theirs.queue.empty():
+            seen.append(theirs.next())
+        assert all(e["data"].get("kind") != "workflowRun" for e in seen), seen
+    finally:
+        mine.close()
+        theirs.close()

@@ -1,11 +1,11 @@
 // Workflow pages: the create/edit form, run now, and a run's graph. The graph is SVG, one column per
-// dependency depth (a step sits one column right of its deepest dependency), redrawn from
-// /api/workflow-runs/{name} every 2 s until the run ends. Uses h(), $, toast() and command() of app.js.
+// dependency depth (a step sits one column right of its deepest dependency), redrawn from each
+// `workflowRun` report of the page's event stream (app.js's window.agentryStream), and read afresh
+// from /api/workflow-runs/{name} on load and on every (re)connect. Uses h(), $, toast(), command().
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
 const NODE = { w: 190, h: 62, gapX: 70, gapY: 22, pad: 12 };
-const TERMINAL_RUN = ["Succeeded", "Failed"];
 
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -85,11 +85,23 @@ function renderRun(run) {
     h("td", {}, st.tokens), h("td", {}, `$${st.costUSD}`))));
 }
 
-async function followRun(name) {
+async function readRun(name) {
   const res = await fetch(`/api/workflow-runs/${encodeURIComponent(name)}`, { credentials: "same-origin" }).catch(() => null);
-  let run = null;
-  if (res && res.ok) { run = await res.json(); renderRun(run); }
-  if (!run || !TERMINAL_RUN.includes(run.phase)) setTimeout(() => followRun(name), 2000);
+  if (res && res.ok) renderRun(await res.json());
+}
+
+function followRun(name) {
+  const stream = window.agentryStream;
+  readRun(name);
+  // A snapshot starts every (re)connection: whatever changed while away is read once.
+  stream.addEventListener("snapshot", () => readRun(name));
+  stream.addEventListener("report", (ev) => {
+    const report = JSON.parse(ev.data);
+    if (report.kind === "workflowRun" && report.workflowRun === name) {
+      renderRun(report.run);
+      document.body.dataset.runEventId = ev.lastEventId;
+    }
+  });
 }
 
 function formErrors(form, detail) {
