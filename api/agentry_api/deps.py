@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, status
@@ -33,11 +33,15 @@ from .oidc import InvalidToken, TokenVerifier
 from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.events import EventBus
+from .services.feed import RevocationFeed
 from .services.quotas import Quotas
 from .services.runs import RunService
+from .session_cache import SessionCache
 from .settings import Settings
 from .storage import Store, now_iso
 from .watcher import Watcher
+
+Doc = dict[str, Any]
 
 log = logging.getLogger("agentry.api.auth")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -61,7 +65,18 @@ class AppState:
     scheduler_verifier: TokenVerifier | None = None  # Cloud Scheduler's ID tokens (routers/scheduler.py)
     sse_open: int = 0
     watcher: Watcher | None = None  # started by the lifespan unless settings.watch is off
+    session_cache: SessionCache = field(default_factory=lambda: SessionCache(0))
+    revocations: RevocationFeed | None = None  # drops sessions ended on other replicas from the cache
     _users: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    async def session(self, session_id: str) -> Doc | None:
+        """The session's document, from the cache while fresh (session_cache.py)."""
+        doc = self.session_cache.get(session_id)
+        if doc is None:
+            doc = await self.store.session(session_id)
+            if doc is not None and not doc.get("revoked"):
+                self.session_cache.put(session_id, doc)
+        return doc
 
     async def user_kind(self, user_id: str) -> str | None:
         cached = self._users.get(user_id)
@@ -77,8 +92,9 @@ class AppState:
         return kind
 
     def forget_user(self, user_id: str) -> None:
-        """Drop a deleted user from the kind cache (this replica; others expire it)."""
+        """Drop a deleted user from the kind and session caches (this replica; others expire it)."""
         self._users.pop(user_id, None)
+        self.session_cache.drop_user(user_id)
 
 
 def stale(last_used: object) -> bool:
@@ -182,7 +198,7 @@ async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
     session_id = state.sessions.load(conn.cookies.get(SESSION_COOKIE))
     if session_id is None:
         return None
-    session = await state.store.session(session_id)
+    session = await state.session(session_id)
     if session is None or session.get("revoked") or expired(session.get("expiresAt")):
         return None
     user_id = str(session["userId"])
@@ -190,6 +206,7 @@ async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
     if kind is None:
         return None
     if stale(session.get("lastUsedAt")):
+        session["lastUsedAt"] = now_iso()  # the cached copy too: touched once a minute, not per request
         try:
             await state.store.touch_session(session_id)
         except Exception as exc:  # bookkeeping only

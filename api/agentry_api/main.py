@@ -56,10 +56,11 @@ from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
 from .services.events import EventBus
-from .services.feed import EventFeed
+from .services.feed import EventFeed, RevocationFeed
 from .services.quotas import Quotas
 from .services.runs import RunService
 from .services.workflow_feed import WorkflowRunFeed
+from .session_cache import SessionCache
 from .settings import Settings, get_settings
 from .storage import Contended, Store, new_client
 from .watcher import Watcher
@@ -158,6 +159,12 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         llm=llm if llm is not None else llm_from_settings(settings),
         quotas=Quotas(store, settings),
         scheduler_verifier=scheduler_verifier(settings),
+        session_cache=SessionCache(settings.session_cache_seconds),
+        revocations=(
+            RevocationFeed.of(settings.google_cloud_project, settings.firestore_database)
+            if settings.sse_listen and settings.session_cache_seconds > 0
+            else None
+        ),
     )
 
 
@@ -180,6 +187,8 @@ def start_watcher(state: AppState) -> Watcher:
 async def close_state(state: AppState) -> None:
     if state.watcher is not None:
         await state.watcher.stop()
+    if state.revocations is not None:
+        await asyncio.to_thread(state.revocations.stop)
     await asyncio.to_thread(state.bus.close)
     if isinstance(state.llm, ProviderLLM):  # ours (built from the settings): its HTTP client
         await state.llm.aclose()
@@ -356,6 +365,8 @@ def lifespan_of(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, verifier, llm)
         app.state.agentry = state
+        if state.revocations is not None:
+            state.revocations.start(asyncio.get_running_loop(), state.session_cache.drop)
         if settings.watch:
             state.watcher = start_watcher(state)
         log.info("API ready: namespace=%s project=%s", settings.namespace, settings.google_cloud_project)

@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         description="A Firestore listener on new events wakes this process's streams when another "
         "replica writes (off: events of other replicas arrive by the poll only).",
     )
+    session_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="How long a replica keeps a session document read from Firestore (0: no cache). "
+        "A session ended elsewhere stops working here when the revocation listener sees it (about a "
+        "second; it runs when sse_listen is on), and at the latest after this long.",
+    )
     sync_retry_seconds: float = Field(
         default=5.0, gt=0, description="Retry period of Agent CR writes that failed (cluster unavailable)."
     )

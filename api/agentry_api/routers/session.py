@@ -101,6 +101,7 @@ async def sign_out(request: Request, state: StateDep) -> Response:
     session_id = state.sessions.load(request.cookies.get(SESSION_COOKIE))
     if session_id is not None:
         await state.store.end_session(session_id)
+        state.session_cache.drop_session(session_id)
     out = Response(status_code=status.HTTP_204_NO_CONTENT)
     out.delete_cookie(SESSION_COOKIE, path="/")
     return out
@@ -164,6 +165,7 @@ async def revoke_token(token_id: str, user: CurrentUser, state: StateDep) -> Res
     if not await state.store.revoke_token(user.id, token_id[:64]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "token not found")
     await state.store.end_sessions(user.id, token_id[:64])
+    state.session_cache.drop_user(user.id)  # its other sessions are read again: cheap, and rare
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

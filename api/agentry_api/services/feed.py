@@ -1,9 +1,12 @@
-"""Push across replicas: one Firestore listener per API process on the events any replica appends.
+"""Push across replicas: Firestore listeners per API process on what any replica writes.
 
-Each new event wakes this process's streams of its user, so a status change written by one replica
-reaches a browser on another in about the listener's latency instead of the poll period.
+* `EventFeed`: the events any replica appends. Each new event wakes this process's streams of its
+  user, so a status change written by one replica reaches a browser on another in about the
+  listener's latency instead of the poll period.
+* `RevocationFeed`: sessions ended anywhere (sign-out, a revoked token, a deleted user), so this
+  process drops them from its session cache (deps.py) at once, not at the cache's expiry.
 
-The listener is a query on `events` with `createdAt >= anchor`. Firestore keeps a listener's whole
+Each listener is a query on a collection with `<time field> >= anchor`. Firestore keeps a listener's whole
 result set in memory, so the query is re-anchored every `window` seconds (a new listener from a
 little before now, then the old one dropped): memory holds one window of events, and the new
 listener's first snapshot covers everything since its anchor, so nothing falls between the two.
@@ -18,7 +21,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -37,6 +40,11 @@ def anchor_iso(now: dt.datetime) -> str:
     return (now - OVERLAP).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def revoked_sessions(changes: Iterable[Any]) -> set[str]:
+    """The session documents (ids: hashes of session ids) ended among a snapshot's changes."""
+    return {str(c.document.id) for c in changes if c.type in (ChangeType.ADDED, ChangeType.MODIFIED)}
+
+
 def added_users(changes: Iterable[Any]) -> set[str]:
     """The users with a new event among a snapshot's changes."""
     users: set[str] = set()
@@ -48,7 +56,15 @@ def added_users(changes: Iterable[Any]) -> set[str]:
     return users
 
 
-class EventFeed:
+class AnchoredFeed:
+    """A listener on `collection` where `field >= anchor`, re-anchored every `window` seconds; each
+    snapshot's changes go through `pick`, and the keys it returns to the `deliver` callback, on the
+    event loop."""
+
+    collection: str = Collection.EVENTS
+    field: str = "createdAt"
+    pick: Callable[[Iterable[Any]], set[str]] = staticmethod(added_users)
+
     def __init__(self, client_factory: ClientFactory, window: float = 60.0) -> None:
         self._factory, self._window = client_factory, window
         self._stopped = threading.Event()
@@ -58,7 +74,7 @@ class EventFeed:
         self.snapshots = 0  # seen by tests and the benchmark
 
     @classmethod
-    def of(cls, project: str, database: str) -> EventFeed:
+    def of(cls, project: str, database: str) -> Self:
         return cls(lambda: firestore.Client(project=project, database=database))
 
     def start(self, loop: asyncio.AbstractEventLoop, wake: Wake) -> None:
@@ -66,7 +82,8 @@ class EventFeed:
         if self._thread is not None:
             return
         self._loop, self._wake = loop, wake
-        self._thread = threading.Thread(target=self._run, name="agentry-event-feed", daemon=True)
+        name = f"agentry-feed-{self.collection}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -91,16 +108,28 @@ class EventFeed:
 
     def _listen(self, client: firestore.Client) -> Watch | None:
         anchor = anchor_iso(dt.datetime.now(dt.UTC))
-        query = client.collection(Collection.EVENTS).where(filter=FieldFilter("createdAt", ">=", anchor))
+        query = client.collection(self.collection).where(filter=FieldFilter(self.field, ">=", anchor))
         try:
             watch: Watch = query.on_snapshot(self._on_snapshot)
-        except Exception as exc:  # the poll still reaches the streams; the next window tries again
-            log.warning("event listener not started (streams fall back to polling): %s", exc)
+        except Exception as exc:  # polling and expiry still hold; the next window tries again
+            log.warning("%s listener not started: %s", self.collection, exc)
             return None
         return watch
 
     def _on_snapshot(self, docs: Any, changes: Any, read_time: Any) -> None:
         self.snapshots += 1
-        users = added_users(changes)
-        if users and self._loop is not None and self._wake is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake, users)
+        keys = type(self).pick(changes)
+        if keys and self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, keys)
+
+
+class EventFeed(AnchoredFeed):
+    """New events: the users whose streams to wake."""
+
+
+class RevocationFeed(AnchoredFeed):
+    """Ended sessions: the session documents to drop from the cache."""
+
+    collection = Collection.SESSIONS
+    field = "revokedAt"
+    pick = staticmethod(revoked_sessions)

@@ -91,3 +91,47 @@ def test_replay_past_the_page_size_has_no_gap_and_goes_on_live(replicas: list[Ap
         assert int(got[0]["id"]) == count + 1
     finally:
         stream.close()
+
+
+@pytest.fixture
+def caching_replicas(
+    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
+) -> Iterator[list[ApiServer]]:
+    """Two replicas that keep session documents for a minute: only the revocation listener can make
+    an ended session stop working on the other replica within these tests' waits."""
+    settings = api_settings(
+        firestore_project,
+        namespace,
+        str(kube.kubeconfig),
+        watch=False,
+        sse_poll_seconds=NO_POLL,
+        session_cache_seconds=60,
+    )
+    servers = [start_api(settings), start_api(settings)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_a_session_ended_on_one_replica_stops_working_on_the_other_before_its_cache_expires(
+    caching_replicas: list[ApiServer],
+) -> None:
+    a, b = caching_replicas
+    eventually(lambda: b.state.revocations.snapshots > 0, what="replica B's revocation listener")
+    alice = a.guest()
+    on_b = same_user_on(b, alice)
+    assert on_b.get("/api/me").status_code == 200  # B has read the session, and keeps it
+    kept = a.client()
+    kept.cookies.update(alice.cookies)
+    assert alice.delete("/api/session").status_code == 204
+    assert kept.get("/api/me").status_code == 401  # on A at once: its own cache dropped it
+    eventually(lambda: on_b.get("/api/me").status_code == 401, 15, "the signed-out session refused on B")
+
+    # A browser signed in with an API token (on B) loses its session when the token is revoked on A.
+    bob = a.guest()
+    token = bob.post("/api/tokens", json={"name": "laptop"}).json()
+    browser = b.client()
+    assert browser.post("/api/session/token", json={"token": token["token"]}).status_code == 200
+    assert browser.get("/api/me").status_code == 200
+    assert bob.delete(f"/api/tokens/{token['id']}").status_code == 204
+    eventually(lambda: browser.get("/api/me").status_code == 401, 15, "the token's session refused on B")
