@@ -92,7 +92,7 @@ app.add_typer(approvals.app, name="approvals")
 app.command()(approvals.approve)
 app.command()(approvals.deny)
 app.command()(account.usage)
-app.command()(account.budgets)
+app.add_typer(account.budgets_app, name="budgets")
 
 
 def fail(message: str, code: ExitCode) -> int:

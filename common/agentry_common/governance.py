@@ -6,15 +6,23 @@
   and by metering alike, so what admission checks is what metering charges.
 * Refusals: the error type a client sees on a budget refusal (HTTP 402), which the provider layer
   treats as final (no retry, no fallback).
+* Admin-managed budgets (the API writes, the gateway reads): budget policies and manual throttles
+  in Firestore (`BUDGET_POLICIES`, `BUDGET_THROTTLES`, each change audited in `BUDGET_AUDIT`), the
+  one shape of a limit and a policy (`LimitSpec`, `PolicySpec`, `ThrottleSpec`) and the window rule.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from .records import Collection
 
 ADMISSION_PATH: Final = "/v1/agentry/admission"
 RUN_END_PATH: Final = "/v1/agentry/executions/end"
@@ -117,3 +125,91 @@ class RunEnd(BaseModel):
     namespace: str = Field(min_length=1, max_length=63)
     execution: str = Field(min_length=1, max_length=253)
     uid: str = Field(min_length=1, max_length=64, description="the Execution's uid, as in its run tokens")
+
+
+# -- admin-managed budgets (docs/governance.md, "Budgets set by admins") ---------------------------------
+
+# Firestore collections: written by the API (admins), read by the gateway. BUDGET_ADMIN holds one
+# document the gateway writes, GATEWAY_CONFIG_DOC: the governance file's policies, read-only in the UI.
+BUDGET_POLICIES: Final = Collection.BUDGET_POLICIES.value
+BUDGET_THROTTLES: Final = Collection.BUDGET_THROTTLES.value
+BUDGET_AUDIT: Final = Collection.BUDGET_AUDIT.value
+BUDGET_ADMIN: Final = Collection.BUDGET_ADMIN.value
+GATEWAY_CONFIG_DOC: Final = "gatewayConfig"
+# How often a gateway pod reads them again: the staleness bound of an admin's change.
+ADMIN_REFRESH_SECONDS: Final = 5.0
+# Scopes an admin may put a policy or a throttle on (an Execution's subject carries its uid).
+ADMIN_SCOPES: Final = (Scope.USER, Scope.AGENT, Scope.NAMESPACE, Scope.INSTALLATION)
+POLICY_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+MAX_AMOUNT: Final = 10**15  # a limit's tokens or messages: stored as a 64-bit integer
+_ROLLING = re.compile(r"^(\d+)([mhd])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: str) -> tuple[str, int]:
+    """`5h` -> ("rolling", 18000); `day`, `month`, `total` -> (kind, 0). ValueError otherwise."""
+    value = text.strip().lower()
+    if value in ("day", "month", "total"):
+        return value, 0
+    match = _ROLLING.match(value)
+    if match is None or int(match.group(1)) <= 0:
+        raise ValueError(
+            f"bad budget window {text!r}: use rolling '<n>m', '<n>h', '<n>d' (e.g. 5h), "
+            "or 'day', 'month', 'total'"
+        )
+    return "rolling", int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class ThrottleMode(StrEnum):
+    """What a manual throttle forces its subject into."""
+
+    THROTTLE = "throttle"  # the throttle zone: the cheaper model; low-priority runs wait
+    REFUSE = "refuse"  # as if exhausted: every call and every run refused
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class LimitSpec(_Spec):
+    """Limits over one window; any of tokens, messages, costUSD (at least one)."""
+
+    window: str = Field(max_length=16, description="rolling <n>m|<n>h|<n>d, or day, month, total")
+    tokens: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    messages: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    cost_usd: Decimal | None = Field(default=None, alias="costUSD", gt=0, max_digits=18, decimal_places=9)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> LimitSpec:
+        if self.tokens is None and self.messages is None and self.cost_usd is None:
+            raise ValueError(f"limit over {self.window!r} sets none of tokens, messages, costUSD")
+        return self
+
+
+class PolicySpec(_Spec):
+    """Limits for every subject of `scope` whose key matches `match` (a shell-style pattern)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    scope: Scope
+    match: str = Field(default="*", min_length=1, max_length=256)
+    limits: list[LimitSpec] = Field(min_length=1, max_length=20)
+
+
+class ThrottleSpec(_Spec):
+    """An admin's manual throttle: `subject` of `scope` (a shell pattern like a policy's `match`) is
+    forced into `mode` until `until` (unix seconds; None: until lifted), for `reason`."""
+
+    id: str = Field(min_length=1, max_length=64)
+    scope: Scope
+    subject: str = Field(min_length=1, max_length=256)
+    mode: ThrottleMode = ThrottleMode.THROTTLE
+    reason: str = Field(min_length=1, max_length=500)
+    until: float | None = None
+    by: str = Field(default="", max_length=256, description="who set it (a user id)")

@@ -26,6 +26,10 @@ class Collection(StrEnum):
     SESSIONS = "sessions"  # the API's server-side browser sessions
     LLM_CALLS = "llmCalls"  # written by the gateway, read by the API
     BUDGET_COUNTERS = "budgetCounters"  # the gateway's
+    BUDGET_POLICIES = "budgetPolicies"  # admins' budget policies: written by the API, read by the gateway
+    BUDGET_THROTTLES = "budgetThrottles"  # admins' manual throttles: the same
+    BUDGET_AUDIT = "budgetAudit"  # who changed which policy or throttle, when (the API's)
+    BUDGET_ADMIN = "budgetAdmin"  # gatewayConfig: the file's policies, as the gateway read them
 
 
 class _Wire(BaseModel):

@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentry_common import pricing
+from agentry_common.governance import ADMIN_REFRESH_SECONDS
 from agentry_common.models import Provider as Protocol
 from agentry_common.pricing import Price
 from agentry_common.tokens import Keyring
@@ -227,6 +228,9 @@ class Settings(BaseSettings):
     )
     # Where budget counters and call records live: "firestore", or "memory" (one process, dev/bench).
     ledger: str = Field(default="firestore", pattern="^(firestore|memory)$")
+    # How often admin-set policies and throttles are read again (Firestore ledger only; 0: never
+    # read, the governance file alone applies). The staleness bound of an admin's change.
+    admin_refresh_seconds: float = Field(default=ADMIN_REFRESH_SECONDS, ge=0, le=300)
     # Per-pod budget leases of the Firestore ledger (docs/governance.md): off, every call is a transaction.
     budget_leases: bool = True
     google_cloud_project: str = Field(

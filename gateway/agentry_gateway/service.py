@@ -27,10 +27,11 @@ from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolic
 
 from . import telemetry
 from .budgets import Amount, Decision, estimate_call
+from .budgets.admin_source import AdminPolicies
 from .calls import Call, Guarded, Rejected, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .config import GatewayConfig, Settings
-from .ledger import Ledger, Subjects
+from .ledger import FirestoreLedger, Ledger, Subjects
 from .metering import Meter
 from .metrics import Metrics
 from .probe import Prober
@@ -79,6 +80,7 @@ class Gateway:
         self.meter = Meter(self.metrics, ledger, self.pool, self.router, self.redact, self.spawn)
         self.prober = Prober(config, self.pool, self.breakers, ledger, self.redact)
         self._background: set[asyncio.Task[Any]] = set()
+        self.admin = self._admin_policies()
 
     # -- housekeeping -----------------------------------------------------------------------------------
 
@@ -98,7 +100,22 @@ class Gateway:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
+    def _admin_policies(self) -> AdminPolicies | None:
+        """Admins' policies and throttles, read again every few seconds (budgets/admin_source.py);
+        they live in Firestore, so the memory ledger has none."""
+        every = self.settings.admin_refresh_seconds
+        if not isinstance(self.ledger, FirestoreLedger) or every <= 0:
+            return None
+        admin = AdminPolicies(self.ledger.client, self.config.budgets, self.ledger, every, self.ledger.clock)
+        try:
+            admin.start()
+        except RuntimeError:  # built outside an event loop (a test's Gateway): nothing to refresh
+            return None
+        return admin
+
     async def aclose(self) -> None:
+        if self.admin is not None:
+            await self.admin.aclose()
         await self.drain()
         await self.pool.aclose()
         await self.ledger.close()

@@ -9,6 +9,7 @@ from agentry_common.governance import Action, Scope, Zone
 from .amounts import Amount
 from .policies import RUN_POLICY, Calendar, Thresholds
 from .states import Decision, LimitState, Subject, fmt, when
+from .throttles import steer_admission, steer_call
 
 CheaperModel = Callable[[str], str | None]
 
@@ -59,6 +60,20 @@ def decide_call(
     others are refused; exhausted: refused. An Execution that has ended (its counter's `ended`) gets
     no more calls at all."""
     th = thresholds or Thresholds()
+    decision = _budget_call(subjects, priority, model, estimate, now, cal, th, cheaper)
+    return steer_call(decision, subjects, now, cheaper)  # an admin's manual throttles, if any
+
+
+def _budget_call(
+    subjects: Sequence[Subject],
+    priority: int,
+    model: str,
+    estimate: Amount,
+    now: float,
+    cal: Calendar,
+    th: Thresholds,
+    cheaper: CheaperModel,
+) -> Decision:
     states = tuple(s for subject in subjects for s in subject.states(now, cal))
     ended = next((s.counter for s in subjects if s.counter.ended is not None), None)
     if ended is not None:  # its run is over: a token still held (a late or stolen one) gets nothing
@@ -157,6 +172,20 @@ def decide_admission(
     Low priority starts below the throttle threshold, normal below the critical one, high below
     100 %. In between, work that may start does so on the cheaper model."""
     th = thresholds or Thresholds()
+    decision = _budget_admission(subjects, priority, model, now, cal, th, cheaper, max_wait_seconds)
+    return steer_admission(decision, subjects, now, th, cheaper, max_wait_seconds)
+
+
+def _budget_admission(
+    subjects: Sequence[Subject],
+    priority: int,
+    model: str | None,
+    now: float,
+    cal: Calendar,
+    th: Thresholds,
+    cheaper: CheaperModel,
+    max_wait_seconds: float | None,
+) -> Decision:
     states = tuple(s for subject in subjects for s in subject.states(now, cal))
     top, pct, zone, where = _standing(states, th)
     if zone is Zone.NORMAL:

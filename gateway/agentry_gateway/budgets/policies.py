@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -12,16 +11,13 @@ from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from agentry_common.governance import Scope, Zone
+from agentry_common.governance import LimitSpec, PolicySpec, Scope, Zone, parse_window
 from agentry_common.pricing import usd_to_nanos
 
 from .amounts import Metric
-
-_ROLLING = re.compile(r"^(\d+)([mhd])$")
-_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -31,16 +27,8 @@ class Window:
 
     @classmethod
     def parse(cls, text: str) -> Window:
-        value = text.strip().lower()
-        if value in ("day", "month", "total"):
-            return cls(value)  # type: ignore[arg-type]
-        match = _ROLLING.match(value)
-        if match is None or int(match.group(1)) <= 0:
-            raise ValueError(
-                f"bad budget window {text!r}: use rolling '<n>m', '<n>h', '<n>d' (e.g. 5h), "
-                "or 'day', 'month', 'total'"
-            )
-        return cls("rolling", int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        kind, seconds = parse_window(text)  # the one rule, shared with the API's validation
+        return cls(kind, seconds)  # type: ignore[arg-type]
 
     @property
     def label(self) -> str:
@@ -56,25 +44,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class Limit(_Model):
-    """Limits over one window; any of tokens, messages, costUSD (at least one)."""
-
-    window: str
-    tokens: int | None = Field(default=None, ge=1)
-    messages: int | None = Field(default=None, ge=1)
-    cost_usd: Decimal | None = Field(default=None, alias="costUSD", gt=0)
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        Window.parse(value)
-        return value
-
-    @model_validator(mode="after")
-    def _some_metric(self) -> Limit:
-        if self.tokens is None and self.messages is None and self.cost_usd is None:
-            raise ValueError(f"limit over {self.window!r} sets none of tokens, messages, costUSD")
-        return self
+class Limit(LimitSpec):
+    """Limits over one window (validated by `LimitSpec`), with what the counters need of them."""
 
     @cached_property
     def window_spec(self) -> Window:
@@ -95,7 +66,7 @@ class Limit(_Model):
         return list(self._amounts)
 
 
-class BudgetPolicy(_Model):
+class BudgetPolicy(PolicySpec):
     """Limits for every subject of `scope` whose key matches `match` (shell-style pattern).
 
     Subjects: a user key (the Agent's `agentry.dev/owner` label, or `ns:<namespace>`), an agent
@@ -103,10 +74,7 @@ class BudgetPolicy(_Model):
     namespace (every call of it), the installation (subject `all`: every call).
     """
 
-    name: str = Field(min_length=1, max_length=128)
-    scope: Scope
-    match: str = "*"
-    limits: list[Limit] = Field(min_length=1)
+    limits: list[Limit] = Field(min_length=1, max_length=20)  # type: ignore[assignment]
 
     def applies(self, scope: Scope, subject: str) -> bool:
         return self.scope is scope and fnmatch.fnmatchcase(subject, self.match)

@@ -1,12 +1,15 @@
 """The budgets and usage pages in headless Chromium: a run throttled and refused by a real LLM gateway
 shows up on /budgets with its zone badge and the explanation; the spend and usage charts (the vendored
-Chart.js, under the pages' CSP) are drawn with the API's numbers. Screenshots go to docs/screenshots/."""
+Chart.js, under the pages' CSP) are drawn with the API's numbers; an admin creates a policy and
+throttles a user from the page's forms, the gateway obeys, and that user sees why (no controls for
+them). Screenshots go to docs/screenshots/."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +22,7 @@ from agentry_api.auth import owner_label
 from agentry_api.storage.store import Store, new_client
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
-from tests.integration.api.budget_steering import admit_throttle_refuse, governed
+from tests.integration.api.budget_steering import admit_throttle_refuse, call, governed
 from tests.integration.api.server import ApiServer
 from tests.integration.gateway.harness import ANTHROPIC_KEY, GatewayServer
 
@@ -133,3 +136,82 @@ def test_budgets_and_usage_pages_show_a_throttled_run_and_draw_charts(
     save(page, "usage.png")
     assert errors == []  # no CSP violation, no script error
     context.close()
+
+
+def applied(gw: GatewayServer, name: str, present: bool = True, timeout: float = 20) -> None:
+    """Wait until the gateway's ledger has (or no longer has) an admin policy or throttle."""
+    deadline = time.monotonic() + timeout
+    while any(p.name == name for p in gw.gateway.ledger.policies) is not present:
+        assert time.monotonic() < deadline, f"the gateway did not {'apply' if present else 'drop'} {name}"
+        time.sleep(0.1)
+
+
+def test_an_admin_sets_a_policy_and_throttles_a_user_who_sees_why(
+    browser: Browser, governed_api: tuple[ApiServer, GatewayServer, ScriptedLLM], namespace: str
+) -> None:
+    api, gw, llm = governed_api
+    admin = browser.new_context(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page = admin.new_page()
+    # A refused form answers 422, which Chromium logs as a failed resource: expected here, nothing else.
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "422" not in m.text else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())
+    assert page.request.post(api.url + "/api/session/token", data={"token": "admin-token-for-tests"}).ok
+    alice = browser.new_context(viewport={"width": 1280, "height": 900})
+    alice_page = alice.new_page()
+    alice_page.goto(api.url + "/budgets")
+    alice_id = alice_page.request.get(api.url + "/api/me").json()["id"]
+
+    page.goto(api.url + "/budgets")
+    users = page.locator('#budget-policies tr[data-policy="users"]')
+    expect(users.locator(".source-config")).to_have_text("governance file · read-only")
+    expect(users.locator("button")).to_have_count(0)
+
+    form = page.locator("#policy-form")
+    form.locator('[name="name"]').fill("team-a")
+    form.locator('[name="scope"]').select_option("agent")
+    form.locator('[name="match"]').fill(f"{namespace}/*")
+    form.locator('.limit [name="window"]').fill("5x")
+    form.locator('.limit [name="costUSD"]').fill("2.50")
+    form.locator("#save-policy").click()
+    expect(form.locator('.field-error[data-for="limits"]')).to_contain_text("limits.0.window")
+    form.locator('.limit [name="window"]').fill("day")
+    form.locator("#save-policy").click()
+    team = page.locator('#budget-policies tr[data-policy="team-a"]')
+    expect(team.locator(".source-admin")).to_have_text("admin")
+    expect(team).to_contain_text("$2.50 / day")
+    applied(gw, "team-a")
+
+    throttle = page.locator("#throttle-form")
+    throttle.locator('[name="scope"]').select_option("user")
+    throttle.locator('[name="subject"]').fill(alice_id)
+    throttle.locator('[name="reason"]').fill("runaway loop in report-writer: paused to the cheaper model")
+    throttle.locator("#save-throttle").click()
+    row = page.locator("#budget-throttles tbody tr[data-throttle]")
+    expect(row).to_have_count(1)
+    expect(row.locator(".reason")).to_have_text("runaway loop in report-writer: paused to the cheaper model")
+    expect(page.locator("#budget-audit tbody tr")).to_have_count(2)
+    applied(gw, f"throttle:{row.get_attribute('data-throttle')}")
+
+    llm.script([{"text": "cheaper"}])
+    steered = call(gw, owner_label(alice_id), namespace, RUN, AGENT)
+    assert steered.headers["x-agentry-decision"] == "throttle", steered.text
+    gw.drain()
+    page.goto(api.url + "/budgets")
+    expect(page.locator("#budget-throttles tbody tr[data-throttle]")).to_have_count(1)
+    save(page, "budgets-admin.png")
+
+    alice_page.goto(api.url + "/budgets")
+    expect(alice_page.locator("#budget-admin")).to_have_count(0)  # no controls for a non-admin
+    expect(alice_page.locator("#budget-throttles .reason")).to_contain_text("runaway loop in report-writer")
+    expect(alice_page.locator("#budget-decisions .reason").first).to_contain_text("throttled by an admin")
+
+    page.locator("#budget-throttles button[data-lift]").click()
+    expect(page.locator("#budget-throttles tbody tr.empty")).to_have_text("No manual throttle applies.")
+    page.locator('#budget-policies tr[data-policy="team-a"] button[data-delete]').click()
+    expect(page.locator('#budget-policies tr[data-policy="team-a"]')).to_have_count(0)
+    applied(gw, "team-a", present=False)
+    assert errors == []
+    admin.close()
+    alice.close()
