@@ -59,6 +59,7 @@ from .services.events import EventBus
 from .services.feed import EventFeed, RevocationFeed
 from .services.quotas import Quotas
 from .services.runs import RunService
+from .services.trials_run import TrialService
 from .services.workflow_feed import WorkflowRunFeed
 from .session_cache import SessionCache
 from .settings import Settings, get_settings
@@ -170,6 +171,7 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
 
 def start_watcher(state: AppState) -> Watcher:
     settings = state.settings
+    trials = TrialService(state.store, state.cluster, state.bus, state.agents, state.quotas)
     watcher = Watcher(
         state.store,
         state.cluster,
@@ -179,6 +181,7 @@ def start_watcher(state: AppState) -> Watcher:
         settings.sync_retry_seconds,
         settings.approval_check_seconds,
         WorkflowRunFeed(state.store, state.cluster, state.bus, settings.import_owner),
+        lambda: trials.sweep(None),
     )
     watcher.start()
     return watcher

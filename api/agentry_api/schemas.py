@@ -108,6 +108,9 @@ class ExecutionOut(BaseModel):
     result: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
+    trial: bool = Field(
+        default=False, description="A draft tried from the chat designer (its Agent is gone)."
+    )
     createdAt: str
     updatedAt: str
 

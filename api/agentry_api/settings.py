@@ -22,6 +22,7 @@ QUOTAS = (
     "streams",
     "tokens",
     "workflows",
+    "concurrent_trials",
 )
 
 
@@ -36,6 +37,7 @@ class Limits(BaseModel):
     streams: int
     tokens: int
     workflows: int
+    concurrent_trials: int
 
 
 class Settings(BaseSettings):
@@ -120,6 +122,9 @@ class Settings(BaseSettings):
     quota_streams: int = Field(default=10, ge=0, description="Event streams open at once (every replica).")
     quota_tokens: int = Field(default=50, ge=0, description="API tokens not revoked a user may hold.")
     quota_workflows: int = Field(default=20, ge=0, description="Workflows a user may own.")
+    quota_concurrent_trials: int = Field(
+        default=2, ge=0, description="Drafts tried from the chat designer running at once."
+    )
     guest_quota_agents: int = Field(default=3, ge=0)
     guest_quota_scheduled_agents: int = Field(default=0, ge=0)
     guest_quota_concurrent_runs: int = Field(default=1, ge=0)
@@ -128,6 +133,7 @@ class Settings(BaseSettings):
     guest_quota_streams: int = Field(default=3, ge=0)
     guest_quota_tokens: int = Field(default=5, ge=0)
     guest_quota_workflows: int = Field(default=2, ge=0)
+    guest_quota_concurrent_trials: int = Field(default=2, ge=0)
     scheduler_oidc_audience: str | None = Field(
         default=None,
         description="Required `aud` of the Cloud Scheduler jobs' ID tokens (the operator's audience, by "

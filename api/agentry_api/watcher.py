@@ -1,5 +1,5 @@
 """Background tasks started by the lifespan: watch Agents, Executions and WorkflowRuns, retry
-pending Agent writes, deny approvals past their expiry.
+pending Agent writes, deny approvals past their expiry, delete chat trials' hidden Agents left behind.
 
 Watches restart from a fresh list after any error (with backoff); everything they do is idempotent
 (view hashes and event dedupe keys), so a restart, or two replicas doing the same, publish each
@@ -27,6 +27,7 @@ from .services.workflow_feed import WorkflowRunFeed
 from .storage import Store, now_iso
 
 log = logging.getLogger("agentry.api.watcher")
+TRIAL_SWEEP_SECONDS = 60.0
 
 
 class Watcher:
@@ -40,10 +41,12 @@ class Watcher:
         sync_every: float,
         approvals_every: float,
         workflow_runs: WorkflowRunFeed | None = None,
+        sweep_trials: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.store, self.cluster = store, cluster
         self.agents, self.runs, self.approvals = agents, runs, approvals
         self.workflow_runs = workflow_runs
+        self.sweep_trials = sweep_trials  # hidden Agents of chat trials whose socket went away
         self.sync_every, self.approvals_every = sync_every, approvals_every
         self.tasks: list[asyncio.Task[None]] = []
         self.healthy: dict[str, bool] = {"agents": False, "executions": False}
@@ -55,6 +58,11 @@ class Watcher:
             asyncio.create_task(self._forever("executions", self._watch_executions), name="watch-executions"),
             asyncio.create_task(self._loop("sync", self.sync_every, self._sync_once, self.agents.kick)),
             *self._workflow_task(),
+            *(
+                [asyncio.create_task(self._loop("trials", TRIAL_SWEEP_SECONDS, self.sweep_trials))]
+                if self.sweep_trials
+                else []
+            ),
             asyncio.create_task(self._loop("approvals", self.approvals_every, self.approvals.expire_due)),
         ]
 

@@ -19,6 +19,10 @@ LABEL_OWNER: Final = f"{GROUP}/owner"  # hash of the owning user (API); budgets 
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "agentry-operator"
+# A draft run once from the chat designer ("try it"): on its hidden Agent and its Execution. The API
+# never stores such an Agent as the user's and deletes it (its run with it) once the run has ended.
+LABEL_TRIAL: Final = f"{GROUP}/trial"
+TRIAL_NAME_PREFIX: Final = "trial-"
 
 ANNOTATION_CORRELATION_ID: Final = f"{GROUP}/correlation-id"
 # Full Execution name on Jobs and Pods (label values are cut at 63 characters).

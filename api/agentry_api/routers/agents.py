@@ -8,6 +8,8 @@ from fastapi import APIRouter, Body, Response, status
 
 from ..deps import CurrentUser, StateDep
 from ..schemas import AgentIn, AgentList, AgentOut, RunAccepted, RunIn
+from ..schemas_workflows import BackfillIn
+from ..services.errors import Invalid
 from ..services.paging import Cursor, Limit, offset_of, page
 from ..services.views import agent_out
 
@@ -55,6 +57,21 @@ async def update_agent(agent_id: str, user: CurrentUser, state: StateDep, body: 
     if body.spec.schedule is not None:  # adding a schedule counts against `scheduled_agents`
         await state.quotas.agent_update(user, await state.agents.get(user, agent_id), scheduled=True)
     return agent_out(await state.agents.update(user, agent_id, body))
+
+
+@router.post("/{agent_id}/backfill", response_model=AgentOut)
+async def backfill_agent(agent_id: str, user: CurrentUser, state: StateDep, body: BackfillIn) -> AgentOut:
+    """Start the schedule's fire times between `start` and `end` once each: sets the spec's
+    `schedule.backfill` (at most 10 runs, else 422 naming it; a time that still has a run is not run
+    again). 422 without a schedule; 409 for an agent managed with kubectl; run quotas as for a run."""
+    doc = await state.agents.get(user, agent_id)
+    spec = dict(doc.get("spec") or {})
+    if not spec.get("schedule"):
+        raise Invalid(["body"], f"agent {agent_id!r} has no schedule: there are no fire times to backfill")
+    await state.quotas.run_start(user)
+    spec["schedule"] = {**spec["schedule"], "backfill": body.rfc3339()}
+    edited = AgentIn.model_validate({"name": doc["name"], "spec": spec})
+    return agent_out(await state.agents.update(user, agent_id, edited))
 
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,31 +1,52 @@
 """The chat designer over a WebSocket (`/api/chat`), and the user's conversations.
 
-Frames are JSON. Client → server: `{"type": "message", "text": "..."}`, `{"type": "save"}`.
-Server → client: `hello` (conversation id, history, whether an LLM is configured), `message`
-(assistant text), `draft` (validated draft, errors, diff against the saved agent), `saved`, `error`
-(`code`: LLM_REQUIRED, LLM_ERROR, INVALID, ...). Authentication as for HTTP (cookie from the same
-origin, or an Authorization header); a refused connection is accepted and closed at once with code
-4401 (not signed in), 4403 (cross-origin) or 4404 (not yours or absent) and a reason.
+Frames are JSON. Client → server: `{"type": "message", "text": "..."}`, `{"type": "save"}`,
+`{"type": "try", "input": "..."}` (run the current draft once), `{"type": "decide", "approval": ID,
+"approved": bool}`. Server → client: `hello` (conversation id, history, trials, whether an LLM is
+configured), `message` (assistant text), `draft` (validated draft, errors, diff against the saved
+agent), `saved`, `trial` (one part of a trial run: services/trials_feed.py), `decided`, `error`
+(`code`: LLM_REQUIRED, LLM_ERROR, INVALID, OVER_QUOTA, TRIAL_FAILED, ...). Authentication as for
+HTTP (cookie from the same origin, or an Authorization header); a refused connection is accepted and
+closed at once with code 4401 (not signed in), 4403 (cross-origin) or 4404 (not yours or absent) and
+a reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
 from ..auth import User
-from ..deps import CurrentUser, StateDep, authenticate, get_state
+from ..deps import AppState, CurrentUser, StateDep, authenticate, get_state
 from ..designer_llm import LLM_REQUIRED_MESSAGE
+from ..schemas_chat import MAX_TEXT, DecideFrame, TryFrame
 from ..services.designer import Designer
-from ..services.errors import Conflict, Invalid, NotFound, OverQuota
+from ..services.errors import Conflict, Invalid, NotFound, OverQuota, Unavailable
 from ..services.paging import Cursor, Limit, offset_of, page
+from ..services.trials_feed import Send, TrialFollower, new_entry, record
+from ..services.trials_run import TrialService
 from ..services.views import agent_out
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger("agentry.api.chat")
-MAX_TEXT = 8000
+Doc = dict[str, Any]
+
+
+@dataclass
+class Chat:
+    """One socket's conversation and what answers its frames."""
+
+    state: AppState
+    user: User
+    conv: Doc
+    designer: Designer
+    trials: TrialService
+    follower: TrialFollower
 
 
 @router.get("/api/conversations")
@@ -76,36 +97,66 @@ async def chat(
     except OverQuota as exc:
         await websocket.close(code=4429, reason=exc.msg[:120])
         return
+    lock = asyncio.Lock()
+
+    async def send(frame: Doc) -> None:
+        async with lock:  # the trial follower sends from its own task
+            await websocket.send_json(frame)
+
+    trials = TrialService(state.store, state.cluster, state.bus, state.agents, state.quotas)
+    follower = TrialFollower(
+        trials, state.bus, state.store, user, conv, send, state.settings.sse_poll_seconds
+    )
+    chat_ = Chat(state, user, conv, designer, trials, follower)
+    try:
+        await serve(websocket, chat_, send)
+    finally:
+        await follower.close()
+
+
+async def serve(websocket: WebSocket, chat_: Chat, send: Send) -> None:
+    conv = chat_.conv
     history = [{"role": m["role"], "content": m["content"]} for m in conv["messages"]]
-    await websocket.send_json(
+    await send(
         {
             "type": "hello",
             "conversation": conv["id"],
             "agentId": conv.get("agentId"),
             "messages": history,
-            "llm": state.llm is not None,
+            "trials": conv.get("trials", []),
+            "llm": chat_.state.llm is not None,
         }
     )
-    if state.llm is None:
-        await websocket.send_json({"type": "error", "code": "LLM_REQUIRED", "message": LLM_REQUIRED_MESSAGE})
+    if chat_.state.llm is None:
+        await send({"type": "error", "code": "LLM_REQUIRED", "message": LLM_REQUIRED_MESSAGE})
     try:
+        await chat_.follower.resume()
+        await chat_.follower.sweep()
         while True:
             frame = await websocket.receive_json()
-            for out in await answer(designer, user, conv, frame):
-                await websocket.send_json(out)
+            for out in await answer(chat_, frame):
+                await send(out)
     except WebSocketDisconnect:
         return
     except ValueError:
         await websocket.close(code=1003, reason="frames must be JSON")
 
 
-def _invalid(message: str) -> dict[str, Any]:
-    return {"type": "error", "code": "INVALID", "message": message}
+def _invalid(message: str, errors: list[Doc] | None = None) -> Doc:
+    out: Doc = {"type": "error", "code": "INVALID", "message": message}
+    if errors is not None:
+        out["errors"] = errors
+    return out
 
 
-async def answer(designer: Designer, user: User, conv: dict[str, Any], frame: Any) -> list[dict[str, Any]]:
+def _frame_errors(exc: ValidationError) -> list[Doc]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+
+
+async def answer(chat_: Chat, frame: Any) -> list[Doc]:
     """The frames that answer one client frame."""
     kind = frame.get("type") if isinstance(frame, dict) else None
+    designer, user, conv = chat_.designer, chat_.user, chat_.conv
     if kind == "message":
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
@@ -117,4 +168,62 @@ async def answer(designer: Designer, user: User, conv: dict[str, Any], frame: An
         except (Conflict, Invalid, NotFound) as exc:
             return [_invalid(str(exc))]
         return [{"type": "saved", "agent": agent_out(doc).model_dump(mode="json")}]
-    return [_invalid("frame type must be 'message' or 'save'")]
+    if kind == "try":
+        return await try_draft(chat_, frame)
+    if kind == "decide":
+        return await decide(chat_, frame)
+    return [_invalid("frame type must be 'message', 'save', 'try' or 'decide'")]
+
+
+async def try_draft(chat_: Chat, frame: Doc) -> list[Doc]:
+    """Run the current draft once; its parts follow as `trial` frames from the event feed."""
+    try:
+        body = TryFrame.model_validate(frame)
+    except ValidationError as exc:
+        return [_invalid("invalid try frame", _frame_errors(exc))]
+    errors = await chat_.designer.draft_errors(chat_.conv)
+    if errors:
+        return [_invalid("the draft cannot run: " + "; ".join(e["msg"] for e in errors), errors)]
+    store, user = chat_.state.store, chat_.user
+    since = await store.last_event_seq(user.id)  # before the run exists: its first event is after
+    try:
+        doc = await chat_.trials.start(user, chat_.conv, body.input)
+    except Invalid as exc:
+        return [_invalid(exc.msg, exc.errors)]
+    except OverQuota as exc:
+        return [over_quota(exc)]
+    except (Conflict, Unavailable) as exc:
+        return [{"type": "error", "code": "TRIAL_FAILED", "message": str(exc)}]
+    entry = new_entry(doc, chat_.conv)
+    started = {"kind": "started", "agent": chat_.conv["draft"]["agent"].get("name"), "input": body.input}
+    entry["parts"].append(started)
+    record(chat_.conv, entry)
+    await store.put_conversation(chat_.conv)
+    chat_.follower.follow(entry, since)
+    return [{"type": "trial", "execution": doc["id"], "part": started, "done": False}]
+
+
+def over_quota(exc: OverQuota) -> Doc:
+    """A quota refusal, as the HTTP API's 429 says it."""
+    return {
+        "type": "error",
+        "code": "OVER_QUOTA",
+        "status": 429,
+        "limit": exc.limit,
+        "allowed": exc.allowed,
+        "retryAfter": exc.retry_after,
+        "message": exc.msg,
+    }
+
+
+async def decide(chat_: Chat, frame: Doc) -> list[Doc]:
+    """Approve or deny what a trial waits for, as the approvals page would."""
+    try:
+        body = DecideFrame.model_validate(frame)
+    except ValidationError as exc:
+        return [_invalid("invalid decide frame", _frame_errors(exc))]
+    try:
+        doc = await chat_.state.approvals.decide(chat_.user, body.approval, body.approved, body.reason)
+    except (NotFound, Conflict, Unavailable) as exc:
+        return [{"type": "error", "code": "DECISION_FAILED", "message": str(exc)}]
+    return [{"type": "decided", "approval": doc["id"], "state": doc.get("state")}]

@@ -44,6 +44,7 @@ from ..settings import Settings
 from ..storage import Store, now_iso
 from .errors import Conflict, Invalid, NotFound
 from .events import EventBus
+from .trials import is_trial
 from .views import agent_out, agent_status_view
 
 log = logging.getLogger("agentry.api.agents")
@@ -320,6 +321,8 @@ class AgentService:
         """The watcher saw an Agent CR change. Returns the (possibly new) Firestore document."""
         meta = cr["metadata"]
         name = meta["name"]
+        if is_trial(cr):  # a chat trial's hidden Agent (services/trials_run.py): never the user's
+            return None
         doc = await self.store.agent(name)
         if event == "DELETED":
             if doc is None:
@@ -371,8 +374,11 @@ class AgentService:
             )
         return doc
 
-    async def import_cr(self, cr: Doc) -> Doc:
-        """An Agent CR unknown to Firestore: created with kubectl (or its document was lost)."""
+    async def import_cr(self, cr: Doc) -> Doc | None:
+        """An Agent CR unknown to Firestore: created with kubectl (or its document was lost); never
+        a chat trial's hidden Agent (None)."""
+        if is_trial(cr):
+            return None
         meta = cr["metadata"]
         labels = meta.get("labels") or {}
         now = now_iso()

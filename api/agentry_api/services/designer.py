@@ -121,21 +121,7 @@ class Designer:
         return [{"type": "message", "role": "assistant", "text": answer, "usage": usage}, *frames]
 
     async def check_draft(self, user: User, conv: Doc, raw: Doc) -> Doc:
-        candidate = draft_to_agent(raw, self.agent_model)
-        errors: list[Doc] = []
-        try:
-            body = AgentIn.model_validate(candidate)
-            await self.agents.enforce_policy(body.spec)
-            await self.agents.dry_run(
-                self.agents.cluster.agent_manifest(
-                    "draft-" + conv["id"][:8], body.spec.wire(), "draft", body.name
-                )
-            )
-            candidate = {"name": body.name, "spec": body.spec.wire()}
-        except ValidationError as exc:
-            errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        except Invalid as exc:
-            errors = exc.errors
+        candidate, errors = await self.validate(conv, draft_to_agent(raw, self.agent_model))
         saved = await self.store.owned_agent(user.id, conv["agentId"]) if conv.get("agentId") else None
         conv["draft"] = {"agent": candidate, "valid": not errors}
         return {
@@ -146,6 +132,31 @@ class Designer:
             "diff": diff(saved, candidate),
             "agentId": conv.get("agentId"),
         }
+
+    async def validate(self, conv: Doc, candidate: Doc) -> tuple[Doc, list[Doc]]:
+        """(the candidate as the API would store it, its errors): the Agent schema, the policy, and a
+        dry-run apply on the cluster."""
+        try:
+            body = AgentIn.model_validate(candidate)
+            await self.agents.enforce_policy(body.spec)
+            await self.agents.dry_run(
+                self.agents.cluster.agent_manifest(
+                    "draft-" + conv["id"][:8], body.spec.wire(), "draft", body.name
+                )
+            )
+            return {"name": body.name, "spec": body.spec.wire()}, []
+        except ValidationError as exc:
+            return candidate, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        except Invalid as exc:
+            return candidate, exc.errors
+
+    async def draft_errors(self, conv: Doc) -> list[Doc]:
+        """Why the conversation's current draft cannot run now (none: it can); checked again at the
+        moment of a trial, since the policy may have changed since it was drafted."""
+        draft = conv.get("draft")
+        if not draft or not isinstance(draft.get("agent"), dict):
+            return [{"loc": ["draft"], "msg": "there is no draft to try yet: describe the agent first"}]
+        return (await self.validate(conv, draft["agent"]))[1]
 
     async def save(self, user: User, conv: Doc) -> Doc:
         draft = conv.get("draft")

@@ -57,6 +57,14 @@ def agent_out(doc: Doc) -> AgentOut:
 def agent_status_view(cr: Doc) -> Doc:
     status = cr.get("status") or {}
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), None)
+    paused = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == ConditionType.SCHEDULE_PAUSED and c.get("status") == "True"
+        ),
+        None,
+    )
     view: Doc = {
         "ready": ready.get("status") if ready else None,
         "reason": ready.get("reason") if ready else None,
@@ -66,6 +74,9 @@ def agent_status_view(cr: Doc) -> Doc:
         "model": status.get("model"),
         "lastExecution": status.get("lastExecution"),
         "totals": status.get("totals"),
+        # The schedule's catch-up and pause state: skipped runs, the last backfill, why it is paused.
+        "scheduleState": status.get("scheduleState"),
+        "paused": {"reason": paused.get("reason"), "message": paused.get("message")} if paused else None,
     }
     return view
 
@@ -94,6 +105,7 @@ def execution_out(doc: Doc) -> ExecutionOut:
         result=doc.get("result"),
         usage=doc.get("usage"),
         approval=doc.get("approval"),
+        trial=bool(doc.get("trial")),
         createdAt=doc.get("createdAt", ""),
         updatedAt=doc.get("updatedAt", ""),
     )

@@ -323,3 +323,28 @@ def test_run_progress_reaches_the_owners_event_stream_and_no_one_elses(
     finally:
         mine.close()
         theirs.close()
+
+
+def test_an_agents_backfill_from_the_api_starts_its_past_fire_times_once(api: ApiServer) -> None:
+    c = api.guest()
+    schedule = {"cron": "0 9 * * *", "timeZone": "Europe/Berlin"}
+    spec = {"instructions": "Daily digest.", "model": {"name": "claude-sonnet-4-5"}, "schedule": schedule}
+    agent = create_agent(c, spec=spec)["id"]
+    url = f"/api/agents/{agent}/backfill"
+    r = c.post(url, json={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T23:59:59Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["schedule"]["backfill"]["end"] == "2026-01-02T23:59:59Z"
+
+    def scheduled() -> list[str] | None:
+        items = c.get("/api/executions", params={"agent": agent}).json()["items"]
+        found = sorted(i["id"] for i in items if i["trigger"] == "Schedule")
+        return found if len(found) == 2 else None  # 09:00 Berlin on Jan 1 and Jan 2
+
+    eventually(scheduled, 60, "the agent's two backfilled runs in the API")
+    wide = c.post(url, json={"start": "2026-01-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"})
+    assert wide.status_code == 422 and "backfill" in wide.text, wide.text
+    plain = create_agent(c)["id"]
+    r = c.post(
+        f"/api/agents/{plain}/backfill", json={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+    )
+    assert r.status_code == 422 and "has no schedule" in r.text

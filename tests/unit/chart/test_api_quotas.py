@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentry_api.settings import Settings
+from agentry_api.settings import QUOTAS, Settings
 
 from .render import RenderError, one, render
 
@@ -31,7 +31,7 @@ def test_quota_defaults_are_the_apis_own() -> None:
     )
     defaults = Settings()
     quota_fields = [f for f in Settings.model_fields if "quota_" in f]
-    assert len(quota_fields) == 16
+    assert len(quota_fields) == 2 * len(QUOTAS)  # every quota, for users and for guests
     for field in [*quota_fields, "guest_mints_per_hour", "token_max_days", "forwarded_hops"]:
         assert getattr(settings, field) == getattr(defaults, field), field
 

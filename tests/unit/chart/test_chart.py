@@ -473,7 +473,7 @@ def test_api_rbac_is_namespaced_and_minimal(default: list[Obj]) -> None:
         ("agentry.dev", "executions"): {"get", "list", "watch", "create", "patch"},
         # Dashboard users' workflows: written whole (PUT with the resourceVersion read), runs started.
         ("agentry.dev", "workflows"): {"get", "list", "create", "update", "delete"},
-        ("agentry.dev", "workflowruns"): {"get", "list", "create", "delete"},
+        ("agentry.dev", "workflowruns"): {"get", "list", "watch", "create", "delete"},
         ("", "pods"): {"get", "list"},
         ("", "pods/log"): {"get"},
         ("", "secrets"): {"get"},  # the agent policy's opt-in label of referenced Secrets

@@ -84,7 +84,7 @@ function renderExecutions() {
   const withAgent = !agent;
   table.querySelector("tbody").replaceChildren(...(rows.length ? rows.map((e) => h("tr", { "data-execution": e.id },
     h("td", {}, h("a", { href: `/executions/${encodeURIComponent(e.id)}` }, e.id)),
-    withAgent ? h("td", {}, e.agentId) : null,
+    withAgent ? h("td", {}, e.trial ? `${e.agentId} (chat trial)` : e.agentId) : null,
     h("td", {}, pill(e.phase, `phase-${e.phase}`)),
     h("td", {}, e.reason || ""),
     h("td", {}, e.trigger),
@@ -311,6 +311,12 @@ document.addEventListener("submit", async (ev) => {
     const text = new FormData(form).get("input");
     const r = await command("POST", `/api/agents/${encodeURIComponent(form.dataset.id)}/runs`, text ? { input: text } : {}, [202]);
     if (r && r.ok) toast(`Run ${r.data.execution} accepted (correlation ${r.data.correlationId.slice(0, 8)})`);
+  } else if (form.id === "agent-backfill-form") {
+    ev.preventDefault();
+    const at = (name) => new Date(form.elements[name].value).toISOString();  // local time, sent as UTC
+    const url = `/api/agents/${encodeURIComponent(form.dataset.id)}/backfill`;
+    const r = await command("POST", url, { start: at("start"), end: at("end") }, [200]);
+    if (r && r.ok) toast("backfill requested: its runs appear below as the operator starts them");
   } else if (form.id === "token-form") {
     ev.preventDefault();
     const r = await command("POST", "/api/tokens", { name: new FormData(form).get("name") }, [201]);
@@ -319,50 +325,8 @@ document.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const r = await command("POST", "/api/session/token", { token: new FormData(form).get("token") }, [200]);
     if (r && r.ok) location.href = "/";
-  } else if (form.id === "chat-form") {
-    ev.preventDefault();
-    const input = form.querySelector("input");
-    if (input.value.trim() && chat.socket && chat.socket.readyState === 1) {
-      chat.say("user", input.value);
-      chat.socket.send(JSON.stringify({ type: "message", text: input.value }));
-      input.value = "";
-    }
   }
 });
 
-// -- chat designer ----------------------------------------------------------------------------
-const chat = {
-  socket: null,
-  say(role, text) { $("#chat-log").append(h("div", { class: `msg ${role}` }, text)); $("#chat-log").scrollTop = 1e9; },
-  open() {
-    const box = $("#chat");
-    if (!box) return;
-    const qs = box.dataset.agent ? `?agent=${encodeURIComponent(box.dataset.agent)}` : "";
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/chat${qs}`);
-    this.socket = ws;
-    ws.onmessage = (ev) => {
-      const f = JSON.parse(ev.data);
-      if (f.type === "hello") f.messages.forEach((m) => this.say(m.role, m.content));
-      else if (f.type === "message") this.say("assistant", f.text);
-      else if (f.type === "error") this.say("error", f.message);
-      else if (f.type === "draft") this.draft(f);
-      else if (f.type === "saved") location.href = `/agents/${encodeURIComponent(f.agent.id)}`;
-    };
-    ws.onclose = (ev) => { if (ev.code >= 4000) this.say("error", `chat closed: ${ev.reason}`); };
-  },
-  draft(f) {
-    const box = $("#chat-draft");
-    box.hidden = false;
-    box.querySelector("tbody").replaceChildren(...f.diff.map((d) => h("tr", {},
-      h("th", {}, d.field), h("td", { class: "before" }, JSON.stringify(d.before) ?? "—"), h("td", { class: "after" }, JSON.stringify(d.after)))));
-    $("#chat-draft-errors").textContent = f.errors.map((e) => `${e.loc.join(".")}: ${e.msg}`).join("; ");
-    $("#chat-save").disabled = !f.valid;
-  },
-};
-document.addEventListener("click", (ev) => {
-  if (ev.target.id === "chat-save" && chat.socket) chat.socket.send(JSON.stringify({ type: "save" }));
-});
-
 connect();
-chat.open();
 if (page === "execution") calls.follow($("#phase").textContent);
