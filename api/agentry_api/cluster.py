@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -292,6 +292,19 @@ class Cluster:
         log = self.client.log(name, namespace=self.namespace, tail_lines=tail_lines, newlines=False)
         lines: list[str] = await self._call(_collect(log))
         return name, lines
+
+    async def follow_pod_log(self, job_name: str) -> AsyncIterator[str]:
+        """The log of a Job's newest pod as it is written (from its start), until the container ends;
+        nothing if the Job has no pod yet. No deadline: the caller cancels."""
+        listing = self.client.list(Pod, namespace=self.namespace, labels={JOB_NAME_LABEL: job_name})
+        pods = [to_dict(p) for p in await self._call(_collect(listing))]
+        if not pods:
+            return
+        pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        async for line in self.client.log(
+            pod["metadata"]["name"], namespace=self.namespace, follow=True, newlines=False
+        ):
+            yield line
 
 
 async def _collect(items: AsyncIterable[Any]) -> list[Any]:

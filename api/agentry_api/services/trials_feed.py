@@ -4,8 +4,10 @@ The follower reads the same per-user feed as `GET /api/events` (`EventBus` + Fir
 subscribes to the bus, which wakes it at once for an event of this process and, through the Firestore
 listener (`feed.py`), of another replica; `sse_poll_seconds` is only the safety net. It runs while
 the socket has a trial in flight and stops after the last one ended. Tool steps are not in the feed
-(they are the run's own step events, on its pod's log): they are read from the log when the run
-waits for an approval and when it ends, just before its hidden Agent (and so its pod) is deleted.
+(they are the run's own step events, on its pod's log): while the run is Running its pod's log is
+followed (pushed by the kubelet, line by line), and it is read once more when the run waits for an
+approval and when it ends (just before its hidden Agent, and so its pod, is deleted) for anything
+the follow missed; the keys in `seen` keep each step to one part.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Followed:
     after: int = 0  # the last feed event applied to it (a re-read never applies one twice)
     last_status: Doc | None = None
     seen: set[str] = field(default_factory=set)
+    tail: asyncio.Task[None] | None = None  # following the pod's log while the run is Running
 
 
 def new_entry(doc: Doc, conv: Doc) -> Doc:
@@ -68,7 +71,7 @@ class TrialFollower:
         poll: float,
     ) -> None:
         self.trials, self.bus, self.store, self.user, self.conv = trials, bus, store, user, conv
-        self.send, self.poll = send, poll
+        self.send, self.poll = send, poll  # `send` is safe from several tasks (the router locks it)
         self.followed: dict[str, Followed] = {}
         self.last = 0
         self.task: asyncio.Task[None] | None = None
@@ -109,6 +112,9 @@ class TrialFollower:
             await self.trials.sweep(self.user)
 
     async def close(self) -> None:
+        for followed in self.followed.values():
+            if followed.tail is not None:
+                followed.tail.cancel()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -145,14 +151,17 @@ class TrialFollower:
         status = next((p for p in parts if p["kind"] == "status"), None)
         if status is not None:
             followed.last_status = status
+            if status["phase"] == Phase.RUNNING.value and followed.tail is None:
+                followed.tail = asyncio.get_running_loop().create_task(self._tail(followed))
             if status["phase"] in STEP_PHASES:
+                if followed.tail is not None:
+                    followed.tail.cancel()
+                    followed.tail = None
                 at = parts.index(status) + 1
                 parts[at:at] = await self.trials.tool_steps(name, followed.seen)
         ended = status is not None and status["phase"] in TERMINAL
         for part in parts:
-            if len(followed.entry["parts"]) < MAX_PARTS:
-                followed.entry["parts"].append(part)
-            await self.send({"type": "trial", "execution": name, "part": part, "done": False})
+            await self._part(followed, part)
         if ended:
             followed.entry["done"] = True
             del self.followed[name]
@@ -160,6 +169,18 @@ class TrialFollower:
             await self.trials.finish(name)
             await self.send({"type": "trial", "execution": name, "part": {"kind": "done"}, "done": True})
         return bool(parts)
+
+    async def _part(self, followed: Followed, part: Doc) -> None:
+        if len(followed.entry["parts"]) < MAX_PARTS:
+            followed.entry["parts"].append(part)
+        await self.send(
+            {"type": "trial", "execution": followed.entry["execution"], "part": part, "done": False}
+        )
+
+    async def _tail(self, followed: Followed) -> None:
+        """Tool steps as the pod logs them; stored with the conversation at the run's next change."""
+        async for part in self.trials.live_tool_steps(followed.entry["execution"], followed.seen):
+            await self._part(followed, part)
 
 
 def _last_status(entry: Doc) -> Doc | None:

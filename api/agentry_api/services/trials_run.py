@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from lightkube import ApiError
 from pydantic import ValidationError
 
@@ -140,6 +142,19 @@ class TrialService:
             await self.cluster.delete_agent(name)
         except (ClusterUnavailable, ApiError) as exc:  # the next sweep deletes it
             log.warning("trial %s: hidden agent not deleted yet: %s", name, exc)
+
+    async def live_tool_steps(self, name: str, seen: set[str]) -> AsyncIterator[Doc]:
+        """Tool calls and results as the run's pod logs them (the log followed), not shown yet."""
+        doc = await self.store.execution(name)
+        job = (doc or {}).get("jobName")
+        if not job:
+            return
+        try:
+            async for line in self.cluster.follow_pod_log(job):
+                for part in tool_parts([line], seen):
+                    yield part
+        except (ClusterUnavailable, ApiError, httpx.HTTPError) as exc:  # the end-of-run read catches up
+            log.info("trial %s: pod log not followed: %s", name, exc)
 
     async def tool_steps(self, name: str, seen: set[str]) -> list[Doc]:
         """The tool calls and results the run's pod has logged and the chat has not shown yet."""

@@ -49,6 +49,7 @@ def test_a_draft_tried_from_the_chat_runs_live_in_the_conversation(
             {
                 "match": "hello-from-the-sandbox",
                 "text": "The sandbox printed: hello-from-the-sandbox",
+                "delay": 10,  # the tool's step must show while the run still thinks
                 "usage": {"input_tokens": 1100, "output_tokens": 60},
             },
         ]
@@ -68,9 +69,11 @@ def test_a_draft_tried_from_the_chat_runs_live_in_the_conversation(
     trial = page.locator("#chat-log .msg.trial")
     expect(trial).to_contain_text('Trying "Greeter"', timeout=30_000)
     expect(trial).to_contain_text("Running", timeout=180_000)
+    # Live: the tool call and its result show while the run goes on (its pod's log, followed).
+    expect(trial.locator(".part.tool_call")).to_contain_text("echo hello-from-the-sandbox", timeout=180_000)
+    expect(trial.locator(".part.tool_result")).to_contain_text("hello-from-the-sandbox", timeout=8_000)
+    expect(trial.locator(".part.result")).to_have_count(0)
     expect(trial.locator(".part.result")).to_contain_text("hello-from-the-sandbox", timeout=180_000)
-    expect(trial.locator(".part.tool_call")).to_contain_text("echo hello-from-the-sandbox")
-    expect(trial.locator(".part.tool_result")).to_contain_text("hello-from-the-sandbox")
     usage = trial.locator(".part.usage")
     expect(usage).to_contain_text("2000 in / 100 out")
     expect(trial).to_contain_text("Succeeded")
