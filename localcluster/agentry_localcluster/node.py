@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,15 @@ class Node:
             self.procs.append(kubelet)
 
         start_with_ports("the kubelet", 1, on, host=NODE_IP)
+
+    def restart_kubelet(self, down: float, timeout: float = 120) -> None:
+        """SIGKILL the kubelet, as a crash would (the containers go on under containerd), and start it
+        again after `down` seconds (fault tests)."""
+        old = next(p for p in self.procs if p.name == "kubelet")
+        old.kill()
+        self.procs.remove(old)
+        time.sleep(down)
+        self._start_kubelet(timeout)
 
     def _node_ready(self) -> bool:
         result = self.plane.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
