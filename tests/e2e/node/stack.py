@@ -46,7 +46,20 @@ class NodeStack:
             "metadata": {"name": name},
             "spec": spec,
         }
-        self.kubectl("apply", "-f", "-", input=json.dumps(agent))
+        self.apply(json.dumps(agent))
+
+    def apply(self, manifest: str) -> None:
+        """kubectl apply, once the admission webhook answers (this may be the first test after the
+        install, while the operator's webhook Service has no endpoint yet)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.kubectl("apply", "-f", "-", input=manifest)
+                return
+            except AssertionError as exc:
+                if "failed calling webhook" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
     def run(self, agent: str, task: str) -> str:
         """kubectl create an Execution of agent; its name."""

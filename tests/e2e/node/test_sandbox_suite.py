@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,25 +105,13 @@ def canary(node_stack: NodeStack) -> dict[str, Any]:
     return {"env": "SUITE_TOKEN", "secretKeyRef": {"name": SECRET, "key": "token"}}
 
 
-def _apply(stack: NodeStack, name: str, spec: dict[str, Any]) -> None:
-    """Apply once the admission webhook answers (this may be the first test after the install)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return stack.apply_agent(name, spec)
-        except AssertionError as exc:
-            if "failed calling webhook" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-
-
 def _run(stack: NodeStack, llm: ScriptedLLM, spec: dict[str, Any], cases: list[Case], *first: Any) -> Run:
     """One Execution of a new Agent whose model makes `first` and the cases' calls in one turn, then
     ends (if the run gets that far), to its end or its approval wait."""
     uses = [*first, *(u for case in cases for u in case.tool_uses())]
     llm.script([{"content": uses, "usage": {"input_tokens": 2000, "output_tokens": 400}}, {"text": "Done."}])
     agent = unique("sbx")
-    _apply(stack, agent, spec)
+    stack.apply_agent(agent, spec)
     name = stack.run(agent, "Run the sandbox suite.")
     done = stack.wait_phase(name, ("Succeeded", "Failed", "WaitingApproval"), timeout=300)
     pods = stack.items("pods", "-l", f"agentry.dev/execution={name}")

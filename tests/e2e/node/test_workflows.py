@@ -85,19 +85,6 @@ def script(llm: ScriptedLLM, hook: Site) -> None:
     )
 
 
-def apply(stack: NodeStack, manifest: str) -> None:
-    """kubectl apply once the admission webhook answers (this may be the first test after the install)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            stack.kubectl("apply", "-f", "-", input=manifest)
-            return
-        except AssertionError as exc:
-            if "failed calling webhook" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-
-
 def wait_for(what: str, check: Any, timeout: float = 240) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,7 +132,7 @@ def test_the_morning_brief_runs_in_pods_and_posts_after_approval(
     node_stack: NodeStack, llm: ScriptedLLM, hook: Site, browser: Browser
 ) -> None:
     script(llm, hook)
-    apply(node_stack, sample(hook))
+    node_stack.apply(sample(hook))
     run = (
         node_stack.kubectl("create", "-f", str(SAMPLES / "workflowrun.yaml"), "-o", "name")
         .strip()
