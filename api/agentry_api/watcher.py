@@ -143,15 +143,22 @@ class Watcher:
         items, rv = await self._relist(Execution)
         for cr in items:
             await self.runs.observe("ADDED", cr)
-        self.healthy["executions"] = True
+        await self._follow("executions", Execution, rv, self.runs.observe)
+
+    async def _follow(
+        self, what: str, res: Any, rv: str, observe: Callable[[str, dict[str, Any]], Awaitable[Any]]
+    ) -> None:
+        """Watch `res` from resourceVersion `rv`, each event to `observe`; one bad object is logged
+        and skipped, never the end of the watch."""
+        self.healthy[what] = True
         async for event, obj in self.cluster.client.watch(
-            Execution, namespace=self.cluster.namespace, resource_version=rv or None
+            res, namespace=self.cluster.namespace, resource_version=rv or None
         ):
-            WATCH_EVENTS.labels("executions", event).inc()
+            WATCH_EVENTS.labels(what, event).inc()
             try:
-                await self.runs.observe(event, to_dict(obj))
-            except Exception as exc:  # one bad object must not stop the mirror
-                log.warning("execution %s not mirrored: %s", to_dict(obj)["metadata"].get("name"), exc)
+                await observe(event, to_dict(obj))
+            except Exception as exc:
+                log.warning("%s: %s not handled: %s", what, to_dict(obj)["metadata"].get("name"), exc)
 
     def _workflow_task(self) -> list[asyncio.Task[None]]:
         if self.workflow_runs is None:
@@ -165,15 +172,7 @@ class Watcher:
         """Relist (clients refetch on reconnect, so the relist publishes nothing), then watch."""
         assert self.workflow_runs is not None
         _, rv = await self._relist(WorkflowRun)
-        self.healthy["workflowruns"] = True
-        async for event, obj in self.cluster.client.watch(
-            WorkflowRun, namespace=self.cluster.namespace, resource_version=rv or None
-        ):
-            WATCH_EVENTS.labels("workflowruns", event).inc()
-            try:
-                await self.workflow_runs.observe(event, to_dict(obj))
-            except Exception as exc:  # one bad object must not stop the feed
-                log.warning("workflow run %s not published: %s", to_dict(obj)["metadata"].get("name"), exc)
+        await self._follow("workflowruns", WorkflowRun, rv, self.workflow_runs.observe)
 
     def state(self) -> dict[str, Any]:
         return {"healthy": dict(self.healthy), "errors": dict(self.last_error), "at": now_iso()}

@@ -200,3 +200,10 @@ def listening_socket() -> Iterator[socket.socket]:
         s.bind(("127.0.0.1", 0))
         s.listen()
         yield s
+
+
+def serve(settings: Settings) -> Iterator[ApiServer]:
+    """A fixture's body: the API with these settings, stopped afterwards (`yield from serve(...)`)."""
+    server = start_api(settings)
+    yield server
+    server.stop()

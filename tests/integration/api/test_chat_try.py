@@ -21,7 +21,7 @@ from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, play_kubelet
 
 from .helpers import REPORT, pod_of, request_approval
-from .server import ApiServer, api_settings, start_api
+from .server import ApiServer, api_settings, serve
 from .test_chat import API_KEY, DRAFT, FakeAnthropic, open_chat
 
 pytestmark = pytest.mark.integration
@@ -51,9 +51,7 @@ def try_api(
         anthropic_base_url=scripted.url,
         guest_quota_concurrent_trials=2,
     )
-    server = start_api(settings)
-    yield server
-    server.stop()
+    yield from serve(settings)
 
 
 def until(ws: ClientConnection, want: Any, timeout: float = 40) -> dict[str, Any]:
@@ -251,9 +249,7 @@ def one_run_api(
         anthropic_base_url=scripted.url,
         guest_quota_concurrent_runs=1,
     )
-    server = start_api(settings)
-    yield server
-    server.stop()
+    yield from serve(settings)
 
 
 def test_a_trial_counts_as_one_of_the_users_runs(one_run_api: ApiServer, scripted: FakeAnthropic) -> None:
