@@ -30,6 +30,7 @@ class Collection(StrEnum):
     BUDGET_THROTTLES = "budgetThrottles"  # admins' manual throttles: the same
     BUDGET_AUDIT = "budgetAudit"  # who changed which policy or throttle, when (the API's)
     BUDGET_ADMIN = "budgetAdmin"  # gatewayConfig: the file's policies, as the gateway read them
+    GATEWAY_PODS = "gatewayPods"  # each gateway pod's heartbeat: whose reservations are orphaned
 
 
 class _Wire(BaseModel):

@@ -48,6 +48,7 @@ from .budgets import (
     decide_admission,
 )
 from .ledger_core import Flush, LedgerCore, LedgerStats, Op, Reserve, Settle, Subjects
+from .ledger_pods import GONE_AFTER_SECONDS, HEARTBEAT_SECONDS, PodHeartbeat
 
 __all__ = ["FirestoreLedger", "Ledger", "LedgerStats", "MemoryLedger", "Subjects"]
 
@@ -291,10 +292,15 @@ class FirestoreLedger(Ledger):
 
     max_attempts = 40  # per transaction, by the library (each commit that aborts is retried)
 
-    def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, client: Any, *args: Any, gone_after: float = GONE_AFTER_SECONDS, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("leases", True)  # a transaction per call is what leases save
         super().__init__(*args, **kwargs)
         self.client = client
+        self.heartbeat = PodHeartbeat(
+            client, self.pod, every=min(HEARTBEAT_SECONDS, gone_after / 3), gone_after=gone_after
+        )
         self._records: list[dict[str, Any]] = []
         self._records_written: asyncio.Future[None] | None = None
 
@@ -308,7 +314,11 @@ class FirestoreLedger(Ledger):
             docs[snap.id] = snap.to_dict() if snap.exists else None
         return {cid: Counter.from_doc(*_scope_subject(cid), docs.get(cid)) for cid in ids}
 
+    def gone_pods(self) -> frozenset[str]:
+        return self.heartbeat.gone
+
     async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
+        await self.heartbeat.ensure()
         from google.api_core import exceptions as gexc
         from google.cloud.firestore import AsyncTransaction, async_transactional
 
@@ -374,6 +384,7 @@ class FirestoreLedger(Ledger):
 
     async def close(self) -> None:
         await super().close()
+        await self.heartbeat.stop()
         await self._write_records()
         api = getattr(self.client, "_firestore_api_internal", None)
         if api is not None:

@@ -28,6 +28,7 @@ from .budgets import (
     decide_call,
 )
 from .ledger_leases import Lease, LeasePlan, commit, flush_plan, hold, scaled, spare_for
+from .ledger_pods import new_pod_id
 
 log = logging.getLogger("agentry.gateway.ledger")
 
@@ -139,6 +140,7 @@ class LedgerCore:
         self.thresholds = thresholds
         self.keep_seconds = keep_seconds
         self.clock = clock
+        self.pod = new_pod_id()  # this process: marks the reservations it makes (ledger_pods)
         self.stats = LedgerStats()
         self._queues: dict[str, list[Op]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -149,6 +151,10 @@ class LedgerCore:
         """Load the counters `ids`, run fn (which mutates them and returns the ids it changed) and
         store the changed ones atomically; fn may run more than once (transaction retries)."""
         raise NotImplementedError
+
+    def gone_pods(self) -> frozenset[str]:
+        """Gateway pods known to be gone: their reservations are counted now (FirestoreLedger)."""
+        return frozenset()
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -214,6 +220,8 @@ class LedgerCore:
             plans.clear()
             changed.clear()
             now = self.clock()
+            for counter in counters.values():
+                counter.writer = self.pod
             self._prune(counters, now, changed)
             for key in keys:
                 if key in self._leases:
@@ -233,8 +241,9 @@ class LedgerCore:
         return list(results)
 
     def _prune(self, counters: dict[str, Counter], now: float, changed: set[str]) -> None:
+        gone = self.gone_pods()
         for cid, counter in counters.items():
-            expired = counter.prune(now, self.calendar, self.keep_seconds)
+            expired = counter.prune(now, self.calendar, self.keep_seconds, gone)
             if expired:
                 self.stats.expired_reservations += len(expired)
                 log.warning("%s: %d reservation(s) expired and were counted as spent", cid, len(expired))

@@ -18,7 +18,8 @@ throttle zone with it counted (`spare_for`); near a zone or a limit, calls are r
 before. What a lease changes: other pods see the spare as reserved (they are the more cautious for
 it), and a zone change or an Execution's end caused by another pod is seen here at most
 `LEASE_SECONDS` late (this pod's own transactions invalidate its leases at once). A pod that dies
-holding a lease leaves its reservation to expire (counted at its amount: over-counted, never lost).
+holding a lease leaves its reservation to be counted at its amount once the pod is seen gone
+(ledger_pods.py: over-counted, never lost).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ class Reservation:
     amount: Amount
     expires: float
     created: float
+    owner: str = ""  # the gateway pod that made it (ledger_pods): its end settles it sooner than expiry
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Counter:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     updated: float = 0.0
     ended: float | None = None  # an Execution's: when it ended (its run tokens admit no more calls)
+    # Not stored: the pod whose transaction holds this copy; reservations it makes are marked so.
+    writer: str = field(default="", repr=False, compare=False)
 
     # The document form: plain maps and int lists (Firestore has no tuples or decimal type).
     def to_doc(self) -> dict[str, Any]:
@@ -44,7 +47,12 @@ class Counter:
             "months": {k: v.to_list() for k, v in self.months.items()},
             "total": self.total.to_list(),
             "reservations": {
-                rid: {"a": r.amount.to_list(), "exp": r.expires, "at": r.created}
+                rid: {
+                    "a": r.amount.to_list(),
+                    "exp": r.expires,
+                    "at": r.created,
+                    **({"by": r.owner} if r.owner else {}),
+                }
                 for rid, r in self.reservations.items()
             },
             "updatedAt": self.updated,
@@ -66,7 +74,10 @@ class Counter:
         for rid, raw in (doc.get("reservations") or {}).items():
             if isinstance(raw, dict):
                 reservations[str(rid)] = Reservation(
-                    Amount.from_list(raw.get("a")), float(raw.get("exp", 0)), float(raw.get("at", 0))
+                    Amount.from_list(raw.get("a")),
+                    float(raw.get("exp", 0)),
+                    float(raw.get("at", 0)),
+                    str(raw.get("by") or ""),
                 )
         return cls(
             scope,
@@ -116,7 +127,7 @@ class Counter:
         self.total = self.total + amount
 
     def reserve(self, rid: str, amount: Amount, now: float, ttl: float = RESERVATION_TTL_SECONDS) -> None:
-        self.reservations[rid] = Reservation(amount, now + ttl, now)
+        self.reservations[rid] = Reservation(amount, now + ttl, now, self.writer)
         self.updated = now
 
     def settle(self, rid: str, actual: Amount, now: float, cal: Calendar) -> bool:
@@ -127,12 +138,15 @@ class Counter:
         self.updated = now
         return found
 
-    def prune(self, now: float, cal: Calendar, keep_seconds: int) -> list[str]:
-        """Count expired reservations as spent (at their estimate) and drop old buckets and keys.
+    def prune(
+        self, now: float, cal: Calendar, keep_seconds: int, gone: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Count expired reservations, and those of gateway pods that are `gone`, as spent (at their
+        estimate: the provider may have charged the call) and drop old buckets and keys.
 
         Returns the ids of the expired reservations so the caller can log them.
         """
-        expired = [rid for rid, r in self.reservations.items() if r.expires <= now]
+        expired = [rid for rid, r in self.reservations.items() if r.expires <= now or r.owner in gone]
         for rid in expired:
             self._add(self.reservations.pop(rid).amount, now, cal)
         oldest = now - keep_seconds - cal.bucket_seconds

@@ -27,6 +27,7 @@ from agentry_gateway.budgets import (
     estimate_call,
     run_policy,
 )
+from agentry_gateway.ledger_pods import gone_pods
 
 pytestmark = pytest.mark.unit
 
@@ -128,6 +129,21 @@ def test_expired_reservations_count_as_spent_never_dropped() -> None:
     assert counter.reserved(NOW + 61) == Amount()
     assert counter.prune(NOW + 61, CAL, 86400) == ["crashed"]
     assert counter.total == Amount(100, 1, 7) and not counter.reservations
+
+
+def test_reservations_of_a_gone_pod_count_as_spent_before_they_expire() -> None:
+    counter = Counter(Scope.USER, "u1", writer="gw-dead")
+    counter.reserve("in-flight", Amount(100, 1, 7), NOW)
+    counter.writer = "gw-alive"
+    counter.reserve("mine", Amount(5, 1, 1), NOW)
+    again = Counter.from_doc(Scope.USER, "u1", counter.to_doc())  # the owner is stored
+    assert {rid: r.owner for rid, r in again.reservations.items()} == {
+        "in-flight": "gw-dead",
+        "mine": "gw-alive",
+    }
+    assert again.prune(NOW + 1, CAL, 86400, frozenset({"gw-dead"})) == ["in-flight"]
+    assert again.total == Amount(100, 1, 7) and list(again.reservations) == ["mine"]
+    assert gone_pods({"gw-a": NOW - 61, "gw-b": NOW - 5, "me": NOW - 999}, NOW, 60, "me") == {"gw-a"}
 
 
 def test_prune_drops_history_older_than_the_longest_window() -> None:
