@@ -58,11 +58,23 @@ def to_utc(wall: dt.datetime, zone: ZoneInfo) -> dt.datetime:
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
+def walk_start(after: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """The naive wall time croniter starts from: `after`'s own, unless the zone's UTC offset changes
+    within _REPEAT_MARGIN either side (then the margin back, as always). Away from a transition wall
+    and UTC time differ by one fixed offset, so every earlier wall time maps to an instant <= `after`
+    and would only be dropped: an every-minute cron takes 1 croniter step per look, not 180 (each
+    reconcile, refresh and status.upcomingRuns looks; measured with bench/schedule_drift.py)."""
+    local = after.astimezone(zone)
+    offsets = {(after + k * _REPEAT_MARGIN).astimezone(zone).utcoffset() for k in (-1, 1)}
+    if offsets == {local.utcoffset()}:
+        return local.replace(tzinfo=None)
+    return (local - _REPEAT_MARGIN).replace(tzinfo=None)
+
+
 def iter_fire_times(cron: str, tz: str, after: dt.datetime) -> Iterator[dt.datetime]:
     """Fire times (UTC, ascending, unique) strictly after `after`."""
     zone = ZoneInfo(tz)
-    start = (after.astimezone(zone) - _REPEAT_MARGIN).replace(tzinfo=None)
-    walls = croniter(_expr(cron), start)
+    walls = croniter(_expr(cron), walk_start(after, zone))
     last = after
     while True:
         when = to_utc(walls.get_next(dt.datetime), zone)

@@ -46,17 +46,23 @@ def build_execution(agent: str, namespace: str, when: dt.datetime) -> dict[str, 
     }
 
 
-async def tick(agent: str, namespace: str, job: str) -> str:
-    client = AsyncClient(field_manager="agentry-tick")
+async def create(client: AsyncClient, agent: str, namespace: str, job: str) -> str:
+    """The tick's one write: the Execution of Job `job`'s scheduled time (409: it exists already)."""
     manifest = build_execution(agent, namespace, scheduled_time(job))
     try:
         await client.create(Execution.from_dict(manifest))
     except ApiError as exc:
         if exc.status.code != 409:
             raise
+    return str(manifest["metadata"]["name"])  # type: ignore[index]
+
+
+async def tick(agent: str, namespace: str, job: str) -> str:
+    client = AsyncClient(field_manager="agentry-tick")
+    try:
+        return await create(client, agent, namespace, job)
     finally:
         await client.close()
-    return str(manifest["metadata"]["name"])  # type: ignore[index]
 
 
 def main() -> int:
