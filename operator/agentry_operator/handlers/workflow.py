@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -211,10 +211,16 @@ def runs_in(memo: kopf.Memo, memo_key: str) -> Runs:
 
 
 def watch_objects(
-    registry: kopf.OperatorRegistry, plural: str, memo_key: str, runs: Callable[[], Runs]
+    registry: kopf.OperatorRegistry,
+    plural: str,
+    memo_key: str,
+    runs: Callable[[], Runs],
+    signature: Callable[[Any], Hashable] | None = None,
 ) -> None:
     """One `Runs` for the objects of `plural` (made at start-up, kept in the operator-wide memo
-    under `memo_key`); each watch event of one pokes it, its deletion forgets its timer."""
+    under `memo_key`); each watch event of one pokes it (with `signature`, only an event whose
+    signature differs from the last poked one), its deletion forgets its timer."""
+    seen: dict[Key, Hashable] = {}
 
     async def install(memo: kopf.Memo, **_: Any) -> None:
         memo[memo_key] = runs()
@@ -222,8 +228,14 @@ def watch_objects(
     async def on_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if type == "DELETED":
+            seen.pop(key, None)
             runs_in(memo, memo_key).forget(key)  # a run's step Executions go with it (owners)
             return
+        if signature is not None:
+            mark = signature(body)
+            if type is not None and seen.get(key) == mark:  # None: the start-up listing, always
+                return
+            seen[key] = mark
         await runs_in(memo, memo_key).poke(context(memo).client, key, logger)
 
     kopf.on.startup(registry=registry, id=f"install-{plural}")(install)

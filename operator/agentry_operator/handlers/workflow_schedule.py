@@ -31,6 +31,7 @@ from ..workflows.resources import Workflow, WorkflowRun
 from .workflow import Key, Logger, Runs, watch_objects
 
 MEMO_KEY = "agentry-workflow-schedules"
+RUN_WORKFLOW_FIELD = "spec.workflowRef.name"
 
 
 def schedule_errors(schedule: dict[str, Any] | None) -> list[str]:
@@ -47,8 +48,18 @@ def schedule_errors(schedule: dict[str, Any] | None) -> list[str]:
 
 
 async def _runs_of(client: AsyncClient, namespace: str, workflow: str) -> list[dict[str, Any]]:
-    found = [kube.to_dict(r) async for r in client.list(WorkflowRun, namespace=namespace)]
+    """The Workflow's runs, scheduled or not (a field selector: the CRD's selectableFields)."""
+    listing = client.list(WorkflowRun, namespace=namespace, fields={RUN_WORKFLOW_FIELD: workflow})
+    found = [kube.to_dict(r) async for r in listing]
     return [r for r in found if (r.get("spec") or {}).get("workflowRef", {}).get("name") == workflow]
+
+
+def tick_signature(body: Any) -> tuple[Any, ...]:
+    """What makes a Workflow's watch event worth a tick: an edit (generation) or a run that ended
+    (status.lastRun, written by the run controller). The tick's own status write changes neither, so
+    it does not tick the Workflow again (each fire cost three ticks before)."""
+    status = body.get("status") or {}
+    return (body["metadata"].get("generation"), repr(status.get("lastRun")))
 
 
 async def _prune(
@@ -188,4 +199,6 @@ async def _event(
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    watch_objects(registry, w.WORKFLOW_PLURAL, MEMO_KEY, lambda: Runs(tick, "workflow schedule"))
+    watch_objects(
+        registry, w.WORKFLOW_PLURAL, MEMO_KEY, lambda: Runs(tick, "workflow schedule"), tick_signature
+    )
