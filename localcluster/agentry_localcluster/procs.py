@@ -21,6 +21,7 @@ import errno
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .proctable import group_pids, group_socket_inodes, listener_inodes, who_listens
 
@@ -46,6 +47,25 @@ class ServerError(RuntimeError):
 
 class PortInUse(ServerError):
     """A server could not have the port it was given (another process has it): try other ports."""
+
+
+SETPRIV = shutil.which("setpriv")  # util-linux, on every Debian
+
+
+def tied_to_parent(argv: Sequence[str]) -> list[str]:
+    """The command, SIGTERMed if our process dies (PR_SET_PDEATHSIG), set by `setpriv` before it
+    execs it: no Python runs in the forked child. Running Python there (a preexec_fn) can abort
+    the child while other threads hold locks (gRPC's Firestore listeners in a test process do)."""
+    if SETPRIV is None or shutil.which(argv[0]) is None:  # a missing command: Popen says so
+        return list(argv)
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+
+
+def detached() -> dict[str, Any]:
+    """Popen's arguments for a server in its own process group (stop() kills the group)."""
+    if SETPRIV is None:
+        return {"preexec_fn": _detach_and_tie_to_parent}
+    return {"start_new_session": True}
 
 
 def _detach_and_tie_to_parent() -> None:
@@ -202,12 +222,12 @@ class Proc:
         self._log_start = self._scanned = out.tell()
         try:
             self.popen = subprocess.Popen(
-                list(self.argv),
+                tied_to_parent(self.argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(self.env or {})},
-                preexec_fn=_detach_and_tie_to_parent,
+                **detached(),
             )
         except OSError as exc:
             raise ServerError(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
