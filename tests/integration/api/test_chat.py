@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from agentry_localcluster.kube import ControlPlane
 
-from .server import ApiServer, api_settings, start_api
+from .server import ApiServer, api_settings, serve
 
 pytestmark = pytest.mark.integration
 
@@ -149,9 +149,7 @@ def chat_api(
         anthropic_api_key=API_KEY,
         anthropic_base_url=llm.url,
     )
-    server = start_api(settings)
-    yield server
-    server.stop()
+    yield from serve(settings)
 
 
 def open_chat(api: ApiServer, cookies: Any, query: str = "") -> ClientConnection:

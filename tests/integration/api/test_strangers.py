@@ -21,7 +21,7 @@ from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 
 from .helpers import AGENT, SseReader, create_agent, run
-from .server import ApiServer, api_settings, start_api
+from .server import ApiServer, api_settings, serve
 
 pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": "Bearer admin-token-for-tests"}
@@ -52,9 +52,7 @@ def strict_api(
 ) -> Iterator[ApiServer]:
     # No watcher: a run stays Pending in Firestore, so "concurrent" does not race the operator.
     settings = api_settings(firestore_project, namespace, str(kube.kubeconfig), watch=False, **LIMITS)
-    server = start_api(settings)
-    yield server
-    server.stop()
+    yield from serve(settings)
 
 
 def db(api: ApiServer) -> firestore.Client:
