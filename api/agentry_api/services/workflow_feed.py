@@ -34,17 +34,14 @@ CACHE_SECONDS = 5.0  # a Workflow read serves the burst of events of its runs' s
 class WorkflowRunFeed:
     def __init__(self, store: Store, cluster: Cluster, bus: EventBus, import_owner: str) -> None:
         self.store, self.cluster, self.bus, self.import_owner = store, cluster, bus, import_owner
-        self._workflows: dict[str, tuple[float, Doc | None]] = {}
+        self._workflows: dict[str, tuple[float, Doc | None, str | None]] = {}
 
     async def observe(self, event: str, run: Doc) -> Doc | None:
         """Publish the run's view to its owner; the event published, or None (nothing new, no owner)."""
         if event == "DELETED":
             return None
-        workflow = await self._workflow(str(run["spec"]["workflowRef"]["name"]))
-        if workflow is None:
-            return None
-        user = await self.owner(workflow)
-        if user is None:
+        workflow, user = await self._workflow(str(run["spec"]["workflowRef"]["name"]))
+        if workflow is None or user is None:
             return None
         view = run_out(run, workflow.get("spec") or {}).model_dump(mode="json")
         digest = hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:20]
@@ -55,23 +52,25 @@ class WorkflowRunFeed:
 
     async def owner(self, workflow: Doc) -> str | None:
         label = (workflow["metadata"].get("labels") or {}).get(LABEL_OWNER)
+        if label is None:
+            return self.import_owner
         steps = (workflow.get("spec") or {}).get("steps") or []
         agent = await self.store.agent(str(steps[0]["agentRef"]["name"])) if steps else None
         user = str(agent["userId"]) if agent and agent.get("userId") else None
-        if label is None:
-            return self.import_owner
         if user is not None and owner_label(user) == label:
             return user
         log.debug("workflow %s: no user of its owner label found", workflow["metadata"]["name"])
         return None
 
-    async def _workflow(self, name: str) -> Doc | None:
+    async def _workflow(self, name: str) -> tuple[Doc | None, str | None]:
+        """The Workflow and its owner, read once per CACHE_SECONDS for the burst of its runs' events."""
         now = time.monotonic()
         cached = self._workflows.get(name)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            return cached[1], cached[2]
         found = await self.cluster.get_object(Workflow, name)
+        user = await self.owner(found) if found is not None else None
         if len(self._workflows) > 1000:
             self._workflows.clear()
-        self._workflows[name] = (now, found)
-        return found
+        self._workflows[name] = (now, found, user)
+        return found, user
