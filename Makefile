@@ -76,8 +76,8 @@ test: install system-deps ## All test tiers: lint, one-time builds, unit, integr
 	@$(call timed,lint,$(MAKE) --no-print-directory lint)
 	@$(MAKE) --no-print-directory prepare
 	@$(call timed,unit tier,$(PYTEST) -m unit -q)
-	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q)
-	@$(call timed,e2e tier,$(PYTEST) -m e2e -q)
+	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q --durations=15)
+	@$(call timed,e2e tier,$(PYTEST) -m e2e -q --durations=10)
 	@$(call timed,chaos tier,$(PYTEST) -m chaos -q)
 
 .PHONY: test-unit

@@ -14,6 +14,7 @@ import pytest
 
 from agentry_localcluster.cluster import lock_holder
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 from .test_dev_stack import REPO, _cli, _three_ports, _up_args
 
@@ -26,7 +27,7 @@ ANSWERS = ("An operator is a controller.", "A pod is a group of containers.", "A
 
 def _node_free() -> None:
     """One local cluster per machine: wait for another test run's (or `make dev`'s) to end."""
-    deadline = time.monotonic() + 1200
+    deadline = time.monotonic() + patient(1200)
     while (holder := lock_holder()) is not None:
         assert time.monotonic() < deadline, f"the local node stayed busy: {holder}"
         time.sleep(5)

@@ -27,6 +27,7 @@ from agentry_localcluster.cli import READY_LINE
 from agentry_localcluster.cluster import lock_holder, pid_alive
 from agentry_localcluster.procs import port_in_use, quiet_port
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +67,7 @@ def _three_ports() -> tuple[int, int, int]:
 
 
 def _wait_ready(log: Path, proc: subprocess.Popen[bytes] | None, timeout: float = 1500) -> str:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while READY_LINE not in log.read_text(errors="replace"):
         text = log.read_text(errors="replace")
         if proc is not None:
@@ -78,7 +79,7 @@ def _wait_ready(log: Path, proc: subprocess.Popen[bytes] | None, timeout: float 
 
 
 def _wait_finished(kubeconfig: Path, execution: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     status: dict[str, Any] = {}
     while status.get("phase") not in ("Failed", "Succeeded"):
         assert time.monotonic() < deadline, f"the sample run did not finish: {status}"
@@ -115,7 +116,7 @@ def _assert_nothing_left(workdir: Path, ports: tuple[int, ...]) -> None:
 @pytest.fixture(autouse=True)
 def _node_free() -> None:
     """Only one local cluster runs per machine: wait for another test run's (or `make dev`'s) to end."""
-    deadline = time.monotonic() + 1200
+    deadline = time.monotonic() + patient(1200)
     while (holder := lock_holder()) is not None:
         assert time.monotonic() < deadline, f"the local node stayed busy: {holder}"
         time.sleep(5)
@@ -243,7 +244,7 @@ def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_pat
         # A crash: the processes `up` started die with it (parent-death signal), but containers keep
         # running in their shims, with their mounts, network interfaces and iptables rules.
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + patient(30)
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert n.shim_pids(), "expected the pods' shims to outlive a killed `up`"

@@ -22,6 +22,7 @@ from agentry_api.auth import owner_label
 from agentry_api.storage.store import Store, new_client
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 from tests.integration.api.budget_steering import admit_throttle_refuse, call, governed
 from tests.integration.api.server import ApiServer
 from tests.integration.gateway.harness import ANTHROPIC_KEY, GatewayServer
@@ -140,7 +141,7 @@ def test_budgets_and_usage_pages_show_a_throttled_run_and_draw_charts(
 
 def applied(gw: GatewayServer, name: str, present: bool = True, timeout: float = 20) -> None:
     """Wait until the gateway's ledger has (or no longer has) an admin policy or throttle."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while any(p.name == name for p in gw.gateway.ledger.policies) is not present:
         assert time.monotonic() < deadline, f"the gateway did not {'apply' if present else 'drop'} {name}"
         time.sleep(0.1)

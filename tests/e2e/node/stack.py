@@ -13,6 +13,7 @@ import httpx
 from agentry_localcluster import node as n
 from agentry_localcluster.cluster import Cluster
 from agentry_localcluster.install import WORKLOADS_NS, Install
+from tests.fixtures.helpers import patient
 
 ANTHROPIC_KEY = "sk-ant-e2e-node-0123456789abcdef"
 MODEL = "claude-sonnet-4-6"
@@ -51,7 +52,7 @@ class NodeStack:
     def apply(self, manifest: str) -> None:
         """kubectl apply, once the admission webhook answers (this may be the first test after the
         install, while the operator's webhook Service has no endpoint yet)."""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + patient(60)
         while True:
             try:
                 self.kubectl("apply", "-f", "-", input=manifest)
@@ -76,7 +77,7 @@ class NodeStack:
         )
 
     def wait_phase(self, execution: str, phases: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         obj: dict[str, Any] = {}
         while time.monotonic() < deadline:
             obj = self.get("execution", execution)

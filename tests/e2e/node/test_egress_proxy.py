@@ -19,6 +19,7 @@ import pytest
 from agentry_localcluster import node as n
 from agentry_localcluster.install import SYSTEM_NS
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 from .stack import NodeStack, agent_spec, unique
 
@@ -85,7 +86,7 @@ class Site:
 def _apply_agent(stack: NodeStack, name: str, spec: dict[str, Any], timeout: float = 60) -> None:
     """Apply once the operator's admission webhook answers: this may be the package's first test,
     started right after the install (the webhook's Service can refuse for a moment)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while True:
         try:
             stack.apply_agent(name, spec)

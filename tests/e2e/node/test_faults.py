@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 from .stack import NodeStack, agent_spec, unique
 
@@ -27,7 +28,7 @@ def running(stack: NodeStack, execution: str) -> bool:
 
 
 def wait_for(what: str, check: Any, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not after {timeout:.0f} s")

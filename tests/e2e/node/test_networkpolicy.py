@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.helpers import patient
+
 from .stack import NodeStack
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +104,7 @@ class Pair:
         """Poll until the connection's outcome is `want` (kube-router applies a policy within a
         second or two of its event); every outcome seen, for the failure message."""
         seen: list[str] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         while time.monotonic() < deadline:
             ok, out = self.connect()
             seen.append(f"{'ok' if ok else 'blocked'}: {out}")

@@ -13,6 +13,7 @@ import pytest
 from agentry_common.pricing import cost
 from agentry_localcluster import node as n
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 from .stack import ANTHROPIC_KEY, MODEL, NodeStack, agent_spec, api_get, unique
 
@@ -105,7 +106,7 @@ def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: Script
     execution = node_stack.run(agent, "Say something.")
     node_stack.wait_phase(execution, ("Succeeded",))
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patient(60)
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:  # the API mirrors CR status into Firestore as it watches
         response = api_get(node_stack, f"/api/executions/{execution}")
@@ -175,7 +176,7 @@ def test_scheduled_agent_runs_from_its_cronjob(node_stack: NodeStack, llm: Scrip
     agent = unique("cron")
     node_stack.apply_agent(agent, agent_spec(schedule={"cron": "*/1 * * * *", "timeZone": "UTC"}))
     try:
-        deadline = time.monotonic() + 150  # the next minute, then the tick pod
+        deadline = time.monotonic() + patient(150)  # the next minute, then the tick pod
         runs: list[dict[str, Any]] = []
         while not runs and time.monotonic() < deadline:
             runs = node_stack.items("executions", "-l", f"agentry.dev/agent={agent}")

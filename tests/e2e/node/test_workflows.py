@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, expect
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.e2e.api.test_budget_pages import save
 from tests.e2e.api.test_dashboard import browser
+from tests.fixtures.helpers import patient
 
 from .sandbox_sites import Site
 from .stack import NodeStack, api_get
@@ -86,7 +87,7 @@ def script(llm: ScriptedLLM, hook: Site) -> None:
 
 
 def wait_for(what: str, check: Any, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         found = check()
         if found:

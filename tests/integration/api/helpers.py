@@ -9,7 +9,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from agentry_common.resources import Execution
-from tests.fixtures.helpers import eventually
+from tests.fixtures.helpers import eventually, patient
 
 AGENT = {
     "name": "News digest",
@@ -118,7 +118,7 @@ class SseReader:
         import time
 
         seen = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         while True:
             event = self.next(max(0.1, deadline - time.monotonic()))
             seen.append(event)

@@ -21,6 +21,7 @@ from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import QUOTAS, Settings
 from agentry_localcluster import procs
 from agentry_localcluster.procs import quiet_socket
+from tests.fixtures.helpers import patient
 
 
 @dataclass
@@ -73,7 +74,7 @@ def start_api(settings: Settings, verifier: TokenVerifier | None = None, llm: LL
 
     thread = threading.Thread(target=run, name=f"api-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + patient(30)
     while not server.started:
         assert thread.is_alive(), "the API server thread died during startup"
         assert time.monotonic() < deadline, "the API server did not start"

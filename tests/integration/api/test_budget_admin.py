@@ -23,6 +23,7 @@ from agentry_cli.commands import account
 from agentry_common.governance import ADMISSION_PATH, BUDGET_POLICIES
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 from tests.integration.gateway.harness import KEYRING, GatewayServer, config, settings, svc_headers
 
 from .budget_steering import BUDGETS, CHEAPER, call, scripted_upstream  # noqa: F401 (the llm fixture)
@@ -210,7 +211,7 @@ def test_a_non_admin_is_refused_with_the_reason(
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while not check():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.1)

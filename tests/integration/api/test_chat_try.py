@@ -18,7 +18,7 @@ from agentry_api.auth import owner_label
 from agentry_common import constants as c
 from agentry_common.resources import Agent, Execution
 from agentry_localcluster.kube import ControlPlane
-from tests.fixtures.helpers import eventually, play_kubelet
+from tests.fixtures.helpers import eventually, patient, play_kubelet
 
 from .helpers import REPORT, pod_of, request_approval
 from .server import ApiServer, api_settings, serve
@@ -56,7 +56,7 @@ def try_api(
 
 def until(ws: ClientConnection, want: Any, timeout: float = 40) -> dict[str, Any]:
     """The first frame for which `want(frame)` holds; fails on a deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     seen = []
     while time.monotonic() < deadline:
         frame: dict[str, Any] = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))

@@ -9,7 +9,7 @@ import pytest
 from lightkube import Client
 
 from agentry_localcluster.kube import ControlPlane
-from tests.fixtures.helpers import eventually, play_kubelet
+from tests.fixtures.helpers import eventually, patient, play_kubelet
 
 from .helpers import REPORT, SseReader, create_agent, pod_of, run, wait_api_phase
 from .server import ApiServer, api_settings, start_api
@@ -41,7 +41,7 @@ def test_snapshot_then_own_reports_with_increasing_ids(api: ApiServer) -> None:
             got.append(a.next())
         assert all(e["data"].get("agent", {}).get("id") != theirs["id"] for e in got)
         # Heartbeats are comments.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + patient(5)
         while a.comments == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert a.comments > 0, "no heartbeat within 5 s (heartbeat every 1 s in tests)"

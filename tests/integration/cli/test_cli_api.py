@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 from lightkube import Client
+from prometheus_client import REGISTRY
 
 from agentry_common.resources import Agent, Execution
 from tests.fixtures.helpers import eventually, play_kubelet
@@ -153,6 +154,12 @@ def test_waiting_for_approval_exits_3_then_approve(
     assert decided[0]["decidedBy"] and decided[0]["reason"] == "looks fine"
 
 
+def run_reads() -> float:
+    """GET /api/executions/{name} answered 200 by the in-process API (a process-wide counter)."""
+    labels = {"route": "/api/executions/{name}", "method": "GET", "status": "200"}
+    return REGISTRY.get_sample_value("agentry_api_requests_total", labels) or 0.0
+
+
 def test_logs_follow_resumes_after_a_dropped_connection(
     api: ApiServer, cli: Cli, user: httpx.Client, kube_client: Client, namespace: str
 ) -> None:
@@ -164,8 +171,13 @@ def test_logs_follow_resumes_after_a_dropped_connection(
     proxy = TcpProxy("127.0.0.1", int(api.url.rsplit(":", 1)[1]))
     proxy.start()
     try:
+        reads = run_reads()
         proc = cli.spawn("--api-url", f"http://127.0.0.1:{proxy.port}", "logs", name, "-f")
-        eventually(lambda: api.state.sse_open == 1, 30, "the CLI's event stream to open")
+        eventually(lambda: api.state.sse_open == 1, 60, "the CLI's event stream to open")
+        # The CLI subscribes, then reads the run's state: cut only after that read was answered, or
+        # the cut tests the read's retry (which then sees the run over) instead of the stream's resume.
+        eventually(lambda: run_reads() > reads, 60, "the CLI's read of the run")
+        time.sleep(1)  # the answer crosses the proxy
         proxy.stop()  # the stream is cut, and reconnecting is refused for now
         # While it is away: the run asks for an approval, a human denies it, the run ends Cancelled.
         request_approval(kube_client, namespace, name, "ap-cli-2")

@@ -31,6 +31,7 @@ from agentry_llm import (
 from agentry_llm.factory import KEY_ENV
 from agentry_localcluster.procs import listening_socket
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 T = TypeVar("T")
 KEYRING = Keyring.single("k" * 40, "test")
@@ -114,7 +115,7 @@ class GatewayServer:
 
     def start(self) -> GatewayServer:
         self.thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + patient(20)
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the gateway did not start")

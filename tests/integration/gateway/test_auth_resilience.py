@@ -17,6 +17,7 @@ import pytest
 from agentry_common.tokens import Keyring
 from agentry_llm import ProvidersFailed
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import patient
 
 from .harness import (
     ANTHROPIC_KEY,
@@ -277,7 +278,7 @@ def test_a_client_that_goes_away_is_charged_its_reservation(breaking: str, backu
             for line in response.iter_lines():
                 if "partial" in line:
                     break  # the client leaves in the middle of the answer
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + patient(10)
         while not gw.gateway.ledger.calls and time.monotonic() < deadline:  # type: ignore[attr-defined]
             time.sleep(0.05)
         gw.drain()

@@ -21,7 +21,7 @@ from agentry_common import constants as c
 from agentry_common.naming import job_name
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
-from tests.fixtures.helpers import play_kubelet
+from tests.fixtures.helpers import patient, play_kubelet
 from tests.fixtures.servers import plane_client
 
 TERMINAL = {"Succeeded", "Failed", "Cancelled", "Skipped"}
@@ -154,7 +154,7 @@ class Kubelet:
 
 def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:
     """Poll fn until done(value); on timeout, fail showing the last value (no timing asserted)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     value: Any = None
     while time.monotonic() < deadline:
         value = fn()

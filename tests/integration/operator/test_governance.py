@@ -43,7 +43,7 @@ from agentry_operator.handlers.admission import Governance, execution_deleted
 from agentry_operator.handlers.state import State
 from agentry_operator.kube import Agent, Execution
 from agentry_testing.scripted_llm import ScriptedLLM
-from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, play_kubelet
+from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, patient, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
@@ -128,7 +128,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + patient(20)
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError(f"the gateway did not start on {self.url}")

@@ -57,16 +57,33 @@ def replica_of(identity: str | None, replicas: dict[str, OperatorProcess]) -> st
     return next((name for name in replicas if identity and identity.startswith(name + "_")), None)
 
 
+def revive(replicas: dict[str, OperatorProcess]) -> None:
+    """Start again a replica that exited, as its pod's kubelet would: a leader that cannot renew its
+    Lease in time (a starved machine) stops and exits 1 by design, to come back as a candidate."""
+    for name, replica in replicas.items():
+        code = replica.proc.popen.poll() if replica.proc.popen is not None else None
+        if code is not None:
+            print(f"{name} exited {code} by itself: restarted")
+            replica.proc.start()
+
+
 def kill_leader(client: Client, ns: str, replicas: dict[str, OperatorProcess]) -> float:
     """SIGKILL the Lease holder; wait for the other replica to hold it; start the killed one again as
     a candidate. Returns the seconds from the kill to the new holder."""
+    revive(replicas)
     leader = eventually(lambda: replica_of(holder(client, ns), replicas), 60, "a leader")
     proc = replicas[leader].proc
     os.killpg(proc.pid, signal.SIGKILL)
     proc.popen.wait(10)  # type: ignore[union-attr]
     killed = time.monotonic()
+
+    def successor_of() -> str | None:
+        revive({name: r for name, r in replicas.items() if name != leader})
+        r = replica_of(holder(client, ns), replicas)
+        return r if r not in (None, leader) else None
+
     successor = eventually(
-        lambda: (r := replica_of(holder(client, ns), replicas)) not in (None, leader) and r,
+        successor_of,
         60,
         f"a successor to {leader}",
     )
@@ -131,6 +148,7 @@ def run_under_kills(client: Client, ns: str, replicas: dict[str, OperatorProcess
     creator.join()
 
     def all_succeeded() -> bool:
+        revive(replicas)
         finish_pods(client, ns, finished)
         return all(status(client, ns, n).get("phase") == "Succeeded" for n in names)
 

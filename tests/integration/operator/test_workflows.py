@@ -210,7 +210,9 @@ def test_failure_policies(
 def test_retry_starts_only_after_the_backoff(
     kube_client: Client, operator: OperatorProcess, namespace: str
 ) -> None:
-    backoff = 4
+    # Backoff is a passing state: long enough to be seen even when the operator notices the failure
+    # late on a loaded machine (it goes straight to the retry once nextAttemptTime has passed).
+    backoff = 20
     setup(kube_client, namespace, [step("flaky", retries={"limit": 1, "backoffSeconds": backoff})])
     start_run(kube_client, namespace)
     finish(kube_client, namespace, "r1-flaky-1", ok=False, tokens=5, cost="0.5")

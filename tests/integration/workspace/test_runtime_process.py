@@ -23,6 +23,7 @@ import pytest
 from agentry_common.models import Usage
 from agentry_testing.scripted_llm import ScriptedLLM
 from agentry_workspace.state import approval_id
+from tests.fixtures.helpers import patient
 
 from .harness import ANTHROPIC_KEY, OPENAI_KEY, PodRun, base_spec, prepare, run_pod, web_server
 
@@ -379,7 +380,7 @@ def test_sigterm_stops_cleanly_with_a_result(tmp_path: Path) -> None:
         )
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())  # the run has started
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + patient(20)
         while not llm.requests and time.monotonic() < deadline:  # and is waiting on the model
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
