@@ -125,15 +125,19 @@ class LeaderElector:
 
     async def hold(self) -> None:
         """Renew until a renewal cannot be confirmed within the deadline; then raise LeadershipLost."""
-        confirmed = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        confirmed = loop.time()
         while True:
             await asyncio.sleep(self.timing.renew_seconds)
+            # As client-go: an attempt may use what is left of the deadline, so a slow API server (or
+            # a busy loop) costs nothing until the deadline itself is at stake.
+            left = max(self.timing.renew_deadline_seconds - (loop.time() - confirmed), 0.5)
             try:
-                renewed = await asyncio.wait_for(self._try(), self.timing.renew_seconds)
+                renewed = await asyncio.wait_for(self._try(), left)
             except Exception as exc:  # every failure counts against the deadline
                 log.warning("lease renewal failed: %s", exc)
                 renewed = False
-            now = asyncio.get_running_loop().time()
+            now = loop.time()
             if renewed:
                 confirmed = now
             elif now - confirmed > self.timing.renew_deadline_seconds:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 
-from agentry_operator.leader import held_spec, may_take
+from agentry_operator.leader import LeaderElector, LeadershipLost, Timing, held_spec, may_take
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +45,47 @@ def test_taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() -
     assert renewed.acquireTime == NOW - dt.timedelta(seconds=100)
     first = held_spec(None, "me", 10, NOW)
     assert (first.leaseTransitions, first.leaseDurationSeconds) == (0, 10)
+
+
+class SlowApiServer:
+    """A Lease API whose every answer takes `latency` seconds (a loaded machine)."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.lease: Lease | None = None
+
+    async def get(self, _res: object, _name: str, namespace: str) -> Lease:
+        await asyncio.sleep(self.latency)
+        assert self.lease is not None
+        return self.lease
+
+    async def replace(self, lease: Lease) -> Lease:
+        await asyncio.sleep(self.latency)
+        self.lease = lease
+        return lease
+
+
+def holding_for(latency: float, seconds: float) -> str:
+    """Hold the Lease for `seconds` against answers `latency` slow; how the hold ended."""
+    server = SlowApiServer(latency)
+    server.lease = Lease(metadata=ObjectMeta(name="l", namespace="ns"), spec=held_spec(None, "me", 1, NOW))
+    timing = Timing(lease_seconds=2, renew_seconds=0.1, renew_deadline_seconds=1.4, retry_seconds=0.1)
+    elector = LeaderElector(server, "ns", "l", "me", timing)  # type: ignore[arg-type]
+
+    async def go() -> str:
+        try:
+            await asyncio.wait_for(elector.hold(), seconds)
+        except TimeoutError:
+            return "held"
+        except LeadershipLost:
+            return "lost"
+        return "returned"
+
+    return asyncio.run(go())
+
+
+def test_slow_renewals_within_the_deadline_keep_the_lease_and_slower_ones_lose_it() -> None:
+    # Each attempt (a read and a write) takes 0.4 s, four times the renew period: still renewed.
+    assert holding_for(0.2, 2.0) == "held"
+    # Each attempt takes longer than the whole deadline: the holder stops before the Lease expires.
+    assert holding_for(1.0, 4.0) == "lost"
