@@ -46,3 +46,27 @@ ENV_DEADLINE: Final = "AGENTRY_DEADLINE_SECONDS"
 # The egress proxy's URL in run pods (docs/security.md, "Egress"): the http tool sends through it after
 # its own checks; tools that honour HTTP(S)_PROXY get the same URL there.
 ENV_EGRESS_PROXY: Final = "AGENTRY_EGRESS_PROXY"
+
+# Environment names the platform sets or relies on in a run's container: an Agent's spec.secrets may
+# not use them (the Agent CRD refuses them; the Job builder leaves such entries out too), so that a
+# secret cannot shadow the gateway URL, the proxy, the run's identity or the loader's search paths.
+RESERVED_ENV_PREFIXES: Final = ("AGENTRY_", "OTEL_")
+RESERVED_ENV: Final = (
+    "HOME",
+    "PATH",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+)
+
+
+def is_reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)

@@ -95,6 +95,8 @@ def _env(
             raise ValueError("a governed run needs its token Secret")
         env.extend(token_env(token_secret))
         secrets = governed_secrets(secrets)
+    taken = {e["name"] for e in env}
+    secrets = [s for s in secrets if s.env not in taken and not c.is_reserved_env(s.env)]
     secret_manager: dict[str, str] = {}
     for secret in secrets:
         if secret.secret_key_ref is not None:

@@ -219,6 +219,10 @@ BAD_AGENTS = [
     ),
     ({"instructions": "use key sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAA"}, "spec.instructions"),
     ({"secrets": [{"env": "KEY"}]}, "secretKeyRef or secretManager"),
+    (
+        {"secrets": [{"env": "ANTHROPIC_BASE_URL", "secretKeyRef": {"name": "s", "key": "k"}}]},
+        "spec.secrets[0].env",
+    ),
     ({"model": {"name": "m", "fallbacks": [{"name": "m"}]}}, "spec.model.fallbacks"),
     ({"approval": {"redTools": ["shell"]}}, "spec.approval.redTools"),
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentry_common import constants as c
 from agentry_common.exitcodes import FINAL
 from agentry_common.models import Phase
 from agentry_operator.builders.agent_status import archive, spec_errors, summarize, to_prune
@@ -20,6 +22,8 @@ from agentry_operator.schedule import next_run
 from agentry_operator.tick import build_execution, scheduled_time
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
 
 AGENT = {
     "apiVersion": "agentry.dev/v1alpha1",
@@ -277,3 +281,25 @@ def test_tick_builds_an_execution_of_the_generic_resource() -> None:
     manifest = tick.build_execution("news", "ns", scheduled_time("agentry-news-abc123-29000000"))
     obj = tick.Execution.from_dict(manifest)
     assert obj.spec["trigger"] == "Schedule" and obj.metadata is not None
+
+
+def test_a_secret_never_shadows_what_the_platform_sets() -> None:
+    ref = {"secretKeyRef": {"name": "s", "key": "k"}}
+    names = ["HOME", "AGENTRY_EXECUTION", "AGENTRY_GATEWAY_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "LD_PRELOAD"]
+    names += ["HTTPS_PROXY", "MY_TOKEN"]
+    agent = {**AGENT, "spec": {**AGENT["spec"], "secrets": [{"env": n, **ref} for n in names]}}
+    config = OperatorConfig(egress_proxy_url="http://proxy:3128")
+    env = build_job(EXECUTION, agent, "corr", config)["spec"]["template"]["spec"]["containers"][0]["env"]
+    from_secrets = [e["name"] for e in env if "valueFrom" in e]
+    assert from_secrets == ["MY_TOKEN"]
+    by_name = {e["name"]: e.get("value") for e in env}
+    assert by_name["HOME"] == "/workspace" and by_name["AGENTRY_EXECUTION"] == "run"
+    assert by_name["HTTPS_PROXY"] == "http://proxy:3128"
+    assert len(by_name) == len(env)  # one entry per name: nothing for the kubelet to override
+
+
+def test_the_crd_refuses_every_reserved_env_name() -> None:
+    crd = (REPO / "manifests/crds/agentry.dev_agents.yaml").read_text()
+    rule = next(line for line in crd.splitlines() if "self.startsWith('AGENTRY_')" in line)
+    assert all(f"self.startsWith('{p}')" in rule for p in c.RESERVED_ENV_PREFIXES)
+    assert all(f"'{name}'" in rule for name in c.RESERVED_ENV)
