@@ -39,7 +39,9 @@ def build_ledger(settings: Settings, config: GatewayConfig) -> Ledger:
     from google.cloud.firestore import AsyncClient
 
     client = AsyncClient(project=settings.google_cloud_project, database=settings.firestore_database)
-    return FirestoreLedger(client, *args, settle_delay=delay, leases=settings.budget_leases)
+    return FirestoreLedger(
+        client, *args, settle_delay=delay, leases=settings.budget_leases, gone_after=settings.pod_gone_seconds
+    )
 
 
 def build_gateway(

@@ -39,6 +39,7 @@ from agentry_common.pricing import Price
 from agentry_common.tokens import Keyring
 
 from .budgets import BudgetPolicy, Calendar, Thresholds
+from .ledger_pods import GONE_AFTER_SECONDS
 
 
 class _Model(BaseModel):
@@ -250,6 +251,9 @@ class Settings(BaseSettings):
     # Hard limit on one call through the gateway (all retries and fallbacks): below the reservation
     # TTL, so a reservation only outlives its call when the gateway pod dies.
     call_deadline_seconds: float = Field(default=1800.0, gt=0, le=3000)
+    # A gateway pod whose heartbeat is silent this long is gone: the next transaction of another pod
+    # counts its reservations at their estimate (Firestore ledger; docs/governance.md).
+    pod_gone_seconds: float = Field(default=GONE_AFTER_SECONDS, ge=1, le=3600)
     # Settlements wait this long for the next reservation of the same user to share its transaction.
     settle_delay_seconds: float = Field(default=0.5, ge=0, le=10)
     # max_tokens assumed for an OpenAI request that sets none (the reservation needs a bound).

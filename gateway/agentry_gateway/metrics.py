@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -63,3 +65,16 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("agentry_gateway_in_flight", "Calls in progress", registry=r)
+
+    def watch_ledger(self, expired: Callable[[], float], gone: Callable[[], float]) -> None:
+        """Gauges read from the ledger at scrape time: what a killed gateway pod left behind."""
+        Gauge(
+            "agentry_gateway_ledger_expired_reservations",
+            "Reservations this pod counted at their estimate: their pod was gone or their TTL passed",
+            registry=self.registry,
+        ).set_function(expired)
+        Gauge(
+            "agentry_gateway_pods_gone",
+            "Other gateway pods whose heartbeat is silent (their reservations get counted)",
+            registry=self.registry,
+        ).set_function(gone)
