@@ -131,7 +131,8 @@ class LeaderElector:
             await asyncio.sleep(self.timing.renew_seconds)
             # As client-go: an attempt may use what is left of the deadline, so a slow API server (or
             # a busy loop) costs nothing until the deadline itself is at stake.
-            left = max(self.timing.renew_deadline_seconds - (loop.time() - confirmed), 0.5)
+            started = loop.time()
+            left = max(self.timing.renew_deadline_seconds - (started - confirmed), 0.5)
             try:
                 renewed = await asyncio.wait_for(self._try(), left)
             except Exception as exc:  # every failure counts against the deadline
@@ -139,7 +140,9 @@ class LeaderElector:
                 renewed = False
             now = loop.time()
             if renewed:
-                confirmed = now
+                # The renewTime written is about when the attempt started, not when its answer came:
+                # the deadline counts from there, so this replica stops before the Lease can expire.
+                confirmed = started
             elif now - confirmed > self.timing.renew_deadline_seconds:
                 raise LeadershipLost(
                     f"lease {self.namespace}/{self.name} not renewed since {now - confirmed:.1f} s"
