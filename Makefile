@@ -6,6 +6,9 @@ export CLOUDSDK_CORE_DISABLE_PROMPTS ?= 1
 export CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK ?= 1
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
+# Two pytest-xdist workers, a test module each at a time (its module fixtures stay on one worker), each
+# with servers of its own: the integration tier mostly waits on its servers, so two halve its time.
+PARALLEL := -n 2 --dist loadfile
 
 .PHONY: help
 help: ## Show this help
@@ -75,18 +78,18 @@ prepare: install system-deps ## One-time builds every tier needs (Kubernetes + n
 test: install system-deps ## All test tiers: lint, one-time builds, unit, integration, e2e (starts every server it needs)
 	@$(call timed,lint,$(MAKE) --no-print-directory lint)
 	@$(MAKE) --no-print-directory prepare
-	@$(call timed,unit tier,$(PYTEST) -m unit -q)
-	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q --durations=15)
+	@$(call timed,unit tier,$(PYTEST) -m unit -q $(PARALLEL))
+	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q $(PARALLEL) --durations=15)
 	@$(call timed,e2e tier,$(PYTEST) -m e2e -q --durations=10)
 	@$(call timed,chaos tier,$(PYTEST) -m chaos -q)
 
 .PHONY: test-unit
 test-unit: install ## Unit tier only (no servers)
-	$(PYTEST) -m unit -q
+	$(PYTEST) -m unit -q $(PARALLEL)
 
 .PHONY: test-integration
 test-integration: install ## Integration tier only (Firestore emulator, kube-apiserver + controller-manager)
-	$(PYTEST) -m "integration and not chaos" -q
+	$(PYTEST) -m "integration and not chaos" -q $(PARALLEL)
 
 .PHONY: test-chaos
 test-chaos: install ## The long fault runs: the operator SIGKILLed every 10-30 s for 5 minutes under 200 runs

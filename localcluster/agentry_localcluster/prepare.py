@@ -10,17 +10,20 @@ two. They never run inside a test's or fixture's timeout: `make test` runs this 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from .images import build_images
 from .kube import CONTROL_PLANE, provision
 from .layout import NODE_BINARIES
 from .mcpservers import install_mcp_servers
 from .otelcol import build_otelcol
+from .paths import cache_dir
 from .procs import ServerError
 
 Say = Callable[[str], None]
@@ -52,11 +55,27 @@ def _chromium(say: Say) -> None:
             raise ServerError(f"`{' '.join(argv)}` failed: Chromium is needed by the e2e tier")
 
 
+@contextlib.contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    """Prepares running at once (pytest-xdist's workers, `make dev` beside `make test`) take turns:
+    the second finds the first's work cached instead of building it again beside it."""
+    lock = cache_dir() / "prepare.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def prepare(tiers: Iterable[str], say: Say = _say) -> None:
     """Build (or find cached) everything the given tiers need; raises ServerError with the reason."""
     wanted = [t for t in TIERS if t in set(tiers)]
     if not wanted:
         return
+    with _one_at_a_time():
+        _prepare(wanted, say)
+
+
+def _prepare(wanted: list[str], say: Say) -> None:
     components = tuple(dict.fromkeys(c for t in wanted for c in BINARIES[t]))
     t0 = time.monotonic()
     say(f"binaries for {', '.join(wanted)}: {' '.join(components)} (cold: 15-25 min on 2 cores)")

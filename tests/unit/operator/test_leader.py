@@ -69,7 +69,7 @@ def holding_for(latency: float, seconds: float) -> str:
     """Hold the Lease for `seconds` against answers `latency` slow; how the hold ended."""
     server = SlowApiServer(latency)
     server.lease = Lease(metadata=ObjectMeta(name="l", namespace="ns"), spec=held_spec(None, "me", 1, NOW))
-    timing = Timing(lease_seconds=2, renew_seconds=0.1, renew_deadline_seconds=1.4, retry_seconds=0.1)
+    timing = Timing(lease_seconds=4, renew_seconds=0.1, renew_deadline_seconds=3, retry_seconds=0.1)
     elector = LeaderElector(server, "ns", "l", "me", timing)  # type: ignore[arg-type]
 
     async def go() -> str:
@@ -85,7 +85,7 @@ def holding_for(latency: float, seconds: float) -> str:
 
 
 def test_slow_renewals_within_the_deadline_keep_the_lease_and_slower_ones_lose_it() -> None:
-    # Each attempt (a read and a write) takes 0.4 s, four times the renew period: still renewed.
-    assert holding_for(0.2, 2.0) == "held"
+    # Each attempt (a read and a write) takes 0.5 s, five times the renew period: still renewed.
+    assert holding_for(0.25, 2.0) == "held"
     # Each attempt takes longer than the whole deadline: the holder stops before the Lease expires.
-    assert holding_for(1.0, 4.0) == "lost"
+    assert holding_for(2.0, 8.0) == "lost"
