@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import threading
 import time
@@ -19,7 +18,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
@@ -28,9 +26,9 @@ from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
 from agentry_localcluster.kube import REPO, ControlPlane
-from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.kube import Execution
 
+from .operator_proc import start_operator
 from .results import record
 
 
@@ -130,31 +128,7 @@ def main() -> None:
 
         ns = _namespace(client, "op")  # the only namespace the operator watches
 
-        def operator_on(ports: tuple[int, ...]) -> Proc:
-            (health,) = ports
-            proc = Proc(
-                "agentry-operator",
-                [
-                    sys.executable,
-                    "-m",
-                    "agentry_operator.main",
-                    f"--namespace={ns}",
-                    f"--liveness=http://127.0.0.1:{health}/healthz",
-                ],
-                work / "operator.log",
-                env={
-                    "KUBECONFIG": str(plane.kubeconfig),
-                    "AGENTRY_METRICS_PORT": "0",
-                    "AGENTRY_WEBHOOK_ENABLED": "false",
-                },
-            ).start()
-            proc.wait_ready(
-                lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60, "healthy", ports=ports
-            )
-            return proc
-
-        # The liveness port goes on its command line: a quiet port, another one if it is taken.
-        operator = start_with_ports("the operator", 1, operator_on)
+        operator = start_operator(plane, work, ns)
         client.create(
             from_dict(
                 {

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "api_latency": ["bench.api_latency"],
     "api_streams": ["bench.api_streams"],
     "operator": ["bench"],
+    "operator_scale": ["bench.operator_scale"],
     "schedule_drift": ["bench.schedule_drift"],
 }
 
