@@ -54,7 +54,7 @@ def start_dev(
 def agentry(config: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {"AGENTRY_CONFIG": str(config), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
     return subprocess.run(
-        [str(AGENTRY), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+        [str(AGENTRY), *args], capture_output=True, text=True, timeout=patient(timeout), env=env, cwd=REPO
     )
 
 

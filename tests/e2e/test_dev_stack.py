@@ -45,7 +45,7 @@ def _cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedPr
         [sys.executable, "-m", "agentry_localcluster.cli", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=patient(timeout),
         env={**_env(), **env},
         cwd=REPO,
     )
@@ -53,7 +53,7 @@ def _cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedPr
 
 def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = ["kubectl", f"--kubeconfig={kubeconfig}", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=patient(60), check=False)
 
 
 def _three_ports() -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.fixtures.helpers import patient
 from tests.integration.api.conftest import api, operator_ready  # noqa: F401  (fixtures reused)
 from tests.integration.api.server import ApiServer
 
@@ -38,7 +39,12 @@ class Cli:
         self, *args: str, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(AGENTRY), *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=self.env
+            [str(AGENTRY), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=patient(timeout),
+            env=self.env,
         )
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
@@ -65,7 +71,7 @@ def cli(api: ApiServer, tmp_path: Path) -> Iterator[Cli]:  # noqa: F811
     for proc in tool.spawned:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=patient(10))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from lightkube import Client
 from prometheus_client import REGISTRY
 
 from agentry_common.resources import Agent, Execution
-from tests.fixtures.helpers import eventually, play_kubelet
+from tests.fixtures.helpers import eventually, patient, play_kubelet
 from tests.integration.api.helpers import (
     REPORT,
     create_agent,
@@ -49,7 +49,7 @@ def newest_run(user: httpx.Client, agent_id: str) -> str:
 
 
 def ended(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+    out, err = proc.communicate(timeout=patient(timeout))
     return proc.returncode, out, err
 
 

@@ -12,7 +12,7 @@ from lightkube import Client
 
 from agentry_common.resources import Execution
 from agentry_localcluster.kube import ControlPlane
-from tests.fixtures.helpers import eventually, play_kubelet
+from tests.fixtures.helpers import eventually, patient, play_kubelet
 from tests.integration.api.helpers import REPORT, pod_of
 
 from .conftest import Cli
@@ -57,7 +57,7 @@ def test_agents_and_runs_through_the_kubernetes_api(
     pod = pod_of(kube_client, namespace, name)
     play_kubelet(kube_client, pod, "Running")
     play_kubelet(kube_client, pod, "Succeeded", 0, REPORT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=patient(60))
     assert proc.returncode == 0, err
     assert json.loads(out)["status"]["phase"] == "Succeeded" and "phase=Succeeded" in err
 

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.helpers import patient
+
 ANTHROPIC_KEY = "sk-ant-integration-0123456789abcdef"
 OPENAI_KEY = "sk-openai-integration-0123456789abcdef"
 MODEL = "claude-sonnet-4-6"
@@ -99,7 +101,7 @@ def run_pod(root: Path, env: dict[str, str], timeout: float = 60) -> PodRun:
         cwd=root,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=patient(timeout),
         stdin=subprocess.DEVNULL,
     )
     result_path = Path(env["AGENTRY_RESULT_FILE"])

@@ -384,7 +384,7 @@ def test_sigterm_stops_cleanly_with_a_result(tmp_path: Path) -> None:
         while not llm.requests and time.monotonic() < deadline:  # and is waiting on the model
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=patient(20))
     assert first["type"] == "start"
     assert proc.returncode == 13, out + err
     result = json.loads(Path(env["AGENTRY_RESULT_FILE"]).read_text())
