@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -25,10 +23,9 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
-from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_operator.kube import Execution
 
-from .operator_proc import start_operator
+from .operator_proc import plane_with_crds, start_operator
 from .results import record
 
 
@@ -108,14 +105,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="agentry-bench-"))
-    plane = ControlPlane(work / "kube").start()
+    work, plane, config, client = plane_with_crds("agentry-bench-")
     try:
-        config = KubeConfig.from_file(plane.kubeconfig)
-        client = Client(config, field_manager="bench")
-        plane.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd/executions.agentry.dev")
-
         ns = _namespace(client, "bare")
         bare = asyncio.run(_create_all(config, [_job(ns, i) for i in range(args.jobs)], args.concurrency))
         floor_ns = _namespace(client, "floor")

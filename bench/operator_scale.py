@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,11 +33,11 @@ from lightkube.codecs import from_dict
 from lightkube.resources.batch_v1 import CronJob, Job
 
 from agentry_common import constants as c
-from agentry_localcluster.kube import REPO, ControlPlane
+from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import Proc
 
 from .__main__ import _create_all, _execution, _job, _namespace
-from .operator_proc import start_operator
+from .operator_proc import plane_with_crds, start_operator
 from .results import record
 
 NEVER = "0 0 1 1 *"  # New Year's midnight: no CronJob fires during the run
@@ -246,15 +245,8 @@ def main() -> None:
     parser.add_argument("--missed", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="agentry-scale-"))
-    plane = ControlPlane(work / "kube").start()
+    work, plane, config, client = plane_with_crds("agentry-scale-")
     try:
-        config = KubeConfig.from_file(plane.kubeconfig)
-        client = Client(config, field_manager="bench")
-        plane.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crds"))
-        plane.kubectl(
-            "wait", "--for=condition=Established", "crd/executions.agentry.dev", "crd/agents.agentry.dev"
-        )
         ctx = Scale(plane, config, client, _namespace(client, "scale"), args, work)
         operator, peak = held(ctx)
         latency(ctx)
