@@ -77,6 +77,10 @@ class Ledger(LedgerCore):
     async def ping(self) -> None:
         raise NotImplementedError
 
+    def pods_gone(self) -> int:
+        """Other gateway pods seen gone (a ledger shared between pods tells; one alone has none)."""
+        return 0
+
     async def close(self) -> None:
         # Give back what the leases hold beyond the calls in flight.
         flushes: list[asyncio.Future[Any]] = []
@@ -381,6 +385,9 @@ class FirestoreLedger(Ledger):
 
     async def ping(self) -> None:
         await self.client.collection(Collection.BUDGET_COUNTERS).document("_ping").get()
+
+    def pods_gone(self) -> int:
+        return len(self.heartbeat.gone)
 
     async def close(self) -> None:
         await super().close()

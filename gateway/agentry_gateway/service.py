@@ -66,11 +66,7 @@ class Gateway:
         self.keyring = keyring
         self.ledger = ledger
         self.metrics = Metrics()
-        heartbeat = getattr(ledger, "heartbeat", None)  # the Firestore ledger's (ledger_pods.py)
-        self.metrics.watch_ledger(
-            lambda: ledger.stats.expired_reservations,
-            lambda: len(heartbeat.gone) if heartbeat is not None else 0,
-        )
+        self.metrics.watch_ledger(lambda: ledger.stats.expired_reservations, ledger.pods_gone)
         self.router = Router(config)
         self.breakers = BreakerRegistry(
             fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds
