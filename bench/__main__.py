@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
 import time
 import uuid
 from typing import Any
 
-import psutil
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.batch_v1 import Job
@@ -25,7 +23,7 @@ from lightkube.types import PatchType
 
 from agentry_operator.kube import Execution
 
-from .operator_proc import plane_with_crds, start_operator
+from .operator_proc import Peak, plane_with_crds, start_operator, wait_count
 from .results import record
 
 
@@ -94,10 +92,6 @@ def _namespace(client: Client, prefix: str) -> str:
     return name
 
 
-def _count_jobs(client: Client, ns: str) -> int:
-    return sum(1 for _ in client.list(Job, namespace=ns, chunk_size=500))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--jobs", type=int, default=1000)
@@ -134,27 +128,15 @@ def main() -> None:
                 }
             )
         )
-        peak = [0]
-        stop = threading.Event()
-        ps = psutil.Process(operator.pid)
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], ps.memory_info().rss)
-                time.sleep(0.05)
-
-        threading.Thread(target=sample, daemon=True).start()
+        peak = Peak(operator.pid, every=0.05)
         executions = [_execution(ns, f"ex-{i}", "bench") for i in range(args.executions)]
         t0 = time.perf_counter()
         asyncio.run(_create_all(config, executions, args.concurrency))
         created = time.perf_counter() - t0
-        while _count_jobs(client, ns) < args.executions:
-            time.sleep(0.25)
-            if time.perf_counter() - t0 > 1800:
-                raise SystemExit("operator did not create all Jobs within 30 min")
+        wait_count(client, Job, ns, args.executions, limit=1800)
         total = time.perf_counter() - t0
-        stop.set()
-        idle_rss = ps.memory_info().rss
+        rss = peak.stop()
+        idle_rss = peak.proc.memory_info().rss
         operator.stop()
         ceiling = bare * args.executions / args.jobs
         print(
@@ -173,15 +155,15 @@ def main() -> None:
         )
         print(f"ratio to bare-client minimum work: {total / floor:.2f}x")
         print(
-            f"operator peak RSS: {peak[0] / 2**20:.0f} MiB (target <= 200 MiB); "
+            f"operator peak RSS: {rss / 2**20:.0f} MiB (target <= 200 MiB); "
             f"after run {idle_rss / 2**20:.0f} MiB"
         )
         record(
             "operator",
             f"operator peak RSS while creating {args.executions} Jobs",
-            f"{peak[0] / 2**20:.0f} MiB",
+            f"{rss / 2**20:.0f} MiB",
             goal="<= 200 MiB",
-            met=peak[0] <= 200 * 2**20,
+            met=rss <= 200 * 2**20,
         )
     finally:
         plane.stop()

@@ -1,12 +1,17 @@
-"""The operator as a process for benchmarks: one namespace, no webhook, a quiet liveness port."""
+"""What the operator benchmarks share: the operator as a process (one namespace, no webhook, a quiet
+liveness port), a control plane with the CRDs, its peak RSS, and waiting for objects to exist."""
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 from lightkube import Client, KubeConfig
 
 from agentry_localcluster.kube import REPO, ControlPlane
@@ -58,3 +63,33 @@ def plane_with_crds(prefix: str) -> tuple[Path, ControlPlane, KubeConfig, Client
         plane.stop()
         raise
     return work, plane, config, Client(config, field_manager="bench")
+
+
+class Peak:
+    """The peak RSS of a process, sampled every `every` seconds on a thread."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        self.proc, self.peak, self.every, self._stop = psutil.Process(pid), 0, every, threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(self.every)
+
+    def stop(self) -> int:
+        self._stop.set()
+        return self.peak
+
+
+def wait_count(client: Client, kind: Any, ns: str, n: int, limit: float = 3600, every: float = 0.25) -> float:
+    """Seconds until `n` objects of `kind` exist in `ns` (listed in pages)."""
+    t0 = time.perf_counter()
+    while sum(1 for _ in client.list(kind, namespace=ns, chunk_size=1000)) < n:
+        if time.perf_counter() - t0 > limit:
+            raise SystemExit(f"fewer than {n} {kind.__name__}s after {limit:.0f} s")
+        time.sleep(every)
+    return time.perf_counter() - t0

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.batch_v1 import CronJob, Job
@@ -37,30 +36,10 @@ from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import Proc
 
 from .__main__ import _create_all, _execution, _job, _namespace
-from .operator_proc import plane_with_crds, start_operator
+from .operator_proc import Peak, plane_with_crds, start_operator, wait_count
 from .results import record
 
 NEVER = "0 0 1 1 *"  # New Year's midnight: no CronJob fires during the run
-
-
-class Peak:
-    """The peak RSS of a process, sampled every 100 ms on a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.1)
-
-    def stop(self) -> int:
-        self._stop.set()
-        return self.peak
 
 
 class JobWatch:
@@ -98,16 +77,6 @@ def agent(ns: str, name: str, scheduled: bool) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": ns},
         "spec": spec,
     }
-
-
-def wait_count(client: Client, kind: Any, ns: str, n: int, limit: float = 3600) -> float:
-    """Seconds until `n` objects of `kind` exist in `ns` (listed in pages)."""
-    t0 = time.perf_counter()
-    while sum(1 for _ in client.list(kind, namespace=ns, chunk_size=1000)) < n:
-        if time.perf_counter() - t0 > limit:
-            raise SystemExit(f"fewer than {n} {kind.__name__}s after {limit:.0f} s")
-        time.sleep(1)
-    return time.perf_counter() - t0
 
 
 async def paced(config: KubeConfig, manifests: list[dict[str, Any]], rate: float) -> dict[str, float]:
