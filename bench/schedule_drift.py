@@ -6,10 +6,11 @@
 On a real local control plane (kube-apiserver, etcd, the real CronJob and Job controllers) with the
 operator process, N schedules firing every minute, in a few namespaces, for `--fires` fire times:
 
-1. Agents with `spec.schedule` on their default backend, CronJob (the other one, Cloud Scheduler, is
-   Google's service): CronJob -> Job -> tick pod -> Execution. The tick pods run on a stand-in node
+1. Agents with `spec.schedule` on their default backend, CronJob (Cloud Scheduler is Google's
+   service): CronJob -> Job -> tick pod -> Execution. The tick pods run on a stand-in node
    (bench/schedule_watch.py), so container start is left out: a lower bound of this backend's drift.
-2. Workflows with `spec.schedule`: the operator's own in-memory timers create the WorkflowRuns.
+2. Agents on the Operator backend: the operator's in-memory timers create the Executions.
+3. Workflows with `spec.schedule`: the operator's own in-memory timers create the WorkflowRuns.
 
 Drift of a fire = when a watcher process received the object's ADDED event minus the fire time the
 scheduler wrote in `spec.scheduledTime` (creationTimestamp has 1 s resolution). Every due fire must
@@ -66,6 +67,7 @@ Keys = list[tuple[str, str]]  # (namespace, name) of each schedule's owner
 # (what, the kind the watcher sees); each name is also the Bench method that prepares the schedules.
 PHASES = {
     "workflows": ("Workflow schedules (operator timers)", "WorkflowRun"),
+    "timers": ("Agent schedules (Operator backend)", "Execution"),
     "agents": ("Agent schedules (CronJob backend, pod start excluded)", "Execution"),
 }
 
@@ -236,6 +238,21 @@ class Bench:
         cronjobs = lambda: sum(len(list(client.list(CronJob, namespace=ns))) for ns in namespaces)  # noqa: E731
         took = wait_for(cronjobs, len(keys), "the CronJobs")
         print(f"  {len(keys)} CronJobs made {took:.0f} s after the Agents")
+        return keys
+
+    def timers(self, client: Client, namespaces: list[str]) -> Keys:
+        """N Agents on the Operator backend, once their timers are armed (upcomingRuns written)."""
+        keys = self.keys(namespaces, "t")
+        schedule = {"cron": EVERY_MINUTE, "backend": "Operator", "concurrencyPolicy": "Allow"}
+        manifests = [agent(ns, n, schedule) for ns, n in keys]
+        asyncio.run(create_all(self.config, manifests, self.args.concurrency))
+
+        def armed() -> int:
+            listed = (a for ns in namespaces for a in client.list(Agent, namespace=ns))
+            return sum(bool((to_dict(a).get("status") or {}).get("upcomingRuns")) for a in listed)
+
+        took = wait_for(armed, len(keys), "the timers")
+        print(f"  {len(keys)} Agent timers armed {took:.0f} s after the Agents were created")
         return keys
 
     def workflows(self, client: Client, namespaces: list[str]) -> Keys:

@@ -67,6 +67,7 @@ class ConcurrencyPolicy(StrEnum):
 class ScheduleBackend(StrEnum):
     CRONJOB = "CronJob"
     CLOUD_SCHEDULER = "CloudScheduler"
+    OPERATOR = "Operator"  # the operator's own timers (no CronJob, no tick pod)
 
 
 class Trigger(StrEnum):

@@ -148,9 +148,9 @@ class AgentPolicy(_Model):
     max_history_limit: int = Field(default=100, ge=0, le=1000)
     priority: PriorityRange = Field(default_factory=PriorityRange)
     # CloudScheduler creates jobs in the installation's Google Cloud project: only when an admin set it
-    # up (the chart adds it when operator.cloudScheduler.location is set).
+    # up (the chart adds it when operator.cloudScheduler.location is set). Operator runs no pod at all.
     allowed_schedule_backends: list[ScheduleBackend] = Field(
-        default_factory=lambda: [ScheduleBackend.CRONJOB]
+        default_factory=lambda: [ScheduleBackend.CRONJOB, ScheduleBackend.OPERATOR]
     )
     # provider/name patterns (fnmatch: `anthropic/claude-*`, `openai/gpt-4.1*`) of the models and
     # fallbacks an Agent may name; `*/*` allows any model (the gateway's routes still choose channels).

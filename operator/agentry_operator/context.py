@@ -10,6 +10,7 @@ from lightkube import AsyncClient
 
 from .backends import ScheduleBackend
 from .config import OperatorConfig
+from .handlers.agent_timers import AgentTimers
 from .handlers.state import State
 
 MEMO_KEY = "agentry"
@@ -24,6 +25,7 @@ class OperatorContext:
     state: State
     scheduler: ScheduleBackend | None = None  # the Cloud Scheduler backend, when configured
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
+    timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
 
 
 def store(memo: kopf.Memo, context: OperatorContext) -> None:

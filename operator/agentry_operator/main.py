@@ -29,6 +29,7 @@ from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
 from .handlers.admission import Governance, execution_deleted
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
+from .handlers.agent_timers import AgentTimers
 from .handlers.execution import on_execution
 from .handlers.outcome import on_job, on_pod
 from .handlers.state import State
@@ -81,6 +82,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         log.info("governance on: admission and run tokens through the gateway at %s", config.gateway_base)
     ctx.scheduler = cloud_scheduler_backend(config, log)
     ctx.refresher = asyncio.create_task(background_loop(ctx.client, config, ctx.state, log))
+    ctx.timers = AgentTimers(ctx.client, ctx.state)
     store(memo, ctx)
 
 
@@ -188,8 +190,13 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
         ctx.state.agents.pop(key, None)
+        if ctx.timers is not None:
+            ctx.timers.forget(key)
         return
-    for waiting in ctx.state.seen_agent(dict(body)):  # Executions that arrived before their Agent
+    waiting_runs = ctx.state.seen_agent(dict(body))
+    if ctx.timers is not None:
+        ctx.timers.seen(dict(body))
+    for waiting in waiting_runs:  # Executions that arrived before their Agent
         await on_execution(ctx.client, ctx.config, ctx.state, ctx.state.executions[waiting], logger)
 
 

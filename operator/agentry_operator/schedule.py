@@ -217,3 +217,35 @@ def schedule_step(
     if plan.through is not None:
         state["through"] = rfc3339(plan.through)
     return ScheduleStep(_skipped(state, plan), plan.due, plan)
+
+
+# --- The Operator backend's timers (handlers/agent_timers.py): what to fire, pure -------------------
+
+# After a restart (or a leader's failover) the newest time missed this recently is still started, as
+# the CronJob controller starts the most recent missed time; older ones are catch-up's (a window).
+RESTART_GRACE = dt.timedelta(seconds=300)
+
+
+def timer_signature(schedule: dict[str, Any]) -> str:
+    """What re-arms an Agent's timer from now: its times (signature) or its jitter changed."""
+    return json.dumps([signature(schedule), int(schedule.get("jitterSeconds") or 0)])
+
+
+def timer_cursor(schedule: dict[str, Any], status: dict[str, Any], now: dt.datetime) -> dt.datetime:
+    """Where a timer armed without one in memory starts: fire times after it are still to start.
+    A schedule whose bookkeeping is of this very schedule (not new, edited or resumed since) starts
+    RESTART_GRACE back, never before status.scheduleState.since; any other one from `now`."""
+    state = status.get("scheduleState") or {}
+    if state.get("signature") != signature(schedule) or not state.get("since"):
+        return now
+    return min(max(now - RESTART_GRACE, parse_time(str(state["since"]))), now)
+
+
+def missed_since(schedule: dict[str, Any], cursor: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    """The newest fire time in (cursor, now]: a time passed while no timer was armed."""
+    newest = None
+    for when in iter_fire_times(schedule["cron"], _tz(schedule), cursor):
+        if when > now:
+            return newest
+        newest = when
+    return newest

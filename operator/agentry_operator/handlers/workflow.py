@@ -167,8 +167,8 @@ class Runs:
     the operator-wide memo at start-up (kopf gives each object a shallow copy of it, so one made
     later in a handler's memo would not be shared)."""
 
-    def __init__(self, act: Act = reconcile, what: str = "workflow run") -> None:
-        self.act, self.what = act, what
+    def __init__(self, act: Act = reconcile, what: str = "workflow run", slack: float = 0.2) -> None:
+        self.act, self.what, self.slack = act, what, slack
         self.locks: dict[Key, asyncio.Lock] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -187,8 +187,8 @@ class Runs:
         if old is not None:
             old.cancel()
         if wake is not None:
-            # A little after the planned second: the plan's times are whole seconds.
-            delay = max((wake - dt.datetime.now(dt.UTC)).total_seconds(), 0.0) + 0.2
+            # A little after the planned second (slack): the plan's times are whole seconds.
+            delay = max((wake - dt.datetime.now(dt.UTC)).total_seconds(), 0.0) + self.slack
             self.timers[key] = asyncio.get_running_loop().call_later(delay, self._spawn, client, key)
 
     def _spawn(self, client: AsyncClient, key: Key) -> None:

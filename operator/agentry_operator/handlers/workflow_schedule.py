@@ -22,13 +22,14 @@ from lightkube.types import CascadeType
 from agentry_common import constants as c
 from agentry_common import workflows as w
 from agentry_common.conditions import ConditionType, Reason
+from agentry_common.models import ConcurrencyPolicy
 
 from .. import kube
 from ..conditions import set_condition
 from ..schedule import backfill_error, cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
 from ..workflows.resources import Workflow, WorkflowRun
-from .workflow import Key, Logger, Runs, watch_objects
+from .workflow import ENDED, Key, Logger, Runs, runs_in, watch_objects
 
 MEMO_KEY = "agentry-workflow-schedules"
 RUN_WORKFLOW_FIELD = "spec.workflowRef.name"
@@ -130,8 +131,8 @@ def _status(
     return status
 
 
-async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | None:
-    """One look at one Workflow's schedule; returns when to look again (None: only on events)."""
+async def tick(client: AsyncClient, key: Key, logger: Logger) -> sched.Tick | None:
+    """One look at one Workflow's schedule: its step (wake: when to look again; None: only on events)."""
     wf = await kube.get_or_none(client, Workflow, key[1], key[0])
     schedule = (wf or {}).get("spec", {}).get("schedule")
     if wf is None or wf["metadata"].get("deletionTimestamp"):
@@ -150,8 +151,10 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | N
     for name in step.cancel:  # Replace: the active runs' steps are cancelled by their reconcile
         await kube.patch_merge(client, WorkflowRun, name, key[0], {"spec": {"cancel": True}})
         logger.info("workflow %s: cancelled run %s (concurrencyPolicy Replace)", key[1], name)
+    listed = {r["metadata"]["name"] for r in runs}
     for when in step.start + step.backfill:
-        created = await _create(client, sched.build_run(wf, when))
+        manifest = sched.build_run(wf, when)
+        created = manifest["metadata"]["name"] not in listed and await _create(client, manifest)
         logger.info("workflow %s: run for %s %s", key[1], rfc3339(when), "created" if created else "exists")
     await _record(client, wf, step, runs, now, logger)
     if step.backfill:
@@ -162,7 +165,48 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | N
         message = f"schedule suspended after {step.state['consecutiveFailures']} consecutive failed runs"
         logger.warning("workflow %s: %s", key[1], message)
         await _event(client, wf, Reason.CONSECUTIVE_FAILURES, message)
-    return step.wake
+    step.ahead = sched.build_run(wf, step.fire) if step.fire is not None else None
+    step.ahead_forbid = (
+        schedule.get("concurrencyPolicy", ConcurrencyPolicy.FORBID) == ConcurrencyPolicy.FORBID
+    )
+    return step
+
+
+class Ticks:
+    """The schedule ticks of one operator (its `Runs`' act). A tick that finds its next fire time
+    will start as things stand keeps that run's manifest; when the timer wakes for that time, the
+    run is created first, before anything is read, so a thousand Workflows firing at once send
+    their thousand creates ahead of their reads and status writes. The tick that follows finds
+    the run and goes on as always (a run created twice is a 409)."""
+
+    def __init__(self) -> None:
+        self.ahead: dict[Key, tuple[dt.datetime, dict[str, Any]]] = {}  # (due, with its jitter; run)
+        self.forbid: set[Key] = set()  # kept under concurrencyPolicy Forbid: any new run withdraws it
+
+    async def __call__(self, client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | None:
+        due, manifest = self.ahead.pop(key, (None, None))
+        if due is not None and manifest is not None:
+            if due <= dt.datetime.now(dt.UTC):
+                await _create(client, manifest)
+            else:  # woken before the time (an event): still ahead
+                self.ahead[key] = (due, manifest)
+        step = await tick(client, key, logger)
+        self.ahead.pop(key, None)
+        self.forbid.discard(key)
+        if step is not None and step.ahead is not None and step.wake is not None:
+            self.ahead[key] = (step.wake, step.ahead)
+            if step.ahead_forbid:
+                self.forbid.add(key)
+        return step.wake if step is not None else None
+
+    def run_seen(self, namespace: str, workflow: str, run: str) -> None:
+        """A run of the Workflow not ended (its watch event), other than the one kept: under Forbid
+        the next time may no longer start, so the tick decides it at the time, reading first."""
+        key = (namespace, workflow)
+        kept = self.ahead.get(key)
+        if kept is not None and key in self.forbid and kept[1]["metadata"]["name"] != run:
+            del self.ahead[key]
+            self.forbid.discard(key)
 
 
 async def _record(
@@ -198,7 +242,28 @@ async def _event(
     )
 
 
+async def workflow_gone(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted Workflow's run kept ahead goes with it."""
+    ticks = runs_in(memo, MEMO_KEY).act
+    if type == "DELETED" and isinstance(ticks, Ticks):
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        ticks.ahead.pop(key, None)
+        ticks.forbid.discard(key)
+
+
+async def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every WorkflowRun not ended withdraws its Workflow's run kept ahead, but its own."""
+    if (body.get("status") or {}).get("phase") in ENDED:
+        return
+    ticks = runs_in(memo, MEMO_KEY).act
+    if isinstance(ticks, Ticks):
+        meta = body["metadata"]
+        ticks.run_seen(meta["namespace"], body["spec"]["workflowRef"]["name"], meta["name"])
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
-    watch_objects(
-        registry, w.WORKFLOW_PLURAL, MEMO_KEY, lambda: Runs(tick, "workflow schedule"), tick_signature
-    )
+    # Ticks at their times, without the Runs' usual slack: the fire-ahead create waits for nothing.
+    runs = lambda: Runs(Ticks(), "workflow schedule", slack=0.01)  # noqa: E731
+    watch_objects(registry, w.WORKFLOW_PLURAL, MEMO_KEY, runs, tick_signature)
+    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_RUN_PLURAL, registry=registry, id="ahead-runs")(run_event)
+    kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_PLURAL, registry=registry, id="ahead-gone")(workflow_gone)

@@ -48,6 +48,11 @@ class Tick:
     pause: bool = False  # pauseOnFailure reached: suspend the schedule
     wake: dt.datetime | None = None  # when to tick again (None: suspended, events only)
     backfill: list[dt.datetime] = field(default_factory=list)  # spec.schedule.backfill's times, once
+    # The fire time `wake` is for, when it will start as things stand (fire_ahead): the timer then
+    # creates its run before reading anything, and only then ticks.
+    fire: dt.datetime | None = None
+    ahead: dict[str, Any] | None = None  # its run's manifest (the handler builds it)
+    ahead_forbid: bool = False  # under Forbid: a run starting before the time withdraws it
 
 
 def zone(schedule: Doc) -> str:
@@ -161,7 +166,21 @@ def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.dat
     policy = str(schedule.get("concurrencyPolicy") or ConcurrencyPolicy.FORBID)
     start, refused, cancel = concurrency(policy, due, active(runs, names))
     state = record_skipped(state, refused, len(refused), w.SkipReason.CONCURRENCY_POLICY)
-    return Tick(state, start, cancel, wake=wake)
+    ahead = fire_ahead(schedule, horizon, wake - jitter, policy, bool(active(runs, set()) or start))
+    return Tick(state, start, cancel, wake=wake, fire=ahead)
+
+
+def fire_ahead(
+    schedule: Doc, horizon: dt.datetime, at: dt.datetime, policy: str, busy: bool
+) -> dt.datetime | None:
+    """`at` if it is the next fire time and will start as things stand: Allow always, Forbid while
+    no run is active (a run that starts in between withdraws it: WorkflowSchedules.run_seen),
+    Replace never (it cancels first). None: the timer's tick decides, reading everything first."""
+    if at != next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0]:
+        return None  # the wake is LOOK_AGAIN's, not a fire time's
+    if policy == ConcurrencyPolicy.ALLOW or (policy == ConcurrencyPolicy.FORBID and not busy):
+        return at
+    return None
 
 
 def build_run(workflow: Doc, when: dt.datetime) -> dict[str, Any]:

@@ -4,6 +4,7 @@ after the operator was down, pauseOnFailure, and an edit that fires no spurious 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,29 @@ def test_backfill_starts_a_range_once_and_refuses_a_wide_one(client: Client, op:
             Agent, "a", {"spec": {"schedule": {"backfill": wide}}}, namespace=ns, patch_type=PatchType.MERGE
         )
     assert refused.value.status.code in (400, 403, 422) and "spec.schedule.backfill" in str(refused.value)
+
+
+def test_the_operator_backend_fires_each_time_once_also_across_a_restart(
+    client: Client, op: OperatorProcess
+) -> None:
+    """backend: Operator: no CronJob, no tick pod; the operator's timer creates each time's run, and
+    after downtime across a fire time the newest missed one starts once."""
+    ns = make_namespace(client, "optimer")
+    create_agent(client, ns, {"cron": "* * * * *", "backend": "Operator", "concurrencyPolicy": "Allow"})
+    first = eventually(lambda: scheduled_runs(client, ns), 90, "the first fire time's run")
+    assert list(client.list(CronJob, namespace=ns)) == []
+    ((name, when),) = first.items()
+    fired = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    assert fired.second == 0 and name == scheduled_execution_name("a", int(fired.timestamp()))
+
+    op.proc.stop()  # down across the next fire time
+    missed = fired + dt.timedelta(minutes=1)
+    time.sleep(max((missed - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 2)
+    op.proc.start()
+    op.wait_healthy()
+    restarted = dt.datetime.now(dt.UTC)
+    runs = eventually(lambda: len(r := scheduled_runs(client, ns)) >= 2 and r, 60, "the missed run")
+    times = sorted(dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in runs.values())
+    assert times[0] == fired and all(t.second == 0 for t in times)
+    assert missed <= times[1] <= restarted  # the newest time missed while down, started once
+    assert len(set(times)) == len(times) == len(runs)

@@ -133,11 +133,12 @@ def test_run_pods_get_a_default_cpu_limit(default: list[Obj]) -> None:
 
 
 def test_cloud_scheduler_is_allowed_only_where_an_admin_set_it_up(default: list[Obj]) -> None:
-    assert [b.value for b in policy_of(default).allowed_schedule_backends] == ["CronJob"]
+    assert [b.value for b in policy_of(default).allowed_schedule_backends] == ["CronJob", "Operator"]
     gke = render(
         operator__cloudScheduler__location="europe-west1",
         operator__cloudScheduler__targetUrl="https://agentry.example.com",
         operator__cloudScheduler__serviceAccount="invoker@my-agentry-project.iam.gserviceaccount.com",
         gcp__projectId="my-agentry-project",
     )
-    assert [b.value for b in policy_of(gke).allowed_schedule_backends] == ["CronJob", "CloudScheduler"]
+    backends = [b.value for b in policy_of(gke).allowed_schedule_backends]
+    assert backends == ["CronJob", "Operator", "CloudScheduler"]

@@ -267,3 +267,27 @@ def test_a_backfill_range_starts_its_times_once_whatever_suspend_and_the_policy_
     wider = {**schedule, "backfill": {"start": "2026-01-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"}}
     assert sched.tick(wider, KEY, {"scheduleState": step.state}, busy, now).backfill == []  # > 10 runs
     assert schedule_errors(wider) == ["spec.schedule.backfill covers more than 10 runs: narrow the range"]
+
+
+def test_the_next_fire_time_is_kept_ahead_only_when_it_will_start_as_things_stand() -> None:
+    hourly = {"cron": "0 * * * *"}
+    st, now = status(hourly, "2026-01-05T09:30:00Z"), at("2026-01-05T09:57:00+00:00")
+    nxt = at("2026-01-05T10:00:00+00:00")  # within LOOK_AGAIN: the wake is for it
+    allow = sched.tick({**hourly, "concurrencyPolicy": "Allow"}, KEY, st, [run("m", None, "Running")], now)
+    assert allow.fire == nxt and allow.wake == nxt
+    forbid = {**hourly, "concurrencyPolicy": "Forbid"}
+    assert sched.tick(forbid, KEY, st, [], now).fire == nxt
+    assert sched.tick(forbid, KEY, st, [run("m", None, "Running")], now).fire is None
+    assert sched.tick(forbid, KEY, st, [run("m", None, "Failed")], now).fire == nxt  # ended: no hold
+    assert sched.tick({**hourly, "concurrencyPolicy": "Replace"}, KEY, st, [], now).fire is None
+    daily = {"cron": "0 6 * * *", "concurrencyPolicy": "Allow"}  # the wake is LOOK_AGAIN's, no fire
+    far = sched.tick(daily, KEY, status(daily, "2026-01-05T09:30:00Z"), [], now)
+    assert far.fire is None and far.wake == now + sched.LOOK_AGAIN
+    assert sched.tick({**forbid, "suspend": True}, KEY, st, [], now).fire is None
+
+
+def test_a_run_started_now_under_forbid_holds_the_next_time_back() -> None:
+    forbid = {"cron": "* * * * *", "concurrencyPolicy": "Forbid"}
+    st, now = status(forbid, "2026-01-05T09:30:00Z"), at("2026-01-05T09:31:00.5+00:00")
+    step = sched.tick(forbid, KEY, st, [], now)
+    assert [rfc3339(t) for t in step.start] == ["2026-01-05T09:31:00Z"] and step.fire is None
