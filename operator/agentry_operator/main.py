@@ -25,6 +25,7 @@ from agentry_common.policy import AgentPolicy, load_policy
 
 from . import jobcheck, kube, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
+from .burst import BURST
 from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
 from .handlers.admission import Governance, execution_deleted
@@ -75,6 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.watching.chunk_size = 500  # a restart's listing in pages: bounded memory per answer
     ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
     ctx.state.governance = Governance.from_config(config)
@@ -141,6 +143,7 @@ async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf
         await execution_deleted(ctx.state, dict(body), logger)  # a deleted run's token ends now
         ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         return
+    await BURST.settled()  # schedules' fires in flight go first (burst.py)
     with _Timed("Execution"):
         item = ctx.state.seen_execution(dict(body))
         await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=type is None)

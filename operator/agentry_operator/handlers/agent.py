@@ -34,9 +34,12 @@ from ..schedule import (
 )
 from ..tick import build_execution
 from .execution import adopt_patch, on_execution
+from .outcome import resync_all
 from .state import Logger, State
 
 PRUNE_BATCH = ARCHIVE_NAMES // 2  # Executions pruned per refresh of an Agent
+# Resyncs wait until a restart's listing has settled (none added for this long), or at most this long.
+RESYNC_QUIET_SECONDS, RESYNC_OLDEST_SECONDS = 2.0, 10.0
 
 
 async def reconcile_agent(
@@ -350,6 +353,19 @@ async def _event(client: AsyncClient, agent: dict[str, Any], reason: Reason, mes
     await kube.post_event(client, agent, reason.value, message, kind)
 
 
+async def _resync(client: AsyncClient, state: State, logger: Logger) -> None:
+    """The running Executions waiting to read their Jobs again, together (outcome.resync_all)."""
+    keys = state.take_resyncs(RESYNC_QUIET_SECONDS, RESYNC_OLDEST_SECONDS)
+    if not keys:
+        return
+    try:
+        await resync_all(client, state, keys)
+    except Exception as exc:  # the API server away: all of them again, next interval
+        logger.warning("reading the Jobs of %d running executions failed: %s", len(keys), exc)
+        for key in keys:
+            state.resync_later(key)
+
+
 async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
     """The one background task: retries (failed starts; a retried running Execution re-reads its
     Job, as after a restart), then stale Agent statuses."""
@@ -362,6 +378,7 @@ async def background_loop(client: AsyncClient, config: OperatorConfig, state: St
                     await on_execution(client, config, state, body, logger, listing=True)
                 except Exception as exc:
                     logger.warning("execution %s/%s: %s", *key, exc)
+        await _resync(client, state, logger)
         now = dt.datetime.now(dt.UTC)
         state.dirty_agents.update(key for key, agent in state.agents.items() if catchup_due(agent, now))
         for namespace, name in sorted(state.take_dirty()):

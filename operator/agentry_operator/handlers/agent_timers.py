@@ -29,6 +29,7 @@ from agentry_common.models import ScheduleBackend
 from agentry_common.naming import scheduled_execution_name
 
 from .. import kube
+from ..burst import BURST
 from ..schedule import (
     cron_error,
     jitter_of,
@@ -189,7 +190,8 @@ class AgentTimers:
 
     async def _post(self, key: Key, when: dt.datetime) -> str:
         try:
-            await self.client.create(kube.Execution.from_dict(build_execution(key[1], key[0], when)))
+            async with BURST.firing():
+                await self.client.create(kube.Execution.from_dict(build_execution(key[1], key[0], when)))
         except ApiError as exc:
             if exc.status.code == 409:
                 return "exists"

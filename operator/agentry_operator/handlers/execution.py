@@ -52,7 +52,8 @@ async def on_execution(
 
     `listing` marks the initial listing after a (re)start, or a retry: Job events missed (while the
     operator was down, or before a crashed attempt recorded its Job) are then recovered by reading
-    the Job itself, and an ended run is only written with what its pod reported.
+    the Job itself (soon, with the others: outcome.resync_all), and an ended run is only written
+    with what its pod reported.
     """
     phase = phase_of(body)
     if phase is not None and phase.terminal:
@@ -66,7 +67,7 @@ async def on_execution(
     job_name_ = (body.get("status") or {}).get("jobName")
     if job_name_:
         if listing:
-            await resync(client, state, body, job_name_)
+            state.resync_later(key_of(body))
         return  # running: its Job's and Pods' events drive the status from here
     with reconcile_span(body) as span:
         try:

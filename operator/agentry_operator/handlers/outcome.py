@@ -23,6 +23,10 @@ from ..conditions import now_rfc3339, set_condition
 from .approval import pause
 from .state import Key, State, phase_of
 
+JOB_LABEL = "batch.kubernetes.io/job-name"
+OURS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY}  # the Jobs and Pods the operator made
+LIST_CHUNK = 500  # objects per page of a listing: bounds the memory of one answer
+
 
 def key_of(body: dict[str, Any]) -> Key:
     return body["metadata"]["namespace"], body["metadata"]["name"]
@@ -100,16 +104,56 @@ async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, A
         return
     pods = [
         kube.to_dict(p)
-        async for p in client.list(
-            kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job["metadata"]["name"]}
-        )
+        async for p in client.list(kube.Pod, namespace=ns, labels={JOB_LABEL: job["metadata"]["name"]})
     ]
     await apply(client, state, body, observe(job, pods), job["metadata"]["name"], pods)
 
 
+async def resync_all(client: AsyncClient, state: State, keys: list[Key]) -> None:
+    """Read the Jobs and Pods of running Executions and apply what they say: after a restart (the
+    listing's Executions), or when a Job made by an earlier, crashed attempt is adopted (its pods
+    may have run meanwhile). One paged listing of our Jobs and one of our Pods per namespace, not a
+    read per Execution (ten thousand Executions were 20,000 requests, and each Pod list by label
+    scanned the namespace). A Job the listing does not have is read by name (deleted: JobDeleted)."""
+    wanted: dict[str, dict[str, str]] = {}  # namespace -> job -> execution
+    for key in keys:
+        body = state.executions.get(key)
+        if body is not None and (body.get("status") or {}).get("jobName"):
+            wanted.setdefault(key[0], {})[current_job(body)] = key[1]
+    for ns, jobs in sorted(wanted.items()):
+        running = await _listed_jobs(client, state, ns, jobs)
+        if running:
+            async for pod in client.list(kube.Pod, namespace=ns, labels=OURS, chunk_size=LIST_CHUNK):
+                item = kube.to_dict(pod)
+                if (item["metadata"].get("labels") or {}).get(JOB_LABEL) in running:
+                    await on_pod(client, state, "MODIFIED", item)
+        for job, name in sorted(jobs.items()):  # not in the listing: read by name (gone: JobDeleted)
+            body = state.executions.get((ns, name))
+            if body is not None:
+                await resync(client, state, body, job)
+
+
+async def _listed_jobs(client: AsyncClient, state: State, ns: str, jobs: dict[str, str]) -> set[str]:
+    """Apply each listed Job of `jobs`; the names of those still running. A listed ended Job is
+    dropped from `jobs` (applied: nothing more to read); the rest stay (read by name after)."""
+    running: set[str] = set()
+    async for found in client.list(kube.Job, namespace=ns, labels=OURS, chunk_size=LIST_CHUNK):
+        job = kube.to_dict(found)
+        name = job["metadata"]["name"]
+        if name not in jobs:
+            continue
+        await on_job(client, state, "MODIFIED", job)
+        if terminal_job(job):
+            del jobs[name]
+        else:
+            running.add(name)
+    for name in running:
+        del jobs[name]
+    return running
+
+
 async def resync(client: AsyncClient, state: State, body: dict[str, Any], child: str) -> None:
-    """Read the Job (and Pods) of a running Execution and apply what they say: after a restart, or
-    when a Job made by an earlier, crashed attempt is adopted (its pods may have run meanwhile)."""
+    """Read the Job (and Pods) of one running Execution by name and apply what they say."""
     ns = body["metadata"]["namespace"]
     job = await kube.get_or_none(client, kube.Job, child, ns)
     await on_job(
@@ -126,7 +170,7 @@ async def resync(client: AsyncClient, state: State, body: dict[str, Any], child:
         },
     )
     if job is not None and not terminal_job(job):
-        async for pod in client.list(kube.Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": child}):
+        async for pod in client.list(kube.Pod, namespace=ns, labels={JOB_LABEL: child}):
             await on_pod(client, state, "MODIFIED", kube.to_dict(pod))
 
 

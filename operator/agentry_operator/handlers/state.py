@@ -69,6 +69,9 @@ class State:
         self.waiting_approval: set[Key] = set()
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
         self.retry_at: dict[Key, float] = {}
+        # Running Executions whose Job and Pods are to be read again (listed after a restart, or a
+        # retry): read together, a listing per namespace, by the background loop (outcome.resync_all).
+        self.resync_at: dict[Key, float] = {}  # execution -> since (monotonic)
         self.start_failures: dict[Key, int] = {}  # failed starts in a row (their retry backs off)
         self.dirty_agents: set[Key] = set()
         # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
@@ -114,6 +117,7 @@ class State:
         self.waiting_approval.discard(key)
         self.waiting_for_agent.pop(key, None)
         self.retry_at.pop(key, None)
+        self.resync_at.pop(key, None)
         self.start_failures.pop(key, None)
         self.admission_after.pop(key, None)
 
@@ -163,6 +167,21 @@ class State:
         for k in due:
             del self.retry_at[k]
         return due
+
+    def resync_later(self, key: Key) -> None:
+        self.resync_at.setdefault(key, time.monotonic())
+
+    def take_resyncs(self, quiet: float, oldest: float) -> list[Key]:
+        """Every Execution waiting for a resync, once none was added for `quiet` seconds (a restart's
+        listing has settled) or one has waited `oldest` seconds; else none yet."""
+        if not self.resync_at:
+            return []
+        now = time.monotonic()
+        times = self.resync_at.values()
+        if now - max(times) < quiet and now - min(times) < oldest:
+            return []
+        keys, self.resync_at = sorted(self.resync_at), {}
+        return keys
 
     def take_dirty(self) -> set[Key]:
         dirty, self.dirty_agents = self.dirty_agents, set()

@@ -24,6 +24,7 @@ from agentry_common import workflows as w
 
 from .. import kube
 from ..builders.refusal import Action
+from ..burst import BURST
 from ..context import context
 from ..workflows import graph, planner, template
 from ..workflows.resources import Workflow, WorkflowRun
@@ -167,13 +168,17 @@ class Runs:
     the operator-wide memo at start-up (kopf gives each object a shallow copy of it, so one made
     later in a handler's memo would not be shared)."""
 
-    def __init__(self, act: Act = reconcile, what: str = "workflow run", slack: float = 0.2) -> None:
-        self.act, self.what, self.slack = act, what, slack
+    def __init__(
+        self, act: Act = reconcile, what: str = "workflow run", slack: float = 0.2, gated: bool = True
+    ) -> None:
+        self.act, self.what, self.slack, self.gated = act, what, slack, gated
         self.locks: dict[Key, asyncio.Lock] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def poke(self, client: AsyncClient, key: Key, logger: Logger = log) -> None:
+        if self.gated:  # a run's reconcile lets a burst of fires go first (burst.py)
+            await BURST.settled()
         async with self.locks.setdefault(key, asyncio.Lock()):
             try:
                 wake = await self.act(client, key, logger)

@@ -25,6 +25,7 @@ from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import ConcurrencyPolicy
 
 from .. import kube
+from ..burst import BURST
 from ..conditions import set_condition
 from ..schedule import backfill_error, cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
@@ -187,7 +188,9 @@ class Ticks:
         due, manifest = self.ahead.pop(key, (None, None))
         if due is not None and manifest is not None:
             if due <= dt.datetime.now(dt.UTC):
-                await _create(client, manifest)
+                async with BURST.firing():
+                    await _create(client, manifest)
+                await BURST.settled()  # the other fires' creates first, then this tick's reads
             else:  # woken before the time (an event): still ahead
                 self.ahead[key] = (due, manifest)
         step = await tick(client, key, logger)
@@ -263,7 +266,7 @@ async def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     # Ticks at their times, without the Runs' usual slack: the fire-ahead create waits for nothing.
-    runs = lambda: Runs(Ticks(), "workflow schedule", slack=0.01)  # noqa: E731
+    runs = lambda: Runs(Ticks(), "workflow schedule", slack=0.01, gated=False)  # noqa: E731
     watch_objects(registry, w.WORKFLOW_PLURAL, MEMO_KEY, runs, tick_signature)
     kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_RUN_PLURAL, registry=registry, id="ahead-runs")(run_event)
     kopf.on.event(c.GROUP, c.VERSION, w.WORKFLOW_PLURAL, registry=registry, id="ahead-gone")(workflow_gone)

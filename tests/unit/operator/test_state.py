@@ -62,3 +62,27 @@ def test_the_operator_context_is_one_typed_entry_of_the_memo() -> None:
     ctx = OperatorContext(config=OperatorConfig(), client=object(), state=State())  # type: ignore[arg-type]
     store(memo, ctx)
     assert context(memo) is ctx and find(memo) is ctx
+
+
+def test_resyncs_wait_for_a_quiet_listing_or_the_oldest_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("agentry_operator.handlers.state.time.monotonic", lambda: clock[0])
+    state = State()
+    state.resync_later(("ns", "a"))
+    clock[0] += 1.5
+    state.resync_later(("ns", "b"))
+    state.resync_later(("ns", "a"))  # already waiting: keeps its first time
+    assert state.take_resyncs(quiet=2, oldest=10) == []  # b came 0 s ago: the listing goes on
+    clock[0] += 2
+    assert state.take_resyncs(quiet=2, oldest=10) == [("ns", "a"), ("ns", "b")]
+    assert state.take_resyncs(quiet=2, oldest=10) == []  # taken once
+    for step in range(12):  # a steady trickle: taken once the oldest has waited 10 s
+        state.resync_later(("ns", f"t{step}"))
+        clock[0] += 1
+        if taken := state.take_resyncs(quiet=2, oldest=10):
+            break
+    assert len(taken) == 10 and step == 9  # t0 added 10 s before
+    state.resync_later(("ns", "gone"))
+    state.forget(("ns", "gone"))
+    clock[0] += 60
+    assert state.take_resyncs(quiet=2, oldest=10) == []
