@@ -161,6 +161,12 @@ def wait_for(count: Callable[[], int], n: int, what: str, timeout: float = 900) 
     return time.monotonic() - t0
 
 
+def armed(client: Client, kind: Any, namespaces: list[str]) -> int:
+    """How many `kind` objects show upcomingRuns: the operator armed their timers."""
+    listed = (o for ns in namespaces for o in client.list(kind, namespace=ns))
+    return sum(bool((to_dict(o).get("status") or {}).get("upcomingRuns")) for o in listed)
+
+
 def next_times(offset: float, count: int, step: float, lead: float) -> list[float]:
     """`count` times `step` apart, the first on a multiple of `step` at least `lead` s from now."""
     first = math.ceil((time.monotonic() + offset + lead) / step) * step
@@ -246,12 +252,7 @@ class Bench:
         schedule = {"cron": EVERY_MINUTE, "backend": "Operator", "concurrencyPolicy": "Allow"}
         manifests = [agent(ns, n, schedule) for ns, n in keys]
         asyncio.run(create_all(self.config, manifests, self.args.concurrency))
-
-        def armed() -> int:
-            listed = (a for ns in namespaces for a in client.list(Agent, namespace=ns))
-            return sum(bool((to_dict(a).get("status") or {}).get("upcomingRuns")) for a in listed)
-
-        took = wait_for(armed, len(keys), "the timers")
+        took = wait_for(lambda: armed(client, Agent, namespaces), len(keys), "the timers")
         print(f"  {len(keys)} Agent timers armed {took:.0f} s after the Agents were created")
         return keys
 
@@ -261,12 +262,7 @@ class Bench:
         for ns in namespaces:
             client.create(Agent.from_dict(agent(ns, "worker")))
         asyncio.run(create_all(self.config, [workflow(ns, n) for ns, n in keys], self.args.concurrency))
-
-        def armed() -> int:
-            listed = (wf for ns in namespaces for wf in client.list(Workflow, namespace=ns))
-            return sum(bool((to_dict(wf).get("status") or {}).get("upcomingRuns")) for wf in listed)
-
-        took = wait_for(armed, len(keys), "the timers")
+        took = wait_for(lambda: armed(client, Workflow, namespaces), len(keys), "the timers")
         print(f"  {len(keys)} Workflow timers armed {took:.0f} s after the Workflows were created")
         return keys
 
