@@ -59,10 +59,13 @@ FIRE_DELAY = Histogram(
 
 
 def timed_schedule(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The Agent's schedule if the operator's timers fire it: Operator backend, not suspended, a
-    valid cron and zone, and not refused (Ready False, InvalidSpec, for this generation)."""
+    """The Agent's schedule if the operator's timers fire it: Operator backend, not suspended, not
+    being deleted, a valid cron and zone, and not refused (Ready False, InvalidSpec, for this
+    generation)."""
     schedule = (body.get("spec") or {}).get("schedule")
     if not schedule or schedule.get("backend") != ScheduleBackend.OPERATOR.value or schedule.get("suspend"):
+        return None
+    if body["metadata"].get("deletionTimestamp"):  # going: no more runs
         return None
     if cron_error(str(schedule.get("cron") or "")) or timezone_error(str(schedule.get("timeZone") or "UTC")):
         return None

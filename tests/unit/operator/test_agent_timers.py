@@ -79,6 +79,12 @@ def test_only_valid_running_operator_schedules_are_timed(schedule: dict[str, Any
     assert timed_schedule(agent(schedule)) is None
 
 
+def test_an_agent_being_deleted_is_not_timed() -> None:
+    going = agent(EVERY_MINUTE)
+    going["metadata"]["deletionTimestamp"] = "2026-05-01T10:00:00Z"
+    assert timed_schedule(going) is None and timed_schedule(agent(EVERY_MINUTE)) == EVERY_MINUTE
+
+
 def test_an_agent_refused_for_this_generation_is_not_timed() -> None:
     refused = {"type": "Ready", "status": "False", "reason": "InvalidSpec", "observedGeneration": 1}
     assert timed_schedule(agent(EVERY_MINUTE, {"conditions": [refused]})) is None
