@@ -97,7 +97,8 @@ class RunStore(StoreBase):
             return event
 
         try:
-            result: Doc | None = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
+            async with self.user_lock(user_id):
+                result: Doc | None = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
         except ValueError as exc:  # the library's "failed to commit in N attempts"
             raise Contended(f"the event stream of a user is too busy: {exc}") from exc
         return result

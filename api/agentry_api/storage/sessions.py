@@ -147,7 +147,8 @@ class SessionStore(StoreBase):
             return True
 
         try:
-            result: bool = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
+            async with self.user_lock(user_id):
+                result: bool = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
         except ValueError as exc:
             raise Contended(f"the stream slots of a user are too busy: {exc}") from exc
         return result

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 from lightkube import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from agentry_api.cluster import Execution
 from agentry_gateway.config import GatewayConfig
@@ -199,4 +199,30 @@ def test_create_run_watch_live_and_approve(
     page.goto(api.url + "/approvals")
     expect(page.locator("#decided")).to_contain_text("approved")
     assert not errors, errors
+    context.close()
+
+
+def test_the_page_reconnects_after_an_answer_that_is_not_a_stream(browser: Browser, api: ApiServer) -> None:
+    """A 503 (the API's request deadline) or a 429 (the streams quota) on /api/events closes an
+    EventSource for good; the page opens a new one after a pause and goes on updating."""
+    context = browser.new_context()
+    page = context.new_page()
+    answered: list[int] = []
+
+    def first_refused(route: Route) -> None:
+        if not answered:
+            answered.append(503)
+            route.fulfill(status=503, headers={"Retry-After": "5"}, json={"reason": "Unavailable"})
+        else:
+            answered.append(200)
+            route.continue_()
+
+    page.route("**/api/events*", first_refused)
+    page.goto(api.url + "/")
+    expect(page.locator("#live")).to_have_text("live", timeout=30_000)
+    assert answered[:2] == [503, 200]
+    spec = {"instructions": "Read.", "model": {"name": "claude-sonnet-4-5"}}
+    r = page.request.post(api.url + "/api/agents", data={"name": "After the 503", "spec": spec})
+    assert r.status == 201, r.text()
+    expect(page.locator("#agents tbody")).to_contain_text("After the 503", timeout=20_000)  # a report
     context.close()

@@ -214,11 +214,35 @@ function apply(report) {
   logLine(report);
 }
 
+// EventSource reconnects by itself only after a dropped connection. An answer that is not a stream
+// (503 past the API's request deadline, 429 past the streams quota) closes it for good, so the page
+// would silently stop updating: open a new one after a pause, from the last event seen.
+let reconnectMs = 2000;
+// The page's stream across reconnections: each EventSource's snapshot and report events are passed on
+// here, so listeners of other scripts (workflows.js) outlive the EventSource they started with.
+const stream = new EventTarget();
+window.agentryStream = stream;
+
+function forward(source, type) {
+  source.addEventListener(type, (ev) => {
+    stream.dispatchEvent(new MessageEvent(type, { data: ev.data, lastEventId: ev.lastEventId }));
+  });
+}
+
 function connect() {
   const live = $("#live");
-  const source = new EventSource("/api/events");
-  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
-  source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live off"; });
+  const from = state.lastId ? `?cursor=${encodeURIComponent(state.lastId)}` : "";
+  const source = new EventSource("/api/events" + from);
+  source.addEventListener("open", () => {
+    live.textContent = "live"; live.className = "live on"; reconnectMs = 2000;
+  });
+  source.addEventListener("error", () => {
+    live.textContent = "reconnecting…"; live.className = "live off";
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(connect, reconnectMs);
+      reconnectMs = Math.min(reconnectMs * 2, 30000);
+    }
+  });
   source.addEventListener("snapshot", (ev) => {
     const snap = JSON.parse(ev.data);
     state.agents = new Map(snap.agents.map((a) => [a.id, a]));
@@ -235,7 +259,8 @@ function connect() {
     renderAll();
     document.body.dataset.lastEventId = ev.lastEventId;
   });
-  window.agentryStream = source;
+  forward(source, "snapshot");
+  forward(source, "report");
 }
 
 // -- commands ------------------------------------------------------------------------------------
