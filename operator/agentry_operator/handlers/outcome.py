@@ -7,6 +7,8 @@ terminal Executions, so a run must never end without it (or without a reason say
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from lightkube import AsyncClient
@@ -23,6 +25,7 @@ from ..conditions import now_rfc3339, set_condition
 from .approval import pause
 from .state import Key, State, phase_of
 
+log = logging.getLogger("agentry.operator")
 JOB_LABEL = "batch.kubernetes.io/job-name"
 OURS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY}  # the Jobs and Pods the operator made
 LIST_CHUNK = 500  # objects per page of a listing: bounds the memory of one answer
@@ -121,16 +124,28 @@ async def resync_all(client: AsyncClient, state: State, keys: list[Key]) -> None
         if body is not None and (body.get("status") or {}).get("jobName"):
             wanted.setdefault(key[0], {})[current_job(body)] = key[1]
     for ns, jobs in sorted(wanted.items()):
+        owner = dict(jobs)
         running = await _listed_jobs(client, state, ns, jobs)
         if running:
             async for pod in client.list(kube.Pod, namespace=ns, labels=OURS, chunk_size=LIST_CHUNK):
                 item = kube.to_dict(pod)
-                if (item["metadata"].get("labels") or {}).get(JOB_LABEL) in running:
-                    await on_pod(client, state, "MODIFIED", item)
+                job = (item["metadata"].get("labels") or {}).get(JOB_LABEL)
+                if job in running:
+                    await _isolated(state, (ns, owner[job]), on_pod(client, state, "MODIFIED", item))
         for job, name in sorted(jobs.items()):  # not in the listing: read by name (gone: JobDeleted)
             body = state.executions.get((ns, name))
             if body is not None:
-                await resync(client, state, body, job)
+                await _isolated(state, (ns, name), resync(client, state, body, job))
+
+
+async def _isolated(state: State, key: Key, step: Coroutine[Any, Any, None]) -> None:
+    """One Execution's part of a resync: its failure (a write refused) puts that one back in the
+    queue, alone; the others go on."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning("resync of execution %s/%s failed, again soon: %s", *key, exc)
+        state.resync_later(key)
 
 
 async def _listed_jobs(client: AsyncClient, state: State, ns: str, jobs: dict[str, str]) -> set[str]:
@@ -142,7 +157,7 @@ async def _listed_jobs(client: AsyncClient, state: State, ns: str, jobs: dict[st
         name = job["metadata"]["name"]
         if name not in jobs:
             continue
-        await on_job(client, state, "MODIFIED", job)
+        await _isolated(state, (ns, jobs[name]), on_job(client, state, "MODIFIED", job))
         if terminal_job(job):
             del jobs[name]
         else:
