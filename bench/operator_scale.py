@@ -48,15 +48,21 @@ class JobWatch:
     def __init__(self, config: KubeConfig, ns: str) -> None:
         self.config, self.ns = config, ns
         self.seen: dict[str, float] = {}
+        self.rewatched = 0  # watches started again after an error (a Job seen late counts late)
         self.ready = threading.Event()
         threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True).start()
         self.ready.wait(30)
 
     async def _watch(self) -> None:
+        """Watch again whenever a watch ends with an error (a loaded API server can drop one; the
+        first sighting of each Job stays). The control plane stopping ends it for good."""
         client = AsyncClient(self.config)
         self.ready.set()
-        with contextlib.suppress(Exception):  # the control plane stops at the end of the run
-            await self._follow(client)
+        while True:
+            with contextlib.suppress(Exception):
+                await self._follow(client)
+            self.rewatched += 1
+            await asyncio.sleep(0.5)
 
     async def _follow(self, client: AsyncClient) -> None:
         async for _, job in client.watch(Job, namespace=self.ns):
@@ -174,7 +180,8 @@ def latency(ctx: Scale) -> None:
             goal="p99 <= 1 s" if p == 99 else "",
             met=value <= 1.0 if p == 99 else None,
         )
-    print(f"  (mean {statistics.mean(ours) * 1000:.0f} ms over {len(ours)} runs)")
+    mean = statistics.mean(ours) * 1000
+    print(f"  (mean {mean:.0f} ms over {len(ours)} runs; watches restarted: {watch.rewatched})")
 
 
 def restart(ctx: Scale, old: Proc) -> Proc:
