@@ -81,6 +81,11 @@ def timed_schedule(body: dict[str, Any]) -> dict[str, Any] | None:
     return dict(schedule)
 
 
+def _jitter(key: Key, schedule: dict[str, Any]) -> dt.timedelta:
+    """The Agent's fixed offset after each fire time (spec.schedule.jitterSeconds)."""
+    return dt.timedelta(seconds=jitter_of(f"{key[0]}/{key[1]}", schedule))
+
+
 @dataclass
 class Armed:
     signature: str
@@ -110,8 +115,7 @@ class AgentTimers:
         now = dt.datetime.now(dt.UTC)
         if old is None:  # not armed in this process: after a restart, the newest missed time too
             cursor = timer_cursor(schedule, body.get("status") or {}, now)
-            jitter = dt.timedelta(seconds=jitter_of(f"{key[0]}/{key[1]}", schedule))
-            missed = missed_since(schedule, cursor, now - jitter)
+            missed = missed_since(schedule, cursor, now - _jitter(key, schedule))
         else:
             self.forget(key)
             cursor, missed = now, None
@@ -134,7 +138,7 @@ class AgentTimers:
         if armed.handle is not None:
             armed.handle.cancel()
         armed.at = next_run(schedule["cron"], schedule.get("timeZone", "UTC"), armed.cursor)
-        due = armed.at + dt.timedelta(seconds=jitter_of(f"{key[0]}/{key[1]}", schedule))
+        due = armed.at + _jitter(key, schedule)
         delay = (due - dt.datetime.now(dt.UTC)).total_seconds()
         loop = asyncio.get_running_loop()
         if delay > LOOK_AGAIN:  # wake early and arm again: the delay is monotonic, the time is not
@@ -204,6 +208,5 @@ class AgentTimers:
             log.warning("agent %s/%s: creating the run of %s: %s", *key, when.isoformat(), exc)
             return "failed"
         schedule = (self.state.agents.get(key) or {}).get("spec", {}).get("schedule") or {}
-        jitter = jitter_of(f"{key[0]}/{key[1]}", schedule)
-        FIRE_DELAY.observe((dt.datetime.now(dt.UTC) - when).total_seconds() - jitter)
+        FIRE_DELAY.observe((dt.datetime.now(dt.UTC) - when - _jitter(key, schedule)).total_seconds())
         return "created"

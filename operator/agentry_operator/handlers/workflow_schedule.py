@@ -13,7 +13,7 @@ beyond the Workflow's historyLimits (scheduled or not).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 from lightkube import ApiError, AsyncClient
@@ -22,7 +22,6 @@ from lightkube.types import CascadeType
 from agentry_common import constants as c
 from agentry_common import workflows as w
 from agentry_common.conditions import ConditionType, Reason
-from agentry_common.models import ConcurrencyPolicy
 
 from .. import kube
 from ..burst import BURST
@@ -167,10 +166,13 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> sched.Tick | No
         logger.warning("workflow %s: %s", key[1], message)
         await _event(client, wf, Reason.CONSECUTIVE_FAILURES, message)
     step.ahead = sched.build_run(wf, step.fire) if step.fire is not None else None
-    step.ahead_forbid = (
-        schedule.get("concurrencyPolicy", ConcurrencyPolicy.FORBID) == ConcurrencyPolicy.FORBID
-    )
     return step
+
+
+class Ahead(NamedTuple):
+    due: dt.datetime  # the fire time with its jitter (the timer's wake)
+    run: dict[str, Any]  # the run's manifest
+    forbid: bool  # kept under concurrencyPolicy Forbid: any other new run withdraws it
 
 
 class Ticks:
@@ -181,35 +183,27 @@ class Ticks:
     the run and goes on as always (a run created twice is a 409)."""
 
     def __init__(self) -> None:
-        self.ahead: dict[Key, tuple[dt.datetime, dict[str, Any]]] = {}  # (due, with its jitter; run)
-        self.forbid: set[Key] = set()  # kept under concurrencyPolicy Forbid: any new run withdraws it
+        self.ahead: dict[Key, Ahead] = {}
 
     async def __call__(self, client: AsyncClient, key: Key, logger: Logger) -> dt.datetime | None:
-        due, manifest = self.ahead.pop(key, (None, None))
-        if due is not None and manifest is not None:
-            if due <= dt.datetime.now(dt.UTC):
-                async with BURST.firing():
-                    await _create(client, manifest)
-                await BURST.settled()  # the other fires' creates first, then this tick's reads
-            else:  # woken before the time (an event): still ahead
-                self.ahead[key] = (due, manifest)
+        kept = self.ahead.get(key)
+        if kept is not None and kept.due <= dt.datetime.now(dt.UTC):  # else woken early: still ahead
+            del self.ahead[key]
+            async with BURST.firing():
+                await _create(client, kept.run)
+            await BURST.settled()  # the other fires' creates first, then this tick's reads
         step = await tick(client, key, logger)
         self.ahead.pop(key, None)
-        self.forbid.discard(key)
         if step is not None and step.ahead is not None and step.wake is not None:
-            self.ahead[key] = (step.wake, step.ahead)
-            if step.ahead_forbid:
-                self.forbid.add(key)
+            self.ahead[key] = Ahead(step.wake, step.ahead, step.ahead_forbid)
         return step.wake if step is not None else None
 
     def run_seen(self, namespace: str, workflow: str, run: str) -> None:
         """A run of the Workflow not ended (its watch event), other than the one kept: under Forbid
         the next time may no longer start, so the tick decides it at the time, reading first."""
-        key = (namespace, workflow)
-        kept = self.ahead.get(key)
-        if kept is not None and key in self.forbid and kept[1]["metadata"]["name"] != run:
-            del self.ahead[key]
-            self.forbid.discard(key)
+        kept = self.ahead.get((namespace, workflow))
+        if kept is not None and kept.forbid and kept.run["metadata"]["name"] != run:
+            del self.ahead[(namespace, workflow)]
 
 
 async def _record(
@@ -249,9 +243,7 @@ async def workflow_gone(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     """A deleted Workflow's run kept ahead goes with it."""
     ticks = runs_in(memo, MEMO_KEY).act
     if type == "DELETED" and isinstance(ticks, Ticks):
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        ticks.ahead.pop(key, None)
-        ticks.forbid.discard(key)
+        ticks.ahead.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
 
 
 async def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -52,7 +52,7 @@ class Tick:
     # creates its run before reading anything, and only then ticks.
     fire: dt.datetime | None = None
     ahead: dict[str, Any] | None = None  # its run's manifest (the handler builds it)
-    ahead_forbid: bool = False  # under Forbid: a run starting before the time withdraws it
+    ahead_forbid: bool = False  # under Forbid: a run starting before the time withdraws `fire`
 
 
 def zone(schedule: Doc) -> str:
@@ -156,9 +156,8 @@ def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.dat
     if plan.skipped and plan.first_skipped and plan.last_skipped:
         times = [plan.first_skipped, plan.last_skipped]
         state = record_skipped(state, times, plan.skipped, w.SkipReason.CATCHUP_WINDOW)
-    wake = min(
-        next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0] + jitter, now + LOOK_AGAIN
-    )
+    upcoming = next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0]
+    wake = min(upcoming + jitter, now + LOOK_AGAIN)
     if pause:
         return Tick(state, pause=True, wake=wake)
     due = list(plan.due)
@@ -166,19 +165,20 @@ def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.dat
     policy = str(schedule.get("concurrencyPolicy") or ConcurrencyPolicy.FORBID)
     start, refused, cancel = concurrency(policy, due, active(runs, names))
     state = record_skipped(state, refused, len(refused), w.SkipReason.CONCURRENCY_POLICY)
-    ahead = fire_ahead(schedule, horizon, wake - jitter, policy, bool(active(runs, set()) or start))
-    return Tick(state, start, cancel, wake=wake, fire=ahead)
+    # The wake is the next fire time's, not LOOK_AGAIN's: that time may be fired ahead.
+    at = upcoming if wake == upcoming + jitter else None
+    ahead = fire_ahead(at, policy, bool(active(runs, set()) or start))
+    forbid = policy == ConcurrencyPolicy.FORBID
+    return Tick(state, start, cancel, wake=wake, fire=ahead, ahead_forbid=forbid)
 
 
-def fire_ahead(
-    schedule: Doc, horizon: dt.datetime, at: dt.datetime, policy: str, busy: bool
-) -> dt.datetime | None:
-    """`at` if it is the next fire time and will start as things stand: Allow always, Forbid while
-    no run is active (a run that starts in between withdraws it: WorkflowSchedules.run_seen),
-    Replace never (it cancels first). None: the timer's tick decides, reading everything first."""
-    if at != next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0]:
-        return None  # the wake is LOOK_AGAIN's, not a fire time's
-    if policy == ConcurrencyPolicy.ALLOW or (policy == ConcurrencyPolicy.FORBID and not busy):
+def fire_ahead(at: dt.datetime | None, policy: str, busy: bool) -> dt.datetime | None:
+    """`at`, the next fire time, if it will start as things stand: Allow always, Forbid while no
+    run is active (a run that starts in between withdraws it: handlers' Ticks.run_seen), Replace
+    never (it cancels first). None: the timer's tick decides, reading everything first."""
+    if at is not None and (
+        policy == ConcurrencyPolicy.ALLOW or (policy == ConcurrencyPolicy.FORBID and not busy)
+    ):
         return at
     return None
 
