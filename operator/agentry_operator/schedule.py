@@ -141,6 +141,14 @@ def fresh_state(
     }
 
 
+def paused_state(state: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The bookkeeping written with a pauseOnFailure: a new streak starts at the pause (since), and
+    nothing before it is caught up. A resume the operator never saw suspended (the user was quicker
+    than the next look) then neither counts the old failures nor pauses the schedule again."""
+    stamp = rfc3339(now)
+    return {**state, "since": stamp, "through": stamp}
+
+
 def failure_streak(executions: list[dict[str, Any]], since: dt.datetime) -> int:
     """Failed scheduled runs in a row, newest first, among those scheduled at or after `since`.
     Runs still going, skipped or cancelled neither break nor extend the streak."""
@@ -204,8 +212,10 @@ def schedule_step(
     limit = int((schedule.get("pauseOnFailure") or {}).get("consecutiveFailures") or 0)
     pause = limit > 0 and streak >= limit
     window = int(schedule.get("catchupWindowSeconds") or 0)
-    if not window or pause:
-        return ScheduleStep({**state, "through": rfc3339(max(through, horizon))}, pause=pause)
+    if pause:
+        return ScheduleStep(paused_state(state, now), pause=True)
+    if not window:
+        return ScheduleStep({**state, "through": rfc3339(max(through, horizon))})
     plan = catchup_plan(
         schedule["cron"],
         _tz(schedule),

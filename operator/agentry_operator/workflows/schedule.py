@@ -27,6 +27,7 @@ from ..schedule import (
     fresh_state,
     jitter_of,
     parse_time,
+    paused_state,
     rfc3339,
     signature,
 )
@@ -159,7 +160,7 @@ def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.dat
     upcoming = next_fire_times(str(schedule["cron"]), zone(schedule), horizon, 1)[0]
     wake = min(upcoming + jitter, now + LOOK_AGAIN)
     if pause:
-        return Tick(state, pause=True, wake=wake)
+        return Tick(paused_state(state, now), pause=True, wake=wake)
     due = list(plan.due)
     names = {w.scheduled_run_name(key.split("/", 1)[1], int(t.timestamp())) for t in due}
     policy = str(schedule.get("concurrencyPolicy") or ConcurrencyPolicy.FORBID)

@@ -128,6 +128,10 @@ def test_pause_on_failure() -> None:
     assert step.pause and step.state["consecutiveFailures"] == 2
     suspended = copy.deepcopy(schedule) | {"suspend": True}
     assert not schedule_step(suspended, "ns/a", state, [run(8, "Failed"), run(9, "Failed")], NOW).pause
+    # Resumed before the operator saw it suspended: the state the pause wrote starts a new streak.
+    later = NOW + dt.timedelta(minutes=1)
+    resumed = schedule_step(schedule, "ns/a", step.state, [run(8, "Failed"), run(9, "Failed")], later)
+    assert not resumed.pause and resumed.state["consecutiveFailures"] == 0 and not resumed.create
 
 
 def test_guest_bounds_in_the_model() -> None:

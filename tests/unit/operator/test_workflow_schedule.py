@@ -185,6 +185,9 @@ def test_pause_on_failure_after_n_consecutive_failed_scheduled_runs() -> None:
     assert step.pause and step.start == [] and step.state["consecutiveFailures"] == 2
     before = sched.tick(schedule, KEY, status(schedule, "2026-01-05T09:10:00Z"), two, now)
     assert not before.pause  # failures before the schedule took effect do not count
+    # Resumed before a tick saw it suspended: the state the pause wrote starts a new streak.
+    again = sched.tick(schedule, KEY, {**st, "scheduleState": step.state}, two, now + dt.timedelta(seconds=5))
+    assert not again.pause and again.state["consecutiveFailures"] == 0 and again.start == []
 
 
 def test_the_scheduled_run() -> None:
