@@ -28,6 +28,7 @@ from .backends import cloud_scheduler_backend, needs_cloud_cleanup
 from .burst import BURST
 from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
+from .essence import HandledEssence
 from .handlers.admission import Governance, execution_deleted
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.agent_timers import AgentTimers
@@ -69,7 +70,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config = get_config()
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = HandledEssence(
         prefix=c.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING

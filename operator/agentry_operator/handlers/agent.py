@@ -78,21 +78,18 @@ async def reconcile_agent(
         ready[2],
         generation,
     )
-    await kube.patch_status(
-        client,
-        kube.Agent,
-        name,
-        namespace,
-        {
-            "observedGeneration": generation,
-            "conditions": _resumed(conditions, schedule, generation),
-            "nextRunTime": next_time,
-            "upcomingRuns": upcoming,
-            "scheduleRef": schedule_ref,
-            "model": model_label(spec, default_model),
-            **({"scheduleState": fresh} if fresh is not None else {}),
-        },
-    )
+    patch = {
+        "observedGeneration": generation,
+        "conditions": _resumed(conditions, schedule, generation),
+        "nextRunTime": next_time,
+        "upcomingRuns": upcoming,
+        "scheduleRef": schedule_ref,
+        "model": model_label(spec, default_model),
+        **({"scheduleState": fresh} if fresh is not None else {}),
+    }
+    status = body.get("status") or {}
+    if any(status.get(k) != v for k, v in patch.items()):  # a restart's resume writes nothing new
+        await kube.patch_status(client, kube.Agent, name, namespace, patch)
     state.dirty_agents.add((namespace, name))
     if failure is not None:
         logger.warning("agent %s: %s", name, failure.message)
