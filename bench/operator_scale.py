@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.batch_v1 import CronJob, Job
@@ -196,11 +197,13 @@ def restart(ctx: Scale, old: Proc) -> Proc:
     healthy = time.perf_counter() - t0
     wait_count(ctx.client, Job, ctx.ns, total)
     took = time.perf_counter() - t0
+    cpu = psutil.Process(operator.pid).cpu_times()
     doubled = [e for e, k in ctx.execution_jobs().items() if e and k > 1]
     objects = total + args.agents
     print(
         f"restart with {objects} objects: the {args.missed} missed Executions all have Jobs "
-        f"{took:.1f} s after the start (healthy after {healthy:.1f} s); with two Jobs: {len(doubled)}"
+        f"{took:.1f} s after the start (healthy after {healthy:.1f} s); with two Jobs: {len(doubled)}; "
+        f"operator CPU until then {cpu.user + cpu.system:.1f} s"
     )
     record(
         "operator_scale",

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.models.core_v1 import EventSource, ObjectReference
@@ -27,8 +28,13 @@ FIELD_MANAGER = "agentry-operator"
 __all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod", "Refused", "Secret"]
 
 
+# A request waits for a free connection as long as it takes (lightkube's default gives up after 10 s):
+# thousands of runs started at once queued past that and each failed into a retry backoff.
+TIMEOUT = httpx2.Timeout(10.0, pool=None)
+
+
 def new_client() -> AsyncClient:
-    return AsyncClient(field_manager=FIELD_MANAGER)
+    return AsyncClient(field_manager=FIELD_MANAGER, timeout=TIMEOUT)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def _retry(state: State, body: dict[str, Any], exc: Exception, logger: Logger) -
     key = key_of(body)
     failures = state.start_failures[key] = state.start_failures.get(key, 0) + 1
     delay = backoff(failures)
-    logger.warning("starting execution %s failed, retrying in %s s: %s", key[1], delay, exc)
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    logger.warning("starting execution %s failed, retrying in %s s: %s", key[1], delay, why)
     state.retry_later(key, delay)
 
 
