@@ -41,11 +41,11 @@ class HandledEssence(kopf.AnnotationsDiffBaseStorage):
         self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
     ) -> kopf.BodyEssence:
         fields = list(extra_fields or [])
-        which = group_kind(body)
-        if which is not None and which not in self.kinds and not fields:
-            return kopf.BodyEssence()
         if fields:  # a handler on a status or metadata field: kopf's own build keeps it
             return super().build(body=body, extra_fields=fields)
+        which = group_kind(body)
+        if which is not None and which not in self.kinds:
+            return kopf.BodyEssence()
         meta = body.get("metadata") or {}
         kept = {k: v for k, v in body.items() if k not in ("status", "metadata")}
         kept["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
