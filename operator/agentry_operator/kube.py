@@ -37,6 +37,11 @@ def new_client() -> AsyncClient:
     return AsyncClient(field_manager=FIELD_MANAGER, timeout=TIMEOUT)
 
 
+def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether a merge patch of top-level fields would change `current` (else it is not sent)."""
+    return any(current.get(k) != v for k, v in patch.items())
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 

@@ -88,7 +88,7 @@ async def reconcile_agent(
         **({"scheduleState": fresh} if fresh is not None else {}),
     }
     status = body.get("status") or {}
-    if any(status.get(k) != v for k, v in patch.items()):  # a restart's resume writes nothing new
+    if kube.changes(status, patch):  # a restart's resume writes nothing new
         await kube.patch_status(client, kube.Agent, name, namespace, patch)
     state.dirty_agents.add((namespace, name))
     if failure is not None:
@@ -251,7 +251,7 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     scheduled = [e for e in live if e["spec"].get("trigger") == Trigger.SCHEDULE]
     if scheduled:
         patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
-    if any(status.get(k) != v for k, v in patch.items()):
+    if kube.changes(status, patch):
         try:
             # Archive first, under the Agent's resourceVersion; then delete. A crash in between
             # re-runs this with the names already archived (nothing to write): it only deletes.

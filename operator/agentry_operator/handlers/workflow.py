@@ -137,7 +137,7 @@ async def reconcile(client: AsyncClient, key: Key, logger: Logger) -> dt.datetim
     new = build_status(plan, attempts, status, int(workflow["metadata"].get("generation") or 0), now)
     if plan.phase.terminal:  # first: once the run's status says it ended, it is not reconciled again
         await _record_last_run(client, workflow, run, new)
-    if any(status.get(k) != v for k, v in new.items()):
+    if kube.changes(status, new):
         await kube.patch_status(client, WorkflowRun, key[1], key[0], new)
     return plan.wake
 

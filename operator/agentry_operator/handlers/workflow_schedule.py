@@ -218,7 +218,7 @@ async def _record(
     runs it creates again meet 409); an Event for newly skipped times."""
     meta, current = wf["metadata"], wf.get("status") or {}
     status = _status(wf, step, runs, now)
-    if all(current.get(k) == v for k, v in status.items()):
+    if not kube.changes(current, status):
         return
     rv = meta["resourceVersion"]
     await kube.patch_status(client, Workflow, meta["name"], meta["namespace"], status, resource_version=rv)
