@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from pydantic import ValidationError
@@ -71,6 +71,6 @@ async def job_errors(
             return []
         text = describe("Job", job["metadata"]["name"], status)
         return [f"spec: the Job of this agent's runs would be refused: {text}"]
-    except (TimeoutError, OSError, httpx.HTTPError) as exc:
+    except (TimeoutError, OSError, httpx2.HTTPError) as exc:  # lightkube speaks httpx2
         log.warning("the Job dry run of an Agent did not finish (%s); admitted unchecked", exc)
     return []

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 import httpx2
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.codecs import from_dict
+from lightkube.config.client_adapter import verify_cluster
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import CronJob, Job
@@ -21,6 +22,7 @@ from lightkube.types import CascadeType, PatchType
 
 from agentry_common.resources import Agent, Execution
 
+from . import gate
 from .builders.refusal import classify, describe
 
 FIELD_MANAGER = "agentry-operator"
@@ -34,7 +36,15 @@ TIMEOUT = httpx2.Timeout(10.0, pool=None)
 
 
 def new_client() -> AsyncClient:
-    return AsyncClient(field_manager=FIELD_MANAGER, timeout=TIMEOUT)
+    """The operator's client: lightkube's own configuration (kubeconfig or in-cluster), through a
+    transport that bounds the requests in flight (gate.py)."""
+    config = KubeConfig.from_env().get()
+    if config is None or config.user is None:
+        raise RuntimeError("the Kubernetes configuration has no current context with a user")
+    verify = verify_cluster(config.cluster, config.user, config.abs_file, trust_env=True)
+    pool = httpx2.Limits(max_connections=gate.LIMIT, max_keepalive_connections=gate.LIMIT)
+    transport = gate.GatedTransport(httpx2.AsyncHTTPTransport(verify=verify, limits=pool))
+    return AsyncClient(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=transport)
 
 
 def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:

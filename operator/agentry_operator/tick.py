@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import sys
 import time
+from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
@@ -29,15 +30,22 @@ def scheduled_time(job_name: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(minutes * 60, dt.UTC)
 
 
-def build_execution(agent: str, namespace: str, when: dt.datetime) -> dict[str, object]:
+def build_execution(
+    agent: str, namespace: str, when: dt.datetime, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Execution of `agent`'s fire time `when`; `owner`: the Agent's owner reference, when the
+    creator knows its uid (the operator), so the Execution needs no adoption later."""
+    metadata: dict[str, Any] = {
+        "name": scheduled_execution_name(agent, int(when.timestamp())),
+        "namespace": namespace,
+        "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.EXECUTION_KIND,
-        "metadata": {
-            "name": scheduled_execution_name(agent, int(when.timestamp())),
-            "namespace": namespace,
-            "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
-        },
+        "metadata": metadata,
         "spec": {
             "agentRef": {"name": agent},
             "trigger": Trigger.SCHEDULE.value,
@@ -54,7 +62,7 @@ async def create(client: AsyncClient, agent: str, namespace: str, job: str) -> s
     except ApiError as exc:
         if exc.status.code != 409:
             raise
-    return str(manifest["metadata"]["name"])  # type: ignore[index]
+    return str(manifest["metadata"]["name"])
 
 
 async def tick(agent: str, namespace: str, job: str) -> str:

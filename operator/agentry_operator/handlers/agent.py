@@ -33,7 +33,8 @@ from ..schedule import (
     with_backfill,
 )
 from ..tick import build_execution
-from .execution import adopt_patch, on_execution
+from .adoption import adopt, agent_owner
+from .execution import on_execution
 from .outcome import resync_all
 from .state import Logger, State
 
@@ -225,10 +226,8 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     if agent is None:
         return
     executions = state.executions_of(namespace, name)
-    for ex in executions:
-        adopt = adopt_patch(ex, agent)
-        if adopt is not None and not ex["metadata"].get("deletionTimestamp"):
-            await kube.patch_merge(client, kube.Execution, ex["metadata"]["name"], namespace, adopt)
+    if await adopt(client, state, namespace, agent, executions):
+        state.dirty_agents.add((namespace, name))  # the rest once starts are quiet
     status = agent.get("status") or {}
     archived = dict(status.get("archived") or {})
     pruned = to_prune(executions, agent["spec"].get("historyLimits") or {})
@@ -293,7 +292,7 @@ async def _schedule_refresh(
         (step.backfill, Reason.BACKFILL_STARTED, "backfill runs"),
     ):
         if runs:
-            await _create_scheduled(client, name, namespace, runs)
+            await _create_scheduled(client, agent, runs)
             times = ", ".join(rfc3339(t) for t in runs)
             await _event(client, agent, reason, f"started {what} {times}", "Normal")
     plan = step.plan
@@ -323,14 +322,15 @@ async def _schedule_refresh(
     return step
 
 
-async def _create_scheduled(
-    client: AsyncClient, agent: str, namespace: str, times: list[dt.datetime]
-) -> None:
-    """Executions named after their scheduled times, oldest first: a time that has one (the tick's, or
-    ours from a retried round) meets 409 and is not run twice."""
+async def _create_scheduled(client: AsyncClient, agent: dict[str, Any], times: list[dt.datetime]) -> None:
+    """Executions named after their scheduled times, oldest first, owned by the Agent already: a time
+    that has one (the tick's, or ours from a retried round) meets 409 and is not run twice."""
+    meta, owner = agent["metadata"], agent_owner(agent)
     for when in times:
         try:
-            await client.create(kube.Execution.from_dict(build_execution(agent, namespace, when)))
+            await client.create(
+                kube.Execution.from_dict(build_execution(meta["name"], meta["namespace"], when, owner))
+            )
         except ApiError as exc:
             if exc.status.code != 409:
                 raise

@@ -40,6 +40,7 @@ from ..schedule import (
     timezone_error,
 )
 from ..tick import build_execution
+from .adoption import agent_owner
 from .state import Key, State
 
 log = logging.getLogger("agentry.operator.timers")
@@ -195,10 +196,16 @@ class AgentTimers:
         FIRES.labels(result).inc()
         return result
 
+    def _manifest(self, key: Key, when: dt.datetime) -> dict[str, Any]:
+        """The time's Execution, owned by the Agent as the watch shows it (no adoption write later)."""
+        body = self.state.agents.get(key)
+        owner = agent_owner(body) if body and body["metadata"].get("uid") else None
+        return build_execution(key[1], key[0], when, owner)
+
     async def _post(self, key: Key, when: dt.datetime) -> str:
         try:
             async with BURST.firing():
-                await self.client.create(kube.Execution.from_dict(build_execution(key[1], key[0], when)))
+                await self.client.create(kube.Execution.from_dict(self._manifest(key, when)))
         except ApiError as exc:
             if exc.status.code == 409:
                 return "exists"

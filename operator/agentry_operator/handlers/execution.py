@@ -8,6 +8,7 @@ this twice, or after a crash halfway, never makes a second Job. Nothing is store
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -15,7 +16,6 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
-from agentry_common import constants as c
 from agentry_common import tracing
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
@@ -24,7 +24,7 @@ from agentry_common.naming import job_name, token_secret_name
 from .. import kube
 from ..builders.execution_status import observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
-from ..builders.job import build_job, effective_spec, owner_reference
+from ..builders.job import build_job, effective_spec
 from ..builders.refusal import Action, backoff
 from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
@@ -34,10 +34,11 @@ from .approval import on_waiting
 from .outcome import decide, key_of, on_job, on_pod, resync, write_status
 from .state import Logger, State, phase_of
 
-__all__ = ["adopt_patch", "cancel", "on_execution", "on_job", "on_pod", "start"]
+__all__ = ["cancel", "on_execution", "on_job", "on_pod", "start"]
 
 AGENT_WAIT_SECONDS = 60  # an Agent applied together with its Execution has time to land
 RETRY_SECONDS = 5
+AGENT_READ_SECONDS = 2.0  # a read of a missing Agent serves the runs asking this long
 
 
 async def on_execution(
@@ -69,6 +70,7 @@ async def on_execution(
         if listing:
             state.resync_later(key_of(body))
         return  # running: its Job's and Pods' events drive the status from here
+    state.last_start = time.monotonic()
     with reconcile_span(body) as span:
         try:
             await start(client, config, state, body, logger)
@@ -166,8 +168,14 @@ async def _agent(client: AsyncClient, state: State, namespace: str, name: str) -
     cached = state.agents.get((namespace, name))
     if cached is not None:
         return cached
-    # The initial listings of Agents and Executions race after a restart: ask once.
-    return await kube.get_or_none(client, kube.Agent, name, namespace)
+    # The initial listings of Agents and Executions race after a restart (or the Agents' watch is
+    # being retried): one read of the Agent, shared by the runs that ask within AGENT_READ_SECONDS.
+    key, now = (namespace, name), time.monotonic()
+    since, read = state.agent_reads.get(key, (0.0, None))
+    if read is None or now - since > AGENT_READ_SECONDS:
+        read = asyncio.ensure_future(kube.get_or_none(client, kube.Agent, name, namespace))
+        state.agent_reads[key] = (now, read)
+    return await asyncio.shield(read)
 
 
 async def start(
@@ -348,21 +356,3 @@ async def cancel(client: AsyncClient, state: State, body: dict[str, Any], logger
     )
     deleted = await kube.delete_quietly(client, kube.Job, child, meta["namespace"])
     logger.info("cancelled execution %s (job %s %s)", meta["name"], child, "deleted" if deleted else "absent")
-
-
-def adopt_patch(body: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any] | None:
-    """Label and owner reference tying an Execution to its Agent (None if already there)."""
-    meta = body["metadata"]
-    name = body["spec"]["agentRef"]["name"]
-    labels = meta.get("labels") or {}
-    owners = meta.get("ownerReferences") or []
-    if labels.get(c.LABEL_AGENT) == name[:63] and any(
-        o.get("uid") == agent["metadata"]["uid"] for o in owners
-    ):
-        return None
-    return {
-        "metadata": {
-            "labels": {c.LABEL_AGENT: name[:63]},
-            "ownerReferences": [*owners, owner_reference(agent, controller=False)],
-        }
-    }

@@ -7,6 +7,7 @@ stale. One background task works through the last three: no per-object timers or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,9 @@ class State:
         self.resync_at: dict[Key, float] = {}  # execution -> since (monotonic)
         self.start_failures: dict[Key, int] = {}  # failed starts in a row (their retry backs off)
         self.dirty_agents: set[Key] = set()
+        # Reads of Agents the watch has not shown yet: (when, the read), shared (execution._agent).
+        self.agent_reads: dict[Key, tuple[float, asyncio.Future[dict[str, Any] | None]]] = {}
+        self.last_start = 0.0  # monotonic time of the last run start (adoption waits for quiet)
         # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
         # time admission may be asked again (its retry is in retry_at) and the questions in flight.
         self.governance: Governance | None = None
@@ -149,6 +153,7 @@ class State:
         item = slim(body)
         key = (item["metadata"]["namespace"], item["metadata"]["name"])
         self.agents[key] = item
+        self.agent_reads.pop(key, None)
         return [
             k
             for k in self.waiting_for_agent

@@ -205,6 +205,30 @@ def test_deleting_execution_collects_job_via_real_gc(
     eventually(gone, what="garbage collection of the Job")
 
 
+def test_kubectl_executions_are_adopted_and_go_with_their_agent(
+    kube_client: Client, operator: OperatorProcess, namespace: str
+) -> None:
+    """Executions created bare (as kubectl would) get their Agent's label and owner reference once
+    starts are quiet; deleting the Agent then collects them (real garbage collector)."""
+    agent = make_agent(kube_client, namespace)
+    names = [f"bare-{i}" for i in range(5)]
+    for name in names:
+        make_execution(kube_client, namespace, name)
+
+    def adopted(name: str) -> bool:
+        meta = kube_client.get(Execution, name, namespace=namespace).metadata
+        owners = [o.uid for o in meta.ownerReferences or []]
+        return (meta.labels or {}).get("agentry.dev/agent") == "news" and owners == [agent.metadata.uid]
+
+    eventually(lambda: all(adopted(n) for n in names), what="adoption of every Execution")
+    kube_client.delete(Agent, "news", namespace=namespace)
+
+    def collected() -> bool:
+        return not list(kube_client.list(Execution, namespace=namespace))
+
+    eventually(collected, 60, "garbage collection of the Agent's Executions")
+
+
 BAD_AGENTS = [
     ({"tools": ["http"]}, "spec.http.allowedHosts"),
     ({"tools": ["browser"]}, "spec.tools[0]"),

@@ -79,7 +79,7 @@ def test_tick_names_execution_by_scheduled_minute() -> None:
     assert when == dt.datetime.fromtimestamp(29000000 * 60, dt.UTC)
     a = build_execution("news", "ns", when)
     assert a == build_execution("news", "ns", when)  # a retried tick makes the same object
-    assert a["spec"]["trigger"] == "Schedule"  # type: ignore[index]
+    assert a["spec"]["trigger"] == "Schedule"
 
 
 def test_next_run_uses_the_agent_time_zone() -> None:

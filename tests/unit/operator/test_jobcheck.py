@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
 
 from agentry_common.naming import job_name, token_secret_name
 from agentry_operator.builders.job import ANNOTATION_AGENT, ANNOTATION_INPUT
 from agentry_operator.config import OperatorConfig
-from agentry_operator.jobcheck import PLACEHOLDER_UID, sample_job
+from agentry_operator.jobcheck import PLACEHOLDER_UID, job_errors, sample_job
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +53,23 @@ def test_a_governed_sample_references_its_token_secret_like_a_run() -> None:
 def test_a_nameless_agent_of_generate_name_gets_a_sample_too() -> None:
     agent = {"metadata": {"generateName": "digest-"}, "spec": AGENT["spec"]}
     assert sample_job(agent, "team-a", OperatorConfig())["metadata"]["name"].startswith("digest-")
+
+
+async def test_an_unreachable_api_server_admits_the_agent_unchecked() -> None:
+    """lightkube's transport errors (httpx2) are 'not conclusive', not an exception out of the webhook."""
+    with socket.socket() as held:  # a port that refuses connections: bound, never listening
+        held.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{held.getsockname()[1]}"
+        config = KubeConfig.from_dict(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+        client = AsyncClient(config, namespace="team-a")
+        try:
+            assert await job_errors(client, AGENT, "team-a", OperatorConfig()) == []
+        finally:
+            await client.close()
