@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     if config.metrics_port:
         start_http_server(config.metrics_port)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    if not args.verbose:  # a line per API request (thousands per second at a burst of starts)
+        for noisy in ("httpx2", "httpcore2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     scope = Scope(clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces)
     if config.leader_election:
         sys.exit(run_replicated(config, scope, args.liveness))

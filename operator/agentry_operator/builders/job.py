@@ -300,9 +300,24 @@ def _job_spec(spec: AgentSpec, config: OperatorConfig, template: dict[str, Any])
     }
 
 
+_PARSED: dict[tuple[str, int, str], AgentSpec] = {}
+_PARSED_MAX = 1024  # Agents whose parsed spec is kept
+
+
 def effective_spec(agent: dict[str, Any], config: OperatorConfig) -> AgentSpec:
-    """The Agent's spec as its runs use it (the default model filled in), parsed once per start."""
-    return AgentSpec.model_validate(with_effective_model(agent, config.default_model_spec)["spec"])
+    """The Agent's spec as its runs use it (the default model filled in). Parsed once per Agent
+    generation (a spec change bumps it): a thousand runs of one Agent starting together shared one
+    parse, not a thousand. The result is shared, so callers only read it."""
+    meta = agent.get("metadata") or {}
+    key = (str(meta.get("uid") or ""), int(meta.get("generation") or 0), config.default_model)
+    parsed = _PARSED.get(key) if key[0] and key[1] else None
+    if parsed is None:
+        parsed = AgentSpec.model_validate(with_effective_model(agent, config.default_model_spec)["spec"])
+        if key[0] and key[1]:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.pop(next(iter(_PARSED)))  # the oldest entry
+            _PARSED[key] = parsed
+    return parsed
 
 
 def build_job(

@@ -70,6 +70,16 @@ async def on_execution(
         if listing:
             state.resync_later(key_of(body))
         return  # running: its Job's and Pods' events drive the status from here
+    async with state.starts:  # a slot, then the Execution as it is now (it may have moved on)
+        await _start(client, config, state, state.executions.get(key_of(body), body), logger)
+
+
+async def _start(
+    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+) -> None:
+    phase, status = phase_of(body), body.get("status") or {}
+    if (phase is not None and phase.terminal) or status.get("jobName") or body["spec"].get("cancel"):
+        return  # ended, started or cancelled while it waited for a slot: its own event handles it
     state.last_start = time.monotonic()
     with reconcile_span(body) as span:
         try:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agentry_operator.handlers.adoption import (
+    ADOPT_BATCH,
     ADOPT_OLDEST_SECONDS,
     ADOPT_QUIET_SECONDS,
     adopt_patch,
@@ -58,13 +59,13 @@ def test_adoption_waits_while_runs_start() -> None:
 def test_adoption_goes_once_starts_are_quiet() -> None:
     runs = [execution("a"), execution("b", age=5)]
     patches, waiting = due(runs, AGENT, quiet_for=ADOPT_QUIET_SECONDS, now=NOW)
-    assert [name for name, _ in patches] == ["a", "b"] and not waiting
+    assert [name for name, _ in patches] == ["b", "a"] and not waiting  # oldest first
 
 
 def test_a_steady_stream_of_starts_never_starves_adoption() -> None:
     runs = [execution("young"), execution("old", age=ADOPT_OLDEST_SECONDS)]
     patches, waiting = due(runs, AGENT, quiet_for=0.0, now=NOW)
-    assert [name for name, _ in patches] == ["young", "old"] and not waiting  # all due ones at once
+    assert [name for name, _ in patches] == ["old", "young"] and not waiting  # all due ones at once
 
 
 def test_adopted_or_deleting_executions_are_left_alone() -> None:
@@ -72,3 +73,10 @@ def test_adopted_or_deleting_executions_are_left_alone() -> None:
     adopted["metadata"]["creationTimestamp"] = "2026-11-25T11:00:00Z"
     deleting = execution("b", age=60, deletionTimestamp="2026-11-25T12:00:00Z")
     assert due([adopted, deleting], AGENT, quiet_for=0.0, now=NOW) == ([], False)
+
+
+def test_a_large_backlog_is_adopted_in_batches_oldest_first() -> None:
+    runs = [execution(f"r{i:04d}", age=ADOPT_OLDEST_SECONDS + i) for i in range(ADOPT_BATCH + 5)]
+    patches, waiting = due(runs, AGENT, quiet_for=ADOPT_QUIET_SECONDS, now=NOW)
+    assert len(patches) == ADOPT_BATCH and waiting  # the rest at the Agent's next refresh
+    assert patches[0][0] == f"r{ADOPT_BATCH + 4:04d}"  # the oldest first

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from agentry_common.models import DEFAULT_MODEL, AgentSpec, parse_model
 from agentry_operator.builders.agent_status import spec_errors
 from agentry_operator.builders.governance import admission_request
-from agentry_operator.builders.job import ANNOTATION_AGENT, build_job
+from agentry_operator.builders.job import ANNOTATION_AGENT, build_job, effective_spec
 from agentry_operator.builders.model import model_label, with_effective_model
 from agentry_operator.config import OperatorConfig
 
@@ -100,3 +100,24 @@ def test_env_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert OperatorConfig().default_model == "openai/gpt-5-mini"
     spec = AgentSpec.model_validate(AGENT["spec"])
     assert spec.model is None and "model" not in spec.wire()
+
+
+def test_the_parsed_spec_is_shared_per_generation_and_default_model() -> None:
+    agent = copy.deepcopy(AGENT)
+    agent["metadata"]["generation"] = 1
+    config = OperatorConfig()
+    first = effective_spec(agent, config)
+    assert effective_spec(copy.deepcopy(agent), config) is first  # another run of the same spec
+    assert first.model is not None and first.model.name == config.default_model_spec.name  # type: ignore[union-attr]
+
+    edited = copy.deepcopy(agent)
+    edited["metadata"]["generation"] = 2
+    edited["spec"]["model"] = {"name": "gpt-4.1"}
+    assert effective_spec(edited, config).model.name == "gpt-4.1"  # type: ignore[union-attr]
+
+    other = OperatorConfig(default_model="gpt-4.1-mini")
+    assert effective_spec(agent, other).model.name == "gpt-4.1-mini"  # type: ignore[union-attr]
+
+    unnamed = copy.deepcopy(agent)  # no uid (a sample Job): parsed each time, never shared
+    del unnamed["metadata"]["uid"]
+    assert effective_spec(unnamed, config) is not effective_spec(unnamed, config)
