@@ -21,6 +21,8 @@ from lightkube.core.resource import api_info
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 
+from .results import record
+
 
 def start_operator(plane: ControlPlane, work: Path, ns: str) -> Proc:
     """Start the operator watching `ns` and wait until it is healthy."""
@@ -67,6 +69,12 @@ def plane_with_crds(prefix: str) -> tuple[Path, ControlPlane, KubeConfig, Client
         plane.stop()
         raise
     return work, plane, config, Client(config, field_manager="bench")
+
+
+def record_rss(bench: str, figure: str, rss: int) -> None:
+    """Print and record an operator's peak RSS against the issue's goal (200 MiB)."""
+    print(f"{figure}: {rss / 2**20:.0f} MiB (goal <= 200 MiB)")
+    record(bench, figure, f"{rss / 2**20:.0f} MiB", goal="<= 200 MiB", met=rss <= 200 * 2**20)
 
 
 class Peak:
