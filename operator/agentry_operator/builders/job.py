@@ -310,10 +310,11 @@ def effective_spec(agent: dict[str, Any], config: OperatorConfig) -> AgentSpec:
     parse, not a thousand. The result is shared, so callers only read it."""
     meta = agent.get("metadata") or {}
     key = (str(meta.get("uid") or ""), int(meta.get("generation") or 0), config.default_model)
-    parsed = _PARSED.get(key) if key[0] and key[1] else None
+    shared = bool(key[0] and key[1])  # a sample Job's Agent (no uid) is parsed each time
+    parsed = _PARSED.get(key) if shared else None
     if parsed is None:
         parsed = AgentSpec.model_validate(with_effective_model(agent, config.default_model_spec)["spec"])
-        if key[0] and key[1]:
+        if shared:
             if len(_PARSED) >= _PARSED_MAX:
                 _PARSED.pop(next(iter(_PARSED)))  # the oldest entry
             _PARSED[key] = parsed

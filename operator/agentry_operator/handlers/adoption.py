@@ -83,10 +83,9 @@ def due(
     ]
     if not pending:
         return [], False
-    oldest = max(_age_seconds(ex, now) for ex, _ in pending)
-    if quiet_for < ADOPT_QUIET_SECONDS and oldest < ADOPT_OLDEST_SECONDS:
-        return [], True
     pending.sort(key=lambda item: str(item[0]["metadata"].get("creationTimestamp") or ""))
+    if quiet_for < ADOPT_QUIET_SECONDS and _age_seconds(pending[0][0], now) < ADOPT_OLDEST_SECONDS:
+        return [], True
     batch = [(ex["metadata"]["name"], patch) for ex, patch in pending[:ADOPT_BATCH]]
     return batch, len(pending) > ADOPT_BATCH
 
