@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentry_common import tracing
 from agentry_common.body_limit import BodyLimit
+from agentry_common.heap import freeze_startup_heap
 
 from .auth import Sessions
 from .cluster import Cluster, ClusterUnavailable, api_message
@@ -372,6 +373,7 @@ def lifespan_of(
             state.revocations.start(asyncio.get_running_loop(), state.session_cache.drop)
         if settings.watch:
             state.watcher = start_watcher(state)
+        freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
         log.info("API ready: namespace=%s project=%s", settings.namespace, settings.google_cloud_project)
         try:
             yield

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from agentry_common.body_limit import BodyLimit
+from agentry_common.heap import freeze_startup_heap
 from agentry_common.tokens import Keyring
 
 from . import telemetry
@@ -81,6 +82,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = build()
+        freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
         try:
             yield
         finally:

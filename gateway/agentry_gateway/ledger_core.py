@@ -104,7 +104,9 @@ class Settle(Op):
 
 @dataclass
 class Flush(Op):
-    """Write a lease's settled usage (ledger_leases)."""
+    """Write a lease's settled usage (ledger_leases); `give_back`: its spare too, if it is idle."""
+
+    give_back: bool = False
 
 
 @dataclass
@@ -135,6 +137,7 @@ class LedgerCore:
         self._lease_of_call: dict[str, tuple[str, ...]] = {}
         self._flushes: dict[tuple[str, ...], asyncio.Future[Any]] = {}  # one pending flush per lease
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # a user's pending delayed kick
+        self._expiry: dict[tuple[str, ...], asyncio.TimerHandle] = {}  # a lease's idle give-back
         self.settle_delay = settle_delay
         self.calendar = calendar
         self.thresholds = thresholds
@@ -155,6 +158,9 @@ class LedgerCore:
     def gone_pods(self) -> frozenset[str]:
         """Gateway pods known to be gone: their reservations are counted now (FirestoreLedger)."""
         return frozenset()
+
+    def _expire_later(self, key: tuple[str, ...]) -> None:
+        """After a transaction wrote the lease `key`: give its spare back once it expires idle."""
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -206,9 +212,11 @@ class LedgerCore:
                 if cid not in ids:
                     ids.append(cid)
         keys = {tuple(self.ids(op.subjects)): op.subjects for op in batch}
-        for key in keys:  # no local admissions while a transaction resizes the lease
+        kept = {tuple(self.ids(op.subjects)) for op in batch if not (isinstance(op, Flush) and op.give_back)}
+        giving_back = keys.keys() - kept
+        for key in keys:  # local admissions meanwhile are bounded by the plan (Lease.usable)
             if key in self._leases:
-                self._leases[key].taken = float("-inf")
+                self._leases[key].pending = True
             self._flushes.pop(key, None)  # settlements from now on wait for the next flush
         results: list[Any] = []
         plans: dict[tuple[str, ...], LeasePlan] = {}
@@ -225,16 +233,28 @@ class LedgerCore:
             self._prune(counters, now, changed)
             for key in keys:
                 if key in self._leases:
-                    plans[key] = flush_plan(self._leases[key], counters, now, self.calendar)
+                    plans[key] = flush_plan(
+                        self._leases[key], counters, now, self.calendar, key in giving_back
+                    )
                     changed.update(key)
             for op in batch:
                 results.append(self._apply_op(op, counters, plans, changed, now))
             self._add_spares(keys, counters, plans, now)
+            for key, plan in plans.items():
+                if key in self._leases:
+                    self._leases[key].planned(plan)
             state.clear()
             state.update(counters)
             return sorted(changed)
 
-        await self._transact(ids, fn)
+        try:
+            await self._transact(ids, fn)
+        except BaseException:
+            for key in keys:  # nothing written: the leases stand as they were, and expire
+                if key in self._leases:
+                    self._leases[key].settled_transaction()
+                    self._expire_later(key)
+            raise
         self._committed(keys, plans, state, changed)
         self.stats.transactions += 1
         self.stats.operations += len(batch)
@@ -301,7 +321,7 @@ class LedgerCore:
                 continue
             subjects = self.subject_list(keys[key], counters)
             lease = self._leases.get(key)
-            busy = len(plan.calls) + (len(lease.inflight) if lease is not None else 0)
+            busy = len(plan.calls) + (max(len(lease.inflight), lease.peak) if lease is not None else 0)
             spare = spare_for(subjects, plan.unit, now, self.thresholds, self.calendar, most=2 * busy)
             plan.held = plan.held + scaled(plan.unit, spare)
             hold(plan, key, counters, now)
@@ -322,6 +342,7 @@ class LedgerCore:
                 self._leases[key], self._lease_subjects[key] = lease, keys[key]
                 for rid in plan.calls:
                     self._lease_of_call[rid] = key
+                self._expire_later(key)
             else:
                 self._leases.pop(key, None)
                 self._lease_subjects.pop(key, None)

@@ -25,14 +25,17 @@ holding a lease leaves its reservation to be counted at its amount once the pod 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from .budgets import Amount, Calendar, Counter, Subject, Thresholds
 
-# How long a pod admits calls from a lease without reading the counters again.
-LEASE_SECONDS: Final = 2.0
+# How long a pod admits calls from a lease without reading the counters again, and keeps an idle
+# lease's spare: a run's calls are seconds apart (its tools run between them), and each call after a
+# gap longer than this pays a transaction. The price: what other pods change is seen this late.
+LEASE_SECONDS: Final = 10.0
 # Spare estimates a lease may hold beyond the calls that take it (fewer near a zone boundary; more,
 # up to twice the calls in flight, when one run's calls come concurrently).
 LEASE_CALLS: Final = 16
@@ -65,20 +68,52 @@ class Lease:
     inflight: dict[str, Amount] = field(default_factory=dict)  # call id -> estimate
     consumed: Amount = field(default_factory=Amount)  # settled usage not yet written
     unit: Amount = field(default_factory=Amount)  # the estimate spares are counted in
+    # While a transaction of this pod rewrites the lease (a flush, or calls it admits): `room` is None
+    # until the transaction has planned the new reservation, then the spare that plan holds beyond
+    # what it saw in flight; `late` is what was admitted locally since (it must fit in `room`).
+    peak: int = 0  # the most calls it has served at once: its spare is sized for them
+    pending: bool = False
+    room: Amount | None = None
+    late: Amount = field(default_factory=Amount)
 
     def serving(self) -> Amount:
         """What the lease stands for now: settled usage not written yet plus calls in flight."""
         return self.consumed + total(self.inflight.values())
 
     def usable(self, now: float, estimate: Amount) -> bool:
-        return now - self.taken < LEASE_SECONDS and within(self.serving() + estimate, self.held)
+        """Whether a call of `estimate` may be admitted from the lease now. While a transaction
+        rewrites it, a call admitted before that transaction planned is in the plan (it reads the
+        calls in flight when it plans); one admitted after must fit in both the reservation standing
+        now and the spare of the one about to replace it, so neither ever serves more than it holds."""
+        if now - self.taken >= LEASE_SECONDS or not within(self.serving() + estimate, self.held):
+            return False
+        return self.room is None or within(self.late + estimate, self.room)
+
+    def half_used(self) -> bool:
+        return not within(scaled(self.serving(), 2), self.held)
+
+    def admit(self, rid: str, estimate: Amount) -> None:
+        self.inflight[rid] = estimate
+        self.peak = max(self.peak, len(self.inflight))
+        if self.room is not None:
+            self.late = self.late + estimate
+
+    def planned(self, plan: LeasePlan) -> None:
+        """In a transaction, once it has planned this lease: what may still be admitted meanwhile."""
+        self.room = plan.held - total(self.inflight.values()) - total(plan.calls.values())
+        self.late = Amount()
+
+    def settled_transaction(self) -> None:
+        """The transaction rewriting the lease ended (committed or not)."""
+        self.pending, self.room, self.late = False, None, Amount()
 
     def view(self) -> dict[str, Counter]:
         """The counters as if every call served from the lease had reserved on its own."""
         serving = self.serving()
         out: dict[str, Counter] = {}
         for cid, counter in self.snapshot.items():
-            mine = copy.deepcopy(counter)
+            # Decisions only read counters: the copy shares the snapshot's usage, not its reservations.
+            mine = dataclasses.replace(counter, reservations=dict(counter.reservations))
             mine.reservations.pop(self.rid, None)
             if serving != Amount():
                 mine.reserve(self.rid, serving, self.taken)
@@ -120,8 +155,11 @@ def scaled(amount: Amount, times: int) -> Amount:
     return Amount(amount.tokens * times, amount.messages * times, amount.cost_nanos * times)
 
 
-def flush_plan(lease: Lease, counters: dict[str, Counter], now: float, cal: Calendar) -> LeasePlan:
-    """In a transaction: write the lease's settled usage and shrink it to the calls in flight."""
+def flush_plan(
+    lease: Lease, counters: dict[str, Counter], now: float, cal: Calendar, give_back: bool = False
+) -> LeasePlan:
+    """In a transaction: write the lease's settled usage and resize it: the calls in flight plus a
+    new spare, or (`give_back`, once it is idle) no spare."""
     flushed, inflight = lease.consumed, total(lease.inflight.values())
     for cid in lease.ids:
         counter = counters[cid]
@@ -130,9 +168,11 @@ def flush_plan(lease: Lease, counters: dict[str, Counter], now: float, cal: Cale
             counter.settle(lease.rid, flushed, now, cal)
         if inflight != Amount():
             counter.reserve(lease.rid, inflight, now)
-    # Calls still in flight mean more are coming (an agent's next call follows its last): keep a
-    # spare. An idle lease gives it back, so a quiet subject holds no reservation.
-    return LeasePlan(lease.rid, flushed, inflight, unit=lease.unit if lease.inflight else None)
+    # A run's next call follows its last one after its tools' time: the spare is kept for it until
+    # the lease expires (`give_back`: then a quiet subject holds no reservation) or while calls are
+    # still in flight.
+    keep = lease.inflight or not give_back
+    return LeasePlan(lease.rid, flushed, inflight, unit=lease.unit if keep else None)
 
 
 def hold(plan: LeasePlan, ids: Iterable[str], counters: dict[str, Counter], now: float) -> None:
@@ -150,6 +190,8 @@ def commit(lease: Lease, plan: LeasePlan, counters: dict[str, Counter], now: flo
     lease.unit = plan.unit or lease.unit
     lease.consumed = lease.consumed - plan.flushed
     lease.inflight.update(plan.calls)
+    lease.peak = max(lease.peak, len(lease.inflight))
     lease.snapshot = {cid: copy.deepcopy(counters[cid]) for cid in lease.ids}
     lease.taken = now
+    lease.settled_transaction()
     return plan.held != Amount() or lease.serving() != Amount()

@@ -20,6 +20,7 @@ from lightkube import ApiError, AsyncClient
 from prometheus_client import start_http_server
 
 from agentry_common import constants as c
+from agentry_common.heap import freeze_startup_heap
 from agentry_common.pki import LocalPKI
 from agentry_common.policy import AgentPolicy, load_policy
 
@@ -87,6 +88,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     ctx.refresher = asyncio.create_task(background_loop(ctx.client, config, ctx.state, log))
     ctx.timers = AgentTimers(ctx.client, ctx.state)
     store(memo, ctx)
+    freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
 
 
 async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:

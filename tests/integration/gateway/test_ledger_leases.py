@@ -13,7 +13,7 @@ from google.cloud import firestore
 from agentry_common.records import Collection
 from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Thresholds
 from agentry_gateway.ledger import FirestoreLedger, Subjects
-from agentry_gateway.ledger_leases import LEASE_CALLS
+from agentry_gateway.ledger_leases import LEASE_CALLS, LEASE_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +98,31 @@ async def test_two_leasing_replicas_never_overspend(firestore_project: str) -> N
     assert sum(p.stats.leased for p in pods) > 0  # leases were really used in this race
     assert counter["reservations"] == {}
     assert LEASE_CALLS * ESTIMATE.tokens < limit * 0.8  # the test exercises spare and no-spare paths
+
+
+async def test_a_runs_next_call_after_its_tools_time_needs_no_transaction(firestore_project: str) -> None:
+    pod = ledger(firestore_project, 1_000_000)
+    try:
+        assert await call(pod)
+        await asyncio.gather(*list(SETTLING))  # settled and flushed: the lease keeps its spare
+        await asyncio.sleep(3)  # the run's tools (longer than a settlement's delay)
+        before, leased = pod.stats.transactions, pod.stats.leased
+        assert await call(pod)
+        assert pod.stats.leased == leased + 1  # admitted from the lease, without waiting
+        assert pod.stats.transactions == before
+    finally:
+        await drain(pod)
+
+
+async def test_an_idle_lease_gives_its_spare_back_when_it_expires(firestore_project: str) -> None:
+    pod = ledger(firestore_project, 1_000_000)
+    try:
+        assert await call(pod)
+        await asyncio.gather(*list(SETTLING))
+        assert user_counter(firestore_project)["reservations"] != {}  # the spare, held for the run
+        await asyncio.sleep(LEASE_SECONDS + 2)  # nothing else: the pod stays up
+        counter = user_counter(firestore_project)
+        assert counter["reservations"] == {}  # given back by the pod itself, not by its shutdown
+        assert counter["total"] == [80, 1, 0]
+    finally:
+        await drain(pod)

@@ -7,7 +7,15 @@ import pytest
 
 from agentry_common.governance import Scope
 from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Counter, Subject, Thresholds
-from agentry_gateway.ledger_leases import LEASE_CALLS, LEASE_SECONDS, Lease, spare_for
+from agentry_gateway.ledger_leases import (
+    LEASE_CALLS,
+    LEASE_SECONDS,
+    Lease,
+    LeasePlan,
+    flush_plan,
+    spare_for,
+    within,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +77,54 @@ def test_a_local_decision_sees_the_lease_as_what_it_serves() -> None:
     view = lease.view()["user:u"]
     assert view.reserved(NOW) == Amount(tokens=280, messages=3)  # other pod, in flight, settled
     assert counter.reserved(NOW) == Amount(tokens=1_800, messages=18)  # the snapshot is untouched
+
+
+def test_a_call_admitted_while_a_transaction_rewrites_the_lease_fits_the_new_plan_too() -> None:
+    lease = Lease(("user:u",), "lease-1", held=Amount(tokens=500, messages=5), taken=NOW)
+    lease.pending = True
+    lease.admit("a", ESTIMATE)  # before the transaction planned: its plan sees this call in flight
+    assert lease.late == Amount()
+    # The plan: the call in flight plus one spare estimate.
+    lease.planned(LeasePlan("lease-1", Amount(), Amount(tokens=200, messages=2)))
+    assert lease.room == ESTIMATE
+    assert lease.usable(NOW + 1, ESTIMATE)
+    lease.admit("b", ESTIMATE)
+    # The reservation standing now (500) still has room, the one about to replace it (200) has none.
+    assert within(lease.serving() + ESTIMATE, lease.held)
+    assert not lease.usable(NOW + 1, ESTIMATE)
+    lease.settled_transaction()  # committed or failed: the lease alone decides again
+    assert lease.usable(NOW + 1, ESTIMATE)
+
+
+def test_a_lease_is_half_used_when_what_it_serves_passes_half_its_reservation() -> None:
+    lease = Lease(("user:u",), "lease-1", held=Amount(tokens=400, messages=4), taken=NOW)
+    lease.admit("a", ESTIMATE)
+    lease.admit("b", ESTIMATE)
+    assert not lease.half_used()
+    lease.admit("c", ESTIMATE)
+    assert lease.half_used()
+    assert lease.peak == 3
+
+
+@pytest.mark.parametrize(
+    ("inflight", "give_back", "keeps_spare"),
+    [
+        (False, False, True),  # a settlement's flush: the run's next call comes after its tools
+        (False, True, False),  # expired idle: a quiet subject holds no reservation
+        (True, True, True),  # calls in flight: more are coming
+    ],
+)
+def test_a_flush_keeps_the_spare_unless_the_lease_expired_idle(
+    inflight: bool, give_back: bool, keeps_spare: bool
+) -> None:
+    lease = Lease(("user:u",), "lease-1", held=Amount(tokens=1_700, messages=17), unit=ESTIMATE)
+    lease.consumed = Amount(tokens=80, messages=1)
+    if inflight:
+        lease.inflight = {"a": ESTIMATE}
+    counters = {"user:u": Counter(Scope.USER, "u")}
+    counters["user:u"].reserve("lease-1", lease.held, NOW)
+    plan = flush_plan(lease, counters, NOW, CAL, give_back)
+    assert plan.flushed == Amount(tokens=80, messages=1)
+    assert plan.held == (ESTIMATE if inflight else Amount())  # the spare is added by the transaction
+    assert (plan.unit == ESTIMATE) is keeps_spare
+    assert counters["user:u"].total == Amount(tokens=80, messages=1)
