@@ -29,7 +29,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self._limit)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # trust_env: HTTPS_PROXY / NO_PROXY as lightkube's httpx client honours them
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True)
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
