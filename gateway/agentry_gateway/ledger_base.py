@@ -33,6 +33,8 @@ log = logging.getLogger("agentry.gateway.ledger")
 class Ledger(LedgerCore):
     """The budget ledger: decide and reserve a call, settle it, end an Execution, read counters."""
 
+    _closing = False
+
     # -- storage (subclasses) -------------------------------------------------------------------------
 
     async def _load(self, ids: list[str]) -> dict[str, Counter]:
@@ -56,6 +58,7 @@ class Ledger(LedgerCore):
             flushes.append(asyncio.get_running_loop().create_future())
             await self._submit(Flush(subjects, flushes[-1], give_back=True))
             self._kick(subjects.user)
+        self._closing = True  # no give-back timer starts a transaction from now on
         for timer in self._expiry.values():
             timer.cancel()
         await asyncio.gather(*flushes, return_exceptions=True)
@@ -122,7 +125,7 @@ class Ledger(LedgerCore):
         flight (their settlements rewrite it) or a transaction is about to."""
         self._expiry.pop(key, None)
         lease = self._leases.get(key)
-        if lease is None or lease.pending or lease.inflight or key in self._flushes:
+        if self._closing or lease is None or lease.pending or lease.inflight or key in self._flushes:
             return
         subjects = self._lease_subjects[key]
         self._queues.setdefault(subjects.user, []).append(Flush(subjects, _unawaited(), give_back=True))

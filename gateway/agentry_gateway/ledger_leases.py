@@ -68,10 +68,10 @@ class Lease:
     inflight: dict[str, Amount] = field(default_factory=dict)  # call id -> estimate
     consumed: Amount = field(default_factory=Amount)  # settled usage not yet written
     unit: Amount = field(default_factory=Amount)  # the estimate spares are counted in
+    peak: int = 0  # the most calls it has served at once: its spare is sized for them
     # While a transaction of this pod rewrites the lease (a flush, or calls it admits): `room` is None
     # until the transaction has planned the new reservation, then the spare that plan holds beyond
     # what it saw in flight; `late` is what was admitted locally since (it must fit in `room`).
-    peak: int = 0  # the most calls it has served at once: its spare is sized for them
     pending: bool = False
     room: Amount | None = None
     late: Amount = field(default_factory=Amount)
