@@ -127,19 +127,22 @@ class Ledger(LedgerCore):
         lease = self._leases.get(key)
         if self._closing or lease is None or lease.pending or lease.inflight or key in self._flushes:
             return
-        subjects = self._lease_subjects[key]
-        self._queues.setdefault(subjects.user, []).append(Flush(subjects, _unawaited(), give_back=True))
-        self._kick(subjects.user)
+        self._flush_now(Flush(self._lease_subjects[key], _unawaited(), give_back=True))
 
     def _refill(self, lease: Lease, subjects: Subjects) -> None:
         """A lease half used is rewritten (flushed and resized) now, while it still admits calls
         (Lease.usable): a run's next calls do not wait for a transaction when it runs out."""
         if lease.pending or not lease.half_used():
             return
-        if lease.ids not in self._flushes:
-            future = self._flushes[lease.ids] = _unawaited()
-            self._queues.setdefault(subjects.user, []).append(Flush(subjects, future))
-        self._kick(subjects.user)
+        if lease.ids in self._flushes:
+            self._kick(subjects.user)  # the flush settlements queued: now, not after settle_delay
+        else:
+            self._flush_now(Flush(subjects, self._flushes.setdefault(lease.ids, _unawaited())))
+
+    def _flush_now(self, flush: Flush) -> None:
+        """Queue a lease's flush and start its user's transaction without `settle_delay`."""
+        self._queues.setdefault(flush.subjects.user, []).append(flush)
+        self._kick(flush.subjects.user)
 
     async def settle(self, subjects: Subjects, rid: str, actual: Amount) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

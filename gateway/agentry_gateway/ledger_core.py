@@ -211,8 +211,13 @@ class LedgerCore:
             for cid in self.ids(op.subjects):
                 if cid not in ids:
                     ids.append(cid)
-        keys = {tuple(self.ids(op.subjects)): op.subjects for op in batch}
-        kept = {tuple(self.ids(op.subjects)) for op in batch if not (isinstance(op, Flush) and op.give_back)}
+        keys: dict[tuple[str, ...], Subjects] = {}
+        kept: set[tuple[str, ...]] = set()  # leases an op of this batch other than a give-back uses
+        for op in batch:
+            key = tuple(self.ids(op.subjects))
+            keys.setdefault(key, op.subjects)
+            if not (isinstance(op, Flush) and op.give_back):
+                kept.add(key)
         giving_back = keys.keys() - kept
         for key in keys:  # local admissions meanwhile are bounded by the plan (Lease.usable)
             if key in self._leases:
