@@ -71,7 +71,19 @@ async def guests(http: httpx.AsyncClient, n: int) -> list[tuple[str, str]]:
     return users
 
 
-async def hold(http: httpx.AsyncClient, user: str, cookie: str, held: Held, opened: asyncio.Event) -> None:
+def bench_key(line: str) -> int | None:
+    """The number of a `bench` event on a stream's data line (None for any other line)."""
+    return int(json.loads(line)["n"]) if '"bench"' in line else None
+
+
+async def hold(
+    http: httpx.AsyncClient,
+    user: str,
+    cookie: str,
+    held: Held,
+    opened: asyncio.Event,
+    key: Callable[[str], int | None] = bench_key,
+) -> None:
     headers = {"Accept": "text/event-stream", "Cookie": f"{SESSION_COOKIE}={cookie}"}
     async with http.stream("GET", "/api/events", headers=headers) as response:
         held.statuses[response.status_code] = held.statuses.get(response.status_code, 0) + 1
@@ -83,19 +95,25 @@ async def hold(http: httpx.AsyncClient, user: str, cookie: str, held: Held, open
             if text.startswith("event: snapshot"):
                 held.snapshots += 1
                 held.changed.set()
-            elif text.startswith("data: ") and '"bench"' in text:
-                seen[int(json.loads(text[6:])["n"])] = time.perf_counter()
+            elif text.startswith("data: ") and (n := key(text[6:])) is not None:
+                seen[n] = time.perf_counter()
                 held.changed.set()
 
 
-async def open_streams(http: httpx.AsyncClient, users: list[tuple[str, str]]) -> Held:
-    held = Held()
+async def open_streams(
+    http: httpx.AsyncClient,
+    users: list[tuple[str, str]],
+    key: Callable[[str], int | None] = bench_key,
+    held: Held | None = None,
+) -> Held:
+    """Each user holds one stream (added to `held`), back once every open stream has its snapshot."""
+    held = held if held is not None else Held()
     gate = asyncio.Semaphore(OPEN_AT_ONCE)
 
     async def one(user: str, cookie: str) -> None:
         async with gate:
             opened = asyncio.Event()
-            held.tasks.append(asyncio.create_task(hold(http, user, cookie, held, opened)))
+            held.tasks.append(asyncio.create_task(hold(http, user, cookie, held, opened, key)))
             await opened.wait()
 
     await asyncio.gather(*(one(u, c) for u, c in users))

@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "gateway_overhead": ["bench.gateway_overhead"],
     "api_latency": ["bench.api_latency"],
     "api_streams": ["bench.api_streams"],
+    "api_replicas": ["bench.api_replicas"],
     "operator": ["bench"],
     "operator_scale": ["bench.operator_scale"],
     "schedule_drift": ["bench.schedule_drift"],

@@ -41,6 +41,11 @@ KEY_DIR = "/var/run/agentry/llm-keys"  # where the chart mounts LLM_SECRET in th
 # this much a day (docs/governance.md, "Budgets"). AGENTRY_DEV_DAILY_BUDGET_USD changes it.
 DEV_DAILY_BUDGET_USD = "10"
 Say = Callable[[str], None]
+# Without the egress proxy runs reach any public address (the chart's `internet` mode).
+NO_EGRESS_PROXY = {
+    "egress": {"proxy": {"enabled": False}},
+    "workloads": {"networkPolicy": {"egress": "internet"}},
+}
 
 
 def reachable_from_pods(url: str) -> str:
@@ -135,11 +140,12 @@ class Install:
                 "extraEnv": _env({"FIRESTORE_EMULATOR_HOST": self.firestore_host, **self.api_env}),
             },
         }
+        # The chart's defaults are the gateway and the egress proxy: turned off here unless wanted.
+        values.update(self.egress_values(never) if self.gateway and self.egress_proxy else NO_EGRESS_PROXY)
         if self.gateway:
             values["gateway"] = self.gateway_values(never)
-            if self.egress_proxy:
-                values.update(self.egress_values(never))
         else:
+            values["gateway"] = {"enabled": False}
             llm: dict[str, str] = {}
             if self.providers.anthropic_base_url:
                 llm["anthropicBaseUrl"] = reachable_from_pods(self.providers.anthropic_base_url)

@@ -4,11 +4,13 @@ say), and an OIDC issuer refused without an audience at render time, as the API 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentry_api.settings import QUOTAS, Settings
 
-from .render import RenderError, one, render
+from .render import RenderError, env_of, one, render
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +59,22 @@ def test_oidc_needs_an_audience() -> None:
     assert env["AGENTRY_OIDC_AUDIENCE"] == "agentry"
     assert env["AGENTRY_OIDC_ALLOWED_DOMAINS"] == '["example.com"]'
     assert "AGENTRY_OIDC_ISSUER" not in _api_env()
+
+
+def test_large_numbers_from_a_values_file_stay_integers(tmp_path: Path) -> None:
+    """A values file's numbers reach Helm as floats: 1000000 would be written 1e+06, which the API and the
+    operator refuse to start with (found when a benchmark raised the guest limit)."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "api: {guestMintsPerHour: 10000000, quotas: {runsPerDay: 1000000},\n"
+        "      guestQuotas: {runsPerDay: 2500000}}\n"
+        "operator: {jobTtlSeconds: 3000000}\n"
+    )
+    objs = render(values=[values])
+    api = env_of(one(objs, "Deployment", "agentry-api")["spec"]["template"]["spec"]["containers"][0])
+    assert api["AGENTRY_GUEST_MINTS_PER_HOUR"] == "10000000"
+    assert api["AGENTRY_QUOTA_RUNS_PER_DAY"] == "1000000"
+    assert api["AGENTRY_GUEST_QUOTA_RUNS_PER_DAY"] == "2500000"
+    operator = one(objs, "Deployment", "agentry-operator")["spec"]["template"]["spec"]["containers"][0]
+    ttl = [v for k, v in env_of(operator).items() if "TTL" in k]
+    assert ttl == ["3000000"]

@@ -3,6 +3,7 @@ sets it explicitly."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -54,3 +55,19 @@ def test_make_dev_sets_the_default_model_explicitly() -> None:
     assert _dev(Providers())["operator"]["defaultModel"] == DEFAULT_MODEL
     local = Providers(openai_key="k", openai_base_url="http://localhost:11434/v1", openai_model="qwen3")
     assert _dev(local)["operator"]["defaultModel"] == "openai/qwen3"
+
+
+@pytest.mark.parametrize(("gateway", "proxy"), [(True, True), (True, False), (False, False)])
+def test_make_dev_deploys_the_gateway_and_the_proxy_only_when_asked(
+    tmp_path: Path, gateway: bool, proxy: bool
+) -> None:
+    """The chart deploys both by default; an install without them must not start pods whose images
+    `make dev` did not build (found when a benchmark installed without the gateway)."""
+    install = Install(
+        cluster=cast(Any, None), firestore_host="10.244.0.1:8681", gateway=gateway, egress_proxy=proxy
+    )
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(install.values()))
+    deployments = {o["metadata"]["name"] for o in render(values=[values]) if o["kind"] == "Deployment"}
+    assert ("agentry-gateway" in deployments) is gateway
+    assert ("agentry-egress" in deployments) is proxy
