@@ -96,7 +96,7 @@ async def hold(
                 held.snapshots += 1
                 held.changed.set()
             elif text.startswith("data: ") and (n := key(text[6:])) is not None:
-                seen[n] = time.perf_counter()
+                seen.setdefault(n, time.perf_counter())  # the first arrival
                 held.changed.set()
 
 
