@@ -79,6 +79,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.watching.chunk_size = 500  # a restart's listing in pages: bounded memory per answer
+    # kopf keeps a worker per object until it has been idle this long (default 5 s): with thousands of
+    # objects changing at once, thousands of idle workers (a task, a queue, a context each).
+    settings.queueing.idle_timeout = 1.0
     ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
     ctx.state.governance = Governance.from_config(config)
@@ -107,6 +110,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     if ctx.refresher is not None:
         ctx.refresher.cancel()
+    ctx.state.starts.cancel()
     await ctx.client.close()
     if ctx.state.governance is not None:
         await ctx.state.governance.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import time
 import uuid
 from typing import Any
@@ -32,7 +33,7 @@ from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
 from .outcome import decide, key_of, on_job, on_pod, resync, write_status
-from .state import Logger, State, phase_of
+from .state import Key, Logger, State, phase_of
 
 __all__ = ["cancel", "on_execution", "on_job", "on_pod", "start"]
 
@@ -70,8 +71,16 @@ async def on_execution(
         if listing:
             state.resync_later(key_of(body))
         return  # running: its Job's and Pods' events drive the status from here
-    async with state.starts:  # a slot, then the Execution as it is now (it may have moved on)
-        await _start(client, config, state, state.executions.get(key_of(body), body), logger)
+    state.starts.add(key_of(body), logger, functools.partial(_start_queued, client, config, state))
+
+
+async def _start_queued(
+    client: AsyncClient, config: OperatorConfig, state: State, key: Key, logger: Logger
+) -> None:
+    """A queued run's turn (starts.py): the Execution as it is now (it may have moved on, or gone)."""
+    body = state.executions.get(key)
+    if body is not None:
+        await _start(client, config, state, body, logger)
 
 
 async def _start(

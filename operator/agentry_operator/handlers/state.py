@@ -16,6 +16,7 @@ from agentry_common.models import Phase
 from agentry_common.tracing import ANNOTATION_TRACEPARENT
 
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
+from .starts import Starts
 
 if TYPE_CHECKING:
     from .admission import Governance
@@ -60,9 +61,6 @@ def _ended(body: dict[str, Any]) -> bool:
     return (phase_of(body) or Phase.PENDING).terminal
 
 
-START_LIMIT = 256  # runs starting at once (bench/operator_scale.py: the take-on time against peak RSS)
-
-
 class State:
     def __init__(self) -> None:
         self.agents: dict[Key, dict[str, Any]] = {}
@@ -81,10 +79,9 @@ class State:
         # Reads of Agents the watch has not shown yet: (when, the read), shared (execution._agent).
         self.agent_reads: dict[Key, tuple[float, asyncio.Future[dict[str, Any] | None]]] = {}
         self.last_start = 0.0  # monotonic time of the last run start (adoption waits for quiet)
-        # Runs starting at once; the rest wait here holding only their cached body. Without it, ten
-        # thousand taken on at once peaked at 846 MiB (the chart's limit is 512 MiB); with 256, 406 MiB
-        # (most likely their Jobs' and Pods' events, waiting in kopf's queues, were the difference).
-        self.starts = asyncio.Semaphore(START_LIMIT)
+        # Runs to start, at most 256 at once (starts.py): without a bound ten thousand taken on at once
+        # peaked at 846 MiB, above the chart's 512 MiB limit.
+        self.starts = Starts()
         # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
         # time admission may be asked again (its retry is in retry_at) and the questions in flight.
         self.governance: Governance | None = None
