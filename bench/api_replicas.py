@@ -293,6 +293,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="SSE streams held, over both replicas")
     parser.add_argument("--events", type=int, default=200, help="agent updates (half across replicas)")
     args = parser.parse_args()
+    if args.events > args.streams:  # each update goes to a user of its own, each holding one stream
+        parser.error(f"--events ({args.events}) must not exceed --streams ({args.streams})")
     with (
         tempfile.TemporaryDirectory(prefix="agentry-bench-") as tmp,
         chart_stack(Path(tmp), args.streams) as (install, firestore),
