@@ -10,8 +10,8 @@ kube-controller-manager with its Job and CronJob controllers) with the real oper
    per Execution, from sending its create to a watch on Jobs seeing its Job: p50 / p99. The
    baseline: a bare client creating Jobs at the same rate, from sending to seen on the same watch.
 3. **Restart**: the operator SIGKILLed, `--missed` Executions created while it is down, the operator
-   started again: seconds until each has its Job (every object listed and resumed), and no Execution
-   with two Jobs among all of them.
+   started again: seconds until each has its Job (every object listed and resumed), no Execution
+   with two Jobs among all of them, and the new process's peak RSS until 10 s after that.
 """
 
 from __future__ import annotations
@@ -195,9 +195,11 @@ def restart(ctx: Scale, old: Proc) -> Proc:
     t0 = time.perf_counter()
     operator = ctx.start_operator()
     healthy = time.perf_counter() - t0
+    peak = Peak(operator.pid)  # from its health on: the imports are the same as before the kill
     wait_count(ctx.client, Job, ctx.ns, total)
     took = time.perf_counter() - t0
     cpu = psutil.Process(operator.pid).cpu_times()
+    time.sleep(10)  # the listed running Executions' resync comes after the listing has settled
     doubled = [e for e, k in ctx.execution_jobs().items() if e and k > 1]
     objects = total + args.agents
     print(
@@ -205,6 +207,8 @@ def restart(ctx: Scale, old: Proc) -> Proc:
         f"{took:.1f} s after the start (healthy after {healthy:.1f} s); with two Jobs: {len(doubled)}; "
         f"operator CPU until then {cpu.user + cpu.system:.1f} s"
     )
+    figure = f"operator peak RSS after the restart, holding {objects} objects"
+    record_rss("operator_scale", figure, peak.stop())
     record(
         "operator_scale",
         f"restart holding {objects} objects: all {args.missed} Executions created while down have their Job",

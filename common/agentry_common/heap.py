@@ -12,9 +12,15 @@ many apps freezes the first one's only), after the start-up garbage has been col
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import gc
+from collections.abc import Callable
+from typing import Final
 
 _frozen = False
+# How often a long-running process gives its free C heap back (`keep_released`).
+RELEASE_SECONDS: Final = 5.0
 
 
 def freeze_startup_heap() -> int:
@@ -26,3 +32,39 @@ def freeze_startup_heap() -> int:
         gc.collect()
         gc.freeze()
     return gc.get_freeze_count()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the kernel; False where the C library cannot.
+
+    Why: what Python allocates above 512 bytes (response bodies, JSON documents, TLS buffers) comes
+    from the C allocator, which returns a freed block to the kernel only when it lies at the top of
+    its heap. After a burst the heap is mostly free but still resident: 26 MiB of the operator's
+    241 MiB after taking on 10,000 runs (glibc's `mallinfo2`), which `malloc_trim` released at once.
+    It walks the free blocks (10-40 ms for a heap of 130 MiB here); ctypes releases the GIL meanwhile.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+async def keep_released(interval: float = RELEASE_SECONDS) -> None:
+    """Release the free C heap every `interval` seconds, in a worker thread so the event loop does not
+    wait for the walk (the peak of a burst is what a memory limit meets, not its aftermath)."""
+    if _malloc_trim() is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(release_free_memory)

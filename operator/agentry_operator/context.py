@@ -25,6 +25,7 @@ class OperatorContext:
     state: State
     scheduler: ScheduleBackend | None = None  # the Cloud Scheduler backend, when configured
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
+    releaser: asyncio.Task[None] | None = None  # free C heap given back (agentry_common/heap.py)
     timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
 
 

@@ -86,3 +86,26 @@ def test_resyncs_wait_for_a_quiet_listing_or_the_oldest_limit(monkeypatch: pytes
     state.forget(("ns", "gone"))
     clock[0] += 60
     assert state.take_resyncs(quiet=2, oldest=10) == []
+
+
+def test_cached_executions_share_their_keys_and_short_strings() -> None:
+    """Each watch event is parsed on its own; what the cache keeps shares equal strings (memory)."""
+    import json
+
+    def parsed(name: str) -> dict[str, Any]:
+        body = execution(name, "summariser", "Running")
+        body["status"]["conditions"] = [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-25T13:00:00Z"}
+        ]
+        body["spec"]["input"] = "x" * 200  # long strings are kept as they are
+        return json.loads(json.dumps(body))  # a new string object for every key and value
+
+    state = State()
+    first, second = (state.seen_execution(parsed(n)) for n in ("run-1", "run-2"))
+    assert first["status"] == parsed("run-1")["status"] and first["spec"] == parsed("run-1")["spec"]
+    (one,), (two,) = first["status"]["conditions"], second["status"]["conditions"]
+    for key in ("type", "lastTransitionTime"):
+        assert next(k for k in one if k == key) is next(k for k in two if k == key)
+        assert one[key] is two[key]
+    assert first["spec"]["agentRef"]["name"] is second["spec"]["agentRef"]["name"]
+    assert first["spec"]["input"] == second["spec"]["input"]
