@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 from collections.abc import Callable
 from typing import Final
@@ -34,6 +35,7 @@ def freeze_startup_heap() -> int:
     return gc.get_freeze_count()
 
 
+@functools.cache  # looked up once per process, not at every release
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
     try:

@@ -41,7 +41,7 @@ from .handlers.workflow_admission import register_webhooks as register_workflow_
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .registries import RECONCILE, WEBHOOKS
 from .replicas import Scope, run_replicated
-from .session import connection_limit, login_handler
+from .session import connection_limit, has_patterns, login_handler
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -316,7 +316,7 @@ def register(config: OperatorConfig, namespaces: list[str]) -> None:
     """Start-up, clean-up and login in each registry that runs (`namespaces`: the exact names or
     patterns watched, none for all); the webhooks in WEBHOOKS when replicas elect a leader (every one
     serves them), else beside the handlers in RECONCILE."""
-    scan_namespaces = not namespaces or any(ch in ns for ns in namespaces for ch in "*?[!")
+    scan_namespaces = not namespaces or has_patterns(namespaces)
     login = login_handler(connection_limit(namespaces))
     webhooks = WEBHOOKS if config.leader_election else RECONCILE
     for registry in [RECONCILE] if webhooks is RECONCILE else [RECONCILE, WEBHOOKS]:

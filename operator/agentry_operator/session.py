@@ -28,12 +28,17 @@ REQUESTS: Final = 16
 WATCHED_KINDS: Final = 8
 
 
+def has_patterns(namespaces: list[str]) -> bool:
+    """Whether a namespace to watch is a glob pattern (kopf then finds the namespaces itself)."""
+    return any(ch in ns for ns in namespaces for ch in "*?[!")
+
+
 def connection_limit(namespaces: list[str] | None) -> int:
     """The pool's bound for `namespaces` (exact names), cluster-wide for None; 0 (no bound) when a
     name is a pattern."""
     if namespaces is None or not namespaces:
         return WATCHED_KINDS + REQUESTS
-    if any(ch in ns for ns in namespaces for ch in "*?[!"):
+    if has_patterns(namespaces):
         return 0
     return WATCHED_KINDS * len(namespaces) + REQUESTS
 
