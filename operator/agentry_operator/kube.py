@@ -72,6 +72,14 @@ def raw(api_version: str, kind: str) -> type[GenericNamespacedResource | Generic
     return plain
 
 
+def namespaced(api_version: str, kind: str) -> type[GenericNamespacedResource]:
+    """`raw` for a namespaced kind, typed as one (lists and reads by namespace)."""
+    plain = raw(api_version, kind)
+    if not issubclass(plain, GenericNamespacedResource):
+        raise TypeError(f"{kind} is not namespaced")
+    return plain
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 

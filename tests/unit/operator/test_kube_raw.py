@@ -39,3 +39,9 @@ def test_a_raw_object_is_the_manifest_as_built() -> None:
 def test_the_typed_model_stays_registered() -> None:
     kube.raw("batch/v1", "Job")
     assert type(from_dict(JOB)) is Job
+
+
+def test_namespaced_reads_go_by_namespace_and_refuse_a_cluster_kind() -> None:
+    assert kube.namespaced("v1", "Pod") is kube.raw("v1", "Pod")
+    with pytest.raises(TypeError, match="Namespace is not namespaced"):
+        kube.namespaced("v1", "Namespace")
