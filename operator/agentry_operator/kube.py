@@ -30,6 +30,11 @@ from .builders.refusal import classify, describe
 from .transport import AiohttpTransport
 
 FIELD_MANAGER = "agentry-operator"
+# Objects per page of every listing: kopf's (its watches start with one) and the restart's resync
+# (handlers/outcome.py). A page's decoded objects all stay until the page is handled: with 10,000 runs,
+# kopf's pages of 500 instead of 100 took the restarted operator's peak RSS from 214 to 237 MiB
+# (bench/operator_scale.py).
+LIST_CHUNK = 100
 
 __all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod", "Refused", "Secret"]
 

@@ -79,10 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    # A restart's listing in pages: every object of a page is decoded at once and stays until the
-    # page is handled. With 10,000 runs (three kinds listed side by side) the restarted operator
-    # peaked at 237-244 MiB with pages of 500, 214 with 100 (bench/operator_scale.py).
-    settings.watching.chunk_size = 100
+    settings.watching.chunk_size = kube.LIST_CHUNK  # a restart's listings in pages (three kinds side by side)
     # kopf keeps a worker per object until it has been idle this long (default 5 s): with thousands of
     # objects changing at once, thousands of idle workers (a task, a queue, a context each). Peak RSS
     # at 10,000 runs: 1 s 298 -> 243 MiB, 0.25 s 207 -> 185 MiB; after a restart (every object at

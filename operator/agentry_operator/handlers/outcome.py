@@ -28,10 +28,8 @@ from .state import Key, State, phase_of
 log = logging.getLogger("agentry.operator")
 JOB_LABEL = "batch.kubernetes.io/job-name"
 OURS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY}  # the Jobs and Pods the operator made
-# Objects per page of a listing: one answer's memory. A restart's resync of 10,000 runs lists every
-# Job and Pod; pages of 500 typed models raised the operator's peak by ~15 MiB (bench/operator_scale.py).
-LIST_CHUNK = 100
-# Jobs and Pods are read as plain dicts: lightkube's typed models cost a conversion both ways.
+# Jobs and Pods are read as plain dicts: lightkube's typed models cost a conversion both ways (and at a
+# restart's resync, pages of them added 15-19 MiB to the peak; bench/operator_scale.py).
 JOBS, PODS = kube.namespaced("batch/v1", "Job"), kube.namespaced("v1", "Pod")
 
 
@@ -131,7 +129,7 @@ async def resync_all(client: AsyncClient, state: State, keys: list[Key]) -> None
         owner = dict(jobs)
         running = await _listed_jobs(client, state, ns, jobs)
         if running:
-            async for pod in client.list(PODS, namespace=ns, labels=OURS, chunk_size=LIST_CHUNK):
+            async for pod in client.list(PODS, namespace=ns, labels=OURS, chunk_size=kube.LIST_CHUNK):
                 item = kube.to_dict(pod)
                 job = (item["metadata"].get("labels") or {}).get(JOB_LABEL)
                 if job in running:
@@ -156,7 +154,7 @@ async def _listed_jobs(client: AsyncClient, state: State, ns: str, jobs: dict[st
     """Apply each listed Job of `jobs`; the names of those still running. A listed ended Job is
     dropped from `jobs` (applied: nothing more to read); the rest stay (read by name after)."""
     running: set[str] = set()
-    async for found in client.list(JOBS, namespace=ns, labels=OURS, chunk_size=LIST_CHUNK):
+    async for found in client.list(JOBS, namespace=ns, labels=OURS, chunk_size=kube.LIST_CHUNK):
         job = kube.to_dict(found)
         name = job["metadata"]["name"]
         if name not in jobs:

@@ -26,18 +26,22 @@ class Kept(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+# What logs.configure (and kopf.configure in it) changes: restored after each test.
+TOUCHED = ("", "kopf.objects", "asyncio", *logs.NOISY)
+
+
 @pytest.fixture
 def kept() -> Iterator[Kept]:
     """The kopf.objects logger as configured, its records collected; the logging set-up restored."""
-    objects, root = logging.getLogger("kopf.objects"), logging.getLogger()
-    saved = (list(objects.filters), list(root.handlers), root.level)
+    loggers = [logging.getLogger(name) for name in TOUCHED]
+    saved = [(lg.level, lg.propagate, list(lg.handlers), list(lg.filters)) for lg in loggers]
     handler = Kept()
-    objects.addHandler(handler)
+    logging.getLogger("kopf.objects").addHandler(handler)
     yield handler
-    objects.removeHandler(handler)
-    objects.filters[:] = saved[0]
-    root.handlers[:] = saved[1]
-    root.setLevel(saved[2])
+    for lg, (level, propagate, handlers, filters) in zip(loggers, saved, strict=True):
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.handlers[:], lg.filters[:] = handlers, filters
 
 
 def emit_all() -> None:
