@@ -28,6 +28,7 @@ from agentry_common.resources import Agent, Execution
 from . import gate
 from .builders.refusal import classify, describe
 from .transport import AiohttpTransport
+from .wire import Wire
 
 FIELD_MANAGER = "agentry-operator"
 # Objects per page of every listing: kopf's (its watches start with one) and the restart's resync
@@ -44,7 +45,13 @@ __all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Po
 TIMEOUT = httpx2.Timeout(10.0, pool=None)
 
 
-def new_client() -> AsyncClient:
+class Client(AsyncClient):
+    """lightkube's client, and beside it the hot path's requests on the same connections (wire.py)."""
+
+    wire: Wire
+
+
+def new_client() -> Client:
     """The operator's client: lightkube's own configuration (kubeconfig or in-cluster), through a
     transport that bounds the requests in flight (gate.py) and sends them with aiohttp (transport.py)."""
     config = KubeConfig.from_env().get()
@@ -53,8 +60,12 @@ def new_client() -> AsyncClient:
     verify = verify_cluster(config.cluster, config.user, config.abs_file, trust_env=True)
     pool = httpx2.Limits(max_connections=gate.LIMIT, max_keepalive_connections=gate.LIMIT)
     streams = httpx2.AsyncHTTPTransport(verify=verify, limits=pool)
-    transport = gate.GatedTransport(AiohttpTransport(verify, streams, limit=gate.LIMIT))
-    return AsyncClient(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=transport)
+    sender = AiohttpTransport(verify, streams, limit=gate.LIMIT)
+    client = Client(
+        config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=gate.GatedTransport(sender)
+    )
+    client.wire = Wire(config.cluster.server, sender, FIELD_MANAGER, TIMEOUT)
+    return client
 
 
 def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
@@ -107,19 +118,29 @@ class Refused(ApiError):
         return describe(self.kind, self.name, self.status.to_dict())
 
 
-async def create_or_adopt(client: AsyncClient, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Create a child; on 409 return the existing one if it has the same controller owner.
+async def create(client: AsyncClient, manifest: dict[str, Any]) -> None:
+    """Create an object from a plain dict: on the hot path's connections when the client has them
+    (wire.py), else through lightkube. Errors are lightkube's `ApiError` (409 when it exists)."""
+    res = raw(manifest["apiVersion"], manifest["kind"])
+    if not (isinstance(client, Client) and await client.wire.create(res, manifest)):
+        await client.create(res.from_dict(manifest))
+
+
+async def create_or_adopt(client: AsyncClient, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Create a child (None: created, so it has no status to read); on 409 return the existing one if
+    it has the same controller owner.
 
     This is what makes a reconcile idempotent: a handler re-run after a crash computes the same
     deterministic name and finds the child it created the first time.
     """
-    res = raw(manifest["apiVersion"], manifest["kind"])
     try:
-        return to_dict(await client.create(res.from_dict(manifest)))
+        await create(client, manifest)
+        return None
     except ApiError as exc:
         if exc.status.code != 409:
             raise Refused(manifest, exc) from exc
     meta = manifest["metadata"]
+    res = raw(manifest["apiVersion"], manifest["kind"])
     existing = to_dict(await client.get(res, meta["name"], namespace=meta["namespace"]))
     want = {o["uid"] for o in meta.get("ownerReferences", [])}
     have = {o["uid"] for o in existing["metadata"].get("ownerReferences") or []}
@@ -159,6 +180,8 @@ async def patch_status(
     body: dict[str, Any] = {"status": status}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}  # optimistic lock
+    if isinstance(client, Client) and await client.wire.patch_status(res, name, namespace, body):
+        return
     await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
 
 

@@ -205,7 +205,7 @@ class AgentTimers:
     async def _post(self, key: Key, when: dt.datetime) -> str:
         try:
             async with BURST.firing():
-                await self.client.create(kube.Execution.from_dict(self._manifest(key, when)))
+                await kube.create(self.client, self._manifest(key, when))
         except ApiError as exc:
             if exc.status.code == 409:
                 return "exists"

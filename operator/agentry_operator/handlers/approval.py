@@ -299,13 +299,14 @@ async def _resumed(
     body: dict[str, Any],
     status: dict[str, Any],
     name: str,
-    job: dict[str, Any],
+    job: dict[str, Any] | None,
     decision: dict[str, Any],
 ) -> None:
-    """The status of a resumed run: its new Job, no pending approval, reason Resumed."""
+    """The status of a resumed run: its new Job (None: just created), no pending approval, reason
+    Resumed."""
     meta = body["metadata"]
     # An ended Job is one adopted after a crash: its outcome comes with its pod's report (resync).
-    seen = observe(None if terminal_job(job) else job, [])
+    seen = observe(None if job is None or terminal_job(job) else job, [])
     seen.reason = Reason.RESUMED
     seen.message = f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
     patch = status_patch(status, seen, meta.get("generation"), now_rfc3339())

@@ -302,12 +302,12 @@ async def _run(
         correlation_id,
         extra={"correlation_id": correlation_id},
     )
-    # A Job that has ended was made by an attempt that crashed before recording it, and its pod has
-    # finished meanwhile: its outcome is only written with that pod's report, by resync below.
-    seen = observe(None if terminal_job(job) else job, [])
+    # An adopted Job that has ended was made by an attempt that crashed before recording it, and its
+    # pod has finished meanwhile: its outcome is only written with that pod's report, by resync below.
+    seen = observe(None if job is None or terminal_job(job) else job, [])
     new = status_patch(status, seen, meta.get("generation"), now_rfc3339())
     await write_status(client, state, body, {**new, "jobName": child, "correlationId": correlation_id})
-    if job.get("status"):  # adopted, not new: its pods may have run, or ended, while nobody watched
+    if job is not None and job.get("status"):  # adopted: its pods may have run, or ended, meanwhile
         await resync(client, state, state.executions.get(key_of(body), body), child)
 
 

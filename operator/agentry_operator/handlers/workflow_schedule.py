@@ -84,7 +84,7 @@ async def _prune(
 async def _create(client: AsyncClient, manifest: dict[str, Any]) -> bool:
     """False when the run exists already (this fire time was started before)."""
     try:
-        await client.create(WorkflowRun.from_dict(manifest))
+        await kube.create(client, manifest)
     except ApiError as exc:
         if exc.status.code != 409:
             raise

@@ -72,6 +72,15 @@ def test_kinds_without_changing_handlers_get_an_empty_essence() -> None:
     assert storage.build(body=kopf.Body(unnamed)) == {"spec": {"a": 1}, "metadata": {"labels": {"a": "b"}}}
 
 
+def test_only_a_diffed_kind_has_its_stored_essence_read() -> None:
+    storage, key = HandledEssence(**ARGS), f"{c.KOPF_ANNOTATION_PREFIX}/last-handled-configuration"
+    assert storage.fetch(body=kopf.Body(agent())) == {"spec": {}}
+    # An Execution carrying the annotation anyway (by hand): kopf would read it; nothing reads it here.
+    annotated = {**agent(), "kind": c.EXECUTION_KIND}
+    assert annotated["metadata"]["annotations"][key] and storage.fetch(body=kopf.Body(annotated)) is None
+    assert kopf.AnnotationsDiffBaseStorage(**ARGS).fetch(body=kopf.Body(annotated)) == {"spec": {}}
+
+
 def test_the_diffed_kinds_are_those_with_changing_handlers() -> None:
     """A create/update/resume/delete handler on another kind needs that kind in DIFFED_KINDS."""
     from agentry_operator import main  # its decorators register the handlers
