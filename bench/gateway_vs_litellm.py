@@ -1,7 +1,7 @@
 """Agentry's gateway and LiteLLM's proxy side by side, in front of the same scripted provider, in the
 same run, through the same client, as ratios to calling the provider directly.
 
-    python -m bench.gateway_vs_litellm [--concurrency 1 50 200] [--calls 200] [--delay 0]
+    python -m bench.gateway_vs_litellm [--concurrency 1 50 200] [--calls 1000] [--delay 0]
 
 Paths (each its own server process, one worker, as each project ships it):
   direct                      client -> scripted provider (OpenAI wire, streamed)
@@ -187,7 +187,7 @@ async def measure(urls: dict[str, str], levels: list[int], calls: int, warmup: i
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_vs_litellm")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50, 200])
-    parser.add_argument("--calls", type=int, default=200, help="calls per path per concurrency level")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per path per concurrency level")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--delay", type=float, default=0.0, help="upstream seconds before answering")
     args = parser.parse_args()

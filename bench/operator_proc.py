@@ -97,6 +97,30 @@ class Peak:
         return self.peak
 
 
+class PlaneCpu:
+    """CPU seconds (user + system) used by the control plane's processes and by this process (the
+    bench's client), read at the start and end of a phase: where a phase's time went, beside the
+    operator's own CPU."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self._procs = {p.name: psutil.Process(p.pid) for p in plane.procs} | {"client": psutil.Process()}
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {name: sum(proc.cpu_times()[:2]) for name, proc in self._procs.items()}
+
+    def used(self) -> dict[str, float]:
+        """Seconds of CPU per process since this was made."""
+        now = self._read()
+        return {name: now[name] - self._start[name] for name in now}
+
+
+def cpu_line(used: dict[str, float]) -> str:
+    """`used` for a log line: the total first, then each process."""
+    parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+    return f"{sum(used.values()):.1f} s ({parts})"
+
+
 def count(client: Client, kind: Any, ns: str) -> int:
     """How many `kind` exist in `ns`: a list of one item and the server's count of the rest. Listing
     them all (10,000 Jobs are about 30 MB), or watching and decoding every event, would load the API
