@@ -159,17 +159,14 @@ def _execution(ns: str, name: str, agent: str) -> dict[str, Any]:
 
 async def _create_all(config: KubeConfig, manifests: list[dict[str, Any]], concurrency: int) -> float:
     client = AsyncClient(config, field_manager="bench")
-    sem = asyncio.Semaphore(concurrency)
 
-    async def one(m: dict[str, Any]) -> None:
-        async with sem:
-            await client.create(from_dict(m))
+    async def one(i: int) -> None:
+        await client.create(from_dict(manifests[i]))
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one(m) for m in manifests))
-    elapsed = time.perf_counter() - t0
-    await client.close()
-    return elapsed
+    try:
+        return await _timed(len(manifests), concurrency, one)
+    finally:
+        await client.close()
 
 
 def _namespace(client: Client, prefix: str) -> str:
