@@ -11,7 +11,7 @@
    ratio to the first floor is the figure (the machine is shared: single runs varied by 0.3x); also
    the ratio to the second, the operator's CPU and peak RSS, and the CPU the control plane and the
    bench's client used in each phase. Each phase starts once the Job controller has made the previous
-   phase's pods.
+   phase's pods; one unmeasured run of each floor comes first.
 """
 
 from __future__ import annotations
