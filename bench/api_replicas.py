@@ -1,6 +1,6 @@
 """Two API replicas behind the chart's Service on the local node: reads, and events across replicas.
 
-    python -m bench.api_replicas [--rate 100] [--seconds 10] [--streams 1000] [--events 200]
+    python -m bench.api_replicas [--rate 100] [--seconds 20] [--streams 1000] [--events 200]
 
 The local single-node cluster `make dev` starts (needs root; waits for the machine's node if another
 run holds it), the chart installed with `api.replicas=2`, the Firestore emulator on the node's
@@ -8,12 +8,15 @@ address; the gateway is off (not measured here).
 
 1. Reads: `GET /api/agents/{id}` through the API Service (ClusterIP, kube-proxy) at a fixed rate over
    8 client connections (kube-proxy picks a pod per connection; each pod's share from its /metrics).
-   Baseline, same run and rate: the bare Firestore get of the same document from this host.
+   Baseline, same run and rate: the bare Firestore get of the same document from this host, the two
+   alternating in slices of 2 s.
 2. Events across replicas: `--streams` guests each hold one stream, half on each pod (pod addresses);
    for `--events` of them an agent is updated (`PUT /api/agents/{id}`), alternately through the other
-   pod (across replicas: the Firestore listener) and through the stream's own (the baseline: a local
-   wake-up); the time from the PUT's start to the `agent` event on the stream. Each pod's RSS before
-   and after its streams opened (process_resident_memory_bytes of its /metrics).
+   pod (across replicas: that pod's wake-up datagram, the Firestore listener as the catch-all) and
+   through the stream's own (the baseline: a local wake-up); the time from the PUT's start to the
+   `agent` event on the stream. Each pod's RSS before and after its streams opened
+   (process_resident_memory_bytes of its /metrics) and the wake-ups it received from the other.
+   `--no-peer-wake`: the chart's `api.peerWake.enabled=false`, the listener alone across replicas.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from google.cloud.firestore import AsyncClient
@@ -51,6 +55,7 @@ from .results import record
 REPLICAS = 2
 API_PORT = 8000  # the chart's api.port
 CLIENTS = 8  # client connections of the read load
+ROUND = 2.0  # seconds of one path's reads before the other's turn
 ROUTE = "/api/agents/{agent_id}"
 AGENT_SPEC = {"instructions": "Benchmark.", "model": {"name": "claude-sonnet-4-5"}}
 
@@ -60,7 +65,7 @@ def say(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def chart_stack(workdir: Path, streams: int) -> Iterator[tuple[Install, FirestoreEmulator]]:
+def chart_stack(workdir: Path, streams: int, peer_wake: bool) -> Iterator[tuple[Install, FirestoreEmulator]]:
     """The local node with the chart's API at REPLICAS replicas; stopped on exit."""
     cluster = Cluster(workdir, owner="python -m bench.api_replicas")
     firestore = FirestoreEmulator(workdir / "firestore", host=NODE_IP)
@@ -74,7 +79,9 @@ def chart_stack(workdir: Path, streams: int) -> Iterator[tuple[Install, Firestor
             gateway=False,
             api_env={"AGENTRY_SSE_MAX_CONNECTIONS": str(streams + 100)},
             # every guest of the run comes from this host
-            extra_values={"api": {"replicas": REPLICAS, "guestMintsPerHour": 10**7}},
+            extra_values={
+                "api": {"replicas": REPLICAS, "guestMintsPerHour": 10**7, "peerWake": {"enabled": peer_wake}}
+            },
         )
         install.install(say)
         yield install, firestore
@@ -98,13 +105,15 @@ def api_pods(install: Install) -> list[str]:
 
 
 def scrape(pod: str) -> dict[str, float]:
-    """A pod's RSS and its count of successful agent reads, from its /metrics."""
+    """A pod's RSS, its count of successful agent reads and of wake-ups received, from its /metrics."""
     text = httpx.get(f"{pod}/metrics", timeout=10).text
-    out = {"rss": 0.0, "reads": 0.0}
+    out = {"rss": 0.0, "reads": 0.0, "wakes": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "process_resident_memory_bytes":
                 out["rss"] = sample.value
+            elif sample.name == "agentry_api_peer_wakes_total" and sample.labels.get("outcome") == "received":
+                out["wakes"] = sample.value
             elif (
                 sample.name == "agentry_api_requests_total"
                 and sample.labels.get("route") == ROUTE
@@ -138,10 +147,9 @@ async def reads(service: str, pods: list[str], args: argparse.Namespace, project
         async def api_get() -> None:
             (await next(turn).get(f"/api/agents/{agent_id}")).raise_for_status()
 
-        print(f"reads at {args.rate:g} req/s for {args.seconds:g} s, {REPLICAS} API replicas (Service)")
-        bare, bare_err = await fixed_rate(ref.get, args.rate, args.seconds)
+        print(f"reads at {args.rate:g} req/s for {args.seconds:g} s each, {REPLICAS} API replicas (Service)")
         before = [scrape(p)["reads"] for p in pods]
-        through, api_err = await fixed_rate(api_get, args.rate, args.seconds)
+        bare, through, bare_err, api_err = await alternated(ref.get, api_get, args.rate, args.seconds)
         share = [scrape(p)["reads"] - b for p, b in zip(pods, before, strict=True)]
     finally:
         for client in clients:
@@ -160,6 +168,22 @@ async def reads(service: str, pods: list[str], args: argparse.Namespace, project
             goal="<= 1.5x" if q == "p99" else "",
             met=a[q] / b[q] <= 1.5 and api_err == 0 if q == "p99" else None,
         )
+
+
+async def alternated(
+    bare_get: Callable[[], Awaitable[Any]], api_get: Callable[[], Awaitable[Any]], rate: float, seconds: float
+) -> tuple[list[float], list[float], int, int]:
+    """Both paths at `rate` for `seconds` each, in alternating slices of ROUND seconds: the machine's
+    drift (a busy neighbour, a collection) falls on both alike instead of on whichever ran second."""
+    bare: list[float] = []
+    through: list[float] = []
+    errors = [0, 0]
+    for _ in range(max(1, round(seconds / ROUND))):
+        for i, (call, into) in enumerate(((bare_get, bare), (api_get, through))):
+            got, failed = await fixed_rate(call, rate, ROUND)
+            into.extend(got)
+            errors[i] += failed
+    return bare, through, errors[0], errors[1]
 
 
 def updated_key(text: str) -> int | None:
@@ -195,7 +219,9 @@ async def events(pods: list[str], args: argparse.Namespace) -> None:
         opened = time.perf_counter() - started
         await asyncio.sleep(2)
         rss_after = [scrape(p)["rss"] for p in pods]
+        wakes = [scrape(p)["wakes"] for p in pods]
         cross, local, puts = await push(pods, home, targets, agents, held)
+        wakes = [scrape(p)["wakes"] - w for p, w in zip(pods, wakes, strict=True)]
     finally:
         for task in held.tasks:
             task.cancel()
@@ -203,6 +229,7 @@ async def events(pods: list[str], args: argparse.Namespace) -> None:
             await asyncio.gather(*held.tasks, return_exceptions=True)
         for http in https:
             await http.aclose()
+    print(f"wake-up datagrams received while the agents were updated, per pod: {[int(w) for w in wakes]}")
     report_events(args, held, opened, rss_before, rss_after, cross, local, puts)
 
 
@@ -289,15 +316,18 @@ async def run(args: argparse.Namespace, install: Install) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api_replicas", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="reads per second (fixed)")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=20, help="of reads per path (alternating slices)")
     parser.add_argument("--streams", type=int, default=1000, help="SSE streams held, over both replicas")
     parser.add_argument("--events", type=int, default=200, help="agent updates (half across replicas)")
+    parser.add_argument(
+        "--no-peer-wake", dest="peer_wake", action="store_false", help="across replicas: the listener alone"
+    )
     args = parser.parse_args()
     if args.events > args.streams:  # each update goes to a user of its own, each holding one stream
         parser.error(f"--events ({args.events}) must not exceed --streams ({args.streams})")
     with (
         tempfile.TemporaryDirectory(prefix="agentry-bench-") as tmp,
-        chart_stack(Path(tmp), args.streams) as (install, firestore),
+        chart_stack(Path(tmp), args.streams, args.peer_wake) as (install, firestore),
     ):
         os.environ["FIRESTORE_EMULATOR_HOST"] = firestore.address  # the baseline's client
         asyncio.run(run(args, install))

@@ -58,6 +58,7 @@ from .services.approvals import ApprovalService
 from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
 from .services.events import EventBus
 from .services.feed import EventFeed, RevocationFeed
+from .services.peers import PeerWake
 from .services.quotas import Quotas
 from .services.runs import RunService
 from .services.trials_run import TrialService
@@ -144,7 +145,7 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         if settings.sse_listen
         else None
     )
-    bus = EventBus(store, feed)
+    bus = EventBus(store, feed, PeerWake.of(settings, store))
     agent_service = AgentService(store, cluster, bus, settings)
     approval_service = ApprovalService(store, cluster, bus)
     runs = RunService(store, cluster, bus, agent_service, approval_service)
@@ -193,6 +194,8 @@ async def close_state(state: AppState) -> None:
         await state.watcher.stop()
     if state.revocations is not None:
         await asyncio.to_thread(state.revocations.stop)
+    if state.bus.peers is not None:
+        await state.bus.peers.stop()
     await asyncio.to_thread(state.bus.close)
     if isinstance(state.llm, ProviderLLM):  # ours (built from the settings): its HTTP client
         await state.llm.aclose()
@@ -371,6 +374,8 @@ def lifespan_of(
         app.state.agentry = state
         if state.revocations is not None:
             state.revocations.start(asyncio.get_running_loop(), state.session_cache.drop)
+        if state.bus.peers is not None:
+            await state.bus.peers.start(state.bus.wake)
         if settings.watch:
             state.watcher = start_watcher(state)
         freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)

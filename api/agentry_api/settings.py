@@ -173,6 +173,22 @@ class Settings(BaseSettings):
         description="A Firestore listener on new events wakes this process's streams when another "
         "replica writes (off: events of other replicas arrive by the poll only).",
     )
+    peer_wake: bool = Field(
+        default=True,
+        description="Announce each event to the other API processes in a signed UDP datagram, so their "
+        "streams wake at once rather than at the Firestore listener's pace. Needs AGENTRY_SESSION_SECRET "
+        "(the key is derived from it); without it, off.",
+    )
+    peer_address: str = Field(
+        default="127.0.0.1",
+        description="Address the wake-ups are received on and advertised at (the chart: the pod's IP).",
+    )
+    peer_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="UDP port of the wake-ups (0: any free one; the bound one is advertised).",
+    )
     session_cache_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -31,6 +31,7 @@ class Collection(StrEnum):
     BUDGET_AUDIT = "budgetAudit"  # who changed which policy or throttle, when (the API's)
     BUDGET_ADMIN = "budgetAdmin"  # gatewayConfig: the file's policies, as the gateway read them
     GATEWAY_PODS = "gatewayPods"  # each gateway pod's heartbeat: whose reservations are orphaned
+    API_PEERS = "apiPeers"  # each API process's wake-up address (services/peers.py), while it runs
 
 
 class _Wire(BaseModel):

@@ -1,9 +1,9 @@
 """The event stream: append to Firestore `events` (numbered per user), wake that user's SSE streams.
 
 Events of this process wake its streams at once. Events written by another replica wake them
-through the Firestore listener of `feed.py` when it runs, and every `sse_poll_seconds` in any case
-(the safety net when the listener is down): a stream re-reads Firestore whenever it is woken, so a
-wake-up is a hint, never the data.
+through that replica's datagram (`peers.py`), through the Firestore listener of `feed.py` when it
+runs, and every `sse_poll_seconds` in any case (the safety net when both are down): a stream re-reads
+Firestore whenever it is woken, so a wake-up is a hint, never the data.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from ..storage import Store
 from .feed import EventFeed
+from .peers import PeerWake
 
 log = logging.getLogger("agentry.api.events")
 
@@ -39,9 +40,10 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, store: Store, feed: EventFeed | None = None) -> None:
+    def __init__(self, store: Store, feed: EventFeed | None = None, peers: PeerWake | None = None) -> None:
         self.store = store
         self.feed = feed
+        self.peers = peers
         self._subs: dict[str, set[Subscription]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -56,6 +58,8 @@ class EventBus:
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
         if event is not None:
             self.wake([user_id])
+            if self.peers is not None:
+                self.peers.send([user_id])
             log.info(
                 "event %s seq=%s user=%s correlation_id=%s",
                 kind,

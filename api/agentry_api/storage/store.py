@@ -2,8 +2,8 @@
 part per resource. Every per-user read takes the user id and filters on it.
 
 Collections (see docs/api.md, `agentry_common.records.Collection`): users, sessions, tokens, agents,
-executions, events, eventKeys, approvals, conversations; read only: llmCalls (written by the LLM gateway,
-docs/governance.md). Nothing outside this package touches the Firestore client.
+executions, events, eventKeys, approvals, conversations, apiPeers; read only: llmCalls (written by the
+LLM gateway, docs/governance.md). Nothing outside this package touches the Firestore client.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from .agents import AgentStore
 from .approvals import ApprovalStore
 from .base import Contended, Doc, event_doc_id, new_client, now_iso, valid_doc_id
 from .calls import CallStore
+from .peers import PeerStore
 from .runs import RunStore
 from .sessions import SessionStore
 from .users import UserStore
@@ -27,6 +28,6 @@ __all__ = [
 ]
 
 
-class Store(UserStore, SessionStore, AgentStore, RunStore, ApprovalStore, CallStore):
+class Store(UserStore, SessionStore, AgentStore, RunStore, ApprovalStore, CallStore, PeerStore):
     """Users, tokens and conversations; sessions and quota counts; agents; executions and events;
-    approvals; LLM call records."""
+    approvals; LLM call records; the API processes' wake-up addresses."""

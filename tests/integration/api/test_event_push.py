@@ -1,15 +1,19 @@
-"""Events across replicas and long replays: the Firestore listener wakes another replica's streams
-(no polling in these tests: the poll period is longer than the test), and a resumed stream replays
-past the page size with no gap."""
+"""Events across replicas and long replays: another replica's datagram, and on its own the Firestore
+listener, wake a replica's streams (no polling in these tests: the poll period is longer than the
+test), and a resumed stream replays past the page size with no gap."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
+from agentry_api.services.peers import peer_key, seal
 from agentry_api.storage import Store, new_client
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
@@ -26,8 +30,33 @@ NO_POLL = 600.0  # longer than any test here: what arrives was pushed
 def replicas(
     firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
 ) -> Iterator[list[ApiServer]]:
+    """Two replicas that hear each other only through the Firestore listener."""
     settings = api_settings(
-        firestore_project, namespace, str(kube.kubeconfig), watch=False, sse_poll_seconds=NO_POLL
+        firestore_project,
+        namespace,
+        str(kube.kubeconfig),
+        watch=False,
+        sse_poll_seconds=NO_POLL,
+        peer_wake=False,
+    )
+    servers = [start_api(settings), start_api(settings)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def peer_replicas(
+    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
+) -> Iterator[list[ApiServer]]:
+    """Two replicas that hear each other only through their datagrams (no listener, no poll)."""
+    settings = api_settings(
+        firestore_project,
+        namespace,
+        str(kube.kubeconfig),
+        watch=False,
+        sse_poll_seconds=NO_POLL,
+        sse_listen=False,
     )
     servers = [start_api(settings), start_api(settings)]
     yield servers
@@ -64,6 +93,38 @@ def test_an_event_written_by_one_replica_reaches_a_stream_on_another(replicas: l
     finally:
         stream.close()
     eventually(lambda: a.state.bus.subscribers == 0, what="the closed stream unsubscribed")
+
+
+def test_a_replica_wakes_the_others_streams_with_a_signed_datagram(peer_replicas: list[ApiServer]) -> None:
+    a, b = peer_replicas
+    pa, pb = a.state.bus.peers, b.state.bus.peers
+    assert a.state.bus.feed is None and pa.port != pb.port  # each bound its own port
+    eventually(lambda: pb.id in pa.peers and pa.id in pb.peers, 15, "each replica registered and seen")
+    alice = a.guest()
+    stream = SseReader(alice)
+    try:
+        assert stream.next()["event"] == "snapshot"
+        received = metric("received")  # both replicas' (one process here): only A receives in this test
+        agent = create_agent(same_user_on(b, alice), name="Announced by B")
+        got = stream.until(lambda e: e["data"].get("agent", {}).get("id") == agent["id"], timeout=30)
+        assert got[-1]["data"]["action"] == "created"
+        assert metric("received") > received
+        # A stranger's datagram (another key) to A's port is refused and wakes nobody.
+        refused = metric("refused")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(
+                seal(peer_key("not-the-secret"), [alice.get("/api/me").json()["id"]], time.time())[0],
+                ("127.0.0.1", pa.port),
+            )
+        eventually(lambda: metric("refused") > refused, 10, "the forged datagram refused")
+    finally:
+        stream.close()
+    b.stop()  # deletes its registration: A stops announcing to it at its next beat
+    eventually(lambda: pb.id not in pa.peers, 15, "the stopped replica forgotten")
+
+
+def metric(outcome: str) -> float:
+    return REGISTRY.get_sample_value("agentry_api_peer_wakes_total", {"outcome": outcome}) or 0.0
 
 
 def test_replay_past_the_page_size_has_no_gap_and_goes_on_live(replicas: list[ApiServer]) -> None:

@@ -728,6 +728,15 @@ Grafana's automatic names. */}}
             "type": "prometheus",
             "uid": "${datasource}"
           }
+        },
+        {
+          "refId": "C",
+          "expr": "sum by (outcome) (rate(agentry_api_peer_wakes_total[5m]))",
+          "legendFormat": "wake-ups {{ "{{" }}outcome{{ "}}" }}",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          }
         }
       ]
     },
