@@ -1,11 +1,12 @@
 """API read latency against the Firestore emulator, as a ratio to the bare Firestore client call
 (event streams: bench/api_streams.py).
 
-    python -m bench.api_latency [--rate 100] [--seconds 10]
+    python -m bench.api_latency [--rate 100] [--seconds 20]
 
 1. Bare client: `document.get()` of one agent, at a fixed request rate (open loop), p50/p95/p99.
 2. API: `GET /api/agents/{id}` (cookie session, one Firestore read) for the same document, at the
-   same rate, against one uvicorn worker in a subprocess; printed as a ratio to (1).
+   same rate, against one uvicorn worker in a subprocess; printed as a ratio to (1). The two
+   alternate in slices of 2 s, so the machine's drift falls on both alike.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ users: [{name: none, user: {token: none}}]
 contexts: [{name: none, context: {cluster: none, user: none}}]
 current-context: none
 """
+
+
+ROUND = 2.0  # seconds of one path's calls before the other's turn (alternated)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -73,6 +77,22 @@ async def fixed_rate(
         tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
     return latencies, errors
+
+
+async def alternated(
+    bare_get: Callable[[], Awaitable[Any]], api_get: Callable[[], Awaitable[Any]], rate: float, seconds: float
+) -> tuple[list[float], list[float], int, int]:
+    """Both paths at `rate` for `seconds` each, in alternating slices of ROUND seconds: the machine's
+    drift (a busy neighbour, a collection) falls on both alike instead of on whichever ran second."""
+    bare: list[float] = []
+    through: list[float] = []
+    errors = [0, 0]
+    for _ in range(max(1, round(seconds / ROUND))):
+        for i, (call, into) in enumerate(((bare_get, bare), (api_get, through))):
+            got, failed = await fixed_rate(call, rate, ROUND)
+            into.extend(got)
+            errors[i] += failed
+    return bare, through, errors[0], errors[1]
 
 
 def line(name: str, stats: dict[str, float], extra: str = "") -> None:
@@ -148,16 +168,15 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
                 await http.get(f"/api/agents/{agent_id}")
 
             print(
-                f"read latency at {args.rate:g} req/s for {args.seconds:g} s "
+                f"read latency at {args.rate:g} req/s for {args.seconds:g} s each "
                 "(Firestore emulator, 1 API worker)"
             )
-            bare, bare_err = await fixed_rate(ref.get, args.rate, args.seconds)
 
             async def api_get() -> None:
                 r = await http.get(f"/api/agents/{agent_id}")
                 r.raise_for_status()
 
-            through, api_err = await fixed_rate(api_get, args.rate, args.seconds)
+            bare, through, bare_err, api_err = await alternated(ref.get, api_get, args.rate, args.seconds)
             b, a = percentiles(bare), percentiles(through)
             line("bare Firestore document.get", b, f"errors {bare_err}")
             line("GET /api/agents/{id}", a, f"errors {api_err}")
@@ -182,7 +201,7 @@ async def run(args: argparse.Namespace, emulator: FirestoreEmulator, workdir: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api_latency", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="requests per second (fixed)")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=20, help="of reads per path (alternating slices)")
     run_with_emulator(run, parser.parse_args())
 
 

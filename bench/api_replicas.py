@@ -33,9 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 from google.cloud.firestore import AsyncClient
@@ -48,14 +47,13 @@ from agentry_localcluster.images import build_images
 from agentry_localcluster.install import SYSTEM_NS, Install
 from agentry_localcluster.node import NODE_IP
 
-from .api_latency import fixed_rate, line, percentiles
+from .api_latency import alternated, line, percentiles
 from .api_streams import Held, guests, open_streams
 from .results import record
 
 REPLICAS = 2
 API_PORT = 8000  # the chart's api.port
 CLIENTS = 8  # client connections of the read load
-ROUND = 2.0  # seconds of one path's reads before the other's turn
 ROUTE = "/api/agents/{agent_id}"
 AGENT_SPEC = {"instructions": "Benchmark.", "model": {"name": "claude-sonnet-4-5"}}
 
@@ -168,22 +166,6 @@ async def reads(service: str, pods: list[str], args: argparse.Namespace, project
             goal="<= 1.5x" if q == "p99" else "",
             met=a[q] / b[q] <= 1.5 and api_err == 0 if q == "p99" else None,
         )
-
-
-async def alternated(
-    bare_get: Callable[[], Awaitable[Any]], api_get: Callable[[], Awaitable[Any]], rate: float, seconds: float
-) -> tuple[list[float], list[float], int, int]:
-    """Both paths at `rate` for `seconds` each, in alternating slices of ROUND seconds: the machine's
-    drift (a busy neighbour, a collection) falls on both alike instead of on whichever ran second."""
-    bare: list[float] = []
-    through: list[float] = []
-    errors = [0, 0]
-    for _ in range(max(1, round(seconds / ROUND))):
-        for i, (call, into) in enumerate(((bare_get, bare), (api_get, through))):
-            got, failed = await fixed_rate(call, rate, ROUND)
-            into.extend(got)
-            errors[i] += failed
-    return bare, through, errors[0], errors[1]
 
 
 def updated_key(text: str) -> int | None:

@@ -132,9 +132,15 @@ def email_allowed(settings: Settings, claims: dict[str, object]) -> bool:
     return domain in {d.strip().lower().lstrip("@") for d in settings.oidc_allowed_domains}
 
 
-def get_state(conn: HTTPConnection) -> AppState:
+def state_of(conn: HTTPConnection) -> AppState:
     state: AppState = conn.app.state.agentry
     return state
+
+
+async def get_state(conn: HTTPConnection) -> AppState:
+    """The dependency. Dependencies are `async def`: FastAPI runs a plain `def` one in its thread pool,
+    two thread switches per request for nothing."""
+    return state_of(conn)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

@@ -128,6 +128,9 @@ def _blocks(item: dict[str, Any], state: _State, id_prefix: str) -> list[dict[st
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Every write (headers, each chunk, the last chunk) is its own send: with Nagle's algorithm a small
+    # send waits for the peer's ACK of the previous one, which a client delays up to 40 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

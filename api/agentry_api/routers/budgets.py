@@ -60,7 +60,7 @@ async def get_decisions(
 # -- admin: policies and manual throttles --------------------------------------------------------------
 
 
-def require_admin(user: CurrentUser) -> User:
+async def require_admin(user: CurrentUser) -> User:
     if user.kind != "admin":
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
@@ -73,7 +73,7 @@ AdminUser = Annotated[User, Depends(require_admin)]
 PolicyName = Annotated[str, Path(pattern=POLICY_NAME_PATTERN)]
 
 
-def store_of(state: StateDep) -> BudgetAdminStore:
+async def store_of(state: StateDep) -> BudgetAdminStore:
     return BudgetAdminStore(state.store.db)
 
 

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconn
 from pydantic import ValidationError
 
 from ..auth import User
-from ..deps import AppState, CurrentUser, StateDep, authenticate, get_state
+from ..deps import AppState, CurrentUser, StateDep, authenticate, state_of
 from ..designer_llm import LLM_REQUIRED_MESSAGE
 from ..schemas_chat import MAX_TEXT, DecideFrame, TryFrame
 from ..services.designer import Designer
@@ -74,7 +74,7 @@ async def chat(
     conversation: Annotated[str | None, Query(max_length=64)] = None,
     agent: Annotated[str | None, Query(max_length=253)] = None,
 ) -> None:
-    state = get_state(websocket)
+    state = state_of(websocket)
     # Accept first: a close before the handshake reaches the client as a bare HTTP 403, without the
     # code and reason that say why.
     await websocket.accept()

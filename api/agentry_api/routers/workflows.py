@@ -39,7 +39,7 @@ WORKFLOW_EXAMPLE = {
 }
 
 
-def service(state: StateDep) -> WorkflowService:
+async def service(state: StateDep) -> WorkflowService:
     return WorkflowService(state.store, state.cluster, state.settings)
 
 
