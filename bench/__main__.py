@@ -131,7 +131,7 @@ async def _wire_work(config: KubeConfig, ns: str, n: int, concurrency: int, writ
     sender = AiohttpTransport(verify, httpx2.AsyncHTTPTransport(verify=verify), limit=concurrency)
     client = AsyncClient(config, field_manager="bench", transport=sender)
     await client.get(Namespace, ns)  # one request by lightkube: the transport has its auth header now
-    wire = Wire(single.cluster.server, sender, "bench", kube.TIMEOUT)
+    wire = Wire(single.cluster.server, sender, "bench", kube.TIMEOUT, asyncio.Semaphore(concurrency))
 
     async def one(i: int) -> None:
         name = f"floor-{i}"

@@ -25,6 +25,11 @@ class GatedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int = LIMIT) -> None:
         self._inner, self._gate = inner, asyncio.Semaphore(limit)
 
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """The gate itself, for requests sent beside lightkube on the same pool (wire.py)."""
+        return self._gate
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if b"watch=true" in request.url.query:
             return await self._inner.handle_async_request(request)

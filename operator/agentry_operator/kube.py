@@ -61,10 +61,9 @@ def new_client() -> Client:
     pool = httpx2.Limits(max_connections=gate.LIMIT, max_keepalive_connections=gate.LIMIT)
     streams = httpx2.AsyncHTTPTransport(verify=verify, limits=pool)
     sender = AiohttpTransport(verify, streams, limit=gate.LIMIT)
-    client = Client(
-        config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=gate.GatedTransport(sender)
-    )
-    client.wire = Wire(config.cluster.server, sender, FIELD_MANAGER, TIMEOUT)
+    gated = gate.GatedTransport(sender)
+    client = Client(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=gated)
+    client.wire = Wire(config.cluster.server, sender, FIELD_MANAGER, TIMEOUT, gated.slots)
     return client
 
 

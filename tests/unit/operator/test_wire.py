@@ -4,6 +4,7 @@ when it has not authenticated yet or the server says 401; the transport's proxy 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -76,10 +77,12 @@ async def server() -> AsyncIterator[Server]:
     await runner.cleanup()
 
 
-def wire_to(base: str, credentials: Credentials | None = BEARER) -> tuple[Wire, AiohttpTransport]:
+def wire_to(
+    base: str, credentials: Credentials | None = BEARER, slots: asyncio.Semaphore | None = None
+) -> tuple[Wire, AiohttpTransport]:
     transport = AiohttpTransport(ssl.create_default_context(), httpx2.AsyncHTTPTransport(), limit=4)
     transport.credentials = credentials
-    return Wire(base, transport, "agentry-operator", TIMEOUT), transport
+    return Wire(base, transport, "agentry-operator", TIMEOUT, slots or asyncio.Semaphore(4)), transport
 
 
 def job(name: str = "j") -> dict[str, Any]:
@@ -108,6 +111,22 @@ async def test_a_create_is_posted_with_lightkubes_credentials_and_the_field_mana
             "body": job(),
         }
     ]
+
+
+async def test_a_request_waits_for_a_slot_of_the_gate(server: Server) -> None:
+    """The gate lightkube's requests pass (gate.py) bounds these too: none is sent while it is full."""
+    slots = asyncio.Semaphore(1)
+    wire, transport = wire_to(server, slots=slots)
+    try:
+        async with slots:  # the only slot, held (as by a lightkube request in flight)
+            waiting = asyncio.ensure_future(wire.create(kube.raw("batch/v1", "Job"), job()))
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert not waiting.done() and server.seen == []
+        assert await waiting
+        assert [r["method"] for r in server.seen] == ["POST"]
+    finally:
+        await transport.aclose()
 
 
 async def test_a_status_is_merge_patched_on_the_subresource(server: Server) -> None:
