@@ -8,6 +8,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,42 +27,33 @@ pytestmark = pytest.mark.integration
 NO_POLL = 600.0  # longer than any test here: what arrives was pushed
 
 
-@pytest.fixture
-def replicas(
-    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
+def two_replicas(
+    project: str, namespace: str, kube: ControlPlane, **overrides: Any
 ) -> Iterator[list[ApiServer]]:
-    """Two replicas that hear each other only through the Firestore listener."""
+    """Two API replicas on one project, without the watcher or the poll (what arrives was pushed)."""
     settings = api_settings(
-        firestore_project,
-        namespace,
-        str(kube.kubeconfig),
-        watch=False,
-        sse_poll_seconds=NO_POLL,
-        peer_wake=False,
+        project, namespace, str(kube.kubeconfig), watch=False, sse_poll_seconds=NO_POLL, **overrides
     )
     servers = [start_api(settings), start_api(settings)]
     yield servers
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def replicas(
+    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
+) -> Iterator[list[ApiServer]]:
+    """Two replicas that hear each other only through the Firestore listener."""
+    yield from two_replicas(firestore_project, namespace, kube, peer_wake=False)
 
 
 @pytest.fixture
 def peer_replicas(
     firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
 ) -> Iterator[list[ApiServer]]:
-    """Two replicas that hear each other only through their datagrams (no listener, no poll)."""
-    settings = api_settings(
-        firestore_project,
-        namespace,
-        str(kube.kubeconfig),
-        watch=False,
-        sse_poll_seconds=NO_POLL,
-        sse_listen=False,
-    )
-    servers = [start_api(settings), start_api(settings)]
-    yield servers
-    for server in servers:
-        server.stop()
+    """Two replicas that hear each other only through their datagrams (no listener)."""
+    yield from two_replicas(firestore_project, namespace, kube, sse_listen=False)
 
 
 def same_user_on(server: ApiServer, client: httpx.Client) -> httpx.Client:
@@ -160,18 +152,7 @@ def caching_replicas(
 ) -> Iterator[list[ApiServer]]:
     """Two replicas that keep session documents for a minute: only the revocation listener can make
     an ended session stop working on the other replica within these tests' waits."""
-    settings = api_settings(
-        firestore_project,
-        namespace,
-        str(kube.kubeconfig),
-        watch=False,
-        sse_poll_seconds=NO_POLL,
-        session_cache_seconds=60,
-    )
-    servers = [start_api(settings), start_api(settings)]
-    yield servers
-    for server in servers:
-        server.stop()
+    yield from two_replicas(firestore_project, namespace, kube, session_cache_seconds=60)
 
 
 def test_a_session_ended_on_one_replica_stops_working_on_the_other_before_its_cache_expires(
