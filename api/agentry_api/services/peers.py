@@ -55,14 +55,19 @@ def seal(key: bytes, users: Iterable[str], now: float) -> list[bytes]:
     one is left to the listener)."""
     datagrams: list[bytes] = []
     batch: list[str] = []
+    sealed = b""  # `batch`, signed
     for user in users:
-        if len(_signed(key, [*batch, user], now)) <= MAX_DATAGRAM:
+        grown = _signed(key, [*batch, user], now)
+        if len(grown) <= MAX_DATAGRAM:
             batch.append(user)
-        elif batch and len(_signed(key, [user], now)) <= MAX_DATAGRAM:
-            datagrams.append(_signed(key, batch, now))
-            batch = [user]
+            sealed = grown
+            continue
+        alone = _signed(key, [user], now)
+        if len(alone) <= MAX_DATAGRAM:
+            datagrams.append(sealed)
+            batch, sealed = [user], alone
     if batch:
-        datagrams.append(_signed(key, batch, now))
+        datagrams.append(sealed)
     return datagrams
 
 
@@ -130,8 +135,7 @@ class PeerWake:
             log.warning("peer wake-ups off: cannot bind %s:%d: %s", self.address, self.port, exc)
             return
         self.port = int(self._transport.get_extra_info("sockname")[1])
-        with contextlib.suppress(Exception):  # logged by the loop's own first beat
-            await self.beat()
+        await self._beat_or_warn()
         self._task = loop.create_task(self._run(), name="api-peer-heartbeat")
         log.info("peer wake-ups on %s:%d (id %s)", self.address, self.port, self.id)
 
@@ -149,13 +153,16 @@ class PeerWake:
         await self.store.register_peer(self.id, self.address, self.port, ttl=3 * self.every)
         self.peers = {k: v for k, v in (await self.store.live_peers()).items() if k != self.id}
 
+    async def _beat_or_warn(self) -> None:
+        try:
+            await self.beat()
+        except Exception as exc:  # Firestore unavailable: the peers known stay; the next beat retries
+            log.warning("peer registry not updated: %s: %s", type(exc).__name__, exc)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.every)
-            try:
-                await self.beat()
-            except Exception as exc:  # Firestore unavailable: the peers known stay; the next beat retries
-                log.warning("peer registry not updated: %s: %s", type(exc).__name__, exc)
+            await self._beat_or_warn()
 
     def send(self, users: Iterable[str]) -> None:
         """Announce news for `users` to every other process (fire and forget)."""
