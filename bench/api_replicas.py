@@ -47,7 +47,7 @@ from agentry_localcluster.images import build_images
 from agentry_localcluster.install import SYSTEM_NS, Install
 from agentry_localcluster.node import NODE_IP
 
-from .api_latency import alternated, line, percentiles
+from .api_latency import alternated, cookie_session, line, percentiles, read_json
 from .api_streams import Held, guests, open_streams
 from .results import record
 
@@ -129,29 +129,32 @@ def signed_in(base: str, cookie: str, **kw: object) -> httpx.AsyncClient:
 async def reads(service: str, pods: list[str], args: argparse.Namespace, project: str) -> None:
     async with httpx.AsyncClient(base_url=service, timeout=30) as http:
         [(_, cookie)] = await guests(http, 1)
-    clients = [signed_in(service, cookie, limits=httpx.Limits(max_connections=4)) for _ in range(CLIENTS)]
-    db = AsyncClient(project=project)
-    try:
-        made = await clients[0].post("/api/agents", json={"name": "Bench read", "spec": AGENT_SPEC})
+    async with signed_in(service, cookie) as owner:
+        made = await owner.post("/api/agents", json={"name": "Bench read", "spec": AGENT_SPEC})
         made.raise_for_status()
         agent_id = made.json()["id"]
+    path = f"/api/agents/{agent_id}"
+    # aiohttp, as bench/api_latency.py explains: the client's own work is not the API's
+    clients = [cookie_session(service, cookie, connections=4) for _ in range(CLIENTS)]
+    db = AsyncClient(project=project)
+    try:
         ref = db.collection("agents").document(agent_id)
         for client in clients:  # warm both paths (and open each client's connection)
             for _ in range(5):
                 await ref.get()
-                (await client.get(f"/api/agents/{agent_id}")).raise_for_status()
+                await read_json(client, path)
         turn = itertools.cycle(clients)
 
         async def api_get() -> None:
-            (await next(turn).get(f"/api/agents/{agent_id}")).raise_for_status()
+            await read_json(next(turn), path)
 
         print(f"reads at {args.rate:g} req/s for {args.seconds:g} s each, {REPLICAS} API replicas (Service)")
         before = [scrape(p)["reads"] for p in pods]
-        bare, through, bare_err, api_err = await alternated(ref.get, api_get, args.rate, args.seconds)
+        (bare, bare_err), (through, api_err) = await alternated((ref.get, api_get), args.rate, args.seconds)
         share = [scrape(p)["reads"] - b for p, b in zip(pods, before, strict=True)]
     finally:
         for client in clients:
-            await client.aclose()
+            await client.close()
     b, a = percentiles(bare), percentiles(through)
     line("bare Firestore document.get", b, f"errors {bare_err}")
     line("GET /api/agents/{id} (Service)", a, f"errors {api_err}; per pod {[int(s) for s in share]}")
@@ -178,11 +181,13 @@ def updated_key(text: str) -> int | None:
     return int(str(data["agent"]["name"]).rsplit(" ", 1)[-1])
 
 
-async def events(pods: list[str], args: argparse.Namespace) -> None:
+async def events(pods: list[str], args: argparse.Namespace) -> list[str]:
+    """Streams held on both pods and agents updated through either; the request ids of failed PUTs."""
     limits = httpx.Limits(max_connections=args.streams + 50, max_keepalive_connections=50)
     timeout = httpx.Timeout(60, read=None)
     https = [httpx.AsyncClient(base_url=p, limits=limits, timeout=timeout) for p in pods]
     held = Held()
+    failed: list[str] = []
     try:
         per_pod = [await guests(http, args.streams // len(pods)) for http in https]
         home = {user: i for i, users in enumerate(per_pod) for user, _ in users}
@@ -202,7 +207,7 @@ async def events(pods: list[str], args: argparse.Namespace) -> None:
         await asyncio.sleep(2)
         rss_after = [scrape(p)["rss"] for p in pods]
         wakes = [scrape(p)["wakes"] for p in pods]
-        cross, local, puts = await push(pods, home, targets, agents, held)
+        cross, local, puts = await push(pods, home, targets, agents, held, failed)
         wakes = [scrape(p)["wakes"] - w for p, w in zip(pods, wakes, strict=True)]
     finally:
         for task in held.tasks:
@@ -213,6 +218,7 @@ async def events(pods: list[str], args: argparse.Namespace) -> None:
             await http.aclose()
     print(f"wake-up datagrams received while the agents were updated, per pod: {[int(w) for w in wakes]}")
     report_events(args, held, opened, rss_before, rss_after, cross, local, puts)
+    return failed
 
 
 async def push(
@@ -221,8 +227,10 @@ async def push(
     targets: list[tuple[str, str]],
     agents: dict[str, str],
     held: Held,
+    failed: list[str],
 ) -> tuple[list[float], list[float], list[float]]:
-    """Update each target's agent, alternately through the other pod and the stream's own."""
+    """Update each target's agent, alternately through the other pod and the stream's own; the request
+    ids of those refused go to `failed`."""
     cross: list[float] = []
     local: list[float] = []
     puts: list[float] = []
@@ -233,8 +241,9 @@ async def push(
             started = time.perf_counter()
             r = await c.put(f"/api/agents/{agents[user]}", json={"name": f"Bench {n}", "spec": AGENT_SPEC})
             puts.append(time.perf_counter() - started)
-        if r.is_error:  # counted as not delivered, with its reason, and the run goes on
+        if r.is_error:  # counted as not delivered, with its reason (and the pod's log), and the run goes on
             print(f"  PUT {n} through pod {via}: {r.status_code} {r.text[:300]}")
+            failed.append(r.headers.get("x-request-id", ""))
             continue
         seen = held.arrivals[user]
         if await held.until(functools.partial(operator.contains, seen, n), 10):
@@ -292,7 +301,22 @@ async def run(args: argparse.Namespace, install: Install) -> None:
         raise SystemExit(f"expected {REPLICAS} ready API pods, found {pods}")
     service = f"http://{install.api_service()}"
     await reads(service, pods, args, install.project)
-    await events(pods, args)
+    failed = await events(pods, args)
+    for ident in filter(None, failed):  # what the failing pod logged of it
+        logs = install.cluster.plane.kubectl(
+            "-n",
+            SYSTEM_NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/component=api",
+            "--prefix",
+            "--tail=-1",
+            check=False,
+        ).stdout
+        print(
+            "\n".join(f"    {line}" for line in logs.splitlines() if ident in line)
+            or f"    ({ident}: not logged)"
+        )
 
 
 def main() -> None:
