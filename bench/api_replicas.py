@@ -1,6 +1,6 @@
 """Two API replicas behind the chart's Service on the local node: reads, and events across replicas.
 
-    python -m bench.api_replicas [--rate 100] [--seconds 20] [--streams 1000] [--events 200]
+    python -m bench.api_replicas [--rate 100] [--seconds 60] [--streams 1000] [--events 200]
 
 The local single-node cluster `make dev` starts (needs root; waits for the machine's node if another
 run holds it), the chart installed with `api.replicas=2`, the Firestore emulator on the node's
@@ -9,7 +9,10 @@ address; the gateway is off (not measured here).
 1. Reads: `GET /api/agents/{id}` through the API Service (ClusterIP, kube-proxy) at a fixed rate over
    8 client connections (kube-proxy picks a pod per connection; each pod's share from its /metrics).
    Baseline, same run and rate: the bare Firestore get of the same document from this host, the two
-   alternating in slices of 2 s.
+   alternating in slices of 2 s, after 4 s of both unrecorded. 60 s each (20 before): on a node
+   started a minute before, a few slow moments that happen to fall in one path's slices can decide
+   a p99 of 2,000 samples (1.82x in one make bench, 1.12-1.17x in two runs around it); 6,000 samples
+   need three times as many.
 2. Events across replicas: `--streams` guests each hold one stream, half on each pod (pod addresses);
    for `--events` of them an agent is updated (`PUT /api/agents/{id}`), alternately through the other
    pod (across replicas: that pod's wake-up datagram, the Firestore listener as the catch-all) and
@@ -148,6 +151,7 @@ async def reads(service: str, pods: list[str], args: argparse.Namespace, project
         async def api_get() -> None:
             await read_json(next(turn), path)
 
+        await alternated((ref.get, api_get), args.rate, 4)  # the first seconds of load, not recorded
         print(f"reads at {args.rate:g} req/s for {args.seconds:g} s each, {REPLICAS} API replicas (Service)")
         before = [scrape(p)["reads"] for p in pods]
         (bare, bare_err), (through, api_err) = await alternated((ref.get, api_get), args.rate, args.seconds)
@@ -322,7 +326,7 @@ async def run(args: argparse.Namespace, install: Install) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api_replicas", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="reads per second (fixed)")
-    parser.add_argument("--seconds", type=float, default=20, help="of reads per path (alternating slices)")
+    parser.add_argument("--seconds", type=float, default=60, help="of reads per path (alternating slices)")
     parser.add_argument("--streams", type=int, default=1000, help="SSE streams held, over both replicas")
     parser.add_argument("--events", type=int, default=200, help="agent updates (half across replicas)")
     parser.add_argument(

@@ -174,9 +174,13 @@ async def measure(urls: dict[str, str], levels: list[int], calls: int, warmup: i
         await rounds(paths, 1, warmup)
         for concurrency in levels:
             results = await rounds(paths, concurrency, max(3, calls // concurrency))
-            failed = {n: sum(not s.ok for s in b.samples) for n, b in results.items()}
+            failed = {
+                n: [s.error or f"HTTP {s.status}" for s in b.samples if not s.ok] for n, b in results.items()
+            }
             if any(failed.values()):
-                raise SystemExit(f"calls failed at {concurrency} streams: {failed}")
+                reasons = {n: sorted(set(why)) for n, why in failed.items() if why}
+                counts = {n: len(why) for n, why in failed.items() if why}
+                raise SystemExit(f"calls failed at {concurrency} streams: {counts}; {reasons}")
             print_level(concurrency, results)
             record_level(concurrency, results)
     finally:

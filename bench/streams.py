@@ -12,13 +12,20 @@ import httpx
 
 from .servers import MODEL
 
+# Idle connections are dropped by the client after this many seconds, before the servers drop them
+# (both gateways are uvicorn, which closes an idle connection after 5 s, httpx's default expiry too):
+# with both at 5 s a request can go out on a connection the server is closing at that moment, the
+# likeliest cause of the ReadError that ended one make bench's run of gateway_vs_litellm.
+KEEPALIVE_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class Sample:
-    status: int
+    status: int  # 0: no HTTP answer (`error` says why)
     ttft: float  # seconds to the first content delta (nan when none came)
     total: float  # seconds to the end of the response (after [DONE])
     tokens: int  # completion tokens the usage chunk reported
+    error: str = ""  # the transport's error, when the call failed below HTTP
 
     @property
     def ok(self) -> bool:
@@ -35,7 +42,9 @@ class Path:
     client: httpx.AsyncClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        limits = httpx.Limits(
+            max_connections=400, max_keepalive_connections=400, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0))
 
 
@@ -54,7 +63,16 @@ def _content_in(chunk: dict[str, object]) -> bool:
 
 
 async def stream_call(path: Path) -> Sample:
+    """One streamed completion through `path`; a failure below HTTP is a sample too (status 0), so
+    a batch reports which path failed and why instead of ending the benchmark with a traceback."""
     started = time.perf_counter()
+    try:
+        return await _stream(path, started)
+    except httpx.TransportError as exc:
+        return Sample(0, float("nan"), time.perf_counter() - started, 0, f"{type(exc).__name__}: {exc}")
+
+
+async def _stream(path: Path, started: float) -> Sample:
     ttft, tokens = float("nan"), 0
     headers = {"authorization": f"Bearer {path.key}"}
     async with path.client.stream(
