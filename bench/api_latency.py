@@ -90,13 +90,14 @@ async def alternated(
     """Each path at `rate` for `seconds`, in turns of ROUND seconds: the machine's drift (a busy
     neighbour, a collection) falls on all alike instead of on whichever ran last. Per path, in
     order: its latencies and its count of errors."""
-    results: list[tuple[list[float], int]] = [([], 0) for _ in paths]
+    latencies: list[list[float]] = [[] for _ in paths]
+    errors = [0 for _ in paths]
     for _ in range(max(1, round(seconds / ROUND))):
         for i, call in enumerate(paths):
             got, failed = await fixed_rate(call, rate, ROUND)
-            results[i][0].extend(got)
-            results[i] = (results[i][0], results[i][1] + failed)
-    return results
+            latencies[i].extend(got)
+            errors[i] += failed
+    return list(zip(latencies, errors, strict=True))
 
 
 def cookie_session(base_url: str, cookie: str, connections: int = 100) -> aiohttp.ClientSession:

@@ -305,22 +305,14 @@ async def run(args: argparse.Namespace, install: Install) -> None:
         raise SystemExit(f"expected {REPLICAS} ready API pods, found {pods}")
     service = f"http://{install.api_service()}"
     await reads(service, pods, args, install.project)
-    failed = await events(pods, args)
-    for ident in filter(None, failed):  # what the failing pod logged of it
-        logs = install.cluster.plane.kubectl(
-            "-n",
-            SYSTEM_NS,
-            "logs",
-            "-l",
-            "app.kubernetes.io/component=api",
-            "--prefix",
-            "--tail=-1",
-            check=False,
-        ).stdout
-        print(
-            "\n".join(f"    {line}" for line in logs.splitlines() if ident in line)
-            or f"    ({ident}: not logged)"
-        )
+    failed = [ident for ident in await events(pods, args) if ident]
+    if not failed:
+        return
+    logs = install.cluster.plane.kubectl(  # what the failing pods logged of them, read once
+        "-n", SYSTEM_NS, "logs", "-l", "app.kubernetes.io/component=api", "--prefix", "--tail=-1", check=False
+    ).stdout.splitlines()
+    for ident in failed:
+        print("\n".join(f"    {line}" for line in logs if ident in line) or f"    ({ident}: not logged)")
 
 
 def main() -> None:

@@ -18,14 +18,13 @@ class UserStore(StoreBase):
         self, user_id: str, kind: str, display: str | None = None, client: str | None = None
     ) -> Doc:
         """`client`: a hash of the address that created a guest (its guest-session rate)."""
-        ref = self.db.collection(USERS).document(user_id)
-        snap = await ref.get()
-        if snap.exists:
-            return snap.to_dict() or {}
+        found = await self.get_user(user_id)  # on every bearer request
+        if found is not None:
+            return found
         doc = {"id": user_id, "kind": kind, "displayName": display or user_id, "createdAt": now_iso()}
         if client is not None:
             doc["client"] = client
-        await ref.set(doc, merge=True)
+        await self.db.collection(USERS).document(user_id).set(doc, merge=True)
         return doc
 
     async def get_user(self, user_id: str) -> Doc | None:
