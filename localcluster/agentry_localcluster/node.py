@@ -17,7 +17,7 @@ Everything the node creates on the host is namespaced so it can be found and rem
 | bridge `agentry0` | the node's address `NODE_IP` is the bridge's (pods' default gateway) |
 | iptables | chains `AGENTRY-*` (forwarding, masquerade); kubelet's, kube-proxy's, kube-router's `KUBE-*` |
 | ipsets | kube-router's `KUBE-SRC-*`, `KUBE-DST-*` (the pods a NetworkPolicy selects) |
-| cgroups | `/agentry` in every hierarchy (kubelet's `cgroupRoot`) |
+| cgroups | `/agentry` in every hierarchy (kubelet's `cgroupRoot`), weighing the node's CPUs |
 
 Only one node runs per machine (bridge, iptables chains and kube-proxy's rules are machine-wide):
 `Cluster.up` holds the machine's lock (running.py) while it runs one. `cleanup()` removes whatever a
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -249,8 +250,20 @@ class Node:
 
 
 def _make_cgroup_roots() -> None:
-    """cgroup v1: the kubelet expects its cgroupRoot to exist in every hierarchy."""
+    """cgroup v1: the kubelet expects its cgroupRoot to exist in every hierarchy.
+
+    Its CPU weight is the one a kubelet gives `kubepods` on a real node (the node's CPUs in shares):
+    left at the default (1024), every pod together weighed as much as one host process, so the host's
+    own processes (the control plane, the Firestore emulator, a benchmark's client) crowded them out."""
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         if hierarchy.is_dir() and not (hierarchy / "cgroup.controllers").exists():
             with contextlib.suppress(OSError):
                 (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
+    shares = Path("/sys/fs/cgroup/cpu") / CGROUP_ROOT / "cpu.shares"
+    with contextlib.suppress(OSError):
+        shares.write_text(str(pod_cpu_shares()))
+
+
+def pod_cpu_shares() -> int:
+    """What a kubelet gives `kubepods`: 1024 per CPU of the node (cgroup v1 `cpu.shares`)."""
+    return 1024 * (os.cpu_count() or 1)

@@ -4,8 +4,10 @@ Security "restricted" → the result, tokens and cost in the Execution's status 
 from __future__ import annotations
 
 import base64
+import os
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +99,17 @@ def test_agent_runs_in_a_real_pod_to_success(node_stack: NodeStack, llm: Scripte
     assert token_secret in secrets and "llm-keys" not in secrets, secrets
     token = base64.b64decode(node_stack.get("secret", token_secret)["data"]["token"]).decode()
     assert token.startswith("agt1.") and ANTHROPIC_KEY not in token
+
+
+def test_the_pods_together_weigh_what_a_kubelet_gives_kubepods(node_stack: NodeStack) -> None:
+    """The node's cgroup root weighs the node's CPUs (1024 shares each, as `kubepods` on a real node),
+    not one host process (the default): else the control plane and the emulator crowd out the pods."""
+    root = Path("/sys/fs/cgroup/cpu") / n.CGROUP_ROOT
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroup v2: the kubelet's own weights
+        assert (Path("/sys/fs/cgroup") / n.CGROUP_ROOT).is_dir()
+        return
+    assert int((root / "cpu.shares").read_text()) == 1024 * (os.cpu_count() or 1)
+    assert any(root.rglob("kubepods*")), "no pod cgroup under the node's root"
 
 
 def test_execution_is_visible_through_the_api(node_stack: NodeStack, llm: ScriptedLLM) -> None:

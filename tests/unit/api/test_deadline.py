@@ -43,3 +43,23 @@ def test_a_quick_answer_and_a_started_stream_are_untouched() -> None:
     assert asyncio.run(get(RequestDeadline(slow_then_answer, seconds=1), "/0")).text == "ok"
     streamed = asyncio.run(get(RequestDeadline(answer_then_stream, seconds=0.1), "/"))
     assert (streamed.status_code, streamed.text) == (200, "abc")
+
+
+def test_the_handler_is_cancelled_at_the_deadline_and_its_own_timeouts_are_its_own() -> None:
+    seen: list[str] = []
+
+    async def hangs(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def times_out(scope: Scope, receive: Receive, send: Send) -> None:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+
+    assert asyncio.run(get(RequestDeadline(hangs, seconds=0.1), "/")).status_code == 503
+    assert seen == ["cancelled"]
+    with pytest.raises(TimeoutError):  # a handler's own timeout is an error of its own, not a 503
+        asyncio.run(get(RequestDeadline(times_out, seconds=5), "/"))
