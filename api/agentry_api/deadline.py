@@ -37,21 +37,25 @@ class RequestDeadline:
         # The handler runs in the request's own task under a timeout that its first answer turns off:
         # no task, event or wait per request (a task each cost two loop turns and ~5 us).
         started = False
+        deadline = asyncio.timeout(self.seconds)
+
+        async def send_marking_start(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not deadline.expired():  # (a handler may answer after its cancellation)
+                    deadline.reschedule(None)  # answering: no deadline on the rest (streams)
+            await send(message)
+
         try:
-            async with asyncio.timeout(self.seconds) as deadline:
-
-                async def send_marking_start(message: Message) -> None:
-                    nonlocal started
-                    if message["type"] == "http.response.start":
-                        started = True
-                        deadline.reschedule(None)  # answering: no deadline on the rest (streams)
-                    await send(message)
-
+            async with deadline:
                 await self.app(scope, receive, send_marking_start)
+        except Exception:
+            if started or not deadline.expired():
+                raise  # the handler's own error (its own TimeoutError too), not the deadline's
+        if started or not deadline.expired():
             return
-        except TimeoutError:
-            if started or not deadline.expired():  # the handler's own TimeoutError, not the deadline
-                raise
+        # Past the deadline before answering, however the cancelled handler ended: the 503.
         ident = str(scope.get(REQUEST_ID) or "")
         log.warning(
             "request %s %s passed its %.0f s deadline correlation_id=%s",

@@ -4,6 +4,7 @@ one that has started (a stream) runs on past it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import pytest
@@ -63,3 +64,26 @@ def test_the_handler_is_cancelled_at_the_deadline_and_its_own_timeouts_are_its_o
     assert seen == ["cancelled"]
     with pytest.raises(TimeoutError):  # a handler's own timeout is an error of its own, not a 503
         asyncio.run(get(RequestDeadline(times_out, seconds=5), "/"))
+
+
+def test_past_the_deadline_the_answer_is_the_503_however_the_cancelled_handler_ends() -> None:
+    async def turns_it_into_an_error(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("a client library's own error for a cancelled call") from None
+
+    async def swallows_it(scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    async def answers_anyway(scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await slow_then_answer(scope, receive, send)
+
+    for handler in (turns_it_into_an_error, swallows_it):
+        answer = asyncio.run(get(RequestDeadline(handler, seconds=0.1), "/"))
+        assert answer.status_code == 503 and answer.json()["reason"] == "Unavailable", handler.__name__
+    # One that answers after its cancellation is answering: its answer goes out, as it started.
+    assert asyncio.run(get(RequestDeadline(answers_anyway, seconds=0.1), "/")).text == "ok"
