@@ -6,18 +6,23 @@
 2. Rounds (--rounds, 3): the minimum work any operator must cause for N runs, done by a bare client
    (create the Execution, its Job, patch its status), then the same three writes with the operator's
    own Job and status patch (from its builders), sent by the operator's own hot path (wire.py) with
-   nothing watched or decided: the floor of this product's run, as cheaply as it can be sent; then a
-   new operator with N Executions created at once -> seconds until N Jobs exist. The median round's
-   ratio to the first floor is the figure (the machine is shared: single runs varied by 0.3x); also
-   the ratio to the second, the operator's CPU and peak RSS, and the CPU the control plane and the
-   bench's client used in each phase. Each phase starts once the Job controller has made the previous
-   phase's pods; one unmeasured run of each floor comes first.
+   nothing watched or decided: the floor of this product's run, as cheaply as it can be sent; then
+   an operator that only watches and writes (ideal_operator.py: the floor of any operator of this
+   product, in a process of its own) and a new operator, each with N Executions created at once ->
+   seconds until N Jobs exist. The median round's ratio to the first floor is the figure (the
+   machine is shared: single runs varied by 0.3x); also the ratios to the second floor and to the
+   operator that only watches and writes, that one's ratio to the first floor, the operator's CPU
+   and peak RSS, and the CPU the control plane and the bench's client used in each phase. Each
+   phase starts once the Job controller has made the previous phase's pods; one unmeasured run of
+   each floor comes first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -25,27 +30,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import msgspec
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
-from lightkube.config.client_adapter import verify_cluster
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Pod
 from lightkube.types import PatchType
 
-from agentry_localcluster.kube import ControlPlane
+from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_operator import kube
-from agentry_operator.builders.execution_status import observe, status_patch
-from agentry_operator.builders.job import build_job
-from agentry_operator.conditions import now_rfc3339
-from agentry_operator.config import OperatorConfig
 from agentry_operator.kube import Execution
-from agentry_operator.transport import AiohttpTransport
-from agentry_operator.wire import JSON, Wire, collection
+from agentry_operator.wire import JSON, collection
 
 from .operator_proc import Peak, PlaneCpu, cpu_line, plane_with_crds, record_rss, start_operator, wait_count
 from .results import record
+from .runs import (
+    AGENT_SPEC,
+    EXECUTIONS,
+    JOBS,
+    Writes,
+    execution_manifest,
+    operator_writes,
+    start_run,
+    wire_for,
+)
 
 
 def _job(ns: str, i: int) -> dict[str, Any]:
@@ -59,33 +67,11 @@ def _job(ns: str, i: int) -> dict[str, Any]:
     }
 
 
-AGENT_SPEC = {
-    "instructions": "x",
-    "model": {"name": "m"},
-    "historyLimits": {"succeeded": 1000, "failed": 1000},
-}
-
-
-CONFIG = OperatorConfig()  # the operator's defaults, read once (as the operator does)
-
-
 def _bare_writes(ns: str, i: int, execution: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The issue's floor: a one-container Job and a one-field status."""
     return _job(ns, i), {"phase": "Pending"}
 
 
-def _operator_writes(ns: str, i: int, execution: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The operator's own Job and status patch for the run, from its pure builders (as handlers/
-    execution.py sends them): the floor of this product's run, not of any operator's."""
-    agent = {"metadata": {"name": "bench", "namespace": ns}, "spec": AGENT_SPEC}
-    correlation_id = uuid.uuid4().hex
-    job = build_job(execution, agent, correlation_id, CONFIG)
-    status = status_patch({}, observe(None, []), execution["metadata"].get("generation"), now_rfc3339())
-    return job, {**status, "jobName": job["metadata"]["name"], "correlationId": correlation_id}
-
-
-JOBS, EXECUTIONS = kube.raw("batch/v1", "Job"), kube.raw("agentry.dev/v1alpha1", "Execution")
-Writes = Callable[[str, int, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 One = Callable[[int], Awaitable[None]]
 
 
@@ -108,7 +94,7 @@ async def _minimum_work(config: KubeConfig, ns: str, n: int, concurrency: int, w
     client = AsyncClient(config, field_manager="bench")
 
     async def one(i: int) -> None:
-        execution = await client.create(from_dict(_execution(ns, f"floor-{i}", "none")))
+        execution = await client.create(from_dict(execution_manifest(ns, f"floor-{i}", "none")))
         job, status = writes(ns, i, kube.to_dict(execution))
         await client.create(JOBS.from_dict(job))  # a plain dict: no typed model on the client
         await client.patch(
@@ -122,39 +108,18 @@ async def _minimum_work(config: KubeConfig, ns: str, n: int, concurrency: int, w
 
 
 async def _wire_work(config: KubeConfig, ns: str, n: int, concurrency: int, writes: Writes) -> float:
-    """The same three writes sent the cheapest way this project has: the operator's own hot path
-    (agentry_operator/wire.py, aiohttp, no models), with nothing watched or decided."""
-    single = config.get()
-    if single is None or single.user is None:
-        raise SystemExit("the kubeconfig has no current context with a user")
-    verify = verify_cluster(single.cluster, single.user, single.abs_file)
-    sender = AiohttpTransport(verify, httpx2.AsyncHTTPTransport(verify=verify), limit=concurrency)
-    client = AsyncClient(config, field_manager="bench", transport=sender)
-    await client.get(Namespace, ns)  # one request by lightkube: the transport has its auth header now
-    wire = Wire(single.cluster.server, sender, "bench", kube.TIMEOUT, asyncio.Semaphore(concurrency))
+    """The same three writes sent the cheapest way this project has: the operator's own hot path,
+    with nothing watched or decided."""
+    async with wire_for(config, concurrency) as wire:
 
-    async def one(i: int) -> None:
-        name = f"floor-{i}"
-        answer = await wire.send("POST", collection(EXECUTIONS, ns), _execution(ns, name, "none"), JSON)
-        if answer is None:
-            raise SystemExit("the API server refused the bench's credentials")
-        job, status = writes(ns, i, msgspec.json.decode(answer))
-        await wire.create(JOBS, job)
-        await wire.patch_status(Execution, name, ns, {"status": status})
+        async def one(i: int) -> None:
+            execution = execution_manifest(ns, f"floor-{i}", "none")
+            answer = await wire.send("POST", collection(EXECUTIONS, ns), execution, JSON)
+            if answer is None:
+                raise SystemExit("the API server refused the bench's credentials")
+            await start_run(wire, i, msgspec.json.decode(answer), writes)
 
-    try:
         return await _timed(n, concurrency, one)
-    finally:
-        await client.close()
-
-
-def _execution(ns: str, name: str, agent: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "agentry.dev/v1alpha1",
-        "kind": "Execution",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"agentRef": {"name": agent}},
-    }
 
 
 async def _create_all(config: KubeConfig, manifests: list[dict[str, Any]], concurrency: int) -> float:
@@ -183,6 +148,7 @@ class Round:
     rss: int  # the operator's peak RSS, bytes
     plane: dict[str, float]  # the control plane's and the client's CPU meanwhile, seconds
     floors: dict[str, Floor] = field(default_factory=dict)  # "bare", "operator's writes"
+    ideal: float = 0.0  # an operator that only watches and writes (ideal_operator.py), seconds
 
     @property
     def ratio(self) -> float:
@@ -191,6 +157,14 @@ class Round:
     @property
     def own_ratio(self) -> float:
         return self.total / self.floors[OWN].seconds
+
+    @property
+    def ideal_ratio(self) -> float:
+        return self.total / self.ideal
+
+    @property
+    def ideal_floor_ratio(self) -> float:
+        return self.ideal / self.floors[BARE].seconds
 
 
 @dataclass(frozen=True)
@@ -205,7 +179,7 @@ Work = Callable[[KubeConfig, str, int, int, Writes], Coroutine[Any, Any, float]]
 # as cheaply as this project can send them).
 FLOORS: dict[str, tuple[Work, Writes]] = {
     BARE: (_minimum_work, _bare_writes),
-    OWN: (_wire_work, _operator_writes),
+    OWN: (_wire_work, operator_writes),
 }
 
 
@@ -242,7 +216,7 @@ def _operator_phase(plane: ControlPlane, work: Path, client: Client, config: Kub
         client.create(from_dict({**agent, "metadata": {"name": "bench", "namespace": ns}}))
         peak = Peak(operator.pid, every=0.05)
         cpu0, plane_cpu = sum(peak.proc.cpu_times()[:2]), PlaneCpu(plane)
-        executions = [_execution(ns, f"ex-{i}", "bench") for i in range(args.executions)]
+        executions = [execution_manifest(ns, f"ex-{i}", "bench") for i in range(args.executions)]
         t0 = time.perf_counter()
         asyncio.run(_create_all(config, executions, args.concurrency))
         created = time.perf_counter() - t0
@@ -255,6 +229,27 @@ def _operator_phase(plane: ControlPlane, work: Path, client: Client, config: Kub
         operator.stop()
     _settle(client, ns, args.executions)
     return Round(created, total, cpu, rss, used)
+
+
+def _ideal_phase(plane: ControlPlane, client: Client, config: KubeConfig, args: Any) -> float:
+    """A new namespace and ideal_operator.py; N Executions created at once; seconds until N Jobs
+    exist."""
+    ns = _namespace(client, "ideal")
+    command = [sys.executable, "-m", "bench.ideal_operator", str(plane.kubeconfig), ns]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"bench.ideal_operator did not start (exit code {proc.wait()})")
+        executions = [execution_manifest(ns, f"ex-{i}", "bench") for i in range(args.executions)]
+        t0 = time.perf_counter()
+        asyncio.run(_create_all(config, executions, args.concurrency))
+        wait_count(client, Job, ns, args.executions, limit=1800)
+        seconds = time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    _settle(client, ns, args.executions)
+    return seconds
 
 
 def _report(rounds: list[Round], bare: float, args: Any) -> None:
@@ -281,6 +276,29 @@ def _report(rounds: list[Round], bare: float, args: Any) -> None:
         f"{own.total:.1f} s",
         baseline=f"its Job and status patch sent by its hot path alone {own.floors[OWN].seconds:.1f} s",
         ratio=f"{own.own_ratio:.2f}x",
+    )
+    floor = sorted(rounds, key=lambda r: r.ideal_floor_ratio)[len(rounds) // 2]
+    ideal_ratios = ", ".join(f"{r.ideal_floor_ratio:.2f}x" for r in rounds)
+    print(
+        f"an operator that only watches and writes, to the bare client, median: "
+        f"{floor.ideal_floor_ratio:.2f}x ({ideal_ratios})"
+    )
+    record(
+        "operator",
+        f"{n} Executions created at once, an operator that only watches and writes "
+        "(bench/ideal_operator.py): seconds until every Job exists",
+        f"{floor.ideal:.1f} s",
+        baseline=f"bare client doing the minimum work {floor.floors[BARE].seconds:.1f} s",
+        ratio=f"{floor.ideal_floor_ratio:.2f}x",
+    )
+    ideal = sorted(rounds, key=lambda r: r.ideal_ratio)[len(rounds) // 2]
+    print(f"ratio to an operator that only watches and writes, median: {ideal.ideal_ratio:.2f}x")
+    record(
+        "operator",
+        f"{n} Executions created at once, against an operator that only watches and writes",
+        f"{ideal.total:.1f} s",
+        baseline=f"that operator {ideal.ideal:.1f} s",
+        ratio=f"{ideal.ideal_ratio:.2f}x",
     )
     ceiling = bare * n / args.jobs
     print(f"ratio to bare-client ceiling (Jobs only): {mid.total / ceiling:.2f}x")
@@ -310,15 +328,19 @@ def main() -> None:
         rounds = []
         for number in range(1, args.rounds + 1):
             floors = {name: _floor(plane, client, config, args, name) for name in FLOORS}
+            ideal = _ideal_phase(plane, client, config, args)
             one = _operator_phase(plane, work, client, config, args)
             one.floors.update(floors)
+            one.ideal = ideal
             rounds.append(one)
             print(
                 f"round {number}: bare-client minimum work (Execution + Job + status patch)"
                 f" x {args.executions}: {floors[BARE].seconds:.2f} s, the operator's own writes by its"
                 f" hot path {floors[OWN].seconds:.2f} s;"
                 f" operator: Executions created in {one.created:.2f} s, every Job after {one.total:.2f} s"
-                f" ({one.ratio:.2f}x, {one.own_ratio:.2f}x), its CPU meanwhile {one.cpu:.1f} s",
+                f" ({one.ratio:.2f}x, {one.own_ratio:.2f}x), its CPU meanwhile {one.cpu:.1f} s;"
+                f" an operator that only watches and writes {ideal:.2f} s ({one.ideal_floor_ratio:.2f}x the"
+                f" bare client; the operator {one.ideal_ratio:.2f}x it)",
                 flush=True,
             )
             for name, floor in floors.items():

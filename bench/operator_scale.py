@@ -36,9 +36,10 @@ from agentry_common import constants as c
 from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import Proc
 
-from .__main__ import _create_all, _execution, _job, _namespace
+from .__main__ import _create_all, _job, _namespace
 from .operator_proc import Peak, plane_with_crds, record_rss, start_operator, wait_count
 from .results import record
+from .runs import execution_manifest
 
 NEVER = "0 0 1 1 *"  # New Year's midnight: no CronJob fires during the run
 
@@ -143,7 +144,7 @@ def held(ctx: Scale) -> tuple[Proc, Peak]:
     peak = Peak(operator.pid)
     agents = [agent(ctx.ns, f"sched-{i}", True) for i in range(args.agents)] + [agent(ctx.ns, "runs", False)]
     asyncio.run(_create_all(ctx.config, agents, args.concurrency))
-    runs = [_execution(ctx.ns, f"ex-{i}", "runs") for i in range(args.executions)]
+    runs = [execution_manifest(ctx.ns, f"ex-{i}", "runs") for i in range(args.executions)]
     t0 = time.perf_counter()
     asyncio.run(_create_all(ctx.config, runs, args.concurrency))
     created = time.perf_counter() - t0
@@ -164,7 +165,7 @@ def latency(ctx: Scale) -> None:
     floor = latencies(
         asyncio.run(paced(ctx.config, [_job(ctx.ns, 100_000 + i) for i in range(n)], args.rate)), watch
     )
-    runs = [_execution(ctx.ns, f"steady-{i}", "runs") for i in range(n)]
+    runs = [execution_manifest(ctx.ns, f"steady-{i}", "runs") for i in range(n)]
     ours = latencies(asyncio.run(paced(ctx.config, runs, args.rate)), watch)
     for p in (50, 99):
         value, base = pct(ours, p), pct(floor, p)
@@ -189,7 +190,7 @@ def restart(ctx: Scale, old: Proc) -> Proc:
     """Phase 3: SIGKILL, Executions created while down, start again: until each has its Job."""
     args = ctx.args
     old.stop(grace=0)
-    missed = [_execution(ctx.ns, f"missed-{i}", "runs") for i in range(args.missed)]
+    missed = [execution_manifest(ctx.ns, f"missed-{i}", "runs") for i in range(args.missed)]
     asyncio.run(_create_all(ctx.config, missed, args.concurrency))
     total = sum(ctx.execution_jobs().values()) + args.missed
     t0 = time.perf_counter()

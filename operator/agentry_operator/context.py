@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 from lightkube import AsyncClient
@@ -27,6 +27,7 @@ class OperatorContext:
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
     releaser: asyncio.Task[None] | None = None  # free C heap given back (agentry_common/heap.py)
     timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
+    watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' Jobs and Pods (watch.py)
 
 
 def store(memo: kopf.Memo, context: OperatorContext) -> None:

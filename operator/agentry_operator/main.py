@@ -11,7 +11,6 @@ import functools
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,19 @@ from agentry_common.policy import AgentPolicy, load_policy
 
 from . import jobcheck, kube, logs, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
-from .burst import BURST
 from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
 from .essence import HandledEssence
-from .handlers.admission import Governance, execution_deleted
+from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.agent_timers import AgentTimers
 from .handlers.execution import on_execution
-from .handlers.outcome import on_job, on_pod
 from .handlers.state import State
-from .handlers.workflow import register as register_workflows
 from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
-from .metrics import RECONCILE_SECONDS, RECONCILES
 from .registries import RECONCILE, WEBHOOKS
 from .replicas import Scope, run_replicated
+from .run_events import Timed
+from .run_events import register as register_runs
 from .session import connection_limit, has_patterns, login_handler
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -112,7 +109,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = find(memo)
     if ctx is None:  # start-up failed before storing it
         return
-    for task in (ctx.refresher, ctx.releaser):
+    for task in (ctx.refresher, ctx.releaser, *ctx.watches):
         if task is not None:
             task.cancel()
     ctx.state.starts.cancel()
@@ -128,48 +125,6 @@ async def executions_known(memo: kopf.Memo, **_: Any) -> int:
     return len(context(memo).state.executions)
 
 
-class _Timed:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        RECONCILE_SECONDS.labels(self.kind).observe(time.perf_counter() - self.t0)
-        RECONCILES.labels(self.kind, "error" if exc_type else "ok").inc()
-
-
-# --- Executions ------------------------------------------------------------------------------
-
-
-@kopf.on.event(G, V, "executions", registry=RECONCILE)
-async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    ctx = context(memo)
-    if type == "DELETED":
-        await execution_deleted(ctx.state, dict(body), logger)  # a deleted run's token ends now
-        ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
-        return
-    await BURST.settled()  # schedules' fires in flight go first (burst.py)
-    with _Timed("Execution"):
-        item = ctx.state.seen_execution(dict(body))
-        await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=type is None)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=RECONCILE)
-async def job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    with _Timed("Job"):
-        ctx = context(memo)
-        await on_job(ctx.client, ctx.state, type, dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=RECONCILE)
-async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    with _Timed("Pod"):
-        ctx = context(memo)
-        await on_pod(ctx.client, ctx.state, type, dict(body))
-
-
 # --- Agents ----------------------------------------------------------------------------------
 
 
@@ -177,7 +132,7 @@ async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 @kopf.on.update(G, V, "agents", backoff=5, registry=RECONCILE)
 @kopf.on.resume(G, V, "agents", backoff=5, registry=RECONCILE)
 async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    with _Timed("Agent"):
+    with Timed("Agent"):
         ctx = context(memo)
         await reconcile_agent(ctx.client, ctx.config, ctx.state, dict(body), logger, ctx.scheduler)
 
@@ -313,10 +268,11 @@ def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> No
     settings.scanning.disabled = True
 
 
-def register(config: OperatorConfig, namespaces: list[str]) -> None:
+def register(config: OperatorConfig, namespaces: list[str], clusterwide: bool = False) -> None:
     """Start-up, clean-up and login in each registry that runs (`namespaces`: the exact names or
-    patterns watched, none for all); the webhooks in WEBHOOKS when replicas elect a leader (every one
-    serves them), else beside the handlers in RECONCILE."""
+    patterns watched, none or `clusterwide` for all); the runs' Jobs and Pods; the webhooks in
+    WEBHOOKS when replicas elect a leader (every one serves them), else beside the handlers in
+    RECONCILE."""
     scan_namespaces = not namespaces or has_patterns(namespaces)
     login = login_handler(connection_limit(namespaces))
     webhooks = WEBHOOKS if config.leader_election else RECONCILE
@@ -326,7 +282,9 @@ def register(config: OperatorConfig, namespaces: list[str]) -> None:
             kopf.on.startup(registry=registry)(_disable_namespace_scanning)
         kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.startup(registry=RECONCILE)(configure)
-    register_workflows(RECONCILE)
+    # After configure (its context); kopf's peering only without leader election (replicas.py).
+    peering = config.peering_name is not None and not config.leader_election
+    register_runs(RECONCILE, None if clusterwide else namespaces, peering)
     if config.webhook_enabled:
         get_policy()  # a malformed policy file stops the operator here, not at the first review
         kopf.on.startup(registry=webhooks)(configure_admission)
@@ -349,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = get_config()
     namespaces = args.namespace or config.watch_namespaces
-    register(config, namespaces)
+    register(config, namespaces, clusterwide=args.all_namespaces)
     if config.metrics_port:
         start_http_server(config.metrics_port)
     logs.configure(args.verbose)

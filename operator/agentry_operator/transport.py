@@ -17,7 +17,9 @@ two thread hand-offs per request, a quarter of the CPU of a status patch.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -52,6 +54,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._ssl, self._streams, self._limit = ssl_context, streams, limit
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+        self._watches: aiohttp.ClientSession | None = None  # watch.py's streams
         self.credentials: Credentials | None = None  # None until lightkube has sent a request
 
     def _client(self) -> aiohttp.ClientSession:
@@ -104,6 +107,36 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ReadError(f"{type(exc).__name__}: {exc}") from exc
         return Answer(answer.status, list(answer.raw_headers), body)
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, headers: dict[str, str], read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose answer is read as it comes (watch.py), on connections of its own: a watch holds
+        its connection for minutes, and the requests' pool is bounded. Errors as `send`'s."""
+        if self._watches is None or self._watches.closed:
+            self._watches = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0), auto_decompress=False
+            )
+        proxy, proxy_auth = self._proxy(url)
+        timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=read_timeout)
+        try:
+            async with self._watches.get(
+                url,
+                headers=headers,
+                skip_auto_headers=DROPPED,
+                allow_redirects=False,
+                timeout=timeout,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+            ) as answer:
+                yield answer
+        except TimeoutError as exc:
+            raise httpx2.ReadTimeout(f"no answer in time: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx2.ConnectError(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx2.ReadError(f"{type(exc).__name__}: {exc}") from exc
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if b"watch=true" in request.url.query:
             return await self._streams.handle_async_request(request)
@@ -123,6 +156,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return httpx2.Response(answer.status, headers=answer.headers, content=answer.body)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._watches):
+            if session is not None:
+                await session.close()
         await self._streams.aclose()

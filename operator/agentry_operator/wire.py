@@ -27,7 +27,7 @@ from lightkube import ApiError
 from lightkube.core.resource import api_info
 from lightkube.models.meta_v1 import Status
 
-from .transport import AiohttpTransport
+from .transport import AiohttpTransport, Credentials
 
 JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -61,9 +61,7 @@ class Wire:
         credentials = self._transport.credentials
         if credentials is None:
             return None
-        headers = {"Content-Type": content_type, "Accept": JSON}
-        if credentials.authorization is not None:
-            headers["Authorization"] = credentials.authorization
+        headers = self.headers(credentials, content_type)
         async with self._slots:
             data = msgspec.json.encode(body)  # msgspec: a fifth of json.dumps' time
             answer = await self._transport.send(
@@ -74,6 +72,35 @@ class Wire:
         if answer.status >= 400:
             raise ApiError(status=_status(answer.status, answer.body))
         return answer.body
+
+    async def get(self, path: str) -> bytes | None:
+        """The answer's body of a GET of `path` (with its query); None as for `send`."""
+        credentials = self._transport.credentials
+        if credentials is None:
+            return None
+        async with self._slots:
+            answer = await self._transport.send(
+                "GET", self._server + path, self.headers(credentials, JSON), None, self._timeouts
+            )
+        if answer.status == 401:
+            return None
+        if answer.status >= 400:
+            raise ApiError(status=_status(answer.status, answer.body))
+        return answer.body
+
+    def headers(self, credentials: Credentials, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Accept": JSON}
+        if credentials.authorization is not None:
+            headers["Authorization"] = credentials.authorization
+        return headers
+
+    @property
+    def server(self) -> str:
+        return self._server
+
+    @property
+    def transport(self) -> AiohttpTransport:
+        return self._transport
 
     async def create(self, res: Any, manifest: dict[str, Any]) -> bool:
         """POST `manifest`; False if lightkube must send it. The answer is not decoded: a new object

@@ -85,8 +85,9 @@ def current_job(body: dict[str, Any]) -> str:
     return str((body.get("status") or {}).get("jobName") or job_name(meta["name"], meta["uid"]))
 
 
-async def on_job(client: AsyncClient, state: State, event: str, job: dict[str, Any]) -> None:
-    """A Job's event: its outcome, with what its pods reported (their own events carry the rest)."""
+async def on_job(client: AsyncClient, state: State, event: str | None, job: dict[str, Any]) -> None:
+    """A Job's event (None: listed): its outcome, with what its pods reported (their own events carry
+    the rest)."""
     name = execution_of(job)
     ns = job["metadata"]["namespace"]
     body = state.executions.get((ns, name or ""))
@@ -191,8 +192,8 @@ async def resync(client: AsyncClient, state: State, body: dict[str, Any], child:
             await on_pod(client, state, "MODIFIED", kube.to_dict(pod))
 
 
-async def on_pod(client: AsyncClient, state: State, event: str, pod: dict[str, Any]) -> None:
-    """A Pod's event: running, or stuck for a reason a person should read."""
+async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict[str, Any]) -> None:
+    """A Pod's event (None: listed): running, or stuck for a reason a person should read."""
     name = execution_of(pod)
     ns = pod["metadata"]["namespace"]
     body = state.executions.get((ns, name or ""))

@@ -247,18 +247,32 @@ def watch_objects(
     kopf.on.event(c.GROUP, c.VERSION, plural, registry=registry, id=f"poke-{plural}")(on_event)
 
 
+def step_of(body: Mapping[str, Any]) -> str | None:
+    """The WorkflowRun an Execution is a step of (None: not a step)."""
+    return (body["metadata"].get("labels") or {}).get(w.LABEL_WORKFLOW_RUN)
+
+
+async def poke_step(memo: kopf.Memo, body: Mapping[str, Any], logger: Logger) -> None:
+    """A step Execution's event (any) wakes its run."""
+    run = step_of(body)
+    if run is not None:
+        await runs_in(memo, MEMO_KEY).poke(context(memo).client, (body["metadata"]["namespace"], run), logger)
+
+
 async def step_event(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    run = body["metadata"]["labels"][w.LABEL_WORKFLOW_RUN]
-    await runs_in(memo, MEMO_KEY).poke(context(memo).client, (body["metadata"]["namespace"], run), logger)
+    await poke_step(memo, body, logger)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """The run's watch, the watch of step Executions (by label) that wakes their run, and the
+def register(registry: kopf.OperatorRegistry, steps: bool = True) -> None:
+    """The run's watch, the watch of step Executions (by label) that wakes their run (with `steps`;
+    else the operator's own watch of Executions calls `poke_step`, run_events.py), and the
     Workflows' schedules (workflow_schedule.py)."""
     from . import workflow_schedule  # it builds on this module's Runs
 
     workflow_schedule.register(registry)
     watch_objects(registry, w.WORKFLOW_RUN_PLURAL, MEMO_KEY, Runs)
+    if not steps:
+        return
     kopf.on.event(
         c.GROUP,
         c.VERSION,

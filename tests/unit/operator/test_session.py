@@ -8,6 +8,7 @@ import pytest
 from agentry_operator import main  # its decorators register the resource handlers
 from agentry_operator.handlers.workflow import register as register_workflows
 from agentry_operator.registries import RECONCILE
+from agentry_operator.run_events import register as register_runs
 from agentry_operator.session import REQUESTS, WATCHED_KINDS, bounded, connection_limit, login_handler
 
 pytestmark = pytest.mark.unit
@@ -20,10 +21,11 @@ def _kinds(registry: kopf.OperatorRegistry) -> set[tuple[str | None, str | None]
 
 def test_every_watched_kind_has_a_stream_within_the_bound() -> None:
     """A kind watched beyond WATCHED_KINDS would leave kopf's requests no connection: raise it."""
-    assert main.job_event is not None
-    workflows = kopf.OperatorRegistry()
+    assert main.executions_known is not None
+    workflows, runs = kopf.OperatorRegistry(), kopf.OperatorRegistry()
     register_workflows(workflows)
-    kinds = _kinds(RECONCILE) | _kinds(workflows)
+    register_runs(runs, ["team-*"])  # with patterns kopf watches the runs too
+    kinds = _kinds(RECONCILE) | _kinds(workflows) | _kinds(runs)
     assert {"executions", "agents", "jobs", "pods"} <= {plural for _, plural in kinds}
     assert len(kinds) + 1 <= WATCHED_KINDS  # and one for kopf's peering
 

@@ -1,0 +1,140 @@
+"""The operator's own watch of its Jobs and Pods (agentry_operator/watch.py): lines, events, order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import kopf
+import pytest
+
+from agentry_operator import watch as watch_module
+from agentry_operator.config import OperatorConfig
+from agentry_operator.context import OperatorContext, store
+from agentry_operator.handlers.state import State
+from agentry_operator.run_events import watching
+from agentry_operator.watch import Expired, Serial, Unauthorized, Watch, lines, parse
+
+pytestmark = pytest.mark.unit
+
+
+def test_lines_are_whole_across_chunks_and_any_length() -> None:
+    big = json.dumps({"type": "ADDED", "object": {"metadata": {"name": "p"}, "x": "y" * 200_000}}).encode()
+    buffer = bytearray()
+    got = lines(buffer, big[:1000]) + lines(buffer, big[1000:] + b'\n{"a"') + lines(buffer, b": 1}\n\n")
+    assert got == [big, b'{"a": 1}']  # a line of 200 kB (aiohttp's line reader stops at 64 KiB)
+    assert buffer == bytearray()
+
+
+def test_an_event_its_type_and_object() -> None:
+    kind, obj = parse(b'{"type": "MODIFIED", "object": {"metadata": {"name": "j", "resourceVersion": "7"}}}')
+    assert (kind, obj["metadata"]["resourceVersion"]) == ("MODIFIED", "7")
+
+
+def test_an_expired_version_lists_again_and_other_errors_raise() -> None:
+    with pytest.raises(Expired):
+        parse(b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}')
+    with pytest.raises(RuntimeError, match="500"):
+        parse(b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}')
+
+
+async def test_events_of_one_object_in_order_of_others_at_once() -> None:
+    seen: list[tuple[str, str | None]] = []
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    async def handler(event: str | None, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if event == "ADDED":
+            await gates[name].wait()  # the first event of each object is slow
+        if event == "BAD":
+            raise ValueError("a handler's failure")
+        seen.append((name, event))
+
+    serial = Serial(handler)
+    meta = {
+        "a": {"metadata": {"namespace": "n", "name": "a"}},
+        "b": {"metadata": {"namespace": "n", "name": "b"}},
+    }
+    tasks = [
+        serial.submit("ADDED", meta["a"]),
+        serial.submit("BAD", meta["a"]),
+        serial.submit("MODIFIED", meta["a"]),
+        serial.submit("ADDED", meta["b"]),
+        serial.submit(None, meta["b"]),
+    ]
+    gates["b"].set()  # b goes on while a waits
+    await asyncio.wait(tasks[3:])
+    assert seen == [("b", "ADDED"), ("b", None)]
+    gates["a"].set()
+    await asyncio.wait(tasks)
+    assert seen[2:] == [("a", "ADDED"), ("a", "MODIFIED")]  # a's failed event logged, the next went on
+    assert serial._last == {}  # nothing kept once done
+
+
+class _Scripted(Watch):
+    """A Watch whose requests follow a script: what each `_watch` does in turn (its listing and
+    credentials counted). The loop's decisions are what is tested; the requests have their own test
+    against the real API server (tests/integration/operator/test_watch.py)."""
+
+    def __init__(self, script: list[BaseException | str]) -> None:
+        super().__init__(None, None, None, {}, "ns", _nothing)  # type: ignore[arg-type]
+        self.script: list[BaseException | str] = script
+        self.calls: list[str] = []
+
+    def __post_init__(self) -> None:
+        self.name = "scripted"
+        self._serial = Serial(_nothing)
+
+    async def _list(self) -> str:
+        self.calls.append("list")
+        return "10"
+
+    async def _refresh(self) -> None:
+        self.calls.append("refresh")
+
+    async def _watch(self, since: str) -> str:
+        self.calls.append(f"watch {since}")
+        step = self.script.pop(0) if self.script else asyncio.CancelledError()
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+async def _nothing(event: str | None, obj: dict[str, Any]) -> None:
+    return None
+
+
+async def test_the_loop_lists_again_only_when_expired_and_otherwise_goes_on_from_its_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watch_module, "BACKOFF", (0.0,) * 6)
+    scripted = _Scripted(["11", RuntimeError("connection reset"), Expired("gone"), Unauthorized(), "12"])
+    with pytest.raises(asyncio.CancelledError):
+        await scripted.run()
+    assert scripted.calls == [
+        "list",
+        "watch 10",  # -> 11
+        "watch 11",  # failed: again from 11, no listing
+        "watch 11",  # expired: listed again
+        "list",
+        "watch 10",  # unauthorized: credentials, then again
+        "refresh",
+        "watch 10",  # -> 12
+        "watch 12",
+    ]
+
+
+async def test_a_watch_that_ended_fails_the_liveness_probe() -> None:
+    memo = kopf.Memo()
+    ctx = OperatorContext(config=OperatorConfig(), client=None, state=State())  # type: ignore[arg-type]
+    store(memo, ctx)
+    forever = asyncio.create_task(asyncio.sleep(3600), name="watch executions")
+    ended = asyncio.create_task(asyncio.sleep(0), name="watch pods in every namespace")
+    ctx.watches = [forever, ended]
+    await ended
+    with pytest.raises(kopf.PermanentError, match="watch pods"):
+        await watching(memo)
+    ctx.watches = [forever]
+    assert await watching(memo) == 1
+    forever.cancel()
