@@ -85,26 +85,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         """One request, its whole answer; connection failures raised as httpx's errors (the operator's
         handlers catch those)."""
         timeout = aiohttp.ClientTimeout(sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read"))
-        proxy, proxy_auth = self._proxy(url)
-        try:
-            async with self._client().request(
-                method,
-                url,
-                headers=headers,
-                skip_auto_headers=DROPPED,
-                data=data,
-                allow_redirects=False,
-                timeout=timeout,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-            ) as answer:
-                body = await answer.read()
-        except TimeoutError as exc:
-            raise httpx2.ReadTimeout(f"no answer in time: {exc}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx2.ConnectError(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx2.ReadError(f"{type(exc).__name__}: {exc}") from exc
+        async with self._answer(self._client(), method, url, headers, data, timeout) as answer:
+            body = await answer.read()
         return Answer(answer.status, list(answer.raw_headers), body)
 
     @contextlib.asynccontextmanager
@@ -117,15 +99,32 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             self._watches = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0), auto_decompress=False
             )
-        proxy, proxy_auth = self._proxy(url)
         timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=read_timeout)
+        async with self._answer(self._watches, "GET", url, headers, None, timeout) as answer:
+            yield answer
+
+    @contextlib.asynccontextmanager
+    async def _answer(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        data: bytes | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request through the environment's proxy; aiohttp's failures, while it is sent and while
+        its answer is read, raised as httpx's (what the operator's handlers catch)."""
+        proxy, proxy_auth = self._proxy(url)
         try:
-            async with self._watches.get(
+            async with session.request(
+                method,
                 url,
                 headers=headers,
                 skip_auto_headers=DROPPED,
+                data=data,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=limits,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
             ) as answer:
