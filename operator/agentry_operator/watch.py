@@ -67,7 +67,7 @@ def lines(buffer: bytearray, chunk: bytes) -> list[bytes]:
 
 
 def parse(line: bytes) -> tuple[str, dict[str, Any]]:
-    """A watch event: its type and object. An ERROR event raises: Expired for 410, else ApiError."""
+    """A watch event: its type and object. An ERROR event raises: Expired for 410, else RuntimeError."""
     event = msgspec.json.decode(line)
     kind, obj = event.get("type"), event.get("object") or {}
     if kind == "ERROR":
@@ -87,16 +87,19 @@ class Serial:
 
     handler: Handler
     _last: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, event: str | None, obj: dict[str, Any]) -> asyncio.Task[None]:
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         task = asyncio.create_task(self._call(self._last.get(key), event, obj))
         self._last[key] = task
+        self._pending.add(task)
         task.add_done_callback(lambda done: self._forget(key, done))
         return task
 
     def _forget(self, key: Key, done: asyncio.Task[None]) -> None:
+        self._pending.discard(done)
         if self._last.get(key) is done:
             del self._last[key]
 
@@ -112,7 +115,8 @@ class Serial:
             )
 
     def cancel(self) -> None:
-        for task in list(self._last.values()):
+        """Every event not yet handled (a replica that lost the Lease acts on none)."""
+        for task in list(self._pending):
             task.cancel()
 
 

@@ -69,7 +69,25 @@ async def test_events_of_one_object_in_order_of_others_at_once() -> None:
     gates["a"].set()
     await asyncio.wait(tasks)
     assert seen[2:] == [("a", "ADDED"), ("a", "MODIFIED")]  # a's failed event logged, the next went on
-    assert serial._last == {}  # nothing kept once done
+    assert serial._last == {} and serial._pending == set()  # nothing kept once done
+
+
+async def test_cancelled_no_queued_event_of_an_object_is_handled() -> None:
+    handled: list[str | None] = []
+    gate = asyncio.Event()
+
+    async def handler(event: str | None, obj: dict[str, Any]) -> None:
+        await gate.wait()
+        handled.append(event)
+
+    serial = Serial(handler)
+    obj = {"metadata": {"namespace": "n", "name": "a"}}
+    tasks = [serial.submit(kind, obj) for kind in ("ADDED", "MODIFIED", "MODIFIED")]
+    await asyncio.sleep(0)
+    serial.cancel()
+    gate.set()
+    await asyncio.wait(tasks)
+    assert handled == [] and all(task.cancelled() for task in tasks)
 
 
 class _Scripted(Watch):
