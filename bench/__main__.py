@@ -207,6 +207,16 @@ def _settle(client: Client, ns: str, jobs: int) -> None:
     wait_count(client, Pod, ns, jobs, limit=600)
 
 
+def _runs_to_jobs(client: Client, config: KubeConfig, ns: str, args: Any) -> tuple[float, float]:
+    """N Executions created at once in `ns`: seconds until they exist, and until N Jobs exist."""
+    executions = [execution_manifest(ns, f"ex-{i}", "bench") for i in range(args.executions)]
+    t0 = time.perf_counter()
+    asyncio.run(_create_all(config, executions, args.concurrency))
+    created = time.perf_counter() - t0
+    wait_count(client, Job, ns, args.executions, limit=1800)
+    return created, time.perf_counter() - t0
+
+
 def _operator_phase(plane: ControlPlane, work: Path, client: Client, config: KubeConfig, args: Any) -> Round:
     """A new namespace and operator; N Executions created at once; seconds until N Jobs exist."""
     ns = _namespace(client, "op")  # the only namespace the operator watches
@@ -216,12 +226,7 @@ def _operator_phase(plane: ControlPlane, work: Path, client: Client, config: Kub
         client.create(from_dict({**agent, "metadata": {"name": "bench", "namespace": ns}}))
         peak = Peak(operator.pid, every=0.05)
         cpu0, plane_cpu = sum(peak.proc.cpu_times()[:2]), PlaneCpu(plane)
-        executions = [execution_manifest(ns, f"ex-{i}", "bench") for i in range(args.executions)]
-        t0 = time.perf_counter()
-        asyncio.run(_create_all(config, executions, args.concurrency))
-        created = time.perf_counter() - t0
-        wait_count(client, Job, ns, args.executions, limit=1800)
-        total = time.perf_counter() - t0
+        created, total = _runs_to_jobs(client, config, ns, args)
         rss = peak.stop()
         cpu = sum(peak.proc.cpu_times()[:2]) - cpu0
         used = plane_cpu.used()
@@ -240,11 +245,7 @@ def _ideal_phase(plane: ControlPlane, client: Client, config: KubeConfig, args: 
     try:
         if proc.stdout is None or proc.stdout.readline().strip() != "ready":
             raise SystemExit(f"bench.ideal_operator did not start (exit code {proc.wait()})")
-        executions = [execution_manifest(ns, f"ex-{i}", "bench") for i in range(args.executions)]
-        t0 = time.perf_counter()
-        asyncio.run(_create_all(config, executions, args.concurrency))
-        wait_count(client, Job, ns, args.executions, limit=1800)
-        seconds = time.perf_counter() - t0
+        _, seconds = _runs_to_jobs(client, config, ns, args)
     finally:
         proc.kill()
         proc.wait()

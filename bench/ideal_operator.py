@@ -22,10 +22,12 @@ import aiohttp
 import msgspec
 from lightkube import KubeConfig
 from lightkube.config.client_adapter import verify_cluster
+from lightkube.resources.core_v1 import Pod
 
 from agentry_common import constants as c
+from agentry_operator.wire import collection
 
-from .runs import operator_writes, start_run, wire_for
+from .runs import EXECUTIONS, JOBS, operator_writes, start_run, wire_for
 
 Event = dict[str, Any]
 CONCURRENCY = 32  # the bench's, and within the operator's own limits
@@ -49,11 +51,10 @@ async def _run(kubeconfig: str, ns: str) -> None:
     single = config.get()
     if single is None or single.user is None:
         raise SystemExit("the kubeconfig has no current context with a user")
-    server = single.cluster.server.rstrip("/")
     ssl = verify_cluster(single.cluster, single.user, single.abs_file)
     started: set[str] = set()
     runs: set[asyncio.Task[None]] = set()
-    selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+    ours = f"?labelSelector={c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
     async with (
         wire_for(config, CONCURRENCY) as wire,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session,
@@ -71,13 +72,13 @@ async def _run(kubeconfig: str, ns: str) -> None:
                 task.add_done_callback(runs.discard)
 
         watches = [
-            (f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{ns}/executions", on_execution),
-            (f"/apis/batch/v1/namespaces/{ns}/jobs?labelSelector={selector}", lambda _: None),
-            (f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}", lambda _: None),
+            (collection(EXECUTIONS, ns), on_execution),
+            (collection(JOBS, ns) + ours, lambda _: None),
+            (collection(Pod, ns) + ours, lambda _: None),
         ]
         opened = [asyncio.Event() for _ in watches]
         tasks = [
-            asyncio.create_task(_watch(session, server + path, event, on))
+            asyncio.create_task(_watch(session, wire.server + path, event, on))
             for (path, on), event in zip(watches, opened, strict=True)
         ]
         ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in opened)))

@@ -27,7 +27,7 @@ class OperatorContext:
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
     releaser: asyncio.Task[None] | None = None  # free C heap given back (agentry_common/heap.py)
     timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
-    watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' Jobs and Pods (watch.py)
+    watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' (watch.py)
 
 
 def store(memo: kopf.Memo, context: OperatorContext) -> None:

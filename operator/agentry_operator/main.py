@@ -270,7 +270,7 @@ def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> No
 
 def register(config: OperatorConfig, namespaces: list[str], clusterwide: bool = False) -> None:
     """Start-up, clean-up and login in each registry that runs (`namespaces`: the exact names or
-    patterns watched, none or `clusterwide` for all); the runs' Jobs and Pods; the webhooks in
+    patterns watched, none or `clusterwide` for all); the runs' events; the webhooks in
     WEBHOOKS when replicas elect a leader (every one serves them), else beside the handlers in
     RECONCILE."""
     scan_namespaces = not namespaces or has_patterns(namespaces)

@@ -5,6 +5,7 @@ or kopf's peering (see `register`)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from types import TracebackType
@@ -19,7 +20,7 @@ from .burst import BURST
 from .context import OperatorContext, context
 from .handlers.admission import execution_deleted
 from .handlers.execution import on_execution
-from .handlers.outcome import OURS, on_job, on_pod
+from .handlers.outcome import JOBS, OURS, PODS, on_job, on_pod
 from .handlers.state import Logger
 from .handlers.workflow import poke_step
 from .handlers.workflow import register as register_workflows
@@ -27,9 +28,6 @@ from .metrics import RECONCILE_SECONDS, RECONCILES
 from .session import has_patterns
 
 log = logging.getLogger("agentry.operator")
-
-EXECUTIONS = kube.raw(c.API_VERSION, c.EXECUTION_KIND)
-JOBS, PODS = kube.raw("batch/v1", "Job"), kube.raw("v1", "Pod")
 
 
 class Timed:
@@ -92,13 +90,11 @@ def _watches(
         await execution(ctx, event, body, log)
         await poke_step(memo, body, log)  # a workflow's step: its run wakes
 
-    async def on_job_(event: str | None, body: dict[str, Any]) -> None:
-        await job(ctx, event, body)
-
-    async def on_pod_(event: str | None, body: dict[str, Any]) -> None:
-        await pod(ctx, event, body)
-
-    kinds = [(EXECUTIONS, {}, on_execution_), (JOBS, OURS, on_job_), (PODS, OURS, on_pod_)]
+    kinds: list[tuple[Any, dict[str, Any], watch.Handler]] = [
+        (kube.Execution, {}, on_execution_),
+        (JOBS, OURS, functools.partial(job, ctx)),
+        (PODS, OURS, functools.partial(pod, ctx)),
+    ]
     return [
         watch.Watch(client, client.wire, res, labels, ns, on) for res, labels, on in kinds for ns in scopes
     ]

@@ -1,12 +1,13 @@
-"""The operator's own list and watch of its Jobs and Pods, in place of kopf's.
+"""The operator's own list and watch of the runs (Executions, and their Jobs and Pods), in place of
+kopf's (run_events.py hands the events on).
 
-Every event of a run's Job and Pods only feeds `handlers/outcome.py` (`on_job`, `on_pod`): no
-progress, no diff base, no finalizer. kopf handled each one with its whole machinery (a worker per
-object, causes, a body wrapper, an object logger, two dozen keyword arguments) and decoded it with
-`json`: with 1,000 runs starting, a third of the operator's CPU (py-spy on `python -m bench`), and the
-operator's phase took 6.0-6.9 s against 5.6-5.7 s with those two watches gone. Here an event is a line
-decoded by msgspec and a task that awaits the object's previous one: in order per object, concurrently
-across objects, as kopf's workers were.
+Every event of a run, its Job and its Pods only feeds event handlers (`handlers/execution.py`,
+`handlers/outcome.py`): no progress, no diff base, no finalizer. kopf handled each one with its whole
+machinery (a worker per object, causes, a body wrapper, an object logger, two dozen keyword arguments)
+and decoded it with `json`: with 1,000 runs starting, a third of the operator's CPU (py-spy on `python
+-m bench`), and the operator's phase took 6.0-6.9 s against 5.6-5.7 s with the Job and Pod watches
+gone. Here an event is a line decoded by msgspec and a task that awaits the object's previous one: in
+order per object, concurrently across objects, as kopf's workers were.
 
 The rest is what kopf did for these watches: a listing first, in pages, each object handed on with the
 event type None (as after a restart: `on_job` reads a listed ended Job's pods), then a watch from the
@@ -16,8 +17,8 @@ again from the last version seen. Requests carry lightkube's credentials as the 
 (wire.py); without any, or on a 401, one lightkube list refreshes them. Lines are split here, not by
 aiohttp, whose line reader refuses lines over 64 KiB (a Pod with a large Agent in its annotation).
 
-Only for exact namespaces or the whole cluster; with namespace patterns kopf keeps these watches
-(main.register), since it finds the namespaces that match.
+Only for exact namespaces or the whole cluster; with namespace patterns or kopf's peering kopf keeps
+these watches (run_events.register): it finds the namespaces that match, and pauses while a peer acts.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import msgspec
-from lightkube import AsyncClient
+from lightkube import ALL_NS, AsyncClient
 from lightkube.core.resource import api_info
 
-from .wire import JSON, Wire
+from .wire import JSON, Wire, collection
 
 log = logging.getLogger("agentry.operator.watch")
 
@@ -134,13 +135,9 @@ class Watch:
 
     def __post_init__(self) -> None:
         self._serial = Serial(self.handler)
-        info = api_info(self.res)
-        group, ver = info.resource.group, info.resource.version
-        prefix = f"/apis/{group}/{ver}" if group else f"/api/{ver}"
-        where = f"/namespaces/{quote(self.namespace)}" if self.namespace else ""
-        self._path = f"{prefix}{where}/{info.plural}"
+        self._path = collection(self.res, self.namespace)
         self._selector = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        self.name = f"{info.plural} in {self.namespace or 'every namespace'}"
+        self.name = f"{api_info(self.res).plural} in {self.namespace or 'every namespace'}"
 
     async def run(self) -> None:
         """Forever: list, then watch; cancelled to stop. Nothing but a cancellation ends it."""
@@ -231,7 +228,7 @@ class Watch:
 
     async def _refresh(self) -> None:
         """One request by lightkube: its auth flow puts fresh credentials on the transport."""
-        namespace = self.namespace or "*"
+        namespace = self.namespace or ALL_NS
         async for _ in self.client.list(self.res, namespace=namespace, labels=self.labels, chunk_size=1):
             break
 

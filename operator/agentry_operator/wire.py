@@ -33,12 +33,14 @@ JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
-def collection(res: Any, namespace: str) -> str:
-    """The path of `res`'s objects in `namespace` (from lightkube's description of the kind)."""
+def collection(res: Any, namespace: str | None) -> str:
+    """The path of `res`'s objects in `namespace` (None: in every namespace), from lightkube's
+    description of the kind."""
     info = api_info(res)
     group, version = info.resource.group, info.resource.version
     prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    return f"{prefix}/namespaces/{quote(namespace)}/{info.plural}"
+    where = f"/namespaces/{quote(namespace)}" if namespace is not None else ""
+    return f"{prefix}{where}/{info.plural}"
 
 
 class Wire:
@@ -58,30 +60,22 @@ class Wire:
 
     async def send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes | None:
         """The answer's body for a 2xx; None when lightkube must send this one (see the module)."""
+        return await self._request(method, path + self._query, body, content_type)
+
+    async def get(self, path: str) -> bytes | None:
+        """The answer's body of a GET of `path` (with its query); None as for `send`."""
+        return await self._request("GET", path, None, JSON)
+
+    async def _request(
+        self, method: str, target: str, body: dict[str, Any] | None, content_type: str
+    ) -> bytes | None:
         credentials = self._transport.credentials
         if credentials is None:
             return None
         headers = self.headers(credentials, content_type)
         async with self._slots:
-            data = msgspec.json.encode(body)  # msgspec: a fifth of json.dumps' time
-            answer = await self._transport.send(
-                method, self._server + path + self._query, headers, data, self._timeouts
-            )
-        if answer.status == 401:
-            return None
-        if answer.status >= 400:
-            raise ApiError(status=_status(answer.status, answer.body))
-        return answer.body
-
-    async def get(self, path: str) -> bytes | None:
-        """The answer's body of a GET of `path` (with its query); None as for `send`."""
-        credentials = self._transport.credentials
-        if credentials is None:
-            return None
-        async with self._slots:
-            answer = await self._transport.send(
-                "GET", self._server + path, self.headers(credentials, JSON), None, self._timeouts
-            )
+            data = None if body is None else msgspec.json.encode(body)  # msgspec: a fifth of json.dumps'
+            answer = await self._transport.send(method, self._server + target, headers, data, self._timeouts)
         if answer.status == 401:
             return None
         if answer.status >= 400:
