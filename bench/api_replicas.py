@@ -56,6 +56,7 @@ from .results import record
 
 REPLICAS = 2
 API_PORT = 8000  # the chart's api.port
+METRICS_PORT = 9090  # the chart's api.metrics.port: the metrics are not on the API's port
 CLIENTS = 8  # client connections of the read load
 ROUTE = "/api/agents/{agent_id}"
 AGENT_SPEC = {"instructions": "Benchmark.", "model": {"name": "claude-sonnet-4-5"}}
@@ -107,7 +108,8 @@ def api_pods(install: Install) -> list[str]:
 
 def scrape(pod: str) -> dict[str, float]:
     """A pod's RSS, its count of successful agent reads and of wake-ups received, from its /metrics."""
-    text = httpx.get(f"{pod}/metrics", timeout=10).text
+    address = pod.rsplit(":", 1)[0]  # http://<pod IP>
+    text = httpx.get(f"{address}:{METRICS_PORT}/metrics", timeout=10).text
     out = {"rss": 0.0, "reads": 0.0, "wakes": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -9,16 +9,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 SESSION_COOKIE = "agentry_session"
 TOKEN_PREFIX = "agt_"
+GUEST_PREFIX = "g-"
 
 Kind = Literal["guest", "oidc", "admin", "user"]
 Via = Literal["cookie", "token", "oidc"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a caller signed in with, kept so that a live channel can ask again whether it still holds
+    (credentials.py). `key`: the session id, the API token's hash, or (OIDC, the admin token) the user id."""
+
+    kind: Literal["session", "token", "oidc", "admin"]
+    key: str = field(repr=False)
+    expires_at: str | None = None  # an OIDC token's `exp` (with the verifier's leeway)
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class User:
     via: Via
     session: str | None = None  # the session id (cookie callers): what signing out ends
     token: str | None = None  # the API token's public id (token callers)
+    credential: Credential | None = field(default=None, repr=False, compare=False)
 
     @property
     def owner_label(self) -> str:
@@ -39,6 +51,12 @@ def owner_label(user_id: str) -> str:
     return hashlib.sha256(f"owner:{user_id}".encode()).hexdigest()[:16]
 
 
+def is_guest_id(user_id: str) -> bool:
+    """Guests' ids (new_guest_id): their Agents carry `agentry.dev/owner-kind: guest`, so the
+    operator's run gate applies the guests' quotas to every run of them."""
+    return user_id.startswith(GUEST_PREFIX)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -48,7 +66,7 @@ def new_token() -> str:
 
 
 def new_guest_id() -> str:
-    return "g-" + secrets.token_hex(12)
+    return GUEST_PREFIX + secrets.token_hex(12)
 
 
 def oidc_user_id(issuer: str, subject: str) -> str:

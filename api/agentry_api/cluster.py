@@ -89,15 +89,18 @@ class Cluster:
     # -- agents ---------------------------------------------------------------------------------
 
     def agent_manifest(
-        self, name: str, spec: dict[str, Any], owner: str, display_name: str
+        self, name: str, spec: dict[str, Any], owner: str, display_name: str, guest: bool = False
     ) -> dict[str, Any]:
+        labels = {LABEL_OWNER: owner, c.LABEL_MANAGED_BY: MANAGED_BY_API}
+        if guest:  # the run gate applies the guests' quotas to the Agent's runs
+            labels[c.LABEL_OWNER_KIND] = c.OWNER_KIND_GUEST
         return {
             "apiVersion": c.API_VERSION,
             "kind": c.AGENT_KIND,
             "metadata": {
                 "name": name,
                 "namespace": self.namespace,
-                "labels": {LABEL_OWNER: owner, c.LABEL_MANAGED_BY: MANAGED_BY_API},
+                "labels": labels,
                 "annotations": {ANNOTATION_DISPLAY_NAME: display_name[:253], ANNOTATION_SOURCE: "api"},
             },
             "spec": spec,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from starlette.requests import HTTPConnection
 from .auth import (
     SESSION_COOKIE,
     TOKEN_PREFIX,
+    Credential,
     Kind,
     Sessions,
     User,
@@ -28,6 +30,7 @@ from .auth import (
     same_secret,
 )
 from .cluster import Cluster
+from .credentials import CredentialEnded, oidc_expiry, verify
 from .designer_llm import LLM
 from .oidc import InvalidToken, TokenVerifier
 from .services.agents import AgentService
@@ -69,21 +72,32 @@ class AppState:
     revocations: RevocationFeed | None = None  # drops sessions ended on other replicas from the cache
     _users: dict[str, tuple[float, str]] = field(default_factory=dict)
 
-    async def session(self, session_id: str) -> Doc | None:
-        """The session's document, from the cache while fresh (session_cache.py)."""
-        doc = self.session_cache.get(session_id)
+    async def session(self, session_id: str, max_age: float | None = None) -> Doc | None:
+        """The session's document, from the cache while fresh (session_cache.py), and at most
+        `max_age` old if given."""
+        doc = self.session_cache.get(session_id, max_age)
         if doc is None:
             doc = await self.store.session(session_id)
-            if doc is not None and not doc.get("revoked"):
-                self.session_cache.put(session_id, doc)
+            self.session_cache.put(session_id, doc)
         return doc
 
-    async def user_kind(self, user_id: str) -> str | None:
+    async def token(self, token_hash: str, max_age: float = 0.0) -> Doc | None:
+        """An API token's document (None: unknown or revoked): read afresh, or a copy at most
+        `max_age` old (a live channel's re-check)."""
+        doc = self.session_cache.get_token(token_hash, max_age) if max_age > 0 else None
+        if doc is None:
+            doc = await self.store.token(token_hash)
+            self.session_cache.put_token(token_hash, doc)
+        return doc
+
+    async def user_kind(self, user_id: str, max_age: float | None = None) -> str | None:
         cached = self._users.get(user_id)
-        if cached and time.monotonic() - cached[0] < USER_CACHE_SECONDS:
+        limit = USER_CACHE_SECONDS if max_age is None else min(max_age, USER_CACHE_SECONDS)
+        if cached and time.monotonic() - cached[0] < limit:
             return cached[1]
         doc = await self.store.get_user(user_id)
         if doc is None:
+            self._users.pop(user_id, None)
             return None
         kind = str(doc.get("kind", "guest"))
         if len(self._users) > 10000:
@@ -91,10 +105,27 @@ class AppState:
         self._users[user_id] = (time.monotonic(), kind)
         return kind
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop a deleted user from the kind and session caches (this replica; others expire it)."""
-        self._users.pop(user_id, None)
-        self.session_cache.drop_user(user_id)
+    def credentials_ended(self, user_id: str) -> None:
+        """A credential of the user ended here (signed out, a token revoked, the user deleted): this
+        replica forgets what it keeps of theirs, their open channels ask again now, and the other
+        replicas are told to do the same (services/peers.py)."""
+        self.forget_users([user_id])
+        if self.bus.peers is not None:
+            self.bus.peers.send([user_id], ended=True)
+
+    def forget_users(self, user_ids: Iterable[str]) -> None:
+        """Drop the users' cached documents (kind, sessions, tokens) and wake their open channels, which
+        then read them again: on an end here or announced by another replica."""
+        users = list(user_ids)
+        for user_id in users:
+            self._users.pop(user_id, None)
+            self.session_cache.drop_user(user_id)
+        self.bus.wake(users)
+
+    def sessions_ended(self, keys: Iterable[str]) -> None:
+        """The revocation listener's news (sessions ended on any replica): dropped from the cache, and
+        the channels of their users ask again now."""
+        self.bus.wake(self.session_cache.drop(keys))
 
 
 def stale(last_used: object) -> bool:
@@ -103,10 +134,6 @@ def stale(last_used: object) -> bool:
         return True
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=TOUCH_SECONDS)
     return last_used < cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def expired(expires_at: object) -> bool:
-    return isinstance(expires_at, str) and expires_at <= now_iso()
 
 
 def role_of(kind: str) -> Kind:
@@ -163,24 +190,22 @@ async def bearer_user(state: AppState, credential: str) -> User:
     if state.settings.admin_token is not None and same_secret(
         credential, state.settings.admin_token.get_secret_value()
     ):
-        await state.store.ensure_user(state.settings.import_owner, "admin")
-        return User(state.settings.import_owner, "admin", "token")
+        owner = state.settings.import_owner
+        await state.store.ensure_user(owner, "admin")
+        return User(owner, "admin", "token", credential=Credential("admin", owner))
     if credential.startswith(TOKEN_PREFIX):
-        digest = hash_token(credential)
-        doc = await state.store.token(digest)
-        if doc is None:
-            raise unauthorized("the API token is not valid (unknown or revoked)")
-        if expired(doc.get("expiresAt")):
-            raise unauthorized("the API token has expired")
-        kind = await state.user_kind(str(doc["userId"]))
-        if kind is None:
-            raise unauthorized("the API token is not valid (its user no longer exists)")
+        cred = Credential("token", hash_token(credential))
+        try:
+            held = await verify(state, cred)
+        except CredentialEnded as exc:
+            raise unauthorized(exc.reason) from None
+        doc = held.doc or {}
         if stale(doc.get("lastUsedAt")):
             try:
-                await state.store.touch_token(digest)
+                await state.store.touch_token(cred.key)
             except Exception as exc:  # bookkeeping: never the reason a request fails
                 log.warning("lastUsedAt of a token not written: %s", type(exc).__name__)
-        return User(str(doc["userId"]), role_of(kind), "token", token=str(doc.get("id")))
+        return User(held.user_id, role_of(held.kind), "token", token=str(doc.get("id")), credential=cred)
     if state.verifier is None:
         raise unauthorized("the bearer token is not an Agentry API token, and OIDC is not configured")
     try:
@@ -191,7 +216,7 @@ async def bearer_user(state: AppState, credential: str) -> User:
         raise forbidden("this account is not allowed on this server (AGENTRY_OIDC_ALLOWED_*)")
     user_id = oidc_user_id(str(claims["iss"]), str(claims["sub"]))
     await state.store.ensure_user(user_id, "oidc", str(claims.get("email") or claims["sub"]))
-    return User(user_id, "oidc", "oidc")
+    return User(user_id, "oidc", "oidc", credential=Credential("oidc", user_id, oidc_expiry(claims)))
 
 
 async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
@@ -204,13 +229,12 @@ async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
     session_id = state.sessions.load(conn.cookies.get(SESSION_COOKIE))
     if session_id is None:
         return None
-    session = await state.session(session_id)
-    if session is None or session.get("revoked") or expired(session.get("expiresAt")):
-        return None
-    user_id = str(session["userId"])
-    kind = await state.user_kind(user_id)
-    if kind is None:
-        return None
+    cred = Credential("session", session_id)
+    try:
+        held = await verify(state, cred)
+    except CredentialEnded:
+        return None  # an ended session is no credential: the caller is anonymous
+    session = held.doc or {}
     if stale(session.get("lastUsedAt")):
         session["lastUsedAt"] = now_iso()  # the cached copy too: touched once a minute, not per request
         try:
@@ -220,7 +244,7 @@ async def authenticate(conn: HTTPConnection, state: AppState) -> User | None:
     method = conn.scope.get("method", "GET")
     if (conn.scope["type"] == "websocket" or method not in SAFE_METHODS) and not same_origin(conn):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin request refused (session cookie)")
-    return User(user_id, role_of(kind), "cookie", session=session_id)
+    return User(held.user_id, role_of(held.kind), "cookie", session=session_id, credential=cred)
 
 
 async def current_user(conn: HTTPConnection, state: StateDep) -> User:

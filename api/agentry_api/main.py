@@ -32,12 +32,13 @@ from agentry_common.body_limit import BodyLimit
 from agentry_common.heap import freeze_startup_heap
 
 from .auth import Sessions
+from .browser import BrowserPages
 from .cluster import Cluster, ClusterUnavailable, api_message
 from .deadline import RequestDeadline
 from .deps import AppState
 from .designer_llm import LLM, ProviderLLM, llm_from_settings
 from .hosts import TrustedHosts
-from .metrics import LATENCY, REQUESTS
+from .metrics import LATENCY, REQUESTS, serve_metrics
 from .oidc import JWKSVerifier, TokenVerifier
 from .routers import (
     agents,
@@ -370,12 +371,13 @@ def lifespan_of(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_metrics = serve_metrics(settings.metrics_port, settings.metrics_address)  # not the API's port
         state = build_state(settings, verifier, llm)
         app.state.agentry = state
         if state.revocations is not None:
-            state.revocations.start(asyncio.get_running_loop(), state.session_cache.drop)
+            state.revocations.start(asyncio.get_running_loop(), state.sessions_ended)
         if state.bus.peers is not None:
-            await state.bus.peers.start(state.bus.wake)
+            await state.bus.peers.start(state.bus.wake, state.forget_users)
         if settings.watch:
             state.watcher = start_watcher(state)
         freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
@@ -383,6 +385,7 @@ def lifespan_of(
         try:
             yield
         finally:
+            stop_metrics()
             await close_state(state)
 
     return lifespan
@@ -419,6 +422,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(RequestDeadline, seconds=settings.request_deadline_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=too_large)
     app.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)
+    # A JSON error to a page navigation becomes a page (inside Observe, which gives it the page CSP).
+    app.add_middleware(BrowserPages, oidc_signin_url=settings.oidc_signin_url)
     app.add_middleware(Observe, hsts=settings.cookie_secure)
 
 
@@ -432,6 +437,7 @@ def create_app(
         version="0.1.0",
         description="Agents, runs, live events, approvals and the agent-designing chat. See docs/api.md.",
         lifespan=lifespan_of(settings, verifier, llm),
+        openapi_url="/openapi.json" if settings.openapi else None,  # also /docs, /redoc: an admin's switch
     )
     app.state.hsts = settings.cookie_secure
     install_error_handlers(app)

@@ -1,8 +1,15 @@
-"""Prometheus metrics of the API (one module-level registry: created once per process)."""
+"""Prometheus metrics of the API (one module-level registry: created once per process), served on a
+port of their own (`serve_metrics`), never on the API's: the Service and Ingress users reach do not
+route it."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "agentry_api_requests_total",
@@ -25,3 +32,19 @@ SSE_REJECTED = Counter("agentry_api_sse_rejected_total", "SSE connections refuse
 WATCH_EVENTS = Counter("agentry_api_watch_events_total", "Watch events processed.", ["resource", "type"])
 WATCH_RESTARTS = Counter("agentry_api_watch_restarts_total", "Watch restarts after errors.", ["resource"])
 CHAT_TURNS = Counter("agentry_api_chat_turns_total", "Chat designer LLM turns by outcome.", ["outcome"])
+
+
+def serve_metrics(port: int, address: str) -> Callable[[], None]:
+    """Serve /metrics on `port` (0: not at all) in a thread; returns what stops it. A port in use
+    fails the start-up, as the operator's does: a scraper would otherwise read another process."""
+    if not port:
+        return lambda: None
+    server, thread = start_http_server(port, address)
+    log.info("metrics on %s:%d", address, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(default=None, description="Accepted `iss` of OIDC bearer tokens.")
     oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC bearer tokens.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL with the issuer's signing keys.")
+    oidc_signin_url: str | None = Field(
+        default=None,
+        description="Where a browser signs in with OIDC (e.g. an oauth2-proxy or identity-aware proxy in "
+        "front of the API that sends the user's bearer token on): linked from the sign-in page.",
+    )
     oidc_allowed_emails: list[str] = Field(
         default_factory=list,
         description="If set (or oidc_allowed_domains is), only OIDC users with one of these verified "
@@ -197,6 +202,15 @@ class Settings(BaseSettings):
         "A session ended elsewhere stops working here when the revocation listener sees it (about a "
         "second; it runs when sse_listen is on), and at the latest after this long.",
     )
+    credential_check_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="How often an open event stream or chat socket asks again, while idle, whether its "
+        "credential still holds (a copy at most this old: about one Firestore read per open credential "
+        "per period). An end on this replica, or announced by another, is acted on at once; this bounds "
+        "the delay when every notice is lost.",
+    )
     sync_retry_seconds: float = Field(
         default=5.0, gt=0, description="Retry period of Agent CR writes that failed (cluster unavailable)."
     )
@@ -212,6 +226,19 @@ class Settings(BaseSettings):
         "because a run's provider key would be sent there.",
     )
     watch: bool = Field(default=True, description="Mirror CR status into Firestore (the watcher task).")
+    # Internals answer no stranger (docs/security.md): the OpenAPI document maps every route, and the
+    # metrics count users, routes and errors. Neither is on the API's port unless an admin says so.
+    openapi: bool = Field(
+        default=False, description="Serve /openapi.json, /docs and /redoc on the API's port (off: 404)."
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port of their own, which no Service for users or "
+        "Ingress routes (0: not served; the chart: api.metrics.port, 9090).",
+    )
+    metrics_address: str = Field(default="0.0.0.0", description="Address the metrics port listens on.")
 
     # -- the chat designer's LLM ---------------------------------------------------------------
     anthropic_api_key: SecretStr | None = Field(

@@ -11,6 +11,8 @@ Checks, each with its latency and, when red, what to do:
                        needs too; without keys, one red line saying so
   firestore            one document read (FIRESTORE_EMULATOR_HOST or Google credentials)
   kube-apiserver, crds the cluster from the kubeconfig (or in-cluster): the Agent and Execution CRDs
+  kubelet pids         each node's podPidsLimit, from its kubelet's configz through the API server
+                       (nodes/proxy): red where one pod may take every PID of its node (nodecheck.py)
   operator             the operator's health URL
   api                  the Agentry API's /readyz (only with --api-url)
 Exit status 0 when every check is green, 1 otherwise.
@@ -269,7 +271,12 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
         if "firestore" not in skip:
             checks.append(await check_firestore(args.project, args.database))
         if "kube" not in skip:
-            checks.extend(await asyncio.to_thread(check_kube, args.kubeconfig))
+            kube = await asyncio.to_thread(check_kube, args.kubeconfig)
+            checks.extend(kube)
+            if kube[0].ok and "nodes" not in skip:
+                from .nodecheck import check_kubelets  # imports this module's Check
+
+                checks.append(await asyncio.to_thread(check_kubelets, args.kubeconfig))
         if "operator" not in skip:
             checks.append(
                 await check_http(
@@ -325,7 +332,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per check")
     p.add_argument(
-        "--skip", action="append", choices=["gateway", "channels", "firestore", "kube", "operator", "api"]
+        "--skip",
+        action="append",
+        choices=["gateway", "channels", "firestore", "kube", "nodes", "operator", "api"],
     )
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")

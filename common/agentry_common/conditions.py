@@ -45,6 +45,11 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     AGENT_NOT_FOUND = "AgentNotFound"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    # The run gate (docs/security.md, "Who may start a run"): the owner's quotas and ownership.
+    CONCURRENT_RUNS_QUOTA = "ConcurrentRunsQuota"  # waits Pending until one of the owner's runs ends
+    RUNS_PER_DAY_QUOTA = "RunsPerDayQuota"  # ends Failed: the owner's runs of this UTC day are used up
+    OWNER_MISMATCH = "OwnerMismatch"  # ends Failed: the run names another owner's Agent
+    POLICY_VIOLATION = "PolicyViolation"  # ends Failed: the Agent or the run breaks the Agent policy now
 
     # How an Execution ended, as the operator sees it.
     NO_REPORT = "NoReport"
@@ -61,6 +66,8 @@ class Reason(StrEnum):
     APPROVAL_STATE_INVALID = "ApprovalStateInvalid"  # the paused state did not verify (statesig.py)
     MISSED_STARTING_DEADLINE = "MissedStartingDeadline"
     CONCURRENCY_FORBIDDEN = "ConcurrencyForbidden"
+    # The kubelet evicted the pod for its own storage: an emptyDir sizeLimit or ephemeral-storage limit.
+    STORAGE_LIMIT_EXCEEDED = "StorageLimitExceeded"
 
     # How an Execution ended, as its runtime reported it (agentry_common.exitcodes.REASONS).
     COMPLETED = "Completed"
@@ -72,6 +79,7 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     PROVIDERS_FAILED = "ProvidersFailed"
     APPROVAL_REQUIRED = "ApprovalRequired"
+    PID_LIMIT_EXCEEDED = "PIDLimitExceeded"
 
     # Governance: the LLM gateway's admission (docs/governance.md).
     ADMITTED = "Admitted"

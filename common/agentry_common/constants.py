@@ -16,6 +16,10 @@ LABEL_AGENT: Final = f"{GROUP}/agent"
 LABEL_EXECUTION: Final = f"{GROUP}/execution"
 LABEL_TRIGGER: Final = f"{GROUP}/trigger"
 LABEL_OWNER: Final = f"{GROUP}/owner"  # hash of the owning user (API); budgets by user
+# The kind of the owning user when the owner's quotas differ (value OWNER_KIND_GUEST); set by the API
+# with the owner label and guarded like it (docs/security.md, "Who may start a run").
+LABEL_OWNER_KIND: Final = f"{GROUP}/owner-kind"
+OWNER_KIND_GUEST: Final = "guest"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "agentry-operator"

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     MAX_COST = 12
     DEADLINE = 13
     BUDGET_EXCEEDED = 14
+    PID_LIMIT = 15
     PROVIDERS_FAILED = 20
     APPROVAL_REQUIRED = 30
 
@@ -29,6 +30,7 @@ FINAL = frozenset(
         ExitCode.MAX_COST,
         ExitCode.DEADLINE,
         ExitCode.BUDGET_EXCEEDED,
+        ExitCode.PID_LIMIT,
         ExitCode.PROVIDERS_FAILED,
         ExitCode.APPROVAL_REQUIRED,
     }
@@ -47,6 +49,10 @@ REASONS: dict[int, tuple[str, str]] = {
     ExitCode.MAX_COST: ("MaxCostReached", "the agent reached spec.budget.maxCostPerRunUSD"),
     ExitCode.DEADLINE: ("DeadlineExceeded", "the agent ran out of spec.timeoutSeconds"),
     ExitCode.BUDGET_EXCEEDED: ("BudgetExceeded", "the LLM gateway refused further calls: a budget is spent"),
+    ExitCode.PID_LIMIT: (
+        "PIDLimitExceeded",
+        "a tool used up the pod's process limit (podPidsLimit: a fork bomb?); its processes were killed",
+    ),
     ExitCode.PROVIDERS_FAILED: (
         "ProvidersFailed",
         "every LLM provider failed after retries and fallbacks",

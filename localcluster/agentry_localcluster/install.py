@@ -137,6 +137,8 @@ class Install:
                 # plain http (the chart's defaults are off and Secure; install() says so).
                 "guestSessions": True,
                 "cookieSecure": False,
+                # The OpenAPI document and its pages (/docs), off by default: they map every route.
+                "openapi": {"enabled": True},
                 "extraEnv": _env({"FIRESTORE_EMULATOR_HOST": self.firestore_host, **self.api_env}),
             },
         }
@@ -243,8 +245,8 @@ class Install:
             )
         say(f"    Agentry installed (helm release {RELEASE} in {SYSTEM_NS}) in {time.monotonic() - t0:.0f} s")
         say(
-            "    development settings: guest sessions on, session cookie without Secure "
-            "(the chart's defaults: off, Secure)"
+            "    development settings: guest sessions on, session cookie without Secure, OpenAPI at /docs "
+            "(the chart's defaults: off, Secure, off)"
         )
 
     def diagnose(self) -> str:

@@ -86,6 +86,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
+# What one pod may take of the shared node (docs/dev-cluster.md, "Bounded pods"):
+RUN_POD_BOUNDS: dict[str, Any] = {
+    # Tasks (processes and threads) per pod: a run needs a few dozen (the runtime, a tool, the claude
+    # CLI, stdio MCP servers, a numpy's threads); a fork bomb stops here, at 1/64 of this machine's
+    # pid_max (32768), instead of taking every PID of the host.
+    "podPidsLimit": 512,
+    # Each container's log: rotated at 10 MiB, 3 files kept (the kubelet checks every 10 s).
+    "containerLogMaxSize": "10Mi",
+    "containerLogMaxFiles": 3,
+    # ephemeral-storage limits and emptyDir sizeLimits are enforced by eviction (the default, said
+    # here); the emptyDirs' usage is measured every 10 s instead of every minute, so a run over its
+    # limit is evicted within about 20 s rather than up to 70.
+    "localStorageCapacityIsolation": True,
+    "volumeStatsAggPeriod": "10s",
+}
+
+
 def kubelet_config(port: int, serving: CertPair, client_ca: Path) -> dict[str, Any]:
     """The KubeletConfiguration: serving on NODE_IP:port, webhook auth, our cgroup root and directories."""
     return {
@@ -127,6 +144,7 @@ def kubelet_config(port: int, serving: CertPair, client_ca: Path) -> dict[str, A
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "maxPods": 110,
+        **RUN_POD_BOUNDS,
         "shutdownGracePeriod": "0s",
         "logging": {"verbosity": 1},
     }

@@ -95,13 +95,27 @@ class OperatorConfig(BaseSettings):
     # -- The Agent policy file (agentry_common.policy: JSON or YAML; the chart's `policy:` values),
     # applied by the webhook to every Agent change. Unset: the policy's defaults.
     policy_file: str | None = None
-    # -- Users (Kubernetes usernames, e.g. system:serviceaccount:agentry:agentry-api) allowed to set or
-    # change the `agentry.dev/owner` label of Agents and Executions: the label decides who is charged,
-    # so only the API may write it. Anybody else's create or update that sets or changes it is refused.
+    # -- Users (Kubernetes usernames, e.g. system:serviceaccount:agentry:agentry-api) that act for owners:
+    # they alone set or change the `agentry.dev/owner` label (and `agentry.dev/owner-kind`) of Agents,
+    # Executions, Workflows and WorkflowRuns, and start runs of owned Agents (the chart lists the API,
+    # the operator and the schedule tick). Anybody else's write that sets or changes it is refused.
     owner_label_writers: list[str] = Field(default_factory=list)
     # -- Also allow members of system:masters (cluster administrators, who can impersonate the API's
     # service account anyway).
     owner_label_trust_masters: bool = True
+    # -- The run gate's quotas per owner (the `agentry.dev/owner` label of a run's Agent; docs/security.md,
+    # "Who may start a run"): the API's own values (chart: api.quotas, api.guestQuotas), enforced here
+    # for every path that starts a run. Runs of Agents without an owner are bounded by the namespace's
+    # ResourceQuota instead. 0: no limit.
+    quota_concurrent_runs: int = Field(default=5, ge=0)
+    quota_runs_per_day: int = Field(default=200, ge=0)
+    guest_quota_concurrent_runs: int = Field(default=1, ge=0)
+    guest_quota_runs_per_day: int = Field(default=20, ge=0)
+    # -- Namespace of the operator's own records (each owner's runs of the day: ConfigMaps
+    # agentry-runs-*), out of reach of the workload namespace's users.
+    state_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("AGENTRY_STATE_NAMESPACE", "POD_NAMESPACE")
+    )
     # -- kopf peering (several replicas: one acts, by priority).
     peering_name: str | None = None
     peering_priority: int = 100

@@ -83,6 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # once, each with its listed body) 0.25 s 202-207 MiB, 0.1 s 193 MiB (bench/operator_scale.py).
     settings.queueing.idle_timeout = 0.1
     ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
+    ctx.state.gate.policy = get_policy()  # the run gate applies the webhook's policy again at each start
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
     ctx.state.governance = Governance.from_config(config)
     if ctx.state.governance is not None:
@@ -213,9 +214,19 @@ def validate_execution_owner(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
-def validate_execution(body: kopf.Body, **kwargs: Any) -> None:
-    """Executions: spec.priority within the policy's range."""
-    errors = webhook.execution_errors(dict(body), _old(kwargs), get_policy())
+async def validate_execution(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+    """Executions: spec.priority within the policy's range; on create, who may start a run of its
+    Agent (the run gate holds the same rule for every run, this webhook down or not)."""
+    new, old = dict(body), _old(kwargs)
+    errors = webhook.execution_errors(new, old, get_policy())
+    if old is None:
+        namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
+        name = str((new.get("spec") or {}).get("agentRef", {}).get("name") or "")
+        try:
+            agent = await kube.get_or_none(_client(memo), kube.Agent, name, namespace) if name else None
+        except ApiError:
+            agent = None  # unread: the run gate decides when the run starts
+        errors += webhook.start_errors(new, agent, dict(userinfo), get_config())
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
@@ -285,8 +296,8 @@ def register(config: OperatorConfig, namespaces: list[str], clusterwide: bool = 
     # After configure (its context); kopf's peering only without leader election (replicas.py).
     peering = config.peering_name is not None and not config.leader_election
     register_runs(RECONCILE, None if clusterwide else namespaces, peering)
+    get_policy()  # a malformed policy file stops the operator here, not at a review or a run's start
     if config.webhook_enabled:
-        get_policy()  # a malformed policy file stops the operator here, not at the first review
         kopf.on.startup(registry=webhooks)(configure_admission)
         register_webhooks(webhooks)
         register_workflow_webhooks(webhooks)
@@ -307,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = get_config()
     namespaces = args.namespace or config.watch_namespaces
+    # One answer to "which namespaces" for everything that reads the config (the run gate lists there).
+    config.watch_namespaces = [] if args.all_namespaces else list(namespaces)
     register(config, namespaces, clusterwide=args.all_namespaces)
     if config.metrics_port:
         start_http_server(config.metrics_port)

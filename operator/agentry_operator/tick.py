@@ -22,6 +22,8 @@ from .kube import Execution
 
 # The Agent's fixed jitter offset (spec.schedule.jitterSeconds): the tick waits this long first.
 ENV_TICK_DELAY = "AGENTRY_TICK_DELAY_SECONDS"
+# The Agent's owner label (empty: none), which the Execution carries for the run gate.
+ENV_TICK_OWNER = "AGENTRY_TICK_OWNER"
 
 
 def scheduled_time(job_name: str) -> dt.datetime:
@@ -31,14 +33,22 @@ def scheduled_time(job_name: str) -> dt.datetime:
 
 
 def build_execution(
-    agent: str, namespace: str, when: dt.datetime, owner: dict[str, Any] | None = None
+    agent: str,
+    namespace: str,
+    when: dt.datetime,
+    owner: dict[str, Any] | None = None,
+    owner_label: str = "",
 ) -> dict[str, Any]:
     """The Execution of `agent`'s fire time `when`; `owner`: the Agent's owner reference, when the
-    creator knows its uid (the operator), so the Execution needs no adoption later."""
+    creator knows its uid (the operator), so the Execution needs no adoption later; `owner_label`:
+    the Agent's `agentry.dev/owner` label, which its runs carry (the run gate)."""
+    labels = {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value}
+    if owner_label:
+        labels[c.LABEL_OWNER] = owner_label
     metadata: dict[str, Any] = {
         "name": scheduled_execution_name(agent, int(when.timestamp())),
         "namespace": namespace,
-        "labels": {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
+        "labels": labels,
     }
     if owner is not None:
         metadata["ownerReferences"] = [owner]
@@ -54,9 +64,9 @@ def build_execution(
     }
 
 
-async def create(client: AsyncClient, agent: str, namespace: str, job: str) -> str:
+async def create(client: AsyncClient, agent: str, namespace: str, job: str, owner_label: str = "") -> str:
     """The tick's one write: the Execution of Job `job`'s scheduled time (409: it exists already)."""
-    manifest = build_execution(agent, namespace, scheduled_time(job))
+    manifest = build_execution(agent, namespace, scheduled_time(job), owner_label=owner_label)
     try:
         await client.create(Execution.from_dict(manifest))
     except ApiError as exc:
@@ -65,10 +75,10 @@ async def create(client: AsyncClient, agent: str, namespace: str, job: str) -> s
     return str(manifest["metadata"]["name"])
 
 
-async def tick(agent: str, namespace: str, job: str) -> str:
+async def tick(agent: str, namespace: str, job: str, owner_label: str = "") -> str:
     client = AsyncClient(field_manager="agentry-tick")
     try:
-        return await create(client, agent, namespace, job)
+        return await create(client, agent, namespace, job, owner_label)
     finally:
         await client.close()
 
@@ -76,7 +86,8 @@ async def tick(agent: str, namespace: str, job: str) -> str:
 def main() -> int:
     agent, namespace = os.environ[c.ENV_AGENT], os.environ[c.ENV_NAMESPACE]
     time.sleep(max(int(os.environ.get(ENV_TICK_DELAY) or 0), 0))
-    name = asyncio.run(tick(agent, namespace, os.environ["AGENTRY_TICK_JOB"]))
+    owner_label = os.environ.get(ENV_TICK_OWNER, "")
+    name = asyncio.run(tick(agent, namespace, os.environ["AGENTRY_TICK_JOB"], owner_label))
     print(f"execution {namespace}/{name} created for agent {agent}", file=sys.stderr)
     return 0
 

@@ -3,12 +3,14 @@
 * Agents: what the CRD schema and CEL cannot check (builders/agent_status.spec_errors), and the Agent
   policy (agentry_common.policy, the same one the API applies to dashboard users) whenever the spec
   is created or changed. The webhook fails closed (failurePolicy Fail).
-* The `agentry.dev/owner` label (who is charged for the runs) of Agents and Executions: only the API
-  (`owner_label_writers`), or a cluster administrator, may set or change it.
+* The owner labels (`agentry.dev/owner`: who owns it and is charged; `agentry.dev/owner-kind`) of
+  Agents, Executions, Workflows and WorkflowRuns: only the identities that act for owners
+  (`owner_label_writers`: the API, the operator, the schedule tick), or a cluster administrator, may
+  set or change them; they alone start runs of owned Agents (`start_errors`).
 * Executions: their spec.priority (which overrides the Agent's) within the policy's range.
 
-The rules are pure (`agent_errors`, `execution_errors`, `owner_label_errors`); `secret_labels` reads
-the labels of the Secrets an Agent references.
+The rules are pure (`agent_errors`, `execution_errors`, `owner_label_errors`, `start_errors`);
+`secret_labels` reads the labels of the Secrets an Agent references.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from agentry_common.policy import (
 
 from .builders.agent_status import spec_errors
 from .builders.governance import PROVIDER_KEY_ENVS
+from .builders.run_gate import owner_error, owner_of
 from .config import OperatorConfig
 
 MASTERS = "system:masters"
+OWNER_LABELS = (c.LABEL_OWNER, c.LABEL_OWNER_KIND)
 Doc = Mapping[str, Any]
 
 
@@ -50,17 +54,39 @@ def may_write_owner(userinfo: Doc, config: OperatorConfig) -> bool:
 def owner_label_errors(
     kind: str, new: Doc, old: Doc | None, userinfo: Doc, config: OperatorConfig
 ) -> list[str]:
-    """Refuse setting (create) or changing (update, removal included) the owner label, except by the
-    API's service account (or a cluster administrator)."""
-    before, after = _labels(old).get(c.LABEL_OWNER), _labels(new).get(c.LABEL_OWNER)
-    changed = after is not None if old is None else before != after
-    if not changed or may_write_owner(userinfo, config):
+    """Refuse setting (create) or changing (update, removal included) the owner labels of any kind
+    that carries them, except by the identities that act for owners (or a cluster administrator)."""
+    if may_write_owner(userinfo, config):
         return []
     who = userinfo.get("username") or "this user"
-    return [
-        f"metadata.labels.{c.LABEL_OWNER}: only the Agentry API may set or change the owner label of "
-        f"a {kind} (it decides who is charged); {who} may not"
-    ]
+    errors = []
+    for label in OWNER_LABELS:
+        before, after = _labels(old).get(label), _labels(new).get(label)
+        if after is not None if old is None else before != after:
+            errors.append(
+                f"metadata.labels.{label}: only the Agentry API may set or change the owner labels of "
+                f"a {kind} (they decide who owns it and is charged); {who} may not"
+            )
+    return errors
+
+
+def start_errors(execution: Doc, agent: Doc | None, userinfo: Doc, config: OperatorConfig) -> list[str]:
+    """A new Execution: a run of an owned Agent is started only by the identities that act for owners,
+    and names only its owner's Agents. The operator's run gate applies the same rule to every run (an
+    Agent created after its Execution included); this answers the creator at once."""
+    spoofed = owner_label_errors(c.EXECUTION_KIND, execution, None, userinfo, config)
+    if spoofed or agent is None:
+        return spoofed  # the same answer whichever of the Execution's webhooks the server asks first
+    name = str(((execution.get("spec") or {}).get("agentRef") or {}).get("name") or "")
+    agent_owner = owner_of(agent)
+    if agent_owner and not may_write_owner(userinfo, config):
+        who = userinfo.get("username") or "this user"
+        return [
+            f"spec.agentRef.name: Agent {name!r} belongs to an Agentry user: only the Agentry API and the "
+            f'operator start its runs, {who} may not (docs/security.md, "Who may start a run")'
+        ]
+    problem = owner_error(owner_of(execution), agent_owner, name)
+    return [problem] if problem else []
 
 
 def agent_errors(

@@ -194,6 +194,7 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         assert status_obj["phase"] == "Failed", status_obj
         said = status_obj["message"] + json.dumps(status_obj.get("result"))
         assert "channel 'anthropic' has no API key" in said, status_obj
+        _assert_the_run_gate_holds(kubeconfig)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -282,3 +283,58 @@ def _assert_signed_in_link_shows_the_samples(text: str, api: int) -> None:
     with httpx.Client(base_url=base, headers={"Origin": base}, timeout=15) as guest:
         assert guest.post("/api/session/guest").status_code == 201
         assert guest.get("/api/agents").json()["items"] == []
+
+
+def _create(kubeconfig: Path, manifest: dict[str, Any], user: str | None = None, verb: str = "create") -> Any:
+    as_user = [f"--as={user}"] if user else []
+    argv = ["kubectl", f"--kubeconfig={kubeconfig}", *as_user, "-n", "agentry-workloads", verb, "-f", "-"]
+    return subprocess.run(
+        argv, input=json.dumps(manifest), capture_output=True, text=True, timeout=patient(60), check=False
+    )
+
+
+def _assert_the_run_gate_holds(kubeconfig: Path) -> None:
+    """The outsider's finding on `make dev`: a namespace user with a Role on agentry.dev/* only starts no
+    run of a dashboard user's Agent, while the API's ServiceAccount does (as installed by the chart: its
+    identities act for owners, and the run gate's book lands in the release namespace)."""
+    api_sa, rbac, owner = (
+        "system:serviceaccount:agentry-system:agentry-api",
+        "rbac.authorization.k8s.io",
+        "v1",
+    )
+    rules = [{"apiGroups": ["agentry.dev"], "resources": ["*"], "verbs": ["*"]}]
+    role = {"apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": {"name": "tenant"}, "rules": rules}
+    binding = {
+        "apiVersion": f"{rbac}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": rbac, "kind": "User", "name": "mallory"}],
+    }
+    for obj in (role, binding):
+        assert _create(kubeconfig, obj, verb="apply").returncode == 0
+    labels = {"agentry.dev/owner": owner}
+    agent = {
+        "kind": "Agent",
+        "metadata": {"name": "victims", "labels": labels},
+        "spec": {"instructions": "hi"},
+    }
+    made = _create(kubeconfig, {"apiVersion": "agentry.dev/v1alpha1", **agent}, user=api_sa)
+    assert made.returncode == 0, made.stderr
+
+    def run(name: str, **meta: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "agentry.dev/v1alpha1",
+            "kind": "Execution",
+            "metadata": {"name": name, **meta},
+            "spec": {"agentRef": {"name": "victims"}},
+        }
+
+    stolen = _create(kubeconfig, run("stolen"), user="mallory")
+    assert stolen.returncode != 0 and "belongs to an Agentry user" in stolen.stderr, stolen.stderr
+    ours = _create(kubeconfig, run("ours", labels=labels), user=api_sa)
+    assert ours.returncode == 0, ours.stderr
+    assert _wait_finished(kubeconfig, "ours")["reason"] != "OwnerMismatch"
+    component = "app.kubernetes.io/component=run-gate"
+    books = _kubectl(kubeconfig, "-n", "agentry-system", "get", "configmaps", "-l", component, "-o", "name")
+    assert books.stdout.strip().startswith("configmap/agentry-runs-"), books.stdout + books.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -15,23 +16,34 @@ from agentry_common import constants as c
 from agentry_common.models import Runtime
 
 from . import secrets, telemetry
-from .config import ConfigError, RunConfig, load_pod_config, result_file_from_env
+from .config import FULL_RESULT_FILE, ConfigError, RunConfig, load_pod_config, result_file_from_env
 from .events import EventSink, JsonEventSink, result_event_fields, secret_values
 from .hardening import end_strays, forbid_inspection
 from .outcome import Outcome, StopReason, write_result
+from .pidguard import PidGuard
+from .redaction import redacted_stderr
 from .runner import Runner
 
 
-def finish(outcome: Outcome, sink: EventSink, result_file: Path) -> int:
+def finish(outcome: Outcome, sink: EventSink, result_file: Path, full_result: Path | None = None) -> int:
     end_strays()  # in a pod: nothing a tool left running may rewrite the result after us
-    # The result leaves the pod (termination message -> Execution status): redact it like events.
-    outcome.summary = sink.scrub(outcome.summary)
-    if outcome.approval is not None:
-        approval = outcome.approval.items()
-        outcome.approval = {k: sink.scrub(v) if isinstance(v, str) else v for k, v in approval}
-    write_result(result_file, outcome)
-    sink.emit("result", **result_event_fields(outcome))
-    return outcome.exit_code
+    # All of the result leaves the pod (termination message -> Execution status and the next
+    # workflow step, the log, result.json): each is written from one copy redacted as a whole.
+    report = outcome.redacted(sink.redact)
+    write_result(result_file, report)
+    if full_result is not None:
+        save_full_result(full_result, report, sink)
+    sink.emit("result", **result_event_fields(report))
+    return report.exit_code
+
+
+def save_full_result(path: Path, report: Outcome, sink: EventSink) -> None:
+    """The untruncated result, <workspace>/.agentry/result.json."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.full(), ensure_ascii=False), encoding="utf-8")
+    except OSError as err:
+        sink.emit("warning", message=f"cannot save the full result: {err}")
 
 
 def config_failure(message: str, sink: EventSink, result_file: Path) -> int:
@@ -54,18 +66,39 @@ async def _run_async(cfg: RunConfig, sink: EventSink) -> Outcome:
     # result still reaches the termination log within the grace period.
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
+    # In a pod: a tool that uses up the pod's process limit ends the run (pidguard.py).
+    guard = PidGuard.for_pod(runner.request_stop)
+    watch = asyncio.create_task(guard.watch()) if guard is not None else None
     try:
         with telemetry.run_span(cfg) as span:
-            outcome = await runner.run()
+            outcome = pid_limit_outcome(guard, await runner.run())
             telemetry.record_outcome(span, outcome)
             return outcome
     finally:
+        if watch is not None:
+            watch.cancel()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGTERM)
 
 
+def pid_limit_outcome(guard: PidGuard | None, outcome: Outcome) -> Outcome:
+    """The run's outcome, or `pid_limit` with its usage when the guard stopped it (the runner saw only
+    a stop request, whatever it was doing then)."""
+    if guard is None or not guard.check():
+        return outcome
+    outcome.stop_reason = StopReason.PID_LIMIT
+    outcome.summary = f"Stopped: {guard.note}."
+    outcome.approval = None
+    return outcome
+
+
 def execute(cfg: RunConfig, sink: EventSink) -> int:
     """Run a loaded config to its end; never raises, always writes a result."""
+    with redacted_stderr(sink.redactor):  # stderr is the pod's log too: tracebacks may quote secrets
+        return _execute(cfg, sink)
+
+
+def _execute(cfg: RunConfig, sink: EventSink) -> int:
     sink.bind(
         correlation_id=cfg.correlation_id,
         execution=cfg.execution,
@@ -85,7 +118,7 @@ def execute(cfg: RunConfig, sink: EventSink) -> int:
         outcome = Outcome(StopReason.ERROR, f"Internal error: {message}")
     finally:
         telemetry.stop()  # the spans leave before the process does
-    return finish(outcome, sink, cfg.result_file)
+    return finish(outcome, sink, cfg.result_file, cfg.state_dir / FULL_RESULT_FILE)
 
 
 def pod_main(env: Mapping[str, str] | None = None) -> int:

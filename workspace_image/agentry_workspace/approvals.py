@@ -93,14 +93,15 @@ def denied_result(events: EventSink, use: ToolUseBlock, decision: Decision) -> T
 
 
 def signed_state(
-    state: dict[str, Any], key: str, scrub: Callable[[str], str] | None = None
+    state: dict[str, Any], key: str, redact: Callable[[Any], Any] | None = None
 ) -> dict[str, Any]:
     """The `state` of an approval_request event, signed when the run has a state key (its Secret's;
     tools never see it), so the operator can tell it from a line a tool printed (statesig.py).
-    The state is scrubbed first, as the event's line will be: a secret a tool printed into the
-    conversation would otherwise be redacted after signing, and the signature would never verify."""
-    if scrub is not None:
-        state = json.loads(scrub(json.dumps(state, ensure_ascii=False)))
+    The state is redacted first, by the step the event then passes (which leaves it as it is): a
+    secret a tool printed into the conversation would otherwise be redacted after signing, and the
+    signature would never verify."""
+    if redact is not None:
+        state = redact(state)
     if not key:
         return {"state": state}
     return {"state": state, SIGNATURE_FIELD: sign_state(key, state)}

@@ -1,7 +1,7 @@
 """Step events: one JSON object per line on stdout, so `kubectl logs` and the API can follow a run.
 
-Every event has ts (RFC 3339, UTC), type, correlationId and execution. Provider keys never leave
-the process: each line is scrubbed of the key values present in the environment.
+Every event has ts (RFC 3339, UTC), type, correlationId and execution. Secrets never leave the
+process: each event passes the run's redaction step (redaction.py) before its line is written.
 """
 
 from __future__ import annotations
@@ -12,18 +12,35 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-# One key-shape pattern for the whole project lives with the models.
-from agentry_common.models import _SECRETISH
 from agentry_common.statesig import ENV_STATE_KEY
 
 from .outcome import Outcome
+from .redaction import Redactor
 
 # Never passed to tools and redacted from events: provider keys (or the run token standing in for them)
 # and the key that signs a paused run's state (agentry_common.statesig).
 SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN", ENV_STATE_KEY)
-REDACTED = "[REDACTED]"
 TEXT_IN_EVENTS = 4000  # characters of a model's message in a `turn` event
 RESULT_IN_EVENTS = 16384  # characters of the summary in the `result` event
+# The event types of the contract (workspace_image/README.md, "Output 1"; a test holds them equal).
+EVENT_TYPES = frozenset(
+    {
+        "start",
+        "mcp_servers",
+        "turn",
+        "tool_call",
+        "tool_result",
+        "usage",
+        "retry",
+        "fallback",
+        "breaker",
+        "approval_request",
+        "approval_decision",
+        "warning",
+        "error",
+        "result",
+    }
+)
 
 
 def now_rfc3339() -> str:
@@ -55,18 +72,19 @@ class EventSink:
     def __init__(self, *, correlation_id: str, execution: str, secrets: Iterable[str] = ()) -> None:
         self.correlation_id = correlation_id
         self.execution = execution
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self.redactor = Redactor(secrets)  # the run's one redaction step, for all that leaves it
 
     def bind(self, *, correlation_id: str, execution: str, secrets: Iterable[str]) -> None:
         """Set identity once the config is known (errors before that use what env said)."""
         self.correlation_id = correlation_id
         self.execution = execution
-        self._secrets = sorted(set(self._secrets) | set(secrets), key=len, reverse=True)
+        self.redactor.add(secrets)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return _SECRETISH.sub(REDACTED, text)
+        return self.redactor.text(text)
+
+    def redact(self, value: Any) -> Any:
+        return self.redactor.value(value)
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         event: dict[str, Any] = {
@@ -76,9 +94,11 @@ class EventSink:
             "execution": self.execution,
             **fields,
         }
-        line = self.scrub(json.dumps(event, ensure_ascii=False, default=str))
-        self.write(line, json.loads(line))
-        return event
+        # Redacted as a structure: in the serialized line JSON escaping could hide a secret.
+        line = json.dumps(self.redact(event), ensure_ascii=False)
+        written: dict[str, Any] = json.loads(line)
+        self.write(line, written)
+        return written
 
     def write(self, line: str, event: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class StopReason(StrEnum):
     DEADLINE = "deadline"
     BUDGET_EXCEEDED = RefusalType.BUDGET_EXCEEDED.value  # the LLM gateway's refusal, same word
     PROVIDERS_FAILED = "providers_failed"
+    PID_LIMIT = "pid_limit"  # a tool used up the pod's process limit (pidguard.py)
     APPROVAL_REQUIRED = "approval_required"
 
 
@@ -40,6 +42,7 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.DEADLINE: ExitCode.DEADLINE,
     StopReason.BUDGET_EXCEEDED: ExitCode.BUDGET_EXCEEDED,
     StopReason.PROVIDERS_FAILED: ExitCode.PROVIDERS_FAILED,
+    StopReason.PID_LIMIT: ExitCode.PID_LIMIT,
     StopReason.APPROVAL_REQUIRED: ExitCode.APPROVAL_REQUIRED,
 }
 # Only an internal error may succeed on a plain retry of the Job; every other stop is either
@@ -62,6 +65,11 @@ class Outcome:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.stop_reason]
+
+    def redacted(self, redact: Callable[[Any], Any]) -> Outcome:
+        """A copy with every field passed through `redact`: all of the result leaves the pod, so a
+        field added later is redacted too (tests/unit/workspace/test_outbound_redaction.py)."""
+        return replace(self, **{f.name: redact(getattr(self, f.name)) for f in fields(self)})
 
     def full(self) -> dict[str, Any]:
         """The untruncated result (written to <workspace>/.agentry/result.json)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from .approvals import (
     save_state,
     signed_state,
 )
-from .config import FULL_RESULT_FILE, ConfigError, RunConfig
+from .config import ConfigError, RunConfig
 from .events import TEXT_IN_EVENTS, EventSink, tool_env
 from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
@@ -126,8 +125,7 @@ class Runner:
         finally:
             for provider in self.providers:
                 await provider.aclose()
-        self._save_full_result(outcome)
-        return outcome
+        return outcome  # app.finish redacts it and writes it out (termination message, result.json)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -303,7 +301,7 @@ class Runner:
             input=use.input,
             timeoutSeconds=timeout,
             stateFile=str(state_path),
-            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, ""), self.events.scrub),
+            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, ""), self.events.redact),
         )
         return self._stop(
             StopReason.APPROVAL_REQUIRED,
@@ -367,14 +365,6 @@ class Runner:
             mcp=self._mcp,
             outputs=dict(self.outputs.values),
         )
-
-    def _save_full_result(self, outcome: Outcome) -> None:
-        try:
-            self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
-            path = self.cfg.state_dir / FULL_RESULT_FILE
-            path.write_text(json.dumps(outcome.full(), ensure_ascii=False), encoding="utf-8")
-        except OSError as err:
-            self.events.emit("warning", message=f"cannot save the full result: {err}")
 
     def _on_chain_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "retry":

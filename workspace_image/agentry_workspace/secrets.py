@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable, Mapping
 from agentry_common.models import SecretSpec
 
 from .config import ConfigError
+from .redaction import MIN_LENGTH
 
 ENV_REFS = "AGENTRY_SECRET_MANAGER_REFS"
 ENV_ENDPOINT = "AGENTRY_SECRET_MANAGER_ENDPOINT"
 ENV_TIMEOUT = "AGENTRY_SECRET_MANAGER_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # Values this short would redact ordinary words from every event; they are still never logged.
-MIN_REDACTED_LENGTH = 4
+MIN_REDACTED_LENGTH = MIN_LENGTH
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _RESOURCE = re.compile(r"^projects/[^/]+/secrets/[^/]+(/versions/[^/]+)?$")

@@ -8,27 +8,31 @@ agent), `saved`, `trial` (one part of a trial run: services/trials_feed.py), `de
 (`code`: LLM_REQUIRED, LLM_ERROR, INVALID, OVER_QUOTA, TRIAL_FAILED, ...). Authentication as for
 HTTP (cookie from the same origin, or an Authorization header); a refused connection is accepted and
 closed at once with code 4401 (not signed in), 4403 (cross-origin) or 4404 (not yours or absent) and
-a reason.
+a reason. The credential is asked again for as long as the socket is open (`Guard`): once it no longer
+holds (signed out, revoked, expired, the user deleted) the socket is closed with 4401 and why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnected
 
 from ..auth import User
+from ..credentials import LiveCredential
 from ..deps import AppState, CurrentUser, StateDep, authenticate, state_of
 from ..designer_llm import LLM_REQUIRED_MESSAGE
 from ..schemas_chat import MAX_TEXT, DecideFrame, TryFrame
 from ..services.designer import Designer
 from ..services.errors import Conflict, Invalid, NotFound, OverQuota, Unavailable
 from ..services.paging import Cursor, Limit, offset_of, page
-from ..services.trials_feed import Send, TrialFollower, new_entry, record
+from ..services.trials_feed import TrialFollower, new_entry, record
 from ..services.trials_run import TrialService
 from ..services.views import agent_out
 
@@ -47,6 +51,57 @@ class Chat:
     designer: Designer
     trials: TrialService
     follower: TrialFollower
+
+
+class Guard:
+    """A socket's live credential (credentials.py). It is read afresh before each frame the socket acts
+    on, and asked from a recent copy before each frame it sends and every few seconds while idle; once
+    it no longer holds, the socket is closed with 4401 and why, and nothing more is sent."""
+
+    def __init__(self, websocket: WebSocket, live: LiveCredential) -> None:
+        self.websocket, self.live = websocket, live
+        self.lock = asyncio.Lock()  # the trial follower sends from its own task
+        self.closed = False
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watch = asyncio.get_running_loop().create_task(self._close_when_ended())
+
+    async def _close_when_ended(self) -> None:
+        await self.close(4401, await self.live.until_ended())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def allows(self) -> bool:
+        """Whether to act on the frame just received (if not, the socket is closed)."""
+        reason = await self.live.ended(fresh=True)
+        if reason is not None:
+            await self.close(4401, reason)
+        return not self.closed
+
+    async def send(self, frame: Doc) -> None:
+        async with self.lock:
+            if self.closed:
+                return
+            reason = await self.live.ended()
+            if reason is not None:
+                await self._close(4401, reason)
+                return
+            await self.websocket.send_json(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self.lock:
+            await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):  # the client may have gone already
+                await self.websocket.close(code=code, reason=reason[:120])
 
 
 @router.get("/api/conversations")
@@ -97,25 +152,22 @@ async def chat(
     except OverQuota as exc:
         await websocket.close(code=4429, reason=exc.msg[:120])
         return
-    lock = asyncio.Lock()
-
-    async def send(frame: Doc) -> None:
-        async with lock:  # the trial follower sends from its own task
-            await websocket.send_json(frame)
-
+    guard = Guard(websocket, LiveCredential(state, user))
     trials = TrialService(state.store, state.cluster, state.bus, state.agents, state.quotas)
     follower = TrialFollower(
-        trials, state.bus, state.store, user, conv, send, state.settings.sse_poll_seconds
+        trials, state.bus, state.store, user, conv, guard.send, state.settings.sse_poll_seconds
     )
     chat_ = Chat(state, user, conv, designer, trials, follower)
+    guard.start()
     try:
-        await serve(websocket, chat_, send)
+        await serve(websocket, chat_, guard)
     finally:
+        await guard.stop()
         await follower.close()
 
 
-async def serve(websocket: WebSocket, chat_: Chat, send: Send) -> None:
-    conv = chat_.conv
+async def serve(websocket: WebSocket, chat_: Chat, guard: Guard) -> None:
+    conv, send = chat_.conv, guard.send
     history = [{"role": m["role"], "content": m["content"]} for m in conv["messages"]]
     await send(
         {
@@ -132,14 +184,16 @@ async def serve(websocket: WebSocket, chat_: Chat, send: Send) -> None:
     try:
         await chat_.follower.resume()
         await chat_.follower.sweep()
-        while True:
+        while not guard.closed:
             frame = await websocket.receive_json()
+            if not await guard.allows():  # every action is authorized when it happens
+                return
             for out in await answer(chat_, frame):
                 await send(out)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, WebSocketDisconnected):  # the client left, or the guard closed it
         return
     except ValueError:
-        await websocket.close(code=1003, reason="frames must be JSON")
+        await guard.close(1003, "frames must be JSON")
 
 
 def _invalid(message: str, errors: list[Doc] | None = None) -> Doc:

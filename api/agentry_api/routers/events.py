@@ -7,6 +7,10 @@ Firestore, page by page, then continues live: it re-reads Firestore whenever the
 event of its user in this process or, through the Firestore listener, in another replica) and every
 `sse_poll_seconds` in any case. Comments (`: ping`) are sent as heartbeats. Past
 `sse_max_connections` open streams in this process the answer is 503 with Retry-After.
+
+The credential the stream was opened with is asked again before each delivery and every
+`credential_check_seconds` while idle (credentials.py); once it no longer holds, the stream sends one
+`end` event saying why and closes, and gives its slot back as any closed stream does.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..auth import User
+from ..credentials import LiveCredential
 from ..deps import AppState, CurrentUser, StateDep
 from ..metrics import SSE_CONNECTIONS, SSE_REJECTED
 from ..services.quotas import STREAM_TTL_SECONDS
@@ -76,12 +81,18 @@ def report(event: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(json.dumps(data, default=str), event="report", id=str(event["seq"]))
 
 
+def end(reason: str) -> ServerSentEvent:
+    """The last event of a stream whose credential ended (no id: Last-Event-ID stays the last report's)."""
+    return ServerSentEvent(json.dumps({"kind": "end", "reason": reason}), event="end")
+
+
 async def stream(
     state: AppState, user: User, start: int | None, lease: str
 ) -> AsyncIterator[ServerSentEvent]:
     """The stream's body; the caller has counted it in `state.sse_open` and taken its lease (one of
     the user's `streams` slots) already; the lease is renewed while the stream is open."""
     SSE_CONNECTIONS.inc()
+    live = LiveCredential(state, user)
     renewed = time.monotonic()
     try:
         if start is None:
@@ -95,11 +106,16 @@ async def stream(
             while True:
                 sub.arm()
                 events = await state.store.events_after(user.id, last, REPLAY_PAGE)
-                for event in events:
-                    last = int(event["seq"])
-                    yield report(event)
-                if len(events) < REPLAY_PAGE:
-                    await sub.wait(state.settings.sse_poll_seconds)
+                reason = await live.ended()  # after the read: nothing written after the end goes out
+                if reason is None:
+                    for event in events:
+                        last = int(event["seq"])
+                        yield report(event)
+                    if len(events) < REPLAY_PAGE:
+                        reason = await live.idle(sub, state.settings.sse_poll_seconds)
+                if reason is not None:
+                    yield end(reason)
+                    return
                 if time.monotonic() - renewed > STREAM_TTL_SECONDS / 3:
                     renewed = time.monotonic()
                     await state.store.renew_stream(user.id, lease, STREAM_TTL_SECONDS)

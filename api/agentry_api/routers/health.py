@@ -1,4 +1,7 @@
-"""/healthz (process alive), /readyz (Firestore and the API server answer), /metrics."""
+"""/healthz (process alive), /readyz (Firestore and the API server answer): statuses only, for anyone.
+
+The metrics are not here: they have a port of their own (metrics.serve_metrics).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 
 from ..deps import StateDep
 
@@ -43,8 +45,3 @@ async def readyz(state: StateDep) -> JSONResponse:
         checks["watch"] = state.watcher.state()["healthy"]
     ready = firestore == "ok" and cluster == "ok"
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
-
-
-@router.get("/metrics")
-async def metrics() -> PlainTextResponse:
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

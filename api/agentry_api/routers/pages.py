@@ -1,6 +1,7 @@
 """The dashboard: server-rendered pages; a little JS (static/app.js) keeps them live from /api/events.
 
-A first visit creates a guest session (signed HttpOnly cookie). Lists are filled from the SSE
+A first visit creates a guest session (signed HttpOnly cookie) where guests are on; otherwise, and past
+the guest limit, the answer is the sign-in page (browser.py). Lists are filled from the SSE
 snapshot and kept current by `report` events; detail pages are rendered from Firestore and then
 updated by the same events (a run's LLM calls, which are not events, are re-read while it is active).
 Buttons send commands (202) and never update the page from the answer.
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..auth import User
-from ..deps import AppState, StateDep, authenticate
+from ..deps import AppState, StateDep, authenticate, unauthorized
 from ..services.budget_decisions import decisions
 from ..services.budget_view import BudgetsOut, budgets
 from ..services.calls import execution_calls
@@ -33,22 +34,19 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "web" / "te
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 
 
-async def page_user(request: Request, state: AppState) -> tuple[User | None, str | None]:
-    """The signed-in user, or a new guest and the session to set in its cookie."""
+async def page_user(request: Request, state: AppState) -> tuple[User, str | None]:
+    """The signed-in user, or a new guest and the session to set in its cookie. Neither: 401, or 429
+    past the guest limit of this address; a browser gets them as the sign-in page (browser.py)."""
     user = await authenticate(request, state)
     if user is not None:
         return user, None
     if not state.settings.guest_sessions:
-        return None, None
+        raise unauthorized("guest sessions are off on this server: sign in")
     return await new_guest(state, request)
 
 
 async def render(request: Request, state: AppState, template: str, page: str, **context: Any) -> Response:
     user, new = await page_user(request, state)
-    if user is None:
-        return templates.TemplateResponse(
-            request, "signin.html", {"page": "signin", "user": None}, status_code=401
-        )
     loader = context.pop("load", None)
     if loader is not None:
         try:

@@ -100,8 +100,10 @@ async def sign_out(request: Request, state: StateDep) -> Response:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin request refused")
     session_id = state.sessions.load(request.cookies.get(SESSION_COOKIE))
     if session_id is not None:
-        await state.store.end_session(session_id)
+        user_id = await state.store.end_session(session_id)
         state.session_cache.drop_session(session_id)
+        if user_id is not None:
+            state.credentials_ended(user_id)  # its open streams and sockets end, on every replica
     out = Response(status_code=status.HTTP_204_NO_CONTENT)
     out.delete_cookie(SESSION_COOKIE, path="/")
     return out
@@ -165,7 +167,7 @@ async def revoke_token(token_id: str, user: CurrentUser, state: StateDep) -> Res
     if not await state.store.revoke_token(user.id, token_id[:64]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "token not found")
     await state.store.end_sessions(user.id, token_id[:64])
-    state.session_cache.drop_user(user.id)  # its other sessions are read again: cheap, and rare
+    state.credentials_ended(user.id)  # its other sessions and tokens are read again: cheap, and rare
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -178,7 +180,7 @@ async def delete_account(state: AppState, user_id: str) -> None:
         if doc.get("source") == "api":
             await state.agents.delete(owner, str(doc["id"]))
     await state.store.delete_user(user_id)
-    state.forget_user(user_id)
+    state.credentials_ended(user_id)
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)

@@ -29,7 +29,7 @@ from agentry_common.policy import (
     violations,
 )
 
-from ..auth import User, owner_label
+from ..auth import User, is_guest_id, owner_label
 from ..cluster import (
     ANNOTATION_DISPLAY_NAME,
     LABEL_OWNER,
@@ -186,7 +186,10 @@ class AgentService:
             raise Invalid(refused_field(exc), f"the cluster refused the agent: {api_message(exc)}") from exc
 
     def _manifest(self, doc: Doc) -> Doc:
-        return self.cluster.agent_manifest(doc["id"], doc["spec"], owner_label(doc["userId"]), doc["name"])
+        user_id = doc["userId"]
+        return self.cluster.agent_manifest(
+            doc["id"], doc["spec"], owner_label(user_id), doc["name"], guest=is_guest_id(user_id)
+        )
 
     async def create(self, user: User, body: AgentIn) -> Doc:
         await self.enforce_policy(body.spec)

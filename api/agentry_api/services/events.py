@@ -34,9 +34,11 @@ class Subscription:
     def wake(self) -> None:
         self._event.set()
 
-    async def wait(self, seconds: float) -> None:
+    async def wait(self, seconds: float) -> bool:
+        """Until woken or `seconds` passed: whether it was woken."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
+        return self._event.is_set()
 
 
 class EventBus:

@@ -11,6 +11,9 @@ new replica is woken within a beat of starting.
 A datagram is `{"t": sent at (ms), "u": [user ids]}` as JSON followed by its HMAC-SHA256 under a key
 derived from the session secret, which every replica shares: a forged, stale (±30 s) or repeated
 datagram is dropped. It names only the users who may have news; the news is read from Firestore.
+With `"e": 1` the news is that a credential of theirs ended (sign-out, a revoked token, a deleted
+user): the receiver drops what it cached of them and their open channels ask again at once
+(credentials.py). A receiver that predates `e` only wakes their streams, which is harmless.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import PEER_WAKES
@@ -45,24 +49,33 @@ def peer_key(session_secret: str) -> bytes:
     return hmac.new(session_secret.encode(), KEY_CONTEXT, hashlib.sha256).digest()
 
 
-def _signed(key: bytes, users: list[str], now: float) -> bytes:
-    body = json.dumps({"t": int(now * 1000), "u": users}, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class Notice:
+    users: list[str]
+    ended: bool  # a credential of theirs ended, rather than an event of theirs written
+
+
+def _signed(key: bytes, users: list[str], now: float, ended: bool) -> bytes:
+    doc: dict[str, Any] = {"t": int(now * 1000), "u": users}
+    if ended:
+        doc["e"] = 1
+    body = json.dumps(doc, separators=(",", ":")).encode()
     return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
-def seal(key: bytes, users: Iterable[str], now: float) -> list[bytes]:
-    """The datagrams announcing `users`: as few as fit under MAX_DATAGRAM (a user id too long for
-    one is left to the listener)."""
+def seal(key: bytes, users: Iterable[str], now: float, ended: bool = False) -> list[bytes]:
+    """The datagrams announcing `users` (an event of theirs, or with `ended` the end of a credential):
+    as few as fit under MAX_DATAGRAM (a user id too long for one is left to the listener)."""
     datagrams: list[bytes] = []
     batch: list[str] = []
     sealed = b""  # `batch`, signed
     for user in users:
-        grown = _signed(key, [*batch, user], now)
+        grown = _signed(key, [*batch, user], now, ended)
         if len(grown) <= MAX_DATAGRAM:
             batch.append(user)
             sealed = grown
             continue
-        alone = _signed(key, [user], now)
+        alone = _signed(key, [user], now, ended)
         if len(alone) <= MAX_DATAGRAM:
             datagrams.append(sealed)
             batch, sealed = [user], alone
@@ -73,6 +86,12 @@ def seal(key: bytes, users: Iterable[str], now: float) -> list[bytes]:
 
 def unseal(key: bytes, data: bytes, now: float) -> list[str] | None:
     """The users a datagram announces; None when it is not ours, not intact or not recent."""
+    notice = open_notice(key, data, now)
+    return None if notice is None else notice.users
+
+
+def open_notice(key: bytes, data: bytes, now: float) -> Notice | None:
+    """What a datagram announces; None when it is not ours, not intact or not recent."""
     if len(data) <= TAG_BYTES or len(data) > MAX_DATAGRAM:
         return None
     body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
@@ -82,10 +101,12 @@ def unseal(key: bytes, data: bytes, now: float) -> list[str] | None:
         doc = json.loads(body)
     except ValueError:
         return None
+    if not isinstance(doc, dict):
+        return None
     sent, users = doc.get("t"), doc.get("u")
     if not isinstance(sent, int) or abs(now - sent / 1000) > MAX_AGE_SECONDS or not isinstance(users, list):
         return None
-    return [u for u in users if isinstance(u, str)]
+    return Notice([u for u in users if isinstance(u, str)], doc.get("e") == 1)
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -108,6 +129,7 @@ class PeerWake:
         self.peers: dict[str, tuple[str, int]] = {}
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # tags accepted in the last MAX_AGE
         self._wake: Wake | None = None
+        self._ended: Wake | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -122,11 +144,12 @@ class PeerWake:
             return None
         return cls(store, peer_key(secret), settings.peer_address, settings.peer_port)
 
-    async def start(self, wake: Wake) -> None:
+    async def start(self, wake: Wake, ended: Wake | None = None) -> None:
         """Bind, register, and learn the others (a store error is logged; the heartbeat retries). An
-        address that cannot be bound turns the wake-ups off, with a warning: the API still serves."""
+        address that cannot be bound turns the wake-ups off, with a warning: the API still serves.
+        `wake` gets the users of events announced, `ended` those whose credentials ended."""
         loop = asyncio.get_running_loop()
-        self._wake = wake
+        self._wake, self._ended = wake, ended
         try:
             self._transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Receiver(self), local_addr=(self.address, self.port)
@@ -164,11 +187,12 @@ class PeerWake:
             await asyncio.sleep(self.every)
             await self._beat_or_warn()
 
-    def send(self, users: Iterable[str]) -> None:
-        """Announce news for `users` to every other process (fire and forget)."""
+    def send(self, users: Iterable[str], ended: bool = False) -> None:
+        """Announce news for `users` to every other process (fire and forget): an event of theirs, or
+        with `ended` the end of a credential of theirs."""
         if self._transport is None or not self.peers:
             return
-        datagrams = seal(self.key, users, time.time())
+        datagrams = seal(self.key, users, time.time(), ended)
         for host, port in self.peers.values():
             for datagram in datagrams:
                 try:
@@ -180,14 +204,15 @@ class PeerWake:
 
     def received(self, data: bytes) -> None:
         now = time.time()
-        users = unseal(self.key, data, now)
+        notice = open_notice(self.key, data, now)
         tag = data[-TAG_BYTES:]
         while self._seen and next(iter(self._seen.values())) < now - 2 * MAX_AGE_SECONDS:
             self._seen.popitem(last=False)
-        if users is None or tag in self._seen:
+        if notice is None or tag in self._seen:
             PEER_WAKES.labels("refused").inc()
             return
         self._seen[tag] = now
         PEER_WAKES.labels("received").inc()
-        if self._wake is not None:
-            self._wake(users)
+        deliver = self._ended if notice.ended and self._ended is not None else self._wake
+        if deliver is not None:
+            deliver(notice.users)

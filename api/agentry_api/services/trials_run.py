@@ -91,7 +91,9 @@ class TrialService:
             "trial": True,
             "conversation": conv["id"],
         }
-        agent = self.cluster.agent_manifest(name, trial_spec(body.spec.wire()), user.owner_label, body.name)
+        agent = self.cluster.agent_manifest(
+            name, trial_spec(body.spec.wire()), user.owner_label, body.name, guest=user.kind == "guest"
+        )
         try:
             await self.cluster.apply_agent(mark_trial(agent, user.owner_label))
             await self.store.put_execution(doc)

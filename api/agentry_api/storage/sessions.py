@@ -41,10 +41,14 @@ class SessionStore(StoreBase):
     async def session(self, session_id: str) -> Doc | None:
         return await self._get(SESSIONS, session_key(session_id))
 
-    async def end_session(self, session_id: str) -> None:
+    async def end_session(self, session_id: str) -> str | None:
+        """End a session; whose it was (None: no such session)."""
         ref = self.db.collection(SESSIONS).document(session_key(session_id))
-        if (await ref.get()).exists:
-            await ref.update({"revoked": True, "revokedAt": now_iso()})
+        snap = await ref.get()
+        if not snap.exists:
+            return None
+        await ref.update({"revoked": True, "revokedAt": now_iso()})
+        return str((snap.to_dict() or {}).get("userId", "")) or None
 
     async def touch_session(self, session_id: str) -> None:
         await self.db.collection(SESSIONS).document(session_key(session_id)).update({"lastUsedAt": now_iso()})

@@ -14,14 +14,15 @@ from agentry_common.naming import cronjob_name
 
 from ..config import OperatorConfig
 from ..firetimes import jitter_seconds
-from ..tick import ENV_TICK_DELAY
+from ..tick import ENV_TICK_DELAY, ENV_TICK_OWNER
 from .job import RUNTIME_UID, owner_reference
 
 TICK_DEADLINE_SECONDS = 300
 
 
-def _tick_pod(agent_name: str, config: OperatorConfig, delay: int) -> dict[str, Any]:
-    """The pod of each scheduled tick: creates one Execution (agentry_operator.tick)."""
+def _tick_pod(agent_name: str, config: OperatorConfig, delay: int, owner: str) -> dict[str, Any]:
+    """The pod of each scheduled tick: creates one Execution (agentry_operator.tick), labelled with
+    the Agent's owner (the run gate starts an owned Agent's runs only when they carry it)."""
     return {
         "restartPolicy": "OnFailure",
         "serviceAccountName": config.tick_service_account,
@@ -41,6 +42,7 @@ def _tick_pod(agent_name: str, config: OperatorConfig, delay: int) -> dict[str, 
                 "env": [
                     {"name": c.ENV_AGENT, "value": agent_name},
                     {"name": ENV_TICK_DELAY, "value": str(delay)},  # spec.schedule.jitterSeconds
+                    {"name": ENV_TICK_OWNER, "value": owner},
                     {
                         "name": c.ENV_NAMESPACE,
                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -77,7 +79,8 @@ def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, An
         c.LABEL_COMPONENT: "schedule",
     }
     delay = jitter_seconds(f"{meta['namespace']}/{meta['name']}", schedule.jitter_seconds)
-    pod = _tick_pod(meta["name"], config, delay)
+    owner = str((meta.get("labels") or {}).get(c.LABEL_OWNER) or "")
+    pod = _tick_pod(meta["name"], config, delay, owner)
     spec: dict[str, Any] = {
         "schedule": agent["spec"]["schedule"]["cron"],
         "timeZone": schedule.time_zone,

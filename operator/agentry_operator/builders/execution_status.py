@@ -13,6 +13,7 @@ from agentry_common.exitcodes import REASONS, ExitCode
 from agentry_common.models import Phase, Risk
 
 from ..conditions import set_condition
+from .eviction import POD_EVICTED, storage_eviction, storage_message
 
 # Waiting reasons of a container that will not fix themselves: the run fails at once.
 IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -22,7 +23,6 @@ JOB_COMPLETE, JOB_FAILED = "Complete", "Failed"
 JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET = "FailureTarget", "SuccessCriteriaMet"
 JOB_DEADLINE_EXCEEDED = "DeadlineExceeded"  # a Job's activeDeadlineSeconds passed
 JOB_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-POD_EVICTED = "Evicted"
 POD_RUNNING, POD_SUCCEEDED = "Running", "Succeeded"  # pod phases
 POD_SCHEDULED, POD_UNSCHEDULABLE = "PodScheduled", "Unschedulable"
 
@@ -223,6 +223,10 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
 
     failed = conds.get(JOB_FAILED) or conds.get(JOB_FAILURE_TARGET)
     if failed:
+        evicted = storage_eviction(pod)
+        if evicted is not None:  # its exit code would read as a deadline or OOM (eviction.py)
+            text, end = storage_message(evicted, attempts), failed.get("lastTransitionTime")
+            return Observed(Phase.FAILED, Reason.STORAGE_LIMIT_EXCEEDED, text, completion_time=end, **base)
         return _failed(job, failed, code, report, attempts, base)
 
     if pod is not None:

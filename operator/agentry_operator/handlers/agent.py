@@ -18,6 +18,7 @@ from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configur
 from ..builders.agent_status import ARCHIVE_NAMES, archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
 from ..builders.model import model_label
+from ..builders.run_gate import owner_of
 from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import (
@@ -329,7 +330,9 @@ async def _create_scheduled(client: AsyncClient, agent: dict[str, Any], times: l
     for when in times:
         try:
             await client.create(
-                kube.Execution.from_dict(build_execution(meta["name"], meta["namespace"], when, owner))
+                kube.Execution.from_dict(
+                    build_execution(meta["name"], meta["namespace"], when, owner, owner_of(agent))
+                )
             )
         except ApiError as exc:
             if exc.status.code != 409:

@@ -29,6 +29,7 @@ from agentry_common.models import ScheduleBackend
 from agentry_common.naming import scheduled_execution_name
 
 from .. import kube
+from ..builders.run_gate import owner_of
 from ..burst import BURST
 from ..schedule import (
     cron_error,
@@ -200,7 +201,7 @@ class AgentTimers:
         """The time's Execution, owned by the Agent as the watch shows it (no adoption write later)."""
         body = self.state.agents.get(key)
         owner = agent_owner(body) if body and body["metadata"].get("uid") else None
-        return build_execution(key[1], key[0], when, owner)
+        return build_execution(key[1], key[0], when, owner, owner_of(body or {}))
 
     async def _post(self, key: Key, when: dt.datetime) -> str:
         try:

@@ -27,6 +27,7 @@ from ..builders.execution_status import observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
 from ..builders.job import build_job, effective_spec
 from ..builders.refusal import Action, backoff
+from ..builders.run_gate import WAIT_SECONDS, Held, owner_held
 from ..conditions import get_condition, now_rfc3339
 from ..config import OperatorConfig
 from ..tracing import reconcile_span
@@ -241,11 +242,34 @@ async def start(
         )
         return
 
+    # The run gate (run_gate.py): ownership and policy first, so that a refused run never acts on its
+    # Agent's other runs (concurrencyPolicy Replace); the owner's quotas after the schedule's own rules.
+    gate = state.gate
+    if await _held(client, state, body, owner_held(body, agent) or gate.policy_held(config, body, agent)):
+        return
     scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE
     if scheduled and await _schedule_gate(client, state, body, agent, logger):
         return
+    if await _held(client, state, body, await gate.admit(client, config, state, body, agent)):
+        return
 
     await _run(client, config, state, body, agent, logger)
+
+
+async def _held(client: AsyncClient, state: State, body: dict[str, Any], held: Held | None) -> bool:
+    """Write the gate's refusal (once: a waiting run is looked at again often); True if held."""
+    if held is None:
+        return False
+    status = body.get("status") or {}
+    if (status.get("phase"), status.get("reason"), status.get("message")) != (
+        held.phase.value,
+        held.reason,
+        held.message,
+    ):
+        await decide(client, state, body, held.phase, held.reason, held.message)
+    if held.phase == Phase.PENDING:
+        state.retry_later(key_of(body), WAIT_SECONDS)
+    return True
 
 
 async def _run(

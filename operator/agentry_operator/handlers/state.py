@@ -14,10 +14,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from agentry_common import constants as c
 from agentry_common.models import Phase
 from agentry_common.tracing import ANNOTATION_TRACEPARENT
 
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
+from .run_gate import RunGate
 from .starts import Starts
 
 if TYPE_CHECKING:
@@ -80,6 +82,10 @@ def phase_of(body: dict[str, Any]) -> Phase | None:
     return Phase(value) if value else None
 
 
+def _owner(body: dict[str, Any]) -> str:
+    return str(((body.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER) or "")
+
+
 def _ended(body: dict[str, Any]) -> bool:
     return (phase_of(body) or Phase.PENDING).terminal
 
@@ -91,6 +97,11 @@ class State:
         # Indexes over `executions`, kept by seen_execution/wrote_status/forget: names per Agent, and
         # the Executions waiting for an approval (the background loop checks their expiry).
         self.by_agent: dict[Key, set[str]] = {}
+        # Owner-labelled Executions per owner, and those waiting for a slot of their owner (the run
+        # gate, run_gate.py): one of the owner's runs ending wakes them at once.
+        self.by_owner: dict[str, set[Key]] = {}
+        self.quota_waiting: dict[str, set[Key]] = {}
+        self.gate = RunGate()
         self.waiting_approval: set[Key] = set()
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
         self.retry_at: dict[Key, float] = {}
@@ -125,6 +136,8 @@ class State:
         self._count(old, item)
         self.executions[key] = item
         self.by_agent.setdefault((key[0], item["spec"]["agentRef"]["name"]), set()).add(key[1])
+        if owner := _owner(item):
+            self.by_owner.setdefault(owner, set()).add(key)
         return item
 
     def wrote_status(self, key: Key, status: dict[str, Any]) -> None:
@@ -145,6 +158,11 @@ class State:
             names.discard(key[1])
             if not names:
                 self.by_agent.pop((key[0], item["spec"]["agentRef"]["name"]), None)
+            self._free_slot(item)
+            if (owner := _owner(item)) and (keys := self.by_owner.get(owner)) is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_owner[owner]
         self.waiting_approval.discard(key)
         self.waiting_for_agent.pop(key, None)
         self.retry_at.pop(key, None)
@@ -168,6 +186,13 @@ class State:
             PHASE_TRANSITIONS.labels(after.value).inc()
         ns = new["metadata"]["namespace"]
         self.dirty_agents.add((ns, new["spec"]["agentRef"]["name"]))
+        if after is not None and after.terminal:
+            self._free_slot(new)
+
+    def _free_slot(self, item: dict[str, Any]) -> None:
+        """A run of an owner ended (or went): the owner's runs waiting for a slot try again now."""
+        for key in self.quota_waiting.pop(_owner(item), ()):
+            self.retry_later(key, 0)
 
     def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:
         names = self.by_agent.get((namespace, agent), ())

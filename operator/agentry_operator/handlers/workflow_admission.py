@@ -17,8 +17,10 @@ from agentry_common import workflows as w
 from agentry_common.policy import AgentPolicy, load_policy
 
 from .. import kube
+from ..builders.run_gate import owner_of
 from ..config import get_config
 from ..context import find
+from ..webhook import owner_label_errors
 from ..workflows import graph
 from ..workflows.resources import Workflow
 from .workflow_schedule import schedule_errors
@@ -46,11 +48,13 @@ def _refuse(errors: list[str]) -> None:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
-async def _present(client: AsyncClient, namespace: str, names: set[str]) -> dict[str, bool]:
-    found = {}
+async def _owners(client: AsyncClient, namespace: str, names: set[str]) -> dict[str, str | None]:
+    """Each Agent's owner label ("" for none), None for an Agent that does not exist."""
+    found: dict[str, str | None] = {}
     for name in sorted(names):
         try:
-            found[name] = await kube.get_or_none(client, kube.Agent, name, namespace) is not None
+            agent = await kube.get_or_none(client, kube.Agent, name, namespace)
+            found[name] = None if agent is None else owner_of(agent)
         except ApiError as exc:
             raise kopf.AdmissionError(
                 f"spec.steps: the operator could not read Agent {name} ({exc.status.message}); refused",
@@ -69,22 +73,40 @@ def _schedule_errors(body: kopf.Body) -> list[str]:
     return schedule_errors(schedule) + [f"spec.schedule.{p.removeprefix('spec.')}" for p in problems]
 
 
-async def validate_workflow(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Workflows (CREATE, UPDATE of the spec): the graph, templates, and that each Agent exists."""
+def _owner_labels(kind: str, body: kopf.Body, userinfo: kopf.UserInfo, kwargs: dict[str, Any]) -> None:
+    """The owner labels: set or changed only by the identities that act for owners (webhook.py)."""
+    old = kwargs.get("old")
+    _refuse(
+        owner_label_errors(
+            kind, dict(body), dict(old) if old is not None else None, dict(userinfo), get_config()
+        )
+    )
+
+
+async def validate_workflow(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+    """Workflows (CREATE, UPDATE): the owner labels; for a new or changed spec the graph, templates,
+    and that each Agent exists and has the Workflow's owner."""
+    _owner_labels(w.WORKFLOW_KIND, body, userinfo, kwargs)
     spec = dict(body.get("spec") or {})
     old = kwargs.get("old")
-    if old is not None and dict(old.get("spec") or {}) == spec:
+    if old is not None and dict(old.get("spec") or {}) == spec and owner_of(old) == owner_of(body):
         return  # metadata only
     errors = graph.spec_errors(spec) + graph.priority_errors(spec, _policy()) + _schedule_errors(body)
     agents = {str((s.get("agentRef") or {}).get("name")) for s in graph.steps_of(spec)}
     namespace = _namespace(body, kwargs)
     if not errors and namespace:
-        errors = graph.agent_errors(spec, await _present(_client(memo), namespace, agents))
+        owners = await _owners(_client(memo), namespace, agents)
+        errors = graph.agent_errors(spec, {n: o is not None for n, o in owners.items()})
+        errors += graph.owner_errors(spec, owner_of(body), owners)
     _refuse(errors)
 
 
-async def validate_workflow_run(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """WorkflowRuns (CREATE; the spec is immutable): the Workflow exists and the parameters fit it."""
+async def validate_workflow_run(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+    """WorkflowRuns: the owner labels (CREATE, UPDATE); on CREATE (the spec is immutable) the Workflow
+    exists, the run has its owner, and the parameters fit it."""
+    _owner_labels(w.WORKFLOW_RUN_KIND, body, userinfo, kwargs)
+    if kwargs.get("old") is not None:
+        return
     spec = dict(body.get("spec") or {})
     name = str((spec.get("workflowRef") or {}).get("name") or "")
     namespace = _namespace(body, kwargs)
@@ -98,6 +120,13 @@ async def validate_workflow_run(body: kopf.Body, memo: Any, **kwargs: Any) -> No
     if workflow is None:
         _refuse([f"spec.workflowRef.name: no Workflow {name} in namespace {namespace}"])
         return
+    if owner_of(workflow) and owner_of(workflow) != owner_of(body):
+        _refuse(
+            [
+                f"metadata.labels.{c.LABEL_OWNER}: a WorkflowRun has its Workflow's owner; Workflow {name} "
+                "has another"
+            ]
+        )
     _refuse(graph.parameter_values(workflow, dict(spec.get("parameters") or {}))[1])
 
 
@@ -119,7 +148,7 @@ def register_webhooks(registry: kopf.OperatorRegistry) -> None:
         c.VERSION,
         w.WORKFLOW_RUN_PLURAL,
         id="validate-workflowrun",
-        operations=["CREATE"],
+        operations=["CREATE", "UPDATE"],
         ignore_failures=False,
         persistent=True,
         registry=registry,

@@ -7,6 +7,7 @@ import graphlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agentry_common import constants as c
 from agentry_common.policy import AgentPolicy, priority_violations
 from agentry_common.workflows import StepWhen
 
@@ -127,6 +128,18 @@ def agent_errors(spec: Doc, present: Mapping[str, bool]) -> list[str]:
         f"spec.steps[{i}].agentRef.name: no Agent {step['agentRef']['name']} in this namespace"
         for i, step in enumerate(steps_of(spec))
         if not present.get(str((step.get("agentRef") or {}).get("name")), True)
+    ]
+
+
+def owner_errors(spec: Doc, owner: str, owners: Mapping[str, str | None]) -> list[str]:
+    """Steps naming an Agent of another owner than the Workflow's (`owners`: each Agent's owner label,
+    "" for none, None when absent): a Workflow runs only its owner's Agents, and Agents without owner
+    (the run gate refuses the step's run otherwise)."""
+    return [
+        f"spec.steps[{i}].agentRef.name: Agent {name} has another owner than this Workflow "
+        f"(metadata.labels.{c.LABEL_OWNER}); a Workflow runs only its owner's Agents"
+        for i, step in enumerate(steps_of(spec))
+        if (found := owners.get(name := str((step.get("agentRef") or {}).get("name")))) and found != owner
     ]
 
 

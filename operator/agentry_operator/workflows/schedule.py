@@ -191,6 +191,9 @@ def build_run(workflow: Doc, when: dt.datetime) -> dict[str, Any]:
     spec: dict[str, Any] = {"workflowRef": {"name": meta["name"]}, "scheduledTime": rfc3339(when)}
     if schedule.get("parameters"):
         spec["parameters"] = dict(schedule["parameters"])
+    labels = {w.LABEL_WORKFLOW: meta["name"][:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value}
+    if owner_label := (meta.get("labels") or {}).get(c.LABEL_OWNER):
+        labels[c.LABEL_OWNER] = owner_label  # the run and its steps belong to the Workflow's owner
     owner = {
         "apiVersion": c.API_VERSION,
         "kind": w.WORKFLOW_KIND,
@@ -204,7 +207,7 @@ def build_run(workflow: Doc, when: dt.datetime) -> dict[str, Any]:
         "metadata": {
             "name": w.scheduled_run_name(meta["name"], int(when.timestamp())),
             "namespace": meta["namespace"],
-            "labels": {w.LABEL_WORKFLOW: meta["name"][:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value},
+            "labels": labels,
             "ownerReferences": [owner],
         },
         "spec": spec,

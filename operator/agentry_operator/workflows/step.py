@@ -137,9 +137,17 @@ def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
 def build_execution(
     run: Mapping[str, Any], step: Mapping[str, Any], attempt: int, input_text: str
 ) -> dict[str, Any]:
-    """The Execution of one attempt of `step`, labelled with its workflow, run, step and attempt and
-    owned by the run (deleting the run deletes its steps)."""
+    """The Execution of one attempt of `step`, labelled with its workflow, run, step and attempt (and
+    the run's owner, for the run gate) and owned by the run (deleting the run deletes its steps)."""
     meta = run["metadata"]
+    labels = {
+        w.LABEL_WORKFLOW: run["spec"]["workflowRef"]["name"][:63].rstrip("-."),
+        w.LABEL_WORKFLOW_RUN: meta["name"],
+        w.LABEL_WORKFLOW_STEP: step["name"],
+        w.LABEL_WORKFLOW_ATTEMPT: str(attempt),
+    }
+    if owner := (meta.get("labels") or {}).get(c.LABEL_OWNER):
+        labels[c.LABEL_OWNER] = owner
     spec: dict[str, Any] = {
         "agentRef": {"name": step["agentRef"]["name"]},
         "input": input_text[:MAX_INPUT],
@@ -156,12 +164,7 @@ def build_execution(
         "metadata": {
             "name": execution_name(meta["name"], step["name"], attempt),
             "namespace": meta["namespace"],
-            "labels": {
-                w.LABEL_WORKFLOW: run["spec"]["workflowRef"]["name"][:63].rstrip("-."),
-                w.LABEL_WORKFLOW_RUN: meta["name"],
-                w.LABEL_WORKFLOW_STEP: step["name"],
-                w.LABEL_WORKFLOW_ATTEMPT: str(attempt),
-            },
+            "labels": labels,
             "ownerReferences": [owner_reference(run)],
         },
         "spec": spec,

@@ -80,6 +80,7 @@ class SseReader:
         self.response = self._cm.__enter__()
         self.status = self.response.status_code
         self.comments = 0
+        self.done = threading.Event()  # set when the server ended the stream (or it broke)
         self._thread = threading.Thread(target=self._read, daemon=True)
         if self.status == 200:
             self._thread.start()
@@ -102,6 +103,8 @@ class SseReader:
                     )
         except Exception:
             pass
+        finally:
+            self.done.set()
 
     def next(self, timeout: float = 20) -> dict[str, Any]:
         import json

@@ -98,6 +98,7 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
         # Like `make dev`: guests, and a session cookie over plain http (the defaults are the safe ones).
         "guest_sessions": True,
         "cookie_secure": False,
+        "openapi": True,  # also as `make dev` has it; schemathesis reads it (off by default)
         # Tests of other features make many guests and runs from one address: quotas out of their
         # way (test_strangers.py sets low ones and attacks them).
         "guest_mints_per_hour": 10_000,

@@ -11,7 +11,9 @@ import yaml
 from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
+from agentry_api.auth import owner_label
 from agentry_api.cluster import Agent, Execution
+from agentry_common import constants as c_
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess
@@ -110,14 +112,16 @@ def test_executions_created_with_kubectl_belong_to_the_agents_owner(
 ) -> None:
     c = api.guest()
     agent = create_agent(c)
-    kube_client.create(
-        Execution.from_dict(
-            {
-                "metadata": {"name": "by-kubectl", "namespace": namespace},
-                "spec": {"agentRef": {"name": agent["id"]}},
-            }
-        )
-    )
+    body = {
+        "metadata": {"name": "by-kubectl", "namespace": namespace},
+        "spec": {"agentRef": {"name": agent["id"]}},
+    }
+    # Unlabelled, a run of a user's Agent is nobody's to start (docs/security.md, "Who may start a run").
+    with pytest.raises(ApiError, match=r"spec\.agentRef\.name: Agent .* belongs to an Agentry user"):
+        kube_client.create(Execution.from_dict(body))
+    # A cluster administrator acts for owners: labelled for the Agent's owner, it is theirs.
+    body["metadata"]["labels"] = {c_.LABEL_OWNER: owner_label(c.get("/api/me").json()["id"])}
+    kube_client.create(Execution.from_dict(body))
     ex = eventually(
         lambda: (r := c.get("/api/executions/by-kubectl")).status_code == 200 and r.json(), what="mirror"
     )

@@ -16,6 +16,8 @@ from lightkube import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from agentry_api.auth import owner_label
+from agentry_common import constants as c
 from agentry_common.resources import Agent, Execution
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
@@ -262,10 +264,12 @@ def test_an_execution_reusing_a_pruned_runs_name_is_not_mirrored_into_its_owner(
         lambda: not list(kube_client.list(Execution, namespace=namespace)), timeout=30, what="the prune"
     )
     mallory_agent = create_agent(mallory, name="Mallory agent")
+    # Labelled for Mallory, as a run of her Agent must be (the run gate; docs/security.md).
+    labels = {c.LABEL_OWNER: owner_label(mallory.get("/api/me").json()["id"])}
     kube_client.create(
         Execution.from_dict(
             {
-                "metadata": {"name": name, "namespace": namespace},
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
                 "spec": {"agentRef": {"name": mallory_agent["id"]}, "input": "mallory was here"},
             }
         )

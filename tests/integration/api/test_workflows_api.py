@@ -14,11 +14,11 @@ import pytest
 from lightkube import ApiError, Client
 
 from agentry_common.naming import job_name
-from agentry_common.resources import Execution, Workflow, WorkflowRun
+from agentry_common.resources import Agent, Execution, Workflow, WorkflowRun
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 
-from .helpers import SseReader, create_agent
+from .helpers import AGENT, SseReader, create_agent
 from .server import ApiServer, api_settings, start_api
 
 pytestmark = pytest.mark.integration
@@ -209,17 +209,23 @@ def test_the_workflow_quota(
 def test_runs_by_the_schedule_or_kubectl_are_the_workflow_owners(
     api: ApiServer, kube_client: Client, namespace: str
 ) -> None:
-    """The operator's scheduled runs carry no owner label: they are whoever owns the Workflow. A
-    Workflow made with kubectl is the import owner's (the admin token's user), as its Agents are."""
+    """The operator's scheduled runs carry the Workflow's owner label (the run gate counts their steps
+    for that owner). A Workflow made with kubectl is the import owner's (the admin token's user), as
+    its Agents are."""
     c = api.guest()
     agent = create_agent(c)["id"]
     wf = create(c, step("a", agent))
+    owner = kube_client.get(Workflow, wf["id"], namespace=namespace).metadata.labels["agentry.dev/owner"]
     scheduled = {
         "apiVersion": "agentry.dev/v1alpha1",
         "kind": "WorkflowRun",
         "metadata": {
             "name": f"{wf['id']}-1767225600"[:40],
-            "labels": {"agentry.dev/workflow": wf["id"], "agentry.dev/trigger": "Schedule"},
+            "labels": {
+                "agentry.dev/workflow": wf["id"],
+                "agentry.dev/trigger": "Schedule",
+                "agentry.dev/owner": owner,
+            },
         },
         "spec": {"workflowRef": {"name": wf["id"]}, "scheduledTime": "2026-01-01T00:00:00Z"},
     }
@@ -232,11 +238,14 @@ def test_runs_by_the_schedule_or_kubectl_are_the_workflow_owners(
     assert other.get(f"/api/workflow-runs/{run}").status_code == 404
 
     admin = api.client(headers={"Authorization": "Bearer admin-token-for-tests"})
+    # Its steps name kubectl Agents: a Workflow without owner may not run a user's Agent.
+    plain = {"metadata": {"name": "kubectl-agent", "namespace": namespace}, "spec": AGENT["spec"]}
+    kube_client.create(Agent.from_dict(plain))
     made = {
         "apiVersion": "agentry.dev/v1alpha1",
         "kind": "Workflow",
         "metadata": {"name": "by-kubectl"},
-        "spec": {"steps": [step("a", agent)]},
+        "spec": {"steps": [step("a", "kubectl-agent")]},
     }
     kube_client.create(Workflow.from_dict(made), namespace=namespace)
     assert "by-kubectl" in [w["id"] for w in admin.get("/api/workflows").json()["items"]]

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from lightkube import Client
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 
 from agentry_common.naming import token_secret_name
 from agentry_localcluster.kube import REPO, ControlPlane
@@ -470,6 +470,15 @@ def _service_account_kubeconfig(release: Release, path: Path) -> Path:
     return path
 
 
+def _policy_file(client: Client, release: Release, tmp_path: Path) -> Path:
+    found = [
+        cm for cm in client.list(ConfigMap, namespace=release.namespace) if "policy.json" in (cm.data or {})
+    ]
+    path = tmp_path / "policy.json"
+    path.write_text((found[0].data or {})["policy.json"])
+    return path
+
+
 def test_operator_works_with_exactly_the_charts_rbac(
     release: Release, client: Client, tmp_path: Path
 ) -> None:
@@ -520,6 +529,8 @@ def test_operator_works_with_exactly_the_charts_rbac(
             "AGENTRY_TOKEN_KEYS_DIR": str(keys_dir),
             "AGENTRY_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             "AGENTRY_OPENAI_BASE_URL": f"http://127.0.0.1:{gateway_port}/v1",
+            # The chart mounts its policy ConfigMap there; here the same file is written beside it.
+            "AGENTRY_POLICY_FILE": str(_policy_file(client, release, tmp_path)),
         }
     )
 

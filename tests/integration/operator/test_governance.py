@@ -177,6 +177,9 @@ def governed_operator(
         AGENTRY_ADMISSION_RECHECK_SECONDS="1",
         AGENTRY_ADMISSION_UNAVAILABLE_RETRY_SECONDS="1",
         AGENTRY_ADMISSION_TIMEOUT_SECONDS="3",
+        # Budgets are what this module tests: its runs (of one owner, never ending without a node) would
+        # otherwise fill the owner's run quota (tests/integration/operator/test_run_gate.py tests it).
+        AGENTRY_QUOTA_CONCURRENT_RUNS="0",
     )
     yield op
     op.proc.stop()
@@ -231,11 +234,10 @@ def make_agent(client: Client, ns: str, name: str, **spec: Any) -> Any:
 
 
 def make_execution(client: Client, ns: str, name: str, agent: str, **spec: Any) -> Any:
-    return client.create(
-        Execution.from_dict(
-            {"metadata": {"name": name, "namespace": ns}, "spec": {"agentRef": {"name": agent}, **spec}}
-        )
-    )
+    """A run of the user's Agent, labelled for its owner as the API labels it (the run gate)."""
+    meta = {"name": name, "namespace": ns, "labels": {"agentry.dev/owner": USER}}
+    body = {"metadata": meta, "spec": {"agentRef": {"name": agent}, **spec}}
+    return client.create(Execution.from_dict(body))
 
 
 def status(client: Client, name: str, ns: str) -> dict[str, Any]:

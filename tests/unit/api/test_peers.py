@@ -69,3 +69,17 @@ def test_an_address_that_cannot_be_bound_leaves_the_wake_ups_off(caplog: pytest.
     with caplog.at_level("WARNING", logger="agentry.api.peers"):
         asyncio.run(scenario())
     assert "peer wake-ups off: cannot bind 192.0.2.1" in caplog.text
+
+
+def test_an_ended_credential_is_announced_apart_from_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers.time, "time", lambda: NOW)
+    woken: list[list[str]] = []
+    ended: list[list[str]] = []
+    wake = PeerWake(PeerStore.__new__(PeerStore), KEY, "127.0.0.1")
+    wake._wake, wake._ended = woken.append, ended.append
+    [notice] = seal(KEY, ["alice"], NOW, ended=True)
+    wake.received(notice)
+    wake.received(seal(KEY, ["bob"], NOW)[0])
+    assert ended == [["alice"]] and woken == [["bob"]]
+    # A replica that predates the notice reads it as a wake-up of alice's streams: harmless.
+    assert unseal(KEY, notice, NOW) == ["alice"]

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from agentry_api.auth import Sessions
-from agentry_api.deps import email_allowed, expired, role_of, stale
+from agentry_api.credentials import expired
+from agentry_api.deps import email_allowed, role_of, stale
 from agentry_api.main import create_app, csp_for, request_id_of
 from agentry_api.routers.session import client_address
 from agentry_api.services.errors import Invalid

@@ -4,6 +4,7 @@ say), and an OIDC issuer refused without an audience at render time, as the API 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,22 @@ def test_large_numbers_from_a_values_file_stay_integers(tmp_path: Path) -> None:
     operator = one(objs, "Deployment", "agentry-operator")["spec"]["template"]["spec"]["containers"][0]
     ttl = [v for k, v in env_of(operator).items() if "TTL" in k]
     assert ttl == ["3000000"]
+
+
+def test_the_operators_run_gate_gets_the_apis_quotas_and_the_owners_agents() -> None:
+    """The run gate enforces the API's run quotas on every path (docs/security.md, "Who may start a
+    run"): the same values, the identities that act for owners, and a book out of tenants' reach."""
+    objs = render(api__quotas__concurrentRuns="3", api__guestQuotas__runsPerDay="7")
+    operator = one(objs, "Deployment", "agentry-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(operator)
+    assert env["AGENTRY_QUOTA_CONCURRENT_RUNS"] == "3"
+    assert env["AGENTRY_GUEST_QUOTA_RUNS_PER_DAY"] == "7"
+    assert env["AGENTRY_QUOTA_RUNS_PER_DAY"] == _api_env()["AGENTRY_QUOTA_RUNS_PER_DAY"]
+    writers = json.loads(env["AGENTRY_OWNER_LABEL_WRITERS"])
+    assert {w.rsplit(":", 1)[1] for w in writers} == {"agentry-api", "agentry-operator", "agentry-tick"}
+    state_ns = env["AGENTRY_STATE_NAMESPACE"]
+    role = one(objs, "Role", "agentry-operator-run-gate")
+    assert role["metadata"]["namespace"] == state_ns != "agentry-workloads"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch"]}
+    ]

@@ -87,10 +87,14 @@ def test_schema_refuses_a_bad_policy(sets: dict[str, str], error: str) -> None:
         render(**{k.replace(".", "__"): v for k, v in sets.items()})
 
 
-def test_only_the_apis_service_account_may_write_the_owner_label(default: list[Obj]) -> None:
+def test_only_the_identities_that_act_for_owners_may_write_the_owner_label(default: list[Obj]) -> None:
+    """The API (dashboard users' objects), the operator (workflow steps, timers, backfill) and the
+    schedule tick of the workload namespace (docs/security.md, "Who may start a run"); nobody else."""
     env = env_of(container(default, "agentry-operator"))
     writers = json.loads(env["AGENTRY_OWNER_LABEL_WRITERS"])
-    assert writers == ["system:serviceaccount:agentry-system:agentry-api"]
+    ticker = f"system:serviceaccount:{WORKLOADS}:agentry-tick"
+    operator = "system:serviceaccount:agentry-system:agentry-operator"
+    assert writers == ["system:serviceaccount:agentry-system:agentry-api", operator, ticker]
     config = OperatorConfig(owner_label_writers=env["AGENTRY_OWNER_LABEL_WRITERS"])
     assert config.owner_label_writers == writers
     assert env["AGENTRY_OWNER_LABEL_TRUST_MASTERS"] == "true"
@@ -104,7 +108,8 @@ def test_only_the_apis_service_account_may_write_the_owner_label(default: list[O
     assert json.loads(env["AGENTRY_OWNER_LABEL_WRITERS"]) == [*writers, "ci-bot"]
     assert env["AGENTRY_OWNER_LABEL_TRUST_MASTERS"] == "false"
     no_api = render(api__enabled="false")
-    assert json.loads(env_of(container(no_api, "agentry-operator"))["AGENTRY_OWNER_LABEL_WRITERS"]) == []
+    no_api_writers = json.loads(env_of(container(no_api, "agentry-operator"))["AGENTRY_OWNER_LABEL_WRITERS"])
+    assert no_api_writers == [operator, ticker]
 
 
 def test_workload_namespace_has_a_quota_and_limit_range(default: list[Obj]) -> None:
@@ -119,6 +124,23 @@ def test_workload_namespace_has_a_quota_and_limit_range(default: list[Obj]) -> N
         assert parse_quantity(limits["max"][resource]) >= parse_quantity(most), resource
     off = render(workloads__resourceQuota__enabled="false", workloads__limitRange__enabled="false")
     assert find(off, "ResourceQuota") == [] and find(off, "LimitRange") == []
+
+
+def test_every_container_of_the_workload_namespace_gets_a_disk_limit(default: list[Obj]) -> None:
+    """The kubelet evicts a pod over its ephemeral-storage limit; without a default a run pod had none."""
+    (limits,) = one(default, "LimitRange")["spec"]["limits"]
+    storage = {
+        k: parse_quantity(limits[k]["ephemeral-storage"]) for k in ("defaultRequest", "default", "max")
+    }
+    assert storage["defaultRequest"] <= storage["default"] <= storage["max"], storage
+    # Room for the run pod's two bounded emptyDirs (/workspace and /tmp) is the operator's sizeLimit.
+    assert storage["default"] >= parse_quantity(OperatorConfig().workspace_size_limit)
+    (limits,) = one(render(**{"workloads__limitRange__default__ephemeral-storage": "5Gi"}), "LimitRange")[
+        "spec"
+    ]["limits"]
+    assert limits["default"]["ephemeral-storage"] == "5Gi"
+    with pytest.raises(RenderError, match="ephemeral-storage"):
+        render(**{"workloads__limitRange__max__ephemeral-storage": "lots"})
 
 
 def test_run_pods_get_a_default_cpu_limit(default: list[Obj]) -> None:

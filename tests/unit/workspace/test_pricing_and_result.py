@@ -73,6 +73,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "max_cost": 12,
         "deadline": 13,
         "budget_exceeded": 14,
+        "pid_limit": 15,
         "providers_failed": 20,
         "approval_required": 30,
     }

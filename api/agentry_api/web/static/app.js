@@ -243,6 +243,11 @@ function connect() {
       reconnectMs = Math.min(reconnectMs * 2, 30000);
     }
   });
+  source.addEventListener("end", () => {
+    // The credential ended (signed out, revoked, deleted): a new stream would be refused as well.
+    source.close();
+    live.textContent = "signed out"; live.className = "live off";
+  });
   source.addEventListener("snapshot", (ev) => {
     const snap = JSON.parse(ev.data);
     state.agents = new Map(snap.agents.map((a) => [a.id, a]));
@@ -353,5 +358,6 @@ document.addEventListener("submit", async (ev) => {
   }
 });
 
-connect();
+// The sign-in and error pages show nothing live (signed out, the stream would answer 401 again and again).
+if (!["signin", "error"].includes(page)) connect();
 if (page === "execution") calls.follow($("#phase").textContent);

@@ -1,0 +1,84 @@
+"""The redaction step finds a secret in the forms a tool or the model prints it in, not only verbatim:
+trimmed of the newline a Secret often ends with, line by line when it has several, JSON-escaped,
+URL-encoded, base64 (standard or URL-safe, also inside a longer encoded text) and hex. Short values
+are left alone, and redacting twice changes nothing (a paused run's state is signed once redacted)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from agentry_workspace.events import RecordingSink
+
+pytestmark = pytest.mark.unit
+
+SECRET = 'Tok+en/s3cr3t?="ab'  # characters every encoding treats specially
+
+
+def scrub(text: str, secret: str = SECRET) -> str:
+    return RecordingSink(secrets=[secret]).scrub(text)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        SECRET,
+        json.dumps(SECRET)[1:-1],
+        quote(SECRET, safe=""),
+        quote_plus(SECRET),
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
+        binascii.hexlify(SECRET.encode()).decode(),
+        binascii.hexlify(SECRET.encode()).decode().upper(),
+    ],
+    ids=["verbatim", "json", "url", "url-plus", "base64", "base64url", "hex", "HEX"],
+)
+def test_each_encoded_form_is_redacted(form: str) -> None:
+    out = scrub(f"value: {form} end")
+    assert "[REDACTED]" in out and form not in out, out
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2])
+def test_base64_of_the_secret_inside_a_longer_text_is_redacted(offset: int) -> None:
+    """Base64 of `prefix + secret + suffix` holds the secret's encoding at one of three alignments."""
+    blob = base64.b64encode(b"p" * offset + b"Authorization: " + SECRET.encode() + b"\n").decode()
+    assert "[REDACTED]" in scrub(blob)
+
+
+def test_a_trailing_newline_of_the_value_does_not_hide_it() -> None:
+    assert scrub(f"token={SECRET}.", SECRET + "\n") == "token=[REDACTED]."
+
+
+def test_each_line_of_a_multiline_secret_is_redacted() -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASCBKcwggSjAgEAAoIBAQC7\n-----END KEY-----\n"
+    out = scrub("leaked: AASCBKcwggSjAgEAAoIBAQC7 only", key)
+    assert out == "leaked: [REDACTED] only"
+
+
+def test_short_values_and_ordinary_text_are_left_alone() -> None:
+    assert scrub("the pin is abc", "abc") == "the pin is abc"
+    assert scrub("nothing secret here") == "nothing secret here"
+
+
+@pytest.mark.parametrize("secret", [SECRET, "REDACTED", "[REDACTED]", "ED]xyzxyz"])
+def test_redacting_twice_changes_nothing(secret: str) -> None:
+    sink = RecordingSink(secrets=[secret])
+    once = sink.scrub(f"a {secret} b {base64.b64encode(secret.encode()).decode()} c")
+    assert sink.scrub(once) == once and secret not in once.replace("[REDACTED]", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"cut here: {SECRET[:9]}…", "cut here: [REDACTED]…"),  # one_line() cut it
+        (f"cut here: {SECRET[:9]}", "cut here: [REDACTED]"),  # an event's limit cut it
+        (f"{SECRET[-9:]} is the tail", "[REDACTED] is the tail"),  # a tail of stderr began there
+        (f"too short to tell: {SECRET[:7]}", f"too short to tell: {SECRET[:7]}"),
+    ],
+)
+def test_a_piece_of_a_secret_where_a_text_was_cut_is_redacted(text: str, expected: str) -> None:
+    assert scrub(text) == expected
