@@ -32,8 +32,8 @@ from agentry_common.policy import (
 )
 
 from .builders.agent_status import spec_errors
-from .builders.governance import PROVIDER_KEY_ENVS
-from .builders.run_gate import owner_error, owner_of
+from .builders.governance import PROVIDER_KEY_ENVS, owner_of
+from .builders.run_gate import owner_error
 from .config import OperatorConfig
 
 MASTERS = "system:masters"

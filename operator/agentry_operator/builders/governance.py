@@ -4,7 +4,7 @@ Execution's status, and the run token's Secret. No API or HTTP calls; unit-teste
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +53,10 @@ def model_chain(spec: AgentSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys([spec.model.name, *(f.name for f in spec.model.fallbacks)]))
 
 
-def owner_of(agent: dict[str, Any]) -> str:
-    """The budget user: the Agent's owner label ("" -> the gateway budgets by namespace)."""
-    return str(((agent.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER, ""))
+def owner_of(obj: Mapping[str, Any]) -> str:
+    """An object's owner label, "" for none (an Agent's: the budget user; "" -> the gateway budgets by
+    namespace; also the run gate's owner, builders/run_gate.py)."""
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER) or "")
 
 
 def _parse(value: str | None) -> dt.datetime | None:

@@ -30,6 +30,7 @@ from agentry_common.models import AgentSpec, Phase
 from agentry_common.policy import AgentPolicy, priority_violations, violations
 
 from ..config import OperatorConfig
+from .governance import owner_of
 
 WAIT_SECONDS = 30.0  # a run waiting for the owner's slot also looks again this often (an end wakes it)
 
@@ -53,10 +54,6 @@ class Held:
 
 def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
-
-
-def owner_of(obj: Mapping[str, Any]) -> str:
-    return str(labels_of(obj).get(c.LABEL_OWNER) or "")
 
 
 def limits_of(agent: Mapping[str, Any], config: OperatorConfig) -> Limits:

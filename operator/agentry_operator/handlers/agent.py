@@ -17,8 +17,8 @@ from .. import kube
 from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configured, uses_cloud_scheduler
 from ..builders.agent_status import ARCHIVE_NAMES, archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
+from ..builders.governance import owner_of
 from ..builders.model import model_label
-from ..builders.run_gate import owner_of
 from ..conditions import set_condition
 from ..config import OperatorConfig
 from ..schedule import (

@@ -29,7 +29,7 @@ from agentry_common.models import ScheduleBackend
 from agentry_common.naming import scheduled_execution_name
 
 from .. import kube
-from ..builders.run_gate import owner_of
+from ..builders.governance import owner_of
 from ..burst import BURST
 from ..schedule import (
     cron_error,

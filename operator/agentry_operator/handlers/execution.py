@@ -33,7 +33,7 @@ from ..config import OperatorConfig
 from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
-from .outcome import decide, key_of, on_job, on_pod, resync, write_status
+from .outcome import decide, key_of, on_job, on_pod, resync, said, write_status
 from .state import Key, Logger, State, phase_of
 
 __all__ = ["cancel", "on_execution", "on_job", "on_pod", "start"]
@@ -117,11 +117,7 @@ async def _waiting(
             _retry(state, body, exc, logger)
         return
     status = body.get("status") or {}
-    if outcome is not None and (status.get("phase"), status.get("reason"), status.get("message")) != (
-        outcome[0].value,
-        outcome[1],
-        outcome[2],
-    ):
+    if outcome is not None and not said(status, outcome[0], outcome[1], outcome[2]):
         await decide(client, state, body, *outcome)
     if outcome is None and phase_of(state.executions.get(key_of(body), body)) != Phase.WAITING_APPROVAL:
         # Resumed: its Job may be one adopted after a crash, already run (even ended) meanwhile;
@@ -261,11 +257,7 @@ async def _held(client: AsyncClient, state: State, body: dict[str, Any], held: H
     if held is None:
         return False
     status = body.get("status") or {}
-    if (status.get("phase"), status.get("reason"), status.get("message")) != (
-        held.phase.value,
-        held.reason,
-        held.message,
-    ):
+    if not said(status, held.phase, held.reason, held.message):
         await decide(client, state, body, held.phase, held.reason, held.message)
     if held.phase == Phase.PENDING:
         state.retry_later(key_of(body), WAIT_SECONDS)
@@ -292,11 +284,7 @@ async def _run(
         if verdict is None:
             return  # asked recently (its retry is scheduled), or being asked
         if not verdict.start:
-            if (status.get("phase"), status.get("reason"), status.get("message")) != (
-                verdict.phase.value,
-                verdict.reason,
-                verdict.message,
-            ):
+            if not said(status, verdict.phase, verdict.reason, verdict.message):
                 await decide(
                     client, state, body, verdict.phase, verdict.reason, verdict.message, verdict.conditions
                 )

@@ -47,6 +47,15 @@ async def write_status(
         await state.governance.end(body)
 
 
+def said(status: dict[str, Any], phase: Phase, reason: str, message: str) -> bool:
+    """Whether the status says this already (its phase, reason and message): nothing to write."""
+    return (status.get("phase"), status.get("reason"), status.get("message")) == (
+        phase.value,
+        reason,
+        message,
+    )
+
+
 async def decide(
     client: AsyncClient,
     state: State,
@@ -218,11 +227,7 @@ async def apply(
         if status.get("phase") == Phase.WAITING_APPROVAL.value:
             return
         seen = await pause(client, state, body, seen, pods)
-    if (status.get("phase"), status.get("reason"), status.get("message")) == (
-        seen.phase.value,
-        seen.reason,
-        seen.message,
-    ) and not seen.phase.terminal:
+    if said(status, seen.phase, seen.reason, seen.message) and not seen.phase.terminal:
         return
     patch = status_patch(status, seen, body["metadata"].get("generation"), now_rfc3339())
     await write_status(client, state, body, patch)

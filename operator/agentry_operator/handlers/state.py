@@ -14,10 +14,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from agentry_common import constants as c
 from agentry_common.models import Phase
 from agentry_common.tracing import ANNOTATION_TRACEPARENT
 
+from ..builders.governance import owner_of
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 from .run_gate import RunGate
 from .starts import Starts
@@ -82,10 +82,6 @@ def phase_of(body: dict[str, Any]) -> Phase | None:
     return Phase(value) if value else None
 
 
-def _owner(body: dict[str, Any]) -> str:
-    return str(((body.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER) or "")
-
-
 def _ended(body: dict[str, Any]) -> bool:
     return (phase_of(body) or Phase.PENDING).terminal
 
@@ -136,7 +132,7 @@ class State:
         self._count(old, item)
         self.executions[key] = item
         self.by_agent.setdefault((key[0], item["spec"]["agentRef"]["name"]), set()).add(key[1])
-        if owner := _owner(item):
+        if owner := owner_of(item):
             self.by_owner.setdefault(owner, set()).add(key)
         return item
 
@@ -159,7 +155,7 @@ class State:
             if not names:
                 self.by_agent.pop((key[0], item["spec"]["agentRef"]["name"]), None)
             self._free_slot(item)
-            if (owner := _owner(item)) and (keys := self.by_owner.get(owner)) is not None:
+            if (owner := owner_of(item)) and (keys := self.by_owner.get(owner)) is not None:
                 keys.discard(key)
                 if not keys:
                     del self.by_owner[owner]
@@ -191,7 +187,7 @@ class State:
 
     def _free_slot(self, item: dict[str, Any]) -> None:
         """A run of an owner ended (or went): the owner's runs waiting for a slot try again now."""
-        for key in self.quota_waiting.pop(_owner(item), ()):
+        for key in self.quota_waiting.pop(owner_of(item), ()):
             self.retry_later(key, 0)
 
     def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from agentry_common import workflows as w
 from agentry_common.policy import AgentPolicy, load_policy
 
 from .. import kube
-from ..builders.run_gate import owner_of
+from ..builders.governance import owner_of
 from ..config import get_config
 from ..context import find
 from ..webhook import owner_label_errors
