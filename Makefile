@@ -60,12 +60,13 @@ dev-down: install ## Stop a running (or detached, or killed) `make dev` and remo
 	$(PY) -m agentry_localcluster.cli down
 
 .PHONY: lint
-lint: install ## ruff, mypy --strict, the import contracts between components (lint-imports), the README layout table
+lint: install ## ruff, mypy --strict, the import contracts between components (lint-imports), the README layout table, the operator's typing bar
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports --no-cache
 	$(PY) hack/layout.py --check
+	$(PY) hack/typing_bar.py
 
 # $(call timed,<what>,<command>): run it, then print how long it took and its exit code.
 timed = t=$$(date +%s); $(2); rc=$$?; echo "[make test] $(1): $$(( $$(date +%s) - t )) s (exit $$rc)"; exit $$rc
@@ -75,13 +76,8 @@ prepare: install system-deps ## One-time builds every tier needs (Kubernetes + n
 	@$(call timed,one-time builds,$(PY) -m agentry_localcluster.prepare)
 
 .PHONY: test
-test: install system-deps ## All test tiers: lint, one-time builds, unit, integration, e2e (starts every server it needs)
-	@$(call timed,lint,$(MAKE) --no-print-directory lint)
-	@$(MAKE) --no-print-directory prepare
-	@$(call timed,unit tier,$(PYTEST) -m unit -q $(PARALLEL))
-	@$(call timed,integration tier,$(PYTEST) -m "integration and not chaos" -q $(PARALLEL) --durations=15)
-	@$(call timed,e2e tier,$(PYTEST) -m e2e -q --durations=10)
-	@$(call timed,chaos tier,$(PYTEST) -m chaos -q)
+test: install system-deps ## All test tiers: lint, unit, integration, chaos, e2e, each as soon as its one-time builds are done (starts every server it needs)
+	@$(PY) -m agentry_localcluster.tiers
 
 .PHONY: test-unit
 test-unit: install ## Unit tier only (no servers)

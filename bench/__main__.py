@@ -39,8 +39,8 @@ from lightkube.types import PatchType
 
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_operator import kube
+from agentry_operator.controller.wire import JSON, collection
 from agentry_operator.kube import Execution
-from agentry_operator.wire import JSON, collection
 
 from .operator_proc import Peak, PlaneCpu, cpu_line, plane_with_crds, record_rss, start_operator, wait_count
 from .results import record

@@ -25,7 +25,7 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.resources.core_v1 import Pod
 
 from agentry_common import constants as c
-from agentry_operator.wire import collection
+from agentry_operator.controller.wire import collection
 
 from .runs import EXECUTIONS, JOBS, operator_writes, start_run, wire_for
 

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.resources.core_v1 import Namespace
@@ -18,10 +17,11 @@ from agentry_operator import kube
 from agentry_operator.builders.execution_status import observe, status_patch
 from agentry_operator.builders.job import build_job
 from agentry_operator.conditions import now_rfc3339
-from agentry_operator.config import OperatorConfig
+from agentry_operator.controller.client import TIMEOUT
+from agentry_operator.controller.transport import AiohttpTransport
+from agentry_operator.controller.wire import Wire
 from agentry_operator.kube import Execution
-from agentry_operator.transport import AiohttpTransport
-from agentry_operator.wire import Wire
+from agentry_operator.settings import Settings
 
 JOBS, EXECUTIONS = kube.raw("batch/v1", "Job"), kube.raw("agentry.dev/v1alpha1", "Execution")
 Writes = Callable[[str, int, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
@@ -33,7 +33,7 @@ AGENT_SPEC = {
 }
 
 
-CONFIG = OperatorConfig()  # the operator's defaults, read once (as the operator does)
+CONFIG = Settings()  # the operator's defaults, read once (as the operator does)
 
 
 def execution_manifest(ns: str, name: str, agent: str) -> dict[str, Any]:
@@ -51,23 +51,24 @@ def operator_writes(ns: str, i: int, execution: dict[str, Any]) -> tuple[dict[st
     agent = {"metadata": {"name": "bench", "namespace": ns}, "spec": AGENT_SPEC}
     correlation_id = uuid.uuid4().hex
     job = build_job(execution, agent, correlation_id, CONFIG)
-    status = status_patch({}, observe(None, []), execution["metadata"].get("generation"), now_rfc3339())
-    return job, {**status, "jobName": job["metadata"]["name"], "correlationId": correlation_id}
+    generation, name = execution["metadata"].get("generation"), job["metadata"]["name"]
+    status = status_patch({}, observe(None, []), generation, now_rfc3339(), name, correlation_id)
+    return job, status.patch()
 
 
 @contextlib.asynccontextmanager
 async def wire_for(config: KubeConfig, concurrency: int) -> AsyncIterator[Wire]:
-    """The operator's hot path (agentry_operator/wire.py: aiohttp, no models) to the kubeconfig's
+    """The operator's hot path (agentry_operator/controller/wire.py: aiohttp, no models) to the kubeconfig's
     server, `concurrency` requests at once."""
     single = config.get()
     if single is None or single.user is None:
         raise SystemExit("the kubeconfig has no current context with a user")
     verify = verify_cluster(single.cluster, single.user, single.abs_file)
-    sender = AiohttpTransport(verify, httpx2.AsyncHTTPTransport(verify=verify), limit=concurrency)
+    sender = AiohttpTransport(verify, limit=concurrency)
     client = AsyncClient(config, field_manager="bench", transport=sender)
     try:
         await client.get(Namespace, "default")  # one request by lightkube: the transport has its auth
-        yield Wire(single.cluster.server, sender, "bench", kube.TIMEOUT, asyncio.Semaphore(concurrency))
+        yield Wire(single.cluster.server, sender, "bench", TIMEOUT, asyncio.Semaphore(concurrency))
     finally:
         await client.close()
 

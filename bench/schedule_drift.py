@@ -50,8 +50,8 @@ from agentry_common import workflows as w
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator import tick
-from agentry_operator.config import OperatorConfig
 from agentry_operator.kube import Agent, Execution, to_dict
+from agentry_operator.settings import Settings
 from agentry_operator.workflows.resources import Workflow
 
 from .__main__ import _namespace
@@ -233,7 +233,7 @@ class Bench:
 
     def agents(self, client: Client, namespaces: list[str]) -> Keys:
         """N scheduled Agents (CronJob backend), once the operator made their CronJobs."""
-        tick_sa = OperatorConfig().tick_service_account  # the chart makes it; tick pods need it
+        tick_sa = Settings().tick_service_account  # the chart makes it; tick pods need it
         for ns in namespaces:
             client.create(ServiceAccount(metadata=ObjectMeta(name=tick_sa, namespace=ns)))
         keys = self.keys(namespaces, "a")

@@ -4,8 +4,9 @@
 #   operator   images/python/Dockerfile (also the schedule tick image)
 #   api        images/python/Dockerfile (the API and dashboard)
 #   gateway    images/python/Dockerfile (the LLM gateway, with the provider layer agentry_llm)
-#   squid      images/squid/Dockerfile (the egress proxy: Debian's squid and its allow-list helper;
-#              the .deb files the Debian base lacks are downloaded on the host, like the wheels)
+#   squid      images/squid/Dockerfile (the egress proxy: Debian's squid and its allow-list helper,
+#              agentry_workspace/egress_acl.py with the http tool's tools/netpolicy.py; the .deb files
+#              the Debian base lacks are downloaded on the host, like the wheels)
 #
 # An image is rebuilt only when its inputs changed: a hash of the sources, Dockerfile, uv.lock and
 # build scripts is kept in $AGENTRY_CACHE/images/<component>.hash with the image id it produced.
@@ -63,7 +64,8 @@ inputs() {
   local dir
   case "$1" in
     workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh workspace_image/mcp-servers ;;
-    squid) echo images/squid hack/build-images.sh workspace_image/agentry_workspace/tools/netpolicy.py; return ;;
+    squid) echo images/squid hack/build-images.sh workspace_image/agentry_workspace/egress_acl.py \
+      workspace_image/agentry_workspace/tools/netpolicy.py; return ;;
     *) echo images/python hack/build-images.sh ;;
   esac
   for dir in $(member_dirs "$1"); do echo "$dir/pyproject.toml" "${dir}/$(basename "$(package_of "$dir")")"; done
@@ -176,8 +178,9 @@ build_squid() {
   "${apt[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && "${apt[@]}" >/dev/null; } \
     || die "apt-get download of ${SQUID_PACKAGES[*]} failed"
   rm -rf "$ctx/debs/partial" "$ctx/debs/lock" "$ctx/status"
-  cp "$REPO/images/squid/Dockerfile" "$REPO/images/squid/agentry_egress_acl.py" "$ctx/"
-  cp "$REPO/workspace_image/agentry_workspace/tools/netpolicy.py" "$ctx/"
+  cp "$REPO/images/squid/Dockerfile" "$ctx/"
+  cp "$REPO/workspace_image/agentry_workspace/egress_acl.py" \
+    "$REPO/workspace_image/agentry_workspace/tools/netpolicy.py" "$ctx/"
   log "squid: $(find "$ctx/debs" -name '*.deb' | wc -l) packages, $(du -sh "$ctx/debs" | cut -f1); docker build -t $tag"
   if ! DOCKER_BUILDKIT=0 docker build --network=none --build-arg "BASE_IMAGE=$BASE_TAG" -t "$tag" "$ctx" 2>&1 \
     | sed -u 's/^/    /' >&2; then

@@ -159,8 +159,11 @@ class Cluster:
                 return None
             raise
 
-    async def list_objects(self, res: Any, labels: dict[str, Any]) -> list[dict[str, Any]]:
-        listing = self.client.list(res, namespace=self.namespace, labels=labels)
+    async def list_objects(
+        self, res: Any, labels: dict[str, Any], fields: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """`fields`: a field selector (custom resources: only their CRD's `selectableFields`)."""
+        listing = self.client.list(res, namespace=self.namespace, labels=labels, fields=fields)
         return [to_dict(o) for o in await self._call(_collect(listing))]
 
     async def delete_object(self, res: Any, name: str) -> bool:

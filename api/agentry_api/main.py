@@ -62,7 +62,7 @@ from .services.feed import EventFeed, RevocationFeed
 from .services.peers import PeerWake
 from .services.quotas import Quotas
 from .services.runs import RunService
-from .services.trials_run import TrialService
+from .services.trials.run import TrialService
 from .services.workflow_feed import WorkflowRunFeed
 from .session_cache import SessionCache
 from .settings import Settings, get_settings

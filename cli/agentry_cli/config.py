@@ -1,7 +1,7 @@
 """Where the CLI finds the API and its token: flags, then the environment, then the config file.
 
 --api-url / --token           this command only
-AGENTRY_API_URL / AGENTRY_TOKEN
+AGENTRY_API_URL / AGENTRY_TOKEN  (settings.Settings)
 ~/.config/agentry/config.yaml  ($XDG_CONFIG_HOME, or the file AGENTRY_CONFIG names), written by
                                `agentry login` with mode 0600: {url: ..., token: ...}
 """
@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from .settings import Settings, get_settings
 
 ENV_URL = "AGENTRY_API_URL"
 ENV_TOKEN = "AGENTRY_TOKEN"
@@ -36,11 +38,11 @@ class Target:
     token: str
 
 
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG]).expanduser()
-    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+def config_path(settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    if settings.config:
+        return Path(settings.config).expanduser()
+    base = Path(settings.xdg_config_home) if settings.xdg_config_home else Path.home() / ".config"
     return base / "agentry" / "config.yaml"
 
 
@@ -70,10 +72,10 @@ def check_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def resolve(url: str | None, token: str | None, env: Mapping[str, str], file: Mapping[str, Any]) -> Target:
+def resolve(url: str | None, token: str | None, env: Settings, file: Mapping[str, Any]) -> Target:
     """The first of flag, environment and file for each of the two settings (pure)."""
-    chosen_url = url or env.get(ENV_URL) or file.get("url")
-    chosen_token = token or env.get(ENV_TOKEN) or file.get("token")
+    chosen_url = url or env.api_url or file.get("url")
+    chosen_token = token or env.token or file.get("token")
     if not chosen_url:
         raise ConfigError(f"no API URL: pass --api-url, set {ENV_URL}, or run `agentry login --url URL`")
     if not chosen_token:
@@ -84,10 +86,10 @@ def resolve(url: str | None, token: str | None, env: Mapping[str, str], file: Ma
 
 
 def load(url: str | None, token: str | None, path: Path | None = None) -> Target:
-    path = path or config_path()
+    env = get_settings()
+    path = path or config_path(env)
     # The file is read only when a flag or variable is missing: a broken file never blocks them.
-    env = os.environ
-    needs_file = not ((url or env.get(ENV_URL)) and (token or env.get(ENV_TOKEN)))
+    needs_file = not ((url or env.api_url) and (token or env.token))
     return resolve(url, token, env, read_file(path) if needs_file else {})
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,8 +34,8 @@ import httpx
 from agentry_common.records import Collection
 from agentry_common.tokens import Keyring, mint_service_token
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8090"
-DEFAULT_OPERATOR = "http://127.0.0.1:8080/healthz"
+from .settings import get_settings
+
 CRDS = ("agents.agentry.dev", "executions.agentry.dev")
 
 
@@ -161,7 +160,7 @@ async def check_channels(client: httpx.AsyncClient, url: str, token: str | None)
 
 
 async def check_firestore(project: str, database: str) -> Check:
-    where = os.environ.get("FIRESTORE_EMULATOR_HOST") or f"project {project}"
+    where = get_settings().firestore_emulator_host or f"project {project}"
     try:
         from google.cloud.firestore import AsyncClient
 
@@ -249,11 +248,9 @@ async def check_http(client: httpx.AsyncClient, name: str, url: str, hint: str) 
 def service_token(explicit: str | None) -> str | None:
     if explicit:
         return explicit
-    env = os.environ.get
+    env = get_settings()
     try:
-        keyring = Keyring.from_settings(
-            env("AGENTRY_TOKEN_KEYS_DIR"), env("AGENTRY_TOKEN_KEYS"), env("AGENTRY_TOKEN_KID")
-        )
+        keyring = Keyring.from_settings(env.token_keys_dir, env.token_keys, env.token_kid)
     except (OSError, ValueError):
         return None
     return mint_service_token(keyring, "doctor")
@@ -323,13 +320,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agentry doctor", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    p.add_argument("--gateway", default=os.environ.get("AGENTRY_GATEWAY_URL", DEFAULT_GATEWAY))
+    env = get_settings()
+    p.add_argument("--gateway", default=env.gateway_url)
     p.add_argument("--token", help="a service token (default: minted from AGENTRY_TOKEN_KEYS_DIR / _KEYS)")
-    p.add_argument("--operator-url", default=os.environ.get("AGENTRY_OPERATOR_HEALTH_URL", DEFAULT_OPERATOR))
-    p.add_argument("--api-url", default=os.environ.get("AGENTRY_API_URL"))
-    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "agentry-dev"))
+    p.add_argument("--operator-url", default=env.operator_health_url)
+    p.add_argument("--api-url", default=env.api_url)
+    p.add_argument("--project", default=env.google_cloud_project)
     p.add_argument("--database", default="(default)")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.add_argument("--kubeconfig", default=env.kubeconfig)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per check")
     p.add_argument(
         "--skip",

@@ -38,9 +38,15 @@ def stops(phase: str | None, stop_at_approval: bool) -> bool:
     return phase in TERMINAL_PHASES or (stop_at_approval and phase == Phase.WAITING_APPROVAL)
 
 
+def event_time(view: Mapping[str, Any]) -> str:
+    """When the report was recorded (`eventTime`); a view without one (a snapshot's) was last changed
+    at `updatedAt`. Never `createdAt`: in an execution report that is the run's creation time."""
+    return str(view.get("eventTime") or view.get("updatedAt") or "")
+
+
 def event_line(view: Mapping[str, Any]) -> str:
     """A run's report as one line, in the form of the API's stored-events log."""
-    text = f"{view.get('createdAt') or ''} {view.get('action') or 'status'} phase={view.get('phase')}"
+    text = f"{event_time(view)} {view.get('action') or 'status'} phase={view.get('phase')}"
     if view.get("reason"):
         text += f" reason={view['reason']}"
     if view.get("message"):

@@ -2,12 +2,13 @@
 
 A server imports tens of thousands of long-lived objects (modules, classes, the clients' protobuf
 and pydantic machinery) before it serves anything. CPython's full (generation 2) collection walks
-every tracked object, so each one paused the API's event loop for 25-75 ms under load: the requests
-caught behind it were the read latency's p99 (`bench/api_latency.py`). `gc.freeze()` moves the objects
-alive at that moment to a permanent generation the collector skips; what a server allocates later
-(requests, caches) is collected as before. Frozen objects are still freed when their last reference
-goes, but a cycle among them never is: so it happens once per process (a test process that starts
-many apps freezes the first one's only), after the start-up garbage has been collected.
+every tracked object, so each one pauses a server's event loop for tens of milliseconds under load,
+and the requests caught behind it make the read latency's tail (`bench/api_latency.py`).
+`gc.freeze()` moves the objects alive at that moment to a permanent generation the collector skips;
+what a server allocates later (requests, caches) is collected as before. Frozen objects are still
+freed when their last reference goes, but a cycle among them never is: so it happens once per process
+(a test process that starts many apps freezes the first one's only), after the start-up garbage has
+been collected.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def release_free_memory() -> bool:
 
     Why: what Python allocates above 512 bytes (response bodies, JSON documents, TLS buffers) comes
     from the C allocator, which returns a freed block to the kernel only when it lies at the top of
-    its heap. After a burst the heap is mostly free but still resident: 26 MiB of the operator's
-    241 MiB after taking on 10,000 runs (glibc's `mallinfo2`), which `malloc_trim` released at once.
-    It walks the free blocks (10-40 ms for a heap of 130 MiB here); ctypes releases the GIL meanwhile.
+    its heap. After a burst the heap is mostly free but still resident (glibc's `mallinfo2` shows how
+    much), which `malloc_trim` gives back at once. It walks the free blocks (milliseconds to tens of
+    milliseconds for a heap of a hundred MiB); ctypes releases the GIL meanwhile.
     """
     trim = _malloc_trim()
     if trim is None:

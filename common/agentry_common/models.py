@@ -27,6 +27,10 @@ class CRModel(BaseModel):
         """The object as it appears in a Kubernetes manifest (camelCase, no unset defaults)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def patch(self) -> dict[str, Any]:
+        """The object as a merge patch: only the fields set (camelCase); one set to None deletes it."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
 
 USD = Annotated[str, Field(pattern=r"^\d{1,6}(\.\d{1,6})?$")]
 

@@ -2,7 +2,7 @@
 
 Off unless OTEL_EXPORTER_OTLP_ENDPOINT (the standard variable) is set: then spans go over OTLP/HTTP
 (protobuf) through a batch processor flushed at exit; without it the API's no-op tracer is used, so
-untraced installations behave exactly as before. The SDK reads the other standard variables itself
+an untraced installation does no tracing work. The SDK reads the other standard variables itself
 (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG], OTEL_EXPORTER_OTLP_HEADERS).
 
 A run is one trace: the API stores its request's span context on the Execution

@@ -10,7 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from pydantic import Field
+
 from .constants import GROUP
+from .models import USD, Condition, CRModel, ScheduleState, SkippedRuns
 from .naming import short_hash
 
 WORKFLOW_KIND: Final = "Workflow"
@@ -23,6 +26,9 @@ LABEL_WORKFLOW: Final = f"{GROUP}/workflow"
 LABEL_WORKFLOW_RUN: Final = f"{GROUP}/workflow-run"
 LABEL_WORKFLOW_STEP: Final = f"{GROUP}/workflow-step"
 LABEL_WORKFLOW_ATTEMPT: Final = f"{GROUP}/workflow-attempt"
+
+# The WorkflowRun CRD's selectable field: a field selector lists one Workflow's runs, however made.
+FIELD_RUN_WORKFLOW: Final = "spec.workflowRef.name"
 
 # Longest object name that also fits a label value (step Executions name their Jobs' labels).
 MAX_LABEL_NAME: Final = 63
@@ -99,3 +105,84 @@ class SkipReason(StrEnum):
 
     CATCHUP_WINDOW = "CatchupWindow"  # missed beyond catchupWindowSeconds / maxCatchupRuns
     CONCURRENCY_POLICY = "ConcurrencyPolicy"  # Forbid with a run active, or older than a Replace
+
+
+class WorkflowRunRef(CRModel):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class WorkflowRunSpec(CRModel):
+    workflow_ref: WorkflowRunRef
+    scheduled_time: str | None = None
+    cancel: bool = False
+    parameters: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class StepStatus(CRModel):
+    """One step of a run (status.steps[]): its phase, its attempts and what they used."""
+
+    name: str
+    phase: StepPhase
+    attempts: int | None = None
+    execution: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    next_attempt_time: str | None = None
+    tokens: int | None = None
+    cost_usd: USD | None = Field(default=None, alias="costUSD")
+    message: str | None = None
+
+
+class RunTotals(CRModel):
+    tokens: int = 0
+    cost_usd: USD = Field(default="0", alias="costUSD")
+
+
+class RunCondition(CRModel):
+    """A WorkflowRun's condition (its CRD has no observedGeneration: the run's spec does not change)."""
+
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    last_transition_time: str
+
+
+class WorkflowRunStatus(CRModel):
+    phase: RunPhase | None = None
+    reason: str | None = None
+    message: str | None = None
+    progress: str | None = None
+    workflow_generation: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    steps: list[StepStatus] = Field(default_factory=list, max_length=50)
+    totals: RunTotals | None = None
+    conditions: list[RunCondition] = Field(default_factory=list)
+
+
+class SkippedTimes(SkippedRuns):
+    """A Workflow schedule's skipped fire times, and why."""
+
+    reason: SkipReason | None = None
+
+
+class WorkflowScheduleState(ScheduleState):
+    last_skipped: SkippedTimes | None = None
+
+
+class LastRun(CRModel):
+    """The run of the Workflow that ended last (status.lastRun)."""
+
+    name: str
+    phase: RunPhase | None = None
+    completion_time: str | None = None
+    cost_usd: USD | None = Field(default=None, alias="costUSD")
+
+
+class WorkflowStatus(CRModel):
+    conditions: list[Condition] = Field(default_factory=list)
+    upcoming_runs: list[str] | None = Field(default=None, max_length=5)
+    last_schedule_time: str | None = None
+    schedule_state: WorkflowScheduleState | None = None
+    last_run: LastRun | None = None

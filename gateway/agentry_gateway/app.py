@@ -26,10 +26,11 @@ from agentry_common.heap import freeze_startup_heap
 from agentry_common.tokens import Keyring
 
 from . import telemetry
-from .config import GatewayConfig, Settings, get_settings, load_config
+from .config import GatewayConfig, load_config
 from .ledger import FirestoreLedger, Ledger, MemoryLedger
 from .routes import ROUTERS
 from .service import MAX_BODY_BYTES, Gateway
+from .settings import Settings, get_settings
 
 
 def build_ledger(settings: Settings, config: GatewayConfig) -> Ledger:

@@ -30,13 +30,14 @@ from .budgets import Amount, Decision, estimate_call
 from .budgets.admin_source import AdminPolicies
 from .calls import Call, Guarded, Rejected, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
-from .config import GatewayConfig, Settings
+from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
 from .metering import Meter
 from .metrics import Metrics
 from .probe import Prober
 from .relay import Item, SettlingStream, relay, run_chain
 from .routing import AUTO_MODEL, AutoDecision, ModelNotAllowed, NoRoute, Router
+from .settings import Settings
 from .wire import Parsed, WireError, WireProtocol
 from .wire import anthropic as anthropic_wire
 from .wire import openai as openai_wire

@@ -128,8 +128,6 @@ class Install:
                 "workspaceImage": {"tag": self.image_tag},
                 # Explicit, not left to the chart: the model of Agents that set no spec.model.
                 "defaultModel": self.providers.default_model,
-                # One instance, restarted by `make dev`: no peering wait between an old and a new pod.
-                "peering": {"enabled": False},
             },
             "api": {
                 "image": never,

@@ -1,6 +1,6 @@
 """Where the one-time builds and the local node's state live: one variable moves all of it.
 
-`AGENTRY_CACHE_DIR` (default `~/.cache/agentry`; `AGENTRY_CACHE` is the old name) holds the
+`AGENTRY_CACHE_DIR` (default `~/.cache/agentry`; `AGENTRY_CACHE` is read when it is unset) holds the
 Kubernetes binaries, wheels, image hashes, our dockerd's data root (hack/cache-env.sh) and the local
 node's containerd and kubelet state (`node/`). Pointing it at an empty directory reruns the cold path
 on a warm machine; the build scripts read the same variable.

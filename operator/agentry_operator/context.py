@@ -9,9 +9,10 @@ import kopf
 from lightkube import AsyncClient
 
 from .backends import ScheduleBackend
-from .config import OperatorConfig
+from .controller.namespaces import Namespaces
 from .handlers.agent_timers import AgentTimers
 from .handlers.state import State
+from .settings import Settings
 
 MEMO_KEY = "agentry"
 
@@ -20,14 +21,15 @@ MEMO_KEY = "agentry"
 class OperatorContext:
     """Set up at start-up (main.configure), closed at cleanup."""
 
-    config: OperatorConfig
+    config: Settings
     client: AsyncClient
     state: State
     scheduler: ScheduleBackend | None = None  # the Cloud Scheduler backend, when configured
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
     releaser: asyncio.Task[None] | None = None  # free C heap given back (agentry_common/heap.py)
     timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
-    watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' (watch.py)
+    watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' (controller/informer.py)
+    namespaces: Namespaces | None = None  # with namespace patterns: the matching namespaces' watches
 
 
 def store(memo: kopf.Memo, context: OperatorContext) -> None:

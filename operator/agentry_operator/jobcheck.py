@@ -27,7 +27,7 @@ from agentry_common.naming import job_name, token_secret_name
 
 from .builders.job import build_job
 from .builders.refusal import Action, classify, describe
-from .config import OperatorConfig
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"  # no Execution exists 
 SAMPLE_CORRELATION_ID = "dry-run"
 
 
-def sample_job(agent: Mapping[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+def sample_job(agent: Mapping[str, Any], namespace: str, config: Settings) -> dict[str, Any]:
     """The Job a manual run of `agent` (with no input of its own) would get, as build_job makes it."""
     meta = agent.get("metadata") or {}
     name = str(meta.get("name") or meta.get("generateName") or "agent")
@@ -53,7 +53,7 @@ def sample_job(agent: Mapping[str, Any], namespace: str, config: OperatorConfig)
 
 
 async def job_errors(
-    client: AsyncClient, agent: Mapping[str, Any], namespace: str, config: OperatorConfig
+    client: AsyncClient, agent: Mapping[str, Any], namespace: str, config: Settings
 ) -> list[str]:
     """Why the API server would refuse the Job of this Agent's runs (empty: it would not, or it
     cannot tell now). Nothing is created: the request is a server-side dry run."""

@@ -1,8 +1,6 @@
-"""The operator's API access: one lightkube AsyncClient, and create-or-adopt for children.
-
-lightkube instead of the official `kubernetes` client: same API server, a fraction of the import
-weight (the official client is most of a kopf operator's memory).
-"""
+"""The operator's API calls on its client (controller/client.py): create-or-adopt for children,
+status and merge patches, reads, deletes and Events, on the hot path (controller/wire.py) where the
+client has one."""
 
 from __future__ import annotations
 
@@ -11,10 +9,8 @@ import functools
 import logging
 from typing import Any
 
-import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict, resource_registry
-from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource
 from lightkube.models.core_v1 import EventSource, ObjectReference
@@ -23,48 +19,30 @@ from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import ConfigMap, Event, Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
-from agentry_common.resources import Agent, Execution
+from agentry_common.models import AgentStatus, CRModel, ExecutionStatus
+from agentry_common.resources import Agent, Execution, Workflow, WorkflowRun
+from agentry_common.workflows import WorkflowRunStatus, WorkflowStatus
 
-from . import gate
 from .builders.refusal import classify, describe
-from .transport import AiohttpTransport
-from .wire import Wire
+from .controller.client import FIELD_MANAGER, Client, new_client
 
-FIELD_MANAGER = "agentry-operator"
-# Objects per page of every listing: kopf's (its watches start with one) and the restart's resync
-# (handlers/outcome.py). A page's decoded objects all stay until the page is handled: with 10,000 runs,
-# kopf's pages of 500 instead of 100 took the restarted operator's peak RSS from 214 to 237 MiB
-# (bench/operator_scale.py).
+# Objects per page of every listing: kopf's and the informer's (their watches start with one) and the
+# restart's resync (handlers/outcome.py). A page's decoded objects all stay until the page is handled.
 LIST_CHUNK = 100
 
-__all__ = ["Agent", "ConfigMap", "CronJob", "Execution", "Job", "PatchType", "Pod", "Refused", "Secret"]
-
-
-# A request waits for a free connection as long as it takes (lightkube's default gives up after 10 s):
-# thousands of runs started at once queued past that and each failed into a retry backoff.
-TIMEOUT = httpx2.Timeout(10.0, pool=None)
-
-
-class Client(AsyncClient):
-    """lightkube's client, and beside it the hot path's requests on the same connections (wire.py)."""
-
-    wire: Wire
-
-
-def new_client() -> Client:
-    """The operator's client: lightkube's own configuration (kubeconfig or in-cluster), through a
-    transport that bounds the requests in flight (gate.py) and sends them with aiohttp (transport.py)."""
-    config = KubeConfig.from_env().get()
-    if config is None or config.user is None:
-        raise RuntimeError("the Kubernetes configuration has no current context with a user")
-    verify = verify_cluster(config.cluster, config.user, config.abs_file, trust_env=True)
-    pool = httpx2.Limits(max_connections=gate.LIMIT, max_keepalive_connections=gate.LIMIT)
-    streams = httpx2.AsyncHTTPTransport(verify=verify, limits=pool)
-    sender = AiohttpTransport(verify, streams, limit=gate.LIMIT)
-    gated = gate.GatedTransport(sender)
-    client = Client(config, field_manager=FIELD_MANAGER, timeout=TIMEOUT, transport=gated)
-    client.wire = Wire(config.cluster.server, sender, FIELD_MANAGER, TIMEOUT, gated.slots)
-    return client
+__all__ = [
+    "Agent",
+    "Client",
+    "ConfigMap",
+    "CronJob",
+    "Execution",
+    "Job",
+    "PatchType",
+    "Pod",
+    "Refused",
+    "Secret",
+    "new_client",
+]
 
 
 def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
@@ -74,10 +52,8 @@ def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
 
 @functools.cache
 def raw(api_version: str, kind: str) -> type[GenericNamespacedResource | GenericGlobalResource]:
-    """The kind as a plain-dict resource: created and answered without lightkube's typed models
-    (model conversions were ~12% of the operator's CPU in a profile of 1,000 starts; this one alone
-    did not move `python -m bench` measurably). Not registered: `from_dict` and watches keep the
-    typed model."""
+    """The kind as a plain-dict resource: created and answered without lightkube's typed models.
+    Not registered: `from_dict` keeps the typed model."""
     typed = resource_registry.load(api_version, kind)
     namespaced = issubclass(typed, NamespacedResource)
     base = GenericNamespacedResource if namespaced else GenericGlobalResource
@@ -119,7 +95,7 @@ class Refused(ApiError):
 
 async def create(client: AsyncClient, manifest: dict[str, Any]) -> None:
     """Create an object from a plain dict: on the hot path's connections when the client has them
-    (wire.py), else through lightkube. Errors are lightkube's `ApiError` (409 when it exists)."""
+    (controller/wire.py), else through lightkube. Errors are lightkube's `ApiError` (409: it exists)."""
     res = raw(manifest["apiVersion"], manifest["kind"])
     if not (isinstance(client, Client) and await client.wire.create(res, manifest)):
         await client.create(res.from_dict(manifest))
@@ -168,20 +144,36 @@ async def delete_quietly(client: AsyncClient, res: Any, name: str, namespace: st
     return True
 
 
+# The status model of each kind: the only shape its status is written in.
+STATUS_MODELS: dict[type[GenericNamespacedResource], type[CRModel]] = {
+    Agent: AgentStatus,
+    Execution: ExecutionStatus,
+    Workflow: WorkflowStatus,
+    WorkflowRun: WorkflowRunStatus,
+}
+
+
 async def patch_status(
     client: AsyncClient,
-    res: Any,
+    res: type[GenericNamespacedResource],
     name: str,
     namespace: str,
-    status: dict[str, Any],
+    status: CRModel,
     resource_version: str | None = None,
-) -> None:
-    body: dict[str, Any] = {"status": status}
+) -> dict[str, Any]:
+    """Merge-patch the status of one object with the fields set on `status`, a model of its kind's
+    status (STATUS_MODELS): a field the model lacks cannot be written, and one set to None is deleted.
+    Returns the patch as sent (camelCase), for the writer's own copy."""
+    model = STATUS_MODELS.get(res)
+    if model is None or type(status) is not model:
+        raise TypeError(f"the status of {res.__name__} is written as {model}, not {type(status).__name__}")
+    fields = status.patch()
+    body: dict[str, Any] = {"status": fields}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}  # optimistic lock
-    if isinstance(client, Client) and await client.wire.patch_status(res, name, namespace, body):
-        return
-    await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+    if not (isinstance(client, Client) and await client.wire.patch_status(res, name, namespace, body)):
+        await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+    return fields
 
 
 async def patch_merge(client: AsyncClient, res: Any, name: str, namespace: str, body: dict[str, Any]) -> None:

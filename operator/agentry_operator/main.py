@@ -25,8 +25,9 @@ from agentry_common.policy import AgentPolicy, load_policy
 
 from . import jobcheck, kube, logs, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
-from .config import OperatorConfig, get_config
 from .context import OperatorContext, context, find, store
+from .controller.namespaces import has_patterns
+from .controller.replicas import Scope, run_replicated
 from .essence import HandledEssence
 from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
@@ -35,10 +36,10 @@ from .handlers.execution import on_execution
 from .handlers.state import State
 from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
 from .registries import RECONCILE, WEBHOOKS
-from .replicas import Scope, run_replicated
 from .run_events import Timed
 from .run_events import register as register_runs
-from .session import connection_limit, has_patterns, login_handler
+from .session import connection_limit, login_handler
+from .settings import Settings, get_settings
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -46,7 +47,7 @@ G, V = c.GROUP, c.VERSION
 log = logging.getLogger("agentry.operator")
 
 
-def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
+def _webhook_server(config: Settings) -> kopf.WebhookServer:
     host = config.webhook_host or ("127.0.0.1" if config.webhook_addr == "0.0.0.0" else config.webhook_addr)
     if config.webhook_certfile and config.webhook_keyfile:
         certfile, keyfile, cafile = config.webhook_certfile, config.webhook_keyfile, None
@@ -66,7 +67,7 @@ def _webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
 
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Start-up of the reconciling side: kopf's storage, timeouts, and the operator's context."""
-    config = get_config()
+    config = get_settings()
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = HandledEssence(
@@ -78,9 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     settings.watching.chunk_size = kube.LIST_CHUNK  # a restart's listings in pages (three kinds side by side)
     # kopf keeps a worker per object until it has been idle this long (default 5 s): with thousands of
-    # objects changing at once, thousands of idle workers (a task, a queue, a context each). Peak RSS
-    # at 10,000 runs: 1 s 298 -> 243 MiB, 0.25 s 207 -> 185 MiB; after a restart (every object at
-    # once, each with its listed body) 0.25 s 202-207 MiB, 0.1 s 193 MiB (bench/operator_scale.py).
+    # Agents changing at once, thousands of idle workers (a task, a queue, a context each).
     settings.queueing.idle_timeout = 0.1
     ctx = OperatorContext(config=config, client=kube.new_client(), state=State())
     ctx.state.gate.policy = get_policy()  # the run gate applies the webhook's policy again at each start
@@ -98,7 +97,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Start-up of the webhook server; on a webhook-only replica also a context for its client."""
-    config = get_config()
+    config = get_settings()
     settings.admission.server = _webhook_server(config)
     if config.webhook_managed:
         settings.admission.managed = "agentry.dev"
@@ -113,7 +112,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in (ctx.refresher, ctx.releaser, *ctx.watches):
         if task is not None:
             task.cancel()
-    ctx.state.starts.cancel()
+    if ctx.namespaces is not None:
+        ctx.namespaces.stop_all()
+    ctx.state.queue.cancel()
     await ctx.client.close()
     if ctx.state.governance is not None:
         await ctx.state.governance.aclose()
@@ -181,7 +182,7 @@ def _old(kwargs: dict[str, Any]) -> dict[str, Any] | None:
 async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
     """Agents (CREATE, UPDATE): the spec rules and the Agent policy, the owner label, and (for a new
     or changed spec) a dry run of the Job its runs would get (jobcheck.py)."""
-    config, policy, old = get_config(), get_policy(), _old(kwargs)
+    config, policy, old = get_settings(), get_policy(), _old(kwargs)
     new = dict(body)
     namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
     errors = webhook.owner_label_errors(c.AGENT_KIND, new, old, dict(userinfo), config)
@@ -208,7 +209,7 @@ async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **
 def validate_execution_owner(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
     """Executions carrying the owner label (before or after): only the API may set or change it."""
     errors = webhook.owner_label_errors(
-        c.EXECUTION_KIND, dict(body), _old(kwargs), dict(userinfo), get_config()
+        c.EXECUTION_KIND, dict(body), _old(kwargs), dict(userinfo), get_settings()
     )
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
@@ -226,7 +227,7 @@ async def validate_execution(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any
             agent = await kube.get_or_none(_client(memo), kube.Agent, name, namespace) if name else None
         except ApiError:
             agent = None  # unread: the run gate decides when the run starts
-        errors += webhook.start_errors(new, agent, dict(userinfo), get_config())
+        errors += webhook.start_errors(new, agent, dict(userinfo), get_settings())
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
@@ -234,7 +235,7 @@ async def validate_execution(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any
 @functools.cache
 def get_policy() -> AgentPolicy:
     """The Agent policy (AGENTRY_POLICY_FILE), read once; a malformed file stops the operator."""
-    return load_policy(get_config().policy_file)
+    return load_policy(get_settings().policy_file)
 
 
 def register_webhooks(registry: kopf.OperatorRegistry) -> None:
@@ -279,11 +280,10 @@ def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> No
     settings.scanning.disabled = True
 
 
-def register(config: OperatorConfig, namespaces: list[str], clusterwide: bool = False) -> None:
+def register(config: Settings, namespaces: list[str], clusterwide: bool = False) -> None:
     """Start-up, clean-up and login in each registry that runs (`namespaces`: the exact names or
-    patterns watched, none or `clusterwide` for all); the runs' events; the webhooks in
-    WEBHOOKS when replicas elect a leader (every one serves them), else beside the handlers in
-    RECONCILE."""
+    patterns watched, none or `clusterwide` for all); the runs' events; the webhooks in WEBHOOKS
+    when replicas elect a leader (every one serves them), else beside the handlers in RECONCILE."""
     scan_namespaces = not namespaces or has_patterns(namespaces)
     login = login_handler(connection_limit(namespaces))
     webhooks = WEBHOOKS if config.leader_election else RECONCILE
@@ -293,9 +293,7 @@ def register(config: OperatorConfig, namespaces: list[str], clusterwide: bool = 
             kopf.on.startup(registry=registry)(_disable_namespace_scanning)
         kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.startup(registry=RECONCILE)(configure)
-    # After configure (its context); kopf's peering only without leader election (replicas.py).
-    peering = config.peering_name is not None and not config.leader_election
-    register_runs(RECONCILE, None if clusterwide else namespaces, peering)
+    register_runs(RECONCILE, None if clusterwide else namespaces)  # after configure (its context)
     get_policy()  # a malformed policy file stops the operator here, not at a review or a run's start
     if config.webhook_enabled:
         kopf.on.startup(registry=webhooks)(configure_admission)
@@ -316,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
-    config = get_config()
+    config = get_settings()
     namespaces = args.namespace or config.watch_namespaces
     # One answer to "which namespaces" for everything that reads the config (the run gate lists there).
     config.watch_namespaces = [] if args.all_namespaces else list(namespaces)
@@ -327,13 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     scope = Scope(clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces)
     if config.leader_election:
         sys.exit(run_replicated(config, scope, args.liveness))
-    kopf.run(
+    kopf.run(  # one replica: webhooks and reconciles in one kopf operator, no Lease
         registry=RECONCILE,
         clusterwide=scope.clusterwide,
         namespaces=scope.namespaces,
-        standalone=config.peering_name is None,
-        peering_name=config.peering_name,
-        priority=config.peering_priority,
+        standalone=True,
         liveness_endpoint=args.liveness,
     )
 

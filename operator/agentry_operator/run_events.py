@@ -1,10 +1,15 @@
-"""The events of the runs: Executions, and their Jobs and Pods, handed to handlers/execution.py and
-handlers/outcome.py (and a workflow step's to its run). Watched by the operator itself (watch.py) for
-exact namespaces or the whole cluster, alone or as the Lease's holder; by kopf with namespace patterns
-or kopf's peering (see `register`)."""
+"""The events of the runs: Executions, and their Jobs and Pods, from the informer (controller/informer.py)
+to handlers/execution.py and handlers/outcome.py (and a workflow step's to its run); the Executions'
+work queue (controller/queue.py) bound to `handlers.execution.reconcile`.
+
+The namespaces are exact names, every namespace, or patterns: with patterns the operator watches the
+Namespaces and gives each matching one its watches (controller/namespaces.py). Every mode, alone or
+as the Lease's holder, watches this way.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -13,19 +18,18 @@ from typing import Any
 
 import kopf
 
-from agentry_common import constants as c
-
-from . import kube, watch
+from . import kube
 from .burst import BURST
 from .context import OperatorContext, context
+from .controller import informer
+from .controller.namespaces import Namespaces, has_patterns
 from .handlers.admission import execution_deleted
-from .handlers.execution import on_execution
+from .handlers.execution import on_execution, reconcile
 from .handlers.outcome import JOBS, OURS, PODS, on_job, on_pod
-from .handlers.state import Logger
+from .handlers.state import Key, Logger
 from .handlers.workflow import poke_step
 from .handlers.workflow import register as register_workflows
 from .metrics import RECONCILE_SECONDS, RECONCILES
-from .session import has_patterns
 
 log = logging.getLogger("agentry.operator")
 
@@ -53,9 +57,14 @@ async def execution(ctx: OperatorContext, event: str | None, body: dict[str, Any
         ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         return
     await BURST.settled()  # schedules' fires in flight go first (burst.py)
+    item = ctx.state.seen_execution(body)
+    await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=event is None)
+
+
+async def reconcile_execution(ctx: OperatorContext, key: Key, again: bool) -> None:
+    """The queue's turn of one Execution."""
     with Timed("Execution"):
-        item = ctx.state.seen_execution(body)
-        await on_execution(ctx.client, ctx.config, ctx.state, item, logger, listing=event is None)
+        await reconcile(ctx.client, ctx.config, ctx.state, key, again)
 
 
 async def job(ctx: OperatorContext, event: str | None, body: dict[str, Any]) -> None:
@@ -68,67 +77,57 @@ async def pod(ctx: OperatorContext, event: str | None, body: dict[str, Any]) -> 
         await on_pod(ctx.client, ctx.state, event, body)
 
 
-# kopf's handlers, for namespace patterns.
+def watches(
+    ctx: OperatorContext, memo: kopf.Memo, client: kube.Client, namespace: str | None
+) -> list[informer.Watch]:
+    """The runs' watches in `namespace` (None: every namespace)."""
 
-
-async def execution_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
-    await execution(context(memo), type, dict(body), logger)
-
-
-async def job_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await job(context(memo), type, dict(body))
-
-
-async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await pod(context(memo), type, dict(body))
-
-
-def _watches(
-    ctx: OperatorContext, memo: kopf.Memo, client: kube.Client, scopes: list[str | None]
-) -> list[watch.Watch]:
     async def on_execution_(event: str | None, body: dict[str, Any]) -> None:
         await execution(ctx, event, body, log)
         await poke_step(memo, body, log)  # a workflow's step: its run wakes
 
-    kinds: list[tuple[Any, dict[str, Any], watch.Handler]] = [
+    kinds: list[tuple[Any, dict[str, Any], informer.Handler]] = [
         (kube.Execution, {}, on_execution_),
         (JOBS, OURS, functools.partial(job, ctx)),
         (PODS, OURS, functools.partial(pod, ctx)),
     ]
-    return [
-        watch.Watch(client, client.wire, res, labels, ns, on) for res, labels, on in kinds for ns in scopes
-    ]
+    return [informer.Watch(client, client.wire, res, labels, namespace, on) for res, labels, on in kinds]
 
 
-def register(registry: kopf.OperatorRegistry, namespaces: list[str] | None, peering: bool = False) -> None:
-    """The runs' events in `registry`, from `namespaces` (None: every namespace), and the workflows'
-    handlers: watched by the operator itself once its context exists (a start-up handler after
-    `configure`); by kopf with patterns among the namespaces (kopf finds the namespaces that match) or
-    with kopf's `peering` (kopf pauses its watches while a peer of higher priority acts)."""
-    if peering or (namespaces is not None and has_patterns(namespaces)):
-        kopf.on.event(c.GROUP, c.VERSION, "executions", registry=registry)(execution_event)
-        kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)(job_event)
-        kopf.on.event("", "v1", "pods", labels=OURS, registry=registry)(pod_event)
-        register_workflows(registry, steps=True)
-        return
-    register_workflows(registry, steps=False)
-    scopes: list[str | None] = list(namespaces) if namespaces else [None]
+def register(registry: kopf.OperatorRegistry, namespaces: list[str] | None) -> None:
+    """The runs' events in `registry`, from `namespaces` (None: every namespace; names or patterns), and
+    the workflows' handlers: watched once the operator's context exists (a start-up handler after
+    `configure`); the liveness probe fails when a watch has ended."""
+    register_workflows(registry)
 
     async def watch_runs(memo: kopf.Memo, **_: Any) -> None:
         ctx = context(memo)
         client = ctx.client
         if not isinstance(client, kube.Client):  # made by kube.new_client: it has the hot path
             raise kopf.PermanentError("the operator's client has no hot path to watch with")
-        ctx.watches = watch.start(_watches(ctx, memo, client, scopes))
+        ctx.state.queue.run(functools.partial(reconcile_execution, ctx))
+        if namespaces and has_patterns(namespaces):
+            ctx.namespaces = Namespaces(
+                client, client.wire, list(namespaces), functools.partial(watches, ctx, memo, client)
+            )
+            ctx.watches = informer.start([ctx.namespaces.watch()])
+            return
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        ctx.watches = informer.start([w for ns in scopes for w in watches(ctx, memo, client, ns)])
 
     kopf.on.startup(registry=registry, id="watch-runs")(watch_runs)
     kopf.on.probe(registry=registry, id="runs-watched")(watching)
 
 
+def _tasks(ctx: OperatorContext) -> list[asyncio.Task[None]]:
+    return [*ctx.watches, *(ctx.namespaces.tasks() if ctx.namespaces is not None else [])]
+
+
 async def watching(memo: kopf.Memo, **_: Any) -> int:
     """The liveness probe's part: a watch of the runs that has ended (only a cancellation should end
     one) fails the probe, so that the pod is restarted rather than left deaf."""
-    ended = [task.get_name() for task in context(memo).watches if task.done()]
+    tasks = _tasks(context(memo))
+    ended = [task.get_name() for task in tasks if task.done()]
     if ended:
         raise kopf.PermanentError(f"ended: {', '.join(ended)}")  # at once: a 500, no retries
-    return len(context(memo).watches)
+    return len(tasks)

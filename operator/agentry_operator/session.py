@@ -1,16 +1,15 @@
-"""kopf's own HTTP session (its watches and its patches), with a bounded connection pool.
+"""kopf's own HTTP session (its watches of Agents, Workflows and WorkflowRuns, and its patches), with a
+bounded connection pool.
 
 kopf builds its aiohttp session with no connection limit: each request that finds no idle connection
-opens another, and every connection opened stays open while it is reused. When a thousand Agents
-change at once, each kopf worker's patch opened one: 74 connections at the take-on of 10,000 runs
-(`bench/operator_scale.py`), 68 of them idle afterwards, each with its TLS buffers (asyncio keeps
-128 KiB per TLS connection, OpenSSL its own). The login below gives kopf the same session kopf would
-build from the same credentials, but with room for its watch streams (each holds a connection for as
-long as it lasts) plus `REQUESTS` requests at once; the others wait for a connection.
+opens another, and every connection opened stays open while it is reused, each with its TLS buffers.
+The login below gives kopf the same session kopf would build from the same credentials, but with
+room for its watch streams (each holds a connection for as long as it lasts) plus `REQUESTS`
+requests at once; the others wait for a connection.
 
 The bound must exceed the number of watch streams, or requests would wait forever: one stream per
-watched kind and namespace. With namespace patterns (kopf finds the namespaces) that number is not
-known in advance, and the session keeps kopf's unlimited pool.
+watched kind and namespace. With namespace patterns (kopf finds the namespaces for its own watches)
+that number is not known in advance, and the session keeps kopf's unlimited pool.
 """
 
 from __future__ import annotations
@@ -21,16 +20,13 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
+from .controller.namespaces import has_patterns
+
 # Requests of kopf's at once beyond its watch streams: patches of status and progress, posted events.
 REQUESTS: Final = 16
-# kopf's watch streams per namespace: Executions, Agents, Jobs, Pods, Workflows, WorkflowRuns (a test
-# counts the registered kinds against this), and room for kopf's peering.
+# kopf's watch streams per namespace: Agents, Workflows, WorkflowRuns (a test counts the registered
+# kinds against this), and room to spare.
 WATCHED_KINDS: Final = 8
-
-
-def has_patterns(namespaces: list[str]) -> bool:
-    """Whether a namespace to watch is a glob pattern (kopf then finds the namespaces itself)."""
-    return any(ch in ns for ns in namespaces for ch in "*?[!")
 
 
 def connection_limit(namespaces: list[str] | None) -> int:

@@ -34,7 +34,7 @@ from agentry_common.policy import (
 from .builders.agent_status import spec_errors
 from .builders.governance import PROVIDER_KEY_ENVS, owner_of
 from .builders.run_gate import owner_error
-from .config import OperatorConfig
+from .settings import Settings
 
 MASTERS = "system:masters"
 OWNER_LABELS = (c.LABEL_OWNER, c.LABEL_OWNER_KIND)
@@ -45,15 +45,13 @@ def _labels(body: Doc | None) -> Mapping[str, str]:
     return ((body or {}).get("metadata") or {}).get("labels") or {}
 
 
-def may_write_owner(userinfo: Doc, config: OperatorConfig) -> bool:
+def may_write_owner(userinfo: Doc, config: Settings) -> bool:
     if userinfo.get("username") in config.owner_label_writers:
         return True
     return config.owner_label_trust_masters and MASTERS in (userinfo.get("groups") or [])
 
 
-def owner_label_errors(
-    kind: str, new: Doc, old: Doc | None, userinfo: Doc, config: OperatorConfig
-) -> list[str]:
+def owner_label_errors(kind: str, new: Doc, old: Doc | None, userinfo: Doc, config: Settings) -> list[str]:
     """Refuse setting (create) or changing (update, removal included) the owner labels of any kind
     that carries them, except by the identities that act for owners (or a cluster administrator)."""
     if may_write_owner(userinfo, config):
@@ -70,7 +68,7 @@ def owner_label_errors(
     return errors
 
 
-def start_errors(execution: Doc, agent: Doc | None, userinfo: Doc, config: OperatorConfig) -> list[str]:
+def start_errors(execution: Doc, agent: Doc | None, userinfo: Doc, config: Settings) -> list[str]:
     """A new Execution: a run of an owned Agent is started only by the identities that act for owners,
     and names only its owner's Agents. The operator's run gate applies the same rule to every run (an
     Agent created after its Execution included); this answers the creator at once."""
@@ -92,7 +90,7 @@ def start_errors(execution: Doc, agent: Doc | None, userinfo: Doc, config: Opera
 def agent_errors(
     new: Doc,
     old: Doc | None,
-    config: OperatorConfig,
+    config: Settings,
     policy: AgentPolicy,
     secret_labels: SecretLabels,
 ) -> list[str]:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from agentry_common import models, naming
+from agentry_common import workflows as wf
 
 pytestmark = pytest.mark.unit
 
@@ -54,6 +55,7 @@ def mismatches(model: type[BaseModel], schema: dict[str, Any], path: str) -> lis
     [
         ("agents", models.AgentSpec, models.AgentStatus),
         ("executions", models.ExecutionSpec, models.ExecutionStatus),
+        ("workflowruns", wf.WorkflowRunSpec, wf.WorkflowRunStatus),
     ],
 )
 def test_models_match_crd_schema(plural: str, spec: type[BaseModel], status: type[BaseModel]) -> None:
@@ -61,6 +63,11 @@ def test_models_match_crd_schema(plural: str, spec: type[BaseModel], status: typ
     problems = mismatches(spec, schema["properties"]["spec"], "spec")
     problems += mismatches(status, schema["properties"]["status"], "status")
     assert problems == []
+
+
+def test_workflow_status_model_matches_crd_schema() -> None:
+    schema = crd_schema("workflows")
+    assert mismatches(wf.WorkflowStatus, schema["properties"]["status"], "status") == []
 
 
 def _descriptions_missing(schema: dict[str, Any], path: str) -> list[str]:

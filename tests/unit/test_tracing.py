@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 
 from agentry_common import tracing
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 from agentry_operator.tracing import execution_traceparent, reconcile_attributes
 
 pytestmark = pytest.mark.unit
@@ -113,7 +113,7 @@ def env_of(job: dict[str, Any]) -> dict[str, str]:
 
 
 def test_run_pods_get_the_collector_and_their_parent_span_when_tracing_is_on() -> None:
-    config = OperatorConfig(
+    config = Settings(
         otlp_endpoint="http://otel.monitoring.svc:4318",
         traces_sampler="parentbased_traceidratio",
         traces_sampler_arg="0.25",
@@ -131,7 +131,7 @@ def test_run_pods_get_the_collector_and_their_parent_span_when_tracing_is_on() -
 
 
 def test_a_resumed_run_continues_the_trace_stored_on_its_execution() -> None:
-    config = OperatorConfig(otlp_endpoint="http://otel:4318")
+    config = Settings(otlp_endpoint="http://otel:4318")
     annotated = {
         **EXECUTION,
         "metadata": {**EXECUTION["metadata"], "annotations": {tracing.ANNOTATION_TRACEPARENT: PARENT}},
@@ -140,12 +140,12 @@ def test_a_resumed_run_continues_the_trace_stored_on_its_execution() -> None:
 
 
 def test_without_tracing_the_pod_is_exactly_as_before() -> None:
-    plain = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    plain = build_job(EXECUTION, AGENT, "corr", Settings())
     annotated = {
         **EXECUTION,
         "metadata": {**EXECUTION["metadata"], "annotations": {tracing.ANNOTATION_TRACEPARENT: PARENT}},
     }
-    off = build_job(annotated, AGENT, "corr", OperatorConfig(), traceparent=PARENT)
+    off = build_job(annotated, AGENT, "corr", Settings(), traceparent=PARENT)
     assert env_of(off) == env_of(plain)
     assert not [k for k in env_of(off) if k.startswith("OTEL_") or k == tracing.ENV_TRACEPARENT]
     assert off["metadata"]["annotations"] == plain["metadata"]["annotations"]

@@ -22,6 +22,7 @@ from agentry_common import constants as c
 from agentry_common import outputs
 from agentry_common.models import DEFAULT_MODEL_ENV, AgentSpec, ModelSpec, parse_model
 
+from .settings import Settings
 from .state import ResumeRequest, RunState
 
 ENV_CONFIG_DIR = "AGENTRY_CONFIG_DIR"
@@ -36,48 +37,6 @@ class ConfigError(Exception):
     """Bad or missing configuration: exit code 2, message shown as is (no traceback)."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Tunables with safe defaults; each has an env var (documented in the README)."""
-
-    retry_attempts: int = 3
-    retry_initial_seconds: float = 1.0
-    retry_max_seconds: float = 30.0
-    breaker_fail_max: int = 5
-    breaker_reset_seconds: float = 60.0
-    llm_timeout_seconds: float = 600.0
-    max_output_tokens: int = 8192
-    tool_timeout_seconds: float = 120.0
-    tool_output_bytes: int = 16384
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        def num(var: str, default: float, kind: type[int] | type[float], minimum: float) -> Any:
-            raw = env.get(var, "").strip()
-            if not raw:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{var} must be a {kind.__name__}, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigError(f"{var} must be at least {minimum}, got {raw!r}")
-            return value
-
-        d = cls()
-        return cls(
-            retry_attempts=num("AGENTRY_RETRY_ATTEMPTS", d.retry_attempts, int, 1),
-            retry_initial_seconds=num("AGENTRY_RETRY_INITIAL_SECONDS", d.retry_initial_seconds, float, 0),
-            retry_max_seconds=num("AGENTRY_RETRY_MAX_SECONDS", d.retry_max_seconds, float, 0),
-            breaker_fail_max=num("AGENTRY_BREAKER_FAIL_MAX", d.breaker_fail_max, int, 1),
-            breaker_reset_seconds=num("AGENTRY_BREAKER_RESET_SECONDS", d.breaker_reset_seconds, float, 0),
-            llm_timeout_seconds=num("AGENTRY_LLM_TIMEOUT_SECONDS", d.llm_timeout_seconds, float, 1),
-            max_output_tokens=num("AGENTRY_MAX_OUTPUT_TOKENS", d.max_output_tokens, int, 16),
-            tool_timeout_seconds=num("AGENTRY_TOOL_TIMEOUT_SECONDS", d.tool_timeout_seconds, float, 1),
-            tool_output_bytes=num("AGENTRY_TOOL_OUTPUT_BYTES", d.tool_output_bytes, int, 256),
-        )
-
-
 @dataclass
 class RunConfig:
     agent: str
@@ -90,7 +49,7 @@ class RunConfig:
     workspace: Path
     result_file: Path
     env: Mapping[str, str]
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=lambda: Settings.from_env({}))  # the defaults
     resume: ResumeRequest | None = None
     outputs: tuple[str, ...] = ()  # named outputs to report (AGENTRY_OUTPUTS: a workflow step's)
     # The deadline counts from here (config load, at process start), not from the first model call.
@@ -244,10 +203,17 @@ def build_config(
         workspace=workspace.resolve(),
         result_file=result_file,
         env=dict(env),
-        settings=Settings.from_env(env),
+        settings=_settings(env),
         resume=resume,
         outputs=output_names(env),
     )
+
+
+def _settings(env: Mapping[str, str]) -> Settings:
+    try:
+        return Settings.from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def output_names(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response, status
 
 from ..deps import CurrentUser, StateDep
 from ..schemas import AgentIn, AgentList, AgentOut, RunAccepted, RunIn
-from ..schemas_workflows import BackfillIn
+from ..schemas.workflows import BackfillIn
 from ..services.errors import Invalid
 from ..services.paging import Cursor, Limit, offset_of, page
 from ..services.views import agent_out

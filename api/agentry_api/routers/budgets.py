@@ -1,6 +1,6 @@
 """/api/budgets: the budgets the caller's runs and chat turns are under, and what they decided; for
 admins, the budget policies and manual throttles the LLM gateway applies on top of its governance
-file (services/budget_admin.py; the gateway reads them within AGENTRY_GATEWAY_ADMIN_REFRESH_SECONDS)."""
+file (services/budgets/admin.py; the gateway reads them within AGENTRY_GATEWAY_ADMIN_REFRESH_SECONDS)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from agentry_common.governance import POLICY_NAME_PATTERN
 from ..auth import User
 from ..deps import CurrentUser, StateDep
 from ..schemas import BudgetDecisionsOut
-from ..schemas_budgets import (
+from ..schemas.budgets import (
     AuditEntryOut,
     AuditOut,
     PoliciesOut,
@@ -25,10 +25,10 @@ from ..schemas_budgets import (
     ThrottleOut,
     ThrottlesOut,
 )
-from ..services import budget_admin as admin
-from ..services.budget_admin_store import BudgetAdminStore
-from ..services.budget_decisions import DEFAULT_LIMIT, decisions
-from ..services.budget_view import BudgetsOut, budgets
+from ..services.budgets import admin
+from ..services.budgets.admin_store import BudgetAdminStore
+from ..services.budgets.decisions import DEFAULT_LIMIT, decisions
+from ..services.budgets.view import BudgetsOut, budgets
 from ..services.errors import Conflict
 from ..services.paging import Limit
 

@@ -4,7 +4,7 @@ Frames are JSON. Client → server: `{"type": "message", "text": "..."}`, `{"typ
 `{"type": "try", "input": "..."}` (run the current draft once), `{"type": "decide", "approval": ID,
 "approved": bool}`. Server → client: `hello` (conversation id, history, trials, whether an LLM is
 configured), `message` (assistant text), `draft` (validated draft, errors, diff against the saved
-agent), `saved`, `trial` (one part of a trial run: services/trials_feed.py), `decided`, `error`
+agent), `saved`, `trial` (one part of a trial run: services/trials/feed.py), `decided`, `error`
 (`code`: LLM_REQUIRED, LLM_ERROR, INVALID, OVER_QUOTA, TRIAL_FAILED, ...). Authentication as for
 HTTP (cookie from the same origin, or an Authorization header); a refused connection is accepted and
 closed at once with code 4401 (not signed in), 4403 (cross-origin) or 4404 (not yours or absent) and
@@ -28,12 +28,12 @@ from ..auth import User
 from ..credentials import LiveCredential
 from ..deps import AppState, CurrentUser, StateDep, authenticate, state_of
 from ..designer_llm import LLM_REQUIRED_MESSAGE
-from ..schemas_chat import MAX_TEXT, DecideFrame, TryFrame
+from ..schemas.chat import MAX_TEXT, DecideFrame, TryFrame
 from ..services.designer import Designer
 from ..services.errors import Conflict, Invalid, NotFound, OverQuota, Unavailable
 from ..services.paging import Cursor, Limit, offset_of, page
-from ..services.trials_feed import TrialFollower, new_entry, record
-from ..services.trials_run import TrialService
+from ..services.trials.feed import TrialFollower, new_entry, record
+from ..services.trials.run import TrialService
 from ..services.views import agent_out
 
 router = APIRouter(tags=["chat"])

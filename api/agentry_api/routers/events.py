@@ -77,7 +77,10 @@ def release(state: AppState, user_id: str, lease: str) -> None:
 
 
 def report(event: dict[str, Any]) -> ServerSentEvent:
-    data = {"kind": event["kind"], "seq": event["seq"], "createdAt": event.get("createdAt"), **event["data"]}
+    """`eventTime` is when the event was recorded; `createdAt` is too, unless the payload has its own
+    (an execution report's is the run's creation time)."""
+    at = event.get("createdAt")
+    data = {"kind": event["kind"], "seq": event["seq"], "createdAt": at, **event["data"], "eventTime": at}
     return ServerSentEvent(json.dumps(data, default=str), event="report", id=str(event["seq"]))
 
 

@@ -19,8 +19,8 @@ from fastapi.templating import Jinja2Templates
 
 from ..auth import User
 from ..deps import AppState, StateDep, authenticate, unauthorized
-from ..services.budget_decisions import decisions
-from ..services.budget_view import BudgetsOut, budgets
+from ..services.budgets.decisions import decisions
+from ..services.budgets.view import BudgetsOut, budgets
 from ..services.calls import execution_calls
 from ..services.errors import NotFound, Unavailable
 from ..services.usage import usage
@@ -108,7 +108,7 @@ async def execution_page(name: str, request: Request, state: StateDep) -> Respon
             if a.get("execution") == name
         ]
         events = [
-            {"seq": e["seq"], "createdAt": e.get("createdAt"), "kind": e["kind"], **(e.get("data") or {})}
+            {"seq": e["seq"], "kind": e["kind"], **(e.get("data") or {}), "eventTime": e.get("createdAt")}
             for e in await state.store.execution_events(user.id, name)
         ]
         return {
@@ -157,7 +157,8 @@ async def workflow_page(ident: str, request: Request, state: StateDep) -> Respon
         svc = workflow_service(state)
         cr = await svc.get(user, ident)
         runs = [run_out(r, cr.get("spec") or {}).model_dump(mode="json") for r in await svc.runs(user, ident)]
-        return {"workflow": workflow_out(cr).model_dump(mode="json"), "runs": runs[:50]}
+        agents = [{"id": a["id"], "name": a["name"]} for a in await state.agents.list(user)]
+        return {"workflow": workflow_out(cr).model_dump(mode="json"), "runs": runs[:50], "agents": agents}
 
     return await render(request, state, "workflow.html", "workflow", load=load)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Response, status
 
 from ..deps import CurrentUser, StateDep
-from ..schemas_workflows import (
+from ..schemas.workflows import (
     BackfillIn,
     WorkflowIn,
     WorkflowList,

@@ -44,7 +44,7 @@ from ..settings import Settings
 from ..storage import Store, now_iso
 from .errors import Conflict, Invalid, NotFound
 from .events import EventBus
-from .trials import is_trial
+from .trials.parts import is_trial
 from .views import agent_out, agent_status_view
 
 log = logging.getLogger("agentry.api.agents")
@@ -324,7 +324,7 @@ class AgentService:
         """The watcher saw an Agent CR change. Returns the (possibly new) Firestore document."""
         meta = cr["metadata"]
         name = meta["name"]
-        if is_trial(cr):  # a chat trial's hidden Agent (services/trials_run.py): never the user's
+        if is_trial(cr):  # a chat trial's hidden Agent (services/trials/run.py): never the user's
             return None
         doc = await self.store.agent(name)
         if event == "DELETED":

@@ -8,18 +8,16 @@
 
 Each listener is a query on a collection with `<time field> >= anchor`. Firestore keeps a listener's whole
 result set in memory, so the query is re-anchored every `window` seconds (a new listener from a
-little before now; the old one dropped once the new one has its first snapshot): memory holds about a
-window of events, and the new listener's first snapshot covers everything since its anchor, so
-nothing falls between the two. Documents that snapshot repeats (already delivered by the old
+little before now; the one it replaces dropped once the new one has its first snapshot): memory holds
+about a window of events, and the new listener's first snapshot covers everything since its anchor, so
+nothing falls between the two. Documents that snapshot repeats (already delivered by the replaced
 listener) are not delivered again. Re-anchoring also replaces a listener that died. The client
 library runs listeners on threads of its own; wake-ups are handed to the event loop.
 
-The window is 10 s, not a minute: the emulator's delivery slows as a listener's result set grows
-(`python -m bench.listener_lag`, three of these listeners, events at 5/s: p95 62-67 ms re-anchored
-every 10 s, 0.2 s every minute, 4.6-5.4 s and some events never delivered when never re-anchored over
-90 s); two API pods' cross-replica p95 went from 2.8-3.8 s to 1.2-1.5 s in `bench/api_replicas.py`.
-On Firestore the price is the first snapshots' reads: each event is read about 1.5 times per replica
-instead of 1.1.
+The window is 10 s, not a minute: the emulator's delivery slows as a listener's result set grows, and
+a listener never re-anchored leaves events undelivered (`python -m bench.listener_lag` measures it;
+`bench/api_replicas.py` the delivery across two API pods). On Firestore the price is the first
+snapshots' reads: each event is read about 1.5 times per replica rather than once.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Wake-ups sent straight to the other API processes: an event published here is announced to every
 other process in a signed UDP datagram, so a stream held elsewhere re-reads Firestore at once instead
 of at the pace of that process's Firestore listener (on the emulator its delivery has a tail of
-seconds under load: docs/api.md, "Live delivery"). The listener and the poll stay as they were: a
-datagram lost, late or refused costs latency, never an event.
+seconds under load: docs/api.md, "Live delivery"). The listener and the poll still deliver every
+event: a datagram lost, late or refused costs latency, never an event.
 
 Addresses: each process binds `address:port` (port 0: any free one) and registers what it bound in
 `apiPeers` (storage/peers.py), renewed every `every` seconds; the registry is read on each beat, so a

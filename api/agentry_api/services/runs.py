@@ -137,7 +137,7 @@ class RunService:
         self, name: str, agent_id: str, input_text: str | None, correlation_id: str, owner: str, **kw: Any
     ) -> None:
         """Create the Execution CR in a span; the run's trace continues from it (operator, pod,
-        gateway) through its traceparent annotation. Tracing off: no annotation, the call as before."""
+        gateway) through its traceparent annotation. Tracing off: no annotation, a plain create."""
         with tracing.span(
             _TRACER, tracing.SPAN_CREATE_EXECUTION, run_attributes(name, agent_id, correlation_id)
         ):

@@ -27,7 +27,7 @@ from ..cluster import (
     api_message,
     random_suffix,
 )
-from ..schemas_workflows import BackfillIn, StepOut, WorkflowIn, WorkflowOut, WorkflowRunOut
+from ..schemas.workflows import BackfillIn, StepOut, WorkflowIn, WorkflowOut, WorkflowRunOut
 from ..settings import Settings
 from ..storage import Store
 from .errors import Invalid, NotFound, OverQuota
@@ -272,9 +272,10 @@ class WorkflowService:
 
     async def runs(self, user: User, ident: str) -> list[Doc]:
         """Every run of a Workflow of the user's: started through the API, with kubectl, or by its
-        schedule (the operator's runs carry no owner label: whose they are follows the Workflow)."""
+        schedule. Selected by the run's `spec.workflowRef.name` (a selectable field of the CRD), not
+        by a label: a run made with kubectl need carry none, and whose it is follows the Workflow."""
         await self.get(user, ident)
-        items = await self.cluster.list_objects(WorkflowRun, {w.LABEL_WORKFLOW: ident})
+        items = await self.cluster.list_objects(WorkflowRun, {}, fields={w.FIELD_RUN_WORKFLOW: ident})
         mine = [r for r in items if r["spec"]["workflowRef"]["name"] == ident]
         return sorted(mine, key=lambda cr: str(cr["metadata"].get("creationTimestamp") or ""), reverse=True)
 

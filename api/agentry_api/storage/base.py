@@ -51,9 +51,9 @@ async def read_document(client: AsyncClient, path: str) -> Doc | None:
     """One document's fields by Firestore's GetDocument call; None if it does not exist.
 
     Why not `DocumentReference.get()`: the client library reads one document by the streaming
-    BatchGetDocuments call, then deep-copies what it decoded. Per read that cost the API 0.2-0.3 ms
-    of CPU more (a stream's set-up in gRPC's asyncio layer) and five times the young-generation
-    collections (`bench/api_latency.py`); this is the read of every API request. A missing database
+    BatchGetDocuments call, then deep-copies what it decoded: more CPU per read (a stream's set-up in
+    gRPC's asyncio layer) and more young-generation collections (`bench/api_latency.py`), on the read
+    of every API request. A missing database
     also answers NotFound here: the readiness probe (`StoreBase.ping`) still reads the library's way.
     """
     name = f"{client._database_string}/documents/{path}"

@@ -158,10 +158,6 @@ affinity:
 {{- printf "%s-tls" (include "agentry.webhook.serviceName" .) }}
 {{- end }}
 
-{{- define "agentry.peeringName" -}}
-{{- default (include "agentry.fullname" .) .Values.operator.peering.name }}
-{{- end }}
-
 {{/* Firestore emulator address for in-cluster clients (dev mode). */}}
 {{- define "agentry.firestore.emulatorHost" -}}
 {{- printf "%s.%s.svc:%d" (include "agentry.componentName" (dict "ctx" . "component" "firestore-emulator")) .Release.Namespace (int .Values.firestore.emulator.port) }}

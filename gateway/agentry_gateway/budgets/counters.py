@@ -17,7 +17,7 @@ class Reservation:
     amount: Amount
     expires: float
     created: float
-    owner: str = ""  # the gateway pod that made it (ledger_pods): its end settles it sooner than expiry
+    owner: str = ""  # the gateway pod that made it (ledger/pods.py): its end settles it sooner than expiry
 
 
 @dataclass

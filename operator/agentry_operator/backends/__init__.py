@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from agentry_common.conditions import Reason
 from agentry_common.models import ScheduleBackend as BackendKind
 
-from ..config import OperatorConfig
+from ..settings import Settings
 
-# Settings the Cloud Scheduler backend needs, as (OperatorConfig field, environment variable).
+# Settings the Cloud Scheduler backend needs, as (Settings field, environment variable).
 CLOUD_SCHEDULER_REQUIRED = (
     ("cloud_scheduler_project", "AGENTRY_CLOUD_SCHEDULER_PROJECT (or GOOGLE_CLOUD_PROJECT)"),
     ("cloud_scheduler_location", "AGENTRY_CLOUD_SCHEDULER_LOCATION"),
@@ -74,12 +74,12 @@ def needs_cloud_cleanup(body: dict[str, Any], enabled: bool = True) -> bool:
     return is_cloud_ref(ref) or (enabled and uses_cloud_scheduler(body.get("spec") or {}))
 
 
-def cloud_scheduler_missing(config: OperatorConfig) -> list[str]:
+def cloud_scheduler_missing(config: Settings) -> list[str]:
     """The environment variables still needed to enable the Cloud Scheduler backend."""
     return [env for field, env in CLOUD_SCHEDULER_REQUIRED if not getattr(config, field)]
 
 
-def not_configured(config: OperatorConfig) -> BackendError:
+def not_configured(config: Settings) -> BackendError:
     missing = cloud_scheduler_missing(config)
     return BackendError(
         Reason.CLOUD_SCHEDULER_NOT_CONFIGURED,
@@ -90,7 +90,7 @@ def not_configured(config: OperatorConfig) -> BackendError:
     )
 
 
-def cloud_scheduler_backend(config: OperatorConfig, log: logging.Logger) -> ScheduleBackend | None:
+def cloud_scheduler_backend(config: Settings, log: logging.Logger) -> ScheduleBackend | None:
     """The Cloud Scheduler backend if configured; the Google client libraries load only then."""
     missing = cloud_scheduler_missing(config)
     if missing:

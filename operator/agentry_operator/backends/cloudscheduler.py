@@ -32,7 +32,7 @@ from agentry_common.conditions import Reason
 from agentry_common.models import ScheduleSpec, Trigger
 from agentry_common.naming import short_hash
 
-from ..config import OperatorConfig
+from ..settings import Settings
 from . import BackendError, cloud_scheduler_missing, not_configured
 
 MACROS = {
@@ -75,7 +75,7 @@ class CloudSchedulerSettings:
         return f"projects/{self.project}/locations/{self.location}"
 
     @classmethod
-    def from_config(cls, config: OperatorConfig) -> CloudSchedulerSettings:
+    def from_config(cls, config: Settings) -> CloudSchedulerSettings:
         """The backend's settings, or BackendError(CloudSchedulerNotConfigured) naming what is missing."""
         if cloud_scheduler_missing(config):
             raise not_configured(config)

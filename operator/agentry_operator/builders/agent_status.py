@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from agentry_common.conditions import Reason
-from agentry_common.models import AgentSpec, ModelSpec, Phase, ScheduleBackend
+from agentry_common.models import (
+    AgentSpec,
+    AgentStatus,
+    Archived,
+    HistoryLimits,
+    LastExecution,
+    McpStatus,
+    ModelSpec,
+    Phase,
+    ScheduleBackend,
+    Totals,
+)
+from agentry_common.pricing import usd_string
 from agentry_common.workflows import WORKFLOW_RUN_KIND
 
 from ..schedule import backfill_error, cron_error, timezone_error
+from .kinds import Run
 from .model import NO_MODEL
 
 SUCCESS_LIKE = {Phase.SUCCEEDED, Phase.SKIPPED}
@@ -62,111 +78,124 @@ def uses_cronjob(spec: dict[str, Any]) -> bool:
     return bool(schedule) and schedule.get("backend", "CronJob") == ScheduleBackend.CRONJOB.value
 
 
-def _phase(ex: dict[str, Any]) -> Phase | None:
+def _phase(ex: Run) -> Phase | None:
     value = (ex.get("status") or {}).get("phase")
     return Phase(value) if value else None
 
 
-def _usage(ex: dict[str, Any]) -> tuple[int, int, Decimal]:
-    usage = (ex.get("status") or {}).get("usage") or {}
-    return (
-        int(usage.get("inputTokens", 0)),
-        int(usage.get("outputTokens", 0)),
-        Decimal(str(usage.get("costUSD", "0"))),
-    )
+def _created(ex: Run) -> str:
+    return str((ex.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def _created(ex: dict[str, Any]) -> str:
-    return str(ex["metadata"].get("creationTimestamp") or "")
+def _name(ex: Run) -> str:
+    return (ex.get("metadata") or {}).get("name", "")
 
 
-def is_missed(ex: dict[str, Any]) -> bool:
-    return (ex.get("status") or {}).get("reason") in {
+def is_missed(ex: Mapping[str, Any]) -> bool:
+    return (cast(Run, ex).get("status") or {}).get("reason") in {
         Reason.MISSED_STARTING_DEADLINE,
         Reason.CONCURRENCY_FORBIDDEN,
     }
 
 
-def add(acc: dict[str, Any], ex: dict[str, Any]) -> dict[str, Any]:
-    """Add one Execution into a totals/archived dict (returns a new dict)."""
-    phase = _phase(ex)
-    inp, out, cost = _usage(ex)
-    return {
-        **acc,
-        "executions": int(acc.get("executions", 0)) + 1,
-        "succeeded": int(acc.get("succeeded", 0)) + (phase == Phase.SUCCEEDED),
-        "failed": int(acc.get("failed", 0)) + (phase == Phase.FAILED),
-        "missedRuns": int(acc.get("missedRuns", 0)) + is_missed(ex),
-        "inputTokens": int(acc.get("inputTokens", 0)) + inp,
-        "outputTokens": int(acc.get("outputTokens", 0)) + out,
-        "costUSD": str(Decimal(str(acc.get("costUSD", "0"))) + cost),
-    }
+@dataclass
+class Tally:
+    """Executions added up: status.totals, and status.archived (with the names counted)."""
+
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    missed_runs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, archived: Archived) -> Tally:
+        counts = archived.model_dump(exclude={"cost_usd", "names"})
+        return cls(**counts, cost=Decimal(archived.cost_usd))
+
+    def add(self, ex: Run) -> None:
+        phase = _phase(ex)
+        usage = (ex.get("status") or {}).get("usage") or {}
+        self.executions += 1
+        self.succeeded += phase == Phase.SUCCEEDED
+        self.failed += phase == Phase.FAILED
+        self.missed_runs += is_missed(ex)
+        self.input_tokens += int(usage.get("inputTokens", 0))
+        self.output_tokens += int(usage.get("outputTokens", 0))
+        self.cost += Decimal(str(usage.get("costUSD", "0")))
+
+    def totals(self) -> Totals:
+        counts = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("cost", "missed_runs")}
+        return Totals(**counts, cost_usd=usd_string(self.cost))
+
+    def archived(self, names: list[str]) -> Archived:
+        totals = self.totals().model_dump()
+        return Archived(**totals, missed_runs=self.missed_runs, names=names[-ARCHIVE_NAMES:])
 
 
-def _workflow_step(execution: dict[str, Any]) -> bool:
+def _workflow_step(execution: Run) -> bool:
     """Owned by a WorkflowRun (a run pruned by its Workflow's historyLimits orphans its steps, which
     are then the Agent's)."""
     owners = (execution.get("metadata") or {}).get("ownerReferences") or []
     return any(o.get("kind") == WORKFLOW_RUN_KIND for o in owners)
 
 
-def to_prune(executions: list[dict[str, Any]], limits: dict[str, Any]) -> list[dict[str, Any]]:
+def to_prune(executions: Sequence[Mapping[str, Any]], limits: HistoryLimits) -> list[Run]:
     """Finished Executions beyond spec.historyLimits, oldest first. A workflow's steps are not the
     Agent's to prune while their WorkflowRun owns them: a later step's input may still be templated
     from their results."""
-    own = [e for e in executions if not _workflow_step(e)]
+    own = [e for e in cast(Sequence[Run], executions) if not _workflow_step(e)]
     ok = sorted((e for e in own if _phase(e) in SUCCESS_LIKE), key=_created, reverse=True)
     bad = sorted((e for e in own if _phase(e) in FAILURE_LIKE), key=_created, reverse=True)
-    keep_ok, keep_bad = int(limits.get("succeeded", 10)), int(limits.get("failed", 5))
-    return sorted(ok[keep_ok:] + bad[keep_bad:], key=_created)
+    return sorted(ok[limits.succeeded :] + bad[limits.failed :], key=_created)
 
 
-def archive(archived: dict[str, Any], pruned: list[dict[str, Any]]) -> dict[str, Any]:
+def archive(archived: Archived, pruned: Sequence[Run]) -> Archived:
     """Fold pruned Executions into `archived`, skipping any already counted (retried prune)."""
-    names: list[str] = list(archived.get("names") or [])
-    result = {k: v for k, v in archived.items() if k != "names"}
+    names, tally = list(archived.names), Tally.of(archived)
     for ex in pruned:
-        name = ex["metadata"]["name"]
-        if name in names:
-            continue
-        result = add(result, ex)
-        names.append(name)
-    result["names"] = names[-ARCHIVE_NAMES:]
-    return result
+        if _name(ex) not in names:
+            tally.add(ex)
+            names.append(_name(ex))
+    return tally.archived(names)
 
 
-def discovered_mcp(executions: list[dict[str, Any]]) -> dict[str, Any] | None:
+def discovered_mcp(executions: Sequence[Run]) -> McpStatus | None:
     """status.mcp: the MCP tools the newest run that reported them found, and which run that was
     (discovery happens at run start, in the run's sandbox and under its network rules: docs/mcp.md)."""
     reported = [e for e in executions if isinstance((e.get("status") or {}).get("mcp"), dict)]
     if not reported:
         return None
     newest = max(reported, key=_created)
-    return {"execution": newest["metadata"]["name"], **newest["status"]["mcp"]}
+    return McpStatus.model_validate(
+        {**(newest.get("status") or {}).get("mcp", {}), "execution": _name(newest)}
+    )
 
 
-def summarize(executions: list[dict[str, Any]], archived: dict[str, Any]) -> dict[str, Any]:
+def summarize(executions: Sequence[Mapping[str, Any]], archived: Archived) -> AgentStatus:
     """totals (archived + live), lastExecution, missedRuns and the MCP tools for the Agent's status."""
-    totals = {k: v for k, v in archived.items() if k != "names"}
-    for ex in executions:
-        totals = add(totals, ex)
-    missed = int(totals.pop("missedRuns", 0))
-    totals.setdefault("executions", 0)
-    status: dict[str, Any] = {"totals": totals, "missedRuns": missed}
-    mcp = discovered_mcp(executions)
+    runs, tally = cast(Sequence[Run], executions), Tally.of(archived)
+    for ex in runs:
+        tally.add(ex)
+    status = AgentStatus(totals=tally.totals(), missed_runs=tally.missed_runs)
+    mcp = discovered_mcp(runs)
     if mcp is not None:
-        status["mcp"] = mcp
-    if executions:
-        last = max(executions, key=_created)
+        status.mcp = mcp
+    if runs:
+        last = max(runs, key=_created)
         st = last.get("status") or {}
-        status["lastExecution"] = {
-            k: v
-            for k, v in {
-                "name": last["metadata"]["name"],
-                "phase": st.get("phase"),
-                "startTime": st.get("startTime") or last["metadata"].get("creationTimestamp"),
-                "completionTime": st.get("completionTime"),
-            }.items()
-            if v is not None
-        }
+        status.last_execution = LastExecution.model_validate(
+            {
+                k: v
+                for k, v in {
+                    "name": _name(last),
+                    "phase": st.get("phase"),
+                    "startTime": st.get("startTime") or _created(last) or None,
+                    "completionTime": st.get("completionTime"),
+                }.items()
+                if v is not None
+            }
+        )
     return status

@@ -12,15 +12,15 @@ from agentry_common import constants as c
 from agentry_common.models import ScheduleSpec
 from agentry_common.naming import cronjob_name
 
-from ..config import OperatorConfig
 from ..firetimes import jitter_seconds
+from ..settings import Settings
 from ..tick import ENV_TICK_DELAY, ENV_TICK_OWNER
 from .job import RUNTIME_UID, owner_reference
 
 TICK_DEADLINE_SECONDS = 300
 
 
-def _tick_pod(agent_name: str, config: OperatorConfig, delay: int, owner: str) -> dict[str, Any]:
+def _tick_pod(agent_name: str, config: Settings, delay: int, owner: str) -> dict[str, Any]:
     """The pod of each scheduled tick: creates one Execution (agentry_operator.tick), labelled with
     the Agent's owner (the run gate starts an owned Agent's runs only when they carry it)."""
     return {
@@ -70,7 +70,7 @@ def _tick_pod(agent_name: str, config: OperatorConfig, delay: int, owner: str) -
     }
 
 
-def build_cronjob(agent: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+def build_cronjob(agent: dict[str, Any], config: Settings) -> dict[str, Any]:
     meta = agent["metadata"]
     schedule = ScheduleSpec.model_validate(agent["spec"]["schedule"])
     labels = {

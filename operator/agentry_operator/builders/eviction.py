@@ -6,7 +6,7 @@ or is killed (137, read as OOMKilled)."""
 
 from __future__ import annotations
 
-from typing import Any
+from .kinds import Pod
 
 POD_EVICTED = "Evicted"
 # How the kubelet words these evictions (pkg/kubelet/eviction/eviction_manager.go); node-pressure
@@ -14,7 +14,7 @@ POD_EVICTED = "Evicted"
 STORAGE_EVICTION_WORDS = ("Usage of EmptyDir volume", "local ephemeral storage", "ephemeral local storage")
 
 
-def storage_eviction(pod: dict[str, Any] | None) -> str | None:
+def storage_eviction(pod: Pod | None) -> str | None:
     """The kubelet's message when it evicted the pod for exceeding its own storage limits, else None."""
     status = (pod or {}).get("status") or {}
     message = str(status.get("message") or "").strip().rstrip(".")

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypedDict, cast
 
 from agentry_common import outputs
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.exitcodes import REASONS, ExitCode
-from agentry_common.models import Phase, Risk
+from agentry_common.models import (
+    ExecutionStatus,
+    McpServerStatus,
+    McpStatus,
+    PendingApproval,
+    Phase,
+    Result,
+    Risk,
+    Usage,
+)
+from agentry_common.pricing import usd_string
 
 from ..conditions import set_condition
 from .eviction import POD_EVICTED, storage_eviction, storage_message
+from .kinds import Condition, ContainerStatus, Job, Pod
+
+# The runtime's report (its termination message's JSON): the pod's word, every field checked on use.
+Report = dict[str, Any]
 
 # Waiting reasons of a container that will not fix themselves: the run fails at once.
 IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -37,12 +53,11 @@ class Observed:
     start_time: str | None = None
     completion_time: str | None = None
     attempts: int = 0
-    result: dict[str, Any] | None = None
-    usage: dict[str, Any] | None = None
-    approval: dict[str, Any] | None = None
-    mcp: dict[str, Any] | None = None  # what the run's MCP servers offered (status.mcp)
+    result: Result | None = None
+    usage: Usage | None = None
+    approval: PendingApproval | None = None
+    mcp: McpStatus | None = None  # what the run's MCP servers offered (status.mcp)
     stop_job: bool = False  # the Job cannot succeed any more: delete it so no pod lingers
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -65,33 +80,33 @@ def format_duration(start: str | None, end: str | None) -> str | None:
     return f"{secs}s"
 
 
-def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    status = (obj or {}).get("status") or {}
-    return {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+def _conditions(job: Job) -> dict[str, Condition]:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return {c.get("type", ""): c for c in conditions if c.get("status") == "True"}
 
 
-def terminal_job(job: dict[str, Any]) -> bool:
+def terminal_job(job: Mapping[str, Any]) -> bool:
     """The Job has ended (its outcome is final, whatever its pods say next)."""
     ended = {JOB_COMPLETE, JOB_FAILED, JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET}
-    return bool(set(_conditions(job)) & ended)
+    return bool(set(_conditions(cast(Job, job))) & ended)
 
 
-def _latest(pods: list[dict[str, Any]], succeeded: bool = False) -> dict[str, Any] | None:
+def _latest(pods: Sequence[Pod], succeeded: bool = False) -> Pod | None:
     """The pod whose report is the run's: the newest, or of a succeeded Job the newest that succeeded
     (an earlier attempt may have been created in the same second)."""
     if succeeded:
         pods = [p for p in pods if (p.get("status") or {}).get("phase") == POD_SUCCEEDED] or pods
     if not pods:
         return None
-    return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    return max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def _container(pod: dict[str, Any]) -> dict[str, Any]:
+def _container(pod: Pod) -> ContainerStatus:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return statuses[0] if statuses else {}
 
 
-def parse_report(message: str | None) -> dict[str, Any] | None:
+def parse_report(message: str | None) -> Report | None:
     """The runtime's result JSON from a termination message (None if it is not one)."""
     if not message:
         return None
@@ -102,49 +117,58 @@ def parse_report(message: str | None) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def _usage(report: dict[str, Any]) -> dict[str, Any] | None:
+def _cost(value: object) -> str:
+    """A reported cost in status.usage's form (the report is the pod's word: anything else is 0)."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return "0"
+    return usd_string(amount) if amount.is_finite() and 0 <= amount < 10**6 else "0"
+
+
+def _usage(report: Mapping[str, Any]) -> Usage | None:
     usage = report.get("usage")
     if not isinstance(usage, dict):
         return None
     inp, out = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
-    result: dict[str, Any] = {
+    result: dict[str, object] = {
         "inputTokens": inp,
         "outputTokens": out,
         "totalTokens": inp + out,
-        "costUSD": str(usage.get("costUSD", "0")),
+        "costUSD": _cost(usage.get("costUSD", "0")),
     }
     for key in ("model", "turns"):
         if usage.get(key) is not None:
             result[key] = usage[key]
-    return result
+    return Usage.model_validate(result)
 
 
 MCP_SERVERS, MCP_TOOLS, MCP_TEXT = 10, 64, 300  # bounds of status.mcp (spec.mcpServers has at most 10)
 RISKS = frozenset(r.value for r in Risk)
 
 
-def mcp_status(report: dict[str, Any]) -> dict[str, Any] | None:
+def mcp_status(report: Mapping[str, Any]) -> McpStatus | None:
     """status.mcp from the runtime's report: per server, its offered tools and their risk, or the
     error; only well-formed entries, bounded (the report is the run's, so not trusted blindly)."""
     entries = report.get("mcp")
     if not isinstance(entries, list):
         return None
-    servers: list[dict[str, Any]] = []
+    servers: list[McpServerStatus] = []
     for entry in entries[:MCP_SERVERS]:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
-        server: dict[str, Any] = {"name": entry["name"][:MCP_TEXT]}
+        server = McpServerStatus(name=entry["name"][:MCP_TEXT])
         tools = entry.get("tools")
         if isinstance(tools, dict):
-            kept = [(str(k)[:MCP_TEXT], v) for k, v in tools.items() if v in RISKS]
-            server["tools"] = dict(kept[:MCP_TOOLS])
+            kept = [(str(k)[:MCP_TEXT], Risk(v)) for k, v in tools.items() if v in RISKS]
+            server.tools = dict(kept[:MCP_TOOLS])
         if isinstance(entry.get("error"), str):
-            server["error"] = entry["error"][:MCP_TEXT]
+            server.error = entry["error"][:MCP_TEXT]
         servers.append(server)
-    return {"servers": servers} if servers else None
+    return McpStatus(servers=servers) if servers else None
 
 
-def asked_outputs(pod: dict[str, Any] | None) -> set[str]:
+def asked_outputs(pod: Pod | None) -> set[str]:
     """The named outputs the run was asked for: the pod's first AGENTRY_OUTPUTS, the operator's own."""
     containers = ((pod or {}).get("spec") or {}).get("containers") or [{}]
     env = containers[0].get("env") or []
@@ -152,22 +176,32 @@ def asked_outputs(pod: dict[str, Any] | None) -> set[str]:
     return {n for n in str(value or "").split(",") if n}
 
 
-def _result(report: dict[str, Any], asked: set[str]) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "summary": str(report.get("summary", ""))[:4096],
-        "truncated": bool(report.get("truncated", False)),
-    }
+def _result(report: Mapping[str, Any], asked: set[str]) -> Result:
+    result = Result(
+        summary=str(report.get("summary", ""))[:4096], truncated=bool(report.get("truncated", False))
+    )
     if report.get("stopReason"):
-        result["stopReason"] = str(report["stopReason"])
+        result.stop_reason = str(report["stopReason"])
     given = report.get("outputs")
     if isinstance(given, dict):  # only names asked for, each bounded: the report is the pod's word
         kept = outputs.bounded({str(k): str(v) for k, v in given.items() if k in asked})
         if kept:
-            result["outputs"] = kept
+            result.outputs = kept
     return result
 
 
-def _exit(pod: dict[str, Any] | None) -> tuple[int | None, dict[str, Any] | None]:
+APPROVAL_FIELDS = ("id", "tool", "summary", "risk", "requestedAt", "expiresAt", "input", "inputTruncated")
+
+
+def pending_approval(block: Mapping[str, Any]) -> PendingApproval:
+    """status.approval from the approval block of the runtime's report (its fields as text; no
+    summary: its arguments or reason)."""
+    fields = {k: str(block[k]) for k in APPROVAL_FIELDS if block.get(k) is not None}
+    fields.setdefault("summary", str(block.get("arguments") or block.get("reason") or ""))
+    return PendingApproval.model_validate(fields)
+
+
+def _exit(pod: Pod | None) -> tuple[int | None, Report | None]:
     if pod is None:
         return None, None
     terminated = (_container(pod).get("state") or {}).get("terminated")
@@ -192,10 +226,21 @@ def _explain_exit(code: int | None) -> tuple[Reason, str]:
     return Reason.POD_FAILED, f"the run's pod exited with code {code}"
 
 
-def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
-    """What the Job and its Pods say about the run."""
-    if job is None:
+class _Seen(TypedDict, total=False):
+    """What every observation of a Job carries."""
+
+    start_time: str | None
+    attempts: int
+    result: Result | None
+    usage: Usage | None
+    mcp: McpStatus | None
+
+
+def observe(job_read: Mapping[str, Any] | None, pods_read: Sequence[Mapping[str, Any]]) -> Observed:
+    """What the Job and its Pods (as read from the API server) say about the run."""
+    if job_read is None:
         return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE)
+    job, pods = cast(Job, job_read), cast(Sequence[Pod], pods_read)
     status = job.get("status") or {}
     conds = _conditions(job)
     complete = JOB_COMPLETE in conds or JOB_SUCCESS_CRITERIA_MET in conds
@@ -205,7 +250,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
         int(status.get("failed", 0)) + int(status.get("succeeded", 0)) + int(status.get("active", 0)),
     )
     code, report = _exit(pod)
-    base: dict[str, Any] = {
+    base: _Seen = {
         "start_time": status.get("startTime"),
         "attempts": attempts,
         "result": _result(report, asked_outputs(pod)) if report else None,
@@ -237,12 +282,12 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observed:
 
 
 def _failed(
-    job: dict[str, Any],
-    failed: dict[str, Any],
+    job: Job,
+    failed: Condition,
     code: int | None,
-    report: dict[str, Any] | None,
+    report: Report | None,
     attempts: int,
-    base: dict[str, Any],
+    base: _Seen,
 ) -> Observed:
     """What a failed Job says: an approval to wait for, its deadline, or why its pod failed."""
     end = failed.get("lastTransitionTime")
@@ -253,7 +298,7 @@ def _failed(
             Reason.APPROVAL_REQUIRED,
             f"waiting for a decision on {approval.get('tool', 'an action')}: "
             f"{approval.get('summary', '')}".strip(),
-            approval=approval,
+            approval=pending_approval(approval),
             **base,
         )
     job_reason = failed.get("reason", "")
@@ -278,7 +323,7 @@ def _failed(
 WAITING_MESSAGE = "waiting for the run's pod to start"
 
 
-def _no_report(pod: dict[str, Any] | None) -> str:
+def _no_report(pod: Pod | None) -> str:
     """Why a succeeded run has no result and usage (status.result and status.usage stay unset)."""
     if pod is None:
         why = "its pod is gone"
@@ -305,7 +350,7 @@ def _final_config_error(message: str) -> bool:
     return "not found" in message or "couldn't find key" in message
 
 
-def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
+def _pod_state(pod: Pod, base: _Seen) -> Observed | None:
     """What a pod that has not terminated says (None if it says nothing new)."""
     pod_status = pod.get("status") or {}
     waiting = (_container(pod).get("state") or {}).get("waiting") or {}
@@ -350,15 +395,24 @@ def _pod_state(pod: dict[str, Any], base: dict[str, Any]) -> Observed | None:
     return None
 
 
-def observe_pod(pod: dict[str, Any]) -> Observed | None:
+def observe_pod(pod_read: Mapping[str, Any]) -> Observed | None:
     """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's)."""
+    pod = cast(Pod, pod_read)
     if (_container(pod).get("state") or {}).get("terminated"):
         return None
     return _pod_state(pod, {"start_time": (pod.get("status") or {}).get("startTime")})
 
 
-def status_patch(current: dict[str, Any], seen: Observed, generation: int | None, now: str) -> dict[str, Any]:
-    """The status fields to write for an observation (conditions via the one helper)."""
+def status_patch(
+    current: Mapping[str, Any],
+    seen: Observed,
+    generation: int | None,
+    now: str,
+    job_name: str | None = None,
+    correlation_id: str | None = None,
+) -> ExecutionStatus:
+    """The status fields to write for an observation (conditions via the one helper), and the run's
+    Job and correlation id when given."""
     conds = current.get("conditions") or []
     started = seen.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING_APPROVAL)
     conds = set_condition(
@@ -370,22 +424,12 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
         generation,
         now,
     )
-    if seen.phase.terminal:
-        conds = set_condition(
-            conds,
-            ConditionType.SUCCEEDED,
-            seen.phase == Phase.SUCCEEDED,
-            seen.reason,
-            seen.message,
-            generation,
-            now,
-        )
-    else:
-        conds = set_condition(
-            conds, ConditionType.SUCCEEDED, None, seen.reason, seen.message, generation, now
-        )
-    patch: dict[str, Any] = {
-        "phase": seen.phase.value,
+    succeeded = (seen.phase == Phase.SUCCEEDED) if seen.phase.terminal else None
+    conds = set_condition(
+        conds, ConditionType.SUCCEEDED, succeeded, seen.reason, seen.message, generation, now
+    )
+    patch: dict[str, object] = {
+        "phase": seen.phase,
         "reason": str(seen.reason),
         "message": seen.message,
         "conditions": conds,
@@ -400,12 +444,13 @@ def status_patch(current: dict[str, Any], seen: Observed, generation: int | None
         end = seen.completion_time or current.get("completionTime") or now
         patch["completionTime"] = end
         patch["duration"] = format_duration(start, end)
-    if seen.result is not None:
-        patch["result"] = seen.result
-    if seen.usage is not None:
-        patch["usage"] = seen.usage
-    if seen.mcp is not None:
-        patch["mcp"] = seen.mcp
+    for key, value in (("result", seen.result), ("usage", seen.usage), ("mcp", seen.mcp)):
+        if value is not None:
+            patch[key] = value
     if seen.approval is not None or current.get("approval") is not None:
         patch["approval"] = seen.approval
-    return patch
+    if job_name is not None:
+        patch["jobName"] = job_name
+    if correlation_id is not None:
+        patch["correlationId"] = correlation_id
+    return ExecutionStatus.model_validate(patch)

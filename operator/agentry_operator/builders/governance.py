@@ -17,7 +17,8 @@ from agentry_common.models import AgentSpec, Phase, Runtime, SecretSpec, Trigger
 from agentry_common.statesig import ENV_STATE_KEY, SECRET_STATE_KEY
 
 from ..conditions import get_condition, set_condition
-from ..config import OperatorConfig
+from ..settings import Settings
+from .kinds import EnvVar, EnvVarSource
 from .model import effective_model
 
 # Variables the model SDKs and the runtime read a provider key from. A governed run gets the run token
@@ -64,7 +65,7 @@ def _parse(value: str | None) -> dt.datetime | None:
 
 
 def max_wait_seconds(
-    execution: dict[str, Any], agent: dict[str, Any], config: OperatorConfig, now: dt.datetime
+    execution: dict[str, Any], agent: dict[str, Any], config: Settings, now: dt.datetime
 ) -> int:
     """How much longer the run may wait for budget.
 
@@ -84,7 +85,7 @@ def max_wait_seconds(
 
 
 def admission_request(
-    execution: dict[str, Any], agent: dict[str, Any], config: OperatorConfig, now: dt.datetime
+    execution: dict[str, Any], agent: dict[str, Any], config: Settings, now: dt.datetime
 ) -> dict[str, Any]:
     """The body of POST ADMISSION_PATH for one Execution (its uid: admission and metering charge the
     same subject)."""
@@ -132,7 +133,7 @@ def decide(
     conditions: Conditions | None,
     *,
     trigger: str | None,
-    config: OperatorConfig,
+    config: Settings,
     generation: int | None = None,
     now: str | None = None,
 ) -> Verdict:
@@ -174,7 +175,7 @@ def decide(
 _Cond = Callable[[Conditions | None, ConditionType, bool | None, Reason, str], Conditions]
 
 
-def _no_answer(answer: Answer, conditions: Conditions | None, cond: _Cond, config: OperatorConfig) -> Verdict:
+def _no_answer(answer: Answer, conditions: Conditions | None, cond: _Cond, config: Settings) -> Verdict:
     """No decision (the gateway down, or refusing the question): Pending, asked again later."""
     unavailable = config.admission_unavailable_retry_seconds
     reason = Reason.GATEWAY_UNAVAILABLE if answer.unavailable else Reason.ADMISSION_FAILED
@@ -185,7 +186,7 @@ def _no_answer(answer: Answer, conditions: Conditions | None, cond: _Cond, confi
 
 
 def _unknown(
-    decision: dict[str, Any], conditions: Conditions | None, cond: _Cond, config: OperatorConfig
+    decision: dict[str, Any], conditions: Conditions | None, cond: _Cond, config: Settings
 ) -> Verdict:
     """An answer that is no AdmissionDecision (an unknown action): Pending, asked again later."""
     unavailable = config.admission_unavailable_retry_seconds
@@ -245,15 +246,16 @@ def governed_secrets(secrets: list[SecretSpec]) -> list[SecretSpec]:
     ]
 
 
-def token_env(secret_name: str) -> list[dict[str, Any]]:
+def token_env(secret_name: str) -> list[EnvVar]:
     """The run token as both provider keys, and the key that signs a paused run's state, by reference
     (not readable from the pod spec). The state key is optional: a Secret an older operator made has
     none, and that run's state is then taken unsigned."""
-    ref = {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}
-    state_ref = {"secretKeyRef": {"name": secret_name, "key": SECRET_STATE_KEY, "optional": True}}
-    return [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS] + [
-        {"name": ENV_STATE_KEY, "valueFrom": state_ref}
-    ]
+    ref: EnvVarSource = {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}
+    state_ref: EnvVarSource = {
+        "secretKeyRef": {"name": secret_name, "key": SECRET_STATE_KEY, "optional": True}
+    }
+    env: list[EnvVar] = [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS]
+    return [*env, {"name": ENV_STATE_KEY, "valueFrom": state_ref}]
 
 
 def build_token_secret(

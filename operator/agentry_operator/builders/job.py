@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,8 +14,9 @@ from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
 from agentry_common.policy import parse_quantity
 
-from ..config import OperatorConfig
+from ..settings import Settings
 from .governance import governed_secrets, token_env
+from .kinds import EnvVar
 from .model import with_effective_model
 
 CONTAINER = "agent"
@@ -23,7 +25,7 @@ STATE_KEY = "state.json"  # ConfigMap key keeping a paused run's conversation st
 RUNTIME_UID = 10001
 
 
-def owner_reference(body: dict[str, Any], controller: bool = True) -> dict[str, Any]:
+def owner_reference(body: Mapping[str, Any], controller: bool = True) -> dict[str, Any]:
     meta = body["metadata"]
     return {
         "apiVersion": body.get("apiVersion", c.API_VERSION),
@@ -69,11 +71,11 @@ def _env(
     execution: dict[str, Any],
     agent: AgentSpec,
     correlation_id: str,
-    config: OperatorConfig,
+    config: Settings,
     token_secret: str | None,
-) -> list[dict[str, Any]]:
+) -> list[EnvVar]:
     meta = execution["metadata"]
-    env: list[dict[str, Any]] = [
+    env: list[EnvVar] = [
         {"name": c.ENV_CORRELATION_ID, "value": correlation_id},
         {"name": c.ENV_EXECUTION, "value": meta["name"]},
         {"name": c.ENV_AGENT, "value": execution["spec"]["agentRef"]["name"]},
@@ -120,7 +122,7 @@ def _env(
     return env
 
 
-def proxy_env(config: OperatorConfig) -> list[dict[str, Any]]:
+def proxy_env(config: Settings) -> list[EnvVar]:
     """The egress proxy for every tool: AGENTRY_EGRESS_PROXY (the http tool), HTTP(S)_PROXY in both
     spellings (curl, pip, requests, ...). The gateway is reached directly (the NetworkPolicy allows it);
     everything else only through the proxy, which opens the Agent's own allowedHosts."""
@@ -134,11 +136,11 @@ def proxy_env(config: OperatorConfig) -> list[dict[str, Any]]:
         if host:
             direct.insert(0, host)
     names = (c.ENV_EGRESS_PROXY, "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
-    env = [{"name": name, "value": url} for name in names]
+    env: list[EnvVar] = [{"name": name, "value": url} for name in names]
     return env + [{"name": name, "value": ",".join(direct)} for name in ("NO_PROXY", "no_proxy")]
 
 
-def tracing_env(config: OperatorConfig, traceparent: str | None) -> list[dict[str, Any]]:
+def tracing_env(config: Settings, traceparent: str | None) -> list[EnvVar]:
     """OTEL_* of the run container when tracing is on (none when off: the pod exactly as before)."""
     if not config.tracing:
         return []
@@ -157,7 +159,7 @@ def active_deadline_seconds(agent: AgentSpec) -> int:
     return agent.timeout_seconds + DEADLINE_GRACE_SECONDS
 
 
-def _resources(agent: AgentSpec, config: OperatorConfig) -> dict[str, Any]:
+def _resources(agent: AgentSpec, config: Settings) -> dict[str, Any]:
     requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
     requests.update(agent.resources.requests)
     limits = {"memory": config.default_memory_limit}
@@ -218,9 +220,7 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _container(
-    env: list[dict[str, Any]], resources: dict[str, Any], config: OperatorConfig
-) -> dict[str, Any]:
+def _container(env: list[EnvVar], resources: dict[str, Any], config: Settings) -> dict[str, Any]:
     return {
         "name": CONTAINER,
         "image": config.workspace_image,
@@ -240,9 +240,7 @@ def _container(
     }
 
 
-def _pod_spec(
-    container: dict[str, Any], config: OperatorConfig, resume_configmap: str | None
-) -> dict[str, Any]:
+def _pod_spec(container: dict[str, Any], config: Settings, resume_configmap: str | None) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -287,7 +285,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _job_spec(spec: AgentSpec, config: OperatorConfig, template: dict[str, Any]) -> dict[str, Any]:
+def _job_spec(spec: AgentSpec, config: Settings, template: dict[str, Any]) -> dict[str, Any]:
     return {
         "backoffLimit": spec.retries,
         # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the
@@ -304,7 +302,7 @@ _PARSED: dict[tuple[str, int, str], AgentSpec] = {}
 _PARSED_MAX = 1024  # Agents whose parsed spec is kept
 
 
-def effective_spec(agent: dict[str, Any], config: OperatorConfig) -> AgentSpec:
+def effective_spec(agent: dict[str, Any], config: Settings) -> AgentSpec:
     """The Agent's spec as its runs use it (the default model filled in). Parsed once per Agent
     generation (a spec change bumps it): a thousand runs of one Agent starting together shared one
     parse, not a thousand. The result is shared, so callers only read it."""
@@ -325,7 +323,7 @@ def build_job(
     execution: dict[str, Any],
     agent: dict[str, Any],
     correlation_id: str,
-    config: OperatorConfig,
+    config: Settings,
     name: str | None = None,
     resume_configmap: str | None = None,
     token_secret: str | None = None,

@@ -1,6 +1,6 @@
 """The model an Agent's runs use: its spec.model, else the installation's default model.
 
-The default (OperatorConfig.default_model, AGENTRY_DEFAULT_MODEL, chart value operator.defaultModel)
+The default (Settings.default_model, AGENTRY_DEFAULT_MODEL, chart value operator.defaultModel)
 is filled into the Agent snapshot each run gets (the Job's agent.json), so the runtime reads it exactly
 as it reads an explicit spec.model; the Agent's status.model shows which one is in use.
 """

@@ -29,7 +29,7 @@ from agentry_common.conditions import Reason
 from agentry_common.models import AgentSpec, Phase
 from agentry_common.policy import AgentPolicy, priority_violations, violations
 
-from ..config import OperatorConfig
+from ..settings import Settings
 from .governance import owner_of
 
 WAIT_SECONDS = 30.0  # a run waiting for the owner's slot also looks again this often (an end wakes it)
@@ -56,7 +56,7 @@ def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def limits_of(agent: Mapping[str, Any], config: OperatorConfig) -> Limits:
+def limits_of(agent: Mapping[str, Any], config: Settings) -> Limits:
     """The quotas of the Agent's owner: a guest's (owner-kind label) or a signed-in user's."""
     if labels_of(agent).get(c.LABEL_OWNER_KIND) == c.OWNER_KIND_GUEST:
         return Limits(config.guest_quota_concurrent_runs, config.guest_quota_runs_per_day)

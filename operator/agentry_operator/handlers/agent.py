@@ -10,7 +10,7 @@ import kopf
 from lightkube import ApiError, AsyncClient
 
 from agentry_common.conditions import ConditionType, Reason
-from agentry_common.models import Trigger
+from agentry_common.models import AgentStatus, Archived, Condition, HistoryLimits, ScheduleState, Trigger
 from agentry_common.naming import cronjob_name
 
 from .. import kube
@@ -20,7 +20,6 @@ from ..builders.cronjob import build_cronjob
 from ..builders.governance import owner_of
 from ..builders.model import model_label
 from ..conditions import set_condition
-from ..config import OperatorConfig
 from ..schedule import (
     ScheduleStep,
     catchup_due,
@@ -33,6 +32,7 @@ from ..schedule import (
     upcoming_runs,
     with_backfill,
 )
+from ..settings import Settings
 from ..tick import build_execution
 from .adoption import adopt, agent_owner
 from .execution import on_execution
@@ -46,7 +46,7 @@ RESYNC_QUIET_SECONDS, RESYNC_OLDEST_SECONDS = 2.0, 10.0
 
 async def reconcile_agent(
     client: AsyncClient,
-    config: OperatorConfig,
+    config: Settings,
     state: State,
     body: dict[str, Any],
     logger: Logger,
@@ -80,17 +80,17 @@ async def reconcile_agent(
         ready[2],
         generation,
     )
-    patch = {
-        "observedGeneration": generation,
-        "conditions": _resumed(conditions, schedule, generation),
-        "nextRunTime": next_time,
-        "upcomingRuns": upcoming,
-        "scheduleRef": schedule_ref,
-        "model": model_label(spec, default_model),
-        **({"scheduleState": fresh} if fresh is not None else {}),
-    }
-    status = body.get("status") or {}
-    if kube.changes(status, patch):  # a restart's resume writes nothing new
+    patch = AgentStatus(
+        observed_generation=generation,
+        conditions=_resumed(conditions, schedule, generation),
+        next_run_time=next_time,
+        upcoming_runs=upcoming,
+        schedule_ref=schedule_ref,
+        model=model_label(spec, default_model),
+    )
+    if fresh is not None:
+        patch.schedule_state = ScheduleState.model_validate(fresh)
+    if kube.changes(body.get("status") or {}, patch.patch()):  # a restart's resume writes nothing new
         await kube.patch_status(client, kube.Agent, name, namespace, patch)
     state.dirty_agents.add((namespace, name))
     if failure is not None:
@@ -100,7 +100,7 @@ async def reconcile_agent(
 
 
 async def _reconcile_cronjob(
-    client: AsyncClient, config: OperatorConfig, body: dict[str, Any], fresh: bool
+    client: AsyncClient, config: Settings, body: dict[str, Any], fresh: bool
 ) -> str | None:
     """Keep the CronJob as the spec says (or delete it); its status.scheduleRef, or None."""
     meta, schedule = body["metadata"], body["spec"].get("schedule")
@@ -146,19 +146,15 @@ async def _invalid(client: AsyncClient, body: dict[str, Any], message: str, logg
     logger.warning("agent %s is invalid: %s", meta["name"], message)
     conditions = (body.get("status") or {}).get("conditions")
     ready = set_condition(conditions, ConditionType.READY, False, Reason.INVALID_SPEC, message, generation)
-    patch = {
-        "observedGeneration": generation,
-        "conditions": ready,
-        "nextRunTime": None,
-        "upcomingRuns": None,
-        "model": None,
-    }
+    patch = AgentStatus(
+        observed_generation=generation, conditions=ready, next_run_time=None, upcoming_runs=None, model=None
+    )
     await kube.patch_status(client, kube.Agent, meta["name"], meta["namespace"], patch)
 
 
 async def _reconcile_cloud_job(
     client: AsyncClient,
-    config: OperatorConfig,
+    config: Settings,
     scheduler: ScheduleBackend | None,
     body: dict[str, Any],
     logger: Logger,
@@ -183,7 +179,7 @@ async def _reconcile_cloud_job(
             await _delete_cloud_job(config, scheduler, recorded, logger)
         if recorded != want:
             # Intent first: a crash right after the create still leaves the name for the finalizer.
-            patch = {"scheduleRef": want}
+            patch = AgentStatus(schedule_ref=want)
             await kube.patch_status(client, kube.Agent, meta["name"], meta["namespace"], patch)
             recorded = want
         return await scheduler.ensure(body), None
@@ -192,7 +188,7 @@ async def _reconcile_cloud_job(
 
 
 async def _delete_cloud_job(
-    config: OperatorConfig, scheduler: ScheduleBackend | None, ref: str, logger: Logger
+    config: Settings, scheduler: ScheduleBackend | None, ref: str, logger: Logger
 ) -> None:
     if scheduler is None:
         error = not_configured(config)
@@ -207,7 +203,7 @@ async def _delete_cloud_job(
 
 
 async def delete_agent_schedule(
-    config: OperatorConfig, scheduler: ScheduleBackend | None, body: dict[str, Any], logger: Logger
+    config: Settings, scheduler: ScheduleBackend | None, body: dict[str, Any], logger: Logger
 ) -> None:
     """Before an Agent goes (finalizer): delete its Cloud Scheduler job, recorded or computed."""
     ref = (body.get("status") or {}).get("scheduleRef")
@@ -230,8 +226,8 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     if await adopt(client, state, namespace, agent, executions):
         state.dirty_agents.add((namespace, name))  # the rest once starts are quiet
     status = agent.get("status") or {}
-    archived = dict(status.get("archived") or {})
-    pruned = to_prune(executions, agent["spec"].get("historyLimits") or {})
+    archived = Archived.model_validate(status.get("archived") or {})
+    pruned = to_prune(executions, HistoryLimits.model_validate(agent["spec"].get("historyLimits") or {}))
     if len(pruned) > PRUNE_BATCH:  # the rest next round: a retried round's names stay in archived.names
         pruned = pruned[:PRUNE_BATCH]
         state.dirty_agents.add((namespace, name))
@@ -239,19 +235,19 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
         archived = archive(archived, pruned)
     # Each Execution counts once: in archived (pruned, maybe not deleted yet: a crash in between, or
     # its deletion not seen yet) or live, never both.
-    counted = set(archived.get("names") or [])
+    counted = set(archived.names)
     live = [e for e in executions if e["metadata"]["name"] not in counted]
     patch = summarize(live, archived)
     if pruned:
-        patch["archived"] = archived
+        patch.archived = archived
     schedule = agent["spec"].get("schedule")
     if schedule and not schedule.get("suspend") and status.get("nextRunTime"):
-        patch["nextRunTime"] = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
+        patch.next_run_time = rfc3339(next_run(schedule["cron"], schedule.get("timeZone", "UTC")))
     step = await _schedule_refresh(client, agent, live, patch, logger)
     scheduled = [e for e in live if e["spec"].get("trigger") == Trigger.SCHEDULE]
     if scheduled:
-        patch["lastScheduleTime"] = max(e["metadata"]["creationTimestamp"] for e in scheduled)
-    if kube.changes(status, patch):
+        patch.last_schedule_time = max(e["metadata"]["creationTimestamp"] for e in scheduled)
+    if kube.changes(status, patch.patch()):
         try:
             # Archive first, under the Agent's resourceVersion; then delete. A crash in between
             # re-runs this with the names already archived (nothing to write): it only deletes.
@@ -272,7 +268,7 @@ async def _schedule_refresh(
     client: AsyncClient,
     agent: dict[str, Any],
     executions: list[dict[str, Any]],
-    patch: dict[str, Any],
+    patch: AgentStatus,
     logger: Logger,
 ) -> ScheduleStep | None:
     """Catch-up runs (created before the watermark moves past them: a retry meets 409), the
@@ -304,15 +300,15 @@ async def _schedule_refresh(
         )
         logger.info("agent %s: %s", name, message)
         await _event(client, agent, Reason.CATCHUP_SKIPPED, message, "Warning")
-    patch["scheduleState"] = step.state
-    patch["upcomingRuns"] = upcoming_runs(schedule, f"{namespace}/{name}", now)
+    patch.schedule_state = ScheduleState.model_validate(step.state)
+    patch.upcoming_runs = upcoming_runs(schedule, f"{namespace}/{name}", now)
     if step.pause:
         limit = schedule["pauseOnFailure"]["consecutiveFailures"]
         message = (
             f"suspended after {step.state['consecutiveFailures']} consecutive failed scheduled runs "
             f"(pauseOnFailure: {limit}); set spec.schedule.suspend false to resume"
         )
-        patch["conditions"] = set_condition(
+        paused = set_condition(
             status.get("conditions"),
             ConditionType.SCHEDULE_PAUSED,
             True,
@@ -320,6 +316,7 @@ async def _schedule_refresh(
             message,
             meta.get("generation"),
         )
+        patch.conditions = [Condition.model_validate(c) for c in paused]
     return step
 
 
@@ -366,12 +363,12 @@ async def _resync(client: AsyncClient, state: State, logger: Logger) -> None:
             state.resync_later(key)
 
 
-async def background_loop(client: AsyncClient, config: OperatorConfig, state: State, logger: Logger) -> None:
-    """The one background task: retries (failed starts; a retried running Execution re-reads its
-    Job, as after a restart), then stale Agent statuses."""
+async def background_loop(client: AsyncClient, config: Settings, state: State, logger: Logger) -> None:
+    """The one background task: runs waiting for an approval (it may expire), the running runs' Jobs
+    to read again, then stale Agent statuses. Retries are the controller's queue's."""
     while True:
         await asyncio.sleep(config.agent_refresh_seconds)
-        for key in {*state.due_retries(), *state.waiting_approval}:  # retries; approvals that may expire
+        for key in list(state.waiting_approval):  # approvals that may expire
             body = state.executions.get(key)
             if body is not None:
                 try:

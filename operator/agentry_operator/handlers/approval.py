@@ -16,6 +16,7 @@ import base64
 import datetime as dt
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from lightkube import ApiError, AsyncClient
 
 from agentry_common.conditions import Reason
 from agentry_common.constants import RESUME_FILE
-from agentry_common.models import Phase
+from agentry_common.models import ApprovalDecision, ExecutionStatus, PendingApproval, Phase
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.statesig import SECRET_STATE_KEY, SIGNATURE_FIELD, state_verifies
 
@@ -32,7 +33,7 @@ from ..builders.execution_status import Observed, observe, status_patch, termina
 from ..builders.governance import record_before_job
 from ..builders.job import STATE_KEY, build_job, effective_spec, owner_reference
 from ..conditions import now_rfc3339
-from ..config import OperatorConfig
+from ..settings import Settings
 from .admission import admission, ensure_token_secret
 from .state import Logger, State
 
@@ -90,16 +91,16 @@ async def read_state(client: AsyncClient, namespace: str, pod: str, key: str | N
 
 @dataclass
 class Saved:
-    state: Any = None
+    state: object = None
     forged: int = 0  # approval_request lines whose signature did not verify
-    event: dict[str, Any] | None = None  # the approval_request event the state came from
+    event: dict[str, object] | None = None  # the approval_request event the state came from
 
 
 # How much of a tool's input status.approval carries (the CRD allows a little more, for the marker).
 INPUT_LIMIT = 16384
 
 
-def complete_input(event: dict[str, Any] | None) -> dict[str, str]:
+def complete_input(event: Mapping[str, object] | None) -> dict[str, str]:
     """The whole tool input an approver decides on (JSON), cut at INPUT_LIMIT bytes with a marker
     that says so: a harmless-looking prefix must not hide the rest."""
     if not event or "input" not in event:
@@ -112,7 +113,7 @@ def complete_input(event: dict[str, Any] | None) -> dict[str, str]:
     return {"input": cut, "inputTruncated": f"truncated at {INPUT_LIMIT} of {len(data)} bytes"}
 
 
-def requested(event: dict[str, Any] | None) -> dict[str, str]:
+def requested(event: Mapping[str, object] | None) -> dict[str, str]:
     """What the approval is about, from the runtime's own approval_request event (its signature
     verified when the run has a state key), not from the termination message, which a process in the
     pod could have written too: id, tool, risk and the summary an approver reads."""
@@ -131,7 +132,7 @@ async def pause(
     client: AsyncClient, state: State, body: dict[str, Any], seen: Observed, pods: list[dict[str, Any]]
 ) -> Observed:
     """Keep the paused run's state and complete the approval block with its deadline."""
-    approval = dict(seen.approval or {})
+    approval = seen.approval.patch() if seen.approval is not None else {}
     ns = body["metadata"]["namespace"]
     agent = state.agents.get((ns, body["spec"]["agentRef"]["name"])) or {}
     timeout = int(
@@ -140,7 +141,6 @@ async def pause(
     now = dt.datetime.now(dt.UTC)
     approval.setdefault("requestedAt", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     approval["expiresAt"] = (now + dt.timedelta(seconds=timeout)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    approval.setdefault("summary", str(approval.get("arguments") or approval.get("reason") or ""))
     pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "") if pods else None
     key = await state_key(client, ns, pod) if pod else None
     found = await read_state(client, ns, pod["metadata"]["name"], key) if pod else Saved()
@@ -174,62 +174,53 @@ async def pause(
             "data": {STATE_KEY: json.dumps(saved)},
         },
     )
-    keep = {"id", "tool", "summary", "risk", "requestedAt", "expiresAt", "input", "inputTruncated"}
-    seen.approval = {k: v for k, v in approval.items() if k in keep}
+    seen.approval = PendingApproval.model_validate(approval)
     return seen
 
 
-def _expired(approval: dict[str, Any]) -> bool:
-    expires = approval.get("expiresAt")
-    if not expires:
+def _expired(approval: PendingApproval) -> bool:
+    if not approval.expires_at:
         return False
-    deadline = dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    deadline = dt.datetime.fromisoformat(approval.expires_at.replace("Z", "+00:00"))
     return deadline + dt.timedelta(seconds=EXPIRY_GRACE_SECONDS) <= dt.datetime.now(dt.UTC)
 
 
 async def on_waiting(
-    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+    client: AsyncClient, config: Settings, state: State, body: dict[str, Any], logger: Logger
 ) -> Outcome | None:
     """Act on a decision or a timeout. Returns the status to write: the end of the run, or a resume
     held by the gateway's admission."""
-    status = body.get("status") or {}
-    approval = status.get("approval") or {}
-    decision = next(
-        (d for d in body["spec"].get("approvals") or [] if d.get("id") == approval.get("id")), None
-    )
+    pending = (body.get("status") or {}).get("approval")
+    if not pending:
+        return None
+    approval = PendingApproval.model_validate(pending)
+    decisions = (ApprovalDecision.model_validate(d) for d in body["spec"].get("approvals") or [])
+    decision = next((d for d in decisions if d.id == approval.id), None)
+    tool = approval.tool or "the action"
     if decision is None:
         if _expired(approval):
-            return (
-                Phase.CANCELLED,
-                Reason.APPROVAL_TIMED_OUT,
-                f"nobody decided on {approval.get('tool', 'the action')} before {approval['expiresAt']}",
-                None,
-            )
+            message = f"nobody decided on {tool} before {approval.expires_at}"
+            return (Phase.CANCELLED, Reason.APPROVAL_TIMED_OUT, message, None)
         return None
-    who = decision.get("decidedBy") or "someone"
-    if not decision.get("approved"):
-        why = f": {decision['reason']}" if decision.get("reason") else ""
-        return (
-            Phase.CANCELLED,
-            Reason.APPROVAL_DENIED,
-            f"{who} denied {approval.get('tool', 'the action')}{why}",
-            None,
-        )
+    if not decision.approved:
+        why = f": {decision.reason}" if decision.reason else ""
+        message = f"{decision.decided_by or 'someone'} denied {tool}{why}"
+        return (Phase.CANCELLED, Reason.APPROVAL_DENIED, message, None)
     return await resume(client, config, state, body, decision, logger)
 
 
-def resume_document(decision: dict[str, Any], saved: Any) -> dict[str, Any]:
+def resume_document(decision: ApprovalDecision, saved: object) -> dict[str, object]:
     """resume.json: the decision (fields left out when the decider gave none: an approval through
     the API has no reason, and the runtime wants a string or nothing) and the state kept at the pause."""
-    fields = {"approvalId": decision.get("id"), "approved": decision.get("approved")}
-    fields |= {k: decision[k] for k in ("decidedBy", "reason") if decision.get(k) is not None}
-    doc: dict[str, Any] = {"decision": fields}
+    fields = {"approvalId": decision.id, **decision.model_dump(by_alias=True, exclude_none=True)}
+    del fields["id"]
+    doc: dict[str, object] = {"decision": fields}
     if saved is not None:
         doc["state"] = saved
     return doc
 
 
-async def _write_resume_file(client: AsyncClient, name: str, ns: str, decision: dict[str, Any]) -> None:
+async def _write_resume_file(client: AsyncClient, name: str, ns: str, decision: ApprovalDecision) -> None:
     """resume.json in the paused run's ConfigMap."""
     cm = await kube.get_or_none(client, kube.ConfigMap, name, ns)
     saved = json.loads((cm or {}).get("data", {}).get(STATE_KEY) or "null")
@@ -239,10 +230,10 @@ async def _write_resume_file(client: AsyncClient, name: str, ns: str, decision: 
 
 async def resume(
     client: AsyncClient,
-    config: OperatorConfig,
+    config: Settings,
     state: State,
     body: dict[str, Any],
-    decision: dict[str, Any],
+    decision: ApprovalDecision,
     logger: Logger,
 ) -> Outcome | None:
     """Start the resume Job (None), unless the gateway's admission holds or ends the run (its Outcome;
@@ -250,7 +241,7 @@ async def resume(
     meta = body["metadata"]
     ns = meta["namespace"]
     status = body.get("status") or {}
-    name = resume_name(body, decision["id"])
+    name = resume_name(body, decision.id)
     agent = state.agents.get((ns, body["spec"]["agentRef"]["name"]))
     if agent is None:
         agent = await kube.get_or_none(client, kube.Agent, body["spec"]["agentRef"]["name"], ns)
@@ -266,9 +257,9 @@ async def resume(
             phase = verdict.phase if verdict.phase.terminal else Phase.WAITING_APPROVAL
             return (phase, verdict.reason, verdict.message, verdict.conditions)
         if record_before_job(verdict, status.get("conditions")):
-            recorded = {"conditions": verdict.conditions}
-            await kube.patch_status(client, kube.Execution, meta["name"], ns, recorded)
-            state.wrote_status((ns, meta["name"]), recorded)
+            recorded = ExecutionStatus.model_validate({"conditions": verdict.conditions})
+            sent = await kube.patch_status(client, kube.Execution, meta["name"], ns, recorded)
+            state.wrote_status((ns, meta["name"]), sent)
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, name, run_spec)
     await _write_resume_file(client, name, ns, decision)
@@ -287,7 +278,7 @@ async def resume(
         ),
     )
     logger.info(
-        "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.get("decidedBy")
+        "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.decided_by
     )
     await _resumed(client, state, body, status, name, job, decision)
     return None
@@ -300,7 +291,7 @@ async def _resumed(
     status: dict[str, Any],
     name: str,
     job: dict[str, Any] | None,
-    decision: dict[str, Any],
+    decision: ApprovalDecision,
 ) -> None:
     """The status of a resumed run: its new Job (None: just created), no pending approval, reason
     Resumed."""
@@ -308,8 +299,8 @@ async def _resumed(
     # An ended Job is one adopted after a crash: its outcome comes with its pod's report (resync).
     seen = observe(None if job is None or terminal_job(job) else job, [])
     seen.reason = Reason.RESUMED
-    seen.message = f"approved by {decision.get('decidedBy') or 'someone'}; resuming"
-    patch = status_patch(status, seen, meta.get("generation"), now_rfc3339())
-    patch.update({"jobName": name, "approval": None})
-    await kube.patch_status(client, kube.Execution, meta["name"], meta["namespace"], patch)
-    state.wrote_status((meta["namespace"], meta["name"]), patch)
+    seen.message = f"approved by {decision.decided_by or 'someone'}; resuming"
+    patch = status_patch(status, seen, meta.get("generation"), now_rfc3339(), job_name=name)
+    patch.approval = None  # the decision is taken
+    sent = await kube.patch_status(client, kube.Execution, meta["name"], meta["namespace"], patch)
+    state.wrote_status((meta["namespace"], meta["name"]), sent)

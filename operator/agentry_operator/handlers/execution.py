@@ -1,7 +1,8 @@
 """Execution → Job, and Job/Pod state → Execution status. Level-triggered and idempotent.
 
 Every watch event of an Execution (and the initial listing after a restart) runs `on_execution`,
-which looks at the object as it is and does what is missing. The Job's name is derived from the
+which queues the run unless it needs nothing; the queue's `reconcile` looks at the object as it is
+and does what is missing. The Job's name is derived from the
 Execution's name and uid, and a 409 on create adopts the Job made by an earlier attempt, so running
 this twice, or after a crash halfway, never makes a second Job. Nothing is stored in annotations.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
+import logging
 import time
 import uuid
 from typing import Any
@@ -19,24 +20,26 @@ from lightkube import ApiError, AsyncClient
 
 from agentry_common import tracing
 from agentry_common.conditions import ConditionType, Reason
-from agentry_common.models import ConcurrencyPolicy, Phase, Trigger
+from agentry_common.models import ConcurrencyPolicy, ExecutionStatus, Phase, Trigger
 from agentry_common.naming import job_name, token_secret_name
 
 from .. import kube
 from ..builders.execution_status import observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
 from ..builders.job import build_job, effective_spec
-from ..builders.refusal import Action, backoff
+from ..builders.refusal import Action
 from ..builders.run_gate import WAIT_SECONDS, Held, owner_held
 from ..conditions import get_condition, now_rfc3339
-from ..config import OperatorConfig
+from ..settings import Settings
 from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
 from .outcome import decide, key_of, on_job, on_pod, resync, said, write_status
 from .state import Key, Logger, State, phase_of
 
-__all__ = ["cancel", "on_execution", "on_job", "on_pod", "start"]
+__all__ = ["cancel", "on_execution", "on_job", "on_pod", "reconcile", "start"]
+
+log = logging.getLogger("agentry.operator")
 
 AGENT_WAIT_SECONDS = 60  # an Agent applied together with its Execution has time to land
 RETRY_SECONDS = 5
@@ -45,13 +48,14 @@ AGENT_READ_SECONDS = 2.0  # a read of a missing Agent serves the runs asking thi
 
 async def on_execution(
     client: AsyncClient,
-    config: OperatorConfig,
+    config: Settings,
     state: State,
     body: dict[str, Any],
     logger: Logger,
     listing: bool = False,
 ) -> None:
-    """Bring one Execution forward from wherever it is.
+    """An Execution's event: a run that needs nothing (ended, or running) returns at once; any other is
+    queued for `reconcile` (the controller's queue, controller/queue.py).
 
     `listing` marks the initial listing after a (re)start, or a retry: Job events missed (while the
     operator was down, or before a crashed attempt recorded its Job) are then recovered by reading
@@ -61,35 +65,38 @@ async def on_execution(
     phase = phase_of(body)
     if phase is not None and phase.terminal:
         return
-    if body["spec"].get("cancel"):
-        await cancel(client, state, body, logger)
-        return
-    if phase == Phase.WAITING_APPROVAL:
-        await _waiting(client, config, state, body, logger)
-        return
-    job_name_ = (body.get("status") or {}).get("jobName")
-    if job_name_:
+    key = key_of(body)
+    running = (body.get("status") or {}).get("jobName") and phase != Phase.WAITING_APPROVAL
+    if running and not body["spec"].get("cancel"):
         if listing:
-            state.resync_later(key_of(body))
+            state.resync_later(key)
         return  # running: its Job's and Pods' events drive the status from here
-    state.starts.add(key_of(body), logger, functools.partial(_start_queued, client, config, state))
+    state.queue.add(key, again=listing)
 
 
-async def _start_queued(
-    client: AsyncClient, config: OperatorConfig, state: State, key: Key, logger: Logger
-) -> None:
-    """A queued run's turn (starts.py): the Execution as it is now (it may have moved on, or gone)."""
+async def reconcile(client: AsyncClient, config: Settings, state: State, key: Key, again: bool) -> None:
+    """The queue's reconcile of one Execution, as it is now (it may have moved on, or gone); `again`:
+    back by a timer (a retry, a wait that ended), not by an event."""
     body = state.executions.get(key)
-    if body is not None:
-        await _start(client, config, state, body, logger)
+    if body is None:
+        return
+    phase = phase_of(body)
+    if phase is not None and phase.terminal:
+        return
+    if body["spec"].get("cancel"):
+        await cancel(client, state, body, log)
+    elif phase == Phase.WAITING_APPROVAL:
+        await _waiting(client, config, state, body, log)
+    elif (body.get("status") or {}).get("jobName"):
+        if again:
+            state.resync_later(key)
+    else:
+        await _start(client, config, state, body, log)
 
 
 async def _start(
-    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+    client: AsyncClient, config: Settings, state: State, body: dict[str, Any], logger: Logger
 ) -> None:
-    phase, status = phase_of(body), body.get("status") or {}
-    if (phase is not None and phase.terminal) or status.get("jobName") or body["spec"].get("cancel"):
-        return  # ended, started or cancelled while it waited for a slot: its own event handles it
     state.last_start = time.monotonic()
     with reconcile_span(body) as span:
         try:
@@ -101,11 +108,11 @@ async def _start(
             tracing.set_error(span, type(exc).__name__)
             _retry(state, body, exc, logger)
         else:
-            state.start_failures.pop(key_of(body), None)
+            state.queue.succeeded(key_of(body))
 
 
 async def _waiting(
-    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+    client: AsyncClient, config: Settings, state: State, body: dict[str, Any], logger: Logger
 ) -> None:
     """A paused run: resume it, or end it, on its approval's decision (or timeout)."""
     try:
@@ -122,17 +129,16 @@ async def _waiting(
     if outcome is None and phase_of(state.executions.get(key_of(body), body)) != Phase.WAITING_APPROVAL:
         # Resumed: its Job may be one adopted after a crash, already run (even ended) meanwhile;
         # the retry (listing) reads it.
-        state.retry_later(key_of(body), 0)
+        state.queue.add(key_of(body), again=True)
 
 
 def _retry(state: State, body: dict[str, Any], exc: Exception, logger: Logger) -> None:
-    """Try again later, backing off: 5 s, doubling with each failure in a row, up to 5 minutes."""
+    """Try again later, backing off (the queue's: 5 s, doubling with each failure in a row, up to 5
+    minutes)."""
     key = key_of(body)
-    failures = state.start_failures[key] = state.start_failures.get(key, 0) + 1
-    delay = backoff(failures)
+    delay = state.queue.failed(key)
     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     logger.warning("starting execution %s failed, retrying in %s s: %s", key[1], delay, why)
-    state.retry_later(key, delay)
 
 
 async def _refused(
@@ -169,7 +175,7 @@ async def _fail(
     except Exception as err:  # the end could not be written: the next attempt meets the same refusal
         _retry(state, body, err, logger)
         return
-    state.start_failures.pop(key_of(body), None)
+    state.queue.succeeded(key_of(body))
 
 
 async def _delete_token_secret(client: AsyncClient, body: dict[str, Any], name: str, logger: Logger) -> None:
@@ -195,7 +201,7 @@ async def _agent(client: AsyncClient, state: State, namespace: str, name: str) -
 
 
 async def start(
-    client: AsyncClient, config: OperatorConfig, state: State, body: dict[str, Any], logger: Logger
+    client: AsyncClient, config: Settings, state: State, body: dict[str, Any], logger: Logger
 ) -> None:
     meta, spec = body["metadata"], body["spec"]
     key = key_of(body)
@@ -222,7 +228,7 @@ async def start(
                 Reason.AGENT_NOT_FOUND,
                 f"waiting for Agent {agent_name!r} to exist",
             )
-        state.retry_later(key, RETRY_SECONDS)
+        state.queue.add_after(key, RETRY_SECONDS)
         return
     state.waiting_for_agent.pop(key, None)
 
@@ -260,13 +266,13 @@ async def _held(client: AsyncClient, state: State, body: dict[str, Any], held: H
     if not said(status, held.phase, held.reason, held.message):
         await decide(client, state, body, held.phase, held.reason, held.message)
     if held.phase == Phase.PENDING:
-        state.retry_later(key_of(body), WAIT_SECONDS)
+        state.queue.add_after(key_of(body), WAIT_SECONDS)
     return True
 
 
 async def _run(
     client: AsyncClient,
-    config: OperatorConfig,
+    config: Settings,
     state: State,
     body: dict[str, Any],
     agent: dict[str, Any],
@@ -290,7 +296,9 @@ async def _run(
                 )
             return
         if record_before_job(verdict, status.get("conditions")):
-            await write_status(client, state, body, {"conditions": verdict.conditions})
+            await write_status(
+                client, state, body, ExecutionStatus.model_validate({"conditions": verdict.conditions})
+            )
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec)
     # The pod's spans are children of this reconcile's (tracing off: None, nothing added).
@@ -317,8 +325,8 @@ async def _run(
     # An adopted Job that has ended was made by an attempt that crashed before recording it, and its
     # pod has finished meanwhile: its outcome is only written with that pod's report, by resync below.
     seen = observe(None if job is None or terminal_job(job) else job, [])
-    new = status_patch(status, seen, meta.get("generation"), now_rfc3339())
-    await write_status(client, state, body, {**new, "jobName": child, "correlationId": correlation_id})
+    new = status_patch(status, seen, meta.get("generation"), now_rfc3339(), child, correlation_id)
+    await write_status(client, state, body, new)
     if job is not None and job.get("status"):  # adopted: its pods may have run, or ended, meanwhile
         await resync(client, state, state.executions.get(key_of(body), body), child)
 

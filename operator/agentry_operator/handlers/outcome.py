@@ -15,7 +15,7 @@ from lightkube import AsyncClient
 
 from agentry_common import constants as c
 from agentry_common.conditions import ConditionType, Reason
-from agentry_common.models import Phase
+from agentry_common.models import ExecutionStatus, Phase
 from agentry_common.naming import job_name
 
 from .. import kube
@@ -38,12 +38,12 @@ def key_of(body: dict[str, Any]) -> Key:
 
 
 async def write_status(
-    client: AsyncClient, state: State, body: dict[str, Any], status: dict[str, Any]
+    client: AsyncClient, state: State, body: dict[str, Any], status: ExecutionStatus
 ) -> None:
     ns, name = key_of(body)
-    await kube.patch_status(client, kube.Execution, name, ns, status)
-    state.wrote_status((ns, name), status)
-    if state.governance is not None and ended_with_token(body, status):
+    sent = await kube.patch_status(client, kube.Execution, name, ns, status)
+    state.wrote_status((ns, name), sent)
+    if state.governance is not None and ended_with_token(body, sent):
         await state.governance.end(body)
 
 
@@ -71,15 +71,15 @@ async def decide(
     now = now_rfc3339()
     succeeded = (phase == Phase.SUCCEEDED) if phase.terminal else None
     base = status.get("conditions") if conditions is None else conditions
-    patch: dict[str, Any] = {
-        "phase": phase.value,
-        "reason": str(reason),
-        "message": message,
-        "conditions": set_condition(base, ConditionType.SUCCEEDED, succeeded, reason, message, gen, now),
-        "observedGeneration": gen,
-    }
+    patch = ExecutionStatus(
+        phase=phase,
+        reason=str(reason),
+        message=message,
+        conditions=set_condition(base, ConditionType.SUCCEEDED, succeeded, reason, message, gen, now),
+        observed_generation=gen,
+    )
     if phase.terminal:
-        patch["completionTime"] = now
+        patch.completion_time = now
     await write_status(client, state, body, patch)
 
 

@@ -42,8 +42,8 @@ from ..builders.run_gate import (
     run_owner,
     utc_day,
 )
-from ..config import OperatorConfig
-from ..session import has_patterns
+from ..controller.namespaces import has_patterns, selected
+from ..settings import Settings
 
 
 class State(Protocol):
@@ -90,7 +90,7 @@ class RunGate:
         # Per Agent version and run priority: parsing the Agent once per version, not once per run.
         self._checked: dict[tuple[Any, ...], list[str]] = {}
 
-    def policy_held(self, config: OperatorConfig, body: dict[str, Any], agent: dict[str, Any]) -> Held | None:
+    def policy_held(self, config: Settings, body: dict[str, Any], agent: dict[str, Any]) -> Held | None:
         """The Agent policy (AGENTRY_POLICY_FILE, read once, as the webhook reads it) for this run."""
         if self.policy is None:
             self.policy = load_policy(config.policy_file)
@@ -106,7 +106,7 @@ class RunGate:
     async def admit(
         self,
         client: AsyncClient,
-        config: OperatorConfig,
+        config: Settings,
         state: State,
         body: dict[str, Any],
         agent: dict[str, Any],
@@ -151,7 +151,7 @@ class RunGate:
                 count += 1
         return count
 
-    async def _seed(self, client: AsyncClient, config: OperatorConfig, state: State) -> None:
+    async def _seed(self, client: AsyncClient, config: Settings, state: State) -> None:
         """Once per process: every owner-labelled Execution in the cache before the first count."""
         if self._seeded is None:
             self._seeded = asyncio.ensure_future(_list_owned(client, config, state))
@@ -161,7 +161,7 @@ class RunGate:
             self._seeded = None  # the next start lists again
             raise
 
-    async def _book(self, client: AsyncClient, config: OperatorConfig, owner: str, today: str) -> Book:
+    async def _book(self, client: AsyncClient, config: Settings, owner: str, today: str) -> Book:
         book = self.books.setdefault(owner, Book(today))
         if not book.loaded:
             async with book.lock:
@@ -175,7 +175,7 @@ class RunGate:
             book.day, book.admitted = today, set()
         return book
 
-    async def _save(self, client: AsyncClient, config: OperatorConfig, owner: str, book: Book) -> None:
+    async def _save(self, client: AsyncClient, config: Settings, owner: str, book: Book) -> None:
         name, namespace = book_name(owner), config.state_namespace
         async with book.lock:
             for _ in range(SAVE_TRIES):
@@ -211,7 +211,7 @@ async def _write(
     return made.metadata.resourceVersion if made.metadata else None
 
 
-async def _list_owned(client: AsyncClient, config: OperatorConfig, state: State) -> None:
+async def _list_owned(client: AsyncClient, config: Settings, state: State) -> None:
     """Every Execution carrying an owner label into the cache (those it has already are newer)."""
     patterns = not config.watch_namespaces or has_patterns(config.watch_namespaces)
     scopes = ["*"] if patterns else config.watch_namespaces
@@ -220,5 +220,11 @@ async def _list_owned(client: AsyncClient, config: OperatorConfig, state: State)
         async for item in client.list(res, namespace=scope, labels={c.LABEL_OWNER: exists()}):
             body = kube.to_dict(item)
             meta = body["metadata"]
+            if (
+                patterns
+                and config.watch_namespaces
+                and not selected(meta["namespace"], config.watch_namespaces)
+            ):
+                continue  # a namespace the patterns leave out: not watched
             if (meta["namespace"], meta["name"]) not in state.executions:
                 state.seen_execution(body)

@@ -1,8 +1,10 @@
-"""In-memory state of one operator process, rebuilt from watch events after every (re)start.
+"""The informer's store of one operator process, rebuilt from watch events after every (re)start.
 
-It holds the last seen Agents and Executions (so handlers need no GET before acting), Executions
-waiting for their Agent, reconciles to retry (budget waits included), and Agents whose status is
-stale. One background task works through the last three: no per-object timers or daemons.
+It holds the last seen Agents and Executions (so handlers need no GET before acting) and indexes over
+them (runs per Agent and per owner, runs waiting for an approval, for their Agent, for a slot of
+their owner), the Executions whose Jobs are to be read again, and the Agents whose status is stale
+(the background loop in handlers/agent.py works through these two). Retries and their back-off are
+the controller's queue's (`queue`, controller/queue.py).
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from agentry_common.models import Phase
 from agentry_common.tracing import ANNOTATION_TRACEPARENT
 
 from ..builders.governance import owner_of
+from ..controller.queue import Queue
+from ..governance import Governance
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 from .run_gate import RunGate
-from .starts import Starts
-
-if TYPE_CHECKING:
-    from .admission import Governance
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 Key = tuple[str, str]  # (namespace, name)
@@ -36,10 +36,10 @@ SHARED_MAX: Final = 64
 def compact(value: Any) -> Any:
     """`value` with its dict keys and short strings shared (interned), for what the cache keeps.
 
-    Each watch event is parsed on its own, so every cached object held its own copy of every key
-    ("metadata", "lastTransitionTime", ...) and of every repeated value (phases, reasons, the Agent's
-    name, timestamps of the same second): at 10,000 Executions the strings parsed from JSON were the
-    largest part of the operator's live heap (a tracemalloc census of `bench/operator_scale.py`).
+    Each watch event is parsed on its own, so every cached object would hold its own copy of every
+    key ("metadata", "lastTransitionTime", ...) and of every repeated value (phases, reasons, the
+    Agent's name, timestamps of the same second), the largest part of the live heap with thousands
+    of runs.
     """
     if isinstance(value, str):
         return sys.intern(value) if len(value) <= SHARED_MAX else value
@@ -100,20 +100,17 @@ class State:
         self.gate = RunGate()
         self.waiting_approval: set[Key] = set()
         self.waiting_for_agent: dict[Key, float] = {}  # execution -> since (monotonic)
-        self.retry_at: dict[Key, float] = {}
         # Running Executions whose Job and Pods are to be read again (listed after a restart, or a
         # retry): read together, a listing per namespace, by the background loop (outcome.resync_all).
         self.resync_at: dict[Key, float] = {}  # execution -> since (monotonic)
-        self.start_failures: dict[Key, int] = {}  # failed starts in a row (their retry backs off)
         self.dirty_agents: set[Key] = set()
         # Reads of Agents the watch has not shown yet: (when, the read), shared (execution._agent).
         self.agent_reads: dict[Key, tuple[float, asyncio.Future[dict[str, Any] | None]]] = {}
         self.last_start = 0.0  # monotonic time of the last run start (adoption waits for quiet)
-        # Runs to start, at most 256 at once (starts.py): without a bound ten thousand taken on at once
-        # peaked at 846 MiB, above the chart's 512 MiB limit.
-        self.starts = Starts()
+        # The runs' work queue (controller/queue.py): reconciles, retries and their back-off.
+        self.queue: Queue[Key] = Queue()
         # Governance (AGENTRY_GATEWAY_URL set): the gateway client, and per Execution the earliest
-        # time admission may be asked again (its retry is in retry_at) and the questions in flight.
+        # time admission may be asked again (the queue brings it back then) and the questions in flight.
         self.governance: Governance | None = None
         self.admission_after: dict[Key, float] = {}
         self.admitting: set[Key] = set()
@@ -161,10 +158,9 @@ class State:
                     del self.by_owner[owner]
         self.waiting_approval.discard(key)
         self.waiting_for_agent.pop(key, None)
-        self.retry_at.pop(key, None)
         self.resync_at.pop(key, None)
-        self.start_failures.pop(key, None)
         self.admission_after.pop(key, None)
+        self.queue.forget(key)
 
     def _count(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         before, after = (phase_of(old) if old else None), phase_of(new)
@@ -188,7 +184,7 @@ class State:
     def _free_slot(self, item: dict[str, Any]) -> None:
         """A run of an owner ended (or went): the owner's runs waiting for a slot try again now."""
         for key in self.quota_waiting.pop(owner_of(item), ()):
-            self.retry_later(key, 0)
+            self.queue.add(key, again=True)
 
     def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:
         names = self.by_agent.get((namespace, agent), ())
@@ -210,16 +206,6 @@ class State:
         ]
 
     # -- Deferred work -------------------------------------------------------------------------
-
-    def retry_later(self, key: Key, delay: float) -> None:
-        self.retry_at[key] = time.monotonic() + delay
-
-    def due_retries(self) -> list[Key]:
-        now = time.monotonic()
-        due = [k for k, t in self.retry_at.items() if t <= now]
-        for k in due:
-            del self.retry_at[k]
-        return due
 
     def resync_later(self, key: Key) -> None:
         self.resync_at.setdefault(key, time.monotonic())

@@ -18,8 +18,8 @@ from agentry_common.policy import AgentPolicy, load_policy
 
 from .. import kube
 from ..builders.governance import owner_of
-from ..config import get_config
 from ..context import find
+from ..settings import get_settings
 from ..webhook import owner_label_errors
 from ..workflows import graph
 from ..workflows.resources import Workflow
@@ -36,7 +36,7 @@ def _client(memo: Any) -> AsyncClient:
 @functools.cache
 def _policy() -> AgentPolicy:
     """The Agent policy (the same file main.get_policy reads at start-up, so known to be valid)."""
-    return load_policy(get_config().policy_file)
+    return load_policy(get_settings().policy_file)
 
 
 def _namespace(body: kopf.Body, kwargs: dict[str, Any]) -> str:
@@ -78,7 +78,7 @@ def _owner_labels(kind: str, body: kopf.Body, userinfo: kopf.UserInfo, kwargs: d
     old = kwargs.get("old")
     _refuse(
         owner_label_errors(
-            kind, dict(body), dict(old) if old is not None else None, dict(userinfo), get_config()
+            kind, dict(body), dict(old) if old is not None else None, dict(userinfo), get_settings()
         )
     )
 

@@ -13,6 +13,7 @@ beyond the Workflow's historyLimits (scheduled or not).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import kopf
@@ -22,14 +23,16 @@ from lightkube.types import CascadeType
 from agentry_common import constants as c
 from agentry_common import workflows as w
 from agentry_common.conditions import ConditionType, Reason
+from agentry_common.models import Condition
 
 from .. import kube
 from ..burst import BURST
 from ..conditions import set_condition
 from ..schedule import backfill_error, cron_error, rfc3339, timezone_error, upcoming_runs
 from ..workflows import schedule as sched
+from ..workflows.loop import Key, Logger, Runs, runs_in, watch_objects
 from ..workflows.resources import Workflow, WorkflowRun
-from .workflow import ENDED, Key, Logger, Runs, runs_in, watch_objects
+from ..workflows.status import ENDED
 
 MEMO_KEY = "agentry-workflow-schedules"
 RUN_WORKFLOW_FIELD = "spec.workflowRef.name"
@@ -55,7 +58,7 @@ async def _runs_of(client: AsyncClient, namespace: str, workflow: str) -> list[d
     return [r for r in found if (r.get("spec") or {}).get("workflowRef", {}).get("name") == workflow]
 
 
-def tick_signature(body: Any) -> tuple[Any, ...]:
+def tick_signature(body: Mapping[str, Any]) -> tuple[object, ...]:
     """What makes a Workflow's watch event worth a tick: an edit (generation) or a run that ended
     (status.lastRun, written by the run controller). The tick's own status write changes neither, so
     it does not tick the Workflow again (each fire cost three ticks before)."""
@@ -94,14 +97,14 @@ async def _create(client: AsyncClient, manifest: dict[str, Any]) -> bool:
 
 def _status(
     wf: dict[str, Any], step: sched.Tick, runs: list[dict[str, Any]], now: dt.datetime
-) -> dict[str, Any]:
+) -> w.WorkflowStatus:
     meta, schedule = wf["metadata"], wf["spec"]["schedule"]
     key = f"{meta['namespace']}/{meta['name']}"
-    status: dict[str, Any] = {
-        "scheduleState": step.state,
-        "upcomingRuns": None if step.pause else upcoming_runs(schedule, key, now) or None,
-        "lastScheduleTime": sched.last_schedule_time(runs, step.start),
-    }
+    status = w.WorkflowStatus(
+        schedule_state=w.WorkflowScheduleState.model_validate(step.state),
+        upcoming_runs=None if step.pause else upcoming_runs(schedule, key, now) or None,
+        last_schedule_time=sched.last_schedule_time(runs, step.start),
+    )
     old = (wf.get("status") or {}).get("conditions")
     paused = any(x["type"] == ConditionType.SCHEDULE_PAUSED and x["status"] == "True" for x in old or [])
     if step.pause:
@@ -110,25 +113,33 @@ def _status(
             f"suspended after {step.state['consecutiveFailures']} consecutive failed scheduled runs "
             f"(pauseOnFailure: {limit}); set spec.schedule.suspend false to resume"
         )
-        status["conditions"] = set_condition(
-            old,
-            ConditionType.SCHEDULE_PAUSED,
-            True,
-            Reason.CONSECUTIVE_FAILURES,
-            message,
-            meta.get("generation"),
+        status.conditions = _conditions(
+            set_condition(
+                old,
+                ConditionType.SCHEDULE_PAUSED,
+                True,
+                Reason.CONSECUTIVE_FAILURES,
+                message,
+                meta.get("generation"),
+            )
         )
     elif paused and not schedule.get("suspend"):
         message = "the schedule was resumed (spec.schedule.suspend false)"
-        status["conditions"] = set_condition(
-            old,
-            ConditionType.SCHEDULE_PAUSED,
-            False,
-            Reason.SCHEDULE_RESUMED,
-            message,
-            meta.get("generation"),
+        status.conditions = _conditions(
+            set_condition(
+                old,
+                ConditionType.SCHEDULE_PAUSED,
+                False,
+                Reason.SCHEDULE_RESUMED,
+                message,
+                meta.get("generation"),
+            )
         )
     return status
+
+
+def _conditions(found: Sequence[Mapping[str, object]]) -> list[Condition]:
+    return [Condition.model_validate(c) for c in found]
 
 
 async def tick(client: AsyncClient, key: Key, logger: Logger) -> sched.Tick | None:
@@ -140,7 +151,7 @@ async def tick(client: AsyncClient, key: Key, logger: Logger) -> sched.Tick | No
     runs = await _prune(client, key, wf, await _runs_of(client, *key), logger)
     if not schedule:  # none, or removed: no upcoming runs to show
         if (wf.get("status") or {}).get("upcomingRuns"):
-            await kube.patch_status(client, Workflow, key[1], key[0], {"upcomingRuns": None})
+            await kube.patch_status(client, Workflow, key[1], key[0], w.WorkflowStatus(upcoming_runs=None))
         return None
     errors = schedule_errors(schedule)
     if errors:  # only with the webhook off: nothing fires
@@ -218,7 +229,7 @@ async def _record(
     runs it creates again meet 409); an Event for newly skipped times."""
     meta, current = wf["metadata"], wf.get("status") or {}
     status = _status(wf, step, runs, now)
-    if not kube.changes(current, status):
+    if not kube.changes(current, status.patch()):
         return
     rv = meta["resourceVersion"]
     await kube.patch_status(client, Workflow, meta["name"], meta["namespace"], status, resource_version=rv)
@@ -239,14 +250,14 @@ async def _event(
     )
 
 
-async def workflow_gone(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def workflow_gone(type: str, body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
     """A deleted Workflow's run kept ahead goes with it."""
     ticks = runs_in(memo, MEMO_KEY).act
     if type == "DELETED" and isinstance(ticks, Ticks):
         ticks.ahead.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
 
 
-async def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def run_event(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
     """Every WorkflowRun not ended withdraws its Workflow's run kept ahead, but its own."""
     if (body.get("status") or {}).get("phase") in ENDED:
         return

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentry_common.models import Phase
-from agentry_common.workflows import FailurePolicy, RunPhase, RunReason, StepPhase, StepWhen
+from agentry_common.workflows import FailurePolicy, RunPhase, RunReason, StepPhase, StepStatus, StepWhen
 
 from . import graph
 from .step import Attempt
@@ -70,15 +70,10 @@ def _failed_for_good(step: Doc, attempts: Sequence[Attempt]) -> bool:
     return len(attempts) > int((step.get("retries") or {}).get("limit", 0))
 
 
-def ended_steps(previous: Sequence[Mapping[str, Any]]) -> dict[str, StepView]:
+def ended_steps(previous: Sequence[StepStatus]) -> dict[str, StepView]:
     """The steps a run's status records as ended: final, whatever their Executions say now (an
     Agent's historyLimits may have pruned them)."""
-    found = {}
-    for entry in previous:
-        phase = StepPhase(entry["phase"])
-        if phase.terminal:
-            found[str(entry["name"])] = StepView(phase, str(entry.get("message") or ""))
-    return found
+    return {e.name: StepView(e.phase, e.message or "") for e in previous if e.phase.terminal}
 
 
 def plan(

@@ -1,6 +1,8 @@
 """The workflow pages in headless Chromium: a diamond written in the Workflows page's form (a refused
 graph shown on the form first), run now, and the run's graph drawn as SVG with each step's phase and
-cost following the operator as step pods complete. Screenshot: docs/screenshots/workflow-run.png."""
+cost following the operator as step pods complete (screenshot: docs/screenshots/workflow-run.png); a
+workflow written in the form's step rows, its page's graph of steps and dependencies, and the phases
+of a chosen run on it, live (screenshot: docs/screenshots/workflow.png)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from lightkube import Client
 from playwright.sync_api import Browser, Page, expect
 
 from agentry_common.naming import job_name
-from agentry_common.resources import Execution, WorkflowRun
+from agentry_common.resources import Execution, Workflow, WorkflowRun
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 from tests.integration.api.server import ApiServer
 
@@ -65,6 +67,21 @@ def finish(kube_client: Client, ns: str, run: str, step: str, cost: str) -> None
     play_kubelet(kube_client, pod, "Succeeded", 0, report)
 
 
+def open_page(browser: Browser, url: str, *, ignore: str | None = None) -> tuple[Page, list[str]]:
+    """A page in a new browser context, with the console errors (but `ignore`'s) and page errors it logs."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    errors: list[str] = []
+
+    def console(m: Any) -> None:
+        if m.type == "error" and (ignore is None or ignore not in m.text):
+            errors.append(m.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, errors
+
+
 def node(page: Page, step: str) -> Any:
     return page.locator(f'#run-graph g.node[data-step="{step}"]')
 
@@ -72,12 +89,8 @@ def node(page: Page, step: str) -> Any:
 def test_write_run_and_watch_a_workflow_graph(
     browser: Browser, api: ApiServer, kube_client: Client, namespace: str
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "422" not in m.text else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(api.url + "/workflows")  # a guest session in the browser's cookie
+    # A guest session in the browser's cookie; the refusals the test provokes log 422s.
+    page, errors = open_page(browser, api.url + "/workflows", ignore="422")
     expect(page.locator("#workflows tbody")).to_contain_text("No workflows yet")
     ids = []
     for name in ("Reader", "Writer"):
@@ -89,9 +102,11 @@ def test_write_run_and_watch_a_workflow_graph(
     spec = diamond(*ids)
     cyclic = {**spec, "steps": [{**spec["steps"][0], "dependsOn": ["brief"]}, *spec["steps"][1:]]}
     page.fill("input[name=name]", "Morning brief")
+    page.click("#advanced-spec summary")  # the whole spec as JSON
     page.fill("textarea[name=spec]", json.dumps(cyclic))
     page.click("#save-workflow")
     expect(page.locator('[data-for="spec"]')).to_contain_text("cycle")  # the webhook's 422, on the form
+    expect(page.locator("#steps-editor tr.step.invalid")).not_to_have_count(0)  # and on a step's row
     page.fill("textarea[name=spec]", json.dumps(spec))
     page.click("#save-workflow")
     page.wait_for_url("**/workflows/morning-brief-*")
@@ -140,4 +155,87 @@ def test_write_run_and_watch_a_workflow_graph(
     page.goto(api.url + "/workflows")
     expect(page.locator(f'#workflows tr[data-workflow="{wf}"]')).to_contain_text("next ")
     assert errors == []
-    context.close()
+    page.context.close()
+
+
+def steps_row(page: Page, i: int, field: str) -> Any:
+    return page.locator("#steps-editor tr.step").nth(i).locator(f"[name=step-{field}]")
+
+
+def graph_node(page: Page, step: str) -> Any:
+    return page.locator(f'#workflow-graph g.node[data-step="{step}"]')
+
+
+def test_a_workflow_page_draws_its_steps_and_a_chosen_runs_phases(
+    browser: Browser, api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    page, errors = open_page(browser, api.url + "/workflows")
+    r = page.request.post(api.url + "/api/agents", data={**AGENT, "name": "Writer"})
+    assert r.status == 201, r.text()
+    page.reload()
+
+    # A three-step diamond written in the step rows: plan, then draft, then review after both.
+    page.fill("input[name=name]", "Essay")
+    steps_row(page, 0, "name").fill("plan")
+    steps_row(page, 0, "input").fill("Plan an essay on {{ params.topic }}")
+    steps_row(page, 1, "name").fill("draft")
+    steps_row(page, 1, "after").fill("plan")
+    steps_row(page, 1, "input").fill("Draft it")
+    page.click("#add-step")
+    steps_row(page, 2, "name").fill("review")
+    steps_row(page, 2, "after").fill("plan, nope")
+    expect(page.locator('[data-step-error="2"]')).to_contain_text("no step named nope")  # before saving
+    steps_row(page, 2, "after").fill("plan, draft")
+    expect(page.locator('[data-step-error="2"]')).to_have_text("")
+    expect(page.locator("#draft-graph path.edge")).to_have_count(3)
+    spec = json.loads(page.input_value("textarea[name=spec]"))  # the rows, written into the JSON
+    assert [(st["name"], st.get("dependsOn")) for st in spec["steps"]] == [
+        ("plan", None),
+        ("draft", ["plan"]),
+        ("review", ["plan", "draft"]),
+    ]
+    page.click("#save-workflow")
+    page.wait_for_url("**/workflows/essay-*")
+    wf = page.url.rsplit("/", 1)[1]
+
+    expect(page.locator("#workflow-graph g.node")).to_have_count(3)
+    edges = page.locator("#workflow-graph path.edge")
+    expect(edges).to_have_count(3)
+    pairs = {(e.get_attribute("data-from"), e.get_attribute("data-to")) for e in edges.all()}
+    assert pairs == {("plan", "draft"), ("plan", "review"), ("draft", "review")}
+    x = {st: graph_node(page, st).bounding_box()["x"] for st in ("plan", "draft", "review")}
+    assert x["plan"] < x["draft"] < x["review"]  # a column per depth
+    expect(page.locator("#workflow-graph g.node[data-phase]")).to_have_count(0)  # no run yet
+
+    page.click("#run-workflow")
+    page.wait_for_url("**/workflow-runs/essay-*")
+    run = page.url.rsplit("/", 1)[1]
+    page.goto(f"{api.url}/workflows/{wf}")
+    expect(page.locator("#graph-run")).to_have_value(run)  # the newest run is shown
+    expect(graph_node(page, "plan")).to_have_attribute("data-phase", "Running", timeout=30_000)
+    expect(graph_node(page, "review")).to_have_attribute("data-phase", "Pending")
+    expect(graph_node(page, "plan")).to_have_class(re.compile(r"\bphase-Running\b"))
+    finish(kube_client, namespace, run, "plan", "0.0100")
+    expect(graph_node(page, "plan")).to_have_attribute("data-phase", "Succeeded", timeout=30_000)
+    expect(graph_node(page, "draft")).to_have_attribute("data-phase", "Running", timeout=30_000)
+    expect(graph_node(page, "plan")).to_contain_text("$0.01")
+    save(page, "workflow.png")
+
+    # A run made with kubectl joins the list live; choosing it shows its phases, "no run" none.
+    owner = kube_client.get(Workflow, wf, namespace=namespace).metadata.labels["agentry.dev/owner"]
+    manual = {
+        "apiVersion": "agentry.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": f"{wf}-manual", "labels": {"agentry.dev/owner": owner}},
+        "spec": {"workflowRef": {"name": wf}},
+    }
+    kube_client.create(WorkflowRun.from_dict(manual), namespace=namespace)
+    expect(page.locator(f'#graph-run option[value="{wf}-manual"]')).to_have_count(1, timeout=30_000)
+    page.select_option("#graph-run", f"{wf}-manual")
+    expect(page.locator("#workflow-graph")).to_have_attribute("data-run", f"{wf}-manual")
+    expect(graph_node(page, "plan")).to_have_attribute("data-phase", re.compile(r"^\w+$"))
+    page.select_option("#graph-run", "")
+    expect(page.locator("#workflow-graph g.node[data-phase]")).to_have_count(0)
+    expect(page.locator("#workflow-graph g.node")).to_have_count(3)
+    assert errors == []
+    page.context.close()

@@ -255,6 +255,52 @@ def test_runs_by_the_schedule_or_kubectl_are_the_workflow_owners(
         assert who.get("/api/workflows/by-kubectl").status_code == 404
 
 
+def test_a_run_made_with_kubectl_without_labels_is_listed_with_the_workflows_runs(
+    api: ApiServer, kube_client: Client, namespace: str
+) -> None:
+    """As `kubectl create -f run.yaml` makes it: no labels but the owner's (the webhook asks a run for
+    its Workflow's owner). It is listed (API and dashboard) beside the API's own run, by its
+    workflowRef, for the Workflow's owner only."""
+    c = api.guest()
+    agent = create_agent(c)["id"]
+    wf, sibling = create(c, step("a", agent)), create(c, step("a", agent))
+    by_api = c.post(f"/api/workflows/{wf['id']}/runs", json={}).json()["name"]
+    owner = {
+        "agentry.dev/owner": kube_client.get(Workflow, wf["id"], namespace=namespace).metadata.labels[
+            "agentry.dev/owner"
+        ]
+    }
+
+    def made(name: str, workflow: str, labels: dict[str, str]) -> str:
+        manifest = {
+            "apiVersion": "agentry.dev/v1alpha1",
+            "kind": "WorkflowRun",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"workflowRef": {"name": workflow}},
+        }
+        return str(kube_client.create(WorkflowRun.from_dict(manifest), namespace=namespace).metadata.name)
+
+    by_kubectl = made(f"{wf['id']}-manual"[:40], wf["id"], owner)
+    # A label naming this Workflow does not make another Workflow's run one of its runs.
+    misfiled = made(f"{sibling['id']}-x"[:40], sibling["id"], {**owner, "agentry.dev/workflow": wf["id"]})
+
+    listed = c.get(f"/api/workflows/{wf['id']}/runs").json()["items"]
+    assert sorted(r["name"] for r in listed) == sorted([by_api, by_kubectl])
+    assert {r["name"]: [s["name"] for s in r["steps"]] for r in listed}[by_kubectl] == ["a"]
+    assert [r["name"] for r in c.get(f"/api/workflows/{sibling['id']}/runs").json()["items"]] == [misfiled]
+    page = c.get(f"/workflows/{wf['id']}")
+    assert page.status_code == 200 and f'data-run="{by_kubectl}"' in page.text and misfiled not in page.text
+    assert c.get(f"/api/workflow-runs/{by_kubectl}").json()["workflow"] == wf["id"]
+
+    other = api.guest()
+    assert other.get(f"/api/workflows/{wf['id']}/runs").status_code == 404
+    assert other.get(f"/api/workflow-runs/{by_kubectl}").status_code == 404
+    # Deleting the Workflow deletes its runs, the one made with kubectl too.
+    assert c.delete(f"/api/workflows/{wf['id']}").status_code == 204
+    left = {r.metadata.name for r in kube_client.list(WorkflowRun, namespace=namespace) if r.metadata}
+    assert by_kubectl not in left and by_api not in left and misfiled in left
+
+
 def test_backfill_starts_each_past_fire_time_once_and_refuses_bad_ranges(api: ApiServer) -> None:
     c = api.guest()
     agent = create_agent(c)["id"]

@@ -28,8 +28,8 @@ from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
 from agentry_operator.kube import Agent, Execution
+from agentry_operator.settings import Settings
 from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import CRD_NAMES
 from tests.fixtures.servers import plane_client
@@ -129,7 +129,6 @@ def release(kube: ControlPlane) -> Iterator[Release]:
         "--for=condition=Established",
         "--timeout=60s",
         *(f"crd/{name}" for name in CRD_NAMES),
-        "crd/kopfpeerings.kopf.dev",
     )
     yield rel
     rel.helm("uninstall", RELEASE, f"--namespace={namespace}", "--wait", "--timeout=120s", check=False)
@@ -167,7 +166,6 @@ def test_every_rendered_object_exists(release: Release) -> None:
     kinds = {o["kind"] for o in release.objects()}
     assert {
         "CustomResourceDefinition",
-        "KopfPeering",
         "ValidatingWebhookConfiguration",
         "Ingress",
         "HorizontalPodAutoscaler",
@@ -380,11 +378,11 @@ def _agent_and_execution(
     return agent.to_dict(), execution.to_dict()
 
 
-def _config_from_chart(release: Release, **overrides: str) -> OperatorConfig:
+def _config_from_chart(release: Release, **overrides: str) -> Settings:
     """The operator's settings exactly as the chart's Deployment sets them."""
-    fields = set(OperatorConfig.model_fields)
+    fields = set(Settings.model_fields)
     settings = {k.removeprefix("AGENTRY_").lower(): v for k, v in release.operator_env().items()}
-    return OperatorConfig(**{k: v for k, v in {**settings, **overrides}.items() if k in fields})
+    return Settings(**{k: v for k, v in {**settings, **overrides}.items() if k in fields})
 
 
 def test_operator_job_is_admitted_in_the_restricted_namespace(release: Release, client: Client) -> None:

@@ -4,6 +4,7 @@ their exit codes, approvals, logs -f through a dropped connection, usage, budget
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -101,6 +102,9 @@ def test_submit_wait_exits_0_when_the_run_succeeds(
     assert final["id"] == name and final["phase"] == "Succeeded"
     assert final["result"]["summary"] == "All quiet." and final["usage"]["inputTokens"] == 1200
     assert f"run {name} accepted" in err and "phase=Running" in err and "phase=Succeeded" in err
+    # Each event line carries its own event's time, not the run's creation time.
+    times = {phase: at for at, phase in re.findall(r"^(\S+) \S+ phase=(\w+)", err, re.MULTILINE)}
+    assert final["createdAt"] < times["Running"] < times["Succeeded"], err
 
     shown = cli("runs", "list", "-o", "json")
     assert [r["id"] for r in json.loads(shown.stdout)["items"]] == [name]

@@ -15,9 +15,10 @@ import uvicorn
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
 from agentry_gateway.app import create_app
-from agentry_gateway.config import GatewayConfig, Settings
+from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import Ledger
 from agentry_gateway.service import Gateway
+from agentry_gateway.settings import Settings
 from agentry_llm import (
     BreakerRegistry,
     ChatRequest,

@@ -13,7 +13,7 @@ from google.cloud import firestore
 from agentry_common.records import Collection
 from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Thresholds
 from agentry_gateway.ledger import FirestoreLedger, Subjects
-from agentry_gateway.ledger_leases import LEASE_CALLS, LEASE_SECONDS
+from agentry_gateway.ledger.leases import LEASE_CALLS, LEASE_SECONDS
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from google.cloud import scheduler_v1
 
 from agentry_operator.backends import BackendError
 from agentry_operator.backends.cloudscheduler import CloudSchedulerBackend, CloudSchedulerSettings
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 from agentry_testing.gcp_fakes import GcpFakes
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def agent(uid: str = "uid-1", **schedule: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def backend(gcp: GcpFakes) -> AsyncIterator[CloudSchedulerBackend]:
-    config = OperatorConfig(
+    config = Settings(
         cloud_scheduler_project="proj-1",
         cloud_scheduler_location="europe-west1",
         cloud_scheduler_target_url="https://agentry.example.com",

@@ -23,14 +23,15 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.resources.batch_v1 import CronJob
 from lightkube.types import PatchType
 
+from agentry_common.models import AgentStatus
 from agentry_common.naming import cronjob_name
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator import kube
 from agentry_operator.backends.cloudscheduler import CloudSchedulerBackend, CloudSchedulerSettings
 from agentry_operator.builders.cronjob import build_cronjob
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.agent import delete_agent_schedule, reconcile_agent
 from agentry_operator.handlers.state import State
+from agentry_operator.settings import Settings
 from agentry_testing.gcp_fakes import GcpFakes
 from tests.fixtures.operator import own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
@@ -71,8 +72,8 @@ async def api(plane: ControlPlane) -> AsyncIterator[AsyncClient]:
     await c.close()
 
 
-def scheduler_config(gcp: GcpFakes, location: str = LOCATION) -> OperatorConfig:
-    return OperatorConfig(
+def scheduler_config(gcp: GcpFakes, location: str = LOCATION) -> Settings:
+    return Settings(
         cloud_scheduler_project=PROJECT,
         cloud_scheduler_location=location,
         cloud_scheduler_target_url="https://agentry.example.com",
@@ -156,7 +157,7 @@ async def test_job_name_is_recorded_before_the_job_is_created(
     # A CronJob the Agent had before (backend CronJob): removed first.
     as_cron = copy.deepcopy(body)
     as_cron["spec"]["schedule"]["backend"] = "CronJob"
-    await kube.apply(api, build_cronjob(as_cron, OperatorConfig()))
+    await kube.apply(api, build_cronjob(as_cron, Settings()))
     cron_job = cronjob_name("news", body["metadata"]["uid"])
     assert await kube.get_or_none(api, CronJob, cron_job, ns) is not None
 
@@ -237,7 +238,7 @@ async def test_backend_failure_sets_ready_false_keeps_the_ref_and_retries(
 
 async def test_not_configured_says_which_settings_and_does_not_retry(api: AsyncClient, ns: str) -> None:
     body = await make_agent(api, ns)
-    await reconcile_agent(api, OperatorConfig(), State(), body, LOG, None)  # no TemporaryError
+    await reconcile_agent(api, Settings(), State(), body, LOG, None)  # no TemporaryError
     agent = await agent_now(api, ns)
     assert (ready(agent)["status"], ready(agent)["reason"]) == ("False", "CloudSchedulerNotConfigured")
     assert "AGENTRY_CLOUD_SCHEDULER_LOCATION" in ready(agent)["message"]
@@ -249,7 +250,7 @@ async def test_moving_to_cronjob_deletes_the_recorded_job(
 ) -> None:
     body = await make_agent(api, ns)
     job = await backend.ensure(body)
-    await kube.patch_status(api, kube.Agent, "news", ns, {"scheduleRef": job})
+    await kube.patch_status(api, kube.Agent, "news", ns, AgentStatus(schedule_ref=job))
     await api.patch(
         kube.Agent,
         "news",
@@ -272,7 +273,7 @@ async def test_a_job_that_cannot_be_deleted_keeps_its_ref(
     job = backend.ref(await make_agent(api, ns, backend=None))
     body = await set_status(api, ns, {"scheduleRef": job})
     with pytest.raises(kopf.TemporaryError):
-        await reconcile_agent(api, OperatorConfig(), State(), body, LOG, None)  # operator lost its settings
+        await reconcile_agent(api, Settings(), State(), body, LOG, None)  # operator lost its settings
     status = (await agent_now(api, ns))["status"]
     assert status["scheduleRef"] == job  # the finalizer stays until the job is gone
     assert "cannot delete Cloud Scheduler job" in ready({"status": status})["message"]
@@ -297,5 +298,5 @@ async def test_delete_handler_deletes_recorded_and_computed_jobs(
 
 async def set_status(api: AsyncClient, ns: str, status: dict[str, Any]) -> dict[str, Any]:
     """The Agent's status as an earlier reconcile left it; returns the Agent as the API server has it."""
-    await kube.patch_status(api, kube.Agent, "news", ns, status)
+    await kube.patch_status(api, kube.Agent, "news", ns, AgentStatus.model_validate(status))
     return await agent_now(api, ns)

@@ -34,14 +34,15 @@ from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
 from agentry_gateway.app import create_app
 from agentry_gateway.budgets import Amount, counter_id
-from agentry_gateway.config import GatewayConfig, Settings
+from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import MemoryLedger, Subjects
+from agentry_gateway.settings import Settings
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.builders.governance import deleted_with_live_token
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.admission import Governance, execution_deleted
 from agentry_operator.handlers.state import State
 from agentry_operator.kube import Agent, Execution
+from agentry_operator.settings import Settings as OperatorSettings
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import APPROVAL_REPORT, eventually, job_pod, patient, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
@@ -463,7 +464,7 @@ def test_deleting_a_running_execution_ends_its_run_token(
         last = client.get(Execution, "doomed1", namespace=ns).to_dict()
         client.delete(Execution, "doomed1", namespace=ns)
         state = State()
-        state.governance = Governance(OperatorConfig(gateway_url=gw.url), KEYRING)
+        state.governance = Governance(OperatorSettings(gateway_url=gw.url), KEYRING)
 
         async def deleted() -> None:
             assert state.governance is not None

@@ -41,8 +41,9 @@ REPORT = json.dumps({"summary": "ok", "usage": {"inputTokens": 3, "outputTokens"
 def test_a_succeeded_job_is_written_with_its_pods_report() -> None:
     seen = observe(job(COMPLETE), [pod("p", "Succeeded", 0, REPORT)])
     assert (seen.phase.value, seen.reason) == ("Succeeded", "Completed")
-    assert seen.usage == {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7, "costUSD": "0.5"}
-    assert seen.result == {"summary": "ok", "truncated": False}
+    assert seen.usage is not None and seen.result is not None
+    assert seen.usage.patch() == {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7, "costUSD": "0.5"}
+    assert seen.result.patch() == {"summary": "ok", "truncated": False}
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,7 @@ def test_a_succeeded_job_without_a_readable_report_says_so(pods: list[dict[str, 
 def test_the_report_is_the_succeeded_pods_even_beside_a_failed_attempt_of_the_same_second() -> None:
     failed = pod("b-failed", "Failed", 1, json.dumps({"summary": "boom"}))
     seen = observe(job(COMPLETE), [pod("a-ok", "Succeeded", 0, REPORT), failed])
-    assert seen.reason == "Completed" and seen.usage is not None and seen.usage["inputTokens"] == 3
+    assert seen.reason == "Completed" and seen.usage is not None and seen.usage.input_tokens == 3
 
 
 def test_an_ended_job_is_told_apart() -> None:

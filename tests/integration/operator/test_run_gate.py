@@ -274,16 +274,18 @@ def test_workflow_fan_out_counts_against_the_owners_quota(
         return list(client.list(Execution, namespace=ns, labels={w.LABEL_WORKFLOW_RUN: "fan-1"}))
 
     eventually(lambda: len(steps()) == 4, what="four steps")
-    waiting = eventually(
-        lambda: (
-            [s for s in steps() if (s.status or {}).get("reason") == "ConcurrentRunsQuota"]
-            if len([s for s in steps() if (s.status or {}).get("jobName")]) == 1
-            else None
-        ),
-        what="one step running, the others waiting for the owner's slot",
-    )
-    assert len(waiting) == 3 and all(s.status["phase"] == "Pending" for s in waiting)
-    assert "concurrent_runs: 1" in waiting[0].status["message"]
+
+    def waiting() -> list[Any] | None:
+        now = steps()
+        held = [s for s in now if (s.status or {}).get("reason") == "ConcurrentRunsQuota"]
+        running = [s for s in now if (s.status or {}).get("jobName")]
+        return held if len(running) == 1 and len(held) == 3 else None
+
+    held = eventually(waiting, what="one step running, the three others waiting for the owner's slot")
+    assert all(s.status["phase"] == "Pending" for s in held)
+    # The slot stays taken: no second step starts while the first runs.
+    assert len([s for s in steps() if (s.status or {}).get("jobName")]) == 1
+    assert "concurrent_runs: 1" in held[0].status["message"]
 
 
 def test_the_quotas_wait_wake_and_end_across_a_restart(

@@ -17,8 +17,8 @@ import pytest
 
 from agentry_common.tokens import verify
 from agentry_gateway.config import GatewayConfig
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.admission import Governance
+from agentry_operator.settings import Settings
 from tests.integration.gateway.harness import KEYRING, GatewayServer, settings
 
 pytestmark = pytest.mark.integration
@@ -38,13 +38,11 @@ BUDGETS = GatewayConfig.model_validate(
 )
 
 
-def governed(url: str) -> OperatorConfig:
-    return OperatorConfig(gateway_url=url + "/", token_keys=f"{KEYRING.current}:{KEY}")
+def governed(url: str) -> Settings:
+    return Settings(gateway_url=url + "/", token_keys=f"{KEYRING.current}:{KEY}")
 
 
-def recording_client(
-    config: OperatorConfig, seen: list[httpx.Request], answered: list[int]
-) -> httpx.AsyncClient:
+def recording_client(config: Settings, seen: list[httpx.Request], answered: list[int]) -> httpx.AsyncClient:
     """The client Governance builds, plus hooks that keep each request as it is sent and the status
     of each response as it arrives."""
 

@@ -1,7 +1,8 @@
-"""The operator's own list and watch (agentry_operator/watch.py) against the real API server: the
-listing, then every event once and in order across the server's renewals of the watch. (A 410 could not
-be made to order here: kube-apiserver 1.34 answers a watch from a version older than its cache, even
-one compacted away in etcd, from its cache; tests/unit/operator/test_watch.py has the listing again.)"""
+"""The operator's own list and watch (agentry_operator/controller/informer.py) against the real API
+server: the listing, then every event once and in order across the server's renewals of the watch.
+(A 410 could not be made to order here: kube-apiserver 1.34 answers a watch from a version older than
+its cache, even one compacted away in etcd, from its cache; tests/unit/operator/test_watch.py has
+the listing again.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from agentry_localcluster.kube import ControlPlane
-from agentry_operator import kube, watch
+from agentry_operator import kube
+from agentry_operator.controller import informer as watch
 from tests.fixtures.helpers import patient
 from tests.fixtures.servers import make_namespace, plane_client
 

@@ -4,6 +4,7 @@ Usage aggregation runs on the Firestore emulator: tests/integration/api/test_usa
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.requests import HTTPConnection
 from agentry_api.auth import Sessions, hash_token, new_token, oidc_user_id, owner_label
 from agentry_api.deps import same_origin
 from agentry_api.oidc import InvalidToken, check_claims, split_token
-from agentry_api.routers.events import parse_event_id
+from agentry_api.routers.events import parse_event_id, report
 from agentry_api.services.agents import AgentService, slug
 from agentry_api.services.designer import diff, draft_to_agent, extract_draft
 from agentry_api.services.errors import Invalid
@@ -92,6 +93,17 @@ def test_event_ids() -> None:
     assert parse_event_id("12") == 12 and parse_event_id(" 7 ") == 7
     assert parse_event_id(None) is parse_event_id("-1") is parse_event_id("abc") is None
     assert parse_event_id("9" * 30) is None
+
+
+def test_a_report_carries_its_events_time_beside_the_payloads_own_created_at() -> None:
+    data = {"action": "status", "execution": "r1", "phase": "Running", "createdAt": "2026-11-26T10:00:00Z"}
+    event = {"kind": "execution", "seq": 4, "createdAt": "2026-11-26T10:00:07Z", "data": data}
+    sent = report(event)
+    body = json.loads(str(sent.data))
+    assert body["eventTime"] == "2026-11-26T10:00:07Z" and body["createdAt"] == "2026-11-26T10:00:00Z"
+    assert (sent.event, sent.id, body["seq"], body["phase"]) == ("report", "4", 4, "Running")
+    plain = json.loads(str(report({**event, "data": {"action": "deleted"}}).data))
+    assert plain["createdAt"] == plain["eventTime"] == "2026-11-26T10:00:07Z"
 
 
 def test_drafts_are_extracted_converted_and_diffed() -> None:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from agentry_api.services import trials as t
 from agentry_api.services.errors import Invalid
-from agentry_api.services.trials_run import draft_body
+from agentry_api.services.trials import parts as t
+from agentry_api.services.trials.run import draft_body
 from agentry_common import constants as c
 
 pytestmark = pytest.mark.unit

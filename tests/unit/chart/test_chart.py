@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 from .render import (
     CHART,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.unit
 WORKLOADS = "agentry-workloads"
 # Custom resources of other projects the chart may render; their CRDs are not in Kubernetes' schemas.
 FOREIGN_KINDS = {"KopfPeering", "ClusterKopfPeering", "Certificate", "Issuer"}
-# Operator settings the chart passes before agentry_operator.config knows them (see the chart's docs).
+# Operator settings the chart passes before agentry_operator.settings knows them (see the chart's docs).
 PENDING_OPERATOR_SETTINGS = {
     "AGENTRY_WEBHOOK_MANAGED",
     "AGENTRY_WORKLOAD_SERVICE_ACCOUNT",
@@ -173,11 +173,11 @@ def test_operator_settings_are_known_to_the_operator(ci_render: tuple[str, str, 
     name, _, objs = ci_render
     env = env_of(operator_container(objs))
     settings = {k: v for k, v in env.items() if k.startswith("AGENTRY_") and isinstance(v, str)}
-    fields = {f"AGENTRY_{f.upper()}" for f in OperatorConfig.model_fields}
+    fields = {f"AGENTRY_{f.upper()}" for f in Settings.model_fields}
     assert set(settings) - fields - PENDING_OPERATOR_SETTINGS == set(), name
     # And they parse: the operator would start with them.
     known = {k.removeprefix("AGENTRY_").lower(): v for k, v in settings.items() if k in fields}
-    config = OperatorConfig(**known)
+    config = Settings(**known)
     tick = config.tick_service_account
     assert tick in {o["metadata"]["name"] for o in find(objs, "ServiceAccount")}
 
@@ -194,7 +194,6 @@ def test_defaults_render_the_whole_platform(default: list[Obj]) -> None:
             "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
-            "KopfPeering",
             "LimitRange",
             "Namespace",
             "NetworkPolicy",
@@ -247,9 +246,14 @@ def test_crds_enabled_false_renders_no_agentry_crd() -> None:
     assert find(objs, "Deployment", "agentry-operator")
 
 
-def test_kopf_peering_crds_come_from_crds_dir_only_with_include_crds() -> None:
-    crds = find(render(include_crds=True), "CustomResourceDefinition")
-    assert {c["metadata"]["name"] for c in crds} >= {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+def test_the_chart_ships_no_crd_but_its_own() -> None:
+    """One replica mode (Lease election): no kopf peering CRDs, objects or rules, even with --include-crds."""
+    objs = render(include_crds=True)
+    crds = find(objs, "CustomResourceDefinition")
+    assert crds and all(c["metadata"]["name"].endswith(".agentry.dev") for c in crds)
+    assert not [o for o in objs if "Kopf" in o["kind"]]
+    rules = [r for role in find(objs, "ClusterRole") for r in role["rules"]]
+    assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
 
 
 def test_workload_namespace_is_restricted_and_kept(default: list[Obj]) -> None:
@@ -301,8 +305,6 @@ def test_namespaced_operator_rbac_is_bound_in_the_workload_namespace_only(defaul
         },
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
-    peering = one(default, "KopfPeering", "agentry")
-    assert peering["metadata"]["namespace"] == WORKLOADS
 
 
 def test_cluster_wide_operator() -> None:
@@ -310,16 +312,7 @@ def test_cluster_wide_operator() -> None:
     assert "--all-namespaces" in operator_container(objs)["args"]
     assert find(objs, "RoleBinding", "agentry-operator") == []
     assert one(objs, "ClusterRoleBinding", "agentry-operator")["roleRef"]["name"] == "agentry-operator"
-    assert one(objs, "ClusterKopfPeering", "agentry-cluster")
-    assert find(objs, "KopfPeering") == []
     cluster_rules = one(objs, "ClusterRole", "agentry-operator-cluster")["rules"]
-    patch_own = {
-        "apiGroups": ["kopf.dev"],
-        "resources": ["clusterkopfpeerings"],
-        "resourceNames": ["agentry-cluster"],
-        "verbs": ["patch"],
-    }
-    assert patch_own in cluster_rules
     assert not [r for r in cluster_rules if "namespaces" in r["resources"]], (
         "kopf lists none when cluster-wide"
     )
@@ -328,18 +321,9 @@ def test_cluster_wide_operator() -> None:
     assert webhook["failurePolicy"] == "Fail"
 
 
-def test_peering_off_removes_object_rules_and_settings() -> None:
-    objs = render(operator__peering__enabled="false")
-    assert find(objs, "KopfPeering") == []
-    env = env_of(operator_container(objs))
-    assert "AGENTRY_PEERING_NAME" not in env and "POD_ID" not in env
-    rules = one(objs, "ClusterRole", "agentry-operator")["rules"]
-    assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
-
-
-def test_leader_election_by_default_and_peering_without_it(default: list[Obj]) -> None:
+def test_leader_election_by_default_and_one_replica_without_it(default: list[Obj]) -> None:
     env = env_of(operator_container(default))
-    assert env["AGENTRY_LEADER_ELECTION"] == "true" and "AGENTRY_PEERING_NAME" not in env
+    assert env["AGENTRY_LEADER_ELECTION"] == "true"
     assert (env["AGENTRY_LEASE_NAME"], env["AGENTRY_LEASE_NAMESPACE"]) == ("agentry-operator", NAMESPACE)
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     role = one(default, "Role", "agentry-operator-leader")
@@ -350,8 +334,7 @@ def test_leader_election_by_default_and_peering_without_it(default: list[Obj]) -
     deployment = one(single, "Deployment", "agentry-operator")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     env = env_of(operator_container(single))
-    assert env["AGENTRY_PEERING_NAME"] == "agentry"
-    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "AGENTRY_LEADER_ELECTION" not in env and "POD_NAME" not in env
     assert not [o for o in single if o["metadata"]["name"] == "agentry-operator-leader"]
 
 
@@ -550,7 +533,7 @@ def test_network_policy_labels_match_the_operators_jobs(default: list[Obj]) -> N
         "spec": {"agentRef": {"name": "a"}},
     }
     agent = {"metadata": {"name": "a"}, "spec": {"instructions": "x", "model": {"name": "m"}}}
-    job = build_job(execution, agent, "c", OperatorConfig())
+    job = build_job(execution, agent, "c", Settings())
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     selector = one(default, "NetworkPolicy", "agentry-runs")["spec"]["podSelector"]
     assert selector["matchLabels"].items() <= pod_labels.items()

@@ -11,7 +11,7 @@ import yaml
 
 from agentry_common.models import DEFAULT_MODEL
 from agentry_localcluster.install import Install, Providers
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 from .render import CHART, RenderError, env_of, one, render
 
@@ -35,7 +35,7 @@ def test_chart_default_is_the_operators_default() -> None:
 def test_chart_renders_the_configured_default(value: str) -> None:
     env = operator_env(operator__defaultModel=value)
     assert env["AGENTRY_DEFAULT_MODEL"] == value
-    assert OperatorConfig(default_model=env["AGENTRY_DEFAULT_MODEL"]).default_model == value
+    assert Settings(default_model=env["AGENTRY_DEFAULT_MODEL"]).default_model == value
 
 
 @pytest.mark.parametrize("value", ["acme/model", "anthropic/", "two words", "x" * 129])

@@ -14,7 +14,7 @@ import yaml
 
 from agentry_common.tokens import Keyring, mint_run_token, verify
 from agentry_gateway.config import GatewayConfig
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings as OperatorSettings
 
 from .render import CHART, NAMESPACE, Obj, RenderError, env_of, find, one, pod_specs, render, run_helm
 
@@ -158,7 +158,7 @@ def test_gateway_settings_match_the_gateway(on: list[Obj], full: list[Obj]) -> N
     assert env["AGENTRY_GATEWAY_FIRESTORE_DATABASE"] == "(default)"
     assert "FIRESTORE_EMULATOR_HOST" not in env
     # Every AGENTRY_GATEWAY_* the chart sets is a field of the gateway's Settings.
-    from agentry_gateway.config import Settings
+    from agentry_gateway.settings import Settings
 
     fields = {f"AGENTRY_GATEWAY_{f.upper()}" for f in Settings.model_fields}
     assert {k for k in env if k.startswith("AGENTRY_GATEWAY_")} <= fields
@@ -421,7 +421,7 @@ def test_operator_is_wired_to_the_gateway(on: list[Obj]) -> None:
     assert env["AGENTRY_OPENAI_BASE_URL"] == f"{URL}/v1"
     # The base URLs parse as the operator's settings (the other two are the operator's new settings).
     known = {k.removeprefix("AGENTRY_").lower(): v for k, v in env.items() if isinstance(v, str)}
-    OperatorConfig(**{k: v for k, v in known.items() if k in OperatorConfig.model_fields})
+    OperatorSettings(**{k: v for k, v in known.items() if k in OperatorSettings.model_fields})
     explicit = render(**ON, operator__llm__anthropicBaseUrl="https://gw.example.com")
     env = env_of(container_of(explicit, "agentry-operator"))
     assert env["AGENTRY_ANTHROPIC_BASE_URL"] == "https://gw.example.com"
@@ -472,7 +472,7 @@ def _run_pod_labels() -> dict[str, str]:
         "spec": {"agentRef": {"name": "a"}},
     }
     agent = {"metadata": {"name": "a"}, "spec": {"instructions": "x", "model": {"name": "m"}}}
-    labels: dict[str, str] = build_job(execution, agent, "c", OperatorConfig())["spec"]["template"][
+    labels: dict[str, str] = build_job(execution, agent, "c", OperatorSettings())["spec"]["template"][
         "metadata"
     ]["labels"]
     return labels

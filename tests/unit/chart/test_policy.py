@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentry_common.policy import AgentPolicy, parse_quantity
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 from .render import Obj, RenderError, env_of, find, one, render
 
@@ -95,7 +95,7 @@ def test_only_the_identities_that_act_for_owners_may_write_the_owner_label(defau
     ticker = f"system:serviceaccount:{WORKLOADS}:agentry-tick"
     operator = "system:serviceaccount:agentry-system:agentry-operator"
     assert writers == ["system:serviceaccount:agentry-system:agentry-api", operator, ticker]
-    config = OperatorConfig(owner_label_writers=env["AGENTRY_OWNER_LABEL_WRITERS"])
+    config = Settings(owner_label_writers=env["AGENTRY_OWNER_LABEL_WRITERS"])
     assert config.owner_label_writers == writers
     assert env["AGENTRY_OWNER_LABEL_TRUST_MASTERS"] == "true"
     objs = render(
@@ -134,7 +134,7 @@ def test_every_container_of_the_workload_namespace_gets_a_disk_limit(default: li
     }
     assert storage["defaultRequest"] <= storage["default"] <= storage["max"], storage
     # Room for the run pod's two bounded emptyDirs (/workspace and /tmp) is the operator's sizeLimit.
-    assert storage["default"] >= parse_quantity(OperatorConfig().workspace_size_limit)
+    assert storage["default"] >= parse_quantity(Settings().workspace_size_limit)
     (limits,) = one(render(**{"workloads__limitRange__default__ephemeral-storage": "5Gi"}), "LimitRange")[
         "spec"
     ]["limits"]
@@ -145,7 +145,7 @@ def test_every_container_of_the_workload_namespace_gets_a_disk_limit(default: li
 
 def test_run_pods_get_a_default_cpu_limit(default: list[Obj]) -> None:
     env: dict[str, Any] = env_of(container(default, "agentry-operator"))
-    assert env["AGENTRY_DEFAULT_CPU_LIMIT"] == "1" == OperatorConfig().default_cpu_limit
+    assert env["AGENTRY_DEFAULT_CPU_LIMIT"] == "1" == Settings().default_cpu_limit
     assert (
         env_of(container(render(operator__defaultCpuLimit="500m"), "agentry-operator"))[
             "AGENTRY_DEFAULT_CPU_LIMIT"

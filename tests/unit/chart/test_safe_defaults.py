@@ -19,7 +19,7 @@ from agentry_gateway.channels import ChannelKeyMissing
 from agentry_gateway.config import GatewayConfig
 from agentry_localcluster.kube import REPO
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 from .render import (
     CHART,
@@ -136,11 +136,11 @@ def test_the_operator_builds_runs_without_provider_keys(default: list[Obj]) -> N
     """With the chart's settings the operator governs runs: a sample Agent's Job reads the run-token
     Secret only, never a provider-key Secret."""
     env = env_of(container(default, "agentry-operator"))
-    fields = set(OperatorConfig.model_fields)
+    fields = set(Settings.model_fields)
     settings: dict[str, Any] = {
         k.removeprefix("AGENTRY_").lower(): v for k, v in env.items() if isinstance(v, str)
     }
-    config = OperatorConfig(**{k: v for k, v in settings.items() if k in fields})
+    config = Settings(**{k: v for k, v in settings.items() if k in fields})
     assert config.governed
     agent = yaml.safe_load((REPO / "manifests" / "samples" / "agent-on-demand.yaml").read_text())
     agent["metadata"]["namespace"] = WORKLOADS

@@ -19,21 +19,23 @@ from agentry_cli.exits import ExitCode, for_phase, for_status
 from agentry_cli.main import main
 from agentry_cli.output import Format, dump
 from agentry_cli.session import InputError
+from agentry_cli.settings import Settings, get_settings
 from agentry_cli.stream import Event, backoff, parse
-from agentry_cli.watch import run_view, stops
+from agentry_cli.watch import event_line, run_view, stops
 
 pytestmark = pytest.mark.unit
 
 FILE = {"url": "http://file:1", "token": "agt_file"}
+UNSET = Settings(api_url=None, token=None)  # explicit: whatever the test's own environment says
 
 
 def test_flags_beat_the_environment_which_beats_the_file() -> None:
-    env = {config.ENV_URL: "http://env:2/", config.ENV_TOKEN: "agt_env"}
+    env = Settings(api_url="http://env:2/", token="agt_env")
     assert config.resolve("http://flag:3", "agt_flag", env, FILE) == config.Target(
         "http://flag:3", "agt_flag"
     )
     assert config.resolve(None, None, env, FILE) == config.Target("http://env:2", "agt_env")
-    assert config.resolve(None, None, {}, FILE) == config.Target("http://file:1", "agt_file")
+    assert config.resolve(None, None, UNSET, FILE) == config.Target("http://file:1", "agt_file")
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,7 @@ def test_flags_beat_the_environment_which_beats_the_file() -> None:
 )
 def test_missing_or_bad_settings_say_what_to_do(url: str | None, token: str | None, says: str) -> None:
     with pytest.raises(config.ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        config.resolve(url, token, {}, {})
+        config.resolve(url, token, UNSET, {})
 
 
 def test_written_file_is_0600_and_read_back(tmp_path: Path) -> None:
@@ -64,8 +66,28 @@ def test_a_file_others_can_read_is_refused(tmp_path: Path) -> None:
 
 
 def test_config_path_follows_agentry_config_then_xdg(tmp_path: Path) -> None:
-    assert config.config_path({config.ENV_CONFIG: str(tmp_path / "c.yaml")}) == tmp_path / "c.yaml"
-    assert config.config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "agentry" / "config.yaml"
+    both = Settings(config=str(tmp_path / "c.yaml"), xdg_config_home=str(tmp_path / "x"))
+    assert config.config_path(both) == tmp_path / "c.yaml"
+    xdg = Settings(config=None, xdg_config_home=str(tmp_path))
+    assert config.config_path(xdg) == tmp_path / "agentry" / "config.yaml"
+
+
+def test_settings_read_the_documented_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.ENV_URL, "http://env:2")
+    monkeypatch.setenv(config.ENV_TOKEN, "agt_env")
+    monkeypatch.setenv(config.ENV_CONFIG, str(tmp_path / "c.yaml"))
+    monkeypatch.setenv("AGENTRY_GATEWAY_URL", "http://gw:1")
+    monkeypatch.setenv("KUBECONFIG", "/k/config")
+    env = get_settings()
+    assert (env.api_url, env.token, env.gateway_url, env.kubeconfig) == (
+        "http://env:2",
+        "agt_env",
+        "http://gw:1",
+        "/k/config",
+    )
+    assert config.config_path() == tmp_path / "c.yaml"
+    monkeypatch.setenv(config.ENV_URL, "http://later:3")  # read at each call, not cached
+    assert get_settings().api_url == "http://later:3"
 
 
 @pytest.mark.parametrize(
@@ -150,6 +172,23 @@ def test_which_events_are_about_the_run_and_which_end_a_wait() -> None:
     assert run_view(snap, "r1") == {"id": "r1", "phase": "Pending"}
     assert stops("Succeeded", False) and stops("WaitingApproval", True)
     assert not stops("WaitingApproval", False) and not stops("Running", True) and not stops(None, True)
+
+
+def test_an_event_line_shows_the_events_own_time_not_the_runs_creation() -> None:
+    created = "2026-11-26T10:00:00.000000Z"
+    report = {"action": "status", "phase": "Running", "createdAt": created, "updatedAt": "x"}
+    assert event_line({**report, "eventTime": "2026-11-26T10:00:07.5Z"}) == (
+        "2026-11-26T10:00:07.5Z status phase=Running"
+    )
+    # A snapshot's view has no event time: the run's last change, never its creation.
+    snapshot = {
+        "phase": "Failed",
+        "reason": "Timeout",
+        "createdAt": created,
+        "updatedAt": "2026-11-26T10:09Z",
+    }
+    assert event_line(snapshot) == "2026-11-26T10:09Z status phase=Failed reason=Timeout"
+    assert event_line({"phase": "Pending", "createdAt": created}) == "status phase=Pending"
 
 
 def test_followed_pod_logs_print_only_what_is_new() -> None:

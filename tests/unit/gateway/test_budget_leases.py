@@ -7,7 +7,7 @@ import pytest
 
 from agentry_common.governance import Scope
 from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Counter, Subject, Thresholds
-from agentry_gateway.ledger_leases import (
+from agentry_gateway.ledger.leases import (
     LEASE_CALLS,
     LEASE_SECONDS,
     Lease,

@@ -27,7 +27,7 @@ from agentry_gateway.budgets import (
     estimate_call,
     run_policy,
 )
-from agentry_gateway.ledger_pods import gone_pods
+from agentry_gateway.ledger.pods import gone_pods
 
 pytestmark = pytest.mark.unit
 

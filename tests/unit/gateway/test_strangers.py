@@ -22,10 +22,11 @@ from agentry_gateway.budgets import (
     estimate_call,
     run_policy,
 )
-from agentry_gateway.config import GatewayConfig, Settings
+from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_gateway.routing import ModelNotAllowed, Router
 from agentry_gateway.service import Gateway
+from agentry_gateway.settings import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from typing import Any
 import kopf
 import pytest
 
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.agent import delete_agent_schedule
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +34,6 @@ def agent(status: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def test_delete_handler_without_settings_waits_unless_nothing_was_created() -> None:
-    asyncio.run(delete_agent_schedule(OperatorConfig(), None, agent(), LOG))  # nothing recorded: done
+    asyncio.run(delete_agent_schedule(Settings(), None, agent(), LOG))  # nothing recorded: done
     with pytest.raises(kopf.TemporaryError, match="remove the finalizer"):
-        asyncio.run(delete_agent_schedule(OperatorConfig(), None, agent(status={"scheduleRef": JOB}), LOG))
+        asyncio.run(delete_agent_schedule(Settings(), None, agent(status={"scheduleRef": JOB}), LOG))

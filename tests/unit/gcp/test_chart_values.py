@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentry_operator.backends.cloudscheduler import CloudSchedulerSettings
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 from tests.unit.chart.render import RenderError, render
 
 pytestmark = pytest.mark.unit
@@ -33,7 +33,7 @@ def test_off_by_default() -> None:
 def test_on_renders_settings_the_operator_accepts() -> None:
     env = operator_env(**ON, operator__cloudScheduler__audience="agentry-api")
     fields = {k.removeprefix("AGENTRY_").lower(): v for k, v in env.items() if k.startswith("AGENTRY_CLOUD")}
-    config = OperatorConfig(cloud_scheduler_project=env["GOOGLE_CLOUD_PROJECT"], **fields)
+    config = Settings(cloud_scheduler_project=env["GOOGLE_CLOUD_PROJECT"], **fields)
     settings = CloudSchedulerSettings.from_config(config)
     assert settings.parent == "projects/my-agentry-project/locations/europe-west1"
     assert settings.path == "/api/agents/{namespace}/{name}/runs" and settings.audience == "agentry-api"

@@ -29,7 +29,7 @@ from agentry_operator.backends.cloudscheduler import (
     job_id,
     unix_cron,
 )
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -58,11 +58,11 @@ def agent(**schedule: Any) -> dict[str, Any]:
 
 
 def settings(**overrides: Any) -> CloudSchedulerSettings:
-    return CloudSchedulerSettings.from_config(OperatorConfig(**{**SETTINGS, **overrides}))
+    return CloudSchedulerSettings.from_config(Settings(**{**SETTINGS, **overrides}))
 
 
 def test_settings_name_what_is_missing() -> None:
-    config = OperatorConfig(cloud_scheduler_location="europe-west1")
+    config = Settings(cloud_scheduler_location="europe-west1")
     missing = cloud_scheduler_missing(config)
     assert "AGENTRY_CLOUD_SCHEDULER_TARGET_URL" in missing
     assert "AGENTRY_CLOUD_SCHEDULER_SERVICE_ACCOUNT" in missing
@@ -75,9 +75,9 @@ def test_settings_name_what_is_missing() -> None:
 
 def test_project_falls_back_to_google_cloud_project(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-google")
-    assert OperatorConfig().cloud_scheduler_project == "from-google"
+    assert Settings().cloud_scheduler_project == "from-google"
     monkeypatch.setenv("AGENTRY_CLOUD_SCHEDULER_PROJECT", "explicit")
-    assert OperatorConfig().cloud_scheduler_project == "explicit"
+    assert Settings().cloud_scheduler_project == "explicit"
 
 
 @pytest.mark.parametrize(
@@ -182,12 +182,12 @@ def test_cloud_refs_and_when_the_finalizer_is_needed() -> None:
 def test_backend_only_when_configured(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("test")
     with caplog.at_level(logging.WARNING):
-        assert cloud_scheduler_backend(OperatorConfig(cloud_scheduler_project="p"), log) is None
+        assert cloud_scheduler_backend(Settings(cloud_scheduler_project="p"), log) is None
     assert caplog.records == []  # GOOGLE_CLOUD_PROJECT alone is not an attempt at this backend
     with caplog.at_level(logging.WARNING):
-        assert cloud_scheduler_backend(OperatorConfig(cloud_scheduler_location="l"), log) is None
+        assert cloud_scheduler_backend(Settings(cloud_scheduler_location="l"), log) is None
     assert "AGENTRY_CLOUD_SCHEDULER_TARGET_URL" in caplog.text
-    backend = cloud_scheduler_backend(OperatorConfig(**SETTINGS), log)
+    backend = cloud_scheduler_backend(Settings(**SETTINGS), log)
     assert backend is not None and backend.ref(agent()).startswith(
         "projects/proj-1/locations/europe-west1/jobs/"
     )

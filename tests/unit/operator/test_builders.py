@@ -11,14 +11,14 @@ import pytest
 
 from agentry_common import constants as c
 from agentry_common.exitcodes import FINAL
-from agentry_common.models import Phase
+from agentry_common.models import Archived, HistoryLimits, Phase
 from agentry_operator.builders.agent_status import archive, spec_errors, summarize, to_prune
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.builders.execution_status import format_duration, observe, status_patch
 from agentry_operator.builders.job import build_job
 from agentry_operator.conditions import set_condition
-from agentry_operator.config import OperatorConfig
 from agentry_operator.schedule import next_run
+from agentry_operator.settings import Settings
 from agentry_operator.tick import build_execution, scheduled_time
 
 pytestmark = pytest.mark.unit
@@ -47,7 +47,7 @@ EXECUTION = {
 
 
 def test_job_is_restricted_bounded_and_never_holds_secret_values() -> None:
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    job = build_job(EXECUTION, AGENT, "corr", Settings())
     pod = job["spec"]["template"]["spec"]
     ctr = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -67,7 +67,7 @@ def test_job_is_restricted_bounded_and_never_holds_secret_values() -> None:
 
 
 def test_cronjob_carries_time_zone_and_only_creates_executions() -> None:
-    cj = build_cronjob(AGENT, OperatorConfig())
+    cj = build_cronjob(AGENT, Settings())
     assert cj["spec"]["timeZone"] == "Asia/Seoul" and cj["spec"]["schedule"] == "0 8 * * 1"
     ctr = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert ctr["command"] == ["python", "-m", "agentry_operator.tick"]
@@ -136,7 +136,8 @@ def test_observe_deadline_and_backoff_and_approval() -> None:
     policy = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]
     report = '{"stopReason": "approval_required", "approval": {"id": "ap1", "tool": "shell"}}'
     seen = observe(_job(policy), [_pod(30, report)])
-    assert seen.phase == Phase.WAITING_APPROVAL and seen.approval == {"id": "ap1", "tool": "shell"}
+    assert seen.phase == Phase.WAITING_APPROVAL and seen.approval is not None
+    assert seen.approval.patch() == {"id": "ap1", "tool": "shell", "summary": ""}
 
 
 def test_a_failed_runs_message_carries_the_runtimes_own_reason() -> None:
@@ -166,10 +167,10 @@ def test_a_runs_named_outputs_are_kept_only_when_asked_for_and_bounded() -> None
         ]
     }
     result = observe(_job(done, succeeded=1), [pod]).result
-    assert result is not None and result["outputs"] == {"headline": "H", "links": "L" * 1024}
+    assert result is not None and result.outputs == {"headline": "H", "links": "L" * 1024}
     del pod["spec"]
     result = observe(_job(done, succeeded=1), [pod]).result
-    assert result is not None and "outputs" not in result  # asked for nothing: nothing kept
+    assert result is not None and "outputs" not in result.patch()  # asked for nothing: nothing kept
 
 
 def test_status_patch_keeps_transition_time_when_status_unchanged() -> None:
@@ -177,9 +178,9 @@ def test_status_patch_keeps_transition_time_when_status_unchanged() -> None:
         _job([{"type": "Complete", "status": "True"}], completionTime="2026-01-01T00:01:05Z"),
         [_pod(0, '{"summary": "ok"}')],
     )
-    first = status_patch({}, seen, 1, "2026-01-01T00:01:06Z")
+    first = status_patch({}, seen, 1, "2026-01-01T00:01:06Z").patch()
     assert first["duration"] == "1m5s" and first["result"]["summary"] == "ok"
-    again = status_patch(first, seen, 1, "2026-01-01T09:00:00Z")
+    again = status_patch(first, seen, 1, "2026-01-01T09:00:00Z").patch()
     assert again["conditions"] == first["conditions"]
 
 
@@ -202,12 +203,13 @@ def _ex(name: str, phase: str, created: str, tokens: int = 10) -> dict[str, Any]
 def test_history_pruning_and_archive_count_each_execution_once() -> None:
     exes = [_ex(f"s{i}", "Succeeded", f"2026-01-0{i}") for i in range(1, 5)]
     exes += [_ex("f1", "Failed", "2026-01-05")]
-    pruned = to_prune(exes, {"succeeded": 2, "failed": 1})
+    pruned = to_prune(exes, HistoryLimits(succeeded=2, failed=1))
     assert [e["metadata"]["name"] for e in pruned] == ["s1", "s2"]
-    archived = archive({}, pruned)
+    archived = archive(Archived(), pruned)
+    assert archived.names == ["s1", "s2"] and archived.executions == 2 and archived.cost_usd == "1"
     assert archive(archived, pruned) == archived  # a retried prune counts nothing twice
     live = [e for e in exes if e not in pruned]
-    totals = summarize(live, archived)["totals"]
+    totals = summarize(live, archived).patch()["totals"]
     assert totals["executions"] == 5 and totals["inputTokens"] == 50
     assert totals["costUSD"] == "2.5" and totals["failed"] == 1
 
@@ -217,7 +219,7 @@ def test_a_workflows_steps_are_not_pruned_by_their_agents_history_limits() -> No
     for ex in steps:
         ex["metadata"]["ownerReferences"] = [{"kind": "WorkflowRun", "name": "r", "uid": "u"}]
     own = [_ex(f"o{i}", "Succeeded", f"2026-01-0{i}") for i in range(5, 9)]
-    pruned = to_prune(steps + own, {"succeeded": 2, "failed": 1})
+    pruned = to_prune(steps + own, HistoryLimits(succeeded=2, failed=1))
     assert [e["metadata"]["name"] for e in pruned] == ["o5", "o6"]
 
 
@@ -227,9 +229,9 @@ def test_format_duration() -> None:
 
 
 async def test_undecided_approval_times_out_and_denial_cancels() -> None:
-    from agentry_operator.config import OperatorConfig as Cfg
     from agentry_operator.handlers.approval import on_waiting
     from agentry_operator.handlers.state import State
+    from agentry_operator.settings import Settings as Cfg
 
     body: dict[str, Any] = {
         **EXECUTION,
@@ -250,7 +252,7 @@ async def test_undecided_approval_times_out_and_denial_cancels() -> None:
 
 
 def test_resume_job_mounts_resume_json_beside_the_inputs() -> None:
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig(), name="run-resume", resume_configmap="cm")
+    job = build_job(EXECUTION, AGENT, "corr", Settings(), name="run-resume", resume_configmap="cm")
     sources = job["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
     assert [i["path"] for i in sources[0]["downwardAPI"]["items"]] == ["agent.json", "input.txt"]
     assert sources[1]["configMap"] == {"name": "cm", "items": [{"key": "resume.json", "path": "resume.json"}]}
@@ -288,7 +290,7 @@ def test_a_secret_never_shadows_what_the_platform_sets() -> None:
     names = ["HOME", "AGENTRY_EXECUTION", "AGENTRY_GATEWAY_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "LD_PRELOAD"]
     names += ["HTTPS_PROXY", "MY_TOKEN"]
     agent = {**AGENT, "spec": {**AGENT["spec"], "secrets": [{"env": n, **ref} for n in names]}}
-    config = OperatorConfig(egress_proxy_url="http://proxy:3128")
+    config = Settings(egress_proxy_url="http://proxy:3128")
     env = build_job(EXECUTION, agent, "corr", config)["spec"]["template"]["spec"]["containers"][0]["env"]
     from_secrets = [e["name"] for e in env if "valueFrom" in e]
     assert from_secrets == ["MY_TOKEN"]

@@ -15,7 +15,7 @@ from agentry_operator.builders.agent_status import spec_errors
 from agentry_operator.builders.governance import admission_request
 from agentry_operator.builders.job import ANNOTATION_AGENT, build_job, effective_spec
 from agentry_operator.builders.model import model_label, with_effective_model
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +40,7 @@ def run_agent_doc(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_operator_default_is_the_shared_one_and_parses() -> None:
-    config = OperatorConfig()
+    config = Settings()
     assert config.default_model == DEFAULT_MODEL == "anthropic/claude-sonnet-4-6"
     spec = config.default_model_spec
     assert spec is not None and (spec.provider.value, spec.name) == ("anthropic", "claude-sonnet-4-6")
@@ -48,31 +48,31 @@ def test_the_operator_default_is_the_shared_one_and_parses() -> None:
 
 def test_job_of_an_agent_without_model_runs_on_the_default() -> None:
     before = copy.deepcopy(AGENT)
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig(default_model="openai/gpt-4.1-mini"))
+    job = build_job(EXECUTION, AGENT, "corr", Settings(default_model="openai/gpt-4.1-mini"))
     assert run_agent_doc(job)["spec"]["model"] == {"provider": "openai", "name": "gpt-4.1-mini"}
     assert before == AGENT  # the watched object is not changed
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    job = build_job(EXECUTION, AGENT, "corr", Settings())
     assert run_agent_doc(job)["spec"]["model"] == {"provider": "anthropic", "name": "claude-sonnet-4-6"}
 
 
 def test_an_explicit_model_wins_over_the_default() -> None:
     model = {"provider": "anthropic", "name": "claude-haiku-4-5", "fallbacks": [{"name": "claude-opus-4-6"}]}
     agent = {**AGENT, "spec": {**AGENT["spec"], "model": model}}
-    job = build_job(EXECUTION, agent, "corr", OperatorConfig(default_model="openai/gpt-5"))
+    job = build_job(EXECUTION, agent, "corr", Settings(default_model="openai/gpt-5"))
     assert run_agent_doc(job)["spec"]["model"] == model
     assert model_label(agent["spec"], parse_model("openai/gpt-5")) == "anthropic/claude-haiku-4-5"
     assert model_label({"model": {"name": "claude-opus-4-6"}}, None) == "anthropic/claude-opus-4-6"
 
 
 def test_status_label_and_admission_name_the_default() -> None:
-    config = OperatorConfig(default_model="claude-haiku-4-5")  # a bare name: anthropic
+    config = Settings(default_model="claude-haiku-4-5")  # a bare name: anthropic
     assert model_label(AGENT["spec"], config.default_model_spec) == "anthropic/claude-haiku-4-5"
     body = admission_request(EXECUTION, AGENT, config, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert body["model"] == "claude-haiku-4-5"
 
 
 def test_without_a_default_an_agent_must_name_its_model() -> None:
-    config = OperatorConfig(default_model="")
+    config = Settings(default_model="")
     assert config.default_model_spec is None
     assert model_label(AGENT["spec"], None) is None
     assert with_effective_model(AGENT, None) is AGENT
@@ -92,12 +92,12 @@ def test_the_gateway_check_skips_an_absent_model() -> None:
 @pytest.mark.parametrize("value", ["acme/x", "anthropic/", "openai/" + "x" * 129])
 def test_a_malformed_default_stops_the_operator(value: str) -> None:
     with pytest.raises(ValidationError, match=r"model '"):
-        OperatorConfig(default_model=value)
+        Settings(default_model=value)
 
 
 def test_env_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTRY_DEFAULT_MODEL", " openai/gpt-5-mini ")
-    assert OperatorConfig().default_model == "openai/gpt-5-mini"
+    assert Settings().default_model == "openai/gpt-5-mini"
     spec = AgentSpec.model_validate(AGENT["spec"])
     assert spec.model is None and "model" not in spec.wire()
 
@@ -105,7 +105,7 @@ def test_env_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_parsed_spec_is_shared_per_generation_and_default_model() -> None:
     agent = copy.deepcopy(AGENT)
     agent["metadata"]["generation"] = 1
-    config = OperatorConfig()
+    config = Settings()
     first = effective_spec(agent, config)
     assert effective_spec(copy.deepcopy(agent), config) is first  # another run of the same spec
     assert first.model is not None and first.model.name == config.default_model_spec.name  # type: ignore[union-attr]
@@ -115,7 +115,7 @@ def test_the_parsed_spec_is_shared_per_generation_and_default_model() -> None:
     edited["spec"]["model"] = {"name": "gpt-4.1"}
     assert effective_spec(edited, config).model.name == "gpt-4.1"  # type: ignore[union-attr]
 
-    other = OperatorConfig(default_model="gpt-4.1-mini")
+    other = Settings(default_model="gpt-4.1-mini")
     assert effective_spec(agent, other).model.name == "gpt-4.1-mini"  # type: ignore[union-attr]
 
     unnamed = copy.deepcopy(agent)  # no uid (a sample Job): parsed each time, never shared

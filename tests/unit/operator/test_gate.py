@@ -7,7 +7,7 @@ import asyncio
 import httpx2
 import pytest
 
-from agentry_operator.gate import GatedTransport
+from agentry_operator.controller.gate import GatedTransport
 
 pytestmark = pytest.mark.unit
 
@@ -48,10 +48,3 @@ async def test_a_failed_request_gives_its_slot_back() -> None:
         for _ in range(5):  # more failures than slots: none leaked
             with pytest.raises(httpx2.ConnectError):
                 await client.get("/x")
-
-
-async def test_watches_do_not_take_a_slot() -> None:
-    inner = Counting()
-    async with httpx2.AsyncClient(transport=GatedTransport(inner, limit=1), base_url="http://k") as client:
-        await asyncio.gather(*(client.get("/x", params={"watch": "true"}) for _ in range(3)))
-        assert inner.most == 3

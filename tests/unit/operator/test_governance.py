@@ -27,8 +27,8 @@ from agentry_operator.builders.governance import (
 )
 from agentry_operator.builders.job import build_job, child_labels, owner_reference
 from agentry_operator.conditions import get_condition
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.admission import Governance
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -69,9 +69,9 @@ EXECUTION: dict[str, Any] = {
 NOW = dt.datetime(2025, 5, 20, 12, 10, tzinfo=dt.UTC)
 
 
-def governed(**extra: Any) -> OperatorConfig:
+def governed(**extra: Any) -> Settings:
     values: dict[str, Any] = {"gateway_url": GATEWAY + "/", "token_keys": "2025-05:" + "s" * 40, **extra}
-    return OperatorConfig(**values)
+    return Settings(**values)
 
 
 def execution(**spec: Any) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def execution(**spec: Any) -> dict[str, Any]:
 
 
 def test_governance_off_by_default_and_base_urls_follow_the_gateway() -> None:
-    off = OperatorConfig()
+    off = Settings()
     assert not off.governed and off.run_anthropic_base_url is None and off.run_openai_base_url is None
     on = governed()
     assert on.governed
@@ -97,15 +97,15 @@ def test_governance_off_by_default_and_base_urls_follow_the_gateway() -> None:
 
 def test_governance_without_token_keys_refuses_to_start() -> None:
     with pytest.raises(ValueError, match="AGENTRY_TOKEN_KEYS_DIR"):
-        Governance.from_config(OperatorConfig(gateway_url=GATEWAY))
-    assert Governance.from_config(OperatorConfig()) is None
+        Governance.from_config(Settings(gateway_url=GATEWAY))
+    assert Governance.from_config(Settings()) is None
 
 
 def test_keyring_from_a_mounted_directory(tmp_path: Any) -> None:
     (tmp_path / "2025-04").write_text("a" * 40)
     (tmp_path / "2025-05").write_text("b" * 40 + "\n")
     (tmp_path / "..data").mkdir()
-    ring = OperatorConfig(gateway_url=GATEWAY, token_keys_dir=str(tmp_path)).keyring()
+    ring = Settings(gateway_url=GATEWAY, token_keys_dir=str(tmp_path)).keyring()
     assert ring.current == "2025-05" and ring.keys["2025-05"] == b"b" * 40
 
 
@@ -314,7 +314,7 @@ def test_governed_job_has_the_token_and_no_provider_key() -> None:
 
 
 def test_ungoverned_job_is_unchanged() -> None:
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    job = build_job(EXECUTION, AGENT, "corr", Settings())
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ANTHROPIC_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "keys", "key": "anthropic"}}
     assert "ANTHROPIC_BASE_URL" not in env and "SNEAKY" in env

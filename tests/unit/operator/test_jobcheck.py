@@ -11,8 +11,8 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from agentry_common.naming import job_name, token_secret_name
 from agentry_operator.builders.job import ANNOTATION_AGENT, ANNOTATION_INPUT
-from agentry_operator.config import OperatorConfig
 from agentry_operator.jobcheck import PLACEHOLDER_UID, job_errors, sample_job
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def _secret_refs(job: dict[str, Any]) -> set[str]:
 
 
 def test_the_sample_carries_what_the_agent_puts_into_a_job() -> None:
-    job = sample_job(AGENT, "team-a", OperatorConfig())
+    job = sample_job(AGENT, "team-a", Settings())
     assert job["metadata"]["namespace"] == "team-a"
     assert job["metadata"]["name"] == job_name("digest", PLACEHOLDER_UID)
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -44,15 +44,15 @@ def test_the_sample_carries_what_the_agent_puts_into_a_job() -> None:
 
 
 def test_a_governed_sample_references_its_token_secret_like_a_run() -> None:
-    config = OperatorConfig(gateway_url="http://gateway.agentry:8080")
+    config = Settings(gateway_url="http://gateway.agentry:8080")
     job = sample_job(AGENT, "team-a", config)
     assert token_secret_name(job["metadata"]["name"]) in _secret_refs(job)
-    assert not _secret_refs(sample_job(AGENT, "team-a", OperatorConfig()))
+    assert not _secret_refs(sample_job(AGENT, "team-a", Settings()))
 
 
 def test_a_nameless_agent_of_generate_name_gets_a_sample_too() -> None:
     agent = {"metadata": {"generateName": "digest-"}, "spec": AGENT["spec"]}
-    assert sample_job(agent, "team-a", OperatorConfig())["metadata"]["name"].startswith("digest-")
+    assert sample_job(agent, "team-a", Settings())["metadata"]["name"].startswith("digest-")
 
 
 async def test_an_unreachable_api_server_admits_the_agent_unchecked() -> None:
@@ -70,6 +70,6 @@ async def test_an_unreachable_api_server_admits_the_agent_unchecked() -> None:
         )
         client = AsyncClient(config, namespace="team-a")
         try:
-            assert await job_errors(client, AGENT, "team-a", OperatorConfig()) == []
+            assert await job_errors(client, AGENT, "team-a", Settings()) == []
         finally:
             await client.close()

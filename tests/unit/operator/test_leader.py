@@ -10,7 +10,7 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
-from agentry_operator.leader import LeaderElector, LeadershipLost, Timing, held_spec, may_take
+from agentry_operator.controller.leader import LeaderElector, LeadershipLost, Timing, held_spec, may_take
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentry_common.models import McpStatus, Phase
+from agentry_common.models import Archived, McpStatus, Phase
 from agentry_operator.builders.agent_status import summarize
 from agentry_operator.builders.execution_status import MCP_TOOLS, mcp_status, observe, status_patch
 
@@ -41,10 +41,10 @@ def _succeeded(report: dict[str, Any]) -> Any:
 def test_the_report_becomes_execution_status_mcp() -> None:
     seen = _succeeded(REPORT)
     assert seen.phase is Phase.SUCCEEDED
-    patch = status_patch({}, seen, 1, "2026-01-01T00:02:00Z")
+    patch = status_patch({}, seen, 1, "2026-01-01T00:02:00Z").patch()
     assert patch["mcp"] == {"servers": REPORT["mcp"]}
     McpStatus.model_validate(patch["mcp"])  # the shape of the CR's status
-    assert "mcp" not in status_patch({}, _succeeded({**REPORT, "mcp": []}), 1, "now")
+    assert "mcp" not in status_patch({}, _succeeded({**REPORT, "mcp": []}), 1, "now").patch()
 
 
 def test_a_malformed_or_oversized_report_is_bounded() -> None:
@@ -56,9 +56,11 @@ def test_a_malformed_or_oversized_report_is_bounded() -> None:
             {"tools": {"nameless": "RED"}},
         ]
     }
-    (server,) = mcp_status(report)["servers"]  # type: ignore[index]
-    assert len(server["tools"]) == MCP_TOOLS and "bad" not in server["tools"]
-    assert len(server["error"]) == 300
+    found = mcp_status(report)
+    assert found is not None
+    (server,) = found.servers
+    assert len(server.tools) == MCP_TOOLS and "bad" not in server.tools
+    assert server.error is not None and len(server.error) == 300
     assert mcp_status({"mcp": "nope"}) is None and mcp_status({}) is None
 
 
@@ -77,7 +79,7 @@ def test_the_agent_shows_what_its_newest_reporting_run_found() -> None:
         "run-2", "2026-01-02T00:00:00Z", {"servers": [{"name": "everything", "error": "timeout"}]}
     )
     pending = _execution("run-3", "2026-01-03T00:00:00Z", None)  # not connected yet: says nothing
-    status = summarize([old, new, pending], {})
+    status = summarize([old, new, pending], Archived()).patch()
     assert status["mcp"] == {"execution": "run-2", "servers": [{"name": "everything", "error": "timeout"}]}
     McpStatus.model_validate(status["mcp"])
-    assert "mcp" not in summarize([pending], {})
+    assert "mcp" not in summarize([pending], Archived()).patch()

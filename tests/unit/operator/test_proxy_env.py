@@ -8,7 +8,7 @@ import pytest
 
 from agentry_common import constants as c
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -20,14 +20,14 @@ AGENT: dict[str, Any] = {"metadata": {"name": "a"}, "spec": {"instructions": "x"
 PROXY = "http://agentry-egress.agentry.svc:3128"
 
 
-def env_of(config: OperatorConfig) -> dict[str, str]:
+def env_of(config: Settings) -> dict[str, str]:
     token = "run-1-token" if config.governed else None
     job = build_job(EXECUTION, AGENT, "corr", config, token_secret=token)
     return {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_every_proxy_variable_names_the_proxy_and_the_gateway_is_direct() -> None:
-    config = OperatorConfig(
+    config = Settings(
         egress_proxy_url=PROXY, gateway_url="http://agentry-gateway.agentry.svc:8090", token_keys="k1:secret"
     )
     env = env_of(config)
@@ -37,5 +37,5 @@ def test_every_proxy_variable_names_the_proxy_and_the_gateway_is_direct() -> Non
 
 
 def test_without_a_proxy_no_proxy_variable_is_set() -> None:
-    env = env_of(OperatorConfig())
+    env = env_of(Settings())
     assert not {c.ENV_EGRESS_PROXY, "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"} & set(env)

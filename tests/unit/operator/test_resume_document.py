@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from agentry_common.models import ApprovalDecision
 from agentry_operator.handlers.approval import resume_document
 from agentry_workspace.state import Decision
 
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.unit
 def test_the_decision_leaves_out_what_was_not_given(
     decision: dict[str, object], wanted: dict[str, object]
 ) -> None:
-    doc = resume_document(decision, None)
+    given = ApprovalDecision.model_validate(decision)  # as the operator reads spec.approvals
+    doc = resume_document(given, None)
     assert doc == {"decision": wanted}
     Decision.model_validate(doc["decision"])  # the runtime's own model takes it
-    assert resume_document(decision, {"version": 1})["state"] == {"version": 1}
+    assert resume_document(given, {"version": 1})["state"] == {"version": 1}

@@ -16,7 +16,7 @@ from agentry_common.models import Phase
 from agentry_operator.builders.eviction import storage_eviction
 from agentry_operator.builders.execution_status import observe
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 
 from .test_builders import AGENT, EXECUTION
 
@@ -85,13 +85,13 @@ def test_a_tool_that_used_up_the_pids_ends_the_run_pid_limit_exceeded_without_re
     seen = observe({"spec": {}, "status": {"conditions": policy}}, [pod])
     assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.PID_LIMIT_EXCEEDED)
     assert seen.message.endswith(f"(exit code 15): {summary}")
-    job = build_job(EXECUTION, AGENT, "corr", OperatorConfig())
+    job = build_job(EXECUTION, AGENT, "corr", Settings())
     (fail_job, _) = job["spec"]["podFailurePolicy"]["rules"]
     assert 15 in fail_job["onExitCodes"]["values"] and fail_job["action"] == "FailJob"
 
 
 def test_the_run_pods_writable_volumes_are_bounded() -> None:
-    pod = build_job(EXECUTION, AGENT, "corr", OperatorConfig())["spec"]["template"]["spec"]
+    pod = build_job(EXECUTION, AGENT, "corr", Settings())["spec"]["template"]["spec"]
     dirs = {v["name"]: v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v}
     assert dirs == {"workspace": {"sizeLimit": "1Gi"}, "tmp": {"sizeLimit": "1Gi"}}
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True

@@ -17,9 +17,9 @@ from agentry_common.conditions import Reason
 from agentry_common.models import Phase
 from agentry_operator.builders.cronjob import build_cronjob
 from agentry_operator.builders.run_gate import Limits, limits_of, owner_held, quota_held
-from agentry_operator.config import OperatorConfig
 from agentry_operator.handlers.run_gate import book_name
 from agentry_operator.handlers.state import State
+from agentry_operator.settings import Settings
 from agentry_operator.tick import ENV_TICK_OWNER, build_execution
 from agentry_operator.webhook import owner_label_errors, start_errors
 from agentry_operator.workflows import graph
@@ -29,7 +29,7 @@ from agentry_operator.workflows.step import build_execution as build_step
 pytestmark = pytest.mark.unit
 
 API = "system:serviceaccount:agentry:agentry-api"
-CONFIG = OperatorConfig(
+CONFIG = Settings(
     owner_label_writers=[API],
     owner_label_trust_masters=False,
     quota_concurrent_runs=2,
@@ -230,9 +230,9 @@ async def test_an_end_frees_the_slot_and_wakes_the_waiting_runs() -> None:
     state, books, owned = State(), Books(), agent(owner="alice")
     verdicts = await start_all(state, books, owned, ["r0", "r1", "r2"])
     assert verdicts[2] is not None
-    state.retry_at.clear()
+    assert ("ns", "r2") not in state.queue._queued
     state.seen_execution(run("r0", owner="alice", phase="Succeeded"))
-    assert ("ns", "r2") in state.retry_at  # woken at once
+    assert state.queue._queued.get(("ns", "r2")) is True  # woken at once, as a retry
     assert await state.gate.admit(books, CONFIG, state, state.executions[("ns", "r2")], owned) is None  # type: ignore[arg-type]
     # Admitted again (a retry, or after a crash): the same run never takes a second slot or day count.
     assert await state.gate.admit(books, CONFIG, state, state.executions[("ns", "r2")], owned) is None  # type: ignore[arg-type]
@@ -272,7 +272,7 @@ def test_the_policy_is_applied_again_at_the_start(tmp_path: Any) -> None:
     """A policy tightened after the Agent was written, and a run's priority, refuse the run by field."""
     policy = tmp_path / "policy.json"
     policy.write_text('{"maxTimeoutSeconds": 600, "priority": {"max": 5}}')
-    config = OperatorConfig(policy_file=str(policy))
+    config = Settings(policy_file=str(policy))
     long = {**agent(owner="alice"), "spec": {"instructions": "x", "timeoutSeconds": 1200}}
     held = State().gate.policy_held(config, run("r", owner="alice"), long)
     assert held is not None and (held.phase, held.reason) == (Phase.FAILED, Reason.POLICY_VIOLATION)

@@ -10,7 +10,6 @@ import pytest
 
 from agentry_common.models import AgentStatus, ScheduleSpec
 from agentry_operator.builders.cronjob import TICK_DEADLINE_SECONDS, build_cronjob
-from agentry_operator.config import OperatorConfig
 from agentry_operator.firetimes import jitter_seconds
 from agentry_operator.schedule import (
     CATCHUP_GRACE,
@@ -26,6 +25,7 @@ from agentry_operator.schedule import (
     upcoming_runs,
     with_backfill,
 )
+from agentry_operator.settings import Settings
 from agentry_operator.tick import ENV_TICK_DELAY
 
 pytestmark = pytest.mark.unit
@@ -152,7 +152,7 @@ def test_cronjob_carries_jitter_and_bounds_its_own_lookback() -> None:
         "metadata": {"name": "news", "namespace": "ns", "uid": "u"},
         "spec": {"schedule": {"cron": "* * * * *", "jitterSeconds": 300, "catchupWindowSeconds": 600}},
     }
-    cj = build_cronjob(agent, OperatorConfig())
+    cj = build_cronjob(agent, Settings())
     job = cj["spec"]["jobTemplate"]["spec"]
     env = {e["name"]: e.get("value") for e in job["template"]["spec"]["containers"][0]["env"]}
     delay = jitter_seconds("ns/news", 300)
@@ -160,7 +160,7 @@ def test_cronjob_carries_jitter_and_bounds_its_own_lookback() -> None:
     assert job["activeDeadlineSeconds"] == TICK_DEADLINE_SECONDS + delay
     assert cj["spec"]["startingDeadlineSeconds"] == 600
     agent["spec"]["schedule"]["startingDeadlineSeconds"] = 120
-    assert build_cronjob(agent, OperatorConfig())["spec"]["startingDeadlineSeconds"] == 120
+    assert build_cronjob(agent, Settings())["spec"]["startingDeadlineSeconds"] == 120
 
 
 def test_catchup_due_once_the_next_run_is_past() -> None:

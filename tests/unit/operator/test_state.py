@@ -52,14 +52,14 @@ def test_waiting_approval_follows_the_phase_from_events_and_own_writes() -> None
 def test_the_operator_context_is_one_typed_entry_of_the_memo() -> None:
     import kopf
 
-    from agentry_operator.config import OperatorConfig
     from agentry_operator.context import OperatorContext, context, find, store
+    from agentry_operator.settings import Settings
 
     memo = kopf.Memo()
     assert find(memo) is None
     with pytest.raises(RuntimeError, match="start-up"):
         context(memo)
-    ctx = OperatorContext(config=OperatorConfig(), client=object(), state=State())  # type: ignore[arg-type]
+    ctx = OperatorContext(config=Settings(), client=object(), state=State())  # type: ignore[arg-type]
     store(memo, ctx)
     assert context(memo) is ctx and find(memo) is ctx
 

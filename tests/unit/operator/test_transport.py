@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from aiohttp import web
 
-from agentry_operator.transport import AiohttpTransport
+from agentry_operator.controller.transport import AiohttpTransport
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +63,7 @@ async def server() -> AsyncIterator[str]:
 
 
 def client(base: str) -> httpx2.AsyncClient:
-    transport = AiohttpTransport(ssl.create_default_context(), httpx2.AsyncHTTPTransport(), limit=4)
+    transport = AiohttpTransport(ssl.create_default_context(), limit=4)
     return httpx2.AsyncClient(base_url=base, transport=transport)
 
 
@@ -89,10 +89,15 @@ async def test_many_requests_share_the_bounded_connections(server: str) -> None:
     assert [a.json()["path"] for a in answers] == [f"/echo?i={i}" for i in range(40)]
 
 
-async def test_a_watch_is_streamed_by_the_other_transport(server: str) -> None:
-    async with client(server) as http, http.stream("GET", "/watch?watch=true") as answer:
-        lines = [line async for line in answer.aiter_lines() if line]
-    assert lines == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
+async def test_a_watch_is_streamed_on_connections_of_its_own(server: str) -> None:
+    transport = AiohttpTransport(ssl.create_default_context(), limit=4)
+    try:
+        async with transport.stream(f"{server}/watch?watch=true", {}, 5.0) as answer:
+            body = b"".join([chunk async for chunk in answer.content.iter_any()])
+        assert [line for line in body.decode().split("\n") if line] == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
+        assert transport._session is None  # the requests' bounded pool is left alone
+    finally:
+        await transport.aclose()
 
 
 async def test_a_refused_connection_is_an_httpx_connect_error() -> None:

@@ -1,4 +1,4 @@
-"""The operator's own watch of its Jobs and Pods (agentry_operator/watch.py): lines, events, order."""
+"""The operator's own watch (agentry_operator/controller/informer.py): lines, events, order."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 import kopf
 import pytest
 
-from agentry_operator import watch as watch_module
-from agentry_operator.config import OperatorConfig
 from agentry_operator.context import OperatorContext, store
+from agentry_operator.controller import informer as watch_module
+from agentry_operator.controller.informer import Expired, Serial, Unauthorized, Watch, lines, parse
 from agentry_operator.handlers.state import State
 from agentry_operator.run_events import watching
-from agentry_operator.watch import Expired, Serial, Unauthorized, Watch, lines, parse
+from agentry_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +145,7 @@ async def test_the_loop_lists_again_only_when_expired_and_otherwise_goes_on_from
 
 async def test_a_watch_that_ended_fails_the_liveness_probe() -> None:
     memo = kopf.Memo()
-    ctx = OperatorContext(config=OperatorConfig(), client=None, state=State())  # type: ignore[arg-type]
+    ctx = OperatorContext(config=Settings(), client=None, state=State())  # type: ignore[arg-type]
     store(memo, ctx)
     forever = asyncio.create_task(asyncio.sleep(3600), name="watch executions")
     ended = asyncio.create_task(asyncio.sleep(0), name="watch pods in every namespace")

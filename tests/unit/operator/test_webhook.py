@@ -9,13 +9,13 @@ import pytest
 from agentry_common import constants as c
 from agentry_common.policy import LABEL_REFERABLE, AgentPolicy
 from agentry_operator.builders.job import build_job
-from agentry_operator.config import OperatorConfig
+from agentry_operator.settings import Settings
 from agentry_operator.webhook import agent_errors, execution_errors, owner_label_errors, referenced
 
 pytestmark = pytest.mark.unit
 
 API = "system:serviceaccount:agentry:agentry-api"
-CONFIG = OperatorConfig(owner_label_writers=[API], owner_label_trust_masters=True)
+CONFIG = Settings(owner_label_writers=[API], owner_label_trust_masters=True)
 SPEC: dict[str, Any] = {"instructions": "x", "model": {"name": "claude-sonnet-4-6"}}
 MALLORY = {"username": "mallory", "groups": ["system:authenticated"]}
 ADMIN = {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]}
@@ -37,7 +37,7 @@ def test_only_the_api_sets_or_changes_the_owner_label() -> None:
     assert owner_label_errors("Agent", agent(), None, MALLORY, CONFIG) == []
     # Cluster administrators can impersonate the API anyway; unless told not to trust them.
     assert owner_label_errors("Agent", agent(owner="u1"), None, ADMIN, CONFIG) == []
-    strict = OperatorConfig(owner_label_writers=[API], owner_label_trust_masters=False)
+    strict = Settings(owner_label_writers=[API], owner_label_trust_masters=False)
     assert owner_label_errors("Agent", agent(owner="u1"), None, ADMIN, strict)
 
 
@@ -60,7 +60,7 @@ def test_secrets_need_the_opt_in_and_governed_provider_keys_skip_it() -> None:
     spec = {**SPEC, "secrets": [{"env": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": "keys", "key": "k"}}]}
     assert referenced(spec) == ["keys"]
     assert "secrets.optIn" in agent_errors(agent(spec), None, CONFIG, AgentPolicy(), {})[0]
-    governed = OperatorConfig(gateway_url="http://gw:8090")
+    governed = Settings(gateway_url="http://gw:8090")
     assert agent_errors(agent(spec), None, governed, AgentPolicy(), {}) == []
     reserved = AgentPolicy.model_validate({"secrets": {"neverReferableNames": ["keys"]}})
     assert "secrets.neverReferable" in agent_errors(agent(spec), None, governed, reserved, {})[0]
@@ -76,7 +76,7 @@ def test_execution_priority_within_the_range() -> None:
     assert execution_errors({"spec": {"agentRef": {"name": "a"}}}, None, policy) == []
 
 
-def _limits(spec: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+def _limits(spec: dict[str, Any], config: Settings) -> dict[str, Any]:
     execution = {
         "metadata": {"name": "r", "namespace": "ns", "uid": "u"},
         "spec": {"agentRef": {"name": "a"}},
@@ -86,9 +86,9 @@ def _limits(spec: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
 
 
 def test_run_containers_get_a_cpu_limit_by_default() -> None:
-    config = OperatorConfig()
+    config = Settings()
     assert _limits(SPEC, config)["limits"]["cpu"] == config.default_cpu_limit == "1"
     # A larger request raises the limit to it; the Agent's own limit wins.
     assert _limits({**SPEC, "resources": {"requests": {"cpu": "1500m"}}}, config)["limits"]["cpu"] == "1500m"
     assert _limits({**SPEC, "resources": {"limits": {"cpu": "250m"}}}, config)["limits"]["cpu"] == "250m"
-    assert "cpu" not in _limits(SPEC, OperatorConfig(default_cpu_limit=""))["limits"]
+    assert "cpu" not in _limits(SPEC, Settings(default_cpu_limit=""))["limits"]

@@ -17,8 +17,8 @@ from aiohttp import web
 from lightkube import ApiError
 
 from agentry_operator import kube
-from agentry_operator.transport import AiohttpTransport, Credentials
-from agentry_operator.wire import Wire
+from agentry_operator.controller.transport import AiohttpTransport, Credentials
+from agentry_operator.controller.wire import Wire
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +80,7 @@ async def server() -> AsyncIterator[Server]:
 def wire_to(
     base: str, credentials: Credentials | None = BEARER, slots: asyncio.Semaphore | None = None
 ) -> tuple[Wire, AiohttpTransport]:
-    transport = AiohttpTransport(ssl.create_default_context(), httpx2.AsyncHTTPTransport(), limit=4)
+    transport = AiohttpTransport(ssl.create_default_context(), limit=4)
     transport.credentials = credentials
     return Wire(base, transport, "agentry-operator", TIMEOUT, slots or asyncio.Semaphore(4)), transport
 
@@ -175,7 +175,7 @@ async def test_lightkube_sends_it_before_it_authenticated_or_after_a_401(server:
 
 
 async def test_the_transport_remembers_the_header_of_lightkubes_last_request(server: Server) -> None:
-    transport = AiohttpTransport(ssl.create_default_context(), httpx2.AsyncHTTPTransport(), limit=4)
+    transport = AiohttpTransport(ssl.create_default_context(), limit=4)
     async with httpx2.AsyncClient(base_url=server, transport=transport) as http:
         assert transport.credentials is None
         await http.post("/x", json={}, headers={"Authorization": "Bearer one"})

@@ -163,9 +163,10 @@ def test_deadlines_cancel_late_attempts_and_end_the_run() -> None:
 
 
 def test_recorded_ended_steps_are_final_even_if_their_executions_were_pruned() -> None:
-    ended = planner.ended_steps(
-        [{"name": "a", "phase": "Succeeded", "attempts": 1}, {"name": "b", "phase": "Running"}]
-    )
+    recorded = {
+        "steps": [{"name": "a", "phase": "Succeeded", "attempts": 1}, {"name": "b", "phase": "Running"}]
+    }
+    ended = planner.ended_steps(w.WorkflowRunStatus.model_validate(recorded).steps)
     assert set(ended) == {"a"}
     p = planner.plan(DIAMOND, T0, {}, T0, ended)
     assert ("a", 1) not in p.starts and p.starts == [("b", 1), ("c", 1)]
@@ -228,12 +229,14 @@ def test_status_sums_every_attempt_and_reports_progress() -> None:
         ]
     }
     p = planner.plan(spec, T0, attempts, T0 + dt.timedelta(seconds=40))
-    status = build_status(p, attempts, {}, 3, T0 + dt.timedelta(seconds=40))
+    first = build_status(p, attempts, w.WorkflowRunStatus(), 3, T0 + dt.timedelta(seconds=40))
+    status = first.patch()
     assert status["progress"] == "1/2" and status["phase"] == "Running" and status["workflowGeneration"] == 3
     a, b = status["steps"]
     assert a["attempts"] == 2 and a["tokens"] == 12 and a["costUSD"] == "0.75" and a["execution"] == "r-a-2"
     assert b["phase"] == "Running" and b["attempts"] == 1  # starting now
     assert status["totals"] == {"tokens": 12, "costUSD": "0.75"}
     assert status["conditions"][0]["status"] == "Unknown"
-    again = build_status(p, attempts, status, 3, T0 + dt.timedelta(seconds=90))
+    previous = w.WorkflowRunStatus.model_validate(status)  # as read back from the API server
+    again = build_status(p, attempts, previous, 3, T0 + dt.timedelta(seconds=90)).patch()
     assert again["conditions"] == status["conditions"] and again["startTime"] == status["startTime"]

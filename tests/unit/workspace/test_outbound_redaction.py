@@ -143,7 +143,7 @@ def test_an_output_set_to_an_agent_secret_is_redacted_in_the_executions_status(
     assert json.loads(termination)["outputs"] == {"headline": "[REDACTED]"}
     job = {"status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
     seen = observe(job, [pod_of(termination, "headline")])
-    status = status_patch({}, seen, 1, "2026-01-01T00:01:00Z")
+    status = status_patch({}, seen, 1, "2026-01-01T00:01:00Z").patch()
     assert status["result"]["outputs"] == {"headline": "[REDACTED]"}  # what the next step would read
     assert status["result"]["summary"] == "Set to [REDACTED]."
     assert CANARY not in json.dumps(status) and CANARY not in "\n".join(sink.lines)

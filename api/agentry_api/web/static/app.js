@@ -190,7 +190,7 @@ function logLine(report) {
   const what = report.kind === "approval"
     ? `approval ${report.action}: ${report.tool || ""} ${report.state || ""}${report.decidedBy ? " by " + report.decidedBy : ""}`
     : `${report.action} → ${report.phase}${report.reason ? " (" + report.reason + ")" : ""}${report.message ? ": " + report.message : ""}`;
-  log.append(h("li", { "data-seq": report.seq }, h("time", {}, when(report.createdAt)), " ", what));
+  log.append(h("li", { "data-seq": report.seq }, h("time", {}, when(report.eventTime)), " ", what));
   if (report.kind === "approval" && report.action === "decided") {
     $("#decisions").append(h("li", {}, `${report.tool || ""}: `, h("strong", {}, report.state), ` by ${report.decidedBy} at ${report.decidedAt}`, report.reason ? ` — ${report.reason}` : ""));
   }

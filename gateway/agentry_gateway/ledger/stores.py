@@ -1,0 +1,168 @@
+"""The budget ledger's stores: in Firestore (production) or in memory (one process); the package
+docstring (`agentry_gateway.ledger`) describes the counters and the combiner."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from agentry_common.governance import Scope
+from agentry_common.records import Collection
+
+from ..budgets import Counter
+from .base import Ledger
+from .pods import GONE_AFTER_SECONDS, HEARTBEAT_SECONDS, PodHeartbeat
+
+__all__ = ["FirestoreLedger", "MemoryLedger"]
+
+log = logging.getLogger("agentry.gateway.ledger")
+
+# Firestore TTL policies (configured on these fields) delete old call records and run counters.
+CALL_RECORD_DAYS = 90
+EXECUTION_COUNTER_DAYS = 30
+# Call records written within this long of each other share one batched commit: under load one RPC
+# per call record costs the event loop more than the calls' own relaying, and so do commits much more
+# frequent than this (bench/gateway_vs_litellm.py).
+RECORD_BATCH_SECONDS = 0.25
+RECORD_BATCH_MAX = 500  # Firestore's limit of writes per batch
+
+
+def _scope_subject(cid: str) -> tuple[Scope, str]:
+    scope, _, safe = cid.partition(":")
+    return Scope(scope), safe.replace("%2F", "/").replace("%25", "%")
+
+
+class MemoryLedger(Ledger):
+    """Counters in this process only (development, benchmarks). Same documents, same logic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+
+    async def _load(self, ids: list[str]) -> dict[str, Counter]:
+        return {cid: Counter.from_doc(*_scope_subject(cid), self.docs.get(cid)) for cid in ids}
+
+    async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
+        async with self._lock:
+            counters = await self._load(ids)
+            for cid in fn(counters):
+                self.docs[cid] = counters[cid].to_doc()
+
+    async def record_call(self, record: dict[str, Any]) -> None:
+        self.calls.append(record)
+
+    async def ping(self) -> None:
+        return None
+
+
+class FirestoreLedger(Ledger):
+    """Counters and call records in Firestore (`client`: a google.cloud.firestore.AsyncClient)."""
+
+    max_attempts = 40  # per transaction, by the library (each commit that aborts is retried)
+
+    def __init__(
+        self, client: Any, *args: Any, gone_after: float = GONE_AFTER_SECONDS, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("leases", True)  # a transaction per call is what leases save
+        super().__init__(*args, **kwargs)
+        self.client = client
+        self.heartbeat = PodHeartbeat(
+            client, self.pod, every=min(HEARTBEAT_SECONDS, gone_after / 3), gone_after=gone_after
+        )
+        self._records: list[dict[str, Any]] = []
+        self._records_written: asyncio.Future[None] | None = None
+
+    def _ref(self, cid: str) -> Any:
+        return self.client.collection(Collection.BUDGET_COUNTERS).document(cid)
+
+    async def _load(self, ids: list[str]) -> dict[str, Counter]:
+        refs = [self._ref(cid) for cid in ids]
+        docs: dict[str, dict[str, Any] | None] = {}
+        async for snap in self.client.get_all(refs):
+            docs[snap.id] = snap.to_dict() if snap.exists else None
+        return {cid: Counter.from_doc(*_scope_subject(cid), docs.get(cid)) for cid in ids}
+
+    def gone_pods(self) -> frozenset[str]:
+        return self.heartbeat.gone
+
+    async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
+        await self.heartbeat.ensure()
+        from google.api_core import exceptions as gexc
+        from google.cloud.firestore import AsyncTransaction, async_transactional
+
+        refs = {cid: self._ref(cid) for cid in ids}
+        expire_at = dt.datetime.now(dt.UTC) + dt.timedelta(days=EXECUTION_COUNTER_DAYS)
+
+        @async_transactional
+        async def txn(transaction: AsyncTransaction) -> None:
+            docs: dict[str, dict[str, Any] | None] = {}
+            async for snap in self.client.get_all(list(refs.values()), transaction=transaction):
+                docs[snap.id] = snap.to_dict() if snap.exists else None
+            counters = {cid: Counter.from_doc(*_scope_subject(cid), docs.get(cid)) for cid in ids}
+            for cid in fn(counters):
+                doc = counters[cid].to_doc()
+                if counters[cid].scope is Scope.EXECUTION:
+                    doc["expireAt"] = expire_at
+                transaction.set(refs[cid], doc)
+
+        # The library retries a commit that aborts; a read that meets a lock held by another pod's
+        # transaction can abort too: retried here, with jittered backoff.
+        for attempt in range(1, 6):
+            try:
+                await txn(self.client.transaction(max_attempts=self.max_attempts))
+                return
+            except (gexc.Aborted, ValueError) as exc:
+                if attempt == 5:
+                    raise
+                log.info("budget transaction contended (%s), retrying", exc)
+                await asyncio.sleep(random.uniform(0.01, 0.5) * attempt)
+
+    async def record_call(self, record: dict[str, Any]) -> None:
+        """Write a call record (`llmCalls/<id>`), batched with the others of the next few ms; returns
+        once its batch is committed."""
+        doc = dict(record)
+        doc["expireAt"] = dt.datetime.now(dt.UTC) + dt.timedelta(days=CALL_RECORD_DAYS)
+        self._records.append(doc)
+        written = self._records_written
+        if written is None:
+            loop = asyncio.get_running_loop()
+            written = self._records_written = loop.create_future()
+            loop.call_later(RECORD_BATCH_SECONDS, lambda: loop.create_task(self._write_records()))
+        await asyncio.shield(written)
+
+    async def _write_records(self) -> None:
+        docs, written = self._records, self._records_written
+        self._records, self._records_written = [], None
+        if written is None:
+            return
+        try:
+            for start in range(0, len(docs), RECORD_BATCH_MAX):
+                batch = self.client.batch()
+                for doc in docs[start : start + RECORD_BATCH_MAX]:
+                    batch.set(self.client.collection(Collection.LLM_CALLS).document(str(doc["id"])), doc)
+                await batch.commit()
+        except Exception as exc:
+            written.set_exception(exc)
+            written.exception()  # retrieved: each waiting caller gets it and logs it
+        else:
+            written.set_result(None)
+
+    async def ping(self) -> None:
+        await self.client.collection(Collection.BUDGET_COUNTERS).document("_ping").get()
+
+    def pods_gone(self) -> int:
+        return len(self.heartbeat.gone)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.heartbeat.stop()
+        await self._write_records()
+        api = getattr(self.client, "_firestore_api_internal", None)
+        if api is not None:
+            await api.transport.close()

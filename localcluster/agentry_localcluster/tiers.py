@@ -1,0 +1,135 @@
+"""`make test`'s order: the one-time builds in the background, each tier as soon as what it needs is built.
+
+The builds run one after another in one background line (helm; the control plane, the MCP server and
+the collector; the node's binaries, the images and Chromium). Beside them:
+
+1. lint, and the unit tier once helm is built;
+2. the integration tier once the control plane is built; beside it the chaos tier (its five minutes
+   mostly wait on kills and restarts: half a core) and, once the images are built, the e2e tier (its
+   time goes to pods starting and runs on the node: under half a core on the test machine besides
+   the pods). The integration tier keeps both cores busy, so the others fill its gaps.
+
+Cold, the integration and chaos tiers run while the images build.
+
+A tier starts only after the build it needs succeeded, with `AGENTRY_NO_BUILD=1` so its own pytest does
+not check the builds again (it would wait on the lock the background builds hold). Every tier runs
+even after another failed, so one run reports every failure; the exit code is 1 if anything failed.
+Lines of tiers running side by side carry their tier's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+PY = sys.executable
+PYTEST = (PY, "-m", "pytest")
+# Two xdist workers, a module each at a time (its module fixtures stay on one worker).
+PARALLEL = ("-n", "2", "--dist", "loadfile")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: tuple[str, ...]
+    needs: str | None = None  # the build this step waits for (a tier of prepare)
+
+
+BUILDS = ("unit", "integration", "e2e")
+LINT = Step("lint", ("make", "--no-print-directory", "lint"))
+UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), "unit")
+INTEGRATION = Step(
+    "integration tier",
+    (*PYTEST, "-m", "integration and not chaos", "-q", *PARALLEL, "--durations=15"),
+    "integration",
+)
+CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration")
+E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), "e2e")
+# Each stage's steps run side by side; the stages run in order.
+STAGES: tuple[tuple[Step, ...], ...] = ((LINT, UNIT), (INTEGRATION, CHAOS, E2E))
+
+
+@dataclass
+class Run:
+    """What has happened so far: the builds done (or failed) and every step's outcome."""
+
+    built: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+    results: dict[str, int] = field(default_factory=dict)
+    prefix: bool = False
+
+
+def _say(msg: str) -> None:
+    print(f"[make test] {msg}", flush=True)
+
+
+async def _run(run: Run, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run argv, its output line by line (prefixed with `name` when steps run side by side)."""
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+    )
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        print(f"[{name}] {line}" if run.prefix else line, flush=True)
+    rc = await proc.wait()
+    _say(f"{name}: {time.monotonic() - t0:.0f} s (exit {rc})")
+    run.results[name] = rc
+    return rc
+
+
+def prepare_argv(tier: str) -> tuple[str, ...]:
+    return (PY, "-m", "agentry_localcluster.prepare", tier)
+
+
+async def _builds(run: Run, build: Callable[[str], Sequence[str]]) -> None:
+    """The one-time builds, tier by tier; a failed one fails the later ones too (they include it)."""
+    ok = True
+    for tier in BUILDS:
+        if ok:
+            ok = await _run(run, f"builds for {tier}", build(tier)) == 0
+        run.built[tier].set_result(ok)
+
+
+async def _step(run: Run, step: Step) -> None:
+    env = None
+    if step.needs is not None:
+        if not await run.built[step.needs]:
+            _say(f"{step.name}: not run, its one-time builds failed (above)")
+            run.results[step.name] = 1
+            return
+        env = {**os.environ, "AGENTRY_NO_BUILD": "1"}
+    await _run(run, step.name, step.argv, env)
+
+
+async def pipeline(
+    stages: Sequence[Sequence[Step]], build: Callable[[str], Sequence[str]] = prepare_argv
+) -> int:
+    """Run the stages in order beside the builds; 0 if every build and step passed."""
+    loop = asyncio.get_running_loop()
+    run = Run(built={tier: loop.create_future() for tier in BUILDS}, prefix=True)
+    builds = asyncio.create_task(_builds(run, build))
+    for stage in stages:
+        await asyncio.gather(*(_step(run, s) for s in stage))
+    await builds
+    failed = sorted(name for name, rc in run.results.items() if rc)
+    _say(f"failed: {', '.join(failed)}" if failed else "every step passed")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentry-test", description=__doc__)
+    parser.parse_args(argv)
+    t0 = time.monotonic()
+    rc = asyncio.run(pipeline(STAGES))
+    _say(f"total: {time.monotonic() - t0:.0f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

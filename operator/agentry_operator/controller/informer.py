@@ -1,0 +1,243 @@
+"""The informer: the operator's own list and watch of the runs (Executions, and their Jobs and Pods),
+and of Namespaces when the namespaces to watch are patterns (namespaces.py).
+
+Every event only feeds event handlers (`handlers/execution.py`, `handlers/outcome.py`, through
+run_events.py): no progress, no diff base, no finalizer. An event is a line decoded by msgspec and a
+task that awaits the object's previous one (Serial): in order per object, concurrently across
+objects.
+
+A watch starts with a listing, in pages, each object handed on with the event type None (as after a
+restart: `on_job` reads a listed ended Job's pods), then watches from the listing's resourceVersion
+with bookmarks, renewed every WATCH_SECONDS; a 410 (the version expired) lists again; any other
+failure (the API server down, a refused request) waits (BACKOFF) and watches again from the last
+version seen. Requests carry lightkube's credentials as the hot path's do (wire.py); without any,
+or on a 401, one lightkube list refreshes them. Lines are split here, not by aiohttp, whose line
+reader refuses lines over 64 KiB (a Pod with a large Agent in its annotation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from lightkube import ALL_NS, AsyncClient
+from lightkube.core.resource import NamespacedResource, api_info
+
+from .wire import JSON, Wire, collection
+
+log = logging.getLogger("agentry.operator.watch")
+
+Handler = Callable[[str | None, dict[str, Any]], Awaitable[None]]
+Key = tuple[str, str]
+
+WATCH_SECONDS = 300  # the API server ends each watch after this; the next one starts where it ended
+READ_SECONDS = WATCH_SECONDS + 30  # silence longer than this (no event, no bookmark): a dead stream
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before the next attempt, by failures in a row
+PAGE = 100  # objects per page of a listing (kube.LIST_CHUNK)
+
+
+class Expired(Exception):
+    """410 Gone: the resourceVersion watched from is no longer kept; list again."""
+
+
+class Unauthorized(Exception):
+    """No credentials yet, or a 401: lightkube's auth flow refreshes them."""
+
+
+def lines(buffer: bytearray, chunk: bytes) -> list[bytes]:
+    """The complete lines `chunk` ends in `buffer` (consumed); the rest stays in `buffer`."""
+    buffer += chunk
+    end = buffer.rfind(b"\n")
+    if end < 0:
+        return []
+    done = bytes(buffer[:end])
+    del buffer[: end + 1]
+    return [line for line in done.split(b"\n") if line.strip()]
+
+
+def parse(line: bytes) -> tuple[str, dict[str, Any]]:
+    """A watch event: its type and object. An ERROR event raises: Expired for 410, else RuntimeError."""
+    event = msgspec.json.decode(line)
+    kind, obj = event.get("type"), event.get("object") or {}
+    if kind == "ERROR":
+        if obj.get("code") == 410:
+            raise Expired(obj.get("message", "resource version expired"))
+        raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message', '')}")
+    return str(kind), obj
+
+
+def version(obj: dict[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+@dataclass
+class Serial:
+    """Handler calls in order per object, concurrently across objects."""
+
+    handler: Handler
+    _last: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def submit(self, event: str | None, obj: dict[str, Any]) -> asyncio.Task[None]:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        task = asyncio.create_task(self._call(self._last.get(key), event, obj))
+        self._last[key] = task
+        self._pending.add(task)
+        task.add_done_callback(lambda done: self._forget(key, done))
+        return task
+
+    def _forget(self, key: Key, done: asyncio.Task[None]) -> None:
+        self._pending.discard(done)
+        if self._last.get(key) is done:
+            del self._last[key]
+
+    async def _call(self, before: asyncio.Task[None] | None, event: str | None, obj: dict[str, Any]) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # its outcome is its own (logged there)
+        try:
+            await self.handler(event, obj)
+        except Exception:  # as kopf's event handlers: logged, the next event goes on
+            meta = obj.get("metadata") or {}
+            log.exception(
+                "%s event of %s/%s failed", event or "LISTED", meta.get("namespace"), meta.get("name")
+            )
+
+    def cancel(self) -> None:
+        """Every event not yet handled (a replica that lost the Lease acts on none)."""
+        for task in list(self._pending):
+            task.cancel()
+
+
+@dataclass
+class Watch:
+    """List and watch one kind's objects with `labels`, in `namespace` (None: every namespace)."""
+
+    client: AsyncClient
+    wire: Wire
+    res: Any
+    labels: dict[str, Any]
+    namespace: str | None
+    handler: Handler
+    _serial: Serial = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._serial = Serial(self.handler)
+        self._path = collection(self.res, self.namespace)
+        self._selector = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        self.name = f"{api_info(self.res).plural} in {self.namespace or 'every namespace'}"
+
+    async def run(self) -> None:
+        """Forever: list, then watch; cancelled to stop. Nothing but a cancellation ends it."""
+        since: str | None = None
+        failures, stale = 0, False
+        try:
+            while True:
+                try:
+                    if stale:
+                        await self._refresh()
+                        stale = False
+                    if since is None:
+                        since = await self._list()
+                    began = time.monotonic()
+                    since = await self._watch(since)
+                    failures = 0
+                    if time.monotonic() - began < 1:  # ended at once: not in a tight loop
+                        await asyncio.sleep(BACKOFF[0])
+                except Expired:
+                    log.info("watch of %s expired; listing again", self.name)
+                    since = None
+                except Unauthorized:
+                    if failures:  # refreshed, and refused again: not at once once more
+                        await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+                    failures, stale = failures + 1, True
+                except Exception as exc:  # the API server away, or refusing: wait and go on
+                    delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                    failures += 1
+                    log.warning(
+                        "watch of %s failed (%s: %s); again in %s s",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+        finally:
+            self._serial.cancel()
+
+    async def _list(self) -> str:
+        """Every object, in pages, each handed on (type None); the listing's resourceVersion."""
+        token: str | None = None
+        while True:
+            query = {
+                "labelSelector": self._selector,
+                "limit": str(PAGE),
+                **({"continue": token} if token else {}),
+            }
+            body = await self.wire.get(f"{self._path}?{urlencode(query)}")
+            if body is None:
+                raise Unauthorized()
+            page = msgspec.json.decode(body)
+            tasks = [self._serial.submit(None, item) for item in page.get("items") or []]
+            if tasks:
+                await asyncio.wait(tasks)  # a page at a time: a listing of 10,000 not all in memory
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return str(meta.get("resourceVersion") or "")
+
+    async def _watch(self, since: str) -> str:
+        """One watch from `since` until the server ends it; the last resourceVersion seen."""
+        credentials = self.wire.transport.credentials
+        if credentials is None:
+            raise Unauthorized()
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": since,
+            "timeoutSeconds": str(WATCH_SECONDS),
+            "labelSelector": self._selector,
+        }
+        url = f"{self.wire.server}{self._path}?{urlencode(query)}"
+        async with self.wire.transport.stream(
+            url, self.wire.headers(credentials, JSON), READ_SECONDS
+        ) as answer:
+            if answer.status == 401:
+                raise Unauthorized()
+            if answer.status == 410:
+                raise Expired(f"{answer.status}")
+            if answer.status >= 400:
+                raise RuntimeError(f"watch refused: {answer.status} {(await answer.read())[:200]!r}")
+            async for kind, obj in _events(answer.content.iter_any()):
+                since = version(obj) or since
+                if kind != "BOOKMARK":
+                    self._serial.submit(kind, obj)
+        return since
+
+    async def _refresh(self) -> None:
+        """One request by lightkube: its auth flow puts fresh credentials on the transport."""
+        if not issubclass(self.res, NamespacedResource):  # Namespaces themselves
+            async for _ in self.client.list(self.res, labels=self.labels, chunk_size=1):
+                break
+            return
+        namespace = self.namespace or ALL_NS
+        async for _ in self.client.list(self.res, namespace=namespace, labels=self.labels, chunk_size=1):
+            break
+
+
+async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    buffer = bytearray()
+    async for chunk in chunks:
+        for line in lines(buffer, chunk):
+            yield parse(line)
+
+
+def start(watches: Iterable[Watch]) -> list[asyncio.Task[None]]:
+    """Each watch running in a task of its own (cancel them to stop)."""
+    return [asyncio.create_task(w.run(), name=f"watch {w.name}") for w in watches]
