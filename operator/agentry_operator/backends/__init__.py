@@ -17,40 +17,30 @@ import-light: the Google client libraries load only when the Cloud Scheduler bac
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
-from agentry_common.conditions import Reason
 from agentry_common.models import ScheduleBackend as BackendKind
 
 from ..settings import Settings
-
-# Settings the Cloud Scheduler backend needs, as (Settings field, environment variable).
-CLOUD_SCHEDULER_REQUIRED = (
-    ("cloud_scheduler_project", "AGENTRY_CLOUD_SCHEDULER_PROJECT (or GOOGLE_CLOUD_PROJECT)"),
-    ("cloud_scheduler_location", "AGENTRY_CLOUD_SCHEDULER_LOCATION"),
-    ("cloud_scheduler_target_url", "AGENTRY_CLOUD_SCHEDULER_TARGET_URL"),
-    ("cloud_scheduler_service_account", "AGENTRY_CLOUD_SCHEDULER_SERVICE_ACCOUNT"),
+from .base import (
+    CLOUD_SCHEDULER_REQUIRED,
+    BackendError,
+    ScheduleBackend,
+    cloud_scheduler_missing,
+    not_configured,
 )
 
-
-class BackendError(Exception):
-    """The backend could not do its part; `reason` goes to the Agent's Ready condition."""
-
-    def __init__(self, reason: Reason, message: str, retry_seconds: float | None = 60) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retry_seconds = retry_seconds  # None: retrying without a change cannot help
-
-
-class ScheduleBackend(Protocol):
-    def ref(self, agent: dict[str, Any]) -> str: ...
-
-    async def ensure(self, agent: dict[str, Any]) -> str: ...
-
-    async def delete(self, ref: str) -> bool: ...
-
-    async def close(self) -> None: ...
+__all__ = [
+    "CLOUD_SCHEDULER_REQUIRED",
+    "BackendError",
+    "ScheduleBackend",
+    "cloud_scheduler_backend",
+    "cloud_scheduler_missing",
+    "is_cloud_ref",
+    "needs_cloud_cleanup",
+    "not_configured",
+    "uses_cloud_scheduler",
+]
 
 
 def uses_cloud_scheduler(spec: dict[str, Any]) -> bool:
@@ -72,22 +62,6 @@ def needs_cloud_cleanup(body: dict[str, Any], enabled: bool = True) -> bool:
     """
     ref = (body.get("status") or {}).get("scheduleRef")
     return is_cloud_ref(ref) or (enabled and uses_cloud_scheduler(body.get("spec") or {}))
-
-
-def cloud_scheduler_missing(config: Settings) -> list[str]:
-    """The environment variables still needed to enable the Cloud Scheduler backend."""
-    return [env for field, env in CLOUD_SCHEDULER_REQUIRED if not getattr(config, field)]
-
-
-def not_configured(config: Settings) -> BackendError:
-    missing = cloud_scheduler_missing(config)
-    return BackendError(
-        Reason.CLOUD_SCHEDULER_NOT_CONFIGURED,
-        "spec.schedule.backend CloudScheduler needs operator settings that are not set: "
-        + ", ".join(missing or ["(see the operator log)"])
-        + " (Helm: operator.cloudScheduler.*; docs/gke.md)",
-        retry_seconds=None,
-    )
 
 
 def cloud_scheduler_backend(config: Settings, log: logging.Logger) -> ScheduleBackend | None:

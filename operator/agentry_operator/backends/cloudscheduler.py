@@ -33,7 +33,7 @@ from agentry_common.models import ScheduleSpec, Trigger
 from agentry_common.naming import short_hash
 
 from ..settings import Settings
-from . import BackendError, cloud_scheduler_missing, not_configured
+from .base import BackendError, cloud_scheduler_missing, not_configured
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
