@@ -17,7 +17,6 @@ import-light: the Google client libraries load only when the Cloud Scheduler bac
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from agentry_common.models import ScheduleBackend as BackendKind
 
@@ -25,6 +24,7 @@ from ..settings import Settings
 from .base import (
     CLOUD_SCHEDULER_REQUIRED,
     BackendError,
+    Body,
     ScheduleBackend,
     cloud_scheduler_missing,
     not_configured,
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-def uses_cloud_scheduler(spec: dict[str, Any]) -> bool:
+def uses_cloud_scheduler(spec: Body) -> bool:
     schedule = spec.get("schedule") or {}
     return bool(schedule) and schedule.get("backend") == BackendKind.CLOUD_SCHEDULER.value
 
@@ -53,7 +53,7 @@ def is_cloud_ref(ref: str | None) -> bool:
     return isinstance(ref, str) and ref.startswith("projects/") and "/jobs/" in ref
 
 
-def needs_cloud_cleanup(body: dict[str, Any], enabled: bool = True) -> bool:
+def needs_cloud_cleanup(body: Body, enabled: bool = True) -> bool:
     """Whether deleting this Agent must first delete a Cloud Scheduler job (keeps the finalizer on).
 
     True while the Agent uses the backend (if this operator has it `enabled`: otherwise no job can

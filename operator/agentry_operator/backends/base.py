@@ -10,6 +10,9 @@ from agentry_common.conditions import Reason
 
 from ..settings import Settings
 
+# An Agent (or its spec) as the API server returns it.
+Body = dict[str, Any]
+
 # Settings the Cloud Scheduler backend needs, as (Settings field, environment variable).
 CLOUD_SCHEDULER_REQUIRED = (
     ("cloud_scheduler_project", "AGENTRY_CLOUD_SCHEDULER_PROJECT (or GOOGLE_CLOUD_PROJECT)"),
@@ -30,9 +33,9 @@ class BackendError(Exception):
 
 
 class ScheduleBackend(Protocol):
-    def ref(self, agent: dict[str, Any]) -> str: ...
+    def ref(self, agent: Body) -> str: ...
 
-    async def ensure(self, agent: dict[str, Any]) -> str: ...
+    async def ensure(self, agent: Body) -> str: ...
 
     async def delete(self, ref: str) -> bool: ...
 
