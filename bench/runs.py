@@ -29,7 +29,8 @@ Writes = Callable[[str, int, dict[str, Any]], tuple[dict[str, Any], dict[str, An
 AGENT_SPEC = {
     "instructions": "x",
     "model": {"name": "m"},
-    "historyLimits": {"succeeded": 1000, "failed": 1000},
+    # The most the default Agent policy allows (maxHistoryLimit), which the run gate applies at start.
+    "historyLimits": {"succeeded": 100, "failed": 100},
 }
 
 
