@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Sequence
 
 from agentry_common.conditions import ConditionType, Reason
+
+from .builders.kinds import Condition
 
 
 def now_rfc3339() -> str:
@@ -13,18 +15,18 @@ def now_rfc3339() -> str:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]] | None,
+    conditions: Sequence[Condition] | None,
     type_: ConditionType,
     status: bool | None,
     reason: Reason,
     message: str = "",
     generation: int | None = None,
     now: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Return a new list with condition `type_` set; lastTransitionTime moves only on a change."""
     type_name, reason_name = str(type_), str(reason)  # plain str in the status
     status_str = "Unknown" if status is None else ("True" if status else "False")
-    result = [dict(c) for c in (conditions or [])]
+    result: list[Condition] = [{**c} for c in (conditions or [])]
     for cond in result:
         if cond.get("type") == type_name:
             if cond.get("status") != status_str:
@@ -35,7 +37,7 @@ def set_condition(
             if generation is not None:
                 cond["observedGeneration"] = generation
             return result
-    new: dict[str, Any] = {
+    new: Condition = {
         "type": type_name,
         "status": status_str,
         "reason": reason_name,
@@ -48,5 +50,5 @@ def set_condition(
     return result
 
 
-def get_condition(conditions: list[dict[str, Any]] | None, type_: ConditionType) -> dict[str, Any] | None:
+def get_condition(conditions: Sequence[Condition] | None, type_: ConditionType) -> Condition | None:
     return next((c for c in conditions or [] if c.get("type") == type_), None)

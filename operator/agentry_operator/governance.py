@@ -4,6 +4,7 @@ run ends, and the run tokens minted with the keyring shared with the gateway (do
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -39,7 +40,7 @@ class Governance:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def ask(self, body: dict[str, Any]) -> Answer:
+    async def ask(self, body: Mapping[str, object]) -> Answer:
         """One admission call; never raises for the gateway's failures (they are an Answer too)."""
         token = mint_service_token(self.keyring, SERVICE_SUBJECT)
         try:

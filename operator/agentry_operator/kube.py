@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+def changes(current: Mapping[str, object], patch: Mapping[str, object]) -> bool:
     """Whether a merge patch of top-level fields would change `current` (else it is not sent)."""
     return any(current.get(k) != v for k, v in patch.items())
 
@@ -124,7 +125,9 @@ async def create_or_adopt(client: AsyncClient, manifest: dict[str, Any]) -> dict
     return existing
 
 
-async def get_or_none(client: AsyncClient, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
+async def get_or_none(
+    client: AsyncClient, res: type[NamespacedResource], name: str, namespace: str
+) -> dict[str, Any] | None:
     try:
         return to_dict(await client.get(res, name, namespace=namespace))
     except ApiError as exc:
@@ -133,7 +136,9 @@ async def get_or_none(client: AsyncClient, res: Any, name: str, namespace: str) 
         raise
 
 
-async def delete_quietly(client: AsyncClient, res: Any, name: str, namespace: str) -> bool:
+async def delete_quietly(
+    client: AsyncClient, res: type[NamespacedResource], name: str, namespace: str
+) -> bool:
     """Delete with background propagation (pods follow their Job); False if it was gone."""
     try:
         await client.delete(res, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
@@ -168,7 +173,7 @@ async def patch_status(
     if model is None or type(status) is not model:
         raise TypeError(f"the status of {res.__name__} is written as {model}, not {type(status).__name__}")
     fields = status.patch()
-    body: dict[str, Any] = {"status": fields}
+    body: dict[str, object] = {"status": fields}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}  # optimistic lock
     if not (isinstance(client, Client) and await client.wire.patch_status(res, name, namespace, body)):
@@ -176,7 +181,9 @@ async def patch_status(
     return fields
 
 
-async def patch_merge(client: AsyncClient, res: Any, name: str, namespace: str, body: dict[str, Any]) -> None:
+async def patch_merge(
+    client: AsyncClient, res: type[NamespacedResource], name: str, namespace: str, body: dict[str, object]
+) -> None:
     await client.patch(res, name, body, namespace=namespace, patch_type=PatchType.MERGE)
 
 

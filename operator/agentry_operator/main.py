@@ -41,7 +41,7 @@ from .run_events import register as register_runs
 from .session import connection_limit, login_handler
 from .settings import Settings, get_settings
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 G, V = c.GROUP, c.VERSION
 log = logging.getLogger("agentry.operator")
@@ -65,7 +65,7 @@ def _webhook_server(config: Settings) -> kopf.WebhookServer:
     )
 
 
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     """Start-up of the reconciling side: kopf's storage, timeouts, and the operator's context."""
     config = get_settings()
     settings.persistence.finalizer = c.FINALIZER
@@ -95,7 +95,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
 
 
-async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     """Start-up of the webhook server; on a webhook-only replica also a context for its client."""
     config = get_settings()
     settings.admission.server = _webhook_server(config)
@@ -105,7 +105,7 @@ async def configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, 
         store(memo, OperatorContext(config=config, client=kube.new_client(), state=State()))
 
 
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: kopf.Memo, **_: object) -> None:
     ctx = find(memo)
     if ctx is None:  # start-up failed before storing it
         return
@@ -123,7 +123,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="executions", registry=RECONCILE)
-async def executions_known(memo: kopf.Memo, **_: Any) -> int:
+async def executions_known(memo: kopf.Memo, **_: object) -> int:
     return len(context(memo).state.executions)
 
 
@@ -133,26 +133,26 @@ async def executions_known(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.create(G, V, "agents", backoff=5, registry=RECONCILE)
 @kopf.on.update(G, V, "agents", backoff=5, registry=RECONCILE)
 @kopf.on.resume(G, V, "agents", backoff=5, registry=RECONCILE)
-async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+async def agent_changed(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: object) -> None:
     with Timed("Agent"):
         ctx = context(memo)
         await reconcile_agent(ctx.client, ctx.config, ctx.state, dict(body), logger, ctx.scheduler)
 
 
-def _has_cloud_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+def _has_cloud_job(body: kopf.Body, memo: kopf.Memo, **_: object) -> bool:
     ctx = find(memo)
     return needs_cloud_cleanup(dict(body), enabled=ctx is not None and ctx.scheduler is not None)
 
 
 # Only Agents that may own a Cloud Scheduler job get the finalizer (kopf adds it for this handler).
 @kopf.on.delete(G, V, "agents", when=_has_cloud_job, backoff=10, registry=RECONCILE)
-async def agent_deleted(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+async def agent_deleted(body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: object) -> None:
     ctx = context(memo)
     await delete_agent_schedule(ctx.config, ctx.scheduler, dict(body), logger)
 
 
 @kopf.on.event(G, V, "agents", registry=RECONCILE)
-async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: Any) -> None:
+async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Memo, **_: object) -> None:
     ctx = context(memo)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
@@ -167,27 +167,33 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
         await on_execution(ctx.client, ctx.config, ctx.state, ctx.state.executions[waiting], logger)
 
 
-def _client(memo: Any) -> AsyncClient:
+def _client(memo: kopf.Memo) -> AsyncClient:
     ctx = find(memo)
     if ctx is None:  # a review before start-up finished: refused (failurePolicy Fail retries it)
         raise kopf.AdmissionError("the operator is starting; try again", code=503)
     return ctx.client
 
 
-def _old(kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    old = kwargs.get("old")
+def _old(old: kopf.Body | None) -> dict[str, Any] | None:
     return dict(old) if old is not None else None
 
 
-async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+async def validate_agent(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    namespace: str | None = None,
+    **_: object,
+) -> None:
     """Agents (CREATE, UPDATE): the spec rules and the Agent policy, the owner label, and (for a new
     or changed spec) a dry run of the Job its runs would get (jobcheck.py)."""
-    config, policy, old = get_settings(), get_policy(), _old(kwargs)
+    config, policy, before = get_settings(), get_policy(), _old(old)
     new = dict(body)
-    namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
-    errors = webhook.owner_label_errors(c.AGENT_KIND, new, old, dict(userinfo), config)
+    namespace = str(new.get("metadata", {}).get("namespace") or namespace or "")
+    errors = webhook.owner_label_errors(c.AGENT_KIND, new, before, dict(userinfo), config)
     spec = dict(new.get("spec") or {})
-    unchanged = old is not None and dict(old.get("spec") or {}) == spec
+    unchanged = before is not None and dict(before.get("spec") or {}) == spec
     names = [] if unchanged else webhook.referenced(spec)
     labels: dict[str, dict[str, str] | None] = {}
     if names:
@@ -199,29 +205,38 @@ async def validate_agent(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **
                 f"policy ({exc.status.message}); refused",
                 code=422,
             ) from exc
-    errors += webhook.agent_errors(new, old, config, policy, labels)
+    errors += webhook.agent_errors(new, before, config, policy, labels)
     if not errors and not unchanged and namespace:
         errors = await jobcheck.job_errors(_client(memo), new, namespace, config)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
-def validate_execution_owner(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+def validate_execution_owner(
+    body: kopf.Body, userinfo: kopf.UserInfo, old: kopf.Body | None = None, **_: object
+) -> None:
     """Executions carrying the owner label (before or after): only the API may set or change it."""
     errors = webhook.owner_label_errors(
-        c.EXECUTION_KIND, dict(body), _old(kwargs), dict(userinfo), get_settings()
+        c.EXECUTION_KIND, dict(body), _old(old), dict(userinfo), get_settings()
     )
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
-async def validate_execution(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+async def validate_execution(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    namespace: str | None = None,
+    **_: object,
+) -> None:
     """Executions: spec.priority within the policy's range; on create, who may start a run of its
     Agent (the run gate holds the same rule for every run, this webhook down or not)."""
-    new, old = dict(body), _old(kwargs)
-    errors = webhook.execution_errors(new, old, get_policy())
-    if old is None:
-        namespace = str(new.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
+    new, before = dict(body), _old(old)
+    errors = webhook.execution_errors(new, before, get_policy())
+    if before is None:
+        namespace = str(new.get("metadata", {}).get("namespace") or namespace or "")
         name = str((new.get("spec") or {}).get("agentRef", {}).get("name") or "")
         try:
             agent = await kube.get_or_none(_client(memo), kube.Agent, name, namespace) if name else None
@@ -276,7 +291,7 @@ def register_webhooks(registry: kopf.OperatorRegistry) -> None:
     )(validate_execution)
 
 
-def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.scanning.disabled = True
 
 

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any
 
 import kopf
+from lightkube.core.client import LabelSelector
+from lightkube.core.resource import NamespacedResource
 
 from . import kube
 from .burst import BURST
@@ -86,7 +88,7 @@ def watches(
         await execution(ctx, event, body, log)
         await poke_step(memo, body, log)  # a workflow's step: its run wakes
 
-    kinds: list[tuple[Any, dict[str, Any], informer.Handler]] = [
+    kinds: list[tuple[type[NamespacedResource], LabelSelector, informer.Handler]] = [
         (kube.Execution, {}, on_execution_),
         (JOBS, OURS, functools.partial(job, ctx)),
         (PODS, OURS, functools.partial(pod, ctx)),
@@ -100,7 +102,7 @@ def register(registry: kopf.OperatorRegistry, namespaces: list[str] | None) -> N
     `configure`); the liveness probe fails when a watch has ended."""
     register_workflows(registry)
 
-    async def watch_runs(memo: kopf.Memo, **_: Any) -> None:
+    async def watch_runs(memo: kopf.Memo, **_: object) -> None:
         ctx = context(memo)
         client = ctx.client
         if not isinstance(client, kube.Client):  # made by kube.new_client: it has the hot path
@@ -123,7 +125,7 @@ def _tasks(ctx: OperatorContext) -> list[asyncio.Task[None]]:
     return [*ctx.watches, *(ctx.namespaces.tasks() if ctx.namespaces is not None else [])]
 
 
-async def watching(memo: kopf.Memo, **_: Any) -> int:
+async def watching(memo: kopf.Memo, **_: object) -> int:
     """The liveness probe's part: a watch of the runs that has ended (only a cancellation should end
     one) fails the probe, so that the pod is restarted rather than left deaf."""
     tasks = _tasks(context(memo))

@@ -13,6 +13,7 @@ from croniter import croniter
 
 from agentry_common.models import Phase, Trigger
 
+from .builders.kinds import Schedule, ScheduleState, SkippedRuns
 from .firetimes import CatchupPlan, catchup_plan, iter_fire_times, jitter_seconds, next_fire_times
 
 # Kubernetes CronJobs accept these macros; croniter knows them too.
@@ -43,7 +44,7 @@ def timezone_error(name: str) -> str | None:
     return None
 
 
-def backfill_times(schedule: dict[str, Any]) -> list[dt.datetime]:
+def backfill_times(schedule: Schedule) -> list[dt.datetime]:
     """The fire times of spec.schedule.backfill's range, inclusive (at most MAX_BACKFILL_RUNS + 1,
     so a range with too many is seen as such without walking all of it)."""
     start = parse_time(schedule["backfill"]["start"])
@@ -56,7 +57,7 @@ def backfill_times(schedule: dict[str, Any]) -> list[dt.datetime]:
     return times
 
 
-def backfill_error(schedule: dict[str, Any]) -> str | None:
+def backfill_error(schedule: Schedule) -> str | None:
     """None if spec.schedule.backfill (if any) is a range of at most MAX_BACKFILL_RUNS runs."""
     if not schedule.get("backfill"):
         return None
@@ -69,7 +70,7 @@ def backfill_error(schedule: dict[str, Any]) -> str | None:
     return None
 
 
-def backfill_key(schedule: dict[str, Any]) -> str | None:
+def backfill_key(schedule: Schedule) -> str | None:
     backfill = schedule.get("backfill")
     return f"{backfill['start']}/{backfill['end']}" if backfill else None
 
@@ -87,16 +88,16 @@ def parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
-def _tz(schedule: dict[str, Any]) -> str:
+def _tz(schedule: Schedule) -> str:
     return str(schedule.get("timeZone") or "UTC")
 
 
-def signature(schedule: dict[str, Any]) -> str:
+def signature(schedule: Schedule) -> str:
     """What makes a schedule another one: a change of any of these never runs a time before it."""
     return json.dumps([schedule["cron"], _tz(schedule), bool(schedule.get("suspend"))])
 
 
-def schedule_changed(old: str | None, schedule: dict[str, Any]) -> bool:
+def schedule_changed(old: str | None, schedule: Schedule) -> bool:
     """True when the CronJob must be made anew (cron or zone edited, or resumed): the CronJob
     controller would otherwise start a 'missed' time of the new schedule at once."""
     if not old:
@@ -105,11 +106,11 @@ def schedule_changed(old: str | None, schedule: dict[str, Any]) -> bool:
     return (cron, tz) != (schedule["cron"], _tz(schedule)) or (suspended and not schedule.get("suspend"))
 
 
-def jitter_of(key: str, schedule: dict[str, Any]) -> int:
+def jitter_of(key: str, schedule: Schedule) -> int:
     return jitter_seconds(key, int(schedule.get("jitterSeconds") or 0))
 
 
-def upcoming_runs(schedule: dict[str, Any], key: str, now: dt.datetime) -> list[str]:
+def upcoming_runs(schedule: Schedule, key: str, now: dt.datetime) -> list[str]:
     """status.upcomingRuns: the next run times with the Agent's jitter (empty while suspended)."""
     if schedule.get("suspend"):
         return []
@@ -127,9 +128,7 @@ def catchup_due(agent: dict[str, Any], now: dt.datetime) -> bool:
     return parse_time(upcoming[0]) + CATCHUP_GRACE <= now
 
 
-def fresh_state(
-    schedule: dict[str, Any], previous: dict[str, Any] | None, now: dt.datetime
-) -> dict[str, Any]:
+def fresh_state(schedule: Schedule, previous: ScheduleState | None, now: dt.datetime) -> ScheduleState:
     """scheduleState for a new, edited or resumed schedule: nothing before `now` is ever run."""
     stamp = rfc3339(now)
     return {
@@ -141,7 +140,7 @@ def fresh_state(
     }
 
 
-def paused_state(state: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+def paused_state(state: ScheduleState, now: dt.datetime) -> ScheduleState:
     """The bookkeeping written with a pauseOnFailure: a new streak starts at the pause (since), and
     nothing before it is caught up. A resume the operator never saw suspended (the user was quicker
     than the next look) then neither counts the old failures nor pauses the schedule again."""
@@ -170,14 +169,14 @@ def failure_streak(executions: list[dict[str, Any]], since: dt.datetime) -> int:
 
 @dataclass
 class ScheduleStep:
-    state: dict[str, Any]
+    state: ScheduleState
     create: list[dt.datetime] = field(default_factory=list)  # catch-up runs, oldest first
     plan: CatchupPlan | None = None
     pause: bool = False
     backfill: list[dt.datetime] = field(default_factory=list)  # a new backfill range's runs
 
 
-def with_backfill(step: ScheduleStep, schedule: dict[str, Any]) -> ScheduleStep:
+def with_backfill(step: ScheduleStep, schedule: Schedule) -> ScheduleStep:
     """Add a backfill range not started yet (status.scheduleState.backfilled names the last one)."""
     key = backfill_key(schedule)
     if key is None or step.state.get("backfilled") == key or backfill_error(schedule):
@@ -187,17 +186,21 @@ def with_backfill(step: ScheduleStep, schedule: dict[str, Any]) -> ScheduleStep:
     return step
 
 
-def _skipped(state: dict[str, Any], plan: CatchupPlan) -> dict[str, Any]:
+def _skipped(state: ScheduleState, plan: CatchupPlan) -> ScheduleState:
     if not plan.skipped or plan.first_skipped is None or plan.last_skipped is None:
         return state
-    last = {"count": plan.skipped, "first": rfc3339(plan.first_skipped), "last": rfc3339(plan.last_skipped)}
+    last: SkippedRuns = {
+        "count": plan.skipped,
+        "first": rfc3339(plan.first_skipped),
+        "last": rfc3339(plan.last_skipped),
+    }
     return {**state, "skippedRuns": int(state.get("skippedRuns", 0)) + plan.skipped, "lastSkipped": last}
 
 
 def schedule_step(
-    schedule: dict[str, Any],
+    schedule: Schedule,
     key: str,
-    state: dict[str, Any],
+    state: ScheduleState,
     executions: list[dict[str, Any]],
     now: dt.datetime,
 ) -> ScheduleStep:
@@ -236,12 +239,12 @@ def schedule_step(
 RESTART_GRACE = dt.timedelta(seconds=300)
 
 
-def timer_signature(schedule: dict[str, Any]) -> str:
+def timer_signature(schedule: Schedule) -> str:
     """What re-arms an Agent's timer from now: its times (signature) or its jitter changed."""
     return json.dumps([signature(schedule), int(schedule.get("jitterSeconds") or 0)])
 
 
-def timer_cursor(schedule: dict[str, Any], status: dict[str, Any], now: dt.datetime) -> dt.datetime:
+def timer_cursor(schedule: Schedule, status: dict[str, Any], now: dt.datetime) -> dt.datetime:
     """Where a timer armed without one in memory starts: fire times after it are still to start.
     A schedule whose bookkeeping is of this very schedule (not new, edited or resumed since) starts
     RESTART_GRACE back, never before status.scheduleState.since; any other one from `now`."""
@@ -251,7 +254,7 @@ def timer_cursor(schedule: dict[str, Any], status: dict[str, Any], now: dt.datet
     return min(max(now - RESTART_GRACE, parse_time(str(state["since"]))), now)
 
 
-def missed_since(schedule: dict[str, Any], cursor: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+def missed_since(schedule: Schedule, cursor: dt.datetime, now: dt.datetime) -> dt.datetime | None:
     """The newest fire time in (cursor, now]: a time passed while no timer was armed."""
     newest = None
     for when in iter_fire_times(schedule["cron"], _tz(schedule), cursor):

@@ -18,6 +18,7 @@ from agentry_common import constants as c
 from agentry_common.models import Trigger
 from agentry_common.naming import scheduled_execution_name
 
+from .builders.kinds import Meta, OwnerReference
 from .kube import Execution
 
 # The Agent's fixed jitter offset (spec.schedule.jitterSeconds): the tick waits this long first.
@@ -36,7 +37,7 @@ def build_execution(
     agent: str,
     namespace: str,
     when: dt.datetime,
-    owner: dict[str, Any] | None = None,
+    owner: OwnerReference | None = None,
     owner_label: str = "",
 ) -> dict[str, Any]:
     """The Execution of `agent`'s fire time `when`; `owner`: the Agent's owner reference, when the
@@ -45,7 +46,7 @@ def build_execution(
     labels = {c.LABEL_AGENT: agent[:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value}
     if owner_label:
         labels[c.LABEL_OWNER] = owner_label
-    metadata: dict[str, Any] = {
+    metadata: Meta = {
         "name": scheduled_execution_name(agent, int(when.timestamp())),
         "namespace": namespace,
         "labels": labels,

@@ -23,17 +23,17 @@ _TRACER = tracing.tracer("agentry.operator")
 
 
 @kopf.on.startup(registry=RECONCILE)
-async def start_tracing(logger: kopf.Logger, **_: Any) -> None:
+async def start_tracing(logger: kopf.Logger, **_: object) -> None:
     if tracing.setup_tracing(tracing.SERVICE_OPERATOR):
         logger.info("tracing on: spans exported over OTLP")
 
 
 @kopf.on.cleanup(registry=RECONCILE)
-async def stop_tracing(**_: Any) -> None:
+async def stop_tracing(**_: object) -> None:
     tracing.shutdown_tracing()
 
 
-def reconcile_attributes(body: dict[str, Any]) -> dict[str, Any]:
+def reconcile_attributes(body: dict[str, Any]) -> dict[str, object]:
     meta, spec = body["metadata"], body.get("spec") or {}
     return {
         tracing.ATTR_EXECUTION: meta.get("name"),
@@ -50,7 +50,7 @@ def execution_traceparent(body: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def reconcile_span(body: dict[str, Any]) -> Iterator[Span]:
+def reconcile_span(body: dict[str, object]) -> Iterator[Span]:
     """The span of one reconcile that may start the run, in the run's trace when the API began it."""
     with tracing.span(
         _TRACER,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from string import Formatter
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 from google.api_core import exceptions as gexc
@@ -56,6 +56,13 @@ MAX_BACKOFF_SECONDS = 300
 # The Job fields this backend owns; UpdateJob's mask is the subset that differs.
 OWNED_FIELDS = ("description", "schedule", "time_zone", "http_target", "retry_config", "attempt_deadline")
 _PLACEHOLDERS = {"namespace", "name"}
+
+
+class _CallOptions(TypedDict):
+    """The retry and timeout of each call to the Cloud Scheduler API."""
+
+    retry: retry_async.AsyncRetry
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ def build_job(agent: dict[str, Any], settings: CloudSchedulerSettings) -> schedu
     )
 
 
-def _owned(job: scheduler_v1.Job, field: str) -> Any:
+def _owned(job: scheduler_v1.Job, field: str) -> object:
     """A comparable view of one owned field (headers: only the ones we set; the service adds some)."""
     if field == "http_target":
         if "http_target" not in job:
@@ -231,7 +238,7 @@ class CloudSchedulerBackend:
         self.settings = settings
         self._client = client
 
-    def _opts(self) -> dict[str, Any]:
+    def _opts(self) -> _CallOptions:
         """Per call: transient errors retried with backoff until the deadline, never longer."""
         timeout = self.settings.timeout
         retry = retry_async.AsyncRetry(

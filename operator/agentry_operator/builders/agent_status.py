@@ -91,7 +91,7 @@ def _name(ex: Run) -> str:
     return (ex.get("metadata") or {}).get("name", "")
 
 
-def is_missed(ex: Mapping[str, Any]) -> bool:
+def is_missed(ex: Mapping[str, object]) -> bool:
     return (cast(Run, ex).get("status") or {}).get("reason") in {
         Reason.MISSED_STARTING_DEADLINE,
         Reason.CONCURRENCY_FORBIDDEN,
@@ -142,7 +142,7 @@ def _workflow_step(execution: Run) -> bool:
     return any(o.get("kind") == WORKFLOW_RUN_KIND for o in owners)
 
 
-def to_prune(executions: Sequence[Mapping[str, Any]], limits: HistoryLimits) -> list[Run]:
+def to_prune(executions: Sequence[Mapping[str, object]], limits: HistoryLimits) -> list[Run]:
     """Finished Executions beyond spec.historyLimits, oldest first. A workflow's steps are not the
     Agent's to prune while their WorkflowRun owns them: a later step's input may still be templated
     from their results."""
@@ -174,7 +174,7 @@ def discovered_mcp(executions: Sequence[Run]) -> McpStatus | None:
     )
 
 
-def summarize(executions: Sequence[Mapping[str, Any]], archived: Archived) -> AgentStatus:
+def summarize(executions: Sequence[Mapping[str, object]], archived: Archived) -> AgentStatus:
     """totals (archived + live), lastExecution, missedRuns and the MCP tools for the Agent's status."""
     runs, tally = cast(Sequence[Run], executions), Tally.of(archived)
     for ex in runs:

@@ -20,7 +20,7 @@ from .job import RUNTIME_UID, owner_reference
 TICK_DEADLINE_SECONDS = 300
 
 
-def _tick_pod(agent_name: str, config: Settings, delay: int, owner: str) -> dict[str, Any]:
+def _tick_pod(agent_name: str, config: Settings, delay: int, owner: str) -> dict[str, object]:
     """The pod of each scheduled tick: creates one Execution (agentry_operator.tick), labelled with
     the Agent's owner (the run gate starts an owned Agent's runs only when they carry it)."""
     return {
@@ -81,7 +81,7 @@ def build_cronjob(agent: dict[str, Any], config: Settings) -> dict[str, Any]:
     delay = jitter_seconds(f"{meta['namespace']}/{meta['name']}", schedule.jitter_seconds)
     owner = str((meta.get("labels") or {}).get(c.LABEL_OWNER) or "")
     pod = _tick_pod(meta["name"], config, delay, owner)
-    spec: dict[str, Any] = {
+    spec: dict[str, object] = {
         "schedule": agent["spec"]["schedule"]["cron"],
         "timeZone": schedule.time_zone,
         "suspend": schedule.suspend,

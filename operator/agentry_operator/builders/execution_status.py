@@ -85,7 +85,7 @@ def _conditions(job: Job) -> dict[str, Condition]:
     return {c.get("type", ""): c for c in conditions if c.get("status") == "True"}
 
 
-def terminal_job(job: Mapping[str, Any]) -> bool:
+def terminal_job(job: Mapping[str, object]) -> bool:
     """The Job has ended (its outcome is final, whatever its pods say next)."""
     ended = {JOB_COMPLETE, JOB_FAILED, JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET}
     return bool(set(_conditions(cast(Job, job))) & ended)
@@ -126,7 +126,7 @@ def _cost(value: object) -> str:
     return usd_string(amount) if amount.is_finite() and 0 <= amount < 10**6 else "0"
 
 
-def _usage(report: Mapping[str, Any]) -> Usage | None:
+def _usage(report: Mapping[str, object]) -> Usage | None:
     usage = report.get("usage")
     if not isinstance(usage, dict):
         return None
@@ -147,7 +147,7 @@ MCP_SERVERS, MCP_TOOLS, MCP_TEXT = 10, 64, 300  # bounds of status.mcp (spec.mcp
 RISKS = frozenset(r.value for r in Risk)
 
 
-def mcp_status(report: Mapping[str, Any]) -> McpStatus | None:
+def mcp_status(report: Mapping[str, object]) -> McpStatus | None:
     """status.mcp from the runtime's report: per server, its offered tools and their risk, or the
     error; only well-formed entries, bounded (the report is the run's, so not trusted blindly)."""
     entries = report.get("mcp")
@@ -176,7 +176,7 @@ def asked_outputs(pod: Pod | None) -> set[str]:
     return {n for n in str(value or "").split(",") if n}
 
 
-def _result(report: Mapping[str, Any], asked: set[str]) -> Result:
+def _result(report: Mapping[str, object], asked: set[str]) -> Result:
     result = Result(
         summary=str(report.get("summary", ""))[:4096], truncated=bool(report.get("truncated", False))
     )
@@ -193,7 +193,7 @@ def _result(report: Mapping[str, Any], asked: set[str]) -> Result:
 APPROVAL_FIELDS = ("id", "tool", "summary", "risk", "requestedAt", "expiresAt", "input", "inputTruncated")
 
 
-def pending_approval(block: Mapping[str, Any]) -> PendingApproval:
+def pending_approval(block: Mapping[str, object]) -> PendingApproval:
     """status.approval from the approval block of the runtime's report (its fields as text; no
     summary: its arguments or reason)."""
     fields = {k: str(block[k]) for k in APPROVAL_FIELDS if block.get(k) is not None}
@@ -236,7 +236,7 @@ class _Seen(TypedDict, total=False):
     mcp: McpStatus | None
 
 
-def observe(job_read: Mapping[str, Any] | None, pods_read: Sequence[Mapping[str, Any]]) -> Observed:
+def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[str, object]]) -> Observed:
     """What the Job and its Pods (as read from the API server) say about the run."""
     if job_read is None:
         return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE)
@@ -395,7 +395,7 @@ def _pod_state(pod: Pod, base: _Seen) -> Observed | None:
     return None
 
 
-def observe_pod(pod_read: Mapping[str, Any]) -> Observed | None:
+def observe_pod(pod_read: Mapping[str, object]) -> Observed | None:
     """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's)."""
     pod = cast(Pod, pod_read)
     if (_container(pod).get("state") or {}).get("terminated"):

@@ -4,7 +4,7 @@ Execution's status, and the run token's Secret. No API or HTTP calls; unit-teste
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from agentry_common.statesig import ENV_STATE_KEY, SECRET_STATE_KEY
 
 from ..conditions import get_condition, set_condition
 from ..settings import Settings
-from .kinds import EnvVar, EnvVarSource
+from .kinds import Condition, EnvVar, EnvVarSource, OwnerReference
 from .model import effective_model
 
 # Variables the model SDKs and the runtime read a provider key from. A governed run gets the run token
@@ -107,7 +107,7 @@ def admission_request(
 class Answer:
     """The outcome of one admission call: the gateway's decision, or why there is none."""
 
-    decision: dict[str, Any] | None = None  # the JSON of an HTTP 200
+    decision: dict[str, object] | None = None  # the JSON of an HTTP 200
     problem: str = ""
     unavailable: bool = True  # connection error, timeout or 5xx (else a 4xx or an unreadable body)
 
@@ -120,12 +120,12 @@ class Verdict:
     phase: Phase  # Pending (start or wait), or the terminal phase of a refusal
     reason: Reason  # status.reason when not starting
     message: str
-    conditions: list[dict[str, Any]] = field(default_factory=list)  # the complete new list
+    conditions: list[Condition] = field(default_factory=list)  # the complete new list
     retry_seconds: float | None = None  # ask again after this long (not starting, not terminal)
     log: str = ""
 
 
-Conditions = list[dict[str, Any]]
+Conditions = list[Condition]
 
 
 def decide(
@@ -186,7 +186,7 @@ def _no_answer(answer: Answer, conditions: Conditions | None, cond: _Cond, confi
 
 
 def _unknown(
-    decision: dict[str, Any], conditions: Conditions | None, cond: _Cond, config: Settings
+    decision: Mapping[str, object], conditions: Conditions | None, cond: _Cond, config: Settings
 ) -> Verdict:
     """An answer that is no AdmissionDecision (an unknown action): Pending, asked again later."""
     unavailable = config.admission_unavailable_retry_seconds
@@ -218,7 +218,7 @@ def deleted_with_live_token(execution: dict[str, Any]) -> bool:
     return bool(status.get("jobName")) and not terminal
 
 
-def record_before_job(verdict: Verdict, conditions: list[dict[str, Any]] | None) -> bool:
+def record_before_job(verdict: Verdict, conditions: Sequence[Condition] | None) -> bool:
     """True when a starting run's conditions must be written before its Job is created: a throttled
     start. Nothing in the Job tells it later, and an operator that crashes after creating the Job
     adopts it with the status it finds (decide_existing)."""
@@ -263,7 +263,7 @@ def build_token_secret(
     name: str,
     token: str,
     labels: dict[str, str],
-    owner: dict[str, Any],
+    owner: OwnerReference,
     state_key: str,
 ) -> dict[str, Any]:
     """The per-Job Secret holding the run token and the key that signs the run's paused state; owned by

@@ -16,7 +16,7 @@ from agentry_common.policy import parse_quantity
 
 from ..settings import Settings
 from .governance import governed_secrets, token_env
-from .kinds import EnvVar
+from .kinds import EnvVar, OwnerReference
 from .model import with_effective_model
 
 CONTAINER = "agent"
@@ -25,7 +25,7 @@ STATE_KEY = "state.json"  # ConfigMap key keeping a paused run's conversation st
 RUNTIME_UID = 10001
 
 
-def owner_reference(body: Mapping[str, Any], controller: bool = True) -> dict[str, Any]:
+def owner_reference(body: Mapping[str, Any], controller: bool = True) -> OwnerReference:
     meta = body["metadata"]
     return {
         "apiVersion": body.get("apiVersion", c.API_VERSION),
@@ -159,7 +159,7 @@ def active_deadline_seconds(agent: AgentSpec) -> int:
     return agent.timeout_seconds + DEADLINE_GRACE_SECONDS
 
 
-def _resources(agent: AgentSpec, config: Settings) -> dict[str, Any]:
+def _resources(agent: AgentSpec, config: Settings) -> dict[str, dict[str, str]]:
     requests = {"cpu": config.default_cpu_request, "memory": config.default_memory_request}
     requests.update(agent.resources.requests)
     limits = {"memory": config.default_memory_limit}
@@ -178,9 +178,9 @@ def _resources(agent: AgentSpec, config: Settings) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _config_volume(resume_configmap: str | None) -> dict[str, Any]:
+def _config_volume(resume_configmap: str | None) -> dict[str, object]:
     """/etc/agentry: agent.json and input.txt from pod annotations, plus resume.json when resuming."""
-    sources: list[dict[str, Any]] = [
+    sources: list[dict[str, object]] = [
         {
             "downwardAPI": {
                 "items": [
@@ -208,7 +208,7 @@ def _config_volume(resume_configmap: str | None) -> dict[str, Any]:
     return {"name": "config", "projected": {"sources": sources}}
 
 
-def _security_context() -> dict[str, Any]:
+def _security_context() -> dict[str, object]:
     """The container's: PSS "restricted", read-only root, the runtime's own uid."""
     return {
         "allowPrivilegeEscalation": False,
@@ -220,7 +220,9 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _container(env: list[EnvVar], resources: dict[str, Any], config: Settings) -> dict[str, Any]:
+def _container(
+    env: list[EnvVar], resources: dict[str, dict[str, str]], config: Settings
+) -> dict[str, object]:
     return {
         "name": CONTAINER,
         "image": config.workspace_image,
@@ -240,8 +242,10 @@ def _container(env: list[EnvVar], resources: dict[str, Any], config: Settings) -
     }
 
 
-def _pod_spec(container: dict[str, Any], config: Settings, resume_configmap: str | None) -> dict[str, Any]:
-    pod_spec: dict[str, Any] = {
+def _pod_spec(
+    container: dict[str, object], config: Settings, resume_configmap: str | None
+) -> dict[str, object]:
+    pod_spec: dict[str, object] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -264,7 +268,7 @@ def _pod_spec(container: dict[str, Any], config: Settings, resume_configmap: str
     return pod_spec
 
 
-def _pod_failure_policy() -> dict[str, Any]:
+def _pod_failure_policy() -> dict[str, object]:
     """Final exit codes fail the Job at once; disruptions are not counted as retries."""
     return {
         "rules": [
@@ -285,7 +289,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _job_spec(spec: AgentSpec, config: Settings, template: dict[str, Any]) -> dict[str, Any]:
+def _job_spec(spec: AgentSpec, config: Settings, template: dict[str, object]) -> dict[str, object]:
     return {
         "backoffLimit": spec.retries,
         # The runtime stops itself at timeoutSeconds and reports `deadline` with its usage; the

@@ -35,6 +35,7 @@ class Condition(TypedDict, total=False):
     reason: str
     message: str
     lastTransitionTime: str
+    observedGeneration: int
 
 
 class JobSpec(TypedDict, total=False):
@@ -130,12 +131,17 @@ class NameRef(TypedDict, total=False):
 
 
 class RunSpec(TypedDict, total=False):
-    """An Execution's spec, the fields read from the watch's copy."""
+    """An Execution's spec: the fields read from the watch's copy, and those the operator writes
+    into the Executions it creates (a workflow step's)."""
 
     agentRef: NameRef
     trigger: str
     scheduledTime: str
     cancel: bool
+    input: str
+    correlationId: str
+    priority: int
+    outputs: list[str]
 
 
 class RunStatus(TypedDict, total=False):
@@ -156,3 +162,54 @@ class Run(TypedDict, total=False):
     metadata: Meta
     spec: RunSpec
     status: RunStatus
+
+
+class Backfill(TypedDict, total=False):
+    start: str
+    end: str
+
+
+class PauseOnFailure(TypedDict, total=False):
+    consecutiveFailures: int
+
+
+class Schedule(TypedDict, total=False):
+    """An Agent's spec.schedule, as the operator reads it (the CRD's schema checked it)."""
+
+    cron: str
+    timeZone: str
+    suspend: bool
+    jitterSeconds: int
+    catchupWindowSeconds: int
+    maxCatchupRuns: int
+    pauseOnFailure: PauseOnFailure
+    backfill: Backfill
+    backend: str  # Agents: CronJob, Cloud Scheduler or the operator's timers
+    parameters: dict[str, str]  # Workflows: the scheduled runs' parameters
+
+
+class SkippedRuns(TypedDict, total=False):
+    count: int
+    first: str
+    last: str
+    reason: str  # Workflows: why they did not start
+
+
+class ScheduleState(TypedDict, total=False):
+    """status.scheduleState as the operator computes it (written through the agentry_common models)."""
+
+    signature: str
+    since: str
+    through: str
+    skippedRuns: int
+    lastSkipped: SkippedRuns
+    consecutiveFailures: int
+    backfilled: str
+
+
+class WorkflowRunSpec(TypedDict, total=False):
+    """A WorkflowRun's spec, as a scheduled run is created with."""
+
+    workflowRef: NameRef
+    scheduledTime: str
+    parameters: dict[str, str]

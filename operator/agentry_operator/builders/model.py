@@ -41,6 +41,6 @@ def with_effective_model(agent: dict[str, Any], default: ModelSpec | None) -> di
     return {**agent, "spec": {**spec, "model": _wire(default)}}
 
 
-def _wire(model: ModelSpec) -> dict[str, Any]:
+def _wire(model: ModelSpec) -> dict[str, str]:
     """The default as a manifest would write it: provider and name (no empty fallbacks)."""
     return {"provider": model.provider.value, "name": model.name}

@@ -79,7 +79,7 @@ def owner_error(run_owner: str, agent_owner: str, agent: str) -> str | None:
     )
 
 
-def run_owner(execution: Mapping[str, Any], agent: Mapping[str, Any]) -> str:
+def run_owner(execution: Mapping[str, object], agent: Mapping[str, object]) -> str:
     """Whom a run is for (once owner_held let it pass): its label, else its Agent's."""
     return owner_of(execution) or owner_of(agent)
 

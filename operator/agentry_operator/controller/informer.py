@@ -27,7 +27,8 @@ from urllib.parse import urlencode
 
 import msgspec
 from lightkube import ALL_NS, AsyncClient
-from lightkube.core.resource import NamespacedResource, api_info
+from lightkube.core.client import LabelSelector
+from lightkube.core.resource import GlobalResource, NamespacedResource, api_info
 
 from .wire import JSON, Wire, collection
 
@@ -121,8 +122,8 @@ class Watch:
 
     client: AsyncClient
     wire: Wire
-    res: Any
-    labels: dict[str, Any]
+    res: type[NamespacedResource] | type[GlobalResource]
+    labels: LabelSelector
     namespace: str | None
     handler: Handler
     _serial: Serial = field(init=False)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Namespace
 
 from .informer import Watch
@@ -60,7 +61,7 @@ class Namespaces:
     """Every namespace matching `patterns` gets the watches `watches(namespace)` makes, for as long
     as it exists."""
 
-    client: Any
+    client: AsyncClient
     wire: Wire
     patterns: list[str]
     watches: Callable[[str], list[Watch]]

@@ -15,13 +15,14 @@ the caller sends the request through lightkube, whose auth flow refreshes the he
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Final, cast
 from urllib.parse import quote
 
 import httpx2
 import msgspec
 from lightkube import ApiError
-from lightkube.core.resource import api_info
+from lightkube.core.resource import Resource, api_info
 from lightkube.models.meta_v1 import Status
 
 from .transport import AiohttpTransport, Credentials
@@ -30,7 +31,7 @@ JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
-def collection(res: Any, namespace: str | None) -> str:
+def collection(res: type[Resource], namespace: str | None) -> str:
     """The path of `res`'s objects in `namespace` (None: in every namespace), from lightkube's
     description of the kind."""
     info = api_info(res)
@@ -55,7 +56,9 @@ class Wire:
         self._query = f"?fieldManager={quote(field_manager)}"
         self._timeouts = {"connect": timeout.connect, "read": timeout.read}
 
-    async def send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes | None:
+    async def send(
+        self, method: str, path: str, body: Mapping[str, object], content_type: str
+    ) -> bytes | None:
         """The answer's body for a 2xx; None when lightkube must send this one (see the module)."""
         return await self._request(method, path + self._query, body, content_type)
 
@@ -64,7 +67,7 @@ class Wire:
         return await self._request("GET", path, None, JSON)
 
     async def _request(
-        self, method: str, target: str, body: dict[str, Any] | None, content_type: str
+        self, method: str, target: str, body: Mapping[str, object] | None, content_type: str
     ) -> bytes | None:
         credentials = self._transport.credentials
         if credentials is None:
@@ -93,13 +96,15 @@ class Wire:
     def transport(self) -> AiohttpTransport:
         return self._transport
 
-    async def create(self, res: Any, manifest: dict[str, Any]) -> bool:
+    async def create(self, res: type[Resource], manifest: dict[str, Any]) -> bool:
         """POST `manifest`; False if lightkube must send it. The answer is not decoded: a new object
         has no status yet, and what the server added (its uid, resourceVersion) no caller reads."""
         path = collection(res, manifest["metadata"]["namespace"])
         return await self.send("POST", path, manifest, JSON) is not None
 
-    async def patch_status(self, res: Any, name: str, namespace: str, patch: dict[str, Any]) -> bool:
+    async def patch_status(
+        self, res: type[Resource], name: str, namespace: str, patch: Mapping[str, object]
+    ) -> bool:
         """Merge-patch the status subresource; False if lightkube must send it. The answer (the whole
         object) is not decoded: the operator's writers keep their own copy (handlers/state.py)."""
         path = f"{collection(res, namespace)}/{quote(name)}/status"

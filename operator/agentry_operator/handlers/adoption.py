@@ -28,6 +28,7 @@ from agentry_common import constants as c
 
 from .. import kube
 from ..builders.job import owner_reference
+from ..builders.kinds import OwnerReference
 from .state import State
 
 ADOPT_QUIET_SECONDS = 1.0
@@ -36,13 +37,13 @@ ADOPT_BATCH = 100  # patches per refresh of an Agent (about one a second): the r
 ADOPT_CONCURRENCY = 4  # patches in flight
 
 
-def agent_owner(agent: Mapping[str, Any]) -> dict[str, Any]:
+def agent_owner(agent: Mapping[str, Any]) -> OwnerReference:
     """The owner reference an Execution of `agent` carries (not its controller: a workflow run may be)."""
     body = {"apiVersion": c.API_VERSION, "kind": c.AGENT_KIND, "metadata": agent["metadata"]}
     return owner_reference(body, controller=False)
 
 
-def adopt_patch(body: Mapping[str, Any], agent: Mapping[str, Any]) -> dict[str, Any] | None:
+def adopt_patch(body: Mapping[str, Any], agent: Mapping[str, Any]) -> dict[str, object] | None:
     """Label and owner reference tying an Execution to its Agent (None if already there)."""
     meta = body["metadata"]
     name = body["spec"]["agentRef"]["name"]
@@ -72,7 +73,7 @@ def due(
     agent: Mapping[str, Any],
     quiet_for: float,
     now: dt.datetime,
-) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+) -> tuple[list[tuple[str, dict[str, object]]], bool]:
     """The (name, patch) pairs to write now, and whether some wait (their Agent's refresh comes back).
     Starts quiet for ADOPT_QUIET_SECONDS, or one waiting ADOPT_OLDEST_SECONDS: up to ADOPT_BATCH of
     them, oldest first."""
@@ -102,7 +103,7 @@ async def adopt(
     patches, waiting = due(executions, agent, time.monotonic() - state.last_start, now)
     gate = asyncio.Semaphore(ADOPT_CONCURRENCY)
 
-    async def one(name: str, patch: dict[str, Any]) -> None:
+    async def one(name: str, patch: dict[str, object]) -> None:
         async with gate:
             try:
                 await kube.patch_merge(client, kube.Execution, name, namespace, patch)

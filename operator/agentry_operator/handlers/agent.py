@@ -15,6 +15,7 @@ from agentry_common.naming import cronjob_name
 
 from .. import kube
 from ..backends import BackendError, ScheduleBackend, is_cloud_ref, not_configured, uses_cloud_scheduler
+from ..builders import kinds
 from ..builders.agent_status import ARCHIVE_NAMES, archive, spec_errors, summarize, to_prune, uses_cronjob
 from ..builders.cronjob import build_cronjob
 from ..builders.governance import owner_of
@@ -116,7 +117,7 @@ async def _reconcile_cronjob(
     return f"CronJob/{cron_name}"
 
 
-def _schedule_state(body: dict[str, Any]) -> dict[str, Any] | None:
+def _schedule_state(body: dict[str, Any]) -> kinds.ScheduleState | None:
     """A fresh status.scheduleState when the schedule is new, edited or resumed; None if unchanged
     (or no schedule: the old state stays, harmless, until a schedule comes back and replaces it)."""
     schedule = body["spec"].get("schedule")
@@ -127,8 +128,8 @@ def _schedule_state(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _resumed(
-    conditions: list[dict[str, Any]], schedule: dict[str, Any] | None, generation: Any
-) -> list[dict[str, Any]]:
+    conditions: list[kinds.Condition], schedule: kinds.Schedule | None, generation: int | None
+) -> list[kinds.Condition]:
     """SchedulePaused goes False once the user sets spec.schedule.suspend false again."""
     paused = any(c["type"] == ConditionType.SCHEDULE_PAUSED and c["status"] == "True" for c in conditions)
     if not paused or (schedule and schedule.get("suspend")):
@@ -339,7 +340,7 @@ async def _create_scheduled(client: AsyncClient, agent: dict[str, Any], times: l
 async def _pause(client: AsyncClient, agent: dict[str, Any], step: ScheduleStep, logger: Logger) -> None:
     """pauseOnFailure: the condition is written first (in refresh's status patch), then suspend."""
     meta = agent["metadata"]
-    body = {"spec": {"schedule": {"suspend": True}}}
+    body: dict[str, object] = {"spec": {"schedule": {"suspend": True}}}
     await kube.patch_merge(client, kube.Agent, meta["name"], meta["namespace"], body)
     message = f"schedule suspended after {step.state['consecutiveFailures']} consecutive failed runs"
     logger.warning("agent %s: %s", meta["name"], message)

@@ -30,6 +30,7 @@ from agentry_common.naming import scheduled_execution_name
 
 from .. import kube
 from ..builders.governance import owner_of
+from ..builders.kinds import Schedule
 from ..burst import BURST
 from ..schedule import (
     cron_error,
@@ -60,11 +61,11 @@ FIRE_DELAY = Histogram(
 )
 
 
-def timed_schedule(body: dict[str, Any]) -> dict[str, Any] | None:
+def timed_schedule(body: dict[str, Any]) -> Schedule | None:
     """The Agent's schedule if the operator's timers fire it: Operator backend, not suspended, not
     being deleted, a valid cron and zone, and not refused (Ready False, InvalidSpec, for this
     generation)."""
-    schedule = (body.get("spec") or {}).get("schedule")
+    schedule: Schedule | None = (body.get("spec") or {}).get("schedule")
     if not schedule or schedule.get("backend") != ScheduleBackend.OPERATOR.value or schedule.get("suspend"):
         return None
     if body["metadata"].get("deletionTimestamp"):  # going: no more runs
@@ -80,10 +81,10 @@ def timed_schedule(body: dict[str, Any]) -> dict[str, Any] | None:
             and cond.get("observedGeneration") == generation
         ):
             return None
-    return dict(schedule)
+    return schedule.copy()
 
 
-def _jitter(key: Key, schedule: dict[str, Any]) -> dt.timedelta:
+def _jitter(key: Key, schedule: Schedule) -> dt.timedelta:
     """The Agent's fixed offset after each fire time (spec.schedule.jitterSeconds)."""
     return dt.timedelta(seconds=jitter_of(f"{key[0]}/{key[1]}", schedule))
 
@@ -148,7 +149,7 @@ class AgentTimers:
         else:
             armed.handle = loop.call_later(max(delay, 0.0), self._spawn, key, armed.at)
 
-    def _schedule(self, key: Key) -> dict[str, Any] | None:
+    def _schedule(self, key: Key) -> Schedule | None:
         """The schedule as the watch last showed it, if still the armed one."""
         body, armed = self.state.agents.get(key), self.armed.get(key)
         schedule = timed_schedule(body) if body is not None else None
@@ -215,6 +216,6 @@ class AgentTimers:
         except Exception as exc:  # the API server unreachable
             log.warning("agent %s/%s: creating the run of %s: %s", *key, when.isoformat(), exc)
             return "failed"
-        schedule = (self.state.agents.get(key) or {}).get("spec", {}).get("schedule") or {}
+        schedule = (self.state.agents.get(key) or {}).get("spec", {}).get("schedule") or Schedule()
         FIRE_DELAY.observe((dt.datetime.now(dt.UTC) - when - _jitter(key, schedule)).total_seconds())
         return "created"

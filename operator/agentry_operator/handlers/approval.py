@@ -29,6 +29,7 @@ from agentry_common.naming import job_name, token_secret_name
 from agentry_common.statesig import SECRET_STATE_KEY, SIGNATURE_FIELD, state_verifies
 
 from .. import kube
+from ..builders import kinds
 from ..builders.execution_status import Observed, observe, status_patch, terminal_job
 from ..builders.governance import record_before_job
 from ..builders.job import STATE_KEY, build_job, effective_spec, owner_reference
@@ -43,7 +44,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 EXPIRY_GRACE_SECONDS = 30
 
 # What to write for a waiting run: phase, reason, message, and the new conditions (None: keep them).
-Outcome = tuple[Phase, Reason, str, list[dict[str, Any]] | None]
+Outcome = tuple[Phase, Reason, str, list[kinds.Condition] | None]
 
 log = logging.getLogger("agentry.operator.approval")
 
@@ -290,7 +291,7 @@ async def _resumed(
     body: dict[str, Any],
     status: dict[str, Any],
     name: str,
-    job: dict[str, Any] | None,
+    job: Mapping[str, object] | None,
     decision: ApprovalDecision,
 ) -> None:
     """The status of a resumed run: its new Job (None: just created), no pending approval, reason

@@ -8,10 +8,11 @@ terminal Executions, so a run must never end without it (or without a reason say
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from lightkube import AsyncClient
+from lightkube.core.client import LabelSelector
 
 from agentry_common import constants as c
 from agentry_common.conditions import ConditionType, Reason
@@ -19,6 +20,7 @@ from agentry_common.models import ExecutionStatus, Phase
 from agentry_common.naming import job_name
 
 from .. import kube
+from ..builders import kinds
 from ..builders.execution_status import Observed, observe, observe_pod, status_patch, terminal_job
 from ..builders.governance import ended_with_token
 from ..conditions import now_rfc3339, set_condition
@@ -27,7 +29,7 @@ from .state import Key, State, phase_of
 
 log = logging.getLogger("agentry.operator")
 JOB_LABEL = "batch.kubernetes.io/job-name"
-OURS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY}  # the Jobs and Pods the operator made
+OURS: LabelSelector = {c.LABEL_MANAGED_BY: c.MANAGED_BY}  # the Jobs and Pods the operator made
 # Jobs and Pods are read as plain dicts: lightkube's typed models cost a conversion both ways (and at a
 # restart's resync, pages of them added 15-19 MiB to the peak; bench/operator_scale.py).
 JOBS, PODS = kube.namespaced("batch/v1", "Job"), kube.namespaced("v1", "Pod")
@@ -47,7 +49,7 @@ async def write_status(
         await state.governance.end(body)
 
 
-def said(status: dict[str, Any], phase: Phase, reason: str, message: str) -> bool:
+def said(status: Mapping[str, object], phase: Phase, reason: str, message: str) -> bool:
     """Whether the status says this already (its phase, reason and message): nothing to write."""
     return (status.get("phase"), status.get("reason"), status.get("message")) == (
         phase.value,
@@ -63,7 +65,7 @@ async def decide(
     phase: Phase,
     reason: Reason,
     message: str,
-    conditions: list[dict[str, Any]] | None = None,
+    conditions: list[kinds.Condition] | None = None,
 ) -> None:
     """Write a phase the operator decides itself (not read from a Job); `conditions` replace the
     current ones (before Succeeded is set) when given."""
@@ -150,7 +152,7 @@ async def resync_all(client: AsyncClient, state: State, keys: list[Key]) -> None
                 await _isolated(state, (ns, name), resync(client, state, body, job))
 
 
-async def _isolated(state: State, key: Key, step: Coroutine[Any, Any, None]) -> None:
+async def _isolated(state: State, key: Key, step: Awaitable[None]) -> None:
     """One Execution's part of a resync: its failure (a write refused) puts that one back in the
     queue, alone; the others go on."""
     try:

@@ -88,7 +88,7 @@ class RunGate:
         self._seeded: asyncio.Future[None] | None = None
         self.policy: AgentPolicy | None = None  # the webhook's (main.configure), else read here once
         # Per Agent version and run priority: parsing the Agent once per version, not once per run.
-        self._checked: dict[tuple[Any, ...], list[str]] = {}
+        self._checked: dict[tuple[str, str, str | None, int | None], list[str]] = {}
 
     def policy_held(self, config: Settings, body: dict[str, Any], agent: dict[str, Any]) -> Held | None:
         """The Agent policy (AGENTRY_POLICY_FILE, read once, as the webhook reads it) for this run."""

@@ -25,7 +25,7 @@ from ..governance import Governance
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 from .run_gate import RunGate
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -133,7 +133,7 @@ class State:
             self.by_owner.setdefault(owner, set()).add(key)
         return item
 
-    def wrote_status(self, key: Key, status: dict[str, Any]) -> None:
+    def wrote_status(self, key: Key, status: Mapping[str, object]) -> None:
         """Merge a status we just wrote into the cache (the watch event may come later)."""
         item = self.executions.get(key)
         if item is None:
@@ -181,7 +181,7 @@ class State:
         if after is not None and after.terminal:
             self._free_slot(new)
 
-    def _free_slot(self, item: dict[str, Any]) -> None:
+    def _free_slot(self, item: Mapping[str, object]) -> None:
         """A run of an owner ended (or went): the owner's runs waiting for a slot try again now."""
         for key in self.quota_waiting.pop(owner_of(item), ()):
             self.queue.add(key, again=True)

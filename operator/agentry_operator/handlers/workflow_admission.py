@@ -7,7 +7,6 @@ let through unchecked (a run of an invalid Workflow would fail anyway, later and
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import kopf
 from lightkube import ApiError, AsyncClient
@@ -18,6 +17,7 @@ from agentry_common.policy import AgentPolicy, load_policy
 
 from .. import kube
 from ..builders.governance import owner_of
+from ..builders.kinds import Schedule
 from ..context import find
 from ..settings import get_settings
 from ..webhook import owner_label_errors
@@ -26,7 +26,7 @@ from ..workflows.resources import Workflow
 from .workflow_schedule import schedule_errors
 
 
-def _client(memo: Any) -> AsyncClient:
+def _client(memo: kopf.Memo) -> AsyncClient:
     ctx = find(memo)
     if ctx is None:  # a review before start-up finished: refused (the API server's caller retries)
         raise kopf.AdmissionError("the operator is starting; try again", code=503)
@@ -39,8 +39,8 @@ def _policy() -> AgentPolicy:
     return load_policy(get_settings().policy_file)
 
 
-def _namespace(body: kopf.Body, kwargs: dict[str, Any]) -> str:
-    return str(body.get("metadata", {}).get("namespace") or kwargs.get("namespace") or "")
+def _namespace(body: kopf.Body, namespace: str | None) -> str:
+    return str(body.get("metadata", {}).get("namespace") or namespace or "")
 
 
 def _refuse(errors: list[str]) -> None:
@@ -65,7 +65,8 @@ async def _owners(client: AsyncClient, namespace: str, names: set[str]) -> dict[
 
 def _schedule_errors(body: kopf.Body) -> list[str]:
     """spec.schedule: cron and zone (CEL cannot parse them), and its parameters fit the Workflow."""
-    schedule = dict((body.get("spec") or {}).get("schedule") or {})
+    found: Schedule = (body.get("spec") or {}).get("schedule") or Schedule()
+    schedule = found.copy()
     if not schedule:
         return []
     given = dict(schedule.get("parameters") or {})
@@ -73,9 +74,8 @@ def _schedule_errors(body: kopf.Body) -> list[str]:
     return schedule_errors(schedule) + [f"spec.schedule.{p.removeprefix('spec.')}" for p in problems]
 
 
-def _owner_labels(kind: str, body: kopf.Body, userinfo: kopf.UserInfo, kwargs: dict[str, Any]) -> None:
+def _owner_labels(kind: str, body: kopf.Body, userinfo: kopf.UserInfo, old: kopf.Body | None) -> None:
     """The owner labels: set or changed only by the identities that act for owners (webhook.py)."""
-    old = kwargs.get("old")
     _refuse(
         owner_label_errors(
             kind, dict(body), dict(old) if old is not None else None, dict(userinfo), get_settings()
@@ -83,17 +83,23 @@ def _owner_labels(kind: str, body: kopf.Body, userinfo: kopf.UserInfo, kwargs: d
     )
 
 
-async def validate_workflow(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+async def validate_workflow(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    namespace: str | None = None,
+    **_: object,
+) -> None:
     """Workflows (CREATE, UPDATE): the owner labels; for a new or changed spec the graph, templates,
     and that each Agent exists and has the Workflow's owner."""
-    _owner_labels(w.WORKFLOW_KIND, body, userinfo, kwargs)
+    _owner_labels(w.WORKFLOW_KIND, body, userinfo, old)
     spec = dict(body.get("spec") or {})
-    old = kwargs.get("old")
     if old is not None and dict(old.get("spec") or {}) == spec and owner_of(old) == owner_of(body):
         return  # metadata only
     errors = graph.spec_errors(spec) + graph.priority_errors(spec, _policy()) + _schedule_errors(body)
     agents = {str((s.get("agentRef") or {}).get("name")) for s in graph.steps_of(spec)}
-    namespace = _namespace(body, kwargs)
+    namespace = _namespace(body, namespace)
     if not errors and namespace:
         owners = await _owners(_client(memo), namespace, agents)
         errors = graph.agent_errors(spec, {n: o is not None for n, o in owners.items()})
@@ -101,15 +107,22 @@ async def validate_workflow(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any,
     _refuse(errors)
 
 
-async def validate_workflow_run(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+async def validate_workflow_run(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    namespace: str | None = None,
+    **_: object,
+) -> None:
     """WorkflowRuns: the owner labels (CREATE, UPDATE); on CREATE (the spec is immutable) the Workflow
     exists, the run has its owner, and the parameters fit it."""
-    _owner_labels(w.WORKFLOW_RUN_KIND, body, userinfo, kwargs)
-    if kwargs.get("old") is not None:
+    _owner_labels(w.WORKFLOW_RUN_KIND, body, userinfo, old)
+    if old is not None:
         return
     spec = dict(body.get("spec") or {})
     name = str((spec.get("workflowRef") or {}).get("name") or "")
-    namespace = _namespace(body, kwargs)
+    namespace = _namespace(body, namespace)
     try:
         workflow = await kube.get_or_none(_client(memo), Workflow, name, namespace)
     except ApiError as exc:

@@ -26,6 +26,7 @@ from agentry_common.conditions import ConditionType, Reason
 from agentry_common.models import Condition
 
 from .. import kube
+from ..builders.kinds import Schedule
 from ..burst import BURST
 from ..conditions import set_condition
 from ..schedule import backfill_error, cron_error, rfc3339, timezone_error, upcoming_runs
@@ -38,7 +39,7 @@ MEMO_KEY = "agentry-workflow-schedules"
 RUN_WORKFLOW_FIELD = "spec.workflowRef.name"
 
 
-def schedule_errors(schedule: dict[str, Any] | None) -> list[str]:
+def schedule_errors(schedule: Schedule | None) -> list[str]:
     """What CEL cannot check of spec.schedule: the cron and the IANA zone (named by field)."""
     if not schedule:
         return []

@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
 
 import kopf
 from lightkube import AsyncClient
@@ -18,7 +17,7 @@ from agentry_common import constants as c
 from ..burst import BURST
 from ..context import context
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Key = tuple[str, str]
 log = logging.getLogger("agentry.operator.workflows")
 RETRY_SECONDS = 10.0  # after a reconcile that raised

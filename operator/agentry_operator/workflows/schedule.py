@@ -18,6 +18,7 @@ from agentry_common import constants as c
 from agentry_common import workflows as w
 from agentry_common.models import ConcurrencyPolicy, Trigger
 
+from ..builders.kinds import Schedule, ScheduleState, SkippedRuns, WorkflowRunSpec
 from ..firetimes import catchup_plan, next_fire_times
 from ..schedule import (
     backfill_error,
@@ -43,7 +44,7 @@ Doc = Mapping[str, Any]
 
 @dataclass
 class Tick:
-    state: dict[str, Any]
+    state: ScheduleState
     start: list[dt.datetime] = field(default_factory=list)  # fire times to start now, oldest first
     cancel: list[str] = field(default_factory=list)  # active runs to cancel (Replace)
     pause: bool = False  # pauseOnFailure reached: suspend the schedule
@@ -87,12 +88,17 @@ def active(runs: Sequence[Doc], exclude: set[str]) -> list[str]:
 
 
 def record_skipped(
-    state: dict[str, Any], times: Sequence[dt.datetime], count: int, reason: w.SkipReason
-) -> dict[str, Any]:
+    state: ScheduleState, times: Sequence[dt.datetime], count: int, reason: w.SkipReason
+) -> ScheduleState:
     """Add `count` skipped fire times (first and last of `times`) to the bookkeeping."""
     if not count or not times:
         return state
-    last = {"count": count, "first": rfc3339(times[0]), "last": rfc3339(times[-1]), "reason": reason.value}
+    last: SkippedRuns = {
+        "count": count,
+        "first": rfc3339(times[0]),
+        "last": rfc3339(times[-1]),
+        "reason": reason.value,
+    }
     return {**state, "skippedRuns": int(state.get("skippedRuns", 0)) + count, "lastSkipped": last}
 
 
@@ -111,37 +117,37 @@ def concurrency(
     return due[:1], due[1:], []
 
 
-def state_of(schedule: Doc, status: Doc, now: dt.datetime) -> dict[str, Any]:
+def state_of(schedule: Schedule, status: Doc, now: dt.datetime) -> ScheduleState:
     """The bookkeeping of this schedule; fresh (nothing before `now` runs) when new, edited, resumed."""
-    state = status.get("scheduleState")
-    if not state or state.get("signature") != signature(dict(schedule)):
-        return fresh_state(dict(schedule), state, now)
-    return dict(state)
+    state: ScheduleState | None = status.get("scheduleState")
+    if not state or state.get("signature") != signature(schedule):
+        return fresh_state(schedule, state, now)
+    return state.copy()
 
 
-def with_backfill(step: Tick, schedule: Doc) -> Tick:
+def with_backfill(step: Tick, schedule: Schedule) -> Tick:
     """Add the times of a backfill range not started yet (scheduleState.backfilled names the last
     one started): an explicit request, so neither suspend nor the concurrency policy hold it back.
     Its runs have the names of their fire times, so a time that still has a run is not run again."""
-    key = backfill_key(dict(schedule))
-    if key is None or step.state.get("backfilled") == key or backfill_error(dict(schedule)):
+    key = backfill_key(schedule)
+    if key is None or step.state.get("backfilled") == key or backfill_error(schedule):
         return step
-    step.backfill = backfill_times(dict(schedule))
+    step.backfill = backfill_times(schedule)
     step.state = {**step.state, "backfilled": key}
     return step
 
 
-def tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
+def tick(schedule: Schedule, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
     """One look at a schedule: `key` is namespace/name (the jitter's seed), `runs` the Workflow's
     WorkflowRuns. Idempotent: run twice on the same inputs, it plans the same fire times."""
     return with_backfill(_tick(schedule, key, status, runs, now), schedule)
 
 
-def _tick(schedule: Doc, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
+def _tick(schedule: Schedule, key: str, status: Doc, runs: Sequence[Doc], now: dt.datetime) -> Tick:
     state = state_of(schedule, status, now)
     if schedule.get("suspend"):
         return Tick(state)
-    jitter = dt.timedelta(seconds=jitter_of(key, dict(schedule)))
+    jitter = dt.timedelta(seconds=jitter_of(key, schedule))
     horizon = now - jitter  # a fire time is due once it plus the jitter has passed
     state["consecutiveFailures"] = failure_streak(streak_views(runs), parse_time(state["since"]))
     limit = int((schedule.get("pauseOnFailure") or {}).get("consecutiveFailures") or 0)
@@ -188,7 +194,7 @@ def build_run(workflow: Doc, when: dt.datetime) -> dict[str, Any]:
     """The WorkflowRun of one fire time: deterministic name, scheduledTime, labels, and owned by the
     Workflow (deleting the Workflow deletes its scheduled runs, and their steps with them)."""
     meta, schedule = workflow["metadata"], workflow["spec"]["schedule"]
-    spec: dict[str, Any] = {"workflowRef": {"name": meta["name"]}, "scheduledTime": rfc3339(when)}
+    spec: WorkflowRunSpec = {"workflowRef": {"name": meta["name"]}, "scheduledTime": rfc3339(when)}
     if schedule.get("parameters"):
         spec["parameters"] = dict(schedule["parameters"])
     labels = {w.LABEL_WORKFLOW: meta["name"][:63], c.LABEL_TRIGGER: Trigger.SCHEDULE.value}
@@ -226,7 +232,7 @@ def last_schedule_time(runs: Sequence[Doc], started: Sequence[dt.datetime]) -> s
 
 
 def runs_to_prune(
-    runs: Sequence[Doc], limits: Mapping[str, Any], last_run: Mapping[str, Any] | None = None
+    runs: Sequence[Doc], limits: Mapping[str, Any], last_run: Mapping[str, object] | None = None
 ) -> list[str]:
     """Names of finished runs beyond the Workflow's historyLimits, oldest first. `last_run` (the
     Workflow's status.lastRun) counts as ended with its phase even before its own status says so:

@@ -17,6 +17,8 @@ from agentry_common import workflows as w
 from agentry_common.models import Phase, Trigger
 from agentry_common.naming import short_hash
 
+from ..builders.kinds import OwnerReference, RunSpec
+
 MAX_INPUT = 65536  # the Execution CRD's spec.input maxLength
 
 
@@ -51,14 +53,14 @@ def rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _cost(value: Any) -> Decimal:
+def _cost(value: object) -> Decimal:
     try:
         return Decimal(str(value or "0"))
     except InvalidOperation:
         return Decimal(0)
 
 
-def _outputs(value: Any) -> dict[str, str]:
+def _outputs(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k): str(v) for k, v in value.items()}
@@ -123,7 +125,7 @@ def execution_name(run: str, step: str, attempt: int) -> str:
     return f"{f'{run}-{step}'[:room].rstrip('-.')}-{suffix}"
 
 
-def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
+def owner_reference(run: Mapping[str, Any]) -> OwnerReference:
     return {
         "apiVersion": c.API_VERSION,
         "kind": w.WORKFLOW_RUN_KIND,
@@ -148,7 +150,7 @@ def build_execution(
     }
     if owner := (meta.get("labels") or {}).get(c.LABEL_OWNER):
         labels[c.LABEL_OWNER] = owner
-    spec: dict[str, Any] = {
+    spec: RunSpec = {
         "agentRef": {"name": step["agentRef"]["name"]},
         "input": input_text[:MAX_INPUT],
         "trigger": Trigger.MANUAL.value,
