@@ -2,7 +2,8 @@
 
 Pure: no API calls; unit-tested without a cluster. A refusal that the same request would meet again
 (the object is invalid, or a policy forbids it) ends the run `Failed` with reason `InvalidJob`; one
-that goes away by itself (quota freed by other runs, the server busy or down) is retried with backoff.
+that goes away by itself (quota freed by other runs, the server busy or down) is retried with
+back-off (controller/queue.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import enum
 import re
 from typing import Any
 
-RETRY_SECONDS = 5.0
-MAX_RETRY_SECONDS = 300.0
 MAX_API_MESSAGE = 1024
 
 # 400 BadRequest, 413 too large, 422 Invalid: the same object is refused again, whatever the wait.
@@ -57,11 +56,6 @@ def classify(code: int | None, message: str) -> Action:
             return Action.RETRY
         return Action.FAIL
     return Action.RETRY
-
-
-def backoff(failures: int) -> float:
-    """Seconds before retry number `failures` (1, 2, ...): 5 s doubling up to 5 minutes."""
-    return min(RETRY_SECONDS * 2.0 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
 
 
 def causes(status: dict[str, Any]) -> list[str]:

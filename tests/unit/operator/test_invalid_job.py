@@ -9,7 +9,6 @@ from lightkube.models.meta_v1 import Status
 from agentry_operator.builders.refusal import (
     MAX_API_MESSAGE,
     Action,
-    backoff,
     causes,
     classify,
     describe,
@@ -64,11 +63,6 @@ INVALID = {
 )
 def test_classify(code: int | None, message: str, action: Action) -> None:
     assert classify(code, message) is action
-
-
-def test_backoff_doubles_from_five_seconds_up_to_five_minutes() -> None:
-    assert [backoff(n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
-    assert backoff(0) == 5 and backoff(7) == 300 and backoff(100) == 300
 
 
 def test_message_names_the_object_the_field_its_origin_and_the_servers_words() -> None:

@@ -46,6 +46,7 @@ async def settle(queue: Queue[Key]) -> None:
 def test_backoff_doubles_from_five_seconds_up_to_five_minutes() -> None:
     assert [backoff(n) for n in (1, 2, 3, 4)] == [RETRY_SECONDS, 10.0, 20.0, 40.0]
     assert backoff(30) == MAX_RETRY_SECONDS
+    assert backoff(0) == 5 and backoff(7) == 300 and backoff(100) == 300
 
 
 async def test_each_key_once_oldest_first_within_the_limit() -> None:
