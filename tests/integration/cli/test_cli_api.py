@@ -91,7 +91,9 @@ def test_submit_wait_exits_0_when_the_run_succeeds(
     agent = create_agent(user)
     proc = cli.spawn("runs", "submit", agent["name"], "--input", "today", "--wait", "-o", "json")
     name = newest_run(user, agent["id"])
-    assert kube_client.get(Execution, name, namespace=namespace).spec["input"] == "today"
+    # The API records the run before it creates the Execution: wait for the resource too.
+    run = eventually(lambda: kube_client.get(Execution, name, namespace=namespace), what=f"Execution {name}")
+    assert run.spec["input"] == "today"
     pod = pod_of(kube_client, namespace, name)
     play_kubelet(kube_client, pod, "Running")
     wait_api_phase(user, name, "Running")
