@@ -343,10 +343,14 @@ class Condition(CRModel):
 
 
 class Usage(CRModel):
-    input_tokens: int = 0
+    input_tokens: int = 0  # every input token, cached or not
     output_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it
     cost_usd: USD = Field(default="0", alias="costUSD")
+    # What the same calls would have cost with no caching (the saving is the difference).
+    uncached_cost_usd: USD | None = Field(default=None, alias="uncachedCostUSD")
     model: str | None = None
     turns: int | None = None
 

@@ -111,7 +111,7 @@ class SuccessStats:
 
 def complexity(request: ChatRequest) -> tuple[float, str]:
     """0..10 from what the request shows: size, depth, tools, output room and wording."""
-    text = request.system + " " + " ".join(m.text() for m in request.messages)
+    text = request.system_text() + " " + " ".join(m.text() for m in request.messages)
     size = len(text)
     score = 2.0
     notes: list[str] = []

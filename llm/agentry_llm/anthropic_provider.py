@@ -18,12 +18,14 @@ from .base import (
 )
 from .types import (
     Block,
+    CacheMark,
     ChatRequest,
     ChatResponse,
     Message,
     StopReason,
     TextBlock,
     TokenUsage,
+    ToolSpec,
     ToolUseBlock,
 )
 
@@ -38,26 +40,58 @@ _STOP_REASONS: dict[str, StopReason] = {
 }
 
 
+def cache_control(mark: CacheMark | None) -> dict[str, Any]:
+    """A breakpoint as the Messages API spells it (the default 5-minute TTL is left implicit)."""
+    if mark is None:
+        return {}
+    return {"cache_control": {"type": "ephemeral", **({"ttl": mark.ttl} if mark.ttl != "5m" else {})}}
+
+
+def to_wire_block(block: Block) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        wire: dict[str, Any] = {"type": "text", "text": block.text}
+    elif isinstance(block, ToolUseBlock):
+        wire = {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    else:
+        wire = {
+            "type": "tool_result",
+            "tool_use_id": block.tool_use_id,
+            "content": block.content,
+            "is_error": block.is_error,
+        }
+    return wire | cache_control(block.cache)
+
+
 def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    wire: list[dict[str, Any]] = []
-    for msg in messages:
-        blocks: list[dict[str, Any]] = []
-        for block in msg.content:
-            if isinstance(block, TextBlock):
-                blocks.append({"type": "text", "text": block.text})
-            elif isinstance(block, ToolUseBlock):
-                blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
-            else:
-                blocks.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": block.tool_use_id,
-                        "content": block.content,
-                        "is_error": block.is_error,
-                    }
-                )
-        wire.append({"role": msg.role, "content": blocks})
-    return wire
+    return [{"role": m.role, "content": [to_wire_block(b) for b in m.content]} for m in messages]
+
+
+def to_wire_system(system: str | list[TextBlock]) -> str | list[dict[str, Any]]:
+    return system if isinstance(system, str) else [to_wire_block(b) for b in system]
+
+
+def to_wire_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+        | cache_control(t.cache)
+        for t in tools
+    ]
+
+
+def usage_of(usage: Any) -> TokenUsage:
+    """The Messages API's usage: `input_tokens` there is only the part after the last breakpoint;
+    here it is every input token, with the cached parts named (TokenUsage)."""
+    read = usage.cache_read_input_tokens or 0
+    write = usage.cache_creation_input_tokens or 0
+    creation = getattr(usage, "cache_creation", None)
+    write_1h = (getattr(creation, "ephemeral_1h_input_tokens", 0) or 0) if creation is not None else 0
+    return TokenUsage(
+        input_tokens=(usage.input_tokens or 0) + read + write,
+        output_tokens=usage.output_tokens or 0,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=min(write_1h, write),
+    )
 
 
 def sampling(request: ChatRequest) -> dict[str, Any]:
@@ -116,14 +150,11 @@ class AnthropicProvider(SdkProvider):
         kwargs: dict[str, Any] = {
             "model": self._model,
             "max_tokens": request.max_tokens,
-            "system": request.system,
+            "system": to_wire_system(request.system),
             "messages": to_wire_messages(request.messages),
         }
         if request.tools:
-            kwargs["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-                for t in request.tools
-            ]
+            kwargs["tools"] = to_wire_tools(request.tools)
         kwargs.update(sampling(request))
         try:
             async with self._client.messages.stream(**kwargs) as stream:
@@ -155,16 +186,10 @@ class AnthropicProvider(SdkProvider):
             elif block.type == "tool_use":
                 tool_input = block.input if isinstance(block.input, dict) else {}
                 content.append(ToolUseBlock(id=block.id, name=block.name, input=tool_input))
-        usage = final.usage
         return ChatResponse(
             message=Message(role="assistant", content=content),
             stop_reason=_STOP_REASONS.get(final.stop_reason or "", "other"),
-            usage=TokenUsage(
-                input_tokens=(usage.input_tokens or 0)
-                + (usage.cache_creation_input_tokens or 0)
-                + (usage.cache_read_input_tokens or 0),
-                output_tokens=usage.output_tokens or 0,
-            ),
+            usage=usage_of(final.usage),
             provider="anthropic",
             model=self.answered_by(final.model),
         )

@@ -151,7 +151,7 @@ class OpenAIProvider(SdkProvider):
     def _request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self._model,
-            "messages": to_chat_messages(request.system, request.messages),
+            "messages": to_chat_messages(request.system_text(), request.messages),
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_param: request.max_tokens,

@@ -12,8 +12,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CacheMark(BaseModel):
+    """A prompt-cache breakpoint (Anthropic's `cache_control: {"type": "ephemeral"}`): the request's
+    prefix up to and including the marked block may be written to and read from the provider's cache.
+    Providers that cache without markers (OpenAI) ignore it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: Literal["5m", "1h"] = "5m"
+
+
 class _Block(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    cache: CacheMark | None = None
 
 
 class TextBlock(_Block):
@@ -55,6 +67,7 @@ class ToolSpec(BaseModel):
     name: str
     description: str
     input_schema: dict[str, Any]
+    cache: CacheMark | None = None
 
 
 class ToolChoice(BaseModel):
@@ -71,7 +84,7 @@ class ChatRequest(BaseModel):
     unset, nothing is sent and the provider's defaults apply.
     """
 
-    system: str
+    system: str | list[TextBlock]  # blocks where a cache breakpoint marks part of it
     messages: list[Message]
     tools: list[ToolSpec] = Field(default_factory=list)
     max_tokens: int = 8192
@@ -80,14 +93,31 @@ class ChatRequest(BaseModel):
     stop_sequences: list[str] = Field(default_factory=list)
     tool_choice: ToolChoice | None = None
 
+    def system_text(self) -> str:
+        """The system prompt as one string (its blocks joined), for providers without blocks."""
+        if isinstance(self.system, str):
+            return self.system
+        return "\n\n".join(b.text for b in self.system if b.text)
+
 
 # Normalised stop reasons (Anthropic's names); OpenAI finish reasons are mapped onto these.
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "other"]
 
 
 class TokenUsage(BaseModel):
+    """A call's tokens. `input_tokens` counts every input token, cached or not (as token budgets
+    count them); the cache fields say which of them the provider wrote to or read from its cache,
+    which it prices differently (agentry_common.pricing)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # of input_tokens: read from the cache
+    cache_write_tokens: int = 0  # of input_tokens: written to the cache (any TTL)
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens: written with the 1-hour TTL
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
 
 class ChatResponse(BaseModel):
