@@ -30,6 +30,7 @@ import httpx
 from google.cloud.firestore import AsyncClient
 
 from agentry_api.auth import SESSION_COOKIE
+from agentry_localcluster import localhttp
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
@@ -150,7 +151,7 @@ def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
     try:
         port = int(api.wait_for_log(UVICORN_SERVING, 60, "serving").group(1))
         url = f"http://127.0.0.1:{port}"
-        api.wait_ready(lambda: httpx.get(f"{url}/healthz", timeout=1).is_success, 60, "serving")
+        api.wait_ready(lambda: localhttp.get(f"{url}/healthz", timeout=1).is_success, 60, "serving")
     except BaseException:
         api.stop()
         raise

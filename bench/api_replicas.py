@@ -44,6 +44,7 @@ from google.cloud.firestore import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentry_api.auth import SESSION_COOKIE
+from agentry_localcluster import localhttp
 from agentry_localcluster.cluster import Cluster
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.images import build_images
@@ -109,7 +110,7 @@ def api_pods(install: Install) -> list[str]:
 def scrape(pod: str) -> dict[str, float]:
     """A pod's RSS, its count of successful agent reads and of wake-ups received, from its /metrics."""
     address = pod.rsplit(":", 1)[0]  # http://<pod IP>
-    text = httpx.get(f"{address}:{METRICS_PORT}/metrics", timeout=10).text
+    text = localhttp.get(f"{address}:{METRICS_PORT}/metrics", timeout=10).text
     out = {"rss": 0.0, "reads": 0.0, "wakes": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -26,11 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, mint_run_token, mint_service_token
 from agentry_llm import ChatProvider, ChatRequest, Message, TextBlock, build_provider
+from agentry_localcluster import localhttp
 from agentry_localcluster.firestore import FirestoreEmulator
 from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
@@ -97,7 +96,7 @@ def start_gateway(work: Path, name: str, llm_url: str, ledger: str, env: dict[st
     ).start()
     port = int(proc.wait_for_log(UVICORN_SERVING, 60, "serving").group(1))
     url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "ready")
+    proc.wait_ready(lambda: localhttp.get(f"{url}/readyz").status_code == 200, 60, "ready")
     return proc, url
 
 
@@ -105,7 +104,9 @@ def overhead_histogram(url: str) -> dict[str, float]:
     """p50/p99 of the gateway's own time (agentry_gateway_overhead_seconds), from /metrics."""
     buckets: list[tuple[float, float]] = []
     token = mint_service_token(Keyring.single(KEY, "bench"), "bench")  # /metrics is for service tokens
-    for line in httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {token}"}).text.splitlines():
+    for line in localhttp.get(
+        f"{url}/metrics", headers={"authorization": f"Bearer {token}"}
+    ).text.splitlines():
         if line.startswith("agentry_gateway_overhead_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
@@ -163,7 +164,7 @@ def main() -> None:
             llm.wait_for_log(r"scripted LLM listening on http://[^:]+:(\d+)", 30, "listening").group(1)
         )
         llm_url = f"http://127.0.0.1:{llm_port}"
-        llm.wait_ready(lambda: httpx.get(f"{llm_url}/healthz").status_code == 200, 30, "ready")
+        llm.wait_ready(lambda: localhttp.get(f"{llm_url}/healthz").status_code == 200, 30, "ready")
         memory, memory_url = start_gateway(work, "memory", llm_url, "memory", {})
         procs.append(memory)
         urls = {"gateway (memory ledger)": memory_url}

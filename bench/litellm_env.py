@@ -20,9 +20,9 @@ import subprocess
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import yaml
 
+from agentry_localcluster import localhttp
 from agentry_localcluster.procs import UVICORN_SERVING, Proc
 
 LITELLM_VERSION = "1.106.2"
@@ -102,5 +102,5 @@ def start(work: Path, name: str, conf: dict[str, object]) -> tuple[Proc, str]:
     ).start()
     port = int(proc.wait_for_log(UVICORN_SERVING, 180, "serving").group(1))
     url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(lambda: httpx.get(f"{url}/health/liveliness").status_code == 200, 60, "ready")
+    proc.wait_ready(lambda: localhttp.get(f"{url}/health/liveliness").status_code == 200, 60, "ready")
     return proc, url

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import psutil
 from lightkube import Client, KubeConfig
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.core.resource import api_info
 
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 
@@ -46,7 +46,10 @@ def start_operator(plane: ControlPlane, work: Path, ns: str) -> Proc:
             },
         ).start()
         proc.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 120, "healthy", ports=ports
+            lambda: localhttp.get(f"http://127.0.0.1:{health}/healthz").is_success,
+            120,
+            "healthy",
+            ports=ports,
         )
         return proc
 

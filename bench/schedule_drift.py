@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
@@ -47,6 +46,7 @@ from lightkube.resources.core_v1 import ServiceAccount
 
 from agentry_common import constants as c
 from agentry_common import workflows as w
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator import tick
@@ -110,7 +110,7 @@ def start_operator(plane: ControlPlane, work: Path, namespaces: list[str]) -> Pr
         argv = [sys.executable, "-m", "agentry_operator.main", *(f"--namespace={ns}" for ns in namespaces)]
         argv.append(f"--liveness=http://127.0.0.1:{health}/healthz")
         proc = Proc("agentry-operator", argv, work / "operator.log", env=env).start()
-        ready = lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success  # noqa: E731
+        ready = lambda: localhttp.get(f"http://127.0.0.1:{health}/healthz").is_success  # noqa: E731
         proc.wait_ready(ready, 60, "healthy", ports=ports)
         return proc
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from agentry_common.tokens import Keyring, mint_run_token
+from agentry_localcluster import localhttp
 from agentry_localcluster.procs import UVICORN_SERVING, Proc, start_with_ports
 
 KEY = "b" * 40
@@ -44,13 +44,13 @@ def start_scripted(work: Path, calls: int, delay: float) -> tuple[Proc, str]:
     llm = Proc("scripted-llm", argv, work / "llm.log").start()
     port = int(llm.wait_for_log(r"scripted LLM listening on http://[^:]+:(\d+)", 30, "listening").group(1))
     url = f"http://127.0.0.1:{port}"
-    llm.wait_ready(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "ready")
+    llm.wait_ready(lambda: localhttp.get(f"{url}/healthz").status_code == 200, 30, "ready")
     return llm, f"{url}/v1"
 
 
 def upstream_calls(upstream_v1: str) -> int:
     """How many chat completions the scripted provider has answered (its request log)."""
-    requests = httpx.get(upstream_v1.removesuffix("/v1") + "/_requests", timeout=30).json()
+    requests = localhttp.get(upstream_v1.removesuffix("/v1") + "/_requests", timeout=30).json()
     return sum(1 for r in requests if str(r.get("path", "")).endswith("/chat/completions"))
 
 
@@ -88,7 +88,7 @@ def start_agentry(work: Path, name: str, conf: dict[str, Any], env: dict[str, st
     ).start()
     port = int(proc.wait_for_log(UVICORN_SERVING, 60, "serving").group(1))
     url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "ready")
+    proc.wait_ready(lambda: localhttp.get(f"{url}/readyz").status_code == 200, 60, "ready")
     return proc, url
 
 

@@ -17,6 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from agentry_common.tls import client_context
+
 LEEWAY_SECONDS = 60
 JWKS_TTL_SECONDS = 600
 JWKS_MIN_REFRESH_SECONDS = 30
@@ -88,7 +90,7 @@ class JWKSVerifier:
         self._fetched = 0.0
 
     async def _refresh(self) -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5, verify=client_context()) as http:
             resp = await http.get(self.jwks_url)
             resp.raise_for_status()
             keys = resp.json().get("keys", [])

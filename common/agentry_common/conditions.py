@@ -80,6 +80,7 @@ class Reason(StrEnum):
     PROVIDERS_FAILED = "ProvidersFailed"
     APPROVAL_REQUIRED = "ApprovalRequired"
     PID_LIMIT_EXCEEDED = "PIDLimitExceeded"
+    CONTEXT_WINDOW_EXCEEDED = "ContextWindowExceeded"
 
     # Governance: the LLM gateway's admission (docs/governance.md).
     ADMITTED = "Admitted"

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     DEADLINE = 13
     BUDGET_EXCEEDED = 14
     PID_LIMIT = 15
+    CONTEXT_OVERFLOW = 16
     PROVIDERS_FAILED = 20
     APPROVAL_REQUIRED = 30
 
@@ -31,6 +32,7 @@ FINAL = frozenset(
         ExitCode.DEADLINE,
         ExitCode.BUDGET_EXCEEDED,
         ExitCode.PID_LIMIT,
+        ExitCode.CONTEXT_OVERFLOW,
         ExitCode.PROVIDERS_FAILED,
         ExitCode.APPROVAL_REQUIRED,
     }
@@ -52,6 +54,10 @@ REASONS: dict[int, tuple[str, str]] = {
     ExitCode.PID_LIMIT: (
         "PIDLimitExceeded",
         "a tool used up the pod's process limit (podPidsLimit: a fork bomb?); its processes were killed",
+    ),
+    ExitCode.CONTEXT_OVERFLOW: (
+        "ContextWindowExceeded",
+        "the conversation did not fit the model's context window even after compaction (spec.context)",
     ),
     ExitCode.PROVIDERS_FAILED: (
         "ProvidersFailed",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -169,6 +169,26 @@ class BudgetSpec(CRModel):
     max_cost_per_run_usd: USD | None = Field(default=None, alias="maxCostPerRunUSD")
 
 
+class PromptCachingSpec(CRModel):
+    """Prompt-cache breakpoints on the runtime's model requests (runtime agentry)."""
+
+    enabled: bool = True
+    ttl: Literal["5m", "1h"] = "5m"
+
+
+class Compaction(StrEnum):
+    AUTO = "auto"
+    OFF = "off"
+
+
+class ContextSpec(CRModel):
+    """What the runtime does when a conversation nears its model's context window."""
+
+    compaction: Compaction = Compaction.AUTO
+    # Compact when the next request would fill this share of the window.
+    threshold_percent: int = Field(default=80, ge=50, le=95)
+
+
 class HttpSpec(CRModel):
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
 
@@ -274,6 +294,8 @@ class AgentSpec(CRModel):
     http: HttpSpec = Field(default_factory=HttpSpec)
     schedule: ScheduleSpec | None = None
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    prompt_caching: PromptCachingSpec = Field(default_factory=PromptCachingSpec)
+    context: ContextSpec = Field(default_factory=ContextSpec)
     timeout_seconds: int = Field(default=1800, ge=10, le=86400)
     retries: int = Field(default=0, ge=0, le=10)
     # Budget priority of its runs (0..10, high >= 8, low <= 3): the gateway's admission and zones.

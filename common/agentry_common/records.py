@@ -45,6 +45,9 @@ class Charged(_Wire):
     messages: int = 0
     cost_usd: str = Field(default="0", alias="costUSD")
     cost_nanos: int = 0
+    # What the charge is: "usage" (the answer's), "estimate" (attempts the provider may have billed,
+    # usage unknown), "usage+estimate" (both), "none" (docs/governance.md, "What a call is charged").
+    basis: str = ""
 
 
 class Estimate(_Wire):
@@ -81,8 +84,17 @@ class LLMCallRecord(_Wire):
     fallbacks: int = 0
     fallback_path: list[str] = Field(default_factory=list)
     retries: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # every input token, cached or not; the next three are parts of it
+    uncached_input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0  # any TTL
+    cache_write_1h_tokens: int = Field(default=0, alias="cacheWrite1hTokens")  # of cache_write_tokens
     output_tokens: int = 0
+    # Prompt-cache breakpoints the request carried, and whether the hop that answered was sent none
+    # (its channel caches by itself) with the reason.
+    cache_markers: int = 0
+    cache_markers_dropped: bool = False
+    cache_markers_note: str = ""
     charged: Charged = Field(default_factory=Charged)
     estimate: Estimate = Field(default_factory=Estimate)
     latency_ms: float = 0.0

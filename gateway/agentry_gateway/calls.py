@@ -9,14 +9,18 @@ from typing import Any, Literal
 
 from agentry_common import tracing
 from agentry_common.governance import budget_subjects
+from agentry_common.models import Provider as Flavour
 from agentry_common.tokens import Claims
 from agentry_llm import ChatRequest, ChatResponse, ProviderError
 from agentry_llm.base import ChatProvider, TextCallback
 from agentry_llm.telemetry import chat_span, record_response
 
+from . import prompt_cache
 from .budgets import Amount, Decision, run_policy
 from .channels import ChannelPool
+from .charging import may_have_billed
 from .ledger import Subjects
+from .prompt_cache import Prefix
 from .routing import AutoDecision, Hop
 from .wire import Parsed, WireProtocol
 
@@ -91,6 +95,11 @@ def subjects_of(claims: Claims) -> Subjects:
     return Subjects.of(names, tuple(run_policy(limits.tokens, cost)))
 
 
+def cache_key_of(subjects: Subjects) -> str:
+    """Whose prompt-cache prefixes the gateway remembers: the Execution's (a user token's: its user's)."""
+    return subjects.execution or f"user:{subjects.user}"
+
+
 @dataclass
 class Call:
     """What happens to one request, for metering."""
@@ -116,10 +125,29 @@ class Call:
     upstream_seconds: float = 0.0
     errors: list[ProviderError] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    prefixes: list[Prefix] = field(default_factory=list)  # the request's marked prompt-cache prefixes
+    response: ChatResponse | None = None  # the answer, once a hop gave one
+    billed_attempts: int = 0  # failed attempts the provider may have billed (charging.py)
+    attempt_open: bool = False  # an upstream attempt is running (cut now: it may be billed)
+    admitted: float = field(default_factory=time.time)  # wall clock, for prompt-cache TTLs
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key_of(self.subjects)
 
     @property
     def protocol(self) -> str:
         return self.wire.flavour.value
+
+    @property
+    def cache_markers(self) -> int:
+        return len(self.prefixes)
+
+    @property
+    def markers_dropped(self) -> bool:
+        """The hop that answered (or streamed) took no breakpoints: its channel caches by itself."""
+        hop = self.hop
+        return bool(self.prefixes) and hop is not None and not takes_markers(hop)
 
     @property
     def hop(self) -> Hop | None:
@@ -142,11 +170,18 @@ class Call:
         fallbacks = sum(1 for k, _ in self.events if k == "fallback")
         if fallbacks:
             headers["x-agentry-fallbacks"] = str(fallbacks)
-        if self.parsed.dropped:
-            headers["x-agentry-dropped"] = ",".join(self.parsed.dropped)
+        dropped = self.parsed.dropped + (["cache_control"] if self.markers_dropped else [])
+        if dropped:
+            headers["x-agentry-dropped"] = ",".join(dropped)
         if self.auto is not None:
             headers["x-agentry-route"] = f"{self.auto.tier} score={self.auto.score:.2f}"
         return headers
+
+
+def takes_markers(hop: Hop) -> bool:
+    """Whether a hop's channel caches by the request's breakpoints (Anthropic's); an OpenAI-protocol
+    channel caches prompts by itself and is sent none."""
+    return hop.channel.protocol == Flavour.ANTHROPIC
 
 
 class Guarded:
@@ -182,7 +217,11 @@ class Guarded:
             if on_text is not None:
                 on_text(text)
 
+        if self.call.prefixes and not takes_markers(self.hop):
+            request = prompt_cache.unmarked(request)
         started = time.perf_counter()
+        # Left set when the attempt is cancelled (deadline, client gone): the meter counts it billed.
+        self.call.attempt_open = True
         try:
             extra = {tracing.ATTR_CHANNEL: self.hop.channel.name}
             with chat_span(self.hop.channel.protocol.value, self.hop.model, extra) as span:
@@ -190,6 +229,8 @@ class Guarded:
                 record_response(span, response)
         except ProviderError as exc:
             elapsed = time.perf_counter() - started
+            self.call.attempt_open = False
+            self.call.billed_attempts += may_have_billed(exc, committed)
             self.call.upstream_seconds += elapsed
             self.call.errors.append(exc)
             self.pool.record(self.hop.channel.name, False, elapsed, exc.short())
@@ -197,8 +238,10 @@ class Guarded:
                 raise StreamBroken(exc) from exc
             raise
         elapsed = time.perf_counter() - started
+        self.call.attempt_open = False
         self.call.upstream_seconds += elapsed
         self.call.answered = self.hop
+        self.call.response = response
         self.pool.record(self.hop.channel.name, True, elapsed)
         return response
 

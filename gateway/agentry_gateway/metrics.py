@@ -28,7 +28,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "agentry_gateway_tokens",
-            "Tokens by channel, model and direction",
+            "Tokens by channel, model and direction: input (all of it), its parts cache_read and "
+            "cache_write, output",
             ["channel", "model", "direction"],
             registry=r,
         )

@@ -26,15 +26,16 @@ from agentry_common.tokens import Claims, InvalidToken, Keyring, TokenType, veri
 from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolicy
 
 from . import telemetry
-from .budgets import Amount, Decision, estimate_call
+from .budgets import Amount, Decision
 from .budgets.admin_source import AdminPolicies
-from .calls import Call, Guarded, Rejected, public_failures, subjects_of
+from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
 from .metering import Meter
 from .metrics import Metrics
 from .probe import Prober
+from .prompt_cache import CacheMemory
 from .relay import Item, SettlingStream, relay, run_chain
 from .routing import AUTO_MODEL, AutoDecision, ModelNotAllowed, NoRoute, Router
 from .settings import Settings
@@ -79,7 +80,8 @@ class Gateway:
             settings.retry_attempts, settings.retry_initial_seconds, settings.retry_max_seconds
         )
         self.redact: Redactor = self.pool.redact
-        self.meter = Meter(self.metrics, ledger, self.pool, self.router, self.redact, self.spawn)
+        self.cache = CacheMemory()  # prompt-cache prefixes the providers reported: cache-aware estimates
+        self.meter = Meter(self.metrics, ledger, self.pool, self.router, self.redact, self.spawn, self.cache)
         self.prober = Prober(config, self.pool, self.breakers, ledger, self.redact)
         self._background: set[asyncio.Task[Any]] = set()
         self.admin = self._admin_policies()
@@ -264,6 +266,7 @@ class Gateway:
 
         def call_of(estimate: Amount, rid: str, decision: Decision) -> Call:
             return Call(
+                prefixes=prefixes,
                 id=uuid.uuid4().hex,
                 wire=wire,
                 claims=claims,
@@ -279,11 +282,13 @@ class Gateway:
                 correlation_id=request.headers.get("x-agentry-correlation-id", "")[:64],
             )
 
+        prefixes, estimate = self.cache.estimate(
+            cache_key_of(subjects), model, parsed.chat, size, self.config.default_price
+        )
         unpriced = self.unpriced_refusal(subjects, model, (wire.flavour,), claims.priority)
         if unpriced is not None:  # decided before any reservation: nothing is charged
             self.metrics.decisions.labels(unpriced.action.value, unpriced.zone.value).inc()
             self._refuse(call_of(Amount(), "", unpriced))
-        estimate = estimate_call(model, size, parsed.chat.max_tokens, self.config.default_price)
         try:
             rid, decision = await self.ledger.reserve(
                 subjects,

@@ -174,6 +174,20 @@ class OpenAIProvider(SdkProvider):
         return kwargs
 
 
+def usage_of(usage: Any) -> TokenUsage:
+    """Chat completions' usage: `prompt_tokens` counts all input; the part the endpoint read from its
+    automatic prompt cache is `prompt_tokens_details.cached_tokens` (OpenAI, "Prompt caching"; absent
+    on servers without a cache). Writes are not reported: they cost the input rate."""
+    prompt = usage.prompt_tokens or 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    return TokenUsage(
+        input_tokens=prompt,
+        output_tokens=usage.completion_tokens or 0,
+        cache_read_tokens=min(cached, prompt),
+    )
+
+
 class _Stream:
     """What the chunks of one streamed chat completion add up to."""
 
@@ -188,10 +202,7 @@ class _Stream:
     def add(self, chunk: Any) -> None:
         self.reported = chunk.model or self.reported
         if chunk.usage is not None:
-            self.usage = TokenUsage(
-                input_tokens=chunk.usage.prompt_tokens or 0,
-                output_tokens=chunk.usage.completion_tokens or 0,
-            )
+            self.usage = usage_of(chunk.usage)
         for choice in chunk.choices:
             delta = choice.delta
             if delta.content:

@@ -31,6 +31,7 @@ import httpx
 from agentry_cli import doctor
 from agentry_common.tokens import Keyring, mint_service_token
 
+from . import localhttp
 from . import node as n
 from .cluster import Cluster
 from .dns import dns_query
@@ -153,7 +154,7 @@ class Stack:
         ).start()
         self.procs.append(relay)
         relay.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=2).is_success,
+            lambda: localhttp.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=2).is_success,
             60,
             f"serving the API's /healthz (through the Service at {upstream})",
         )
@@ -315,7 +316,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     dashboard = state.get("dashboard")
     if dashboard:
         try:
-            healthy = httpx.get(f"{dashboard}healthz", timeout=3).is_success
+            healthy = localhttp.get(f"{dashboard}healthz", timeout=3).is_success
         except httpx.HTTPError:
             healthy = False
         _say(f"dashboard {dashboard}: {'healthy' if healthy else 'NOT answering'}")

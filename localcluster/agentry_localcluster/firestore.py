@@ -16,8 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
+from . import localhttp
 from .procs import Proc, ServerError, require_free_port, start_with_ports
 
 JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
@@ -110,12 +109,12 @@ class FirestoreEmulator:
             raise
 
     def _answers(self) -> bool:
-        return httpx.get(self.url + "/", timeout=1).text.strip() == "Ok"
+        return localhttp.get(self.url + "/", timeout=1).text.strip() == "Ok"
 
     def wipe(self, project: str) -> None:
         """Delete every document of a project (about 0.2 s)."""
         url = f"{self.url}/emulator/v1/projects/{project}/databases/(default)/documents"
-        httpx.delete(url, timeout=30).raise_for_status()
+        localhttp.delete(url, timeout=30).raise_for_status()
 
     def env(self) -> dict[str, str]:
         return {"FIRESTORE_EMULATOR_HOST": self.address}

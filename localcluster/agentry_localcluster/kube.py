@@ -28,6 +28,7 @@ import yaml
 
 from agentry_common.pki import LocalPKI
 
+from . import localhttp
 from .procs import (
     Proc,
     ServerError,
@@ -259,7 +260,7 @@ class ControlPlane:
             self.workdir / "etcd.log",
         ).start()
         etcd.wait_ready(
-            lambda: httpx.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy", ports=ports
+            lambda: localhttp.get(etcd_url + "/health", timeout=1).is_success, 30, "healthy", ports=ports
         )
         self.procs.append(etcd)  # only once ready: a failed attempt stopped itself
         return etcd_url
@@ -286,7 +287,9 @@ class ControlPlane:
                 self.workdir / "kube-scheduler.log",
             ).start()
             scheduler.wait_ready(
-                lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).is_success,
+                lambda: (
+                    localhttp.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).is_success
+                ),
                 timeout,
                 "healthy (/healthz)",
                 ports=ports,

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from . import localhttp
 from .host import iptables, run
 from .kube import SERVICE_CIDR
 from .layout import NODE_NAME
@@ -85,7 +86,7 @@ def kube_router_argv(binary: Path, kubeconfig: Path, health_port: int) -> list[s
 def _programmed(port: int) -> bool:
     """Healthy, and its top-level chain is in the filter table's FORWARD chain."""
     try:
-        healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
+        healthy = localhttp.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
     except httpx.HTTPError:
         return False
     forward = iptables("-S", "FORWARD", check=False).stdout

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from . import localhttp
 from .kube import REPO
 from .procs import Proc, ServerError, start_with_ports
 
@@ -100,7 +99,7 @@ class Collector:
         self.proc = Proc("otelcol", [str(binary), f"--config={config}"], self.workdir / "otelcol.log").start()
         # A GET on the OTLP path is answered (405) once the receiver listens.
         self.proc.wait_ready(
-            lambda: httpx.get(f"{self.endpoint}/v1/traces", timeout=1).status_code == 405,
+            lambda: localhttp.get(f"{self.endpoint}/v1/traces", timeout=1).status_code == 405,
             READY_SECONDS,
             "listening",
             ports=(port,),

@@ -17,13 +17,22 @@ Script items (JSON objects):
   {"text": "..."}                                   a text answer
   {"tool_use": {"name": ..., "input": {...}, "id": optional}}   (or "tool_uses": [...])
   {"content": [{"type": "text", ...}, {"type": "tool_use", ...}]}   explicit blocks
-    optional on the above: "usage": {"input_tokens", "output_tokens"}, "stop_reason", "model"
+    optional on the above: "stop_reason", "model", "usage" in the Messages API's words:
+    {"input_tokens" (not read from or written to a cache), "output_tokens",
+     "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation": {...}}
   {"error": {"status": 529, "type": optional, "message": optional, "retry_after": optional}}
   {"stream_error": {"type": "overloaded_error"}}    a 200 stream that fails after message_start
   any item: "delay": seconds before answering, "repeat": n (use the item n times),
     "match": text — served only to a request whose messages contain it (the first item that matches
     or has no "match" is taken), so runs that call concurrently each get their own answers
 An empty queue answers 400 "script exhausted", so a test that under-scripts fails loudly.
+
+Usage not scripted is what the provider would report (scripted_cache.py): input tokens at about
+four characters of JSON each, read from and written to a prompt cache by the provider's own rules
+(Anthropic: `cache_control` breakpoints, a request with more than 4 answered 400; OpenAI: automatic),
+per API key and model, on a clock tests can move (`ScriptedLLM(clock=ManualClock())`). With
+`prefill_ms_per_1k` it waits that many milliseconds per 1,000 input tokens not read from a cache
+before the first byte, as a model computes them. Each recorded request keeps the usage answered.
 """
 
 from __future__ import annotations
@@ -35,13 +44,25 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from . import scripted_wire as wire
+from .scripted_cache import (
+    AnthropicCache,
+    CacheError,
+    Clock,
+    InputUsage,
+    OpenAICache,
+    anthropic_pieces,
+    api_key,
+    prefill_seconds,
+    scripted_input,
+    tokens_of,
+)
 from .scripted_wire import Answer, Event
 
 
@@ -51,26 +72,32 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    usage: dict[str, Any] | None = None  # what the answer reported, in its protocol's words
 
     @property
     def protocol(self) -> str:
         return "openai" if self.path.endswith("/chat/completions") else "anthropic"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": self.path,
-            "headers": self.headers,
-            "body": self.body,
-        }
+        return asdict(self)
 
 
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, prefill_ms_per_1k: float) -> None:
         self.lock = threading.Lock()
         self.queue: list[dict[str, Any]] = []
         self.requests: list[RecordedRequest] = []
         self.ids = itertools.count(1)
+        self.anthropic_cache = AnthropicCache(clock)
+        self.openai_cache = OpenAICache(clock)
+        self.prefill_ms_per_1k = prefill_ms_per_1k
+
+    def reset(self) -> None:
+        with self.lock:
+            self.queue.clear()
+            self.requests.clear()
+        self.anthropic_cache.clear()
+        self.openai_cache.clear()
 
     def push(self, items: list[dict[str, Any]]) -> None:
         with self.lock:
@@ -94,36 +121,6 @@ class _State:
     def next_id(self) -> int:
         with self.lock:
             return next(self.ids)
-
-
-def _estimate_tokens(value: Any) -> int:
-    # Deterministic stand-in for a tokenizer: about four characters per token.
-    return max(1, len(json.dumps(value, sort_keys=True)) // 4)
-
-
-def _blocks(item: dict[str, Any], state: _State, id_prefix: str) -> list[dict[str, Any]]:
-    if "content" in item:
-        raw = list(item["content"])
-    else:
-        raw = []
-        if "text" in item:
-            raw.append({"type": "text", "text": item["text"]})
-        uses = item.get("tool_uses") or ([item["tool_use"]] if "tool_use" in item else [])
-        raw.extend({"type": "tool_use", **u} for u in uses)
-    blocks = []
-    for block in raw:
-        if block.get("type") == "tool_use":
-            blocks.append(
-                {
-                    "type": "tool_use",
-                    "id": block.get("id") or f"{id_prefix}{state.next_id():04d}",
-                    "name": block["name"],
-                    "input": block.get("input", {}),
-                }
-            )
-        else:
-            blocks.append({"type": "text", "text": str(block.get("text", ""))})
-    return blocks
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -199,20 +196,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"queued": len(state.queue)})
             return
         if path == "/_reset":
-            with state.lock:
-                state.queue.clear()
-                state.requests.clear()
+            state.reset()
             self._send_json(200, {"ok": True})
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
+        recorded = RecordedRequest("POST", path, headers, body)
         with state.lock:
-            state.requests.append(RecordedRequest("POST", path, headers, body))
-        if path.endswith("/messages"):
-            protocol = "anthropic"
-        elif path.endswith("/chat/completions"):
-            protocol = "openai"
-        else:
+            state.requests.append(recorded)
+        if not path.endswith(("/messages", "/chat/completions")):
             self._send_json(404, {"error": {"message": f"unknown path {path}"}})
+            return
+        request = body if isinstance(body, dict) else {}
+        try:
+            if path.endswith("/messages"):
+                anthropic_pieces(request)  # refused as the API refuses it, before any script item
+        except CacheError as err:
+            self._send_json(*wire.anthropic_error({"status": 400, "message": str(err)}))
             return
         item = state.pop(body)
         if item is None:
@@ -220,11 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if item.get("delay"):
                 time.sleep(float(item["delay"]))
-            request = body if isinstance(body, dict) else {}
-            if protocol == "anthropic":
-                self._anthropic(request, item)
+            if path.endswith("/messages"):
+                self._anthropic(request, item, recorded)
             else:
-                self._openai(request, item)
+                self._openai(request, item, recorded)
         except (BrokenPipeError, ConnectionResetError):
             return  # the client gave up (deadline, cancellation): nothing to answer
 
@@ -234,39 +232,58 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse(event, data)
         self._end_stream()
 
-    def _answer(self, request: dict[str, Any], item: dict[str, Any], tool_ids: str, ids: str) -> Answer:
-        """The item as an answer to this request; usage not scripted is estimated from the content."""
+    def _answer(
+        self, request: dict[str, Any], item: dict[str, Any], served: InputUsage, tool_ids: str, ids: str
+    ) -> Answer:
+        """The item as an answer to this request, with its input usage; its model time spent."""
         state = self.server.state
-        blocks = _blocks(item, state, tool_ids)
+        blocks = wire.answer_blocks(item, state.next_id, tool_ids)
         model = item.get("model") or request.get("model", "scripted")
-        usage = item.get("usage") or {}
-        input_tokens = int(usage.get("input_tokens", _estimate_tokens(request.get("messages"))))
-        output_tokens = int(usage.get("output_tokens", _estimate_tokens(blocks)))
+        scripted = item.get("usage") or {}
+        output_tokens = int(scripted.get("output_tokens", max(1, tokens_of(len(json.dumps(blocks))))))
         has_tool = any(b["type"] == "tool_use" for b in blocks)
         stop_reason = item.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
-        return Answer(ids.format(state.next_id()), model, blocks, stop_reason, input_tokens, output_tokens)
+        if state.prefill_ms_per_1k:
+            time.sleep(prefill_seconds(served, state.prefill_ms_per_1k))
+        return Answer(
+            ids.format(state.next_id()),
+            model,
+            blocks,
+            stop_reason,
+            served.input_tokens,
+            output_tokens,
+            served.cache_read_tokens,
+            served.cache_write_tokens,
+            served.cache_write_1h_tokens,
+        )
 
-    def _anthropic(self, request: dict[str, Any], item: dict[str, Any]) -> None:
+    def _anthropic(self, request: dict[str, Any], item: dict[str, Any], recorded: RecordedRequest) -> None:
         if "error" in item:
             self._send_json(*wire.anthropic_error(item["error"]))
             return
-        answer = self._answer(request, item, "toolu_scripted_", "msg_scripted_{:06d}")
+        cache, key = self.server.state.anthropic_cache, api_key(recorded.headers)
+        served = scripted_input(item.get("usage") or {}, lambda: cache.serve(request, key))
+        answer = self._answer(request, item, served, "toolu_scripted_", "msg_scripted_{:06d}")
+        recorded.usage = wire.anthropic_usage(answer)  # before the answer: a client may read it next
         if not request.get("stream"):
             self._send_json(200, wire.anthropic_message(answer))
-            return
-        self._send_events(wire.anthropic_events(answer, item.get("stream_error")))
+        else:
+            self._send_events(wire.anthropic_events(answer, item.get("stream_error")))
 
-    def _openai(self, request: dict[str, Any], item: dict[str, Any]) -> None:
+    def _openai(self, request: dict[str, Any], item: dict[str, Any], recorded: RecordedRequest) -> None:
         if "error" in item or "stream_error" in item:
             self._send_json(*wire.openai_error(item.get("error") or {"status": 500}))
             return
-        answer = self._answer(request, item, "call_scripted_", "chatcmpl-scripted{:06d}")
+        cache, key = self.server.state.openai_cache, api_key(recorded.headers)
+        served = scripted_input(item.get("usage") or {}, lambda: cache.serve(request, key))
+        answer = self._answer(request, item, served, "call_scripted_", "chatcmpl-scripted{:06d}")
+        recorded.usage = wire.openai_usage(answer)
         created = int(time.time())
         if not request.get("stream"):
             self._send_json(200, wire.openai_completion(answer, created))
-            return
-        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        self._send_events(wire.openai_events(answer, created, include_usage))
+        else:
+            include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            self._send_events(wire.openai_events(answer, created, include_usage))
 
 
 class _Server(ThreadingHTTPServer):
@@ -280,10 +297,16 @@ class ScriptedLLM:
     """The server in a background thread; a context manager for tests."""
 
     def __init__(
-        self, script: list[dict[str, Any]] | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        script: list[dict[str, Any]] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Clock = time.monotonic,
+        prefill_ms_per_1k: float = 0.0,
     ) -> None:
         self._server = _Server((host, port), _Handler)
-        self._server.state = _State()
+        self._server.state = _State(clock, prefill_ms_per_1k)
         self._thread: threading.Thread | None = None
         if script:
             self.script(script)
@@ -320,9 +343,8 @@ class ScriptedLLM:
         return self
 
     def reset(self) -> None:
-        with self._server.state.lock:
-            self._server.state.queue.clear()
-            self._server.state.requests.clear()
+        """Forget the queue, the recorded requests and the prompt caches."""
+        self._server.state.reset()
 
     def start(self) -> ScriptedLLM:
         # A short poll interval keeps stop() fast (tests start one server each).
@@ -358,9 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--script", type=Path, help="JSON file with a list of script items")
+    parser.add_argument(
+        "--prefill-ms-per-1k",
+        type=float,
+        default=0.0,
+        help="milliseconds before the first byte per 1,000 input tokens not read from a cache",
+    )
     args = parser.parse_args(argv)
     items = json.loads(args.script.read_text()) if args.script else []
-    llm = ScriptedLLM(items, host=args.host, port=args.port)
+    llm = ScriptedLLM(items, host=args.host, port=args.port, prefill_ms_per_1k=args.prefill_ms_per_1k)
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever, so it must run on another thread.

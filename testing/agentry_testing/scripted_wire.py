@@ -5,6 +5,7 @@ server decides what to answer and writes what these return."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,41 @@ class Answer:
     model: str
     blocks: list[dict[str, Any]]  # {"type": "text", "text"} and {"type": "tool_use", "id", "name", "input"}
     stop_reason: str  # Anthropic's words: end_turn, tool_use, max_tokens
-    input_tokens: int
+    input_tokens: int  # all input, the cache's parts included (agentry_llm.TokenUsage's convention)
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0  # any TTL
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens
+
+    @property
+    def uncached_tokens(self) -> int:
+        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+
+def answer_blocks(item: dict[str, Any], next_id: Callable[[], int], id_prefix: str) -> list[dict[str, Any]]:
+    """The content blocks a script item answers with (scripted_llm.py's item forms)."""
+    if "content" in item:
+        raw = list(item["content"])
+    else:
+        raw = []
+        if "text" in item:
+            raw.append({"type": "text", "text": item["text"]})
+        uses = item.get("tool_uses") or ([item["tool_use"]] if "tool_use" in item else [])
+        raw.extend({"type": "tool_use", **u} for u in uses)
+    blocks = []
+    for block in raw:
+        if block.get("type") == "tool_use":
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": block.get("id") or f"{id_prefix}{next_id():04d}",
+                    "name": block["name"],
+                    "input": block.get("input", {}),
+                }
+            )
+        else:
+            blocks.append({"type": "text", "text": str(block.get("text", ""))})
+    return blocks
 
 
 def chunks(text: str, size: int = 16) -> list[str]:
@@ -58,6 +92,22 @@ def anthropic_error(err: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str,
     return status, payload, _retry_after(err)
 
 
+def anthropic_usage(answer: Answer, output_tokens: int | None = None) -> dict[str, Any]:
+    """Usage as the Messages API reports it: `input_tokens` only what no cache read or wrote."""
+    write_1h = answer.cache_write_1h_tokens
+    return {
+        "input_tokens": answer.uncached_tokens,
+        "cache_creation_input_tokens": answer.cache_write_tokens,
+        "cache_read_input_tokens": answer.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": answer.cache_write_tokens - write_1h,
+            "ephemeral_1h_input_tokens": write_1h,
+        },
+        "output_tokens": answer.output_tokens if output_tokens is None else output_tokens,
+        "service_tier": "standard",
+    }
+
+
 def anthropic_message(answer: Answer) -> dict[str, Any]:
     return {
         "id": answer.id,
@@ -67,14 +117,14 @@ def anthropic_message(answer: Answer) -> dict[str, Any]:
         "content": answer.blocks,
         "stop_reason": answer.stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+        "usage": anthropic_usage(answer),
     }
 
 
 def anthropic_events(answer: Answer, stream_error: dict[str, Any] | None = None) -> list[Event]:
     """The stream of an answer; with `stream_error`, one that fails right after message_start."""
     start = {**anthropic_message(answer), "content": [], "stop_reason": None}
-    start["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": 1}
+    start["usage"] = anthropic_usage(answer, output_tokens=1)
     events: list[Event] = [
         ("message_start", {"type": "message_start", "message": start}),
         ("ping", {"type": "ping"}),
@@ -93,7 +143,8 @@ def anthropic_events(answer: Answer, stream_error: dict[str, Any] | None = None)
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": answer.output_tokens},
+                # Cumulative counts, the input's included (the SDKs keep message_start's otherwise).
+                "usage": {k: v for k, v in anthropic_usage(answer).items() if isinstance(v, int)},
             },
         )
     )
@@ -141,11 +192,14 @@ def openai_error(err: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, st
     return status, payload, _retry_after(err)
 
 
-def _openai_usage(answer: Answer) -> dict[str, int]:
+def openai_usage(answer: Answer) -> dict[str, Any]:
+    """`prompt_tokens` counts all input; the cached part is `prompt_tokens_details.cached_tokens`."""
     return {
         "prompt_tokens": answer.input_tokens,
         "completion_tokens": answer.output_tokens,
         "total_tokens": answer.input_tokens + answer.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": answer.cache_read_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
 
 
@@ -173,7 +227,7 @@ def openai_completion(answer: Answer, created: int) -> dict[str, Any]:
         "created": created,
         "model": answer.model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": _openai_usage(answer),
+        "usage": openai_usage(answer),
     }
 
 
@@ -202,6 +256,6 @@ def openai_events(answer: Answer, created: int, include_usage: bool) -> list[Eve
         events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": raw[half:]}}]}))
     events.append(chunk({}, _OPENAI_FINISH.get(answer.stop_reason, "stop")))
     if include_usage:
-        events.append((None, {**head, "choices": [], "usage": _openai_usage(answer)}))
+        events.append((None, {**head, "choices": [], "usage": openai_usage(answer)}))
     events.append((None, "[DONE]"))
     return events

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentry_localcluster import localhttp
 from agentry_localcluster import node as n
 from agentry_localcluster.cli import READY_LINE
 from agentry_localcluster.cluster import lock_holder, pid_alive
@@ -159,7 +160,7 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
         assert f"dashboard:  http://127.0.0.1:{api}/" in text
         assert "no LLM provider configured" in text and "ANTHROPIC_API_KEY" in text
         _assert_signed_in_link_shows_the_samples(text, api)
-        assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=10).is_success
+        assert localhttp.get(f"http://127.0.0.1:{api}/healthz", timeout=10).is_success
 
         status = _cli("status")
         assert status.returncode == 0, status.stdout + status.stderr

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.unit
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 def ask(llm: ScriptedLLM, text: str) -> str:
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": text}]}
-    answer = httpx.post(f"{llm.url}/v1/messages", json=body, timeout=10).json()
+    answer = localhttp.post(f"{llm.url}/v1/messages", json=body, timeout=10).json()
     return str(answer["content"][0]["text"])
 
 

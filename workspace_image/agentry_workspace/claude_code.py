@@ -6,11 +6,13 @@
 
 Mapping: each assistant message -> `turn` (+ `tool_call` per tool_use block) and `usage`;
 tool_result blocks in user messages -> `tool_result`; the final `result` line -> stop reason,
-summary and usage (its total_cost_usd is used as the cost: the CLI prices prompt caching, which
-the pricing table does not). Budgets the CLI cannot enforce (maxTokensPerRun) and the deadline
-are enforced here by killing the CLI. Tool mapping: shell/python -> Bash, files -> Read, Write,
-Edit, Glob, Grep, LS, http -> WebFetch limited to the allow-list domains. There is no approval
-pause under this runtime: tools listed in approval.redTools are simply not allowed.
+summary and usage. Each API message's usage counts its cache writes and reads as parts of the input
+and prices them at the cache rates (usage.ModelUsage); the final cost is the CLI's total_cost_usd,
+which also covers the calls the CLI makes besides the agent's turns. Budgets the CLI cannot enforce
+(maxTokensPerRun) and the deadline are enforced here by killing the CLI. Tool mapping: shell/python
+-> Bash, files -> Read, Write, Edit, Glob, Grep, LS, http -> WebFetch limited to the allow-list
+domains. There is no approval pause under this runtime: tools listed in approval.redTools are simply
+not allowed.
 
 The CLI never holds the key or the run token: it talks to a loopback relay inside this process
 (cli_relay.py), which adds the credential on the way to the gateway or the provider.
@@ -32,6 +34,7 @@ from agentry_common import pricing
 from agentry_common.models import Provider as ProviderKind
 from agentry_common.models import usd
 from agentry_llm.factory import KEY_ENV
+from agentry_llm.types import TokenUsage
 
 from .claude_cli import cli_argv, cli_env, find_binary, relay_settings
 from .cli_relay import CliRelay
@@ -40,6 +43,7 @@ from .events import TEXT_IN_EVENTS, EventSink
 from .outcome import Outcome, StopReason
 from .prompts import EMPTY_INPUT_PROMPT
 from .tools.base import one_line
+from .usage import ModelUsage
 
 _RESULT_STOPS = {
     "error_max_turns": StopReason.MAX_TURNS,
@@ -52,33 +56,42 @@ CORRELATION_HEADER = "x-agentry-correlation-id"  # as the agentry runtime sends 
 
 @dataclass
 class _Tally:
-    by_message: dict[str, tuple[int, int]] = field(default_factory=dict)
+    by_message: dict[str, tuple[str, TokenUsage]] = field(default_factory=dict)
     model: str | None = None
 
     def record(self, msg_id: str, usage: Mapping[str, Any]) -> None:
         # The CLI repeats an API message's usage on every content block it emits for it.
-        self.by_message[msg_id] = (_prompt_tokens(usage), int(usage.get("output_tokens") or 0))
+        self.by_message[msg_id] = (self.model or "", token_usage(usage))
 
-    @property
-    def input_tokens(self) -> int:
-        return sum(i for i, _ in self.by_message.values())
-
-    @property
-    def output_tokens(self) -> int:
-        return sum(o for _, o in self.by_message.values())
+    def total(self) -> ModelUsage:
+        total = ModelUsage()
+        for model, usage in self.by_message.values():
+            total.merge(ModelUsage.of_call(model, usage))
+        return total
 
     @property
     def turns(self) -> int:
         return len(self.by_message)
 
-    def cost(self) -> Decimal:
-        return pricing.cost(self.model or "", self.input_tokens, self.output_tokens)
+
+def _count(usage: Mapping[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return int(value) if isinstance(value, int) else 0
 
 
-def _prompt_tokens(usage: Mapping[str, Any]) -> int:
-    return sum(
-        int(usage.get(k) or 0)
-        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+def token_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """A Messages API usage as the CLI reports it, in TokenUsage's terms: there `input_tokens` is only
+    what follows the last cache breakpoint; here it is all input, the cached parts named."""
+    read = _count(usage, "cache_read_input_tokens")
+    write = _count(usage, "cache_creation_input_tokens")
+    creation = usage.get("cache_creation")
+    write_1h = _count(creation, "ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else 0
+    return TokenUsage(
+        input_tokens=_count(usage, "input_tokens") + read + write,
+        output_tokens=_count(usage, "output_tokens"),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=min(write_1h, write),
     )
 
 
@@ -267,8 +280,9 @@ class ClaudeCodeRunner:
 
     def _check_budget(self) -> None:
         budget = self.cfg.spec.budget
+        total = self.tally.total()
         if budget.max_tokens_per_run is not None:
-            used = self.tally.input_tokens + self.tally.output_tokens
+            used = total.input_tokens + total.output_tokens
             if used >= budget.max_tokens_per_run:
                 self._stop = (
                     StopReason.MAX_TOKENS,
@@ -276,30 +290,30 @@ class ClaudeCodeRunner:
                     f"({used} tokens used).",
                 )
         limit = usd(budget.max_cost_per_run_usd)
-        if limit is not None and self.tally.cost() >= limit:
+        if limit is not None and total.cost >= limit:
             self._stop = (
                 StopReason.MAX_COST,
                 f"Stopped: budget.maxCostPerRunUSD ({budget.max_cost_per_run_usd}) reached.",
             )
 
     def _usage(self, final: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        input_tokens, output_tokens = self.tally.input_tokens, self.tally.output_tokens
-        cost = self.tally.cost()
-        turns = self.tally.turns
+        total, turns = self.tally.total(), self.tally.turns
         if final is not None:
             usage = final.get("usage")
-            if isinstance(usage, dict):
-                input_tokens = _prompt_tokens(usage)
-                output_tokens = int(usage.get("output_tokens") or 0)
+            if isinstance(usage, dict):  # the whole run's
+                total = ModelUsage.of_call(self.tally.model or "", token_usage(usage))
             if final.get("total_cost_usd") is not None:
                 with contextlib.suppress(InvalidOperation, ValueError):
-                    cost = Decimal(str(final["total_cost_usd"]))
+                    billed = Decimal(str(final["total_cost_usd"]))
+                    # What the CLI spent besides the priced turns was not cached here either.
+                    total.uncached_cost += max(Decimal(0), billed - total.cost)
+                    total.cost = billed
             if isinstance(final.get("num_turns"), int):
                 turns = final["num_turns"]
         return {
-            "inputTokens": input_tokens,
-            "outputTokens": output_tokens,
-            "costUSD": pricing.usd_string(cost),
+            **total.tokens(),
+            "costUSD": pricing.usd_string(total.cost),
+            "uncachedCostUSD": pricing.usd_string(total.uncached_cost),
             "model": self.tally.model,
             "turns": turns,
         }

@@ -31,6 +31,7 @@ EVENT_TYPES = frozenset(
         "tool_call",
         "tool_result",
         "usage",
+        "compaction",
         "retry",
         "fallback",
         "breaker",

@@ -20,12 +20,7 @@ import contextlib
 import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any
-
-import httpx2
-from mcp import Client, StdioServerParameters
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
+from typing import TYPE_CHECKING, Any
 
 from agentry_common import constants as c
 from agentry_common.models import AgentSpec, McpServerSpec, McpTransport, McpValue
@@ -43,6 +38,12 @@ from .tools.netpolicy import (
     resolve,
     system_resolver,
 )
+
+# The SDK costs about a second of CPU to import: it is loaded in the functions that connect, so a run
+# without MCP servers (most of them) starts without it.
+if TYPE_CHECKING:
+    import httpx2
+    from mcp import Client, StdioServerParameters
 
 CONNECT_SECONDS = 30.0
 MAX_REPORTED_TOOLS = 64  # per server, in the result (the termination message holds 4 KiB)
@@ -63,6 +64,8 @@ def resolved_values(values: list[McpValue], env: Mapping[str, str]) -> dict[str,
 
 
 def stdio_parameters(server: McpServerSpec, env: Mapping[str, str], workspace: str) -> StdioServerParameters:
+    from mcp import StdioServerParameters
+
     return StdioServerParameters(
         command=server.command[0],
         args=server.command[1:],
@@ -81,6 +84,7 @@ async def checked_url(url: str, allowed_hosts: tuple[str, ...], resolver: Resolv
 def http_client_factory(proxy: str | None) -> Any:
     """The MCP SDK's client factory with its timeouts (a response stream may stay open for minutes),
     an explicit proxy and no environment proxies."""
+    import httpx2
 
     def make(
         headers: dict[str, str] | None = None,
@@ -154,6 +158,10 @@ class McpServers:
             await self._stack.aclose()
 
     async def _connect(self, server: McpServerSpec, stack: AsyncExitStack) -> Client:
+        from mcp import Client
+        from mcp.client.sse import sse_client
+        from mcp.client.streamable_http import streamable_http_client
+
         # A secret given to a server is redacted from the run's events like a provider key.
         self._redact(self.env[e] for e in server.secret_envs() if len(self.env.get(e, "")) >= 8)
         if server.command:

@@ -28,6 +28,7 @@ class StopReason(StrEnum):
     BUDGET_EXCEEDED = RefusalType.BUDGET_EXCEEDED.value  # the LLM gateway's refusal, same word
     PROVIDERS_FAILED = "providers_failed"
     PID_LIMIT = "pid_limit"  # a tool used up the pod's process limit (pidguard.py)
+    CONTEXT_OVERFLOW = "context_overflow"  # even compacted, the conversation exceeds the window
     APPROVAL_REQUIRED = "approval_required"
 
 
@@ -43,6 +44,7 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.BUDGET_EXCEEDED: ExitCode.BUDGET_EXCEEDED,
     StopReason.PROVIDERS_FAILED: ExitCode.PROVIDERS_FAILED,
     StopReason.PID_LIMIT: ExitCode.PID_LIMIT,
+    StopReason.CONTEXT_OVERFLOW: ExitCode.CONTEXT_OVERFLOW,
     StopReason.APPROVAL_REQUIRED: ExitCode.APPROVAL_REQUIRED,
 }
 # Only an internal error may succeed on a plain retry of the Job; every other stop is either

@@ -35,6 +35,7 @@ from .approvals import (
     signed_state,
 )
 from .config import ConfigError, RunConfig
+from .context import ContextKeeper, ContextOverflow
 from .events import TEXT_IN_EVENTS, EventSink, tool_env
 from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
@@ -91,6 +92,7 @@ class Runner:
         )
         self.usage = UsageTracker()
         self.messages: list[Message] = []
+        self.context = ContextKeeper(cfg, [p.model for p in self.providers], events, self._summarise)
         self._timeout: asyncio.Timeout | None = None
         self._stop_note = ""
         self._cost_warned = False
@@ -150,15 +152,16 @@ class Runner:
         """One model call and its tool calls; an outcome when the run stops here."""
         if self._turns_spent():
             return self._max_turns()
-        request = ChatRequest(
-            system=self._system_prompt(),
-            messages=self.messages,
-            tools=self._tool_specs(),
-            max_tokens=self.cfg.settings.max_output_tokens,
-        )
         try:
+            self.messages = await self.context.fit(self.messages, self._request, self.usage.turns + 1)
+            request = self.context.with_breakpoints(self._request(self.messages))
+            over = self._over_budget()  # a compaction's summary call is charged too
+            if over is not None:
+                return over
             turn = self.usage.turns + 1
             response = await traced_turn(self.chain, self.providers, request, self.events.text_delta, turn)
+        except ContextOverflow as err:
+            return self._stop(StopReason.CONTEXT_OVERFLOW, f"Stopped: {err}.")
         except ProvidersFailed as err:
             # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
             reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
@@ -175,6 +178,20 @@ class Runner:
             self.messages.append(Message(role="user", content=[TextBlock(text=CONTINUE_PROMPT)]))
             return None
         return await self._run_tool_calls(uses, [])
+
+    def _request(self, messages: list[Message]) -> ChatRequest:
+        return ChatRequest(
+            system=self._system_prompt(),
+            messages=messages,
+            tools=self._tool_specs(),
+            max_tokens=self.cfg.settings.max_output_tokens,
+        )
+
+    async def _summarise(self, request: ChatRequest) -> ChatResponse:
+        response = await self.chain.complete(request)
+        self.usage.add(response.model, response.usage, turn=False)  # charged, not an agent turn
+        self._emit_usage()
+        return response
 
     def _record_turn(self, response: ChatResponse) -> tuple[Message, list[ToolUseBlock]]:
         """Count the turn, keep the model's message, report it; returns it and its tool calls."""

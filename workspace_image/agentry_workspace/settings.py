@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(default=8192, ge=16, description="max_tokens of a model call.")
     tool_timeout_seconds: float = Field(default=120.0, ge=1, description="One tool call's default timeout.")
     tool_output_bytes: int = Field(default=16384, ge=256, description="Tool output shown to the model.")
+    context_window_tokens: int | None = Field(
+        default=None, ge=1024, description="The model's context window, where the runtime's table is wrong."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

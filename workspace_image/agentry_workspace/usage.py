@@ -15,22 +15,98 @@ from .outcome import StopReason
 
 @dataclass
 class ModelUsage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # all input, cached or not
     output_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    cache_read_tokens: int = 0  # of input_tokens
+    cache_write_tokens: int = 0  # of input_tokens
+    cost: Decimal = Decimal(0)  # what the provider charges (cache rates applied)
+    uncached_cost: Decimal = Decimal(0)  # the same calls with every input token at the input rate
     calls: int = 0
+
+    @classmethod
+    def of_call(cls, model: str, usage: TokenUsage) -> ModelUsage:
+        """One call, priced as the provider charges it and as it would cost with no caching."""
+        cost = pricing.cost(
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            cache_read=usage.cache_read_tokens,
+            cache_write=usage.cache_write_tokens,
+            cache_write_1h=usage.cache_write_1h_tokens,
+        )
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost=cost,
+            uncached_cost=pricing.cost(model, usage.input_tokens, usage.output_tokens),
+            calls=1,
+        )
+
+    def merge(self, other: ModelUsage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.cost += other.cost
+        self.uncached_cost += other.uncached_cost
+        self.calls += other.calls
+
+    def tokens(self) -> dict[str, int]:
+        return {
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "cacheReadTokens": self.cache_read_tokens,
+            "cacheWriteTokens": self.cache_write_tokens,
+        }
+
+    def state(self) -> dict[str, Any]:
+        # Exact (unrounded) costs so a resumed run keeps summing precisely.
+        return {
+            **self.tokens(),
+            "cost": str(self.cost),
+            "uncachedCost": str(self.uncached_cost),
+            "calls": self.calls,
+        }
+
+    @classmethod
+    def from_state(cls, u: dict[str, Any]) -> ModelUsage:
+        cost = Decimal(str(u["cost"]))
+        return cls(
+            input_tokens=int(u["inputTokens"]),
+            output_tokens=int(u["outputTokens"]),
+            cache_read_tokens=int(u.get("cacheReadTokens", 0)),
+            cache_write_tokens=int(u.get("cacheWriteTokens", 0)),
+            cost=cost,
+            uncached_cost=Decimal(str(u.get("uncachedCost", cost))),
+            calls=int(u["calls"]),
+        )
 
 
 @dataclass
 class UsageTracker:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    """A run's calls: `total` sums `by_model`; `turns` counts the agent's turns (a compaction's
+    summary call is charged but is not a turn)."""
+
+    total: ModelUsage = field(default_factory=ModelUsage)
     turns: int = 0
     model: str | None = None  # the model that answered last
     retries: int = 0
     fallbacks: int = 0
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
+
+    @property
+    def input_tokens(self) -> int:
+        return self.total.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.total.output_tokens
+
+    @property
+    def cost(self) -> Decimal:
+        return self.total.cost
 
     @property
     def total_tokens(self) -> int:
@@ -40,27 +116,22 @@ class UsageTracker:
     def unpriced_models(self) -> list[str]:
         return sorted(m for m in self.by_model if not pricing.is_priced(m))
 
-    def add(self, model: str, usage: TokenUsage) -> Decimal:
-        """Record one successful model call; returns its cost."""
-        call_cost = pricing.cost(model, usage.input_tokens, usage.output_tokens)
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        self.cost += call_cost
-        self.turns += 1
+    def add(self, model: str, usage: TokenUsage, *, turn: bool = True) -> Decimal:
+        """Record one successful model call; returns what the provider charges for it."""
+        call = ModelUsage.of_call(model, usage)
+        self.by_model.setdefault(model, ModelUsage()).merge(call)
+        self.total.merge(call)
+        if turn:
+            self.turns += 1
         self.model = model
-        entry = self.by_model.setdefault(model, ModelUsage())
-        entry.input_tokens += usage.input_tokens
-        entry.output_tokens += usage.output_tokens
-        entry.cost += call_cost
-        entry.calls += 1
-        return call_cost
+        return call.cost
 
     def result_usage(self) -> dict[str, Any]:
         """Exactly the fields of the shared `Usage` model (Execution.status.usage)."""
         return {
-            "inputTokens": self.input_tokens,
-            "outputTokens": self.output_tokens,
-            "costUSD": pricing.usd_string(self.cost),
+            **self.total.tokens(),
+            "costUSD": pricing.usd_string(self.total.cost),
+            "uncachedCostUSD": pricing.usd_string(self.total.uncached_cost),
             "model": self.model,
             "turns": self.turns,
         }
@@ -74,9 +145,9 @@ class UsageTracker:
             "unpricedModels": self.unpriced_models,
             "byModel": {
                 m: {
-                    "inputTokens": u.input_tokens,
-                    "outputTokens": u.output_tokens,
+                    **u.tokens(),
                     "costUSD": pricing.usd_string(u.cost),
+                    "uncachedCostUSD": pricing.usd_string(u.uncached_cost),
                     "calls": u.calls,
                 }
                 for m, u in self.by_model.items()
@@ -84,21 +155,12 @@ class UsageTracker:
         }
 
     def to_state(self) -> dict[str, Any]:
-        # Exact (unrounded) cost so a resumed run keeps summing precisely.
         return {
             "turns": self.turns,
             "model": self.model,
             "retries": self.retries,
             "fallbacks": self.fallbacks,
-            "byModel": {
-                m: {
-                    "inputTokens": u.input_tokens,
-                    "outputTokens": u.output_tokens,
-                    "cost": str(u.cost),
-                    "calls": u.calls,
-                }
-                for m, u in self.by_model.items()
-            },
+            "byModel": {m: u.state() for m, u in self.by_model.items()},
         }
 
     @classmethod
@@ -110,16 +172,9 @@ class UsageTracker:
             fallbacks=int(data.get("fallbacks", 0)),
         )
         for model, u in (data.get("byModel") or {}).items():
-            entry = ModelUsage(
-                input_tokens=int(u["inputTokens"]),
-                output_tokens=int(u["outputTokens"]),
-                cost=Decimal(str(u["cost"])),
-                calls=int(u["calls"]),
-            )
+            entry = ModelUsage.from_state(u)
             tracker.by_model[model] = entry
-            tracker.input_tokens += entry.input_tokens
-            tracker.output_tokens += entry.output_tokens
-            tracker.cost += entry.cost
+            tracker.total.merge(entry)
         return tracker
 
 

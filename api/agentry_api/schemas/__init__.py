@@ -144,7 +144,12 @@ class LlmCallOut(BaseModel):
     requestedModel: str | None = None
     model: str | None = Field(default=None, description="The model that answered.")
     channel: str | None = None
-    inputTokens: int = 0
+    inputTokens: int = Field(default=0, description="Every input token, cached or not.")
+    cacheReadTokens: int = Field(default=0, description="Of inputTokens: read from the prompt cache.")
+    cacheWriteTokens: int = Field(default=0, description="Of inputTokens: written to the prompt cache.")
+    cacheNote: str | None = Field(
+        default=None, description="Why the hop that answered was sent no cache breakpoints, when it was not."
+    )
     outputTokens: int = 0
     costUSD: str = Field(default="0", description="What the call was charged.")
     latencyMs: float | None = None
@@ -239,39 +244,45 @@ class Me(BaseModel):
     via: str
 
 
-class UsageBucket(BaseModel):
-    start: str
+class UsageTotals(BaseModel):
+    """What every usage row sums (the total, per agent, per model, per bucket). Input splits into
+    cache reads, cache writes and uncached input; a run that reported no cache fields counts all its
+    input as uncached and saves nothing."""
+
     executions: int
-    inputTokens: int
+    inputTokens: int = Field(description="Every input token, cached or not.")
     outputTokens: int
+    cacheReadTokens: int = Field(description="Of inputTokens: read from the provider's prompt cache.")
+    cacheWriteTokens: int = Field(description="Of inputTokens: written to the provider's prompt cache.")
+    uncachedInputTokens: int = Field(description="Of inputTokens: neither read from nor written to it.")
     costUSD: str
+    uncachedCostUSD: str = Field(
+        description="What the same runs would have cost without prompt caching (a run that did not "
+        "report it counts at its cost)."
+    )
+    savingUSD: str = Field(
+        description="uncachedCostUSD - costUSD: negative when cache writes cost more than reads saved."
+    )
+    savingPercent: float = Field(description="savingUSD as a percentage of uncachedCostUSD, 1 decimal.")
 
 
-class UsageAgent(BaseModel):
+class UsageBucket(UsageTotals):
+    start: str
+
+
+class UsageAgent(UsageTotals):
     agentId: str
-    executions: int
     succeeded: int
     failed: int
-    inputTokens: int
-    outputTokens: int
-    costUSD: str
 
 
-class UsageModel(BaseModel):
+class UsageModel(UsageTotals):
     model: str = Field(description="The model the run reported (`unknown` when none).")
-    executions: int
-    inputTokens: int
-    outputTokens: int
-    costUSD: str
 
 
-class UsageOut(BaseModel):
+class UsageOut(UsageTotals):
     window: str
     since: str
-    executions: int
-    inputTokens: int
-    outputTokens: int
-    costUSD: str
     agents: list[UsageAgent]
     buckets: list[UsageBucket]
     models: list[UsageModel] = Field(default_factory=list, description="Per model, costliest first.")

@@ -82,6 +82,11 @@ def record_out(record: LLMCallRecord) -> LlmCallOut:
         model=record.model or None,
         channel=record.channel or None,
         inputTokens=record.input_tokens,
+        cacheReadTokens=record.cache_read_tokens,
+        cacheWriteTokens=record.cache_write_tokens,
+        cacheNote=(record.cache_markers_note or "cache breakpoints dropped")
+        if record.cache_markers_dropped
+        else None,
         outputTokens=record.output_tokens,
         costUSD=usd_string(nanos_to_usd(record.charged.cost_nanos)),
         latencyMs=record.latency_ms if "latency_ms" in record.model_fields_set else None,

@@ -1,8 +1,14 @@
-"""Usage: tokens and cost per user and per agent over a time window, in buckets (hour or day)."""
+"""Usage: tokens and cost per user and per agent over a time window, in buckets (hour or day).
+
+Input splits into prompt-cache reads, cache writes and uncached input, and the saving is what the
+runs would have cost without caching less what they cost. A run from before the runtime reported
+these (no `cacheReadTokens`, no `uncachedCostUSD`) counts all its input as uncached and saves nothing.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,11 +31,53 @@ def _fmt(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _cost(usage: dict[str, Any]) -> Decimal:
+def _usd(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
     try:
-        return Decimal(str(usage.get("costUSD") or "0"))
+        amount = Decimal(str(value))
     except InvalidOperation:
-        return Decimal(0)
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _tokens(usage: dict[str, Any], key: str) -> int:
+    try:
+        return max(0, int(usage.get(key) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def run_saving(usage: dict[str, Any] | None) -> Decimal | None:
+    """A run's saving from prompt caching; None when the run did not report its uncached cost."""
+    usage = usage or {}
+    uncached = _usd(usage.get("uncachedCostUSD"))
+    return None if uncached is None else uncached - (_usd(usage.get("costUSD")) or Decimal(0))
+
+
+@dataclass
+class _Run:
+    """One run's usage document, read leniently (missing or malformed fields count as zero)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read: int
+    cache_write: int
+    cost: Decimal
+    uncached_cost: Decimal  # its cost when it did not report one: no saving
+
+    @classmethod
+    def of(cls, usage: dict[str, Any]) -> _Run:
+        cost = _usd(usage.get("costUSD")) or Decimal(0)
+        saving = run_saving(usage)
+        return cls(
+            input_tokens=_tokens(usage, "inputTokens"),
+            output_tokens=_tokens(usage, "outputTokens"),
+            cache_read=_tokens(usage, "cacheReadTokens"),
+            cache_write=_tokens(usage, "cacheWriteTokens"),
+            cost=cost,
+            uncached_cost=cost if saving is None else cost + saving,
+        )
 
 
 @dataclass
@@ -39,23 +87,37 @@ class _Acc:
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
     cost: Decimal = field(default_factory=Decimal)
+    uncached_cost: Decimal = field(default_factory=Decimal)
 
-    def add(self, phase: str | None, inp: int, out: int, cost: Decimal) -> None:
+    def add(self, phase: str | None, run: _Run) -> None:
         self.executions += 1
         self.succeeded += phase == "Succeeded"
         self.failed += phase in ("Failed", "Cancelled")
-        self.input_tokens += inp
-        self.output_tokens += out
-        self.cost += cost
+        self.input_tokens += run.input_tokens
+        self.output_tokens += run.output_tokens
+        self.cache_read += run.cache_read
+        self.cache_write += run.cache_write
+        self.cost += run.cost
+        self.uncached_cost += run.uncached_cost
 
     def totals(self) -> dict[str, Any]:
         """The fields every usage row shares (total, per agent, per bucket, per model)."""
+        saving = self.uncached_cost - self.cost
+        share = float(saving / self.uncached_cost * 100) if self.uncached_cost > 0 else 0.0
         return {
             "executions": self.executions,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
+            "cacheReadTokens": self.cache_read,
+            "cacheWriteTokens": self.cache_write,
+            "uncachedInputTokens": max(0, self.input_tokens - self.cache_read - self.cache_write),
             "costUSD": usd_string(self.cost),
+            "uncachedCostUSD": usd_string(self.uncached_cost),
+            "savingUSD": usd_string(saving),
+            "savingPercent": round(share, 1),
         }
 
 
@@ -65,11 +127,22 @@ def _floor(value: dt.datetime, step: dt.timedelta) -> dt.datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
-async def usage(store: Store, user: User, window: str, now: dt.datetime | None = None) -> UsageOut:
+def window_start(window: str, now: dt.datetime) -> dt.datetime:
     span, step = WINDOWS[window]
+    return _floor(now - span, step) + (step if step < dt.timedelta(days=1) else dt.timedelta())
+
+
+async def usage(store: Store, user: User, window: str, now: dt.datetime | None = None) -> UsageOut:
     now = now or dt.datetime.now(dt.UTC)
-    since = _floor(now - span, step) + (step if step < dt.timedelta(days=1) else dt.timedelta())
-    docs = await store.executions_since(user.id, _fmt(since), FIELDS)
+    docs = await store.executions_since(user.id, _fmt(window_start(window, now)), FIELDS)
+    return aggregate(docs, window, now)
+
+
+def aggregate(docs: Iterable[dict[str, Any]], window: str, now: dt.datetime) -> UsageOut:
+    """Sum run documents (already the user's, created since the window's start) per agent, model and
+    bucket; every bucket of the window is listed, empty ones too."""
+    step = WINDOWS[window][1]
+    since = window_start(window, now)
     buckets: dict[str, _Acc] = {}
     t = since
     while t <= now:
@@ -80,16 +153,15 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
     total = _Acc()
     for doc in docs:
         u = doc.get("usage") or {}
-        inp, out, cost = int(u.get("inputTokens") or 0), int(u.get("outputTokens") or 0), _cost(u)
+        run = _Run.of(u)
         created = dt.datetime.fromisoformat(str(doc.get("createdAt", "")).replace("Z", "+00:00"))
-        phase = doc.get("phase")
         for acc in (
             total,
             buckets.setdefault(_fmt(_floor(created, step)), _Acc()),
             agents.setdefault(str(doc.get("agentId", "")), _Acc()),
             models.setdefault(str(u.get("model") or "unknown"), _Acc()),
         ):
-            acc.add(phase, inp, out, cost)
+            acc.add(doc.get("phase"), run)
     return UsageOut(
         window=window,
         since=_fmt(since),
@@ -99,9 +171,7 @@ async def usage(store: Store, user: User, window: str, now: dt.datetime | None =
             for k, v in sorted(agents.items(), key=lambda kv: -kv[1].cost)
         ],
         buckets=[UsageBucket(start=k, **v.totals()) for k, v in sorted(buckets.items())],
-        models=_models(models),
+        models=[
+            UsageModel(model=k, **v.totals()) for k, v in sorted(models.items(), key=lambda kv: -kv[1].cost)
+        ],
     )
-
-
-def _models(models: dict[str, _Acc]) -> list[UsageModel]:
-    return [UsageModel(model=k, **v.totals()) for k, v in sorted(models.items(), key=lambda kv: -kv[1].cost)]

@@ -60,6 +60,33 @@ def cost_over_time(usage: UsageOut) -> Spec:
     return spec
 
 
+def input_over_time(usage: UsageOut) -> Spec:
+    """Input per bucket, stacked: read from the prompt cache, written to it, uncached; with the
+    saving (USD) beside it."""
+    hourly = usage.window == "24h"
+    b = usage.buckets
+    spec = _bar(
+        [_label(x.start, hourly) for x in b],
+        [
+            ("cache reads", [float(x.cacheReadTokens) for x in b], PALETTE[1]),
+            ("cache writes", [float(x.cacheWriteTokens) for x in b], PALETTE[2]),
+            ("uncached input", [float(x.uncachedInputTokens) for x in b], ACCENT),
+        ],
+        "input tokens",
+    )
+    saving: Spec = {"label": "saving (USD)", "type": "line", "yAxisID": "usd", "borderColor": MUTED}
+    spec["data"]["datasets"].append(saving | {"data": [float(x.savingUSD) for x in b]})
+    scales = spec["options"]["scales"]
+    scales["x"] = {"stacked": True}
+    scales["y"]["stacked"] = True
+    scales["usd"] = {
+        "position": "right",
+        "title": {"display": True, "text": "USD"},
+        "grid": {"display": False},
+    }
+    return spec
+
+
 def tokens_by_agent(usage: UsageOut) -> Spec:
     """Input and output tokens per agent, stacked; the costliest agent first."""
     labels = [a.agentId or "—" for a in usage.agents]
@@ -100,4 +127,9 @@ def cost_by_model(usage: UsageOut) -> Spec:
 
 
 def usage_charts(usage: UsageOut) -> dict[str, Spec]:
-    return {"time": cost_over_time(usage), "agents": tokens_by_agent(usage), "models": cost_by_model(usage)}
+    return {
+        "time": cost_over_time(usage),
+        "input": input_over_time(usage),
+        "agents": tokens_by_agent(usage),
+        "models": cost_by_model(usage),
+    }

@@ -7,8 +7,10 @@ from typing import Any
 
 from agentry_common.conditions import ConditionType
 from agentry_common.models import Trigger
+from agentry_common.pricing import usd_string
 
 from ..schemas import AgentOut, AgentStatusOut, ApprovalOut, ExecutionOut, SyncState
+from .usage import run_saving
 
 Doc = dict[str, Any]
 
@@ -88,6 +90,15 @@ def execution_view(cr: Doc) -> Doc:
     return view
 
 
+def usage_out(usage: Doc | None) -> Doc | None:
+    """A run's usage as stored, with `savingUSD` (what prompt caching saved) when it reported its
+    uncached cost."""
+    if not isinstance(usage, dict):
+        return None
+    saving = run_saving(usage)
+    return usage if saving is None else {**usage, "savingUSD": usd_string(saving)}
+
+
 def execution_out(doc: Doc) -> ExecutionOut:
     return ExecutionOut(
         id=doc["id"],
@@ -103,7 +114,7 @@ def execution_out(doc: Doc) -> ExecutionOut:
         duration=doc.get("duration"),
         attempts=doc.get("attempts"),
         result=doc.get("result"),
-        usage=doc.get("usage"),
+        usage=usage_out(doc.get("usage")),
         approval=doc.get("approval"),
         trial=bool(doc.get("trial")),
         createdAt=doc.get("createdAt", ""),

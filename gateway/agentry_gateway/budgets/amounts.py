@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -65,21 +66,67 @@ class Amount:
 
 
 def call_amount(
-    model: str, input_tokens: int, output_tokens: int, messages: int = 1, default: Price | None = None
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    messages: int = 1,
+    default: Price | None = None,
+    *,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    cache_write_1h: int = 0,
 ) -> Amount:
     """The usage of one call as counted by budgets (cost from the one pricing table, rounded up;
-    a model not in it at `default`, the governance file's `unpricedModelPrice`, else 0)."""
-    return Amount(
-        tokens=input_tokens + output_tokens,
-        messages=messages,
-        cost_nanos=usd_to_nanos(pricing.cost(model, input_tokens, output_tokens, default)),
+    a model not in it at `default`, the governance file's `unpricedModelPrice`, else 0).
+    `input_tokens` counts all input, the cache arguments the parts of it the provider read from or
+    wrote to its cache (`pricing.cost`); token limits count every input token alike."""
+    cost = pricing.cost(
+        model,
+        input_tokens,
+        output_tokens,
+        default,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        cache_write_1h=cache_write_1h,
     )
+    return Amount(tokens=input_tokens + output_tokens, messages=messages, cost_nanos=usd_to_nanos(cost))
 
 
 def estimate_input_tokens(request_bytes: int) -> int:
     return math.ceil(max(0, request_bytes) / BYTES_PER_TOKEN_ESTIMATE)
 
 
-def estimate_call(model: str, request_bytes: int, max_tokens: int, default: Price | None = None) -> Amount:
-    """What a call may use at most (up to the input estimate): reserved before it starts."""
-    return call_amount(model, estimate_input_tokens(request_bytes), max(0, max_tokens), default=default)
+def estimate_call(
+    model: str,
+    request_bytes: int,
+    max_tokens: int,
+    default: Price | None = None,
+    *,
+    breakpoints: Sequence[tuple[int, str]] = (),
+    cached: int = 0,
+) -> Amount:
+    """What a call may use at most (up to the input estimate): reserved before it starts.
+
+    `breakpoints`: the estimated tokens through each prompt-cache breakpoint, in order, and its TTL
+    ("5m", "1h"); `cached`: tokens of the prefix known to be in the provider's cache. The cached
+    part is priced at the read rate, the rest of each marked prefix at its write rate (the worst
+    case: the provider writes it), the remainder at the input rate."""
+    total = estimate_input_tokens(request_bytes)
+    read = min(max(0, cached), total)
+    start = read
+    write = write_1h = 0
+    for through, ttl in breakpoints:
+        end = min(through, total)
+        if end > start:
+            write += end - start
+            write_1h += end - start if ttl == "1h" else 0
+            start = end
+    return call_amount(
+        model,
+        total,
+        max(0, max_tokens),
+        default=default,
+        cache_read=read,
+        cache_write=write,
+        cache_write_1h=write_1h,
+    )

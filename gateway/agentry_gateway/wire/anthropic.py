@@ -1,11 +1,12 @@
 """Anthropic Messages API (POST /v1/messages), streaming included.
 
 Relayed: system (text or text blocks), messages of text / tool_use / tool_result blocks, tools
-(custom), tool_choice, max_tokens, temperature, top_p, stop_sequences, stream. Dropped and named
-in the `x-agentry-dropped` response header: parameters that change cost or caching but not the
-conversation (metadata, top_k, thinking, cache_control, ...); thinking blocks in the history go with
-them. Refused with 400: images, documents and server tools (the provider layer carries text and
-tools only).
+(custom), tool_choice, max_tokens, temperature, top_p, stop_sequences, stream, and the prompt-cache
+breakpoints (`cache_control`) on system blocks, message blocks and tools, checked as the API checks
+them (`cache_marks`). Dropped and named in the `x-agentry-dropped` response header: parameters that
+change cost but not the conversation (metadata, top_k, thinking, ...); thinking blocks in the
+history go with them. Refused with 400: images, documents and server tools (the provider layer
+carries text and tools only). Answers carry the API's cache usage fields.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from agentry_llm import (
     ToolSpec,
     ToolUseBlock,
 )
-from agentry_llm.types import Block
+from agentry_llm.types import Block, CacheMark
 
-from . import Parsed, StreamWriter, WireError
+from . import Parsed, StreamWriter, WireError, cache_marks
 
 RELAYED = {
     "model",
@@ -60,18 +61,28 @@ def _bad(message: str) -> WireError:
     return WireError(400, "invalid_request_error", message)
 
 
-def _text_of(content: Any, where: str) -> str:
+def _text_blocks(content: Any, where: str) -> list[TextBlock]:
+    """A string or a list of text blocks, each with its breakpoint."""
     if isinstance(content, str):
-        return content
+        return [TextBlock(text=content)]
     if isinstance(content, list):
-        parts: list[str] = []
-        for block in content:
+        blocks: list[TextBlock] = []
+        for i, block in enumerate(content):
             if not isinstance(block, dict) or block.get("type") != "text":
                 kind = block.get("type") if isinstance(block, dict) else type(block).__name__
                 raise _bad(f"{where}: only text blocks are relayed by the gateway, got {kind!r}")
-            parts.append(str(block.get("text", "")))
-        return "\n\n".join(parts)
+            mark = cache_marks.mark_of(block, f"{where}.{i}")
+            blocks.append(TextBlock(text=str(block.get("text", "")), cache=mark))
+        return blocks
     raise _bad(f"{where}: must be a string or a list of text blocks")
+
+
+def _text_of(content: Any, where: str) -> tuple[str, CacheMark | None]:
+    """The text of a string or text blocks, and the last breakpoint among them (a tool result's
+    nested blocks: the result as a whole carries it, a prefix at most one block longer)."""
+    blocks = _text_blocks(content, where)
+    marked = [b.cache for b in blocks if b.cache is not None]
+    return "\n\n".join(b.text for b in blocks), (marked[-1] if marked else None)
 
 
 def _blocks(content: Any, index: int, dropped: set[str]) -> list[Block]:
@@ -84,11 +95,10 @@ def _blocks(content: Any, index: int, dropped: set[str]) -> list[Block]:
         where = f"messages.{index}.content.{j}"
         if not isinstance(block, dict):
             raise _bad(f"{where}: must be an object")
-        if "cache_control" in block:
-            dropped.add("cache_control")
         kind = block.get("type")
+        mark = cache_marks.mark_of(block, where)
         if kind == "text":
-            out.append(TextBlock(text=str(block.get("text", ""))))
+            out.append(TextBlock(text=str(block.get("text", "")), cache=mark))
         elif kind == "tool_use":
             tool_input = block.get("input")
             out.append(
@@ -96,15 +106,18 @@ def _blocks(content: Any, index: int, dropped: set[str]) -> list[Block]:
                     id=str(block.get("id", "")),
                     name=str(block.get("name", "")),
                     input=tool_input if isinstance(tool_input, dict) else {},
+                    cache=mark,
                 )
             )
         elif kind == "tool_result":
             raw = block.get("content", "")
+            text, nested = _text_of(raw, f"{where}.content") if raw else ("", None)
             out.append(
                 ToolResultBlock(
                     tool_use_id=str(block.get("tool_use_id", "")),
-                    content=_text_of(raw, f"{where}.content") if raw else "",
+                    content=text,
                     is_error=bool(block.get("is_error", False)),
+                    cache=mark or nested,
                 )
             )
         elif kind in ("thinking", "redacted_thinking"):
@@ -128,16 +141,14 @@ def parse(body: Any) -> Parsed:
         raise _bad("messages: required, a non-empty list")
     dropped = {k for k in body if k not in RELAYED}
     messages = _messages(raw_messages, dropped)
-    system = body.get("system") or ""
-    if isinstance(system, list):
-        dropped.update("cache_control" for b in system if isinstance(b, dict) and "cache_control" in b)
-    tools = _tools(body.get("tools") or [], dropped)
+    system = _system(body.get("system") or "")
+    tools = _tools(body.get("tools") or [])
     tool_choice = _tool_choice(body.get("tool_choice"))
     stops = body.get("stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _bad("stop_sequences: must be a list of strings")
     chat = ChatRequest(
-        system=_text_of(system, "system"),
+        system=system,
         messages=messages,
         tools=tools,
         max_tokens=max_tokens,
@@ -146,6 +157,7 @@ def parse(body: Any) -> Parsed:
         stop_sequences=list(stops),
         tool_choice=tool_choice,
     )
+    cache_marks.check(chat)
     return Parsed(model=model, chat=chat, stream=bool(body.get("stream")), dropped=sorted(dropped))
 
 
@@ -166,19 +178,26 @@ def _messages(raw_messages: list[Any], dropped: set[str]) -> list[Message]:
     return messages
 
 
-def _tools(raw_tools: Any, dropped: set[str]) -> list[ToolSpec]:
+def _system(raw: Any) -> str | list[TextBlock]:
+    """Text, or text blocks when one of them carries a breakpoint (the mark needs the block)."""
+    blocks = _text_blocks(raw, "system")
+    if any(b.cache is not None for b in blocks):
+        return [b for b in blocks if b.text or b.cache is not None]
+    return "\n\n".join(b.text for b in blocks)
+
+
+def _tools(raw_tools: Any) -> list[ToolSpec]:
     tools: list[ToolSpec] = []
     for j, tool in enumerate(raw_tools):
         if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
             kind = tool.get("type") if isinstance(tool, dict) else None
             raise _bad(f"tools.{j}: only custom tools (name, input_schema) are relayed, got type {kind!r}")
-        if "cache_control" in tool:
-            dropped.add("cache_control")
         tools.append(
             ToolSpec(
                 name=str(tool.get("name", "")),
                 description=str(tool.get("description", "")),
                 input_schema=dict(tool["input_schema"]),
+                cache=cache_marks.mark_of(tool, f"tools.{j}"),
             )
         )
     return tools
@@ -227,7 +246,7 @@ def message(resp: ChatResponse, msg_id: str, model: str) -> dict[str, Any]:
         "content": _wire_blocks(resp),
         "stop_reason": _stop_reason(resp),
         "stop_sequence": None,
-        "usage": {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens},
+        "usage": cache_marks.anthropic_usage(resp.usage),
     }
 
 
@@ -318,7 +337,8 @@ class Stream:
             )
             out += _sse("content_block_stop", {"type": "content_block_stop", "index": self.index})
             self.index += 1
-        usage = {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens}
+        # The SDKs take message_delta's counts over message_start's (all but `cache_creation`).
+        usage = cache_marks.anthropic_usage(resp.usage)
         out += _sse(
             "message_delta",
             {

@@ -233,9 +233,16 @@ def _tool_calls(resp: ChatResponse) -> list[dict[str, Any]]:
     ]
 
 
-def _usage(resp: ChatResponse) -> dict[str, int]:
+def _usage(resp: ChatResponse) -> dict[str, Any]:
+    """Chat completions' usage: `prompt_tokens` counts all input, the cached part is named in it (the
+    protocol has no field for cache writes)."""
     inp, out = resp.usage.input_tokens, resp.usage.output_tokens
-    return {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+    return {
+        "prompt_tokens": inp,
+        "completion_tokens": out,
+        "total_tokens": inp + out,
+        "prompt_tokens_details": {"cached_tokens": resp.usage.cache_read_tokens},
+    }
 
 
 def completion(resp: ChatResponse, completion_id: str, model: str) -> dict[str, Any]:

@@ -126,17 +126,29 @@ def _cost(value: object) -> str:
     return usd_string(amount) if amount.is_finite() and 0 <= amount < 10**6 else "0"
 
 
+def _tokens(value: object) -> int:
+    """A reported token count (the pod's word: anything but a non-negative integer is 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _usage(report: Mapping[str, object]) -> Usage | None:
     usage = report.get("usage")
     if not isinstance(usage, dict):
         return None
-    inp, out = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+    inp, out = _tokens(usage.get("inputTokens")), _tokens(usage.get("outputTokens"))
+    # The cached parts are within the input: no more than it, reads first.
+    read = min(_tokens(usage.get("cacheReadTokens")), inp)
+    written = min(_tokens(usage.get("cacheWriteTokens")), inp - read)
     result: dict[str, object] = {
         "inputTokens": inp,
         "outputTokens": out,
         "totalTokens": inp + out,
+        "cacheReadTokens": read,
+        "cacheWriteTokens": written,
         "costUSD": _cost(usage.get("costUSD", "0")),
     }
+    if usage.get("uncachedCostUSD") is not None:
+        result["uncachedCostUSD"] = _cost(usage["uncachedCostUSD"])
     for key in ("model", "turns"):
         if usage.get(key) is not None:
             result[key] = usage[key]

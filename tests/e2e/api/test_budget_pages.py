@@ -57,10 +57,15 @@ def runs_of(user_id: str, now: dt.datetime) -> list[dict[str, Any]]:
             "agentId": agent,
             "phase": "Succeeded",
             "createdAt": (now - dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "usage": {"inputTokens": 1000 * (i + 1), "outputTokens": 200, "costUSD": cost, "model": model},
+            "usage": {"inputTokens": 1000 * (i + 1), "outputTokens": 200, "costUSD": cost, "model": model}
+            | (CACHED if i == 1 else {}),
         }
         for i, (days, agent, model, cost) in enumerate(rows)
     ]
+
+
+# One run with prompt caching (1.60 without it, so 0.50 saved); the others never reported it.
+CACHED = {"cacheReadTokens": 1500, "cacheWriteTokens": 200, "uncachedCostUSD": "1.60"}
 
 
 def seed_runs(project: str, docs: list[dict[str, Any]]) -> None:
@@ -127,7 +132,9 @@ def test_budgets_and_usage_pages_show_a_throttled_run_and_draw_charts(
 
     page.goto(api.url + "/usage?window=7d")
     expect(page.locator("#usage-executions")).to_have_text("4")
-    for canvas in ("#usage-chart", "#agents-chart", "#models-chart"):
+    expect(page.locator("#usage-cached")).to_have_text("1500")
+    expect(page.locator("#usage-saving")).to_have_text("0.5")
+    for canvas in ("#usage-chart", "#input-chart", "#agents-chart", "#models-chart"):
         expect(page.locator(canvas)).to_have_attribute("data-drawn", "true")
         assert drawn(page, canvas)["painted"], canvas
     models = page.request.get(api.url + "/api/usage?window=7d").json()["models"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from agentry_localcluster import localhttp
 from agentry_localcluster import node as n
 from agentry_localcluster.cluster import Cluster
 from agentry_localcluster.install import WORKLOADS_NS, Install
@@ -114,6 +115,6 @@ def unique(prefix: str) -> str:
 
 
 def api_get(stack: NodeStack, path: str) -> httpx.Response:
-    return httpx.get(
+    return localhttp.get(
         stack.api_url + path, headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=10
     )

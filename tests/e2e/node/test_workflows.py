@@ -13,11 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from playwright.sync_api import Browser, expect
 
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.e2e.api.test_budget_pages import save
 from tests.e2e.api.test_dashboard import browser
@@ -119,7 +119,7 @@ def approve(stack: NodeStack, execution: str) -> str:
         return next((a["id"] for a in items if a["execution"] == execution), None)
 
     approval: str = wait_for("the poster's approval in the API", pending, 120)
-    r = httpx.post(
+    r = localhttp.post(
         f"{stack.api_url}/api/approvals/{approval}/decision",
         json={"approved": True},
         headers=headers,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from lightkube import Client
@@ -24,6 +23,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 
 from agentry_common.naming import token_secret_name
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import REPO, ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_operator.builders.cronjob import build_cronjob
@@ -508,7 +508,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
             },
         ).start()
         gateway.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=1).is_success,
+            lambda: localhttp.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=1).is_success,
             60,
             "healthy",
             ports=ports,
@@ -547,7 +547,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
             env={**env, "AGENTRY_METRICS_PORT": str(metrics)},
         ).start()
         proc.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).is_success,
+            lambda: localhttp.get(f"http://127.0.0.1:{health}/healthz", timeout=1).is_success,
             60,
             "healthy",
             ports=ports,

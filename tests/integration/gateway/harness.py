@@ -30,6 +30,7 @@ from agentry_llm import (
     build_provider,
 )
 from agentry_llm.factory import KEY_ENV
+from agentry_localcluster import localhttp
 from agentry_localcluster.procs import listening_socket
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
@@ -222,7 +223,7 @@ def post(url: str, path: str, token: str | None, body: dict[str, Any], **headers
     h = dict(headers)
     if token is not None:
         h["x-api-key"] = token
-    return httpx.post(f"{url}{path}", json=body, headers=h, timeout=30)
+    return localhttp.post(f"{url}{path}", json=body, headers=h, timeout=30)
 
 
 def sent_key(headers: dict[str, str]) -> str | None:

@@ -16,6 +16,7 @@ import pytest
 
 from agentry_common.tokens import Keyring
 from agentry_llm import ProvidersFailed
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
 
@@ -83,8 +84,8 @@ def test_provider_keys_never_reach_the_caller(llm: ScriptedLLM) -> None:
     llm.script([{"error": {"status": 400, "message": f"invalid x-api-key {ANTHROPIC_KEY} for this org"}}])
     with GatewayServer(settings(), config(llm)) as gw:
         response = post(gw.url, "/v1/messages", run_token(), MESSAGE)
-        channels = httpx.get(f"{gw.url}/channels", headers=svc_headers()).text
-        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
+        channels = localhttp.get(f"{gw.url}/channels", headers=svc_headers()).text
+        metrics = localhttp.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert response.status_code == 400  # the request's fault: passed through, not retried
     assert ANTHROPIC_KEY not in response.text and "[REDACTED]" in response.text
     assert ANTHROPIC_KEY not in channels and ANTHROPIC_KEY not in metrics
@@ -111,7 +112,7 @@ def test_a_rotated_key_file_is_used_without_a_restart(llm: ScriptedLLM, tmp_path
         time.sleep(0.3)
         second = post(gw.url, "/v1/messages", run_token(), MESSAGE)
         refused = post(gw.url, "/v1/messages", run_token(), MESSAGE)
-        channel = httpx.get(f"{gw.url}/channels", headers=svc_headers()).json()
+        channel = localhttp.get(f"{gw.url}/channels", headers=svc_headers()).json()
     assert first.status_code == 200 and second.status_code == 200, second.text
     assert [sent_key(r.headers) for r in llm.requests[:2]] == [old, new]
     assert refused.status_code == 400 and new not in refused.text and "[REDACTED]" in refused.text
@@ -129,7 +130,7 @@ def test_fallback_to_the_next_channel_after_retries(llm: ScriptedLLM, backup: Sc
         response, _ = asyncio.run(complete(provider_chain))
         gw.drain()
         record = gw.gateway.ledger.calls[-1]  # type: ignore[attr-defined]
-        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
+        metrics = localhttp.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert response.message.text() == "from the fallback"
     assert events == []  # the runtime saw one clean answer
     assert len(llm.requests) == 2 and backup.requests[0].body["model"] == "gpt-4.1-mini"
@@ -150,9 +151,9 @@ def test_breaker_opens_then_skips_the_failing_channel(llm: ScriptedLLM, backup: 
             r = post(gw.url, "/v1/messages", run_token(), MESSAGE)
             assert r.status_code == 200
             headers.append((r.headers["x-agentry-channel"], r.headers.get("x-agentry-fallbacks")))
-        listed = httpx.get(f"{gw.url}/channels", headers=svc_headers()).json()["channels"]
+        listed = localhttp.get(f"{gw.url}/channels", headers=svc_headers()).json()["channels"]
         channels = {c["name"]: c for c in listed}
-        metrics = httpx.get(f"{gw.url}/metrics", headers=svc_headers()).text
+        metrics = localhttp.get(f"{gw.url}/metrics", headers=svc_headers()).text
     assert headers == [("openai", "1")] * 3
     assert len(llm.requests) == 2  # the third call never reached the open breaker's channel
     assert channels["anthropic"]["state"] == "down"

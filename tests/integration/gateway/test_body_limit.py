@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from agentry_gateway.service import MAX_BODY_BYTES
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import GatewayServer, config, post, run_token, settings
@@ -32,8 +32,8 @@ def test_an_oversized_body_is_refused_before_the_gateway_reads_it(llm: ScriptedL
                 yield b"x" * 2**20
             yield b'"}]}'
 
-        chunked = httpx.post(f"{gw.url}/v1/messages", content=endless(), headers=headers, timeout=60)
-        declared = httpx.post(
+        chunked = localhttp.post(f"{gw.url}/v1/messages", content=endless(), headers=headers, timeout=60)
+        declared = localhttp.post(
             f"{gw.url}/v1/messages", content=b"x" * (MAX_BODY_BYTES + 1), headers=headers, timeout=60
         )
         small = post(

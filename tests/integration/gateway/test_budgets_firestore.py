@@ -19,6 +19,7 @@ from agentry_gateway.budgets import Amount, BudgetPolicy, Calendar, Decision, Th
 from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import FirestoreLedger, Subjects
 from agentry_llm import ProvidersFailed
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import GatewayServer, chain, complete, config, post, run_token, settings, svc_token
@@ -130,7 +131,13 @@ def test_metering_records_and_counters(
     )
     assert (record["model"], record["channel"], record["fallbacks"]) == ("claude-sonnet-4-6", "anthropic", 0)
     assert (record["inputTokens"], record["outputTokens"]) == (1000, 200)
-    assert record["charged"] == {"tokens": 1200, "messages": 1, "costUSD": "0.006", "costNanos": 6_000_000}
+    assert record["charged"] == {
+        "tokens": 1200,
+        "messages": 1,
+        "costUSD": "0.006",
+        "costNanos": 6_000_000,
+        "basis": "usage",
+    }
     assert record["latencyMs"] >= record["upstreamMs"] > 0
     assert record["decision"]["action"] == "allow" and "expireAt" in record
     for doc_id in ("user:user-1", "agent:team-a%2Fagent-a", "execution:team-a%2Fex-9%2Fuid-ex-9"):
@@ -193,7 +200,7 @@ def test_budget_state_survives_a_restart(firestore_project: str, llm: ScriptedLL
             assert post(gw.url, "/v1/messages", run_token(priority=9), MESSAGE).status_code == 200
         gw.drain()
     with GatewayServer(fs_settings(firestore_project), cfg) as again:  # a new process: nothing in memory
-        state = httpx.get(
+        state = localhttp.get(
             f"{again.url}/v1/agentry/budgets",
             params={"namespace": "team-a", "agent": "agent-a", "user": USER},
             headers={"authorization": f"Bearer {svc_token()}"},

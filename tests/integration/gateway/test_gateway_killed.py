@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from google.cloud import firestore
@@ -25,6 +24,7 @@ from google.cloud import firestore
 from agentry_common.governance import Scope
 from agentry_common.records import Collection
 from agentry_gateway.budgets.counters import counter_id
+from agentry_localcluster import localhttp
 from agentry_localcluster.procs import Proc, start_with_ports
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import eventually
@@ -70,7 +70,7 @@ class GatewayProcess:
         argv = [sys.executable, "-m", "agentry_gateway"]
         self.proc = Proc(f"gateway-{self.name}", argv, self.workdir / f"gateway-{self.name}.log", env=env)
         self.proc.start().wait_ready(
-            lambda: httpx.get(f"{self.url}/readyz", timeout=1).is_success, 60, "ready", ports=ports
+            lambda: localhttp.get(f"{self.url}/readyz", timeout=1).is_success, 60, "ready", ports=ports
         )
         return self
 
@@ -79,7 +79,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", headers=svc_headers(), timeout=5).text
+        text = localhttp.get(f"{self.url}/metrics", headers=svc_headers(), timeout=5).text
         line = next(x for x in text.splitlines() if x.startswith(name + " "))
         return float(line.split()[1])
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from agentry_gateway.app import create_app
 from agentry_llm import ChatRequest, Message, TextBlock, ToolChoice
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
 from .harness import (
@@ -88,7 +89,13 @@ def test_anthropic_wire_events_and_headers(llm: ScriptedLLM) -> None:
     assert plain.status_code == 200
     data = plain.json()
     assert data["type"] == "message" and data["content"] == [{"type": "text", "text": "plain"}]
-    assert data["usage"] == {"input_tokens": 5, "output_tokens": 1}
+    assert data["usage"] == {
+        "input_tokens": 5,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+    }
 
 
 def test_openai_streaming_and_not(llm: ScriptedLLM) -> None:
@@ -171,7 +178,7 @@ def test_unsupported_content_and_unknown_models_are_clear_errors(llm: ScriptedLL
             run_token(),
             {"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]},
         )
-        not_json = httpx.post(f"{gw.url}/v1/messages", content=b"{", headers={"x-api-key": run_token()})
+        not_json = localhttp.post(f"{gw.url}/v1/messages", content=b"{", headers={"x-api-key": run_token()})
     assert image.status_code == 400
     assert image.json()["error"]["type"] == "invalid_request_error"
     assert "'image' is not relayed" in image.json()["error"]["message"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from google.cloud import firestore
 
@@ -15,6 +14,7 @@ from agentry_common.tokens import RunLimits, mint_run_token
 from agentry_gateway.budgets import Amount
 from agentry_gateway.ledger import Subjects
 from agentry_llm import ProvidersFailed
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.servers import documents
 
@@ -61,7 +61,7 @@ def test_an_unpriced_model_under_a_dollar_budget_is_refused_and_nothing_is_charg
     llm.script([{"text": "free lunch"}])
     with GatewayServer(fs_settings(firestore_project), config(llm, budgets=DOLLARS, routes=LOCAL)) as gw:
         refused = post(gw.url, "/v1/chat/completions", run_token(), ask("local-anything"))
-        admission = httpx.post(
+        admission = localhttp.post(
             f"{gw.url}/v1/agentry/admission",
             json={"namespace": "team-a", "agent": "agent-a", "user": "user-1", "model": "local-anything"},
             headers=svc_headers(),
@@ -167,7 +167,7 @@ def test_an_exhausted_installation_budget_refuses_a_brand_new_user(
         gw.drain()
         newcomer = run_token("ex-3", user="brand-new", namespace="team-z", agent="fresh")
         refused = post(gw.url, "/v1/messages", newcomer, ask("claude-sonnet-4-6"))
-        admission = httpx.post(
+        admission = localhttp.post(
             f"{gw.url}/v1/agentry/admission",
             json={"namespace": "team-z", "agent": "fresh", "user": "another", "maxWaitSeconds": 60},
             headers=svc_headers(),
@@ -194,21 +194,21 @@ def test_operational_endpoints_need_a_service_token(llm: ScriptedLLM) -> None:
         answers: dict[str, dict[str, int]] = {}
         for path in ("/channels", "/metrics"):
             answers[path] = {
-                "none": httpx.get(f"{gw.url}{path}").status_code,
-                "forged": httpx.get(
+                "none": localhttp.get(f"{gw.url}{path}").status_code,
+                "forged": localhttp.get(
                     f"{gw.url}{path}", headers={"authorization": "Bearer agt1.x.y"}
                 ).status_code,
-                "run": httpx.get(f"{gw.url}{path}", headers={"x-api-key": run_token()}).status_code,
-                "service": httpx.get(f"{gw.url}{path}", headers=svc_headers()).status_code,
+                "run": localhttp.get(f"{gw.url}{path}", headers={"x-api-key": run_token()}).status_code,
+                "service": localhttp.get(f"{gw.url}{path}", headers=svc_headers()).status_code,
             }
-        probe = httpx.post(f"{gw.url}/channels/anthropic/probe", headers={"x-api-key": run_token()})
-        budgets = httpx.get(
+        probe = localhttp.post(f"{gw.url}/channels/anthropic/probe", headers={"x-api-key": run_token()})
+        budgets = localhttp.get(
             f"{gw.url}/v1/agentry/budgets",
             params={"namespace": "team-a", "agent": "agent-a"},
             headers={"authorization": f"Bearer {run_token()}"},
         )
-        health = httpx.get(f"{gw.url}/healthz")
-        ready = httpx.get(f"{gw.url}/readyz")
+        health = localhttp.get(f"{gw.url}/healthz")
+        ready = localhttp.get(f"{gw.url}/readyz")
     for path, got in answers.items():
         assert got == {"none": 401, "forged": 401, "run": 403, "service": 200}, path
     assert probe.status_code == 403 and budgets.status_code == 403

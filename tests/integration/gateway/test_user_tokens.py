@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from google.cloud import firestore
 
 from agentry_common.records import Collection
 from agentry_common.tokens import mint_user_token
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.servers import documents
 
@@ -108,10 +108,10 @@ def test_which_token_opens_which_door(llm: ScriptedLLM) -> None:
         other_model = post(gw.url, "/v1/messages", user_token(), ask("claude-opus-4-6"))
         service_on_llm = post(gw.url, "/v1/messages", svc_token(), ask())
         expired = post(gw.url, "/v1/messages", user_token(ttl_seconds=-120), ask())
-        user_on_service = httpx.get(
+        user_on_service = localhttp.get(
             f"{gw.url}/channels", headers={"authorization": f"Bearer {user_token()}"}, timeout=30
         )
-        user_on_admission = httpx.post(
+        user_on_admission = localhttp.post(
             f"{gw.url}/v1/agentry/admission",
             json={"namespace": "agentry", "agent": "x"},
             headers={"x-api-key": user_token()},

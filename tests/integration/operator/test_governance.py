@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 from lightkube import ApiError, Client
@@ -37,6 +36,7 @@ from agentry_gateway.budgets import Amount, counter_id
 from agentry_gateway.config import GatewayConfig
 from agentry_gateway.ledger import MemoryLedger, Subjects
 from agentry_gateway.settings import Settings
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.builders.governance import deleted_with_live_token
 from agentry_operator.handlers.admission import Governance, execution_deleted
@@ -459,7 +459,7 @@ def test_deleting_a_running_execution_ends_its_run_token(
         secret = client.get(Secret, token_secret_name(job.metadata.name or ""), namespace=ns)
         token = base64.b64decode((secret.data or {})["token"]).decode()
         call = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "go"}]}
-        before = httpx.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
+        before = localhttp.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
 
         last = client.get(Execution, "doomed1", namespace=ns).to_dict()
         client.delete(Execution, "doomed1", namespace=ns)
@@ -474,7 +474,7 @@ def test_deleting_a_running_execution_ends_its_run_token(
                 await state.governance.aclose()
 
         asyncio.run(deleted())
-        after = httpx.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
+        after = localhttp.post(f"{gw.url}/v1/messages", json=call, headers={"x-api-key": token}, timeout=30)
     assert before.status_code == 200, before.text
     assert after.status_code == 402 and "admits no more calls" in after.json()["error"]["message"]
     counter = counter_id(Scope.EXECUTION, f"{ns}/doomed1/{ex.metadata.uid}")

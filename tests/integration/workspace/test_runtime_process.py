@@ -83,7 +83,10 @@ def test_multi_turn_tool_use_run_to_a_result(tmp_path: Path) -> None:
     assert result["usage"] == {
         "inputTokens": 6000,
         "outputTokens": 600,
+        "cacheReadTokens": 0,  # the script's usage names no cache reads or writes
+        "cacheWriteTokens": 0,
         "costUSD": "0.027",
+        "uncachedCostUSD": "0.027",
         "model": "claude-sonnet-4-6",
         "turns": 3,
     }

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -24,6 +23,7 @@ from agentry_llm import (
 )
 from agentry_llm.anthropic_provider import AnthropicProvider
 from agentry_llm.openai_provider import OpenAIProvider
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.integration
@@ -217,12 +217,12 @@ def test_scripted_llm_runs_as_a_process(tmp_path: Path) -> None:
         )
         assert reply.content[0].type == "text" and reply.content[0].text == "from the file"
         # Out-of-process control: queue more, read what was received.
-        assert httpx.post(f"{url}/_script", json=[{"text": "second"}]).json() == {"queued": 1}
-        recorded = httpx.get(f"{url}/_requests").json()
+        assert localhttp.post(f"{url}/_script", json=[{"text": "second"}]).json() == {"queued": 1}
+        recorded = localhttp.get(f"{url}/_requests").json()
         assert recorded[0]["body"]["messages"] == [{"role": "user", "content": "q"}]
-        second = httpx.post(f"{url}/v1/messages", json={"model": "m", "messages": []})
+        second = localhttp.post(f"{url}/v1/messages", json={"model": "m", "messages": []})
         assert second.json()["content"] == [{"type": "text", "text": "second"}]
-        exhausted = httpx.post(f"{url}/v1/messages", json={"model": "m", "messages": []})
+        exhausted = localhttp.post(f"{url}/v1/messages", json={"model": "m", "messages": []})
         assert exhausted.status_code == 400 and "exhausted" in exhausted.json()["error"]["message"]
     finally:
         proc.terminate()

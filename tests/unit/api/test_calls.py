@@ -46,6 +46,17 @@ def test_a_record_becomes_its_public_view() -> None:
     assert routed.route == "score 7.50"
 
 
+def test_a_calls_cache_reads_writes_and_dropped_breakpoints_are_shown() -> None:
+    cached = call_out(record(inputTokens=1000, cacheReadTokens=800, cacheWriteTokens=150))
+    assert (cached.inputTokens, cached.cacheReadTokens, cached.cacheWriteTokens) == (1000, 800, 150)
+    assert cached.cacheNote is None
+    note = "openai caches by itself"
+    dropped = call_out(record(cacheMarkers=2, cacheMarkersDropped=True, cacheMarkersNote=note))
+    assert dropped.cacheNote == note and dropped.cacheReadTokens == 0
+    assert call_out(record(cacheMarkersDropped=True)).cacheNote == "cache breakpoints dropped"
+    assert call_out(record()).cacheWriteTokens == 0  # a record from before caching
+
+
 def test_odd_or_partial_records_never_fail() -> None:
     refused = call_out({"id": "r", "outcome": "refused", "model": None, "charged": None, "decision": "?"})
     assert refused.model is None and refused.costUSD == "0" and refused.zone is None

@@ -19,6 +19,7 @@ from agentry_llm import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from agentry_llm.types import CacheMark
 
 pytestmark = pytest.mark.unit
 
@@ -28,10 +29,27 @@ RESPONSE = ChatResponse(
         content=[TextBlock(text="Let me look."), ToolUseBlock(id="t1", name="shell", input={"cmd": "ls"})],
     ),
     stop_reason="tool_use",
-    usage=TokenUsage(input_tokens=12, output_tokens=4),
+    # 1,012 input tokens of which 800 read from the cache and 200 written (50 of them for an hour).
+    usage=TokenUsage(
+        input_tokens=1012,
+        output_tokens=4,
+        cache_read_tokens=800,
+        cache_write_tokens=200,
+        cache_write_1h_tokens=50,
+    ),
     provider="anthropic",
     model="claude-sonnet-4-5",
 )
+
+
+# The Messages API's usage: input_tokens is the uncached part only.
+ANTHROPIC_USAGE = {
+    "input_tokens": 12,
+    "output_tokens": 4,
+    "cache_creation_input_tokens": 200,
+    "cache_read_input_tokens": 800,
+    "cache_creation": {"ephemeral_5m_input_tokens": 150, "ephemeral_1h_input_tokens": 50},
+}
 
 
 def anthropic_body(**extra: Any) -> dict[str, Any]:
@@ -74,7 +92,8 @@ def test_anthropic_request_translation() -> None:
     )
     chat = parsed.chat
     assert parsed.model == "claude-sonnet-4-5" and parsed.stream
-    assert chat.system == "Be brief." and chat.max_tokens == 512
+    # A marked system block stays a block, with its breakpoint.
+    assert chat.system == [TextBlock(text="Be brief.", cache=CacheMark())] and chat.max_tokens == 512
     assert chat.temperature == 0.2 and chat.stop_sequences == ["END"]
     assert chat.tool_choice == ToolChoice(type="tool", name="shell")
     assert [m.role for m in chat.messages] == ["user", "assistant", "user"]  # consecutive user turns joined
@@ -83,7 +102,7 @@ def test_anthropic_request_translation() -> None:
         and chat.messages[2].content[0].content == "a b"
     )
     assert chat.messages[2].content[1] == TextBlock(text="and now?")
-    assert parsed.dropped == ["cache_control", "metadata", "thinking"]
+    assert parsed.dropped == ["metadata", "thinking"]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +141,7 @@ def test_anthropic_response_and_error_bodies() -> None:
     out = aw.message(RESPONSE, "msg_1", "claude-haiku-4-5")
     assert out["model"] == "claude-haiku-4-5" and out["stop_reason"] == "tool_use"
     assert out["content"][1] == {"type": "tool_use", "id": "t1", "name": "shell", "input": {"cmd": "ls"}}
-    assert out["usage"] == {"input_tokens": 12, "output_tokens": 4}
+    assert out["usage"] == ANTHROPIC_USAGE
     err = aw.error(402, "no budget", "budget_exceeded", decision={"zone": "exhausted"})
     assert err == {
         "type": "error",
@@ -172,7 +191,7 @@ def test_anthropic_stream_events() -> None:
     ]
     assert events[6][1]["index"] == 1 and events[6][1]["content_block"]["type"] == "tool_use"
     assert json.loads(events[7][1]["delta"]["partial_json"]) == {"cmd": "ls"}
-    assert events[9][1]["usage"] == {"input_tokens": 12, "output_tokens": 4}
+    assert events[9][1]["usage"] == ANTHROPIC_USAGE
     assert events[9][1]["delta"]["stop_reason"] == "tool_use"
     assert sse_events(stream.fail("boom"))[0] == (
         "error",
@@ -249,7 +268,12 @@ def test_openai_response_and_stream() -> None:
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Let me look."
     assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"cmd": "ls"}
-    assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+    assert out["usage"] == {
+        "prompt_tokens": 1012,  # all input, the cached part named in it
+        "completion_tokens": 4,
+        "total_tokens": 1016,
+        "prompt_tokens_details": {"cached_tokens": 800},
+    }
     stream = ow.Stream("chatcmpl-1", include_usage=True)
     events = [
         data
@@ -261,6 +285,7 @@ def test_openai_response_and_stream() -> None:
     assert events[1]["choices"][0]["delta"] == {"content": "Let me look."}
     assert events[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "shell"
     assert events[3]["choices"][0]["finish_reason"] == "tool_calls"
-    assert events[4]["usage"]["total_tokens"] == 16 and events[4]["choices"] == []
+    assert events[4]["usage"]["total_tokens"] == 1016 and events[4]["choices"] == []
+    assert events[4]["usage"]["prompt_tokens_details"] == {"cached_tokens": 800}
     assert events[5] == "[DONE]"
     assert ow.error(402, "no", "budget_exceeded")["error"]["type"] == "budget_exceeded"

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agentry_llm.types import TokenUsage
+from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from agentry_workspace import app
+from agentry_workspace.claude_code import token_usage
 from agentry_workspace.cli_relay import PLACEHOLDER_KEY
 from agentry_workspace.events import RecordingSink
+from agentry_workspace.usage import ModelUsage
 
 from .fakes import API_KEY, make_config
 
@@ -71,10 +76,18 @@ def test_stream_json_maps_to_events_usage_and_result(tmp_path: Path) -> None:
     assert code == 0
     assert result["stopReason"] == "end_turn"
     assert result["summary"] == "data.csv has 42 lines (41 rows plus a header)."
+    # claude-sonnet-4-6, $3 in / $15 out: 10 uncached, 5330 written (x1.25), 5210 read (x0.1).
+    priced = (10 * 3 + 5330 * Decimal("3.75") + 5210 * Decimal("0.3") + 116 * 15) / 10**6
+    assert priced == Decimal("0.0233205")
+    billed = Decimal("0.0241395")  # the CLI's total_cost_usd: its calls besides the turns too
+    uncached = Decimal((10 + 5330 + 5210) * 3 + 116 * 15) / 10**6 + (billed - priced)
     assert result["usage"] == {
-        "inputTokens": 10 + 5330 + 5210,
+        "inputTokens": 10 + 5330 + 5210,  # all input: the cache's parts included
         "outputTokens": 116,
-        "costUSD": "0.02414",  # the CLI's own figure (it prices the prompt cache)
+        "cacheReadTokens": 5210,
+        "cacheWriteTokens": 5330,
+        "costUSD": "0.02414",
+        "uncachedCostUSD": str(uncached.quantize(Decimal("0.000001"))),
         "model": "claude-sonnet-4-6",
         "turns": 3,
     }
@@ -87,6 +100,32 @@ def test_stream_json_maps_to_events_usage_and_result(tmp_path: Path) -> None:
     turns = sink.of("turn")
     assert [t["turn"] for t in turns] == [1, 1, 2]  # one API message streamed as two blocks
     assert sink.of("usage")[-1]["outputTokens"] == 96 + 20
+    # While it runs (what budget.maxCostPerRunUSD is checked against): each message at cache rates,
+    # not all input at the input rate (0.03339).
+    live = sink.of("usage")[-1]
+    assert (live["cacheReadTokens"], live["cacheWriteTokens"]) == (5210, 5210 + 120)
+    assert live["costUSD"] == "0.023321" and live["uncachedCostUSD"] == "0.03339"
+
+
+def test_cache_usage_of_a_messages_api_answer_counts_its_ttls() -> None:
+    usage = token_usage(
+        {
+            "input_tokens": 7,
+            "cache_creation_input_tokens": 300,
+            "cache_read_input_tokens": 2000,
+            "output_tokens": 5,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+        }
+    )
+    assert usage == TokenUsage(
+        input_tokens=2307,
+        output_tokens=5,
+        cache_read_tokens=2000,
+        cache_write_tokens=300,
+        cache_write_1h_tokens=200,
+    )
+    # $3 input: 7 at 3, 100 at 3.75, 200 at 6, 2000 at 0.3; 5 out at 15.
+    assert ModelUsage.of_call("claude-sonnet-4-6", usage).cost == Decimal("0.002271")
 
 
 def test_the_cli_is_called_non_interactively_with_mapped_settings(tmp_path: Path) -> None:
@@ -142,7 +181,7 @@ def test_the_relay_is_gone_when_the_run_ends(tmp_path: Path) -> None:
     run(tmp_path, "claude_success.jsonl")
     relay = json.loads((tmp_path / "claude-call.json").read_text())["env"]["ANTHROPIC_BASE_URL"]
     with pytest.raises(httpx.ConnectError):
-        httpx.post(f"{relay}/v1/messages", json={"model": "claude-sonnet-4-6"}, trust_env=False)
+        localhttp.post(f"{relay}/v1/messages", json={"model": "claude-sonnet-4-6"}, trust_env=False)
 
 
 def test_max_turns_result_maps_to_exit_10(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ async def test_set_output_records_only_the_names_asked_for(tmp_path: Path) -> No
     first = provider.requests[0]
     offered = {t.name: t for t in first.tools}
     assert offered["set_output"].input_schema["properties"]["name"]["enum"] == ["headline", "sources"]
-    assert "record each of these named outputs with set_output: headline, sources" in first.system
+    assert "record each of these named outputs with set_output: headline, sources" in first.system_text()
     results = [m for m in provider.requests[2].messages if m.role == "user"][-1].content
     assert results[0].is_error and "unknown output 'secret'" in results[0].content
     message = json.loads(termination_message(outcome))

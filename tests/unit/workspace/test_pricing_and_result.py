@@ -74,6 +74,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "deadline": 13,
         "budget_exceeded": 14,
         "pid_limit": 15,
+        "context_overflow": 16,
         "providers_failed": 20,
         "approval_required": 30,
     }

@@ -56,7 +56,7 @@ async def test_multi_turn_tool_use_reaches_a_result(tmp_path: Path) -> None:
     assert all(e["correlationId"] == "corr-1" and e["execution"] == "ex-1" for e in sink.events)
     # The system prompt carries the instructions and the first message the input.
     first = provider.requests[0]
-    assert first.system.startswith("You are a test agent.")
+    assert first.system_text().startswith("You are a test agent.")
     assert first.messages[0].text() == "Do the task."
     assert {t.name for t in first.tools} == {"shell", "python", "files", "http"}
     assert provider.closed
@@ -76,7 +76,10 @@ async def test_usage_and_cost_are_exact_for_a_scripted_transcript(tmp_path: Path
     assert outcome.usage == {
         "inputTokens": 6800,
         "outputTokens": 640,
+        "cacheReadTokens": 0,
+        "cacheWriteTokens": 0,
         "costUSD": "0.03",
+        "uncachedCostUSD": "0.03",  # nothing was cached: the same
         "model": "claude-sonnet-4-6",
         "turns": 3,
     }
@@ -235,7 +238,7 @@ async def test_prompt_injection_in_a_tool_result_cannot_reach_a_forbidden_host(t
         assert result.is_error and "attacker.example.org" in result.content
         assert "not in the agent's http.allowedHosts" in result.content
     assert not sink.of("approval_request")
-    assert "docs.example.com" in provider.requests[0].system  # the model was told the rule
+    assert "docs.example.com" in provider.requests[0].system_text()  # the model was told the rule
 
 
 async def test_provider_keys_never_reach_tools_or_events(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from agentry_common.constants import ENV_EGRESS_PROXY
 from agentry_common.models import Risk
+from agentry_common.tls import client_context
 from agentry_llm.types import ToolSpec
 
 from .base import (
@@ -103,7 +104,8 @@ class HttpTool:
     ) -> None:
         # All default to the real thing; tests pass a resolver for made-up names, a test CA, a proxy.
         self._resolver: Resolver = resolver or system_resolver
-        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
+        # httpx's own default (certifi's roots, no SSL_CERT_FILE), built once per process.
+        self._verify: ssl.SSLContext | bool = client_context(trust_env=False) if verify is None else verify
         self._proxy = proxy if proxy is not None else os.environ.get(ENV_EGRESS_PROXY) or None
 
     def spec(self, ctx: ToolContext) -> ToolSpec:

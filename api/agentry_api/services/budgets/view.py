@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from agentry_common.tls import client_context
 from agentry_common.tokens import Keyring, mint_service_token
 
 from ...auth import User
@@ -134,6 +135,7 @@ async def budgets(
         headers={"Authorization": f"Bearer {token}"},
         timeout=TIMEOUT_SECONDS,
         transport=transport,
+        verify=client_context(),
     ) as client:
         queries = subject_queries(user, agents, settings.namespace)
         answers = await asyncio.gather(*(ask(client, q, gate) for q in queries))

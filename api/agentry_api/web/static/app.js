@@ -138,6 +138,9 @@ function renderExecutionDetail(e) {
     $("#tokens").textContent = tokens(e.usage);
     $("#cost").textContent = e.usage.costUSD;
     $("#model").textContent = e.usage.model || "—";
+    $("#cache-read").textContent = e.usage.cacheReadTokens || 0;
+    $("#cache-write").textContent = e.usage.cacheWriteTokens || 0;
+    $("#saving").textContent = e.usage.savingUSD !== undefined ? `$${e.usage.savingUSD}` : "—";
   }
   if (e.result && e.result.summary) $("#result").textContent = e.result.summary;
   const box = $("#approval");
