@@ -19,7 +19,7 @@ from agentry_api.designer_llm import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import QUOTAS, Settings
-from agentry_localcluster import procs
+from agentry_localcluster import localhttp, procs
 from agentry_localcluster.procs import quiet_socket
 from tests.fixtures.helpers import patient
 
@@ -34,7 +34,7 @@ class ApiServer:
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        c = httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        c = localhttp.client(base_url=self.url, timeout=30, **kwargs)
         self.clients.append(c)
         return c
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from agentry_api.auth import owner_label
 from agentry_cli.commands import account
 from agentry_common.governance import ADMISSION_PATH, BUDGET_POLICIES
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import ControlPlane
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
@@ -90,7 +91,7 @@ def test_a_manual_throttle_steers_one_users_calls_until_lifted(
     for priority, action in ((2, "wait"), (5, "throttle")):  # admission: as in the throttle zone
         asked = {"namespace": namespace, "agent": "a-agent", "user": alice_owner, "priority": priority}
         asked["model"] = "claude-sonnet-4-6"
-        answer = ok(httpx.post(gw.url + ADMISSION_PATH, json=asked, headers=svc_headers()))
+        answer = ok(localhttp.post(gw.url + ADMISSION_PATH, json=asked, headers=svc_headers()))
         assert answer["action"] == action and "runaway loop in a-agent" in answer["reason"], answer
     assert answer["model"] == CHEAPER
 

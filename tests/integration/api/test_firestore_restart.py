@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentry_localcluster import localhttp
 from agentry_localcluster.firestore import JAR, MAIN, sdk_root
 from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import Proc, start_with_ports
@@ -52,7 +53,7 @@ class DurableEmulator:
         return [*argv, f"--port={self.port}", *([f"--import-data={exported[-1]}"] if exported else [])]
 
     def _answers(self) -> bool:
-        return httpx.get(f"http://{self.address}/", timeout=1).text.strip() == "Ok"
+        return localhttp.get(f"http://{self.address}/", timeout=1).text.strip() == "Ok"
 
     def _start_on(self, ports: tuple[int, ...]) -> None:
         (self.port,) = ports
@@ -70,7 +71,7 @@ class DurableEmulator:
     def export(self, project: str) -> None:
         target = self.workdir / "export"
         target.mkdir(parents=True, exist_ok=True)
-        r = httpx.post(
+        r = localhttp.post(
             f"http://{self.address}/emulator/v1/projects/{project}:export",
             json={"database": f"projects/{project}/databases/(default)", "export_directory": str(target)},
             timeout=60,

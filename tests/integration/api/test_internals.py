@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from agentry_api.settings import Settings
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.procs import quiet_port
 
@@ -64,9 +65,9 @@ def test_an_admin_turns_the_openapi_document_on_and_metrics_have_their_own_port(
         assert "/api/agents/{agent_id}/runs" in c.get("/openapi.json").json()["paths"]
         assert c.get("/api/agents", headers=ADMIN).status_code == 200
         assert c.get("/metrics").status_code == 404  # never on the API's port
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        text = localhttp.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'agentry_api_requests_total{method="GET",route="/api/agents",status="200"}' in text
         served = True
     assert served
     with pytest.raises(httpx.ConnectError):  # the metrics stop with the API
-        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        localhttp.get(f"http://127.0.0.1:{port}/metrics", timeout=5)

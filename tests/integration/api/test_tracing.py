@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from lightkube import Client
 from lightkube.resources.batch_v1 import Job
@@ -19,6 +18,7 @@ from lightkube.resources.core_v1 import Secret
 
 from agentry_common import tracing
 from agentry_common.resources import Execution
+from agentry_localcluster import localhttp
 from agentry_localcluster.kube import ControlPlane
 from agentry_localcluster.otelcol import Collector
 from agentry_localcluster.procs import Proc, start_with_ports
@@ -92,7 +92,7 @@ class Gateway:
         argv = [sys.executable, "-m", "agentry_gateway"]
         self.proc = Proc("agentry-gateway", argv, self.workdir / "gateway.log", env=env).start()
         self.proc.wait_ready(
-            lambda: httpx.get(f"{self.url}/readyz", timeout=1).is_success, 30, "ready", ports=(port,)
+            lambda: localhttp.get(f"{self.url}/readyz", timeout=1).is_success, 30, "ready", ports=(port,)
         )
         return self
 

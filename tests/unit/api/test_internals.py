@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from agentry_api.main import create_app
 from agentry_api.settings import Settings
+from agentry_localcluster import localhttp
 from agentry_localcluster.procs import quiet_port
 
 pytestmark = pytest.mark.unit
@@ -50,12 +51,12 @@ def test_metrics_are_served_on_a_port_of_their_own() -> None:
     port = quiet_port("127.0.0.1")
     stop = serve_metrics(port, "127.0.0.1")
     try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        text = localhttp.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         stop()
     assert 'agentry_api_requests_total{method="GET",route="/healthz",status="200"}' in text
     with pytest.raises(httpx.ConnectError):  # stopped with the app
-        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        localhttp.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     serve_metrics(0, "127.0.0.1")()  # 0: not served, nothing to stop
 
 
