@@ -12,7 +12,9 @@ from agentry_common.tls import client_context
 
 
 def request(method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, url, verify=client_context(), **kwargs)
+    """httpx.request on the shared context, unless the call names its own `verify`."""
+    kwargs.setdefault("verify", client_context())
+    return httpx.request(method, url, **kwargs)
 
 
 def get(url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
@@ -32,5 +34,6 @@ def delete(url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
 
 
 def client(**kwargs: Any) -> httpx.Client:
-    """An httpx.Client on the shared context."""
-    return httpx.Client(verify=client_context(), **kwargs)
+    """An httpx.Client on the shared context, unless the call names its own `verify`."""
+    kwargs.setdefault("verify", client_context())
+    return httpx.Client(**kwargs)

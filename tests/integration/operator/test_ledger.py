@@ -42,7 +42,14 @@ def test_a_succeeded_job_is_written_with_its_pods_report() -> None:
     seen = observe(job(COMPLETE), [pod("p", "Succeeded", 0, REPORT)])
     assert (seen.phase.value, seen.reason) == ("Succeeded", "Completed")
     assert seen.usage is not None and seen.result is not None
-    assert seen.usage.patch() == {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7, "costUSD": "0.5"}
+    assert seen.usage.patch() == {
+        "inputTokens": 3,
+        "outputTokens": 4,
+        "totalTokens": 7,
+        "cacheReadTokens": 0,
+        "cacheWriteTokens": 0,
+        "costUSD": "0.5",
+    }
     assert seen.result.patch() == {"summary": "ok", "truncated": False}
 
 
