@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from agentry_common.pricing import CACHE_MAX_BREAKPOINTS, cache_min_tokens
 
+from .scripted_wire import InputUsage
+
 CHARS_PER_TOKEN: Final = 4
 LOOKBACK_BLOCKS: Final = 20
 TTL_SECONDS: Final[dict[str, float]] = {"5m": 300.0, "1h": 3600.0}
@@ -62,21 +64,6 @@ class ManualClock:
 
 class CacheError(ValueError):
     """A request the real API refuses (400 invalid_request_error) for its cache_control."""
-
-
-@dataclass(frozen=True)
-class InputUsage:
-    """The input side of one answer. `input_tokens` counts all input; the cache fields are parts of it
-    (agentry_llm.TokenUsage's convention)."""
-
-    input_tokens: int
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0  # any TTL
-    cache_write_1h_tokens: int = 0  # of cache_write_tokens
-
-    @property
-    def uncached_tokens(self) -> int:
-        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
 
 
 def api_key(headers: dict[str, str]) -> str:

@@ -55,7 +55,6 @@ from .scripted_cache import (
     AnthropicCache,
     CacheError,
     Clock,
-    InputUsage,
     OpenAICache,
     anthropic_pieces,
     api_key,
@@ -63,7 +62,7 @@ from .scripted_cache import (
     scripted_input,
     tokens_of,
 )
-from .scripted_wire import Answer, Event
+from .scripted_wire import Answer, Event, InputUsage
 
 
 @dataclass
@@ -250,11 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
             model,
             blocks,
             stop_reason,
-            served.input_tokens,
+            served,
             output_tokens,
-            served.cache_read_tokens,
-            served.cache_write_tokens,
-            served.cache_write_1h_tokens,
         )
 
     def _anthropic(self, request: dict[str, Any], item: dict[str, Any], recorded: RecordedRequest) -> None:

@@ -26,15 +26,11 @@ _OPENAI_FINISH = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "l
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One scripted answer, whichever protocol carries it."""
+class InputUsage:
+    """The input side of one answer. `input_tokens` counts all input; the cache fields are parts of it
+    (agentry_llm.TokenUsage's convention)."""
 
-    id: str
-    model: str
-    blocks: list[dict[str, Any]]  # {"type": "text", "text"} and {"type": "tool_use", "id", "name", "input"}
-    stop_reason: str  # Anthropic's words: end_turn, tool_use, max_tokens
-    input_tokens: int  # all input, the cache's parts included (agentry_llm.TokenUsage's convention)
-    output_tokens: int
+    input_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0  # any TTL
     cache_write_1h_tokens: int = 0  # of cache_write_tokens
@@ -42,6 +38,18 @@ class Answer:
     @property
     def uncached_tokens(self) -> int:
         return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer, whichever protocol carries it."""
+
+    id: str
+    model: str
+    blocks: list[dict[str, Any]]  # {"type": "text", "text"} and {"type": "tool_use", "id", "name", "input"}
+    stop_reason: str  # Anthropic's words: end_turn, tool_use, max_tokens
+    usage: InputUsage
+    output_tokens: int
 
 
 def answer_blocks(item: dict[str, Any], next_id: Callable[[], int], id_prefix: str) -> list[dict[str, Any]]:
@@ -94,13 +102,14 @@ def anthropic_error(err: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str,
 
 def anthropic_usage(answer: Answer, output_tokens: int | None = None) -> dict[str, Any]:
     """Usage as the Messages API reports it: `input_tokens` only what no cache read or wrote."""
-    write_1h = answer.cache_write_1h_tokens
+    used = answer.usage
+    write_1h = used.cache_write_1h_tokens
     return {
-        "input_tokens": answer.uncached_tokens,
-        "cache_creation_input_tokens": answer.cache_write_tokens,
-        "cache_read_input_tokens": answer.cache_read_tokens,
+        "input_tokens": used.uncached_tokens,
+        "cache_creation_input_tokens": used.cache_write_tokens,
+        "cache_read_input_tokens": used.cache_read_tokens,
         "cache_creation": {
-            "ephemeral_5m_input_tokens": answer.cache_write_tokens - write_1h,
+            "ephemeral_5m_input_tokens": used.cache_write_tokens - write_1h,
             "ephemeral_1h_input_tokens": write_1h,
         },
         "output_tokens": answer.output_tokens if output_tokens is None else output_tokens,
@@ -195,10 +204,10 @@ def openai_error(err: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, st
 def openai_usage(answer: Answer) -> dict[str, Any]:
     """`prompt_tokens` counts all input; the cached part is `prompt_tokens_details.cached_tokens`."""
     return {
-        "prompt_tokens": answer.input_tokens,
+        "prompt_tokens": answer.usage.input_tokens,
         "completion_tokens": answer.output_tokens,
-        "total_tokens": answer.input_tokens + answer.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": answer.cache_read_tokens, "audio_tokens": 0},
+        "total_tokens": answer.usage.input_tokens + answer.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": answer.usage.cache_read_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
 

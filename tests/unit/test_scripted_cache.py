@@ -13,7 +13,6 @@ import pytest
 from agentry_llm.anthropic_provider import usage_of
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_cache import (
-    InputUsage,
     ManualClock,
     anthropic_input_tokens,
     openai_prompt,
@@ -21,6 +20,7 @@ from agentry_testing.scripted_cache import (
     tokens_of,
 )
 from agentry_testing.scripted_llm import ScriptedLLM
+from agentry_testing.scripted_wire import InputUsage
 
 pytestmark = pytest.mark.unit
 
