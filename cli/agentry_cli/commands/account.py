@@ -24,8 +24,10 @@ USAGE_AGENTS = (
     Column("SUCCEEDED", field("succeeded")),
     Column("FAILED", field("failed")),
     Column("INPUT TOKENS", field("inputTokens")),
+    Column("CACHED IN", field("cacheReadTokens")),
     Column("OUTPUT TOKENS", field("outputTokens")),
     Column("COST USD", field("costUSD")),
+    Column("SAVED USD", field("savingUSD")),
 )
 
 BUDGETS = (
@@ -118,7 +120,9 @@ def usage(
     out = console()
     out.print(
         f"since {data.get('since')}: {data.get('executions')} runs, {data.get('inputTokens')} input and "
-        f"{data.get('outputTokens')} output tokens, ${data.get('costUSD')}",
+        f"{data.get('outputTokens')} output tokens, ${data.get('costUSD')}; "
+        f"{data.get('cacheReadTokens', 0)} input tokens read from the cache saved "
+        f"${data.get('savingUSD', '0')}",
         markup=False,
     )
     if data.get("agents"):

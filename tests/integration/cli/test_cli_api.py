@@ -220,7 +220,8 @@ def test_errors_are_one_line_with_a_documented_exit_code(api: ApiServer, cli: Cl
 def test_usage_and_budgets_without_a_gateway(cli: Cli, user: httpx.Client) -> None:
     usage = cli("usage", "--window", "24h", "-o", "json")
     assert usage.returncode == 0 and json.loads(usage.stdout)["window"] == "24h", usage.stderr
-    assert cli("usage").stdout.startswith("since ")
+    shown = cli("usage").stdout
+    assert shown.startswith("since ") and "read from the cache saved $" in shown
     budgets = json.loads(cli("budgets", "-o", "json").stdout)
     assert budgets["governed"] is False and budgets["limits"] == []
     assert "AGENTRY_GATEWAY_URL" in budgets["note"]
