@@ -1,5 +1,7 @@
-"""The MCP tools a run discovered: from its report into Execution.status.mcp, then into the Agent's
-status.mcp (the newest run that reported them)."""
+"""A run's report into its status: the MCP tools it discovered into Execution.status.mcp, then into
+the Agent's status.mcp (the newest run that reported them); its usage, with the cached parts of its
+input and what it would have cost without caching, into Execution.status.usage, bounded (the report
+is the pod's word)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ def _succeeded(report: dict[str, Any]) -> Any:
         },
     }
     return observe(job, [pod])
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+    seen = _succeeded({"stopReason": "end_turn", "summary": "done", "usage": usage})
+    return dict(status_patch({}, seen, 1, "2026-01-01T00:02:00Z").patch()["usage"])
 
 
 def test_the_report_becomes_execution_status_mcp() -> None:
@@ -83,3 +90,30 @@ def test_the_agent_shows_what_its_newest_reporting_run_found() -> None:
     assert status["mcp"] == {"execution": "run-2", "servers": [{"name": "everything", "error": "timeout"}]}
     McpStatus.model_validate(status["mcp"])
     assert "mcp" not in summarize([pending], Archived()).patch()
+
+
+def test_cache_reads_writes_and_the_uncached_cost_reach_the_status() -> None:
+    usage = _usage(
+        {
+            "inputTokens": 10_000,
+            "outputTokens": 200,
+            "cacheReadTokens": 8_000,
+            "cacheWriteTokens": 1_500,
+            "costUSD": "0.012",
+            "uncachedCostUSD": "0.033",
+        }
+    )
+    assert usage["cacheReadTokens"] == 8_000 and usage["cacheWriteTokens"] == 1_500
+    assert usage["costUSD"] == "0.012" and usage["uncachedCostUSD"] == "0.033"
+    assert usage["totalTokens"] == 10_200
+
+
+def test_malformed_or_impossible_cache_counts_are_bounded_by_the_input() -> None:
+    usage = _usage(
+        {"inputTokens": 100, "cacheReadTokens": 90, "cacheWriteTokens": 50, "uncachedCostUSD": "-1"}
+    )
+    assert (usage["cacheReadTokens"], usage["cacheWriteTokens"]) == (90, 10)
+    assert usage["uncachedCostUSD"] == "0"
+    odd = _usage({"inputTokens": "lots", "cacheReadTokens": True, "outputTokens": -3})
+    assert (odd["inputTokens"], odd["cacheReadTokens"], odd["outputTokens"]) == (0, 0, 0)
+    assert "uncachedCostUSD" not in _usage({"inputTokens": 5})  # an older runtime's report
