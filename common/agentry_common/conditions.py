@@ -81,6 +81,9 @@ class Reason(StrEnum):
     APPROVAL_REQUIRED = "ApprovalRequired"
     PID_LIMIT_EXCEEDED = "PIDLimitExceeded"
     CONTEXT_WINDOW_EXCEEDED = "ContextWindowExceeded"
+    RESUME_LIMIT_REACHED = "ResumeLimitReached"
+    INTERRUPTED = "Interrupted"  # a pod stopped at a checkpoint; the next one resumes the run
+    FOLLOW_UP_REFUSED = "FollowUpRefused"  # spec.parentRef names a run this one may not continue
 
     # Governance: the LLM gateway's admission (docs/governance.md).
     ADMITTED = "Admitted"

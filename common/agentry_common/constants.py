@@ -15,6 +15,7 @@ EXECUTION_PLURAL: Final = "executions"
 LABEL_AGENT: Final = f"{GROUP}/agent"
 LABEL_EXECUTION: Final = f"{GROUP}/execution"
 LABEL_TRIGGER: Final = f"{GROUP}/trigger"
+LABEL_PARENT: Final = f"{GROUP}/parent"  # a follow-up's parent Execution (set by the operator)
 LABEL_OWNER: Final = f"{GROUP}/owner"  # hash of the owning user (API); budgets by user
 # The kind of the owning user when the owner's quotas differ (value OWNER_KIND_GUEST); set by the API
 # with the owner label and guarded like it (docs/security.md, "Who may start a run").

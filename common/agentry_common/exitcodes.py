@@ -18,8 +18,12 @@ class ExitCode(IntEnum):
     BUDGET_EXCEEDED = 14
     PID_LIMIT = 15
     CONTEXT_OVERFLOW = 16
+    RESUME_LIMIT = 17
     PROVIDERS_FAILED = 20
     APPROVAL_REQUIRED = 30
+    # SIGTERM (pod deleted, node drained, evicted): the run stopped at a checkpoint and a new pod of
+    # the same Job resumes it. Not a failure: the Job's podFailurePolicy does not count it as a retry.
+    INTERRUPTED = 75
 
 
 # Retrying cannot change these outcomes: the Job fails at once instead of using its backoffLimit.
@@ -33,6 +37,7 @@ FINAL = frozenset(
         ExitCode.BUDGET_EXCEEDED,
         ExitCode.PID_LIMIT,
         ExitCode.CONTEXT_OVERFLOW,
+        ExitCode.RESUME_LIMIT,
         ExitCode.PROVIDERS_FAILED,
         ExitCode.APPROVAL_REQUIRED,
     }
@@ -58,6 +63,14 @@ REASONS: dict[int, tuple[str, str]] = {
     ExitCode.CONTEXT_OVERFLOW: (
         "ContextWindowExceeded",
         "the conversation did not fit the model's context window even after compaction (spec.context)",
+    ),
+    ExitCode.RESUME_LIMIT: (
+        "ResumeLimitReached",
+        "the run's pod was lost again and again at the same step; it was not resumed once more",
+    ),
+    ExitCode.INTERRUPTED: (
+        "Interrupted",
+        "the run's pod stopped; a new pod resumes the run from its last checkpoint",
     ),
     ExitCode.PROVIDERS_FAILED: (
         "ProvidersFailed",

@@ -342,6 +342,12 @@ class ApprovalDecision(CRModel):
     reason: str | None = Field(default=None, max_length=1024)
 
 
+class ParentRef(CRModel):
+    """The finished Execution (same namespace, same Agent, same owner) a follow-up continues."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
 class ExecutionSpec(CRModel):
     agent_ref: AgentRef
     input: str | None = Field(default=None, max_length=65536)
@@ -353,6 +359,9 @@ class ExecutionSpec(CRModel):
     cancel: bool = False
     approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=100)
     outputs: list[Annotated[str, Field(pattern=OUTPUT_NAME)]] = Field(default_factory=list, max_length=10)
+    # A follow-up: this run starts from the whole conversation of `parentRef` and `input` is the next
+    # user message. Its own budget, usage, approvals and quota.
+    parent_ref: ParentRef | None = None
 
 
 class Condition(CRModel):
@@ -382,6 +391,15 @@ class Result(CRModel):
     truncated: bool = False
     stop_reason: str | None = None
     outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class CheckpointStatus(CRModel):
+    """The run's journal (agentry_common.checkpoints), as its last pod reported it."""
+
+    entries: int = 0  # the journal's last seq
+    resumes: int = 0  # pods that continued the run from its journal after a lost one
+    interrupted_calls: int = 0  # tool calls a lost pod started whose result was never recorded
+    last_at: str | None = None
 
 
 class PendingApproval(CRModel):
@@ -422,6 +440,7 @@ class ExecutionStatus(CRModel):
     usage: Usage | None = None
     mcp: McpStatus | None = None
     approval: PendingApproval | None = None
+    checkpoint: CheckpointStatus | None = None
 
 
 class LastExecution(CRModel):

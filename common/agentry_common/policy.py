@@ -141,7 +141,10 @@ class AgentPolicy(_Model):
     # Largest request and limit per resource of the run container; a resource not listed may not be
     # asked for at all (e.g. nvidia.com/gpu).
     max_resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "2", "memory": "4Gi"})
+    # Largest spec.timeoutSeconds of a run without checkpoints (the gateway off), and with them: a
+    # checkpointed run survives the loss of its pod, so it may run longer.
     max_timeout_seconds: int = Field(default=3600, ge=10, le=86400)
+    max_checkpointed_timeout_seconds: int = Field(default=86400, ge=10, le=7 * 86400)
     max_retries: int = Field(default=3, ge=0, le=10)
     # Largest spec.historyLimits.succeeded and .failed (kept Executions are objects in etcd; the CRD
     # allows up to 1000).

@@ -114,6 +114,10 @@ class Claims:
     subject: str = ""  # for service tokens: who asks ("operator", "doctor")
     # For user tokens: what the calls are for ("designer"); lower-case letters, digits and dashes.
     purpose: str = ""
+    # For a follow-up's run token: the Execution it continues (name and uid); the gateway lets the
+    # token read that run's checkpoint journal (checkpoints.py), and nothing else of it.
+    parent: str = ""
+    parent_uid: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"typ": self.typ, "kid": self.kid, "iat": self.iat, "exp": self.exp}
@@ -131,6 +135,8 @@ class Claims:
                 data["lim"] = limits
             if self.models:
                 data["mdl"] = list(self.models)
+            if self.parent_uid:
+                data.update(pa=self.parent, pau=self.parent_uid)
         elif self.typ == "user":
             data.update(ns=self.namespace, usr=self.user, pur=self.purpose)
             if self.models:
@@ -177,6 +183,8 @@ class Claims:
             models=names("mdl"),
             subject=text("sub"),
             purpose=text("pur"),
+            parent=text("pa"),
+            parent_uid=text("pau"),
         )
         if claims.typ == "run" and not (claims.namespace and claims.execution and claims.agent):
             raise InvalidToken("malformed", "a run token must name its namespace, execution and agent")
@@ -296,10 +304,13 @@ def mint_run_token(
     active_deadline_seconds: int,
     limits: RunLimits | None = None,
     models: tuple[str, ...] | list[str] = (),
+    parent: str = "",
+    parent_uid: str = "",
     now: float | None = None,
 ) -> str:
     """The token for one Execution's Job: valid for the Job's deadline plus a margin. `models`: the
-    Agent's model chain (its model, then its fallbacks); the gateway refuses calls for others."""
+    Agent's model chain (its model, then its fallbacks); the gateway refuses calls for others.
+    `parent`, `parent_uid`: the Execution a follow-up continues (its journal becomes readable)."""
     issued = int(now if now is not None else time.time())
     claims = Claims(
         typ="run",
@@ -313,6 +324,8 @@ def mint_run_token(
         priority=priority,
         limits=limits or RunLimits(),
         models=tuple(dict.fromkeys(m for m in models if m)),
+        parent=parent,
+        parent_uid=parent_uid,
     )
     return mint(claims, keyring, now=issued)
 
