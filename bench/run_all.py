@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "overspend": ["bench.overspend"],
     "cache_cost": ["bench.cache_cost"],
     "gateway_overhead": ["bench.gateway_overhead"],
+    "checkpoint_store": ["bench.checkpoint_store"],
+    "checkpoint_overhead": ["bench.checkpoint_overhead"],
     "api_latency": ["bench.api_latency"],
     "api_streams": ["bench.api_streams"],
     "api_replicas": ["bench.api_replicas"],

@@ -213,8 +213,10 @@ class Cluster:
         trigger: Trigger = Trigger.API,
         scheduled_time: str | None = None,
         annotations: dict[str, str] | None = None,
+        parent: str | None = None,
     ) -> dict[str, Any]:
-        """`annotations`: extra ones (the run's trace context, agentry_common.tracing)."""
+        """`annotations`: extra ones (the run's trace context, agentry_common.tracing); `parent`: the
+        run a follow-up continues (spec.parentRef)."""
         spec: dict[str, Any] = {
             "agentRef": {"name": agent},
             "trigger": trigger,
@@ -222,6 +224,8 @@ class Cluster:
         }
         if input_text:
             spec["input"] = input_text
+        if parent:
+            spec["parentRef"] = {"name": parent}
         if scheduled_time:
             spec["scheduledTime"] = scheduled_time
         manifest = {

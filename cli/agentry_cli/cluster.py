@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ from lightkube import Client, ConfigError, KubeConfig
 
 from agentry_common import constants as c
 from agentry_common.conditions import ConditionType
-from agentry_common.models import Trigger
+from agentry_common.models import TERMINAL_PHASES, Trigger
 from agentry_common.resources import Agent, Execution
 
 from .client import ApiError
@@ -96,7 +96,8 @@ def run_row(cr: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def execution_manifest(agent: str, text: str | None) -> dict[str, Any]:
+def execution_manifest(agent: str, text: str | None, parent: str | None = None) -> dict[str, Any]:
+    """A Manual run of `agent`; with `parent`, a follow-up of that run (spec.parentRef)."""
     spec: dict[str, Any] = {
         "agentRef": {"name": agent},
         "trigger": Trigger.MANUAL.value,
@@ -104,12 +105,82 @@ def execution_manifest(agent: str, text: str | None) -> dict[str, Any]:
     }
     if text:
         spec["input"] = text
+    if parent:
+        spec["parentRef"] = {"name": parent}
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.EXECUTION_KIND,
         "metadata": {"generateName": f"{agent}-"},
         "spec": spec,
     }
+
+
+def follow_up_refusal(cr: Mapping[str, Any]) -> str | None:
+    """Why the run cannot be continued now (None: it can). The operator's run gate decides; this
+    answers early, as the API does."""
+    name, status = cr["metadata"]["name"], cr.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase not in TERMINAL_PHASES:
+        return (
+            f"run {name} is still {phase}: steering a live run is not available yet; "
+            "reply once it has finished"
+        )
+    if int((status.get("checkpoint") or {}).get("entries") or 0) <= 0:
+        return (
+            f"run {name} has no checkpoint journal to continue from (runs journal their turns through "
+            "the LLM gateway): start a new run instead"
+        )
+    return None
+
+
+def parent_name(cr: Mapping[str, Any]) -> str | None:
+    found = ((cr.get("spec") or {}).get("parentRef") or {}).get("name")
+    return str(found) if found else None
+
+
+def thread_rows(crs: Sequence[Mapping[str, Any]], name: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The thread of run `name` among `crs` (pure): its ancestors (the first run first), itself, then
+    its continuations at any depth, oldest first; rows as the API's `thread` items."""
+    by_name = {str(cr["metadata"]["name"]): cr for cr in crs}
+
+    def row(cr: Mapping[str, Any], relation: str) -> dict[str, Any]:
+        view = run_row(cr)
+        usage = view["usage"] if isinstance(view["usage"], dict) else {}
+        tokens = int(usage.get("inputTokens") or 0) + int(usage.get("outputTokens") or 0)
+        return {
+            "name": view["id"],
+            "relation": relation,
+            "parent": parent_name(cr),
+            "phase": view["phase"],
+            "createdAt": view["createdAt"],
+            "tokens": tokens,
+            "costUSD": str(usage.get("costUSD") or "0"),
+        }
+
+    if name not in by_name:
+        return []
+    ancestors: list[Mapping[str, Any]] = []
+    seen, up = {name}, parent_name(by_name[name])
+    while up in by_name and up not in seen and len(ancestors) < limit:
+        seen.add(up)
+        ancestors.insert(0, by_name[up])
+        up = parent_name(by_name[up])
+    later: list[Mapping[str, Any]] = []
+    frontier = [name]
+    while frontier and len(later) < limit:
+        current = frontier.pop(0)
+        for cr in crs:
+            child = str(cr["metadata"]["name"])
+            if parent_name(cr) == current and child not in seen:
+                seen.add(child)
+                later.append(cr)
+                frontier.append(child)
+    later.sort(key=lambda cr: (str(cr["metadata"].get("creationTimestamp") or ""), cr["metadata"]["name"]))
+    return [
+        *(row(cr, "ancestor") for cr in ancestors),
+        row(by_name[name], "self"),
+        *(row(cr, "continuation") for cr in later[:limit]),
+    ]
 
 
 def agent_manifest(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,6 +223,23 @@ class Cluster:
         self.agent(agent)  # 404 naming the agent, rather than an Execution that never starts
         with translated():
             return plain(self.client.create(Execution.from_dict(execution_manifest(agent, text))))
+
+    def reply(self, run: str, text: str) -> dict[str, Any]:
+        """A follow-up of `run`: an Execution of the same Agent whose spec.parentRef names it."""
+        parent = self.run(run)  # 404 naming the run
+        problem = follow_up_refusal(parent)
+        if problem is not None:
+            raise ApiError(409, "Conflict", problem)
+        agent = str(((parent.get("spec") or {}).get("agentRef") or {}).get("name") or "")
+        with translated():
+            made = self.client.create(Execution.from_dict(execution_manifest(agent, text, parent=run)))
+        return plain(made)
+
+    def thread(self, name: str) -> list[dict[str, Any]]:
+        """The run's thread (`thread_rows`) from every Execution of the namespace."""
+        with translated():
+            crs = [plain(x) for x in self.client.list(Execution)]
+        return thread_rows(crs, name)
 
     def wait(self, name: str, deadline: float, on_phase: Callable[[str], None]) -> dict[str, Any] | None:
         """The run once it ends or waits for approval; None past `deadline` (monotonic)."""

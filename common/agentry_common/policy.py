@@ -44,6 +44,7 @@ class Rule:
     SECRET_FORBIDDEN = "secrets.neverReferable"
     RESOURCES = "maxResources"
     TIMEOUT = "maxTimeoutSeconds"
+    CHECKPOINTED_TIMEOUT = "maxCheckpointedTimeoutSeconds"
     RETRIES = "maxRetries"
     HISTORY = "maxHistoryLimit"
     PRIORITY = "priority"
@@ -315,8 +316,12 @@ def violations(
     secret_labels: SecretLabels,
     *,
     unchecked_secret_envs: frozenset[str] = frozenset(),
+    checkpointed: bool = False,
 ) -> list[Violation]:
     """Every rule of `policy` that the Agent spec breaks, in field order.
+
+    `checkpointed`: runs keep checkpoints (the LLM gateway is on), so spec.timeoutSeconds is capped by
+    maxCheckpointedTimeoutSeconds instead of maxTimeoutSeconds.
 
     `secret_labels`: the labels of each Secret that spec.secrets names (`referenced_secrets`), None or
     absent when it does not exist. `unchecked_secret_envs`: entries under these variable names skip the
@@ -340,8 +345,13 @@ def violations(
             found.append(v)
     found += _resource_violations(spec, policy.max_resources)
     history, most_history = spec.history_limits, policy.max_history_limit
+    timeout_rule, most_timeout = (
+        (Rule.CHECKPOINTED_TIMEOUT, policy.max_checkpointed_timeout_seconds)
+        if checkpointed
+        else (Rule.TIMEOUT, policy.max_timeout_seconds)
+    )
     maxima: list[tuple[str, Path_, int, int, str]] = [
-        (Rule.TIMEOUT, ("spec", "timeoutSeconds"), spec.timeout_seconds, policy.max_timeout_seconds, " s"),
+        (timeout_rule, ("spec", "timeoutSeconds"), spec.timeout_seconds, most_timeout, " s"),
         (Rule.RETRIES, ("spec", "retries"), spec.retries, policy.max_retries, ""),
         (Rule.HISTORY, ("spec", "historyLimits", "succeeded"), history.succeeded, most_history, ""),
         (Rule.HISTORY, ("spec", "historyLimits", "failed"), history.failed, most_history, ""),

@@ -6,6 +6,9 @@ Routes:
   POST /v1/agentry/admission        admission decision for the operator (service token)
   POST /v1/agentry/executions/end   an Execution is over: its run tokens admit no more calls (service token)
   GET  /v1/agentry/budgets          budget states of a user/agent (service token)
+  GET  /v1/agentry/checkpoint       a run's journal, or its parent's (`?of=parent`) (run token)
+  POST /v1/agentry/checkpoint       append to the run's journal (run token)
+  POST /v1/agentry/checkpoints/prune  drop journals of Executions that are gone (service token)
   GET  /channels                    per-channel health (breakers, recent calls) (service token)
   POST /channels/{name}/probe       one minimal real call on a channel (service token)
   GET  /metrics                     Prometheus (service token)
@@ -26,6 +29,8 @@ from agentry_common.heap import freeze_startup_heap
 from agentry_common.tokens import Keyring
 
 from . import telemetry
+from .checkpoints import CheckpointStore
+from .checkpoints.routes import router as checkpoint_router
 from .config import GatewayConfig, load_config
 from .ledger import FirestoreLedger, Ledger, MemoryLedger
 from .routes import ROUTERS
@@ -51,6 +56,7 @@ def build_gateway(
     config: GatewayConfig | None = None,
     keyring: Keyring | None = None,
     ledger: Ledger | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> Gateway:
     config = config or load_config(settings.config_file)
     return Gateway(
@@ -58,6 +64,7 @@ def build_gateway(
         config,
         keyring or settings.keyring(),
         ledger or build_ledger(settings, config),
+        checkpoints,
     )
 
 
@@ -74,11 +81,12 @@ def create_app(
     config: GatewayConfig | None = None,
     keyring: Keyring | None = None,
     ledger: Ledger | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
 
     def build() -> Gateway:
-        return build_gateway(settings, config, keyring, ledger)
+        return build_gateway(settings, config, keyring, ledger, checkpoints)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +102,7 @@ def create_app(
     app.state.gateway_lock = asyncio.Lock()
     # Refused before it is read: a token holder cannot make the gateway buffer an endless body.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, render=_too_large)
-    for router in ROUTERS:
+    for router in (*ROUTERS, checkpoint_router):
         app.include_router(router)
     telemetry.instrument(app)  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     return app

@@ -66,6 +66,26 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("agentry_gateway_in_flight", "Calls in progress", registry=r)
+        self.checkpoint_appends = Counter(
+            "agentry_gateway_checkpoint_appends",
+            "Checkpoint appends by outcome: stored, or repeated (a retry of a stored batch)",
+            ["outcome"],
+            registry=r,
+        )
+        self.checkpoint_conflicts = Counter(
+            "agentry_gateway_checkpoint_conflicts",
+            "Checkpoint appends refused with 409 (not the journal's next seq: another pod is ahead)",
+            registry=r,
+        )
+        self.checkpoint_refused = Counter(
+            "agentry_gateway_checkpoint_refused",
+            "Checkpoint requests refused, by reason (ended, scope, limits, invalid)",
+            ["reason"],
+            registry=r,
+        )
+        self.checkpoint_bytes = Counter(
+            "agentry_gateway_checkpoint_bytes", "Checkpoint entry bytes stored", registry=r
+        )
 
     def watch_ledger(self, expired: Callable[[], float], gone: Callable[[], float]) -> None:
         """Gauges read from the ledger at scrape time: what a killed gateway pod left behind."""

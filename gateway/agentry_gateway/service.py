@@ -30,6 +30,7 @@ from .budgets import Amount, Decision
 from .budgets.admin_source import AdminPolicies
 from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
+from .checkpoints import CheckpointStore, build_store
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
 from .metering import Meter
@@ -62,11 +63,21 @@ def _store_unavailable(exc: Exception) -> Rejected:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, config: GatewayConfig, keyring: Keyring, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: GatewayConfig,
+        keyring: Keyring,
+        ledger: Ledger,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
         self.keyring = keyring
         self.ledger = ledger
+        # Run journals live where the budget counters do (the ledger's Firestore client, or memory).
+        client = ledger.client if isinstance(ledger, FirestoreLedger) else None
+        self.checkpoints = checkpoints or build_store(client, settings.checkpoint_retention_days)
         self.metrics = Metrics()
         self.metrics.watch_ledger(lambda: ledger.stats.expired_reservations, ledger.pods_gone)
         self.router = Router(config)
@@ -122,6 +133,7 @@ class Gateway:
             await self.admin.aclose()
         await self.drain()
         await self.pool.aclose()
+        await self.checkpoints.close()
         await self.ledger.close()
 
     async def probe(self, channel_name: str) -> dict[str, Any]:

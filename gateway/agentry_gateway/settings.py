@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agentry_common.governance import ADMIN_REFRESH_SECONDS
 from agentry_common.tokens import Keyring
 
+from .checkpoints.store import RETENTION_DAYS
 from .ledger.pods import GONE_AFTER_SECONDS
 
 
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     pod_gone_seconds: float = Field(default=GONE_AFTER_SECONDS, ge=1, le=3600)
     # Settlements wait this long for the next reservation of the same user to share its transaction.
     settle_delay_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Run checkpoint journals carry `expireAt` = their last append + this (a Firestore TTL policy's
+    # backstop; the operator prunes them with their Executions).
+    checkpoint_retention_days: int = Field(default=RETENTION_DAYS, ge=1, le=3650)
     # max_tokens assumed for an OpenAI request that sets none (the reservation needs a bound).
     default_max_tokens: int = Field(default=4096, ge=1)
     host: str = "0.0.0.0"

@@ -4,15 +4,23 @@ run ends, and the run tokens minted with the keyring shared with the gateway (do
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
+from agentry_common.checkpoints import (
+    CHECKPOINT_PRUNE_PATH,
+    PrunedRun,
+    PruneRequest,
+    derive_state_key,
+    parent_state_keys,
+)
 from agentry_common.governance import ADMISSION_PATH, RUN_END_PATH, RunEnd
 from agentry_common.models import AgentSpec
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
 
+from .builders.follow_up import Parent
 from .builders.governance import Answer, model_chain, owner_of, priority_of
 from .builders.job import active_deadline_seconds
 from .settings import Settings
@@ -20,6 +28,7 @@ from .settings import Settings
 log = logging.getLogger("agentry.operator.governance")
 
 SERVICE_SUBJECT = "operator"
+PRUNE_BATCH = 500  # PruneRequest.runs' bound
 
 
 class Governance:
@@ -82,12 +91,48 @@ class Governance:
                 _detail(response),
             )
 
+    def state_key(self, namespace: str, uid: str) -> str:
+        """The key that signs a run's paused state and journal: derived from the ring's current key and
+        the run's uid, so a follow-up can be given it (parent_keys) after the run's Secret is gone."""
+        return derive_state_key(self.keyring.keys[self.keyring.current], namespace, uid)
+
+    def parent_keys(self, namespace: str, parent: Parent) -> list[str]:
+        """The keys the parent's journal may be signed with (one per ring key: rotation since)."""
+        return parent_state_keys(self.keyring.keys.values(), namespace, parent.uid)
+
+    async def prune(self, runs: Iterable[tuple[str, str]]) -> None:
+        """Ask the gateway to drop the checkpoint journals of these runs (namespace, uid), in batches.
+        Best effort: logged, never raises (a journal left behind is bounded and ages out with its run's
+        history in the store's own retention)."""
+        wanted = [PrunedRun(namespace=ns, uid=uid) for ns, uid in dict.fromkeys(runs) if ns and uid]
+        for start in range(0, len(wanted), PRUNE_BATCH):
+            batch = PruneRequest(runs=wanted[start : start + PRUNE_BATCH])
+            token = mint_service_token(self.keyring, SERVICE_SUBJECT)
+            try:
+                response = await self.http.post(
+                    CHECKPOINT_PRUNE_PATH, json=batch.wire(), headers={"authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as exc:
+                log.warning("could not prune %d checkpoint journals at the gateway: %s", len(batch.runs), exc)
+                continue
+            if response.status_code != 200:
+                log.warning(
+                    "could not prune %d checkpoint journals at the gateway: HTTP %s: %s",
+                    len(batch.runs),
+                    response.status_code,
+                    _detail(response),
+                )
+
     def run_token(
-        self, execution: dict[str, Any], agent: dict[str, Any], spec: AgentSpec | None = None
+        self,
+        execution: dict[str, Any],
+        agent: dict[str, Any],
+        spec: AgentSpec | None = None,
+        parent: Parent | None = None,
     ) -> str:
         """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget,
         the model chain from spec.model (`spec`: the Agent's effective spec parsed already, else it
-        is parsed here)."""
+        is parsed here); a follow-up's names its parent (whose journal it may read)."""
         meta = execution["metadata"]
         spec = spec or AgentSpec.model_validate(agent["spec"])
         budget = spec.budget
@@ -102,6 +147,8 @@ class Governance:
             active_deadline_seconds=active_deadline_seconds(spec),
             limits=RunLimits(tokens=budget.max_tokens_per_run, cost_usd=budget.max_cost_per_run_usd),
             models=model_chain(spec),
+            parent=parent.name if parent else "",
+            parent_uid=parent.uid if parent else "",
         )
 
 

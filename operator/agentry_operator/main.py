@@ -33,6 +33,7 @@ from .handlers.admission import Governance
 from .handlers.agent import background_loop, delete_agent_schedule, reconcile_agent
 from .handlers.agent_timers import AgentTimers
 from .handlers.execution import on_execution
+from .handlers.journals import prune_journals
 from .handlers.state import State
 from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
 from .registries import RECONCILE, WEBHOOKS
@@ -159,6 +160,8 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
         ctx.state.agents.pop(key, None)
         if ctx.timers is not None:
             ctx.timers.forget(key)
+        # Its runs go with it (garbage collector), and their checkpoint journals too.
+        await prune_journals(ctx.state, ctx.state.executions_of(*key), logger)
         return
     waiting_runs = ctx.state.seen_agent(dict(body))
     if ctx.timers is not None:
@@ -235,6 +238,7 @@ async def validate_execution(
     Agent (the run gate holds the same rule for every run, this webhook down or not)."""
     new, before = dict(body), _old(old)
     errors = webhook.execution_errors(new, before, get_policy())
+    errors += webhook.parent_errors(new, before, get_settings().governed)
     if before is None:
         namespace = str(new.get("metadata", {}).get("namespace") or namespace or "")
         name = str((new.get("spec") or {}).get("agentRef", {}).get("name") or "")

@@ -7,7 +7,8 @@
   Agents, Executions, Workflows and WorkflowRuns: only the identities that act for owners
   (`owner_label_writers`: the API, the operator, the schedule tick), or a cluster administrator, may
   set or change them; they alone start runs of owned Agents (`start_errors`).
-* Executions: their spec.priority (which overrides the Agent's) within the policy's range.
+* Executions: their spec.priority (which overrides the Agent's) within the policy's range; a new
+  follow-up's spec.parentRef, as far as it is known without reading the parent (`parent_errors`).
 
 The rules are pure (`agent_errors`, `execution_errors`, `owner_label_errors`, `start_errors`);
 `secret_labels` reads the labels of the Secrets an Agent references.
@@ -32,6 +33,7 @@ from agentry_common.policy import (
 )
 
 from .builders.agent_status import spec_errors
+from .builders.follow_up import follow_up_error, parent_name
 from .builders.governance import PROVIDER_KEY_ENVS, owner_of
 from .builders.run_gate import owner_error
 from .settings import Settings
@@ -104,7 +106,13 @@ def agent_errors(
     # Governed runs never get provider-key entries (builders/governance.governed_secrets): those
     # entries skip the opt-in rule, but never the never-referable Secrets.
     unchecked = PROVIDER_KEY_ENVS if config.governed else frozenset()
-    found = violations(AgentSpec.model_validate(spec), policy, secret_labels, unchecked_secret_envs=unchecked)
+    found = violations(
+        AgentSpec.model_validate(spec),
+        policy,
+        secret_labels,
+        unchecked_secret_envs=unchecked,
+        checkpointed=config.governed,
+    )
     return [str(v) for v in found]
 
 
@@ -116,6 +124,21 @@ def execution_errors(new: Doc, old: Doc | None, policy: AgentPolicy) -> list[str
     if not isinstance(priority, int):
         return []  # the CRD schema refuses anything else
     return [str(v) for v in priority_violations(priority, policy, ("spec", "priority"))]
+
+
+def parent_errors(new: Doc, old: Doc | None, governed: bool) -> list[str]:
+    """A new follow-up (spec.parentRef): what is known without reading its parent (a run naming
+    itself, the gateway off). The run gate checks the rest when the run starts."""
+    name = parent_name(new)
+    if old is not None or not name:
+        return []
+    if not governed or name == _name(new):
+        return [follow_up_error(new, None, governed)]
+    return []
+
+
+def _name(body: Doc) -> str:
+    return str((body.get("metadata") or {}).get("name") or "")
 
 
 def referenced(spec: Doc) -> list[str]:

@@ -24,7 +24,9 @@ Script items (JSON objects):
   {"stream_error": {"type": "overloaded_error"}}    a 200 stream that fails after message_start
   any item: "delay": seconds before answering, "repeat": n (use the item n times),
     "match": text — served only to a request whose messages contain it (the first item that matches
-    or has no "match" is taken), so runs that call concurrently each get their own answers
+    or has no "match" is taken), so runs that call concurrently each get their own answers;
+    "match_last": the same, on the request's last message only; "keep": true — the item stays in the
+    queue (answers every request it matches: a call a lost pod made is answered the same again)
 An empty queue answers 400 "script exhausted", so a test that under-scripts fails loudly.
 
 Usage not scripted is what the provider would report (scripted_cache.py): input tokens at about
@@ -107,14 +109,16 @@ class _State:
                 self.queue.extend(dict(item) for _ in range(repeat))
 
     def pop(self, request: Any = None) -> dict[str, Any] | None:
-        """The first item for this request: one without "match", or whose text is in its messages."""
+        """The first item for this request: one without "match"/"match_last", or whose text is in its
+        messages (its last message)."""
         messages = request.get("messages") if isinstance(request, dict) else None
         text = json.dumps(messages, ensure_ascii=False) if messages is not None else ""
+        last = json.dumps(messages[-1], ensure_ascii=False) if isinstance(messages, list) and messages else ""
         with self.lock:
             for index, item in enumerate(self.queue):
-                match = item.get("match")
-                if match is None or str(match) in text:
-                    return self.queue.pop(index)
+                match, match_last = item.get("match"), item.get("match_last")
+                if (match is None or str(match) in text) and (match_last is None or str(match_last) in last):
+                    return dict(item) if item.get("keep") else self.queue.pop(index)
             return None
 
     def next_id(self) -> int:

@@ -1,10 +1,14 @@
-"""`agentry` against `make dev` (issue 19's done-when): a guest signs in, applies the sample agent,
-`runs submit hello --wait` exits 0 with the result of a run in a real pod, `logs -f` follows another
-run live to its end, and cluster mode (`--kubeconfig`) runs the kubectl-created sample the same way."""
+"""`make dev --detach` with a provider key, and `agentry` against it: a guest signs in, applies the
+sample agent, `runs submit hello --wait` exits 0 with the result of a run in a real pod, `logs -f`
+follows another run live to its end, cluster mode (`--kubeconfig`) runs the sample the same way, and
+a kubectl-created sample Execution succeeds. Then `up` is killed: a second `up` is refused while its
+pods run on, and `down` cleans up after it (one `up` for all of it: each takes a minute or two)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,17 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from agentry_localcluster.cluster import lock_holder
+from agentry_localcluster import node as n
+from agentry_localcluster.cluster import lock_holder, pid_alive
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
 
-from .test_dev_stack import REPO, _cli, _three_ports, _up_args
+from .test_dev_stack import REPO, _assert_nothing_left, _cli, _kubectl, _three_ports, _up_args, _wait_finished
 
 pytestmark = pytest.mark.e2e
 
 AGENTRY = Path(sys.executable).parent / "agentry"
 USAGE = {"input_tokens": 40, "output_tokens": 9}
-ANSWERS = ("An operator is a controller.", "A pod is a group of containers.", "A Job runs to completion.")
+ANSWERS = (
+    "An operator is a controller.",
+    "A pod is a group of containers.",
+    "A Job runs to completion.",
+    "A CRD extends the API.",
+)
 
 
 def _node_free() -> None:
@@ -58,6 +68,27 @@ def agentry(config: Path, *args: str, timeout: float = 240) -> subprocess.Comple
     )
 
 
+def _assert_down_cleans_up_after_a_killed_up(
+    tmp_path: Path, workdir: Path, ports: tuple[int, int, int]
+) -> None:
+    pid = json.loads((n.NODE_RUN / "state.json").read_text())["pid"]
+    again = _cli(*_up_args(tmp_path / "other", *_three_ports()))
+    assert again.returncode == 1 and "a local cluster already runs" in again.stdout, again.stdout
+
+    # A crash: the processes `up` started die with it (parent-death signal), but containers keep
+    # running in their shims, with their mounts, network interfaces and iptables rules.
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + patient(30)
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert n.shim_pids(), "expected the pods' shims to outlive a killed `up`"
+
+    down = _cli("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "containerd shim" in down.stdout, down.stdout
+    _assert_nothing_left(workdir, ports)
+
+
 # Waiting for the machine's node (another run of the e2e tier may hold it) comes on top of the up.
 @pytest.mark.timeout(2400)
 def test_agentry_cli_against_make_dev(tmp_path: Path) -> None:
@@ -70,6 +101,7 @@ def test_agentry_cli_against_make_dev(tmp_path: Path) -> None:
             llm.script([{"text": text, "usage": USAGE} for text in ANSWERS])
             up = start_dev(workdir, (api, apiserver, firestore), llm)
             assert up.returncode == 0, up.stdout[-6000:] + up.stderr
+            assert "running in the background" in up.stdout and "no LLM provider" not in up.stdout
 
             login = agentry(config, "login", "--url", f"http://127.0.0.1:{api}", "--guest")
             assert login.returncode == 0, login.stderr
@@ -98,10 +130,21 @@ def test_agentry_cli_against_make_dev(tmp_path: Path) -> None:
             sample = agentry(config, *kube, "runs", "submit", "hello", "--wait", "-o", "json")
             assert sample.returncode == 0, sample.stdout + sample.stderr
             assert json.loads(sample.stdout)["status"]["result"]["summary"] == ANSWERS[2]
-            assert len(llm.requests) == 3
+
+            kubeconfig = workdir / "kube" / "admin.kubeconfig"
+            manifest = ("-n", "agentry-workloads", "create", "-f", "manifests/samples/execution.yaml")
+            created = _kubectl(kubeconfig, *manifest, "-o", "name")
+            assert created.returncode == 0, created.stderr
+            status = _wait_finished(kubeconfig, created.stdout.strip().split("/")[-1])
+            assert status["phase"] == "Succeeded", status
+            assert status["result"]["summary"] == ANSWERS[3]
+            assert len(llm.requests) == 4
+        _assert_down_cleans_up_after_a_killed_up(tmp_path, workdir, (api, apiserver, firestore))
     finally:
         # `down` stops whichever local cluster holds the lock: only ever ours, never another test's.
+        # After a failure between killing `up` and `down`, the lock's holder is gone but its pods are not.
         holder = lock_holder()
-        if holder is not None and holder.get("workdir") == str(workdir):
+        ours = holder is not None and holder.get("workdir") == str(workdir)
+        if ours or (holder is None and n.leftovers()):
             down = _cli("down")
             assert down.returncode == 0, down.stdout + down.stderr

@@ -3,7 +3,8 @@ localhost, a sample agent whose run reaches a real pod; Ctrl-C (or `agentry-dev 
 leaves nothing running.
 
 Each `up` takes about a minute warm (images and binaries cached). Only one local cluster runs per
-machine: the tests wait (up to 20 min) for another run's to end before they start theirs.
+machine: the tests wait (up to 20 min) for another run's to end before they start theirs. `up
+--detach` with a provider key, the CLI against it and `down` after a killed `up` are in test_cli_dev.py.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import pytest
 from agentry_localcluster import localhttp
 from agentry_localcluster import node as n
 from agentry_localcluster.cli import READY_LINE
-from agentry_localcluster.cluster import lock_holder, pid_alive
+from agentry_localcluster.cluster import lock_holder
 from agentry_localcluster.procs import port_in_use, quiet_port
-from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
 
 pytestmark = pytest.mark.e2e
@@ -209,55 +209,6 @@ def test_make_dev_runs_agents_in_real_pods_and_ctrl_c_stops_everything(tmp_path:
     assert code == 0, log.read_text()[-6000:]
     assert "stopped every process" in log.read_text()
     _assert_nothing_left(workdir, (api, apiserver, firestore))
-
-
-def test_with_a_key_the_sample_runs_and_down_cleans_up_after_a_killed_up(tmp_path: Path) -> None:
-    api, apiserver, firestore = _three_ports()
-    workdir = tmp_path / "dev"
-    try:
-        # A provider on this machine's loopback, as a local LLM would be: `make dev` hands pods the
-        # node's address instead (the server listens on every address, like a local LLM server
-        # "serving on the network").
-        with ScriptedLLM(host="0.0.0.0") as llm:
-            usage = {"input_tokens": 40, "output_tokens": 9}
-            llm.script([{"text": "An operator is a controller.", "usage": usage}])
-            up = _cli(
-                *_up_args(workdir, api, apiserver, firestore),
-                "--detach",
-                timeout=1500,
-                ANTHROPIC_API_KEY="sk-ant-dev-stack-0123456789",
-                ANTHROPIC_BASE_URL=f"http://127.0.0.1:{llm.port}",
-            )
-            assert up.returncode == 0, up.stdout[-6000:] + up.stderr
-            assert "running in the background" in up.stdout and "no LLM provider" not in up.stdout
-            kubeconfig = workdir / "kube" / "admin.kubeconfig"
-            sample = ("-n", "agentry-workloads", "create", "-f", "manifests/samples/execution.yaml")
-            created = _kubectl(kubeconfig, *sample, "-o", "name")
-            assert created.returncode == 0, created.stderr
-            status = _wait_finished(kubeconfig, created.stdout.strip().split("/")[-1])
-            assert status["phase"] == "Succeeded", status
-            assert status["result"]["summary"] == "An operator is a controller."
-            assert len(llm.requests) == 1
-
-        pid = json.loads((n.NODE_RUN / "state.json").read_text())["pid"]
-        again = _cli(*_up_args(tmp_path / "other", *_three_ports()))
-        assert again.returncode == 1 and "a local cluster already runs" in again.stdout, again.stdout
-
-        # A crash: the processes `up` started die with it (parent-death signal), but containers keep
-        # running in their shims, with their mounts, network interfaces and iptables rules.
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + patient(30)
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert n.shim_pids(), "expected the pods' shims to outlive a killed `up`"
-
-        down = _cli("down")
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert "containerd shim" in down.stdout, down.stdout
-        _assert_nothing_left(workdir, (api, apiserver, firestore))
-    finally:
-        if lock_holder() is not None or n.leftovers():  # a failure above: stop what runs, for the next test
-            _cli("down")
 
 
 def test_dev_stack_reports_a_taken_port(tmp_path: Path) -> None:

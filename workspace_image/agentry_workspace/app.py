@@ -62,10 +62,11 @@ async def _run_async(cfg: RunConfig, sink: EventSink) -> Outcome:
     else:
         runner = Runner(cfg, sink)
     loop = asyncio.get_running_loop()
-    # Kubernetes stops a pod with SIGTERM (deletion, activeDeadlineSeconds): stop cleanly so the
-    # result still reaches the termination log within the grace period.
+    # Kubernetes stops a pod with SIGTERM (deletion, eviction, activeDeadlineSeconds): stop cleanly so
+    # the result still reaches the termination log within the grace period; a run with a journal
+    # finishes its step and stops at the checkpoint (exit 75: a new pod resumes it).
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
+        loop.add_signal_handler(signal.SIGTERM, runner.interrupt)
     # In a pod: a tool that uses up the pod's process limit ends the run (pidguard.py).
     guard = PidGuard.for_pod(runner.request_stop)
     watch = asyncio.create_task(guard.watch()) if guard is not None else None

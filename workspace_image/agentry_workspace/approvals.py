@@ -6,16 +6,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentry_common.statesig import SIGNATURE_FIELD, sign_state
+from agentry_common.statesig import ENV_STATE_KEY, SIGNATURE_FIELD, sign_state
 from agentry_llm import ToolResultBlock, ToolUseBlock
 
+from . import journal
 from .config import STATE_FILE, ConfigError
 from .events import EventSink
-from .policy import Verdict
-from .state import Decision, ResumeRequest, RunState
+from .outcome import Outcome, StopReason
+from .policy import Verdict, assess_call
+from .state import Decision, PendingApproval, ResumeRequest, RunState, approval_id
 from .tools.base import one_line
+from .usage import UsageTracker
+
+if TYPE_CHECKING:
+    from .runner import Runner
 
 DENIED = (
     "A human denied this action{who}{why}. It was not executed. Do not try it "
@@ -105,3 +111,70 @@ def signed_state(
     if not key:
         return {"state": state}
     return {"state": state, SIGNATURE_FIELD: sign_state(key, state)}
+
+
+# -- the runner pauses and resumes (its journal records both) ----------------------------------------
+
+
+async def pause(
+    runner: Runner,
+    use: ToolUseBlock,
+    verdict: Verdict,
+    done: list[ToolResultBlock],
+    remaining: list[ToolUseBlock],
+) -> Outcome:
+    apr_id = approval_id(runner.cfg.execution, use.id)
+    state = RunState(
+        execution=runner.cfg.execution,
+        agent=runner.cfg.agent,
+        messages=runner.messages,
+        completed_results=done,
+        pending=PendingApproval(approval_id=apr_id, tool_use=use, risk=verdict.risk, reason=verdict.reason),
+        remaining=remaining,
+        usage=runner.usage.to_state(),
+        outputs=runner.outputs.values,
+    )
+    state_path = save_state(runner.cfg.state_dir, state)
+    await runner.durable.step(journal.PAUSED, journal.paused(apr_id, use.id))
+    arguments = runner.tools[use.name].describe(use.input)
+    timeout = runner.spec.approval.timeout_seconds
+    runner.events.emit(
+        "approval_request",
+        approvalId=apr_id,
+        tool=use.name,
+        toolUseId=use.id,
+        risk=verdict.risk.value,
+        reason=verdict.reason,
+        arguments=arguments,
+        input=use.input,
+        timeoutSeconds=timeout,
+        stateFile=str(state_path),
+        **signed_state(state.wire(), runner.cfg.env.get(ENV_STATE_KEY, ""), runner.events.redact),
+    )
+    return runner._stop(
+        StopReason.APPROVAL_REQUIRED,
+        f"Waiting for approval {apr_id}: {use.name} {arguments}",
+        approval=approval_summary(apr_id, use, verdict, arguments, timeout),
+    )
+
+
+async def resume(runner: Runner) -> Outcome | None:
+    resume = runner.cfg.resume
+    assert resume is not None
+    check_resume(resume, runner.cfg.execution)
+    state, decision = resume.state, resume.decision
+    runner.messages = list(state.messages)
+    runner.usage = UsageTracker.from_state(state.usage)
+    runner.outputs.values = dict(state.outputs)
+    emit_decision(runner.events, resume)
+    use = state.pending.tool_use
+    if decision.approved:
+        # Approval lifts the wait, never a refusal: the allow-list is checked again.
+        verdict = assess_call(runner.tools.get(use.name), use.name, use.input, runner.spec, runner.ctx)
+        if verdict.action == "approve":
+            verdict = Verdict("run", verdict.risk, verdict.reason)
+        result = await runner._execute(use, verdict)
+    else:
+        result = denied_result(runner.events, use, decision)
+        runner.durable.stage(journal.TOOL_RESULT, journal.tool_result(result, runner.outputs.values))
+    return await runner._run_tool_calls(state.remaining, [*state.completed_results, result])

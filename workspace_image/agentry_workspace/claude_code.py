@@ -131,6 +131,10 @@ class ClaudeCodeRunner:
         self._stop = (StopReason.DEADLINE, f"Stopped: {note}.")
         self._kill()
 
+    def interrupt(self) -> None:
+        """SIGTERM: this runtime keeps no journal, so it stops now (a `deadline` stop)."""
+        self.request_stop("terminated (SIGTERM)")
+
     def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):

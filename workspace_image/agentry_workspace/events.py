@@ -40,6 +40,7 @@ EVENT_TYPES = frozenset(
         "warning",
         "error",
         "result",
+        "resumed",
     }
 )
 

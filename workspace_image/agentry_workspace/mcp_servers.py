@@ -207,6 +207,7 @@ class McpServers:
                     dict(tool.input_schema),
                     risk,
                     _caller(client),
+                    repeatable=bool(hints and (hints.idempotent_hint or hints.read_only_hint)),
                 )
                 if len(found) < MAX_REPORTED_TOOLS:
                     found[tool.name] = risk.value

@@ -30,6 +30,8 @@ class StopReason(StrEnum):
     PID_LIMIT = "pid_limit"  # a tool used up the pod's process limit (pidguard.py)
     CONTEXT_OVERFLOW = "context_overflow"  # even compacted, the conversation exceeds the window
     APPROVAL_REQUIRED = "approval_required"
+    RESUME_LIMIT = "resume_limit"  # resumed MAX_RESUMES_WITHOUT_PROGRESS times without a new entry
+    INTERRUPTED = "interrupted"  # SIGTERM (or another pod ahead): stopped at a checkpoint, not final
 
 
 # The codes themselves are the operator's contract too: they live in agentry_common.exitcodes.
@@ -46,10 +48,15 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.PID_LIMIT: ExitCode.PID_LIMIT,
     StopReason.CONTEXT_OVERFLOW: ExitCode.CONTEXT_OVERFLOW,
     StopReason.APPROVAL_REQUIRED: ExitCode.APPROVAL_REQUIRED,
+    StopReason.RESUME_LIMIT: ExitCode.RESUME_LIMIT,
+    StopReason.INTERRUPTED: ExitCode.INTERRUPTED,
 }
 # Only an internal error may succeed on a plain retry of the Job; every other stop is either
 # success or a decision (budget, deadline, approval, configuration) that a retry would repeat.
-RETRYABLE_EXIT_CODES = frozenset(int(c) for c in ExitCode if c not in FINAL and c != ExitCode.COMPLETED)
+# INTERRUPTED is not a failure: a new pod resumes the run without using a retry.
+RETRYABLE_EXIT_CODES = frozenset(
+    int(c) for c in ExitCode if c not in FINAL and c not in (ExitCode.COMPLETED, ExitCode.INTERRUPTED)
+)
 
 
 @dataclass
@@ -63,6 +70,8 @@ class Outcome:
     # Per MCP server: the tools offered (name -> risk) or why it could not be reached.
     mcp: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # the named outputs set (set_output)
+    # The run's journal ({entries, resumes, interruptedCalls, lastAt}: CheckpointStatus); None without.
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -90,6 +99,8 @@ class Outcome:
             data["mcp"] = self.mcp
         if self.outputs:
             data["outputs"] = self.outputs
+        if self.checkpoint is not None:
+            data["checkpoint"] = self.checkpoint
         return data
 
 
@@ -144,6 +155,8 @@ def termination_message(outcome: Outcome, limit: int = TERMINATION_LIMIT) -> str
     }
     if data.get("approval"):
         minimal["approval"] = {"id": data["approval"].get("id")}
+    if data.get("checkpoint"):
+        minimal["checkpoint"] = data["checkpoint"]
     return _dump(minimal).decode("utf-8")[:limit]
 
 

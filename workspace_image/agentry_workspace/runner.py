@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from agentry_common.statesig import ENV_STATE_KEY
-from agentry_common.tracing import set_error
+from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, STEP_GRACE_SECONDS
 from agentry_llm import (
     BreakerRegistry,
     ChatProvider,
@@ -26,25 +24,19 @@ from agentry_llm import (
     build_chain_providers,
 )
 
-from .approvals import (
-    approval_summary,
-    check_resume,
-    denied_result,
-    emit_decision,
-    save_state,
-    signed_state,
-)
+from . import journal, toolrun
+from .approvals import pause, resume
+from .checkpoints import Fenced, open_journal
 from .config import ConfigError, RunConfig
 from .context import ContextKeeper, ContextOverflow
+from .durable import Durable, Opened, StopAtCheckpoint, continue_from, pod_name
 from .events import TEXT_IN_EVENTS, EventSink, tool_env
 from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
 from .prompts import CONTINUE_PROMPT, EMPTY_INPUT_PROMPT, system_prompt
-from .state import PendingApproval, RunState, approval_id
-from .telemetry import tool_span, traced_turn
-from .tools import ToolContext, ToolInputError, enabled_tools
-from .tools.base import one_line
+from .telemetry import traced_turn
+from .tools import ToolContext, enabled_tools
 from .tools.outputs import OutputsTool
 from .usage import UsageTracker, budget_stop
 
@@ -97,6 +89,7 @@ class Runner:
         self._stop_note = ""
         self._cost_warned = False
         self._mcp: list[dict[str, Any]] = []  # what the MCP servers offered (the result's `mcp`)
+        self.durable = Durable(open_journal(cfg.env, events))
 
     # -- public -----------------------------------------------------------------------------
 
@@ -105,6 +98,17 @@ class Runner:
         self._stop_note = note
         if self._timeout is not None:
             self._timeout.reschedule(asyncio.get_running_loop().time())
+
+    def interrupt(self) -> None:
+        """SIGTERM: with a journal, finish the current step if it ends within STEP_GRACE_SECONDS and
+        stop at the checkpoint (INTERRUPTED); without one, stop now (a `deadline` stop)."""
+        if not self.durable.on:
+            self.request_stop("terminated (SIGTERM)")
+            return
+        self.durable.stopping = True
+        if self._timeout is not None:
+            grace = asyncio.get_running_loop().time() + STEP_GRACE_SECONDS
+            self._timeout.reschedule(min(self._timeout.when() or grace, grace))
 
     async def run(self) -> Outcome:
         self._emit_start()
@@ -122,52 +126,99 @@ class Runner:
         except TimeoutError:
             if self._timeout is None or not self._timeout.expired():
                 raise
-            note = self._stop_note or f"deadline of {self.cfg.deadline_seconds:g}s reached"
-            outcome = self._stop(StopReason.DEADLINE, f"Stopped: {note}.")
+            if self.durable.stopping:  # the step did not end within the grace: its intent is journaled
+                outcome = self._interrupted(f"its step did not end within {STEP_GRACE_SECONDS}s")
+            else:
+                note = self._stop_note or f"deadline of {self.cfg.deadline_seconds:g}s reached"
+                outcome = self._stop(StopReason.DEADLINE, f"Stopped: {note}.")
+        except StopAtCheckpoint:
+            outcome = self._interrupted("its last step is journaled")
+        except Fenced as err:
+            self.durable.writer = None  # not one more entry: the other pod owns the journal now
+            outcome = self._stop(StopReason.INTERRUPTED, f"Stopped: {err}; this pod left the run to it.")
         finally:
             for provider in self.providers:
                 await provider.aclose()
+            if self.durable.writer is not None:
+                await self.durable.writer.store.aclose()
         return outcome  # app.finish redacts it and writes it out (termination message, result.json)
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> Outcome:
-        waiting = await self._begin()
-        if waiting is not None:
-            return waiting
-        while True:
+        outcome = await self._begin()
+        while outcome is None:
             outcome = await self._turn()
-            if outcome is not None:
-                return outcome
+        await self.durable.flush()  # the last answer or result, before the result says it is stored
+        outcome.checkpoint = self.durable.status()
+        return outcome
 
     async def _begin(self) -> Outcome | None:
-        """The conversation's start: the input, or a paused run's state (which may pause again)."""
+        """The conversation's start: the journal's state (a lost pod's run), a paused run's state
+        (which may pause again), a follow-up's parent conversation and its input, or the input."""
+        opened = await self.durable.open(self.cfg)
+        if opened is not None:
+            own = opened.own
+            # A resumed run's deadline counts from its journal's first entry.
+            if self.cfg.remaining_seconds() <= 0:
+                limit = f"{self.cfg.deadline_seconds:g}s"
+                return self._stop(
+                    StopReason.DEADLINE, f"Stopped: deadline of {limit} reached (since {own.first_at})."
+                )
+            if self._timeout is not None:
+                self._timeout.reschedule(asyncio.get_running_loop().time() + self.cfg.remaining_seconds())
+            if own.idle_resumes >= MAX_RESUMES_WITHOUT_PROGRESS:
+                return self._stop(
+                    StopReason.RESUME_LIMIT,
+                    f"Stopped: resumed {own.idle_resumes} times in a row without progress "
+                    f"(entry {own.entries} of the journal each time); not resuming again.",
+                )
+            begin = journal.begin(pod_name(), resumed=not own.empty, parent=opened.parent_name)
+            self.durable.stage(journal.BEGIN, begin)
+            if not own.empty:
+                await self.durable.flush()  # stored at once: resumes that make no progress are counted
+            # A journal without a conversation (the pod was lost at once) starts from the input.
+            if own.messages and not (own.paused and self.cfg.resume is not None):
+                return await continue_from(self, own)
         if self.cfg.resume is not None:
-            return await self._resume()
+            return await resume(self)
         text = self.cfg.input_text.strip() or EMPTY_INPUT_PROMPT
-        self.messages.append(Message(role="user", content=[TextBlock(text=text)]))
+        self._follow_up(opened, text)
+        await self.durable.flush()
         return None
+
+    def _follow_up(self, opened: Opened | None, text: str) -> None:
+        if opened is None or opened.parent is None:
+            self._append(Message(role="user", content=[TextBlock(text=text)]))
+            return
+        messages = journal.continue_with(opened.parent, text)
+        self.messages = messages[:-1]  # usage and outputs are the follow-up's own, from zero
+        reset = journal.reset("follow_up", self.messages, self.usage.to_state(), {}, opened.parent_name)
+        self.durable.stage(journal.RESET, reset)
+        self._append(messages[-1])
+
+    def _append(self, message: Message, *, final: bool = False) -> None:
+        """A message joins the conversation and the journal (stored at the next step boundary)."""
+        self.messages.append(message)
+        data = journal.message(message, self.usage.to_state(), self.outputs.values, final=final)
+        self.durable.stage(journal.MESSAGE, data)
 
     async def _turn(self) -> Outcome | None:
         """One model call and its tool calls; an outcome when the run stops here."""
         if self._turns_spent():
             return self._max_turns()
+        await self.durable.step()  # after SIGTERM: stop here
+        storing = self.durable.flush_soon()  # the last results, stored during the model call
         try:
-            self.messages = await self.context.fit(self.messages, self._request, self.usage.turns + 1)
-            request = self.context.with_breakpoints(self._request(self.messages))
-            over = self._over_budget()  # a compaction's summary call is charged too
-            if over is not None:
-                return over
-            turn = self.usage.turns + 1
-            response = await traced_turn(self.chain, self.providers, request, self.events.text_delta, turn)
-        except ContextOverflow as err:
-            return self._stop(StopReason.CONTEXT_OVERFLOW, f"Stopped: {err}.")
-        except ProvidersFailed as err:
-            # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
-            reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
-            return self._stop(reason, f"Stopped: {err}")
-        message, uses = self._record_turn(response)
-        if not uses and response.stop_reason != "max_tokens":
+            answer = await self._call_model()
+        except BaseException:
+            await self.durable.settle(storing, failed=True)
+            raise
+        await self.durable.settle(storing)
+        if isinstance(answer, Outcome):
+            return answer
+        message, uses = self._record_turn(answer)  # journaled with the next step's entries
+        if not uses and answer.stop_reason != "max_tokens":
             return self._stop(StopReason.END_TURN, message.text() or "(no final message)")
         over = self._over_budget()
         if over is not None:
@@ -175,9 +226,29 @@ class Runner:
         if self._turns_spent():
             return self._max_turns()  # tool results would never reach the model: do not run the tools
         if not uses:
-            self.messages.append(Message(role="user", content=[TextBlock(text=CONTINUE_PROMPT)]))
+            self._append(Message(role="user", content=[TextBlock(text=CONTINUE_PROMPT)]))
             return None
         return await self._run_tool_calls(uses, [])
+
+    async def _call_model(self) -> ChatResponse | Outcome:
+        try:
+            fitted = await self.context.fit(self.messages, self._request, self.usage.turns + 1)
+            if fitted is not self.messages:
+                self.messages = fitted
+                data = journal.reset("compaction", fitted, self.usage.to_state(), self.outputs.values)
+                self.durable.stage(journal.RESET, data)
+            request = self.context.with_breakpoints(self._request(self.messages))
+            over = self._over_budget()  # a compaction's summary call is charged too
+            if over is not None:
+                return over
+            turn = self.usage.turns + 1
+            return await traced_turn(self.chain, self.providers, request, self.events.text_delta, turn)
+        except ContextOverflow as err:
+            return self._stop(StopReason.CONTEXT_OVERFLOW, f"Stopped: {err}.")
+        except ProvidersFailed as err:
+            # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
+            reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
+            return self._stop(reason, f"Stopped: {err}")
 
     def _request(self, messages: list[Message]) -> ChatRequest:
         return ChatRequest(
@@ -203,7 +274,7 @@ class Runner:
             kept = [b for b in message.content if not isinstance(b, ToolUseBlock)]
             message = Message(role="assistant", content=kept or [TextBlock(text="…")])
             uses = []
-        self.messages.append(message)
+        self._append(message, final=not uses and response.stop_reason != "max_tokens")
         self.events.emit(
             "turn",
             turn=self.usage.turns,
@@ -226,125 +297,24 @@ class Runner:
     async def _run_tool_calls(
         self, uses: Sequence[ToolUseBlock], done: list[ToolResultBlock]
     ) -> Outcome | None:
-        """Run a turn's tool calls in order; stop at the first one that needs approval."""
+        """Run a turn's tool calls in order; stop at the first one that needs approval. Each call's
+        intent is journaled before it runs, with the previous call's result (one append)."""
         results = list(done)
         for index, use in enumerate(uses):
             tool = self.tools.get(use.name)
             verdict = assess_call(tool, use.name, use.input, self.spec, self.ctx)
             if verdict.action == "approve":
-                return self._request_approval(use, verdict, results, list(uses[index + 1 :]))
+                return await pause(self, use, verdict, results, list(uses[index + 1 :]))
             results.append(await self._execute(use, verdict))
         self.messages.append(Message(role="user", content=list(results)))
         return None
 
     async def _execute(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
-        with tool_span(use, verdict.risk.value, verdict.action) as span:
-            result = await self._execute_untraced(use, verdict)
-            if result.is_error:
-                set_error(span, "tool error")
-            return result
-
-    async def _execute_untraced(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
-        tool = self.tools.get(use.name)
-        described = tool.describe(use.input) if tool is not None else use.name
-        self.events.emit(
-            "tool_call",
-            turn=self.usage.turns,
-            toolUseId=use.id,
-            tool=use.name,
-            risk=verdict.risk.value,
-            action=verdict.action,
-            arguments=described,
-        )
-        started = time.monotonic()
-        details: dict[str, Any] = {}
-        if verdict.action == "refuse" or tool is None:
-            content, is_error, refused = f"Refused by policy: {verdict.reason}", True, True
-        else:
-            refused = False
-            try:
-                out = await tool.run(use.input, self.ctx)
-                content, is_error, details = out.content, out.is_error, out.details
-            except ToolInputError as err:
-                content, is_error = str(err), True
-            except OSError as err:
-                content, is_error = f"{use.name} failed: {err}", True
-        self.events.emit(
-            "tool_result",
-            toolUseId=use.id,
-            tool=use.name,
-            isError=is_error,
-            refused=refused,
-            bytes=len(content.encode("utf-8")),
-            summary=one_line(content, 300),
-            durationMs=int((time.monotonic() - started) * 1000),
-            details=details,
-        )
-        return ToolResultBlock(tool_use_id=use.id, content=content, is_error=is_error)
-
-    # -- approval ---------------------------------------------------------------------------
-
-    def _request_approval(
-        self,
-        use: ToolUseBlock,
-        verdict: Verdict,
-        done: list[ToolResultBlock],
-        remaining: list[ToolUseBlock],
-    ) -> Outcome:
-        apr_id = approval_id(self.cfg.execution, use.id)
-        state = RunState(
-            execution=self.cfg.execution,
-            agent=self.cfg.agent,
-            messages=self.messages,
-            completed_results=done,
-            pending=PendingApproval(
-                approval_id=apr_id, tool_use=use, risk=verdict.risk, reason=verdict.reason
-            ),
-            remaining=remaining,
-            usage=self.usage.to_state(),
-            outputs=self.outputs.values,
-        )
-        state_path = save_state(self.cfg.state_dir, state)
-        arguments = self.tools[use.name].describe(use.input)
-        timeout = self.spec.approval.timeout_seconds
-        self.events.emit(
-            "approval_request",
-            approvalId=apr_id,
-            tool=use.name,
-            toolUseId=use.id,
-            risk=verdict.risk.value,
-            reason=verdict.reason,
-            arguments=arguments,
-            input=use.input,
-            timeoutSeconds=timeout,
-            stateFile=str(state_path),
-            **signed_state(state.wire(), self.cfg.env.get(ENV_STATE_KEY, ""), self.events.redact),
-        )
-        return self._stop(
-            StopReason.APPROVAL_REQUIRED,
-            f"Waiting for approval {apr_id}: {use.name} {arguments}",
-            approval=approval_summary(apr_id, use, verdict, arguments, timeout),
-        )
-
-    async def _resume(self) -> Outcome | None:
-        resume = self.cfg.resume
-        assert resume is not None
-        check_resume(resume, self.cfg.execution)
-        state, decision = resume.state, resume.decision
-        self.messages = list(state.messages)
-        self.usage = UsageTracker.from_state(state.usage)
-        self.outputs.values = dict(state.outputs)
-        emit_decision(self.events, resume)
-        use = state.pending.tool_use
-        if decision.approved:
-            # Approval lifts the wait, never a refusal: the allow-list is checked again.
-            verdict = assess_call(self.tools.get(use.name), use.name, use.input, self.spec, self.ctx)
-            if verdict.action == "approve":
-                verdict = Verdict("run", verdict.risk, verdict.reason)
-            result = await self._execute(use, verdict)
-        else:
-            result = denied_result(self.events, use, decision)
-        return await self._run_tool_calls(state.remaining, [*state.completed_results, result])
+        runs = verdict.action == "run" and use.name in self.tools
+        await self.durable.step(journal.TOOL_STARTED, journal.tool_started(use) if runs else None)
+        result = await toolrun.execute(use, verdict, self.tools, self.ctx, self.events, self.usage.turns)
+        self.durable.stage(journal.TOOL_RESULT, journal.tool_result(result, self.outputs.values))
+        return result
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -381,6 +351,15 @@ class Runner:
             fallbacks=self.usage.fallbacks,
             mcp=self._mcp,
             outputs=dict(self.outputs.values),
+            checkpoint=self.durable.status(),
+        )
+
+    def _interrupted(self, why: str) -> Outcome:
+        status = self.durable.status() or {}
+        return self._stop(
+            StopReason.INTERRUPTED,
+            f"Interrupted (SIGTERM): {why}; a new pod resumes the run from its checkpoint "
+            f"(entry {status.get('entries', 0)}).",
         )
 
     def _on_chain_event(self, kind: str, data: dict[str, Any]) -> None:
@@ -407,6 +386,8 @@ class Runner:
             deadlineSeconds=self.cfg.deadline_seconds,
             budget=spec.budget.wire(),
             resumed=self.cfg.resume is not None,
+            checkpoints=self.durable.writer is not None,
+            parent=self.durable.writer.parent_name if self.durable.writer is not None else "",
         )
 
     def _tool_specs(self) -> list[ToolSpec]:

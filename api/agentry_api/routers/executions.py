@@ -1,4 +1,5 @@
-"""/api/executions: list (filter, cursor pagination), detail, cancel (202), logs, LLM calls."""
+"""/api/executions: list (filter, cursor pagination), detail with its thread, cancel (202), logs, LLM
+calls. Follow-ups: routers/messages.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from fastapi import APIRouter, Query, status
 from agentry_common.models import Phase
 
 from ..deps import CurrentUser, StateDep
-from ..schemas import Accepted, ExecutionOut, ExecutionPage, LlmCallsOut, LogsOut
+from ..schemas import Accepted, ExecutionPage, LlmCallsOut, LogsOut
+from ..schemas.follow_ups import ExecutionDetail
 from ..services.calls import execution_calls
+from ..services.follow_ups import execution_detail
 from ..services.views import execution_out
 
 router = APIRouter(prefix="/api/executions", tags=["executions"])
@@ -31,9 +34,10 @@ async def list_executions(
     return ExecutionPage(items=[execution_out(d) for d in docs], nextCursor=next_cursor)
 
 
-@router.get("/{name}", response_model=ExecutionOut)
-async def get_execution(name: str, user: CurrentUser, state: StateDep) -> ExecutionOut:
-    return execution_out(await state.runs.get(user, name))
+@router.get("/{name}", response_model=ExecutionDetail)
+async def get_execution(name: str, user: CurrentUser, state: StateDep) -> ExecutionDetail:
+    """The run, with its thread: the runs it continues and those that continue it (follow-ups)."""
+    return await execution_detail(state.runs, user, name)
 
 
 @router.post("/{name}/cancel", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)

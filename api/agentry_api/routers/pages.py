@@ -23,6 +23,7 @@ from ..services.budgets.decisions import decisions
 from ..services.budgets.view import BudgetsOut, budgets
 from ..services.calls import execution_calls
 from ..services.errors import NotFound, Unavailable
+from ..services.follow_ups import FollowUps
 from ..services.usage import usage
 from ..services.usage_charts import cost_over_time, usage_charts
 from ..services.views import agent_out, approval_out, execution_out
@@ -113,6 +114,7 @@ async def execution_page(name: str, request: Request, state: StateDep) -> Respon
         ]
         return {
             "execution": execution_out(doc).model_dump(mode="json"),
+            "thread": [t.model_dump(mode="json") for t in await FollowUps(state.runs).thread(user, doc)],
             "approvals": approvals,
             "events": events,
             "calls": (await execution_calls(state.runs, user, name)).model_dump(mode="json"),

@@ -111,6 +111,12 @@ class ExecutionOut(BaseModel):
     trial: bool = Field(
         default=False, description="A draft tried from the chat designer (its Agent is gone)."
     )
+    parent: str | None = Field(
+        default=None, description="The run this one continues (spec.parentRef.name), for a follow-up."
+    )
+    checkpoint: dict[str, Any] | None = Field(
+        default=None, description="status.checkpoint: {entries, resumes, interruptedCalls, lastAt}."
+    )
     createdAt: str
     updatedAt: str
 

@@ -24,7 +24,7 @@ from .agents import AgentService
 from .approvals import ApprovalService
 from .errors import Conflict, Invalid, NotFound, Unavailable
 from .events import EventBus
-from .views import execution_event, execution_view, iso
+from .views import execution_event, execution_view, iso, parent_of
 
 log = logging.getLogger("agentry.api.runs")
 Doc = dict[str, Any]
@@ -54,11 +54,24 @@ class RunService:
         self.store, self.cluster, self.bus = store, cluster, bus
         self.agents, self.approvals = agents, approvals
 
-    async def run(self, user: User, agent_id: str, input_text: str | None) -> Doc:
+    async def run(
+        self,
+        user: User,
+        agent_id: str,
+        input_text: str | None,
+        *,
+        trigger: Trigger = Trigger.API,
+        parent: str | None = None,
+        root: str | None = None,
+    ) -> Doc:
+        """Start a run of the user's agent; `parent`: a follow-up of that run (services/follow_ups.py
+        checks it first), `root` the first run of their thread. The field of `input_text` is `input`
+        (a follow-up's: `message`)."""
         agent = await self.agents.get(user, agent_id)
+        field = "message" if parent else "input"
         if input_text and looks_like_secret(input_text):
             raise Invalid(
-                ["body", "input"], "input contains what looks like an API key; use the agent's secrets"
+                ["body", field], f"{field} contains what looks like an API key; use the agent's secrets"
             )
         sync = (agent.get("sync") or {}).get("state", "Synced")
         if sync != "Synced":
@@ -68,10 +81,14 @@ class RunService:
             )
         correlation_id = uuid.uuid4().hex
         name = f"{agent_id[:50]}-{random_suffix(6)}"
-        doc = accepted_doc(name, user.id, agent_id, Trigger.API, correlation_id, input_text)
+        doc = accepted_doc(name, user.id, agent_id, trigger, correlation_id, input_text)
+        if parent:
+            doc["parent"], doc["root"] = parent, root or parent
         await self.store.put_execution(doc)
         try:
-            await self._create(name, agent_id, input_text, correlation_id, user.owner_label)
+            await self._create(
+                name, agent_id, input_text, correlation_id, user.owner_label, trigger=trigger, parent=parent
+            )
         except ClusterUnavailable as exc:
             await self.store.delete_execution(name)
             raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
@@ -81,7 +98,13 @@ class RunService:
         await self.bus.publish(
             user.id, "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
         )
-        log.info("run %s of %s accepted correlation_id=%s", name, agent_id, correlation_id)
+        log.info(
+            "run %s of %s accepted correlation_id=%s%s",
+            name,
+            agent_id,
+            correlation_id,
+            f" continuing {parent}" if parent else "",
+        )
         return doc
 
     async def run_scheduled(self, agent_id: str, scheduled: dt.datetime) -> Doc:
@@ -269,6 +292,8 @@ class RunService:
         # The Execution's uid tells its gateway call records from those of an earlier one of the name.
         if meta.get("uid") and doc.get("uid") != meta["uid"]:
             doc["uid"], doc["viewHash"] = meta["uid"], None
+        if doc.get("parent") != parent_of(cr) or (doc.get("parent") and not doc.get("root")):
+            await self._thread_fields(doc, parent_of(cr))
         view = execution_view(cr)
         if not doc.get("correlationId"):
             doc["correlationId"] = (cr.get("status") or {}).get("correlationId")
@@ -290,6 +315,17 @@ class RunService:
         )
         await self.store.put_execution(doc)
         return doc
+
+    async def _thread_fields(self, doc: Doc, parent: str | None) -> None:
+        """A follow-up's `parent` and `root` (the first run of its thread, where its parent's thread
+        starts), so that one query finds a thread; set once, as spec.parentRef is immutable."""
+        doc["parent"], doc["viewHash"] = parent, None
+        if parent is None:
+            doc.pop("root", None)
+            return
+        found = await self.store.execution(parent)
+        mine = found is not None and found.get("userId") == doc.get("userId")
+        doc["root"] = str((found or {}).get("root") or parent) if mine else parent
 
     async def _approval_side(self, doc: Doc, view: Doc, agent: Doc | None) -> None:
         """Record and announce the approval a waiting run asks for; close those of a run that ended."""
@@ -348,5 +384,6 @@ def first_mirror(cr: Doc, agent: Doc) -> Doc:
         "trigger": spec.get("trigger", Trigger.MANUAL.value),
         "correlationId": spec.get("correlationId"),
         "input": spec.get("input"),
+        "parent": parent_of(cr),
         "createdAt": iso(meta.get("creationTimestamp")) or now_iso(),
     }

@@ -87,7 +87,16 @@ def execution_view(cr: Doc) -> Doc:
     status = cr.get("status") or {}
     view: Doc = {k: status.get(k) for k in EXECUTION_FIELDS}
     view["phase"] = status.get("phase") or "Pending"
+    # Only when reported: the view of a run without one (and so its stored hash) stays as it was.
+    if status.get("checkpoint"):
+        view["checkpoint"] = status["checkpoint"]
     return view
+
+
+def parent_of(cr: Doc) -> str | None:
+    """The run a follow-up continues (spec.parentRef.name; immutable), else None."""
+    name = ((cr.get("spec") or {}).get("parentRef") or {}).get("name")
+    return name if isinstance(name, str) and name else None
 
 
 def usage_out(usage: Doc | None) -> Doc | None:
@@ -117,6 +126,8 @@ def execution_out(doc: Doc) -> ExecutionOut:
         usage=usage_out(doc.get("usage")),
         approval=doc.get("approval"),
         trial=bool(doc.get("trial")),
+        parent=doc.get("parent"),
+        checkpoint=doc.get("checkpoint"),
         createdAt=doc.get("createdAt", ""),
         updatedAt=doc.get("updatedAt", ""),
     )

@@ -61,6 +61,15 @@ class RunStore(StoreBase):
             q = q.start_after({"createdAt": after[0], "id": after[1]})
         return [d.to_dict() or {} async for d in q.limit(limit).stream()]
 
+    async def thread_members(self, user_id: str, root: str, limit: int) -> list[Doc]:
+        """The user's follow-ups whose thread starts at run `root` (their `root` field)."""
+        q = (
+            self.db.collection(EXECUTIONS)
+            .where(filter=FieldFilter("userId", "==", user_id))
+            .where(filter=FieldFilter("root", "==", root))
+        )
+        return [d.to_dict() or {} async for d in q.limit(limit).stream()]
+
     async def executions_since(self, user_id: str, since: str, fields: Sequence[str] = ()) -> list[Doc]:
         q = (
             self.db.collection(EXECUTIONS)

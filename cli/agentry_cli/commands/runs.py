@@ -1,24 +1,30 @@
-"""`agentry runs submit|list|get|cancel`."""
+"""`agentry runs submit|reply|list|get|cancel`."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..client import Api
 from ..exits import ExitCode, for_phase
 from ..output import Column, Format, emit, field, note
-from ..session import OutputOption, Session, resolve_agent, segment, session_of
+from ..session import InputError, OutputOption, Session, resolve_agent, segment, session_of
 from ..stream import Follower
 from ..watch import View, approval_line, event_line, start, until_stopped
 
-app = typer.Typer(help="Runs (Executions): start one, list, show, cancel.", no_args_is_help=True)
+if TYPE_CHECKING:  # lightkube loads only in cluster mode
+    from ..cluster import Cluster
+
+app = typer.Typer(
+    help="Runs (Executions): start one, continue a finished one, list, show, cancel.", no_args_is_help=True
+)
 
 COLUMNS = (
     Column("NAME", field("id")),
@@ -28,6 +34,15 @@ COLUMNS = (
     Column("TOKENS", lambda r: _tokens(r.get("usage"))),
     Column("COST", field("usage", "costUSD")),
     Column("DURATION", field("duration")),
+    Column("CREATED", field("createdAt")),
+)
+
+THREAD_COLUMNS = (
+    Column("THREAD", field("relation")),
+    Column("NAME", field("name")),
+    Column("PHASE", field("phase")),
+    Column("TOKENS", field("tokens")),
+    Column("COST", field("costUSD")),
     Column("CREATED", field("createdAt")),
 )
 
@@ -52,13 +67,11 @@ class Submission:
     view: View | None = None
 
 
-async def submit_and_wait(session: Session, agent_id: str, text: str | None, sub: Submission) -> None:
-    """Subscribe first, then submit: every report about the new run is after the stream's start."""
+async def start_and_wait(session: Session, start_run: Callable[[], str], sub: Submission) -> None:
+    """Subscribe first, then start the run (`start_run` returns its name): every report about the new
+    run is after the stream's start."""
     async with aclosing(await start(Follower(session.target(), notice=note))) as events:
-        body = {"input": text} if text else None
-        accepted = session.api().post(f"/api/agents/{segment(agent_id)}/runs", body)
-        sub.name = name = str(accepted["execution"])
-        note(f"run {name} accepted (correlation {accepted.get('correlationId')})")
+        sub.name = name = start_run()
         sub.view = await until_stopped(
             events,
             name,
@@ -93,10 +106,15 @@ def submit_to_cluster(
     """`runs submit` in cluster mode: an Execution CR; --wait polls its status."""
     cluster = session.cluster()
     created = cluster.submit(agent, text)
-    name = str(created["metadata"]["name"])
     if not wait:
         emit(created, output)
         return
+    follow_in_cluster(cluster, created, timeout, output)
+
+
+def follow_in_cluster(cluster: Cluster, created: View, timeout: float, output: Format) -> None:
+    """Poll the Execution until it stops (at most `timeout` s); print it and exit by its phase."""
+    name = str(created["metadata"]["name"])
     note(f"run {name} created (correlation {created['spec'].get('correlationId')})")
     final = cluster.wait(name, time.monotonic() + timeout, lambda phase: note(f"phase={phase}"))
     if final is None:
@@ -133,15 +151,26 @@ def submit(
     if not wait:
         emit(api.post(f"/api/agents/{segment(agent_id)}/runs", {"input": text} if text else None), output)
         return
+
+    def submit_run() -> str:
+        accepted = api.post(f"/api/agents/{segment(agent_id)}/runs", {"input": text} if text else None)
+        note(f"run {accepted['execution']} accepted (correlation {accepted.get('correlationId')})")
+        return str(accepted["execution"])
+
+    follow(session, submit_run, timeout, output)
+
+
+def follow(session: Session, start_run: Callable[[], str], timeout: float, output: Format) -> None:
+    """Start a run and follow it until it stops (at most `timeout` s); print it and exit by its phase."""
     sub = Submission()
     try:
-        asyncio.run(asyncio.wait_for(submit_and_wait(session, agent_id, text, sub), timeout))
+        asyncio.run(asyncio.wait_for(start_and_wait(session, start_run, sub), timeout))
     except TimeoutError:
         what = f"run {sub.name} is not over" if sub.name else "the run was not accepted"
         note(f"{what} after {timeout:g} s")
         raise typer.Exit(int(ExitCode.TIMEOUT)) from None
     assert sub.name is not None
-    finish(api, sub.name, sub.view, output)
+    finish(session.api(), sub.name, sub.view, output)
 
 
 @app.command("list")
@@ -175,12 +204,71 @@ def get_run(
     run: Annotated[str, typer.Argument(help="run (Execution) name")],
     output: OutputOption = Format.TABLE,
 ) -> None:
-    """One run: phase, reason, times, result, usage, approval."""
+    """One run: phase, reason, times, result, usage, approval; its parent and continuations."""
     session = session_of(ctx)
     if session.cluster_mode:
-        emit(session.cluster().run(run), output)
+        cluster = session.cluster()
+        found = cluster.run(run)
+        emit(found, output)
+        if output is Format.TABLE:
+            show_thread(cluster.thread(run))
         return
-    emit(session.api().get(f"/api/executions/{segment(run)}"), output)
+    view = session.api().get(f"/api/executions/{segment(run)}")
+    if output is not Format.TABLE:
+        emit(view, output)
+        return
+    emit({k: v for k, v in view.items() if k != "thread"}, output)
+    show_thread(view.get("thread") or [])
+
+
+def show_thread(thread: list[View]) -> None:
+    """The runs a run continues and those that continue it, with each one's cost (none: nothing)."""
+    if len(thread) < 2:
+        return
+    print()
+    emit(thread, Format.TABLE, THREAD_COLUMNS)
+
+
+@app.command("reply")
+def reply(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="the finished run (Execution) to continue")],
+    message: Annotated[str, typer.Argument(help="the next message ('-': read standard input)")],
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="wait until the new run ends, exit by its phase")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = DEFAULT_TIMEOUT,
+    output: OutputOption = Format.TABLE,
+) -> None:
+    """Continue a finished run with a new message: a follow-up run of the same agent that starts from
+    the whole conversation. Prints the new run's name (-o json|yaml: the run); --wait follows it.
+
+    Refused (exit 5) while the run is live or when it has no checkpoint journal; exit codes with
+    --wait as for `runs submit --wait`."""
+    session = session_of(ctx)
+    text = read_input(message) or ""
+    if not text.strip():
+        raise InputError("the message is empty: say what the agent should do next")
+    if session.cluster_mode:
+        cluster = session.cluster()
+        created = cluster.reply(run, text)
+        if wait:
+            follow_in_cluster(cluster, created, timeout, output)  # exits by the run's phase
+        emit(created if output is not Format.TABLE else created["metadata"]["name"], output)
+        return
+    api = session.api()
+    path = f"/api/executions/{segment(run)}/messages"
+    if not wait:
+        made = api.post(path, {"message": text})
+        emit(made if output is not Format.TABLE else made["id"], output)
+        return
+
+    def reply_run() -> str:
+        made = api.post(path, {"message": text})
+        note(f"run {made['id']} continues {run} (correlation {made.get('correlationId')})")
+        return str(made["id"])
+
+    follow(session, reply_run, timeout, output)
 
 
 @app.command("cancel")

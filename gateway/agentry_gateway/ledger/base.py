@@ -183,6 +183,11 @@ class Ledger(LedgerCore):
         await self._transact([cid], fn)
         return bool(newly)
 
+    async def ended_at(self, execution: str) -> float | None:
+        """When an Execution was ended (`end_execution`), or None: read fresh, never from a lease."""
+        cid = counter_id(Scope.EXECUTION, execution)
+        return (await self._load([cid]))[cid].ended
+
     async def snapshot(self, subjects: Subjects) -> list[Subject]:
         counters = await self._load(self.ids(subjects))
         return self.subject_list(subjects, counters)

@@ -13,6 +13,7 @@ from agentry_common import outputs
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.exitcodes import REASONS, ExitCode
 from agentry_common.models import (
+    CheckpointStatus,
     ExecutionStatus,
     McpServerStatus,
     McpStatus,
@@ -25,6 +26,7 @@ from agentry_common.models import (
 from agentry_common.pricing import usd_string
 
 from ..conditions import set_condition
+from .checkpoint_report import checkpoint_status
 from .eviction import POD_EVICTED, storage_eviction, storage_message
 from .kinds import Condition, ContainerStatus, Job, Pod
 
@@ -57,6 +59,7 @@ class Observed:
     usage: Usage | None = None
     approval: PendingApproval | None = None
     mcp: McpStatus | None = None  # what the run's MCP servers offered (status.mcp)
+    checkpoint: CheckpointStatus | None = None  # the run's journal, as its pod reported it
     stop_job: bool = False  # the Job cannot succeed any more: delete it so no pod lingers
 
 
@@ -246,6 +249,15 @@ class _Seen(TypedDict, total=False):
     result: Result | None
     usage: Usage | None
     mcp: McpStatus | None
+    checkpoint: CheckpointStatus | None
+
+
+INTERRUPTED_MESSAGE = "the run's pod stopped at a checkpoint; resuming from checkpoint in a new pod"
+
+
+def interrupted(pod: Pod | None) -> bool:
+    """The pod stopped at a checkpoint (ExitCode.INTERRUPTED): not an end, a new pod resumes the run."""
+    return _exit(pod)[0] == ExitCode.INTERRUPTED
 
 
 def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[str, object]]) -> Observed:
@@ -268,6 +280,7 @@ def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[s
         "result": _result(report, asked_outputs(pod)) if report else None,
         "usage": _usage(report) if report else None,
         "mcp": mcp_status(report) if report else None,
+        "checkpoint": checkpoint_status(report) if report else None,
     }
 
     if complete:
@@ -290,6 +303,8 @@ def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[s
         seen = _pod_state(pod, base)
         if seen is not None:
             return seen
+    if any(interrupted(p) for p in pods):  # the replacement of a pod that stopped at a checkpoint
+        return Observed(Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, **base)
     return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE, **base)
 
 
@@ -324,6 +339,8 @@ def _failed(
             **base,
         )
     reason, text = _explain_exit(code)
+    if code == ExitCode.INTERRUPTED:  # a Job without the Ignore rule for it (an older operator's)
+        reason, text = Reason.POD_FAILED, "the run's pod stopped at a checkpoint and was not replaced"
     if job_reason == JOB_BACKOFF_LIMIT_EXCEEDED:
         text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
     if code in REASONS and report and report.get("summary"):
@@ -408,10 +425,15 @@ def _pod_state(pod: Pod, base: _Seen) -> Observed | None:
 
 
 def observe_pod(pod_read: Mapping[str, object]) -> Observed | None:
-    """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's)."""
+    """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's). A pod
+    that stopped at a checkpoint is such news: the run goes on in the pod that replaces it."""
     pod = cast(Pod, pod_read)
     if (_container(pod).get("state") or {}).get("terminated"):
-        return None
+        if not interrupted(pod):
+            return None
+        report = _exit(pod)[1]  # its usage is not the run's yet: the last pod reports the whole
+        checkpoint = checkpoint_status(report) if report else None
+        return Observed(Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, checkpoint=checkpoint)
     return _pod_state(pod, {"start_time": (pod.get("status") or {}).get("startTime")})
 
 
@@ -456,7 +478,13 @@ def status_patch(
         end = seen.completion_time or current.get("completionTime") or now
         patch["completionTime"] = end
         patch["duration"] = format_duration(start, end)
-    for key, value in (("result", seen.result), ("usage", seen.usage), ("mcp", seen.mcp)):
+    fields = (
+        ("result", seen.result),
+        ("usage", seen.usage),
+        ("mcp", seen.mcp),
+        ("checkpoint", seen.checkpoint),
+    )
+    for key, value in fields:
         if value is not None:
             patch[key] = value
     if seen.approval is not None or current.get("approval") is not None:

@@ -4,6 +4,7 @@ Execution's status, and the run token's Secret. No API or HTTP calls; unit-teste
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentry_common import constants as c
+from agentry_common.checkpoints import ENV_PARENT_STATE_KEYS, SECRET_PARENT_STATE_KEYS
 from agentry_common.conditions import ConditionType, Reason
 from agentry_common.governance import Action, AdmissionDecision, AdmissionRequest, Zone
 from agentry_common.models import AgentSpec, Phase, Runtime, SecretSpec, Trigger
@@ -246,16 +248,20 @@ def governed_secrets(secrets: list[SecretSpec]) -> list[SecretSpec]:
     ]
 
 
-def token_env(secret_name: str) -> list[EnvVar]:
-    """The run token as both provider keys, and the key that signs a paused run's state, by reference
-    (not readable from the pod spec). The state key is optional: a Secret an older operator made has
-    none, and that run's state is then taken unsigned."""
+def token_env(secret_name: str, follow_up: bool = False) -> list[EnvVar]:
+    """The run token as both provider keys, and the key that signs a paused run's state and its
+    checkpoint journal, by reference (not readable from the pod spec). The state key is optional: a
+    Secret an older operator made has none, and that run's state is then taken unsigned. A follow-up
+    also gets the keys its parent's journal verifies with."""
     ref: EnvVarSource = {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}
-    state_ref: EnvVarSource = {
-        "secretKeyRef": {"name": secret_name, "key": SECRET_STATE_KEY, "optional": True}
-    }
     env: list[EnvVar] = [{"name": name, "valueFrom": ref} for name in TOKEN_ENVS]
-    return [*env, {"name": ENV_STATE_KEY, "valueFrom": state_ref}]
+    keys = [(ENV_STATE_KEY, SECRET_STATE_KEY)]
+    if follow_up:
+        keys.append((ENV_PARENT_STATE_KEYS, SECRET_PARENT_STATE_KEYS))
+    for name, key in keys:
+        optional: EnvVarSource = {"secretKeyRef": {"name": secret_name, "key": key, "optional": True}}
+        env.append({"name": name, "valueFrom": optional})
+    return env
 
 
 def build_token_secret(
@@ -265,9 +271,14 @@ def build_token_secret(
     labels: dict[str, str],
     owner: OwnerReference,
     state_key: str,
+    parent_keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The per-Job Secret holding the run token and the key that signs the run's paused state; owned by
-    the Execution (garbage-collected with it)."""
+    """The per-Job Secret holding the run token and the key that signs the run's paused state and its
+    journal (and, for a follow-up, the keys its parent's journal verifies with); owned by the
+    Execution (garbage-collected with it)."""
+    data = {TOKEN_KEY: token, SECRET_STATE_KEY: state_key}
+    if parent_keys is not None:
+        data[SECRET_PARENT_STATE_KEYS] = json.dumps(parent_keys)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -279,5 +290,5 @@ def build_token_secret(
             "ownerReferences": [owner],
         },
         "immutable": True,
-        "stringData": {TOKEN_KEY: token, SECRET_STATE_KEY: state_key},
+        "stringData": data,
     }

@@ -9,12 +9,14 @@ from urllib.parse import urlsplit
 
 from agentry_common import constants as c
 from agentry_common import outputs, tracing
-from agentry_common.exitcodes import FINAL
+from agentry_common.checkpoints import ENV_CHECKPOINT_URL, ENV_PARENT_EXECUTION, TERMINATION_GRACE_SECONDS
+from agentry_common.exitcodes import FINAL, ExitCode
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
 from agentry_common.policy import parse_quantity
 
 from ..settings import Settings
+from .follow_up import Parent
 from .governance import governed_secrets, token_env
 from .kinds import EnvVar, OwnerReference
 from .model import with_effective_model
@@ -73,6 +75,7 @@ def _env(
     correlation_id: str,
     config: Settings,
     token_secret: str | None,
+    parent: Parent | None = None,
 ) -> list[EnvVar]:
     meta = execution["metadata"]
     env: list[EnvVar] = [
@@ -95,8 +98,12 @@ def _env(
         # Governed: the run token is the only "provider key" in the pod; real keys stay in the gateway.
         if not token_secret:
             raise ValueError("a governed run needs its token Secret")
-        env.extend(token_env(token_secret))
+        env.extend(token_env(token_secret, follow_up=parent is not None))
         secrets = governed_secrets(secrets)
+        # The gateway keeps the run's checkpoint journal (agentry_common.checkpoints).
+        env.append({"name": ENV_CHECKPOINT_URL, "value": config.gateway_base})
+    if parent is not None:
+        env.append({"name": ENV_PARENT_EXECUTION, "value": parent.name})
     taken = {e["name"] for e in env}
     secrets = [s for s in secrets if s.env not in taken and not c.is_reserved_env(s.env)]
     secret_manager: dict[str, str] = {}
@@ -257,6 +264,8 @@ def _pod_spec(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
+        # SIGTERM: the runtime finishes its step, journals it and exits INTERRUPTED within this.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "volumes": [
             _config_volume(resume_configmap),
             {"name": "workspace", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
@@ -269,7 +278,8 @@ def _pod_spec(
 
 
 def _pod_failure_policy() -> dict[str, object]:
-    """Final exit codes fail the Job at once; disruptions are not counted as retries."""
+    """Final exit codes fail the Job at once; disruptions, and pods that stopped at a checkpoint
+    (INTERRUPTED: a new pod resumes the run), are not counted as retries."""
     return {
         "rules": [
             {
@@ -278,6 +288,14 @@ def _pod_failure_policy() -> dict[str, object]:
                     "containerName": CONTAINER,
                     "operator": "In",
                     "values": sorted(int(x) for x in FINAL),
+                },
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [int(ExitCode.INTERRUPTED)],
                 },
             },
             # Evictions and preemptions are not the agent's fault: not counted as retries.
@@ -333,6 +351,7 @@ def build_job(
     token_secret: str | None = None,
     spec: AgentSpec | None = None,
     traceparent: str | None = None,
+    parent: Parent | None = None,
 ) -> dict[str, Any]:
     """A Job of an Execution (its first, or one resuming it after an approval), PSS "restricted".
 
@@ -342,6 +361,7 @@ def build_job(
     model, written into the run's agent.json like an explicit one (builders/model.py). `spec`: the
     Agent's spec parsed already (effective_spec), else it is parsed here. `traceparent`: the span the
     pod's trace continues (the reconcile's); else the one the API stored on the Execution.
+    `parent`: the run a follow-up continues (its name in env, its journal's keys in the Secret).
     """
     meta = execution["metadata"]
     agent = with_effective_model(agent, config.default_model_spec)
@@ -349,7 +369,7 @@ def build_job(
     trigger = execution["spec"].get("trigger", Trigger.MANUAL.value)
     labels = child_labels(agent["metadata"]["name"], meta["name"], trigger)
     annotations = {c.ANNOTATION_CORRELATION_ID: correlation_id, c.ANNOTATION_EXECUTION: meta["name"]}
-    env = _env(execution, spec, correlation_id, config, token_secret)
+    env = _env(execution, spec, correlation_id, config, token_secret, parent)
     traceparent = traceparent or (meta.get("annotations") or {}).get(tracing.ANNOTATION_TRACEPARENT)
     if config.tracing and traceparent:
         annotations[tracing.ANNOTATION_TRACEPARENT] = traceparent

@@ -91,17 +91,19 @@ def owner_held(execution: Mapping[str, Any], agent: Mapping[str, Any]) -> Held |
     return None if problem is None else Held(Phase.FAILED, Reason.OWNER_MISMATCH, problem)
 
 
-def policy_errors(execution: Mapping[str, Any], agent: Mapping[str, Any], policy: AgentPolicy) -> list[str]:
+def policy_errors(
+    execution: Mapping[str, Any], agent: Mapping[str, Any], policy: AgentPolicy, checkpointed: bool = False
+) -> list[str]:
     """The Agent policy at the start: the webhook checks an Agent when it is written, but a policy
     tightened since, and an Execution's spec.priority (its webhook fails open, for schedule ticks),
     are checked here. Secrets' opt-in labels stay the webhook's (it reads the Secrets); names that are
-    never referable are checked here too."""
+    never referable are checked here too. `checkpointed`: the gateway is on (the timeout's cap)."""
     try:
         spec = AgentSpec.model_validate(agent.get("spec") or {})
     except ValidationError:
         return []  # not a valid Agent: the start ends it InvalidAgent on its Ready condition
     every_env = frozenset(s.env for s in spec.secrets)
-    found = violations(spec, policy, {}, unchecked_secret_envs=every_env)
+    found = violations(spec, policy, {}, unchecked_secret_envs=every_env, checkpointed=checkpointed)
     priority = (execution.get("spec") or {}).get("priority")
     if isinstance(priority, int):
         found += priority_violations(priority, policy, ("spec", "priority"))

@@ -10,7 +10,6 @@ the Execution back then). Docs: docs/governance.md.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from agentry_common.models import AgentSpec, Phase, Trigger
 from agentry_common.naming import token_secret_name
 
 from .. import kube
+from ..builders.follow_up import Parent
 from ..builders.governance import (
     Verdict,
     admission_request,
@@ -108,9 +108,11 @@ async def ensure_token_secret(
     agent: dict[str, Any],
     job: str,
     spec: AgentSpec | None = None,
+    parent: Parent | None = None,
 ) -> str:
     """Create the run token Secret of Job `job` before the Job (a 409 adopts the one an earlier
-    attempt made for the same Execution); returns its name."""
+    attempt made for the same Execution); returns its name. A follow-up's (`parent`) also holds the
+    keys its parent's journal verifies with, and its token names the parent."""
     gov = state.governance
     if gov is None:
         raise RuntimeError("governance is on but the operator has no gateway client")
@@ -119,7 +121,16 @@ async def ensure_token_secret(
     labels = child_labels(
         agent["metadata"]["name"], meta["name"], body["spec"].get("trigger", Trigger.MANUAL)
     )
-    token = gov.run_token(body, agent, spec)
-    secret = build_token_secret(body, name, token, labels, owner_reference(body), secrets.token_hex(32))
+    token = gov.run_token(body, agent, spec, parent)
+    parent_keys = gov.parent_keys(meta["namespace"], parent) if parent else None
+    secret = build_token_secret(
+        body,
+        name,
+        token,
+        labels,
+        owner_reference(body),
+        gov.state_key(meta["namespace"], meta["uid"]),
+        parent_keys,
+    )
     await kube.create_or_adopt(client, secret)
     return name

@@ -37,6 +37,7 @@ from ..settings import Settings
 from ..tick import build_execution
 from .adoption import adopt, agent_owner
 from .execution import on_execution
+from .journals import prune_journals
 from .outcome import resync_all
 from .state import Logger, State
 
@@ -261,6 +262,7 @@ async def refresh_agent(client: AsyncClient, state: State, namespace: str, name:
     for ex in pruned:
         if await kube.delete_quietly(client, kube.Execution, ex["metadata"]["name"], namespace):
             logger.info("pruned execution %s of agent %s (historyLimits)", ex["metadata"]["name"], name)
+    await prune_journals(state, pruned, logger)
     if step is not None and step.pause:
         await _pause(client, agent, step, logger)
 

@@ -25,6 +25,7 @@ from agentry_common.naming import job_name, token_secret_name
 
 from .. import kube
 from ..builders.execution_status import observe, status_patch, terminal_job
+from ..builders.follow_up import Parent
 from ..builders.governance import record_before_job
 from ..builders.job import build_job, effective_spec
 from ..builders.refusal import Action
@@ -34,6 +35,7 @@ from ..settings import Settings
 from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
+from .follow_up import follow_up_gate
 from .outcome import decide, key_of, on_job, on_pod, resync, said, write_status
 from .state import Key, Logger, State, phase_of
 
@@ -249,13 +251,16 @@ async def start(
     gate = state.gate
     if await _held(client, state, body, owner_held(body, agent) or gate.policy_held(config, body, agent)):
         return
+    refused, parent = await follow_up_gate(client, config, state, body)
+    if await _held(client, state, body, refused):
+        return
     scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE
     if scheduled and await _schedule_gate(client, state, body, agent, logger):
         return
     if await _held(client, state, body, await gate.admit(client, config, state, body, agent)):
         return
 
-    await _run(client, config, state, body, agent, logger)
+    await _run(client, config, state, body, agent, logger, parent)
 
 
 async def _held(client: AsyncClient, state: State, body: dict[str, Any], held: Held | None) -> bool:
@@ -277,8 +282,10 @@ async def _run(
     body: dict[str, Any],
     agent: dict[str, Any],
     logger: Logger,
+    parent: Parent | None = None,
 ) -> None:
-    """Admission (governed), then the run's Job: created, or adopted from a crashed attempt."""
+    """Admission (governed), then the run's Job: created, or adopted from a crashed attempt.
+    `parent`: the run a follow-up continues."""
     meta, spec = body["metadata"], body["spec"]
     status = body.get("status") or {}
     correlation_id = spec.get("correlationId") or status.get("correlationId") or uuid.uuid4().hex
@@ -300,7 +307,7 @@ async def _run(
                 client, state, body, ExecutionStatus.model_validate({"conditions": verdict.conditions})
             )
         status = {**status, "conditions": verdict.conditions}
-        token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec)
+        token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec, parent)
     # The pod's spans are children of this reconcile's (tracing off: None, nothing added).
     traceparent = tracing.current_traceparent()
     job = await kube.create_or_adopt(
@@ -313,6 +320,7 @@ async def _run(
             token_secret=token_secret,
             spec=run_spec,
             traceparent=traceparent,
+            parent=parent,
         ),
     )
     logger.info(

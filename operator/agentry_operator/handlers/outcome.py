@@ -212,8 +212,24 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
         return
     job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
     seen = observe_pod(pod)
+    if (
+        seen is not None
+        and seen.reason == Reason.INTERRUPTED
+        and await _replaced(client, ns, job, pod["metadata"])
+    ):
+        return  # a late event of a pod that stopped at a checkpoint: its replacement speaks for the run
     if seen is not None and job == current_job(body):
         await apply(client, state, body, seen, job, [pod])
+
+
+async def _replaced(client: AsyncClient, ns: str, job: str, meta: Mapping[str, str]) -> bool:
+    """Whether the Job has a pod newer than the one of `meta` (created after it, or in the same second)."""
+    since = meta.get("creationTimestamp") or ""
+    async for other in client.list(PODS, namespace=ns, labels={JOB_LABEL: job}):
+        other_meta = kube.to_dict(other)["metadata"]
+        if other_meta["name"] != meta["name"] and (other_meta.get("creationTimestamp") or "") >= since:
+            return True
+    return False
 
 
 async def apply(

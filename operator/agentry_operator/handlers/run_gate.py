@@ -100,7 +100,7 @@ class RunGate:
         if errors is None:
             if len(self._checked) >= CHECKED_MAX:
                 self._checked.clear()
-            errors = self._checked[key] = policy_errors(body, agent, self.policy)
+            errors = self._checked[key] = policy_errors(body, agent, self.policy, config.governed)
         return policy_held(errors)
 
     async def admit(

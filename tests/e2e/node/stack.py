@@ -63,13 +63,16 @@ class NodeStack:
                     raise
                 time.sleep(2)
 
-    def run(self, agent: str, task: str) -> str:
-        """kubectl create an Execution of agent; its name."""
+    def run(self, agent: str, task: str, parent: str | None = None) -> str:
+        """kubectl create an Execution of agent (a follow-up of `parent`); its name."""
+        spec: dict[str, Any] = {"agentRef": {"name": agent}, "input": task}
+        if parent:
+            spec["parentRef"] = {"name": parent}
         execution = {
             "apiVersion": API_VERSION,
             "kind": "Execution",
             "metadata": {"generateName": f"{agent}-"},
-            "spec": {"agentRef": {"name": agent}, "input": task},
+            "spec": spec,
         }
         return (
             self.kubectl("create", "-f", "-", "-o", "name", input=json.dumps(execution))

@@ -63,3 +63,15 @@ def test_limits_come_from_the_policy() -> None:
     with pytest.raises(Invalid) as err:
         service().check_policy(spec(priority=9))
     assert err.value.loc == ["body", "spec", "priority"]
+
+
+def test_with_the_gateway_runs_keep_checkpoints_and_may_run_past_the_plain_cap() -> None:
+    policy = AgentPolicy(max_timeout_seconds=3600, max_checkpointed_timeout_seconds=7200)
+    governed = service(policy, gateway_url="http://gateway:8090")
+    governed.check_policy(spec(timeoutSeconds=5400))  # within the checkpointed cap
+    with pytest.raises(Invalid) as err:
+        governed.check_policy(spec(timeoutSeconds=9000))
+    assert "maxCheckpointedTimeoutSeconds" in err.value.msg
+    with pytest.raises(Invalid) as err:  # without the gateway: no checkpoints, the plain cap
+        service(policy).check_policy(spec(timeoutSeconds=5400))
+    assert "maxTimeoutSeconds" in err.value.msg

@@ -86,7 +86,7 @@ def test_a_tool_that_used_up_the_pids_ends_the_run_pid_limit_exceeded_without_re
     assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.PID_LIMIT_EXCEEDED)
     assert seen.message.endswith(f"(exit code 15): {summary}")
     job = build_job(EXECUTION, AGENT, "corr", Settings())
-    (fail_job, _) = job["spec"]["podFailurePolicy"]["rules"]
+    fail_job = job["spec"]["podFailurePolicy"]["rules"][0]
     assert 15 in fail_job["onExitCodes"]["values"] and fail_job["action"] == "FailJob"
 
 

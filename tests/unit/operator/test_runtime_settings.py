@@ -52,5 +52,5 @@ def test_a_conversation_too_large_for_the_window_ends_context_window_exceeded_wi
     assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.CONTEXT_WINDOW_EXCEEDED)
     assert seen.message.endswith(f"(exit code 16): {summary}")
     job = build_job(EXECUTION, AGENT, "corr", Settings())
-    (fail_job, _) = job["spec"]["podFailurePolicy"]["rules"]
+    fail_job = job["spec"]["podFailurePolicy"]["rules"][0]
     assert 16 in fail_job["onExitCodes"]["values"] and fail_job["action"] == "FailJob"

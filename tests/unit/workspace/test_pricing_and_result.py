@@ -77,6 +77,8 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "context_overflow": 16,
         "providers_failed": 20,
         "approval_required": 30,
+        "resume_limit": 17,
+        "interrupted": 75,
     }
     assert {1} == RETRYABLE_EXIT_CODES
 

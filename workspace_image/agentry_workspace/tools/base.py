@@ -72,6 +72,12 @@ class Tool(Protocol):
         """One line for events and approval requests."""
         ...
 
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        """True when running this call twice has the effect of running it once (reading, listing,
+        setting a value): a call a lost pod started is then run again on resume instead of being
+        reported to the model as interrupted."""
+        ...
+
     async def run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome: ...
 
 

@@ -136,6 +136,9 @@ class FilesTool:
             return Assessment(risk, refusal=str(err))
         return Assessment(risk)
 
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return args.get("operation") in ("read", "list")  # a write may have appended half
+
     def describe(self, args: Mapping[str, Any]) -> str:
         return f"files {args.get('operation', '?')} {one_line(str(args.get('path', '.')), 120)}"
 

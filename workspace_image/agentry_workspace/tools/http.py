@@ -142,6 +142,9 @@ class HttpTool:
         risk = Risk.GREEN if method in SAFE_METHODS else Risk.RED
         return Assessment(risk, refusal=check_request(args, ctx.allowed_hosts))
 
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return str(args.get("method", "GET")).upper() in ("GET", "HEAD")
+
     def describe(self, args: Mapping[str, Any]) -> str:
         method = str(args.get("method", "GET")).upper()
         return f"{method} {one_line(str(args.get('url', '')), 300)}"

@@ -74,6 +74,8 @@ class McpTool:
     input_schema: dict[str, Any]
     risk: Risk
     call: Call
+    # The server's annotations: idempotentHint or readOnlyHint (a read-only tool is idempotent too).
+    repeatable: bool = False
 
     def spec(self, ctx: ToolContext) -> ToolSpec:
         text = f"[MCP server {self.server}] {self.description}".strip()
@@ -81,6 +83,9 @@ class McpTool:
 
     def assess(self, args: Mapping[str, Any], ctx: ToolContext) -> Assessment:
         return Assessment(self.risk)
+
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return self.repeatable
 
     def describe(self, args: Mapping[str, Any]) -> str:
         return f"{self.server}/{self.tool} {one_line(json.dumps(dict(args), ensure_ascii=False))}"

@@ -50,6 +50,9 @@ class OutputsTool:
     def assess(self, args: Mapping[str, Any], ctx: ToolContext) -> Assessment:
         return Assessment(Risk.GREEN)
 
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return True  # setting a value again changes nothing
+
     def describe(self, args: Mapping[str, Any]) -> str:
         return f"{args.get('name')} = {one_line(str(args.get('value', '')), 120)}"
 

@@ -161,6 +161,9 @@ class ShellTool:
         # Changes the sandbox only; the pod's NetworkPolicy bounds what it can reach.
         return Assessment(Risk.YELLOW)
 
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return False  # a command's effects are unknown
+
     def describe(self, args: Mapping[str, Any]) -> str:
         return f"$ {one_line(str(args.get('command', '')))}"
 
@@ -202,6 +205,9 @@ class PythonTool:
 
     def assess(self, args: Mapping[str, Any], ctx: ToolContext) -> Assessment:
         return Assessment(Risk.YELLOW)
+
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return False  # a command's effects are unknown
 
     def describe(self, args: Mapping[str, Any]) -> str:
         return f"python: {one_line(str(args.get('code', '')))}"

@@ -143,6 +143,7 @@ function renderExecutionDetail(e) {
     $("#saving").textContent = e.usage.savingUSD !== undefined ? `$${e.usage.savingUSD}` : "—";
   }
   if (e.result && e.result.summary) $("#result").textContent = e.result.summary;
+  replyState(e);
   const box = $("#approval");
   if (e.phase === "WaitingApproval" && e.approval) {
     $("#approval-tool").textContent = e.approval.tool || "";
@@ -155,6 +156,40 @@ function renderExecutionDetail(e) {
     box.hidden = false;
   } else {
     box.hidden = true;
+  }
+}
+
+// The reply box: a finished run with a checkpoint journal can be continued (the texts are the page's).
+function replyState(e) {
+  const form = $("#reply-form");
+  if (!form) return;
+  let why = "";
+  if (!FINISHED.includes(e.phase)) why = form.dataset.liveWhy.replace("{phase}", e.phase);
+  else if (!(e.checkpoint && e.checkpoint.entries > 0)) why = form.dataset.journalWhy;
+  $("#reply-message").disabled = $("#reply-send").disabled = Boolean(why);
+  $("#reply-why").textContent = why;
+}
+
+// The thread: a report about one of its runs updates that row; a run continuing one of them joins it.
+function threadRow(e) {
+  const table = $("#thread-runs");
+  if (!table || !e.id) return;
+  const rows = table.tBodies[0];
+  let row = rows.querySelector(`tr[data-run="${CSS.escape(e.id)}"]`);
+  if (!row) {
+    if (!e.parent || !rows.querySelector(`tr[data-run="${CSS.escape(e.parent)}"]`)) return;
+    const note = e.parent === document.body.dataset.execution ? null : h("span", { class: "muted" }, ` (continues ${e.parent})`);
+    row = h("tr", { "data-run": e.id, "data-relation": "continuation" },
+      h("td", {}, h("a", { href: `/executions/${encodeURIComponent(e.id)}` }, e.id), note),
+      h("td", {}, pill(e.phase, `phase-${e.phase}`)), h("td", { class: "tokens" }, "0"),
+      h("td", { class: "cost" }, "$0"), h("td", {}, when(e.createdAt)));
+    rows.append(row);
+    $("#thread").hidden = false;
+  }
+  row.cells[1].replaceChildren(pill(e.phase, `phase-${e.phase}`));
+  if (e.usage) {
+    row.cells[2].textContent = tokens(e.usage);
+    row.cells[3].textContent = `$${e.usage.costUSD || "0"}`;
   }
 }
 
@@ -211,6 +246,7 @@ function apply(report) {
     const e = { ...prev, ...report, id: report.execution };
     state.executions.set(e.id, e);
     renderExecutionDetail(e);
+    if (page === "execution") threadRow(e);
   } else if (report.kind === "approval") {
     state.approvals.set(report.id, report);
   }
@@ -258,7 +294,10 @@ function connect() {
     state.approvals = new Map(snap.approvals.map((a) => [a.id, a]));
     state.lastId = ev.lastEventId;
     renderAll();
-    for (const e of state.executions.values()) renderExecutionDetail(e);
+    for (const e of state.executions.values()) {
+      renderExecutionDetail(e);
+      if (page === "execution") threadRow(e);
+    }
     document.body.dataset.live = "snapshot";
   });
   source.addEventListener("report", (ev) => {
@@ -344,6 +383,11 @@ document.addEventListener("submit", async (ev) => {
     const text = new FormData(form).get("input");
     const r = await command("POST", `/api/agents/${encodeURIComponent(form.dataset.id)}/runs`, text ? { input: text } : {}, [202]);
     if (r && r.ok) toast(`Run ${r.data.execution} accepted (correlation ${r.data.correlationId.slice(0, 8)})`);
+  } else if (form.id === "reply-form") {
+    ev.preventDefault();
+    const box = $("#reply-message");
+    const r = await command("POST", `/api/executions/${encodeURIComponent(form.dataset.id)}/messages`, { message: box.value }, [201]);
+    if (r && r.ok) { box.value = ""; toast(`Follow-up ${r.data.id} started: it joins the thread below`); }
   } else if (form.id === "agent-backfill-form") {
     ev.preventDefault();
     const at = (name) => new Date(form.elements[name].value).toISOString();  // local time, sent as UTC

@@ -1,0 +1,164 @@
+"""Journals in Firestore: `runCheckpoints/{namespace}.{uid}` (the head: who, `last`, `bytes`, times)
+and its `entries` subcollection (one document per entry, id = the zero-padded seq).
+
+An append is one transaction on the head: read `last` (and, for a retry, the stored signatures of
+its seqs), then write the entries and the head. Two pods appending the same seq contend on the head
+document: Firestore serialises them, and the second one, run again, reads the first one's `last`
+(409, or 200 when it was the same batch). An entry is stored as its canonical JSON (opaque to the
+gateway; Firestore's own types cannot hold every JSON value, e.g. nested arrays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from typing import Any, Final
+
+from agentry_common.checkpoints import CHECKPOINT_COLLECTION, Entry, PrunedRun
+
+from .store import RETENTION_DAYS, Batch, Limits, Page, RunRef, decide, needs_stored, page_of
+
+log = logging.getLogger("agentry.gateway.checkpoints")
+
+ENTRIES: Final = "entries"
+READ_CHUNK: Final = 16  # entries per query while filling a page (each up to MAX_ENTRY_BYTES)
+DELETE_BATCH: Final = 500  # Firestore's limit of writes per batch
+
+
+def _entry_id(seq: int) -> str:
+    return f"{seq:08d}"  # MAX_RUN_ENTRIES fits: ids sort like seqs
+
+
+class FirestoreCheckpointStore:
+    """`client`: a google.cloud.firestore.AsyncClient (the ledger's)."""
+
+    def __init__(
+        self, client: Any, limits: Limits | None = None, retention_days: int = RETENTION_DAYS
+    ) -> None:
+        self.client = client
+        self.limits = limits or Limits()
+        self.retention = dt.timedelta(days=retention_days)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # appends holding or awaiting each lock
+
+    def _head(self, run: RunRef) -> Any:
+        return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
+
+    async def append(self, run: RunRef, entries: list[Entry]) -> tuple[int, int]:
+        from google.cloud.firestore import AsyncTransaction, async_transactional
+
+        batch = Batch.of(entries, self.limits)
+        head_ref = self._head(run)
+        refs = {e.seq: head_ref.collection(ENTRIES).document(_entry_id(e.seq)) for e in batch.entries}
+
+        @async_transactional
+        async def txn(transaction: AsyncTransaction) -> tuple[int, int]:
+            snap = await head_ref.get(transaction=transaction)
+            head: dict[str, Any] = (snap.to_dict() or {}) if snap.exists else {}
+            last, stored_bytes = int(head.get("last", 0)), int(head.get("bytes", 0))
+            sigs: dict[int, str] = {}
+            if needs_stored(batch, last):
+                async for doc in self.client.get_all(list(refs.values()), transaction=transaction):
+                    if doc.exists:
+                        sigs[int(doc.get("seq"))] = str(doc.get("sig"))
+            if not decide(batch, last, stored_bytes, sigs, self.limits):
+                return last, 0
+            now = dt.datetime.now(dt.UTC)
+            expire = now + self.retention
+            for entry, encoded in zip(batch.entries, batch.encoded, strict=True):
+                doc = {"seq": entry.seq, "sig": entry.sig, "entry": encoded.decode(), "bytes": len(encoded)}
+                transaction.set(refs[entry.seq], {**doc, "expireAt": expire})
+            transaction.set(
+                head_ref,
+                {
+                    "namespace": run.namespace,
+                    "execution": head.get("execution") or run.execution,
+                    "uid": run.uid,
+                    "agent": head.get("agent") or run.agent,
+                    "last": batch.end,
+                    "bytes": stored_bytes + batch.total,
+                    "createdAt": head.get("createdAt") or now,
+                    "updatedAt": now,
+                    "expireAt": expire,
+                },
+            )
+            return batch.end, batch.total
+
+        # One transaction per journal at a time in this pod: a run appends one batch after another
+        # anyway, and concurrent transactions on one document only contend (the emulator's locks
+        # even wait them out). Other pods still contend with it: Firestore serialises those.
+        lock = self._locks.setdefault(run.doc_id, asyncio.Lock())
+        self._users[run.doc_id] = self._users.get(run.doc_id, 0) + 1
+        try:
+            async with lock:
+                return await _contended(lambda: txn(self.client.transaction(max_attempts=20)))
+        finally:
+            self._users[run.doc_id] -= 1
+            if not self._users[run.doc_id]:
+                del self._users[run.doc_id], self._locks[run.doc_id]
+
+    async def read(self, run: RunRef, after: int) -> Page:
+        from google.cloud.firestore import FieldFilter
+
+        head_ref = self._head(run)
+        snap = await head_ref.get()
+        if not snap.exists:
+            return Page(last=0)
+        head = snap.to_dict() or {}
+        last = int(head.get("last", 0))
+        got: list[tuple[Entry, int]] = []
+        total, cursor = 0, after
+        while cursor < last and total <= self.limits.page_bytes:
+            query = (
+                head_ref.collection(ENTRIES)
+                .where(filter=FieldFilter("seq", ">", cursor))
+                .order_by("seq")
+                .limit(READ_CHUNK)
+            )
+            chunk = [
+                (Entry.model_validate_json(d.get("entry")), int(d.get("bytes"))) async for d in query.stream()
+            ]
+            if not chunk:
+                break  # entries gone below `last` (a TTL ran first): the runtime's chain check tells
+            got += chunk
+            total += sum(size for _, size in chunk)
+            cursor = chunk[-1][0].seq
+        out, more = page_of(got, last, self.limits)
+        return Page(last=last, execution=str(head.get("execution", "")), entries=out, more=more)
+
+    async def prune(self, runs: list[PrunedRun]) -> int:
+        pruned = 0
+        for r in runs:
+            head_ref = self._head(RunRef(r.namespace, r.uid))
+            refs = [ref async for ref in head_ref.collection(ENTRIES).list_documents(page_size=DELETE_BATCH)]
+            for start in range(0, len(refs), DELETE_BATCH):
+                batch = self.client.batch()
+                for ref in refs[start : start + DELETE_BATCH]:
+                    batch.delete(ref)
+                await batch.commit()
+            if (await head_ref.get()).exists:
+                pruned += 1
+                await head_ref.delete()
+        return pruned
+
+    async def close(self) -> None:
+        return None  # the client is the ledger's, closed with it
+
+
+async def _contended(attempt: Any) -> tuple[int, int]:
+    """The library retries a commit that aborts; a read that meets another pod's lock can abort too:
+    retried here, with jittered backoff (as the ledger's transactions)."""
+    from google.api_core import exceptions as gexc
+
+    for n in range(1, 6):
+        try:
+            result: tuple[int, int] = await attempt()
+            return result
+        except (gexc.Aborted, ValueError) as exc:
+            if n == 5:
+                raise
+            log.info("checkpoint transaction contended (%s), retrying", exc)
+            await asyncio.sleep(random.uniform(0.01, 0.2) * n)
+    raise AssertionError("unreachable")

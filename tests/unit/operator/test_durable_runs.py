@@ -1,0 +1,236 @@
+"""Durable runs in the operator's pure parts: the pod's checkpoint settings, the state keys and the
+follow-up's parent keys, the run token's parent claims, the exit code 75 rule, status.checkpoint, and
+the gateway's prune call (docs/runs.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from agentry_common import checkpoints as cp
+from agentry_common.conditions import Reason
+from agentry_common.exitcodes import FINAL, ExitCode
+from agentry_common.models import Phase
+from agentry_common.tokens import Keyring, verify
+from agentry_operator.builders.execution_status import observe, observe_pod, status_patch
+from agentry_operator.builders.follow_up import Parent
+from agentry_operator.builders.governance import build_token_secret
+from agentry_operator.builders.job import build_job, child_labels, owner_reference
+from agentry_operator.governance import Governance
+from agentry_operator.handlers.journals import prune_journals
+from agentry_operator.handlers.state import State
+from agentry_operator.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+GATEWAY = "http://agentry-gateway.agentry.svc:8090"
+OLD_KEY, NEW_KEY = b"o" * 40, b"n" * 40
+KEYRING = Keyring({"2025-01": OLD_KEY, "2025-05": NEW_KEY}, "2025-05")
+AGENT: dict[str, Any] = {
+    "metadata": {"name": "news", "namespace": "ns", "uid": "a-uid"},
+    "spec": {"instructions": "x", "model": {"name": "m"}, "timeoutSeconds": 600},
+}
+EXECUTION: dict[str, Any] = {
+    "apiVersion": "agentry.dev/v1alpha1",
+    "kind": "Execution",
+    "metadata": {"name": "run-2", "namespace": "ns", "uid": "e-uid"},
+    "spec": {"agentRef": {"name": "news"}, "trigger": "Manual", "parentRef": {"name": "run-1"}},
+}
+PARENT = Parent("run-1", "p-uid")
+
+
+def governed() -> Settings:
+    return Settings(gateway_url=GATEWAY + "/", token_keys="2025-05:" + "s" * 40)
+
+
+def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_a_governed_pod_gets_the_checkpoint_url_and_a_follow_up_its_parent() -> None:
+    job = build_job(EXECUTION, AGENT, "corr", governed(), token_secret="t", parent=PARENT)
+    env = env_of(job)
+    assert env[cp.ENV_CHECKPOINT_URL]["value"] == GATEWAY  # the gateway's base URL, as the provider's
+    assert env[cp.ENV_PARENT_EXECUTION]["value"] == "run-1"
+    keys = {"secretKeyRef": {"name": "t", "key": cp.SECRET_PARENT_STATE_KEYS, "optional": True}}
+    assert env[cp.ENV_PARENT_STATE_KEYS]["valueFrom"] == keys
+    plain = env_of(
+        build_job(
+            {**EXECUTION, "spec": {"agentRef": {"name": "news"}}},
+            AGENT,
+            "c",
+            governed(),
+            "j",
+            token_secret="t",
+        )
+    )
+    assert cp.ENV_CHECKPOINT_URL in plain
+    assert cp.ENV_PARENT_EXECUTION not in plain and cp.ENV_PARENT_STATE_KEYS not in plain
+    off = env_of(build_job(EXECUTION, AGENT, "corr", Settings()))
+    assert cp.ENV_CHECKPOINT_URL not in off  # no gateway: no journal
+
+
+def test_exit_75_is_not_a_retry_final_codes_fail_the_job_and_the_pod_gets_its_grace() -> None:
+    spec = build_job(EXECUTION, AGENT, "corr", Settings())["spec"]
+    fail_job, ignore_75, disruption = spec["podFailurePolicy"]["rules"]
+    assert fail_job["action"] == "FailJob" and set(fail_job["onExitCodes"]["values"]) == set(FINAL)
+    assert ExitCode.RESUME_LIMIT in fail_job["onExitCodes"]["values"]
+    assert ExitCode.INTERRUPTED not in fail_job["onExitCodes"]["values"]
+    assert ignore_75 == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "agent", "operator": "In", "values": [75]},
+    }
+    assert disruption["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    assert spec["podReplacementPolicy"] == "Failed"  # a replacement only once the old pod is gone
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == cp.TERMINATION_GRACE_SECONDS > cp.STEP_GRACE_SECONDS
+
+
+def test_state_keys_are_derived_so_a_follow_up_gets_its_parents_keys() -> None:
+    gov = Governance(governed(), KEYRING)
+    key = gov.state_key("ns", "e-uid")
+    assert key == cp.derive_state_key(NEW_KEY, "ns", "e-uid") == gov.state_key("ns", "e-uid")
+    assert gov.state_key("ns", "e-uid-2") != key and gov.state_key("ns2", "e-uid") != key
+    # The parent signed with the ring's old key (rotated since): one of the candidates verifies it.
+    parent_key = cp.derive_state_key(OLD_KEY, "ns", "p-uid")
+    entries = [cp.sign_entry(parent_key, "", 1, "user", {"text": "hi"})]
+    candidates = gov.parent_keys("ns", PARENT)
+    assert len(candidates) == 2 and cp.verify_chain(candidates, entries) == parent_key
+    assert cp.verify_chain(gov.parent_keys("other-ns", PARENT), entries) is None
+
+
+def test_the_secret_holds_the_parent_keys_and_the_token_names_the_parent() -> None:
+    gov = Governance(governed(), KEYRING)
+    labels = child_labels("news", "run-2", "Manual")
+    keys = gov.parent_keys("ns", PARENT)
+    secret = build_token_secret(EXECUTION, "s", "tok", labels, owner_reference(EXECUTION), "k", keys)
+    assert cp.parse_keys(secret["stringData"][cp.SECRET_PARENT_STATE_KEYS]) == keys
+    plain = build_token_secret(EXECUTION, "s", "tok", labels, owner_reference(EXECUTION), "k")
+    assert cp.SECRET_PARENT_STATE_KEYS not in plain["stringData"]
+    claims = verify(gov.run_token(EXECUTION, AGENT, parent=PARENT), KEYRING, expected="run")
+    assert (claims.parent, claims.parent_uid) == ("run-1", "p-uid")
+    alone = verify(gov.run_token(EXECUTION, AGENT), KEYRING, expected="run")
+    assert (alone.parent, alone.parent_uid) == ("", "")
+
+
+# -- status --------------------------------------------------------------------------------------------
+
+
+def pod(name: str, created: str, state: dict[str, Any], phase: str = "Failed") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "status": {"phase": phase, "containerStatuses": [{"state": state}]},
+    }
+
+
+def exited(code: int, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    terminated: dict[str, Any] = {"exitCode": code}
+    if report is not None:
+        terminated["message"] = json.dumps(report)
+    return {"terminated": terminated}
+
+
+CHECKPOINT = {"entries": 12, "resumes": 1, "interruptedCalls": 1, "lastAt": "2026-01-02T03:04:05.123+00:00"}
+RUNNING_JOB: dict[str, Any] = {"spec": {}, "status": {"active": 1, "startTime": "2026-01-02T03:00:00Z"}}
+
+
+def test_a_pod_that_stopped_at_a_checkpoint_keeps_the_run_running_interrupted() -> None:
+    lost = pod("p1", "2026-01-02T03:00:00Z", exited(75, {"checkpoint": CHECKPOINT}))
+    seen = observe_pod(lost)
+    assert seen is not None and (seen.phase, seen.reason) == (Phase.RUNNING, Reason.INTERRUPTED)
+    assert "resuming from checkpoint" in seen.message
+    assert seen.checkpoint is not None and seen.checkpoint.entries == 12
+    assert seen.checkpoint.last_at == "2026-01-02T03:04:05Z"
+    assert observe_pod(pod("p1", "2026-01-02T03:00:00Z", exited(1))) is None  # other ends: the Job's
+    # Read with the Job: its replacement not started yet, then running.
+    waiting = pod("p2", "2026-01-02T03:05:00Z", {"waiting": {"reason": "ContainerCreating"}}, "Pending")
+    seen = observe(RUNNING_JOB, [lost, waiting])
+    assert (seen.phase, seen.reason, seen.attempts) == (Phase.RUNNING, Reason.INTERRUPTED, 2)
+    running = pod("p2", "2026-01-02T03:05:00Z", {"running": {}}, "Running")
+    assert observe(RUNNING_JOB, [lost, running]).reason == Reason.RUNNING
+
+
+def test_resumed_too_often_fails_resume_limit_reached_and_75_never_fails_as_interrupted() -> None:
+    failed = {
+        "spec": {},
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]},
+    }
+    seen = observe(failed, [pod("p3", "2026-01-02T03:10:00Z", exited(17, {"summary": "resumed 3 times"}))])
+    assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.RESUME_LIMIT_REACHED)
+    # A Job of an older operator (no Ignore rule) that gave up on exit 75: Failed, but not "Interrupted".
+    old = {
+        "spec": {},
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+    }
+    seen = observe(old, [pod("p1", "2026-01-02T03:00:00Z", exited(75))])
+    assert seen.phase == Phase.FAILED and seen.reason == Reason.POD_FAILED
+
+
+def test_the_final_report_s_checkpoint_reaches_the_status_bounded() -> None:
+    done = {"spec": {}, "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
+    report = {"summary": "ok", "checkpoint": CHECKPOINT}
+    seen = observe(done, [pod("p2", "2026-01-02T03:05:00Z", exited(0, report), "Succeeded")])
+    patch = status_patch({}, seen, 1, "2026-01-02T03:20:00Z").model_dump(by_alias=True, exclude_none=True)
+    assert patch["checkpoint"] == {
+        "entries": 12,
+        "resumes": 1,
+        "interruptedCalls": 1,
+        "lastAt": "2026-01-02T03:04:05Z",
+    }
+    junk = {"entries": 10**12, "resumes": -3, "interruptedCalls": True, "lastAt": "yesterday"}
+    seen = observe(done, [pod("p2", "t", exited(0, {"summary": "ok", "checkpoint": junk}), "Succeeded")])
+    assert seen.checkpoint is not None
+    assert (seen.checkpoint.entries, seen.checkpoint.resumes, seen.checkpoint.interrupted_calls) == (
+        cp.MAX_RUN_ENTRIES,
+        0,
+        0,
+    )
+    assert seen.checkpoint.last_at is None
+    no_journal = observe(done, [pod("p2", "t", exited(0, {"summary": "ok"}), "Succeeded")])
+    assert no_journal.checkpoint is None
+
+
+# -- pruning -------------------------------------------------------------------------------------------
+
+
+async def test_prune_asks_the_gateway_in_batches_with_a_service_token_and_never_raises() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == cp.CHECKPOINT_PRUNE_PATH
+        claims = verify(request.headers["authorization"].removeprefix("Bearer "), KEYRING)
+        assert claims.typ == "svc" and claims.subject == "operator"
+        asked.append(cp.PruneRequest.model_validate(json.loads(request.content)).wire())
+        return httpx.Response(500 if len(asked) == 2 else 200, json={})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=GATEWAY)
+    gov = Governance(governed(), KEYRING, http=http)
+    runs = [("ns", f"uid-{i}") for i in range(1001)] + [("ns", "uid-0"), ("", "x")]
+    await gov.prune(runs)  # a 500 on the second batch: logged, the third still sent
+    assert [len(b["runs"]) for b in asked] == [500, 500, 1]
+    assert asked[0]["runs"][0] == {"namespace": "ns", "uid": "uid-0"}
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    gov.http = httpx.AsyncClient(transport=httpx.MockTransport(down), base_url=GATEWAY)
+    await gov.prune([("ns", "u")])  # does not raise
+
+
+async def test_prune_journals_takes_the_runs_of_executions_and_nothing_without_the_gateway() -> None:
+    sent: list[list[tuple[str, str]]] = []
+
+    class Recorder(Governance):
+        async def prune(self, runs: Any) -> None:
+            sent.append(list(runs))
+
+    state = State()
+    log = logging.getLogger("test")
+    await prune_journals(state, [EXECUTION], log)  # gateway off: nothing to ask
+    state.governance = Recorder(governed(), KEYRING)
+    await prune_journals(state, [EXECUTION, {"metadata": {"name": "no-uid", "namespace": "ns"}}], log)
+    assert sent == [[("ns", "e-uid")]]

@@ -1,0 +1,337 @@
+"""Durable turns: the journal a run writes, and a run resumed from it at every point a pod can be lost
+(each tool's effect exactly once, usage counted once), forged journals, fencing, the resume limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, Entry, sign_entry, verify_chain
+from agentry_common.models import Risk
+from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec
+from agentry_workspace import journal
+from agentry_workspace import runner as runner_module
+from agentry_workspace.checkpoints import Fenced, JournalWriter, Refused
+from agentry_workspace.config import ConfigError
+from agentry_workspace.durable import Durable
+from agentry_workspace.events import RecordingSink
+from agentry_workspace.outcome import Outcome, StopReason
+from agentry_workspace.runner import Runner
+from agentry_workspace.state import Decision, ResumeRequest, RunState
+from agentry_workspace.tools import Assessment, ToolContext, ToolOutcome
+
+from .fakes import API_KEY, make_config, text, tool
+
+pytestmark = pytest.mark.unit
+
+KEY = "state-key-" + "0" * 40
+SECRET = "sk-tool-printed-secret-0123456789"
+
+
+class PodLost(BaseException):
+    """The pod is gone: nothing after this point of the run happens (not caught by the runner)."""
+
+
+class MemoryStore:
+    """The gateway's contract in memory: fencing on seq; `limit` entries at most, then the pod dies."""
+
+    def __init__(self, entries: list[Entry] | None = None, limit: int | None = None) -> None:
+        self.entries = list(entries or [])
+        self.limit = limit
+        self.appends = 0
+
+    async def read(self, *, parent: bool = False) -> list[Entry]:
+        return list(self.entries)
+
+    async def append(self, entries: list[Entry]) -> None:
+        last = self.entries[-1].seq if self.entries else 0
+        if entries[0].seq != last + 1:
+            raise Fenced(last)
+        self.appends += 1
+        for entry in entries:
+            if self.limit is not None and len(self.entries) >= self.limit:
+                raise PodLost
+            self.entries.append(entry)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CountingTool:
+    """A tool whose effect is counted per key (a line appended, a POST sent)."""
+
+    name = "count"
+
+    def __init__(self, counts: dict[str, int], repeatable: bool = False) -> None:
+        self.counts = counts
+        self.repeatable = repeatable
+
+    def spec(self, ctx: ToolContext) -> ToolSpec:
+        return ToolSpec(name=self.name, description="count", input_schema={"type": "object"})
+
+    def assess(self, args: Mapping[str, Any], ctx: ToolContext) -> Assessment:
+        return Assessment(Risk.GREEN)
+
+    def describe(self, args: Mapping[str, Any]) -> str:
+        return f"count {args.get('key')}"
+
+    def idempotent(self, args: Mapping[str, Any]) -> bool:
+        return self.repeatable
+
+    async def run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        key = str(args["key"])
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return ToolOutcome(f"counted {key}; token {SECRET}")
+
+
+class TurnProvider:
+    """Answers by the conversation's turn (assistant messages so far): a resumed run gets the same
+    answers as the run it continues."""
+
+    name = "anthropic/claude-sonnet-4-6"
+    model = "claude-sonnet-4-6"
+    endpoint = "fake"
+
+    def __init__(self, script: list[ChatResponse]) -> None:
+        self.script = script
+        self.calls = 0
+        self.last: ChatRequest | None = None
+
+    async def complete(self, request: ChatRequest, on_text: Any = None) -> ChatResponse:
+        self.calls += 1
+        self.last = request.model_copy(deep=True)
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        return self.script[turn]
+
+    async def aclose(self) -> None:
+        return None
+
+
+SCRIPT = [
+    tool("count", {"key": "a"}, id="t1a", inp=100, out=10),
+    tool("count", {"key": "b"}, id="t2b", inp=200, out=20),
+    tool("count", {"key": "c"}, id="t3c", inp=300, out=30),
+    text("done", inp=400, out=40),
+]
+
+
+def _runner(
+    tmp_path: Path, store: MemoryStore, counts: dict[str, int], **kwargs: Any
+) -> tuple[Runner, RecordingSink]:
+    cfg = make_config(tmp_path, {"tools": ["files"]})
+    sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY, SECRET])
+    runner = Runner(cfg, sink, providers=[TurnProvider(SCRIPT)])
+    runner.tools["count"] = CountingTool(counts, **kwargs)
+    writer = JournalWriter(store, KEY, sink, parent_keys=[], parent_name="")
+    runner.durable = Durable(writer)
+    return runner, sink
+
+
+async def _run(
+    tmp_path: Path, store: MemoryStore, counts: dict[str, int], **kw: Any
+) -> tuple[Outcome, Runner]:
+    runner, _ = _runner(tmp_path, store, counts, **kw)
+    return await runner.run(), runner
+
+
+async def test_a_run_journals_every_step_signed_and_redacted(tmp_path: Path) -> None:
+    store, counts = MemoryStore(), dict[str, int]()
+    outcome, _ = await _run(tmp_path, store, counts)
+    assert outcome.stop_reason is StopReason.END_TURN and counts == {"a": 1, "b": 1, "c": 1}
+    kinds = [e.kind for e in store.entries]
+    assert kinds == ["begin", "message"] + ["message", "tool_started", "tool_result"] * 3 + ["message"]
+    assert verify_chain([KEY], store.entries) == KEY
+    assert SECRET not in str([e.wire() for e in store.entries])  # redacted before signing
+    assert outcome.checkpoint == {
+        "entries": 12,
+        "resumes": 0,
+        "interruptedCalls": 0,
+        "lastAt": store.entries[-1].at,
+    }
+    # A tool's result and the next step's intent go together: fewer appends than entries.
+    assert store.appends < len(store.entries)
+
+
+@pytest.mark.parametrize("cut", range(0, 12))
+async def test_resuming_at_every_cut_runs_each_effect_once(tmp_path: Path, cut: int) -> None:
+    full_store, full_counts = MemoryStore(), dict[str, int]()
+    full, _ = await _run(tmp_path / "full", full_store, full_counts)
+    store, counts = MemoryStore(limit=cut), dict[str, int]()
+    with pytest.raises(PodLost):
+        await _run(tmp_path / "lost", store, counts)
+    store.limit = None
+    resumed, _ = await _run(tmp_path / "lost", store, counts)
+    assert counts == {"a": 1, "b": 1, "c": 1}  # never twice, never missing
+    assert resumed.stop_reason is StopReason.END_TURN and resumed.summary == "done"
+    assert resumed.usage == full.usage  # every model answer counted once
+    assert verify_chain([KEY], store.entries) == KEY
+    replayed = journal.replay(store.entries)
+    interrupted = replayed.interrupted_calls
+    # A call whose intent was stored but not its result is reported, not run again.
+    started = {e.data["toolUseId"] for e in store.entries[:cut] if e.kind == "tool_started"}
+    results = {e.data["result"]["tool_use_id"] for e in store.entries[:cut] if e.kind == "tool_result"}
+    assert interrupted == len(started - results)
+    expected = journal.replay(full_store.entries).messages
+    if not interrupted:
+        assert [m.model_dump() for m in replayed.messages] == [m.model_dump() for m in expected]
+    assert resumed.checkpoint is not None and resumed.checkpoint["resumes"] == (1 if cut else 0)
+
+
+async def test_an_idempotent_interrupted_call_runs_again(tmp_path: Path) -> None:
+    store, counts = MemoryStore(limit=4), dict[str, int]()  # begin, message, message, tool_started(a)
+    with pytest.raises(PodLost):
+        await _run(tmp_path, store, counts, repeatable=True)
+    store.limit = None
+    outcome, _ = await _run(tmp_path, store, counts, repeatable=True)
+    assert counts == {"a": 2, "b": 1, "c": 1} and outcome.checkpoint is not None
+    assert outcome.checkpoint["interruptedCalls"] == 0
+
+
+async def test_a_forged_journal_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    await _run(tmp_path, store, {})
+    forged = store.entries[:3]
+    forged[2] = forged[2].model_copy(update={"data": {**forged[2].data, "usage": {"turns": 0}}})
+    runner, _ = _runner(tmp_path, MemoryStore(forged), {})
+    with pytest.raises(ConfigError, match="does not verify"):
+        await runner.run()
+
+
+async def test_another_pod_ahead_stops_this_one_without_writing(tmp_path: Path) -> None:
+    store, counts = MemoryStore(), dict[str, int]()
+    runner, _ = _runner(tmp_path, store, counts)
+    other = sign_entry(KEY, "", 1, "begin", {"pod": "other", "resumed": False})
+
+    async def ahead(*, parent: bool = False) -> list[Entry]:
+        store.read = MemoryStore.read.__get__(store)  # type: ignore[method-assign]
+        store.entries = [other]  # the other pod appends after this one read the journal
+        return []
+
+    store.read = ahead  # type: ignore[method-assign]
+    outcome = await runner.run()
+    assert outcome.stop_reason is StopReason.INTERRUPTED and outcome.exit_code == 75
+    assert store.entries == [other] and counts == {}
+
+
+async def test_resumes_without_progress_stop_at_the_limit(tmp_path: Path) -> None:
+    store = MemoryStore(limit=2)
+    with pytest.raises(PodLost):
+        await _run(tmp_path, store, {})
+    for _ in range(MAX_RESUMES_WITHOUT_PROGRESS):  # each new pod is lost before its next entry
+        store.limit = len(store.entries) + 1
+        with pytest.raises(PodLost):
+            await _run(tmp_path, store, {})
+    store.limit = None
+    outcome, _ = await _run(tmp_path, store, {})
+    assert outcome.stop_reason is StopReason.RESUME_LIMIT and outcome.exit_code == 17
+    assert journal.replay(store.entries).idle_resumes == MAX_RESUMES_WITHOUT_PROGRESS
+
+
+async def test_sigterm_stops_at_the_next_checkpoint(tmp_path: Path) -> None:
+    store, counts = MemoryStore(), dict[str, int]()
+    runner, _ = _runner(tmp_path, store, counts)
+    tool_ = runner.tools["count"]
+    original = tool_.run
+
+    async def run_then_term(args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        runner.interrupt()  # SIGTERM while the first call runs: it finishes, nothing after it
+        return await original(args, ctx)
+
+    tool_.run = run_then_term  # type: ignore[method-assign]
+    outcome = await runner.run()
+    assert outcome.stop_reason is StopReason.INTERRUPTED and counts == {"a": 1}
+    assert store.entries[-1].kind == "tool_result" and outcome.checkpoint is not None
+    assert outcome.checkpoint["entries"] == len(store.entries)
+    resumed, _ = await _run(tmp_path, store, counts)
+    assert resumed.stop_reason is StopReason.END_TURN and counts == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_a_resumed_run_s_deadline_counts_from_its_first_entry(tmp_path: Path) -> None:
+    store = MemoryStore()
+    await _run(tmp_path, store, {})
+    old = [e.model_copy(update={"at": "2020-01-01T00:00:00.000Z"}) for e in store.entries[:4]]
+    outcome, _ = await _run(tmp_path, MemoryStore(old), {})
+    assert outcome.stop_reason is StopReason.DEADLINE  # years ago: nothing is left of its timeout
+
+
+async def test_a_refused_journal_is_a_warning_and_the_run_goes_on(tmp_path: Path) -> None:
+    store, counts = MemoryStore(), dict[str, int]()
+    runner, sink = _runner(tmp_path, store, counts)
+
+    async def refuse(entries: list[Entry]) -> None:
+        raise Refused("HTTP 413 the run's journal is full")
+
+    store.append = refuse  # type: ignore[method-assign]
+    outcome = await runner.run()
+    assert outcome.stop_reason is StopReason.END_TURN and counts == {"a": 1, "b": 1, "c": 1}
+    assert outcome.checkpoint is not None and "413" in outcome.checkpoint["note"]
+    assert any("without checkpoints" in e["message"] for e in sink.of("warning"))
+
+
+def test_a_follow_up_continues_the_parent_conversation_with_its_input() -> None:
+    parent = journal.replay(_entries([("message", journal.message(SCRIPT[3].message, {}, {}, final=True))]))
+    messages = journal.continue_with(parent, "now Friday")
+    assert [m.role for m in messages] == ["assistant", "user"] and messages[-1].text() == "now Friday"
+    pending = journal.replay(_entries([("message", journal.message(SCRIPT[0].message, {}, {}))]))
+    answered = journal.continue_with(pending, "go on")[-1].content
+    assert isinstance(answered[0], ToolResultBlock) and answered[0].is_error  # never left unanswered
+
+
+def _entries(items: list[tuple[str, dict[str, Any]]]) -> list[Entry]:
+    out, sig = [], ""
+    for seq, (kind, data) in enumerate(items, start=1):
+        out.append(sign_entry(KEY, sig, seq, kind, data))
+        sig = out[-1].sig
+    return out
+
+
+async def test_an_approval_pause_and_its_decision_continue_one_journal(tmp_path: Path) -> None:
+    spec = {"tools": ["files", "shell"], "approval": {"redTools": ["shell"]}}
+    store = MemoryStore()
+    deploy = tool("shell", {"command": "echo shipped >> deployed.txt"}, id="toolu_deploy")
+    sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY])
+
+    def runner_for(cfg: Any, script: list[ChatResponse]) -> Runner:
+        runner = Runner(cfg, sink, providers=[TurnProvider(script)])
+        runner.durable = Durable(JournalWriter(store, KEY, sink, parent_keys=[], parent_name=""))
+        return runner
+
+    paused = await runner_for(make_config(tmp_path, spec), [deploy]).run()
+    assert paused.stop_reason is StopReason.APPROVAL_REQUIRED and store.entries[-1].kind == "paused"
+    state = RunState.model_validate(sink.of("approval_request")[-1]["state"])
+    decision = Decision(approval_id=state.pending.approval_id, approved=True, decided_by="alice")
+    cfg = make_config(tmp_path, spec, resume=ResumeRequest(state=state, decision=decision))
+    done = await runner_for(cfg, [deploy, text("Deployed.")]).run()
+    assert done.stop_reason is StopReason.END_TURN and done.summary == "Deployed."
+    assert (cfg.workspace / "deployed.txt").read_text() == "shipped\n"
+    kinds = [e.kind for e in store.entries]
+    assert kinds[kinds.index("paused") + 1 :] == ["begin", "tool_started", "tool_result", "message"]
+    assert verify_chain([KEY], store.entries) == KEY
+
+
+async def test_a_step_past_the_grace_is_abandoned_and_reported_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "STEP_GRACE_SECONDS", 0.05)
+    store, counts = MemoryStore(), dict[str, int]()
+    runner, _ = _runner(tmp_path, store, counts)
+    tool_ = runner.tools["count"]
+    original = tool_.run
+
+    async def hang(args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        outcome = await original(args, ctx)  # its effect happens, then it outlives the grace
+        runner.interrupt()
+        await asyncio.sleep(30)
+        return outcome
+
+    tool_.run = hang  # type: ignore[method-assign]
+    stopped = await runner.run()
+    assert stopped.stop_reason is StopReason.INTERRUPTED and "did not end within" in stopped.summary
+    assert store.entries[-1].kind == "tool_started" and counts == {"a": 1}
+    resumed, _ = await _run(tmp_path, store, counts)
+    assert resumed.stop_reason is StopReason.END_TURN and counts == {"a": 1, "b": 1, "c": 1}
+    assert resumed.checkpoint is not None and resumed.checkpoint["interruptedCalls"] == 1

@@ -1,0 +1,243 @@
+"""Where a run's journal goes: the LLM gateway's checkpoint routes (agentry_common.checkpoints),
+reached with the run token; and the writer that redacts, signs and appends entries (journal.py says
+what they mean)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from pydantic import ValidationError
+
+from agentry_common.checkpoints import (
+    CHECKPOINT_PATH,
+    ENV_CHECKPOINT_URL,
+    ENV_PARENT_EXECUTION,
+    ENV_PARENT_STATE_KEYS,
+    MAX_ENTRIES_PER_APPEND,
+    MAX_ENTRY_BYTES,
+    AppendRequest,
+    Entry,
+    Journal,
+    entry_bytes,
+    parse_keys,
+    sign_entry,
+    verify_chain,
+)
+from agentry_common.statesig import ENV_STATE_KEY
+
+from .config import ConfigError
+from .events import EventSink, now_rfc3339
+
+# The run token stands in for the provider keys (the operator sets both); a local run has none.
+TOKEN_ENVS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+REQUEST_TIMEOUT = 30.0
+
+
+class Fenced(Exception):
+    """409: another pod of the run has appended past this one; this pod must stop at once."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__(f"another pod of this run is ahead (its journal is at entry {last})")
+        self.last = last
+
+
+class Refused(Exception):
+    """The store will not take the entries (413, or another 4xx): the run goes on without a journal."""
+
+
+class Store(Protocol):
+    async def read(self, *, parent: bool = False) -> list[Entry]: ...
+
+    async def append(self, entries: list[Entry]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class GatewayStore:
+    """The gateway's routes. Network errors and 5xx are retried with backoff until they succeed (a
+    gateway restart must not lose the run; the run's deadline bounds the wait)."""
+
+    def __init__(self, base_url: str, token: str, *, client: httpx.AsyncClient | None = None) -> None:
+        self.client = client or httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {token}"},
+            timeout=REQUEST_TIMEOUT,
+            # Plain http (the gateway's in-cluster Service) has no TLS to verify: loading the CA bundle
+            # would cost tens of milliseconds at every pod's start for nothing.
+            verify=base_url.startswith("https://"),
+        )
+
+    async def _send(self, method: str, **kwargs: Any) -> httpx.Response:
+        wait = BACKOFF_START
+        while True:
+            try:
+                response = await self.client.request(method, CHECKPOINT_PATH, **kwargs)
+                if response.status_code < 500:
+                    return response
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, BACKOFF_MAX)
+
+    async def read(self, *, parent: bool = False) -> list[Entry]:
+        entries: list[Entry] = []
+        after = 0
+        while True:
+            params: dict[str, Any] = {"after": after, **({"of": "parent"} if parent else {})}
+            response = await self._send("GET", params=params)
+            if response.status_code != 200:
+                what = "its parent's journal" if parent else "its journal"
+                raise ConfigError(
+                    f"the gateway refused {what}: HTTP {response.status_code} {_detail(response)}"
+                )
+            try:
+                page = Journal.model_validate(response.json())
+            except (ValidationError, ValueError) as err:
+                raise ConfigError(f"the gateway's journal is malformed: {err}") from None
+            entries.extend(page.entries)
+            if not page.more or not page.entries:
+                return entries
+            after = page.entries[-1].seq
+
+    async def append(self, entries: list[Entry]) -> None:
+        body = AppendRequest(entries=entries).wire()
+        response = await self._send("POST", json=body)
+        if response.status_code == 409:
+            last = response.json().get("last", 0) if _is_json(response) else 0
+            raise Fenced(int(last))
+        if response.status_code >= 400:
+            raise Refused(f"HTTP {response.status_code} {_detail(response)}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return str(response.headers.get("content-type", "")).startswith("application/json")
+
+
+def _detail(response: httpx.Response) -> str:
+    if _is_json(response):
+        body = response.json()
+        return str(body.get("detail", "")) if isinstance(body, dict) else ""
+    return response.text[:200]
+
+
+@dataclass
+class Loaded:
+    """A verified journal as read at start: the run's own entries, and its parent's (a follow-up)."""
+
+    own: list[Entry]
+    parent: list[Entry] | None
+    parent_name: str
+
+
+class JournalWriter:
+    """Stages entries (redacted by the run's redaction step, then signed in the chain) and appends
+    them in one request per flush."""
+
+    def __init__(
+        self, store: Store, key: str, events: EventSink, *, parent_keys: list[str], parent_name: str
+    ) -> None:
+        self.store, self.key, self.events = store, key, events
+        self.parent_keys, self.parent_name = parent_keys, parent_name
+        self.seq, self.sig, self.last_at = 0, "", ""
+        self.staged: list[Entry] = []
+        self.off = ""  # why the run goes on without a journal ("" while it has one)
+        self.resumes = 0
+        self.interrupted_calls = 0
+
+    async def load(self) -> Loaded:
+        """The run's journal (and its parent's), verified; raises ConfigError on forged state."""
+        own = await self.store.read()
+        if verify_chain([self.key], own) is None:
+            raise ConfigError(
+                f"the run's checkpoint journal ({len(own)} entries) does not verify with "
+                f"{ENV_STATE_KEY}: it was altered or belongs to another run; not resuming from it"
+            )
+        if own:
+            self.seq, self.sig, self.last_at = own[-1].seq, own[-1].sig, own[-1].at
+        parent = None
+        if self.parent_name:
+            parent = await self.store.read(parent=True)
+            if verify_chain(self.parent_keys, parent) is None or not parent:
+                raise ConfigError(
+                    f"the journal of the parent run {self.parent_name!r} ({len(parent)} entries) does not "
+                    f"verify with any key of {ENV_PARENT_STATE_KEYS}: not continuing from it"
+                )
+        return Loaded(own, parent, self.parent_name)
+
+    def stage(self, kind: str, data: dict[str, Any], redact: Callable[[Any], Any] | None = None) -> None:
+        if self.off:
+            return
+        clean: dict[str, Any] = (redact or self.events.redact)(data)  # before signing: see signed_state
+        self.seq += 1
+        entry = sign_entry(self.key, self.sig, self.seq, kind, clean, at=now_rfc3339())
+        self.sig = entry.sig
+        self.staged.append(entry)
+
+    async def flush(self) -> None:
+        """Append what is staged; returns once it is stored. Raises Fenced (409)."""
+        while self.staged and not self.off:
+            batch = self.staged[:MAX_ENTRIES_PER_APPEND]
+            too_big = [e.seq for e in batch if entry_bytes(e) > MAX_ENTRY_BYTES]
+            try:
+                if too_big:
+                    raise Refused(f"entry {too_big[0]} is larger than {MAX_ENTRY_BYTES} bytes")
+                await self.store.append(batch)
+            except Refused as err:
+                self._turn_off(f"the checkpoint store refused the journal ({err})")
+                return
+            self.last_at = batch[-1].at
+            del self.staged[: len(batch)]
+
+    async def write(self, kind: str, data: dict[str, Any]) -> None:
+        self.stage(kind, data)
+        await self.flush()
+
+    def _turn_off(self, why: str) -> None:
+        self.off = why
+        self.staged.clear()
+        self.events.emit("warning", message=f"{why}: the run goes on without checkpoints")
+
+    def status(self) -> dict[str, Any]:
+        """The result's `checkpoint` (agentry_common.models.CheckpointStatus, camelCase)."""
+        data: dict[str, Any] = {
+            "entries": self.seq - len(self.staged),
+            "resumes": self.resumes,
+            "interruptedCalls": self.interrupted_calls,
+            "lastAt": self.last_at or None,
+        }
+        if self.off:
+            data["note"] = self.off
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def open_journal(env: Mapping[str, str], events: EventSink) -> JournalWriter | None:
+    """The run's journal writer when ENV_CHECKPOINT_URL is set, else None (no journal: a local run,
+    or a cluster without the gateway)."""
+    url = env.get(ENV_CHECKPOINT_URL, "").strip()
+    key = env.get(ENV_STATE_KEY, "").strip()
+    parent_name = env.get(ENV_PARENT_EXECUTION, "").strip()
+    parent_keys = parse_keys(env.get(ENV_PARENT_STATE_KEYS, ""))
+    if url:
+        if not key:
+            raise ConfigError(
+                f"{ENV_CHECKPOINT_URL} is set but {ENV_STATE_KEY} is not: the journal must be signed"
+            )
+        token = next((v for name in TOKEN_ENVS if (v := env.get(name, "").strip())), "")
+        if not token:
+            raise ConfigError(f"{ENV_CHECKPOINT_URL} is set but no run token ({', '.join(TOKEN_ENVS)})")
+        store = GatewayStore(url, token)
+        return JournalWriter(store, key, events, parent_keys=parent_keys, parent_name=parent_name)
+    if parent_name:
+        raise ConfigError(
+            f"{ENV_PARENT_EXECUTION} is set but {ENV_CHECKPOINT_URL} is not: "
+            "a follow-up needs its parent's journal"
+        )
+    return None

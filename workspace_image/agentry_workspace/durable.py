@@ -1,0 +1,152 @@
+"""The runner's side of durable turns: its journal (or none), the step boundaries where a run
+interrupted by SIGTERM stops, and what a resumed run or a follow-up starts from."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from agentry_llm import Message, TextBlock
+
+from . import journal, toolrun
+from .checkpoints import JournalWriter
+from .config import RunConfig
+from .journal import Replayed, replay
+from .outcome import Outcome, StopReason
+from .prompts import CONTINUE_PROMPT
+from .usage import UsageTracker
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+
+class StopAtCheckpoint(Exception):
+    """SIGTERM arrived and the current step is journaled: the run stops here (INTERRUPTED)."""
+
+
+@dataclass
+class Opened:
+    own: Replayed
+    parent: Replayed | None
+    parent_name: str
+
+
+class Durable:
+    """The run's journal; every method is a no-op for a run without one."""
+
+    def __init__(self, writer: JournalWriter | None) -> None:
+        self.writer = writer
+        self.stopping = False  # SIGTERM received: stop at the next step boundary
+
+    @property
+    def on(self) -> bool:
+        return self.writer is not None and not self.writer.off
+
+    async def open(self, cfg: RunConfig) -> Opened | None:
+        """Read and verify the journals; a resumed run's deadline counts from its first entry."""
+        if self.writer is None:
+            return None
+        loaded = await self.writer.load()
+        own = replay(loaded.own)
+        if own.first_at:
+            cfg.started = min(cfg.started, time.monotonic() - _age(own.first_at))
+        self.writer.resumes = own.resumes + (0 if own.empty else 1)
+        self.writer.interrupted_calls = own.interrupted_calls
+        parent = replay(loaded.parent) if loaded.parent is not None else None
+        return Opened(own, parent, loaded.parent_name)
+
+    def stage(self, kind: str, data: dict[str, Any] | None) -> None:
+        if self.writer is not None and data is not None:
+            self.writer.stage(kind, data)
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def step(self, kind: str = "", data: dict[str, Any] | None = None) -> None:
+        """A step boundary: the staged entries (and this one) are stored, in one append, before the
+        step starts; after SIGTERM the run stops here instead (what is staged is stored first)."""
+        if self.writer is None:
+            return
+        if self.stopping:
+            await self.writer.flush()
+            raise StopAtCheckpoint
+        self.stage(kind, data)
+        await self.writer.flush()
+
+    def flush_soon(self) -> asyncio.Task[None] | None:
+        """Store what is staged while the caller goes on (a model call: it has no effect to
+        protect); `settle` it before staging more."""
+        if self.writer is None or not self.writer.staged:
+            return None
+        return asyncio.create_task(self.writer.flush())
+
+    @staticmethod
+    async def settle(task: asyncio.Task[None] | None, failed: bool = False) -> None:
+        """Wait for a `flush_soon`; after a failed step, cancel it (the run is ending)."""
+        if task is None:
+            return
+        if failed:
+            task.cancel()
+            return
+        await task
+
+    def status(self) -> dict[str, Any] | None:
+        return self.writer.status() if self.writer is not None else None
+
+    def count_interrupted(self) -> None:
+        if self.writer is not None:
+            self.writer.interrupted_calls += 1
+
+
+def pod_name() -> str:
+    return os.environ.get("HOSTNAME", "")
+
+
+def _age(at: str) -> float:
+    """Seconds since an entry's `at` (RFC 3339); 0 when it cannot be read."""
+    try:
+        then = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - then.timestamp())
+
+
+async def continue_from(runner: Runner, own: journal.Replayed) -> Outcome | None:
+    """A lost pod's run, from its journal: done calls are not run again; a started one without a
+    result is reported interrupted, unless its tool is idempotent (then it runs again)."""
+    runner.messages = list(own.messages)
+    runner.usage = UsageTracker.from_state(own.usage)
+    runner.outputs.values = dict(own.outputs)
+    rerun = [u for u in own.interrupted if toolrun.idempotent(runner.tools, u)]
+    lost = [u for u in own.interrupted if u not in rerun]
+    runner.events.emit(
+        "resumed",
+        fromEntry=own.entries,
+        resumes=own.resumes + 1,
+        doneCalls=len(own.done),
+        interruptedCalls=len(lost),
+        rerunCalls=len(rerun),
+        notStartedCalls=len(own.not_started),
+    )
+    runner._emit_usage()
+    if own.final:
+        return runner._stop(StopReason.END_TURN, runner._last_text() or "(no final message)")
+    if not own.pending:
+        if runner.messages and runner.messages[-1].role == "assistant":  # a max_tokens answer
+            runner._append(Message(role="user", content=[TextBlock(text=CONTINUE_PROMPT)]))
+        return None
+    if runner._turns_spent():
+        return runner._max_turns()
+    results = list(own.done)
+    for use in lost:
+        results.append(toolrun.interrupted_result(use, runner.events))
+        runner.durable.stage(
+            journal.TOOL_RESULT, journal.tool_result(results[-1], runner.outputs.values, interrupted=True)
+        )
+        runner.durable.count_interrupted()
+    return await runner._run_tool_calls([*rerun, *own.not_started], results)
