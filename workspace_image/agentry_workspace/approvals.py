@@ -17,7 +17,7 @@ from .events import EventSink
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
 from .state import Decision, PendingApproval, ResumeRequest, RunState, approval_id
-from .tools.base import one_line
+from .toolrun import unrun_result
 from .usage import UsageTracker
 
 if TYPE_CHECKING:
@@ -83,19 +83,7 @@ def denied_result(events: EventSink, use: ToolUseBlock, decision: Decision) -> T
     """The tool result for a call a human denied (it is not run), reported as a refused call."""
     who = f" by {decision.decided_by}" if decision.decided_by else ""
     why = f": {decision.reason}" if decision.reason else ""
-    result = ToolResultBlock(tool_use_id=use.id, is_error=True, content=DENIED.format(who=who, why=why))
-    events.emit(
-        "tool_result",
-        toolUseId=use.id,
-        tool=use.name,
-        isError=True,
-        refused=True,
-        denied=True,
-        bytes=len(result.content),
-        summary=one_line(result.content, 300),
-        durationMs=0,
-    )
-    return result
+    return unrun_result(events, use, DENIED.format(who=who, why=why), refused=True, denied=True)
 
 
 def signed_state(

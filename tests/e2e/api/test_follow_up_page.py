@@ -5,15 +5,15 @@ disabled with the reason."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lightkube import Client
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from agentry_api.auth import SESSION_COOKIE
 from agentry_common.resources import Execution
+from tests.e2e.api.test_dashboard import ARTIFACTS, browser
 from tests.fixtures.helpers import play_kubelet
 from tests.integration.api import test_follow_ups as governed
 from tests.integration.api.helpers import create_agent, pod_of, run, wait_api_phase
@@ -27,19 +27,7 @@ pytestmark = pytest.mark.e2e
 plane, gateway, governed_operator = governed.plane, governed.gateway, governed.governed_operator
 api, kube_client, namespace = governed.api, governed.kube_client, governed.namespace
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: apt-get install -y chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+__all__ = ["browser"]
 
 
 def test_reply_on_a_finished_run_and_see_the_continuation_in_the_thread(

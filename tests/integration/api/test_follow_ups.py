@@ -28,9 +28,9 @@ from agentry_common import constants
 from agentry_common.resources import Execution
 from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
+from tests.fixtures.operator import OperatorProcess, own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
-from tests.integration.operator.test_governance import KEY, USERS_100, Gateway, ReservedPort
+from tests.integration.operator.test_governance import Gateway, gateway_operator, running_gateway
 
 from .helpers import REPORT, create_agent, pod_of, run, wait_api_phase
 from .server import ApiServer, api_settings, serve
@@ -54,11 +54,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    address = ReservedPort()
-    gw = Gateway(address, USERS_100).start()
-    yield gw
-    gw.stop()
-    address.hold.close()
+    with running_gateway() as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +65,9 @@ def governed_operator(
     quotas = {  # the run gate's quotas out of the way, as the session's operator has them
         f"AGENTRY_{p}QUOTA_{q}": "1000" for p in ("", "GUEST_") for q in ("CONCURRENT_RUNS", "RUNS_PER_DAY")
     }
-    op = start_operator(
-        plane,
-        tmp_path_factory.mktemp("follow-ups-operator"),
-        AGENTRY_GATEWAY_URL=gateway.url,
-        AGENTRY_TOKEN_KEYS=f"test:{KEY}",
-        **quotas,
-    )
-    yield op
-    op.proc.stop()
+    workdir = tmp_path_factory.mktemp("follow-ups-operator")
+    with gateway_operator(plane, workdir, gateway, **quotas) as op:
+        yield op
 
 
 @pytest.fixture(scope="module")

@@ -29,17 +29,17 @@ from agentry_gateway.checkpoints.store import RunRef
 from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
-from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
+from tests.fixtures.operator import OperatorProcess, own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
 from tests.integration.operator.test_governance import (
     KEY,
     KEYRING,
     USER,
-    USERS_100,
     Gateway,
-    ReservedPort,
+    gateway_operator,
     make_agent,
     make_execution,
+    running_gateway,
     the_job,
     wait_status,
 )
@@ -57,26 +57,17 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    address = ReservedPort()
-    gw = Gateway(address, USERS_100).start()
-    yield gw
-    gw.stop()
-    address.hold.close()
+    with running_gateway() as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def operator(
     plane: ControlPlane, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    op = start_operator(
-        plane,
-        tmp_path_factory.mktemp("follow-ups-operator"),
-        AGENTRY_GATEWAY_URL=gateway.url,
-        AGENTRY_TOKEN_KEYS=f"test:{KEY}",
-        AGENTRY_QUOTA_CONCURRENT_RUNS="0",
-    )
-    yield op
-    op.proc.stop()
+    workdir = tmp_path_factory.mktemp("follow-ups-operator")
+    with gateway_operator(plane, workdir, gateway, AGENTRY_QUOTA_CONCURRENT_RUNS="0") as op:
+        yield op
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,6 +153,32 @@ class Gateway:
         if not self.loop.is_closed():
             self.loop.close()
         self.sock.close()
+
+
+@contextmanager
+def running_gateway() -> Iterator[Gateway]:
+    """A gateway on a reserved port of its own (modules with a governed operator of their own)."""
+    address = ReservedPort()
+    gw = Gateway(address, USERS_100).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        address.hold.close()
+
+
+@contextmanager
+def gateway_operator(
+    plane: ControlPlane, workdir: Path, gateway: Gateway, **env: str
+) -> Iterator[OperatorProcess]:
+    """The operator on `plane`, governed by `gateway` (admission, run tokens, checkpoint journals)."""
+    op = start_operator(
+        plane, workdir, AGENTRY_GATEWAY_URL=gateway.url, AGENTRY_TOKEN_KEYS=f"test:{KEY}", **env
+    )
+    try:
+        yield op
+    finally:
+        op.proc.stop()
 
 
 @pytest.fixture(scope="module")
