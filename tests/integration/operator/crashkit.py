@@ -192,8 +192,24 @@ def create_executions(client: Client, ns: str, names: list[str], pause: random.R
     """Create the Executions one by one, a random pause of up to `gap` seconds between them."""
     for name in names:
         body = {"metadata": {"name": name, "namespace": ns}, "spec": {"agentRef": {"name": "a"}}}
-        client.create(Execution.from_dict(body))
+        _create_retrying(client, Execution.from_dict(body))
         time.sleep(pause.uniform(0, gap))
+
+
+# A replica killed while it answers an admission review fails that one write (its connection to the
+# API server closes under the review); a client writes again, as kubectl users do.
+_WEBHOOK_GONE = ("failed calling webhook", "Connector is closed", "ClientConnectionError")
+
+
+def _create_retrying(client: Client, obj: Any, attempts: int = 5) -> None:
+    for attempt in range(attempts):
+        try:
+            client.create(obj)
+            return
+        except ApiError as exc:
+            if attempt == attempts - 1 or not any(s in str(exc) for s in _WEBHOOK_GONE):
+                raise
+            time.sleep(1)
 
 
 def check_outcome(
