@@ -9,10 +9,13 @@ from agentry_common.checkpoints import MAX_RUN_ENTRIES
 from agentry_common.models import CheckpointStatus
 
 
+def reported_count(value: object) -> int:
+    """A count the pod reported (its word: anything but a non-negative integer is 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _count(value: object) -> int:
-    """A reported count, bounded (the pod's word: anything but a non-negative integer is 0)."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return min(value, MAX_RUN_ENTRIES) if ok and isinstance(value, int) else 0
+    return min(reported_count(value), MAX_RUN_ENTRIES)
 
 
 def _timestamp(value: object) -> str | None:

@@ -26,7 +26,7 @@ from agentry_common.models import (
 from agentry_common.pricing import usd_string
 
 from ..conditions import set_condition
-from .checkpoint_report import checkpoint_status
+from .checkpoint_report import checkpoint_status, reported_count
 from .eviction import POD_EVICTED, storage_eviction, storage_message
 from .kinds import Condition, ContainerStatus, Job, Pod
 
@@ -129,19 +129,14 @@ def _cost(value: object) -> str:
     return usd_string(amount) if amount.is_finite() and 0 <= amount < 10**6 else "0"
 
 
-def _tokens(value: object) -> int:
-    """A reported token count (the pod's word: anything but a non-negative integer is 0)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
 def _usage(report: Mapping[str, object]) -> Usage | None:
     usage = report.get("usage")
     if not isinstance(usage, dict):
         return None
-    inp, out = _tokens(usage.get("inputTokens")), _tokens(usage.get("outputTokens"))
+    inp, out = reported_count(usage.get("inputTokens")), reported_count(usage.get("outputTokens"))
     # The cached parts are within the input: no more than it, reads first.
-    read = min(_tokens(usage.get("cacheReadTokens")), inp)
-    written = min(_tokens(usage.get("cacheWriteTokens")), inp - read)
+    read = min(reported_count(usage.get("cacheReadTokens")), inp)
+    written = min(reported_count(usage.get("cacheWriteTokens")), inp - read)
     result: dict[str, object] = {
         "inputTokens": inp,
         "outputTokens": out,
