@@ -189,6 +189,44 @@ class ContextSpec(CRModel):
     threshold_percent: int = Field(default=80, ge=50, le=95)
 
 
+class DoubleTexting(StrEnum):
+    """What a steering message does while an earlier one waits undelivered."""
+
+    QUEUE = "queue"  # delivered after it, in order
+    REPLACE = "replace"  # supersedes the waiting ones
+    REJECT = "reject"  # refused (409) until the waiting one is delivered
+
+
+class OnInterrupt(StrEnum):
+    WAIT = "wait"  # the run waits, checkpointed, for the next message (up to waitSeconds)
+    END = "end"  # the run ends Succeeded with what it has
+
+
+class SteeringSpec(CRModel):
+    """Messages sent to a Running run (runtime agentry, with the gateway's checkpoints on)."""
+
+    pending: DoubleTexting = DoubleTexting.QUEUE
+    on_interrupt: OnInterrupt = OnInterrupt.END
+    # How long an interrupted run waits for a message before it ends (on_interrupt wait).
+    wait_seconds: int = Field(default=900, ge=10, le=86400)
+
+
+class MemorySpec(CRModel):
+    """An owner-scoped store kept across runs of one Agent, offered to the model as the memory tool."""
+
+    enabled: bool = False
+    max_entries: int = Field(default=100, ge=1, le=1000)
+
+
+class WorkspaceSpec(CRModel):
+    """/workspace kept between runs on a PersistentVolumeClaim owned by the Agent."""
+
+    persistent: bool = False
+    size: str = Field(default="1Gi", pattern=r"^[0-9]+(Mi|Gi)$")
+    # None: the cluster's default StorageClass (the chart's workspaceStorageClass when set).
+    storage_class_name: str | None = Field(default=None, max_length=253)
+
+
 class HttpSpec(CRModel):
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
 
@@ -305,6 +343,9 @@ class AgentSpec(CRModel):
     mcp_servers: list[McpServerSpec] = Field(default_factory=list, max_length=10)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
+    steering: SteeringSpec = Field(default_factory=SteeringSpec)
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
 
     @field_validator("tools")
     @classmethod
@@ -316,6 +357,8 @@ class AgentSpec(CRModel):
     @model_validator(mode="after")
     def _mcp_rules(self) -> AgentSpec:
         """The CRD's CEL rules on spec.mcpServers, for callers that validate without the API server."""
+        if self.memory.enabled and self.runtime is not Runtime.AGENTRY:
+            raise ValueError("memory: only runtime agentry offers the memory tool")
         if not self.mcp_servers:
             return self
         if self.runtime is not Runtime.AGENTRY:

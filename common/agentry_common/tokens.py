@@ -118,6 +118,9 @@ class Claims:
     # token read that run's checkpoint journal (checkpoints.py), and nothing else of it.
     parent: str = ""
     parent_uid: str = ""
+    # For a run token of an Agent with spec.memory.enabled: the Agent's uid, the scope of the memory
+    # store the token may read and write (memory.py). Empty: no memory.
+    memory: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"typ": self.typ, "kid": self.kid, "iat": self.iat, "exp": self.exp}
@@ -137,6 +140,8 @@ class Claims:
                 data["mdl"] = list(self.models)
             if self.parent_uid:
                 data.update(pa=self.parent, pau=self.parent_uid)
+            if self.memory:
+                data["mem"] = self.memory
         elif self.typ == "user":
             data.update(ns=self.namespace, usr=self.user, pur=self.purpose)
             if self.models:
@@ -185,6 +190,7 @@ class Claims:
             purpose=text("pur"),
             parent=text("pa"),
             parent_uid=text("pau"),
+            memory=text("mem"),
         )
         if claims.typ == "run" and not (claims.namespace and claims.execution and claims.agent):
             raise InvalidToken("malformed", "a run token must name its namespace, execution and agent")
@@ -306,11 +312,13 @@ def mint_run_token(
     models: tuple[str, ...] | list[str] = (),
     parent: str = "",
     parent_uid: str = "",
+    memory: str = "",
     now: float | None = None,
 ) -> str:
     """The token for one Execution's Job: valid for the Job's deadline plus a margin. `models`: the
     Agent's model chain (its model, then its fallbacks); the gateway refuses calls for others.
-    `parent`, `parent_uid`: the Execution a follow-up continues (its journal becomes readable)."""
+    `parent`, `parent_uid`: the Execution a follow-up continues (its journal becomes readable).
+    `memory`: the Agent's uid when its memory is on (the store the token may use)."""
     issued = int(now if now is not None else time.time())
     claims = Claims(
         typ="run",
@@ -326,6 +334,7 @@ def mint_run_token(
         models=tuple(dict.fromkeys(m for m in models if m)),
         parent=parent,
         parent_uid=parent_uid,
+        memory=memory,
     )
     return mint(claims, keyring, now=issued)
 
