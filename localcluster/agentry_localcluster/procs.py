@@ -270,13 +270,15 @@ class Proc:
         of them; None if some port has no listener yet."""
         if self.popen is None:
             return None
+        # Listeners first, then the group's sockets: a listener this group opens between the two reads
+        # is then in both, never taken for a stranger's (the server may bind its ports one by one).
+        listeners = [listener_inodes(port) for port in ports]
         mine = group_socket_inodes(self.popen.pid)
         result: bool | None = True
-        for port in ports:
-            listeners = listener_inodes(port)
-            if not listeners:
+        for found in listeners:
+            if not found:
                 result = None
-            elif not listeners & mine:
+            elif not found & mine:
                 return False
         return result
 

@@ -190,6 +190,28 @@ def test_wait_for_log_reads_the_port_a_child_bound(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_a_port_bound_while_its_owner_is_checked_counts_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that binds its second port just as readiness is checked: the listener appears at the
+    moment /proc/net is read, so the group's sockets must be read after it, not before."""
+    from agentry_localcluster import procs
+
+    opened: set[int] = set()
+
+    def listeners(port: int) -> set[int]:
+        opened.add(port)  # the server binds this port now
+        return {port}
+
+    monkeypatch.setattr(procs, "listener_inodes", listeners)
+    monkeypatch.setattr(procs, "group_socket_inodes", lambda _pgid: set(opened))
+    proc = Proc("child", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log").start()
+    try:
+        assert proc.owns_ports([4101, 4102]) is True
+    finally:
+        proc.stop()
+
+
 # --- The Firestore emulator never leaves a JVM behind ---------------------------------------------
 
 
