@@ -295,8 +295,13 @@ class RunService:
         if doc.get("parent") != parent_of(cr) or (doc.get("parent") and not doc.get("root")):
             await self._thread_fields(doc, parent_of(cr))
         view = execution_view(cr)
-        if not doc.get("correlationId"):
-            doc["correlationId"] = (cr.get("status") or {}).get("correlationId")
+        # The CR's id wins: this write replaces the whole document, so a value read before another
+        # writer's merge (the tick route mirroring a kubectl Execution) must not come back.
+        cr_correlation = (cr.get("spec") or {}).get("correlationId") or (cr.get("status") or {}).get(
+            "correlationId"
+        )
+        if cr_correlation or not doc.get("correlationId"):
+            doc["correlationId"] = cr_correlation
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:20]
         if doc.get("viewHash") == digest:
             return doc

@@ -162,3 +162,34 @@ def test_the_mirror_records_the_parent_and_the_view_carries_a_reported_checkpoin
     assert out.parent == "r1" and out.checkpoint == {"entries": 6, "resumes": 1}
     # A follow-up joins the thread of its parent: the parent's root, or the parent when it is the first.
     assert root_of({"id": "r1"}) == "r1" and root_of({"id": "r2", "root": "r1"}) == "r1"
+
+
+def test_the_mirror_writes_the_crs_correlation_id_over_one_read_before_a_merge() -> None:
+    """The watcher's write replaces the whole document: a correlation id it read before another writer
+    merged the CR's (the scheduler route mirroring a kubectl Execution) must not come back."""
+    from agentry_api.services.runs import RunService
+
+    class Store:
+        def __init__(self) -> None:
+            self.doc: dict[str, Any] = {"id": "r1", "userId": "u", "agentId": "a"}
+            self.doc["correlationId"] = "from-tick"
+
+        async def execution(self, name: str) -> dict[str, Any]:
+            return dict(self.doc)
+
+        async def agent(self, name: str) -> dict[str, Any]:
+            return {"id": "a", "userId": "u"}
+
+        async def put_execution(self, doc: dict[str, Any], merge: bool = False) -> None:
+            self.doc = {**self.doc, **doc} if merge else dict(doc)
+
+    async def nothing(*_a: Any, **_k: Any) -> None:
+        return None
+
+    store = Store()
+    quiet = SimpleNamespace(publish=nothing, requested=nothing, run_ended=nothing)
+    runs = RunService(store, SimpleNamespace(), quiet, SimpleNamespace(), quiet)  # type: ignore[arg-type]
+    made = {**cr("Running"), "metadata": {"name": "r1", "uid": "u1"}}
+    made["spec"] = {**made["spec"], "correlationId": "c-1"}
+    asyncio.run(runs.observe("MODIFIED", made))
+    assert store.doc["correlationId"] == "c-1"
