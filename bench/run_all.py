@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "operator": ["bench"],
     "operator_scale": ["bench.operator_scale"],
     "schedule_drift": ["bench.schedule_drift"],
+    "run_starts": ["bench.run_starts"],
 }
 
 

@@ -122,8 +122,8 @@ def follow_up_refusal(cr: Mapping[str, Any]) -> str | None:
     phase = status.get("phase") or "Pending"
     if phase not in TERMINAL_PHASES:
         return (
-            f"run {name} is still {phase}: steering a live run is not available yet; "
-            "reply once it has finished"
+            f"run {name} is still {phase}: steering a live run goes through the API (set it with "
+            "`agentry login`); in cluster mode, reply once it has finished"
         )
     if int((status.get("checkpoint") or {}).get("entries") or 0) <= 0:
         return (

@@ -2,7 +2,7 @@
 
     agentry login --url URL --token TOKEN      save where the API is and who you are
     agentry agents list|get|apply              agents through the API
-    agentry runs submit|reply|list|get|cancel  runs (`submit --wait` exits by how the run ended)
+    agentry runs submit|reply|interrupt|list|get|cancel  runs (`submit --wait` exits by how the run ended)
     agentry logs RUN [-f]                      a run's log, then its progress live
     agentry approvals list, approve, deny      the approval inbox
     agentry usage, budgets                     what you spent, and what you may still spend

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,15 +88,30 @@ class Entry(_Wire):
     sig: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class Close(StrEnum):
+    """An append that ends the run closes its steering inbox (agentry_common.steering)."""
+
+    IDLE = "idle"  # close unless a message is queued (then the run goes on with it)
+    END = "end"  # close regardless: the run is ending
+
+
 class AppendRequest(_Wire):
     """Entries must continue the journal: the first one's seq is the stored last + 1 (else 409, with
-    the stored `last`: another pod of the run is ahead, and this one must stop)."""
+    the stored `last`: another pod of the run is ahead, and this one must stop). `delivered`: the
+    inbox seqs of the steering messages these entries deliver (marked delivered in the same step);
+    `close`: this append ends the run (steering.py)."""
 
     entries: list[Entry] = Field(min_length=1, max_length=MAX_ENTRIES_PER_APPEND)
+    delivered: list[int] = Field(default_factory=list, max_length=64)
+    close: Close | None = None
 
 
 class AppendAnswer(_Wire):
+    """`inbox`: the highest queued steering message's seq (0: none); `closed`: the inbox is closed."""
+
     last: int
+    inbox: int = 0
+    closed: bool = False
 
 
 class Journal(_Wire):

@@ -50,6 +50,7 @@ class Reason(StrEnum):
     RUNS_PER_DAY_QUOTA = "RunsPerDayQuota"  # ends Failed: the owner's runs of this UTC day are used up
     OWNER_MISMATCH = "OwnerMismatch"  # ends Failed: the run names another owner's Agent
     POLICY_VIOLATION = "PolicyViolation"  # ends Failed: the Agent or the run breaks the Agent policy now
+    WORKSPACE_BUSY = "WorkspaceBusy"  # waits Pending until the run using the Agent's kept workspace ends
 
     # How an Execution ended, as the operator sees it.
     NO_REPORT = "NoReport"
@@ -80,6 +81,7 @@ class Reason(StrEnum):
     PROVIDERS_FAILED = "ProvidersFailed"
     APPROVAL_REQUIRED = "ApprovalRequired"
     PID_LIMIT_EXCEEDED = "PIDLimitExceeded"
+    WORKSPACE_FULL = "WorkspaceFull"  # a kept workspace grew past spec.workspace.size
     CONTEXT_WINDOW_EXCEEDED = "ContextWindowExceeded"
     RESUME_LIMIT_REACHED = "ResumeLimitReached"
     INTERRUPTED = "Interrupted"  # a pod stopped at a checkpoint; the next one resumes the run

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     PID_LIMIT = 15
     CONTEXT_OVERFLOW = 16
     RESUME_LIMIT = 17
+    WORKSPACE_FULL = 18  # a kept workspace grew past spec.workspace.size
     PROVIDERS_FAILED = 20
     APPROVAL_REQUIRED = 30
     # SIGTERM (pod deleted, node drained, evicted): the run stopped at a checkpoint and a new pod of
@@ -38,6 +39,7 @@ FINAL = frozenset(
         ExitCode.PID_LIMIT,
         ExitCode.CONTEXT_OVERFLOW,
         ExitCode.RESUME_LIMIT,
+        ExitCode.WORKSPACE_FULL,
         ExitCode.PROVIDERS_FAILED,
         ExitCode.APPROVAL_REQUIRED,
     }
@@ -67,6 +69,10 @@ REASONS: dict[int, tuple[str, str]] = {
     ExitCode.RESUME_LIMIT: (
         "ResumeLimitReached",
         "the run's pod was lost again and again at the same step; it was not resumed once more",
+    ),
+    ExitCode.WORKSPACE_FULL: (
+        "WorkspaceFull",
+        "the kept workspace holds more than spec.workspace.size; the run was stopped",
     ),
     ExitCode.INTERRUPTED: (
         "Interrupted",

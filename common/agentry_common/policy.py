@@ -53,6 +53,7 @@ class Rule:
     BASE_URL = "allowedBaseURLs"
     MCP_URL = "allowedMCPServerURLs"
     MCP_STDIO = "mcpStdioServers"
+    WORKSPACE_SIZE = "maxWorkspaceSize"
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ class AgentPolicy(_Model):
     # Largest spec.historyLimits.succeeded and .failed (kept Executions are objects in etcd; the CRD
     # allows up to 1000).
     max_history_limit: int = Field(default=100, ge=0, le=1000)
+    # Largest spec.workspace.size of a kept workspace (a PersistentVolumeClaim per Agent).
+    max_workspace_size: str = Field(default="10Gi", pattern=r"^[0-9]+(Mi|Gi|Ti)$")
     priority: PriorityRange = Field(default_factory=PriorityRange)
     # CloudScheduler creates jobs in the installation's Google Cloud project: only when an admin set it
     # up (the chart adds it when operator.cloudScheduler.location is set). Operator runs no pod at all.
@@ -360,6 +363,15 @@ def violations(
         if value > most:
             found.append(Violation(rule, path, f"{value}{unit} is more than the {most}{unit} allowed"))
     found += priority_violations(spec.priority, policy, ("spec", "priority"))
+    size, most_size = spec.workspace.size, policy.max_workspace_size
+    if spec.workspace.persistent and parse_quantity(size) > parse_quantity(most_size):
+        found.append(
+            Violation(
+                Rule.WORKSPACE_SIZE,
+                ("spec", "workspace", "size"),
+                f"{size} is more than the {most_size} allowed",
+            )
+        )
     if spec.schedule is not None and spec.schedule.backend not in policy.allowed_schedule_backends:
         allowed = ", ".join(b.value for b in policy.allowed_schedule_backends) or "none"
         found.append(

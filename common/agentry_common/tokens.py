@@ -121,6 +121,7 @@ class Claims:
     # For a run token of an Agent with spec.memory.enabled: the Agent's uid, the scope of the memory
     # store the token may read and write (memory.py). Empty: no memory.
     memory: str = ""
+    memory_limit: int = 0  # `memn`: the most entries that store may hold (spec.memory.maxEntries)
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"typ": self.typ, "kid": self.kid, "iat": self.iat, "exp": self.exp}
@@ -142,6 +143,8 @@ class Claims:
                 data.update(pa=self.parent, pau=self.parent_uid)
             if self.memory:
                 data["mem"] = self.memory
+                if self.memory_limit:
+                    data["memn"] = self.memory_limit
         elif self.typ == "user":
             data.update(ns=self.namespace, usr=self.user, pur=self.purpose)
             if self.models:
@@ -191,6 +194,7 @@ class Claims:
             parent=text("pa"),
             parent_uid=text("pau"),
             memory=text("mem"),
+            memory_limit=integer("memn", 0),
         )
         if claims.typ == "run" and not (claims.namespace and claims.execution and claims.agent):
             raise InvalidToken("malformed", "a run token must name its namespace, execution and agent")
@@ -313,12 +317,14 @@ def mint_run_token(
     parent: str = "",
     parent_uid: str = "",
     memory: str = "",
+    memory_limit: int = 0,
     now: float | None = None,
 ) -> str:
     """The token for one Execution's Job: valid for the Job's deadline plus a margin. `models`: the
     Agent's model chain (its model, then its fallbacks); the gateway refuses calls for others.
     `parent`, `parent_uid`: the Execution a follow-up continues (its journal becomes readable).
-    `memory`: the Agent's uid when its memory is on (the store the token may use)."""
+    `memory`: the Agent's uid when its memory is on (the store the token may use), `memory_limit`
+    the most entries it may hold."""
     issued = int(now if now is not None else time.time())
     claims = Claims(
         typ="run",
@@ -335,6 +341,7 @@ def mint_run_token(
         parent=parent,
         parent_uid=parent_uid,
         memory=memory,
+        memory_limit=memory_limit if memory else 0,
     )
     return mint(claims, keyring, now=issued)
 

@@ -9,6 +9,10 @@ Routes:
   GET  /v1/agentry/checkpoint       a run's journal, or its parent's (`?of=parent`) (run token)
   POST /v1/agentry/checkpoint       append to the run's journal (run token)
   POST /v1/agentry/checkpoints/prune  drop journals of Executions that are gone (service token)
+  POST|GET /v1/agentry/steer        a person's message for a Running run / a run's messages (service)
+  GET /v1/agentry/inbox             the run's queued steering messages (run token; ?wait: long poll)
+  GET/PUT/DELETE /v1/agentry/memory[/{key}]  the run's Agent's memory (run token with `mem`)
+  GET/PUT/DELETE /v1/agentry/memories/...    an Agent's memory; POST .../drop whole stores (service token)
   GET  /channels                    per-channel health (breakers, recent calls) (service token)
   POST /channels/{name}/probe       one minimal real call on a channel (service token)
   GET  /metrics                     Prometheus (service token)
@@ -31,8 +35,10 @@ from agentry_common.tokens import Keyring
 from . import telemetry
 from .checkpoints import CheckpointStore
 from .checkpoints.routes import router as checkpoint_router
+from .checkpoints.steer_routes import router as steer_router
 from .config import GatewayConfig, load_config
 from .ledger import FirestoreLedger, Ledger, MemoryLedger
+from .memory.routes import router as memory_router
 from .routes import ROUTERS
 from .service import MAX_BODY_BYTES, Gateway
 from .settings import Settings, get_settings
@@ -102,7 +108,7 @@ def create_app(
     app.state.gateway_lock = asyncio.Lock()
     # Refused before it is read: a token holder cannot make the gateway buffer an endless body.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, render=_too_large)
-    for router in (*ROUTERS, checkpoint_router):
+    for router in (*ROUTERS, checkpoint_router, steer_router, memory_router):
         app.include_router(router)
     telemetry.instrument(app)  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     return app

@@ -33,6 +33,8 @@ from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .checkpoints import CheckpointStore, build_store
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
+from .memory import MemoryStore
+from .memory import build_store as build_memory_store
 from .metering import Meter
 from .metrics import Metrics
 from .probe import Prober
@@ -78,6 +80,7 @@ class Gateway:
         # Run journals live where the budget counters do (the ledger's Firestore client, or memory).
         client = ledger.client if isinstance(ledger, FirestoreLedger) else None
         self.checkpoints = checkpoints or build_store(client, settings.checkpoint_retention_days)
+        self.memories: MemoryStore = build_memory_store(client)  # Agents' memories, beside them
         self.metrics = Metrics()
         self.metrics.watch_ledger(lambda: ledger.stats.expired_reservations, ledger.pods_gone)
         self.router = Router(config)
@@ -134,6 +137,7 @@ class Gateway:
         await self.drain()
         await self.pool.aclose()
         await self.checkpoints.close()
+        await self.memories.close()
         await self.ledger.close()
 
     async def probe(self, channel_name: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from .netpol import RBAC as KUBE_ROUTER_RBAC
 from .procs import ServerError, log_tail
 from .proctable import pid_alive
 from .running import STATE, acquire_lock, lock_holder
+from .storage import Provisioner, storage_class
 
 BINARIES = (*CONTROL_PLANE, "helm", *n.NODE_BINARIES)
 Say = Callable[[str], None]
@@ -57,6 +58,7 @@ class Cluster:
     plane: ControlPlane = field(init=False)
     node: n.Node | None = field(default=None, init=False)
     assets: Path | None = field(default=None, init=False)
+    volumes: Provisioner | None = field(default=None, init=False)
     _lock: IO[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +109,10 @@ class Cluster:
         self.apply([NODE_ROLE_BINDING, *KUBE_ROUTER_RBAC])
         self.node = n.Node(self.workdir / "node", self.plane, self.assets)
         self.node.start(say, images)
+        # Kept workspaces: the default StorageClass and its provisioner (storage.py). Its directories
+        # live with etcd's data, under the workdir, so a restarted cluster finds its volumes again.
+        self.apply([storage_class()])
+        self.volumes = Provisioner(self.plane.http, self.workdir / "volumes").start()
         say("    cluster DNS (CoreDNS) ...")
         self.apply(coredns_manifests())
         self._wait_dns(120)
@@ -149,6 +155,9 @@ class Cluster:
     def down(self) -> None:
         """Stop every process and remove the host state (bridge, iptables rules, mounts, shims)."""
         try:
+            if self.volumes is not None:
+                self.volumes.stop()
+                self.volumes = None
             if self.node is not None:
                 self.node.stop()
                 self.node = None

@@ -306,6 +306,10 @@ class ControlPlane:
         self._write_kubeconfig(path, pki.ca.cert, cert.cert, cert.key)
         return path
 
+    def http(self) -> httpx.Client:
+        """A client of the API server as its admin (the caller closes it)."""
+        return self._client()
+
     def _client(self) -> httpx.Client:
         pki = self.workdir / "pki"
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))

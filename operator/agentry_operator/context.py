@@ -27,6 +27,7 @@ class OperatorContext:
     scheduler: ScheduleBackend | None = None  # the Cloud Scheduler backend, when configured
     refresher: asyncio.Task[None] | None = None  # the one background loop (handlers/agent.py)
     releaser: asyncio.Task[None] | None = None  # free C heap given back (agentry_common/heap.py)
+    sweeper: asyncio.Task[None] | None = None  # memory stores of Agents gone (handlers/memory.py)
     timers: AgentTimers | None = None  # Operator-backend schedules (reconciling side only)
     watches: list[asyncio.Task[None]] = field(default_factory=list)  # the runs' (controller/informer.py)
     namespaces: Namespaces | None = None  # with namespace patterns: the matching namespaces' watches

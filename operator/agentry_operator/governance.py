@@ -17,6 +17,14 @@ from agentry_common.checkpoints import (
     parent_state_keys,
 )
 from agentry_common.governance import ADMISSION_PATH, RUN_END_PATH, RunEnd
+from agentry_common.memory import (
+    MAX_DROP,
+    MEMORY_DROP_PATH,
+    MEMORY_STORES_PATH,
+    DropRequest,
+    StoreList,
+    StoreRef,
+)
 from agentry_common.models import AgentSpec
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
 
@@ -123,6 +131,42 @@ class Governance:
                     _detail(response),
                 )
 
+    async def memory_stores(self) -> list[StoreRef] | None:
+        """Every Agent memory store the gateway keeps; None when it cannot be asked (logged)."""
+        token = mint_service_token(self.keyring, SERVICE_SUBJECT)
+        try:
+            response = await self.http.get(MEMORY_STORES_PATH, headers={"authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            log.warning("could not list the memory stores at the gateway: %s", exc)
+            return None
+        if response.status_code != 200:
+            log.warning(
+                "could not list the memory stores: HTTP %s: %s", response.status_code, _detail(response)
+            )
+            return None
+        return StoreList.model_validate(response.json()).stores
+
+    async def drop_memories(self, stores: Iterable[tuple[str, str]]) -> bool:
+        """Ask the gateway to delete these Agents' memory stores (namespace, Agent uid). Best effort:
+        False when it could not be told (logged); the operator's sweep tries again."""
+        wanted = [StoreRef(namespace=ns, agent_uid=uid) for ns, uid in dict.fromkeys(stores) if ns and uid]
+        for start in range(0, len(wanted), MAX_DROP):
+            body = DropRequest(stores=wanted[start : start + MAX_DROP]).wire()
+            token = mint_service_token(self.keyring, SERVICE_SUBJECT)
+            try:
+                response = await self.http.post(
+                    MEMORY_DROP_PATH, json=body, headers={"authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as exc:
+                log.warning("could not drop %d memory stores at the gateway: %s", len(body["stores"]), exc)
+                return False
+            if response.status_code != 200:
+                log.warning(
+                    "could not drop memory stores: HTTP %s: %s", response.status_code, _detail(response)
+                )
+                return False
+        return True
+
     def run_token(
         self,
         execution: dict[str, Any],
@@ -132,7 +176,8 @@ class Governance:
     ) -> str:
         """The run token of one Job: valid for the Job's deadline (+ margin), limits from spec.budget,
         the model chain from spec.model (`spec`: the Agent's effective spec parsed already, else it
-        is parsed here); a follow-up's names its parent (whose journal it may read)."""
+        is parsed here); a follow-up's names its parent (whose journal it may read), and an Agent
+        with spec.memory.enabled its memory store (agentry_common.memory)."""
         meta = execution["metadata"]
         spec = spec or AgentSpec.model_validate(agent["spec"])
         budget = spec.budget
@@ -149,6 +194,9 @@ class Governance:
             models=model_chain(spec),
             parent=parent.name if parent else "",
             parent_uid=parent.uid if parent else "",
+            # The Agent's memory store (by its uid: a re-created Agent's is another, empty one).
+            memory=agent["metadata"].get("uid", "") if spec.memory.enabled else "",
+            memory_limit=spec.memory.max_entries,
         )
 
 

@@ -34,6 +34,7 @@ from .handlers.agent import background_loop, delete_agent_schedule, reconcile_ag
 from .handlers.agent_timers import AgentTimers
 from .handlers.execution import on_execution
 from .handlers.journals import prune_journals
+from .handlers.memory import drop_agent_memory, memory_sweep_loop
 from .handlers.state import State
 from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
 from .registries import RECONCILE, WEBHOOKS
@@ -91,6 +92,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     ctx.scheduler = cloud_scheduler_backend(config, log)
     ctx.refresher = asyncio.create_task(background_loop(ctx.client, config, ctx.state, log))
     ctx.releaser = asyncio.create_task(keep_released())
+    if ctx.state.governance is not None:
+        ctx.sweeper = asyncio.create_task(
+            memory_sweep_loop(ctx.client, ctx.state, config.memory_sweep_seconds, log)
+        )
     ctx.timers = AgentTimers(ctx.client, ctx.state)
     store(memo, ctx)
     freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
@@ -110,7 +115,7 @@ async def cleanup(memo: kopf.Memo, **_: object) -> None:
     ctx = find(memo)
     if ctx is None:  # start-up failed before storing it
         return
-    for task in (ctx.refresher, ctx.releaser, *ctx.watches):
+    for task in (ctx.refresher, ctx.releaser, ctx.sweeper, *ctx.watches):
         if task is not None:
             task.cancel()
     if ctx.namespaces is not None:
@@ -162,6 +167,7 @@ async def agent_event(type: str, body: kopf.Body, logger: Logger, memo: kopf.Mem
             ctx.timers.forget(key)
         # Its runs go with it (garbage collector), and their checkpoint journals too.
         await prune_journals(ctx.state, ctx.state.executions_of(*key), logger)
+        await drop_agent_memory(ctx.state, body, logger)  # its memory store (a sweep backs this up)
         return
     waiting_runs = ctx.state.seen_agent(dict(body))
     if ctx.timers is not None:

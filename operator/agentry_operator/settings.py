@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = 3600
     # -- Size limit of the writable /workspace and /tmp emptyDirs.
     workspace_size_limit: str = "1Gi"
+    # -- StorageClass of kept workspaces (Agent spec.workspace.persistent) whose Agent names none;
+    # empty: the cluster's default StorageClass.
+    workspace_storage_class: str = ""
     default_cpu_request: str = "100m"
     default_memory_request: str = "256Mi"
     default_memory_limit: str = "1Gi"
@@ -127,6 +130,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=10, ge=3, le=120)
     # -- Seconds between coalesced refreshes of Agent status (totals, history, next run).
     agent_refresh_seconds: float = 1.0
+    # -- Seconds between sweeps of Agent memory stores whose Agent is gone (deleted while the operator
+    # was away, or a drop the gateway missed); each Agent's deletion drops its own store at once.
+    memory_sweep_seconds: float = Field(default=600.0, gt=0)
     # -- Cloud Scheduler backend (spec.schedule.backend: CloudScheduler); enabled when project,
     # location, target URL and service account are all set. Project and location of the jobs.
     cloud_scheduler_project: str | None = Field(

@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +74,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     usage: dict[str, Any] | None = None  # what the answer reported, in its protocol's words
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock, as the cluster's stamps)
 
     @property
     def protocol(self) -> str:

@@ -137,6 +137,18 @@ def test_timeout_retries_and_history_limits_have_maxima() -> None:
     assert check(wide, timeoutSeconds=7200, retries=5, historyLimits={"succeeded": 500}) == []
 
 
+def test_a_kept_workspace_has_a_largest_size() -> None:
+    assert rules(check(workspace={"persistent": True, "size": "20Gi"})) == [
+        (Rule.WORKSPACE_SIZE, "spec.workspace.size")
+    ]
+    assert check(workspace={"persistent": True, "size": "10Gi"}) == []
+    assert check(workspace={"persistent": False, "size": "50Gi"}) == []  # no claim, nothing kept
+    wide = AgentPolicy.model_validate({"maxWorkspaceSize": "1Ti"})
+    assert check(wide, workspace={"persistent": True, "size": "500Gi"}) == []
+    with pytest.raises(ValidationError):
+        AgentPolicy.model_validate({"maxWorkspaceSize": "lots"})
+
+
 def test_priority_range() -> None:
     assert rules(check(priority=8)) == [(Rule.PRIORITY, "spec.priority")]
     assert check(priority=7) == [] and check(priority=0) == []

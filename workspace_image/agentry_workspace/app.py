@@ -23,6 +23,7 @@ from .outcome import Outcome, StopReason, write_result
 from .pidguard import PidGuard
 from .redaction import redacted_stderr
 from .runner import Runner
+from .workspace_guard import WorkspaceGuard
 
 
 def finish(outcome: Outcome, sink: EventSink, result_file: Path, full_result: Path | None = None) -> int:
@@ -70,14 +71,20 @@ async def _run_async(cfg: RunConfig, sink: EventSink) -> Outcome:
     # In a pod: a tool that uses up the pod's process limit ends the run (pidguard.py).
     guard = PidGuard.for_pod(runner.request_stop)
     watch = asyncio.create_task(guard.watch()) if guard is not None else None
+    # A kept workspace: one that grows past spec.workspace.size ends the run (workspace_guard.py).
+    kept = WorkspaceGuard.from_env(cfg.env, cfg.workspace, runner.request_stop)
+    measure = asyncio.create_task(kept.watch()) if kept is not None else None
     try:
         with telemetry.run_span(cfg) as span:
             outcome = pid_limit_outcome(guard, await runner.run())
+            if kept is not None and outcome.stop_reason is not StopReason.PID_LIMIT:
+                outcome = kept.outcome(outcome)
             telemetry.record_outcome(span, outcome)
             return outcome
     finally:
-        if watch is not None:
-            watch.cancel()
+        for task in (watch, measure):
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGTERM)
 

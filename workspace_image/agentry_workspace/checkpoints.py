@@ -19,7 +19,9 @@ from agentry_common.checkpoints import (
     ENV_PARENT_STATE_KEYS,
     MAX_ENTRIES_PER_APPEND,
     MAX_ENTRY_BYTES,
+    AppendAnswer,
     AppendRequest,
+    Close,
     Entry,
     Journal,
     entry_bytes,
@@ -28,6 +30,7 @@ from agentry_common.checkpoints import (
     verify_chain,
 )
 from agentry_common.statesig import ENV_STATE_KEY
+from agentry_common.steering import INBOX_PATH, Inbox
 
 from .config import ConfigError
 from .events import EventSink, now_rfc3339
@@ -53,7 +56,11 @@ class Refused(Exception):
 class Store(Protocol):
     async def read(self, *, parent: bool = False) -> list[Entry]: ...
 
-    async def append(self, entries: list[Entry]) -> None: ...
+    async def append(
+        self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
+    ) -> AppendAnswer | None: ...
+
+    async def inbox(self, after: int, wait: int = 0) -> Inbox: ...
 
     async def aclose(self) -> None: ...
 
@@ -72,11 +79,11 @@ class GatewayStore:
             verify=base_url.startswith("https://"),
         )
 
-    async def _send(self, method: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, path: str = CHECKPOINT_PATH, **kwargs: Any) -> httpx.Response:
         wait = BACKOFF_START
         while True:
             try:
-                response = await self.client.request(method, CHECKPOINT_PATH, **kwargs)
+                response = await self.client.request(method, path, **kwargs)
                 if response.status_code < 500:
                     return response
             except httpx.TransportError:
@@ -104,14 +111,30 @@ class GatewayStore:
                 return entries
             after = page.entries[-1].seq
 
-    async def append(self, entries: list[Entry]) -> None:
-        body = AppendRequest(entries=entries).wire()
+    async def append(
+        self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
+    ) -> AppendAnswer | None:
+        body = AppendRequest(entries=entries, delivered=delivered or [], close=close).wire()
         response = await self._send("POST", json=body)
         if response.status_code == 409:
             last = response.json().get("last", 0) if _is_json(response) else 0
             raise Fenced(int(last))
         if response.status_code >= 400:
             raise Refused(f"HTTP {response.status_code} {_detail(response)}")
+        try:
+            return AppendAnswer.model_validate(response.json())
+        except (ValidationError, ValueError):
+            return None  # stored; the answer's inbox part is only a hint
+
+    async def inbox(self, after: int, wait: int = 0) -> Inbox:
+        """The run's queued steering messages after `after` (agentry_common.steering); `wait`: a long
+        poll. A refusal answers an empty inbox: steering is a hint, never a reason to stop the run."""
+        timeout = REQUEST_TIMEOUT + wait
+        response = await self._send("GET", INBOX_PATH, params={"after": after, "wait": wait}, timeout=timeout)
+        try:
+            return Inbox.model_validate(response.json()) if response.status_code == 200 else Inbox()
+        except (ValidationError, ValueError):
+            return Inbox()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -151,6 +174,11 @@ class JournalWriter:
         self.off = ""  # why the run goes on without a journal ("" while it has one)
         self.resumes = 0
         self.interrupted_calls = 0
+        # Steering (steering.py): what the last append said of the inbox, and the inbox seqs of the
+        # messages the staged entries deliver (sent with them).
+        self.inbox_hint = 0
+        self.closed = False
+        self.delivering: list[int] = []
 
     async def load(self) -> Loaded:
         """The run's journal (and its parent's), verified; raises ConfigError on forged state."""
@@ -181,20 +209,27 @@ class JournalWriter:
         self.sig = entry.sig
         self.staged.append(entry)
 
-    async def flush(self) -> None:
-        """Append what is staged; returns once it is stored. Raises Fenced (409)."""
+    async def flush(self, close: Close | None = None) -> None:
+        """Append what is staged; returns once it is stored. Raises Fenced (409). The last batch
+        carries the delivered steering seqs and `close` (the run's end closes its inbox)."""
         while self.staged and not self.off:
             batch = self.staged[:MAX_ENTRIES_PER_APPEND]
+            last_batch = len(batch) == len(self.staged)
+            extra: dict[str, Any] = {"delivered": self.delivering, "close": close} if last_batch else {}
             too_big = [e.seq for e in batch if entry_bytes(e) > MAX_ENTRY_BYTES]
             try:
                 if too_big:
                     raise Refused(f"entry {too_big[0]} is larger than {MAX_ENTRY_BYTES} bytes")
-                await self.store.append(batch)
+                answer = await self.store.append(batch, **extra)
             except Refused as err:
                 self._turn_off(f"the checkpoint store refused the journal ({err})")
                 return
+            if answer is not None:
+                self.inbox_hint, self.closed = answer.inbox, answer.closed
             self.last_at = batch[-1].at
             del self.staged[: len(batch)]
+            if last_batch:
+                self.delivering = []
 
     async def write(self, kind: str, data: dict[str, Any]) -> None:
         self.stage(kind, data)
@@ -203,6 +238,7 @@ class JournalWriter:
     def _turn_off(self, why: str) -> None:
         self.off = why
         self.staged.clear()
+        self.delivering = []
         self.events.emit("warning", message=f"{why}: the run goes on without checkpoints")
 
     def status(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agentry_common.checkpoints import Close
+from agentry_common.models import OnInterrupt
 from agentry_llm import Message, TextBlock
 
 from . import journal, toolrun
@@ -63,9 +65,9 @@ class Durable:
         if self.writer is not None and data is not None:
             self.writer.stage(kind, data)
 
-    async def flush(self) -> None:
+    async def flush(self, close: Close | None = None) -> None:
         if self.writer is not None:
-            await self.writer.flush()
+            await self.writer.flush(close)
 
     async def step(self, kind: str = "", data: dict[str, Any] | None = None) -> None:
         """A step boundary: the staged entries (and this one) are stored, in one append, before the
@@ -134,8 +136,13 @@ async def continue_from(runner: Runner, own: journal.Replayed) -> Outcome | None
         notStartedCalls=len(own.not_started),
     )
     runner._emit_usage()
+    runner.steer.taken = own.steered
     if own.final:
         return runner._stop(StopReason.END_TURN, runner._last_text() or "(no final message)")
+    if own.interrupted_then == OnInterrupt.END:
+        return runner.steer.ended("Interrupted by the user.")
+    if own.interrupted_then == OnInterrupt.WAIT:
+        return await runner.steer.wait(own.until)
     if not own.pending:
         if runner.messages and runner.messages[-1].role == "assistant":  # a max_tokens answer
             runner._append(Message(role="user", content=[TextBlock(text=CONTINUE_PROMPT)]))

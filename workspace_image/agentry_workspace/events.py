@@ -41,6 +41,9 @@ EVENT_TYPES = frozenset(
         "error",
         "result",
         "resumed",
+        "steered",  # steering.py: a person's messages joined the conversation
+        "interrupted",
+        "waiting",
     }
 )
 

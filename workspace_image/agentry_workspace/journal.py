@@ -10,6 +10,9 @@ Kinds and their data (workspace_image/README.md, "Checkpoints"):
 - `tool_started`: the intent, written before a call runs: {toolUseId, tool}.
 - `tool_result`: the call's result: {result (a ToolResultBlock), outputs}.
 - `paused`: the run stopped for an approval: {approvalId, toolUseId}.
+- `steer`: steering messages delivered (steering.py): {messages: [{seq, id, by, interrupt}], text}
+  (text: what joined the conversation, as a user message's text block).
+- `interrupt`: a person interrupted the run and its turn ended: {messages, then: end|wait, until?}.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ RESET: Final = "reset"
 TOOL_STARTED: Final = "tool_started"
 TOOL_RESULT: Final = "tool_result"
 PAUSED: Final = "paused"
-KINDS: Final = frozenset({BEGIN, MESSAGE, RESET, TOOL_STARTED, TOOL_RESULT, PAUSED})
+STEER: Final = "steer"
+INTERRUPT: Final = "interrupt"
+KINDS: Final = frozenset({BEGIN, MESSAGE, RESET, TOOL_STARTED, TOOL_RESULT, PAUSED, STEER, INTERRUPT})
 
 INTERRUPTED_RESULT = (
     "This call was interrupted by the loss of the run's pod (evicted, deleted or its node lost) "
@@ -83,6 +88,17 @@ def paused(approval_id: str, tool_use_id: str) -> dict[str, Any]:
     return {"approvalId": approval_id, "toolUseId": tool_use_id}
 
 
+def steer(messages: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    return {"messages": messages, "text": text}
+
+
+def interrupt(messages: list[dict[str, Any]], then: str, until: str = "") -> dict[str, Any]:
+    data: dict[str, Any] = {"messages": messages, "then": then}
+    if until:
+        data["until"] = until
+    return data
+
+
 @dataclass
 class Replayed:
     """What a journal says: the state to continue from."""
@@ -103,6 +119,10 @@ class Replayed:
     idle_resumes: int = 0
     first_at: str = ""
     last_at: str = ""
+    steered: int = 0  # the highest inbox seq taken (steer and interrupt entries)
+    # The last step was a person's interrupt: `end` (the run ends) or `wait` (until `until`).
+    interrupted_then: str = ""
+    until: str = ""
 
     @property
     def empty(self) -> bool:
@@ -130,6 +150,12 @@ def replay(entries: list[Entry]) -> Replayed:
                 out.idle_resumes += 1
             continue
         out.idle_resumes = 0
+        out.interrupted_then = ""
+        if entry.kind in (STEER, INTERRUPT):
+            seqs = [int(m.get("seq", 0)) for m in data.get("messages") or []]
+            out.steered = max([out.steered, *seqs])
+        if entry.kind == INTERRUPT:
+            out.interrupted_then, out.until = str(data.get("then", "")), str(data.get("until", ""))
         if entry.kind in (MESSAGE, RESET, TOOL_RESULT):
             out.outputs = {str(k): str(v) for k, v in (data.get("outputs") or {}).items()}
         out.paused = entry.kind == PAUSED
@@ -143,6 +169,10 @@ def replay(entries: list[Entry]) -> Replayed:
         elif entry.kind == RESET:
             out.messages = [Message.model_validate(m) for m in data.get("messages") or []]
             out.usage = dict(data.get("usage") or {})
+            out.final = False
+            started, results = {}, {}
+        elif entry.kind == STEER and data.get("text"):
+            out.messages = with_text(_with_results(out.messages, results), str(data["text"]))
             out.final = False
             started, results = {}, {}
         elif entry.kind == TOOL_STARTED:
@@ -179,6 +209,16 @@ def _with_results(messages: list[Message], results: dict[str, ToolResultBlock]) 
         return messages
     blocks = [results[u.id] for u in last.tool_uses() if u.id in results]
     return [*messages, Message(role="user", content=list(blocks))] if blocks else messages
+
+
+def with_text(messages: list[Message], text: str) -> list[Message]:
+    """The conversation with a user's text added: to its last message when that is the user's (the
+    tool results of a turn, or the input), else as a new user message."""
+    block = TextBlock(text=text)
+    if messages and messages[-1].role == "user":
+        last = messages[-1]
+        return [*messages[:-1], Message(role="user", content=[*last.content, block])]
+    return [*messages, Message(role="user", content=[block])]
 
 
 def continue_with(replayed: Replayed, text: str) -> list[Message]:

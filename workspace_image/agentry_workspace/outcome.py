@@ -28,10 +28,12 @@ class StopReason(StrEnum):
     BUDGET_EXCEEDED = RefusalType.BUDGET_EXCEEDED.value  # the LLM gateway's refusal, same word
     PROVIDERS_FAILED = "providers_failed"
     PID_LIMIT = "pid_limit"  # a tool used up the pod's process limit (pidguard.py)
+    WORKSPACE_FULL = "workspace_full"  # a kept workspace grew past its size (workspace_guard.py)
     CONTEXT_OVERFLOW = "context_overflow"  # even compacted, the conversation exceeds the window
     APPROVAL_REQUIRED = "approval_required"
     RESUME_LIMIT = "resume_limit"  # resumed MAX_RESUMES_WITHOUT_PROGRESS times without a new entry
     INTERRUPTED = "interrupted"  # SIGTERM (or another pod ahead): stopped at a checkpoint, not final
+    USER_INTERRUPT = "user_interrupt"  # a person interrupted the run (steering): it ends Succeeded
 
 
 # The codes themselves are the operator's contract too: they live in agentry_common.exitcodes.
@@ -46,10 +48,12 @@ EXIT_CODES: dict[StopReason, int] = {
     StopReason.BUDGET_EXCEEDED: ExitCode.BUDGET_EXCEEDED,
     StopReason.PROVIDERS_FAILED: ExitCode.PROVIDERS_FAILED,
     StopReason.PID_LIMIT: ExitCode.PID_LIMIT,
+    StopReason.WORKSPACE_FULL: ExitCode.WORKSPACE_FULL,
     StopReason.CONTEXT_OVERFLOW: ExitCode.CONTEXT_OVERFLOW,
     StopReason.APPROVAL_REQUIRED: ExitCode.APPROVAL_REQUIRED,
     StopReason.RESUME_LIMIT: ExitCode.RESUME_LIMIT,
     StopReason.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopReason.USER_INTERRUPT: ExitCode.COMPLETED,
 }
 # Only an internal error may succeed on a plain retry of the Job; every other stop is either
 # success or a decision (budget, deadline, approval, configuration) that a retry would repeat.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentry_common.memory import TOOL_NAME as MEMORY_TOOL
+
 from .config import RunConfig
 
 CONTINUE_PROMPT = "Your previous reply was cut off by the output limit. Continue where you stopped."
@@ -28,6 +30,11 @@ def system_prompt(cfg: RunConfig, tools: Sequence[str]) -> str:
     if "http" in tools:
         hosts = ", ".join(cfg.spec.http.allowed_hosts) or "none"
         notes = f"\nThe http tool reaches only these hosts: {hosts}."
+    if MEMORY_TOOL in tools:  # kept across this agent's runs (tools/memory.py)
+        notes += (
+            "\nThe memory tool keeps notes across your runs: list or search it early when earlier "
+            "runs may have left something useful, and write what later runs should know."
+        )
     if cfg.outputs:  # a workflow step: later steps read these, so the model must set them
         names = ", ".join(cfg.outputs)
         notes += f"\nBefore your final message, record each of these named outputs with set_output: {names}."

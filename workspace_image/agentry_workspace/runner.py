@@ -26,7 +26,7 @@ from agentry_llm import (
 
 from . import journal, toolrun
 from .approvals import pause, resume
-from .checkpoints import Fenced, open_journal
+from .checkpoints import TOKEN_ENVS, Fenced, open_journal
 from .config import ConfigError, RunConfig
 from .context import ContextKeeper, ContextOverflow
 from .durable import Durable, Opened, StopAtCheckpoint, continue_from, pod_name
@@ -35,8 +35,10 @@ from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
 from .prompts import CONTINUE_PROMPT, EMPTY_INPUT_PROMPT, system_prompt
+from .steering import Steering, closing
 from .telemetry import traced_turn
 from .tools import ToolContext, enabled_tools
+from .tools.memory import memory_tool
 from .tools.outputs import OutputsTool
 from .usage import UsageTracker, budget_stop
 
@@ -75,6 +77,9 @@ class Runner:
         self.outputs = OutputsTool(cfg.outputs)
         if cfg.outputs:
             self.tools[self.outputs.name] = self.outputs
+        memory = memory_tool(cfg.env, TOKEN_ENVS, events.scrub)  # the Agent's spec.memory, via the gateway
+        if memory is not None:
+            self.tools[memory.name] = memory
         self.ctx = ToolContext(
             workspace=cfg.workspace,
             env=tool_env(cfg.env),
@@ -90,6 +95,7 @@ class Runner:
         self._cost_warned = False
         self._mcp: list[dict[str, Any]] = []  # what the MCP servers offered (the result's `mcp`)
         self.durable = Durable(open_journal(cfg.env, events))
+        self.steer = Steering(self)  # a person's messages to the live run
 
     # -- public -----------------------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class Runner:
         outcome = await self._begin()
         while outcome is None:
             outcome = await self._turn()
-        await self.durable.flush()  # the last answer or result, before the result says it is stored
+        await self.durable.flush(closing(outcome))  # the last entries (the inbox closed) before the result
         outcome.checkpoint = self.durable.status()
         return outcome
 
@@ -208,6 +214,9 @@ class Runner:
         if self._turns_spent():
             return self._max_turns()
         await self.durable.step()  # after SIGTERM: stop here
+        steered = await self.steer.boundary()  # a person's messages join here, or an interrupt ends it
+        if steered is not None:
+            return steered
         storing = self.durable.flush_soon()  # the last results, stored during the model call
         try:
             answer = await self._call_model()
@@ -219,7 +228,7 @@ class Runner:
             return answer
         message, uses = self._record_turn(answer)  # journaled with the next step's entries
         if not uses and answer.stop_reason != "max_tokens":
-            return self._stop(StopReason.END_TURN, message.text() or "(no final message)")
+            return await self.steer.final(message)  # ends, unless a steering message is queued
         over = self._over_budget()
         if over is not None:
             return over
@@ -301,6 +310,9 @@ class Runner:
         intent is journaled before it runs, with the previous call's result (one append)."""
         results = list(done)
         for index, use in enumerate(uses):
+            if self.steer.cut_by:  # a person interrupted the turn: its remaining calls are not run
+                results.append(self.steer.not_run(use))
+                continue
             tool = self.tools.get(use.name)
             verdict = assess_call(tool, use.name, use.input, self.spec, self.ctx)
             if verdict.action == "approve":
@@ -312,6 +324,8 @@ class Runner:
     async def _execute(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
         runs = verdict.action == "run" and use.name in self.tools
         await self.durable.step(journal.TOOL_STARTED, journal.tool_started(use) if runs else None)
+        if runs and await self.steer.interrupting():
+            return self.steer.not_run(use)
         result = await toolrun.execute(use, verdict, self.tools, self.ctx, self.events, self.usage.turns)
         self.durable.stage(journal.TOOL_RESULT, journal.tool_result(result, self.outputs.values))
         return result

@@ -1,29 +1,14 @@
-"""Follow-ups (docs/runs.md, "Follow-ups"): the reply body, and a run's thread."""
+"""Follow-ups (docs/runs.md, "Follow-ups"): a run's thread (the message body: schemas/steering.py)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from . import ExecutionOut, Strict
+from . import ExecutionOut
 
 Relation = Literal["ancestor", "self", "continuation"]
-
-
-class MessageIn(Strict):
-    message: str = Field(
-        min_length=1,
-        max_length=65536,
-        description="The next user message: the follow-up's spec.input, after the parent's conversation.",
-    )
-
-    @field_validator("message")
-    @classmethod
-    def not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("message is blank: write what the agent should do next")
-        return value
 
 
 class ThreadRun(BaseModel):

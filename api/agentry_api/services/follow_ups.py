@@ -38,14 +38,11 @@ def refusal(name: str, cr: Doc | None) -> str | None:
     phase = status.get("phase") or Phase.PENDING.value
     if phase == Phase.WAITING_APPROVAL.value:
         approval = (status.get("approval") or {}).get("id") or ""
-        return (
-            f"run {name!r} is waiting for approval {approval}: approve or deny it first; steering a live "
-            "run is not available yet, so reply once the run has finished"
-        )
+        return f"run {name!r} is waiting for approval {approval}: approve or deny it first"
     if phase not in TERMINAL:
         return (
-            f"run {name!r} is still {phase}: steering a live run is not available yet; reply once it has "
-            f"finished (`agentry runs get {name}` shows its phase, or cancel it)"
+            f"run {name!r} is still {phase}: a live run is steered, not continued; a follow-up "
+            f"continues it once it has finished (`agentry runs get {name}` shows its phase)"
         )
     if int((status.get("checkpoint") or {}).get("entries") or 0) <= 0:
         return (

@@ -1,4 +1,4 @@
-"""`agentry agents list|get|apply`."""
+"""`agentry agents list|get|apply|memory`."""
 
 from __future__ import annotations
 
@@ -121,3 +121,30 @@ def apply(
             existing[saved["name"]] = saved["id"]
             results.append({"id": saved["id"], "name": saved["name"], "action": "created"})
     emit({"items": results}, output, RESULT, rows_of="items")
+
+
+MEMORY_COLUMNS = (
+    Column("KEY", field("key")),
+    Column("VALUE", field("value")),
+    Column("UPDATED", field("updatedAt")),
+    Column("BY", field("updatedBy")),
+)
+
+
+@app.command("memory")
+def memory(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="agent id or name")],
+    delete: Annotated[list[str] | None, typer.Option("--delete", help="forget this key (repeatable)")] = None,
+    output: OutputOption = Format.TABLE,
+) -> None:
+    """The agent's memory across runs (spec.memory): its entries, or --delete KEY to forget some."""
+    session = session_of(ctx)
+    session.needs_api("agents memory")
+    api = session.api()
+    base = f"/api/agents/{segment(resolve_agent(api, agent))}/memory"
+    for key in delete or []:
+        api.call("DELETE", f"{base}/{segment(key)}")
+        print(f"forgot {key}", file=sys.stderr)
+    if not delete:
+        emit(api.get(base), output, MEMORY_COLUMNS, rows_of="entries")

@@ -1,4 +1,4 @@
-"""`agentry runs submit|reply|list|get|cancel`."""
+"""`agentry runs submit|reply|interrupt|list|get|cancel`."""
 
 from __future__ import annotations
 
@@ -232,19 +232,22 @@ def show_thread(thread: list[View]) -> None:
 @app.command("reply")
 def reply(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="the finished run (Execution) to continue")],
+    run: Annotated[str, typer.Argument(help="the run (Execution) to steer or continue")],
     message: Annotated[str, typer.Argument(help="the next message ('-': read standard input)")],
     wait: Annotated[
-        bool, typer.Option("--wait", "-w", help="wait until the new run ends, exit by its phase")
+        bool, typer.Option("--wait", "-w", help="wait until the run (or the new run) ends, exit by its phase")
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = DEFAULT_TIMEOUT,
     output: OutputOption = Format.TABLE,
 ) -> None:
-    """Continue a finished run with a new message: a follow-up run of the same agent that starts from
-    the whole conversation. Prints the new run's name (-o json|yaml: the run); --wait follows it.
+    """A message for a run. A live run is steered: the message is queued and delivered at its next
+    turn boundary (prints "queued; delivered at the next turn"). A finished run is continued: a
+    follow-up run of the same agent that starts from the whole conversation (prints the new run's
+    name). -o json|yaml prints the API's answer; --wait follows the run.
 
-    Refused (exit 5) while the run is live or when it has no checkpoint journal; exit codes with
-    --wait as for `runs submit --wait`."""
+    Refused (exit 5) when a live run cannot be steered (waiting for an approval, runtime claude-code,
+    no gateway, a message already queued under the agent's `reject` policy) or a finished one has no
+    checkpoint journal; exit codes with --wait as for `runs submit --wait`."""
     session = session_of(ctx)
     text = read_input(message) or ""
     if not text.strip():
@@ -259,16 +262,52 @@ def reply(
     api = session.api()
     path = f"/api/executions/{segment(run)}/messages"
     if not wait:
-        made = api.post(path, {"message": text})
-        emit(made if output is not Format.TABLE else made["id"], output)
+        answer = api.post(path, {"message": text})
+        emit(answer if output is not Format.TABLE else sent(run, answer), output)
         return
 
     def reply_run() -> str:
-        made = api.post(path, {"message": text})
-        note(f"run {made['id']} continues {run} (correlation {made.get('correlationId')})")
-        return str(made["id"])
+        answer = api.post(path, {"message": text})
+        if answer.get("delivery") == STEERED:
+            note(f"{sent(run, answer)} (run {run})")
+            return run
+        note(f"run {answer['id']} continues {run} (correlation {answer.get('correlationId')})")
+        return str(answer["id"])
 
     follow(session, reply_run, timeout, output)
+
+
+@app.command("interrupt")
+def interrupt(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="the live run (Execution) to interrupt")],
+    message: Annotated[
+        str | None, typer.Argument(help="what to do instead ('-': read standard input)")
+    ] = None,
+    output: OutputOption = Format.TABLE,
+) -> None:
+    """End a live run's current turn at its next checkpoint: its tool calls not yet started are not
+    run. With a message the run goes on with it; without, it ends or waits for the next message (the
+    agent's spec.steering.onInterrupt). Refused (exit 5) for a finished run."""
+    session = session_of(ctx)
+    session.needs_api("runs interrupt")
+    text = (read_input(message) or "") if message else ""
+    answer = session.api().post(f"/api/executions/{segment(run)}/interrupt", {"message": text})
+    emit(answer if output is not Format.TABLE else sent(run, answer), output)
+
+
+STEERED = "steered"
+
+
+def sent(run: str, answer: View) -> str:
+    """One line for a message sent: a steered run's message state, or the follow-up's name."""
+    if answer.get("delivery") != STEERED:
+        return str(answer["id"])
+    state = (answer.get("message") or {}).get("state", "queued")
+    what = "interrupt " if (answer.get("message") or {}).get("interrupt") else ""
+    replaced = answer.get("superseded") or []
+    also = f" (replaces {len(replaced)} queued)" if replaced else ""
+    return f"{what}{state}; delivered at the next turn{also}"
 
 
 @app.command("cancel")

@@ -4,8 +4,9 @@ and its `entries` subcollection (one document per entry, id = the zero-padded se
 An append is one transaction on the head: read `last` (and, for a retry, the stored signatures of
 its seqs), then write the entries and the head. Two pods appending the same seq contend on the head
 document: Firestore serialises them, and the second one, run again, reads the first one's `last`
-(409, or 200 when it was the same batch). An entry is stored as its canonical JSON (opaque to the
-gateway; Firestore's own types cannot hold every JSON value, e.g. nested arrays).
+(409, or 200 when it was the same batch). The run's steering inbox (inbox.py) lives beside it: its
+state on the head, its messages in the `inbox` subcollection. An entry is stored as its canonical
+JSON (opaque to the gateway; Firestore's own types cannot hold every JSON value, e.g. nested arrays).
 """
 
 from __future__ import annotations
@@ -16,13 +17,24 @@ import logging
 import random
 from typing import Any, Final
 
-from agentry_common.checkpoints import CHECKPOINT_COLLECTION, Entry, PrunedRun
+from agentry_common.checkpoints import CHECKPOINT_COLLECTION, Close, Entry, PrunedRun
+from agentry_common.steering import (
+    INBOX_COLLECTION,
+    MAX_MESSAGES,
+    Inbox,
+    MessageState,
+    SteerAnswer,
+    SteerMessage,
+    SteerRequest,
+)
 
-from .store import RETENTION_DAYS, Batch, Limits, Page, RunRef, decide, needs_stored, page_of
+from .inbox import InboxHead, admit, message_doc, take
+from .store import RETENTION_DAYS, Appended, Batch, Limits, Page, RunRef, decide, needs_stored, page_of
 
 log = logging.getLogger("agentry.gateway.checkpoints")
 
 ENTRIES: Final = "entries"
+INBOX: Final = INBOX_COLLECTION  # steering messages, id the zero-padded inbox seq
 READ_CHUNK: Final = 16  # entries per query while filling a page (each up to MAX_ENTRY_BYTES)
 DELETE_BATCH: Final = 500  # Firestore's limit of writes per batch
 
@@ -47,6 +59,12 @@ class FirestoreCheckpointStore:
         return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
 
     async def append(self, run: RunRef, entries: list[Entry]) -> tuple[int, int]:
+        done = await self.append_steered(run, entries, [], None)
+        return done.last, done.written
+
+    async def append_steered(
+        self, run: RunRef, entries: list[Entry], delivered: list[int], close: Close | None
+    ) -> Appended:
         from google.cloud.firestore import AsyncTransaction, async_transactional
 
         batch = Batch.of(entries, self.limits)
@@ -54,7 +72,7 @@ class FirestoreCheckpointStore:
         refs = {e.seq: head_ref.collection(ENTRIES).document(_entry_id(e.seq)) for e in batch.entries}
 
         @async_transactional
-        async def txn(transaction: AsyncTransaction) -> tuple[int, int]:
+        async def txn(transaction: AsyncTransaction) -> Appended:
             snap = await head_ref.get(transaction=transaction)
             head: dict[str, Any] = (snap.to_dict() or {}) if snap.exists else {}
             last, stored_bytes = int(head.get("last", 0)), int(head.get("bytes", 0))
@@ -63,13 +81,25 @@ class FirestoreCheckpointStore:
                 async for doc in self.client.get_all(list(refs.values()), transaction=transaction):
                     if doc.exists:
                         sigs[int(doc.get("seq"))] = str(doc.get("sig"))
-            if not decide(batch, last, stored_bytes, sigs, self.limits):
-                return last, 0
+            written = decide(batch, last, stored_bytes, sigs, self.limits)
+            inbox = InboxHead.of(head)
+            marked, refused = take(inbox, delivered, close)
+            if not written and not marked and not refused and inbox.closed == bool(head.get("closed")):
+                return Appended(last, 0, inbox.hint, inbox.closed)
             now = dt.datetime.now(dt.UTC)
             expire = now + self.retention
-            for entry, encoded in zip(batch.entries, batch.encoded, strict=True):
-                doc = {"seq": entry.seq, "sig": entry.sig, "entry": encoded.decode(), "bytes": len(encoded)}
-                transaction.set(refs[entry.seq], {**doc, "expireAt": expire})
+            if written:
+                for entry, encoded in zip(batch.entries, batch.encoded, strict=True):
+                    doc = {
+                        "seq": entry.seq,
+                        "sig": entry.sig,
+                        "entry": encoded.decode(),
+                        "bytes": len(encoded),
+                    }
+                    transaction.set(refs[entry.seq], {**doc, "expireAt": expire})
+            self._mark(transaction, head_ref, marked, MessageState.DELIVERED)
+            self._mark(transaction, head_ref, refused, MessageState.REFUSED)
+            end, total = (batch.end, batch.total) if written else (last, 0)
             transaction.set(
                 head_ref,
                 {
@@ -77,18 +107,23 @@ class FirestoreCheckpointStore:
                     "execution": head.get("execution") or run.execution,
                     "uid": run.uid,
                     "agent": head.get("agent") or run.agent,
-                    "last": batch.end,
-                    "bytes": stored_bytes + batch.total,
+                    "last": end,
+                    "bytes": stored_bytes + total,
                     "createdAt": head.get("createdAt") or now,
                     "updatedAt": now,
                     "expireAt": expire,
+                    **inbox.fields(),
                 },
             )
-            return batch.end, batch.total
+            return Appended(end, total, inbox.hint, inbox.closed)
 
-        # One transaction per journal at a time in this pod: a run appends one batch after another
-        # anyway, and concurrent transactions on one document only contend (the emulator's locks
-        # even wait them out). Other pods still contend with it: Firestore serialises those.
+        done: Appended = await self._serially(run, txn)
+        return done
+
+    async def _serially(self, run: RunRef, txn: Any) -> Any:
+        """One transaction per run's head at a time in this pod: a run appends one batch after
+        another anyway, and concurrent transactions on one document only contend (the emulator's
+        locks even wait them out). Other pods still contend with it: Firestore serialises those."""
         lock = self._locks.setdefault(run.doc_id, asyncio.Lock())
         self._users[run.doc_id] = self._users.get(run.doc_id, 0) + 1
         try:
@@ -98,6 +133,51 @@ class FirestoreCheckpointStore:
             self._users[run.doc_id] -= 1
             if not self._users[run.doc_id]:
                 del self._users[run.doc_id], self._locks[run.doc_id]
+
+    @staticmethod
+    def _mark(transaction: Any, head_ref: Any, seqs: list[int], state: MessageState) -> None:
+        for seq in seqs:  # written without a read: a message's state is the only field that changes
+            transaction.set(
+                head_ref.collection(INBOX).document(_entry_id(seq)), {"state": state.value}, merge=True
+            )
+
+    async def post(self, run: RunRef, req: SteerRequest) -> SteerAnswer:
+        from google.cloud.firestore import AsyncTransaction, async_transactional
+
+        head_ref = self._head(run)
+
+        @async_transactional
+        async def txn(transaction: AsyncTransaction) -> SteerAnswer:
+            snap = await head_ref.get(transaction=transaction)
+            inbox = InboxHead.of((snap.to_dict() or {}) if snap.exists else {})
+            message, superseded = admit(inbox, req)
+            now = dt.datetime.now(dt.UTC)
+            doc = {**message_doc(message), "expireAt": now + self.retention}
+            transaction.set(head_ref.collection(INBOX).document(_entry_id(message.seq)), doc)
+            self._mark(transaction, head_ref, superseded, MessageState.SUPERSEDED)
+            who = {"namespace": run.namespace, "uid": run.uid, "updatedAt": now}
+            if not snap.exists:  # a run that has not appended yet: the head is born here
+                who |= {"execution": run.execution, "createdAt": now, "expireAt": now + self.retention}
+            transaction.set(head_ref, {**who, **inbox.fields()}, merge=True)
+            return SteerAnswer(message=message, superseded=superseded)
+
+        answer: SteerAnswer = await self._serially(run, txn)
+        return answer
+
+    async def inbox(self, run: RunRef, after: int, every: bool = False) -> Inbox:
+        head_ref = self._head(run)
+        snap = await head_ref.get()
+        if not snap.exists:
+            return Inbox()
+        head = InboxHead.of(snap.to_dict() or {})
+        box = head_ref.collection(INBOX)
+        if every:
+            docs = [d async for d in box.order_by("seq").limit(MAX_MESSAGES).stream()]
+        else:
+            wanted = [box.document(_entry_id(s)) for s in sorted(head.queued) if s > after]
+            docs = [d async for d in self.client.get_all(wanted)] if wanted else []
+        found = [SteerMessage.model_validate(_message(d.to_dict() or {})) for d in docs if d.exists]
+        return Inbox(messages=sorted(found, key=lambda m: m.seq), last=head.hint, closed=head.closed)
 
     async def read(self, run: RunRef, after: int) -> Page:
         from google.cloud.firestore import FieldFilter
@@ -132,7 +212,11 @@ class FirestoreCheckpointStore:
         pruned = 0
         for r in runs:
             head_ref = self._head(RunRef(r.namespace, r.uid))
-            refs = [ref async for ref in head_ref.collection(ENTRIES).list_documents(page_size=DELETE_BATCH)]
+            refs = [
+                ref
+                for sub in (ENTRIES, INBOX)
+                async for ref in head_ref.collection(sub).list_documents(page_size=DELETE_BATCH)
+            ]
             for start in range(0, len(refs), DELETE_BATCH):
                 batch = self.client.batch()
                 for ref in refs[start : start + DELETE_BATCH]:
@@ -147,15 +231,18 @@ class FirestoreCheckpointStore:
         return None  # the client is the ledger's, closed with it
 
 
-async def _contended(attempt: Any) -> tuple[int, int]:
+def _message(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "expireAt"}
+
+
+async def _contended(attempt: Any) -> Any:
     """The library retries a commit that aborts; a read that meets another pod's lock can abort too:
     retried here, with jittered backoff (as the ledger's transactions)."""
     from google.api_core import exceptions as gexc
 
     for n in range(1, 6):
         try:
-            result: tuple[int, int] = await attempt()
-            return result
+            return await attempt()
         except (gexc.Aborted, ValueError) as exc:
             if n == 5:
                 raise

@@ -125,7 +125,7 @@ def _parse_append(gw: Gateway, raw: bytes) -> AppendRequest:
 async def append(request: Request, claims: RunClaims, gw: GatewayDep) -> JSONResponse:
     body = _parse_append(gw, await request.body())
     try:
-        last, written = await gw.checkpoints.append(own_run(claims), body.entries)
+        done = await gw.checkpoints.append_steered(own_run(claims), body.entries, body.delivered, body.close)
     except Conflict as exc:
         gw.metrics.checkpoint_conflicts.inc()
         return JSONResponse({"detail": exc.detail, "last": exc.last}, 409)
@@ -133,9 +133,11 @@ async def append(request: Request, claims: RunClaims, gw: GatewayDep) -> JSONRes
         _refuse(gw, exc.status, exc.reason, exc.detail)
     except Exception as exc:
         _unavailable(gw, "append", exc)
-    gw.metrics.checkpoint_appends.labels("stored" if written else "repeated").inc()
-    gw.metrics.checkpoint_bytes.inc(written)
-    return JSONResponse(AppendAnswer(last=last).wire())
+    gw.metrics.checkpoint_appends.labels("stored" if done.written else "repeated").inc()
+    gw.metrics.checkpoint_bytes.inc(done.written)
+    answer = AppendAnswer(last=done.last, inbox=done.inbox, closed=done.closed)
+    # {"last": N} alone while steering has nothing to say (agentry_common.steering)
+    return JSONResponse(answer.model_dump(by_alias=True, mode="json", exclude_defaults=True))
 
 
 @router.post(CHECKPOINT_PRUNE_PATH)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from agentry_common import checkpoints as contract
-from agentry_common.checkpoints import Entry, PrunedRun
+from agentry_common.checkpoints import Close, Entry, PrunedRun
+from agentry_common.steering import Inbox, SteerAnswer, SteerRequest
 
 # A Firestore commit carries at most 10 MiB: an append's entries together stay below it.
 MAX_APPEND_BYTES: Final = 8 * 1024 * 1024
@@ -50,6 +51,17 @@ class Page:
     execution: str = ""
     entries: list[Entry] = field(default_factory=list)
     more: bool = False
+
+
+@dataclass(frozen=True)
+class Appended:
+    """An append's answer: the journal's last seq, the bytes written (0: an exact retry), the inbox's
+    highest queued seq and whether it is closed."""
+
+    last: int
+    written: int
+    inbox: int = 0
+    closed: bool = False
 
 
 class Refused(Exception):
@@ -141,10 +153,25 @@ class CheckpointStore(Protocol):
         bytes written (0: an exact retry of entries stored already)."""
         ...
 
+    async def append_steered(
+        self, run: RunRef, entries: list[Entry], delivered: list[int], close: Close | None
+    ) -> Appended:
+        """`append`, with the steering inbox's part: `delivered` seqs marked so, the inbox closed
+        (`close`), in the same atomic step (inbox.take)."""
+        ...
+
     async def read(self, run: RunRef, after: int) -> Page: ...
 
+    async def post(self, run: RunRef, req: SteerRequest) -> SteerAnswer:
+        """A steering message into the run's inbox (inbox.admit); raises InboxRefused."""
+        ...
+
+    async def inbox(self, run: RunRef, after: int, every: bool = False) -> Inbox:
+        """The queued messages with seq above `after` (every message, any state, with `every`)."""
+        ...
+
     async def prune(self, runs: list[PrunedRun]) -> int:
-        """Delete these runs' journals; how many existed."""
+        """Delete these runs' journals and inboxes; how many existed."""
         ...
 
     async def close(self) -> None: ...

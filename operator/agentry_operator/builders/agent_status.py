@@ -11,6 +11,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from agentry_common.conditions import Reason
+from agentry_common.memory import NEEDS_GATEWAY as MEMORY_NEEDS_GATEWAY
 from agentry_common.models import (
     AgentSpec,
     AgentStatus,
@@ -63,6 +64,8 @@ def spec_errors(
                     f"{field} ({url}) bypasses the LLM gateway ({gateway}), which governs every model "
                     "call here: remove it (the gateway's routes choose the endpoint)"
                 )
+    if model.memory.enabled and not gateway_url:
+        errors.append(MEMORY_NEEDS_GATEWAY)
     if model.schedule is not None:
         for problem in (cron_error(model.schedule.cron), timezone_error(model.schedule.time_zone)):
             if problem:

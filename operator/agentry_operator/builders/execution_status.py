@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -61,6 +62,9 @@ class Observed:
     mcp: McpStatus | None = None  # what the run's MCP servers offered (status.mcp)
     checkpoint: CheckpointStatus | None = None  # the run's journal, as its pod reported it
     stop_job: bool = False  # the Job cannot succeed any more: delete it so no pod lingers
+    # The Job ended because its pod stopped at a checkpoint: the run goes on in a new Job (its pod
+    # starts at once; the Job controller would wait out its failure back-off, 10 s and doubling).
+    next_job: bool = False
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -303,6 +307,19 @@ def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[s
     return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE, **base)
 
 
+# The Job controller's message when a podFailurePolicy rule on exit codes ends a Job (reason
+# PodFailurePolicy): "Container agent for pod ns/p failed with exit code 75 matching FailJob rule ...".
+_POLICY_EXIT = re.compile(r"failed with exit code (\d+) matching FailJob rule")
+
+
+def policy_exit_code(failed: Condition) -> int | None:
+    """The exit code a Job ended on by its podFailurePolicy, from its condition (its pod may be gone)."""
+    if failed.get("reason") != "PodFailurePolicy":
+        return None
+    match = _POLICY_EXIT.search(str(failed.get("message") or ""))
+    return int(match.group(1)) if match else None
+
+
 def _failed(
     job: Job,
     failed: Condition,
@@ -333,9 +350,11 @@ def _failed(
             completion_time=end,
             **base,
         )
+    if code is None:  # the pod is gone (deleted): the Job's condition names the exit code it ended on
+        code = policy_exit_code(failed)
+    if code == ExitCode.INTERRUPTED:  # the podFailurePolicy ends the Job: a new one resumes the run
+        return Observed(Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, next_job=True, **base)
     reason, text = _explain_exit(code)
-    if code == ExitCode.INTERRUPTED:  # a Job without the Ignore rule for it (an older operator's)
-        reason, text = Reason.POD_FAILED, "the run's pod stopped at a checkpoint and was not replaced"
     if job_reason == JOB_BACKOFF_LIMIT_EXCEEDED:
         text = f"{text}; gave up after {attempts} attempt(s) (spec.retries)"
     if code in REASONS and report and report.get("summary"):
@@ -466,7 +485,7 @@ def status_patch(
     }
     if seen.attempts:
         patch["attempts"] = seen.attempts
-    start = seen.start_time or current.get("startTime")
+    start = current.get("startTime") or seen.start_time  # the run's first Job's: a later one resumes it
     if start:
         patch["startTime"] = start
     if seen.phase.terminal:

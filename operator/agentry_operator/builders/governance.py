@@ -202,16 +202,21 @@ def _unknown(
     return Verdict(False, Phase.PENDING, Reason.ADMISSION_FAILED, message, conds, unavailable)
 
 
-def ended_with_token(execution: dict[str, Any], status: dict[str, Any]) -> bool:
+def ended_with_token(execution: Mapping[str, Mapping[str, object]], status: Mapping[str, object]) -> bool:
     """True when a status write ends a run that had a Job (and so a run token): `status` (the patch)
     sets a terminal phase the Execution did not have."""
-    phase, before = status.get("phase"), (execution.get("status") or {}).get("phase")
-    if phase is None or not Phase(phase).terminal or (before is not None and Phase(before).terminal):
+    was = execution.get("status") or {}
+    phase, before = status.get("phase"), was.get("phase")
+    if (
+        phase is None
+        or not Phase(str(phase)).terminal
+        or (before is not None and Phase(str(before)).terminal)
+    ):
         return False
-    return bool(status.get("jobName") or (execution.get("status") or {}).get("jobName"))
+    return bool(status.get("jobName") or was.get("jobName"))
 
 
-def deleted_with_live_token(execution: dict[str, Any]) -> bool:
+def deleted_with_live_token(execution: Mapping[str, Mapping[str, object]]) -> bool:
     """True when a deleted Execution (its last state) had a Job, so a run token, and had not ended:
     a run that ended told the gateway when it did."""
     status = execution.get("status") or {}

@@ -11,15 +11,18 @@ from agentry_common import constants as c
 from agentry_common import outputs, tracing
 from agentry_common.checkpoints import ENV_CHECKPOINT_URL, ENV_PARENT_EXECUTION, TERMINATION_GRACE_SECONDS
 from agentry_common.exitcodes import FINAL, ExitCode
+from agentry_common.memory import ENV_MEMORY_URL
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
 from agentry_common.policy import parse_quantity
+from agentry_common.workspace import ENV_WORKSPACE_LIMIT, size_bytes
 
 from ..settings import Settings
 from .follow_up import Parent
 from .governance import governed_secrets, token_env
 from .kinds import EnvVar, OwnerReference
 from .model import with_effective_model
+from .workspace import kept_claim, workspace_volume
 
 CONTAINER = "agent"
 DEADLINE_GRACE_SECONDS = 30
@@ -102,6 +105,8 @@ def _env(
         secrets = governed_secrets(secrets)
         # The gateway keeps the run's checkpoint journal (agentry_common.checkpoints).
         env.append({"name": ENV_CHECKPOINT_URL, "value": config.gateway_base})
+        if agent.memory.enabled:  # the token carries the store (governance.run_token): the memory tool
+            env.append({"name": ENV_MEMORY_URL, "value": config.gateway_base})
     if parent is not None:
         env.append({"name": ENV_PARENT_EXECUTION, "value": parent.name})
     taken = {e["name"] for e in env}
@@ -250,25 +255,29 @@ def _container(
 
 
 def _pod_spec(
-    container: dict[str, object], config: Settings, resume_configmap: str | None
+    container: dict[str, object], config: Settings, resume_configmap: str | None, claim: str | None = None
 ) -> dict[str, object]:
+    security: dict[str, object] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if claim:
+        # The kubelet gives a kept workspace to fsGroup once, not again on every run's start.
+        security["fsGroupChangePolicy"] = "OnRootMismatch"
     pod_spec: dict[str, object] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security,
         "containers": [container],
         # SIGTERM: the runtime finishes its step, journals it and exits INTERRUPTED within this.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "volumes": [
             _config_volume(resume_configmap),
-            {"name": "workspace", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
+            workspace_volume(claim, config.workspace_size_limit),
             {"name": "tmp", "emptyDir": {"sizeLimit": config.workspace_size_limit}},
         ],
     }
@@ -278,8 +287,9 @@ def _pod_spec(
 
 
 def _pod_failure_policy() -> dict[str, object]:
-    """Final exit codes fail the Job at once; disruptions, and pods that stopped at a checkpoint
-    (INTERRUPTED: a new pod resumes the run), are not counted as retries."""
+    """Final exit codes fail the Job at once, and so does a pod that stopped at a checkpoint
+    (INTERRUPTED): the operator resumes the run in a new Job at once, where the Job controller would
+    wait out its failure back-off first. Disruptions are not counted as retries."""
     return {
         "rules": [
             {
@@ -291,7 +301,7 @@ def _pod_failure_policy() -> dict[str, object]:
                 },
             },
             {
-                "action": "Ignore",
+                "action": "FailJob",
                 "onExitCodes": {
                     "containerName": CONTAINER,
                     "operator": "In",
@@ -374,10 +384,13 @@ def build_job(
     if config.tracing and traceparent:
         annotations[tracing.ANNOTATION_TRACEPARENT] = traceparent
     env.extend(tracing_env(config, traceparent))
+    claim = kept_claim(agent["metadata"], spec)
+    if claim:  # the runtime holds the size where the storage does not (docs/runs.md, "A kept workspace")
+        env.append({"name": ENV_WORKSPACE_LIMIT, "value": str(size_bytes(spec.workspace.size))})
     container = _container(env, _resources(spec, config), config)
     template = {
         "metadata": {"labels": labels, "annotations": {**annotations, **run_inputs(execution, agent)}},
-        "spec": _pod_spec(container, config, resume_configmap),
+        "spec": _pod_spec(container, config, resume_configmap, claim),
     }
     return {
         "apiVersion": "batch/v1",

@@ -52,11 +52,12 @@ class Held:
     message: str
 
 
-def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
-    return (obj.get("metadata") or {}).get("labels") or {}
+def labels_of(obj: Mapping[str, Mapping[str, object]]) -> Mapping[str, str]:
+    labels = (obj.get("metadata") or {}).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
 
 
-def limits_of(agent: Mapping[str, Any], config: Settings) -> Limits:
+def limits_of(agent: Mapping[str, Mapping[str, object]], config: Settings) -> Limits:
     """The quotas of the Agent's owner: a guest's (owner-kind label) or a signed-in user's."""
     if labels_of(agent).get(c.LABEL_OWNER_KIND) == c.OWNER_KIND_GUEST:
         return Limits(config.guest_quota_concurrent_runs, config.guest_quota_runs_per_day)
@@ -140,3 +141,16 @@ def quota_held(active: int, started_today: int, limits: Limits, now: dt.datetime
             f"(quota runs_per_day: {limits.runs_per_day}); not started",
         )
     return None
+
+
+def workspace_held(agent: str, holders: list[str]) -> Held | None:
+    """One run of an Agent at a time uses its kept workspace: with `holders` (other runs of the Agent
+    that use it, or took it to start) this run waits Pending until they end."""
+    if not holders:
+        return None
+    return Held(
+        Phase.PENDING,
+        Reason.WORKSPACE_BUSY,
+        f"run {', '.join(sorted(holders))} is using the kept workspace of Agent {agent!r} "
+        "(spec.workspace.persistent: one run at a time); it starts when that run ends",
+    )

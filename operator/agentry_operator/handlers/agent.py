@@ -40,6 +40,7 @@ from .execution import on_execution
 from .journals import prune_journals
 from .outcome import resync_all
 from .state import Logger, State
+from .workspace import reconcile_claim
 
 PRUNE_BATCH = ARCHIVE_NAMES // 2  # Executions pruned per refresh of an Agent
 # Resyncs wait until a restart's listing has settled (none added for this long), or at most this long.
@@ -94,6 +95,7 @@ async def reconcile_agent(
         patch.schedule_state = ScheduleState.model_validate(fresh)
     if kube.changes(body.get("status") or {}, patch.patch()):  # a restart's resume writes nothing new
         await kube.patch_status(client, kube.Agent, name, namespace, patch)
+    await reconcile_claim(client, config, body, logger)
     state.dirty_agents.add((namespace, name))
     if failure is not None:
         logger.warning("agent %s: %s", name, failure.message)

@@ -36,8 +36,10 @@ from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
 from .follow_up import follow_up_gate
+from .next_job import continue_run, interrupted
 from .outcome import decide, key_of, on_job, on_pod, resync, said, write_status
 from .state import Key, Logger, State, phase_of
+from .workspace import ensure_claim, held_for_workspace
 
 __all__ = ["cancel", "on_execution", "on_job", "on_pod", "reconcile", "start"]
 
@@ -90,6 +92,8 @@ async def reconcile(client: AsyncClient, config: Settings, state: State, key: Ke
     elif phase == Phase.WAITING_APPROVAL:
         await _waiting(client, config, state, body, log)
     elif (body.get("status") or {}).get("jobName"):
+        if interrupted(body.get("status") or {}) and await _continue(client, config, state, key):
+            return
         if again:
             state.resync_later(key)
     else:
@@ -111,6 +115,21 @@ async def _start(
             _retry(state, body, exc, logger)
         else:
             state.queue.succeeded(key_of(body))
+
+
+async def _continue(client: AsyncClient, config: Settings, state: State, key: Key) -> bool:
+    """A run whose pod stopped at a checkpoint: its next Job (next_job.py); whether one was started."""
+    body = state.executions[key]
+    agent = await _agent(client, state, body["metadata"]["namespace"], body["spec"]["agentRef"]["name"])
+    if agent is None:  # gone meanwhile: the run cannot go on; its Job's end says so (resync)
+        return False
+    try:
+        return await continue_run(client, config, state, body, agent, log)
+    except kube.Refused as exc:
+        await _refused(client, state, body, exc, log)
+    except Exception as exc:
+        _retry(state, body, exc, log)
+    return True
 
 
 async def _waiting(
@@ -257,6 +276,11 @@ async def start(
     scheduled = phase_of(body) in (None, Phase.PENDING) and spec.get("trigger") == Trigger.SCHEDULE
     if scheduled and await _schedule_gate(client, state, body, agent, logger):
         return
+    # A kept workspace before the quota slot: a run waiting for it holds no slot of its owner.
+    run_spec = effective_spec(agent, config)
+    kept = await held_for_workspace(client, state, meta, agent["metadata"], run_spec)
+    if await _held(client, state, body, kept):
+        return
     if await _held(client, state, body, await gate.admit(client, config, state, body, agent)):
         return
 
@@ -308,6 +332,7 @@ async def _run(
             )
         status = {**status, "conditions": verdict.conditions}
         token_secret = await ensure_token_secret(client, state, body, agent, child, run_spec, parent)
+    await ensure_claim(client, config, agent["metadata"], run_spec)  # a kept workspace: the Agent's claim
     # The pod's spans are children of this reconcile's (tracing off: None, nothing added).
     traceparent = tracing.current_traceparent()
     job = await kube.create_or_adopt(

@@ -241,6 +241,8 @@ async def apply(
     pods: list[dict[str, Any]],
 ) -> None:
     status = body.get("status") or {}
+    if seen.next_job:  # the pod stopped at a checkpoint: the queue's reconcile starts the next Job
+        state.queue.add(key_of(body))
     if seen.phase == Phase.WAITING_APPROVAL:
         if status.get("phase") == Phase.WAITING_APPROVAL.value:
             return

@@ -80,11 +80,25 @@ class Book:
             self.admitted |= set((data.get("admitted") or "").split())
 
 
+@dataclass
+class Workspaces:
+    """Kept workspaces (handlers/workspace.py), per Agent: the run the gate let start last (it uses the
+    workspace until its Job is recorded and then by that), and the runs waiting for it."""
+
+    taken: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    waiting: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)
+
+    def wake(self, agent: tuple[str, str]) -> set[tuple[str, str]]:
+        """The runs waiting for the Agent's workspace (a run of it ended or went): they look again."""
+        return self.waiting.pop(agent, set())
+
+
 class RunGate:
     """The counts of one operator process (rebuilt from the cluster after a restart)."""
 
     def __init__(self) -> None:
         self.books: dict[str, Book] = {}
+        self.workspaces = Workspaces()
         self._seeded: asyncio.Future[None] | None = None
         self.policy: AgentPolicy | None = None  # the webhook's (main.configure), else read here once
         # Per Agent version and run priority: parsing the Agent once per version, not once per run.

@@ -185,6 +185,10 @@ class State:
         """A run of an owner ended (or went): the owner's runs waiting for a slot try again now."""
         for key in self.quota_waiting.pop(owner_of(item), ()):
             self.queue.add(key, again=True)
+        meta, spec = item.get("metadata"), item.get("spec")
+        if isinstance(meta, Mapping) and isinstance(spec, Mapping):  # runs waiting for a kept workspace
+            for key in self.gate.workspaces.wake((meta["namespace"], spec["agentRef"]["name"])):
+                self.queue.add(key, again=True)
 
     def executions_of(self, namespace: str, agent: str) -> list[dict[str, Any]]:
         names = self.by_agent.get((namespace, agent), ())

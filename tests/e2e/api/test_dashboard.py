@@ -226,3 +226,38 @@ def test_the_page_reconnects_after_an_answer_that_is_not_a_stream(browser: Brows
     assert r.status == 201, r.text()
     expect(page.locator("#agents tbody")).to_contain_text("After the 503", timeout=20_000)  # a report
     context.close()
+
+
+def test_saving_the_form_keeps_what_it_does_not_show_and_sets_the_between_runs_options(
+    browser: Browser, api: ApiServer
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(api.url + "/")
+    spec = {
+        "instructions": "Read.",
+        "model": {"name": "claude-sonnet-4-5"},
+        "context": {"thresholdPercent": 70},
+        "historyLimits": {"succeeded": 3},
+        "resources": {"limits": {"memory": "768Mi"}},
+        "budget": {"maxTurns": 9, "maxTokensPerRun": 50000},
+    }
+    r = page.request.post(api.url + "/api/agents", data={"name": "Form keeps", "spec": spec})
+    assert r.status == 201, r.text()
+    agent_id = r.json()["id"]
+    page.goto(f"{api.url}/agents/{agent_id}/edit")
+    page.fill("input[name=description]", "Edited in the browser.")
+    page.check("input[name=workspacePersistent]")
+    page.fill("input[name=workspaceSize]", "2Gi")
+    page.select_option("select[name=steeringPending]", "reject")
+    page.click("#save-agent")
+    page.wait_for_url(f"**/agents/{agent_id}")
+    saved = page.request.get(f"{api.url}/api/agents/{agent_id}").json()["spec"]
+    assert saved["description"] == "Edited in the browser."
+    assert (saved["workspace"]["persistent"], saved["workspace"]["size"]) == (True, "2Gi")
+    assert saved["steering"]["pending"] == "reject" and saved["memory"]["enabled"] is False
+    # What the form has no field for is as it was.
+    assert saved["context"]["thresholdPercent"] == 70 and saved["historyLimits"]["succeeded"] == 3
+    assert saved["resources"]["limits"] == {"memory": "768Mi"}
+    assert saved["budget"] == {**saved["budget"], "maxTurns": 9, "maxTokensPerRun": 50000}
+    context.close()

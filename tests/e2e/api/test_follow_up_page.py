@@ -1,6 +1,6 @@
 """A follow-up in headless Chromium: a finished run's page replies, the continuation joins its thread
-live from the event stream with its phase and cost, and links both ways; a live run's reply box is
-disabled with the reason."""
+live from the event stream with its phase and cost, and links both ways; a live run's message box is
+disabled with the reason when the run cannot be steered."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def test_reply_on_a_finished_run_and_see_the_continuation_in_the_thread(
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
 
-    # A live run cannot be continued yet: the box says why.
+    # A live run is steered, which needs the gateway at the API (this one has none): the box says why.
     page.goto(f"{api.url}/executions/{live}")
     expect(page.locator("#reply-send")).to_be_disabled()
-    expect(page.locator("#reply-why")).to_contain_text("steering a live run is not available yet")
+    expect(page.locator("#reply-why")).to_contain_text("cannot be steered")
 
     page.goto(f"{api.url}/executions/{parent}")
     expect(page.locator("#live")).to_have_text("live")

@@ -14,23 +14,17 @@ cluster that cannot start fails every test here with the reason, never skips.
 
 from __future__ import annotations
 
-import secrets
+import contextlib
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from agentry_localcluster import node as n
-from agentry_localcluster.cluster import Cluster
-from agentry_localcluster.firestore import FirestoreEmulator
-from agentry_localcluster.images import build_images
-from agentry_localcluster.install import Install, Providers
 from agentry_localcluster.procs import ServerError
 from agentry_testing.scripted_llm import ScriptedLLM
 
-from .stack import ANTHROPIC_KEY, NodeStack
+from .stack import NodeStack, booted
 
 
 def _say(msg: str) -> None:
@@ -49,33 +43,12 @@ def upstream() -> Iterator[ScriptedLLM]:
 @pytest.fixture(scope="package")
 def node_stack(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedLLM) -> Iterator[NodeStack]:
     workdir = tmp_path_factory.mktemp("node-cluster")
-    cluster = Cluster(workdir, owner="pytest tests/e2e/node")
-    firestore = FirestoreEmulator(workdir / "firestore", host=n.NODE_IP)
-    token = secrets.token_urlsafe(24)
-    try:
-        images = build_images(_say)
-        # Another run of this tier (or `make dev`) may hold the machine's node: wait for it.
-        cluster.up(_say, images, wait_for_lock=1200)
-        firestore.start()
-        install = Install(
-            cluster,
-            firestore.address,
-            project=f"e2e-{uuid.uuid4().hex[:8]}",
-            providers=Providers(anthropic_key=ANTHROPIC_KEY, anthropic_base_url=upstream.url),
-            api_env={"AGENTRY_ADMIN_TOKEN": token},
-        )
-        install.install(_say)
-        stack = NodeStack(cluster, install, f"http://{install.api_service()}", token)
-    except (ServerError, subprocess.SubprocessError) as exc:
-        firestore.stop()
-        cluster.down()
-        pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)
-    try:
+    with contextlib.ExitStack() as on_exit:
+        try:
+            stack = on_exit.enter_context(booted(workdir, upstream, _say, owner="pytest tests/e2e/node"))
+        except (ServerError, subprocess.SubprocessError) as exc:
+            pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)
         yield stack
-    finally:
-        _say(f"stopping the cluster (logs stay in {workdir})")
-        firestore.stop()
-        cluster.down()
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +17,10 @@ import httpx
 from agentry_localcluster import localhttp
 from agentry_localcluster import node as n
 from agentry_localcluster.cluster import Cluster
-from agentry_localcluster.install import WORKLOADS_NS, Install
+from agentry_localcluster.firestore import FirestoreEmulator
+from agentry_localcluster.images import build_images
+from agentry_localcluster.install import WORKLOADS_NS, Install, Providers
+from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import patient
 
 ANTHROPIC_KEY = "sk-ant-e2e-node-0123456789abcdef"
@@ -99,6 +106,35 @@ class NodeStack:
         assert self.cluster.assets is not None
         out = n.crictl(self.cluster.assets, "ps", "-q", "--label", f"io.kubernetes.pod.name={pod}")
         return out.stdout.split()
+
+
+@contextmanager
+def booted(
+    workdir: Path, upstream: ScriptedLLM, say: Callable[[str], None], owner: str
+) -> Iterator[NodeStack]:
+    """The local node with Agentry installed by its chart, governed as `make dev` installs it, with
+    `upstream` as the provider behind the gateway; stopped on exit (its logs stay in workdir)."""
+    cluster = Cluster(workdir, owner=owner)
+    firestore = FirestoreEmulator(workdir / "firestore", host=n.NODE_IP)
+    token = secrets.token_urlsafe(24)
+    try:
+        images = build_images(say)
+        # Another run of the e2e tier (or `make dev`) may hold the machine's node: wait for it.
+        cluster.up(say, images, wait_for_lock=1200)
+        firestore.start()
+        install = Install(
+            cluster,
+            firestore.address,
+            project=f"e2e-{uuid.uuid4().hex[:8]}",
+            providers=Providers(anthropic_key=ANTHROPIC_KEY, anthropic_base_url=upstream.url),
+            api_env={"AGENTRY_ADMIN_TOKEN": token},
+        )
+        install.install(say)
+        yield NodeStack(cluster, install, f"http://{install.api_service()}", token)
+    finally:
+        say(f"stopping the cluster (logs stay in {workdir})")
+        firestore.stop()
+        cluster.down()
 
 
 def agent_spec(**extra: Any) -> dict[str, Any]:

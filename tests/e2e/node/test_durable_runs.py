@@ -1,17 +1,20 @@
 """Durable runs on real pods: a run's pod deleted at random points resumes in a new pod from its
 checkpoint journal, as the same Execution, and every tool call takes effect exactly once.
 
-The run: nine turns that each POST a step to a receiver on the node (a RED call, run without approval
-here), then a final answer. The scripted model answers by the run's last message (a step's receipt),
-so a call a lost pod made would be answered the same again. The pod is deleted (gracefully, as a drain
-or eviction does) when the run reaches seeded points: after the n-th model request or the n-th POST.
+The run: nine turns that each append a line to a file on the Agent's kept workspace and POST a step
+to a receiver on the node (a RED call, run without approval here), then a final answer. The scripted
+model answers by the run's last message (a step's receipt), so a call a lost pod made would be
+answered the same again. The pod is deleted (gracefully, as a drain or eviction does) when the run
+reaches seeded points: after the n-th model request or the n-th POST.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,7 +56,10 @@ def _script(origin: str) -> list[dict[str, Any]]:
                 "match_last": after,
                 "keep": True,
                 "delay": 0.5,  # room for a deletion to land while the model "thinks"
-                "tool_use": {"name": "http", "input": {"method": "POST", "url": f"{origin}/step-{k}"}},
+                "tool_uses": [
+                    {"name": "shell", "input": {"command": f"echo step-{k} >> steps.log"}},
+                    {"name": "http", "input": {"method": "POST", "url": f"{origin}/step-{k}"}},
+                ],
                 "usage": {"input_tokens": 100 * k, "output_tokens": 10 + k},
             }
         )
@@ -105,8 +111,9 @@ def test_a_run_whose_pod_is_deleted_resumes_and_each_call_takes_effect_once(
     node_stack.apply_agent(
         agent,
         agent_spec(
-            tools=["http"],
+            tools=["http", "shell"],
             http={"allowedHosts": [receiver.origin]},
+            workspace={"persistent": True},
             approval={"requiredFor": []},
             budget={"maxTurns": 20},
             timeoutSeconds=600,
@@ -135,6 +142,15 @@ def test_a_run_whose_pod_is_deleted_resumes_and_each_call_takes_effect_once(
     assert deleted >= 1, f"no pod was deleted before the run ended (points {points})"
     assert status["checkpoint"]["resumes"] == deleted, status["checkpoint"]
     assert status["checkpoint"]["interruptedCalls"] == 0, status["checkpoint"]
+    # The kept workspace's file got each step's line exactly once, in order, across every pod.
+    assert _kept_file(node_stack, agent, "steps.log") == [f"step-{k}" for k in range(1, STEPS + 1)]
+
+
+def _kept_file(stack: NodeStack, agent: str, name: str) -> list[str]:
+    """The lines of a file on the Agent's kept workspace, read from its volume's directory on the node."""
+    [claim] = stack.items("pvc", "-l", f"agentry.dev/agent={agent},app.kubernetes.io/component=workspace")
+    volume = json.loads(stack.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json"))
+    return (Path(volume["spec"]["local"]["path"]) / name).read_text().splitlines()
 
 
 def test_a_follow_up_continues_the_whole_conversation_as_a_run_of_its_own(

@@ -109,7 +109,7 @@ def test_reply_refusals_exit_with_the_apis_reason(
     wait_api_phase(user, live, "Running")
     refused = cli("runs", "reply", live, "change course")
     assert refused.returncode == 5, refused.stderr
-    assert refused.stderr.startswith("error: Conflict 409") and "steering a live run" in refused.stderr
+    assert refused.stderr.startswith("error: Conflict 409") and "cannot be steered" in refused.stderr
     missing = cli("runs", "reply", "no-such-run", "hello")
     assert missing.returncode == 7 and missing.stderr.startswith("error: NotFound 404"), missing.stderr
     empty = cli("runs", "reply", live, "  ")
@@ -138,7 +138,7 @@ def test_reply_in_cluster_mode_creates_the_follow_up_execution(
     parent = json.loads(first.stdout)["metadata"]["name"]
 
     early = cli(*k, "runs", "reply", parent, "and Friday?")  # not finished yet: refused, nothing made
-    assert early.returncode == 5 and "steering a live run is not available yet" in early.stderr
+    assert early.returncode == 5 and "steering a live run goes through the API" in early.stderr
     pod = pod_of(kube_client, namespace, parent)
     play_kubelet(kube_client, pod, "Running")
     play_kubelet(kube_client, pod, "Succeeded", 0, REPORT)

@@ -1,7 +1,8 @@
 """A run whose pod stops at a checkpoint (exit code 75, INTERRUPTED) on a real API server and Job
-controller: the Job's podFailurePolicy ignores that exit (not a retry), the controller makes a new
-pod, and the Execution stays Running with reason Interrupted meanwhile, never Failed; a run resumed
-too often (exit code 17) fails ResumeLimitReached at once (docs/runs.md, "When a pod is lost").
+controller: the Job's podFailurePolicy ends that Job, the operator starts the run's next Job at once
+(not after the Job controller's failure back-off), and the Execution stays Running with reason
+Interrupted meanwhile, never Failed; a run resumed too often (exit code 17) fails ResumeLimitReached
+at once (docs/runs.md, "When a pod is lost").
 
 The session's operator (without the LLM gateway: a run without a journal is restarted the same way),
 the kubelet played through pods/status.
@@ -18,6 +19,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 
 from agentry_common.naming import job_name
+from agentry_operator.handlers.next_job import next_job_name
 from agentry_operator.kube import Execution
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess
@@ -39,14 +41,6 @@ def wait_status(client: Client, name: str, ns: str, what: str, test: Any) -> dic
     )
 
 
-def others(client: Client, ns: str, job: str, pod: Pod) -> Pod | None:
-    """A pod of the Job other than `pod` (listings are by name, not by age)."""
-    listed = client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job})
-    return next(
-        (p for p in listed if p.metadata and pod.metadata and p.metadata.name != pod.metadata.name), None
-    )
-
-
 def started(client: Client, ns: str, name: str) -> str:
     """A run of `news`; its Job's name once the Job exists."""
     ex = make_execution(client, ns, name)
@@ -55,7 +49,7 @@ def started(client: Client, ns: str, name: str) -> str:
     return job
 
 
-def test_a_pod_that_stops_at_a_checkpoint_is_replaced_and_the_run_never_fails_for_it(
+def test_a_pod_that_stops_at_a_checkpoint_goes_on_in_a_next_job_and_the_run_never_fails_for_it(
     kube_client: Client, operator: OperatorProcess, namespace: str
 ) -> None:
     client, ns = kube_client, namespace
@@ -66,19 +60,23 @@ def test_a_pod_that_stops_at_a_checkpoint_is_replaced_and_the_run_never_fails_fo
     wait_status(client, "long", ns, "Running", lambda s: s.get("reason") == "Running")
     stopped = {"summary": "interrupted", "checkpoint": {**CHECKPOINT, "entries": 3}}
     play_kubelet(client, first, "Failed", 75, stopped)
-    st = wait_status(client, "long", ns, "Interrupted", lambda s: s.get("reason") == "Interrupted")
-    assert st["phase"] == "Running" and "resuming from checkpoint" in st["message"]
-    assert st["checkpoint"]["entries"] == 3
+    uid = client.get(Execution, "long", namespace=ns).metadata.uid  # type: ignore[union-attr]
+    after = next_job_name({"name": "long", "uid": uid or ""}, job)
+    st = wait_status(client, "long", ns, "the next Job", lambda s: s.get("jobName") == after)
+    assert (st["phase"], st["reason"]) == ("Running", "Interrupted"), st  # never Failed for exit 75
+    assert "resuming from checkpoint" in st["message"] and st["checkpoint"]["entries"] == 3
+    assert client.get(Job, job, namespace=ns).status.failed == 1  # type: ignore[union-attr]
 
-    second = eventually(lambda: others(client, ns, job, first), what="a replacement pod")
-    assert status(client, "long", ns)["phase"] == "Running"  # never Failed for exit 75
+    second = job_pod(client, ns, after)
     play_kubelet(client, second, "Running")
     wait_status(client, "long", ns, "Running again", lambda s: s.get("reason") == "Running")
     resumed = {"summary": "done", "checkpoint": {**CHECKPOINT, "entries": 8, "resumes": 1}}
     play_kubelet(client, second, "Succeeded", 0, resumed)
     st = wait_status(client, "long", ns, "Succeeded", lambda s: s.get("phase") == "Succeeded")
-    assert st["attempts"] == 2 and st["checkpoint"]["resumes"] == 1 and st["checkpoint"]["entries"] == 8
-    assert (client.get(Job, job, namespace=ns).status.failed or 0) == 0  # type: ignore[union-attr]
+    assert st["checkpoint"]["resumes"] == 1 and st["checkpoint"]["entries"] == 8
+    assert st["result"]["summary"] == "done" and st["jobName"] == after
+    jobs = client.list(Job, namespace=ns, labels={"agentry.dev/execution": "long"})
+    assert sorted(str(j.metadata.name) for j in jobs if j.metadata) == sorted([job, after])
 
 
 def test_a_run_resumed_too_often_fails_resume_limit_reached(

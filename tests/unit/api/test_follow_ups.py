@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agentry_api.schemas.follow_ups import MessageIn
+from agentry_api.schemas.steering import MessageOrInterrupt as MessageIn
 from agentry_api.services.follow_ups import FollowUps, refusal, relatives, root_of, thread_of
 from agentry_api.services.runs import first_mirror
 from agentry_api.services.views import execution_out, execution_view
@@ -41,8 +41,8 @@ def test_the_message_is_required_bounded_and_strict() -> None:
     ("found", "says"),
     [
         (None, "no longer exists in the cluster"),
-        (cr(None), "is still Pending: steering a live run is not available yet"),
-        (cr("Running", {"entries": 4}), "is still Running: steering a live run is not available yet"),
+        (cr(None), "is still Pending: a live run is steered, not continued"),
+        (cr("Running", {"entries": 4}), "is still Running: a live run is steered, not continued"),
         (cr("WaitingApproval", {"entries": 2}, approval={"id": "ap-1"}), "waiting for approval ap-1"),
         (cr("Succeeded"), "has no checkpoint journal"),
         (cr("Succeeded", {"entries": 0}), "has no checkpoint journal"),

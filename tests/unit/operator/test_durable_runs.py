@@ -74,14 +74,15 @@ def test_a_governed_pod_gets_the_checkpoint_url_and_a_follow_up_its_parent() -> 
     assert cp.ENV_CHECKPOINT_URL not in off  # no gateway: no journal
 
 
-def test_exit_75_is_not_a_retry_final_codes_fail_the_job_and_the_pod_gets_its_grace() -> None:
+def test_exit_75_ends_the_job_for_the_next_one_final_codes_fail_it_and_the_pod_gets_its_grace() -> None:
     spec = build_job(EXECUTION, AGENT, "corr", Settings())["spec"]
-    fail_job, ignore_75, disruption = spec["podFailurePolicy"]["rules"]
+    fail_job, next_job, disruption = spec["podFailurePolicy"]["rules"]
     assert fail_job["action"] == "FailJob" and set(fail_job["onExitCodes"]["values"]) == set(FINAL)
     assert ExitCode.RESUME_LIMIT in fail_job["onExitCodes"]["values"]
     assert ExitCode.INTERRUPTED not in fail_job["onExitCodes"]["values"]
-    assert ignore_75 == {
-        "action": "Ignore",
+    # Ended at once (the operator starts the next Job), before the disruption rule can ignore it.
+    assert next_job == {
+        "action": "FailJob",
         "onExitCodes": {"containerName": "agent", "operator": "In", "values": [75]},
     }
     assert disruption["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
@@ -154,20 +155,49 @@ def test_a_pod_that_stopped_at_a_checkpoint_keeps_the_run_running_interrupted() 
     assert observe(RUNNING_JOB, [lost, running]).reason == Reason.RUNNING
 
 
-def test_resumed_too_often_fails_resume_limit_reached_and_75_never_fails_as_interrupted() -> None:
+def test_resumed_too_often_fails_resume_limit_reached_and_a_job_ended_by_75_asks_for_the_next() -> None:
     failed = {
         "spec": {},
         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]},
     }
     seen = observe(failed, [pod("p3", "2026-01-02T03:10:00Z", exited(17, {"summary": "resumed 3 times"}))])
-    assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.RESUME_LIMIT_REACHED)
-    # A Job of an older operator (no Ignore rule) that gave up on exit 75: Failed, but not "Interrupted".
-    old = {
-        "spec": {},
-        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+    assert (seen.phase, seen.reason, seen.next_job) == (Phase.FAILED, Reason.RESUME_LIMIT_REACHED, False)
+    report = {"summary": "interrupted", "checkpoint": CHECKPOINT}
+    seen = observe(failed, [pod("p1", "2026-01-02T03:00:00Z", exited(75, report))])
+    assert (seen.phase, seen.reason, seen.next_job) == (Phase.RUNNING, Reason.INTERRUPTED, True)
+    assert seen.checkpoint is not None and seen.checkpoint.entries == 12
+    # The pod was deleted (gone from the API): the Job's condition names the exit code.
+    gone = {
+        "reason": "PodFailurePolicy",
+        "message": "Container agent for pod ns/p1 failed with exit code 75 matching FailJob rule at index 1",
     }
-    seen = observe(old, [pod("p1", "2026-01-02T03:00:00Z", exited(75))])
-    assert seen.phase == Phase.FAILED and seen.reason == Reason.POD_FAILED
+    seen = observe(
+        {"spec": {}, "status": {"conditions": [{**failed["status"]["conditions"][0], **gone}]}}, []
+    )
+    assert (seen.phase, seen.reason, seen.next_job) == (Phase.RUNNING, Reason.INTERRUPTED, True)
+    other = {**gone, "message": gone["message"].replace("code 75", "code 1")}
+    seen = observe(
+        {"spec": {}, "status": {"conditions": [{**failed["status"]["conditions"][0], **other}]}}, []
+    )
+    assert (seen.phase, seen.next_job) == (Phase.FAILED, False)
+    # Its deadline passed meanwhile: that is the end, not a resume.
+    late = {
+        "spec": {"activeDeadlineSeconds": 60},
+        "status": {"conditions": [{**failed["status"]["conditions"][0], "reason": "DeadlineExceeded"}]},
+    }
+    seen = observe(late, [pod("p1", "2026-01-02T03:00:00Z", exited(75, report))])
+    assert (seen.phase, seen.reason, seen.next_job) == (Phase.FAILED, Reason.DEADLINE_EXCEEDED, False)
+
+
+def test_the_next_job_is_named_after_the_one_it_follows_and_the_run_keeps_its_start() -> None:
+    from agentry_operator.handlers.next_job import next_job_name
+
+    first = next_job_name(EXECUTION["metadata"], "run-1-abc")
+    assert first == next_job_name(EXECUTION["metadata"], "run-1-abc")  # a reconcile run twice adopts it
+    assert next_job_name(EXECUTION["metadata"], first) not in (first, "run-1-abc")
+    seen = observe(RUNNING_JOB, [])
+    patch = status_patch({"startTime": "2026-01-02T02:00:00Z"}, seen, 1, "2026-01-02T03:20:00Z", first)
+    assert patch.start_time == "2026-01-02T02:00:00Z" and patch.job_name == first
 
 
 def test_the_final_report_s_checkpoint_reaches_the_status_bounded() -> None:
@@ -234,3 +264,42 @@ async def test_prune_journals_takes_the_runs_of_executions_and_nothing_without_t
     state.governance = Recorder(governed(), KEYRING)
     await prune_journals(state, [EXECUTION, {"metadata": {"name": "no-uid", "namespace": "ns"}}], log)
     assert sent == [[("ns", "e-uid")]]
+
+
+async def test_a_run_lost_too_many_times_ends_resume_limit_reached_without_a_retry() -> None:
+    from agentry_operator.handlers import next_job
+    from agentry_operator.handlers.state import State
+
+    failed = {
+        "metadata": {"name": "run-1-j99"},
+        "spec": {},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "PodFailurePolicy",
+                    "message": "Container agent for pod ns/p failed with exit code 75 matching FailJob rule",
+                }
+            ]
+        },
+    }
+    written: list[dict[str, Any]] = []
+
+    class Client:
+        async def get(self, res: Any, name: str, namespace: str) -> dict[str, Any]:
+            return failed
+
+        async def list(self, res: Any, namespace: str, labels: dict[str, str]) -> Any:
+            many = next_job.MAX_JOBS if "agentry.dev/execution" in labels else 0
+            for _ in range(many):
+                yield {"metadata": {"name": "j"}}
+
+        async def patch(self, res: Any, name: str, obj: Any, **kw: Any) -> Any:
+            written.append(obj if isinstance(obj, dict) else obj.model_dump(by_alias=True, exclude_none=True))
+            raise RuntimeError("stop here: the status is what matters")
+
+    body = {**EXECUTION, "status": {"phase": "Running", "reason": "Interrupted", "jobName": "run-1-j99"}}
+    with pytest.raises(RuntimeError, match="stop here"):
+        await next_job.continue_run(Client(), Settings(), State(), body, AGENT, logging.getLogger("t"))  # type: ignore[arg-type]
+    assert written and "ResumeLimitReached" in str(written[0])

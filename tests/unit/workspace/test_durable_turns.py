@@ -12,6 +12,7 @@ import pytest
 
 from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, Entry, sign_entry, verify_chain
 from agentry_common.models import Risk
+from agentry_common.steering import Inbox
 from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec
 from agentry_workspace import journal
 from agentry_workspace import runner as runner_module
@@ -47,7 +48,7 @@ class MemoryStore:
     async def read(self, *, parent: bool = False) -> list[Entry]:
         return list(self.entries)
 
-    async def append(self, entries: list[Entry]) -> None:
+    async def append(self, entries: list[Entry], **_: Any) -> None:  # no steering inbox here
         last = self.entries[-1].seq if self.entries else 0
         if entries[0].seq != last + 1:
             raise Fenced(last)
@@ -56,6 +57,9 @@ class MemoryStore:
             if self.limit is not None and len(self.entries) >= self.limit:
                 raise PodLost
             self.entries.append(entry)
+
+    async def inbox(self, after: int, wait: int = 0) -> Inbox:
+        return Inbox()  # never read: the appends answer no queued message
 
     async def aclose(self) -> None:
         return None
@@ -262,7 +266,7 @@ async def test_a_refused_journal_is_a_warning_and_the_run_goes_on(tmp_path: Path
     store, counts = MemoryStore(), dict[str, int]()
     runner, sink = _runner(tmp_path, store, counts)
 
-    async def refuse(entries: list[Entry]) -> None:
+    async def refuse(entries: list[Entry], **_: Any) -> None:
         raise Refused("HTTP 413 the run's journal is full")
 
     store.append = refuse  # type: ignore[method-assign]

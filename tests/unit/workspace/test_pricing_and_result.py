@@ -78,7 +78,9 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "providers_failed": 20,
         "approval_required": 30,
         "resume_limit": 17,
+        "workspace_full": 18,
         "interrupted": 75,
+        "user_interrupt": 0,  # a person interrupted the run (steering): it succeeded
     }
     assert {1} == RETRYABLE_EXIT_CODES
 

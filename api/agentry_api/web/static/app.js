@@ -159,14 +159,19 @@ function renderExecutionDetail(e) {
   }
 }
 
-// The reply box: a finished run with a checkpoint journal can be continued (the texts are the page's).
+// The message box: a live run is steered when it can be (steering.js says), a finished run with a
+// checkpoint journal is continued (the texts are the page's).
 function replyState(e) {
   const form = $("#reply-form");
   if (!form) return;
+  const live = !FINISHED.includes(e.phase);
   let why = "";
-  if (!FINISHED.includes(e.phase)) why = form.dataset.liveWhy.replace("{phase}", e.phase);
-  else if (!(e.checkpoint && e.checkpoint.entries > 0)) why = form.dataset.journalWhy;
+  if (live && form.dataset.steerable === "false") why = form.dataset.liveWhy.replace("{phase}", e.phase);
+  else if (!live && !(e.checkpoint && e.checkpoint.entries > 0)) why = form.dataset.journalWhy;
   $("#reply-message").disabled = $("#reply-send").disabled = Boolean(why);
+  $("#reply-send").textContent = live ? "Send" : "Reply";
+  $("#reply-interrupt").hidden = !live;
+  $("#reply-interrupt").disabled = Boolean(why);
   $("#reply-why").textContent = why;
 }
 
@@ -337,21 +342,33 @@ document.addEventListener("click", async (ev) => {
   }
 });
 
+// The form's fields over the agent's current spec: saving keeps what the form does not show
+// (secrets, MCP servers, resources, ...), and a field emptied here is removed.
 function formSpec(form) {
   const f = new FormData(form);
+  const base = JSON.parse(form.dataset.spec || "{}");
   const spec = {
+    ...base,
     description: f.get("description") || "",
     instructions: f.get("instructions") || "",
     tools: f.getAll("tools"),
-    budget: { maxTurns: Number(f.get("maxTurns") || 30) },
+    budget: { ...(base.budget || {}), maxTurns: Number(f.get("maxTurns") || 30) },
+    memory: { ...(base.memory || {}), enabled: f.get("memory") === "on" },
+    workspace: { ...(base.workspace || {}), persistent: f.get("workspacePersistent") === "on" },
+    steering: { ...(base.steering || {}), pending: f.get("steeringPending") || "queue", onInterrupt: f.get("steeringOnInterrupt") || "end" },
   };
+  if (f.get("workspaceSize")) spec.workspace.size = String(f.get("workspaceSize"));
   // An empty model field: the installation's default model (the operator's operator.defaultModel).
   const model = String(f.get("model") || "").trim();
-  if (model) spec.model = { name: model };
+  if (model) spec.model = { ...(base.model || {}), name: model };
+  else delete spec.model;
   const hosts = String(f.get("allowedHosts") || "").split(",").map((s) => s.trim()).filter(Boolean);
-  if (hosts.length) spec.http = { allowedHosts: hosts };
+  if (hosts.length) spec.http = { ...(base.http || {}), allowedHosts: hosts };
+  else delete spec.http;
   if (f.get("maxCostPerRunUSD")) spec.budget.maxCostPerRunUSD = String(f.get("maxCostPerRunUSD"));
-  if (f.get("cron")) spec.schedule = { cron: f.get("cron"), timeZone: f.get("timeZone") || "UTC" };
+  else delete spec.budget.maxCostPerRunUSD;
+  if (f.get("cron")) spec.schedule = { ...(base.schedule || {}), cron: f.get("cron"), timeZone: f.get("timeZone") || "UTC" };
+  else delete spec.schedule;
   return { name: f.get("name"), spec };
 }
 
@@ -386,8 +403,10 @@ document.addEventListener("submit", async (ev) => {
   } else if (form.id === "reply-form") {
     ev.preventDefault();
     const box = $("#reply-message");
-    const r = await command("POST", `/api/executions/${encodeURIComponent(form.dataset.id)}/messages`, { message: box.value }, [201]);
-    if (r && r.ok) { box.value = ""; toast(`Follow-up ${r.data.id} started: it joins the thread below`); }
+    const r = await command("POST", `/api/executions/${encodeURIComponent(form.dataset.id)}/messages`, { message: box.value }, [201, 202]);
+    if (r && r.ok) box.value = "";
+    if (r && r.status === 202) { toast("Queued: the run gets it at its next turn"); steered(r.data.message); }
+    else if (r && r.ok) toast(`Follow-up ${r.data.id} started: it joins the thread below`);
   } else if (form.id === "agent-backfill-form") {
     ev.preventDefault();
     const at = (name) => new Date(form.elements[name].value).toISOString();  // local time, sent as UTC

@@ -1,0 +1,149 @@
+"""Steering inboxes through the real gateway on Google's Firestore emulator: the API's message
+(a service token) into a run's inbox beside its journal, the hint every append answers, the run
+reading its own queued messages (its run token; a long poll), delivery and the inbox's close in the
+append's transaction, double-texting, and a message for an ended run refused as `closed`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from google.cloud import firestore
+
+from agentry_common.checkpoints import CHECKPOINT_COLLECTION, CHECKPOINT_PATH, Entry, sign_entry
+from agentry_common.governance import RUN_END_PATH
+from agentry_common.steering import INBOX_COLLECTION, INBOX_PATH, STEER_PATH, Inbox
+from agentry_localcluster import localhttp
+from agentry_testing.scripted_llm import ScriptedLLM
+
+from .harness import GatewayServer, config, run_token, settings, svc_headers
+
+pytestmark = pytest.mark.integration
+
+KEY = "state-key-of-the-run"
+
+
+@pytest.fixture
+def gateway(firestore_project: str, llm: ScriptedLLM) -> Iterator[GatewayServer]:
+    with GatewayServer(
+        settings(ledger="firestore", google_cloud_project=firestore_project), config(llm)
+    ) as gw:
+        yield gw
+
+
+def entries(first: int, n: int, previous: str = "") -> list[Entry]:
+    out: list[Entry] = []
+    for seq in range(first, first + n):
+        out.append(sign_entry(KEY, previous, seq, "message", {"n": seq}, at="2026-01-01T00:00:00Z"))
+        previous = out[-1].sig
+    return out
+
+
+JOURNAL = entries(1, 4)
+
+
+def append(url: str, seqs: slice, **extra: Any) -> httpx.Response:
+    body = {"entries": [e.wire() for e in JOURNAL[seqs]], **extra}
+    headers = {"authorization": f"Bearer {run_token()}"}
+    return localhttp.post(f"{url}{CHECKPOINT_PATH}", json=body, headers=headers, timeout=30)
+
+
+def steer(url: str, text: str = "", **extra: Any) -> httpx.Response:
+    body = {"namespace": "team-a", "execution": "ex-1", "uid": "uid-ex-1", "text": text, "by": "ada", **extra}
+    return localhttp.post(f"{url}{STEER_PATH}", json=body, headers=svc_headers(), timeout=30)
+
+
+def inbox(url: str, **params: Any) -> Inbox:
+    headers = {"authorization": f"Bearer {run_token()}"}
+    response = localhttp.get(f"{url}{INBOX_PATH}", params=params, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return Inbox.model_validate(response.json())
+
+
+def listed(url: str) -> dict[int, str]:
+    params = {"namespace": "team-a", "uid": "uid-ex-1"}
+    response = localhttp.get(f"{url}{STEER_PATH}", params=params, headers=svc_headers(), timeout=30)
+    return {m["seq"]: m["state"] for m in response.json()["messages"]}
+
+
+def test_a_message_reaches_the_run_through_the_append_hint_and_is_delivered_once(
+    gateway: GatewayServer, firestore_db: firestore.Client
+) -> None:
+    assert append(gateway.url, slice(0, 1)).json() == {"last": 1}  # nothing queued: as before
+    posted = steer(gateway.url, "Also check Friday.")
+    assert posted.status_code == 202, posted.text
+    message = posted.json()["message"]
+    assert (message["seq"], message["state"], message["by"]) == (1, "queued", "ada")
+    assert append(gateway.url, slice(1, 2)).json() == {"last": 2, "inbox": 1}
+    got = inbox(gateway.url, after=0)
+    assert [m.text for m in got.messages] == ["Also check Friday."] and got.last == 1
+    # The append that journals the delivery marks it delivered, in its transaction.
+    assert append(gateway.url, slice(2, 3), delivered=[1]).json() == {"last": 3}
+    assert listed(gateway.url) == {1: "delivered"}
+    head = firestore_db.collection(CHECKPOINT_COLLECTION).document("team-a.uid-ex-1")
+    assert (head.get().to_dict() or {})["inboxQueued"] == []
+    doc = head.collection(INBOX_COLLECTION).document("00000001").get().to_dict() or {}
+    assert doc["state"] == "delivered" and doc["text"] == "Also check Friday."
+    assert inbox(gateway.url, after=1).messages == []
+
+
+def test_double_texting_and_the_runs_end(gateway: GatewayServer) -> None:
+    append(gateway.url, slice(0, 1))
+    steer(gateway.url, "one")
+    replaced = steer(gateway.url, "two", pending="replace")
+    assert replaced.json()["superseded"] == [1]
+    rejected = steer(gateway.url, "three", pending="reject")
+    assert rejected.status_code == 409 and rejected.json()["reason"] == "pending"
+    # A final append with a message queued leaves the inbox open: the run goes on with it.
+    assert append(gateway.url, slice(1, 2), close="idle").json() == {"last": 2, "inbox": 2}
+    assert append(gateway.url, slice(2, 3), delivered=[2], close="idle").json() == {"last": 3, "closed": True}
+    closed = steer(gateway.url, "after the end")
+    assert closed.status_code == 409 and closed.json()["reason"] == "closed"
+    assert listed(gateway.url) == {1: "superseded", 2: "delivered"}
+
+
+def test_an_end_refuses_what_waits_and_an_ended_run_takes_nothing(gateway: GatewayServer) -> None:
+    append(gateway.url, slice(0, 1))
+    steer(gateway.url, "never delivered")
+    assert append(gateway.url, slice(1, 2), close="end").json() == {"last": 2, "closed": True}
+    assert listed(gateway.url) == {1: "refused"}
+    # A run whose end the operator reported, without an append that closed its inbox: refused too.
+    ended = {"namespace": "team-a", "execution": "ex-9", "uid": "uid-ex-9"}
+    assert (
+        localhttp.post(f"{gateway.url}{RUN_END_PATH}", json=ended, headers=svc_headers()).status_code == 200
+    )
+    late = localhttp.post(
+        f"{gateway.url}{STEER_PATH}", json={**ended, "text": "hi", "by": "ada"}, headers=svc_headers()
+    )
+    assert late.status_code == 409 and late.json()["reason"] == "closed"
+
+
+def test_a_long_poll_answers_when_a_message_comes(gateway: GatewayServer) -> None:
+    append(gateway.url, slice(0, 1))
+    answers: list[Inbox] = []
+    waiter = threading.Thread(target=lambda: answers.append(inbox(gateway.url, after=0, wait=20)))
+    waiter.start()
+    time.sleep(1.5)
+    assert not answers  # still waiting: nothing queued
+    steer(gateway.url, interrupt=True)
+    waiter.join(30)
+    assert answers and [m.interrupt for m in answers[0].messages] == [True]
+
+
+def test_who_may_do_what(gateway: GatewayServer) -> None:
+    run_headers = {"authorization": f"Bearer {run_token()}"}
+    body = {"namespace": "team-a", "execution": "ex-1", "uid": "uid-ex-1", "text": "hi", "by": "ada"}
+    assert localhttp.post(f"{gateway.url}{STEER_PATH}", json=body, headers=run_headers).status_code == 403
+    assert localhttp.get(f"{gateway.url}{INBOX_PATH}", headers=svc_headers()).status_code == 403
+    blank = steer(gateway.url, "   ")
+    assert blank.status_code == 422 and "text" in blank.text
+    # Another run's token sees its own (empty) inbox, never this one's.
+    steer(gateway.url, "for ex-1 only")
+    other = localhttp.get(
+        f"{gateway.url}{INBOX_PATH}", headers={"authorization": f"Bearer {run_token('ex-2')}"}, timeout=30
+    )
+    assert other.json()["messages"] == []
