@@ -393,3 +393,30 @@ def test_sigterm_stops_cleanly_with_a_result(tmp_path: Path) -> None:
     result = json.loads(Path(env["AGENTRY_RESULT_FILE"]).read_text())
     assert result["stopReason"] == "deadline" and "SIGTERM" in result["summary"]
     assert json.loads(out.splitlines()[-1])["type"] == "result"
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (its SigCgt mask, /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def test_a_pod_stopped_while_it_starts_exits_interrupted_so_the_run_is_started_again(tmp_path: Path) -> None:
+    """A deletion in the seconds a pod spends importing: exit 75 (INTERRUPTED), which ends its Job for
+    the run's next one, never a plain SIGTERM death that would count against spec.retries."""
+    with ScriptedLLM([{"text": "never asked"}]) as llm:
+        env = prepare(tmp_path, base_spec(tools=[]), llm_url=llm.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentry_workspace"], env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + patient(30)
+            while not _catches_sigterm(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=patient(30)) == 75
+        finally:
+            proc.kill()
+        assert llm.requests == []  # it stopped before its run began
