@@ -30,7 +30,7 @@ from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
-from tests.integration.operator.test_governance import Gateway, gateway_operator, running_gateway
+from tests.integration.operator.test_governance import KEY, Gateway, gateway_operator, running_gateway
 
 from .helpers import REPORT, create_agent, pod_of, run, wait_api_phase
 from .server import ApiServer, api_settings, serve
@@ -86,6 +86,18 @@ def namespace(kube_client: Client) -> Iterator[str]:
 @pytest.fixture
 def api(firestore_project: str, namespace: str, plane: ControlPlane) -> Iterator[ApiServer]:
     yield from serve(api_settings(firestore_project, namespace, str(plane.kubeconfig)))
+
+
+@pytest.fixture
+def gateway_api(
+    firestore_project: str, namespace: str, plane: ControlPlane, gateway: Gateway
+) -> Iterator[ApiServer]:
+    """The API with the gateway's URL and keys (steering and memory reach it; the modules that
+    import this module's governed plane)."""
+    settings = api_settings(
+        firestore_project, namespace, str(plane.kubeconfig), gateway_url=gateway.url, token_keys=f"test:{KEY}"
+    )
+    yield from serve(settings)
 
 
 def executions(kube_client: Client, namespace: str) -> set[str]:

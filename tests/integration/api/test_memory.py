@@ -6,72 +6,41 @@ an agent whose memory is off answers 409 (docs/runs.md, "Memory across runs").
 Memory needs the gateway: a control plane of its own with a governed operator and a real gateway
 (tests/integration/operator/test_governance.py's), the API on it with the gateway's URL and keys."""
 
+# ruff: noqa: F811  (test_follow_ups.py's fixtures, imported: its governed plane, gateway and operator)
+
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from lightkube import Client
-from lightkube.resources.core_v1 import Namespace
 
 from agentry_common.memory import MAX_VALUE_BYTES
 from agentry_gateway.memory import Owner
-from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent
-from tests.fixtures.operator import OperatorProcess, own_control_plane
-from tests.fixtures.servers import make_namespace, plane_client
-from tests.integration.operator.test_governance import KEY, Gateway, gateway_operator, running_gateway
+from tests.integration.operator.test_governance import Gateway
 
 from .helpers import AGENT, create_agent
-from .server import ApiServer, api_settings, serve
+from .server import ApiServer
+from .test_follow_ups import (  # noqa: F401  (the module's fixtures: a governed plane of its own)
+    gateway,
+    gateway_api,
+    governed_operator,
+    kube_client,
+    namespace,
+    plane,
+)
 
 pytestmark = pytest.mark.integration
 
 MEMORY_AGENT: dict[str, Any] = {**AGENT["spec"], "memory": {"enabled": True, "maxEntries": 2}}  # type: ignore[dict-item]
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path_factory.mktemp("memory-api-kube")) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    with running_gateway() as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
-def governed_operator(
-    plane: ControlPlane, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    with gateway_operator(plane, tmp_path_factory.mktemp("memory-api-operator"), gateway) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def kube_client(plane: ControlPlane, governed_operator: OperatorProcess) -> Iterator[Client]:
-    with plane_client(plane, "memory-api-tests") as client:
-        yield client
-
-
 @pytest.fixture
-def namespace(kube_client: Client) -> Iterator[str]:
-    name = make_namespace(kube_client, "t")
-    yield name
-    kube_client.delete(Namespace, name)
-
-
-@pytest.fixture
-def api(firestore_project: str, namespace: str, plane: ControlPlane, gateway: Gateway) -> Iterator[ApiServer]:
-    settings = api_settings(
-        firestore_project, namespace, str(plane.kubeconfig), gateway_url=gateway.url, token_keys=f"test:{KEY}"
-    )
-    yield from serve(settings)
+def api(gateway_api: ApiServer) -> ApiServer:
+    return gateway_api
 
 
 def memory_agent(client: httpx.Client) -> str:
@@ -79,7 +48,10 @@ def memory_agent(client: httpx.Client) -> str:
 
 
 def test_the_owner_reads_writes_and_deletes_the_agents_memory(
-    api: ApiServer, gateway: Gateway, kube_client: Client, namespace: str
+    api: ApiServer,
+    gateway: Gateway,
+    kube_client: Client,
+    namespace: str,
 ) -> None:
     owner = api.guest()
     agent_id = memory_agent(owner)

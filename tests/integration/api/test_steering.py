@@ -10,7 +10,6 @@ delivered message, the final append closing the inbox) is done here with its run
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,15 +21,15 @@ from agentry_common.resources import Execution
 from agentry_common.steering import INBOX_PATH
 from agentry_common.tokens import mint_run_token
 from agentry_localcluster import localhttp
-from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import play_kubelet
-from tests.integration.operator.test_governance import KEY, KEYRING, Gateway
+from tests.integration.operator.test_governance import KEYRING, Gateway
 
 from .helpers import REPORT, create_agent, pod_of, run, wait_api_phase
-from .server import ApiServer, api_settings, serve
+from .server import ApiServer
 from .test_follow_ups import (  # noqa: F401  (the module's fixtures: a governed plane of its own)
     CHECKPOINT,
     gateway,
+    gateway_api,
     governed_operator,
     kube_client,
     namespace,
@@ -42,11 +41,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def api(firestore_project: str, namespace: str, plane: ControlPlane, gateway: Gateway) -> Iterator[ApiServer]:  # noqa: F811
-    settings = api_settings(
-        firestore_project, namespace, str(plane.kubeconfig), gateway_url=gateway.url, token_keys=f"test:{KEY}"
-    )
-    yield from serve(settings)
+def api(gateway_api: ApiServer) -> ApiServer:  # noqa: F811
+    return gateway_api
 
 
 def live_run(client: httpx.Client, kube_client: Client, namespace: str, **agent: Any) -> tuple[str, str]:  # noqa: F811

@@ -63,10 +63,15 @@ def gateway(plane: ControlPlane) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def operator(
-    plane: ControlPlane, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+    plane: ControlPlane,
+    gateway: Gateway,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
+    """The governed operator; a module that imports these fixtures adds settings as OPERATOR_ENV."""
     workdir = tmp_path_factory.mktemp("follow-ups-operator")
-    with gateway_operator(plane, workdir, gateway, AGENTRY_QUOTA_CONCURRENT_RUNS="0") as op:
+    env = {"AGENTRY_QUOTA_CONCURRENT_RUNS": "0", **getattr(request.module, "OPERATOR_ENV", {})}
+    with gateway_operator(plane, workdir, gateway, **env) as op:
         yield op
 
 

@@ -7,11 +7,12 @@ away, or re-created under the same name) and keeps the others (docs/runs.md, "Me
 Own control plane, one governed operator (a fast sweep) and a real gateway (test_governance.py's).
 """
 
+# ruff: noqa: F811  (test_follow_ups.py's fixtures, imported: its governed plane, gateway and operator)
+
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,57 +24,23 @@ from agentry_common.naming import token_secret_name
 from agentry_common.tokens import verify
 from agentry_gateway.memory import Owner
 from agentry_gateway.memory.local import LocalMemoryStore
-from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent
 from tests.fixtures.helpers import eventually
-from tests.fixtures.operator import OperatorProcess, own_control_plane
-from tests.fixtures.servers import make_namespace, plane_client
+from tests.fixtures.operator import OperatorProcess
+from tests.fixtures.servers import make_namespace
+from tests.integration.operator.test_follow_ups import client, gateway, operator, plane  # noqa: F401
 from tests.integration.operator.test_governance import (
     KEYRING,
     Gateway,
-    gateway_operator,
     make_agent,
     make_execution,
-    running_gateway,
     the_job,
 )
 
 pytestmark = pytest.mark.integration
 
 SWEEP_SECONDS = "1"
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path_factory.mktemp("memory-kube")) as plane:
-        yield plane
-
-
-@pytest.fixture(scope="module")
-def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    with running_gateway() as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
-def operator(
-    plane: ControlPlane, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("memory-operator")
-    with gateway_operator(
-        plane,
-        workdir,
-        gateway,
-        AGENTRY_QUOTA_CONCURRENT_RUNS="0",
-        AGENTRY_MEMORY_SWEEP_SECONDS=SWEEP_SECONDS,
-    ) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def client(plane: ControlPlane) -> Iterator[Client]:
-    with plane_client(plane, "memory-tests") as cl:
-        yield cl
+OPERATOR_ENV = {"AGENTRY_MEMORY_SWEEP_SECONDS": SWEEP_SECONDS}  # the governed operator's (test_follow_ups.py)
 
 
 @pytest.fixture
