@@ -251,13 +251,15 @@ class Settings(BaseSettings):
         default="claude-sonnet-4-6", description="Model of the chat designer and of drafted agents."
     )
     chat_max_tokens: int = Field(default=2048, ge=64, le=32000)
-    # The designer through the LLM gateway (metered and budgeted like runs): with a gateway URL and the
-    # token keys (the operator's and the gateway's), each turn mints a user token and calls the gateway;
-    # ANTHROPIC_API_KEY is then not used. Unset: the designer uses ANTHROPIC_API_KEY, unmetered.
+    # The LLM gateway, with the token keys (the operator's and the gateway's): the designer mints a
+    # user token per turn and calls it (metered and budgeted like runs; ANTHROPIC_API_KEY is then not
+    # used), and steering, Agent memory and the budgets page reach it with service tokens. Unset: the
+    # designer uses ANTHROPIC_API_KEY, unmetered, and those features answer that the gateway is off.
     gateway_url: str | None = Field(
         default=None,
         description="The LLM gateway, e.g. http://agentry-gateway.agentry-system.svc:8090: the chat "
-        "designer calls it with a user token per turn (needs the token keys).",
+        "designer's calls (a user token per turn), steering messages, Agent memory and the budgets page "
+        "(service tokens); needs the token keys.",
     )
     token_keys_dir: str | None = Field(
         default=None, description="Token keyring shared with the gateway: a mounted Secret directory."
