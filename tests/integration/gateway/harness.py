@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -232,3 +233,10 @@ def sent_key(headers: dict[str, str]) -> str | None:
         return headers["x-api-key"]
     auth = headers.get("authorization", "")
     return auth[7:] if auth.lower().startswith("bearer ") else None
+
+
+@contextmanager
+def firestore_gateway(project: str, llm: ScriptedLLM) -> Iterator[GatewayServer]:
+    """A gateway whose ledger, journals, inboxes and memories are in Firestore (`project`)."""
+    with GatewayServer(settings(ledger="firestore", google_cloud_project=project), config(llm)) as gw:
+        yield gw

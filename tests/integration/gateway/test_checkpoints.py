@@ -32,7 +32,7 @@ from agentry_gateway.checkpoints import Limits
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
-from .harness import KEYRING, GatewayServer, config, run_token, settings, svc_headers
+from .harness import KEYRING, GatewayServer, config, firestore_gateway, run_token, settings, svc_headers
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +94,7 @@ def race(urls: list[str], token: str, batches: list[list[Entry]]) -> list[httpx.
 
 @pytest.fixture
 def gateway(firestore_project: str, llm: ScriptedLLM) -> Iterator[GatewayServer]:
-    with GatewayServer(
-        settings(ledger="firestore", google_cloud_project=firestore_project), config(llm)
-    ) as gw:
+    with firestore_gateway(firestore_project, llm) as gw:
         yield gw
 
 

@@ -29,7 +29,7 @@ from agentry_common.tokens import mint_run_token
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
-from .harness import KEYRING, GatewayServer, config, run_token, settings, svc_headers
+from .harness import KEYRING, GatewayServer, firestore_gateway, run_token, svc_headers
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,7 @@ def svc(method: str, url: str, path: str, **kw: Any) -> httpx.Response:
 
 @pytest.fixture
 def gateway(firestore_project: str, llm: ScriptedLLM) -> Iterator[GatewayServer]:
-    with GatewayServer(
-        settings(ledger="firestore", google_cloud_project=firestore_project), config(llm)
-    ) as gw:
+    with firestore_gateway(firestore_project, llm) as gw:
         yield gw
 
 

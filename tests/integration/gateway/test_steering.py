@@ -20,7 +20,7 @@ from agentry_common.steering import INBOX_COLLECTION, INBOX_PATH, STEER_PATH, In
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
-from .harness import GatewayServer, config, run_token, settings, svc_headers
+from .harness import GatewayServer, firestore_gateway, run_token, svc_headers
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,7 @@ KEY = "state-key-of-the-run"
 
 @pytest.fixture
 def gateway(firestore_project: str, llm: ScriptedLLM) -> Iterator[GatewayServer]:
-    with GatewayServer(
-        settings(ledger="firestore", google_cloud_project=firestore_project), config(llm)
-    ) as gw:
+    with firestore_gateway(firestore_project, llm) as gw:
         yield gw
 
 
