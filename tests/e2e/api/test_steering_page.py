@@ -19,9 +19,10 @@ from tests.integration.operator.test_governance import Gateway
 
 pytestmark = pytest.mark.e2e
 
-# The governed stack of the API's steering tests: their `api` is configured with the gateway.
+# The governed stack of the API's steering tests: the API configured with the gateway.
 plane, gateway, governed_operator = governed.plane, governed.gateway, governed.governed_operator
-kube_client, namespace, api = governed.kube_client, governed.namespace, steering.api
+kube_client, namespace, gateway_api = governed.kube_client, governed.namespace, governed.gateway_api
+api = steering.api
 
 __all__ = ["browser"]
 

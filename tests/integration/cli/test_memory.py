@@ -18,7 +18,8 @@ from .conftest import Cli
 pytestmark = pytest.mark.integration
 
 plane, gateway, governed_operator = governed.plane, governed.gateway, governed.governed_operator
-api, kube_client, namespace = governed.api, governed.kube_client, governed.namespace
+api, gateway_api = governed.api, governed.gateway_api
+kube_client, namespace = governed.kube_client, governed.namespace
 
 
 def test_memory_lists_and_forgets_entries(cli: Cli, user: httpx.Client) -> None:
