@@ -39,11 +39,14 @@ ZONE_REASONS = {
 }
 
 
-def priority_of(execution: dict[str, Any], agent: dict[str, Any]) -> int:
+def priority_of(
+    execution: Mapping[str, Mapping[str, object]], agent: Mapping[str, Mapping[str, object]]
+) -> int:
     """The run's priority: the Execution's spec.priority, else its Agent's, else 5."""
     for spec in (execution.get("spec") or {}, agent.get("spec") or {}):
-        if spec.get("priority") is not None:
-            return int(spec["priority"])
+        priority = spec.get("priority")
+        if isinstance(priority, int):
+            return priority
     return DEFAULT_PRIORITY
 
 
@@ -56,10 +59,12 @@ def model_chain(spec: AgentSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys([spec.model.name, *(f.name for f in spec.model.fallbacks)]))
 
 
-def owner_of(obj: Mapping[str, Any]) -> str:
+def owner_of(obj: Mapping[str, object]) -> str:
     """An object's owner label, "" for none (an Agent's: the budget user; "" -> the gateway budgets by
     namespace; also the run gate's owner, builders/run_gate.py)."""
-    return str(((obj.get("metadata") or {}).get("labels") or {}).get(c.LABEL_OWNER) or "")
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return str(labels.get(c.LABEL_OWNER) or "") if isinstance(labels, Mapping) else ""
 
 
 def _parse(value: str | None) -> dt.datetime | None:

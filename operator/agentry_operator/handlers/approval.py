@@ -31,13 +31,12 @@ from agentry_common.statesig import SECRET_STATE_KEY, SIGNATURE_FIELD, state_ver
 from .. import kube
 from ..builders import kinds
 from ..builders.execution_status import Observed, observe, status_patch, terminal_job
-from ..builders.follow_up import Parent
 from ..builders.governance import record_before_job
-from ..builders.job import STATE_KEY, build_job, effective_spec, owner_reference
+from ..builders.job import STATE_KEY, effective_spec, owner_reference
 from ..conditions import now_rfc3339
 from ..settings import Settings
-from .admission import admission, ensure_token_secret
-from .follow_up import resumed_parent
+from .admission import admission
+from .resume_job import create_resume_job
 from .state import Logger, State
 
 DEFAULT_TIMEOUT_SECONDS = 3600
@@ -251,8 +250,6 @@ async def resume(
     if agent is None:
         raise RuntimeError("the Agent of a paused run is gone")
     run_spec = effective_spec(agent, config)  # parsed once: for the run token and the Job
-    token_secret: str | None = None
-    parent: Parent | None = None
     if config.governed:
         verdict = await admission(client, config, state, body, agent, name, logger)
         if verdict is None:
@@ -265,24 +262,8 @@ async def resume(
             sent = await kube.patch_status(client, kube.Execution, meta["name"], ns, recorded)
             state.wrote_status((ns, meta["name"]), sent)
         status = {**status, "conditions": verdict.conditions}
-        parent = await resumed_parent(client, config, state, body)
-        token_secret = await ensure_token_secret(client, state, body, agent, name, run_spec, parent)
     await _write_resume_file(client, name, ns, decision)
-    correlation_id = status.get("correlationId") or meta["name"]
-    job = await kube.create_or_adopt(
-        client,
-        build_job(
-            body,
-            agent,
-            correlation_id,
-            config,
-            name=name,
-            resume_configmap=name,
-            token_secret=token_secret,
-            spec=run_spec,
-            parent=parent,
-        ),
-    )
+    job = await create_resume_job(client, config, state, body, agent, name, run_spec, resume_configmap=name)
     logger.info(
         "resuming execution %s in job %s after approval by %s", meta["name"], name, decision.decided_by
     )

@@ -22,13 +22,12 @@ from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import INTERRUPTED_MESSAGE, observe, status_patch, terminal_job
-from ..builders.job import build_job, effective_spec
+from ..builders.job import effective_spec
 from ..builders.kinds import Meta
 from ..conditions import now_rfc3339
 from ..settings import Settings
-from .admission import ensure_token_secret
-from .follow_up import resumed_parent
 from .outcome import JOB_LABEL, JOBS, PODS, decide, write_status
+from .resume_job import create_resume_job
 from .state import Logger, State
 
 # Jobs one Execution may have, one per interruption: a pod lost in a loop ends the run (the runtime
@@ -69,27 +68,7 @@ async def continue_run(
         await decide(client, state, body, Phase.FAILED, Reason.RESUME_LIMIT_REACHED, why)
         return True
     name = next_job_name(meta, current)
-    run_spec = effective_spec(agent, config)
-    token_secret = None
-    if config.governed:
-        parent = await resumed_parent(client, config, state, body)
-        token_secret = await ensure_token_secret(client, state, body, agent, name, run_spec, parent)
-    else:
-        parent = None
-    correlation_id = status.get("correlationId") or meta["name"]
-    made = await kube.create_or_adopt(
-        client,
-        build_job(
-            body,
-            agent,
-            correlation_id,
-            config,
-            name=name,
-            token_secret=token_secret,
-            spec=run_spec,
-            parent=parent,
-        ),
-    )
+    made = await create_resume_job(client, config, state, body, agent, name, effective_spec(agent, config))
     logger.info("execution %s: its pod stopped at a checkpoint; resuming in job %s", meta["name"], name)
     seen = observe(None if made is None or terminal_job(made) else made, [])
     seen.phase, seen.reason, seen.message = Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE
