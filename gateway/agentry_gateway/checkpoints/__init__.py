@@ -12,9 +12,10 @@ from typing import Any
 
 from .firestore import FirestoreCheckpointStore
 from .memory import MemoryCheckpointStore
-from .store import CheckpointStore, Conflict, Limits, Page, Refused, RunRef, TooLarge
+from .store import Appended, CheckpointStore, Conflict, Limits, Page, Refused, RunRef, TooLarge
 
 __all__ = [
+    "Appended",
     "CheckpointStore",
     "Conflict",
     "FirestoreCheckpointStore",

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any, Final
 
 from agentry_common.checkpoints import CHECKPOINT_COLLECTION, Close, Entry, PrunedRun
@@ -58,12 +59,8 @@ class FirestoreCheckpointStore:
     def _head(self, run: RunRef) -> Any:
         return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
 
-    async def append(self, run: RunRef, entries: list[Entry]) -> tuple[int, int]:
-        done = await self.append_steered(run, entries, [], None)
-        return done.last, done.written
-
-    async def append_steered(
-        self, run: RunRef, entries: list[Entry], delivered: list[int], close: Close | None
+    async def append(
+        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
         from google.cloud.firestore import AsyncTransaction, async_transactional
 

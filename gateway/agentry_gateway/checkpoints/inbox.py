@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,7 @@ def admit(head: InboxHead, req: SteerRequest) -> tuple[SteerMessage, list[int]]:
     return message, superseded
 
 
-def take(head: InboxHead, delivered: list[int], close: Close | None) -> tuple[list[int], list[int]]:
+def take(head: InboxHead, delivered: Sequence[int], close: Close | None) -> tuple[list[int], list[int]]:
     """An append's effect on the inbox: the seqs to mark delivered and those to mark refused (an end
     with messages queued); `head` is updated. `close: idle` closes only when nothing stays queued."""
     marked = sorted({s for s in delivered if 0 < s <= head.last})

@@ -3,6 +3,7 @@ tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agentry_common.checkpoints import Close, Entry, PrunedRun
@@ -26,12 +27,8 @@ class MemoryCheckpointStore:
         self.limits = limits or Limits()
         self.journals: dict[str, _Journal] = {}
 
-    async def append(self, run: RunRef, entries: list[Entry]) -> tuple[int, int]:
-        done = await self.append_steered(run, entries, [], None)
-        return done.last, done.written
-
-    async def append_steered(
-        self, run: RunRef, entries: list[Entry], delivered: list[int], close: Close | None
+    async def append(
+        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
         batch = Batch.of(entries, self.limits)
         # No await from the read to the write: atomic on the event loop.

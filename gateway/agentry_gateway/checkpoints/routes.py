@@ -125,7 +125,7 @@ def _parse_append(gw: Gateway, raw: bytes) -> AppendRequest:
 async def append(request: Request, claims: RunClaims, gw: GatewayDep) -> JSONResponse:
     body = _parse_append(gw, await request.body())
     try:
-        done = await gw.checkpoints.append_steered(own_run(claims), body.entries, body.delivered, body.close)
+        done = await gw.checkpoints.append(own_run(claims), body.entries, body.delivered, body.close)
     except Conflict as exc:
         gw.metrics.checkpoint_conflicts.inc()
         return JSONResponse({"detail": exc.detail, "last": exc.last}, 409)

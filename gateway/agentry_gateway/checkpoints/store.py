@@ -7,6 +7,7 @@ lock in memory, a transaction on the head document in Firestore).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -148,16 +149,12 @@ def decide(batch: Batch, last: int, stored_bytes: int, stored_sigs: dict[int, st
 class CheckpointStore(Protocol):
     limits: Limits
 
-    async def append(self, run: RunRef, entries: list[Entry]) -> tuple[int, int]:
-        """Store the entries after the journal's last (atomically): the journal's last seq, and the
-        bytes written (0: an exact retry of entries stored already)."""
-        ...
-
-    async def append_steered(
-        self, run: RunRef, entries: list[Entry], delivered: list[int], close: Close | None
+    async def append(
+        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
-        """`append`, with the steering inbox's part: `delivered` seqs marked so, the inbox closed
-        (`close`), in the same atomic step (inbox.take)."""
+        """Store the entries after the journal's last (atomically): the journal's last seq and the bytes
+        written (0: an exact retry of entries stored already); in the same atomic step, the steering
+        inbox's part (inbox.take): `delivered` seqs marked so, the inbox closed (`close`)."""
         ...
 
     async def read(self, run: RunRef, after: int) -> Page: ...

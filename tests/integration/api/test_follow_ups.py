@@ -9,9 +9,10 @@ from the report.
 
 Follow-ups need the LLM gateway (the operator's webhook refuses them without it: journals live
 there), so these tests run on a control plane of their own with a governed operator and a real
-gateway (tests/integration/operator/test_governance.py's), and the API on that plane. The fixtures
-`api`, `kube_client` and `namespace` here replace the shared ones for this module and for the CLI's
+gateway (tests/fixtures/governed.py), and the API on that plane. The fixtures `api`, `kube_client`
+and `namespace` here replace the shared ones for this module and for the CLI's
 and the browser's follow-up tests, which import them."""
+# ruff: noqa: F811  (fixtures/governed.py's fixtures, imported: a governed plane, gateway and operator)
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from lightkube.types import PatchType
 from agentry_common import constants
 from agentry_common.resources import Execution
 from agentry_localcluster.kube import ControlPlane
+from tests.fixtures.governed import gateway, governed_operator, kube_client, plane  # noqa: F401
 from tests.fixtures.helpers import eventually, play_kubelet
-from tests.fixtures.operator import OperatorProcess, own_control_plane
-from tests.fixtures.servers import make_namespace, plane_client
-from tests.integration.operator.test_governance import KEY, Gateway, gateway_operator, running_gateway
+from tests.fixtures.servers import make_namespace
+from tests.integration.operator.test_governance import KEY, Gateway
 
 from .helpers import REPORT, create_agent, pod_of, run, wait_api_phase
 from .server import ApiServer, api_settings, serve
@@ -44,36 +45,6 @@ FOLLOW_UP_REPORT = {
     "usage": {"inputTokens": 2000, "outputTokens": 100, "costUSD": "0.0075", "model": "claude-sonnet-4-5"},
     "checkpoint": {**CHECKPOINT, "entries": 10},
 }
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path_factory.mktemp("follow-ups-kube")) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    with running_gateway() as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
-def governed_operator(
-    plane: ControlPlane, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    quotas = {  # the run gate's quotas out of the way, as the session's operator has them
-        f"AGENTRY_{p}QUOTA_{q}": "1000" for p in ("", "GUEST_") for q in ("CONCURRENT_RUNS", "RUNS_PER_DAY")
-    }
-    workdir = tmp_path_factory.mktemp("follow-ups-operator")
-    with gateway_operator(plane, workdir, gateway, **quotas) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def kube_client(plane: ControlPlane, governed_operator: OperatorProcess) -> Iterator[Client]:
-    with plane_client(plane, "follow-up-tests") as client:
-        yield client
 
 
 @pytest.fixture

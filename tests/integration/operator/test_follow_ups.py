@@ -4,15 +4,15 @@ a checkpoint journal, and its Job gets the parent's name and journal keys; every
 the child FollowUpRefused naming the field (docs/runs.md, "Follow-ups"). Journals in the gateway go
 with the runs the operator prunes and with a deleted Agent's runs.
 
-Own control plane, one governed operator and a real gateway (tests/integration/operator/
-test_governance.py's), the kubelet played through pods/status.
+Own control plane, one governed operator and a real gateway (tests/fixtures/governed.py), the
+kubelet played through pods/status.
 """
+# ruff: noqa: F811  (fixtures/governed.py's fixtures, imported: a governed plane, gateway and operator)
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,20 +26,17 @@ from agentry_common import constants as c
 from agentry_common.naming import token_secret_name
 from agentry_common.tokens import verify
 from agentry_gateway.checkpoints.store import RunRef
-from agentry_localcluster.kube import ControlPlane
 from agentry_operator.kube import Agent, Execution
+from tests.fixtures.governed import gateway, governed_operator, kube_client, plane  # noqa: F401
 from tests.fixtures.helpers import eventually, job_pod, play_kubelet
-from tests.fixtures.operator import OperatorProcess, own_control_plane
-from tests.fixtures.servers import make_namespace, plane_client
+from tests.fixtures.servers import make_namespace
 from tests.integration.operator.test_governance import (
     KEY,
     KEYRING,
     USER,
     Gateway,
-    gateway_operator,
     make_agent,
     make_execution,
-    running_gateway,
     the_job,
     wait_status,
 )
@@ -50,39 +47,12 @@ CHECKPOINT = {"entries": 5, "resumes": 0, "interruptedCalls": 0, "lastAt": "2026
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with own_control_plane(tmp_path_factory.mktemp("follow-ups-kube")) as plane:
-        yield plane
-
-
-@pytest.fixture(scope="module")
-def gateway(plane: ControlPlane) -> Iterator[Gateway]:
-    with running_gateway() as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
-def operator(
-    plane: ControlPlane,
-    gateway: Gateway,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[OperatorProcess]:
-    """The governed operator; a module that imports these fixtures adds settings as OPERATOR_ENV."""
-    workdir = tmp_path_factory.mktemp("follow-ups-operator")
-    env = {"AGENTRY_QUOTA_CONCURRENT_RUNS": "0", **getattr(request.module, "OPERATOR_ENV", {})}
-    with gateway_operator(plane, workdir, gateway, **env) as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def client(plane: ControlPlane) -> Iterator[Client]:
-    with plane_client(plane, "follow-up-tests") as cl:
-        yield cl
+def client(kube_client: Client) -> Client:
+    return kube_client
 
 
 @pytest.fixture
-def ns(client: Client, operator: OperatorProcess) -> str:
+def ns(client: Client) -> str:
     name = make_namespace(client, "fu")
     make_agent(client, name, "news")
     return name

@@ -7,7 +7,7 @@ away, or re-created under the same name) and keeps the others (docs/runs.md, "Me
 Own control plane, one governed operator (a fast sweep) and a real gateway (test_governance.py's).
 """
 
-# ruff: noqa: F811  (test_follow_ups.py's fixtures, imported: its governed plane, gateway and operator)
+# ruff: noqa: F811  (fixtures/governed.py's fixtures, imported: a governed plane, gateway and operator)
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from agentry_common.tokens import verify
 from agentry_gateway.memory import Owner
 from agentry_gateway.memory.local import LocalMemoryStore
 from agentry_operator.kube import Agent
+from tests.fixtures.governed import gateway, governed_operator, kube_client, plane  # noqa: F401
 from tests.fixtures.helpers import eventually
-from tests.fixtures.operator import OperatorProcess
 from tests.fixtures.servers import make_namespace
-from tests.integration.operator.test_follow_ups import client, gateway, operator, plane  # noqa: F401
+from tests.integration.operator.test_follow_ups import client  # noqa: F401
 from tests.integration.operator.test_governance import (
     KEYRING,
     Gateway,
@@ -40,11 +40,11 @@ from tests.integration.operator.test_governance import (
 pytestmark = pytest.mark.integration
 
 SWEEP_SECONDS = "1"
-OPERATOR_ENV = {"AGENTRY_MEMORY_SWEEP_SECONDS": SWEEP_SECONDS}  # the governed operator's (test_follow_ups.py)
+OPERATOR_ENV = {"AGENTRY_MEMORY_SWEEP_SECONDS": SWEEP_SECONDS}  # fixtures/governed.py's operator
 
 
 @pytest.fixture
-def ns(client: Client, operator: OperatorProcess) -> str:
+def ns(client: Client) -> str:
     return make_namespace(client, "mem")
 
 

@@ -12,6 +12,7 @@ import pytest
 from agentry_common.checkpoints import Entry, PrunedRun, entry_bytes, sign_entry, verify_chain
 from agentry_common.tokens import Keyring
 from agentry_gateway.checkpoints import (
+    Appended,
     Conflict,
     FirestoreCheckpointStore,
     Limits,
@@ -47,12 +48,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def last_written(coro: Any) -> tuple[int, int]:
+    done = run(coro)
+    return done.last, done.written
+
+
 def test_appends_continue_the_journal_and_read_back_whole() -> None:
     store = MemoryCheckpointStore()
     journal = chain(5)
     sizes = [entry_bytes(e) for e in journal]
-    assert run(store.append(RUN, journal[:2])) == (2, sum(sizes[:2]))
-    assert run(store.append(RUN, journal[2:])) == (5, sum(sizes[2:]))
+    assert last_written(store.append(RUN, journal[:2])) == (2, sum(sizes[:2]))
+    assert last_written(store.append(RUN, journal[2:])) == (5, sum(sizes[2:]))
     page = run(store.read(RUN, 0))
     assert (page.last, page.execution, page.more) == (5, "ex-1", False)
     assert page.entries == journal
@@ -80,10 +86,10 @@ def test_an_append_that_does_not_follow_the_stored_last_is_a_conflict_naming_it(
 def test_a_second_pod_writing_the_same_seq_loses_but_an_exact_retry_is_answered() -> None:
     store = MemoryCheckpointStore()
     mine, theirs = chain(3), entries(1, 3, key="other-key")
-    assert run(store.append(RUN, mine[:2]))[0] == 2
+    assert run(store.append(RUN, mine[:2])).last == 2
     # The same batch again (its answer was lost): answered with the stored last, nothing written.
-    assert run(store.append(RUN, mine[:2])) == (2, 0)
-    assert run(store.append(RUN, mine[1:2])) == (2, 0)
+    assert last_written(store.append(RUN, mine[:2])) == (2, 0)
+    assert last_written(store.append(RUN, mine[1:2])) == (2, 0)
     with pytest.raises(Conflict) as lost:
         run(store.append(RUN, theirs[:2]))  # same seqs, other signatures: another pod's
     assert lost.value.last == 2
@@ -100,8 +106,8 @@ def test_concurrent_appends_of_the_same_seq_exactly_one_wins() -> None:
         return await asyncio.gather(*(store.append(RUN, b) for b in batches), return_exceptions=True)
 
     results = run(race())
-    won = [r for r in results if isinstance(r, tuple)]
-    assert len(won) == 1 and won[0][0] == 1
+    won = [r for r in results if isinstance(r, Appended)]
+    assert len(won) == 1 and won[0].last == 1
     assert all(isinstance(r, Conflict) and r.last == 1 for r in results if r not in won)
 
 

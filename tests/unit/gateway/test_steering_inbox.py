@@ -45,11 +45,11 @@ def states(store: MemoryCheckpointStore) -> dict[int, str]:
 
 def test_queue_appends_in_order_and_the_append_answer_says_so() -> None:
     store = MemoryCheckpointStore()
-    assert run(store.append_steered(RUN, [entry(1)], [], None)).inbox == 0
+    assert run(store.append(RUN, [entry(1)], [], None)).inbox == 0
     first = run(store.post(RUN, msg("one")))
     second = run(store.post(RUN, msg("two")))
     assert (first.message.seq, second.message.seq) == (1, 2) and second.superseded == []
-    answer = run(store.append_steered(RUN, [entry(2, entry(1).sig)], [], None))
+    answer = run(store.append(RUN, [entry(2, entry(1).sig)], [], None))
     assert (answer.last, answer.inbox, answer.closed) == (2, 2, False)
     queued = run(store.inbox(RUN, 0))
     assert [m.text for m in queued.messages] == ["one", "two"]
@@ -66,7 +66,7 @@ def test_replace_supersedes_the_queued_and_reject_refuses_while_one_waits() -> N
     with pytest.raises(InboxRefused) as refused:
         run(store.post(RUN, msg("four", DoubleTexting.REJECT)))
     assert refused.value.refusal is Refusal.PENDING and refused.value.status == 409
-    run(store.append_steered(RUN, [entry(1)], [3], None))  # delivered: reject admits the next
+    run(store.append(RUN, [entry(1)], [3], None))  # delivered: reject admits the next
     assert run(store.post(RUN, msg("four", DoubleTexting.REJECT))).message.seq == 4
     assert states(store)[3] == "delivered"
 
@@ -84,20 +84,20 @@ def test_delivery_is_marked_by_the_append_and_only_the_named_seqs() -> None:
     store = MemoryCheckpointStore()
     run(store.post(RUN, msg("one")))
     run(store.post(RUN, msg("two")))
-    answer = run(store.append_steered(RUN, [entry(1)], [1], None))
+    answer = run(store.append(RUN, [entry(1)], [1], None))
     assert answer.inbox == 2  # two is still queued
     assert states(store) == {1: "delivered", 2: "queued"}
     # An exact retry of the same append marks again and changes nothing else.
-    again = run(store.append_steered(RUN, [entry(1)], [1], None))
+    again = run(store.append(RUN, [entry(1)], [1], None))
     assert (again.last, again.written, again.inbox) == (1, 0, 2)
 
 
 def test_a_final_append_closes_only_an_idle_inbox() -> None:
     store = MemoryCheckpointStore()
     run(store.post(RUN, msg("late")))
-    kept_open = run(store.append_steered(RUN, [entry(1)], [], Close.IDLE))
+    kept_open = run(store.append(RUN, [entry(1)], [], Close.IDLE))
     assert (kept_open.closed, kept_open.inbox) == (False, 1)  # the run goes on with it
-    done = run(store.append_steered(RUN, [entry(2, entry(1).sig)], [1], Close.IDLE))
+    done = run(store.append(RUN, [entry(2, entry(1).sig)], [1], Close.IDLE))
     assert (done.closed, done.inbox) == (True, 0)
     with pytest.raises(InboxRefused) as closed:  # the race with the run's end: refused, never lost
         run(store.post(RUN, msg("after the end")))
@@ -107,7 +107,7 @@ def test_a_final_append_closes_only_an_idle_inbox() -> None:
 def test_an_end_closes_regardless_and_refuses_what_waits() -> None:
     store = MemoryCheckpointStore()
     run(store.post(RUN, msg("never delivered")))
-    answer = run(store.append_steered(RUN, [entry(1)], [], Close.END))
+    answer = run(store.append(RUN, [entry(1)], [], Close.END))
     assert answer.closed and states(store) == {1: MessageState.REFUSED.value}
 
 

@@ -47,7 +47,7 @@ class GatewayInMemory:
     async def append(
         self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
     ) -> AppendAnswer:
-        done = await self.gw.append_steered(RUN, entries, delivered or [], close)
+        done = await self.gw.append(RUN, entries, delivered or [], close)
         return AppendAnswer(last=done.last, inbox=done.inbox, closed=done.closed)
 
     async def inbox(self, after: int, wait: int = 0) -> Inbox:
