@@ -43,7 +43,9 @@ def storage_class() -> dict[str, Any]:
         },
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
+        # The scheduler binds a pod's claims itself and waits for them in its bind step: with Immediate,
+        # a pod tried before its claim was bound could wait minutes for the scheduler's next look.
+        "volumeBindingMode": "WaitForFirstConsumer",
     }
 
 
