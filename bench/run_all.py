@@ -45,6 +45,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "operator_scale": ["bench.operator_scale"],
     "schedule_drift": ["bench.schedule_drift"],
     "run_starts": ["bench.run_starts"],
+    "run_triggers": ["bench.run_triggers"],
+    "run_notifications": ["bench.run_notifications"],
 }
 
 

@@ -5,7 +5,7 @@
 #   api        images/python/Dockerfile (the API and dashboard)
 #   gateway    images/python/Dockerfile (the LLM gateway, with the provider layer agentry_llm)
 #   squid      images/squid/Dockerfile (the egress proxy: Debian's squid and its allow-list helper,
-#              agentry_workspace/egress_acl.py with the http tool's tools/netpolicy.py; the .deb files
+#              agentry_workspace/egress_acl.py with the http tool's tools/netpolicy.py and agentry_common/netaddr.py; the .deb files
 #              the Debian base lacks are downloaded on the host, like the wheels)
 #
 # An image is rebuilt only when its inputs changed: a hash of the sources, Dockerfile, uv.lock and
@@ -65,7 +65,7 @@ inputs() {
   case "$1" in
     workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh workspace_image/mcp-servers ;;
     squid) echo images/squid hack/build-images.sh workspace_image/agentry_workspace/egress_acl.py \
-      workspace_image/agentry_workspace/tools/netpolicy.py; return ;;
+      workspace_image/agentry_workspace/tools/netpolicy.py common/agentry_common/netaddr.py; return ;;
     *) echo images/python hack/build-images.sh ;;
   esac
   for dir in $(member_dirs "$1"); do echo "$dir/pyproject.toml" "${dir}/$(basename "$(package_of "$dir")")"; done
@@ -180,7 +180,7 @@ build_squid() {
   rm -rf "$ctx/debs/partial" "$ctx/debs/lock" "$ctx/status"
   cp "$REPO/images/squid/Dockerfile" "$ctx/"
   cp "$REPO/workspace_image/agentry_workspace/egress_acl.py" \
-    "$REPO/workspace_image/agentry_workspace/tools/netpolicy.py" "$ctx/"
+    "$REPO/workspace_image/agentry_workspace/tools/netpolicy.py" "$REPO/common/agentry_common/netaddr.py" "$ctx/"
   log "squid: $(find "$ctx/debs" -name '*.deb' | wc -l) packages, $(du -sh "$ctx/debs" | cut -f1); docker build -t $tag"
   if ! DOCKER_BUILDKIT=0 docker build --network=none --build-arg "BASE_IMAGE=$BASE_TAG" -t "$tag" "$ctx" 2>&1 \
     | sed -u 's/^/    /' >&2; then

@@ -9,6 +9,7 @@ answers stay `ApiError` for the caller to translate.
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import string
 from collections.abc import AsyncIterable, AsyncIterator
@@ -175,6 +176,13 @@ class Cluster:
             raise
         return True
 
+    async def patch_status(self, res: Any, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the object's status subresource."""
+        call = self.client.patch(
+            res.Status, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
+        )
+        return to_dict(await self._call(call))
+
     # -- secrets --------------------------------------------------------------------------------
 
     async def secret_labels(self, names: list[str]) -> dict[str, dict[str, str] | None]:
@@ -199,6 +207,22 @@ class Cluster:
                 raise
             found[name] = dict((secret.metadata.labels if secret.metadata else None) or {})
         return found
+
+    async def secret_data(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """A Secret's decoded data and its labels (None: no such Secret). Only a trigger's HMAC key is
+        read this way (services/hooks.py); the value is never logged or stored."""
+        try:
+            secret = await self._call(self.client.get(Secret, name, namespace=self.namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return data, dict((secret.metadata.labels if secret.metadata else None) or {})
+
+    async def put_secret(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a Secret the API manages (a trigger's key)."""
+        return to_dict(await self._call(self.client.create(Secret.from_dict(manifest))))
 
     # -- executions -----------------------------------------------------------------------------
 

@@ -37,8 +37,11 @@ from .services.agents import AgentService
 from .services.approvals import ApprovalService
 from .services.events import EventBus
 from .services.feed import RevocationFeed
+from .services.hooks import HookReceiver
+from .services.notifications import Notifications
 from .services.quotas import Quotas
 from .services.runs import RunService
+from .services.triggers import TriggerService
 from .session_cache import SessionCache
 from .settings import Settings
 from .storage import Store, now_iso
@@ -70,6 +73,9 @@ class AppState:
     watcher: Watcher | None = None  # started by the lifespan unless settings.watch is off
     session_cache: SessionCache = field(default_factory=lambda: SessionCache(0))
     revocations: RevocationFeed | None = None  # drops sessions ended on other replicas from the cache
+    triggers: TriggerService | None = None  # owners' triggers (routers/triggers.py)
+    hooks: HookReceiver | None = None  # the trigger receiver (routers/hooks.py): its caches and rates
+    notifications: Notifications | None = None  # subscriptions, the outbox and its dispatcher
     _users: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     async def session(self, session_id: str, max_age: float | None = None) -> Doc | None:

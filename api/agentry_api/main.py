@@ -48,11 +48,16 @@ from .routers import (
     events,
     executions,
     health,
+    hooks,
     memory,
     messages,
+    notification_pages,
+    notifications,
     pages,
     scheduler,
     session,
+    trigger_pages,
+    triggers,
     usage,
     workflows,
 )
@@ -61,11 +66,15 @@ from .services.approvals import ApprovalService
 from .services.errors import REQUEST_ID, Conflict, Invalid, NotFound, OverQuota, Unavailable
 from .services.events import EventBus
 from .services.feed import EventFeed, RevocationFeed
+from .services.hooks import HookReceiver
+from .services.notifications import Notifications
 from .services.peers import PeerWake
 from .services.quotas import Quotas
 from .services.runs import RunService
 from .services.trials.run import TrialService
+from .services.triggers import TRIGGER_SWEEP_SECONDS, TriggerService
 from .services.workflow_feed import WorkflowRunFeed
+from .services.workflows import WorkflowService
 from .session_cache import SessionCache
 from .settings import Settings, get_settings
 from .storage import Contended, Store, new_client
@@ -152,6 +161,11 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
     agent_service = AgentService(store, cluster, bus, settings)
     approval_service = ApprovalService(store, cluster, bus)
     runs = RunService(store, cluster, bus, agent_service, approval_service)
+    secret = session_secret(settings)
+    notify = Notifications.of(store, settings, WorkflowService(store, cluster, settings), secret)
+    bus.notify = notify.outbox.from_bus  # run ends, approvals, paused schedules become notifications
+    approval_service.outbox = notify.outbox  # approvals about to expire, escalations
+    triggers = TriggerService(store, cluster, agent_service, settings)
     return AppState(
         settings=settings,
         store=store,
@@ -160,11 +174,14 @@ def build_state(settings: Settings, verifier: TokenVerifier | None, llm: LLM | N
         agents=agent_service,
         runs=runs,
         approvals=approval_service,
-        sessions=Sessions(session_secret(settings), settings.session_max_age_seconds),
+        sessions=Sessions(secret, settings.session_max_age_seconds),
         verifier=user_verifier(settings, verifier),
         llm=llm if llm is not None else llm_from_settings(settings),
         quotas=Quotas(store, settings),
         scheduler_verifier=scheduler_verifier(settings),
+        notifications=notify,
+        triggers=triggers,
+        hooks=HookReceiver(store, cluster, runs, triggers, settings),
         session_cache=SessionCache(settings.session_cache_seconds),
         revocations=(
             RevocationFeed.of(settings.google_cloud_project, settings.firestore_database)
@@ -187,6 +204,7 @@ def start_watcher(state: AppState) -> Watcher:
         settings.approval_check_seconds,
         WorkflowRunFeed(state.store, state.cluster, state.bus, settings.import_owner),
         lambda: trials.sweep(None),
+        sweeps=[("triggers", TRIGGER_SWEEP_SECONDS, state.triggers.sweep)] if state.triggers else [],
     )
     watcher.start()
     return watcher
@@ -195,6 +213,10 @@ def start_watcher(state: AppState) -> Watcher:
 async def close_state(state: AppState) -> None:
     if state.watcher is not None:
         await state.watcher.stop()
+    if state.hooks is not None:
+        await state.hooks.aclose()
+    if state.notifications is not None:
+        await state.notifications.dispatcher.stop()
     if state.revocations is not None:
         await asyncio.to_thread(state.revocations.stop)
     if state.bus.peers is not None:
@@ -382,6 +404,8 @@ def lifespan_of(
             await state.bus.peers.start(state.bus.wake, state.forget_users)
         if settings.watch:
             state.watcher = start_watcher(state)
+            if state.notifications is not None:
+                state.notifications.dispatcher.start()
         freeze_startup_heap()  # full collections skip what start-up made (agentry_common/heap.py)
         log.info("API ready: namespace=%s project=%s", settings.namespace, settings.google_cloud_project)
         try:
@@ -408,6 +432,11 @@ def install_routes(app: FastAPI) -> None:
         budgets,
         chat,
         workflows,
+        triggers,
+        hooks,
+        trigger_pages,
+        notifications,
+        notification_pages,
         pages,
     ):
         app.include_router(module.router)

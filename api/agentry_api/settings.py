@@ -215,6 +215,37 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Retry period of Agent CR writes that failed (cluster unavailable)."
     )
     approval_check_seconds: float = Field(default=5.0, gt=0, description="Approval timeout sweep period.")
+    # -- notifications (docs/events.md, "Events out") --------------------------------------------
+    public_url: str | None = Field(
+        default=None,
+        description="The dashboard's address as people reach it (e.g. https://agentry.example.com): "
+        "the links in notifications. Unset: notifications carry paths only.",
+    )
+    notify_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names and addresses or CIDRs (10.0.0.0/8) notification sinks may reach although "
+        "private, loopback or link-local (none by default: such sinks are refused).",
+    )
+    notify_retry_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 300.0],
+        min_length=1,
+        max_length=10,
+        description="Delays before each retry of a failed delivery; after the last, it is dead-lettered.",
+    )
+    notify_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="One delivery attempt's limit."
+    )
+    notify_poll_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How often the dispatcher looks for due deliveries."
+    )
+    notify_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a replica holds a delivery it is sending; a crashed sender's lease ends then.",
+    )
+    notify_keep_days: float = Field(
+        default=7.0, gt=0, description="Delivered and dead deliveries older than this are deleted."
+    )
     allowed_secret_names: list[str] = Field(
         default_factory=list,
         description="Kubernetes Secrets that API-created agents may reference in spec.secrets (none by "

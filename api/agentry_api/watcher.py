@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentry_common.resources import Agent, Execution, WorkflowRun
@@ -42,11 +42,13 @@ class Watcher:
         approvals_every: float,
         workflow_runs: WorkflowRunFeed | None = None,
         sweep_trials: Callable[[], Awaitable[Any]] | None = None,
+        sweeps: Sequence[tuple[str, float, Callable[[], Awaitable[Any]]]] = (),
     ) -> None:
         self.store, self.cluster = store, cluster
         self.agents, self.runs, self.approvals = agents, runs, approvals
         self.workflow_runs = workflow_runs
         self.sweep_trials = sweep_trials  # hidden Agents of chat trials whose socket went away
+        self.sweeps = sweeps  # other periodic passes: (name, period in seconds, pass)
         self.sync_every, self.approvals_every = sync_every, approvals_every
         self.tasks: list[asyncio.Task[None]] = []
         self.healthy: dict[str, bool] = {"agents": False, "executions": False}
@@ -64,6 +66,10 @@ class Watcher:
                 else []
             ),
             asyncio.create_task(self._loop("approvals", self.approvals_every, self.approvals.expire_due)),
+            *(
+                asyncio.create_task(self._loop(name, every, body), name=name)
+                for name, every, body in self.sweeps
+            ),
         ]
 
     async def stop(self) -> None:

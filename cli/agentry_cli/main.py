@@ -5,6 +5,7 @@
     agentry runs submit|reply|interrupt|list|get|cancel  runs (`submit --wait` exits by how the run ended)
     agentry logs RUN [-f]                      a run's log, then its progress live
     agentry approvals list, approve, deny      the approval inbox
+    agentry triggers list|create|show|test ... URLs whose signed deliveries start runs
     agentry usage, budgets                     what you spent, and what you may still spend
     agentry run -f agent.yaml ...              run an agent on this machine (authors)
     agentry doctor ...                         check every channel of an installation (operators)
@@ -23,7 +24,7 @@ from typing import Annotated
 import typer
 
 from .client import ApiError
-from .commands import account, agents, approvals, logs, runs
+from .commands import account, agents, approvals, logs, notifications, runs, triggers
 from .config import ConfigError
 from .exits import ExitCode
 from .session import InputError, Session
@@ -93,6 +94,8 @@ app.command()(approvals.approve)
 app.command()(approvals.deny)
 app.command()(account.usage)
 app.add_typer(account.budgets_app, name="budgets")
+app.add_typer(triggers.app, name="triggers")
+app.add_typer(notifications.app, name="notifications")
 
 
 def fail(message: str, code: ExitCode) -> int:

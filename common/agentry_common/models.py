@@ -78,6 +78,7 @@ class Trigger(StrEnum):
     MANUAL = "Manual"
     SCHEDULE = "Schedule"
     API = "API"
+    WEBHOOK = "Webhook"  # a Trigger's delivery (agentry_common.triggers): its input is untrusted
 
 
 class Phase(StrEnum):
@@ -231,10 +232,41 @@ class HttpSpec(CRModel):
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
 
 
+class OnTimeout(StrEnum):
+    """What happens to an approval nobody decided within timeoutSeconds (docs/events.md)."""
+
+    DENY = "Deny"
+    ESCALATE = "Escalate"
+
+
+class Escalation(CRModel):
+    """Escalate: the Agent owner's notification subscription told, and how much longer it may decide."""
+
+    subscription: str = Field(min_length=1, max_length=64, pattern=r"^sub-[a-z0-9]+$")
+    extra_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
+
 class ApprovalSpec(CRModel):
     required_for: list[Risk] = Field(default_factory=lambda: [Risk.RED])
     red_tools: list[Tool] = Field(default_factory=list)
     timeout_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    on_timeout: OnTimeout = OnTimeout.DENY
+    escalation: Escalation | None = None
+
+    @model_validator(mode="after")
+    def _escalation_named(self) -> ApprovalSpec:
+        if self.on_timeout == OnTimeout.ESCALATE and self.escalation is None:
+            raise ValueError("approval.onTimeout Escalate needs approval.escalation.subscription")
+        return self
+
+    @property
+    def deadline_seconds(self) -> int:
+        """From the request to the denial: the timeout, plus the escalation's time when it escalates."""
+        extra = (
+            self.escalation.extra_seconds if self.on_timeout == OnTimeout.ESCALATE and self.escalation else 0
+        )
+        return self.timeout_seconds + extra
+
     # Shell and python are RED when the Agent also holds secrets or network access (they could send the
     # secrets out); true keeps them YELLOW (docs/mcp.md, "Shell and python with access").
     trust_code_with_access: bool = False

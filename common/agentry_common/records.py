@@ -31,6 +31,11 @@ class Collection(StrEnum):
     BUDGET_AUDIT = "budgetAudit"  # who changed which policy or throttle, when (the API's)
     BUDGET_ADMIN = "budgetAdmin"  # gatewayConfig: the file's policies, as the gateway read them
     GATEWAY_PODS = "gatewayPods"  # each gateway pod's heartbeat: whose reservations are orphaned
+    TRIGGER_DELIVERIES = "triggerDeliveries"  # the API's record of each trigger delivery (its dedupe key)
+    NOTIFY_SUBSCRIPTIONS = "notifySubscriptions"  # who wants which events where (sinks encrypted)
+    NOTIFY_EVENTS = "notifyEvents"  # each event to notify once, until fanned out to its deliveries
+    NOTIFY_DELIVERIES = "notifyDeliveries"  # the outbox: one per (event, subscription), its state
+    NOTIFY_ZONES = "notifyZones"  # each user's last budget zone seen in the gateway's call records
     API_PEERS = "apiPeers"  # each API process's wake-up address (services/peers.py), while it runs
 
 

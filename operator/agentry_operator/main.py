@@ -22,6 +22,7 @@ from agentry_common import constants as c
 from agentry_common.heap import freeze_startup_heap, keep_released
 from agentry_common.pki import LocalPKI
 from agentry_common.policy import AgentPolicy, load_policy
+from agentry_common.triggers import TRIGGER_KIND, TRIGGER_PLURAL
 
 from . import jobcheck, kube, logs, webhook
 from .backends import cloud_scheduler_backend, needs_cloud_cleanup
@@ -232,6 +233,15 @@ def validate_execution_owner(
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
+def validate_trigger_owner(
+    body: kopf.Body, userinfo: kopf.UserInfo, old: kopf.Body | None = None, **_: object
+) -> None:
+    """Triggers: the owner labels, as for Agents (whose runs a delivery starts is decided by them)."""
+    errors = webhook.owner_label_errors(TRIGGER_KIND, dict(body), _old(old), dict(userinfo), get_settings())
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
 async def validate_execution(
     body: kopf.Body,
     userinfo: kopf.UserInfo,
@@ -299,6 +309,16 @@ def register_webhooks(registry: kopf.OperatorRegistry) -> None:
         ignore_failures=True,
         registry=registry,
     )(validate_execution)
+    kopf.on.validate(
+        G,
+        V,
+        TRIGGER_PLURAL,
+        id="validate-trigger",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=False,
+        persistent=True,
+        registry=registry,
+    )(validate_trigger_owner)
 
 
 def _disable_namespace_scanning(settings: kopf.OperatorSettings, **_: object) -> None:

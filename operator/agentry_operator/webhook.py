@@ -4,7 +4,7 @@
   policy (agentry_common.policy, the same one the API applies to dashboard users) whenever the spec
   is created or changed. The webhook fails closed (failurePolicy Fail).
 * The owner labels (`agentry.dev/owner`: who owns it and is charged; `agentry.dev/owner-kind`) of
-  Agents, Executions, Workflows and WorkflowRuns: only the identities that act for owners
+  Agents, Executions, Workflows, WorkflowRuns and Triggers: only the identities that act for owners
   (`owner_label_writers`: the API, the operator, the schedule tick), or a cluster administrator, may
   set or change them; they alone start runs of owned Agents (`start_errors`).
 * Executions: their spec.priority (which overrides the Agent's) within the policy's range; a new

@@ -41,7 +41,7 @@ from .cli_relay import CliRelay
 from .config import ConfigError, RunConfig
 from .events import TEXT_IN_EVENTS, EventSink
 from .outcome import Outcome, StopReason
-from .prompts import EMPTY_INPUT_PROMPT
+from .prompts import first_message
 from .tools.base import one_line
 from .usage import ModelUsage
 
@@ -165,7 +165,7 @@ class ClaudeCodeRunner:
             return await self._run_cli(relay.url)
 
     async def _run_cli(self, relay_url: str) -> Outcome:
-        prompt = self.cfg.input_text.strip() or EMPTY_INPUT_PROMPT
+        prompt = first_message(self.cfg)
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             cwd=self.cfg.workspace,

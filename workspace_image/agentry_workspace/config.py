@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from agentry_common import constants as c
 from agentry_common import outputs
 from agentry_common.models import DEFAULT_MODEL_ENV, AgentSpec, ModelSpec, parse_model
+from agentry_common.triggers import ENV_INPUT_UNTRUSTED
 
 from .settings import Settings
 from .state import ResumeRequest, RunState
@@ -52,6 +53,7 @@ class RunConfig:
     settings: Settings = field(default_factory=lambda: Settings.from_env({}))  # the defaults
     resume: ResumeRequest | None = None
     outputs: tuple[str, ...] = ()  # named outputs to report (AGENTRY_OUTPUTS: a workflow step's)
+    input_untrusted: bool = False  # a Trigger's delivery (AGENTRY_INPUT_UNTRUSTED): framed in the prompt
     # The deadline counts from here (config load, at process start), not from the first model call.
     started: float = field(default_factory=time.monotonic)
 
@@ -206,6 +208,7 @@ def build_config(
         settings=_settings(env),
         resume=resume,
         outputs=output_names(env),
+        input_untrusted=env.get(ENV_INPUT_UNTRUSTED) == "1",
     )
 
 

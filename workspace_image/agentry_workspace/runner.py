@@ -34,7 +34,7 @@ from .events import TEXT_IN_EVENTS, EventSink, tool_env
 from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
-from .prompts import CONTINUE_PROMPT, EMPTY_INPUT_PROMPT, system_prompt
+from .prompts import CONTINUE_PROMPT, first_message, system_prompt
 from .steering import Steering, closing
 from .telemetry import traced_turn
 from .tools import ToolContext, enabled_tools
@@ -188,7 +188,7 @@ class Runner:
                 return await continue_from(self, own)
         if self.cfg.resume is not None:
             return await resume(self)
-        text = self.cfg.input_text.strip() or EMPTY_INPUT_PROMPT
+        text = first_message(self.cfg)
         self._follow_up(opened, text)
         await self.durable.flush()
         return None

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkube import ApiError
+
+from agentry_common.models import ApprovalSpec, OnTimeout
+from agentry_common.notifications import EventKind
 
 from ..auth import User
 from ..cluster import Cluster, ClusterUnavailable, api_message
@@ -23,16 +26,21 @@ from .errors import Conflict, NotFound, Unavailable
 from .events import EventBus
 from .views import approval_out, iso
 
+if TYPE_CHECKING:
+    from .notifications.outbox import Outbox
+
 log = logging.getLogger("agentry.api.approvals")
 Doc = dict[str, Any]
 DEFAULT_TIMEOUT = 3600
 TIMEOUT_DECIDER = "agentry-api (timeout)"
 RUN_ENDED_DECIDER = "agentry-api"
+NOTICE_AT = 0.8  # "about to expire" is sent when 80% of the time to decide has passed
 
 
 class ApprovalService:
     def __init__(self, store: Store, cluster: Cluster, bus: EventBus) -> None:
         self.store, self.cluster, self.bus = store, cluster, bus
+        self.outbox: Outbox | None = None  # notifications: about to expire, escalated
 
     async def requested(self, execution: Doc, approval: Doc, agent: Doc | None) -> None:
         """Store the approval a waiting run asks for, then announce it. Called before the run's
@@ -135,7 +143,12 @@ class ApprovalService:
                 )
 
     async def expire_due(self) -> int:
-        """Deny every pending approval past its expiry (reason "timeout"). Returns how many."""
+        """The sweep: tell of approvals about to expire, escalate those past their timeout whose Agent
+        says Escalate, and deny every pending approval past its expiry (reason "timeout"). Returns how
+        many were denied. Each notice is recorded before its mark is cleared, under a fixed id: a crash
+        in between repeats the record, which is then a no-op."""
+        if self.outbox is not None:
+            await self._notices(self.outbox)
         count = 0
         for doc in await self.store.expired_approvals(now_iso()):
             try:
@@ -144,6 +157,64 @@ class ApprovalService:
             except (Conflict, Unavailable) as exc:
                 log.warning("approval %s: timeout not recorded yet: %s", doc["id"], exc)
         return count
+
+    async def _notices(self, outbox: Outbox) -> None:
+        now = now_iso()
+        for doc in await self.store.approvals_due("noticeAt", now):
+            await outbox.record(
+                f"approval:{doc['id']}:expiring",
+                EventKind.APPROVAL_EXPIRING,
+                doc["userId"],
+                f"Approval about to expire: {doc.get('tool') or 'an action'} in run {doc['execution']}",
+                **notice_fields(doc, outbox),
+            )
+            await self.store.update_approval(doc["id"], {"noticeAt": None})
+        for doc in await self.store.approvals_due("escalateAt", now):
+            await outbox.record(
+                f"approval:{doc['id']}:escalated",
+                EventKind.APPROVAL_ESCALATED,
+                doc["userId"],
+                f"Approval escalated: nobody decided on {doc.get('tool') or 'an action'} in run "
+                f"{doc['execution']}",
+                target=doc.get("escalateTo"),
+                **notice_fields(doc, outbox),
+            )
+            await self.store.update_approval(doc["id"], {"escalateAt": None})
+
+
+def notice_fields(doc: Doc, outbox: Outbox) -> Doc:
+    return {
+        "agent": doc.get("agentId"),
+        "execution": doc["execution"],
+        "approval": doc["id"],
+        "message": doc.get("summary"),
+        "link": outbox.link(f"/executions/{doc['execution']}"),
+        "data": {"risk": doc.get("risk"), "expiresAt": doc.get("expiresAt")},
+    }
+
+
+def at(start: str, seconds: float) -> str:
+    when = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) + dt.timedelta(seconds=seconds)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timing(requested_at: str, expires_at: str, agent: Doc | None) -> Doc:
+    """When to send "about to expire" and, for an Agent whose approvals escalate, when to escalate and
+    to which subscription: the timeout counts from the request; the expiry (the operator's) includes
+    the escalation's time."""
+    try:
+        spec = ApprovalSpec.model_validate(((agent or {}).get("spec") or {}).get("approval") or {})
+    except ValueError:
+        spec = ApprovalSpec()
+    start = dt.datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    first = (end - start).total_seconds()
+    fields: Doc = {"noticeAt": None, "escalateAt": None, "escalateTo": None}
+    if spec.on_timeout == OnTimeout.ESCALATE and spec.escalation is not None:
+        first = min(first, float(spec.timeout_seconds))
+        fields.update(escalateAt=at(requested_at, first), escalateTo=spec.escalation.subscription)
+    fields["noticeAt"] = at(requested_at, first * NOTICE_AT)
+    return fields
 
 
 def approval_doc(execution: Doc, approval: Doc, agent: Doc | None) -> Doc:
@@ -171,4 +242,5 @@ def approval_doc(execution: Doc, approval: Doc, agent: Doc | None) -> Doc:
         "expiresAt": expires_at,
         "state": "pending",
         "correlationId": execution.get("correlationId"),
+        **timing(requested_at, expires_at or requested_at, agent),
     }

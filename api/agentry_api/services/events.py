@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from ..storage import Store
@@ -48,10 +48,15 @@ class EventBus:
         self.peers = peers
         self._subs: dict[str, set[Subscription]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Notifications (services/notifications): told of every event before it is appended, so an
+        # event the watcher repeats after a crash is notified (once: the notification's id is fixed).
+        self.notify: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def publish(
         self, user_id: str, kind: str, data: dict[str, Any], dedupe_key: str | None = None
     ) -> dict[str, Any] | None:
+        if self.notify is not None:
+            await self.notify(user_id, kind, data)
         # One writer per user in this process: the per-user counter is a transaction hot spot.
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         async with lock:

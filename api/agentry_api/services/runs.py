@@ -84,20 +84,10 @@ class RunService:
         doc = accepted_doc(name, user.id, agent_id, trigger, correlation_id, input_text)
         if parent:
             doc["parent"], doc["root"] = parent, root or parent
-        await self.store.put_execution(doc)
-        try:
-            await self._create(
-                name, agent_id, input_text, correlation_id, user.owner_label, trigger=trigger, parent=parent
-            )
-        except ClusterUnavailable as exc:
+        exists = await self._start(doc, user.owner_label, user.id, parent=parent)
+        if exists is not None:  # another run has the name drawn
             await self.store.delete_execution(name)
-            raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
-        except ApiError as exc:
-            await self.store.delete_execution(name)
-            raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
-        await self.bus.publish(
-            user.id, "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
-        )
+            raise Conflict(f"the cluster refused the run: {api_message(exists)}")
         log.info(
             "run %s of %s accepted correlation_id=%s%s",
             name,
@@ -125,28 +115,9 @@ class RunService:
         correlation_id = hashlib.sha256(f"schedule:{self.cluster.namespace}/{name}".encode()).hexdigest()[:32]
         doc = accepted_doc(name, agent["userId"], agent_id, Trigger.SCHEDULE, correlation_id, None)
         doc["scheduledTime"] = when
-        await self.store.put_execution(doc)
-        try:
-            await self._create(
-                name,
-                agent_id,
-                None,
-                correlation_id,
-                owner_label(agent["userId"]),
-                trigger=Trigger.SCHEDULE,
-                scheduled_time=when,
-            )
-        except ClusterUnavailable as exc:
-            await self.store.delete_execution(name)
-            raise Unavailable("the run was not started: the cluster is unavailable (retry shortly)") from exc
-        except ApiError as exc:
-            if exc.status.code != 409:
-                await self.store.delete_execution(name)
-                raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
-            return await self._tick_created_before(doc, exc)
-        await self.bus.publish(
-            agent["userId"], "execution", execution_event(doc, "accepted"), dedupe_key=f"ex:{name}:accepted"
-        )
+        exists = await self._start(doc, owner_label(agent["userId"]), agent["userId"], scheduled_time=when)
+        if exists is not None:
+            return await self._tick_created_before(doc, exists)
         log.info(
             "scheduled run %s of %s (tick %s) accepted correlation_id=%s",
             name,
@@ -155,6 +126,54 @@ class RunService:
             correlation_id,
         )
         return doc
+
+    async def run_triggered(self, agent_id: str, owner: str, input_text: str, name: str) -> Doc:
+        """A trigger's delivery (services/hooks.py): an Execution with trigger Webhook, labelled for the
+        trigger's `owner`, named by the delivery (a copy meets 409 and gets the same run). The run gate
+        decides whether that owner may run the Agent, as for every run; the run is stored for the
+        Agent's owner only when that is whom the label names (else the watcher mirrors it as usual)."""
+        if looks_like_secret(input_text):
+            raise Invalid(["body"], "the mapped input contains what looks like an API key; not started")
+        agent = await self._scheduled_agent(agent_id)
+        correlation_id = hashlib.sha256(f"webhook:{self.cluster.namespace}/{name}".encode()).hexdigest()[:32]
+        user_id = agent["userId"] if owner_label(agent["userId"]) == owner else None
+        doc = accepted_doc(name, user_id or "", agent_id, Trigger.WEBHOOK, correlation_id, input_text)
+        if await self._start(doc, owner, user_id) is not None:
+            return doc  # the same delivery's run, created by a concurrent copy
+        log.info("triggered run %s of %s accepted correlation_id=%s", name, agent_id, correlation_id)
+        return doc
+
+    async def _start(self, doc: Doc, owner: str, user_id: str | None, **kw: Any) -> ApiError | None:
+        """Store the accepted `doc` for `user_id` (None: not stored; the watcher mirrors the run), create
+        its Execution labelled for `owner`, publish `accepted`. A failed create takes the document back
+        and raises, except a 409 (the name exists): returned, for the caller to judge."""
+        name = doc["id"]
+        if user_id:
+            await self.store.put_execution(doc)
+        try:
+            await self._create(
+                name,
+                doc["agentId"],
+                doc["input"],
+                doc["correlationId"],
+                owner,
+                trigger=Trigger(doc["trigger"]),
+                **kw,
+            )
+        except (ClusterUnavailable, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status.code == 409:
+                return exc
+            if user_id:
+                await self.store.delete_execution(name)
+            if isinstance(exc, ClusterUnavailable):
+                raise Unavailable(
+                    "the run was not started: the cluster is unavailable (retry shortly)"
+                ) from exc
+            raise Conflict(f"the cluster refused the run: {api_message(exc)}") from exc
+        if user_id:
+            event = execution_event(doc, "accepted")
+            await self.bus.publish(user_id, "execution", event, dedupe_key=f"ex:{name}:accepted")
+        return None
 
     async def _create(
         self, name: str, agent_id: str, input_text: str | None, correlation_id: str, owner: str, **kw: Any

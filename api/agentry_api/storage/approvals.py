@@ -78,6 +78,15 @@ class ApprovalStore(StoreBase):
         )
         return [d.to_dict() or {} async for d in q.stream()]
 
+    async def approvals_due(self, field: str, now: str) -> list[Doc]:
+        """Pending approvals whose `field` (noticeAt, escalateAt: cleared once acted on) is past."""
+        q = (
+            self.db.collection(APPROVALS)
+            .where(filter=FieldFilter("state", "==", "pending"))
+            .where(filter=FieldFilter(field, "<=", now))
+        )
+        return [d.to_dict() or {} async for d in q.stream()]
+
     async def expired_approvals(self, now: str) -> list[Doc]:
         q = (
             self.db.collection(APPROVALS)

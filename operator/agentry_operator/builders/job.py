@@ -15,6 +15,7 @@ from agentry_common.memory import ENV_MEMORY_URL
 from agentry_common.models import AgentSpec, Trigger
 from agentry_common.naming import job_name
 from agentry_common.policy import parse_quantity
+from agentry_common.triggers import ENV_INPUT_UNTRUSTED
 from agentry_common.workspace import ENV_WORKSPACE_LIMIT, size_bytes
 
 from ..settings import Settings
@@ -109,6 +110,8 @@ def _env(
             env.append({"name": ENV_MEMORY_URL, "value": config.gateway_base})
     if parent is not None:
         env.append({"name": ENV_PARENT_EXECUTION, "value": parent.name})
+    if execution["spec"].get("trigger") == Trigger.WEBHOOK:  # a Trigger's payload: framed as untrusted
+        env.append({"name": ENV_INPUT_UNTRUSTED, "value": "1"})
     taken = {e["name"] for e in env}
     secrets = [s for s in secrets if s.env not in taken and not c.is_reserved_env(s.env)]
     secret_manager: dict[str, str] = {}

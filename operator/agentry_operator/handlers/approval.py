@@ -4,10 +4,10 @@ The runtime stops before a RED action with exit code 30 and an `approval` block 
 prints its conversation state in an `approval_request` event on stdout. The operator keeps that
 state in a ConfigMap (the pod and its emptyDir go away), and when `spec.approvals` holds a decision
 for the pending id, it either starts a resume Job with `resume.json` (approved) or cancels the run
-(denied, or not decided within `spec.approval.timeoutSeconds` of the Agent). With the gateway on, an
-approved resume is admitted again first: hours may pass between pause and approval, and a run whose
-budget is gone waits (still WaitingApproval, reason BudgetWait) or ends instead of failing at its
-first call.
+(denied, or not decided within `spec.approval.timeoutSeconds` of the Agent, plus the escalation's
+`extraSeconds` when `onTimeout` is Escalate). With the gateway on, an approved resume is admitted
+again first: hours may pass between pause and approval, and a run whose budget is gone waits (still
+WaitingApproval, reason BudgetWait) or ends instead of failing at its first call.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lightkube import ApiError, AsyncClient
 
 from agentry_common.conditions import Reason
 from agentry_common.constants import RESUME_FILE
-from agentry_common.models import ApprovalDecision, ExecutionStatus, PendingApproval, Phase
+from agentry_common.models import ApprovalDecision, ApprovalSpec, ExecutionStatus, PendingApproval, Phase
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.statesig import SECRET_STATE_KEY, SIGNATURE_FIELD, state_verifies
 
@@ -137,9 +137,7 @@ async def pause(
     approval = seen.approval.patch() if seen.approval is not None else {}
     ns = body["metadata"]["namespace"]
     agent = state.agents.get((ns, body["spec"]["agentRef"]["name"])) or {}
-    timeout = int(
-        (agent.get("spec") or {}).get("approval", {}).get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
-    )
+    timeout = deadline_seconds(agent.get("spec"))
     now = dt.datetime.now(dt.UTC)
     approval.setdefault("requestedAt", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     approval["expiresAt"] = (now + dt.timedelta(seconds=timeout)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -178,6 +176,18 @@ async def pause(
     )
     seen.approval = PendingApproval.model_validate(approval)
     return seen
+
+
+def deadline_seconds(agent_spec: object) -> int:
+    """How long a pause may wait for a decision: spec.approval.timeoutSeconds, and with onTimeout
+    Escalate the escalation's extraSeconds on top (the API tells the escalation target at the timeout
+    and records the denial at this deadline)."""
+    try:
+        approval = agent_spec.get("approval") if isinstance(agent_spec, dict) else None
+        spec = ApprovalSpec.model_validate(approval or {})
+    except ValueError:
+        return DEFAULT_TIMEOUT_SECONDS
+    return spec.deadline_seconds
 
 
 def _expired(approval: PendingApproval) -> bool:

@@ -136,6 +136,13 @@ def owner_reference(run: Mapping[str, Any]) -> OwnerReference:
     }
 
 
+def step_trigger(run_labels: Mapping[str, str]) -> str:
+    """A run a Trigger started (its `agentry.dev/trigger: Webhook` label) passes that on to its steps,
+    whose inputs come from the payload: the runtime frames them as untrusted. Other steps: Manual."""
+    webhook = run_labels.get(c.LABEL_TRIGGER) == Trigger.WEBHOOK
+    return Trigger.WEBHOOK.value if webhook else Trigger.MANUAL.value
+
+
 def build_execution(
     run: Mapping[str, Any], step: Mapping[str, Any], attempt: int, input_text: str
 ) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def build_execution(
     spec: RunSpec = {
         "agentRef": {"name": step["agentRef"]["name"]},
         "input": input_text[:MAX_INPUT],
-        "trigger": Trigger.MANUAL.value,
+        "trigger": step_trigger(meta.get("labels") or {}),
         "correlationId": f"{short_hash(meta['uid'], 12)}-{step['name']}-{attempt}"[:64],
     }
     if step.get("priority") is not None:

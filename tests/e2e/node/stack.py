@@ -127,7 +127,8 @@ def booted(
             firestore.address,
             project=f"e2e-{uuid.uuid4().hex[:8]}",
             providers=Providers(anthropic_key=ANTHROPIC_KEY, anthropic_base_url=upstream.url),
-            api_env={"AGENTRY_ADMIN_TOKEN": token},
+            # Notification sinks on the node's address (tests/e2e/node/test_triggers.py).
+            api_env={"AGENTRY_ADMIN_TOKEN": token, "AGENTRY_NOTIFY_ALLOWED_HOSTS": f'["{n.NODE_IP}"]'},
         )
         install.install(say)
         yield NodeStack(cluster, install, f"http://{install.api_service()}", token)

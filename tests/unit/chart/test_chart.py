@@ -53,6 +53,9 @@ RUN_TOKEN_SECRETS_RULE = {
 
 # The agent policy's opt-in label: the API and the operator's webhook read referenced Secrets by name.
 WEBHOOK_SECRETS_RULE = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+# The API: `get` for the agent policy's opt-in label and a trigger's key; `create` and `patch` for the
+# Secret of a trigger's key it makes and rotates (docs/events.md, "Rotating the key").
+API_SECRETS_RULE = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}
 
 
 def ci(name: str) -> Path:
@@ -151,7 +154,7 @@ def test_rbac_reads_secrets_only_for_run_tokens_and_uses_no_wildcards(
                 granted.append((role["metadata"]["name"], rule))
     operator = RUN_TOKEN_SECRETS_RULE if gateway else WEBHOOK_SECRETS_RULE
     webhook = bool(find(objs, "ValidatingWebhookConfiguration"))
-    expected = [("agentry-api", WEBHOOK_SECRETS_RULE)] if find(objs, "Role", "agentry-api") else []
+    expected = [("agentry-api", API_SECRETS_RULE)] if find(objs, "Role", "agentry-api") else []
     expected += [("agentry-operator", operator)] if gateway or webhook else []
     assert sorted(granted, key=str) == sorted(expected, key=str)
 
@@ -228,6 +231,7 @@ def test_crds_are_on_and_kept_by_default(default: list[Obj]) -> None:
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "agents.agentry.dev",
         "executions.agentry.dev",
+        "triggers.agentry.dev",
         "workflowruns.agentry.dev",
         "workflows.agentry.dev",
     ]
@@ -340,8 +344,8 @@ def test_leader_election_by_default_and_one_replica_without_it(default: list[Obj
 
 def test_webhook_on_ships_its_own_configuration_and_a_certificate_it_trusts(default: list[Obj]) -> None:
     config = one(default, "ValidatingWebhookConfiguration", "agentry-webhook")
-    hook, owner, priority, workflow, workflowrun = config["webhooks"]
-    for entry, kind in ((workflow, "workflow"), (workflowrun, "workflowrun")):
+    hook, owner, priority, workflow, workflowrun, trigger = config["webhooks"]
+    for entry, kind in ((workflow, "workflow"), (workflowrun, "workflowrun"), (trigger, "trigger")):
         assert entry["name"] == f"validate-{kind}.agentry.dev" and entry["failurePolicy"] == "Fail"
         assert entry["rules"][0]["resources"] == [f"{kind}s"]
         assert entry["clientConfig"]["service"]["path"] == f"/validate-{kind}"
@@ -459,7 +463,11 @@ def test_api_rbac_is_namespaced_and_minimal(default: list[Obj]) -> None:
         ("agentry.dev", "workflowruns"): {"get", "list", "watch", "create", "delete"},
         ("", "pods"): {"get", "list"},
         ("", "pods/log"): {"get"},
-        ("", "secrets"): {"get"},  # the agent policy's opt-in label of referenced Secrets
+        # Triggers written for their owners, and their status (the receiver's readiness, last delivery).
+        ("agentry.dev", "triggers"): {"get", "list", "create", "patch", "delete"},
+        ("agentry.dev", "triggers/status"): {"patch"},
+        # The agent policy's opt-in label of referenced Secrets; a trigger's key: read, made, rotated.
+        ("", "secrets"): {"get", "create", "patch"},
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agentry_common import netaddr
 from agentry_workspace import egress_acl as acl
 from agentry_workspace.tools import netpolicy
 
@@ -97,13 +98,17 @@ def test_pod_lookup_failures_refuse(tmp_path: Any) -> None:
 
 
 def test_it_runs_as_the_squid_image_runs_it(tmp_path: Path) -> None:
-    """The image's layout (images/squid/Dockerfile): the module as a script, netpolicy.py the only part
-    of the runtime beside it; a line on stdin gets its answer on stdout."""
+    """The image's layout (images/squid/Dockerfile): the module as a script, netpolicy.py and the address
+    rule it uses (agentry_common/netaddr.py) the only parts beside it; a line on stdin gets its answer
+    on stdout."""
     tools = tmp_path / "agentry_workspace" / "tools"
+    common = tmp_path / "agentry_common"
     tools.mkdir(parents=True)
-    for init in (tools.parent / "__init__.py", tools / "__init__.py"):
+    common.mkdir()
+    for init in (tools.parent / "__init__.py", tools / "__init__.py", common / "__init__.py"):
         init.touch()
     shutil.copy(Path(netpolicy.__file__), tools / "netpolicy.py")
+    shutil.copy(Path(netaddr.__file__), common / "netaddr.py")
     script = tmp_path / "agentry_egress_acl.py"
     shutil.copy(Path(acl.__file__), script)
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path)}

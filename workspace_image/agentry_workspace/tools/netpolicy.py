@@ -13,7 +13,7 @@ Hosts are compared after normalisation (lower case, no trailing dot, IDNA, every
 such as `0x7f.1`, `2130706433` or `127.1` read as the dotted address it means). Whatever a name
 resolves to is checked before connecting: loopback, private, link-local, the metadata server,
 multicast, reserved, unspecified and IPv6 forms that embed or tunnel IPv4 are refused unless an
-entry names that IP.
+entry names that IP (the rule itself: `agentry_common.netaddr`, shared with the API's notification sinks).
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from dataclasses import dataclass
 import httpx
 import idna
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# The address rule lives in agentry_common.netaddr (shared with the API's notification sinks).
+from agentry_common.netaddr import IPAddress as IPAddress
+from agentry_common.netaddr import address_problem as address_problem
+
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -37,11 +40,6 @@ RULE = "not in the agent's http.allowedHosts"
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _NUMBER = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _ENTRY = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[^\]]*\]|[^:]+)(?::(?P<port>[0-9]{1,5}))?$")
-_METADATA = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_EXTRA_RESERVED = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "fec0::/10", "100::/64"))
 
 # Headers the model may not set: the tool derives Host from the URL; hop-by-hop and proxy headers
 # (and the forwarding family) would let a request steer a proxy, CDN or virtual host behind an
@@ -241,34 +239,6 @@ def check_url(raw: str, allowed: Iterable[str]) -> Target:
                 f"{entry.reach()} only (an entry must widen explicitly, e.g. {widen!r})"
             )
     raise Refused(f"host {str(host)!r} is {RULE} (allowed: {listed})")
-
-
-def address_problem(ip: IPAddress) -> str | None:
-    """Why a connection to this address is refused by default, or None for a public address."""
-    if ip in _METADATA:
-        return "the cloud metadata server"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return "an IPv4-mapped IPv6 address"
-        if ip.sixtofour is not None:
-            return "a 6to4 address (tunnels IPv4)"
-        if ip.teredo is not None:
-            return "a Teredo address (tunnels IPv4)"
-        if ip in _NAT64:
-            inner = address_problem(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-            return f"a NAT64 address embedding {inner}" if inner else None
-    for label, hit in (
-        ("an unspecified", ip.is_unspecified),
-        ("a loopback", ip.is_loopback),
-        ("a link-local", ip.is_link_local),
-        ("a multicast", ip.is_multicast),
-        ("a reserved", ip.is_reserved or any(ip in n for n in _EXTRA_RESERVED)),
-        ("a private", ip.is_private),
-        ("a non-global", not ip.is_global),
-    ):
-        if hit:
-            return f"{label} address"
-    return None
 
 
 def check_addresses(target: Target, addresses: list[IPAddress], allowed: Iterable[str]) -> None:
