@@ -2,21 +2,19 @@
 refused on the form) shows its signing secret once; a run's end to a sink that never answers becomes a
 dead letter on the page; Redeliver sends it again (same id) once the sink answers; the subscription is
 disabled and deleted from the page."""
+# ruff: noqa: F811  (the notifying API fixture `napi`, imported from tests/integration/api/test_notifications.py)
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 from lightkube import Client
 from playwright.sync_api import Browser, expect
 
-from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.notify_receiver import Receiver
 from tests.integration.api.helpers import REPORT, pod_of
 from tests.integration.api.server import ApiServer
-from tests.integration.api.test_notifications import notify_api
+from tests.integration.api.test_notifications import napi  # noqa: F401
 
 from .test_dashboard import ARTIFACTS, browser
 from .test_workflow_pages import open_page
@@ -27,21 +25,12 @@ __all__ = ["browser"]
 AGENT = {"name": "Nightly", "spec": {"instructions": "Report.", "model": {"name": "claude-sonnet-4-5"}}}
 
 
-@pytest.fixture
-def api(
-    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
-) -> Iterator[ApiServer]:
-    server = notify_api(firestore_project, namespace, kube)
-    yield server
-    server.stop()
-
-
 def test_subscribe_see_a_dead_letter_and_redeliver_it(
-    browser: Browser, api: ApiServer, kube_client: Client, namespace: str
+    browser: Browser, napi: ApiServer, kube_client: Client, namespace: str
 ) -> None:
     receiver = Receiver(hang=True)
     try:
-        page, errors = open_page(browser, api.url + "/notifications", ignore="422")
+        page, errors = open_page(browser, napi.url + "/notifications", ignore="422")
         page.on("dialog", lambda d: d.accept())
         expect(page.locator("#subscriptions tbody")).to_contain_text("No subscriptions")
 
@@ -58,9 +47,9 @@ def test_subscribe_see_a_dead_letter_and_redeliver_it(
         expect(row).to_contain_text("run.succeeded")
         expect(page.locator("#new-secret")).to_be_hidden()  # shown once
 
-        r = page.request.post(api.url + "/api/agents", data=AGENT)
+        r = page.request.post(napi.url + "/api/agents", data=AGENT)
         assert r.status == 201, r.text()
-        r = page.request.post(f"{api.url}/api/agents/{r.json()['id']}/runs")
+        r = page.request.post(f"{napi.url}/api/agents/{r.json()['id']}/runs")
         assert r.status == 202, r.text()
         name = r.json()["execution"]
         play_kubelet(kube_client, pod_of(kube_client, namespace, name), "Succeeded", 0, REPORT)

@@ -1,11 +1,11 @@
 """Approvals that reach a person: a waiting approval is notified at once with a link to the run's page;
 "about to expire" and the escalation of an Agent that says Escalate are sent by the approvals sweep
 (each once); the operator's deadline includes the escalation's time."""
+# ruff: noqa: F811  (the notifying API fixture `napi`, imported from tests/integration/api/test_notifications.py)
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,24 +15,14 @@ from lightkube import Client
 from agentry_api.cluster import Execution
 from agentry_api.storage.base import key_id
 from agentry_common.records import Collection
-from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.helpers import eventually
 from tests.fixtures.notify_receiver import Receiver
 
 from .helpers import create_agent, request_approval, run, wait_api_phase
 from .server import ApiServer
-from .test_notifications import notify_api, subscribe
+from .test_notifications import napi, subscribe  # noqa: F401  (napi: the notifying API fixture)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def napi(
-    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
-) -> Iterator[ApiServer]:
-    server = notify_api(firestore_project, namespace, kube)
-    yield server
-    server.stop()
 
 
 def kinds(receiver: Receiver) -> list[str]:

@@ -1,17 +1,16 @@
 """`agentry notifications` against the real API and a real local receiver: create (the secret shown
 once), list, test delivery (exit 1 when the sink refuses), deliveries, redeliver, delete."""
+# ruff: noqa: F811  (the notifying API fixture `napi`, imported from tests/integration/api/test_notifications.py)
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from agentry_localcluster.kube import ControlPlane
 from tests.fixtures.notify_receiver import Receiver
 from tests.integration.api.server import ApiServer
-from tests.integration.api.test_notifications import notify_api
+from tests.integration.api.test_notifications import napi  # noqa: F401
 
 from .conftest import Cli
 
@@ -19,13 +18,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def api(
-    firestore_project: str, namespace: str, kube: ControlPlane, crds: None, operator_ready: None
-) -> Iterator[ApiServer]:
-    """The API with the receivers' loopback address allowed as a sink."""
-    server = notify_api(firestore_project, namespace, kube)
-    yield server
-    server.stop()
+def api(napi: ApiServer) -> ApiServer:
+    """The API with the receivers' loopback address allowed as a sink (the `cli` fixture's)."""
+    return napi
 
 
 def test_notifications_commands(cli: Cli) -> None:
