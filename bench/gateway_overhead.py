@@ -3,7 +3,7 @@
     python -m bench.gateway_overhead [--calls 300] [--no-firestore] [--delay 0]
 
 Three processes: the scripted LLM server, the gateway (uvicorn, `python -m agentry_gateway`) and
-this client, which calls like the runtime does (the provider layer, Anthropic SDK, streaming).
+this client, which calls like the runtime does (the provider layer, Anthropic wire, streaming).
 Rounds alternate the paths, so drift on a shared machine hits all of them alike:
 
 1. direct:            client -> scripted provider

@@ -45,6 +45,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "operator_scale": ["bench.operator_scale"],
     "schedule_drift": ["bench.schedule_drift"],
     "run_starts": ["bench.run_starts"],
+    "run_pool": ["bench.run_pool"],
+    "run_gvisor": ["bench.run_gvisor"],
     "run_triggers": ["bench.run_triggers"],
     "run_notifications": ["bench.run_notifications"],
 }

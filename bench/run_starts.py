@@ -1,4 +1,4 @@
-"""How fast runs start and resume on the local node, as ratios to a bare Job of the same image.
+"""How fast runs start and resume on the local node, step by step, as ratios to a bare Job of the same image.
 
     python -m bench.run_starts [--runs 10] [--resumes 5]
 
@@ -6,8 +6,12 @@ It boots the local node with Agentry installed by its chart (as the e2e tier doe
 through the node's lock), with the scripted provider answering at once, then measures, one at a time:
 
 - a bare Job of the workspace image running `python3 -c 'print(1)'` under the run pods' security
-  context: created -> Complete (the baseline);
-- a one-turn Agent run: Execution created -> its first model call, and -> Succeeded;
+  context: created -> Complete (the baseline), and created -> its pod's exit seen;
+- a one-turn Agent run: Execution created -> its first model call, and -> Succeeded, with each step
+  between (docs/runs.md, "How a run starts, step by step"): the token Secret, the Job and its pod
+  seen by watches, the pod bound, the runtime's process start and `start` event (from its log; the
+  event carries the process's age), the provider's stamp of the first call, the runtime's `result`
+  event, the container's exit seen, Succeeded;
 - a resumed run (issue 38): a long run's pod is deleted the way a drain deletes it (SIGTERM, its step
   finishes and is journaled), and the next model call of the run's new pod is timed from the deletion.
   Goal: within 1 s of a new run's start (created -> first model call).
@@ -19,6 +23,7 @@ server stamps each phase as it is seen.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -26,12 +31,15 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from lightkube import Client, KubeConfig
+from lightkube.core import decoders
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Pod, Secret
 
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.e2e.node.stack import NodeStack, agent_spec, booted
@@ -43,22 +51,32 @@ RESUME_GOAL_S = 1.0  # resumed call at most this much later than a new run's fir
 
 
 class Seen:
-    """When each object was first seen in each state, by a watch of its kind (one thread per kind)."""
+    """When each run's objects were first seen in each state, by a watch of their kind (one thread per
+    kind). Keyed by the run: a child's `agentry.dev/execution` label, a bare Job's pod's `job-name`,
+    else the object's name."""
 
     def __init__(self, client: Client, namespace: str) -> None:
         self.client, self.namespace = client, namespace
         self.at: dict[tuple[str, str], float] = {}
         self.cond = threading.Condition()
-        for kind, state in ((Execution, _phase), (Job, _job_state)):
-            threading.Thread(target=self._watch, args=(kind, state), daemon=True).start()
+        kinds = ((Execution, _phase), (Job, _job_states), (Pod, _pod_states), (Secret, _seen))
+        # msgspec builds a type's decoder at its first use, unsafely across threads: first here.
+        decoders.decode_watch_event(b'{"type": "ADDED", "object": {}}')
+        decoders.decode_status(b"{}")
+        for kind, _ in kinds:
+            decoders.decode_object(b'{"metadata": {"name": "x"}}', kind)
+        for kind, states in kinds:
+            threading.Thread(target=self._watch, args=(kind, states), daemon=True).start()
 
-    def _watch(self, kind: Any, state: Any) -> None:
+    def _watch(self, kind: Any, states: Any) -> None:
+        client = Client(self.client.config)  # its own connection: a sync client is not shared by threads
         while True:
             try:
-                for _op, obj in self.client.watch(kind, namespace=self.namespace):
-                    now, name = time.time(), obj.metadata.name
+                for _op, obj in client.watch(kind, namespace=self.namespace):
+                    now, key = time.time(), _run_key(obj)
                     with self.cond:
-                        self.at.setdefault((name, state(obj)), now)
+                        for state in states(obj):
+                            self.at.setdefault((key, state), now)
                         self.cond.notify_all()
             except Exception:  # a watch the server ended: watch again
                 time.sleep(0.2)
@@ -74,27 +92,51 @@ class Seen:
         raise TimeoutError(f"{name} not in {states} after {timeout:.0f} s")
 
 
-def _phase(obj: Any) -> str:
-    return str((getattr(obj, "status", None) or {}).get("phase") or "")
+def _run_key(obj: Any) -> str:
+    labels = obj.metadata.labels or {}
+    return str(labels.get("agentry.dev/execution") or labels.get("job-name") or obj.metadata.name)
 
 
-def _job_state(job: Any) -> str:
+def _phase(obj: Any) -> list[str]:
+    return [str((getattr(obj, "status", None) or {}).get("phase") or "")]
+
+
+def _job_states(job: Any) -> list[str]:
+    states = ["job"]
     for cond in (job.status and job.status.conditions) or []:
         if cond.status == "True" and cond.type in ("Complete", "Failed"):
-            return str(cond.type)
-    return ""
+            states.append(str(cond.type))
+    return states
+
+
+def _pod_states(pod: Any) -> list[str]:
+    states = ["pod"]
+    if pod.spec.nodeName:
+        states.append("bound")
+    for status in (pod.status and pod.status.containerStatuses) or []:
+        if status.state and status.state.running:
+            states.append("running")
+        if status.state and status.state.terminated:
+            states.append("terminated")
+    return states
+
+
+def _seen(_obj: Any) -> list[str]:
+    return ["secret"]
 
 
 def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def bare_jobs(client: Client, seen: Seen, ns: str, template: dict[str, Any], runs: int) -> list[float]:
+def bare_jobs(
+    client: Client, seen: Seen, ns: str, template: dict[str, Any], runs: int
+) -> tuple[list[float], list[Moments]]:
     pod = {
         k: v for k, v in template["spec"].items() if k in ("securityContext", "automountServiceAccountToken")
     }
     container = template["spec"]["containers"][0]
-    times = []
+    times, moments = [], []
     for _ in range(runs):
         name = f"bare-{uuid.uuid4().hex[:6]}"
         spec = {
@@ -119,7 +161,8 @@ def bare_jobs(client: Client, seen: Seen, ns: str, template: dict[str, Any], run
         state, at = seen.wait(name, ("Complete", "Failed"))
         assert state == "Complete", f"bare Job {name} failed"
         times.append(at - started)
-    return times
+        moments.append({state: t for (key, state), t in seen.at.items() if key == name} | {"job": started})
+    return times, moments
 
 
 def create_run(client: Client, ns: str, agent: str, task: str) -> tuple[str, float]:
@@ -136,12 +179,67 @@ def create_run(client: Client, ns: str, agent: str, task: str) -> tuple[str, flo
     return name, started
 
 
+# A start's steps: (what, from, to), each a moment of Moments (below).
+RUN_STEPS = (
+    ("admission and the token Secret", "created", "secret"),
+    ("the Job (created by the operator)", "secret", "job"),
+    ("the Job controller (its pod)", "job", "pod"),
+    ("scheduling", "pod", "bound"),
+    ("the sandbox and the image (to the runtime's process)", "bound", "process"),
+    ("the runtime's start-up (imports, configuration)", "process", "start"),
+    ("to the first model call (at the provider, through the gateway)", "start", "call"),
+    ("the turn and the run's end (to its result)", "call", "result"),
+    ("the process's exit, seen by the kubelet", "result", "terminated"),
+    ("the report back (-> Succeeded)", "terminated", "Succeeded"),
+)
+BARE_STEPS = (
+    ("the Job controller (its pod)", "job", "pod"),
+    ("scheduling", "pod", "bound"),
+    # A process this short is seen terminated without ever being seen running.
+    ("the sandbox, the image, the process and its exit, seen by the kubelet", "bound", "terminated"),
+    ("the Job controller (-> Complete)", "terminated", "Complete"),
+)
+Moments = dict[str, float]
+
+
+def run_moments(seen: Seen, stack: NodeStack, name: str, started: float, call: float) -> Moments:
+    """When each step of a run's start ended: the watches' stamps, the provider's, and the runtime's
+    own from its events (`start` carries the process's age, so its start is known to 10 ms)."""
+    at = {state: t for (key, state), t in seen.at.items() if key == name}
+    at.update(created=started, call=call)
+    pods = stack.items("pods", "-l", f"agentry.dev/execution={name}")
+    for line in stack.kubectl("logs", pods[0]["metadata"]["name"]).splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind in ("start", "result"):
+            at[kind] = datetime.fromisoformat(event["ts"]).timestamp()
+        if kind == "start":
+            at["process"] = at["start"] - float(event.get("startupSeconds") or 0)
+    return at
+
+
+def steps_p50(moments: list[Moments], steps: tuple[tuple[str, str, str], ...]) -> list[tuple[str, float]]:
+    """Each step's p50 over the starts where both of its moments were seen (a step seen in none is
+    left out, and said so)."""
+    out = []
+    for what, begin, end in steps:
+        spans = [m[end] - m[begin] for m in moments if begin in m and end in m]
+        if spans:
+            out.append((what, statistics.median(spans)))
+        else:
+            print(f"  (step not seen in any start: {what})", file=sys.stderr)
+    return out
+
+
 def one_turn_runs(
     client: Client, seen: Seen, stack: NodeStack, llm: ScriptedLLM, runs: int
-) -> tuple[list[float], list[float], str]:
+) -> tuple[list[float], list[float], str, list[Moments]]:
     agent = f"starts-{uuid.uuid4().hex[:4]}"
     stack.apply_agent(agent, agent_spec(tools=[]))
-    first, done, last = [], [], ""
+    first, done, last, moments = [], [], "", []
     for i in range(runs + 1):
         llm.reset()
         llm.script([{"text": "done"}])
@@ -151,8 +249,9 @@ def one_turn_runs(
         if i:  # the first run warms the Agent's caches and the image
             first.append(llm.requests[0].at - started)
             done.append(at - started)
+            moments.append(run_moments(seen, stack, name, started, llm.requests[0].at))
         last = name
-    return first, done, last
+    return first, done, last, moments
 
 
 # The model answer in flight at the deletion: long enough that SIGTERM always lands within it, so the
@@ -215,19 +314,47 @@ def main() -> None:
     ):
         client = Client(KubeConfig.from_file(stack.cluster.plane.kubeconfig))
         seen = Seen(client, stack.namespace)
-        first, done, last = one_turn_runs(client, seen, stack, llm, args.runs)
+        first, done, last, run_steps = one_turn_runs(client, seen, stack, llm, args.runs)
         job = stack.items("jobs", "-l", f"agentry.dev/execution={last}")[0]
-        bare = bare_jobs(client, seen, stack.namespace, job["spec"]["template"], args.runs)
+        bare, bare_steps = bare_jobs(client, seen, stack.namespace, job["spec"]["template"], args.runs)
         resumed = resumes(client, seen, stack, llm, args.resumes, args.seed)
-    report(bare, first, done, resumed)
+    report_steps(steps_p50(run_steps, RUN_STEPS), steps_p50(bare_steps, BARE_STEPS))
+    pod_done = [m["terminated"] - m["job"] for m in bare_steps if "terminated" in m]
+    report(bare, pod_done, first, done, resumed)
+
+
+def report_steps(run: list[tuple[str, float]], bare: list[tuple[str, float]]) -> None:
+    """Where a start's time goes, step by step (p50 of each step over the runs)."""
+    for label, steps in (("a one-turn run", run), ("a bare Job", bare)):
+        print(f"  {label}, step by step (p50):")
+        for what, seconds in steps:
+            print(f"    {seconds:6.3f} s  {what}")
+    base = dict(bare)
+    for what, seconds in run:
+        same = base.get(what)
+        record(
+            "run_starts",
+            f"a one-turn run's start, step: {what}, p50",
+            f"{seconds:.3f} s",
+            baseline=f"bare Job {same:.3f} s" if same is not None else "",
+            ratio=f"{seconds / same:.2f}x" if same else "",
+        )
 
 
 def report(
-    bare: list[float], first: list[float], done: list[float], resumed: list[tuple[float, float]]
+    bare: list[float],
+    pod_done: list[float],
+    first: list[float],
+    done: list[float],
+    resumed: list[tuple[float, float]],
 ) -> None:
+    """The goal's ratio is to the bare Job's Complete (issue 40); a run ends with its pod, before the
+    Job controller's Complete, so the ratio to the bare pod's own end is reported beside it."""
     base, start, end = statistics.median(bare), statistics.median(first), statistics.median(done)
+    pod = statistics.median(pod_done) if pod_done else float("nan")
     print(f"starts on the local node ({len(first)} runs, {len(resumed)} resumes), p50 (p90):")
     print(f"  bare Job of the workspace image, created -> Complete: {base:.2f} s ({_p(bare, 90):.2f} s)")
+    print(f"  bare Job's pod, created -> its exit seen: {pod:.2f} s")
     print(f"  one-turn run, created -> first model call: {start:.2f} s ({_p(first, 90):.2f} s)")
     print(
         f"  one-turn run, created -> Succeeded: {end:.2f} s ({_p(done, 90):.2f} s): {end / base:.2f}x the Job"
@@ -240,6 +367,13 @@ def report(
         ratio=f"{end / base:.2f}x",
         goal="<= 1.2x (issue 40)",
         met=end / base <= 1.2,
+    )
+    record(
+        "run_starts",
+        "a one-turn run, created -> Succeeded, p50, to the bare pod's own end",
+        f"{end:.2f} s",
+        baseline=f"bare Job's pod, created -> exit seen {pod:.2f} s",
+        ratio=f"{end / pod:.2f}x",
     )
     record(
         "run_starts",

@@ -195,7 +195,7 @@ for c in "${components[@]}"; do
     workspace) build_workspace ;;
     operator) build_python_image operator "agentry_operator.main --all-namespaces" ;;
     api) build_python_image api "uvicorn agentry_api.main:create_app --factory --host=0.0.0.0 --port=8000" ;;
-    gateway) build_python_image gateway agentry_gateway "anthropic openai" ;;
+    gateway) build_python_image gateway agentry_gateway "agentry_llm.anthropic_provider agentry_llm.openai_provider" ;;
     squid) build_squid ;;
     *) die "unknown image $c (workspace, operator, api, gateway, squid)" ;;
   esac

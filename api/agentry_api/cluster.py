@@ -16,12 +16,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig, operators
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from agentry_common import constants as c
 from agentry_common.models import Trigger
+from agentry_common.pool import LABEL_POOL, IdleCost, idle_cost
 from agentry_common.resources import Agent, Execution
 
 FIELD_MANAGER = "agentry-api"
@@ -166,6 +167,10 @@ class Cluster:
         """`fields`: a field selector (custom resources: only their CRD's `selectableFields`)."""
         listing = self.client.list(res, namespace=self.namespace, labels=labels, fields=fields)
         return [to_dict(o) for o in await self._call(_collect(listing))]
+
+    async def pool_idle_cost(self) -> IdleCost:
+        """The warm pools' pods waiting for a claim here, and their memory requests (docs/runs.md)."""
+        return idle_cost(await self.list_objects(Pod, {LABEL_POOL: operators.exists()}))
 
     async def delete_object(self, res: Any, name: str) -> bool:
         try:

@@ -13,6 +13,8 @@ Checks, each with its latency and, when red, what to do:
   kube-apiserver, crds the cluster from the kubeconfig (or in-cluster): the Agent and Execution CRDs
   kubelet pids         each node's podPidsLimit, from its kubelet's configz through the API server
                        (nodes/proxy): red where one pod may take every PID of its node (nodecheck.py)
+  warm pools           the warm pools' pods waiting for a claim and their memory requests: their
+                       idle cost (poolcheck.py; informational)
   operator             the operator's health URL
   api                  the Agentry API's /readyz (only with --api-url)
 Exit status 0 when every check is green, 1 otherwise.
@@ -274,6 +276,10 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
                 from .nodecheck import check_kubelets  # imports this module's Check
 
                 checks.append(await asyncio.to_thread(check_kubelets, args.kubeconfig))
+            if kube[0].ok and "pools" not in skip:
+                from .poolcheck import check_pools  # the warm pools' idle cost
+
+                checks.append(await asyncio.to_thread(check_pools, args.kubeconfig))
         if "operator" not in skip:
             checks.append(
                 await check_http(
@@ -332,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip",
         action="append",
-        choices=["gateway", "channels", "firestore", "kube", "nodes", "operator", "api"],
+        choices=["gateway", "channels", "firestore", "kube", "nodes", "pools", "operator", "api"],
     )
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")

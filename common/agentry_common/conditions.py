@@ -19,6 +19,7 @@ class ConditionType(StrEnum):
     BUDGET_EXCEEDED = "BudgetExceeded"  # Execution (governed): admission held or refused the run
     BUDGET_THROTTLED = "BudgetThrottled"  # Execution (governed): the run's calls use a cheaper model
     SCHEDULE_PAUSED = "SchedulePaused"  # Agent: the operator suspended its schedule (pauseOnFailure)
+    POOLED = "Pooled"  # Execution: started in a warm pod of a pool (True), or as a Job and why (False)
 
 
 class Reason(StrEnum):
@@ -51,6 +52,13 @@ class Reason(StrEnum):
     OWNER_MISMATCH = "OwnerMismatch"  # ends Failed: the run names another owner's Agent
     POLICY_VIOLATION = "PolicyViolation"  # ends Failed: the Agent or the run breaks the Agent policy now
     WORKSPACE_BUSY = "WorkspaceBusy"  # waits Pending until the run using the Agent's kept workspace ends
+    # The Pooled condition (docs/runs.md, "Warm pool"): claimed from a pool, or why the run has a Job.
+    CLAIMING = "Claiming"  # a warm pod recorded, the claim not delivered yet (a restart finishes it)
+    CLAIMED = "Claimed"
+    NO_POOL = "NoPool"  # no pool serves the run's profile (image, resources, runtime class) there
+    POOL_EMPTY = "PoolEmpty"  # its pool had no warm pod ready
+    NEEDS_JOB = "NeedsJob"  # the run needs what a warm pod cannot get at claim (the message says what)
+    CLAIM_FAILED = "ClaimFailed"  # the warm pods tried were gone or refused the claim
 
     # How an Execution ended, as the operator sees it.
     NO_REPORT = "NoReport"

@@ -374,6 +374,11 @@ class AgentSpec(CRModel):
     secrets: list[SecretSpec] = Field(default_factory=list, max_length=32)
     mcp_servers: list[McpServerSpec] = Field(default_factory=list, max_length=10)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    # The run pod's RuntimeClass (`gvisor`, a Kata class): a stronger sandbox than the node's default
+    # runtime. None: the default (docs/security.md, "A stronger sandbox").
+    runtime_class_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+    )
     history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
     steering: SteeringSpec = Field(default_factory=SteeringSpec)
     memory: MemorySpec = Field(default_factory=MemorySpec)

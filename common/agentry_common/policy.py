@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class Rule:
     MCP_URL = "allowedMCPServerURLs"
     MCP_STDIO = "mcpStdioServers"
     WORKSPACE_SIZE = "maxWorkspaceSize"
+    RUNTIME_CLASS_REQUIRED = "runtimeClass.require"
+    RUNTIME_CLASS_ALLOWED = "runtimeClass.allowed"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,23 @@ class SecretRules(_Model):
     never_referable_labels: dict[str, str] = Field(
         default_factory=lambda: {c.LABEL_MANAGED_BY: c.MANAGED_BY, LABEL_PROVIDER_KEYS: "true"}
     )
+
+
+class RequireRuntimeClass(StrEnum):
+    """Which Agents must name a RuntimeClass (spec.runtimeClassName)."""
+
+    NEVER = "never"
+    # Agents that run code of the model's choosing: the shell or python tool, or a stdio MCP server.
+    CODE_TOOLS = "codeTools"
+    ALWAYS = "always"
+
+
+class RuntimeClassRules(_Model):
+    """Which sandbox runs an Agent's pods (docs/security.md, "A stronger sandbox")."""
+
+    require: RequireRuntimeClass = RequireRuntimeClass.NEVER
+    # RuntimeClasses spec.runtimeClassName may name; empty: any the cluster has.
+    allowed: list[str] = Field(default_factory=list)
 
 
 class PriorityRange(_Model):
@@ -154,6 +174,7 @@ class AgentPolicy(_Model):
     # Largest spec.workspace.size of a kept workspace (a PersistentVolumeClaim per Agent).
     max_workspace_size: str = Field(default="10Gi", pattern=r"^[0-9]+(Mi|Gi|Ti)$")
     priority: PriorityRange = Field(default_factory=PriorityRange)
+    runtime_class: RuntimeClassRules = Field(default_factory=RuntimeClassRules)
     # CloudScheduler creates jobs in the installation's Google Cloud project: only when an admin set it
     # up (the chart adds it when operator.cloudScheduler.location is set). Operator runs no pod at all.
     allowed_schedule_backends: list[ScheduleBackend] = Field(
@@ -313,6 +334,38 @@ def _mcp_violations(spec: AgentSpec, policy: AgentPolicy) -> list[Violation]:
     return found
 
 
+def runs_code(spec: AgentSpec) -> bool:
+    """The Agent runs programs of the model's choosing: shell, python, or a stdio MCP server."""
+    return bool({Tool.SHELL, Tool.PYTHON} & set(spec.tools)) or any(s.url is None for s in spec.mcp_servers)
+
+
+def _runtime_class_violations(spec: AgentSpec, rules: RuntimeClassRules) -> list[Violation]:
+    path: Path_ = ("spec", "runtimeClassName")
+    name = spec.runtime_class_name
+    if name is None:
+        needed = rules.require is RequireRuntimeClass.ALWAYS or (
+            rules.require is RequireRuntimeClass.CODE_TOOLS and runs_code(spec)
+        )
+        if not needed:
+            return []
+        which = "every run" if rules.require is RequireRuntimeClass.ALWAYS else "a run that executes code"
+        choices = ", ".join(rules.allowed) or "e.g. gvisor"
+        return [
+            Violation(
+                Rule.RUNTIME_CLASS_REQUIRED, path, f"{which} must use a sandboxing RuntimeClass ({choices})"
+            )
+        ]
+    if rules.allowed and name not in rules.allowed:
+        return [
+            Violation(
+                Rule.RUNTIME_CLASS_ALLOWED,
+                path,
+                f"RuntimeClass {name} is not allowed (allowed: {', '.join(rules.allowed)})",
+            )
+        ]
+    return []
+
+
 def violations(
     spec: AgentSpec | Mapping[str, Any],
     policy: AgentPolicy,
@@ -383,6 +436,7 @@ def violations(
         )
     found += _model_violations(spec, policy)
     found += _mcp_violations(spec, policy)
+    found += _runtime_class_violations(spec, policy.runtime_class)
     return found
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Protocol
 
-from agentry_common import pricing
 from agentry_common.governance import RefusalType
 
 from .types import ChatRequest, ChatResponse
@@ -14,7 +13,7 @@ TextCallback = Callable[[str], None]
 
 
 class ProviderError(Exception):
-    """A failed call, normalised across SDKs so retry/breaker/fallback logic is provider-agnostic.
+    """A failed call, normalised across providers so retry/breaker/fallback logic is provider-agnostic.
 
     `retryable` is true for rate limits, overload, 5xx, timeouts and connection failures: the same
     request may succeed later. Anything else (bad key, bad request) will not get better by waiting,
@@ -69,7 +68,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """Connection resets and timeouts raised by the SDKs' HTTP clients while reading a stream."""
+    """Connection resets and timeouts raised by an HTTP client while reading a stream."""
     root = type(exc).__module__.split(".")[0]
     return isinstance(exc, OSError | TimeoutError) or root in ("httpx", "httpx2", "httpcore", "h11")
 
@@ -90,7 +89,7 @@ class ChatProvider(Protocol):
 
     @property
     def endpoint(self) -> str:
-        """The base URL in use ("default" for the SDK's); with `name`, it keys the breaker."""
+        """The base URL in use ("default" for the provider's own); with `name`, it keys the breaker."""
         ...
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
@@ -98,39 +97,3 @@ class ChatProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class SdkProvider:
-    """What every SDK-backed provider shares: its identity, and closing its client.
-
-    `kind` names the wire flavour; the client is the vendor SDK's async client (built with
-    `max_retries=0`: retries belong to the resilience layer, which records each one).
-    """
-
-    kind: ClassVar[str]
-
-    def __init__(self, model: str, base_url: str | None, client: Any) -> None:
-        self._model = model
-        self._endpoint = base_url or "default"
-        self._client = client
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}/{self._model}"
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def endpoint(self) -> str:
-        return self._endpoint
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-    def answered_by(self, reported: str | None) -> str:
-        """The model a response says answered, when it is one we can price (the Agentry gateway
-        substitutes a cheaper model in a budget's throttle zone, and says so); else the one asked
-        for (providers may report dated snapshot ids)."""
-        return reported if reported and pricing.is_priced(reported) else self._model

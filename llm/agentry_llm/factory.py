@@ -60,7 +60,7 @@ def build_provider(
     if not key:
         raise MissingProviderKey([(f"{ref.provider.value}/{ref.name}", KEY_ENV[ref.provider])])
     base_url = base_url_for(ref, env)
-    # SDKs are imported on demand: each costs about a second at start-up.
+    # Imported on demand: a run imports only the wire its chain speaks.
     if ref.provider is ProviderKind.OPENAI:
         from .openai_provider import OpenAIProvider
 

@@ -6,19 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import openai
-
-from agentry_common.tracing import trace_headers
-
-from .base import (
-    ProviderError,
-    SdkProvider,
-    TextCallback,
-    is_refusal,
-    is_retryable_status,
-    is_transport_error,
-    retry_after_seconds,
-)
+from .base import ProviderError, TextCallback
+from .http import HttpProvider
 from .types import (
     Block,
     ChatRequest,
@@ -31,6 +20,7 @@ from .types import (
     ToolUseBlock,
 )
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _FINISH: dict[str, StopReason] = {
     "stop": "end_turn",
     "tool_calls": "tool_use",
@@ -96,7 +86,7 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
-class OpenAIProvider(SdkProvider):
+class OpenAIProvider(HttpProvider):
     kind = "openai"
 
     def __init__(
@@ -110,36 +100,20 @@ class OpenAIProvider(SdkProvider):
     ) -> None:
         # OpenAI's own reasoning models refuse `max_tokens`; most local servers only know it.
         self._max_tokens_param = "max_tokens" if base_url else "max_completion_tokens"
-        client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=0,
-            default_headers=dict(default_headers or {}),
-        )
-        super().__init__(model, base_url, client)
+        headers = {"authorization": f"Bearer {api_key}", **(default_headers or {})}
+        super().__init__(model, base_url, DEFAULT_BASE_URL, timeout, headers)
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
         stream_state = _Stream(on_text)
-        try:
-            stream = await self._client.chat.completions.create(**self._request_kwargs(request))
-            async for chunk in stream:
+        async with self.streaming("/chat/completions", self._request_body(request), _error_of) as events:
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = event.json()
+                if isinstance(chunk, dict) and chunk.get("error"):  # a failure inside a 200 stream
+                    err_type, message = _error_of(chunk)
+                    raise ProviderError(message or err_type or "stream error", provider=self.name, status=200)
                 stream_state.add(chunk)
-        except openai.APIStatusError as exc:
-            raise ProviderError(
-                _error_message(exc),
-                provider=self.name,
-                status=exc.status_code,
-                retryable=is_retryable_status(exc.status_code),
-                retry_after=retry_after_seconds(exc.response.headers),
-                final=is_refusal(_error_type(exc)),
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError(str(exc), provider=self.name, retryable=True) from exc
-        except Exception as exc:
-            raise ProviderError(
-                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
-            ) from exc
         return ChatResponse(
             message=Message(role="assistant", content=stream_state.content()),
             stop_reason=stream_state.stop_reason(),
@@ -148,8 +122,8 @@ class OpenAIProvider(SdkProvider):
             model=self.answered_by(stream_state.reported),
         )
 
-    def _request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
+    def _request_body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "model": self._model,
             "messages": to_chat_messages(request.system_text(), request.messages),
             "stream": True,
@@ -157,7 +131,7 @@ class OpenAIProvider(SdkProvider):
             self._max_tokens_param: request.max_tokens,
         }
         if request.tools:
-            kwargs["tools"] = [
+            body["tools"] = [
                 {
                     "type": "function",
                     "function": {
@@ -168,22 +142,20 @@ class OpenAIProvider(SdkProvider):
                 }
                 for t in request.tools
             ]
-        kwargs.update(sampling(request))
-        if traced := trace_headers():  # the caller's span (a turn, the gateway's call) continues upstream
-            kwargs["extra_headers"] = traced
-        return kwargs
+        body.update(sampling(request))
+        return body
 
 
-def usage_of(usage: Any) -> TokenUsage:
+def usage_of(usage: Mapping[str, Any]) -> TokenUsage:
     """Chat completions' usage: `prompt_tokens` counts all input; the part the endpoint read from its
     automatic prompt cache is `prompt_tokens_details.cached_tokens` (OpenAI, "Prompt caching"; absent
     on servers without a cache). Writes are not reported: they cost the input rate."""
-    prompt = usage.prompt_tokens or 0
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    prompt = usage.get("prompt_tokens") or 0
+    details = usage.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
     return TokenUsage(
         input_tokens=prompt,
-        output_tokens=usage.completion_tokens or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
         cache_read_tokens=min(cached, prompt),
     )
 
@@ -200,24 +172,25 @@ class _Stream:
         self.reported: str | None = None  # the model the endpoint says answered
 
     def add(self, chunk: Any) -> None:
-        self.reported = chunk.model or self.reported
-        if chunk.usage is not None:
-            self.usage = usage_of(chunk.usage)
-        for choice in chunk.choices:
-            delta = choice.delta
-            if delta.content:
-                self.text_parts.append(delta.content)
+        if not isinstance(chunk, dict):
+            return
+        self.reported = chunk.get("model") or self.reported
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = usage_of(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.text_parts.append(delta["content"])
                 if self.on_text is not None:
-                    self.on_text(delta.content)
-            for call in delta.tool_calls or []:
-                slot = self.calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-                if call.id:
-                    slot["id"] = call.id
-                if call.function is not None:
-                    slot["name"] += call.function.name or ""
-                    slot["args"] += call.function.arguments or ""
-            if choice.finish_reason:
-                self.finish = choice.finish_reason
+                    self.on_text(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                slot = self.calls.setdefault(int(call.get("index") or 0), {"id": "", "name": "", "args": ""})
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["args"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
 
     def content(self) -> list[Block]:
         content: list[Block] = []
@@ -238,19 +211,11 @@ class _Stream:
         return _FINISH.get(self.finish or "", "tool_use" if self.calls else "end_turn")
 
 
-def _error_type(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("type") or inner.get("code") or "")
-    return ""
-
-
-def _error_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return exc.message
+def _error_of(body: Any) -> tuple[str, str]:
+    """(type, message) of an error body: `{"error": {"type" or "code", "message"}}`, or the same
+    fields at the top level (some compatible servers)."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(inner, dict):
+        return "", ""
+    message = inner.get("message")
+    return str(inner.get("type") or inner.get("code") or ""), message if isinstance(message, str) else ""

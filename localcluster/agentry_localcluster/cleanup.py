@@ -181,7 +181,13 @@ def cleanup() -> list[str]:
     if mounts:
         done.append(f"unmounted {len(mounts)} leftover mount(s)")
     # Stale pod state: the next kubelet starts from nothing (images in containerd's root stay).
-    for stale in (NODE_ROOT / "kubelet", NODE_ROOT / "cni" / "networks", NODE_RUN / "containerd"):
+    stale_dirs = (
+        NODE_ROOT / "kubelet",
+        NODE_ROOT / "cni" / "networks",
+        NODE_RUN / "containerd",
+        NODE_RUN / "runsc",
+    )
+    for stale in stale_dirs:
         if stale.exists():
             shutil.rmtree(stale, ignore_errors=True)
     with contextlib.suppress(OSError):

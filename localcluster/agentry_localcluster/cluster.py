@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import gvisor
 from . import node as n
 from .dns import coredns_manifests, dns_query
 from .images import BuiltImages
@@ -106,8 +107,10 @@ class Cluster:
         # pod bound to the node; it lags the pod by a moment, and a run pod started in that moment
         # fails with "failed to sync secret cache". On a single node every pod is this node's anyway:
         # RBAC's system:node role (bound to no one by default) closes the gap.
-        self.apply([NODE_ROLE_BINDING, *KUBE_ROUTER_RBAC])
-        self.node = n.Node(self.workdir / "node", self.plane, self.assets)
+        # gVisor's RuntimeClass too: pods may name it from the start (gvisor.py).
+        self.apply([NODE_ROLE_BINDING, *KUBE_ROUTER_RBAC, gvisor.runtime_class()])
+        shim = gvisor.build_shim()  # built in `make prepare`: a cache check here
+        self.node = n.Node(self.workdir / "node", self.plane, self.assets, runsc_shim=shim)
         self.node.start(say, images)
         # Kept workspaces: the default StorageClass and its provisioner (storage.py). Its directories
         # live with etcd's data, under the workdir, so a restarted cluster finds its volumes again.

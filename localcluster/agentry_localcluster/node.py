@@ -11,6 +11,7 @@ Everything the node creates on the host is namespaced so it can be found and rem
 | what | where |
 | --- | --- |
 | containerd root, state, socket | `NODE_ROOT/containerd`, `NODE_RUN/containerd`, `.../containerd.sock` |
+| gVisor's sandboxes' state (runsc's root) | `NODE_RUN/runsc` (gvisor.py) |
 | network namespaces of pods | containerd's state dir (`netns_mounts_under_state_dir`), not `/run/netns` |
 | kubelet root, pod logs | `NODE_ROOT/kubelet`, `NODE_ROOT/pod-logs` |
 | CNI config, IPAM state | `NODE_ROOT/cni` |
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from . import gvisor
 
 # The node's names and its host work live in their own modules; these are re-exported because callers
 # (cluster.py, cli.py, the e2e tests) know them as `node.X`.
@@ -95,6 +98,7 @@ class Node:
     workdir: Path
     plane: ControlPlane
     assets: Path
+    runsc_shim: Path | None = None  # where runsc and gVisor's shim are: the `runsc` handler (gvisor.py)
     procs: list[Proc] = field(default_factory=list, repr=False)
 
     def start(self, say: Say, images: BuiltImages | None = None, timeout: float = 120) -> Node:
@@ -138,11 +142,20 @@ class Node:
 
     def _start_containerd(self, timeout: float) -> None:
         path = self.workdir / "containerd.toml"
-        path.write_text(containerd_config())
+        env: dict[str, str] = {}
+        runsc_config = None
+        if self.runsc_shim is not None:
+            runsc_config = self.workdir / "runsc.toml"
+            debug = self.workdir / "runsc-debug" if os.environ.get("AGENTRY_RUNSC_DEBUG") else None
+            runsc_config.write_text(gvisor.shim_config(self.runsc_shim, debug))
+            # containerd finds a runtime's shim on its PATH.
+            env["PATH"] = f"{self.runsc_shim}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        path.write_text(containerd_config(runsc_config))
         proc = Proc(
             "containerd",
             ["containerd", "--config", str(path), "--log-level", "warn"],
             self.workdir / "containerd.log",
+            env=env,
         ).start()
         self.procs.append(proc)
         proc.wait_ready(

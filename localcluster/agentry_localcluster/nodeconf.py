@@ -7,6 +7,7 @@ from typing import Any
 
 from agentry_common.pki import CertPair
 
+from . import gvisor
 from .layout import (
     BRIDGE,
     CGROUP_ROOT,
@@ -48,8 +49,9 @@ def cni_conflist() -> dict[str, Any]:
     }
 
 
-def containerd_config() -> str:
-    """containerd's config.toml: its own root, state and socket, CRI with runc and our CNI."""
+def containerd_config(runsc_config: Path | None = None) -> str:
+    """containerd's config.toml: its own root, state and socket, CRI with runc and our CNI; with
+    `runsc_config` (the shim's runsc.toml), also gVisor's runtime handler (gvisor.py)."""
     root, state = NODE_ROOT / "containerd", NODE_RUN / "containerd"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
@@ -77,7 +79,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-  [{cri}.cni]
+{gvisor.containerd_runtime(cri, runsc_config) if runsc_config else ""}  [{cri}.cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{NODE_ROOT / "cni" / "net.d"}"
 

@@ -38,6 +38,7 @@ from .handlers.journals import prune_journals
 from .handlers.memory import drop_agent_memory, memory_sweep_loop
 from .handlers.state import State
 from .handlers.workflow_admission import register_webhooks as register_workflow_webhooks
+from .pool.pools import Pools
 from .registries import RECONCILE, WEBHOOKS
 from .run_events import Timed
 from .run_events import register as register_runs
@@ -88,6 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     ctx.state.gate.policy = get_policy()  # the run gate applies the webhook's policy again at each start
     # Governance on (AGENTRY_GATEWAY_URL): without token keys this raises and the operator stops.
     ctx.state.governance = Governance.from_config(config)
+    ctx.state.pools = Pools.from_config(config, ctx.client)  # warm pools (docs/runs.md, "Warm pool")
     if ctx.state.governance is not None:
         log.info("governance on: admission and run tokens through the gateway at %s", config.gateway_base)
     ctx.scheduler = cloud_scheduler_backend(config, log)

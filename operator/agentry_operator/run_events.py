@@ -76,6 +76,8 @@ async def job(ctx: OperatorContext, event: str | None, body: dict[str, Any]) -> 
 
 async def pod(ctx: OperatorContext, event: str | None, body: dict[str, Any]) -> None:
     with Timed("Pod"):
+        if ctx.state.pools is not None:
+            ctx.state.pools.on_pod(event, body)  # a warm pod ready, claimed or gone
         await on_pod(ctx.client, ctx.state, event, body)
 
 
@@ -108,14 +110,15 @@ def register(registry: kopf.OperatorRegistry, namespaces: list[str] | None) -> N
         if not isinstance(client, kube.Client):  # made by kube.new_client: it has the hot path
             raise kopf.PermanentError("the operator's client has no hot path to watch with")
         ctx.state.queue.run(functools.partial(reconcile_execution, ctx))
+        pools = [asyncio.create_task(ctx.state.pools.run(), name="pools")] if ctx.state.pools else []
         if namespaces and has_patterns(namespaces):
             ctx.namespaces = Namespaces(
                 client, client.wire, list(namespaces), functools.partial(watches, ctx, memo, client)
             )
-            ctx.watches = informer.start([ctx.namespaces.watch()])
+            ctx.watches = [*informer.start([ctx.namespaces.watch()]), *pools]
             return
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
-        ctx.watches = informer.start([w for ns in scopes for w in watches(ctx, memo, client, ns)])
+        ctx.watches = [*informer.start([w for ns in scopes for w in watches(ctx, memo, client, ns)]), *pools]
 
     kopf.on.startup(registry=registry, id="watch-runs")(watch_runs)
     kopf.on.probe(registry=registry, id="runs-watched")(watching)

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentry_common.models import DEFAULT_MODEL, ModelSpec, parse_model
+from agentry_common.pool import CLAIM_PORT, PoolProfile
 from agentry_common.tokens import Keyring
 
 
@@ -128,6 +129,11 @@ class Settings(BaseSettings):
         default="default", validation_alias=AliasChoices("AGENTRY_LEASE_NAMESPACE", "POD_NAMESPACE")
     )
     lease_seconds: int = Field(default=10, ge=3, le=120)
+    # -- Warm pools (docs/runs.md, "Warm pool"; the chart's operator.pools): a JSON list of pools
+    # (agentry_common.pool.PoolProfile). Empty: every run starts as a Job of its own.
+    pools: list[PoolProfile] = Field(default_factory=list)
+    # -- The warm pods' claim port (the NetworkPolicy opens it to the operator only).
+    pool_claim_port: int = Field(default=CLAIM_PORT, ge=1, le=65535)
     # -- Seconds between coalesced refreshes of Agent status (totals, history, next run).
     agent_refresh_seconds: float = 1.0
     # -- Seconds between sweeps of Agent memory stores whose Agent is gone (deleted while the operator

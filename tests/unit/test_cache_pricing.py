@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 
@@ -47,13 +46,13 @@ def test_minimum_cacheable_length_per_model() -> None:
 
 
 def test_messages_api_usage_names_the_cached_parts_of_all_input() -> None:
-    raw = SimpleNamespace(
-        input_tokens=50,
-        output_tokens=7,
-        cache_read_input_tokens=3000,
-        cache_creation_input_tokens=1200,
-        cache_creation=SimpleNamespace(ephemeral_5m_input_tokens=200, ephemeral_1h_input_tokens=1000),
-    )
+    raw = {
+        "input_tokens": 50,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 3000,
+        "cache_creation_input_tokens": 1200,
+        "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 1000},
+    }
     usage = usage_of(raw)
     assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (4250, 3000, 1200)
     assert usage.cache_write_1h_tokens == 1000 and usage.uncached_input_tokens == 50

@@ -178,7 +178,7 @@ def test_the_sdk_reads_the_same_usage_streamed_and_not() -> None:
     )
     assert streamed.cache_creation is not None and streamed.cache_creation.ephemeral_5m_input_tokens == prefix
     assert (plain.cache_read_input_tokens, plain.cache_creation_input_tokens) == (prefix, 0)
-    total = usage_of(plain)  # the provider layer's view: all input, the read part named
+    total = usage_of(plain.model_dump())  # the provider layer's view: all input, the read part named
     assert (total.input_tokens, total.cache_read_tokens) == (anthropic_input_tokens(body), prefix)
     assert recorded[1] is not None and recorded[1]["cache_read_input_tokens"] == prefix
 

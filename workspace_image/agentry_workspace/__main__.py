@@ -20,9 +20,14 @@ signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(ExitCode.INTERRUP
 import logging  # noqa: E402  (after the handler: the imports below are the slow part of a start)
 import sys  # noqa: E402
 
-from .app import pod_main  # noqa: E402
+if "--warm" in sys.argv[1:]:  # a warm pool's pod: waits for its claim first (warm.py)
+    from .warm import warm_main
 
-code = pod_main()
+    code = warm_main()
+else:
+    from .app import pod_main
+
+    code = pod_main()
 logging.shutdown()
 sys.stdout.flush()
 sys.stderr.flush()

@@ -7,7 +7,9 @@ process: each event passes the run's redaction step (redaction.py) before its li
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -46,6 +48,19 @@ EVENT_TYPES = frozenset(
         "waiting",
     }
 )
+
+
+def process_age() -> float:
+    """Seconds since this process started (the kernel's start time in /proc): the `start` event's
+    `startupSeconds`, the runtime's own start-up (interpreter, imports, configuration) in a start's
+    breakdown (`python -m bench.run_starts`). 0.0 where /proc has no such entry."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in clock ticks
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def now_rfc3339() -> str:

@@ -30,7 +30,7 @@ from .checkpoints import TOKEN_ENVS, Fenced, open_journal
 from .config import ConfigError, RunConfig
 from .context import ContextKeeper, ContextOverflow
 from .durable import Durable, Opened, StopAtCheckpoint, continue_from, pod_name
-from .events import TEXT_IN_EVENTS, EventSink, tool_env
+from .events import TEXT_IN_EVENTS, EventSink, process_age, tool_env
 from .mcp_servers import McpServers
 from .outcome import Outcome, StopReason
 from .policy import Verdict, assess_call
@@ -402,6 +402,7 @@ class Runner:
             resumed=self.cfg.resume is not None,
             checkpoints=self.durable.writer is not None,
             parent=self.durable.writer.parent_name if self.durable.writer is not None else "",
+            startupSeconds=round(process_age(), 3),
         )
 
     def _tool_specs(self) -> list[ToolSpec]:

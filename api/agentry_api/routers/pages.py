@@ -192,7 +192,14 @@ async def usage_page(request: Request, state: StateDep, window: str = "7d") -> R
 
     async def load(user: User) -> dict[str, Any]:
         used = await usage(state.store, user, window)
-        return {"usage": used.model_dump(mode="json"), "window": window, "charts": usage_charts(used)}
+        pools = None  # the warm pools' idle cost, while pods wait: a line of the page, never its failure
+        try:
+            cost = await state.cluster.pool_idle_cost()
+            pools = cost.describe() if cost.pods else None
+        except Exception:
+            pass
+        charts = usage_charts(used)
+        return {"usage": used.model_dump(mode="json"), "window": window, "charts": charts, "pools": pools}
 
     return await render(request, state, "usage.html", "usage", load=load)
 

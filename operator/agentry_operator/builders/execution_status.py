@@ -273,22 +273,11 @@ def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[s
         int(status.get("failed", 0)) + int(status.get("succeeded", 0)) + int(status.get("active", 0)),
     )
     code, report = _exit(pod)
-    base: _Seen = {
-        "start_time": status.get("startTime"),
-        "attempts": attempts,
-        "result": _result(report, asked_outputs(pod)) if report else None,
-        "usage": _usage(report) if report else None,
-        "mcp": mcp_status(report) if report else None,
-        "checkpoint": checkpoint_status(report) if report else None,
-    }
+    base = _reported(pod, report, {"start_time": status.get("startTime"), "attempts": attempts})
 
     if complete:
         end = status.get("completionTime") or conds.get(JOB_COMPLETE, {}).get("lastTransitionTime")
-        if report is None:  # never a silent success without the run's result and usage
-            return Observed(Phase.SUCCEEDED, Reason.NO_REPORT, _no_report(pod), completion_time=end, **base)
-        return Observed(
-            Phase.SUCCEEDED, Reason.COMPLETED, "the agent finished its task", completion_time=end, **base
-        )
+        return _succeeded(pod, report, end, base)
 
     failed = conds.get(JOB_FAILED) or conds.get(JOB_FAILURE_TARGET)
     if failed:
@@ -305,6 +294,24 @@ def observe(job_read: Mapping[str, object] | None, pods_read: Sequence[Mapping[s
     if any(interrupted(p) for p in pods):  # the replacement of a pod that stopped at a checkpoint
         return Observed(Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, **base)
     return Observed(Phase.PENDING, Reason.PENDING, WAITING_MESSAGE, **base)
+
+
+def _reported(pod: Pod | None, report: Report | None, base: _Seen) -> _Seen:
+    """`base` with what the pod's report says (result, usage, MCP servers, checkpoint)."""
+    if report:
+        base["result"] = _result(report, asked_outputs(pod))
+        base["usage"] = _usage(report)
+        base["mcp"] = mcp_status(report)
+        base["checkpoint"] = checkpoint_status(report)
+    return base
+
+
+def _succeeded(pod: Pod | None, report: Report | None, end: str | None, base: _Seen) -> Observed:
+    if report is None:  # never a silent success without the run's result and usage
+        return Observed(Phase.SUCCEEDED, Reason.NO_REPORT, _no_report(pod), completion_time=end, **base)
+    return Observed(
+        Phase.SUCCEEDED, Reason.COMPLETED, "the agent finished its task", completion_time=end, **base
+    )
 
 
 # The Job controller's message when a podFailurePolicy rule on exit codes ends a Job (reason
@@ -439,10 +446,19 @@ def _pod_state(pod: Pod, base: _Seen) -> Observed | None:
 
 
 def observe_pod(pod_read: Mapping[str, object]) -> Observed | None:
-    """A pod event on its own: only non-terminal news (terminal outcomes come with the Job's). A pod
-    that stopped at a checkpoint is such news: the run goes on in the pod that replaces it."""
+    """A pod event on its own: its success (exit 0 completes the Job: the run's outcome is known a
+    Job-controller sync before the Job says so), or non-terminal news (the other ends come with the
+    Job's, which decides on retries). A pod that stopped at a checkpoint is such news: the run goes on
+    in the pod that replaces it."""
     pod = cast(Pod, pod_read)
-    if (_container(pod).get("state") or {}).get("terminated"):
+    terminated = (_container(pod).get("state") or {}).get("terminated")
+    if terminated:
+        if terminated.get("exitCode") == 0:
+            report = parse_report(terminated.get("message"))
+            start = (pod.get("status") or {}).get("startTime")
+            return _succeeded(
+                pod, report, terminated.get("finishedAt"), _reported(pod, report, {"start_time": start})
+            )
         if not interrupted(pod):
             return None
         report = _exit(pod)[1]  # its usage is not the run's yet: the last pod reports the whole

@@ -391,9 +391,12 @@ def build_job(
     if claim:  # the runtime holds the size where the storage does not (docs/runs.md, "A kept workspace")
         env.append({"name": ENV_WORKSPACE_LIMIT, "value": str(size_bytes(spec.workspace.size))})
     container = _container(env, _resources(spec, config), config)
+    pod_spec = _pod_spec(container, config, resume_configmap, claim)
+    if spec.runtime_class_name:  # a stronger sandbox (gVisor, Kata): docs/security.md
+        pod_spec["runtimeClassName"] = spec.runtime_class_name
     template = {
         "metadata": {"labels": labels, "annotations": {**annotations, **run_inputs(execution, agent)}},
-        "spec": _pod_spec(container, config, resume_configmap, claim),
+        "spec": pod_spec,
     }
     return {
         "apiVersion": "batch/v1",

@@ -62,6 +62,7 @@ class Terminated(TypedDict, total=False):
     exitCode: int
     reason: str
     message: str
+    finishedAt: str
 
 
 class Waiting(TypedDict, total=False):

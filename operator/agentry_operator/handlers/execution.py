@@ -31,11 +31,12 @@ from ..builders.job import build_job, effective_spec
 from ..builders.refusal import Action
 from ..builders.run_gate import WAIT_SECONDS, Held, owner_held
 from ..conditions import get_condition, now_rfc3339
+from ..pool.claim import Step, claiming, finish, release, start_pooled
 from ..settings import Settings
 from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
 from .approval import on_waiting
-from .follow_up import follow_up_gate
+from .follow_up import follow_up_gate, resumed_parent
 from .next_job import continue_run, interrupted
 from .outcome import decide, key_of, on_job, on_pod, resync, said, write_status
 from .state import Key, Logger, State, phase_of
@@ -70,7 +71,8 @@ async def on_execution(
     if phase is not None and phase.terminal:
         return
     key = key_of(body)
-    running = (body.get("status") or {}).get("jobName") and phase != Phase.WAITING_APPROVAL
+    status = body.get("status") or {}
+    running = status.get("jobName") and phase != Phase.WAITING_APPROVAL and not claiming(status)
     if running and not body["spec"].get("cancel"):
         if listing:
             state.resync_later(key)
@@ -91,6 +93,8 @@ async def reconcile(client: AsyncClient, config: Settings, state: State, key: Ke
         await cancel(client, state, body, log)
     elif phase == Phase.WAITING_APPROVAL:
         await _waiting(client, config, state, body, log)
+    elif claiming(body.get("status") or {}):  # a claim recorded before a restart (pool/claim.py)
+        await _finish_claim(client, config, state, key)
     elif (body.get("status") or {}).get("jobName"):
         if interrupted(body.get("status") or {}) and await _continue(client, config, state, key):
             return
@@ -335,19 +339,24 @@ async def _run(
     await ensure_claim(client, config, agent["metadata"], run_spec)  # a kept workspace: the Agent's claim
     # The pod's spans are children of this reconcile's (tracing off: None, nothing added).
     traceparent = tracing.current_traceparent()
-    job = await kube.create_or_adopt(
-        client,
-        build_job(
-            body,
-            agent,
-            correlation_id,
-            config,
-            token_secret=token_secret,
-            spec=run_spec,
-            traceparent=traceparent,
-            parent=parent,
-        ),
+    manifest = build_job(
+        body,
+        agent,
+        correlation_id,
+        config,
+        token_secret=token_secret,
+        spec=run_spec,
+        traceparent=traceparent,
+        parent=parent,
     )
+    # A warm pod of a pool, if one serves the run (pool/claim.py); else its own Job, and why.
+    conditions = await start_pooled(
+        client, config, state, body, manifest, token_secret, correlation_id, status.get("conditions") or []
+    )
+    if conditions is None:
+        return
+    status = {**status, "conditions": conditions}
+    job = await kube.create_or_adopt(client, manifest)
     logger.info(
         "job %s for execution %s correlation_id=%s",
         child,
@@ -362,6 +371,35 @@ async def _run(
     await write_status(client, state, body, new)
     if job is not None and job.get("status"):  # adopted: its pods may have run, or ended, meanwhile
         await resync(client, state, state.executions.get(key_of(body), body), child)
+
+
+async def _finish_claim(client: AsyncClient, config: Settings, state: State, key: Key) -> None:
+    """Finish the claim a restart found recorded (each step repeats safely); a warm pod gone or taken
+    meanwhile releases it, and the run starts again."""
+    body = state.executions[key]
+    meta, status = body["metadata"], body.get("status") or {}
+    try:
+        agent = await _agent(client, state, meta["namespace"], body["spec"]["agentRef"]["name"])
+        parent = await resumed_parent(client, config, state, body)
+        step = Step.GONE
+        if agent is not None:
+            child = job_name(meta["name"], meta["uid"])
+            token_secret = token_secret_name(child) if config.governed else None
+            manifest = build_job(
+                body,
+                agent,
+                status.get("correlationId") or uuid.uuid4().hex,
+                config,
+                token_secret=token_secret,
+                spec=effective_spec(agent, config),
+                parent=parent,
+            )
+            step = await finish(client, config, state, body, manifest, token_secret, status["jobName"])
+        if step is not Step.CLAIMED:
+            await release(client, state, body, status["jobName"], delete=step is Step.GONE)
+            state.queue.add(key_of(body))
+    except Exception as exc:
+        _retry(state, body, exc, log)
 
 
 async def _schedule_gate(

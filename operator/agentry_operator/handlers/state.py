@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agentry_common.models import Phase
 from agentry_common.tracing import ANNOTATION_TRACEPARENT
@@ -24,6 +24,9 @@ from ..controller.queue import Queue
 from ..governance import Governance
 from ..metrics import EXECUTIONS, PHASE_TRANSITIONS
 from .run_gate import RunGate
+
+if TYPE_CHECKING:
+    from ..pool.pools import Pools
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Key = tuple[str, str]  # (namespace, name)
@@ -114,6 +117,7 @@ class State:
         self.governance: Governance | None = None
         self.admission_after: dict[Key, float] = {}
         self.admitting: set[Key] = set()
+        self.pools: Pools | None = None  # the warm pools (settings.pools set; pool/pools.py)
 
     # -- Executions ----------------------------------------------------------------------------
 

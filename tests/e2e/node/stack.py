@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from agentry_common import constants as c
+from agentry_common import pool
 from agentry_localcluster import localhttp
 from agentry_localcluster import node as n
 from agentry_localcluster.cluster import Cluster
@@ -47,6 +49,16 @@ class NodeStack:
 
     def items(self, kind: str, *selector: str) -> list[dict[str, Any]]:
         return list(json.loads(self.kubectl("get", kind, *selector, "-o", "json"))["items"])
+
+    def warm_pods(self) -> list[dict[str, Any]]:
+        """Running pods of the warm pools that no run has claimed (docs/runs.md, "Warm pool")."""
+        return [
+            pod
+            for pod in self.items("pods", "-l", pool.LABEL_POOL)
+            if pod["status"].get("phase") == "Running"
+            and not pod["metadata"].get("deletionTimestamp")
+            and c.ANNOTATION_EXECUTION not in (pod["metadata"].get("annotations") or {})
+        ]
 
     def apply_agent(self, name: str, spec: dict[str, Any]) -> None:
         agent = {

@@ -1,14 +1,14 @@
 """The prompt-injection and sandbox-escape suite, in real run pods on the local node (issue 14, item 5).
 
-The scripted model plays the attacker: six runs (one under runtime claude-code), each one Execution
-of a real Agent under Pod Security "restricted" behind the egress proxy and the runs' NetworkPolicy,
-make the hostile calls of sandbox_cases.py (and claude_code_cases below) in sequence (calls that once
-crashed the runtime get runs of their own). Each case is judged from what the model got back and from
-the run's own tool_result events (kubectl logs); every run is also checked for what left: the
-exfiltration target (an HTTP server on the node's address that no Agent lists) must have heard
-nothing, neither site may see the canary (the Agent's secret) in any encoding, and the canary must not
-appear in the pod's log or the Execution. `pytest -s` prints the table of cases (docs/security.md,
-"The sandbox suite")."""
+The scripted model plays the attacker: seven runs (one under runtime claude-code; the main one also
+under gVisor, `[gvisor]`), each one Execution of a real Agent under Pod Security "restricted" behind
+the egress proxy and the runs' NetworkPolicy, make the hostile calls of sandbox_cases.py (and
+claude_code_cases below) in sequence (calls that once crashed the runtime get runs of their own). Each
+case is judged from what the model got back and from the run's own tool_result events (kubectl logs);
+every run is also checked for what left: the exfiltration target (an HTTP server on the node's address
+that no Agent lists) must have heard nothing, neither site may see the canary (the Agent's secret) in
+any encoding, and the canary must not appear in the pod's log or the Execution. `pytest -s` prints the
+table of cases (docs/security.md, "The sandbox suite")."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agentry_common.policy import LABEL_REFERABLE
+from agentry_localcluster.gvisor import RUNTIME_CLASS
 from agentry_testing.scripted_llm import ScriptedLLM
 from agentry_workspace.cli_relay import PLACEHOLDER_KEY
 
@@ -56,6 +57,12 @@ RACE = {
     "escaped": ("root:x:0:0",),
 }
 SETUP = {"type": "tool_use", "id": "setup", "name": "shell", "input": {"command": setup_command()}}
+# What does not hold under the local node's gVisor (runsc built from the Go module proxy: gvisor.py): case
+# id -> what its first call returns there, asserted exactly, so a fix or a new break fails the run (then
+# change it here and in docs/security.md, "A stronger sandbox"). gVisor's /proc/<pid>/fd keeps the task's
+# owner when the task is non-dumpable (Linux makes it root's): the runtime's UID lists its descriptor
+# numbers, though where they point, opening them, its memory and its environment stay refused.
+GVISOR_GAPS = {"proc1-mem-fd": "mem:denied\nfd:OPEN\nfd1:denied"}
 
 
 @dataclass
@@ -167,7 +174,15 @@ def _log_leaks(run: Run, verdicts: list[Verdict]) -> list[str]:
     return anywhere
 
 
-def _record(verdicts: list[Verdict], run: Run, sites: tuple[Site, Site], expected_phase: str) -> None:
+def _record(
+    verdicts: list[Verdict],
+    run: Run,
+    sites: tuple[Site, Site],
+    expected_phase: str,
+    gaps: dict[str, str] | None = None,
+) -> None:
+    """Every case held, but for the known `gaps` (case id -> its first result), which must break just so."""
+    gaps = gaps or {}
     extra = _leaks(sites, run) + _log_leaks(run, verdicts)
     if run.phase != expected_phase:
         summary = (run.done["status"].get("result") or {}).get("summary", "")
@@ -175,7 +190,11 @@ def _record(verdicts: list[Verdict], run: Run, sites: tuple[Site, Site], expecte
     for verdict in verdicts:
         verdict.problems.extend(extra)
     VERDICTS.extend(verdicts)
-    broken = [f"{v.case.id}: {v.problems}" for v in verdicts if not v.held]
+    broken = [f"{v.case.id}: {v.problems}" for v in verdicts if not v.held and v.case.id not in gaps]
+    for v in (v for v in verdicts if v.case.id in gaps):  # a known gap breaks exactly as recorded
+        got = run.results.get(v.case.use_ids()[0], "")
+        if v.held or gaps[v.case.id] not in got:
+            broken.append(f"{v.case.id}: not the known gap {gaps[v.case.id]!r} any more: {got[:300]!r}")
     assert not broken, "\n".join(broken) + "\n" + table(verdicts)
 
 
@@ -192,8 +211,14 @@ def _trusting(canary: dict[str, Any], allowed: Site, **extra: Any) -> dict[str, 
     )
 
 
+# The main run in the node's default runtime (runc), and once more under gVisor (test_gvisor.py).
+@pytest.mark.parametrize("runtime_class", [None, RUNTIME_CLASS], ids=["runc", RUNTIME_CLASS])
 def test_hostile_calls_are_refused_and_nothing_leaves(
-    node_stack: NodeStack, llm: ScriptedLLM, sites: tuple[Site, Site], canary: dict[str, Any]
+    node_stack: NodeStack,
+    llm: ScriptedLLM,
+    sites: tuple[Site, Site],
+    canary: dict[str, Any],
+    runtime_class: str | None,
 ) -> None:
     exfil, allowed = sites
     cases = [
@@ -204,9 +229,13 @@ def test_hostile_calls_are_refused_and_nothing_leaves(
         *sc.transformed_cases(exfil),
         *sc.injection_cases(exfil, allowed),
     ]
-    run = _run(node_stack, llm, _trusting(canary, allowed, timeoutSeconds=600), cases, SETUP)
+    extra = {"runtimeClassName": runtime_class} if runtime_class else {}
+    run = _run(node_stack, llm, _trusting(canary, allowed, timeoutSeconds=600, **extra), cases, SETUP)
     assert "setup-done" in run.results.get("setup", ""), run.results.get("setup")
-    _record([judge(c, run.results, run.tool_events()) for c in cases], run, sites, "Succeeded")
+    pods = node_stack.items("pods", "-l", f"agentry.dev/execution={run.done['metadata']['name']}")
+    assert {p["spec"].get("runtimeClassName") for p in pods} == {runtime_class}
+    gaps = GVISOR_GAPS if runtime_class == RUNTIME_CLASS else {}
+    _record([judge(c, run.results, run.tool_events()) for c in cases], run, sites, "Succeeded", gaps)
 
 
 @pytest.mark.parametrize("case_id", sc.OWN_RUN)

@@ -267,12 +267,10 @@ def test_a_run_is_one_trace_from_the_api_to_the_provider(
     (tool,) = named(spans, tracing.SERVICE_RUNTIME, "execute_tool")
     assert tool["name"] == "execute_tool shell" and tool["attrs"][tracing.GEN_AI_TOOL_NAME] == "shell"
     assert parent(tool) is run_span
-    # Gateway: each turn's call (through the Anthropic SDK's own client span, which sends the trace
-    # context) is a server span holding the budget decision, with the provider call as its child.
+    # Gateway: each turn's call (the turn's client span sends the trace context) is a server span
+    # holding the budget decision, with the provider call as its child.
     served = [s for s in spans if s["service"] == tracing.SERVICE_GATEWAY and s["kind"] == 2]
-    sdk_calls = [parent(s) for s in served]
-    assert all(c["service"] == tracing.SERVICE_RUNTIME and c["kind"] == 3 for c in sdk_calls)
-    assert sorted(parent(c)["spanId"] for c in sdk_calls) == sorted(t["spanId"] for t in turns)
+    assert sorted(parent(s)["spanId"] for s in served) == sorted(t["spanId"] for t in turns)
     for call in served:
         assert call["attrs"][tracing.ATTR_BUDGET_DECISION] == "allow"
         assert call["attrs"][tracing.ATTR_EXECUTION] == execution

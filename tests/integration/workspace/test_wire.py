@@ -1,11 +1,14 @@
-"""The real Anthropic and OpenAI SDKs against the scripted wire server, over HTTP."""
+"""The provider layer's own wire clients and the vendors' SDKs against the scripted wire server, over
+HTTP: the SDKs prove the scripted server speaks the real wire, the provider layer speaks it too."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anthropic
@@ -227,3 +230,38 @@ def test_scripted_llm_runs_as_a_process(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+class _NotAStream(BaseHTTPRequestHandler):
+    """A server that answers a streamed call with a plain page (a proxy's, a misconfigured URL)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = b"<html>hello from a proxy</html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_an_answer_that_is_not_an_event_stream_is_a_provider_error(kind: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotAStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    provider = (
+        AnthropicProvider(model="claude-sonnet-4-6", api_key="k", base_url=url)
+        if kind == "anthropic"
+        else OpenAIProvider(model="gpt-4.1", api_key="k", base_url=url)
+    )
+    try:
+        with pytest.raises(ProviderError) as info:
+            await provider.complete(REQUEST)
+    finally:
+        await provider.aclose()
+        server.shutdown()
+    assert "not an event stream" in info.value.message and not info.value.retryable

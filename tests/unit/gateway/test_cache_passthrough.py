@@ -139,16 +139,18 @@ def test_invalid_breakpoints_are_refused_naming_the_field(body: dict[str, Any], 
 
 
 def test_openai_usage_names_the_cached_part_of_the_prompt() -> None:
-    usage = SimpleNamespace(
-        prompt_tokens=2_000, completion_tokens=7, prompt_tokens_details=SimpleNamespace(cached_tokens=1_536)
-    )
+    usage: dict[str, Any] = {
+        "prompt_tokens": 2_000,
+        "completion_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 1_536},
+    }
     assert usage_of(usage) == TokenUsage(input_tokens=2_000, output_tokens=7, cache_read_tokens=1_536)
     # A server without a cache reports no details.
-    plain = SimpleNamespace(prompt_tokens=10, completion_tokens=1, prompt_tokens_details=None)
+    plain = {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": None}
     assert usage_of(plain) == TokenUsage(input_tokens=10, output_tokens=1)
     # Streamed: the last chunk (stream_options.include_usage) carries it.
     stream = _Stream(None)
-    stream.add(SimpleNamespace(model="gpt-4.1", usage=usage, choices=[]))
+    stream.add({"model": "gpt-4.1", "usage": usage, "choices": []})
     assert stream.usage.cache_read_tokens == 1_536 and stream.usage.uncached_input_tokens == 464
 
 

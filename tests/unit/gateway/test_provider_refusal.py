@@ -93,7 +93,8 @@ def test_sampling_parameters_per_protocol() -> None:
         }
     )
     assert anthropic_sampling(request) == {
-        "extra_body": {"temperature": 0.1, "top_p": 0.9},
+        "temperature": 0.1,
+        "top_p": 0.9,
         "stop_sequences": ["X"],
         "tool_choice": {"type": "any"},
     }

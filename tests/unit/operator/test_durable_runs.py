@@ -155,6 +155,21 @@ def test_a_pod_that_stopped_at_a_checkpoint_keeps_the_run_running_interrupted() 
     assert observe(RUNNING_JOB, [lost, running]).reason == Reason.RUNNING
 
 
+def test_a_pod_that_exited_0_ends_the_run_before_the_job_says_so() -> None:
+    """Exit 0 completes the Job (one completion): its pod's event is the outcome, with the report."""
+    report = {"summary": "done", "stopReason": "end_turn", "usage": {"inputTokens": 12, "outputTokens": 3}}
+    done = exited(0, report)
+    done["terminated"]["finishedAt"] = "2026-01-02T03:01:00Z"
+    seen = observe_pod(pod("p1", "2026-01-02T03:00:00Z", done, "Succeeded"))
+    assert seen is not None and (seen.phase, seen.reason) == (Phase.SUCCEEDED, Reason.COMPLETED)
+    assert seen.result is not None and seen.result.summary == "done"
+    assert seen.usage is not None and seen.usage.input_tokens == 12
+    assert seen.completion_time == "2026-01-02T03:01:00Z"
+    # Never a silent success: no report, the reason says so.
+    bare = observe_pod(pod("p1", "2026-01-02T03:00:00Z", exited(0), "Succeeded"))
+    assert bare is not None and (bare.phase, bare.reason) == (Phase.SUCCEEDED, Reason.NO_REPORT)
+
+
 def test_resumed_too_often_fails_resume_limit_reached_and_a_job_ended_by_75_asks_for_the_next() -> None:
     failed = {
         "spec": {},

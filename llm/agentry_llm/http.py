@@ -1,0 +1,107 @@
+"""What the providers that speak their wire directly share: one httpx client, a streamed POST whose
+server-sent events the provider folds into its answer, and failures normalised to ProviderError."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from agentry_common import pricing
+from agentry_common.tracing import trace_headers
+
+from .base import ProviderError, is_refusal, is_retryable_status, is_transport_error, retry_after_seconds
+
+# (type, message) of an error response's JSON body, in the provider's own spelling.
+ErrorOf = Callable[[Any], tuple[str, str]]
+# As many connections as a busy gateway channel holds to its provider at once.
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+_CONNECT_TIMEOUT = 10.0
+
+
+class HttpProvider:
+    """Its identity, the client, and `streaming` (one call). No retries: they belong to the
+    resilience layer, which records each one."""
+
+    kind: ClassVar[str]
+    # Error types that mean "try again" whatever the status (Anthropic's overloaded_error in a 200).
+    transient_types: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        default_base_url: str,
+        timeout: float,
+        headers: Mapping[str, str],
+    ) -> None:
+        self._model = model
+        self._endpoint = base_url or "default"
+        self._client = httpx.AsyncClient(
+            base_url=(base_url or default_base_url).rstrip("/"),
+            headers=dict(headers),
+            timeout=httpx.Timeout(timeout, connect=_CONNECT_TIMEOUT),
+            limits=_LIMITS,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self._model}"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def answered_by(self, reported: str | None) -> str:
+        """The model a response says answered, when it is one we can price (the Agentry gateway
+        substitutes a cheaper model in a budget's throttle zone, and says so); else the one asked
+        for (providers may report dated snapshot ids)."""
+        return reported if reported and pricing.is_priced(reported) else self._model
+
+    @asynccontextmanager
+    async def streaming(
+        self, path: str, body: dict[str, Any], error_of: ErrorOf
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """POST `body` and yield its event stream; any failure, before or during the stream, leaves
+        as a ProviderError. The caller's span (a turn, the gateway's call) continues upstream."""
+        try:
+            async with self._client.stream("POST", path, json=body, headers=trace_headers()) as response:
+                if response.status_code >= 400:
+                    raise self._status_error(response, await response.aread(), error_of)
+                yield EventSource(response).aiter_sse()
+        except ProviderError:
+            raise
+        except SSEError as exc:  # not an event stream: a proxy's page, a server that ignored `stream`
+            raise ProviderError(f"not an event stream: {exc}", provider=self.name) from exc
+        except httpx.TransportError as exc:  # (SSEError is one too: caught first)
+            raise ProviderError(f"{type(exc).__name__}: {exc}", provider=self.name, retryable=True) from exc
+        except Exception as exc:
+            raise ProviderError(
+                f"{type(exc).__name__}: {exc}", provider=self.name, retryable=is_transport_error(exc)
+            ) from exc
+
+    def _status_error(self, response: httpx.Response, raw: bytes, error_of: ErrorOf) -> ProviderError:
+        try:
+            parsed: Any = httpx.Response(200, content=raw).json()
+        except ValueError:
+            parsed = None
+        err_type, message = error_of(parsed)
+        status = response.status_code
+        return ProviderError(
+            message or f"{response.reason_phrase or 'error'}: {raw[:200].decode('utf-8', 'replace')}",
+            provider=self.name,
+            status=status,
+            retryable=is_retryable_status(status) or err_type in self.transient_types,
+            retry_after=retry_after_seconds(response.headers),
+            final=is_refusal(err_type),
+        )
