@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -46,10 +47,13 @@ def _imports(package: Path) -> set[str]:
 
 @cache
 def _owners() -> dict[str, str]:
+    """Module file -> its distribution. Paths as the import system and the distributions both spell
+    them (under the same site-packages), so none is resolved: 30,000 resolutions took 11 s."""
     return {
-        str(f.locate().resolve()): re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        os.path.normpath(str(f.locate())): re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
         for dist in md.distributions()
         for f in dist.files or []
+        if f.suffix in (".py", ".so")
     }
 
 
@@ -60,7 +64,7 @@ def _distribution(module: str) -> str | None:
         return None  # `from a import name`, where name is not a module
     if spec is None or spec.origin in (None, "namespace", "built-in", "frozen"):
         return None
-    return _owners().get(str(Path(spec.origin).resolve()))
+    return _owners().get(os.path.normpath(spec.origin))
 
 
 def _locked(member: str) -> set[str]:

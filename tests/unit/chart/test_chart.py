@@ -24,6 +24,7 @@ from .render import (
     RenderError,
     env_of,
     find,
+    load_all,
     one,
     pod_specs,
     render,
@@ -65,7 +66,7 @@ def ci(name: str) -> Path:
 @pytest.fixture(scope="module", params=[p.name for p in CI_VALUES])
 def ci_render(request: pytest.FixtureRequest) -> tuple[str, str, list[Obj]]:
     text = render_text([CHART / "ci" / request.param], include_crds=True)
-    return request.param, text, [d for d in yaml.safe_load_all(text) if d]
+    return request.param, text, load_all(text)
 
 
 @pytest.fixture(scope="module")
@@ -612,7 +613,7 @@ def test_fullname_follows_the_release_name() -> None:
     result = run_helm(
         "template", "prod", str(CHART), f"--namespace={NAMESPACE}", f"--kube-version={KUBE_VERSION}"
     )
-    objs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    objs = load_all(result.stdout)
     container = one(objs, "Deployment", "prod-agentry-operator")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(container)["AGENTRY_TICK_SERVICE_ACCOUNT"] == "prod-agentry-tick"
     assert one(objs, "ServiceAccount", "prod-agentry-tick")

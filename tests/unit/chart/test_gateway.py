@@ -16,7 +16,19 @@ from agentry_common.tokens import Keyring, mint_run_token, verify
 from agentry_gateway.config import GatewayConfig
 from agentry_operator.settings import Settings as OperatorSettings
 
-from .render import CHART, NAMESPACE, Obj, RenderError, env_of, find, one, pod_specs, render, run_helm
+from .render import (
+    CHART,
+    NAMESPACE,
+    Obj,
+    RenderError,
+    env_of,
+    find,
+    load_all,
+    one,
+    pod_specs,
+    render,
+    run_helm,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -376,7 +388,8 @@ def test_token_keys_are_generated_and_shared_by_operator_and_gateway(on: list[Ob
     )
     assert verify(token, Keyring.from_dir(tmp_path), expected="run").kid == kid
     # Random per render: stability across upgrades comes from lookup (next test, and the integration test).
-    assert render(**ON) and one(render(**ON), "Secret", "agentry-token-keys")["data"] != secret["data"]
+    again = one(render(fresh=True, **ON), "Secret", "agentry-token-keys")
+    assert again["data"] != secret["data"]
 
 
 def test_token_keys_written_back_from_the_cluster(tmp_path: Path) -> None:
@@ -437,7 +450,7 @@ def test_url_follows_release_name_and_port() -> None:
         "--kube-version=1.34.0",
         "--set=gateway.enabled=true,gateway.providerKeys.existingSecret=k,gateway.port=9000",
     )
-    objs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    objs = load_all(result.stdout)
     env = env_of(container_of(objs, "prod-agentry-operator"))
     assert env["AGENTRY_GATEWAY_URL"] == "http://prod-agentry-gateway.llm.svc:9000"
     assert one(objs, "Service", "prod-agentry-gateway")["spec"]["ports"][0]["port"] == 9000

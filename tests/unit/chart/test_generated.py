@@ -10,7 +10,7 @@ import yaml
 
 from agentry_localcluster.kube import REPO
 
-from .render import find, helm, render
+from .render import find, helm, load_all, render
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ def test_generated_files_are_up_to_date() -> None:
 
 
 def test_install_yaml_is_self_contained() -> None:
-    docs = [d for d in yaml.safe_load_all((REPO / "manifests" / "install.yaml").read_text()) if d]
+    docs = load_all((REPO / "manifests" / "install.yaml").read_text())
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
     assert namespaces == {"agentry-system", "agentry-workloads"}
     assert {d["metadata"]["namespace"] for d in docs if "namespace" in d["metadata"]} <= namespaces

@@ -32,6 +32,7 @@ from .render import (
     env_of,
     find,
     helm,
+    load_all,
     one,
     pod_specs,
     render,
@@ -305,7 +306,7 @@ def test_the_gateway_ledger_follows_the_api_database(default: list[Obj]) -> None
 
 
 def test_install_yaml_needs_its_token_keys_from_the_admin() -> None:
-    docs = [d for d in yaml.safe_load_all((REPO / "manifests" / "install.yaml").read_text()) if d]
+    docs = load_all((REPO / "manifests" / "install.yaml").read_text())
     assert not find(docs, "Secret")
     gateway = one(docs, "Deployment", GATEWAY)["spec"]["template"]["spec"]
     secrets = {v["secret"]["secretName"] for v in gateway["volumes"] if "secret" in v}
