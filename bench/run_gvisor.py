@@ -74,7 +74,7 @@ def bare_job(client: Client, seen: Seen, ns: str, template: dict[str, Any], runt
     }
     started = time.time()
     client.create(cast(Job, Job.from_dict(body)))
-    state, at = seen.wait(name, ("Complete", "Failed"))
+    state, at = seen.wait(name, ("Complete", "JobFailed"))
     if state != "Complete":
         raise AssertionError(f"bare Job {name} ({runtime or 'runc'}) failed")
     return at - started

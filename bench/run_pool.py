@@ -112,6 +112,7 @@ def burst(
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(names) == count, f"{count - len(names)} of the {count} runs could not be created (above)"
     for name in names:
         state, _ = seen.wait(name, ("Succeeded", "Failed"), timeout=1200)
         assert state == "Succeeded", f"run {name} ended {state}: {stack.get('execution', name).get('status')}"

@@ -23,7 +23,7 @@ from .. import kube
 from ..builders import kinds
 from ..builders.execution_status import Observed, observe, observe_pod, status_patch, terminal_job
 from ..builders.governance import ended_with_token
-from ..conditions import now_rfc3339, set_condition
+from ..conditions import get_condition, now_rfc3339, set_condition
 from .approval import pause
 from .state import Key, State, phase_of
 
@@ -210,6 +210,10 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
     body = state.executions.get((ns, name or ""))
     if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
         return
+    if _claim_in_flight(body):
+        # A claimed warm pod may run (and end) its run before the claim has written `Claimed`: a
+        # status written now would carry `Claiming` over it. The Job's event says how the run ended.
+        return
     job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
     seen = observe_pod(pod)
     if (
@@ -220,6 +224,12 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
         return  # a late event of a pod that stopped at a checkpoint: its replacement speaks for the run
     if seen is not None and job == current_job(body):
         await apply(client, state, body, seen, job, [pod])
+
+
+def _claim_in_flight(body: Mapping[str, Any]) -> bool:
+    """The run's claim of a warm pod is recorded and not finished (pool/claim.py)."""
+    found = get_condition((body.get("status") or {}).get("conditions"), ConditionType.POOLED)
+    return found is not None and found.get("reason") == Reason.CLAIMING
 
 
 async def _replaced(client: AsyncClient, ns: str, job: str, meta: Mapping[str, str]) -> bool:

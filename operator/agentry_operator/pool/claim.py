@@ -33,7 +33,7 @@ from .. import kube
 from ..builders.execution_status import POD_RUNNING, terminal_job
 from ..builders.kinds import Condition
 from ..conditions import get_condition, now_rfc3339, set_condition
-from ..handlers.outcome import JOB_LABEL, JOBS, PODS, key_of, write_status
+from ..handlers.outcome import JOB_LABEL, JOBS, PODS, key_of, resync, write_status
 from ..handlers.state import State
 from ..settings import Settings
 from .builders import (
@@ -237,6 +237,8 @@ async def finish(
         conditions = pooled(state, body, True, Reason.CLAIMED, f"claimed warm pod {warm.pod} (Job {job})")
         await write_status(client, state, dict(body), ExecutionStatus(conditions=conditions))
         log.info("execution %s claimed warm pod %s", name, warm.pod)
+        # The pod's events while the claim was in flight were left to it (outcome.on_pod): read them.
+        await resync(client, state, state.executions.get(key_of(dict(body)), dict(body)), job)
     return step
 
 
