@@ -60,15 +60,21 @@ def verdict(limits: dict[str, int | None], unread: dict[str, str], total: int, m
     return Check(NAME, True, ms, f"podPidsLimit {seen}{more}")
 
 
+def cluster_http(kubeconfig: str | None) -> HttpClient:
+    """An HTTP client to the API server of the kubeconfig's current context (lightkube's credentials,
+    TLS and 10 s timeout), for the doctor's raw reads."""
+    config = (KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()).get()
+    if config is None:
+        raise ValueError("the kubeconfig has no current context")
+    return Client(config, ConnectionParams())
+
+
 def check_kubelets(kubeconfig: str | None) -> Check:
     """The kubelets' PID limits (each request times out after lightkube's 10 s); red, with what to do,
     when they cannot be read."""
     started = time.perf_counter()
     try:
-        config = (KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()).get()
-        if config is None:
-            raise ValueError("the kubeconfig has no current context")
-        with Client(config, ConnectionParams()) as http:
+        with cluster_http(kubeconfig) as http:
             return _read(http, started)
     except Exception as exc:  # a doctor reports every failure as a red line, never a traceback
         why = f"{type(exc).__name__}: {str(exc)[:200]}"

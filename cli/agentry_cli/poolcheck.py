@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 
 from httpx2 import Client as HttpClient
-from lightkube import KubeConfig
-from lightkube.config.client_adapter import Client, ConnectionParams
 
 from agentry_common.pool import LABEL_POOL, idle_cost
 
 from .doctor import Check
+from .nodecheck import cluster_http
 
 NAME = "warm pools"
 
@@ -23,10 +22,7 @@ NAME = "warm pools"
 def check_pools(kubeconfig: str | None) -> Check:
     started = time.perf_counter()
     try:
-        config = (KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()).get()
-        if config is None:
-            raise ValueError("the kubeconfig has no current context")
-        with Client(config, ConnectionParams()) as http:
+        with cluster_http(kubeconfig) as http:
             return _read(http, started)
     except Exception as exc:  # a doctor reports every failure as a red line, never a traceback
         return Check(
