@@ -90,6 +90,20 @@ def _created(ex: Run) -> str:
     return str((ex.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def history_order(run: Mapping[str, object]) -> tuple[str, str, str, str]:
+    """Oldest first, for historyLimits: by creation, then start, then end (each to the second: two
+    runs made, run and ended within one second tie on all three), then name."""
+    meta, status = run.get("metadata"), run.get("status")
+    meta = meta if isinstance(meta, Mapping) else {}
+    status = status if isinstance(status, Mapping) else {}
+    return (
+        str(meta.get("creationTimestamp") or ""),
+        str(status.get("startTime") or ""),
+        str(status.get("completionTime") or ""),
+        str(meta.get("name") or ""),
+    )
+
+
 def _name(ex: Run) -> str:
     return (ex.get("metadata") or {}).get("name", "")
 
@@ -150,9 +164,9 @@ def to_prune(executions: Sequence[Mapping[str, object]], limits: HistoryLimits) 
     Agent's to prune while their WorkflowRun owns them: a later step's input may still be templated
     from their results."""
     own = [e for e in cast(Sequence[Run], executions) if not _workflow_step(e)]
-    ok = sorted((e for e in own if _phase(e) in SUCCESS_LIKE), key=_created, reverse=True)
-    bad = sorted((e for e in own if _phase(e) in FAILURE_LIKE), key=_created, reverse=True)
-    return sorted(ok[limits.succeeded :] + bad[limits.failed :], key=_created)
+    ok = sorted((e for e in own if _phase(e) in SUCCESS_LIKE), key=history_order, reverse=True)
+    bad = sorted((e for e in own if _phase(e) in FAILURE_LIKE), key=history_order, reverse=True)
+    return sorted(ok[limits.succeeded :] + bad[limits.failed :], key=history_order)
 
 
 def archive(archived: Archived, pruned: Sequence[Run]) -> Archived:

@@ -210,7 +210,7 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
     body = state.executions.get((ns, name or ""))
     if event == "DELETED" or body is None or (phase_of(body) or Phase.PENDING).terminal:
         return
-    if _claim_in_flight(body):
+    if _claim_in_flight(body.get("status")):
         # A claimed warm pod may run (and end) its run before the claim has written `Claimed`: a
         # status written now would carry `Claiming` over it. The Job's event says how the run ended.
         return
@@ -226,9 +226,10 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
         await apply(client, state, body, seen, job, [pod])
 
 
-def _claim_in_flight(body: Mapping[str, Any]) -> bool:
+def _claim_in_flight(status: object) -> bool:
     """The run's claim of a warm pod is recorded and not finished (pool/claim.py)."""
-    found = get_condition((body.get("status") or {}).get("conditions"), ConditionType.POOLED)
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    found = get_condition(conditions if isinstance(conditions, list) else None, ConditionType.POOLED)
     return found is not None and found.get("reason") == Reason.CLAIMING
 
 

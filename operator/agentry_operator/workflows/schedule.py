@@ -18,6 +18,7 @@ from agentry_common import constants as c
 from agentry_common import workflows as w
 from agentry_common.models import ConcurrencyPolicy, Trigger
 
+from ..builders.agent_status import history_order
 from ..builders.kinds import Schedule, ScheduleState, SkippedRuns, WorkflowRunSpec
 from ..firetimes import catchup_plan, next_fire_times
 from ..schedule import (
@@ -246,10 +247,8 @@ def runs_to_prune(
 
     def finished(phase: str) -> list[Doc]:
         done = [r for r in runs if phase_of(r) == phase]
-        return sorted(done, key=lambda r: str(r["metadata"].get("creationTimestamp") or ""), reverse=True)
+        return sorted(done, key=history_order, reverse=True)
 
     keep_ok, keep_bad = int(limits.get("succeeded", 10)), int(limits.get("failed", 5))
     old = finished(w.RunPhase.SUCCEEDED)[keep_ok:] + finished(w.RunPhase.FAILED)[keep_bad:]
-    return [
-        r["metadata"]["name"] for r in sorted(old, key=lambda r: str(r["metadata"].get("creationTimestamp")))
-    ]
+    return [r["metadata"]["name"] for r in sorted(old, key=history_order)]

@@ -246,6 +246,15 @@ def test_runs_beyond_the_history_limits_are_pruned_oldest_first() -> None:
         "ok1",
         "ok2",
     ]
+    # Made, run and ended within one second: the later start, then end, then name is the newer.
+    same = "2026-01-05T00:00:00Z"
+    first = {"metadata": {"name": "r2", "creationTimestamp": same}, "status": {"phase": "Succeeded"}}
+    first["status"] |= {"startTime": same, "completionTime": same}
+    later = {"metadata": {"name": "r1", "creationTimestamp": same}, "status": {"phase": "Succeeded"}}
+    later["status"] |= {"startTime": same, "completionTime": "2026-01-05T00:00:01Z"}
+    assert sched.runs_to_prune([first, later], {"succeeded": 1}) == ["r2"]
+    tied = [run("a", "Succeeded", same), run("b", "Succeeded", same)]
+    assert sched.runs_to_prune(tied, {"succeeded": 1}) == ["a"]
 
 
 def test_a_backfill_range_starts_its_times_once_whatever_suspend_and_the_policy_say() -> None:
