@@ -15,7 +15,7 @@ import pytest
 from agentry_common.pricing import cost
 from agentry_localcluster import node as n
 from agentry_testing.scripted_llm import ScriptedLLM
-from tests.fixtures.helpers import patient
+from tests.fixtures.helpers import eventually, patient
 
 from .stack import ANTHROPIC_KEY, MODEL, NodeStack, agent_spec, api_get, unique
 
@@ -82,11 +82,19 @@ def test_agent_runs_in_a_real_pod_to_success(node_stack: NodeStack, llm: Scripte
     # The pod was admitted under Pod Security "restricted" and ran on the local node.
     namespace = node_stack.cluster.plane.kubectl("get", "namespace", node_stack.namespace, "-o", "json")
     assert '"pod-security.kubernetes.io/enforce": "restricted"' in namespace.stdout
-    pods = _job_pods(node_stack, execution)
+    # The run ends with its container's exit; the kubelet may write the pod's phase a sync later.
+    pods = eventually(
+        lambda: (
+            (found := _job_pods(node_stack, execution))
+            and found[0]["status"]["phase"] == "Succeeded"
+            and found
+        ),
+        30,
+        "the run's pod Succeeded",
+    )
     assert len(pods) == 1
     pod = pods[0]
     assert pod["spec"]["nodeName"] == n.NODE_NAME
-    assert pod["status"]["phase"] == "Succeeded"
     container = pod["status"]["containerStatuses"][0]
     assert container["state"]["terminated"]["exitCode"] == 0
     assert container["image"].endswith("agentry/workspace:dev")
