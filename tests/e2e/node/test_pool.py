@@ -6,7 +6,6 @@ to zero starts runs as Jobs, saying so, and fills again."""
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from agentry_common import constants as c
 from agentry_common import pool as p
 from agentry_testing.scripted_llm import ScriptedLLM
-from tests.fixtures.helpers import patient
+from tests.fixtures.helpers import eventually
 
 from .stack import NodeStack, agent_spec, unique
 
@@ -42,13 +41,8 @@ def pooled(node_stack: NodeStack) -> Iterator[NodeStack]:
 
 
 def _wait(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + patient(timeout)
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+    """`eventually` with a pool's patience: a warm pod's start takes seconds, a refill a minute."""
+    return eventually(check, timeout, what)
 
 
 def _pooled(status: dict[str, Any]) -> dict[str, Any]:
