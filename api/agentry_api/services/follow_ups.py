@@ -104,9 +104,24 @@ def root_of(parent: Doc) -> str:
     return str(parent.get("root") or parent["id"])
 
 
+def oldest_first(doc: Doc, continuations: Iterable[Doc]) -> list[Doc]:
+    """Continuations oldest first, each after the run it continues. Times alone cannot say it: a
+    run made by kubectl carries its creationTimestamp (whole seconds), one made by the API carries
+    microseconds, so a follow-up made within its parent's second could sort before it."""
+    pending = sorted(continuations, key=lambda d: (d.get("createdAt", ""), d["id"]))
+    placed = {doc["id"]}
+    ordered: list[Doc] = []
+    while pending:
+        ready = [d for d in pending if d.get("parent") in placed] or pending[:1]  # [:1]: a cycle ends
+        ordered.append(ready[0])
+        placed.add(ready[0]["id"])
+        pending.remove(ready[0])
+    return ordered
+
+
 def thread_of(ancestors: Iterable[Doc], doc: Doc, continuations: Iterable[Doc]) -> list[ThreadRun]:
     """Ancestors as given (the first run first), the run, its continuations oldest first."""
-    later = sorted(continuations, key=lambda d: (d.get("createdAt", ""), d["id"]))
+    later = oldest_first(doc, continuations)
     return [
         *(thread_run(d, "ancestor") for d in ancestors),
         thread_run(doc, "self"),

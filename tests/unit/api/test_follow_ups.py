@@ -86,6 +86,17 @@ def test_the_thread_lists_ancestors_then_the_run_then_continuations_with_each_on
     assert [(t.tokens, t.costUSD) for t in thread] == [(120, "0.0012"), (305, "0.003"), (1, "0"), (0, "0")]
 
 
+def test_a_continuation_never_comes_before_the_run_it_continues() -> None:
+    # kubectl's run carries whole seconds, the API's microseconds: within one second, the
+    # continuation of a continuation can carry the earlier time.
+    run = run_doc("a", None, "2026-11-27T10:00:00.100000Z")
+    child = run_doc("b", "a", "2026-11-27T10:00:00.500000Z")
+    by_kubectl = run_doc("b-kubectl", "b", "2026-11-27T10:00:00.000000Z")
+    sibling = run_doc("c", "a", "2026-11-27T10:00:01.000000Z")
+    thread = thread_of([], run, [sibling, by_kubectl, child])
+    assert [t.name for t in thread] == ["a", "b", "b-kubectl", "c"]
+
+
 def test_relatives_are_the_ancestors_and_every_continuation_below_the_run() -> None:
     docs = {
         d["id"]: d
