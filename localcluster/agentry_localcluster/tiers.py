@@ -1,13 +1,14 @@
-"""`make test`'s order: the one-time builds in the background, each tier as soon as what it needs is built.
+"""`make test`'s order: the one-time builds in the background, each tier as soon as what it needs is done.
 
 The builds run one after another in one background line (helm; the control plane, the MCP server and
 the collector; the node's binaries, the images and Chromium). Beside them:
 
 1. lint, and the unit tier once helm is built;
-2. the integration tier once the control plane is built; beside it the chaos tier (its five minutes
-   mostly wait on kills and restarts: half a core) and, once the images are built, the e2e tier (its
-   time goes to pods starting and runs on the node: under half a core on the test machine besides
-   the pods). The integration tier keeps both cores busy, so the others fill its gaps.
+2. the e2e tier once the images are built: its time goes to pods starting and runs on the node (under
+   half a core on the test machine besides the pods), so it need not wait for the unit tier;
+3. the integration tier once the control plane is built and the unit tier is done (both keep the two
+   cores busy), and beside it the chaos tier (its five minutes mostly wait on kills and restarts: half
+   a core).
 
 Cold, the integration and chaos tiers run while the images build.
 
@@ -38,6 +39,7 @@ class Step:
     name: str
     argv: tuple[str, ...]
     needs: str | None = None  # the build this step waits for (a tier of prepare)
+    after: tuple[str, ...] = ()  # the steps it waits for (whatever their outcome): they take the CPU
 
 
 BUILDS = ("unit", "integration", "e2e")
@@ -47,11 +49,11 @@ INTEGRATION = Step(
     "integration tier",
     (*PYTEST, "-m", "integration and not chaos", "-q", *PARALLEL, "--durations=15"),
     "integration",
+    after=(UNIT.name,),
 )
-CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration")
+CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration", (UNIT.name,))
 E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), "e2e")
-# Each stage's steps run side by side; the stages run in order.
-STAGES: tuple[tuple[Step, ...], ...] = ((LINT, UNIT), (INTEGRATION, CHAOS, E2E))
+STEPS: tuple[Step, ...] = (LINT, UNIT, E2E, INTEGRATION, CHAOS)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Run:
     """What has happened so far: the builds done (or failed) and every step's outcome."""
 
     built: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+    ended: dict[str, asyncio.Event] = field(default_factory=dict)
     results: dict[str, int] = field(default_factory=dict)
     prefix: bool = False
 
@@ -97,6 +100,15 @@ async def _builds(run: Run, build: Callable[[str], Sequence[str]]) -> None:
 
 
 async def _step(run: Run, step: Step) -> None:
+    try:
+        await _start(run, step)
+    finally:
+        run.ended[step.name].set()
+
+
+async def _start(run: Run, step: Step) -> None:
+    for earlier in step.after:
+        await run.ended[earlier].wait()
     env = None
     if step.needs is not None:
         if not await run.built[step.needs]:
@@ -107,15 +119,20 @@ async def _step(run: Run, step: Step) -> None:
     await _run(run, step.name, step.argv, env)
 
 
-async def pipeline(
-    stages: Sequence[Sequence[Step]], build: Callable[[str], Sequence[str]] = prepare_argv
-) -> int:
-    """Run the stages in order beside the builds; 0 if every build and step passed."""
+async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] = prepare_argv) -> int:
+    """Run every step beside the builds, each once its build and the steps it comes after are done;
+    0 if every build and step passed."""
+    unknown = {a for s in steps for a in s.after} - {s.name for s in steps}
+    if unknown:
+        raise ValueError(f"steps come after steps that are not run: {sorted(unknown)}")
     loop = asyncio.get_running_loop()
-    run = Run(built={tier: loop.create_future() for tier in BUILDS}, prefix=True)
+    run = Run(
+        built={tier: loop.create_future() for tier in BUILDS},
+        ended={s.name: asyncio.Event() for s in steps},
+        prefix=True,
+    )
     builds = asyncio.create_task(_builds(run, build))
-    for stage in stages:
-        await asyncio.gather(*(_step(run, s) for s in stage))
+    await asyncio.gather(*(_step(run, s) for s in steps))
     await builds
     failed = sorted(name for name, rc in run.results.items() if rc)
     _say(f"failed: {', '.join(failed)}" if failed else "every step passed")
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentry-test", description=__doc__)
     parser.parse_args(argv)
     t0 = time.monotonic()
-    rc = asyncio.run(pipeline(STAGES))
+    rc = asyncio.run(pipeline(STEPS))
     _say(f"total: {time.monotonic() - t0:.0f} s")
     return rc
 

@@ -1,8 +1,9 @@
 """The workspace image, run as Kubernetes runs it: read-only root, non-root, writable /workspace
 and /tmp only, against the scripted LLM on the host.
 
-Building the image takes ~20 s warm and ~2.5 min cold (hack/build-workspace-image.sh starts its own
-dockerd). An image that cannot be built fails the tests with the build log, never skips.
+The image is the one `make test` builds before the tiers (hack/build-images.sh, cached by the hash of
+its inputs: here only a check, unless its sources changed since). An image that cannot be built fails
+the tests with the build log, never skips.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.integration.workspace.harness import ANTHROPIC_KEY, base_spec
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[3]
-BUILD = REPO / "hack" / "build-workspace-image.sh"
+BUILD = REPO / "hack" / "build-images.sh"
 
 
 @dataclass
@@ -35,18 +36,17 @@ class Image:
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[Image]:
-    proc = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(["bash", str(BUILD), "workspace"], capture_output=True, text=True, timeout=1500)
     if proc.returncode != 0:
         pytest.fail(
             f"building the workspace image failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}",
             pytrace=False,
         )
-    lines = proc.stdout.strip().splitlines()
-    docker_host = lines[-2].partition("=")[2]
+    said = {k: v for k, _, v in (line.partition("=") for line in proc.stdout.splitlines())}
     env = dict(os.environ)
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    yield Image(tag=lines[-1], env=env)
+    if said.get("DOCKER_HOST"):
+        env["DOCKER_HOST"] = said["DOCKER_HOST"]
+    yield Image(tag=said["IMAGE_WORKSPACE"], env=env)
 
 
 @dataclass

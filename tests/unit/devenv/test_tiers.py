@@ -1,9 +1,10 @@
-"""`make test`'s order (agentry_localcluster.tiers): steps wait for their builds, a stage's steps run side
-by side, a failed build stops only what needs it, and every failure counts."""
+"""`make test`'s order (agentry_localcluster.tiers): steps wait for their builds and the steps they come
+after, others run side by side, a failed build stops only what needs it, and every failure counts."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,15 +36,15 @@ def test_steps_run_after_their_builds_and_without_building_again(tmp_path: Path)
     log, seen = tmp_path / "builds", tmp_path / "seen"
     check = f"import os; open({str(seen)!r}, 'a').write(open({str(log)!r}).read().split()[-1]"
     check += " + ':' + os.environ.get('AGENTRY_NO_BUILD', '') + '\\n')"
-    stages = ((Step("u", _py(check), "unit"),), (Step("e", _py(check), "e2e"),))
-    assert asyncio.run(pipeline(stages, _builds(log))) == 0
+    steps = (Step("u", _py(check), "unit"), Step("e", _py(check), "e2e", after=("u",)))
+    assert asyncio.run(pipeline(steps, _builds(log))) == 0
     # Each step saw its own build (and maybe later ones) finished, and was told not to build.
     lines = seen.read_text().split()
     assert lines[0] in ("unit:1", "integration:1", "e2e:1")
     assert lines[1] == "e2e:1"
 
 
-def test_a_stages_steps_run_side_by_side(tmp_path: Path) -> None:
+def test_steps_with_nothing_between_them_run_side_by_side(tmp_path: Path) -> None:
     """Each step waits for the other's mark: run one after the other, the first would time out."""
     a, b = tmp_path / "a", tmp_path / "b"
     wait = (
@@ -52,21 +53,39 @@ def test_a_stages_steps_run_side_by_side(tmp_path: Path) -> None:
     wait += "    time.sleep(0.05)\nsys.exit(1)"
     one = _py(f"import pathlib; pathlib.Path({str(a)!r}).touch()\n" + wait.format(p=str(b)))
     two = _py(f"import pathlib; pathlib.Path({str(b)!r}).touch()\n" + wait.format(p=str(a)))
-    stages = ((Step("one", one), Step("two", two)),)
-    assert asyncio.run(pipeline(stages, _builds(tmp_path / "log"))) == 0
+    steps = (Step("one", one), Step("two", two))
+    assert asyncio.run(pipeline(steps, _builds(tmp_path / "log"))) == 0
+
+
+def test_a_step_starts_only_after_the_steps_it_comes_after_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`late` checks that `early` (slow, and failing) wrote its mark; side by side it would not have."""
+    mark = tmp_path / "mark"
+    early = _py(f"import pathlib, time; time.sleep(0.5); pathlib.Path({str(mark)!r}).touch(); exit(2)")
+    late = _py(f"import pathlib, sys; sys.exit(0 if pathlib.Path({str(mark)!r}).exists() else 1)")
+    steps = (Step("late", late, after=("early",)), Step("early", early))
+    rc = asyncio.run(pipeline(steps, _builds(tmp_path / "log")))
+    out = capsys.readouterr().out
+    assert re.search(r"early: \d+ s \(exit 2\)", out)
+    assert re.search(r"late: \d+ s \(exit 0\)", out)  # it saw the mark: it started after early ended
+    assert rc == 1 and "failed: early\n" in out
+    with pytest.raises(ValueError, match="nowhere"):
+        asyncio.run(pipeline((Step("x", late, after=("nowhere",)),), _builds(tmp_path / "log")))
 
 
 def test_a_failed_build_skips_what_needs_it_and_fails_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ran = tmp_path / "ran"
-    stages = (
-        (Step("lint", _touch(ran / "lint")), Step("unit", _touch(ran / "unit"), "unit")),
-        (Step("integration", _touch(ran / "integration"), "integration"),),
-        (Step("e2e", _touch(ran / "e2e"), "e2e"),),
+    steps = (
+        Step("lint", _touch(ran / "lint")),
+        Step("unit", _touch(ran / "unit"), "unit"),
+        Step("integration", _touch(ran / "integration"), "integration", after=("unit",)),
+        Step("e2e", _touch(ran / "e2e"), "e2e"),
     )
     ran.mkdir()
-    rc = asyncio.run(pipeline(stages, _builds(tmp_path / "log", fail="integration")))
+    rc = asyncio.run(pipeline(steps, _builds(tmp_path / "log", fail="integration")))
     assert rc == 1
     assert sorted(p.name for p in ran.iterdir()) == ["lint", "unit"]
     out = capsys.readouterr().out
@@ -76,6 +95,7 @@ def test_a_failed_build_skips_what_needs_it_and_fails_the_run(
 
 
 def test_a_failed_step_fails_the_run_but_the_others_still_run(tmp_path: Path) -> None:
-    stages = ((Step("bad", _py("raise SystemExit(3)")),), (Step("after", _touch(tmp_path / "after")),))
-    assert asyncio.run(pipeline(stages, _builds(tmp_path / "log"))) == 1
+    after = Step("after", _touch(tmp_path / "after"), after=("bad",))
+    steps = (Step("bad", _py("raise SystemExit(3)")), after)
+    assert asyncio.run(pipeline(steps, _builds(tmp_path / "log"))) == 1
     assert (tmp_path / "after").exists()
