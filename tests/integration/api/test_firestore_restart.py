@@ -28,7 +28,7 @@ from tests.fixtures.helpers import eventually
 
 from .server import ApiServer, api_settings, start_api
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 DOWN_SECONDS = 30
 DEADLINE_SECONDS = 3.0  # the API's request deadline here (15 s by default)

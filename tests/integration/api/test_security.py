@@ -18,7 +18,7 @@ from agentry_api.cluster import Agent, Execution
 from .helpers import AGENT, SseReader, create_agent, request_approval, run, wait_api_phase
 from .server import ApiServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def test_100_random_cross_user_attempts_are_403_or_404_and_leak_nothing(

@@ -30,7 +30,7 @@ from tests.integration.api.server import ApiServer, TcpProxy
 
 from .conftest import Cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 MANIFEST = {
     "apiVersion": "agentry.dev/v1alpha1",

@@ -23,7 +23,7 @@ from tests.fixtures.servers import make_namespace, plane_client
 
 from .crashkit import Kubelet, Recorder, admitted, check_outcome, crash_agent, create_executions, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 N = 60  # Executions per scenario
 

@@ -26,7 +26,7 @@ from tests.fixtures.helpers import eventually, play_kubelet
 from tests.fixtures.operator import start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 OUTAGE_SECONDS = 60
 BEFORE, AFTER = 30, 10  # Executions created before the outage and after it

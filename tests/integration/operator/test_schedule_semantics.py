@@ -22,7 +22,7 @@ from tests.fixtures.helpers import eventually, job_pod, play_kubelet
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 SPEC = {"instructions": "x", "model": {"name": "m"}}
 
 

@@ -24,7 +24,7 @@ from tests.fixtures.helpers import eventually
 from tests.fixtures.operator import OperatorProcess, own_control_plane, start_operator
 from tests.fixtures.servers import make_namespace, plane_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 AGENT = {"instructions": "Do the step.", "model": {"name": "claude-sonnet-4-5"}}
 STEPS = [{"name": "only", "agentRef": {"name": "worker"}, "input": "go"}]
 

@@ -99,3 +99,24 @@ def test_a_failed_step_fails_the_run_but_the_others_still_run(tmp_path: Path) ->
     steps = (Step("bad", _py("raise SystemExit(3)")), after)
     assert asyncio.run(pipeline(steps, _builds(tmp_path / "log"))) == 1
     assert (tmp_path / "after").exists()
+
+
+def test_modules_marked_long_are_collected_first_and_stay_whole() -> None:
+    from tests.conftest import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, nodeid: str, *marks: str) -> None:
+            self.nodeid, self.marks = nodeid, {"integration", *marks}
+
+        def get_closest_marker(self, name: str) -> object | None:
+            return name if name in self.marks else None
+
+    items = [
+        Item("a.py::1"),
+        Item("a.py::2"),
+        Item("b.py::1", "long"),
+        Item("b.py::2", "long"),
+        Item("c.py::1"),
+    ]
+    pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
+    assert [i.nodeid for i in items] == ["b.py::1", "b.py::2", "a.py::1", "a.py::2", "c.py::1"]
