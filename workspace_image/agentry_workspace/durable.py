@@ -43,6 +43,7 @@ class Durable:
     def __init__(self, writer: JournalWriter | None) -> None:
         self.writer = writer
         self.stopping = False  # SIGTERM received: stop at the next step boundary
+        self.storing: asyncio.Task[None] | None = None  # an append under way beside a repeatable call
 
     @property
     def on(self) -> bool:
@@ -66,6 +67,7 @@ class Durable:
             self.writer.stage(kind, data)
 
     async def flush(self, close: Close | None = None) -> None:
+        await self._stored()
         if self.writer is not None:
             await self.writer.flush(close)
 
@@ -74,18 +76,52 @@ class Durable:
         step starts; after SIGTERM the run stops here instead (what is staged is stored first)."""
         if self.writer is None:
             return
+        await self._stored()
         if self.stopping:
             await self.writer.flush()
             raise StopAtCheckpoint
         self.stage(kind, data)
         await self.writer.flush()
 
+    async def step_beside(self, kind: str, data: dict[str, Any] | None) -> None:
+        """A step whose call may run twice (an idempotent tool): its entries are stored while it
+        runs, and the next step waits for them. A pod lost before they are stored runs it again."""
+        if self.writer is None or self.stopping:
+            await self.step(kind, data)
+            return
+        self.stage(kind, data)
+        self.storing = self._after(self.storing)
+
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to
         protect); `settle` it before staging more."""
-        if self.writer is None or not self.writer.staged:
+        if self.writer is None or not (self.writer.staged or self.storing):
             return None
-        return asyncio.create_task(self.writer.flush())
+        task, self.storing = self._after(self.storing), None
+        return task
+
+    def _after(self, earlier: asyncio.Task[None] | None) -> asyncio.Task[None]:
+        """An append that starts when `earlier` has ended: appends go one at a time, in order."""
+        writer = self.writer
+        assert writer is not None
+
+        async def append() -> None:
+            if earlier is not None:
+                await earlier
+            await writer.flush()
+
+        return asyncio.create_task(append())
+
+    async def _stored(self) -> None:
+        task, self.storing = self.storing, None
+        if task is not None:
+            await task
+
+    def abandon(self) -> None:
+        """The run ends without its last steps (an error, a deadline): no append goes on after it."""
+        task, self.storing = self.storing, None
+        if task is not None and not task.done():
+            task.cancel()
 
     @staticmethod
     async def settle(task: asyncio.Task[None] | None, failed: bool = False) -> None:

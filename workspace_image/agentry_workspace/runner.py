@@ -143,6 +143,7 @@ class Runner:
             self.durable.writer = None  # not one more entry: the other pod owns the journal now
             outcome = self._stop(StopReason.INTERRUPTED, f"Stopped: {err}; this pod left the run to it.")
         finally:
+            self.durable.abandon()
             for provider in self.providers:
                 await provider.aclose()
             if self.durable.writer is not None:
@@ -323,7 +324,11 @@ class Runner:
 
     async def _execute(self, use: ToolUseBlock, verdict: Verdict) -> ToolResultBlock:
         runs = verdict.action == "run" and use.name in self.tools
-        await self.durable.step(journal.TOOL_STARTED, journal.tool_started(use) if runs else None)
+        started = journal.tool_started(use) if runs else None
+        if runs and toolrun.idempotent(self.tools, use):
+            await self.durable.step_beside(journal.TOOL_STARTED, started)  # its intent stored as it runs
+        else:
+            await self.durable.step(journal.TOOL_STARTED, started)  # stored before it runs
         if runs and await self.steer.interrupting():
             return self.steer.not_run(use)
         result = await toolrun.execute(use, verdict, self.tools, self.ctx, self.events, self.usage.turns)

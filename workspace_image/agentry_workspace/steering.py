@@ -123,7 +123,7 @@ class Steering:
         """The model's answer ends the run, unless a message is queued: the final append closes the
         inbox in the same step, or answers that one is queued (then the run goes on with it)."""
         if self._writer is not None:
-            await self._writer.flush(close=Close.IDLE)
+            await self.runner.durable.flush(close=Close.IDLE)
         writer = self._writer  # None when the store refused the journal: no inbox either
         if writer is not None and not writer.closed:
             await self.poll()

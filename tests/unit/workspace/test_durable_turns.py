@@ -195,6 +195,65 @@ async def test_an_idempotent_interrupted_call_runs_again(tmp_path: Path) -> None
     assert outcome.checkpoint["interruptedCalls"] == 0
 
 
+class WatchedStore(MemoryStore):
+    """Says when each append starts and ends, and lets the loop run others in between."""
+
+    def __init__(self, said: list[str]) -> None:
+        super().__init__()
+        self.said = said
+
+    async def append(self, entries: list[Entry], **kw: Any) -> None:
+        self.said.append("append " + " ".join(e.kind for e in entries))
+        await asyncio.sleep(0.01)
+        await super().append(entries, **kw)
+        self.said.append("stored")
+
+
+@pytest.mark.parametrize("repeatable", [False, True])
+async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
+    tmp_path: Path, repeatable: bool
+) -> None:
+    said: list[str] = []
+    runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=repeatable)
+    tool_ = runner.tools["count"]
+    original = tool_.run
+
+    async def run(args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        said.append(f"run {args['key']}")
+        return await original(args, ctx)
+
+    tool_.run = run  # type: ignore[method-assign]
+    outcome = await runner.run()
+    assert outcome.stop_reason is StopReason.END_TURN
+    # The append holding the model's answer and the first call's intent, and when it was stored.
+    first = next(i for i, line in enumerate(said) if line.startswith("append") and "tool_started" in line)
+    stored = said.index("stored", first)
+    if repeatable:  # the call ran before its intent was stored
+        assert said.index("run a") < stored, said
+    else:
+        assert said.index("run a") > stored, said
+    store = runner.durable.writer.store if runner.durable.writer else None
+    assert isinstance(store, WatchedStore) and verify_chain([KEY], store.entries) == KEY
+    assert [e.kind for e in store.entries].count("tool_result") == 3
+
+
+@pytest.mark.parametrize("cut", range(0, 12))
+async def test_repeatable_calls_resumed_at_every_cut_end_whole_with_usage_once(
+    tmp_path: Path, cut: int
+) -> None:
+    full, _ = await _run(tmp_path / "full", MemoryStore(), {}, repeatable=True)
+    store, counts = MemoryStore(limit=cut), dict[str, int]()
+    with pytest.raises(PodLost):
+        await _run(tmp_path / "lost", store, counts, repeatable=True)
+    store.limit = None
+    resumed, _ = await _run(tmp_path / "lost", store, counts, repeatable=True)
+    assert sorted(counts) == ["a", "b", "c"] and set(counts.values()) <= {1, 2}  # may run twice
+    assert resumed.stop_reason is StopReason.END_TURN and resumed.summary == "done"
+    assert resumed.usage == full.usage  # every model answer counted once
+    assert verify_chain([KEY], store.entries) == KEY
+    assert resumed.checkpoint is not None and resumed.checkpoint["interruptedCalls"] == 0
+
+
 async def test_a_forged_journal_is_refused(tmp_path: Path) -> None:
     store = MemoryStore()
     await _run(tmp_path, store, {})
