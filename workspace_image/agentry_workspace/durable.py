@@ -120,8 +120,12 @@ class Durable:
     def abandon(self) -> None:
         """The run ends without its last steps (an error, a deadline): no append goes on after it."""
         task, self.storing = self.storing, None
-        if task is not None and not task.done():
+        if task is None:
+            return
+        if not task.done():
             task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: a failed append is not logged again as never retrieved
 
     @staticmethod
     async def settle(task: asyncio.Task[None] | None, failed: bool = False) -> None:

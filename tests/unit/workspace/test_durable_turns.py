@@ -398,3 +398,17 @@ async def test_a_step_past_the_grace_is_abandoned_and_reported_interrupted(
     resumed, _ = await _run(tmp_path, store, counts)
     assert resumed.stop_reason is StopReason.END_TURN and counts == {"a": 1, "b": 1, "c": 1}
     assert resumed.checkpoint is not None and resumed.checkpoint["interruptedCalls"] == 1
+
+
+async def test_an_append_under_way_at_the_runs_end_is_abandoned(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = Durable(
+        JournalWriter(store, KEY, RecordingSink(correlation_id="c"), parent_keys=[], parent_name="")
+    )
+    await durable.step_beside(journal.TOOL_STARTED, {"toolUseId": "t1", "tool": "count"})
+    under_way = durable.storing
+    durable.abandon()
+    assert under_way is not None and durable.storing is None
+    with pytest.raises(asyncio.CancelledError):
+        await under_way
+    assert store.entries == []  # nothing appended after the run's end
