@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -129,6 +130,21 @@ class WarmProcess:
         self.proc.wait()
 
 
+@contextmanager
+def a_warm_pod(
+    plane: ControlPlane, ns: str, port: int, tmp_path: Path
+) -> Iterator[tuple[Client, Job, WarmProcess]]:
+    """A client, the pool's warm Job (named) and the process serving its claim port; stopped after."""
+    with plane_client(plane) as client:
+        job = _warm_job(client, ns)
+        assert job.metadata is not None and job.metadata.name is not None
+        warm = WarmProcess(client, ns, job, port, tmp_path)
+        try:
+            yield client, job, warm
+        finally:
+            warm.stop()
+
+
 def _run(client: Client, ns: str, name: str) -> None:
     body = {
         "metadata": {"name": name, "namespace": ns},
@@ -162,90 +178,80 @@ def test_a_run_with_no_warm_pod_ready_starts_as_a_job_and_says_so(
 def test_a_run_claims_a_warm_pod_which_runs_it_and_reports(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with plane_client(plane) as client:
-        job = _warm_job(client, ns)
+    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, warm):
         assert job.metadata is not None and job.metadata.name is not None
-        warm = WarmProcess(client, ns, job, port, tmp_path)
-        try:
-            _run(client, ns, "warm")
-            status = eventually(
-                lambda: (
-                    _pooled(_status(client, ns, "warm")).get("reason") == "Claimed"
-                    and _status(client, ns, "warm")
-                ),
-                what="the run claimed the warm pod",
-            )
-            assert status["jobName"] == job.metadata.name
-            taken = client.get(Job, job.metadata.name, namespace=ns)
-            assert taken.metadata is not None and taken.metadata.annotations is not None
-            assert taken.metadata.annotations[c.ANNOTATION_EXECUTION] == "warm"
-            assert taken.metadata.ownerReferences and taken.metadata.ownerReferences[0].name == "warm"
-            pod = _pod(client, ns, taken)
-            assert pod is not None and pod.metadata is not None and pod.metadata.labels is not None
-            assert pod.metadata.labels[c.LABEL_EXECUTION] == "warm"
-            # The pod's process got the run's inputs and ran it (no provider key here: it says so).
-            report = warm.result()
-            assert (
-                json.loads((tmp_path / "config" / c.AGENT_FILE).read_text())["spec"]["instructions"]
-                == "Say hello."
-            )
-            assert (tmp_path / "config" / c.INPUT_FILE).read_text() == "hi"
-            # Its report reaches the Execution as any run's does (the test writes what the kubelet would).
-            play_kubelet(client, pod, "Failed", exit_code=warm.proc.returncode, message=report)
-            end = eventually(
-                lambda: _status(client, ns, "warm").get("phase") == "Failed" and _status(client, ns, "warm"),
-                what="the pooled run's end",
-            )
-            assert "ANTHROPIC_API_KEY" in end["message"]
-            # The pool refills.
-            _warm_job(client, ns)
-        finally:
-            warm.stop()
+        _run(client, ns, "warm")
+        status = eventually(
+            lambda: (
+                _pooled(_status(client, ns, "warm")).get("reason") == "Claimed"
+                and _status(client, ns, "warm")
+            ),
+            what="the run claimed the warm pod",
+        )
+        assert status["jobName"] == job.metadata.name
+        taken = client.get(Job, job.metadata.name, namespace=ns)
+        assert taken.metadata is not None and taken.metadata.annotations is not None
+        assert taken.metadata.annotations[c.ANNOTATION_EXECUTION] == "warm"
+        assert taken.metadata.ownerReferences and taken.metadata.ownerReferences[0].name == "warm"
+        pod = _pod(client, ns, taken)
+        assert pod is not None and pod.metadata is not None and pod.metadata.labels is not None
+        assert pod.metadata.labels[c.LABEL_EXECUTION] == "warm"
+        # The pod's process got the run's inputs and ran it (no provider key here: it says so).
+        report = warm.result()
+        assert (
+            json.loads((tmp_path / "config" / c.AGENT_FILE).read_text())["spec"]["instructions"]
+            == "Say hello."
+        )
+        assert (tmp_path / "config" / c.INPUT_FILE).read_text() == "hi"
+        # Its report reaches the Execution as any run's does (the test writes what the kubelet would).
+        play_kubelet(client, pod, "Failed", exit_code=warm.proc.returncode, message=report)
+        end = eventually(
+            lambda: _status(client, ns, "warm").get("phase") == "Failed" and _status(client, ns, "warm"),
+            what="the pooled run's end",
+        )
+        assert "ANTHROPIC_API_KEY" in end["message"]
+        # The pool refills.
+        _warm_job(client, ns)
 
 
 def test_a_claim_recorded_before_a_restart_is_finished_after_it(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with plane_client(plane) as client:
-        job = _warm_job(client, ns)
+    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, warm):
         assert job.metadata is not None and job.metadata.name is not None
-        warm = WarmProcess(client, ns, job, port, tmp_path)
-        try:
-            op.proc.stop()
-            # What an operator that crashed right after step 1 leaves: the claim in the status only.
-            _run(client, ns, "restarted")
-            recorded = {
-                "phase": "Pending",
-                "jobName": job.metadata.name,
-                "correlationId": "corr-restart",
-                "conditions": [
-                    {
-                        "type": "Pooled",
-                        "status": "Unknown",
-                        "reason": "Claiming",
-                        "message": "recorded",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ],
-            }
-            client.patch(
-                Execution.Status, "restarted", {"status": recorded}, namespace=ns, patch_type=PatchType.MERGE
-            )
-            op.launch()
-            eventually(
-                lambda: _pooled(_status(client, ns, "restarted")).get("reason") == "Claimed",
-                what="the recorded claim finished",
-            )
-            taken = client.get(Job, job.metadata.name, namespace=ns)
-            assert taken.metadata is not None and taken.metadata.annotations is not None
-            assert taken.metadata.annotations[c.ANNOTATION_EXECUTION] == "restarted"
-            warm.result()
-            assert (tmp_path / "config" / c.INPUT_FILE).read_text() == "hi"
-            # One run per Execution: no Job of its own was made beside the claimed one.
-            mine = [j for j in client.list(Job, namespace=ns, labels={c.LABEL_EXECUTION: "restarted"})]
-            assert [j.metadata.name for j in mine if j.metadata] == [job.metadata.name]
-        finally:
-            warm.stop()
+        op.proc.stop()
+        # What an operator that crashed right after step 1 leaves: the claim in the status only.
+        _run(client, ns, "restarted")
+        recorded = {
+            "phase": "Pending",
+            "jobName": job.metadata.name,
+            "correlationId": "corr-restart",
+            "conditions": [
+                {
+                    "type": "Pooled",
+                    "status": "Unknown",
+                    "reason": "Claiming",
+                    "message": "recorded",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+        client.patch(
+            Execution.Status, "restarted", {"status": recorded}, namespace=ns, patch_type=PatchType.MERGE
+        )
+        op.launch()
+        eventually(
+            lambda: _pooled(_status(client, ns, "restarted")).get("reason") == "Claimed",
+            what="the recorded claim finished",
+        )
+        taken = client.get(Job, job.metadata.name, namespace=ns)
+        assert taken.metadata is not None and taken.metadata.annotations is not None
+        assert taken.metadata.annotations[c.ANNOTATION_EXECUTION] == "restarted"
+        warm.result()
+        assert (tmp_path / "config" / c.INPUT_FILE).read_text() == "hi"
+        # One run per Execution: no Job of its own was made beside the claimed one.
+        mine = [j for j in client.list(Job, namespace=ns, labels={c.LABEL_EXECUTION: "restarted"})]
+        assert [j.metadata.name for j in mine if j.metadata] == [job.metadata.name]
 
 
 def test_warm_jobs_of_a_pool_no_longer_configured_are_deleted(
