@@ -31,7 +31,7 @@ from ..builders.job import build_job, effective_spec
 from ..builders.refusal import Action
 from ..builders.run_gate import WAIT_SECONDS, Held, owner_held
 from ..conditions import get_condition, now_rfc3339
-from ..pool.claim import Step, claiming, finish, release, start_pooled
+from ..pool.claim import Claim, Step, claiming, finish, release, start_pooled
 from ..settings import Settings
 from ..tracing import reconcile_span
 from .admission import admission, ensure_token_secret
@@ -350,9 +350,8 @@ async def _run(
         parent=parent,
     )
     # A warm pod of a pool, if one serves the run (pool/claim.py); else its own Job, and why.
-    conditions = await start_pooled(
-        client, config, state, body, manifest, token_secret, correlation_id, status.get("conditions") or []
-    )
+    claim = Claim(client, config, state, body, manifest, token_secret)
+    conditions = await start_pooled(claim, correlation_id, status.get("conditions") or [])
     if conditions is None:
         return
     status = {**status, "conditions": conditions}
@@ -394,7 +393,7 @@ async def _finish_claim(client: AsyncClient, config: Settings, state: State, key
                 spec=effective_spec(agent, config),
                 parent=parent,
             )
-            step = await finish(client, config, state, body, manifest, token_secret, status["jobName"])
+            step = await finish(Claim(client, config, state, body, manifest, token_secret), status["jobName"])
         if step is not Step.CLAIMED:
             await release(client, state, body, status["jobName"], delete=step is Step.GONE)
             state.queue.add(key_of(body))

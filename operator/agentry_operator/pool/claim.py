@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 
 import httpx
@@ -56,6 +57,18 @@ DELIVER_SECONDS = 10.0  # a warm pod just started may not listen yet: connection
 ATTEMPT_SECONDS = 2.0
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A run on its way into a warm pod: what every step of its claim reads or writes."""
+
+    client: AsyncClient
+    config: Settings
+    state: State
+    body: dict[str, object]
+    run_job: Doc  # the Job it would start as (the warm Job takes its labels, owner and deadline)
+    token_secret: str | None
+
+
 class Step(Enum):
     CLAIMED = "claimed"
     GONE = "gone"  # the pod or its Job is gone, ended, or does not answer
@@ -89,23 +102,15 @@ def pooled(
     return set_condition(current, ConditionType.POOLED, status, reason, message, generation, now_rfc3339())
 
 
-async def start_pooled(
-    client: AsyncClient,
-    config: Settings,
-    state: State,
-    body: dict[str, object],
-    run_job: Doc,
-    token_secret: str | None,
-    correlation_id: str,
-    base: list[Condition],
-) -> list[Condition] | None:
+async def start_pooled(claim: Claim, correlation_id: str, base: list[Condition]) -> list[Condition] | None:
     """Start the run in a warm pod: None once claimed (its status written); else the run's conditions
     (`base`, as the Job's status would write them) with `Pooled=False` saying why it starts as a Job."""
+    client, state, body, run_job = claim.client, claim.state, claim.body, claim.run_job
     pools = state.pools
     ns = str(node(body, "metadata")["namespace"])
     if pools is None:
         return pooled(state, body, False, Reason.NO_POOL, "no warm pool is configured", base)
-    why = needs_job(run_job, token_secret)
+    why = needs_job(run_job, claim.token_secret)
     if why is not None:
         return pooled(state, body, False, Reason.NEEDS_JOB, why, base)
     shape = profile_of(run_job)
@@ -118,23 +123,16 @@ async def start_pooled(
         return pooled(state, body, False, Reason.NEEDS_JOB, f"its Job {own} exists already (adopted)", base)
     pools.ask(ns, name)
     try:
-        return await _claim(client, config, state, body, run_job, token_secret, correlation_id, base, name)
+        return await _claim(claim, correlation_id, base, name)
     finally:
         pools.refill()
 
 
 async def _claim(
-    client: AsyncClient,
-    config: Settings,
-    state: State,
-    body: dict[str, object],
-    run_job: Doc,
-    token_secret: str | None,
-    correlation_id: str,
-    base: list[Condition],
-    name: str,
+    claim: Claim, correlation_id: str, base: list[Condition], name: str
 ) -> list[Condition] | None:
     """Claim a warm pod of pool `name`, picking again when one is gone or taken (start_pooled)."""
+    state, body = claim.state, claim.body
     pools = state.pools
     assert pools is not None
     ns = str(node(body, "metadata")["namespace"])
@@ -143,30 +141,23 @@ async def _claim(
         if warm is None:
             return pooled(state, body, False, Reason.POOL_EMPTY, f"pool {name} had no warm pod ready", base)
         try:
-            if not await _record(client, state, body, warm.job, correlation_id, name, base):
+            if not await _record(claim, warm.job, correlation_id, name, base):
                 pools.give_back(ns, name, warm)
                 return None  # another claim of this run was recorded first: its reconcile finishes it
-            step = await finish(client, config, state, body, run_job, token_secret, warm.job, warm)
+            step = await finish(claim, warm.job, warm)
         finally:
             pools.done(ns, warm.job)
         if step is Step.CLAIMED:
             return None
-        await release(client, state, body, warm.job, delete=step is Step.GONE)
+        await release(claim.client, state, body, warm.job, delete=step is Step.GONE)
         base = _conditions(state, body)
     why = f"{MAX_PICKS} warm pods of pool {name} were gone or taken"
     return pooled(state, body, False, Reason.CLAIM_FAILED, why, base)
 
 
-async def _record(
-    client: AsyncClient,
-    state: State,
-    body: dict[str, object],
-    job: str,
-    correlation_id: str,
-    pool: str,
-    base: list[Condition],
-) -> bool:
+async def _record(claim: Claim, job: str, correlation_id: str, pool: str, base: list[Condition]) -> bool:
     """Step 1: the claim in the Execution's status, if no other claim is recorded there (False then)."""
+    client, state, body = claim.client, claim.state, claim.body
     key = key_of(body)
     current = state.executions.get(key, body)
     message = f"claiming warm Job {job} of pool {pool}"
@@ -189,21 +180,13 @@ async def _record(
     return False
 
 
-async def finish(
-    client: AsyncClient,
-    config: Settings,
-    state: State,
-    body: dict[str, object],
-    run_job: Doc,
-    token_secret: str | None,
-    job: str,
-    warm: Warm | None = None,
-) -> Step:
+async def finish(claim: Claim, job: str, warm: Warm | None = None) -> Step:
     """Steps 2-5 for the warm Job recorded in the run's status (again after a restart: each repeats)."""
+    client, state, body, run_job = claim.client, claim.state, claim.body, claim.run_job
     ns = str(node(body, "metadata")["namespace"])
     name = str(node(body, "metadata")["name"])
     found, token = await asyncio.gather(
-        kube.get_or_none(client, JOBS, job, ns), _token_data(client, ns, token_secret)
+        kube.get_or_none(client, JOBS, job, ns), _token_data(client, ns, claim.token_secret)
     )
     if found is None or found["metadata"].get("deletionTimestamp"):
         return Step.GONE
@@ -228,7 +211,7 @@ async def finish(
         raise RuntimeError("a claim without pools")
     step = await deliver(
         pools,
-        config,
+        claim.config,
         ns,
         warm,
         p.seal_request(await pools.key_of(ns, job), claim_request(body, run_job, token)),
