@@ -15,7 +15,8 @@ Cold, the integration and chaos tiers run while the images build.
 A tier starts only after the build it needs succeeded, with `AGENTRY_NO_BUILD=1` so its own pytest does
 not check the builds again (it would wait on the lock the background builds hold). Every tier runs
 even after another failed, so one run reports every failure; the exit code is 1 if anything failed.
-Lines of tiers running side by side carry their tier's name.
+Lines of tiers running side by side carry their tier's name. At the end, each failed step's failures
+are printed again (pytest's FAILED/ERROR lines, else its last lines): a CI log is often read by its tail.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ PY = sys.executable
 PYTEST = (PY, "-m", "pytest")
 # Two xdist workers, a module each at a time (its module fixtures stay on one worker).
 PARALLEL = ("-n", "2", "--dist", "loadfile")
+RECAP_LINES = 40  # at most this many lines of each failed step are printed again at the end
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,26 @@ class Run:
     built: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     ended: dict[str, asyncio.Event] = field(default_factory=dict)
     results: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, list[str]] = field(default_factory=dict)  # what each failed step printed last
     prefix: bool = False
+
+
+class _Recap:
+    """A step's pytest FAILED/ERROR lines and its last lines, to print again if it fails."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.tail: deque[str] = deque(maxlen=RECAP_LINES)
+
+    def add(self, line: str) -> None:
+        self.tail.append(line)
+        if line.startswith(("FAILED ", "ERROR ")) and len(self.failed) < RECAP_LINES:
+            self.failed.append(line)
+
+    def lines(self) -> list[str]:
+        if not self.failed:
+            return list(self.tail)
+        return [*self.failed, self.tail[-1]] if self.tail else self.failed
 
 
 def _say(msg: str) -> None:
@@ -77,12 +99,16 @@ async def _run(run: Run, name: str, argv: Sequence[str], env: dict[str, str] | N
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
     )
     assert proc.stdout is not None
+    recap = _Recap()
     async for raw in proc.stdout:
         line = raw.decode(errors="replace").rstrip("\n")
+        recap.add(line)
         print(f"[{name}] {line}" if run.prefix else line, flush=True)
     rc = await proc.wait()
     _say(f"{name}: {time.monotonic() - t0:.0f} s (exit {rc})")
     run.results[name] = rc
+    if rc:
+        run.failures[name] = recap.lines()
     return rc
 
 
@@ -135,6 +161,10 @@ async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] 
     await asyncio.gather(*(_step(run, s) for s in steps))
     await builds
     failed = sorted(name for name, rc in run.results.items() if rc)
+    for name in failed:
+        if run.failures.get(name):
+            _say(f"{name} failed with:")
+            print("\n".join(f"  {line}" for line in run.failures[name]), flush=True)
     _say(f"failed: {', '.join(failed)}" if failed else "every step passed")
     return 1 if failed else 0
 

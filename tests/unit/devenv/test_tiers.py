@@ -120,3 +120,20 @@ def test_modules_marked_long_are_collected_first_and_stay_whole() -> None:
     ]
     pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
     assert [i.nodeid for i in items] == ["b.py::1", "b.py::2", "a.py::1", "a.py::2", "c.py::1"]
+
+
+def test_each_failed_steps_failures_are_printed_again_at_the_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI log is read by its tail: the FAILED lines of a failed pytest step, else its last lines."""
+    pytest_like = "print('x::a PASSED'); print('FAILED t.py::b - boom'); print('ERROR t.py::c'); "
+    pytest_like += "print('filler\\n' * 100); print('1 failed, 1 error in 3s'); raise SystemExit(1)"
+    tail_only = "print('\\n'.join(f'line {i}' for i in range(100))); raise SystemExit(2)"
+    steps = (Step("tests", _py(pytest_like)), Step("lint", _py(tail_only)), Step("fine", _py("pass")))
+    assert asyncio.run(pipeline(steps, _builds(tmp_path / "log"))) == 1
+    end = capsys.readouterr().out
+    tests = end.split("[make test] tests failed with:\n")[1].splitlines()
+    assert tests[:3] == ["  FAILED t.py::b - boom", "  ERROR t.py::c", "  1 failed, 1 error in 3s"]
+    lint = end.split("[make test] lint failed with:\n")[1].split("[make test]")[0].splitlines()
+    assert lint == [f"  line {i}" for i in range(60, 100)]
+    assert "fine failed" not in end
