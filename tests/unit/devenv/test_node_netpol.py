@@ -70,23 +70,33 @@ def _importer(errors: list[str]) -> tuple[list[int], Callable[[], None]]:
     return calls, do_import
 
 
-def test_import_is_retried_once_after_containerd_lost_a_parent_snapshot() -> None:
+@pytest.fixture
+def removed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tags `ctr images rm` would remove (no containerd here: the unit tier runs before the node's
+    packages are installed)."""
+    tags: list[str] = []
+    monkeypatch.setattr(images, "_ctr_rmi", tags.append)
+    return tags
+
+
+def test_import_is_retried_once_after_containerd_lost_a_parent_snapshot(removed: list[str]) -> None:
     said: list[str] = []
     calls, do_import = _importer([FLAKE])
     images.import_retrying("agentry/x:dev", do_import, said.append)
     assert len(calls) == 2
+    assert removed == ["agentry/x:dev"]  # the half-imported image goes before the second import
     assert any("retrying once" in s for s in said), said
 
 
-def test_import_gives_up_after_the_second_failure() -> None:
+def test_import_gives_up_after_the_second_failure(removed: list[str]) -> None:
     calls, do_import = _importer([FLAKE, FLAKE])
     with pytest.raises(ServerError, match="parent snapshot"):
         images.import_retrying("agentry/x:dev", do_import, lambda _: None)
-    assert len(calls) == 2
+    assert len(calls) == 2 and removed == ["agentry/x:dev"]
 
 
-def test_other_import_errors_are_not_retried() -> None:
+def test_other_import_errors_are_not_retried(removed: list[str]) -> None:
     calls, do_import = _importer(["`ctr images import` failed: no space left on device"])
     with pytest.raises(ServerError, match="no space left"):
         images.import_retrying("agentry/x:dev", do_import, lambda _: None)
-    assert len(calls) == 1
+    assert len(calls) == 1 and removed == []
