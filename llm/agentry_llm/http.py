@@ -40,11 +40,15 @@ class HttpProvider:
     ) -> None:
         self._model = model
         self._endpoint = base_url or "default"
+        base = (base_url or default_base_url).rstrip("/")
         self._client = httpx.AsyncClient(
-            base_url=(base_url or default_base_url).rstrip("/"),
+            base_url=base,
             headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=_CONNECT_TIMEOUT),
             limits=_LIMITS,
+            # Plain http (a run's gateway in the cluster) has no TLS: loading the CA bundle would cost
+            # a run's start tens of milliseconds for nothing.
+            verify=base.startswith("https://"),
         )
 
     @property

@@ -214,7 +214,7 @@ class Runner:
         """One model call and its tool calls; an outcome when the run stops here."""
         if self._turns_spent():
             return self._max_turns()
-        await self.durable.step()  # after SIGTERM: stop here
+        await self.durable.boundary()  # after SIGTERM: stop here
         steered = await self.steer.boundary()  # a person's messages join here, or an interrupt ends it
         if steered is not None:
             return steered
