@@ -463,7 +463,11 @@ def observe_pod(pod_read: Mapping[str, object]) -> Observed | None:
             return None
         report = _exit(pod)[1]  # its usage is not the run's yet: the last pod reports the whole
         checkpoint = checkpoint_status(report) if report else None
-        return Observed(Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, checkpoint=checkpoint)
+        # Its exit code alone ends the Job (the podFailurePolicy's first matching rule): the next Job
+        # is due now, not once the Job controller says so (its sync, about a second later).
+        return Observed(
+            Phase.RUNNING, Reason.INTERRUPTED, INTERRUPTED_MESSAGE, checkpoint=checkpoint, next_job=True
+        )
     return _pod_state(pod, {"start_time": (pod.get("status") or {}).get("startTime")})
 
 

@@ -10,8 +10,8 @@ slot and its workspace, and gets a fresh run token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from lightkube import AsyncClient
 
@@ -22,8 +22,9 @@ from agentry_common.naming import job_name
 
 from .. import kube
 from ..builders.execution_status import INTERRUPTED_MESSAGE, observe, status_patch, terminal_job
+from ..builders.execution_status import interrupted as pod_interrupted
 from ..builders.job import effective_spec
-from ..builders.kinds import Meta
+from ..builders.kinds import Meta, Pod
 from ..conditions import now_rfc3339
 from ..settings import Settings
 from .outcome import JOB_LABEL, JOBS, PODS, decide, write_status
@@ -45,6 +46,15 @@ def interrupted(status: Mapping[str, object]) -> bool:
     return status.get("phase") == Phase.RUNNING.value and status.get("reason") == Reason.INTERRUPTED.value
 
 
+def _stopped_at_checkpoint(job: Mapping[str, object], pods: Sequence[Mapping[str, object]]) -> bool:
+    """The Job ended at a checkpoint, or is ending: one of its pods exited INTERRUPTED, and the
+    podFailurePolicy's first matching rule fails the Job on that code, so the Job controller starts
+    no other pod (builders/job.py). An ended Job is read as it ended: a deadline is the run's end."""
+    if terminal_job(job):
+        return observe(job, pods).next_job
+    return any(pod_interrupted(cast(Pod, p)) for p in pods)
+
+
 async def continue_run(
     client: AsyncClient,
     config: Settings,
@@ -57,10 +67,10 @@ async def continue_run(
     meta, status = body["metadata"], body.get("status") or {}
     ns, current = meta["namespace"], str(status.get("jobName") or "")
     job = await kube.get_or_none(client, JOBS, current, ns) if current else None
-    if job is None or not terminal_job(job):
+    if job is None:
         return False
     pods = [kube.to_dict(p) async for p in client.list(PODS, namespace=ns, labels={JOB_LABEL: current})]
-    if not observe(job, pods).next_job:
+    if not _stopped_at_checkpoint(job, pods):
         return False
     jobs = [j async for j in client.list(JOBS, namespace=ns, labels={c.LABEL_EXECUTION: meta["name"]})]
     if len(jobs) >= MAX_JOBS:  # an end, never a retry: the operator does not loop on it

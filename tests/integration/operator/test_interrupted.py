@@ -65,7 +65,14 @@ def test_a_pod_that_stops_at_a_checkpoint_goes_on_in_a_next_job_and_the_run_neve
     st = wait_status(client, "long", ns, "the next Job", lambda s: s.get("jobName") == after)
     assert (st["phase"], st["reason"]) == ("Running", "Interrupted"), st  # never Failed for exit 75
     assert "resuming from checkpoint" in st["message"] and st["checkpoint"]["entries"] == 3
-    assert client.get(Job, job, namespace=ns).status.failed == 1  # type: ignore[union-attr]
+    # The Job controller fails that Job on exit 75 (its podFailurePolicy) and starts no other pod; the
+    # operator does not wait for it to say so.
+    eventually(
+        lambda: client.get(Job, job, namespace=ns).status.failed == 1,  # type: ignore[union-attr]
+        30,
+        "the first Job failed by its podFailurePolicy",
+    )
+    assert len(list(client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job}))) == 1
 
     second = job_pod(client, ns, after)
     play_kubelet(client, second, "Running")

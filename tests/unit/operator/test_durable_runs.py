@@ -143,6 +143,7 @@ def test_a_pod_that_stopped_at_a_checkpoint_keeps_the_run_running_interrupted() 
     lost = pod("p1", "2026-01-02T03:00:00Z", exited(75, {"checkpoint": CHECKPOINT}))
     seen = observe_pod(lost)
     assert seen is not None and (seen.phase, seen.reason) == (Phase.RUNNING, Reason.INTERRUPTED)
+    assert seen.next_job  # its exit code ends its Job: the next one need not wait for the Job's condition
     assert "resuming from checkpoint" in seen.message
     assert seen.checkpoint is not None and seen.checkpoint.entries == 12
     assert seen.checkpoint.last_at == "2026-01-02T03:04:05Z"
@@ -281,40 +282,65 @@ async def test_prune_journals_takes_the_runs_of_executions_and_nothing_without_t
     assert sent == [[("ns", "e-uid")]]
 
 
-async def test_a_run_lost_too_many_times_ends_resume_limit_reached_without_a_retry() -> None:
-    from agentry_operator.handlers import next_job
-    from agentry_operator.handlers.state import State
+LOST = pod("p", "2026-01-02T03:00:00Z", exited(75, {"checkpoint": CHECKPOINT}))
+FAILED_BY_75 = {
+    "metadata": {"name": "run-1-j99"},
+    "spec": {},
+    "status": {
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "PodFailurePolicy",
+                "message": "Container agent for pod ns/p failed with exit code 75 matching FailJob rule",
+            }
+        ]
+    },
+}
 
-    failed = {
-        "metadata": {"name": "run-1-j99"},
-        "spec": {},
-        "status": {
-            "conditions": [
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "PodFailurePolicy",
-                    "message": "Container agent for pod ns/p failed with exit code 75 matching FailJob rule",
-                }
-            ]
-        },
-    }
+
+@pytest.mark.parametrize(
+    ("job", "pods", "goes_on"),
+    [
+        (FAILED_BY_75, [], True),  # the Job ended on 75 (its pod deleted since)
+        ({**RUNNING_JOB, "metadata": {"name": "run-1-j99"}}, [LOST], True),  # the Job not failed yet
+        (
+            {**RUNNING_JOB, "metadata": {"name": "run-1-j99"}},
+            [pod("p", "2026-01-02T03:00:00Z", {"running": {}}, "Running")],
+            False,
+        ),
+    ],
+    ids=["job-failed", "pod-exited-75", "pod-running"],
+)
+async def test_the_next_job_starts_once_the_pod_exited_75_or_its_job_ended_on_it(
+    job: dict[str, Any], pods: list[dict[str, Any]], goes_on: bool
+) -> None:
+    """Whether `continue_run` goes on (here: to the resume limit, which ends the run) or waits."""
+    from agentry_operator.handlers import next_job
+
     written: list[dict[str, Any]] = []
 
     class Client:
         async def get(self, res: Any, name: str, namespace: str) -> dict[str, Any]:
-            return failed
+            return job
 
         async def list(self, res: Any, namespace: str, labels: dict[str, str]) -> Any:
-            many = next_job.MAX_JOBS if "agentry.dev/execution" in labels else 0
-            for _ in range(many):
-                yield {"metadata": {"name": "j"}}
+            if "agentry.dev/execution" in labels:
+                for _ in range(next_job.MAX_JOBS):
+                    yield {"metadata": {"name": "j"}}
+            else:
+                for item in pods:
+                    yield item
 
         async def patch(self, res: Any, name: str, obj: Any, **kw: Any) -> Any:
             written.append(obj if isinstance(obj, dict) else obj.model_dump(by_alias=True, exclude_none=True))
             raise RuntimeError("stop here: the status is what matters")
 
     body = {**EXECUTION, "status": {"phase": "Running", "reason": "Interrupted", "jobName": "run-1-j99"}}
-    with pytest.raises(RuntimeError, match="stop here"):
-        await next_job.continue_run(Client(), Settings(), State(), body, AGENT, logging.getLogger("t"))  # type: ignore[arg-type]
-    assert written and "ResumeLimitReached" in str(written[0])
+    go = next_job.continue_run(Client(), Settings(), State(), body, AGENT, logging.getLogger("t"))  # type: ignore[arg-type]
+    if goes_on:
+        with pytest.raises(RuntimeError, match="stop here"):
+            await go
+        assert "ResumeLimitReached" in str(written[0])
+    else:
+        assert await go is False and written == []
