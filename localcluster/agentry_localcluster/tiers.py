@@ -3,13 +3,12 @@
 The builds run one after another in one background line (helm; the control plane, the MCP server and
 the collector; the node's binaries, the images and Chromium). Beside them:
 
-1. lint, and the unit tier once helm is built, both at a lower CPU priority (`nice`): nothing waits on
-   their timing, and they fill the cores whenever the timed tiers wait;
-2. the integration tier once the control plane is built: its longest modules mostly wait (fire times,
-   outages), so it is the critical path and starts first;
-3. the e2e tier once the images are built: its time goes to pods starting and runs on the node (under
-   half a core on the test machine besides the pods);
-4. the chaos tier (its five minutes mostly wait on kills and restarts: half a core) after the unit tier.
+1. lint, and the unit tier once helm is built;
+2. the e2e tier once the images are built: its time goes to pods starting and runs on the node (under
+   half a core on the test machine besides the pods), so it need not wait for the unit tier;
+3. the integration tier once the control plane is built and the unit tier is done (both keep the two
+   cores busy), and beside it the chaos tier (its five minutes mostly wait on kills and restarts: half
+   a core).
 
 Cold, the integration and chaos tiers run while the images build.
 
@@ -44,21 +43,20 @@ class Step:
     argv: tuple[str, ...]
     needs: str | None = None  # the build this step waits for (a tier of prepare)
     after: tuple[str, ...] = ()  # the steps it waits for (whatever their outcome): they take the CPU
-    nice: int = 0  # run at this lower CPU priority (a step nothing times)
 
 
 BUILDS = ("unit", "integration", "e2e")
-BACKGROUND = 5  # the niceness of lint and the unit tier
-LINT = Step("lint", ("make", "--no-print-directory", "lint"), nice=BACKGROUND)
-UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), "unit", nice=BACKGROUND)
+LINT = Step("lint", ("make", "--no-print-directory", "lint"))
+UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), "unit")
 INTEGRATION = Step(
     "integration tier",
     (*PYTEST, "-m", "integration and not chaos", "-q", *PARALLEL, "--durations=15"),
     "integration",
+    after=(UNIT.name,),
 )
 CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration", (UNIT.name,))
 E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), "e2e")
-STEPS: tuple[Step, ...] = (INTEGRATION, E2E, LINT, UNIT, CHAOS)
+STEPS: tuple[Step, ...] = (LINT, UNIT, E2E, INTEGRATION, CHAOS)
 
 
 @dataclass
@@ -144,8 +142,7 @@ async def _start(run: Run, step: Step) -> None:
             run.results[step.name] = 1
             return
         env = {**os.environ, "AGENTRY_NO_BUILD": "1"}
-    argv = ("nice", "-n", str(step.nice), *step.argv) if step.nice else step.argv
-    await _run(run, step.name, argv, env)
+    await _run(run, step.name, step.argv, env)
 
 
 async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] = prepare_argv) -> int:

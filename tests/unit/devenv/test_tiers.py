@@ -4,7 +4,6 @@ after, others run side by side, a failed build stops only what needs it, and eve
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -138,12 +137,3 @@ def test_each_failed_steps_failures_are_printed_again_at_the_end(
     lint = end.split("[make test] lint failed with:\n")[1].split("[make test]")[0].splitlines()
     assert lint == [f"  line {i}" for i in range(60, 100)]
     assert "fine failed" not in end
-
-
-def test_a_step_runs_at_its_own_cpu_priority(tmp_path: Path) -> None:
-    seen = tmp_path / "nice"
-    code = f"import os; open({str(seen)!r}, 'a').write(str(os.nice(0)) + '\\n')"
-    base = os.nice(0)
-    steps = (Step("timed", _py(code)), Step("background", _py(code), after=("timed",), nice=5))
-    assert asyncio.run(pipeline(steps, _builds(tmp_path / "log"))) == 0
-    assert seen.read_text().split() == [str(base), str(min(base + 5, 19))]
