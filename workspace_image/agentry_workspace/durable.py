@@ -83,12 +83,6 @@ class Durable:
         self.stage(kind, data)
         await self.writer.flush()
 
-    async def boundary(self) -> None:
-        """A turn's start: after SIGTERM the run stops here (what is staged is stored first). Else
-        nothing waits: the staged results go with the model call (`flush_soon`)."""
-        if self.writer is not None and self.stopping:
-            await self.step()
-
     async def step_beside(self, kind: str, data: dict[str, Any] | None) -> None:
         """A step whose call may run twice (an idempotent tool): its entries are stored while it
         runs, and the next step waits for them. A pod lost before they are stored runs it again."""

@@ -214,7 +214,9 @@ class Runner:
         """One model call and its tool calls; an outcome when the run stops here."""
         if self._turns_spent():
             return self._max_turns()
-        await self.durable.boundary()  # after SIGTERM: stop here
+        # The last results are stored before the model call: the append's answer says whether a person's
+        # message is queued, which this turn's call must carry. After SIGTERM the run stops here.
+        await self.durable.step()
         steered = await self.steer.boundary()  # a person's messages join here, or an interrupt ends it
         if steered is not None:
             return steered

@@ -237,25 +237,6 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
     assert [e.kind for e in store.entries].count("tool_result") == 3
 
 
-async def test_a_calls_result_is_stored_during_the_next_model_call(tmp_path: Path) -> None:
-    """The model call has no effect to protect: it does not wait for the last result's append."""
-    said: list[str] = []
-    runner, _ = _runner(tmp_path, WatchedStore(said), {})
-    provider = runner.providers[0]
-    original = provider.complete
-
-    async def complete(request: ChatRequest, on_text: Any = None) -> ChatResponse:
-        said.append("model")
-        return await original(request, on_text)
-
-    provider.complete = complete  # type: ignore[method-assign]
-    outcome = await runner.run()
-    assert outcome.stop_reason is StopReason.END_TURN
-    first = next(i for i, line in enumerate(said) if line.startswith("append") and "tool_result" in line)
-    second_call = [i for i, line in enumerate(said) if line == "model"][1]
-    assert second_call < said.index("stored", first), said
-
-
 @pytest.mark.parametrize("cut", range(0, 12))
 async def test_repeatable_calls_resumed_at_every_cut_end_whole_with_usage_once(
     tmp_path: Path, cut: int

@@ -153,6 +153,28 @@ async def test_a_message_is_delivered_at_the_next_turn_boundary_once(tmp_path: P
     )
 
 
+async def test_a_message_sent_during_a_tool_call_goes_with_its_result(tmp_path: Path) -> None:
+    """The turn's boundary learns of the message from the append that stores the call's result (its
+    answer), so the next model call carries both: not a turn later."""
+    store = GatewayInMemory()
+    provider = Scripted([tool("count", {"key": "a"}, id="t1"), text("done"), text("done, with it")])
+    r, counts, _ = runner(tmp_path, store, provider)
+    counting = r.tools["count"]
+    original = counting.run
+
+    async def run(args: Any, ctx: Any) -> Any:
+        await store.post("Also count d.")  # after the call's intent was stored
+        return await original(args, ctx)
+
+    counting.run = run  # type: ignore[method-assign]
+    outcome = await r.run()
+    assert outcome.stop_reason is StopReason.END_TURN and counts == {"a": 1}
+    assert len(provider.requests) == 2, [texts(q) for q in provider.requests]
+    last = provider.requests[1].messages[-1]
+    assert isinstance(last.content[0], ToolResultBlock)
+    assert last.text().endswith("Also count d.")
+
+
 async def test_a_message_queued_at_the_final_answer_makes_the_run_go_on(tmp_path: Path) -> None:
     store = GatewayInMemory()
 
