@@ -33,6 +33,7 @@ async def follow(session: Session, name: str) -> View | None:
     async with aclosing(await start(Follower(session.target(), notice=note))) as events:
         current: View = session.api().get(f"/api/executions/{segment(name)}", patient=True)
         if stops(current.get("phase"), stop_at_approval=False):
+            print(event_line(current), flush=True)  # ended before the stream opened: its end, as followed
             return current
         return await until_stopped(
             events,

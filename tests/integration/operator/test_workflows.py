@@ -5,6 +5,7 @@ operator killed mid-workflow. Step pods are completed through pods/status (play_
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -435,6 +436,7 @@ def test_runs_beyond_the_history_limit_go_and_their_steps_stay_counted(
     orphaned (not deleted) and the Agent's totals still count both runs."""
     setup(kube_client, namespace, [step("a")], historyLimits={"succeeded": 1})
     for run in ("r1", "r2"):
+        time.sleep(1.05 - time.time() % 1)  # each run in a later second: its times sort after (whole seconds)
         start_run(kube_client, namespace, run)
         finish(kube_client, namespace, f"{run}-a-1", tokens=7)
         wait_run(kube_client, namespace, "Succeeded", run)
