@@ -220,7 +220,7 @@ class Runner:
         steered = await self.steer.boundary()  # a person's messages join here, or an interrupt ends it
         if steered is not None:
             return steered
-        storing = self.durable.flush_soon()  # the last results, stored during the model call
+        storing = self.durable.flush_soon()  # a delivered message, stored during the call
         try:
             answer = await self._call_model()
         except BaseException:
