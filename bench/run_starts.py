@@ -37,11 +37,11 @@ from typing import Any, cast
 
 import httpx2
 from lightkube import ApiError, Client, KubeConfig
-from lightkube.core import decoders
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 
+from agentry_common.resources import prime_decoders
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.e2e.node.stack import NodeStack, agent_spec, booted
 
@@ -61,11 +61,7 @@ class Seen:
         self.at: dict[tuple[str, str], float] = {}
         self.cond = threading.Condition()
         kinds = ((Execution, _phase), (Job, _job_states), (Pod, _pod_states), (Secret, _seen))
-        # msgspec builds a type's decoder at its first use, unsafely across threads: first here.
-        decoders.decode_watch_event(b'{"type": "ADDED", "object": {}}')
-        decoders.decode_status(b"{}")
-        for kind, _ in kinds:
-            decoders.decode_object(b'{"metadata": {"name": "x"}}', kind)
+        prime_decoders(kind for kind, _ in kinds)  # before the watch threads
         for kind, states in kinds:
             threading.Thread(target=self._watch, args=(kind, states), daemon=True).start()
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from agentry_common.resources import loaded_kinds, prime_decoders
 from agentry_localcluster.prepare import prepare
 from agentry_localcluster.procs import ServerError
 
@@ -31,7 +32,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     `make test` has done them already (`make prepare`), so this is a cache check there. Set
     AGENTRY_NO_BUILD=1 to skip even the check (the fixtures then use what is cached).
+
+    First, lightkube's decoders of every kind the tests import: watches, kubelet stand-ins and
+    creators decode them on threads of their own (agentry_common.resources.prime_decoders).
     """
+    prime_decoders(loaded_kinds())
     if session.config.option.collectonly or os.environ.get("AGENTRY_NO_BUILD"):
         return
     tiers = {t for item in session.items for t in TIERS if item.get_closest_marker(t)}

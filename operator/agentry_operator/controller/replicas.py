@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import kopf
 
+from agentry_common.resources import loaded_kinds, prime_decoders
+
 from ..registries import RECONCILE, WEBHOOKS
 from ..settings import Settings
 from .client import new_client
@@ -38,6 +40,7 @@ class Scope:
 
 def run_replicated(config: Settings, scope: Scope, liveness: str) -> int:
     """Run this replica until a signal (0) or a lost Lease (1)."""
+    prime_decoders(loaded_kinds())  # both threads decode Jobs and Secrets (a review's dry run, a start)
     stop_webhooks = threading.Event()
     webhooks = threading.Thread(
         target=_serve_webhooks, args=(scope, liveness, stop_webhooks), name="webhooks", daemon=True

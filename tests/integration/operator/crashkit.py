@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, Client
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
@@ -111,6 +112,7 @@ class Kubelet:
     ) -> None:
         self.plane, self.ns, self.rng, self.run_seconds = plane, ns, rng, run_seconds
         self.finished: set[str] = set()  # Executions whose pod reported
+        self.retried = 0  # steps that failed and were tried again
         self._due: dict[str, float] = {}
         self._running: set[str] = set()
         self._stop = threading.Event()
@@ -119,13 +121,19 @@ class Kubelet:
         self._thread.start()
 
     def _loop(self) -> None:
+        # A step that fails is recorded and the next one goes on: a kubelet that stopped would leave
+        # every later pod unfinished, and the test would time out without saying why.
         with plane_client(self.plane, "crash-kubelet") as self.client:
-            try:
-                while not self._stop.is_set():
+            while not self._stop.is_set():
+                try:
                     self._step()
-                    time.sleep(0.1)
-            except BaseException as exc:
-                self.errors.append(exc)
+                except (httpx2.TransportError, ApiError) as exc:
+                    if not _transient(exc):
+                        self.errors.append(exc)
+                    self.retried += 1
+                except Exception as exc:
+                    self.errors.append(exc)
+                time.sleep(0.1)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -150,6 +158,12 @@ class Kubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def _transient(exc: Exception) -> bool:
+    """A step's failure the next step gets past: a connection that failed or timed out under load, a
+    pod gone meanwhile (its Job pruned or replaced), a conflict or an overloaded API server."""
+    return not isinstance(exc, ApiError) or exc.status.code in (404, 409, 429, 500, 503, 504)
 
 
 def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:
@@ -223,7 +237,14 @@ def check_outcome(
 ) -> None:
     """Every Execution terminal within `settle` s with its own result and usage in every terminal
     status ever written, exactly one Job each, and the Agent's totals exact (pruned or not)."""
-    wait_for(lambda: set(recorder.terminal), lambda seen: seen >= set(names), settle, "every run terminal")
+
+    def unfinished() -> list[str]:
+        return [name for name in names if name not in recorder.terminal]
+
+    try:
+        wait_for(unfinished, lambda left: not left, settle, "every run terminal")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; kubelet errors {kubelet.errors}, retried {kubelet.retried}") from None
     for name in names:
         want_report = report(name)
         for status in recorder.terminal[name]:

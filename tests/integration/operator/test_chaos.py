@@ -2,7 +2,7 @@
 minutes while 200 Executions are created and run, on a real control plane; pods keep finishing while
 it is down, some runs last across several kills.
 
-Afterwards every run is terminal within five minutes of the last kill, with exactly one Job each,
+Afterwards every run is terminal within two minutes of the last kill, with exactly one Job each,
 its own result and usage, and the Agent's totals exact. AGENTRY_CHAOS_SECONDS shortens the kill
 period for a quick local try.
 """
@@ -25,11 +25,13 @@ from tests.fixtures.servers import make_namespace, plane_client
 
 from .crashkit import Kubelet, Recorder, admitted, check_outcome, crash_agent, create_executions, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+# The test's own deadlines (creations, kills, then SETTLE, each scaled by AGENTRY_TEST_PATIENCE) end
+# before this one, so that a run left unfinished is named rather than cut short by pytest.
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(1000)]
 
 RUNS = 200
 KILL_EVERY = (10.0, 30.0)  # seconds between kills
-SETTLE = 300.0  # every run terminal within this long after the last kill
+SETTLE = 120.0  # every run terminal within this long after the last kill
 
 
 @pytest.fixture
