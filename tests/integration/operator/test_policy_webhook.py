@@ -47,7 +47,11 @@ def client(plane: ControlPlane) -> Iterator[Client]:
 def op(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     workdir = tmp_path_factory.mktemp("policy-operator")
     policy = workdir / "policy.json"
-    policy.write_text(json.dumps({"secrets": {"neverReferableNames": [PROVIDER_KEYS]}}))
+    rules = {
+        "secrets": {"neverReferableNames": [PROVIDER_KEYS]},
+        "runtimeClass": {"require": "codeTools", "allowed": ["gvisor"]},
+    }
+    policy.write_text(json.dumps(rules))
     proc = start_operator(
         plane,
         workdir,
@@ -184,6 +188,28 @@ def test_kubectl_agents_over_the_limits_are_refused(plane: ControlPlane, client:
     # An Execution may not raise its run's priority beyond the range either.
     refused(apply_as(plane, MALLORY, ns, execution("hi", priority=9)), "spec.priority")
     assert apply_as(plane, MALLORY, ns, execution("normal", priority=5)).returncode == 0
+
+
+def test_kubectl_agents_that_run_code_outside_the_required_sandbox_are_refused(
+    plane: ControlPlane, client: Client, ns: str
+) -> None:
+    """The policy requires a RuntimeClass of the allowed ones for Agents that run code (shell, python,
+    a stdio MCP server); Agents that run none are not asked for one."""
+    field = "spec.runtimeClassName"
+    refused(apply_as(plane, MALLORY, ns, agent("sh", tools=["shell"])), field, "runtimeClass.require")
+    stdio = [{"name": "fs", "command": ["mcp-fs"], "tools": ["*"]}]
+    refused(apply_as(plane, MALLORY, ns, agent("mcp", mcpServers=stdio)), field, "runtimeClass.require")
+    refused(
+        apply_as(plane, MALLORY, ns, agent("py", tools=["python"], runtimeClassName="runc")),
+        field,
+        "runtimeClass.allowed",
+    )
+    assert (
+        apply_as(plane, MALLORY, ns, agent("boxed", tools=["shell"], runtimeClassName="gvisor")).returncode
+        == 0
+    )
+    assert apply_as(plane, MALLORY, ns, agent("reader", tools=["files"])).returncode == 0
+    assert {a.metadata.name for a in client.list(Agent, namespace=ns) if a.metadata} == {"boxed", "reader"}
 
 
 def test_owner_label_spoofing_is_refused(plane: ControlPlane, client: Client, ns: str) -> None:

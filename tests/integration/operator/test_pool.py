@@ -1,10 +1,13 @@
 """The warm pool against a real API server (operator/agentry_operator/pool/): the operator keeps a warm
-Job, a run claims its pod, and the claim survives a restart. There is no kubelet: the test writes the
-pods' status, and a real runtime process in warm mode on this host stands in for the pod's process
-(the pod's address is 127.0.0.1, its claim port one of this host's)."""
+Job, a run claims its pod, and the claim survives a restart; a pooled run keeps every rule of a run of
+its own (the gate before any claim, cancellation, the deadline) and says why it starts as a Job when
+it does. There is no kubelet: the test writes the pods' status, and a real runtime process in warm
+mode on this host stands in for the pod's process (the pod's address is 127.0.0.1, its claim port
+one of this host's). The Job controller is the control plane's own."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -33,6 +36,14 @@ from tests.fixtures.servers import make_namespace, plane_client
 pytestmark = pytest.mark.integration
 
 AGENT = {"instructions": "Say hello.", "model": {"name": "claude-sonnet-4-5"}, "timeoutSeconds": 60}
+# The operator's policy admits Anthropic's models only: an Agent of another provider is refused by the
+# run gate, which comes before any claim.
+POLICY = {"allowedModels": ["anthropic/*"]}
+OTHERS = {
+    "bigger": {**AGENT, "resources": {"requests": {"memory": "300Mi"}}},  # a profile no pool serves
+    "brief": {**AGENT, "timeoutSeconds": 10},
+    "elsewhere": {**AGENT, "model": {"provider": "openai", "name": "gpt-4o"}},
+}
 
 
 def _free_port() -> int:
@@ -51,7 +62,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def ns(plane: ControlPlane) -> str:
     with plane_client(plane) as client:
         ns = make_namespace(client, "pool")
-        client.create(Agent.from_dict({"metadata": {"name": "hello", "namespace": ns}, "spec": AGENT}))
+        for name, spec in {"hello": AGENT, **OTHERS}.items():
+            client.create(Agent.from_dict({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
         return ns
 
 
@@ -65,12 +77,15 @@ def op(
     plane: ControlPlane, ns: str, port: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     pools = [{"name": "default", "namespaces": [ns], "min": 1, "max": 1}]
+    workdir = tmp_path_factory.mktemp("pool-operator")
+    (workdir / "policy.json").write_text(json.dumps(POLICY))
     env = {
         "AGENTRY_WEBHOOK_ENABLED": "false",
+        "AGENTRY_POLICY_FILE": str(workdir / "policy.json"),
         "AGENTRY_POOLS": json.dumps(pools),
         "AGENTRY_POOL_CLAIM_PORT": str(port),
     }
-    proc = OperatorProcess(plane, tmp_path_factory.mktemp("pool-operator"), env, scope=("--namespace", ns))
+    proc = OperatorProcess(plane, workdir, env, scope=("--namespace", ns))
     yield proc.launch()
     proc.proc.stop()
 
@@ -145,10 +160,10 @@ def a_warm_pod(
             warm.stop()
 
 
-def _run(client: Client, ns: str, name: str) -> None:
+def _run(client: Client, ns: str, name: str, agent: str = "hello") -> None:
     body = {
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"agentRef": {"name": "hello"}, "input": "hi"},
+        "spec": {"agentRef": {"name": agent}, "input": "hi"},
     }
     client.create(Execution.from_dict(body))
 
@@ -298,5 +313,90 @@ def test_a_warm_job_without_its_claim_secret_gets_one(
 def _secret_or_none(client: Client, ns: str, name: str) -> Secret | None:
     try:
         return client.get(Secret, name, namespace=ns)
+    except ApiError:
+        return None
+
+
+def _claimed(client: Client, ns: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = eventually(
+        lambda: _pooled(_status(client, ns, name)).get("reason") == "Claimed" and _status(client, ns, name),
+        what=f"{name} claimed the warm pod",
+    )
+    return status
+
+
+def _ended(client: Client, ns: str, name: str, phase: str) -> dict[str, Any]:
+    status: dict[str, Any] = eventually(
+        lambda: _status(client, ns, name).get("phase") == phase and _status(client, ns, name),
+        what=f"{name} {phase}",
+    )
+    return status
+
+
+def test_a_run_no_pool_serves_starts_as_a_job_of_its_own_and_says_so(
+    plane: ControlPlane, ns: str, op: OperatorProcess
+) -> None:
+    with plane_client(plane) as client:
+        _run(client, ns, "big", agent="bigger")
+        status = eventually(lambda: _status(client, ns, "big").get("jobName") and _status(client, ns, "big"))
+        assert _pooled(status)["status"] == "False" and _pooled(status)["reason"] == "NoPool"
+        assert "300Mi" in _pooled(status)["message"]  # the profile it asked for
+        own = client.get(Job, status["jobName"], namespace=ns)
+        assert own.metadata is not None and not (own.metadata.labels or {}).get(p.LABEL_POOL)
+
+
+def test_a_run_the_gate_refuses_claims_no_warm_pod(
+    plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
+) -> None:
+    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+        assert job.metadata is not None and job.metadata.name is not None
+        _run(client, ns, "refused", agent="elsewhere")
+        status = _ended(client, ns, "refused", "Failed")
+        assert status["reason"] == "PolicyViolation" and "openai/gpt-4o" in status["message"]
+        assert not status.get("jobName")
+        assert not _pooled(status)  # it never reached the pool
+        kept = client.get(Job, job.metadata.name, namespace=ns)
+        assert kept.metadata is not None and not (kept.metadata.annotations or {}).get(c.ANNOTATION_EXECUTION)
+        # The same warm pod serves the next run the gate admits.
+        _run(client, ns, "admitted")
+        assert _claimed(client, ns, "admitted")["jobName"] == job.metadata.name
+
+
+def test_a_claimed_run_cancelled_ends_cancelled_and_its_warm_job_goes(
+    plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
+) -> None:
+    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+        assert job.metadata is not None and job.metadata.name is not None
+        _run(client, ns, "cancelled")
+        _claimed(client, ns, "cancelled")
+        cancel = {"spec": {"cancel": True}}
+        client.patch(Execution, "cancelled", cancel, namespace=ns, patch_type=PatchType.MERGE)
+        assert _ended(client, ns, "cancelled", "Cancelled")["reason"] == "Cancelled"
+        name = job.metadata.name
+        eventually(lambda: _job_or_none(client, ns, name) is None, what="the claimed Job deleted")
+
+
+def test_a_claimed_runs_deadline_ends_it_as_a_runs_own_job_would(
+    plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
+) -> None:
+    """The warm Job waited long before its claim: the run still gets its whole timeoutSeconds from the
+    claim, and the Job controller ends it at that deadline (the pod never reports: it hangs)."""
+    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+        assert job.metadata is not None and job.metadata.name is not None
+        _run(client, ns, "slow", agent="brief")
+        _claimed(client, ns, "slow")
+        taken = client.get(Job, job.metadata.name, namespace=ns)
+        assert taken.spec is not None and taken.metadata is not None and taken.status is not None
+        assert taken.status.startTime is not None
+        waited = (dt.datetime.now(dt.UTC) - taken.status.startTime).total_seconds()
+        deadline = taken.spec.activeDeadlineSeconds or 0
+        assert deadline - waited >= 10 - 5  # the run's own 10 s, counted from the claim (5 s of slack)
+        status = _ended(client, ns, "slow", "Failed")
+        assert status["reason"] == "DeadlineExceeded", status
+
+
+def _job_or_none(client: Client, ns: str, name: str) -> Job | None:
+    try:
+        return client.get(Job, name, namespace=ns)
     except ApiError:
         return None
