@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "run_gvisor": ["bench.run_gvisor"],
     "run_triggers": ["bench.run_triggers"],
     "run_notifications": ["bench.run_notifications"],
+    "emulator_cpu": ["bench.emulator_cpu"],
 }
 
 

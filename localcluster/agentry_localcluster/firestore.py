@@ -3,6 +3,10 @@
 Running the emulator jar with Java directly starts in about a second, against two with
 `gcloud emulators firestore start`, and leaves no orphaned java child when stopped.
 
+The JVM compiles with C1 only (`-XX:TieredStopAtLevel=1`): an emulator lives minutes, and C2's
+compiler threads cost more CPU over that span than its faster code saves (`python -m
+bench.emulator_cpu`).
+
 The emulator takes `--port=0` but then reports port 0 (and listens on several ports), so it gets a
 quiet port up front and starts again on another if that one is taken (`start_with_ports`). If it does
 not become ready, its process group (the JVM) is stopped before the error is raised.
@@ -21,6 +25,7 @@ from .procs import Proc, ServerError, require_free_port, start_with_ports
 
 JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
 MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+JVM_FLAGS = ("-Xms64m", "-XX:TieredStopAtLevel=1")
 
 
 def sdk_root() -> Path:
@@ -52,6 +57,7 @@ class FirestoreEmulator:
     workdir: Path
     port: int = 0
     host: str = "127.0.0.1"
+    jvm_flags: tuple[str, ...] = JVM_FLAGS
     proc: Proc | None = field(default=None, repr=False)
 
     @property
@@ -90,7 +96,7 @@ class FirestoreEmulator:
             "firestore-emulator",
             [
                 java,
-                "-Xms64m",
+                *self.jvm_flags,
                 "-cp",
                 str(jar),
                 MAIN,
