@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import functools
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -56,7 +58,10 @@ def _webhook_server(config: Settings) -> kopf.WebhookServer:
     if config.webhook_certfile and config.webhook_keyfile:
         certfile, keyfile, cafile = config.webhook_certfile, config.webhook_keyfile, None
     else:
-        pki = LocalPKI(Path(tempfile.mkdtemp(prefix="agentry-webhook-")))
+        # Its own CA and key for this process only: gone when it exits (a SIGKILL leaves them).
+        workdir = tempfile.mkdtemp(prefix="agentry-webhook-")
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        pki = LocalPKI(Path(workdir))
         pair = pki.issue("webhook", host, dns=(host, "localhost"), ips=("127.0.0.1",), server=True)
         certfile, keyfile, cafile = str(pair.cert), str(pair.key), str(pki.ca.cert)
     return kopf.WebhookServer(

@@ -1,7 +1,12 @@
-"""The webhook's pure rules (agentry_operator.webhook) and the run container's default CPU limit."""
+"""The webhook's pure rules (agentry_operator.webhook), the run container's default CPU limit, and the local
+webhook CA's lifetime."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +97,19 @@ def test_run_containers_get_a_cpu_limit_by_default() -> None:
     assert _limits({**SPEC, "resources": {"requests": {"cpu": "1500m"}}}, config)["limits"]["cpu"] == "1500m"
     assert _limits({**SPEC, "resources": {"limits": {"cpu": "250m"}}}, config)["limits"]["cpu"] == "250m"
     assert "cpu" not in _limits(SPEC, Settings(default_cpu_limit=""))["limits"]
+
+
+def test_the_webhooks_own_ca_and_key_are_removed_when_the_operator_exits(tmp_path: Path) -> None:
+    """Without cert files (a local run) the operator makes a CA and a serving key of its own: they
+    must not outlive the process in the temp directory."""
+    code = (
+        "from agentry_operator.main import _webhook_server\n"
+        "from agentry_operator.settings import Settings\n"
+        "server = _webhook_server(Settings())\n"
+        "import pathlib, sys; print(pathlib.Path(server.certfile).parent)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    made = Path(done.stdout.strip())
+    assert made.parent == tmp_path and made.name.startswith("agentry-webhook-")
+    assert not made.exists()
