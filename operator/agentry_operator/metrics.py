@@ -8,3 +8,6 @@ EXECUTIONS = Gauge("agentry_executions", "Executions known to this operator by p
 PHASE_TRANSITIONS = Counter(
     "agentry_execution_phase_transitions_total", "Execution phase transitions", ["phase"]
 )
+POOL_READY = Gauge(
+    "agentry_pool_ready_pods", "Warm pods ready for a claim, by namespace and pool", ["namespace", "pool"]
+)

@@ -27,6 +27,7 @@ from agentry_common.pool import PoolProfile
 from .. import kube
 from ..builders.execution_status import POD_RUNNING, terminal_job
 from ..handlers.outcome import JOB_LABEL, JOBS
+from ..metrics import POOL_READY
 from ..settings import Settings
 from .builders import (
     Doc,
@@ -110,11 +111,13 @@ class Pools:
         job = next(iter(ready))
         warm = ready.pop(job)
         self.claiming.add((namespace, job))
+        self._report((namespace, pool))
         return warm
 
     def give_back(self, namespace: str, pool: str, warm: Warm) -> None:
         """A warm pod taken for a claim that was not made (another claim of the run came first)."""
         self.ready.setdefault((namespace, pool), {})[warm.job] = warm
+        self._report((namespace, pool))
 
     def done(self, namespace: str, job: str) -> None:
         self.claiming.discard((namespace, job))
@@ -135,6 +138,10 @@ class Pools:
             ready.pop(job, None)
         elif job not in ready and (ns, job) not in self.claiming and isinstance(status, Mapping):
             ready[job] = Warm(job, str(meta["name"]), str(status["podIP"]))
+        self._report((ns, name))
+
+    def _report(self, key: PoolKey) -> None:
+        POOL_READY.labels(namespace=key[0], pool=key[1]).set(len(self.ready.get(key) or {}))
 
     async def key_of(self, namespace: str, job: str) -> str:
         """The warm pod's claim key: kept since its creation, else read from its Secret (a restart)."""
@@ -224,9 +231,9 @@ class Pools:
         self.keys[(namespace, name)] = key
 
     async def _delete(self, namespace: str, job: str) -> None:
-        for (ns, _), ready in self.ready.items():
-            if ns == namespace:
-                ready.pop(job, None)
+        for key, ready in self.ready.items():
+            if key[0] == namespace and ready.pop(job, None) is not None:
+                self._report(key)
         self.keys.pop((namespace, job), None)
         try:
             await kube.delete_quietly(self.client, kube.Job, job, namespace)

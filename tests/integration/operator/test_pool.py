@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from lightkube import ApiError, Client
@@ -34,6 +34,8 @@ from tests.fixtures.operator import OperatorProcess, own_control_plane
 from tests.fixtures.servers import make_namespace, plane_client
 
 pytestmark = pytest.mark.integration
+
+R = TypeVar("R", Job, Secret)
 
 AGENT = {"instructions": "Say hello.", "model": {"name": "claude-sonnet-4-5"}, "timeoutSeconds": 60}
 # The operator's policy admits Anthropic's models only: an Agent of another provider is refused by the
@@ -147,13 +149,16 @@ class WarmProcess:
 
 @contextmanager
 def a_warm_pod(
-    plane: ControlPlane, ns: str, port: int, tmp_path: Path
+    plane: ControlPlane, ns: str, port: int, tmp_path: Path, op: OperatorProcess
 ) -> Iterator[tuple[Client, Job, WarmProcess]]:
-    """A client, the pool's warm Job (named) and the process serving its claim port; stopped after."""
+    """A client, the pool's warm Job (named) and the process serving its claim port, once the operator
+    counts its pod ready (a run created before that starts as a Job: PoolEmpty); stopped after."""
     with plane_client(plane) as client:
         job = _warm_job(client, ns)
         assert job.metadata is not None and job.metadata.name is not None
         warm = WarmProcess(client, ns, job, port, tmp_path)
+        ready = f'agentry_pool_ready_pods{{namespace="{ns}",pool="default"}} 1.0'
+        eventually(lambda: ready in op.metrics(), what="the operator counting the warm pod ready")
         try:
             yield client, job, warm
         finally:
@@ -177,6 +182,27 @@ def _pooled(status: dict[str, Any]) -> dict[str, Any]:
     return next((cond for cond in status.get("conditions") or [] if cond["type"] == "Pooled"), {})
 
 
+def _claimed(client: Client, ns: str, name: str) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = eventually(
+            lambda: (
+                _pooled(_status(client, ns, name)).get("reason") == "Claimed" and _status(client, ns, name)
+            ),
+            what=f"{name} claimed the warm pod",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its status: {_status(client, ns, name)}") from None
+    return status
+
+
+def _ended(client: Client, ns: str, name: str, phase: str) -> dict[str, Any]:
+    status: dict[str, Any] = eventually(
+        lambda: _status(client, ns, name).get("phase") == phase and _status(client, ns, name),
+        what=f"{name} {phase}",
+    )
+    return status
+
+
 def test_a_run_with_no_warm_pod_ready_starts_as_a_job_and_says_so(
     plane: ControlPlane, ns: str, op: OperatorProcess
 ) -> None:
@@ -193,16 +219,10 @@ def test_a_run_with_no_warm_pod_ready_starts_as_a_job_and_says_so(
 def test_a_run_claims_a_warm_pod_which_runs_it_and_reports(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, warm):
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, warm):
         assert job.metadata is not None and job.metadata.name is not None
         _run(client, ns, "warm")
-        status = eventually(
-            lambda: (
-                _pooled(_status(client, ns, "warm")).get("reason") == "Claimed"
-                and _status(client, ns, "warm")
-            ),
-            what="the run claimed the warm pod",
-        )
+        status = _claimed(client, ns, "warm")
         assert status["jobName"] == job.metadata.name
         taken = client.get(Job, job.metadata.name, namespace=ns)
         assert taken.metadata is not None and taken.metadata.annotations is not None
@@ -232,7 +252,7 @@ def test_a_run_claims_a_warm_pod_which_runs_it_and_reports(
 def test_a_claim_recorded_before_a_restart_is_finished_after_it(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, warm):
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, warm):
         assert job.metadata is not None and job.metadata.name is not None
         op.proc.stop()
         # What an operator that crashed right after step 1 leaves: the claim in the status only.
@@ -255,10 +275,7 @@ def test_a_claim_recorded_before_a_restart_is_finished_after_it(
             Execution.Status, "restarted", {"status": recorded}, namespace=ns, patch_type=PatchType.MERGE
         )
         op.launch()
-        eventually(
-            lambda: _pooled(_status(client, ns, "restarted")).get("reason") == "Claimed",
-            what="the recorded claim finished",
-        )
+        _claimed(client, ns, "restarted")  # the recorded claim finished
         taken = client.get(Job, job.metadata.name, namespace=ns)
         assert taken.metadata is not None and taken.metadata.annotations is not None
         assert taken.metadata.annotations[c.ANNOTATION_EXECUTION] == "restarted"
@@ -305,32 +322,16 @@ def test_a_warm_job_without_its_claim_secret_gets_one(
         op.proc.stop()
         client.delete(Secret, secret, namespace=ns)
         op.launch()
-        made = eventually(lambda: _secret_or_none(client, ns, secret), what="the claim Secret made again")
+        made = eventually(lambda: _or_none(client, Secret, ns, secret), what="the claim Secret made again")
         assert made.metadata is not None and made.metadata.ownerReferences
         assert made.metadata.ownerReferences[0].name == job.metadata.name
 
 
-def _secret_or_none(client: Client, ns: str, name: str) -> Secret | None:
+def _or_none(client: Client, kind: type[R], ns: str, name: str) -> R | None:
     try:
-        return client.get(Secret, name, namespace=ns)
+        return client.get(kind, name, namespace=ns)
     except ApiError:
         return None
-
-
-def _claimed(client: Client, ns: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = eventually(
-        lambda: _pooled(_status(client, ns, name)).get("reason") == "Claimed" and _status(client, ns, name),
-        what=f"{name} claimed the warm pod",
-    )
-    return status
-
-
-def _ended(client: Client, ns: str, name: str, phase: str) -> dict[str, Any]:
-    status: dict[str, Any] = eventually(
-        lambda: _status(client, ns, name).get("phase") == phase and _status(client, ns, name),
-        what=f"{name} {phase}",
-    )
-    return status
 
 
 def test_a_run_no_pool_serves_starts_as_a_job_of_its_own_and_says_so(
@@ -348,7 +349,7 @@ def test_a_run_no_pool_serves_starts_as_a_job_of_its_own_and_says_so(
 def test_a_run_the_gate_refuses_claims_no_warm_pod(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, _):
         assert job.metadata is not None and job.metadata.name is not None
         _run(client, ns, "refused", agent="elsewhere")
         status = _ended(client, ns, "refused", "Failed")
@@ -365,7 +366,7 @@ def test_a_run_the_gate_refuses_claims_no_warm_pod(
 def test_a_claimed_run_cancelled_ends_cancelled_and_its_warm_job_goes(
     plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
 ) -> None:
-    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, _):
         assert job.metadata is not None and job.metadata.name is not None
         _run(client, ns, "cancelled")
         _claimed(client, ns, "cancelled")
@@ -373,7 +374,7 @@ def test_a_claimed_run_cancelled_ends_cancelled_and_its_warm_job_goes(
         client.patch(Execution, "cancelled", cancel, namespace=ns, patch_type=PatchType.MERGE)
         assert _ended(client, ns, "cancelled", "Cancelled")["reason"] == "Cancelled"
         name = job.metadata.name
-        eventually(lambda: _job_or_none(client, ns, name) is None, what="the claimed Job deleted")
+        eventually(lambda: _or_none(client, Job, ns, name) is None, what="the claimed Job deleted")
 
 
 def test_a_claimed_runs_deadline_ends_it_as_a_runs_own_job_would(
@@ -381,7 +382,7 @@ def test_a_claimed_runs_deadline_ends_it_as_a_runs_own_job_would(
 ) -> None:
     """The warm Job waited long before its claim: the run still gets its whole timeoutSeconds from the
     claim, and the Job controller ends it at that deadline (the pod never reports: it hangs)."""
-    with a_warm_pod(plane, ns, port, tmp_path) as (client, job, _):
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, _):
         assert job.metadata is not None and job.metadata.name is not None
         _run(client, ns, "slow", agent="brief")
         _claimed(client, ns, "slow")
@@ -393,10 +394,3 @@ def test_a_claimed_runs_deadline_ends_it_as_a_runs_own_job_would(
         assert deadline - waited >= 10 - 5  # the run's own 10 s, counted from the claim (5 s of slack)
         status = _ended(client, ns, "slow", "Failed")
         assert status["reason"] == "DeadlineExceeded", status
-
-
-def _job_or_none(client: Client, ns: str, name: str) -> Job | None:
-    try:
-        return client.get(Job, name, namespace=ns)
-    except ApiError:
-        return None
