@@ -943,6 +943,48 @@ Grafana's automatic names. */}}
           }
         }
       ]
+    },
+    {
+      "id": 23,
+      "type": "timeseries",
+      "title": "Warm pods ready",
+      "description": "Warm pods ready for a claim, by namespace and pool: at 0, runs start as Jobs of their own (docs/runs.md, Warm pool).",
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "gridPos": {
+        "x": 0,
+        "y": 83,
+        "w": 24,
+        "h": 8
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "short"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom"
+        },
+        "tooltip": {
+          "mode": "multi"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "expr": "sum by (namespace, pool) (agentry_pool_ready_pods)",
+          "legendFormat": "__auto",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          }
+        }
+      ]
     }
   ],
   "description": "Runs, the LLM gateway and the API, from the metrics each serves (docs/observability.md)."
