@@ -106,6 +106,11 @@ def _warm_job(client: Client, ns: str, claimed: bool = False) -> Job:
     return job
 
 
+def _listens(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _pod(client: Client, ns: str, job: Job) -> Pod | None:
     assert job.metadata is not None
     pods = list(client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job.metadata.name}))
@@ -132,6 +137,9 @@ class WarmProcess:
             "AGENTRY_RESULT_FILE": str(workdir / "result.json"),
         }
         self.proc = subprocess.Popen([sys.executable, "-m", "agentry_workspace", p.WARM_FLAG], env=env)
+        # Running once it listens: under load its start can outlast the claim's own retries (then the
+        # run rightly starts as a Job, PoolEmpty, and the test would not test the claim).
+        eventually(lambda: _listens(port), 60, "the warm process listening on its claim port")
         pod = _pod(client, ns, job)
         assert pod is not None and pod.metadata is not None and pod.metadata.name is not None
         play_kubelet(client, pod, "Running")
