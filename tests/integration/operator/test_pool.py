@@ -27,6 +27,7 @@ from lightkube.types import PatchType
 from agentry_common import constants as c
 from agentry_common import pool as p
 from agentry_localcluster.kube import ControlPlane
+from agentry_localcluster.procs import port_in_use
 from agentry_operator.kube import Agent, Execution
 from agentry_operator.pool.builders import secret_values
 from tests.fixtures.helpers import eventually, play_kubelet
@@ -106,11 +107,6 @@ def _warm_job(client: Client, ns: str, claimed: bool = False) -> Job:
     return job
 
 
-def _listens(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _pod(client: Client, ns: str, job: Job) -> Pod | None:
     assert job.metadata is not None
     pods = list(client.list(Pod, namespace=ns, labels={"batch.kubernetes.io/job-name": job.metadata.name}))
@@ -139,7 +135,7 @@ class WarmProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "agentry_workspace", p.WARM_FLAG], env=env)
         # Running once it listens: under load its start can outlast the claim's own retries (then the
         # run rightly starts as a Job, PoolEmpty, and the test would not test the claim).
-        eventually(lambda: _listens(port), 60, "the warm process listening on its claim port")
+        eventually(lambda: port_in_use(port), 60, "the warm process listening on its claim port")
         pod = _pod(client, ns, job)
         assert pod is not None and pod.metadata is not None and pod.metadata.name is not None
         play_kubelet(client, pod, "Running")
