@@ -106,6 +106,8 @@ async def on_job(client: AsyncClient, state: State, event: str | None, job: dict
         return
     if job["metadata"]["name"] != current_job(body):
         return  # a Job the run has moved past (paused before an approval): its end is not the run's
+    if _claim_in_flight(body.get("status")):
+        return  # the claim reads its Job once it is done, or releases it (pool/claim.py)
     if event == "DELETED":
         if not body["spec"].get("cancel"):
             await decide(
@@ -212,7 +214,7 @@ async def on_pod(client: AsyncClient, state: State, event: str | None, pod: dict
         return
     if _claim_in_flight(body.get("status")):
         # A claimed warm pod may run (and end) its run before the claim has written `Claimed`: a
-        # status written now would carry `Claiming` over it. The Job's event says how the run ended.
+        # status written now would carry `Claiming` over it. The claim reads the pod once it is done.
         return
     job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
     seen = observe_pod(pod)

@@ -31,11 +31,11 @@ from agentry_common.models import ExecutionStatus
 from agentry_common.naming import job_name
 
 from .. import kube
-from ..builders.execution_status import POD_RUNNING, terminal_job
+from ..builders.execution_status import POD_RUNNING, POD_SUCCEEDED, terminal_job
 from ..builders.kinds import Condition
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..handlers.outcome import JOB_LABEL, JOBS, PODS, key_of, resync, write_status
-from ..handlers.state import State
+from ..handlers.state import State, phase_of
 from ..settings import Settings
 from .builders import (
     Doc,
@@ -55,6 +55,7 @@ log = logging.getLogger("agentry.operator")
 MAX_PICKS = 3  # warm pods tried before the run starts as a Job
 DELIVER_SECONDS = 10.0  # a warm pod just started may not listen yet: connections are retried this long
 ATTEMPT_SECONDS = 2.0
+POD_ENDED = (POD_SUCCEEDED, "Failed")
 
 
 @dataclass(frozen=True)
@@ -197,9 +198,12 @@ async def finish(claim: Claim, job: str, warm: Warm | None = None) -> Step:
         if step is not Step.CLAIMED:
             return step
     if warm is None:
-        warm = await _warm_pod(client, ns, job)
-        if warm is None:
-            return Step.GONE
+        found_pod = Step.CLAIMED if terminal_job(found) else await _warm_pod(client, ns, job)
+        if isinstance(found_pod, Step):
+            if found_pod is Step.CLAIMED:
+                await _claimed(claim, job, f"claimed the pod of warm Job {job}, which has ended")
+            return found_pod
+        warm = found_pod
     try:
         await kube.patch_merge(client, kube.Pod, warm.pod, ns, pod_patch(run_job))
     except ApiError as exc:
@@ -217,12 +221,18 @@ async def finish(claim: Claim, job: str, warm: Warm | None = None) -> Step:
         p.seal_request(await pools.key_of(ns, job), claim_request(body, run_job, token)),
     )
     if step is Step.CLAIMED:
-        conditions = pooled(state, body, True, Reason.CLAIMED, f"claimed warm pod {warm.pod} (Job {job})")
-        await write_status(client, state, dict(body), ExecutionStatus(conditions=conditions))
-        log.info("execution %s claimed warm pod %s", name, warm.pod)
-        # The pod's events while the claim was in flight were left to it (outcome.on_pod): read them.
-        await resync(client, state, state.executions.get(key_of(dict(body)), dict(body)), job)
+        await _claimed(claim, job, f"claimed warm pod {warm.pod} (Job {job})")
     return step
+
+
+async def _claimed(claim: Claim, job: str, message: str) -> None:
+    """Step 5: `Pooled=True`, then the pod's events while the claim was in flight, which outcome.on_pod
+    left to it, are read."""
+    client, state, body = claim.client, claim.state, claim.body
+    conditions = pooled(state, body, True, Reason.CLAIMED, message)
+    await write_status(client, state, dict(body), ExecutionStatus(conditions=conditions))
+    log.info("execution %s: %s", node(body, "metadata")["name"], message)
+    await resync(client, state, state.executions.get(key_of(dict(body)), dict(body)), job)
 
 
 async def _take(client: AsyncClient, run_job: Doc, found: dict[str, object]) -> Step:
@@ -252,14 +262,19 @@ async def _take(client: AsyncClient, run_job: Doc, found: dict[str, object]) -> 
     return Step.TAKEN
 
 
-async def _warm_pod(client: AsyncClient, ns: str, job: str) -> Warm | None:
-    """The running pod of a warm Job (a restart: the pool's memory of it is gone)."""
+async def _warm_pod(client: AsyncClient, ns: str, job: str) -> Warm | Step:
+    """The running pod of a warm Job this run took (a restart: the pool's memory of it is gone).
+    CLAIMED when its pod has ended: it ran the delivered claim before the restart (or died first),
+    and the run's outcome, read from the pod like any run's, says which; never picked again, since
+    a run that went on in a second pod would repeat what the first did."""
+    ended = False
     async for found in client.list(PODS, namespace=ns, labels={JOB_LABEL: job}):
         pod = kube.to_dict(found)
         status = pod.get("status") or {}
         if status.get("phase") == POD_RUNNING and status.get("podIP"):
             return Warm(job, str(pod["metadata"]["name"]), str(status["podIP"]))
-    return None
+        ended = ended or status.get("phase") in POD_ENDED
+    return Step.CLAIMED if ended else Step.GONE
 
 
 async def _token_data(client: AsyncClient, ns: str, token_secret: str | None) -> dict[str, str]:
@@ -301,6 +316,9 @@ async def release(client: AsyncClient, state: State, body: dict[str, object], jo
     """Undo a claim that cannot finish: the status no longer names the Job (first, so that its deletion
     is not read as the run's Job lost), then a Job this claim took is deleted."""
     key = key_of(body)
+    phase = phase_of(state.executions.get(key, body))
+    if phase is not None and phase.terminal:
+        return  # its outcome was read meanwhile (a restart's resync): that Job was the run's
     conditions = pooled(state, body, None, Reason.CLAIM_FAILED, f"warm Job {job} was gone or taken")
     await write_status(client, state, dict(body), ExecutionStatus(job_name=None, conditions=conditions))
     if delete:

@@ -290,6 +290,32 @@ def test_a_claim_recorded_before_a_restart_is_finished_after_it(
         assert [j.metadata.name for j in mine if j.metadata] == [job.metadata.name]
 
 
+def test_a_claim_delivered_before_a_restart_whose_pod_ended_is_the_runs_end(
+    plane: ControlPlane, ns: str, port: int, op: OperatorProcess, tmp_path: Path
+) -> None:
+    """An operator that crashed after delivering the claim and before writing it done: the pod ran the
+    run and ended meanwhile. Its end is the run's, read once; the run is never started again."""
+    with a_warm_pod(plane, ns, port, tmp_path, op) as (client, job, warm):
+        assert job.metadata is not None and job.metadata.name is not None
+        _run(client, ns, "delivered")
+        claimed = _claimed(client, ns, "delivered")
+        op.proc.stop()
+        pooled = {**_pooled(claimed), "status": "Unknown", "reason": "Claiming"}
+        others = [cond for cond in claimed.get("conditions") or [] if cond["type"] != "Pooled"]
+        undone = {"status": {"conditions": [*others, pooled]}}
+        client.patch(Execution.Status, "delivered", undone, namespace=ns, patch_type=PatchType.MERGE)
+        pod = _pod(client, ns, job)
+        assert pod is not None
+        report = warm.result()
+        play_kubelet(client, pod, "Failed", exit_code=warm.proc.returncode, message=report)
+        op.launch()
+        end = _ended(client, ns, "delivered", "Failed")
+        assert end["jobName"] == job.metadata.name and "ANTHROPIC_API_KEY" in end["message"], end
+        assert _pooled(end)["reason"] == "Claimed", end
+        mine = [j for j in client.list(Job, namespace=ns, labels={c.LABEL_EXECUTION: "delivered"})]
+        assert [j.metadata.name for j in mine if j.metadata] == [job.metadata.name]
+
+
 def test_warm_jobs_of_a_pool_no_longer_configured_are_deleted(
     plane: ControlPlane, ns: str, op: OperatorProcess
 ) -> None:

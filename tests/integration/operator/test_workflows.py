@@ -175,6 +175,8 @@ def test_parallelism_one_runs_ready_steps_by_priority(
     start_run(kube_client, namespace)
     high = execution(kube_client, namespace, "r1-high-1")
     assert high.spec["priority"] == 7
+    # The Execution is created before the run's status names it: wait for the status, not its key.
+    wait_step(kube_client, namespace, "high", "Running")
     assert steps_of(kube_client, namespace)["low"]["phase"] == "Pending"
     assert not exists(kube_client, namespace, "r1-low-1")
     finish(kube_client, namespace, "r1-high-1")
