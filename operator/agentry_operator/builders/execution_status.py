@@ -43,6 +43,7 @@ JOB_FAILURE_TARGET, JOB_SUCCESS_CRITERIA_MET = "FailureTarget", "SuccessCriteria
 JOB_DEADLINE_EXCEEDED = "DeadlineExceeded"  # a Job's activeDeadlineSeconds passed
 JOB_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 POD_RUNNING, POD_SUCCEEDED = "Running", "Succeeded"  # pod phases
+POD_ENDED = frozenset({POD_SUCCEEDED, "Failed"})  # the phases a pod never leaves
 POD_SCHEDULED, POD_UNSCHEDULABLE = "PodScheduled", "Unschedulable"
 
 

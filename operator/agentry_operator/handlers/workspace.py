@@ -20,14 +20,13 @@ from agentry_common import constants as c
 from agentry_common.models import AgentSpec, Phase
 
 from .. import kube
+from ..builders.execution_status import POD_ENDED
 from ..builders.job import effective_spec
 from ..builders.kinds import Meta
 from ..builders.run_gate import Held, workspace_held
 from ..builders.workspace import build_claim, kept_claim
 from ..settings import Settings
 from .state import Key, Logger, State, phase_of
-
-FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 async def held_for_workspace(
@@ -68,7 +67,7 @@ async def _pods_in_use(client: AsyncClient, namespace: str, agent: str, executio
     runs: set[str] = set()
     async for pod in client.list(kube.Pod, namespace=namespace, labels={c.LABEL_AGENT: agent[:63]}):
         meta, status = pod.metadata, pod.status
-        if meta is None or (status is not None and status.phase in FINISHED_POD_PHASES):
+        if meta is None or (status is not None and status.phase in POD_ENDED):
             continue
         run = (meta.annotations or {}).get(c.ANNOTATION_EXECUTION) or (meta.labels or {}).get(
             c.LABEL_EXECUTION, ""

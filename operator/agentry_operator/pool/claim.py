@@ -31,7 +31,7 @@ from agentry_common.models import ExecutionStatus
 from agentry_common.naming import job_name
 
 from .. import kube
-from ..builders.execution_status import POD_RUNNING, POD_SUCCEEDED, terminal_job
+from ..builders.execution_status import POD_ENDED, POD_RUNNING, terminal_job
 from ..builders.kinds import Condition
 from ..conditions import get_condition, now_rfc3339, set_condition
 from ..handlers.outcome import JOB_LABEL, JOBS, PODS, key_of, resync, write_status
@@ -55,7 +55,6 @@ log = logging.getLogger("agentry.operator")
 MAX_PICKS = 3  # warm pods tried before the run starts as a Job
 DELIVER_SECONDS = 10.0  # a warm pod just started may not listen yet: connections are retried this long
 ATTEMPT_SECONDS = 2.0
-POD_ENDED = (POD_SUCCEEDED, "Failed")
 
 
 @dataclass(frozen=True)
