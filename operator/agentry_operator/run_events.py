@@ -55,8 +55,11 @@ class Timed:
 async def execution(ctx: OperatorContext, event: str | None, body: dict[str, Any], logger: Logger) -> None:
     """An Execution's event (None: listed, after a start or a restart)."""
     if event == "DELETED":
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if informer.is_tombstone(body):  # gone while no watch was open: its last state is the cache's
+            body = ctx.state.executions.get(key) or body
         await execution_deleted(ctx.state, body, logger)  # a deleted run's token ends now
-        ctx.state.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        ctx.state.forget(key)
         return
     await BURST.settled()  # schedules' fires in flight go first (burst.py)
     item = ctx.state.seen_execution(body)
@@ -95,7 +98,13 @@ def watches(
         (JOBS, OURS, functools.partial(job, ctx)),
         (PODS, OURS, functools.partial(pod, ctx)),
     ]
-    return [informer.Watch(client, client.wire, res, labels, namespace, on) for res, labels, on in kinds]
+    listed = functools.partial(ctx.state.listed.add, namespace)  # the Agents' refresh waits for it
+    return [
+        informer.Watch(
+            client, client.wire, res, labels, namespace, on, listed if on is on_execution_ else None
+        )
+        for res, labels, on in kinds
+    ]
 
 
 def register(registry: kopf.OperatorRegistry, namespaces: list[str] | None) -> None:

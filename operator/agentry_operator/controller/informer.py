@@ -7,10 +7,14 @@ task that awaits the object's previous one (Serial): in order per object, concur
 objects.
 
 A watch starts with a listing, in pages, each object handed on with the event type None (as after a
-restart: `on_job` reads a listed ended Job's pods), then watches from the listing's resourceVersion
+restart: `on_job` reads a listed ended Job's pods), then `on_listed` is called (the handlers' view
+is whole: the Agents' totals and pruning wait for it), then it watches from the listing's resourceVersion
 with bookmarks, renewed every WATCH_SECONDS; a 410 (the version expired) lists again; any other
 failure (the API server down, a refused request) waits (BACKOFF) and watches again from the last
-version seen. Requests carry lightkube's credentials as the hot path's do (wire.py); without any,
+version seen. A listing again hands on a DELETED event for each object handed on before that it no
+longer has (deleted while no watch was open), as client-go's informers do; that event's object is
+a tombstone: only the name, namespace, uid and labels last seen (`is_tombstone`), the handlers keep
+the rest. Requests carry lightkube's credentials as the hot path's do (wire.py); without any,
 or on a 401, one lightkube list refreshes them. Lines are split here, not by aiohttp, whose line
 reader refuses lines over 64 KiB (a Pod with a large Agent in its annotation).
 """
@@ -34,8 +38,11 @@ from .wire import JSON, Wire, collection
 
 log = logging.getLogger("agentry.operator.watch")
 
-Handler = Callable[[str | None, dict[str, Any]], Awaitable[None]]
+Object = dict[str, Any]  # a Kubernetes object as decoded from JSON
+Handler = Callable[[str | None, Object], Awaitable[None]]
 Key = tuple[str, str]
+Seen = tuple[str, dict[str, str]]  # an object's uid and labels, for its tombstone
+TOMBSTONE = "agentry.dev/tombstone"  # the key marking an object as a tombstone (not Kubernetes')
 
 WATCH_SECONDS = 300  # the API server ends each watch after this; the next one starts where it ended
 READ_SECONDS = WATCH_SECONDS + 30  # silence longer than this (no event, no bookmark): a dead stream
@@ -62,7 +69,7 @@ def lines(buffer: bytearray, chunk: bytes) -> list[bytes]:
     return [line for line in done.split(b"\n") if line.strip()]
 
 
-def parse(line: bytes) -> tuple[str, dict[str, Any]]:
+def parse(line: bytes) -> tuple[str, Object]:
     """A watch event: its type and object. An ERROR event raises: Expired for 410, else RuntimeError."""
     event = msgspec.json.decode(line)
     kind, obj = event.get("type"), event.get("object") or {}
@@ -73,8 +80,23 @@ def parse(line: bytes) -> tuple[str, dict[str, Any]]:
     return str(kind), obj
 
 
-def version(obj: dict[str, Any]) -> str | None:
+def version(obj: Object) -> str | None:
     return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+def key_of(obj: Object) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def is_tombstone(obj: Object) -> bool:
+    """A DELETED event's object made by a listing again: the object's last state is not known."""
+    return bool(obj.get(TOMBSTONE))
+
+
+def tombstone(key: Key, seen: Seen) -> Object:
+    meta = {"name": key[1], "uid": seen[0], "labels": dict(seen[1])}
+    return {TOMBSTONE: True, "metadata": {**meta, "namespace": key[0]} if key[0] else meta}
 
 
 @dataclass
@@ -85,7 +107,7 @@ class Serial:
     _last: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def submit(self, event: str | None, obj: dict[str, Any]) -> asyncio.Task[None]:
+    def submit(self, event: str | None, obj: Object) -> asyncio.Task[None]:
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         task = asyncio.create_task(self._call(self._last.get(key), event, obj))
@@ -99,7 +121,7 @@ class Serial:
         if self._last.get(key) is done:
             del self._last[key]
 
-    async def _call(self, before: asyncio.Task[None] | None, event: str | None, obj: dict[str, Any]) -> None:
+    async def _call(self, before: asyncio.Task[None] | None, event: str | None, obj: Object) -> None:
         if before is not None:
             await asyncio.wait([before])  # its outcome is its own (logged there)
         try:
@@ -126,7 +148,10 @@ class Watch:
     labels: LabelSelector
     namespace: str | None
     handler: Handler
+    on_listed: Callable[[], None] | None = None  # after each whole listing, its objects handled
     _serial: Serial = field(init=False)
+    # Every object handed on and not deleted since: a listing again tells which went meanwhile.
+    _seen: dict[Key, Seen] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._serial = Serial(self.handler)
@@ -173,8 +198,10 @@ class Watch:
             self._serial.cancel()
 
     async def _list(self) -> str:
-        """Every object, in pages, each handed on (type None); the listing's resourceVersion."""
+        """Every object, in pages, each handed on (type None), then a tombstone for each object seen
+        before and not listed; the listing's resourceVersion."""
         token: str | None = None
+        listed: set[Key] = set()
         while True:
             query = {
                 "labelSelector": self._selector,
@@ -185,13 +212,37 @@ class Watch:
             if body is None:
                 raise Unauthorized()
             page = msgspec.json.decode(body)
-            tasks = [self._serial.submit(None, item) for item in page.get("items") or []]
+            tasks = [self._hand_on(None, item, listed) for item in page.get("items") or []]
             if tasks:
                 await asyncio.wait(tasks)  # a page at a time: a listing of 10,000 not all in memory
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:
+                gone = [self._gone(key) for key in set(self._seen) - listed]
+                if gone:
+                    await asyncio.wait(gone)
+                if self.on_listed is not None:
+                    self.on_listed()
                 return str(meta.get("resourceVersion") or "")
+
+    def _hand_on(self, event: str | None, obj: Object, listed: set[Key] | None = None) -> asyncio.Task[None]:
+        """Submit an event, after a tombstone for an object of the same name and another uid (one
+        replaced while no watch was open), and remember what its own tombstone needs."""
+        key, meta = key_of(obj), obj.get("metadata") or {}
+        uid, labels = str(meta.get("uid", "")), meta.get("labels") or {}
+        if listed is not None:
+            listed.add(key)
+        before = self._seen.get(key)
+        if before is not None and before[0] != uid:
+            self._gone(key)
+        if event == "DELETED":
+            self._seen.pop(key, None)
+        elif before is None or before != (uid, labels):
+            self._seen[key] = (uid, labels)
+        return self._serial.submit(event, obj)
+
+    def _gone(self, key: Key) -> asyncio.Task[None]:
+        return self._serial.submit("DELETED", tombstone(key, self._seen.pop(key)))
 
     async def _watch(self, since: str) -> str:
         """One watch from `since` until the server ends it; the last resourceVersion seen."""
@@ -218,7 +269,7 @@ class Watch:
             async for kind, obj in _events(answer.content.iter_any()):
                 since = version(obj) or since
                 if kind != "BOOKMARK":
-                    self._serial.submit(kind, obj)
+                    self._hand_on(kind, obj)
         return since
 
     async def _refresh(self) -> None:
@@ -232,7 +283,7 @@ class Watch:
             break
 
 
-async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, Object]]:
     buffer = bytearray()
     async for chunk in chunks:
         for line in lines(buffer, chunk):

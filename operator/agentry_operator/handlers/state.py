@@ -107,6 +107,9 @@ class State:
         # retry): read together, a listing per namespace, by the background loop (outcome.resync_all).
         self.resync_at: dict[Key, float] = {}  # execution -> since (monotonic)
         self.dirty_agents: set[Key] = set()
+        # Namespaces whose Executions have been listed whole (None: every namespace): an Agent's
+        # totals and pruning read a partial listing as runs that do not exist (refresh_dirty).
+        self.listed: set[str | None] = set()
         # Reads of Agents the watch has not shown yet: (when, the read), shared (execution._agent).
         self.agent_reads: dict[Key, tuple[float, asyncio.Future[dict[str, Any] | None]]] = {}
         self.last_start = 0.0  # monotonic time of the last run start (adoption waits for quiet)
@@ -231,5 +234,8 @@ class State:
         return keys
 
     def take_dirty(self) -> set[Key]:
-        dirty, self.dirty_agents = self.dirty_agents, set()
-        return dirty
+        """The Agents to refresh now: those whose namespace's Executions are listed whole (the
+        others stay dirty)."""
+        ready = {key for key in self.dirty_agents if None in self.listed or key[0] in self.listed}
+        self.dirty_agents -= ready
+        return ready

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import uvicorn
 from lightkube import ApiError, Client
-from lightkube.models.core_v1 import ResourceQuotaSpec
+from lightkube.models.core_v1 import ResourceQuotaSpec, ResourceQuotaStatus
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ResourceQuota, Secret
@@ -406,6 +406,13 @@ def test_a_throttled_start_is_on_the_execution_before_its_job_exists(
             metadata=ObjectMeta(name="no-jobs", namespace=ns),
             spec=ResourceQuotaSpec(hard={"count/jobs.batch": "0"}),
         )
+    )
+    # In force once its controller has counted it: before, the API server refuses with "status
+    # unknown for quota" (a wait too, but not the refusal counted below), for long on a busy machine.
+    eventually(
+        lambda: (client.get(ResourceQuota, "no-jobs", namespace=ns).status or ResourceQuotaStatus()).hard,
+        60,
+        "the quota counted by its controller",
     )
     gw = gateway_factory(USERS_100)
     make_agent(client, ns, "digest")

@@ -489,7 +489,11 @@ def test_named_outputs_of_a_step_reach_the_input_of_the_next(
     start_run(kube_client, namespace)
     fetch = execution(kube_client, namespace, "r1-fetch-1")
     assert fetch.spec["outputs"] == ["headline", "links"]
-    job = kube_client.get(Job, job_name("r1-fetch-1", fetch.metadata.uid), namespace=namespace)
+    job = eventually(  # the step's Execution exists before its Job
+        lambda: kube_client.get(Job, job_name("r1-fetch-1", fetch.metadata.uid), namespace=namespace),
+        30,
+        "the Job of r1-fetch-1",
+    )
     env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
     assert env["AGENTRY_OUTPUTS"] == "headline,links"
     # The pod reports one asked-for output and one it was not asked for: only the first is kept.

@@ -109,3 +109,17 @@ def test_cached_executions_share_their_keys_and_short_strings() -> None:
         assert one[key] is two[key]
     assert first["spec"]["agentRef"]["name"] is second["spec"]["agentRef"]["name"]
     assert first["spec"]["input"] == second["spec"]["input"]
+
+
+def test_agents_are_refreshed_only_once_their_namespaces_runs_are_listed_whole() -> None:
+    """An Agent's totals and pruning read its Executions from the cache: read while a listing is
+    halfway (a new leader's), runs not listed yet look absent, and a run archived by the last leader
+    but not yet deleted would be archived again once its name left archived.names."""
+    state = State()
+    state.dirty_agents = {("a", "x"), ("b", "y")}
+    assert state.take_dirty() == set()
+    state.listed.add("a")
+    assert state.take_dirty() == {("a", "x")}
+    assert state.dirty_agents == {("b", "y")}  # kept for when "b" is listed
+    state.listed.add(None)  # a watch of every namespace
+    assert state.take_dirty() == {("b", "y")} and state.dirty_agents == set()

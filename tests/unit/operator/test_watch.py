@@ -9,9 +9,18 @@ from typing import Any
 import kopf
 import pytest
 
+from agentry_operator import kube
 from agentry_operator.context import OperatorContext, store
 from agentry_operator.controller import informer as watch_module
-from agentry_operator.controller.informer import Expired, Serial, Unauthorized, Watch, lines, parse
+from agentry_operator.controller.informer import (
+    Expired,
+    Serial,
+    Unauthorized,
+    Watch,
+    is_tombstone,
+    lines,
+    parse,
+)
 from agentry_operator.handlers.state import State
 from agentry_operator.run_events import watching
 from agentry_operator.settings import Settings
@@ -156,3 +165,42 @@ async def test_a_watch_that_ended_fails_the_liveness_probe() -> None:
     ctx.watches = [forever]
     assert await watching(memo) == 1
     forever.cancel()
+
+
+class _Pages:
+    """The API server's answers to a watch's listings, one page each."""
+
+    def __init__(self, *pages: list[tuple[str, str]]) -> None:
+        self.pages = list(pages)
+
+    async def get(self, path: str) -> bytes:
+        items = [
+            {"metadata": {"namespace": "ns", "name": name, "uid": uid, "labels": {"run": name}}}
+            for name, uid in self.pages.pop(0)
+        ]
+        return json.dumps({"items": items, "metadata": {"resourceVersion": "5"}}).encode()
+
+
+async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhile() -> None:
+    """A 410 lists again: an object deleted while no watch was open would otherwise stay in the
+    handlers' caches for good (an Agent's totals counted such a run twice)."""
+    seen: list[tuple[str | None, str, str, bool]] = []
+    listings: list[int] = []
+
+    async def handler(event: str | None, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        seen.append((event, meta["name"], meta["uid"], is_tombstone(obj)))
+        assert meta["namespace"] == "ns" and meta["labels"] == {"run": meta["name"]}
+
+    pages = _Pages([("a", "1"), ("b", "1"), ("c", "1")], [("b", "2"), ("d", "1")])
+    watch = Watch(None, pages, kube.Execution, {}, "ns", handler, lambda: listings.append(len(seen)))  # type: ignore[arg-type]
+    assert await watch._list() == "5"
+    assert listings == [3]  # called once the listing's objects were handled
+    gone = {"metadata": {"namespace": "ns", "name": "c", "uid": "1", "labels": {"run": "c"}}}
+    await watch._hand_on("DELETED", gone)  # seen by the watch
+    seen.clear()
+    await watch._list()
+    b = [event for event in seen if event[1] == "b"]
+    assert b == [("DELETED", "b", "1", True), (None, "b", "2", False)]  # b replaced: the old one went first
+    assert set(seen) - set(b) == {("DELETED", "a", "1", True), (None, "d", "1", False)}  # not c
+    assert listings == [3, 4]
