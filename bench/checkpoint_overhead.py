@@ -7,8 +7,9 @@ Three processes: the scripted LLM server, the gateway (`python -m agentry_gatewa
 and this one, which runs the runtime's agent loop (agentry_workspace.runner.Runner) with the run
 token as its key and the gateway as its provider. Each turn is one model call (a `files list` tool
 call, or the final answer) and its tool call; with the journal, each turn appends its entries
-(model answer + intent, then the result) to the gateway (`files list` is idempotent: its intent is
-stored while it runs; the result is stored before the next model call). A turn's time is the
+(model answer, intent and result) to the gateway in one request (`files list` is idempotent and
+quick: its intent goes with its result, stored while the next model call runs, which the gateway
+checks for a queued steering message). A turn's time is the
 run's time after its first model answer, per turn after it (reading the journal and starting are once
 per pod, printed as the whole run's ratio). Runs alternate with and
 without the journal, so drift on a shared machine hits both alike. Goals (issue 38): at most +5 % with

@@ -29,7 +29,10 @@ RUN_END_PATH: Final = "/v1/agentry/executions/end"
 
 
 class RefusalType(StrEnum):
-    BUDGET_EXCEEDED = "budget_exceeded"
+    """The LLM gateway's refusals of a call: decisions, final for a runtime's provider chain."""
+
+    BUDGET_EXCEEDED = "budget_exceeded"  # 402: a budget's limit
+    STEERING_QUEUED = "steering_queued"  # 409: deliver the run's queued message first (steering.py)
 
 
 class Zone(StrEnum):

@@ -9,6 +9,12 @@ resumes the run finds it in the journal. Every append's answer carries the inbox
 (`AppendAnswer.inbox`, kept on the journal's head document, which the append reads anyway): the
 runtime asks for the inbox only when that is above what it has taken.
 
+A model call is the turn boundary's last word: the runtime sends the highest inbox seq it has taken
+or holds (`INBOX_SEEN_HEADER`) with each model call through the gateway, and the gateway answers
+409 `steering_queued` (RefusalType), before the call is charged or sent upstream, when a message is
+queued beyond it. The runtime then reads the inbox, delivers the message and calls again. So a turn
+boundary waits for no append: the entries staged before the call are stored while it runs.
+
 The run's last append closes the inbox (`AppendRequest.close`) in the same transaction: a message
 posted after it is refused with `closed`, and the API makes a follow-up of it instead, so no message
 is lost in the race with the run's end. `close: idle` closes only when nothing is queued (a final
@@ -38,6 +44,8 @@ STEER_PATH: Final = "/v1/agentry/steer"
 # GET, run token: the queued messages of the token's own run (`?after=N`, `?wait=S`: a long poll).
 INBOX_PATH: Final = "/v1/agentry/inbox"
 INBOX_COLLECTION: Final = "inbox"  # Firestore: below the run's runCheckpoints head document
+# A run's model call through the gateway: the highest inbox seq the runtime has taken or holds.
+INBOX_SEEN_HEADER: Final = "x-agentry-inbox-seen"
 
 # -- limits ------------------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from .budgets.admin_source import AdminPolicies
 from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .checkpoints import CheckpointStore, build_store
+from .checkpoints.boundary import check_boundary
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
 from .memory import MemoryStore
@@ -167,6 +168,7 @@ class Gateway:
             claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
+            await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
             call = await self._decide(wire, request, claims, parsed, size, started)
             return await self._call(call)  # metered when it ends (Meter.finish)
         except Rejected as exc:

@@ -138,7 +138,7 @@ class AnthropicProvider(HttpProvider):
             body["tools"] = to_wire_tools(request.tools)
         body.update(sampling(request))
         message = _Message(on_text, self.name)
-        async with self.streaming("/v1/messages", body, _error_of) as events:
+        async with self.streaming("/v1/messages", body, _error_of, request.headers) as events:
             async for event in events:
                 message.add(event.event, event.json())
         return ChatResponse(
@@ -194,6 +194,7 @@ class _Message:
                 status=200,
                 retryable=err_type in _TRANSIENT_TYPES,
                 final=is_refusal(err_type),
+                kind=err_type or "",
             )
 
     def _delta(self, block: dict[str, Any] | None, delta: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ class ProviderError(Exception):
     `retryable` is true for rate limits, overload, 5xx, timeouts and connection failures: the same
     request may succeed later. Anything else (bad key, bad request) will not get better by waiting,
     but may still succeed on another provider of the fallback chain.
-    `final` marks a policy refusal (an Agentry LLM gateway's `RefusalType`, HTTP 402): a decision, not a
-    fault, so no retry and no fallback either.
+    `final` marks a policy refusal (an Agentry LLM gateway's `RefusalType`, e.g. HTTP 402): a decision,
+    not a fault, so no retry and no fallback either. `kind`: the error's type as the body names it.
     """
 
     def __init__(
@@ -31,8 +31,10 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         final: bool = False,
+        kind: str = "",
     ) -> None:
         super().__init__(message)
+        self.kind = kind
         self.message = message
         self.provider = provider
         self.status = status

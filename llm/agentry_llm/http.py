@@ -74,12 +74,14 @@ class HttpProvider:
 
     @asynccontextmanager
     async def streaming(
-        self, path: str, body: dict[str, Any], error_of: ErrorOf
+        self, path: str, body: dict[str, Any], error_of: ErrorOf, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
-        """POST `body` and yield its event stream; any failure, before or during the stream, leaves
-        as a ProviderError. The caller's span (a turn, the gateway's call) continues upstream."""
+        """POST `body` (with the call's own `headers`) and yield its event stream; any failure, before
+        or during the stream, leaves as a ProviderError. The caller's span (a turn, the gateway's
+        call) continues upstream."""
+        sent = {**trace_headers(), **(headers or {})}
         try:
-            async with self._client.stream("POST", path, json=body, headers=trace_headers()) as response:
+            async with self._client.stream("POST", path, json=body, headers=sent) as response:
                 if response.status_code >= 400:
                     raise self._status_error(response, await response.aread(), error_of)
                 yield EventSource(response).aiter_sse()
@@ -108,4 +110,5 @@ class HttpProvider:
             retryable=is_retryable_status(status) or err_type in self.transient_types,
             retry_after=retry_after_seconds(response.headers),
             final=is_refusal(err_type),
+            kind=err_type or "",
         )

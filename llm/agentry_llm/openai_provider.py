@@ -105,7 +105,9 @@ class OpenAIProvider(HttpProvider):
 
     async def complete(self, request: ChatRequest, on_text: TextCallback | None = None) -> ChatResponse:
         stream_state = _Stream(on_text)
-        async with self.streaming("/chat/completions", self._request_body(request), _error_of) as events:
+        async with self.streaming(
+            "/chat/completions", self._request_body(request), _error_of, request.headers
+        ) as events:
             async for event in events:
                 if event.data.strip() == "[DONE]":
                     break

@@ -159,9 +159,10 @@ class ProvidersFailed(Exception):
     last failure says why. Trying other providers or retrying would be refused the same way.
     """
 
-    def __init__(self, failures: list[ChainFailure], *, final: bool = False) -> None:
+    def __init__(self, failures: list[ChainFailure], *, final: bool = False, kind: str = "") -> None:
         self.failures = failures
         self.final = final
+        self.kind = kind  # a final refusal's type (RefusalType)
         detail = "; ".join(f"{f.provider}: {f.error}" for f in failures)
         lead = "refused by the LLM gateway" if final else "all providers failed"
         super().__init__(f"{lead}: {detail}")
@@ -206,7 +207,7 @@ class ProviderChain:
             except ProviderError as exc:
                 failures.append(ChainFailure(provider.name, exc.short()))
                 if exc.final:
-                    raise ProvidersFailed(failures, final=True) from exc
+                    raise ProvidersFailed(failures, final=True, kind=exc.kind) from exc
                 continue
             return response
         raise ProvidersFailed(failures)

@@ -92,6 +92,8 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     stop_sequences: list[str] = Field(default_factory=list)
     tool_choice: ToolChoice | None = None
+    # Sent with this call besides the provider's own (an Agentry gateway reads some: steering).
+    headers: dict[str, str] = Field(default_factory=dict)
 
     def system_text(self) -> str:
         """The system prompt as one string (its blocks joined), for providers without blocks."""

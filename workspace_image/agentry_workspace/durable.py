@@ -4,6 +4,7 @@ interrupted by SIGTERM stops, and what a resumed run or a follow-up starts from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ class Opened:
     parent_name: str
 
 
+# An idempotent call that ends within this long has its intent stored with its result, in one append.
+BESIDE_SECONDS = 0.02
+
+
 class Durable:
     """The run's journal; every method is a no-op for a run without one."""
 
@@ -44,6 +49,7 @@ class Durable:
         self.writer = writer
         self.stopping = False  # SIGTERM received: stop at the next step boundary
         self.storing: asyncio.Task[None] | None = None  # an append under way beside a repeatable call
+        self._call_ended: asyncio.Event | None = None  # the repeatable call's, which its append awaits
 
     @property
     def on(self) -> bool:
@@ -85,12 +91,21 @@ class Durable:
 
     async def step_beside(self, kind: str, data: dict[str, Any] | None) -> None:
         """A step whose call may run twice (an idempotent tool): its entries are stored while it
-        runs, and the next step waits for them. A pod lost before they are stored runs it again."""
+        runs (with its result, when it ends within BESIDE_SECONDS: one append, not two), and the
+        next step waits for them. A pod lost before they are stored runs it again."""
         if self.writer is None or self.stopping:
             await self.step(kind, data)
             return
         self.stage(kind, data)
-        self.storing = self._after(self.storing)
+        self._call_ended = asyncio.Event()
+        self.storing = self._after(self.storing, self._call_ended)
+
+    def stage_result(self, kind: str, data: dict[str, Any] | None) -> None:
+        """A call's result: staged, and a beside-append waiting for the call goes now, with it."""
+        self.stage(kind, data)
+        ended, self._call_ended = self._call_ended, None
+        if ended is not None:
+            ended.set()
 
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to
@@ -100,14 +115,20 @@ class Durable:
         task, self.storing = self._after(self.storing), None
         return task
 
-    def _after(self, earlier: asyncio.Task[None] | None) -> asyncio.Task[None]:
-        """An append that starts when `earlier` has ended: appends go one at a time, in order."""
+    def _after(
+        self, earlier: asyncio.Task[None] | None, call: asyncio.Event | None = None
+    ) -> asyncio.Task[None]:
+        """An append that starts when `earlier` has ended (appends go one at a time, in order), and
+        `call` has ended or BESIDE_SECONDS have passed."""
         writer = self.writer
         assert writer is not None
 
         async def append() -> None:
             if earlier is not None:
                 await earlier
+            if call is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(call.wait(), BESIDE_SECONDS)
             await writer.flush()
 
         return asyncio.create_task(append())

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, STEP_GRACE_SECONDS
+from agentry_common.governance import RefusalType
 from agentry_llm import (
     BreakerRegistry,
     ChatProvider,
@@ -214,19 +215,23 @@ class Runner:
         """One model call and its tool calls; an outcome when the run stops here."""
         if self._turns_spent():
             return self._max_turns()
-        # The last results are stored before the model call: the append's answer says whether a person's
-        # message is queued, which this turn's call must carry. After SIGTERM the run stops here.
-        await self.durable.step()
+        # The boundary waits for no append: what is staged is stored during the model call, which the
+        # gateway refuses while a person's message is queued (steering.py). After SIGTERM it stops here.
+        if self.durable.stopping:
+            await self.durable.step()
         steered = await self.steer.boundary()  # a person's messages join here, or an interrupt ends it
         if steered is not None:
             return steered
-        storing = self.durable.flush_soon()  # a delivered message, stored during the call
+        storing = self.durable.flush_soon()
         try:
             answer = await self._call_model()
         except BaseException:
             await self.durable.settle(storing, failed=True)
             raise
         await self.durable.settle(storing)
+        if answer is None:  # a message is queued: delivered at this boundary, then the call again
+            self.steer.queued_at_gateway()
+            return None
         if isinstance(answer, Outcome):
             return answer
         message, uses = self._record_turn(answer)  # journaled with the next step's entries
@@ -242,7 +247,9 @@ class Runner:
             return None
         return await self._run_tool_calls(uses, [])
 
-    async def _call_model(self) -> ChatResponse | Outcome:
+    async def _call_model(self) -> ChatResponse | Outcome | None:
+        """The model's answer; an outcome when the run stops here; None: the gateway refused the call
+        for a steering message queued beyond what the call names (steering.py)."""
         try:
             fitted = await self.context.fit(self.messages, self._request, self.usage.turns + 1)
             if fitted is not self.messages:
@@ -250,6 +257,7 @@ class Runner:
                 data = journal.reset("compaction", fitted, self.usage.to_state(), self.outputs.values)
                 self.durable.stage(journal.RESET, data)
             request = self.context.with_breakpoints(self._request(self.messages))
+            request.headers = self.steer.headers()
             over = self._over_budget()  # a compaction's summary call is charged too
             if over is not None:
                 return over
@@ -258,6 +266,8 @@ class Runner:
         except ContextOverflow as err:
             return self._stop(StopReason.CONTEXT_OVERFLOW, f"Stopped: {err}.")
         except ProvidersFailed as err:
+            if err.kind == RefusalType.STEERING_QUEUED:
+                return None
             # `final`: refused by policy (a gateway budget), not broken: its own stop reason.
             reason = StopReason.BUDGET_EXCEEDED if err.final else StopReason.PROVIDERS_FAILED
             return self._stop(reason, f"Stopped: {err}")
@@ -334,7 +344,7 @@ class Runner:
         if runs and await self.steer.interrupting():
             return self.steer.not_run(use)
         result = await toolrun.execute(use, verdict, self.tools, self.ctx, self.events, self.usage.turns)
-        self.durable.stage(journal.TOOL_RESULT, journal.tool_result(result, self.outputs.values))
+        self.durable.stage_result(journal.TOOL_RESULT, journal.tool_result(result, self.outputs.values))
         return result
 
     # -- helpers ----------------------------------------------------------------------------

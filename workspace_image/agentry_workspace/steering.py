@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentry_common.checkpoints import Close
 from agentry_common.models import OnInterrupt
-from agentry_common.steering import MAX_WAIT_SECONDS, SteerMessage
+from agentry_common.steering import INBOX_SEEN_HEADER, MAX_WAIT_SECONDS, SteerMessage
 from agentry_llm import Message, ToolResultBlock, ToolUseBlock
 
 from . import journal
@@ -62,16 +62,41 @@ class Steering:
         self.taken = 0  # the highest inbox seq delivered (journaled)
         self.held: list[SteerMessage] = []  # read from the inbox, not delivered yet
         self.cut_by = ""  # an interrupt is held: the turn's remaining calls are not run
+        # The gateway refused a model call for a queued message (steering_queued): the next boundary
+        # reads the inbox; if that read finds none (the store refused it), the next call is unchecked.
+        self.refused = False
+        self.unchecked = False
 
     @property
     def _writer(self) -> Any:
         durable = self.runner.durable
         return durable.writer if durable.on else None
 
-    async def poll(self) -> None:
-        """Read the inbox when the last append said a message is queued beyond what is held."""
+    @property
+    def seen(self) -> int:
+        """The highest inbox seq taken or held."""
+        return max([self.taken, *(m.seq for m in self.held)])
+
+    def headers(self) -> dict[str, str]:
+        """A model call's header for the gateway's check (agentry_common.steering): none without an
+        inbox, or once after a refused call whose inbox read found nothing (no loop of refusals)."""
+        unchecked, self.unchecked = self.unchecked, False
+        if self._writer is None or unchecked:
+            return {}
+        return {INBOX_SEEN_HEADER: str(self.seen)}
+
+    def queued_at_gateway(self) -> None:
+        """The gateway refused the call: a message is queued beyond `seen`; the boundary reads it."""
         writer = self._writer
-        seen = max([self.taken, *(m.seq for m in self.held)])
+        if writer is not None:
+            writer.inbox_hint = max(writer.inbox_hint, self.seen + 1)
+            self.refused = True
+
+    async def poll(self) -> None:
+        """Read the inbox when the last append (or the gateway) said a message is queued beyond what is
+        held."""
+        writer = self._writer
+        seen = self.seen
         if writer is None or writer.inbox_hint <= seen:
             return
         inbox = await writer.store.inbox(self.taken)
@@ -91,7 +116,7 @@ class Steering:
         events = self.runner.events
         result = unrun_result(events, use, not_run_text(self.cut_by), refused=False, steered=True, details={})
         data = journal.tool_result(result, self.runner.outputs.values)
-        self.runner.durable.stage(journal.TOOL_RESULT, data)
+        self.runner.durable.stage_result(journal.TOOL_RESULT, data)
         return result
 
     def _deliver(self, messages: list[SteerMessage]) -> None:
@@ -112,6 +137,7 @@ class Steering:
         await self.poll()
         held, self.held, cut_by = self.held, [], self.cut_by
         self.cut_by = ""
+        self.unchecked, self.refused = self.refused and not held, False
         if not held:
             return None
         if not cut_by or any(m.text for m in held):

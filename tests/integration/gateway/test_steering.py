@@ -5,6 +5,7 @@ append's transaction, double-texting, and a message for an ended run refused as 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -15,12 +16,13 @@ import pytest
 from google.cloud import firestore
 
 from agentry_common.checkpoints import CHECKPOINT_COLLECTION, CHECKPOINT_PATH, Entry, sign_entry
-from agentry_common.governance import RUN_END_PATH
-from agentry_common.steering import INBOX_COLLECTION, INBOX_PATH, STEER_PATH, Inbox
+from agentry_common.governance import RUN_END_PATH, RefusalType
+from agentry_common.steering import INBOX_COLLECTION, INBOX_PATH, INBOX_SEEN_HEADER, STEER_PATH, Inbox
+from agentry_llm import ChatResponse, ProvidersFailed
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 
-from .harness import GatewayServer, firestore_gateway, run_token, svc_headers
+from .harness import GatewayServer, ask, chain, complete, firestore_gateway, run_token, svc_headers
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +147,28 @@ def test_who_may_do_what(gateway: GatewayServer) -> None:
         f"{gateway.url}{INBOX_PATH}", headers={"authorization": f"Bearer {run_token('ex-2')}"}, timeout=30
     )
     assert other.json()["messages"] == []
+
+
+def test_a_runs_model_call_waits_for_a_message_queued_beyond_what_it_has_seen(
+    gateway: GatewayServer, llm: ScriptedLLM
+) -> None:
+    """The runtime's model call names the highest inbox seq it has taken (agentry_common.steering):
+    refused 409 `steering_queued` while a message is queued beyond it, before anything reaches a
+    provider, and final for the runtime's chain (no retry, no fallback)."""
+    llm.script([{"text": "with it", "usage": {"input_tokens": 3, "output_tokens": 1}}] * 3)
+
+    def call(headers: dict[str, str]) -> tuple[ChatResponse, str]:
+        provider_chain, events = chain(gateway.url, run_token(), [("anthropic", "claude-sonnet-4-6")])
+        assert not events
+        return asyncio.run(complete(provider_chain, ask().model_copy(update={"headers": headers})))
+
+    assert call({INBOX_SEEN_HEADER: "0"})[1] == "with it"  # nothing queued: answered
+    assert steer(gateway.url, "Also check Friday.").status_code == 202
+    with pytest.raises(ProvidersFailed) as refused:
+        call({INBOX_SEEN_HEADER: "0"})
+    assert refused.value.final and refused.value.kind == RefusalType.STEERING_QUEUED
+    assert "HTTP 409" in str(refused.value) and "steering message 1 is queued" in str(refused.value)
+    assert len(llm.requests) == 1  # the refused call reached no provider
+    assert call({INBOX_SEEN_HEADER: "1"})[1] == "with it"  # taken: answered
+    # A call that names no seq (a person's designer turn, a run without a journal) is not checked.
+    assert call({})[1] == "with it" and len(llm.requests) == 3

@@ -18,7 +18,7 @@ from agentry_workspace import journal
 from agentry_workspace import runner as runner_module
 from agentry_workspace.checkpoints import Fenced, JournalWriter, Refused
 from agentry_workspace.config import ConfigError
-from agentry_workspace.durable import Durable
+from agentry_workspace.durable import BESIDE_SECONDS, Durable
 from agentry_workspace.events import RecordingSink
 from agentry_workspace.outcome import Outcome, StopReason
 from agentry_workspace.runner import Runner
@@ -235,6 +235,42 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
     store = runner.durable.writer.store if runner.durable.writer else None
     assert isinstance(store, WatchedStore) and verify_chain([KEY], store.entries) == KEY
     assert [e.kind for e in store.entries].count("tool_result") == 3
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Path, slow: bool) -> None:
+    """A call that may run twice does not wait for its intent; one that ends within BESIDE_SECONDS
+    has its intent stored with its result (one append, not two); a slower one's intent goes first."""
+    said: list[str] = []
+    runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=True)
+    tool_ = runner.tools["count"]
+    original = tool_.run
+
+    async def run(args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        if slow:
+            await asyncio.sleep(BESIDE_SECONDS * 5)
+        return await original(args, ctx)
+
+    tool_.run = run  # type: ignore[method-assign]
+    provider = runner.providers[0]
+    answer = provider.complete
+
+    async def complete(request: ChatRequest, on_text: Any = None) -> ChatResponse:
+        await asyncio.sleep(0.001)  # a model answering at once, over the network
+        said.append("answered")
+        return await answer(request, on_text)
+
+    provider.complete = complete  # type: ignore[method-assign]
+    assert (await runner.run()).stop_reason is StopReason.END_TURN
+    appends = [line for line in said if line.startswith("append")]
+    together = appends.count("append message tool_started tool_result")
+    if slow:
+        assert together == 0 and appends.count("append message tool_started") == 3, appends
+    else:
+        assert together == 3, appends
+        # Sent as the call ended, so stored while the next model call runs (not BESIDE_SECONDS later).
+        sent = [i for i, line in enumerate(said) if line == "append message tool_started tool_result"]
+        assert [said[i + 1] for i in sent] == ["answered"] * 3, said
 
 
 @pytest.mark.parametrize("cut", range(0, 12))

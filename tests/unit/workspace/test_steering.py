@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 
 from agentry_common.checkpoints import AppendAnswer, Close, Entry
+from agentry_common.governance import RefusalType
 from agentry_common.models import DoubleTexting
-from agentry_common.steering import Inbox, SteerRequest
+from agentry_common.steering import INBOX_SEEN_HEADER, Inbox, SteerRequest
+from agentry_common.tokens import Claims
 from agentry_gateway.checkpoints import MemoryCheckpointStore, RunRef
+from agentry_gateway.checkpoints.boundary import queued_beyond
 from agentry_gateway.checkpoints.inbox import InboxRefused
-from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock
+from agentry_llm import ChatRequest, ChatResponse, ProviderError, ToolResultBlock
 from agentry_workspace import journal
 from agentry_workspace.checkpoints import JournalWriter
 from agentry_workspace.durable import Durable
@@ -32,6 +35,7 @@ from .test_durable_turns import KEY, CountingTool
 pytestmark = pytest.mark.unit
 
 RUN = RunRef("team-a", "uid-1", "ex-1", "tester")
+CLAIMS = Claims(typ="run", exp=0, namespace="team-a", execution="ex-1", execution_uid="uid-1", agent="tester")
 
 
 class GatewayInMemory:
@@ -82,7 +86,8 @@ class GatewayInMemory:
 
 class Scripted:
     """Answers by turn; `during[turn]` runs while that turn's model call is in flight (a person
-    sends a message meanwhile)."""
+    sends a message meanwhile). With `store`, a call is first checked as the gateway checks it (its
+    own function): refused (`refused`) while a message is queued beyond the one the call names."""
 
     name = "anthropic/claude-sonnet-4-6"
     model = "claude-sonnet-4-6"
@@ -93,8 +98,14 @@ class Scripted:
     ) -> None:
         self.script, self.during = script, during or {}
         self.requests: list[ChatRequest] = []
+        self.store: GatewayInMemory | None = None
+        self.refused = 0
 
     async def complete(self, request: ChatRequest, on_text: Any = None) -> ChatResponse:
+        if self.store is not None and await queued_beyond(self.store.gw, CLAIMS, request.headers):
+            self.refused += 1
+            kind = RefusalType.STEERING_QUEUED.value
+            raise ProviderError("queued", provider=self.name, status=409, final=True, kind=kind)
         self.requests.append(request.model_copy(deep=True))
         turn = len(self.requests)
         if turn in self.during:
@@ -111,6 +122,7 @@ def runner(
     cfg = make_config(tmp_path, {"tools": ["files"], "steering": steering or {}})
     sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY])
     r = Runner(cfg, sink, providers=[provider])
+    provider.store = store
     counts: dict[str, int] = {}
     r.tools["count"] = CountingTool(counts)
     r.durable = Durable(JournalWriter(store, KEY, sink, parent_keys=[], parent_name=""))
@@ -154,8 +166,9 @@ async def test_a_message_is_delivered_at_the_next_turn_boundary_once(tmp_path: P
 
 
 async def test_a_message_sent_during_a_tool_call_goes_with_its_result(tmp_path: Path) -> None:
-    """The turn's boundary learns of the message from the append that stores the call's result (its
-    answer), so the next model call carries both: not a turn later."""
+    """No append's answer has told of the message by the boundary (the result is stored during the
+    next model call): the gateway refuses that call, and the call made again carries the result and
+    the message, not a turn later."""
     store = GatewayInMemory()
     provider = Scripted([tool("count", {"key": "a"}, id="t1"), text("done"), text("done, with it")])
     r, counts, _ = runner(tmp_path, store, provider)
@@ -170,6 +183,7 @@ async def test_a_message_sent_during_a_tool_call_goes_with_its_result(tmp_path: 
     outcome = await r.run()
     assert outcome.stop_reason is StopReason.END_TURN and counts == {"a": 1}
     assert len(provider.requests) == 2, [texts(q) for q in provider.requests]
+    assert provider.refused == 1  # the call without the message, refused before it was answered
     last = provider.requests[1].messages[-1]
     assert isinstance(last.content[0], ToolResultBlock)
     assert last.text().endswith("Also count d.")
@@ -198,6 +212,29 @@ async def test_without_messages_the_inbox_is_never_read(tmp_path: Path) -> None:
     r, _, _ = runner(tmp_path, store, provider)
     assert (await r.run()).stop_reason is StopReason.END_TURN
     assert store.inbox_reads == 0  # the append answers said so: no extra round trip
+
+
+class InboxUnreadable(GatewayInMemory):
+    """The run's inbox reads are refused (answered empty, as the runtime's store answers a refusal)."""
+
+    async def inbox(self, after: int, wait: int = 0) -> Inbox:
+        self.inbox_reads += 1
+        return Inbox()
+
+
+async def test_a_refused_call_whose_message_cannot_be_read_is_made_again_unchecked(tmp_path: Path) -> None:
+    """Steering is never a reason to stop a run: a refusal the inbox cannot answer does not loop."""
+    store = InboxUnreadable()
+
+    async def send() -> None:
+        await store.post("Also count d.")
+
+    provider = Scripted([tool("count", {"key": "a"}, id="t1"), text("done")], {1: send})
+    r, counts, _ = runner(tmp_path, store, provider)
+    outcome = await r.run()
+    assert outcome.stop_reason is StopReason.END_TURN and counts == {"a": 1}
+    assert provider.refused == 1 and len(provider.requests) == 2  # once refused, then unchecked
+    assert INBOX_SEEN_HEADER not in provider.requests[1].headers
 
 
 async def test_an_interrupt_ends_the_turn_before_its_remaining_calls_and_the_run(tmp_path: Path) -> None:
