@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Any
 
 import kopf
-from lightkube.core.client import LabelSelector
-from lightkube.core.resource import NamespacedResource
+
+from agentry_common import constants as c
+from agentry_common import pool as p
 
 from . import kube
 from .burst import BURST
@@ -27,7 +28,7 @@ from .controller import informer
 from .controller.namespaces import Namespaces, has_patterns
 from .handlers.admission import execution_deleted
 from .handlers.execution import on_execution, reconcile
-from .handlers.outcome import JOBS, OURS, PODS, on_job, on_pod
+from .handlers.outcome import JOB_LABEL, JOBS, OURS, PODS, on_job, on_pod
 from .handlers.state import Key, Logger
 from .handlers.workflow import poke_step
 from .handlers.workflow import register as register_workflows
@@ -84,6 +85,12 @@ async def pod(ctx: OperatorContext, event: str | None, body: dict[str, Any]) -> 
         await on_pod(ctx.client, ctx.state, event, body)
 
 
+# What a tombstone of a Job or Pod gone unseen carries (informer.py): the run a Job was (on_job), the
+# pool a warm pod was ready in (Pools.on_pod). An Execution's is the State's copy.
+JOB_KEEP: tuple[informer.Field, ...] = (("annotations", c.ANNOTATION_EXECUTION),)
+POD_KEEP: tuple[informer.Field, ...] = (("labels", p.LABEL_POOL), ("labels", JOB_LABEL))
+
+
 def watches(
     ctx: OperatorContext, memo: kopf.Memo, client: kube.Client, namespace: str | None
 ) -> list[informer.Watch]:
@@ -93,17 +100,12 @@ def watches(
         await execution(ctx, event, body, log)
         await poke_step(memo, body, log)  # a workflow's step: its run wakes
 
-    kinds: list[tuple[type[NamespacedResource], LabelSelector, informer.Handler]] = [
-        (kube.Execution, {}, on_execution_),
-        (JOBS, OURS, functools.partial(job, ctx)),
-        (PODS, OURS, functools.partial(pod, ctx)),
-    ]
     listed = functools.partial(ctx.state.listed.add, namespace)  # the Agents' refresh waits for it
+    on_job_, on_pod_ = functools.partial(job, ctx), functools.partial(pod, ctx)
     return [
-        informer.Watch(
-            client, client.wire, res, labels, namespace, on, listed if on is on_execution_ else None
-        )
-        for res, labels, on in kinds
+        informer.Watch(client, client.wire, kube.Execution, {}, namespace, on_execution_, listed),
+        informer.Watch(client, client.wire, JOBS, OURS, namespace, on_job_, keep=JOB_KEEP),
+        informer.Watch(client, client.wire, PODS, OURS, namespace, on_pod_, keep=POD_KEEP),
     ]
 
 

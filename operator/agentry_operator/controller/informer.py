@@ -8,13 +8,14 @@ objects.
 
 A watch starts with a listing, in pages, each object handed on with the event type None (as after a
 restart: `on_job` reads a listed ended Job's pods), then `on_listed` is called (the handlers' view
-is whole: the Agents' totals and pruning wait for it), then it watches from the listing's resourceVersion
-with bookmarks, renewed every WATCH_SECONDS; a 410 (the version expired) lists again; any other
-failure (the API server down, a refused request) waits (BACKOFF) and watches again from the last
-version seen. A listing again hands on a DELETED event for each object handed on before that it no
-longer has (deleted while no watch was open), as client-go's informers do; that event's object is
-a tombstone: only the name, namespace, uid and labels last seen (`is_tombstone`), the handlers keep
-the rest. Requests carry lightkube's credentials as the hot path's do (wire.py); without any,
+is whole: the Agents' totals and pruning wait for it), then it watches from the listing's
+resourceVersion with bookmarks, renewed every WATCH_SECONDS; a 410 (the version expired) lists
+again; any other failure (the API server down, a refused request) waits (BACKOFF) and watches again
+from the last version seen. A listing again hands on a DELETED event for each object handed on
+before that it no longer has (deleted while no watch was open), as client-go's informers do; that
+event's object is a tombstone: the name, namespace and uid, and the few labels and annotations its
+handler reads of a gone object (`Watch.keep`), as last seen (`is_tombstone`); the handlers keep the
+rest. Requests carry lightkube's credentials as the hot path's do (wire.py); without any,
 or on a 401, one lightkube list refreshes them. Lines are split here, not by aiohttp, whose line
 reader refuses lines over 64 KiB (a Pod with a large Agent in its annotation).
 """
@@ -41,7 +42,8 @@ log = logging.getLogger("agentry.operator.watch")
 Object = dict[str, Any]  # a Kubernetes object as decoded from JSON
 Handler = Callable[[str | None, Object], Awaitable[None]]
 Key = tuple[str, str]
-Seen = tuple[str, dict[str, str]]  # an object's uid and labels, for its tombstone
+Field = tuple[str, str]  # ("labels" or "annotations", a key) of an object's metadata
+Seen = tuple[str, ...]  # an object's uid, then the values of its watch's `keep` fields
 TOMBSTONE = "agentry.dev/tombstone"  # the key marking an object as a tombstone (not Kubernetes')
 
 WATCH_SECONDS = 300  # the API server ends each watch after this; the next one starts where it ended
@@ -94,9 +96,17 @@ def is_tombstone(obj: Object) -> bool:
     return bool(obj.get(TOMBSTONE))
 
 
-def tombstone(key: Key, seen: Seen) -> Object:
-    meta = {"name": key[1], "uid": seen[0], "labels": dict(seen[1])}
-    return {TOMBSTONE: True, "metadata": {**meta, "namespace": key[0]} if key[0] else meta}
+def tombstone(key: Key, seen: Seen, keep: tuple[Field, ...]) -> Object:
+    meta: Object = {"name": key[1], "uid": seen[0], **({"namespace": key[0]} if key[0] else {})}
+    for (section, name), value in zip(keep, seen[1:], strict=True):
+        if value:
+            meta.setdefault(section, {})[name] = value
+    return {TOMBSTONE: True, "metadata": meta}
+
+
+def remembered(meta: Object, keep: tuple[Field, ...]) -> Seen:
+    """What a tombstone needs of an object: its uid and its `keep` fields (small: one per object)."""
+    return (str(meta.get("uid", "")), *(str((meta.get(s) or {}).get(n) or "") for s, n in keep))
 
 
 @dataclass
@@ -149,6 +159,7 @@ class Watch:
     namespace: str | None
     handler: Handler
     on_listed: Callable[[], None] | None = None  # after each whole listing, its objects handled
+    keep: tuple[Field, ...] = ()  # what a tombstone carries besides name, namespace and uid
     _serial: Serial = field(init=False)
     # Every object handed on and not deleted since: a listing again tells which went meanwhile.
     _seen: dict[Key, Seen] = field(init=False, default_factory=dict)
@@ -228,21 +239,20 @@ class Watch:
     def _hand_on(self, event: str | None, obj: Object, listed: set[Key] | None = None) -> asyncio.Task[None]:
         """Submit an event, after a tombstone for an object of the same name and another uid (one
         replaced while no watch was open), and remember what its own tombstone needs."""
-        key, meta = key_of(obj), obj.get("metadata") or {}
-        uid, labels = str(meta.get("uid", "")), meta.get("labels") or {}
+        key, seen = key_of(obj), remembered(obj.get("metadata") or {}, self.keep)
         if listed is not None:
             listed.add(key)
         before = self._seen.get(key)
-        if before is not None and before[0] != uid:
+        if before is not None and before[0] != seen[0]:
             self._gone(key)
         if event == "DELETED":
             self._seen.pop(key, None)
-        elif before is None or before != (uid, labels):
-            self._seen[key] = (uid, labels)
+        elif before != seen:
+            self._seen[key] = seen
         return self._serial.submit(event, obj)
 
     def _gone(self, key: Key) -> asyncio.Task[None]:
-        return self._serial.submit("DELETED", tombstone(key, self._seen.pop(key)))
+        return self._serial.submit("DELETED", tombstone(key, self._seen.pop(key), self.keep))
 
     async def _watch(self, since: str) -> str:
         """One watch from `since` until the server ends it; the last resourceVersion seen."""

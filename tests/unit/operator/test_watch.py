@@ -190,10 +190,13 @@ async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhi
     async def handler(event: str | None, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         seen.append((event, meta["name"], meta["uid"], is_tombstone(obj)))
-        assert meta["namespace"] == "ns" and meta["labels"] == {"run": meta["name"]}
+        assert meta["namespace"] == "ns" and meta["labels"] == {"run": meta["name"]}  # tombstones too
+        assert not is_tombstone(obj) or set(meta) == {"name", "namespace", "uid", "labels"}
 
     pages = _Pages([("a", "1"), ("b", "1"), ("c", "1")], [("b", "2"), ("d", "1")])
-    watch = Watch(None, pages, kube.Execution, {}, "ns", handler, lambda: listings.append(len(seen)))  # type: ignore[arg-type]
+    listed = lambda: listings.append(len(seen))  # noqa: E731
+    keep = (("labels", "run"),)  # what a tombstone carries besides its name, namespace and uid
+    watch = Watch(None, pages, kube.Execution, {}, "ns", handler, listed, keep)  # type: ignore[arg-type]
     assert await watch._list() == "5"
     assert listings == [3]  # called once the listing's objects were handled
     gone = {"metadata": {"namespace": "ns", "name": "c", "uid": "1", "labels": {"run": "c"}}}
