@@ -118,8 +118,7 @@ class Serial:
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, event: str | None, obj: Object) -> asyncio.Task[None]:
-        meta = obj.get("metadata") or {}
-        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        key = key_of(obj)
         task = asyncio.create_task(self._call(self._last.get(key), event, obj))
         self._last[key] = task
         self._pending.add(task)
