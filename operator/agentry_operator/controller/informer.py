@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,7 +44,10 @@ Object = dict[str, Any]  # a Kubernetes object as decoded from JSON
 Handler = Callable[[str | None, Object], Awaitable[None]]
 Key = tuple[str, str]
 Field = tuple[str, str]  # ("labels" or "annotations", a key) of an object's metadata
-Seen = tuple[str, ...]  # an object's uid, then the values of its watch's `keep` fields
+# An object's uid, then the values of its watch's `keep` fields, each after a NUL: one string per object
+# (label values hold no NUL; an annotation's value may, so a `keep` annotation goes last).
+Seen = str
+SEP = "\0"
 TOMBSTONE = "agentry.dev/tombstone"  # the key marking an object as a tombstone (not Kubernetes')
 
 WATCH_SECONDS = 300  # the API server ends each watch after this; the next one starts where it ended
@@ -97,16 +101,25 @@ def is_tombstone(obj: Object) -> bool:
 
 
 def tombstone(key: Key, seen: Seen, keep: tuple[Field, ...]) -> Object:
-    meta: Object = {"name": key[1], "uid": seen[0], **({"namespace": key[0]} if key[0] else {})}
-    for (section, name), value in zip(keep, seen[1:], strict=True):
+    uid, *values = seen.split(SEP, len(keep))
+    meta: Object = {"name": key[1], "uid": uid, **({"namespace": key[0]} if key[0] else {})}
+    for (section, name), value in zip(keep, values, strict=True):
         if value:
             meta.setdefault(section, {})[name] = value
     return {TOMBSTONE: True, "metadata": meta}
 
 
 def remembered(meta: Object, keep: tuple[Field, ...]) -> Seen:
-    """What a tombstone needs of an object: its uid and its `keep` fields (small: one per object)."""
-    return (str(meta.get("uid", "")), *(str((meta.get(s) or {}).get(n) or "") for s, n in keep))
+    """What a tombstone needs of an object: its uid and its `keep` fields. The uid is interned, as
+    the handlers' caches intern theirs (state.compact): an Execution's costs nothing more here."""
+    uid = sys.intern(str(meta.get("uid", "")))
+    if not keep:
+        return uid
+    return SEP.join((uid, *(str((meta.get(s) or {}).get(n) or "") for s, n in keep)))
+
+
+def uid_of(seen: Seen) -> str:
+    return seen.partition(SEP)[0]
 
 
 @dataclass
@@ -160,8 +173,9 @@ class Watch:
     on_listed: Callable[[], None] | None = None  # after each whole listing, its objects handled
     keep: tuple[Field, ...] = ()  # what a tombstone carries besides name, namespace and uid
     _serial: Serial = field(init=False)
-    # Every object handed on and not deleted since: a listing again tells which went meanwhile.
-    _seen: dict[Key, Seen] = field(init=False, default_factory=dict)
+    # Every object handed on and not deleted since: a listing again tells which went meanwhile. Named
+    # by `_id`: in a namespaced watch its name alone, interned (the handlers' caches share it).
+    _seen: dict[str, Seen] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._serial = Serial(self.handler)
@@ -211,7 +225,7 @@ class Watch:
         """Every object, in pages, each handed on (type None), then a tombstone for each object seen
         before and not listed; the listing's resourceVersion."""
         token: str | None = None
-        listed: set[Key] = set()
+        listed: set[str] | None = set() if self._seen else None  # a first listing: nothing went
         while True:
             query = {
                 "labelSelector": self._selector,
@@ -228,30 +242,34 @@ class Watch:
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:
-                gone = [self._gone(key) for key in set(self._seen) - listed]
+                gone = [self._gone(id_) for id_ in set(self._seen) - listed] if listed is not None else []
                 if gone:
                     await asyncio.wait(gone)
                 if self.on_listed is not None:
                     self.on_listed()
                 return str(meta.get("resourceVersion") or "")
 
-    def _hand_on(self, event: str | None, obj: Object, listed: set[Key] | None = None) -> asyncio.Task[None]:
+    def _hand_on(self, event: str | None, obj: Object, listed: set[str] | None = None) -> asyncio.Task[None]:
         """Submit an event, after a tombstone for an object of the same name and another uid (one
         replaced while no watch was open), and remember what its own tombstone needs."""
-        key, seen = key_of(obj), remembered(obj.get("metadata") or {}, self.keep)
+        id_, seen = self._id(key_of(obj)), remembered(obj.get("metadata") or {}, self.keep)
         if listed is not None:
-            listed.add(key)
-        before = self._seen.get(key)
-        if before is not None and before[0] != seen[0]:
-            self._gone(key)
+            listed.add(id_)
+        before = self._seen.get(id_)
+        if before is not None and uid_of(before) != uid_of(seen):
+            self._gone(id_)
         if event == "DELETED":
-            self._seen.pop(key, None)
+            self._seen.pop(id_, None)
         elif before != seen:
-            self._seen[key] = seen
+            self._seen[id_] = seen
         return self._serial.submit(event, obj)
 
-    def _gone(self, key: Key) -> asyncio.Task[None]:
-        return self._serial.submit("DELETED", tombstone(key, self._seen.pop(key), self.keep))
+    def _id(self, key: Key) -> str:
+        return sys.intern(key[1]) if self.namespace is not None else f"{key[0]}/{key[1]}"
+
+    def _gone(self, id_: str) -> asyncio.Task[None]:
+        namespace, _, name = (self.namespace, "", id_) if self.namespace is not None else id_.partition("/")
+        return self._serial.submit("DELETED", tombstone((namespace, name), self._seen.pop(id_), self.keep))
 
     async def _watch(self, since: str) -> str:
         """One watch from `since` until the server ends it; the last resourceVersion seen."""

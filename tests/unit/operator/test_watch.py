@@ -181,9 +181,13 @@ class _Pages:
         return json.dumps({"items": items, "metadata": {"resourceVersion": "5"}}).encode()
 
 
-async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhile() -> None:
+@pytest.mark.parametrize("namespace", ["ns", None])
+async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhile(
+    namespace: str | None,
+) -> None:
     """A 410 lists again: an object deleted while no watch was open would otherwise stay in the
-    handlers' caches for good (an Agent's totals counted such a run twice)."""
+    handlers' caches for good (an Agent's totals counted such a run twice). In one namespace's watch
+    or every namespace's (objects named differently in its memory)."""
     seen: list[tuple[str | None, str, str, bool]] = []
     listings: list[int] = []
 
@@ -196,7 +200,7 @@ async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhi
     pages = _Pages([("a", "1"), ("b", "1"), ("c", "1")], [("b", "2"), ("d", "1")])
     listed = lambda: listings.append(len(seen))  # noqa: E731
     keep = (("labels", "run"),)  # what a tombstone carries besides its name, namespace and uid
-    watch = Watch(None, pages, kube.Execution, {}, "ns", handler, listed, keep)  # type: ignore[arg-type]
+    watch = Watch(None, pages, kube.Execution, {}, namespace, handler, listed, keep)  # type: ignore[arg-type]
     assert await watch._list() == "5"
     assert listings == [3]  # called once the listing's objects were handled
     gone = {"metadata": {"namespace": "ns", "name": "c", "uid": "1", "labels": {"run": "c"}}}
@@ -207,3 +211,28 @@ async def test_a_listing_again_hands_on_a_tombstone_for_each_object_gone_meanwhi
     assert b == [("DELETED", "b", "1", True), (None, "b", "2", False)]  # b replaced: the old one went first
     assert set(seen) - set(b) == {("DELETED", "a", "1", True), (None, "d", "1", False)}  # not c
     assert listings == [3, 4]
+
+
+def test_a_tombstone_carries_the_uid_and_kept_fields_the_object_had() -> None:
+    """One string per object remembers them (an annotation's value may hold anything: it goes last)."""
+    meta = {
+        "name": "r1",
+        "uid": "u-1",
+        "labels": {"pool": "p"},
+        "annotations": {"agentry.dev/execution": "ex\x00odd", "other": "x"},
+    }
+    keep = (("labels", "pool"), ("labels", "absent"), ("annotations", "agentry.dev/execution"))
+    seen = watch_module.remembered(meta, keep)
+    gone = watch_module.tombstone(("ns", "r1"), seen, keep)
+    assert is_tombstone(gone) and watch_module.uid_of(seen) == "u-1"
+    assert gone["metadata"] == {
+        "name": "r1",
+        "namespace": "ns",
+        "uid": "u-1",
+        "labels": {"pool": "p"},
+        "annotations": {"agentry.dev/execution": "ex\x00odd"},
+    }
+    # Without kept fields the uid alone is remembered: the string a cached copy of the object holds.
+    alone = watch_module.remembered(meta, ())
+    assert alone == "u-1" and alone is watch_module.remembered({"uid": "".join(["u-", "1"])}, ())
+    assert watch_module.tombstone(("", "r1"), alone, ())["metadata"] == {"name": "r1", "uid": "u-1"}
