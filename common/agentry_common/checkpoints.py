@@ -39,6 +39,9 @@ from pydantic.alias_generators import to_camel
 # GET: the journal of the token's own run, or `?of=parent` its parent's; `?after=N` pages (entries with
 # seq > N, at most MAX_PAGE_BYTES of them; `more` says another page follows). POST: append (own run).
 CHECKPOINT_PATH: Final = "/v1/agentry/checkpoint"
+# An append sent while its run's model call is under way (nothing waits on it until the answer): the
+# gateway serves it once the calls it is routing have their upstream's first answer (50 ms at most).
+BESIDE_CALL_HEADER: Final = "x-agentry-beside-call"
 # POST, service token: drop the journals of Executions that are gone (operator: history pruning,
 # Agent deletion).
 CHECKPOINT_PRUNE_PATH: Final = "/v1/agentry/checkpoints/prune"

@@ -83,6 +83,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.checkpoint_held = Counter(
+            "agentry_gateway_checkpoint_appends_held",
+            "Appends sent beside a model call that let the calls being routed go first",
+            registry=r,
+        )
         self.checkpoint_bytes = Counter(
             "agentry_gateway_checkpoint_bytes", "Checkpoint entry bytes stored", registry=r
         )

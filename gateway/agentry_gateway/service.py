@@ -13,24 +13,24 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, NoReturn
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from agentry_common import pricing
-from agentry_common.governance import Action, RefusalType, Zone
+from agentry_common.governance import RefusalType
 from agentry_common.models import Provider as Flavour
 from agentry_common.tokens import Claims, InvalidToken, Keyring, TokenType, verify
 from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolicy
 
-from . import telemetry
+from . import telemetry, unpriced
 from .budgets import Amount, Decision
 from .budgets.admin_source import AdminPolicies
 from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .checkpoints import CheckpointStore, build_store
+from .checkpoints.beside import CallsFirst
 from .checkpoints.boundary import check_boundary
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
@@ -82,6 +82,7 @@ class Gateway:
         client = ledger.client if isinstance(ledger, FirestoreLedger) else None
         self.checkpoints = checkpoints or build_store(client, settings.checkpoint_retention_days)
         self.memories: MemoryStore = build_memory_store(client)  # Agents' memories, beside them
+        self.calls_first = CallsFirst()  # appends beside a model call wait while calls are routed
         self.metrics = Metrics()
         self.metrics.watch_ledger(lambda: ledger.stats.expired_reservations, ledger.pods_gone)
         self.router = Router(config)
@@ -164,17 +165,20 @@ class Gateway:
     async def handle(self, protocol: Flavour, request: Request) -> Response:
         started = time.perf_counter()
         wire = WIRES[protocol]
+        routed = self.calls_first.enter()
         try:
             claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
             await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
             call = await self._decide(wire, request, claims, parsed, size, started)
-            return await self._call(call)  # metered when it ends (Meter.finish)
+            return await self._call(call, routed)  # metered when it ends (Meter.finish)
         except Rejected as exc:
             if exc.outcome is not None:
                 self.metrics.requests.labels(protocol.value, exc.outcome).inc()
             return self._fail(wire, exc)
+        finally:
+            routed()
 
     def _fail(self, wire: WireProtocol, exc: Rejected) -> JSONResponse:
         headers = {"x-agentry-error": exc.kind or str(exc.status), **exc.headers}
@@ -218,37 +222,11 @@ class Gateway:
             )
             raise Rejected(400, message, outcome="invalid")
 
-    def unpriced(self, model: str, protocols: tuple[Flavour, ...]) -> list[str]:
-        """The models without a price that a call for `model` may be answered by (none when the
-        governance file sets `unpricedModelPrice`)."""
-        if self.config.default_price is not None:
-            return []
-        if model == AUTO_MODEL:  # any of the tiers may be picked
-            tiers = (self.config.auto.light, self.config.auto.balanced, self.config.auto.strong)
-            return list(dict.fromkeys(m for tier in tiers for m in self.unpriced(tier, protocols)))
-        models: list[str] = []
-        for protocol in protocols:
-            try:
-                models += self.router.hop_models(model, protocol)
-            except (NoRoute, ModelNotAllowed):
-                continue
-        return [m for m in dict.fromkeys(models or [model]) if not pricing.is_priced(m)]
-
     def unpriced_refusal(
         self, subjects: Subjects, model: str, protocols: tuple[Flavour, ...], priority: int
     ) -> Decision | None:
-        """A refusal when a model without a price would answer where a limit in USD applies: it
-        would cost 0 and escape that limit. None when the model is priced or no such limit applies."""
-        unpriced = self.unpriced(model, protocols)
-        limit = self.ledger.cost_limit(subjects) if unpriced else None
-        if limit is None:
-            return None
-        reason = (
-            f"model {', '.join(unpriced)} has no price in the pricing table and {limit}: a call on it "
-            "would escape that limit; use a priced model, or set unpricedModelPrice in the gateway's "
-            "governance file"
-        )
-        return Decision(Action.REFUSE, Zone.NORMAL, reason, priority, model)
+        """unpriced.py's refusal for a call for `model` (None: it may go)."""
+        return unpriced.refusal(self.config, self.router, self.ledger, subjects, model, protocols, priority)
 
     async def _route(
         self, wire: WireProtocol, claims: Claims, subjects: Subjects, parsed: Parsed
@@ -351,8 +329,9 @@ class Gateway:
             message = f"Agentry gateway misconfigured: channel {exc.channel.name!r} has no API key"
             raise Rejected(503, message) from exc
 
-    async def _call(self, call: Call) -> Response:
-        """Call upstream in a task of its own; answer as a whole, or stream from the first text."""
+    async def _call(self, call: Call, routed: Callable[[], None]) -> Response:
+        """Call upstream in a task of its own (`routed` once upstream first answers: appends held
+        beside it go then); answer as a whole, or stream from the first text."""
         chain = ProviderChain(
             self._providers(call), self.breakers, self.policy, on_event=self.meter.on_event(call)
         )
@@ -363,6 +342,7 @@ class Gateway:
         self.metrics.in_flight.inc()
         call.in_flight = True
         first = await queue.get()
+        routed()  # upstream answered (or failed): the appends held for it go
         kind, value = first
         if kind == "done" and not stream:
             self.meter.finish(call, "ok", value)

@@ -13,6 +13,7 @@ import httpx
 from pydantic import ValidationError
 
 from agentry_common.checkpoints import (
+    BESIDE_CALL_HEADER,
     CHECKPOINT_PATH,
     ENV_CHECKPOINT_URL,
     ENV_PARENT_EXECUTION,
@@ -57,7 +58,12 @@ class Store(Protocol):
     async def read(self, *, parent: bool = False) -> list[Entry]: ...
 
     async def append(
-        self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
+        self,
+        entries: list[Entry],
+        *,
+        delivered: list[int] | None = None,
+        close: Close | None = None,
+        beside: bool = False,
     ) -> AppendAnswer | None: ...
 
     async def inbox(self, after: int, wait: int = 0) -> Inbox: ...
@@ -112,10 +118,17 @@ class GatewayStore:
             after = page.entries[-1].seq
 
     async def append(
-        self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
+        self,
+        entries: list[Entry],
+        *,
+        delivered: list[int] | None = None,
+        close: Close | None = None,
+        beside: bool = False,
     ) -> AppendAnswer | None:
+        """`beside`: sent while the run's model call is under way (the gateway routes it first)."""
         body = AppendRequest(entries=entries, delivered=delivered or [], close=close).wire()
-        response = await self._send("POST", json=body)
+        headers = {BESIDE_CALL_HEADER: "1"} if beside else None
+        response = await self._send("POST", json=body, headers=headers)
         if response.status_code == 409:
             last = response.json().get("last", 0) if _is_json(response) else 0
             raise Fenced(int(last))
@@ -209,9 +222,10 @@ class JournalWriter:
         self.sig = entry.sig
         self.staged.append(entry)
 
-    async def flush(self, close: Close | None = None) -> None:
+    async def flush(self, close: Close | None = None, *, beside: bool = False) -> None:
         """Append what is staged; returns once it is stored. Raises Fenced (409). The last batch
-        carries the delivered steering seqs and `close` (the run's end closes its inbox)."""
+        carries the delivered steering seqs and `close` (the run's end closes its inbox); `beside`: a
+        model call is under way."""
         while self.staged and not self.off:
             batch = self.staged[:MAX_ENTRIES_PER_APPEND]
             last_batch = len(batch) == len(self.staged)
@@ -220,7 +234,7 @@ class JournalWriter:
             try:
                 if too_big:
                     raise Refused(f"entry {too_big[0]} is larger than {MAX_ENTRY_BYTES} bytes")
-                answer = await self.store.append(batch, **extra)
+                answer = await self.store.append(batch, beside=beside, **extra)
             except Refused as err:
                 self._turn_off(f"the checkpoint store refused the journal ({err})")
                 return

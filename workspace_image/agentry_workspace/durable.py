@@ -40,6 +40,11 @@ class Opened:
 
 # An idempotent call that ends within this long has its intent stored with its result, in one append.
 BESIDE_SECONDS = 0.02
+# An append sent during a model call asks the gateway to route that call first (BESIDE_CALL_HEADER)
+# when the run's last two calls took longer than this (a first call is slow on its own: a new
+# connection): then the call outlasts the append, which waits for nothing. Beside an instant model it
+# would only come later.
+SLOW_CALL_SECONDS = 0.1
 
 
 class Durable:
@@ -50,6 +55,10 @@ class Durable:
         self.stopping = False  # SIGTERM received: stop at the next step boundary
         self.storing: asyncio.Task[None] | None = None  # an append under way beside a repeatable call
         self._call_ended: asyncio.Event | None = None  # the repeatable call's, which its append awaits
+        self.model_call = False  # between flush_soon and settle: no step waits on an append
+        self._call_started = 0.0
+        self._slow_call = False  # the last model call outlasted SLOW_CALL_SECONDS
+        self.slow_calls = False  # and the one before it
 
     @property
     def on(self) -> bool:
@@ -110,7 +119,10 @@ class Durable:
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to
         protect); `settle` it before staging more."""
-        if self.writer is None or not (self.writer.staged or self.storing):
+        if self.writer is None:
+            return None
+        self.model_call, self._call_started = True, time.monotonic()
+        if not (self.writer.staged or self.storing):
             return None
         task, self.storing = self._after(self.storing), None
         return task
@@ -119,7 +131,8 @@ class Durable:
         self, earlier: asyncio.Task[None] | None, call: asyncio.Event | None = None
     ) -> asyncio.Task[None]:
         """An append that starts when `earlier` has ended (appends go one at a time, in order), and
-        `call` has ended or BESIDE_SECONDS have passed."""
+        `call` has ended or BESIDE_SECONDS have passed; sent while a model call is under way, it
+        says so (the gateway routes the calls it holds first)."""
         writer = self.writer
         assert writer is not None
 
@@ -129,7 +142,7 @@ class Durable:
             if call is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(call.wait(), BESIDE_SECONDS)
-            await writer.flush()
+            await writer.flush(beside=self.model_call and self.slow_calls)
 
         return asyncio.create_task(append())
 
@@ -148,9 +161,12 @@ class Durable:
         elif not task.cancelled():
             task.exception()  # retrieved: a failed append is not logged again as never retrieved
 
-    @staticmethod
-    async def settle(task: asyncio.Task[None] | None, failed: bool = False) -> None:
+    async def settle(self, task: asyncio.Task[None] | None, failed: bool = False) -> None:
         """Wait for a `flush_soon`; after a failed step, cancel it (the run is ending)."""
+        if self.model_call:
+            slow = time.monotonic() - self._call_started > SLOW_CALL_SECONDS
+            self.slow_calls, self._slow_call = slow and self._slow_call, slow
+        self.model_call = False
         if task is None:
             return
         if failed:

@@ -33,6 +33,7 @@ REDACTED = "[REDACTED]"
 MIN_LENGTH = 4  # shorter values would redact ordinary words from every event
 MIN_ENCODED = 8  # encoded forms of shorter values, and shorter lines, are too likely in ordinary text
 MIN_PIECE = 8  # the shortest piece of a secret redacted where a text was cut
+SECRETISH_SHORTEST = 23  # the fewest characters _SECRETISH matches ("sk-ant-" and 16)
 CUT_MARK = "…"  # what a text cut to one line ends with (tools.base.one_line)
 
 
@@ -77,6 +78,7 @@ class Redactor:
         self._forms: set[str] = set()
         self._grams: set[str] = set()  # every MIN_PIECE characters of a form: a cheap first test
         self._pattern: re.Pattern[str] | None = None
+        self._short = MIN_PIECE  # a text shorter than this holds no form, no piece, no key shape
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -87,8 +89,12 @@ class Redactor:
         # changes nothing (a paused run's state is signed redacted, then its event is redacted).
         alternatives = [REDACTED, *sorted(self._forms, key=lambda f: (-len(f), f))]
         self._pattern = re.compile("|".join(map(re.escape, alternatives))) if self._forms else None
+        # _SECRETISH matches SECRETISH_SHORTEST characters at least (tested): more than MIN_PIECE.
+        self._short = min([MIN_PIECE, *(len(f) for f in self._forms)])
 
     def text(self, text: str) -> str:
+        if len(text) < self._short:  # most dict keys and many values: nothing to find (fast)
+            return text
         # A substring search per form first: far faster than the pattern on text holding none.
         if self._pattern is not None and any(form in text for form in self._forms):
             text = self._pattern.sub(REDACTED, text)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from agentry_common.checkpoints import (
+    BESIDE_CALL_HEADER,
     CHECKPOINT_PATH,
     CHECKPOINT_PRUNE_PATH,
     AppendAnswer,
@@ -121,7 +122,14 @@ def _parse_append(gw: Gateway, raw: bytes) -> AppendRequest:
         _refuse(gw, 422, "invalid", _field_errors(exc))
 
 
-@router.post(CHECKPOINT_PATH, response_model=AppendAnswer)
+async def calls_first(request: Request, gw: GatewayDep) -> None:
+    """An append beside its run's model call lets the calls being routed go first (beside.py); a
+    route dependency, so it waits before the token is even checked."""
+    if request.headers.get(BESIDE_CALL_HEADER) and await gw.calls_first.wait():
+        gw.metrics.checkpoint_held.inc()
+
+
+@router.post(CHECKPOINT_PATH, response_model=AppendAnswer, dependencies=[Depends(calls_first)])
 async def append(request: Request, claims: RunClaims, gw: GatewayDep) -> JSONResponse:
     body = _parse_append(gw, await request.body())
     try:

@@ -15,12 +15,19 @@ import httpx
 import pytest
 from google.cloud import firestore
 
-from agentry_common.checkpoints import CHECKPOINT_COLLECTION, CHECKPOINT_PATH, Entry, sign_entry
+from agentry_common.checkpoints import (
+    BESIDE_CALL_HEADER,
+    CHECKPOINT_COLLECTION,
+    CHECKPOINT_PATH,
+    Entry,
+    sign_entry,
+)
 from agentry_common.governance import RUN_END_PATH, RefusalType
 from agentry_common.steering import INBOX_COLLECTION, INBOX_PATH, INBOX_SEEN_HEADER, STEER_PATH, Inbox
 from agentry_llm import ChatResponse, ProvidersFailed
 from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
+from tests.fixtures.helpers import eventually
 
 from .harness import GatewayServer, ask, chain, complete, firestore_gateway, run_token, svc_headers
 
@@ -46,9 +53,9 @@ def entries(first: int, n: int, previous: str = "") -> list[Entry]:
 JOURNAL = entries(1, 4)
 
 
-def append(url: str, seqs: slice, **extra: Any) -> httpx.Response:
+def append(url: str, seqs: slice, beside: bool = False, **extra: Any) -> httpx.Response:
     body = {"entries": [e.wire() for e in JOURNAL[seqs]], **extra}
-    headers = {"authorization": f"Bearer {run_token()}"}
+    headers = {"authorization": f"Bearer {run_token()}", **({BESIDE_CALL_HEADER: "1"} if beside else {})}
     return localhttp.post(f"{url}{CHECKPOINT_PATH}", json=body, headers=headers, timeout=30)
 
 
@@ -172,3 +179,34 @@ def test_a_runs_model_call_waits_for_a_message_queued_beyond_what_it_has_seen(
     assert call({INBOX_SEEN_HEADER: "1"})[1] == "with it"  # taken: answered
     # A call that names no seq (a person's designer turn, a run without a journal) is not checked.
     assert call({})[1] == "with it" and len(llm.requests) == 3
+
+
+def held(url: str) -> float:
+    text = localhttp.get(f"{url}/metrics", headers=svc_headers(), timeout=10).text
+    name = "agentry_gateway_checkpoint_appends_held_total "
+    return float(next(line for line in text.splitlines() if line.startswith(name)).split()[1])
+
+
+def test_an_append_beside_a_model_call_lets_the_call_go_first(
+    gateway: GatewayServer, llm: ScriptedLLM
+) -> None:
+    """An append marked as sent beside the run's model call (BESIDE_CALL_HEADER) waits while a call
+    is being routed (until its upstream answers, a bounded wait) and is then stored; an unmarked one,
+    or one with no call in the gateway, goes at once."""
+    llm.script([{"text": "slow answer", "delay": 3, "usage": {"input_tokens": 3, "output_tokens": 2}}])
+    provider_chain, _ = chain(gateway.url, run_token(), [("anthropic", "claude-sonnet-4-6")])
+    answered: list[str] = []
+    caller = threading.Thread(target=lambda: answered.append(asyncio.run(complete(provider_chain, ask()))[1]))
+    caller.start()
+    try:
+        eventually(lambda: llm.requests, what="the model call upstream")  # sent, its answer 3 s away
+        assert held(gateway.url) == 0
+        assert append(gateway.url, slice(0, 1)).json() == {"last": 1}  # unmarked: not held
+        assert held(gateway.url) == 0
+        assert append(gateway.url, slice(1, 2), beside=True).json() == {"last": 2}
+        assert held(gateway.url) == 1
+    finally:
+        caller.join(30)
+    assert answered == ["slow answer"]
+    assert append(gateway.url, slice(2, 3), beside=True).json() == {"last": 3}  # no call: at once
+    assert held(gateway.url) == 1

@@ -14,6 +14,7 @@ from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, Entry, sign
 from agentry_common.models import Risk
 from agentry_common.steering import Inbox
 from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec
+from agentry_workspace import durable as durable_module
 from agentry_workspace import journal
 from agentry_workspace import runner as runner_module
 from agentry_workspace.checkpoints import Fenced, JournalWriter, Refused
@@ -271,6 +272,53 @@ async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Pa
         # Sent as the call ended, so stored while the next model call runs (not BESIDE_SECONDS later).
         sent = [i for i, line in enumerate(said) if line == "append message tool_started tool_result"]
         assert [said[i + 1] for i in sent] == ["answered"] * 3, said
+
+
+class BesideStore(MemoryStore):
+    """Notes each append and whether it said it goes beside a model call (BESIDE_CALL_HEADER)."""
+
+    def __init__(self, said: list[str]) -> None:
+        super().__init__()
+        self.said = said
+
+    async def append(self, entries: list[Entry], **kw: Any) -> None:
+        self.said.append("append beside" if kw.get("beside") else "append")
+        await super().append(entries, **kw)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_an_append_asks_to_go_after_a_model_call_only_beside_a_slow_one(
+    tmp_path: Path, slow: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append sent while a model call runs says so (the gateway routes that call first) once the
+    run's last two calls outlasted SLOW_CALL_SECONDS; beside an instant model, or awaited by a tool,
+    it does not."""
+    monkeypatch.setattr(durable_module, "SLOW_CALL_SECONDS", 0.01)
+    said: list[str] = []
+    runner, _ = _runner(tmp_path, BesideStore(said), {}, repeatable=True)
+    provider = runner.providers[0]
+    answer = provider.complete
+
+    async def complete(request: ChatRequest, on_text: Any = None) -> ChatResponse:
+        said.append("call")
+        await asyncio.sleep(0.03 if slow else 0.001)
+        said.append("answered")
+        return await answer(request, on_text)
+
+    provider.complete = complete  # type: ignore[method-assign]
+    assert (await runner.run()).stop_reason is StopReason.END_TURN
+    during = {i: _call_of(said, i) for i, line in enumerate(said) if line.startswith("append")}
+    beside = {i for i, line in enumerate(said) if line == "append beside"}
+    if slow:  # every append during a call after two slow ones, and no other
+        assert beside == {i for i, call in during.items() if call > 2} and len(beside) >= 1, said
+    else:
+        assert not beside and any(during.values()), said
+
+
+def _call_of(said: list[str], i: int) -> int:
+    """Which model call (1, 2, ...) line i comes during; 0 when none is under way."""
+    before = [line for line in said[:i] if line in ("call", "answered")]
+    return before.count("call") if before and before[-1] == "call" else 0
 
 
 @pytest.mark.parametrize("cut", range(0, 12))

@@ -82,3 +82,19 @@ def test_redacting_twice_changes_nothing(secret: str) -> None:
 )
 def test_a_piece_of_a_secret_where_a_text_was_cut_is_redacted(text: str, expected: str) -> None:
     assert scrub(text) == expected
+
+
+def test_texts_too_short_to_hold_a_secret_pass_at_once_and_short_secrets_still_go() -> None:
+    """The fast path for short texts skips only what could hold no form, no cut piece and no key
+    shape: its bound follows the run's shortest secret form."""
+    import re._parser as sre_parse
+
+    from agentry_common.models import _SECRETISH
+    from agentry_workspace.redaction import MIN_PIECE, SECRETISH_SHORTEST, Redactor
+
+    assert sre_parse.parse(_SECRETISH.pattern).getwidth()[0] == SECRETISH_SHORTEST > MIN_PIECE
+    long_only = Redactor(["a-long-secret-value-123"])
+    assert long_only.text("role") == "role" and long_only.text("x a-long-secret-value-123") == "x [REDACTED]"
+    assert long_only.text("…secret-value-123"[-9:]) == "[REDACTED]"  # a cut piece of 9 at a text's start
+    short = Redactor(["pw42"])
+    assert short.text("pw42!") == "[REDACTED]!" and short.text("pw4") == "pw4"

@@ -49,7 +49,12 @@ class GatewayInMemory:
         return (await self.gw.read(RUN, 0)).entries
 
     async def append(
-        self, entries: list[Entry], *, delivered: list[int] | None = None, close: Close | None = None
+        self,
+        entries: list[Entry],
+        *,
+        delivered: list[int] | None = None,
+        close: Close | None = None,
+        beside: bool = False,
     ) -> AppendAnswer:
         done = await self.gw.append(RUN, entries, delivered or [], close)
         return AppendAnswer(last=done.last, inbox=done.inbox, closed=done.closed)

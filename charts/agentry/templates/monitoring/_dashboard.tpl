@@ -941,6 +941,15 @@ Grafana's automatic names. */}}
             "type": "prometheus",
             "uid": "${datasource}"
           }
+        },
+        {
+          "refId": "E",
+          "expr": "sum(rate(agentry_gateway_checkpoint_appends_held_total[5m]))",
+          "legendFormat": "__auto",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          }
         }
       ]
     },
