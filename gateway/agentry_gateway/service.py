@@ -281,10 +281,10 @@ class Gateway:
         prefixes, estimate = self.cache.estimate(
             cache_key_of(subjects), model, parsed.chat, size, self.config.default_price
         )
-        unpriced = self.unpriced_refusal(subjects, model, (wire.flavour,), claims.priority)
-        if unpriced is not None:  # decided before any reservation: nothing is charged
-            self.metrics.decisions.labels(unpriced.action.value, unpriced.zone.value).inc()
-            self._refuse(call_of(Amount(), "", unpriced))
+        no_price = self.unpriced_refusal(subjects, model, (wire.flavour,), claims.priority)
+        if no_price is not None:  # decided before any reservation: nothing is charged
+            self.metrics.decisions.labels(no_price.action.value, no_price.zone.value).inc()
+            self._refuse(call_of(Amount(), "", no_price))
         try:
             rid, decision = await self.ledger.reserve(
                 subjects,

@@ -257,7 +257,10 @@ async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Pa
     answer = provider.complete
 
     async def complete(request: ChatRequest, on_text: Any = None) -> ChatResponse:
-        await asyncio.sleep(0.001)  # a model answering at once, over the network
+        # A quick model, over the network: half of BESIDE_SECONDS, so an append that waited that
+        # long would come after its answer; long enough that a loaded machine's scheduling (the
+        # append is a few loop turns from the call's end) does not.
+        await asyncio.sleep(BESIDE_SECONDS / 2)
         said.append("answered")
         return await answer(request, on_text)
 
