@@ -180,6 +180,13 @@ def svc_headers(keyring: Keyring = KEYRING) -> dict[str, str]:
     return {"authorization": f"Bearer {svc_token(keyring)}"}
 
 
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample of the gateway at `url`'s /metrics (`name` as exposed, e.g. `..._total`)."""
+    text = localhttp.get(f"{url}/metrics", headers=svc_headers(), timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
 def chain(
     gateway_url: str,
     token: str,

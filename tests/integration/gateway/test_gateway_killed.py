@@ -31,7 +31,7 @@ from tests.fixtures.helpers import eventually
 from tests.integration.api.server import TcpProxy
 from tests.integration.workspace.harness import PodRun, base_spec, prepare, run_pod
 
-from .harness import KEYRING, run_token, svc_headers
+from .harness import KEYRING, metric, run_token
 
 pytestmark = pytest.mark.integration
 
@@ -79,9 +79,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def metric(self, name: str) -> float:
-        text = localhttp.get(f"{self.url}/metrics", headers=svc_headers(), timeout=5).text
-        line = next(x for x in text.splitlines() if x.startswith(name + " "))
-        return float(line.split()[1])
+        return metric(self.url, name)
 
     def kill(self) -> None:
         assert self.proc is not None and self.proc.popen is not None

@@ -29,7 +29,7 @@ from agentry_localcluster import localhttp
 from agentry_testing.scripted_llm import ScriptedLLM
 from tests.fixtures.helpers import eventually
 
-from .harness import GatewayServer, ask, chain, complete, firestore_gateway, run_token, svc_headers
+from .harness import GatewayServer, ask, chain, complete, firestore_gateway, metric, run_token, svc_headers
 
 pytestmark = pytest.mark.integration
 
@@ -182,9 +182,7 @@ def test_a_runs_model_call_waits_for_a_message_queued_beyond_what_it_has_seen(
 
 
 def held(url: str) -> float:
-    text = localhttp.get(f"{url}/metrics", headers=svc_headers(), timeout=10).text
-    name = "agentry_gateway_checkpoint_appends_held_total "
-    return float(next(line for line in text.splitlines() if line.startswith(name)).split()[1])
+    return metric(url, "agentry_gateway_checkpoint_appends_held_total")
 
 
 def test_an_append_beside_a_model_call_lets_the_call_go_first(
