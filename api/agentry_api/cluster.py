@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import secrets
 import string
-from collections.abc import AsyncIterable, AsyncIterator
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -31,6 +33,9 @@ ANNOTATION_DISPLAY_NAME = f"{c.GROUP}/display-name"
 ANNOTATION_SOURCE = f"{c.GROUP}/source"
 MANAGED_BY_API = "agentry-api"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+DRY_RUN_RETRY_SECONDS = 3.0
+DRY_RUN_FIRST_PAUSE = 0.25  # doubled after each try
+log = logging.getLogger(__name__)
 # The same classes the operator registers (lightkube returns the registered one for an equal kind).
 
 
@@ -110,7 +115,24 @@ class Cluster:
 
     async def apply_agent(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         obj = Agent.from_dict(manifest)
-        return to_dict(await self._call(self.client.apply(obj, force=True, dry_run=dry_run)))
+        if dry_run:
+            return to_dict(await self._dry_run(lambda: self.client.apply(obj, force=True, dry_run=True)))
+        return to_dict(await self._call(self.client.apply(obj, force=True)))
+
+    async def _dry_run(self, request: Callable[[], Awaitable[Any]]) -> Any:
+        """A dry run answers the person now, so a transient failure (429, 5xx, a dropped connection)
+        is tried again for up to DRY_RUN_RETRY_SECONDS before the caller stores the write unchecked."""
+        deadline = time.monotonic() + DRY_RUN_RETRY_SECONDS
+        pause = DRY_RUN_FIRST_PAUSE
+        while True:
+            try:
+                return await self._call(request())
+            except ClusterUnavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.info("dry run not conclusive (%s); trying again", exc)
+                await asyncio.sleep(pause)
+                pause *= 2
 
     async def get_agent(self, name: str) -> dict[str, Any] | None:
         try:

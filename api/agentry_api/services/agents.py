@@ -182,8 +182,8 @@ class AgentService:
         """Let the API server validate (CEL rules, webhook) before anything is stored."""
         try:
             await self.cluster.apply_agent(manifest, dry_run=True)
-        except ClusterUnavailable:
-            pass  # stored as Pending and validated when the cluster is back
+        except ClusterUnavailable as exc:  # stored as Pending and validated when the cluster is back
+            log.warning("the cluster could not check the agent (%s); it is stored unchecked", exc)
         except ApiError as exc:
             raise Invalid(refused_field(exc), f"the cluster refused the agent: {api_message(exc)}") from exc
 
