@@ -24,6 +24,8 @@ Pure module: standard library and pydantic only.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -42,6 +44,13 @@ CHECKPOINT_PATH: Final = "/v1/agentry/checkpoint"
 # An append sent while its run's model call is under way (nothing waits on it until the answer): the
 # gateway serves it once the calls it is routing have their upstream's first answer (50 ms at most).
 BESIDE_CALL_HEADER: Final = "x-agentry-beside-call"
+# A model call through the gateway may carry its run's staged entries (an AppendRequest without
+# `close`, `encode_riding`), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append
+# would, before it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
+# A turn then makes one request, not two. Without that answer header nothing is known stored.
+RIDING_HEADER: Final = "x-agentry-journal-append"
+RIDING_STORED_HEADER: Final = "x-agentry-journal-last"
+MAX_RIDING_BYTES: Final = 8 * 1024  # the header's value; the HTTP servers' header limits are 16 KiB+
 # POST, service token: drop the journals of Executions that are gone (operator: history pruning,
 # Agent deletion).
 CHECKPOINT_PRUNE_PATH: Final = "/v1/agentry/checkpoints/prune"
@@ -107,6 +116,30 @@ class AppendRequest(_Wire):
     entries: list[Entry] = Field(min_length=1, max_length=MAX_ENTRIES_PER_APPEND)
     delivered: list[int] = Field(default_factory=list, max_length=64)
     close: Close | None = None
+
+
+def encode_riding(request: AppendRequest) -> str | None:
+    """The RIDING_HEADER value for `request` (base64url of its JSON), or None above MAX_RIDING_BYTES."""
+    if request.close is not None:
+        return None  # a closing append answers about the inbox: it goes on its own
+    raw = json.dumps(request.wire(), separators=(",", ":"), ensure_ascii=False).encode()
+    if len(raw) * 4 // 3 + 4 > MAX_RIDING_BYTES:
+        return None
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_riding(value: str) -> AppendRequest:
+    """The AppendRequest a RIDING_HEADER carries; ValueError (pydantic's included) when malformed."""
+    if len(value) > MAX_RIDING_BYTES:
+        raise ValueError(f"{RIDING_HEADER} is longer than {MAX_RIDING_BYTES} bytes")
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"{RIDING_HEADER} is not base64url") from exc
+    request = AppendRequest.model_validate_json(raw)
+    if request.close is not None:
+        raise ValueError(f"{RIDING_HEADER} may not close the run")
+    return request
 
 
 class AppendAnswer(_Wire):

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from agentry_common import tracing
+from agentry_common.checkpoints import RIDING_STORED_HEADER
 from agentry_common.governance import budget_subjects
 from agentry_common.models import Provider as Flavour
 from agentry_common.tokens import Claims
@@ -130,6 +131,7 @@ class Call:
     billed_attempts: int = 0  # failed attempts the provider may have billed (charging.py)
     attempt_open: bool = False  # an upstream attempt is running (cut now: it may be billed)
     admitted: float = field(default_factory=time.time)  # wall clock, for prompt-cache TTLs
+    journal_last: int | None = None  # the last journal entry that rode the call, stored
 
     @property
     def cache_key(self) -> str:
@@ -175,6 +177,8 @@ class Call:
             headers["x-agentry-dropped"] = ",".join(dropped)
         if self.auto is not None:
             headers["x-agentry-route"] = f"{self.auto.tier} score={self.auto.score:.2f}"
+        if self.journal_last is not None:
+            headers[RIDING_STORED_HEADER] = str(self.journal_last)
         return headers
 
 

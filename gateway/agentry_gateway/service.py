@@ -170,8 +170,12 @@ class Gateway:
             claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
-            await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
+            # The journal's entries riding the call are stored, and a steering message refuses it.
+            stored = await check_boundary(
+                self.checkpoints, self.ledger, self.metrics, claims, request.headers
+            )
             call = await self._decide(wire, request, claims, parsed, size, started)
+            call.journal_last = stored
             return await self._call(call, routed)  # metered when it ends (Meter.finish)
         except Rejected as exc:
             if exc.outcome is not None:

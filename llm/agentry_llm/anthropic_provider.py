@@ -138,8 +138,8 @@ class AnthropicProvider(HttpProvider):
             body["tools"] = to_wire_tools(request.tools)
         body.update(sampling(request))
         message = _Message(on_text, self.name)
-        async with self.streaming("/v1/messages", body, _error_of, request.headers) as events:
-            async for event in events:
+        async with self.streaming("/v1/messages", body, _error_of, request.headers) as stream:
+            async for event in stream.events:
                 message.add(event.event, event.json())
         return ChatResponse(
             message=Message(role="assistant", content=message.content()),
@@ -147,6 +147,7 @@ class AnthropicProvider(HttpProvider):
             usage=usage_of(message.usage),
             provider="anthropic",
             model=self.answered_by(message.model),
+            gateway=stream.gateway,
         )
 
 

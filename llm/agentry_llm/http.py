@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
@@ -20,6 +21,15 @@ ErrorOf = Callable[[Any], tuple[str, str]]
 # As many connections as a busy gateway channel holds to its provider at once.
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 _CONNECT_TIMEOUT = 10.0
+GATEWAY_HEADER_PREFIX = "x-agentry-"
+
+
+@dataclass
+class Streamed:
+    """One call's answer as it streams: its events, and the `x-agentry-*` headers it came with."""
+
+    events: AsyncIterator[ServerSentEvent]
+    gateway: dict[str, str]
 
 
 class HttpProvider:
@@ -75,7 +85,7 @@ class HttpProvider:
     @asynccontextmanager
     async def streaming(
         self, path: str, body: dict[str, Any], error_of: ErrorOf, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+    ) -> AsyncIterator[Streamed]:
         """POST `body` (with the call's own `headers`) and yield its event stream; any failure, before
         or during the stream, leaves as a ProviderError. The caller's span (a turn, the gateway's
         call) continues upstream."""
@@ -84,7 +94,8 @@ class HttpProvider:
             async with self._client.stream("POST", path, json=body, headers=sent) as response:
                 if response.status_code >= 400:
                     raise self._status_error(response, await response.aread(), error_of)
-                yield EventSource(response).aiter_sse()
+                said = {k: v for k, v in response.headers.items() if k.startswith(GATEWAY_HEADER_PREFIX)}
+                yield Streamed(EventSource(response).aiter_sse(), said)
         except ProviderError:
             raise
         except SSEError as exc:  # not an event stream: a proxy's page, a server that ignored `stream`

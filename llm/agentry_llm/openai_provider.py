@@ -107,8 +107,8 @@ class OpenAIProvider(HttpProvider):
         stream_state = _Stream(on_text)
         async with self.streaming(
             "/chat/completions", self._request_body(request), _error_of, request.headers
-        ) as events:
-            async for event in events:
+        ) as stream:
+            async for event in stream.events:
                 if event.data.strip() == "[DONE]":
                     break
                 chunk = event.json()
@@ -122,6 +122,7 @@ class OpenAIProvider(HttpProvider):
             usage=stream_state.usage,
             provider="openai",
             model=self.answered_by(stream_state.reported),
+            gateway=stream.gateway,
         )
 
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:

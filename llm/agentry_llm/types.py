@@ -128,3 +128,6 @@ class ChatResponse(BaseModel):
     usage: TokenUsage
     provider: str
     model: str
+    # The `x-agentry-*` headers of the answer: what an Agentry gateway said of the call (its budget
+    # decision, the journal entries that rode the call and were stored).
+    gateway: dict[str, str] = Field(default_factory=dict)

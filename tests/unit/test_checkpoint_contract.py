@@ -3,13 +3,20 @@ and the parent claims of a follow-up's run token."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from pydantic import ValidationError
 
 from agentry_common.checkpoints import (
+    MAX_RIDING_BYTES,
     AppendRequest,
+    Close,
     Entry,
+    decode_riding,
     derive_state_key,
+    encode_riding,
     parent_state_keys,
     parse_keys,
     sign_entry,
@@ -74,3 +81,29 @@ def test_a_follow_up_token_names_its_parent_and_a_plain_one_does_not() -> None:
     claims = verify(child, ring, expected="run")
     assert (claims.parent, claims.parent_uid) == ("p", "u")
     assert verify(plain, ring, expected="run").parent_uid == ""
+
+
+def test_entries_ride_a_model_call_in_one_header_value_within_its_bound() -> None:
+    request = AppendRequest(entries=_journal("k1", 3), delivered=[2])
+    value = encode_riding(request)
+    assert value is not None and value.isascii() and len(value) <= MAX_RIDING_BYTES
+    assert decode_riding(value) == request
+    # Non-ASCII text survives the header (base64url of UTF-8).
+    accents = AppendRequest(entries=[sign_entry("k1", "", 1, "message", {"t": "héllo ✓"})])
+    again = encode_riding(accents)
+    assert again is not None and decode_riding(again) == accents
+
+
+def test_what_cannot_ride_is_said_so() -> None:
+    big = AppendRequest(entries=[sign_entry("k1", "", 1, "message", {"t": "x" * MAX_RIDING_BYTES})])
+    assert encode_riding(big) is None  # appended on its own instead
+    closing = AppendRequest(entries=_journal("k1", 1), close=Close.END)
+    assert encode_riding(closing) is None  # a closing append answers about the inbox
+    forged = encode_riding(AppendRequest(entries=_journal("k1", 1)))
+    assert forged is not None
+    for bad in ("not base64!", forged[:-8], "A" * (MAX_RIDING_BYTES + 1)):
+        with pytest.raises(ValueError):
+            decode_riding(bad)
+    raw = {"entries": [_journal("k1", 1)[0].wire()], "close": "end"}
+    with pytest.raises(ValueError, match="may not close"):
+        decode_riding(base64.urlsafe_b64encode(json.dumps(raw).encode()).decode())

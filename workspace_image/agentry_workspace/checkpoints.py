@@ -25,6 +25,7 @@ from agentry_common.checkpoints import (
     Close,
     Entry,
     Journal,
+    encode_riding,
     entry_bytes,
     parse_keys,
     sign_entry,
@@ -164,6 +165,15 @@ def _detail(response: httpx.Response) -> str:
     return response.text[:200]
 
 
+@dataclass(frozen=True)
+class Riding:
+    """Staged entries sent with a model call (RIDING_HEADER): stored once its answer says so."""
+
+    header: str
+    last: int  # the seq of the last of them
+    delivered: list[int]
+
+
 @dataclass
 class Loaded:
     """A verified journal as read at start: the run's own entries, and its parent's (a follow-up)."""
@@ -192,6 +202,7 @@ class JournalWriter:
         self.inbox_hint = 0
         self.closed = False
         self.delivering: list[int] = []
+        self.busy = False  # an append is on its way
 
     async def load(self) -> Loaded:
         """The run's journal (and its parent's), verified; raises ConfigError on forged state."""
@@ -226,6 +237,13 @@ class JournalWriter:
         """Append what is staged; returns once it is stored. Raises Fenced (409). The last batch
         carries the delivered steering seqs and `close` (the run's end closes its inbox); `beside`: a
         model call is under way."""
+        self.busy = True
+        try:
+            await self._flush(close, beside)
+        finally:
+            self.busy = False
+
+    async def _flush(self, close: Close | None, beside: bool) -> None:
         while self.staged and not self.off:
             batch = self.staged[:MAX_ENTRIES_PER_APPEND]
             last_batch = len(batch) == len(self.staged)
@@ -244,6 +262,38 @@ class JournalWriter:
             del self.staged[: len(batch)]
             if last_batch:
                 self.delivering = []
+
+    def riding(self) -> Riding | None:
+        """What is staged, to ride a model call (None: nothing, too much, or an append on its way,
+        which must be stored first)."""
+        # Within MAX_RIDING_BYTES, every entry is far below MAX_ENTRY_BYTES.
+        if self.off or self.busy or not self.staged or len(self.staged) > MAX_ENTRIES_PER_APPEND:
+            return None
+        delivered = list(self.delivering)
+        value = encode_riding(AppendRequest(entries=self.staged, delivered=delivered))
+        return Riding(value, self.staged[-1].seq, delivered) if value is not None else None
+
+    def stored(self, riding: Riding, last: int) -> None:
+        """The gateway stored the journal up to `last` with the call `riding` rode."""
+        if last < riding.last:
+            return  # not all of them: the next append sends them again
+        done = [e for e in self.staged if e.seq <= riding.last]
+        if done:
+            self.last_at = done[-1].at
+            del self.staged[: len(done)]
+        self.delivering = [seq for seq in self.delivering if seq not in riding.delivered]
+
+    async def resend(self, riding: Riding) -> None:
+        """Append the entries that rode a call whose answer does not name them stored, as the same
+        batch (the gateway may have stored them: then it is an exact retry), before what was staged
+        since (which would make it another batch, refused as a fence)."""
+        later = [e for e in self.staged if e.seq > riding.last]
+        del self.staged[len(self.staged) - len(later) :]
+        try:
+            await self.flush()
+        finally:
+            if not self.off:
+                self.staged.extend(later)
 
     async def write(self, kind: str, data: dict[str, Any]) -> None:
         self.stage(kind, data)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from agentry_common.checkpoints import Close
+from agentry_common.checkpoints import RIDING_HEADER, RIDING_STORED_HEADER, Close
 from agentry_common.models import OnInterrupt
-from agentry_llm import Message, TextBlock
+from agentry_llm import ChatResponse, Message, TextBlock
 
 from . import journal, toolrun
-from .checkpoints import JournalWriter
+from .checkpoints import JournalWriter, Riding
 from .config import RunConfig
 from .journal import Replayed, replay
 from .outcome import Outcome, StopReason
@@ -59,6 +59,7 @@ class Durable:
         self._call_started = 0.0
         self._slow_call = False  # the last model call outlasted SLOW_CALL_SECONDS
         self.slow_calls = False  # and the one before it
+        self.riding: Riding | None = None  # staged entries sent with the model call under way
 
     @property
     def on(self) -> bool:
@@ -117,15 +118,34 @@ class Durable:
             ended.set()
 
     def flush_soon(self) -> asyncio.Task[None] | None:
-        """Store what is staged while the caller goes on (a model call: it has no effect to
-        protect); `settle` it before staging more."""
+        """Store what is staged while the caller goes on (a model call: it has no effect to protect):
+        riding the call when it fits (`call_headers`), else in an append beside it; `settle` it
+        before staging more."""
         if self.writer is None:
             return None
         self.model_call, self._call_started = True, time.monotonic()
+        self.riding = self.writer.riding()  # None while an append is on its way: it goes first
+        if self.riding is not None:
+            self._unpark()
+            return None
         if not (self.writer.staged or self.storing):
             return None
         task, self.storing = self._after(self.storing), None
         return task
+
+    def _unpark(self) -> None:
+        """The entries a parked beside-append would send ride the call instead (no append is on its
+        way, so it has sent nothing); one that ended has its failure (a fence) raised here."""
+        task, self.storing = self.storing, None
+        if task is None:
+            return
+        if task.done():
+            task.result()
+        else:
+            task.cancel()
+
+    def call_headers(self) -> dict[str, str]:
+        return {RIDING_HEADER: self.riding.header} if self.riding is not None else {}
 
     def _after(
         self, earlier: asyncio.Task[None] | None, call: asyncio.Event | None = None
@@ -161,12 +181,22 @@ class Durable:
         elif not task.cancelled():
             task.exception()  # retrieved: a failed append is not logged again as never retrieved
 
-    async def settle(self, task: asyncio.Task[None] | None, failed: bool = False) -> None:
-        """Wait for a `flush_soon`; after a failed step, cancel it (the run is ending)."""
+    async def settle(
+        self, task: asyncio.Task[None] | None, failed: bool = False, answer: object = None
+    ) -> None:
+        """Wait for a `flush_soon`; after a failed step, cancel it (the run is ending). Entries that
+        rode the call and that its answer does not name stored are appended now."""
         if self.model_call:
             slow = time.monotonic() - self._call_started > SLOW_CALL_SECONDS
             self.slow_calls, self._slow_call = slow and self._slow_call, slow
         self.model_call = False
+        riding, self.riding = self.riding, None
+        if riding is not None and self.writer is not None and not failed:
+            said = answer.gateway.get(RIDING_STORED_HEADER, "") if isinstance(answer, ChatResponse) else ""
+            if said.isdigit():
+                self.writer.stored(riding, int(said))
+            if self.writer.staged and self.writer.staged[0].seq <= riding.last:
+                await self.writer.resend(riding)
         if task is None:
             return
         if failed:

@@ -190,9 +190,7 @@ class Runner:
                 return await continue_from(self, own)
         if self.cfg.resume is not None:
             return await resume(self)
-        text = first_message(self.cfg)
-        self._follow_up(opened, text)
-        await self.durable.flush()
+        self._follow_up(opened, first_message(self.cfg))  # stored with the first model call
         return None
 
     def _follow_up(self, opened: Opened | None, text: str) -> None:
@@ -228,7 +226,7 @@ class Runner:
         except BaseException:
             await self.durable.settle(storing, failed=True)
             raise
-        await self.durable.settle(storing)
+        await self.durable.settle(storing, answer=answer)
         if answer is None:  # a message is queued: delivered at this boundary, then the call again
             self.steer.queued_at_gateway()
             return None
@@ -257,7 +255,7 @@ class Runner:
                 data = journal.reset("compaction", fitted, self.usage.to_state(), self.outputs.values)
                 self.durable.stage(journal.RESET, data)
             request = self.context.with_breakpoints(self._request(self.messages))
-            request.headers = self.steer.headers()
+            request.headers = {**self.steer.headers(), **self.durable.call_headers()}
             over = self._over_budget()  # a compaction's summary call is charged too
             if over is not None:
                 return over

@@ -22,11 +22,11 @@ from agentry_common.checkpoints import (
     Journal,
     PruneRequest,
 )
-from agentry_common.governance import budget_subjects
 from agentry_common.tokens import Claims, InvalidToken
 
 from ..routes import GatewayDep, ServiceDep
 from ..service import Gateway
+from .boundary import own_run, record, run_ended
 from .store import Conflict, Refused, RunRef
 
 log = logging.getLogger("agentry.gateway.checkpoints")
@@ -54,9 +54,8 @@ async def run_claims(request: Request, gw: GatewayDep) -> Claims:
         _refuse(gw, 403 if wrong else 401, "unauthorized", f"a run token is required: {exc}")
     if not claims.execution_uid:
         _refuse(gw, 403, "no_execution", "this run token names no Execution uid: it has no journal")
-    subject = budget_subjects(claims.namespace, "-", claims.execution, claims.execution_uid, None).execution
     try:
-        ended = await gw.ledger.ended_at(subject)
+        ended = await run_ended(gw.ledger, claims)
     except Exception as exc:
         _unavailable(gw, "authentication", exc)
     if ended is not None:
@@ -68,10 +67,6 @@ async def run_claims(request: Request, gw: GatewayDep) -> Claims:
 
 
 RunClaims = Annotated[Claims, Depends(run_claims)]
-
-
-def own_run(claims: Claims) -> RunRef:
-    return RunRef(claims.namespace, claims.execution_uid, claims.execution, claims.agent)
 
 
 @router.get(CHECKPOINT_PATH, response_model=Journal)
@@ -141,8 +136,7 @@ async def append(request: Request, claims: RunClaims, gw: GatewayDep) -> JSONRes
         _refuse(gw, exc.status, exc.reason, exc.detail)
     except Exception as exc:
         _unavailable(gw, "append", exc)
-    gw.metrics.checkpoint_appends.labels("stored" if done.written else "repeated").inc()
-    gw.metrics.checkpoint_bytes.inc(done.written)
+    record(gw.metrics, done)
     answer = AppendAnswer(last=done.last, inbox=done.inbox, closed=done.closed)
     # {"last": N} alone while steering has nothing to say (agentry_common.steering)
     return JSONResponse(answer.model_dump(by_alias=True, mode="json", exclude_defaults=True))

@@ -26,8 +26,9 @@ from agentry_common.steering import (
 
 from ..routes import GatewayDep, ServiceDep
 from ..service import Gateway
+from .boundary import own_run
 from .inbox import InboxRefused
-from .routes import RunClaims, own_run
+from .routes import RunClaims
 from .store import RunRef
 
 log = logging.getLogger("agentry.gateway.steering")

@@ -19,7 +19,11 @@ from agentry_common.checkpoints import (
     BESIDE_CALL_HEADER,
     CHECKPOINT_COLLECTION,
     CHECKPOINT_PATH,
+    RIDING_HEADER,
+    RIDING_STORED_HEADER,
+    AppendRequest,
     Entry,
+    encode_riding,
     sign_entry,
 )
 from agentry_common.governance import RUN_END_PATH, RefusalType
@@ -208,3 +212,43 @@ def test_an_append_beside_a_model_call_lets_the_call_go_first(
     assert answered == ["slow answer"]
     assert append(gateway.url, slice(2, 3), beside=True).json() == {"last": 3}  # no call: at once
     assert held(gateway.url) == 1
+
+
+def stored_entries(project: str) -> list[int]:
+    head = firestore.Client(project=project).collection(CHECKPOINT_COLLECTION).document("team-a.uid-ex-1")
+    return sorted(int(doc.get("seq")) for doc in head.collection("entries").stream())
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_entries_riding_a_model_call_are_stored_before_it_goes_upstream(
+    gateway: GatewayServer, llm: ScriptedLLM, firestore_project: str, provider: str
+) -> None:
+    """The runtime's model call carries its staged entries (RIDING_HEADER): stored in Firestore, in
+    the append's transaction, before the call reaches the provider, and its answer names the last
+    (the runtime's client reads it, both protocols). Entries that are not the journal's next are not
+    stored and the call goes on; a message queued beyond what the call has seen refuses it, after
+    its entries are stored."""
+    model = "claude-sonnet-4-6" if provider == "anthropic" else "gpt-4.1-mini"
+    llm.script([{"text": "ok", "usage": {"input_tokens": 3, "output_tokens": 1}}] * 4)
+
+    def call(first: int, last: int, seen: str = "0") -> ChatResponse:
+        value = encode_riding(AppendRequest(entries=JOURNAL[first - 1 : last]))
+        assert value is not None
+        headers = {RIDING_HEADER: value, INBOX_SEEN_HEADER: seen}
+        provider_chain, _ = chain(gateway.url, run_token(), [(provider, model)])
+        request = ask().model_copy(update={"headers": headers})
+        return asyncio.run(complete(provider_chain, request))[0]
+
+    first = call(1, 2)
+    assert first.gateway[RIDING_STORED_HEADER] == "2" and stored_entries(firestore_project) == [1, 2]
+    assert RIDING_HEADER not in llm.requests[0].headers  # never sent upstream
+    skipped = call(4, 4)  # not the next entry: not stored, and the call is answered
+    assert RIDING_STORED_HEADER not in skipped.gateway and stored_entries(firestore_project) == [1, 2]
+    assert steer(gateway.url, "Also check Friday.").status_code == 202
+    with pytest.raises(ProvidersFailed) as refused:
+        call(3, 3)
+    assert refused.value.kind == RefusalType.STEERING_QUEUED and len(llm.requests) == 2
+    assert stored_entries(firestore_project) == [1, 2, 3]  # stored before the refusal
+    assert call(3, 3, seen="1").gateway[RIDING_STORED_HEADER] == "3"  # the same again: answered
+    assert call(4, 4, seen="1").gateway[RIDING_STORED_HEADER] == "4"
+    assert stored_entries(firestore_project) == [1, 2, 3, 4] and len(llm.requests) == 4

@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from agentry_common.checkpoints import MAX_RESUMES_WITHOUT_PROGRESS, Entry, sign_entry, verify_chain
+from agentry_common import checkpoints as contract
+from agentry_common.checkpoints import (
+    MAX_RESUMES_WITHOUT_PROGRESS,
+    RIDING_HEADER,
+    RIDING_STORED_HEADER,
+    Entry,
+    decode_riding,
+    sign_entry,
+    verify_chain,
+)
 from agentry_common.models import Risk
 from agentry_common.steering import Inbox
 from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec
@@ -95,22 +104,37 @@ class CountingTool:
 
 class TurnProvider:
     """Answers by the conversation's turn (assistant messages so far): a resumed run gets the same
-    answers as the run it continues."""
+    answers as the run it continues. With `store`, it is the gateway too: the entries riding a call
+    are stored first, and the answer names the last (not when fenced: then it names none)."""
 
     name = "anthropic/claude-sonnet-4-6"
     model = "claude-sonnet-4-6"
     endpoint = "fake"
 
-    def __init__(self, script: list[ChatResponse]) -> None:
-        self.script = script
+    def __init__(self, script: list[ChatResponse], store: MemoryStore | None = None) -> None:
+        self.script, self.store = script, store
         self.calls = 0
         self.last: ChatRequest | None = None
+        self.rode: list[list[str]] = []  # per call: the kinds of the entries riding it
 
     async def complete(self, request: ChatRequest, on_text: Any = None) -> ChatResponse:
         self.calls += 1
         self.last = request.model_copy(deep=True)
+        said = await self._store_riding(request)
         turn = sum(1 for m in request.messages if m.role == "assistant")
-        return self.script[turn]
+        return self.script[turn].model_copy(update={"gateway": said})
+
+    async def _store_riding(self, request: ChatRequest) -> dict[str, str]:
+        value = request.headers.get(RIDING_HEADER)
+        rode = decode_riding(value) if value is not None else None
+        self.rode.append([e.kind for e in rode.entries] if rode is not None else [])
+        if rode is None or self.store is None:
+            return {}
+        try:
+            await self.store.append(rode.entries)
+        except (Fenced, Refused):  # not stored: the answer names none
+            return {}
+        return {RIDING_STORED_HEADER: str(rode.entries[-1].seq)}
 
     async def aclose(self) -> None:
         return None
@@ -129,7 +153,7 @@ def _runner(
 ) -> tuple[Runner, RecordingSink]:
     cfg = make_config(tmp_path, {"tools": ["files"]})
     sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY, SECRET])
-    runner = Runner(cfg, sink, providers=[TurnProvider(SCRIPT)])
+    runner = Runner(cfg, sink, providers=[TurnProvider(SCRIPT, store)])
     runner.tools["count"] = CountingTool(counts, **kwargs)
     writer = JournalWriter(store, KEY, sink, parent_keys=[], parent_name="")
     runner.durable = Durable(writer)
@@ -268,13 +292,31 @@ async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Pa
     assert (await runner.run()).stop_reason is StopReason.END_TURN
     appends = [line for line in said if line.startswith("append")]
     together = appends.count("append message tool_started tool_result")
-    if slow:
+    rode = runner.providers[0].rode  # type: ignore[attr-defined]
+    if slow:  # the intent is stored as the call runs; the result rides the next model call
         assert together == 0 and appends.count("append message tool_started") == 3, appends
-    else:
-        assert together == 3, appends
-        # Sent as the call ended, so stored while the next model call runs (not BESIDE_SECONDS later).
-        sent = [i for i, line in enumerate(said) if line == "append message tool_started tool_result"]
-        assert [said[i + 1] for i in sent] == ["answered"] * 3, said
+        assert rode[1:] == [["tool_result"]] * 3, rode
+    else:  # the three ride the next model call: no append of their own
+        assert together == 3 and rode[1:] == [["message", "tool_started", "tool_result"]] * 3, rode
+        # Besides them: the run's start, stored before its first call, and its end, which closes it.
+        assert appends == ["append begin message", *[appends[1]] * 3, "append message"], said
+
+
+async def test_entries_a_calls_answer_does_not_name_stored_are_appended_after_it(tmp_path: Path) -> None:
+    """A gateway that stored nothing riding a call (an older one, its store down) names no entry in
+    its answer: the runtime appends them itself before it goes on, and the journal is whole."""
+    said: list[str] = []
+    store = WatchedStore(said)
+    runner, _ = _runner(tmp_path, store, {}, repeatable=True)
+    provider = runner.providers[0]
+    assert isinstance(provider, TurnProvider)
+    provider.store = None  # answers without storing what rides
+    assert (await runner.run()).stop_reason is StopReason.END_TURN
+    assert provider.rode[1:] == [["message", "tool_started", "tool_result"]] * 3  # they rode
+    kinds = [e.kind for e in store.entries]
+    assert kinds == ["begin", "message"] + ["message", "tool_started", "tool_result"] * 3 + ["message"]
+    assert verify_chain([KEY], store.entries) == KEY
+    assert said.count("append message tool_started tool_result") == 3  # each appended after its call
 
 
 class BesideStore(MemoryStore):
@@ -297,6 +339,7 @@ async def test_an_append_asks_to_go_after_a_model_call_only_beside_a_slow_one(
     run's last two calls outlasted SLOW_CALL_SECONDS; beside an instant model, or awaited by a tool,
     it does not."""
     monkeypatch.setattr(durable_module, "SLOW_CALL_SECONDS", 0.01)
+    monkeypatch.setattr(contract, "MAX_RIDING_BYTES", 0)  # entries too large to ride a model call
     said: list[str] = []
     runner, _ = _runner(tmp_path, BesideStore(said), {}, repeatable=True)
     provider = runner.providers[0]

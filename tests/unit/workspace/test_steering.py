@@ -12,14 +12,18 @@ from typing import Any
 
 import pytest
 
-from agentry_common.checkpoints import AppendAnswer, Close, Entry
+from agentry_common.checkpoints import RIDING_STORED_HEADER, AppendAnswer, Close, Entry
 from agentry_common.governance import RefusalType
 from agentry_common.models import DoubleTexting
 from agentry_common.steering import INBOX_SEEN_HEADER, Inbox, SteerRequest
 from agentry_common.tokens import Claims
+from agentry_gateway.budgets import Calendar, Thresholds
+from agentry_gateway.calls import Rejected
 from agentry_gateway.checkpoints import MemoryCheckpointStore, RunRef
-from agentry_gateway.checkpoints.boundary import queued_beyond
+from agentry_gateway.checkpoints.boundary import check_boundary
 from agentry_gateway.checkpoints.inbox import InboxRefused
+from agentry_gateway.ledger import MemoryLedger
+from agentry_gateway.metrics import Metrics
 from agentry_llm import ChatRequest, ChatResponse, ProviderError, ToolResultBlock
 from agentry_workspace import journal
 from agentry_workspace.checkpoints import JournalWriter
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.unit
 
 RUN = RunRef("team-a", "uid-1", "ex-1", "tester")
 CLAIMS = Claims(typ="run", exp=0, namespace="team-a", execution="ex-1", execution_uid="uid-1", agent="tester")
+LEDGER = MemoryLedger([], Calendar("UTC"), Thresholds(), 86400)  # no budgets: the run has not ended
 
 
 class GatewayInMemory:
@@ -91,31 +96,45 @@ class GatewayInMemory:
 
 class Scripted:
     """Answers by turn; `during[turn]` runs while that turn's model call is in flight (a person
-    sends a message meanwhile). With `store`, a call is first checked as the gateway checks it (its
-    own function): refused (`refused`) while a message is queued beyond the one the call names."""
+    sends a message meanwhile), `before[turn]` before it reaches the gateway. With `store`, a call is
+    first handled as the gateway handles it (its own function): the entries riding it stored, and
+    the call refused (`refused`) while a message is queued beyond the one it names."""
 
     name = "anthropic/claude-sonnet-4-6"
     model = "claude-sonnet-4-6"
     endpoint = "fake"
 
     def __init__(
-        self, script: list[ChatResponse], during: dict[int, Callable[[], Any]] | None = None
+        self,
+        script: list[ChatResponse],
+        during: dict[int, Callable[[], Any]] | None = None,
+        before: dict[int, Callable[[], Any]] | None = None,
     ) -> None:
-        self.script, self.during = script, during or {}
+        self.script, self.during, self.before = script, during or {}, before or {}
         self.requests: list[ChatRequest] = []
         self.store: GatewayInMemory | None = None
         self.refused = 0
 
     async def complete(self, request: ChatRequest, on_text: Any = None) -> ChatResponse:
-        if self.store is not None and await queued_beyond(self.store.gw, CLAIMS, request.headers):
-            self.refused += 1
-            kind = RefusalType.STEERING_QUEUED.value
-            raise ProviderError("queued", provider=self.name, status=409, final=True, kind=kind)
+        if len(self.requests) + 1 in self.before:
+            await self.before[len(self.requests) + 1]()
+        said = await self._at_gateway(request)
         self.requests.append(request.model_copy(deep=True))
         turn = len(self.requests)
         if turn in self.during:
             await self.during[turn]()
-        return self.script[min(turn, len(self.script)) - 1]
+        return self.script[min(turn, len(self.script)) - 1].model_copy(update={"gateway": said})
+
+    async def _at_gateway(self, request: ChatRequest) -> dict[str, str]:
+        if self.store is None:
+            return {}
+        try:
+            last = await check_boundary(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers)
+        except Rejected as exc:
+            self.refused += 1
+            kind = RefusalType.STEERING_QUEUED.value
+            raise ProviderError("queued", provider=self.name, status=409, final=True, kind=kind) from exc
+        return {RIDING_STORED_HEADER: str(last)} if last is not None else {}
 
     async def aclose(self) -> None:
         return None
@@ -329,12 +348,12 @@ async def test_a_pod_lost_around_delivery_delivers_the_message_once(tmp_path: Pa
         await store.post("Also count d.")
 
     async def lose() -> None:
-        if stored:
-            await asyncio.sleep(0.05)  # the entries stored during the model call are in
         raise _PodLost
 
     script = [tool("count", {"key": "a"}, id="t1"), tool("count", {"key": "d"}, id="t2"), text("done")]
-    first, counts, _ = runner(tmp_path, store, Scripted(script, {1: send, 2: lose}))
+    # Lost while the second call runs (what rode it is stored), or before it reached the gateway.
+    lost = Scripted(script, {1: send, 2: lose}) if stored else Scripted(script, {1: send}, before={2: lose})
+    first, counts, _ = runner(tmp_path, store, lost)
     with pytest.raises(_PodLost):
         await first.run()
     assert [e.kind for e in store.entries()].count("steer") == (1 if stored else 0)
@@ -355,3 +374,21 @@ def test_a_run_that_goes_on_later_keeps_its_inbox_open() -> None:
     assert closing(Outcome(StopReason.INTERRUPTED, "")) is None
     assert closing(Outcome(StopReason.MAX_TURNS, "")) is Close.END
     assert closing(Outcome(StopReason.USER_INTERRUPT, "")) is Close.END
+
+
+async def test_entries_stored_with_a_call_that_was_then_refused_go_again_as_the_same_batch() -> None:
+    """The gateway stored what rode the call, then refused it (a queued message, a budget): the
+    answer names nothing, so the runtime appends those entries again, alone (an exact retry, not a
+    fence), and keeps what it staged during the call for the next step."""
+    store = GatewayInMemory()
+    sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY])
+    writer = JournalWriter(store, KEY, sink, parent_keys=[], parent_name="")
+    durable = Durable(writer)
+    durable.stage("message", {"n": 1})
+    durable.stage("message", {"n": 2})
+    assert durable.flush_soon() is None  # they ride the call
+    await check_boundary(store.gw, LEDGER, Metrics(), CLAIMS, durable.call_headers())  # stored
+    durable.stage("reset", {"n": 3})  # staged while the call ran (a compaction)
+    await durable.settle(None, answer=None)  # refused: no answer names them
+    assert [e.seq for e in store.entries()] == [1, 2] and [e.seq for e in writer.staged] == [3]
+    assert not writer.off and writer.status()["entries"] == 2
