@@ -46,7 +46,7 @@ CHECKPOINT_PATH: Final = "/v1/agentry/checkpoint"
 BESIDE_CALL_HEADER: Final = "x-agentry-beside-call"
 # A model call through the gateway may carry its run's staged entries (an AppendRequest without
 # `close`, `encode_riding`), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append
-# would, before it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
+# would, while it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
 # A turn then makes one request, not two. Without that answer header nothing is known stored.
 RIDING_HEADER: Final = "x-agentry-journal-append"
 RIDING_STORED_HEADER: Final = "x-agentry-journal-last"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -131,7 +132,8 @@ class Call:
     billed_attempts: int = 0  # failed attempts the provider may have billed (charging.py)
     attempt_open: bool = False  # an upstream attempt is running (cut now: it may be billed)
     admitted: float = field(default_factory=time.time)  # wall clock, for prompt-cache TTLs
-    journal_last: int | None = None  # the last journal entry that rode the call, stored
+    storing: asyncio.Task[int | None] | None = None  # the journal entries riding the call
+    journal_last: int | None = None  # the last of them, stored
 
     @property
     def cache_key(self) -> str:

@@ -21,7 +21,7 @@ from .metrics import Metrics
 from .prompt_cache import CacheMemory
 from .routing import Router
 
-Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+Spawn = Callable[[Coroutine[Any, Any, Any], str], object]  # starts a background task
 
 
 class Meter:

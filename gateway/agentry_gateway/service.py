@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,7 +31,7 @@ from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subje
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .checkpoints import CheckpointStore, build_store
 from .checkpoints.beside import CallsFirst
-from .checkpoints.boundary import check_boundary
+from .checkpoints.boundary import check_boundary, store_riding
 from .config import GatewayConfig
 from .ledger import FirestoreLedger, Ledger, Subjects
 from .memory import MemoryStore
@@ -48,6 +48,7 @@ from .wire import anthropic as anthropic_wire
 from .wire import openai as openai_wire
 
 log = logging.getLogger("agentry.gateway")
+T = TypeVar("T")
 
 # The tokens the LLM routes accept: a run pod's, and a user token (the API's designer).
 LLM_TOKEN_TYPES: Final[tuple[TokenType, ...]] = ("run", "user")
@@ -104,7 +105,7 @@ class Gateway:
 
     # -- housekeeping -----------------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._background.add(task)
 
@@ -114,6 +115,7 @@ class Gateway:
                 log.error("%s failed: %s", what, t.exception())
 
         task.add_done_callback(done)
+        return task
 
     async def drain(self) -> None:
         """Wait for background settlements and call records (tests, shutdown)."""
@@ -170,12 +172,11 @@ class Gateway:
             claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
-            # The journal's entries riding the call are stored, and a steering message refuses it.
-            stored = await check_boundary(
-                self.checkpoints, self.ledger, self.metrics, claims, request.headers
-            )
+            riding = store_riding(self.checkpoints, self.ledger, self.metrics, claims, request.headers)
+            storing = self.spawn(riding, "journal entries riding a call") if riding else None
+            await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
             call = await self._decide(wire, request, claims, parsed, size, started)
-            call.journal_last = stored
+            call.storing = storing  # the answer names what it stored
             return await self._call(call, routed)  # metered when it ends (Meter.finish)
         except Rejected as exc:
             if exc.outcome is not None:
@@ -347,6 +348,8 @@ class Gateway:
         call.in_flight = True
         first = await queue.get()
         routed()  # upstream answered (or failed): the appends held for it go
+        if call.storing is not None:
+            call.journal_last = await call.storing
         kind, value = first
         if kind == "done" and not stream:
             self.meter.finish(call, "ok", value)

@@ -4,14 +4,15 @@ charged or sent upstream, while a message is queued beyond it. So the runtime ne
 append's answer before each call to learn of a message, and none waits a turn longer than it must.
 
 The call may also carry the run's staged journal entries (agentry_common.checkpoints.RIDING_HEADER):
-they are stored here first, under the append route's rules, and the append's answer about the inbox
-stands in for the steering read. Entries that cannot be stored are not: the call goes on, and its
-answer names no stored entry, so the runtime appends them itself (and learns of a fence there)."""
+they are stored under the append route's rules while the call is routed, and its answer waits for
+that store and names the last entry stored. Entries that cannot be stored are not: the call goes on,
+and its answer names none, so the runtime appends them itself (and learns of a fence there)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -43,13 +44,20 @@ def record(metrics: Metrics, done: Appended) -> None:
     metrics.checkpoint_bytes.inc(done.written)
 
 
-async def store_riding(
+def store_riding(
     store: CheckpointStore, ledger: Ledger, metrics: Metrics, claims: Claims, headers: Mapping[str, str]
-) -> Appended | None:
-    """Store the entries riding a run's call; None when none rode or they were not stored."""
+) -> Coroutine[Any, Any, int | None] | None:
+    """What stores the entries riding a run's call (its last seq; None: not stored), or None when
+    none ride it."""
     value = headers.get(RIDING_HEADER)
     if value is None or claims.typ != "run" or not claims.execution_uid:
         return None
+    return _store(store, ledger, metrics, claims, value)
+
+
+async def _store(
+    store: CheckpointStore, ledger: Ledger, metrics: Metrics, claims: Claims, value: str
+) -> int | None:
     try:
         request = decode_riding(value)
         if await run_ended(ledger, claims) is not None:
@@ -69,24 +77,17 @@ async def store_riding(
         log.warning("entries riding a call: the store failed: %s", type(exc).__name__)
         return None
     record(metrics, done)
-    return done
-
-
-def _seen(claims: Claims, headers: Mapping[str, str]) -> int | None:
-    seen = headers.get(INBOX_SEEN_HEADER)
-    if seen is None or claims.typ != "run" or not claims.execution_uid or not seen.isdigit():
-        return None
-    return int(seen)
+    return done.last
 
 
 async def queued_beyond(store: CheckpointStore, claims: Claims, headers: Mapping[str, str]) -> int:
     """The highest seq queued in the caller's run's inbox above the one the call names; 0 when none
     is, or the call names none (a person's designer turn, a runtime without a journal)."""
-    seen = _seen(claims, headers)
-    if seen is None:
+    seen = headers.get(INBOX_SEEN_HEADER)
+    if seen is None or claims.typ != "run" or not claims.execution_uid or not seen.isdigit():
         return 0
     try:
-        inbox = await store.inbox(RunRef(claims.namespace, claims.execution_uid), seen)
+        inbox = await store.inbox(RunRef(claims.namespace, claims.execution_uid), int(seen))
     except Exception as exc:  # steering is never a reason to stop a run: the call goes on
         log.warning(
             "steering check of %s/%s: the store failed: %s",
@@ -98,21 +99,12 @@ async def queued_beyond(store: CheckpointStore, claims: Claims, headers: Mapping
     return max((m.seq for m in inbox.messages), default=0)
 
 
-async def check_boundary(
-    store: CheckpointStore, ledger: Ledger, metrics: Metrics, claims: Claims, headers: Mapping[str, str]
-) -> int | None:
-    """Store what rides the call, then raise the 409 when a steering message waits beyond what the
-    call has seen. Returns the last entry stored (None: none was)."""
-    stored = await store_riding(store, ledger, metrics, claims, headers)
-    if stored is None:
-        queued = await queued_beyond(store, claims, headers)
-    else:  # the append read the inbox's state: its highest queued seq
-        seen = _seen(claims, headers)
-        queued = stored.inbox if seen is not None and stored.inbox > seen else 0
+async def check_boundary(store: CheckpointStore, claims: Claims, headers: Mapping[str, str]) -> None:
+    """Raise the 409 when a steering message waits beyond what the call has seen."""
+    queued = await queued_beyond(store, claims, headers)
     if queued:
         message = (
             f"Agentry gateway: steering message {queued} is queued for this run; read the inbox, "
             "deliver it, then call again"
         )
         raise Rejected(409, message, RefusalType.STEERING_QUEUED.value, outcome="steering")
-    return stored.last if stored is not None else None

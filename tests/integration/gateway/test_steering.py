@@ -220,14 +220,14 @@ def stored_entries(project: str) -> list[int]:
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_entries_riding_a_model_call_are_stored_before_it_goes_upstream(
+def test_entries_riding_a_model_call_are_stored_and_its_answer_names_them(
     gateway: GatewayServer, llm: ScriptedLLM, firestore_project: str, provider: str
 ) -> None:
     """The runtime's model call carries its staged entries (RIDING_HEADER): stored in Firestore, in
-    the append's transaction, before the call reaches the provider, and its answer names the last
-    (the runtime's client reads it, both protocols). Entries that are not the journal's next are not
-    stored and the call goes on; a message queued beyond what the call has seen refuses it, after
-    its entries are stored."""
+    the append's transaction, while the call is routed, and its answer names the last (the runtime's
+    client reads it, both protocols). Entries that are not the journal's next are not stored and the
+    call goes on; a message queued beyond what the call has seen refuses it, and its entries are
+    stored all the same."""
     model = "claude-sonnet-4-6" if provider == "anthropic" else "gpt-4.1-mini"
     llm.script([{"text": "ok", "usage": {"input_tokens": 3, "output_tokens": 1}}] * 4)
 
@@ -248,7 +248,7 @@ def test_entries_riding_a_model_call_are_stored_before_it_goes_upstream(
     with pytest.raises(ProvidersFailed) as refused:
         call(3, 3)
     assert refused.value.kind == RefusalType.STEERING_QUEUED and len(llm.requests) == 2
-    assert stored_entries(firestore_project) == [1, 2, 3]  # stored before the refusal
+    eventually(lambda: stored_entries(firestore_project) == [1, 2, 3], what="the refused call's entries")
     assert call(3, 3, seen="1").gateway[RIDING_STORED_HEADER] == "3"  # the same again: answered
     assert call(4, 4, seen="1").gateway[RIDING_STORED_HEADER] == "4"
     assert stored_entries(firestore_project) == [1, 2, 3, 4] and len(llm.requests) == 4

@@ -1,6 +1,6 @@
-"""Journal entries riding a model call (checkpoints/boundary.py): stored under the append's rules
-before the call is routed, their last seq answered; entries that cannot be stored leave the call
-alone and answer none; the append's view of the inbox stands in for the steering read."""
+"""Journal entries riding a model call (checkpoints/boundary.py): stored under the append's rules,
+their last seq answered; entries that cannot be stored leave the call alone and answer none; the
+steering check is the call's own, whatever rides it."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 from agentry_common.checkpoints import RIDING_HEADER, AppendRequest, Entry, encode_riding, sign_entry
 from agentry_common.governance import RefusalType, budget_subjects
-from agentry_common.steering import INBOX_SEEN_HEADER, Inbox, SteerRequest
+from agentry_common.steering import INBOX_SEEN_HEADER, SteerRequest
 from agentry_common.tokens import Claims
 from agentry_gateway.budgets import Calendar, Thresholds
 from agentry_gateway.calls import Rejected
 from agentry_gateway.checkpoints import MemoryCheckpointStore, RunRef
-from agentry_gateway.checkpoints.boundary import check_boundary
+from agentry_gateway.checkpoints.boundary import check_boundary, store_riding
 from agentry_gateway.ledger import MemoryLedger
 from agentry_gateway.metrics import Metrics
 
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.unit
 KEY = "state-key"
 CLAIMS = Claims(typ="run", exp=0, namespace="ns", execution="ex", execution_uid="uid-1", agent="a")
 RUN = RunRef("ns", "uid-1", "ex", "a")
-
-
-class CountingStore(MemoryCheckpointStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inbox_reads = 0
-
-    async def inbox(self, run: RunRef, after: int, every: bool = False) -> Inbox:
-        self.inbox_reads += 1
-        return await super().inbox(run, after, every)
 
 
 def chain(first: int, last: int) -> list[Entry]:
@@ -58,51 +48,67 @@ def ledger() -> MemoryLedger:
     return MemoryLedger([], Calendar("UTC"), Thresholds(), 86400)
 
 
+async def ride(
+    store: MemoryCheckpointStore,
+    ledger: MemoryLedger,
+    metrics: Metrics,
+    claims: Claims,
+    headers: dict[str, str],
+) -> int | None:
+    """What the gateway does beside routing the call: None when nothing rides or it is not stored."""
+    storing = store_riding(store, ledger, metrics, claims, headers)
+    return await storing if storing is not None else None
+
+
 async def test_riding_entries_are_stored_before_the_call_and_their_last_answered(
     ledger: MemoryLedger,
 ) -> None:
-    store, metrics = CountingStore(), Metrics()
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(1, 3))) == 3
+    store, metrics = MemoryCheckpointStore(), Metrics()
+    assert await ride(store, ledger, metrics, CLAIMS, riding(chain(1, 3))) == 3
     assert [e.seq for e in (await store.read(RUN, 0)).entries] == [1, 2, 3]
     # The same batch again (a retried call): answered, not written twice.
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(1, 3))) == 3
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(4, 5))) == 5
+    assert await ride(store, ledger, metrics, CLAIMS, riding(chain(1, 3))) == 3
+    assert await ride(store, ledger, metrics, CLAIMS, riding(chain(4, 5))) == 5
     assert sample(metrics, "agentry_gateway_checkpoint_appends_total", outcome="stored") == 2
     assert sample(metrics, "agentry_gateway_checkpoint_appends_total", outcome="repeated") == 1
-    assert store.inbox_reads == 0  # the append's read of the head said what the inbox holds
 
 
 async def test_entries_that_cannot_be_stored_leave_the_call_alone(ledger: MemoryLedger) -> None:
-    store, metrics = CountingStore(), Metrics()
-    await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(1, 2)))
+    store, metrics = MemoryCheckpointStore(), Metrics()
+    await ride(store, ledger, metrics, CLAIMS, riding(chain(1, 2)))
     # Not the journal's next seq (another pod of the run is ahead): not stored, the call goes on.
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(4, 5))) is None
+    assert await ride(store, ledger, metrics, CLAIMS, riding(chain(4, 5))) is None
     assert sample(metrics, "agentry_gateway_checkpoint_conflicts_total") == 1
     broken = {RIDING_HEADER: "not base64!", INBOX_SEEN_HEADER: "0"}
-    assert await check_boundary(store, ledger, metrics, CLAIMS, broken) is None
+    assert await ride(store, ledger, metrics, CLAIMS, broken) is None
     assert sample(metrics, "agentry_gateway_checkpoint_refused_total", reason="invalid") == 1
     # A person's token (a designer turn) has no journal: nothing is stored for it.
     user = Claims(typ="user", exp=0, namespace="ns", user="u1", execution_uid="uid-1")
-    assert await check_boundary(store, ledger, metrics, user, riding(chain(3, 3))) is None
+    assert await ride(store, ledger, metrics, user, riding(chain(3, 3))) is None
     assert [e.seq for e in (await store.read(RUN, 0)).entries] == [1, 2]
 
 
 async def test_an_ended_runs_entries_are_not_stored(ledger: MemoryLedger) -> None:
-    store, metrics = CountingStore(), Metrics()
+    store, metrics = MemoryCheckpointStore(), Metrics()
     subject = budget_subjects("ns", "-", "ex", "uid-1", None).execution
     await ledger.end_execution(subject)
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(1, 1))) is None
+    assert await ride(store, ledger, metrics, CLAIMS, riding(chain(1, 1))) is None
     assert (await store.read(RUN, 0)).last == 0
 
 
-async def test_a_queued_message_refuses_the_call_after_its_entries_are_stored(ledger: MemoryLedger) -> None:
-    store, metrics = CountingStore(), Metrics()
+async def test_a_queued_message_refuses_the_call_and_its_entries_are_stored_all_the_same(
+    ledger: MemoryLedger,
+) -> None:
+    store, metrics = MemoryCheckpointStore(), Metrics()
     req = SteerRequest(namespace="ns", execution="ex", uid="uid-1", text="stop that", by="ada")
     await store.post(RUN, req)
+    headers = riding(chain(1, 2), seen=0)
+    storing = store_riding(store, ledger, metrics, CLAIMS, headers)
     with pytest.raises(Rejected) as refused:
-        await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(1, 2), seen=0))
+        await check_boundary(store, CLAIMS, headers)
     assert refused.value.kind == RefusalType.STEERING_QUEUED.value and refused.value.status == 409
-    assert (await store.read(RUN, 0)).last == 2 and store.inbox_reads == 0
+    assert storing is not None and await storing == 2 and (await store.read(RUN, 0)).last == 2
     # A call that has seen the message goes on; one that names no inbox is not checked.
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(3, 3), seen=1)) == 3
-    assert await check_boundary(store, ledger, metrics, CLAIMS, riding(chain(4, 4), seen=None)) == 4
+    await check_boundary(store, CLAIMS, riding(chain(3, 3), seen=1))
+    await check_boundary(store, CLAIMS, riding(chain(3, 3), seen=None))
+    assert store_riding(store, ledger, metrics, CLAIMS, {INBOX_SEEN_HEADER: "1"}) is None  # none rides

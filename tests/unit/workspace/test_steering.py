@@ -20,7 +20,7 @@ from agentry_common.tokens import Claims
 from agentry_gateway.budgets import Calendar, Thresholds
 from agentry_gateway.calls import Rejected
 from agentry_gateway.checkpoints import MemoryCheckpointStore, RunRef
-from agentry_gateway.checkpoints.boundary import check_boundary
+from agentry_gateway.checkpoints.boundary import check_boundary, store_riding
 from agentry_gateway.checkpoints.inbox import InboxRefused
 from agentry_gateway.ledger import MemoryLedger
 from agentry_gateway.metrics import Metrics
@@ -97,7 +97,7 @@ class GatewayInMemory:
 class Scripted:
     """Answers by turn; `during[turn]` runs while that turn's model call is in flight (a person
     sends a message meanwhile), `before[turn]` before it reaches the gateway. With `store`, a call is
-    first handled as the gateway handles it (its own function): the entries riding it stored, and
+    first handled as the gateway handles it (its own functions): the entries riding it stored, and
     the call refused (`refused`) while a message is queued beyond the one it names."""
 
     name = "anthropic/claude-sonnet-4-6"
@@ -128,8 +128,10 @@ class Scripted:
     async def _at_gateway(self, request: ChatRequest) -> dict[str, str]:
         if self.store is None:
             return {}
+        riding = store_riding(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers)
+        last = await riding if riding is not None else None  # (the gateway's runs beside the check)
         try:
-            last = await check_boundary(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers)
+            await check_boundary(self.store.gw, CLAIMS, request.headers)
         except Rejected as exc:
             self.refused += 1
             kind = RefusalType.STEERING_QUEUED.value
@@ -387,7 +389,8 @@ async def test_entries_stored_with_a_call_that_was_then_refused_go_again_as_the_
     durable.stage("message", {"n": 1})
     durable.stage("message", {"n": 2})
     assert durable.flush_soon() is None  # they ride the call
-    await check_boundary(store.gw, LEDGER, Metrics(), CLAIMS, durable.call_headers())  # stored
+    storing = store_riding(store.gw, LEDGER, Metrics(), CLAIMS, durable.call_headers())
+    assert storing is not None and await storing == 2  # stored by the gateway
     durable.stage("reset", {"n": 3})  # staged while the call ran (a compaction)
     await durable.settle(None, answer=None)  # refused: no answer names them
     assert [e.seq for e in store.entries()] == [1, 2] and [e.seq for e in writer.staged] == [3]
