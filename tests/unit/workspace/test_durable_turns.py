@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,19 @@ async def test_entries_a_calls_answer_does_not_name_stored_are_appended_after_it
     assert said.count("append message tool_started tool_result") == 3  # each appended after its call
 
 
+class FakeClock:
+    """durable.py's `time`: a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+
 class BesideStore(MemoryStore):
     """Notes each append and whether it said it goes beside a model call (BESIDE_CALL_HEADER)."""
 
@@ -338,8 +352,9 @@ async def test_an_append_asks_to_go_after_a_model_call_only_beside_a_slow_one(
     """An append sent while a model call runs says so (the gateway routes that call first) once the
     run's last two calls outlasted SLOW_CALL_SECONDS; beside an instant model, or awaited by a tool,
     it does not."""
-    monkeypatch.setattr(durable_module, "SLOW_CALL_SECONDS", 0.01)
     monkeypatch.setattr(contract, "MAX_RIDING_BYTES", 0)  # entries too large to ride a model call
+    clock = FakeClock()  # how long a call takes is the model's, not the machine's load
+    monkeypatch.setattr(durable_module, "time", clock)
     said: list[str] = []
     runner, _ = _runner(tmp_path, BesideStore(said), {}, repeatable=True)
     provider = runner.providers[0]
@@ -347,7 +362,8 @@ async def test_an_append_asks_to_go_after_a_model_call_only_beside_a_slow_one(
 
     async def complete(request: ChatRequest, on_text: Any = None) -> ChatResponse:
         said.append("call")
-        await asyncio.sleep(0.03 if slow else 0.001)
+        await asyncio.sleep(0.001)  # the append sent beside the call goes now
+        clock.now += durable_module.SLOW_CALL_SECONDS * (2 if slow else 0.5)
         said.append("answered")
         return await answer(request, on_text)
 
