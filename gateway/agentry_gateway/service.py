@@ -173,7 +173,7 @@ class Gateway:
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
             riding = store_riding(self.checkpoints, self.ledger, self.metrics, claims, request.headers)
-            storing = self.spawn(riding, "journal entries riding a call") if riding else None
+            storing = self.spawn(riding, "journal entries riding a call") if riding is not None else None
             await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
             call = await self._decide(wire, request, claims, parsed, size, started)
             call.storing = storing  # the answer names what it stored

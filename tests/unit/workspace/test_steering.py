@@ -129,7 +129,7 @@ class Scripted:
         if self.store is None:
             return {}
         riding = store_riding(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers)
-        last = await riding if riding is not None else None  # (the gateway's runs beside the check)
+        last = await riding if riding is not None else None  # the gateway runs it beside the check
         try:
             await check_boundary(self.store.gw, CLAIMS, request.headers)
         except Rejected as exc:
