@@ -6,10 +6,10 @@ same run without a journal, in the same process and the same rounds.
 Three processes: the scripted LLM server, the gateway (`python -m agentry_gateway`, memory ledger)
 and this one, which runs the runtime's agent loop (agentry_workspace.runner.Runner) with the run
 token as its key and the gateway as its provider. Each turn is one model call (a `files list` tool
-call, or the final answer) and its tool call; with the journal, each turn appends its entries
-(model answer, intent and result) to the gateway in one request (`files list` is idempotent and
-quick: its intent goes with its result, stored while the next model call runs, which the gateway
-checks for a queued steering message). A turn's time is the
+call, or the final answer) and its tool call; with the journal, each turn's entries (model answer,
+intent and result) ride the next model call (`files list` is idempotent and quick: its intent goes
+with its result), which the gateway stores while it routes the call and checks for a queued steering
+message; the final answer goes in the run's closing append. A turn's time is the
 run's time after its first model answer, per turn after it (reading the journal and starting are once
 per pod, printed as the whole run's ratio). Runs alternate with and
 without the journal, so drift on a shared machine hits both alike. Goals (issue 38): at most +5 % with
