@@ -258,10 +258,13 @@ class JournalWriter:
                 return
             if answer is not None:
                 self.inbox_hint, self.closed = answer.inbox, answer.closed
-            self.last_at = batch[-1].at
-            del self.staged[: len(batch)]
-            if last_batch:
-                self.delivering = []
+            self._stored(batch, self.delivering if last_batch else [])
+
+    def _stored(self, batch: list[Entry], delivered: list[int]) -> None:
+        """`batch`, the first staged entries, is stored, and so are the steering seqs `delivered`."""
+        self.last_at = batch[-1].at
+        del self.staged[: len(batch)]
+        self.delivering = [seq for seq in self.delivering if seq not in delivered]
 
     def riding(self) -> Riding | None:
         """What is staged, to ride a model call (None: nothing, too much, or an append on its way,
@@ -279,9 +282,7 @@ class JournalWriter:
             return  # not all of them: the next append sends them again
         done = [e for e in self.staged if e.seq <= riding.last]
         if done:
-            self.last_at = done[-1].at
-            del self.staged[: len(done)]
-        self.delivering = [seq for seq in self.delivering if seq not in riding.delivered]
+            self._stored(done, riding.delivered)
 
     async def resend(self, riding: Riding) -> None:
         """Append the entries that rode a call whose answer does not name them stored, as the same
