@@ -75,3 +75,10 @@ RESERVED_ENV: Final = (
 
 def is_reserved_env(name: str) -> bool:
     return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+# How long the API and the gateway keep an idle client connection open. It must outlast every client's
+# own idle limit (httpx drops its connections after 5 s, Google's load balancers after 600 s): a server
+# that closes first races the client's next request on that connection, which then fails with
+# "server disconnected" (uvicorn's default is 5 s, the same as httpx's).
+SERVER_KEEP_ALIVE_SECONDS: Final = 620

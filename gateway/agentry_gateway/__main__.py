@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from agentry_common.constants import SERVER_KEEP_ALIVE_SECONDS
+
 from .settings import get_settings
 
 
@@ -17,6 +19,7 @@ def main() -> None:
         log_level="info",
         # Long streaming calls: let in-flight calls finish on SIGTERM (the Deployment's grace period).
         timeout_graceful_shutdown=60,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,  # outlasts its clients' idle connections
     )
 
 

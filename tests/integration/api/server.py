@@ -19,6 +19,7 @@ from agentry_api.designer_llm import LLM
 from agentry_api.main import create_app
 from agentry_api.oidc import TokenVerifier
 from agentry_api.settings import QUOTAS, Settings
+from agentry_common.constants import SERVER_KEEP_ALIVE_SECONDS
 from agentry_localcluster import localhttp, procs
 from agentry_localcluster.procs import quiet_socket
 from tests.fixtures.helpers import patient
@@ -62,7 +63,13 @@ def start_api(settings: Settings, verifier: TokenVerifier | None = None, llm: LL
     sock = procs.listening_socket("127.0.0.1")
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,  # as the chart serves it
     )
     server = uvicorn.Server(config)
 

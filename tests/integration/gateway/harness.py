@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
+from agentry_common.constants import SERVER_KEEP_ALIVE_SECONDS
 from agentry_common.models import ModelRef
 from agentry_common.tokens import Keyring, RunLimits, mint_run_token, mint_service_token
 from agentry_gateway.app import create_app
@@ -95,7 +96,14 @@ class GatewayServer:
         self.port = int(self.sock.getsockname()[1])
         self.app = create_app(settings, config=config, keyring=keyring, ledger=ledger)
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,  # as `python -m agentry_gateway` serves it
+            )
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, daemon=True, name=f"gateway-{self.port}")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from agentry_api.settings import Settings as ApiSettings
+from agentry_common.constants import SERVER_KEEP_ALIVE_SECONDS
 from agentry_localcluster.install import Install
 
 from .render import Obj, RenderError, env_of, find, one, render
@@ -51,6 +52,12 @@ def test_openapi_is_off_and_metrics_have_their_own_port_by_default(
         monkeypatch.setenv(name, env[name])
     settings = ApiSettings()
     assert settings.openapi is False and settings.metrics_port == 9090
+
+
+def test_the_api_keeps_idle_connections_as_long_as_the_gateway(default: list[Obj]) -> None:
+    # uvicorn's own 5 s would race every client that keeps a connection 5 s (httpx) or 600 s (a load
+    # balancer): the request sent as the server closes fails with "server disconnected".
+    assert f"--timeout-keep-alive={SERVER_KEEP_ALIVE_SECONDS}" in api_container(default)["command"]
 
 
 def test_the_ingress_routes_only_the_api_port() -> None:
