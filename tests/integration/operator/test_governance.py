@@ -30,6 +30,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ResourceQuota, Secret
 from lightkube.types import PatchType
 
+from agentry_common.constants import SERVER_KEEP_ALIVE_SECONDS
 from agentry_common.governance import Scope
 from agentry_common.naming import job_name, token_secret_name
 from agentry_common.tokens import Keyring, verify
@@ -121,7 +122,11 @@ class Gateway:
 
             await self.app(scope, recorded, send)
 
-        self.server = uvicorn.Server(uvicorn.Config(counted, log_level="warning", lifespan="on"))
+        # Idle connections kept as `python -m agentry_gateway` keeps them.
+        config = uvicorn.Config(
+            counted, log_level="warning", lifespan="on", timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS
+        )
+        self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, daemon=True, name="gateway")
 
