@@ -19,6 +19,10 @@ from tests.fixtures.helpers import patient
 from .stack import NodeStack, agent_spec, api_get, unique
 
 pytestmark = pytest.mark.e2e
+# The first tool call: it must still run while the test sees the model's first answer and the API's
+# mirror of the run, then sends its message or starts the CLI (6 s was too short with three tiers on
+# two cores: the run had ended before the interrupt was sent).
+BUSY = "sleep 20"
 
 
 def _wait_requests(llm: ScriptedLLM, n: int, timeout: float = 120) -> None:
@@ -52,7 +56,7 @@ def test_a_message_sent_mid_run_reaches_the_model_at_the_next_turn(
         [
             {
                 "match_last": "Count to two",
-                "tool_uses": [{"name": "shell", "input": {"command": "sleep 6; echo step-one"}}],
+                "tool_uses": [{"name": "shell", "input": {"command": f"{BUSY}; echo step-one"}}],
                 "usage": {"input_tokens": 100, "output_tokens": 10},
             },
             {"match_last": "Add the weather", "text": "Counted, and the weather is fine.", "keep": True},
@@ -90,7 +94,7 @@ def test_an_interrupt_from_the_cli_ends_the_turn_before_its_next_call(
             {
                 "match_last": "Do the two chores",
                 "tool_uses": [
-                    {"name": "shell", "input": {"command": "sleep 6; echo first >> chores.log"}},
+                    {"name": "shell", "input": {"command": f"{BUSY}; echo first >> chores.log"}},
                     {"name": "shell", "input": {"command": "echo second >> chores.log"}},
                 ],
                 "usage": {"input_tokens": 100, "output_tokens": 10},
