@@ -215,12 +215,11 @@ def create_executions(client: Client, ns: str, names: list[str], pause: random.R
 _WEBHOOK_GONE = ("failed calling webhook", "Connector is closed", "ClientConnectionError")
 
 
-# kopf's managed webhook configuration lets the API server wait 30 s for a review, longer than the
-# client's own 10 s: a review stalled under the kills times the client out first. Such a create may
-# have been applied, so a later attempt that finds the object (this test's names are its own) is done.
-
-
 def _create_retrying(client: Client, obj: Any, attempts: int = 5) -> None:
+    """Create `obj`, again after a refusal of a replica's webhook, or after the client timed out:
+    kopf's managed webhook configuration lets the API server wait 30 s for a review, the client 10 s.
+    A timed-out create may have been applied: a later attempt that finds the object is done (this
+    test's names are its own)."""
     unsure = False  # an earlier attempt may have been applied
     for attempt in range(attempts):
         try:
