@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -44,8 +45,8 @@ CHECKPOINT_PATH: Final = "/v1/agentry/checkpoint"
 # An append sent while its run's model call is under way (nothing waits on it until the answer): the
 # gateway serves it once the calls it is routing have their upstream's first answer (50 ms at most).
 BESIDE_CALL_HEADER: Final = "x-agentry-beside-call"
-# A model call through the gateway may carry its run's staged entries (an AppendRequest without
-# `close`, `encode_riding`), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append
+# A model call through the gateway may carry its run's staged entries (`encode_riding`: what an
+# append without `close` would), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append
 # would, while it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
 # A turn then makes one request, not two. Without that answer header nothing is known stored.
 RIDING_HEADER: Final = "x-agentry-journal-append"
@@ -118,28 +119,49 @@ class AppendRequest(_Wire):
     close: Close | None = None
 
 
-def encode_riding(request: AppendRequest) -> str | None:
-    """The RIDING_HEADER value for `request` (base64url of its JSON), or None above MAX_RIDING_BYTES."""
-    if request.close is not None:
-        return None  # a closing append answers about the inbox: it goes on its own
-    raw = json.dumps(request.wire(), separators=(",", ":"), ensure_ascii=False).encode()
+def append_body(entries: Sequence[str], delivered: Sequence[int] = (), close: Close | None = None) -> bytes:
+    """An AppendRequest's JSON from its entries' canonical JSON (entry_json, Signed.json): entries are
+    serialised once, when signed, not again for the wire."""
+    tail = f',"close":"{close.value}"' if close is not None else ""
+    return f'{{"entries":[{",".join(entries)}],"delivered":{list(delivered)}{tail}}}'.encode()
+
+
+class _RidingHead(_Wire):
+    delivered: list[int] = Field(default_factory=list, max_length=64)
+
+
+@dataclass(frozen=True)
+class RidingAppend:
+    """The entries a RIDING_HEADER carries, each with its JSON as sent (what the store keeps: not
+    serialised again), and the steering seqs they deliver."""
+
+    entries: list[Entry]
+    encoded: list[str]
+    delivered: list[int]
+
+
+def encode_riding(entries: Sequence[str], delivered: Sequence[int] = ()) -> str | None:
+    """The RIDING_HEADER value for these entries (canonical JSON each) and delivered seqs, or None
+    above MAX_RIDING_BYTES (then they are appended on their own). Base64url of lines: `{"delivered":
+    [...]}`, then one entry's JSON per line (JSON text holds no raw newline)."""
+    raw = "\n".join([f'{{"delivered":{list(delivered)}}}', *entries]).encode()
     if len(raw) * 4 // 3 + 4 > MAX_RIDING_BYTES:
         return None
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def decode_riding(value: str) -> AppendRequest:
-    """The AppendRequest a RIDING_HEADER carries; ValueError (pydantic's included) when malformed."""
+def decode_riding(value: str) -> RidingAppend:
+    """What a RIDING_HEADER carries; ValueError (pydantic's included) when malformed."""
     if len(value) > MAX_RIDING_BYTES:
         raise ValueError(f"{RIDING_HEADER} is longer than {MAX_RIDING_BYTES} bytes")
     try:
-        raw = base64.urlsafe_b64decode(value.encode())
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError(f"{RIDING_HEADER} is not base64url") from exc
-    request = AppendRequest.model_validate_json(raw)
-    if request.close is not None:
-        raise ValueError(f"{RIDING_HEADER} may not close the run")
-    return request
+        head, *lines = base64.urlsafe_b64decode(value.encode()).decode().split("\n")
+    except (binascii.Error, UnicodeError) as exc:
+        raise ValueError(f"{RIDING_HEADER} is not base64url of UTF-8") from exc
+    if not 1 <= len(lines) <= MAX_ENTRIES_PER_APPEND:
+        raise ValueError(f"{RIDING_HEADER} carries {len(lines)} entries: 1 to {MAX_ENTRIES_PER_APPEND}")
+    entries = [Entry.model_validate_json(line) for line in lines]
+    return RidingAppend(entries, lines, _RidingHead.model_validate_json(head).delivered)
 
 
 class AppendAnswer(_Wire):
@@ -178,23 +200,65 @@ PruneRequest.model_rebuild()
 # -- signing ----------------------------------------------------------------------------------------------
 
 
+# One encoder, built once: json.dumps builds a new one per call for these options (same output).
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
+
+
+def entry_json(entry: Entry) -> str:
+    """An entry's canonical JSON: what a store keeps and its limits count (its data is JSON already,
+    as parsed or as signed: no model dump needed)."""
+    wire = {"at": entry.at, "data": entry.data, "kind": entry.kind, "seq": entry.seq, "sig": entry.sig}
+    return _CANONICAL.encode(wire)
+
+
+def json_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def entry_bytes(entry: Entry) -> int:
-    """What counts against MAX_ENTRY_BYTES and MAX_RUN_BYTES."""
-    return len(canonical(entry.wire()))
+    """What counts against MAX_ENTRY_BYTES and MAX_RUN_BYTES (UTF-8 bytes of entry_json)."""
+    return json_bytes(entry_json(entry))
+
+
+def _signature(key: str, previous: str, seq: int, kind: str, data_json: str) -> str:
+    body = f"{previous}|{seq}|{kind}|{data_json}".encode()
+    return hmac.digest(key.encode(), body, "sha256").hex()
 
 
 def chain_signature(key: str, previous: str, seq: int, kind: str, data: dict[str, Any]) -> str:
     """The signature of entry `seq`, chained to the previous entry's (`""` before the first)."""
-    body = previous.encode() + b"|" + str(seq).encode() + b"|" + kind.encode() + b"|" + canonical(data)
-    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+    return _signature(key, previous, seq, kind, _CANONICAL.encode(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """An entry as its writer signed it, with its canonical JSON (entry_json's, built from the same
+    serialisation of `data` the signature covers: the wire reuses it)."""
+
+    entry: Entry
+    json: str
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
+
+
+def sign(key: str, previous: str, seq: int, kind: str, data: dict[str, Any], at: str = "") -> Signed:
+    data_json = _CANONICAL.encode(data)
+    sig = _signature(key, previous, seq, kind, data_json)
+    entry = Entry(seq=seq, kind=kind, data=data, at=at, sig=sig)
+    # The keys in canonical() order (at, data, kind, seq, sig): tested equal to entry_json(entry).
+    at_json, kind_json = _CANONICAL.encode(at), _CANONICAL.encode(kind)
+    text = f'{{"at":{at_json},"data":{data_json},"kind":{kind_json},"seq":{seq},"sig":"{sig}"}}'
+    return Signed(entry, text)
 
 
 def sign_entry(key: str, previous: str, seq: int, kind: str, data: dict[str, Any], at: str = "") -> Entry:
-    return Entry(seq=seq, kind=kind, data=data, at=at, sig=chain_signature(key, previous, seq, kind, data))
+    return sign(key, previous, seq, kind, data, at).entry
 
 
 def verify_chain(keys: Iterable[str], entries: Sequence[Entry]) -> str | None:

@@ -585,8 +585,16 @@ class AgentStatus(CRModel):
 
 
 _SECRETISH = re.compile(r"(sk-ant-[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9]{32,}|AIza[0-9A-Za-z_-]{35})")
+# Every match starts with one of these (tested): a text holding none needs no regex scan, which is
+# several times slower than looking for them on text of a few KB.
+_SECRETISH_PREFIXES = ("sk-", "AIza")
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when _SECRETISH cannot match `text` (it holds none of the prefixes)."""
+    return any(prefix in text for prefix in _SECRETISH_PREFIXES)
 
 
 def looks_like_secret(text: str) -> bool:
     """True if text contains something shaped like a provider API key (kept out of specs)."""
-    return bool(_SECRETISH.search(text))
+    return may_hold_secret(text) and bool(_SECRETISH.search(text))

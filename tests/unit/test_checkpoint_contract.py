@@ -4,7 +4,6 @@ and the parent claims of a follow-up's run token."""
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 from pydantic import ValidationError
@@ -14,11 +13,17 @@ from agentry_common.checkpoints import (
     AppendRequest,
     Close,
     Entry,
+    append_body,
+    canonical,
+    chain_signature,
     decode_riding,
     derive_state_key,
     encode_riding,
+    entry_bytes,
+    entry_json,
     parent_state_keys,
     parse_keys,
+    sign,
     sign_entry,
     verify_chain,
 )
@@ -83,27 +88,71 @@ def test_a_follow_up_token_names_its_parent_and_a_plain_one_does_not() -> None:
     assert verify(plain, ring, expected="run").parent_uid == ""
 
 
+def _riding(entries: list[Entry], delivered: list[int] | None = None) -> str | None:
+    return encode_riding([entry_json(e) for e in entries], delivered or [])
+
+
 def test_entries_ride_a_model_call_in_one_header_value_within_its_bound() -> None:
-    request = AppendRequest(entries=_journal("k1", 3), delivered=[2])
-    value = encode_riding(request)
+    entries = _journal("k1", 3)
+    value = _riding(entries, [2])
     assert value is not None and value.isascii() and len(value) <= MAX_RIDING_BYTES
-    assert decode_riding(value) == request
-    # Non-ASCII text survives the header (base64url of UTF-8).
-    accents = AppendRequest(entries=[sign_entry("k1", "", 1, "message", {"t": "héllo ✓"})])
-    again = encode_riding(accents)
-    assert again is not None and decode_riding(again) == accents
+    rode = decode_riding(value)
+    assert (rode.entries, rode.delivered) == (entries, [2])
+    assert rode.encoded == [entry_json(e) for e in entries]  # kept as sent: not serialised again
+    # Non-ASCII text and escapes survive the header (base64url of UTF-8, one entry per line).
+    accents = [sign_entry("k1", "", 1, "message", {"t": "héllo ✓\nnext line"})]
+    again = _riding(accents)
+    assert again is not None and decode_riding(again).entries == accents
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 def test_what_cannot_ride_is_said_so() -> None:
-    big = AppendRequest(entries=[sign_entry("k1", "", 1, "message", {"t": "x" * MAX_RIDING_BYTES})])
-    assert encode_riding(big) is None  # appended on its own instead
-    closing = AppendRequest(entries=_journal("k1", 1), close=Close.END)
-    assert encode_riding(closing) is None  # a closing append answers about the inbox
-    forged = encode_riding(AppendRequest(entries=_journal("k1", 1)))
+    assert _riding([sign_entry("k1", "", 1, "message", {"t": "x" * MAX_RIDING_BYTES})]) is None
+    forged = _riding(_journal("k1", 1))
     assert forged is not None
-    for bad in ("not base64!", forged[:-8], "A" * (MAX_RIDING_BYTES + 1)):
+    line = entry_json(_journal("k1", 1)[0])
+    bad = [
+        "not base64!",
+        forged[:-8],
+        "A" * (MAX_RIDING_BYTES + 1),
+        _b64('{"delivered":[]}'),  # no entry
+        _b64("\n".join(['{"delivered":[]}', *[line] * 65])),  # more than an append takes
+        _b64('{"delivered":[]}\n{"seq":1}'),  # not an entry
+        _b64(f'{{"delivered":"x"}}\n{line}'),
+        _b64(f'{{"delivered":[],"close":"end"}}\n{line}'),  # a riding append never closes the run
+    ]
+    for value in bad:
         with pytest.raises(ValueError):
-            decode_riding(bad)
-    raw = {"entries": [_journal("k1", 1)[0].wire()], "close": "end"}
-    with pytest.raises(ValueError, match="may not close"):
-        decode_riding(base64.urlsafe_b64encode(json.dumps(raw).encode()).decode())
+            decode_riding(value)
+
+
+DATA = [
+    {},
+    {"n": 1, "f": 0.1, "b": True, "z": None},
+    {"text": 'quote " backslash \\ newline \n tab \t bell \x07 é ✓ \u2028 😀', "list": [1, "a", {"k": []}]},
+    {"Zed": {"b": 1, "a": 2}, "alpha": "", "10": 1, "9": 2},
+]
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_a_signed_entry_keeps_the_canonical_json_a_store_would_build(data: dict[str, object]) -> None:
+    """The writer's JSON (one serialisation for the signature and the wire) is byte for byte what
+    canonical() writes of the entry's fields, and what the store counts."""
+    signed = sign("k1", "a" * 64, 7, "tool_result", data, at="2026-11-28T10:00:00.000Z")
+    assert signed.json == canonical(signed.entry.wire()).decode() == entry_json(signed.entry)
+    assert entry_bytes(signed.entry) == len(canonical(signed.entry.wire()))
+    assert signed.entry.sig == chain_signature("k1", "a" * 64, 7, "tool_result", data)
+    assert verify_chain(["k1"], [sign_entry("k1", "", 1, "message", data)]) == "k1"
+
+
+def test_an_append_body_is_the_append_request_it_names() -> None:
+    entries = _journal("k1", 2)
+    jsons = [entry_json(e) for e in entries]
+    for close in (None, Close.IDLE, Close.END):
+        body = append_body(jsons, [3, 4], close)
+        assert AppendRequest.model_validate_json(body) == AppendRequest(
+            entries=entries, delivered=[3, 4], close=close
+        )

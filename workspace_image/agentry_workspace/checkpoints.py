@@ -21,14 +21,15 @@ from agentry_common.checkpoints import (
     MAX_ENTRIES_PER_APPEND,
     MAX_ENTRY_BYTES,
     AppendAnswer,
-    AppendRequest,
     Close,
     Entry,
     Journal,
+    Signed,
+    append_body,
     encode_riding,
-    entry_bytes,
+    json_bytes,
     parse_keys,
-    sign_entry,
+    sign,
     verify_chain,
 )
 from agentry_common.statesig import ENV_STATE_KEY
@@ -60,7 +61,7 @@ class Store(Protocol):
 
     async def append(
         self,
-        entries: list[Entry],
+        entries: list[Signed],
         *,
         delivered: list[int] | None = None,
         close: Close | None = None,
@@ -120,16 +121,16 @@ class GatewayStore:
 
     async def append(
         self,
-        entries: list[Entry],
+        entries: list[Signed],
         *,
         delivered: list[int] | None = None,
         close: Close | None = None,
         beside: bool = False,
     ) -> AppendAnswer | None:
         """`beside`: sent while the run's model call is under way (the gateway routes it first)."""
-        body = AppendRequest(entries=entries, delivered=delivered or [], close=close).wire()
-        headers = {BESIDE_CALL_HEADER: "1"} if beside else None
-        response = await self._send("POST", json=body, headers=headers)
+        body = append_body([e.json for e in entries], delivered or [], close)
+        headers = {"content-type": "application/json", **({BESIDE_CALL_HEADER: "1"} if beside else {})}
+        response = await self._send("POST", content=body, headers=headers)
         if response.status_code == 409:
             last = response.json().get("last", 0) if _is_json(response) else 0
             raise Fenced(int(last))
@@ -193,7 +194,7 @@ class JournalWriter:
         self.store, self.key, self.events = store, key, events
         self.parent_keys, self.parent_name = parent_keys, parent_name
         self.seq, self.sig, self.last_at = 0, "", ""
-        self.staged: list[Entry] = []
+        self.staged: list[Signed] = []
         self.off = ""  # why the run goes on without a journal ("" while it has one)
         self.resumes = 0
         self.interrupted_calls = 0
@@ -229,9 +230,9 @@ class JournalWriter:
             return
         clean: dict[str, Any] = (redact or self.events.redact)(data)  # before signing: see signed_state
         self.seq += 1
-        entry = sign_entry(self.key, self.sig, self.seq, kind, clean, at=now_rfc3339())
-        self.sig = entry.sig
-        self.staged.append(entry)
+        signed = sign(self.key, self.sig, self.seq, kind, clean, at=now_rfc3339())
+        self.sig = signed.entry.sig
+        self.staged.append(signed)
 
     async def flush(self, close: Close | None = None, *, beside: bool = False) -> None:
         """Append what is staged; returns once it is stored. Raises Fenced (409). The last batch
@@ -248,7 +249,7 @@ class JournalWriter:
             batch = self.staged[:MAX_ENTRIES_PER_APPEND]
             last_batch = len(batch) == len(self.staged)
             extra: dict[str, Any] = {"delivered": self.delivering, "close": close} if last_batch else {}
-            too_big = [e.seq for e in batch if entry_bytes(e) > MAX_ENTRY_BYTES]
+            too_big = [e.seq for e in batch if json_bytes(e.json) > MAX_ENTRY_BYTES]
             try:
                 if too_big:
                     raise Refused(f"entry {too_big[0]} is larger than {MAX_ENTRY_BYTES} bytes")
@@ -260,9 +261,9 @@ class JournalWriter:
                 self.inbox_hint, self.closed = answer.inbox, answer.closed
             self._stored(batch, self.delivering if last_batch else [])
 
-    def _stored(self, batch: list[Entry], delivered: list[int]) -> None:
+    def _stored(self, batch: list[Signed], delivered: list[int]) -> None:
         """`batch`, the first staged entries, is stored, and so are the steering seqs `delivered`."""
-        self.last_at = batch[-1].at
+        self.last_at = batch[-1].entry.at
         del self.staged[: len(batch)]
         self.delivering = [seq for seq in self.delivering if seq not in delivered]
 
@@ -273,7 +274,7 @@ class JournalWriter:
         if self.off or self.busy or not self.staged or len(self.staged) > MAX_ENTRIES_PER_APPEND:
             return None
         delivered = list(self.delivering)
-        value = encode_riding(AppendRequest(entries=self.staged, delivered=delivered))
+        value = encode_riding([e.json for e in self.staged], delivered)
         return Riding(value, self.staged[-1].seq, delivered) if value is not None else None
 
     def stored(self, riding: Riding, last: int) -> None:

@@ -27,7 +27,7 @@ from urllib.parse import quote, quote_plus
 from pydantic import BaseModel
 
 # One key-shape pattern for the whole project lives with the models.
-from agentry_common.models import _SECRETISH
+from agentry_common.models import _SECRETISH, may_hold_secret
 
 REDACTED = "[REDACTED]"
 MIN_LENGTH = 4  # shorter values would redact ordinary words from every event
@@ -96,9 +96,15 @@ class Redactor:
         if len(text) < self._short:  # most dict keys and many values: nothing to find (fast)
             return text
         # A substring search per form first: far faster than the pattern on text holding none.
-        if self._pattern is not None and any(form in text for form in self._forms):
-            text = self._pattern.sub(REDACTED, text)
-        return _SECRETISH.sub(REDACTED, self._cut_ends(text))
+        for form in self._forms:
+            if form in text:
+                assert self._pattern is not None
+                text = self._pattern.sub(REDACTED, text)
+                break
+        text = self._cut_ends(text)
+        if len(text) >= SECRETISH_SHORTEST and may_hold_secret(text):
+            return _SECRETISH.sub(REDACTED, text)
+        return text
 
     def _cut_ends(self, text: str) -> str:
         """Texts are cut to limits before they get here (an event's text, one-line summaries, the
@@ -114,7 +120,22 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """`value` as JSON would carry it, every string in it redacted (keys too)."""
-        if isinstance(value, Enum | bool | int | float) or value is None:
+        # Exact types first: the structures that reach here are JSON-shaped, and this runs for every
+        # event and journal entry (a subclass, such as a StrEnum, takes the general path below).
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            text, item = self.text, self.value
+            return {text(k) if isinstance(k, str) else k: item(v) for k, v in value.items()}
+        if kind is int or kind is float or kind is bool or value is None:
+            return value
+        if kind is list:
+            return [self.value(v) for v in value]
+        return self._other(value)
+
+    def _other(self, value: Any) -> Any:
+        if isinstance(value, Enum | bool | int | float):
             return value  # our own constants and numbers: nothing a tool wrote
         if isinstance(value, str):
             return self.text(value)

@@ -62,7 +62,7 @@ async def _store(
         request = decode_riding(value)
         if await run_ended(ledger, claims) is not None:
             return None  # the call itself is refused as the run's (its budget check)
-        done = await store.append(own_run(claims), request.entries, request.delivered)
+        done = await store.append(own_run(claims), request.entries, request.delivered, sent=request.encoded)
     except (ValueError, ValidationError) as exc:
         metrics.checkpoint_refused.labels("invalid").inc()
         log.info("entries riding a call of %s/%s not stored: %s", claims.namespace, claims.execution, exc)

@@ -60,11 +60,16 @@ class FirestoreCheckpointStore:
         return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
 
     async def append(
-        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
+        self,
+        run: RunRef,
+        entries: list[Entry],
+        delivered: Sequence[int] = (),
+        close: Close | None = None,
+        sent: Sequence[str] | None = None,
     ) -> Appended:
         from google.cloud.firestore import AsyncTransaction, async_transactional
 
-        batch = Batch.of(entries, self.limits)
+        batch = Batch.of(entries, self.limits, sent)
         head_ref = self._head(run)
         refs = {e.seq: head_ref.collection(ENTRIES).document(_entry_id(e.seq)) for e in batch.entries}
 

@@ -28,9 +28,14 @@ class MemoryCheckpointStore:
         self.journals: dict[str, _Journal] = {}
 
     async def append(
-        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
+        self,
+        run: RunRef,
+        entries: list[Entry],
+        delivered: Sequence[int] = (),
+        close: Close | None = None,
+        sent: Sequence[str] | None = None,
     ) -> Appended:
-        batch = Batch.of(entries, self.limits)
+        batch = Batch.of(entries, self.limits, sent)
         # No await from the read to the write: atomic on the event loop.
         journal = self.journals.get(run.doc_id) or _Journal(run.execution)
         last = len(journal.entries)

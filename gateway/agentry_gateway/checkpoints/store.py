@@ -107,10 +107,12 @@ class Batch:
         return sum(self.sizes)
 
     @classmethod
-    def of(cls, entries: list[Entry], limits: Limits) -> Batch:
+    def of(cls, entries: list[Entry], limits: Limits, sent: Sequence[str] | None = None) -> Batch:
+        """`sent`: each entry's JSON as it came (entries riding a call: kept as they are, not
+        serialised again); else each entry's canonical JSON."""
         if len(entries) > limits.per_append:
             raise TooLarge("entries_per_append", f"{len(entries)} entries; at most {limits.per_append}")
-        encoded = [contract.canonical(e.wire()) for e in entries]
+        encoded = [text.encode() for text in (sent or [contract.entry_json(e) for e in entries])]
         sizes = [len(e) for e in encoded]
         for entry, size in zip(entries, sizes, strict=True):
             if size > limits.entry_bytes:
@@ -150,11 +152,17 @@ class CheckpointStore(Protocol):
     limits: Limits
 
     async def append(
-        self, run: RunRef, entries: list[Entry], delivered: Sequence[int] = (), close: Close | None = None
+        self,
+        run: RunRef,
+        entries: list[Entry],
+        delivered: Sequence[int] = (),
+        close: Close | None = None,
+        sent: Sequence[str] | None = None,
     ) -> Appended:
         """Store the entries after the journal's last (atomically): the journal's last seq and the bytes
         written (0: an exact retry of entries stored already); in the same atomic step, the steering
-        inbox's part (inbox.take): `delivered` seqs marked so, the inbox closed (`close`)."""
+        inbox's part (inbox.take): `delivered` seqs marked so, the inbox closed (`close`). `sent`: the
+        entries' JSON as they came (Batch.of)."""
         ...
 
     async def read(self, run: RunRef, after: int) -> Page: ...

@@ -21,9 +21,9 @@ from agentry_common.checkpoints import (
     CHECKPOINT_PATH,
     RIDING_HEADER,
     RIDING_STORED_HEADER,
-    AppendRequest,
     Entry,
     encode_riding,
+    entry_json,
     sign_entry,
 )
 from agentry_common.governance import RUN_END_PATH, RefusalType
@@ -232,7 +232,7 @@ def test_entries_riding_a_model_call_are_stored_and_its_answer_names_them(
     llm.script([{"text": "ok", "usage": {"input_tokens": 3, "output_tokens": 1}}] * 4)
 
     def call(first: int, last: int, seen: str = "0") -> ChatResponse:
-        value = encode_riding(AppendRequest(entries=JOURNAL[first - 1 : last]))
+        value = encode_riding([entry_json(e) for e in JOURNAL[first - 1 : last]])
         assert value is not None
         headers = {RIDING_HEADER: value, INBOX_SEEN_HEADER: seen}
         provider_chain, _ = chain(gateway.url, run_token(), [(provider, model)])

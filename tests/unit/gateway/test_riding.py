@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentry_common.checkpoints import RIDING_HEADER, AppendRequest, Entry, encode_riding, sign_entry
+from agentry_common.checkpoints import RIDING_HEADER, Entry, encode_riding, entry_json, sign_entry
 from agentry_common.governance import RefusalType, budget_subjects
 from agentry_common.steering import INBOX_SEEN_HEADER, SteerRequest
 from agentry_common.tokens import Claims
@@ -34,7 +34,7 @@ def chain(first: int, last: int) -> list[Entry]:
 
 
 def riding(entries: list[Entry], seen: int | None = 0) -> dict[str, str]:
-    value = encode_riding(AppendRequest(entries=entries))
+    value = encode_riding([entry_json(e) for e in entries])
     assert value is not None
     return {RIDING_HEADER: value, **({INBOX_SEEN_HEADER: str(seen)} if seen is not None else {})}
 

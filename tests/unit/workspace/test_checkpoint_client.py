@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from agentry_common.checkpoints import CHECKPOINT_PATH, Entry, sign_entry
+from agentry_common.checkpoints import CHECKPOINT_PATH, Signed, sign
 from agentry_workspace import checkpoints
 from agentry_workspace.checkpoints import Fenced, GatewayStore, Refused
 from agentry_workspace.config import ConfigError
@@ -16,8 +16,8 @@ from agentry_workspace.config import ConfigError
 pytestmark = pytest.mark.unit
 
 
-def _entry(seq: int) -> Entry:
-    return sign_entry("k", "", seq, "begin", {"pod": "p", "resumed": False})
+def _entry(seq: int) -> Signed:
+    return sign("k", "", seq, "begin", {"pod": "p", "resumed": False})
 
 
 def _store(answers: list[httpx.Response | Exception], seen: list[httpx.Request]) -> GatewayStore:
@@ -72,8 +72,8 @@ async def test_every_page_is_read_and_a_refusal_names_the_status() -> None:
     page = {"namespace": "n", "execution": "e", "uid": "u", "last": 2}
     store = _store(
         [
-            httpx.Response(200, json={**page, "entries": [_entry(1).wire()], "more": True}),
-            httpx.Response(200, json={**page, "entries": [_entry(2).wire()], "more": False}),
+            httpx.Response(200, json={**page, "entries": [_entry(1).entry.wire()], "more": True}),
+            httpx.Response(200, json={**page, "entries": [_entry(2).entry.wire()], "more": False}),
             httpx.Response(403, json={"detail": "ended"}),
         ],
         seen,

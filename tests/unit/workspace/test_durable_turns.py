@@ -17,7 +17,9 @@ from agentry_common.checkpoints import (
     RIDING_HEADER,
     RIDING_STORED_HEADER,
     Entry,
+    Signed,
     decode_riding,
+    entry_json,
     sign_entry,
     verify_chain,
 )
@@ -59,15 +61,15 @@ class MemoryStore:
     async def read(self, *, parent: bool = False) -> list[Entry]:
         return list(self.entries)
 
-    async def append(self, entries: list[Entry], **_: Any) -> None:  # no steering inbox here
+    async def append(self, entries: list[Signed], **_: Any) -> None:  # no steering inbox here
         last = self.entries[-1].seq if self.entries else 0
         if entries[0].seq != last + 1:
             raise Fenced(last)
         self.appends += 1
-        for entry in entries:
+        for signed in entries:
             if self.limit is not None and len(self.entries) >= self.limit:
                 raise PodLost
-            self.entries.append(entry)
+            self.entries.append(signed.entry)
 
     async def inbox(self, after: int, wait: int = 0) -> Inbox:
         return Inbox()  # never read: the appends answer no queued message
@@ -132,7 +134,7 @@ class TurnProvider:
         if rode is None or self.store is None:
             return {}
         try:
-            await self.store.append(rode.entries)
+            await self.store.append([Signed(e, entry_json(e)) for e in rode.entries])
         except (Fenced, Refused):  # not stored: the answer names none
             return {}
         return {RIDING_STORED_HEADER: str(rode.entries[-1].seq)}
@@ -228,8 +230,8 @@ class WatchedStore(MemoryStore):
         super().__init__()
         self.said = said
 
-    async def append(self, entries: list[Entry], **kw: Any) -> None:
-        self.said.append("append " + " ".join(e.kind for e in entries))
+    async def append(self, entries: list[Signed], **kw: Any) -> None:
+        self.said.append("append " + " ".join(e.entry.kind for e in entries))
         await asyncio.sleep(0.01)
         await super().append(entries, **kw)
         self.said.append("stored")
@@ -340,7 +342,7 @@ class BesideStore(MemoryStore):
         super().__init__()
         self.said = said
 
-    async def append(self, entries: list[Entry], **kw: Any) -> None:
+    async def append(self, entries: list[Signed], **kw: Any) -> None:
         self.said.append("append beside" if kw.get("beside") else "append")
         await super().append(entries, **kw)
 

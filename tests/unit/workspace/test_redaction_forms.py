@@ -98,3 +98,25 @@ def test_texts_too_short_to_hold_a_secret_pass_at_once_and_short_secrets_still_g
     assert long_only.text("…secret-value-123"[-9:]) == "[REDACTED]"  # a cut piece of 9 at a text's start
     short = Redactor(["pw42"])
     assert short.text("pw42!") == "[REDACTED]!" and short.text("pw4") == "pw4"
+
+
+def test_the_key_shape_scan_is_skipped_only_for_text_it_cannot_match() -> None:
+    """Every alternative of the key-shape pattern starts with one of the prefixes looked for first,
+    so text holding none of them cannot match; text holding one is scanned (and redacted)."""
+    import re._constants as sre_constants
+    import re._parser as sre_parse
+
+    from agentry_common.models import _SECRETISH, _SECRETISH_PREFIXES, may_hold_secret
+    from agentry_workspace.redaction import Redactor
+
+    (group,) = sre_parse.parse(_SECRETISH.pattern)
+    branches = group[1][3][0][1][1]  # SUBPATTERN -> its pattern -> BRANCH -> the alternatives
+    for branch in branches:
+        literal = "".join(chr(v) for op, v in branch if op is sre_constants.LITERAL)
+        assert any(literal.startswith(p) for p in _SECRETISH_PREFIXES), literal
+    key = "sk-ant-" + "A1b2" * 8
+    redactor = Redactor([])
+    for text in (f"x {key} y", f"AIza{'x' * 35}", "sk-" + "q" * 40):
+        assert may_hold_secret(text) and "[REDACTED]" in redactor.text(text)
+    plain = "a long tool output without anything shaped like a key " * 20
+    assert not may_hold_secret(plain) and redactor.text(plain) == plain

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentry_common.checkpoints import RIDING_STORED_HEADER, AppendAnswer, Close, Entry
+from agentry_common.checkpoints import RIDING_STORED_HEADER, AppendAnswer, Close, Entry, Signed
 from agentry_common.governance import RefusalType
 from agentry_common.models import DoubleTexting
 from agentry_common.steering import INBOX_SEEN_HEADER, Inbox, SteerRequest
@@ -55,13 +55,13 @@ class GatewayInMemory:
 
     async def append(
         self,
-        entries: list[Entry],
+        entries: list[Signed],
         *,
         delivered: list[int] | None = None,
         close: Close | None = None,
         beside: bool = False,
     ) -> AppendAnswer:
-        done = await self.gw.append(RUN, entries, delivered or [], close)
+        done = await self.gw.append(RUN, [e.entry for e in entries], delivered or [], close)
         return AppendAnswer(last=done.last, inbox=done.inbox, closed=done.closed)
 
     async def inbox(self, after: int, wait: int = 0) -> Inbox:
