@@ -60,6 +60,8 @@ class Durable:
         self._slow_call = False  # the last model call outlasted SLOW_CALL_SECONDS
         self.slow_calls = False  # and the one before it
         self.riding: Riding | None = None  # staged entries sent with the model call under way
+        # A repeatable call's intent, staged as the call runs: its seq and the call's id.
+        self._intent: tuple[int, str] | None = None
 
     @property
     def on(self) -> bool:
@@ -106,12 +108,21 @@ class Durable:
         if self.writer is None or self.stopping:
             await self.step(kind, data)
             return
+        before = self.writer.seq
         self.stage(kind, data)
+        if self.writer.seq != before and data is not None:
+            self._intent = (self.writer.seq, str(data.get("toolUseId", "")))
         self._call_ended = asyncio.Event()
         self.storing = self._after(self.storing, self._call_ended)
 
     def stage_result(self, kind: str, data: dict[str, Any] | None) -> None:
-        """A call's result: staged, and a beside-append waiting for the call goes now, with it."""
+        """A call's result: staged, and a beside-append waiting for the call goes now, with it. A
+        repeatable call that ended before its intent was sent is journaled by its result alone: a
+        lost pod runs such a call again whether its intent was stored or not."""
+        intent, self._intent = self._intent, None
+        result = (data or {}).get("result") or {}
+        if intent is not None and self.writer is not None and intent[1] == result.get("tool_use_id"):
+            self.writer.withdraw(intent[0])
         self.stage(kind, data)
         ended, self._call_ended = self._call_ended, None
         if ended is not None:
@@ -160,8 +171,11 @@ class Durable:
             if earlier is not None:
                 await earlier
             if call is not None:
+                # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel (`_unpark`) that
+                # arrives as the call ends, and the parked append then went anyway.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(call.wait(), BESIDE_SECONDS)
+                    async with asyncio.timeout(BESIDE_SECONDS):
+                        await call.wait()
             await writer.flush(beside=self.model_call and self.slow_calls)
 
         return asyncio.create_task(append())

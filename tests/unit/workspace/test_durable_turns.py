@@ -83,9 +83,10 @@ class CountingTool:
 
     name = "count"
 
-    def __init__(self, counts: dict[str, int], repeatable: bool = False) -> None:
+    def __init__(self, counts: dict[str, int], repeatable: bool = False, delay: float = 0.0) -> None:
         self.counts = counts
         self.repeatable = repeatable
+        self.delay = delay  # how long a call runs after its effect
 
     def spec(self, ctx: ToolContext) -> ToolSpec:
         return ToolSpec(name=self.name, description="count", input_schema={"type": "object"})
@@ -102,6 +103,7 @@ class CountingTool:
     async def run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
         key = str(args["key"])
         self.counts[key] = self.counts.get(key, 0) + 1
+        await asyncio.sleep(self.delay)
         return ToolOutcome(f"counted {key}; token {SECRET}")
 
 
@@ -214,11 +216,15 @@ async def test_resuming_at_every_cut_runs_each_effect_once(tmp_path: Path, cut: 
 
 
 async def test_an_idempotent_interrupted_call_runs_again(tmp_path: Path) -> None:
-    store, counts = MemoryStore(limit=4), dict[str, int]()  # begin, message, message, tool_started(a)
+    # begin, message, message, tool_started(a): a call slower than BESIDE_SECONDS has its intent
+    # stored as it runs, then the pod is lost before its result.
+    store, counts = MemoryStore(limit=4), dict[str, int]()
+    slow = {"repeatable": True, "delay": BESIDE_SECONDS * 5}
     with pytest.raises(PodLost):
-        await _run(tmp_path, store, counts, repeatable=True)
+        await _run(tmp_path, store, counts, **slow)
+    assert [e.kind for e in store.entries][-1] == "tool_started"
     store.limit = None
-    outcome, _ = await _run(tmp_path, store, counts, repeatable=True)
+    outcome, _ = await _run(tmp_path, store, counts, **slow)
     assert counts == {"a": 2, "b": 1, "c": 1} and outcome.checkpoint is not None
     assert outcome.checkpoint["interruptedCalls"] == 0
 
@@ -242,7 +248,10 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
     tmp_path: Path, repeatable: bool
 ) -> None:
     said: list[str] = []
-    runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=repeatable)
+    # A repeatable call slower than BESIDE_SECONDS: its intent is stored as it runs (a quicker one's
+    # goes with its result or not at all: test_a_quick_repeatable_call_is_journaled_by_its_result).
+    delay = BESIDE_SECONDS * 3 if repeatable else 0.0
+    runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=repeatable, delay=delay)
     tool_ = runner.tools["count"]
     original = tool_.run
 
@@ -266,9 +275,10 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
 
 
 @pytest.mark.parametrize("slow", [False, True])
-async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Path, slow: bool) -> None:
-    """A call that may run twice does not wait for its intent; one that ends within BESIDE_SECONDS
-    has its intent stored with its result (one append, not two); a slower one's intent goes first."""
+async def test_a_quick_repeatable_call_is_journaled_by_its_result(tmp_path: Path, slow: bool) -> None:
+    """A call that may run twice does not wait for its intent; one that ends within BESIDE_SECONDS,
+    before its intent was sent, is journaled by its result alone (a lost pod runs it again either
+    way); a slower one's intent is stored as it runs."""
     said: list[str] = []
     runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=True)
     tool_ = runner.tools["count"]
@@ -294,13 +304,13 @@ async def test_a_quick_repeatable_calls_intent_goes_with_its_result(tmp_path: Pa
     provider.complete = complete  # type: ignore[method-assign]
     assert (await runner.run()).stop_reason is StopReason.END_TURN
     appends = [line for line in said if line.startswith("append")]
-    together = appends.count("append message tool_started tool_result")
+    together = appends.count("append message tool_result")
     rode = runner.providers[0].rode  # type: ignore[attr-defined]
     if slow:  # the intent is stored as the call runs; the result rides the next model call
         assert together == 0 and appends.count("append message tool_started") == 3, appends
         assert rode[1:] == [["tool_result"]] * 3, rode
-    else:  # the three ride the next model call: no append of their own
-        assert together == 3 and rode[1:] == [["message", "tool_started", "tool_result"]] * 3, rode
+    else:  # the answer and the result ride the next model call (stored as they ride), no intent
+        assert together == 3 and rode[1:] == [["message", "tool_result"]] * 3, rode
         # Besides them: the run's start, stored before its first call, and its end, which closes it.
         assert appends == ["append begin message", *[appends[1]] * 3, "append message"], said
 
@@ -315,11 +325,11 @@ async def test_entries_a_calls_answer_does_not_name_stored_are_appended_after_it
     assert isinstance(provider, TurnProvider)
     provider.store = None  # answers without storing what rides
     assert (await runner.run()).stop_reason is StopReason.END_TURN
-    assert provider.rode[1:] == [["message", "tool_started", "tool_result"]] * 3  # they rode
+    assert provider.rode[1:] == [["message", "tool_result"]] * 3  # they rode (quick: no intent)
     kinds = [e.kind for e in store.entries]
-    assert kinds == ["begin", "message"] + ["message", "tool_started", "tool_result"] * 3 + ["message"]
+    assert kinds == ["begin", "message"] + ["message", "tool_result"] * 3 + ["message"]
     assert verify_chain([KEY], store.entries) == KEY
-    assert said.count("append message tool_started tool_result") == 3  # each appended after its call
+    assert said.count("append message tool_result") == 3  # each appended after its call
 
 
 class FakeClock:
@@ -385,7 +395,7 @@ def _call_of(said: list[str], i: int) -> int:
     return before.count("call") if before and before[-1] == "call" else 0
 
 
-@pytest.mark.parametrize("cut", range(0, 12))
+@pytest.mark.parametrize("cut", range(0, 9))  # the run's 9 entries (quick calls: no intents)
 async def test_repeatable_calls_resumed_at_every_cut_end_whole_with_usage_once(
     tmp_path: Path, cut: int
 ) -> None:
