@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -224,9 +225,17 @@ def entry_bytes(entry: Entry) -> int:
     return json_bytes(entry_json(entry))
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
+
+
 def _signature(key: str, previous: str, seq: int, kind: str, data_json: str) -> str:
-    body = f"{previous}|{seq}|{kind}|{data_json}".encode()
-    return hmac.digest(key.encode(), body, "sha256").hex()
+    # A copy of the keyed HMAC, not a new one: OpenSSL 3 looks its digest up again for each new
+    # HMAC, which costs a run several times the hashing itself between its other work.
+    mac = _keyed(key).copy()
+    mac.update(f"{previous}|{seq}|{kind}|{data_json}".encode())
+    return mac.hexdigest()
 
 
 def chain_signature(key: str, previous: str, seq: int, kind: str, data: dict[str, Any]) -> str:
