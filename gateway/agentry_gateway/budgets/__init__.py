@@ -24,7 +24,7 @@ from .amounts import (
     estimate_call,
     estimate_input_tokens,
 )
-from .counters import Counter, Reservation, counter_id
+from .counters import Counter, Reservation, counter_id, scope_subject
 from .decide import CheaperModel, decide_admission, decide_call
 from .policies import RUN_POLICY, BudgetPolicy, Calendar, Limit, Thresholds, Window, applicable, run_policy
 from .states import Decision, LimitState, Subject
@@ -54,4 +54,5 @@ __all__ = [
     "estimate_call",
     "estimate_input_tokens",
     "run_policy",
+    "scope_subject",
 ]

@@ -88,8 +88,14 @@ class Counter:
             total=Amount.from_list(doc.get("total")),
             reservations=reservations,
             updated=float(doc.get("updatedAt") or 0.0),
-            ended=float(doc["endedAt"]) if isinstance(doc.get("endedAt"), int | float) else None,
+            ended=cls.ended_in(doc),
         )
+
+    @staticmethod
+    def ended_in(doc: Mapping[str, Any] | None) -> float | None:
+        """A stored counter's `ended` (`endedAt`), read from its document alone."""
+        ended = doc.get("endedAt") if doc else None
+        return float(ended) if isinstance(ended, int | float) else None
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -185,3 +191,9 @@ def counter_id(scope: Scope, subject: str) -> str:
     """Firestore document id of a subject's counter (no '/', readable)."""
     safe = subject.replace("%", "%25").replace("/", "%2F")
     return f"{scope.value}:{safe}"
+
+
+def scope_subject(cid: str) -> tuple[Scope, str]:
+    """A counter id's scope and subject (counter_id's inverse)."""
+    scope, _, safe = cid.partition(":")
+    return Scope(scope), safe.replace("%2F", "/").replace("%25", "%")

@@ -23,7 +23,16 @@ from typing import Any
 
 from agentry_common.governance import Scope
 
-from ..budgets import Amount, CheaperModel, Counter, Decision, Subject, counter_id, decide_admission
+from ..budgets import (
+    Amount,
+    CheaperModel,
+    Counter,
+    Decision,
+    Subject,
+    counter_id,
+    decide_admission,
+    scope_subject,
+)
 from .core import Flush, LedgerCore, Op, Reserve, Settle, Subjects
 from .leases import LEASE_SECONDS, Lease
 
@@ -37,8 +46,13 @@ class Ledger(LedgerCore):
 
     # -- storage (subclasses) -------------------------------------------------------------------------
 
-    async def _load(self, ids: list[str]) -> dict[str, Counter]:
+    async def _docs(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The counters' stored documents (None: none stored yet)."""
         raise NotImplementedError
+
+    async def _load(self, ids: list[str]) -> dict[str, Counter]:
+        docs = await self._docs(ids)
+        return {cid: Counter.from_doc(*scope_subject(cid), docs.get(cid)) for cid in ids}
 
     async def record_call(self, record: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -186,7 +200,9 @@ class Ledger(LedgerCore):
     async def ended_at(self, execution: str) -> float | None:
         """When an Execution was ended (`end_execution`), or None: read fresh, never from a lease."""
         cid = counter_id(Scope.EXECUTION, execution)
-        return (await self._load([cid]))[cid].ended
+        # The one field, not the whole counter: this is read for every call that carries journal
+        # entries, and a run's counter holds a bucket per window it spent in.
+        return Counter.ended_in((await self._docs([cid])).get(cid))
 
     async def snapshot(self, subjects: Subjects) -> list[Subject]:
         counters = await self._load(self.ids(subjects))

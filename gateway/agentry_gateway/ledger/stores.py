@@ -13,7 +13,7 @@ from typing import Any
 from agentry_common.governance import Scope
 from agentry_common.records import Collection
 
-from ..budgets import Counter
+from ..budgets import Counter, scope_subject
 from .base import Ledger
 from .pods import GONE_AFTER_SECONDS, HEARTBEAT_SECONDS, PodHeartbeat
 
@@ -31,11 +31,6 @@ RECORD_BATCH_SECONDS = 0.25
 RECORD_BATCH_MAX = 500  # Firestore's limit of writes per batch
 
 
-def _scope_subject(cid: str) -> tuple[Scope, str]:
-    scope, _, safe = cid.partition(":")
-    return Scope(scope), safe.replace("%2F", "/").replace("%25", "%")
-
-
 class MemoryLedger(Ledger):
     """Counters in this process only (development, benchmarks). Same documents, same logic."""
 
@@ -45,8 +40,8 @@ class MemoryLedger(Ledger):
         self.calls: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
-    async def _load(self, ids: list[str]) -> dict[str, Counter]:
-        return {cid: Counter.from_doc(*_scope_subject(cid), self.docs.get(cid)) for cid in ids}
+    async def _docs(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        return {cid: self.docs.get(cid) for cid in ids}
 
     async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
         async with self._lock:
@@ -81,12 +76,12 @@ class FirestoreLedger(Ledger):
     def _ref(self, cid: str) -> Any:
         return self.client.collection(Collection.BUDGET_COUNTERS).document(cid)
 
-    async def _load(self, ids: list[str]) -> dict[str, Counter]:
+    async def _docs(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
         refs = [self._ref(cid) for cid in ids]
         docs: dict[str, dict[str, Any] | None] = {}
         async for snap in self.client.get_all(refs):
             docs[snap.id] = snap.to_dict() if snap.exists else None
-        return {cid: Counter.from_doc(*_scope_subject(cid), docs.get(cid)) for cid in ids}
+        return docs
 
     def gone_pods(self) -> frozenset[str]:
         return self.heartbeat.gone
@@ -104,7 +99,7 @@ class FirestoreLedger(Ledger):
             docs: dict[str, dict[str, Any] | None] = {}
             async for snap in self.client.get_all(list(refs.values()), transaction=transaction):
                 docs[snap.id] = snap.to_dict() if snap.exists else None
-            counters = {cid: Counter.from_doc(*_scope_subject(cid), docs.get(cid)) for cid in ids}
+            counters = {cid: Counter.from_doc(*scope_subject(cid), docs.get(cid)) for cid in ids}
             for cid in fn(counters):
                 doc = counters[cid].to_doc()
                 if counters[cid].scope is Scope.EXECUTION:
