@@ -24,7 +24,7 @@ from agentry_common.tokens import Claims
 from ..calls import Rejected
 from ..ledger import Ledger
 from ..metrics import Metrics
-from .store import Appended, CheckpointStore, Conflict, Refused, RunRef
+from .store import Appended, Batch, CheckpointStore, Conflict, Refused, RunRef
 
 log = logging.getLogger("agentry.gateway.checkpoints")
 
@@ -62,7 +62,8 @@ async def _store(
         request = decode_riding(value)
         if await run_ended(ledger, claims) is not None:
             return None  # the call itself is refused as the run's (its budget check)
-        done = await store.append(own_run(claims), request.entries, request.delivered, sent=request.encoded)
+        batch = Batch.of(request.entries, store.limits, request.encoded)  # stored as sent
+        done = await store.append(own_run(claims), batch, request.delivered)
     except (ValueError, ValidationError) as exc:
         metrics.checkpoint_refused.labels("invalid").inc()
         log.info("entries riding a call of %s/%s not stored: %s", claims.namespace, claims.execution, exc)

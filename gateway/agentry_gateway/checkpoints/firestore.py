@@ -30,7 +30,18 @@ from agentry_common.steering import (
 )
 
 from .inbox import InboxHead, admit, message_doc, take
-from .store import RETENTION_DAYS, Appended, Batch, Limits, Page, RunRef, decide, needs_stored, page_of
+from .store import (
+    RETENTION_DAYS,
+    Appended,
+    Entries,
+    Limits,
+    Page,
+    RunRef,
+    batch_of,
+    decide,
+    needs_stored,
+    page_of,
+)
 
 log = logging.getLogger("agentry.gateway.checkpoints")
 
@@ -60,16 +71,11 @@ class FirestoreCheckpointStore:
         return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
 
     async def append(
-        self,
-        run: RunRef,
-        entries: list[Entry],
-        delivered: Sequence[int] = (),
-        close: Close | None = None,
-        sent: Sequence[str] | None = None,
+        self, run: RunRef, entries: Entries, delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
         from google.cloud.firestore import AsyncTransaction, async_transactional
 
-        batch = Batch.of(entries, self.limits, sent)
+        batch = batch_of(entries, self.limits)
         head_ref = self._head(run)
         refs = {e.seq: head_ref.collection(ENTRIES).document(_entry_id(e.seq)) for e in batch.entries}
 

@@ -10,7 +10,7 @@ from agentry_common.checkpoints import Close, Entry, PrunedRun
 from agentry_common.steering import Inbox, MessageState, SteerAnswer, SteerMessage, SteerRequest
 
 from .inbox import InboxHead, admit, take
-from .store import Appended, Batch, Limits, Page, RunRef, decide, page_of
+from .store import Appended, Entries, Limits, Page, RunRef, batch_of, decide, page_of
 
 
 @dataclass
@@ -28,14 +28,9 @@ class MemoryCheckpointStore:
         self.journals: dict[str, _Journal] = {}
 
     async def append(
-        self,
-        run: RunRef,
-        entries: list[Entry],
-        delivered: Sequence[int] = (),
-        close: Close | None = None,
-        sent: Sequence[str] | None = None,
+        self, run: RunRef, entries: Entries, delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
-        batch = Batch.of(entries, self.limits, sent)
+        batch = batch_of(entries, self.limits)
         # No await from the read to the write: atomic on the event loop.
         journal = self.journals.get(run.doc_id) or _Journal(run.execution)
         last = len(journal.entries)

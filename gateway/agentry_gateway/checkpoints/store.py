@@ -124,6 +124,14 @@ class Batch:
         return cls(entries, encoded)
 
 
+# An append's entries, or a Batch of them made already (entries riding a call: their JSON as sent).
+Entries = list[Entry] | Batch
+
+
+def batch_of(entries: Entries, limits: Limits) -> Batch:
+    return entries if isinstance(entries, Batch) else Batch.of(entries, limits)
+
+
 def needs_stored(batch: Batch, last: int) -> bool:
     """Whether deciding needs the stored signatures of the batch's seqs: a retry of stored entries."""
     return batch.first <= last and batch.end <= last
@@ -152,17 +160,11 @@ class CheckpointStore(Protocol):
     limits: Limits
 
     async def append(
-        self,
-        run: RunRef,
-        entries: list[Entry],
-        delivered: Sequence[int] = (),
-        close: Close | None = None,
-        sent: Sequence[str] | None = None,
+        self, run: RunRef, entries: Entries, delivered: Sequence[int] = (), close: Close | None = None
     ) -> Appended:
         """Store the entries after the journal's last (atomically): the journal's last seq and the bytes
         written (0: an exact retry of entries stored already); in the same atomic step, the steering
-        inbox's part (inbox.take): `delivered` seqs marked so, the inbox closed (`close`). `sent`: the
-        entries' JSON as they came (Batch.of)."""
+        inbox's part (inbox.take): `delivered` seqs marked so, the inbox closed (`close`)."""
         ...
 
     async def read(self, run: RunRef, after: int) -> Page: ...

@@ -4,6 +4,8 @@ steering check is the call's own, whatever rides it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agentry_common.checkpoints import RIDING_HEADER, Entry, encode_riding, entry_json, sign_entry
@@ -71,6 +73,18 @@ async def test_riding_entries_are_stored_before_the_call_and_their_last_answered
     assert await ride(store, ledger, metrics, CLAIMS, riding(chain(4, 5))) == 5
     assert sample(metrics, "agentry_gateway_checkpoint_appends_total", outcome="stored") == 2
     assert sample(metrics, "agentry_gateway_checkpoint_appends_total", outcome="repeated") == 1
+
+
+async def test_riding_entries_are_kept_as_they_were_sent(ledger: MemoryLedger) -> None:
+    """The store keeps (and counts) each entry's JSON as it rode, not a serialisation of its own."""
+    store, metrics = MemoryCheckpointStore(), Metrics()
+    entries = chain(1, 2)
+    spaced = [json.dumps(e.wire()) for e in entries]  # ", " and ": ": longer than canonical JSON
+    value = encode_riding(spaced)
+    assert value is not None
+    assert await ride(store, ledger, metrics, CLAIMS, {RIDING_HEADER: value}) == 2
+    written = sample(metrics, "agentry_gateway_checkpoint_bytes_total")
+    assert written == sum(len(t) for t in spaced) > sum(len(entry_json(e)) for e in entries)
 
 
 async def test_entries_that_cannot_be_stored_leave_the_call_alone(ledger: MemoryLedger) -> None:
