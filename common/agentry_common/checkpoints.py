@@ -46,9 +46,9 @@ CHECKPOINT_PATH: Final = "/v1/agentry/checkpoint"
 # An append sent while its run's model call is under way (nothing waits on it until the answer): the
 # gateway serves it once the calls it is routing have their upstream's first answer (50 ms at most).
 BESIDE_CALL_HEADER: Final = "x-agentry-beside-call"
-# A model call through the gateway may carry its run's staged entries (`encode_riding`: what an
-# append without `close` would), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append
-# would, while it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
+# A model call through the gateway may carry its run's staged entries (`encode_riding`: an append
+# without `close`), at most MAX_RIDING_BYTES of them: the gateway stores them, as an append would,
+# while it routes the call, and its answer names the last entry stored (RIDING_STORED_HEADER).
 # A turn then makes one request, not two. Without that answer header nothing is known stored.
 RIDING_HEADER: Final = "x-agentry-journal-append"
 RIDING_STORED_HEADER: Final = "x-agentry-journal-last"
