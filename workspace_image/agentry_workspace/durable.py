@@ -60,8 +60,6 @@ class Durable:
         self._slow_call = False  # the last model call outlasted SLOW_CALL_SECONDS
         self.slow_calls = False  # and the one before it
         self.riding: Riding | None = None  # staged entries sent with the model call under way
-        # A repeatable call's intent, staged as the call runs: its seq and the call's id.
-        self._intent: tuple[int, str] | None = None
 
     @property
     def on(self) -> bool:
@@ -102,16 +100,13 @@ class Durable:
         await self.writer.flush()
 
     async def step_beside(self, kind: str, data: dict[str, Any] | None) -> None:
-        """A step whose call may run twice (an idempotent tool): its entries are stored while it
-        runs (with its result, when it ends within BESIDE_SECONDS: one append, not two), and the
-        next step waits for them. A pod lost before they are stored runs it again."""
+        """A step whose call may run twice (an idempotent tool): its intent is sent once the call
+        has run BESIDE_SECONDS (one that ends sooner leaves its result alone: stage_result), and the
+        next step waits for it. A pod lost before it is stored runs the call again."""
         if self.writer is None or self.stopping:
             await self.step(kind, data)
             return
-        before = self.writer.seq
         self.stage(kind, data)
-        if self.writer.seq != before and data is not None:
-            self._intent = (self.writer.seq, str(data.get("toolUseId", "")))
         self._call_ended = asyncio.Event()
         self.storing = self._after(self.storing, self._call_ended)
 
@@ -119,14 +114,22 @@ class Durable:
         """A call's result: staged, and a beside-append waiting for the call goes now, with it. A
         repeatable call that ended before its intent was sent is journaled by its result alone: a
         lost pod runs such a call again whether its intent was stored or not."""
-        intent, self._intent = self._intent, None
-        result = (data or {}).get("result") or {}
-        if intent is not None and self.writer is not None and intent[1] == result.get("tool_use_id"):
-            self.writer.withdraw(intent[0])
+        seq = self._unsent_intent(((data or {}).get("result") or {}).get("tool_use_id"))
+        if seq and self.writer is not None:
+            self.writer.withdraw(seq)
         self.stage(kind, data)
         ended, self._call_ended = self._call_ended, None
         if ended is not None:
             ended.set()
+
+    def _unsent_intent(self, call: object) -> int:
+        """The seq of `call`'s intent when it is the last staged entry (so not sent: a sent one is no
+        longer staged), else 0."""
+        writer = self.writer
+        last = writer.staged[-1].entry if writer is not None and writer.staged else None
+        if last is None or last.kind != journal.TOOL_STARTED or last.data.get("toolUseId") != call:
+            return 0
+        return last.seq
 
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to protect):
