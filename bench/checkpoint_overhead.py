@@ -6,10 +6,10 @@ same run without a journal, in the same process and the same rounds.
 Three processes: the scripted LLM server, the gateway (`python -m agentry_gateway`, memory ledger)
 and this one, which runs the runtime's agent loop (agentry_workspace.runner.Runner) with the run
 token as its key and the gateway as its provider. Each turn is one model call (a `files list` tool
-call, or the final answer) and its tool call; with the journal, each turn's entries (model answer,
-intent and result) ride the next model call (`files list` is idempotent and quick: its intent goes
-with its result), which the gateway stores while it routes the call and checks for a queued steering
-message; the final answer goes in the run's closing append.
+call, or the final answer) and its tool call; with the journal, each turn's entries (the model's
+answer and the call's result: `files list` is idempotent and quick, so no intent is journaled before
+it) ride the next model call, which the gateway stores while it routes the call and checks for a
+queued steering message; the final answer goes in the run's closing append.
 
 A turn's time is the time from the run's first model answer to its last, per turn between them. The
 run's start (reading the journal, the first call) and its end (the closing append) happen once per
