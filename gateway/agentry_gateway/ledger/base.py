@@ -51,7 +51,10 @@ class Ledger(LedgerCore):
         raise NotImplementedError
 
     async def _load(self, ids: list[str]) -> dict[str, Counter]:
-        docs = await self._docs(ids)
+        return self._counters(ids, await self._docs(ids))
+
+    @staticmethod
+    def _counters(ids: list[str], docs: dict[str, dict[str, Any] | None]) -> dict[str, Counter]:
         return {cid: Counter.from_doc(*scope_subject(cid), docs.get(cid)) for cid in ids}
 
     async def record_call(self, record: dict[str, Any]) -> None:

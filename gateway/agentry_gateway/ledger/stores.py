@@ -13,7 +13,7 @@ from typing import Any
 from agentry_common.governance import Scope
 from agentry_common.records import Collection
 
-from ..budgets import Counter, scope_subject
+from ..budgets import Counter
 from .base import Ledger
 from .pods import GONE_AFTER_SECONDS, HEARTBEAT_SECONDS, PodHeartbeat
 
@@ -76,10 +76,10 @@ class FirestoreLedger(Ledger):
     def _ref(self, cid: str) -> Any:
         return self.client.collection(Collection.BUDGET_COUNTERS).document(cid)
 
-    async def _docs(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    async def _docs(self, ids: list[str], transaction: Any = None) -> dict[str, dict[str, Any] | None]:
         refs = [self._ref(cid) for cid in ids]
         docs: dict[str, dict[str, Any] | None] = {}
-        async for snap in self.client.get_all(refs):
+        async for snap in self.client.get_all(refs, transaction=transaction):
             docs[snap.id] = snap.to_dict() if snap.exists else None
         return docs
 
@@ -96,10 +96,7 @@ class FirestoreLedger(Ledger):
 
         @async_transactional
         async def txn(transaction: AsyncTransaction) -> None:
-            docs: dict[str, dict[str, Any] | None] = {}
-            async for snap in self.client.get_all(list(refs.values()), transaction=transaction):
-                docs[snap.id] = snap.to_dict() if snap.exists else None
-            counters = {cid: Counter.from_doc(*scope_subject(cid), docs.get(cid)) for cid in ids}
+            counters = self._counters(ids, await self._docs(ids, transaction))
             for cid in fn(counters):
                 doc = counters[cid].to_doc()
                 if counters[cid].scope is Scope.EXECUTION:
