@@ -126,8 +126,7 @@ class Redactor:
         if kind is str:
             return self.text(value)
         if kind is dict:
-            text, item = self.text, self.value
-            return {text(k) if isinstance(k, str) else k: item(v) for k, v in value.items()}
+            return self._mapping(value)
         if kind is int or kind is float or kind is bool or value is None:
             return value
         if kind is list:
@@ -140,12 +139,16 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+            return self._mapping(value)
         if isinstance(value, list | tuple | set | frozenset):
             return [self.value(v) for v in value]
         if isinstance(value, BaseModel):
             return self.value(value.model_dump(mode="json", by_alias=True))
         return self.text(str(value))  # what json.dumps(default=str) would write
+
+    def _mapping(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
+        text, item = self.text, self.value
+        return {text(k) if isinstance(k, str) else k: item(v) for k, v in value.items()}
 
 
 class RedactingStream(io.TextIOBase):
