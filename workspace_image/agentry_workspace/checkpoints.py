@@ -194,7 +194,6 @@ class JournalWriter:
         self.store, self.key, self.events = store, key, events
         self.parent_keys, self.parent_name = parent_keys, parent_name
         self.seq, self.sig, self.last_at = 0, "", ""
-        self.stored_sig = ""  # the last stored entry's signature (what the first staged one chains to)
         self.staged: list[Signed] = []
         self.off = ""  # why the run goes on without a journal ("" while it has one)
         self.resumes = 0
@@ -216,7 +215,6 @@ class JournalWriter:
             )
         if own:
             self.seq, self.sig, self.last_at = own[-1].seq, own[-1].sig, own[-1].at
-            self.stored_sig = self.sig
         parent = None
         if self.parent_name:
             parent = await self.store.read(parent=True)
@@ -263,18 +261,9 @@ class JournalWriter:
                 self.inbox_hint, self.closed = answer.inbox, answer.closed
             self._stored(batch, self.delivering if last_batch else [])
 
-    def withdraw(self, seq: int) -> bool:
-        """Take back staged entry `seq` when it is the last one and nothing has sent it yet."""
-        if self.off or self.busy or not self.staged or self.staged[-1].seq != seq or self.seq != seq:
-            return False
-        self.staged.pop()
-        self.seq -= 1
-        self.sig = self.staged[-1].entry.sig if self.staged else self.stored_sig
-        return True
-
     def _stored(self, batch: list[Signed], delivered: list[int]) -> None:
         """`batch`, the first staged entries, is stored, and so are the steering seqs `delivered`."""
-        self.last_at, self.stored_sig = batch[-1].entry.at, batch[-1].entry.sig
+        self.last_at = batch[-1].entry.at
         del self.staged[: len(batch)]
         self.delivering = [seq for seq in self.delivering if seq not in delivered]
 

@@ -100,36 +100,22 @@ class Durable:
         await self.writer.flush()
 
     async def step_beside(self, kind: str, data: dict[str, Any] | None) -> None:
-        """A step whose call may run twice (an idempotent tool): its intent is sent once the call
-        has run BESIDE_SECONDS (one that ends sooner leaves its result alone: stage_result), and the
-        next step waits for it. A pod lost before it is stored runs the call again."""
+        """A step whose call may run twice (an idempotent tool): its intent is staged and sent once
+        the call has run BESIDE_SECONDS, and the next step waits for it. One that ends sooner is
+        journaled by its result alone (stage_result): a lost pod runs such a call again whether its
+        intent was stored or not, so the intent is neither signed nor sent."""
         if self.writer is None or self.stopping:
             await self.step(kind, data)
             return
-        self.stage(kind, data)
         self._call_ended = asyncio.Event()
-        self.storing = self._after(self.storing, self._call_ended)
+        self.storing = self._after(self.storing, self._call_ended, (kind, data))
 
     def stage_result(self, kind: str, data: dict[str, Any] | None) -> None:
-        """A call's result: staged, and a beside-append waiting for the call goes now, with it. A
-        repeatable call that ended before its intent was sent is journaled by its result alone: a
-        lost pod runs such a call again whether its intent was stored or not."""
-        seq = self._unsent_intent(((data or {}).get("result") or {}).get("tool_use_id"))
-        if seq and self.writer is not None:
-            self.writer.withdraw(seq)
-        self.stage(kind, data)
+        """A call's result: staged, and a beside-append waiting for the call goes now, with it."""
         ended, self._call_ended = self._call_ended, None
         if ended is not None:
-            ended.set()
-
-    def _unsent_intent(self, call: object) -> int:
-        """The seq of `call`'s intent when it is the last staged entry (so not sent: a sent one is no
-        longer staged), else 0."""
-        writer = self.writer
-        last = writer.staged[-1].entry if writer is not None and writer.staged else None
-        if last is None or last.kind != journal.TOOL_STARTED or last.data.get("toolUseId") != call:
-            return 0
-        return last.seq
+            ended.set()  # before staging: the append stages no intent for a call that has ended
+        self.stage(kind, data)
 
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to protect):
@@ -162,11 +148,15 @@ class Durable:
         return {RIDING_HEADER: self.riding.header} if self.riding is not None else {}
 
     def _after(
-        self, earlier: asyncio.Task[None] | None, call: asyncio.Event | None = None
+        self,
+        earlier: asyncio.Task[None] | None,
+        call: asyncio.Event | None = None,
+        intent: tuple[str, dict[str, Any] | None] | None = None,
     ) -> asyncio.Task[None]:
         """An append that starts when `earlier` has ended (appends go one at a time, in order), and
-        `call` has ended or BESIDE_SECONDS have passed; sent while a model call is under way, it
-        says so (the gateway routes the calls it holds first)."""
+        `call` has ended or BESIDE_SECONDS have passed (then with the call's `intent`, staged only
+        now); sent while a model call is under way, it says so (the gateway routes the calls it holds
+        first)."""
         writer = self.writer
         assert writer is not None
 
@@ -179,6 +169,8 @@ class Durable:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(BESIDE_SECONDS):
                         await call.wait()
+                if intent is not None and not call.is_set():
+                    self.stage(*intent)  # the call still runs: nothing has been staged since it began
             await writer.flush(beside=self.model_call and self.slow_calls)
 
         return asyncio.create_task(append())

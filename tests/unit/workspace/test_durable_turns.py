@@ -25,7 +25,7 @@ from agentry_common.checkpoints import (
 )
 from agentry_common.models import Risk
 from agentry_common.steering import Inbox
-from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec
+from agentry_llm import ChatRequest, ChatResponse, ToolResultBlock, ToolSpec, ToolUseBlock
 from agentry_workspace import durable as durable_module
 from agentry_workspace import journal
 from agentry_workspace import runner as runner_module
@@ -154,11 +154,15 @@ SCRIPT = [
 
 
 def _runner(
-    tmp_path: Path, store: MemoryStore, counts: dict[str, int], **kwargs: Any
+    tmp_path: Path,
+    store: MemoryStore,
+    counts: dict[str, int],
+    script: list[ChatResponse] = SCRIPT,
+    **kwargs: Any,
 ) -> tuple[Runner, RecordingSink]:
     cfg = make_config(tmp_path, {"tools": ["files"]})
     sink = RecordingSink(correlation_id="c", execution="ex-1", secrets=[API_KEY, SECRET])
-    runner = Runner(cfg, sink, providers=[TurnProvider(SCRIPT, store)])
+    runner = Runner(cfg, sink, providers=[TurnProvider(script, store)])
     runner.tools["count"] = CountingTool(counts, **kwargs)
     writer = JournalWriter(store, KEY, sink, parent_keys=[], parent_name="")
     runner.durable = Durable(writer)
@@ -313,6 +317,33 @@ async def test_a_quick_repeatable_call_is_journaled_by_its_result(tmp_path: Path
         assert together == 3 and rode[1:] == [["message", "tool_result"]] * 3, rode
         # Besides them: the run's start, stored before its first call, and its end, which closes it.
         assert appends == ["append begin message", *[appends[1]] * 3, "append message"], said
+
+
+async def test_quick_repeatable_calls_of_one_turn_journal_their_results_alone_in_order(
+    tmp_path: Path,
+) -> None:
+    """Two quick repeatable calls in one turn, each yielding to the loop as real I/O does: the first
+    call's beside-append runs while the second call runs, after the first has ended; it stages no
+    intent then (one after its result would read as a call begun again and never finished)."""
+    two = tool("count", {"key": "a"}, id="t1a")
+    two.message.content.append(ToolUseBlock(id="t1b", name="count", input={"key": "b"}))
+    store = MemoryStore()
+    runner, _ = _runner(tmp_path, store, {}, [two, text("done")], repeatable=True)
+    tool_ = runner.tools["count"]
+    original = tool_.run
+
+    async def run(args: Mapping[str, Any], ctx: ToolContext) -> ToolOutcome:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await original(args, ctx)
+
+    tool_.run = run  # type: ignore[method-assign]
+    assert (await runner.run()).stop_reason is StopReason.END_TURN
+    kinds = [e.kind for e in store.entries]
+    assert kinds == ["begin", "message", "message", "tool_result", "tool_result", "message"], kinds
+    calls = [e.data["result"]["tool_use_id"] for e in store.entries if e.kind == "tool_result"]
+    assert calls == ["t1a", "t1b"]
+    assert verify_chain([KEY], store.entries) == KEY
 
 
 async def test_entries_a_calls_answer_does_not_name_stored_are_appended_after_it(tmp_path: Path) -> None:
