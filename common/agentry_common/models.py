@@ -588,11 +588,13 @@ _SECRETISH = re.compile(r"(sk-ant-[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9]{32,}|AIza[0-
 # Every match starts with one of these (tested): a text holding none needs no regex scan, which is
 # several times slower than looking for them on text of a few KB.
 _SECRETISH_PREFIXES = ("sk-", "AIza")
+# One search, not any() over the prefixes: this runs for every string the runtime redacts.
+_SECRETISH_PREFIX = re.compile("|".join(map(re.escape, _SECRETISH_PREFIXES)))
 
 
 def may_hold_secret(text: str) -> bool:
     """False when _SECRETISH cannot match `text` (it holds none of the prefixes)."""
-    return any(prefix in text for prefix in _SECRETISH_PREFIXES)
+    return _SECRETISH_PREFIX.search(text) is not None
 
 
 def looks_like_secret(text: str) -> bool:

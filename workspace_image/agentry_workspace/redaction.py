@@ -35,6 +35,10 @@ MIN_ENCODED = 8  # encoded forms of shorter values, and shorter lines, are too l
 MIN_PIECE = 8  # the shortest piece of a secret redacted where a text was cut
 SECRETISH_SHORTEST = 23  # the fewest characters _SECRETISH matches ("sk-ant-" and 16)
 CUT_MARK = "…"  # what a text cut to one line ends with (tools.base.one_line)
+# Short texts recur in every event and journal entry (keys, names, ids, model names): their redacted
+# form is remembered, up to REMEMBERED of them (then forgotten at once), until the secrets change.
+REMEMBER_UP_TO = 128  # characters
+REMEMBERED = 4096
 
 
 def _base64_forms(raw: bytes) -> set[str]:
@@ -79,6 +83,7 @@ class Redactor:
         self._grams: set[str] = set()  # every MIN_PIECE characters of a form: a cheap first test
         self._pattern: re.Pattern[str] | None = None
         self._short = MIN_PIECE  # a text shorter than this holds no form, no piece, no key shape
+        self._seen: dict[str, str] = {}  # short texts and their redacted form, under these forms
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -91,10 +96,23 @@ class Redactor:
         self._pattern = re.compile("|".join(map(re.escape, alternatives))) if self._forms else None
         # _SECRETISH matches SECRETISH_SHORTEST characters at least (tested): more than MIN_PIECE.
         self._short = min([MIN_PIECE, *(len(f) for f in self._forms)])
+        self._seen = {}
 
     def text(self, text: str) -> str:
-        if len(text) < self._short:  # most dict keys and many values: nothing to find (fast)
+        size = len(text)
+        if size < self._short:  # most dict keys and many values: nothing to find (fast)
             return text
+        if size > REMEMBER_UP_TO:
+            return self._redact(text)
+        done = self._seen.get(text)
+        if done is None:
+            done = self._redact(text)
+            if len(self._seen) >= REMEMBERED:
+                self._seen.clear()
+            self._seen[text] = done
+        return done
+
+    def _redact(self, text: str) -> str:
         # A substring search per form first: far faster than the pattern on text holding none.
         for form in self._forms:
             if form in text:

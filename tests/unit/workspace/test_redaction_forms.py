@@ -13,6 +13,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from agentry_workspace.events import RecordingSink
+from agentry_workspace.redaction import REDACTED, REMEMBER_UP_TO, REMEMBERED, Redactor
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +121,22 @@ def test_the_key_shape_scan_is_skipped_only_for_text_it_cannot_match() -> None:
         assert may_hold_secret(text) and "[REDACTED]" in redactor.text(text)
     plain = "a long tool output without anything shaped like a key " * 20
     assert not may_hold_secret(plain) and redactor.text(plain) == plain
+
+
+def test_a_secret_added_later_is_found_in_a_text_seen_before() -> None:
+    """Short texts' redacted forms are remembered; a secret that joins (an MCP server's) forgets them."""
+    redactor = Redactor(["first-secret-value"])
+    seen = "token later-secret-value here"
+    assert redactor.text(seen) == seen and redactor.value({seen: [seen]}) == {seen: [seen]}
+    redactor.add(["later-secret-value"])
+    assert redactor.text(seen) == f"token {REDACTED} here"
+    assert redactor.value({seen: [seen]}) == {f"token {REDACTED} here": [f"token {REDACTED} here"]}
+
+
+def test_remembered_texts_are_bounded() -> None:
+    redactor = Redactor(["some-secret-value"])
+    for i in range(REMEMBERED * 2 + 1):
+        assert redactor.text(f"an ordinary text {i}") == f"an ordinary text {i}"
+    assert redactor.text("x some-secret-value") == f"x {REDACTED}"
+    assert len(redactor._seen) <= REMEMBERED
+    assert redactor.text("y" * (REMEMBER_UP_TO + 1)) and len(redactor._seen) <= REMEMBERED
