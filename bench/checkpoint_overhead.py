@@ -14,11 +14,11 @@ queued steering message; the final answer goes in the run's closing append.
 A turn's time is the time from the run's first model answer to its last, per turn between them. The
 run's start (reading the journal, the first call) and its end (the closing append) happen once per
 run: they are the whole run's figure, printed and recorded beside it. Runs alternate with and without
-the journal, so drift on a shared machine hits both alike. The test machine's speed also drifts by a
-third over tens of seconds, and one set of runs gave ratios from 1.01x to 1.11x for the same code: an
-instant model is measured in rounds, each with new server processes and a ratio of its own (medians
-of its runs), and the figure is the median of the rounds' ratios. Goals (issue 38), per turn: at
-most +5 % with the model answering at once, at most +1 % with a 500 ms model.
+the journal, so drift on a shared machine hits both alike. The test machine's speed also drifts by up
+to a third over tens of seconds, so one set of runs' ratio moves by several percent from one
+invocation to the next: an instant model is measured in rounds, each with new server processes and a
+ratio of its own (medians of its runs), and the figure is the median of the rounds' ratios. Goals
+(issue 38), per turn: at most +5 % with the model answering at once, at most +1 % with a 500 ms model.
 """
 
 from __future__ import annotations
