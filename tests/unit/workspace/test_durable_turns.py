@@ -252,8 +252,8 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
     tmp_path: Path, repeatable: bool
 ) -> None:
     said: list[str] = []
-    # A repeatable call slower than BESIDE_SECONDS: its intent is stored as it runs (a quicker one's
-    # goes with its result or not at all: test_a_quick_repeatable_call_is_journaled_by_its_result).
+    # A repeatable call slower than BESIDE_SECONDS: its intent is stored as it runs (a quicker one has
+    # none: test_a_quick_repeatable_call_is_journaled_by_its_result).
     delay = BESIDE_SECONDS * 3 if repeatable else 0.0
     runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=repeatable, delay=delay)
     tool_ = runner.tools["count"]
@@ -280,9 +280,9 @@ async def test_a_call_runs_after_its_intent_is_stored_unless_it_may_run_twice(
 
 @pytest.mark.parametrize("slow", [False, True])
 async def test_a_quick_repeatable_call_is_journaled_by_its_result(tmp_path: Path, slow: bool) -> None:
-    """A call that may run twice does not wait for its intent; one that ends within BESIDE_SECONDS,
-    before its intent was sent, is journaled by its result alone (a lost pod runs it again either
-    way); a slower one's intent is stored as it runs."""
+    """A call that may run twice does not wait for its intent; one that ends within BESIDE_SECONDS
+    has none, and is journaled by its result alone (a lost pod runs it again either way); a slower
+    one's intent is written and stored as it runs."""
     said: list[str] = []
     runner, _ = _runner(tmp_path, WatchedStore(said), {}, repeatable=True)
     tool_ = runner.tools["count"]
