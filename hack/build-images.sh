@@ -25,6 +25,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG="${TAG:-dev}"
 source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/wheels.sh"
 BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
@@ -63,10 +64,10 @@ package_of() { dirname "$(ls "$REPO/$1"/agentry_*/__init__.py)"; }
 inputs() {
   local dir
   case "$1" in
-    workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh workspace_image/mcp-servers ;;
+    workspace) echo workspace_image/Dockerfile hack/build-workspace-image.sh hack/wheels.sh workspace_image/mcp-servers ;;
     squid) echo images/squid hack/build-images.sh workspace_image/agentry_workspace/egress_acl.py \
       workspace_image/agentry_workspace/tools/netpolicy.py common/agentry_common/netaddr.py; return ;;
-    *) echo images/python hack/build-images.sh ;;
+    *) echo images/python hack/build-images.sh hack/wheels.sh ;;
   esac
   for dir in $(member_dirs "$1"); do echo "$dir/pyproject.toml" "${dir}/$(basename "$(package_of "$dir")")"; done
   echo uv.lock
@@ -137,12 +138,7 @@ build_python_image() {
   (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-workspace --all-packages \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
   log "$c: $(ls "$ctx/app" | tr '\n' ' ')+ $(grep -c '==' "$ctx/requirements.txt") locked distributions"
-  local pip_target=(--only-binary=:all: --python-version "$TARGET_PYTHON" --disable-pip-version-check)
-  "$PYTHON" -m pip download --quiet "${pip_target[@]}" -d "$CACHE/wheels" \
-    -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" || die "pip download failed"
-  "$PYTHON" -m pip download --quiet "${pip_target[@]}" --no-index --find-links "$CACHE/wheels" \
-    -d "$ctx/wheels" -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
-    || die "could not resolve the wheel set offline"
+  stage_wheels "$ctx"
   log "$c: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
   log "docker build -t $tag"
   local app="agentry_${c}"

@@ -28,6 +28,7 @@ BASE_TAG="${BASE_TAG:-agentry/debian-bookworm:local}"
 SUITE="${SUITE:-bookworm}"
 CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.197}"
 source "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/wheels.sh"
 PYTHON="${PYTHON:-python3}"
 TARGET_PYTHON="${TARGET_PYTHON:-3.11.2}"
 # The runtime's dependencies are the locked ones of the agentry-workspace member (uv export --package);
@@ -151,24 +152,14 @@ stage_context() {
   printf '%s\n' "${DATA_PACKAGES[@]}" >>"$ctx/requirements.txt"
   (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-workspace --all-packages \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
-  # Wheels for the image's Python (Debian bookworm has 3.11.2), resolved on the host: pip must
-  # not pick a release that needs a newer 3.11 than the host's, hence --python-version.
-  local pip_target=(--only-binary=:all: --python-version "$TARGET_PYTHON" --disable-pip-version-check)
-  log "fetching wheels for Python $TARGET_PYTHON: $(grep -c '==' "$ctx/requirements.txt") locked distributions and ${DATA_PACKAGES[*]}"
-  "$PYTHON" -m pip download --quiet "${pip_target[@]}" -d "$CACHE/wheels" \
-    -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
-    || die "pip download failed"
-  # Only the wheels this requirement set resolves to go into the context.
-  mkdir -p "$ctx/wheels"
-  "$PYTHON" -m pip download --quiet "${pip_target[@]}" --no-index --find-links "$CACHE/wheels" \
-    -d "$ctx/wheels" -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
-    || die "could not resolve the wheel set offline"
+  log "staging wheels for Python $TARGET_PYTHON: $(grep -c '==' "$ctx/requirements.txt") locked distributions and ${DATA_PACKAGES[*]}"
+  stage_wheels "$ctx"
   log "$(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
 
   log "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION with npm"
   mkdir -p "$ctx/claude-code"
   echo '{"private": true}' >"$ctx/claude-code/package.json"
-  npm install --prefix "$ctx/claude-code" --no-audit --no-fund --omit=dev --loglevel=error \
+  npm install --prefix "$ctx/claude-code" --no-audit --no-fund --omit=dev --prefer-offline --loglevel=error \
     --cache "$CACHE/npm" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null \
     || die "npm install @anthropic-ai/claude-code failed"
   "$ctx/claude-code/node_modules/.bin/claude" --version >/dev/null \
@@ -192,7 +183,7 @@ stage_mcp_servers() {
   log "installing the MCP servers of $src/package.json with npm ci"
   mkdir -p "$ctx/mcp-servers"
   cp "$src/package.json" "$src/package-lock.json" "$ctx/mcp-servers/"
-  npm ci --prefix "$ctx/mcp-servers" --no-audit --no-fund --omit=dev --loglevel=error \
+  npm ci --prefix "$ctx/mcp-servers" --no-audit --no-fund --omit=dev --prefer-offline --loglevel=error \
     --cache "$CACHE/npm" >/dev/null || die "npm ci of $src failed"
   [ -x "$ctx/mcp-servers/node_modules/.bin/mcp-server-everything" ] \
     || die "mcp-server-everything is missing after npm ci"
