@@ -7,7 +7,7 @@ export CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK ?= 1
 # Python caches bytecode (in gitignored __pycache__ directories) even where the environment says not to:
 # the tests and `make dev` start hundreds of Python processes (operators, servers, CLIs, pytest
 # workers), and without the cache each compiles every module it imports again (pytest's collection
-# alone: 30 s of CPU a worker instead of a few).
+# alone: 30 s of CPU a worker instead of about 9).
 unexport PYTHONDONTWRITEBYTECODE
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest

@@ -95,8 +95,9 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
         "google_cloud_project": project,
         "kubeconfig": kubeconfig,
         "session_secret": "test-secret-" + project,
-        # Sweeps 10x as often as the defaults, not 10x more: each pass is Firestore queries, and an
-        # idle API server sweeping every 0.5 s took a twentieth of a core (with the emulator's share).
+        # Sweeps every 2 s (the defaults: 5 s), soon enough for the expiry and retry tests. Each pass
+        # is Firestore queries: sweeping every 0.5 s, an idle API server took about 5 % of a core
+        # with the emulator's share.
         "sync_retry_seconds": 2.0,
         "approval_check_seconds": 2.0,
         "sse_poll_seconds": 0.5,
