@@ -13,7 +13,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 # Two pytest-xdist workers, a test module each at a time (its module fixtures stay on one worker), each
 # with servers of its own: the integration tier mostly waits on its servers, so two halve its time.
-PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
+PARALLEL := -n 2 --dist loadfile
 
 .PHONY: help
 help: ## Show this help

@@ -35,7 +35,7 @@ components=("$@")
 START=$(date +%s)
 log() { printf '[build-images +%3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-mkdir -p "$CACHE/images" "$CACHE/wheels"
+mkdir -p "$CACHE/images"
 # One build at a time (make dev and a test session may both ask): the second waits, then finds the
 # images up to date.
 exec 8>"$CACHE/images/.lock"
@@ -128,7 +128,7 @@ build_python_image() {
   ctx=$(mktemp -d "/tmp/agentry-$c-context.XXXXXX")
   # shellcheck disable=SC2064
   trap "rm -rf '$ctx'" RETURN
-  mkdir -p "$ctx/app" "$ctx/wheels"
+  mkdir -p "$ctx/app"
   cp "$REPO/images/python/Dockerfile" "$ctx/"
   for dir in $(member_dirs "$c"); do
     cp -r "$(package_of "$dir")" "$ctx/app/"

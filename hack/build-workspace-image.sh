@@ -137,7 +137,7 @@ ensure_base() {
 # -- 3. build context ----------------------------------------------------------------------------
 stage_context() {
   local ctx="$1"
-  mkdir -p "$ctx/app" "$CACHE/wheels"
+  mkdir -p "$ctx/app"
   cp "$REPO/workspace_image/Dockerfile" "$ctx/"
   # The agentry-workspace member and the members it depends on (the `-e ./dir` lines of its export),
   # then exactly its locked dependencies; the whole lock constrains the data tools.

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: mark the test with exactly one tier of {TIERS}, got {tiers}"
             )
     # Longest first (a stable sort: modules stay whole and in order): xdist hands out modules in this
-    # order (with --no-loadscope-reorder, as make test runs it), so the run does not end with one
+    # order (with --no-loadscope-reorder, in pyproject's addopts), so the run does not end with one
     # worker alone on minutes of waiting.
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 

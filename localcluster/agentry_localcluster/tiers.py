@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 PY = sys.executable
 PYTEST = (PY, "-m", "pytest")
 # Two xdist workers, a module each at a time (its module fixtures stay on one worker), in collection
-# order: xdist would otherwise hand out the modules with the most tests first, not the long ones that
-# tests/conftest.py puts first.
-PARALLEL = ("-n", "2", "--dist", "loadfile", "--no-loadscope-reorder")
+# order (pyproject's addopts).
+PARALLEL = ("-n", "2", "--dist", "loadfile")
 RECAP_LINES = 40  # at most this many lines of each failed step are printed again at the end
 
 
