@@ -44,54 +44,89 @@ exec 9>"$ASSETS/.lock"
 flock 9
 
 staging_minor="v0.${KUBE_VERSION#v1.}"
-build_kube() {
-  local work="$CACHE/build/kube-$KUBE_VERSION"
-  mkdir -p "$work"
-  if [ ! -f "$work/go.mod" ]; then
-    log "resolving k8s.io/kubernetes@$KUBE_VERSION staging modules"
-    local gomod
-    gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-    {
-      echo "module agentry.dev/kubebuild"
-      echo
-      echo "go 1.24"
-      echo
-      echo "require k8s.io/kubernetes $KUBE_VERSION"
-      echo
-      # Every `k8s.io/x => ./staging/src/k8s.io/x` in kubernetes' own go.mod becomes a pinned version.
-      grep -E '^\s*k8s\.io/[^ ]+ => \./staging/src/' "$gomod" \
-        | awk -v v="$staging_minor" '{print "replace " $1 " => " $1 " " v}'
-    } >"$work/go.mod.tmp"
-    mv "$work/go.mod.tmp" "$work/go.mod"
-    cat >"$work/tools.go" <<'GO'
-//go:build tools
+kube_work="$CACHE/build/kube-$KUBE_VERSION-crictl-$CRICTL_VERSION"
 
-package tools
+# Every module in the build list with the version the build uses (a replacement's, if any).
+build_list() { go list -m -f '{{.Path}} {{with .Replace}}{{.Version}}{{else}}{{.Version}}{{end}}' all; }
 
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-GO
-    log "go mod tidy (downloads the module graph once)"
+# The module the Kubernetes commands and crictl are built in. crictl shares it so that its k8s.io
+# packages are the ones the control plane compiled (cold, crictl alone took 235 s of CPU; here 20-55 s).
+# The modules cri-tools would upgrade are replaced back with Kubernetes' own versions: the Kubernetes
+# binaries are built from exactly the release's pins, and crictl from those (it compiles with them).
+kube_module() {
+  local work="$kube_work"
+  [ ! -f "$work/.ready" ] || return 0
+  rm -rf "$work" && mkdir -p "$work"
+  log "resolving k8s.io/kubernetes@$KUBE_VERSION staging modules"
+  local gomod
+  gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module agentry.dev/kubebuild"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    # Every `k8s.io/x => ./staging/src/k8s.io/x` in kubernetes' own go.mod becomes a pinned version.
+    grep -E '^\s*k8s\.io/[^ ]+ => \./staging/src/' "$gomod" \
+      | awk -v v="$staging_minor" '{print "replace " $1 " => " $1 " " v}'
+  } >"$work/go.mod"
+  local cmds=(kube-apiserver kube-controller-manager kube-proxy kube-scheduler kubelet)
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${cmds[@]}"
+    printf ')\n'
+  } >"$work/tools.go"
+  log "go mod tidy (downloads the module graph once)"
+  (cd "$work" && go mod tidy -e >&2 && build_list >kube.pins)
+  # cri-tools' own hash, pinned: the checksum database has no entry for it.
+  [ "$CRICTL_VERSION" != v1.34.0 ] || cat >>"$work/go.sum" <<'SUM'
+sigs.k8s.io/cri-tools v1.34.0 h1:KqL9EJ+WgHtz1HR1exezm91n+o8O2uMLs/eHzHJHAWw=
+sigs.k8s.io/cri-tools v1.34.0/go.mod h1:JyYVG0YFsly+p/hfDfmQcQBNFVHh0+BpMTn49YpasMA=
+SUM
+  sed -i 's#^)$#\t_ "sigs.k8s.io/cri-tools/cmd/crictl"\n)#' "$work/tools.go"
+  (cd "$work" && GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRICTL_VERSION" >&2)
+  local round
+  for round in 1 2 3; do
+    (cd "$work" && build_list >now.pins)
+    # Modules of Kubernetes' list whose version moved: replace them back (a replacement's own
+    # requirements can move others, hence the rounds).
+    python3 - "$work/kube.pins" "$work/now.pins" >"$work/moved" <<'PY'
+import sys
+want = dict(line.split()[:2] for line in open(sys.argv[1]) if len(line.split()) == 2)
+for line in open(sys.argv[2]):
+    parts = line.split()
+    if len(parts) == 2 and parts[0] in want and want[parts[0]] != parts[1]:
+        print(f"replace {parts[0]} => {parts[0]} {want[parts[0]]}")
+PY
+    [ -s "$work/moved" ] || break
+    cat "$work/moved" >>"$work/go.mod"
     (cd "$work" && go mod tidy -e >&2)
-  fi
+  done
+  [ ! -s "$work/moved" ] || { log "error: crictl moves Kubernetes' module versions: $(cat "$work/moved")"; exit 2; }
+  touch "$work/.ready"
+}
+
+# go build one command of the shared module into the assets; extra arguments go to -ldflags.
+build_in_kube_module() {
+  local out=$1 pkg=$2 ldflags=$3
+  kube_module
+  log "go build $pkg ..."
+  local t0=$SECONDS
+  (cd "$kube_work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$ASSETS/$out.tmp" "$pkg" >&2)
+  mv "$ASSETS/$out.tmp" "$ASSETS/$out"
+  log "built $out in $((SECONDS - t0)) s"
+}
+
+build_kube() {
   local c
   for c in "$@"; do
-    log "go build k8s.io/kubernetes/cmd/$c ..."
-    local t0=$SECONDS
-    (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
-      -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
-      -X k8s.io/component-base/version.gitMajor=1 \
-      -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} \
-      -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION" \
-      -o "$ASSETS/$c.tmp" "k8s.io/kubernetes/cmd/$c" >&2)
-    mv "$ASSETS/$c.tmp" "$ASSETS/$c"
-    log "built $c in $((SECONDS - t0)) s"
+    build_in_kube_module "$c" "k8s.io/kubernetes/cmd/$c" "\
+-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+-X k8s.io/component-base/version.gitMajor=1 \
+-X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} \
+-X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   done
 }
 
@@ -123,33 +158,11 @@ build_helm() {
   GOBIN="$ASSETS" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 }
 
-# crictl (CRI client; `agentry-dev down` uses it to stop pod sandboxes so CNI releases their network).
-# A throwaway module, not `go install crictl@v`: the proxy refuses the version list that needs, and
-# its checksum database has no entry for cri-tools or its rc pins of k8s.io/cri-*. cri-tools' own
-# hash is pinned below (go.sum), the k8s.io/cri-* modules are the released v0.X.Y of our Kubernetes.
+# crictl (CRI client; `agentry-dev down` uses it to stop pod sandboxes so CNI releases their network),
+# in the Kubernetes module (kube_module). Not `go install crictl@v`: the proxy refuses the version list
+# that needs, and its checksum database has no entry for cri-tools (its hash is pinned above).
 build_crictl() {
-  local work="$CACHE/build/crictl-$CRICTL_VERSION"
-  mkdir -p "$work"
-  if [ ! -f "$work/tools.go" ]; then
-    {
-      printf 'module agentry.dev/crictlbuild\n\ngo 1.24\n\nrequire sigs.k8s.io/cri-tools %s\n\n' "$CRICTL_VERSION"
-      printf 'replace k8s.io/cri-api => k8s.io/cri-api %s\n' "$staging_minor"
-      printf 'replace k8s.io/cri-client => k8s.io/cri-client %s\n' "$staging_minor"
-    } >"$work/go.mod"
-    if [ "$CRICTL_VERSION" = v1.34.0 ]; then
-      cat >"$work/go.sum" <<'SUM'
-sigs.k8s.io/cri-tools v1.34.0 h1:KqL9EJ+WgHtz1HR1exezm91n+o8O2uMLs/eHzHJHAWw=
-sigs.k8s.io/cri-tools v1.34.0/go.mod h1:JyYVG0YFsly+p/hfDfmQcQBNFVHh0+BpMTn49YpasMA=
-SUM
-    fi
-    printf 'package main\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n' >"$work/tools.go"
-    (cd "$work" && go mod tidy >&2)
-  fi
-  log "go build crictl $CRICTL_VERSION ..."
-  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
-    -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
-    -o "$ASSETS/crictl.tmp" sigs.k8s.io/cri-tools/cmd/crictl >&2)
-  mv "$ASSETS/crictl.tmp" "$ASSETS/crictl"
+  build_in_kube_module crictl sigs.k8s.io/cri-tools/cmd/crictl "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
 # CoreDNS with only the plugins cluster DNS needs (the full build pulls every cloud SDK): a tiny
@@ -233,9 +246,10 @@ GO
 
 # kube-router, run with only its NetworkPolicy controller (--run-firewall): iptables + ipset, which
 # this kernel has. sigs.k8s.io/kube-network-policies (v0.7.0 is served) needs nftables' `queue`
-# expression (CONFIG_NFT_QUEUE), which the test bed's kernel lacks. A throwaway module like crictl's:
-# the proxy lists no kube-router version (so `go install @v` is refused) and its checksum database has
-# no entry for it, so its hash is pinned below; its dependencies are checked against sum.golang.org.
+# expression (CONFIG_NFT_QUEUE), which the test bed's kernel lacks. A throwaway module of its own (its
+# k8s.io modules are v0.29, too old to build against ours): the proxy lists no kube-router version (so
+# `go install @v` is refused) and its checksum database has no entry for it, so its hash is pinned
+# below; its dependencies are checked against sum.golang.org.
 build_kube_router() {
   local work="$CACHE/build/kube-router-$KUBE_ROUTER_VERSION"
   mkdir -p "$work"

@@ -1,16 +1,18 @@
 """`make test`'s order: the one-time builds in the background, each tier as soon as what it needs is done.
 
-The builds run one after another in one background line (helm; the control plane, the MCP server and
-the collector; the node's binaries, the images and Chromium). Beside them:
+The builds run in two background lines (prepare's two parts): the Go compiles one after another (helm;
+the control plane, the MCP server and the collector; the node's binaries and gVisor), and beside them
+the images, which mostly wait on downloads and disk. Beside the builds:
 
 1. lint, and the unit tier once helm is built;
-2. the e2e tier once the images are built: its time goes to pods starting and runs on the node (under
-   half a core on the test machine besides the pods), so it need not wait for the unit tier;
+2. the e2e tier once the node's binaries and the images are built: its time goes to pods starting and
+   runs on the node (under half a core on the test machine besides the pods), so it need not wait for
+   the unit tier;
 3. the integration tier once the control plane is built and the unit tier is done (both keep the two
    cores busy), and beside it the chaos tier (its five minutes mostly wait on kills and restarts: half
    a core).
 
-Cold, the integration and chaos tiers run while the images build.
+Cold, the integration and chaos tiers run while the node's binaries compile.
 
 A tier starts only after the build it needs succeeded, with `AGENTRY_NO_BUILD=1` so its own pytest does
 not check the builds again (it would wait on the lock the background builds hold). Every tier runs
@@ -42,21 +44,23 @@ RECAP_LINES = 40  # at most this many lines of each failed step are printed agai
 class Step:
     name: str
     argv: tuple[str, ...]
-    needs: str | None = None  # the build this step waits for (a tier of prepare)
+    needs: tuple[str, ...] = ()  # the builds this step waits for (of BUILD_LINES)
     after: tuple[str, ...] = ()  # the steps it waits for (whatever their outcome): they take the CPU
 
 
-BUILDS = ("unit", "integration", "e2e")
+# Each line runs its builds one after another (a failed one fails the later ones: they include it);
+# the lines run side by side. "unit", "integration" and "e2e" are the binaries each tier needs.
+BUILD_LINES = (("unit", "integration", "e2e"), ("images",))
 LINT = Step("lint", ("make", "--no-print-directory", "lint"))
-UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), "unit")
+UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), ("unit",))
 INTEGRATION = Step(
     "integration tier",
     (*PYTEST, "-m", "integration and not chaos", "-q", *PARALLEL, "--durations=15"),
-    "integration",
+    ("integration",),
     after=(UNIT.name,),
 )
-CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration", (UNIT.name,))
-E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), "e2e")
+CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), ("integration",), (UNIT.name,))
+E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), ("e2e", "images"))
 STEPS: tuple[Step, ...] = (LINT, UNIT, E2E, INTEGRATION, CHAOS)
 
 
@@ -113,17 +117,20 @@ async def _run(run: Run, name: str, argv: Sequence[str], env: dict[str, str] | N
     return rc
 
 
-def prepare_argv(tier: str) -> tuple[str, ...]:
-    return (PY, "-m", "agentry_localcluster.prepare", tier)
+def prepare_argv(build: str) -> tuple[str, ...]:
+    """A build of BUILD_LINES as a prepare command: a tier's binaries, or the e2e tier's images."""
+    if build == "images":
+        return (PY, "-m", "agentry_localcluster.prepare", "--part", "images", "e2e")
+    return (PY, "-m", "agentry_localcluster.prepare", "--part", "binaries", build)
 
 
-async def _builds(run: Run, build: Callable[[str], Sequence[str]]) -> None:
-    """The one-time builds, tier by tier; a failed one fails the later ones too (they include it)."""
+async def _builds(run: Run, line: Sequence[str], build: Callable[[str], Sequence[str]]) -> None:
+    """One line's builds in order; a failed one fails the later ones too (they include it)."""
     ok = True
-    for tier in BUILDS:
+    for name in line:
         if ok:
-            ok = await _run(run, f"builds for {tier}", build(tier)) == 0
-        run.built[tier].set_result(ok)
+            ok = await _run(run, f"builds for {name}", build(name)) == 0
+        run.built[name].set_result(ok)
 
 
 async def _step(run: Run, step: Step) -> None:
@@ -137,8 +144,8 @@ async def _start(run: Run, step: Step) -> None:
     for earlier in step.after:
         await run.ended[earlier].wait()
     env = None
-    if step.needs is not None:
-        if not await run.built[step.needs]:
+    if step.needs:
+        if not all([await run.built[name] for name in step.needs]):
             _say(f"{step.name}: not run, its one-time builds failed (above)")
             run.results[step.name] = 1
             return
@@ -154,13 +161,13 @@ async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] 
         raise ValueError(f"steps come after steps that are not run: {sorted(unknown)}")
     loop = asyncio.get_running_loop()
     run = Run(
-        built={tier: loop.create_future() for tier in BUILDS},
+        built={name: loop.create_future() for line in BUILD_LINES for name in line},
         ended={s.name: asyncio.Event() for s in steps},
         prefix=True,
     )
-    builds = asyncio.create_task(_builds(run, build))
+    builds = [asyncio.create_task(_builds(run, line, build)) for line in BUILD_LINES]
     await asyncio.gather(*(_step(run, s) for s in steps))
-    await builds
+    await asyncio.gather(*builds)
     failed = sorted(name for name, rc in run.results.items() if rc)
     for name in failed:
         if run.failures.get(name):
