@@ -3,7 +3,9 @@
 #
 # No prebuilt Kubernetes binary can be downloaded on the test bed, so we build them like envtest
 # assets: a throwaway Go module requires k8s.io/kubernetes at a pinned release and replaces every
-# k8s.io/* staging module with the matching v0.X.Y, then `go build`s the commands we need.
+# k8s.io/* staging module with the matching v0.X.Y, then `go build`s the commands we need. etcd,
+# crictl, CoreDNS and kube-router are built in the same module, against the release's own module
+# versions (kube_module), so the packages they share with Kubernetes are compiled once.
 #
 # Usage: hack/provision-kube.sh [component ...]
 #   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd helm
@@ -11,13 +13,12 @@
 #               localcluster/agentry_localcluster/node.py; kube-router enforces its NetworkPolicies)
 #   (default: kube-apiserver kube-controller-manager etcd helm)
 # Env:   AGENTRY_KUBE_VERSION (default below), AGENTRY_CACHE_DIR (default ~/.cache/agentry; see cache-env.sh),
-#        AGENTRY_ETCD_VERSION, AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION,
-#        AGENTRY_KUBE_ROUTER_VERSION
+#        AGENTRY_HELM_VERSION, AGENTRY_CRICTL_VERSION, AGENTRY_COREDNS_VERSION,
+#        AGENTRY_KUBE_ROUTER_VERSION (etcd is the release Kubernetes' own go.mod requires)
 # Prints the asset directory on the last line of stdout.
 set -euo pipefail
 
 KUBE_VERSION="${AGENTRY_KUBE_VERSION:-v1.34.4}"
-ETCD_VERSION="${AGENTRY_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${AGENTRY_HELM_VERSION:-v3.19.5}"
 CRICTL_VERSION="${AGENTRY_CRICTL_VERSION:-v1.34.0}"
 COREDNS_VERSION="${AGENTRY_COREDNS_VERSION:-v1.12.4}"
@@ -44,19 +45,24 @@ exec 9>"$ASSETS/.lock"
 flock 9
 
 staging_minor="v0.${KUBE_VERSION#v1.}"
-kube_work="$CACHE/build/kube-$KUBE_VERSION-crictl-$CRICTL_VERSION"
+RECIPE=2  # bump when kube_module changes: a new module directory
+kube_work="$CACHE/build/kube-$KUBE_VERSION-r$RECIPE-crictl-$CRICTL_VERSION-coredns-$COREDNS_VERSION-kr-$KUBE_ROUTER_VERSION"
 
 # Every module in the build list with the version the build uses (a replacement's, if any).
 build_list() { go list -m -f '{{.Path}} {{with .Replace}}{{.Version}}{{else}}{{.Version}}{{end}}' all; }
 
-# The module the Kubernetes commands and crictl are built in. crictl shares it so that its k8s.io
-# packages are the ones the control plane compiled (cold, crictl alone took 235 s of CPU; here 20-55 s).
-# The modules cri-tools would upgrade are replaced back with Kubernetes' own versions: the Kubernetes
-# binaries are built from exactly the release's pins, and crictl from those (it compiles with them).
+# The one module everything but helm and gVisor is built in: the Kubernetes commands, etcd (the
+# go.etcd.io/etcd/server/v3 release Kubernetes requires), crictl, CoreDNS (only the plugins cluster
+# DNS needs: the full build pulls every cloud SDK) and kube-router. The packages they share with
+# Kubernetes (87-94 % of etcd's and CoreDNS' code, 75-80 % of crictl's and kube-router's) are
+# compiled once: crictl alone took 235 s of CPU cold, here 20-55 s. The modules the others would
+# upgrade are replaced back with Kubernetes' own versions, so the Kubernetes binaries are built from
+# exactly the release's pins, and the others from those (each compiles with them). helm needs a newer
+# spf13/pflag than Kubernetes pins, and gVisor shares little: they keep modules of their own.
 kube_module() {
   local work="$kube_work"
   [ ! -f "$work/.ready" ] || return 0
-  rm -rf "$work" && mkdir -p "$work"
+  rm -rf "$work" && mkdir -p "$work/cmd/etcd" "$work/cmd/coredns"
   log "resolving k8s.io/kubernetes@$KUBE_VERSION staging modules"
   local gomod
   gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
@@ -80,15 +86,22 @@ kube_module() {
   } >"$work/tools.go"
   log "go mod tidy (downloads the module graph once)"
   (cd "$work" && go mod tidy -e >&2 && build_list >kube.pins)
-  # cri-tools' own hash, pinned: the checksum database has no entry for it.
+  extra_sources "$work"
+  # Their hashes, pinned: the checksum database has no entry for cri-tools or kube-router.
   [ "$CRICTL_VERSION" != v1.34.0 ] || cat >>"$work/go.sum" <<'SUM'
 sigs.k8s.io/cri-tools v1.34.0 h1:KqL9EJ+WgHtz1HR1exezm91n+o8O2uMLs/eHzHJHAWw=
 sigs.k8s.io/cri-tools v1.34.0/go.mod h1:JyYVG0YFsly+p/hfDfmQcQBNFVHh0+BpMTn49YpasMA=
 SUM
-  sed -i 's#^)$#\t_ "sigs.k8s.io/cri-tools/cmd/crictl"\n)#' "$work/tools.go"
-  (cd "$work" && GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRICTL_VERSION" >&2)
+  [ "$KUBE_ROUTER_VERSION" != v2.1.0 ] || cat >>"$work/go.sum" <<'SUM'
+github.com/cloudnativelabs/kube-router/v2 v2.1.0 h1:xWsptKtmZ44L+NjwFKoFAFlVdxCz8fka9A/eYJe95Ok=
+github.com/cloudnativelabs/kube-router/v2 v2.1.0/go.mod h1:JU/k2Qqcph0myF1cRDLidz1SZdoSrPczuYcGxYRSP0A=
+SUM
+  local tools='\t_ "sigs.k8s.io/cri-tools/cmd/crictl"\n\t_ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"'
+  sed -i "s#^)\$#$tools\n)#" "$work/tools.go"
+  (cd "$work" && GONOSUMDB=github.com/cloudnativelabs/kube-router GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRICTL_VERSION" \
+    "github.com/coredns/coredns@$COREDNS_VERSION" "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION" >&2)
   local round
-  for round in 1 2 3; do
+  for round in 1 2 3 4; do
     (cd "$work" && build_list >now.pins)
     # Modules of Kubernetes' list whose version moved: replace them back (a replacement's own
     # requirements can move others, hence the rounds).
@@ -102,39 +115,16 @@ for line in open(sys.argv[2]):
 PY
     [ -s "$work/moved" ] || break
     cat "$work/moved" >>"$work/go.mod"
-    (cd "$work" && go mod tidy -e >&2)
+    (cd "$work" && GONOSUMDB=github.com/cloudnativelabs/kube-router go mod tidy -e >&2)
   done
-  [ ! -s "$work/moved" ] || { log "error: crictl moves Kubernetes' module versions: $(cat "$work/moved")"; exit 2; }
+  [ ! -s "$work/moved" ] || { log "error: Kubernetes' module versions still move: $(cat "$work/moved")"; exit 2; }
   touch "$work/.ready"
 }
 
-# go build one command of the shared module into the assets; extra arguments go to -ldflags.
-build_in_kube_module() {
-  local out=$1 pkg=$2 ldflags=$3
-  kube_module
-  log "go build $pkg ..."
-  local t0=$SECONDS
-  (cd "$kube_work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$ASSETS/$out.tmp" "$pkg" >&2)
-  mv "$ASSETS/$out.tmp" "$ASSETS/$out"
-  log "built $out in $((SECONDS - t0)) s"
-}
-
-build_kube() {
-  local c
-  for c in "$@"; do
-    build_in_kube_module "$c" "k8s.io/kubernetes/cmd/$c" "\
--X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
--X k8s.io/component-base/version.gitMajor=1 \
--X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} \
--X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
-  done
-}
-
-build_etcd() {
-  local work="$CACHE/build/etcd-$ETCD_VERSION"
-  mkdir -p "$work"
-  if [ ! -f "$work/main.go" ]; then
-    cat >"$work/main.go" <<'GO'
+# The module's own commands: etcd's main, and CoreDNS with the plugins cluster DNS needs, in the
+# directive order of CoreDNS' plugin.cfg.
+extra_sources() {
+  cat >"$1/cmd/etcd/main.go" <<'GO'
 package main
 
 import (
@@ -145,33 +135,7 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-    printf 'module agentry.dev/etcdbuild\n\ngo 1.24\n' >"$work/go.mod"
-    (cd "$work" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 && go mod tidy >&2)
-  fi
-  log "go build etcd $ETCD_VERSION ..."
-  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ASSETS/etcd.tmp" . >&2)
-  mv "$ASSETS/etcd.tmp" "$ASSETS/etcd"
-}
-
-build_helm() {
-  log "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION ..."
-  GOBIN="$ASSETS" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-}
-
-# crictl (CRI client; `agentry-dev down` uses it to stop pod sandboxes so CNI releases their network),
-# in the Kubernetes module (kube_module). Not `go install crictl@v`: the proxy refuses the version list
-# that needs, and its checksum database has no entry for cri-tools (its hash is pinned above).
-build_crictl() {
-  build_in_kube_module crictl sigs.k8s.io/cri-tools/cmd/crictl "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
-}
-
-# CoreDNS with only the plugins cluster DNS needs (the full build pulls every cloud SDK): a tiny
-# module importing them, with the directive order of CoreDNS' plugin.cfg.
-build_coredns() {
-  local work="$CACHE/build/coredns-$COREDNS_VERSION"
-  mkdir -p "$work"
-  if [ ! -f "$work/main.go" ]; then
-    cat >"$work/main.go" <<'GO'
+  cat >"$1/cmd/coredns/main.go" <<'GO'
 package main
 
 import (
@@ -200,12 +164,45 @@ func init() {
 
 func main() { coremain.Run() }
 GO
-    printf 'module agentry.dev/corednsbuild\n\ngo 1.24\n' >"$work/go.mod"
-    (cd "$work" && go get "github.com/coredns/coredns@$COREDNS_VERSION" >&2 && go mod tidy >&2)
-  fi
-  log "go build coredns $COREDNS_VERSION ..."
-  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ASSETS/coredns.tmp" . >&2)
-  mv "$ASSETS/coredns.tmp" "$ASSETS/coredns"
+}
+
+# go build one command of the shared module into the assets; extra arguments go to -ldflags.
+build_in_kube_module() {
+  local out=$1 pkg=$2 ldflags=$3
+  kube_module
+  log "go build $pkg ..."
+  (cd "$kube_work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$ASSETS/$out.tmp" "$pkg" >&2)
+  mv "$ASSETS/$out.tmp" "$ASSETS/$out"
+}
+
+build_kube() {
+  local c
+  for c in "$@"; do
+    build_in_kube_module "$c" "k8s.io/kubernetes/cmd/$c" "\
+-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+-X k8s.io/component-base/version.gitMajor=1 \
+-X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} \
+-X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  done
+}
+
+build_etcd() {
+  build_in_kube_module etcd ./cmd/etcd ""
+}
+
+build_helm() {
+  log "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION ..."
+  GOBIN="$ASSETS" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+}
+
+# crictl (CRI client; `agentry-dev down` uses it to stop pod sandboxes so CNI releases their network).
+# Not `go install crictl@v`: the proxy refuses the version list that needs.
+build_crictl() {
+  build_in_kube_module crictl sigs.k8s.io/cri-tools/cmd/crictl "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+}
+
+build_coredns() {
+  build_in_kube_module coredns ./cmd/coredns ""
 }
 
 # The pod sandbox ("pause") process: sleeps until SIGINT/SIGTERM and reaps orphaned children.
@@ -246,34 +243,15 @@ GO
 
 # kube-router, run with only its NetworkPolicy controller (--run-firewall): iptables + ipset, which
 # this kernel has. sigs.k8s.io/kube-network-policies (v0.7.0 is served) needs nftables' `queue`
-# expression (CONFIG_NFT_QUEUE), which the test bed's kernel lacks. A throwaway module of its own (its
-# k8s.io modules are v0.29, too old to build against ours): the proxy lists no kube-router version (so
-# `go install @v` is refused) and its checksum database has no entry for it, so its hash is pinned
-# below; its dependencies are checked against sum.golang.org.
+# expression (CONFIG_NFT_QUEUE), which the test bed's kernel lacks. The proxy lists no kube-router
+# version, so `go install @v` is refused: it is required at its exact release in kube_module.
 build_kube_router() {
-  local work="$CACHE/build/kube-router-$KUBE_ROUTER_VERSION"
-  mkdir -p "$work"
-  if [ ! -f "$work/tools.go" ]; then
-    printf 'module agentry.dev/kuberouterbuild\n\ngo 1.24\n\nrequire github.com/cloudnativelabs/kube-router/v2 %s\n' \
-      "$KUBE_ROUTER_VERSION" >"$work/go.mod"
-    if [ "$KUBE_ROUTER_VERSION" = v2.1.0 ]; then
-      cat >"$work/go.sum" <<'SUM'
-github.com/cloudnativelabs/kube-router/v2 v2.1.0 h1:xWsptKtmZ44L+NjwFKoFAFlVdxCz8fka9A/eYJe95Ok=
-github.com/cloudnativelabs/kube-router/v2 v2.1.0/go.mod h1:JU/k2Qqcph0myF1cRDLidz1SZdoSrPczuYcGxYRSP0A=
-SUM
-    fi
-    printf 'package main\n\nimport _ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"\n' >"$work/tools.go"
-    (cd "$work" && GONOSUMDB=github.com/cloudnativelabs/kube-router go mod tidy >&2)
-  fi
-  log "go build kube-router $KUBE_ROUTER_VERSION ..."
-  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
-    -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
-    -o "$ASSETS/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router >&2)
-  mv "$ASSETS/kube-router.tmp" "$ASSETS/kube-router"
+  build_in_kube_module kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+    "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 }
 
-kube=()
 for c in "${missing[@]}"; do
+  t0=$SECONDS
   case "$c" in
     etcd) build_etcd ;;
     helm) build_helm ;;
@@ -281,10 +259,10 @@ for c in "${missing[@]}"; do
     coredns) build_coredns ;;
     pause) build_pause ;;
     kube-router) build_kube_router ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) kube+=("$c") ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) build_kube "$c" ;;
     *) log "error: unknown component $c"; exit 2 ;;
   esac
+  log "built $c in $((SECONDS - t0)) s (module downloads included)"
 done
-[ ${#kube[@]} -eq 0 ] || build_kube "${kube[@]}"
 log "ready: $ASSETS"
 echo "$ASSETS"
