@@ -2,10 +2,7 @@
 
 Kubernetes and node binaries, helm, the OpenTelemetry Collector, the images and Chromium are built
 or installed once and cached (`paths.cache_dir()`); warm, each step is a cache check of a second or
-two. They come in two parts that can run side by side: `binaries` (Go compiles, Kubernetes and node
-binaries, the collector, gVisor, and the MCP server's npm install: they take the CPU) and `images`
-(Docker, debootstrap, pip and npm downloads, and Chromium: they mostly wait on the network and disk).
-They never run inside a test's or fixture's timeout: `make test` runs this first, and
+two. They never run inside a test's or fixture's timeout: `make test` runs this first, and
 `tests/conftest.py` calls `prepare()` for the tiers it collected, before the first test, so a plain
 `pytest -m e2e` is covered too.
 """
@@ -40,7 +37,6 @@ BINARIES = {
     "e2e": (*CONTROL_PLANE, "helm", *NODE),
 }
 TIERS = tuple(BINARIES)
-PARTS = ("binaries", "images")
 
 
 def _say(msg: str) -> None:
@@ -61,27 +57,26 @@ def _chromium(say: Say) -> None:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(part: str) -> Iterator[None]:
-    """Prepares of one part running at once (pytest-xdist's workers, `make dev` beside `make test`)
-    take turns: the second finds the first's work cached instead of building it again beside it."""
-    lock = cache_dir() / f"prepare-{part}.lock"
+def _one_at_a_time() -> Iterator[None]:
+    """Prepares running at once (pytest-xdist's workers, `make dev` beside `make test`) take turns:
+    the second finds the first's work cached instead of building it again beside it."""
+    lock = cache_dir() / "prepare.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
-def prepare(tiers: Iterable[str], say: Say = _say, parts: Iterable[str] = PARTS) -> None:
-    """Build (or find cached) what the given tiers need, of the given parts (in PARTS' order, so
-    two callers never wait on each other's locks crosswise); raises ServerError with the reason."""
+def prepare(tiers: Iterable[str], say: Say = _say) -> None:
+    """Build (or find cached) everything the given tiers need; raises ServerError with the reason."""
     wanted = [t for t in TIERS if t in set(tiers)]
-    chosen = set(parts)
-    for part in (p for p in PARTS if p in chosen and wanted):
-        with _one_at_a_time(part):
-            (_binaries if part == "binaries" else _images)(wanted, say)
+    if not wanted:
+        return
+    with _one_at_a_time():
+        _prepare(wanted, say)
 
 
-def _binaries(wanted: list[str], say: Say) -> None:
+def _prepare(wanted: list[str], say: Say) -> None:
     components = tuple(dict.fromkeys(c for t in wanted for c in BINARIES[t]))
     t0 = time.monotonic()
     say(f"binaries for {', '.join(wanted)}: {' '.join(components)} (cold: 15-25 min on 2 cores)")
@@ -96,34 +91,26 @@ def _binaries(wanted: list[str], say: Say) -> None:
         say(f"collector ready ({time.monotonic() - t1:.0f} s)")
     if "e2e" in wanted:
         t1 = time.monotonic()
+        say("images: workspace, operator, API, gateway, egress proxy (cold: ~10 min)")
+        build_images(say)
+        say(f"images ready ({time.monotonic() - t1:.0f} s)")
+        t1 = time.monotonic()
         say("gVisor: runsc and its containerd shim (Go module proxy; cold: ~2.5 min)")
         build_shim()
         say(f"gVisor ready ({time.monotonic() - t1:.0f} s)")
-    say(f"binaries built in {time.monotonic() - t0:.0f} s")
-
-
-def _images(wanted: list[str], say: Say) -> None:
-    if "e2e" not in wanted:
-        return
-    t0 = time.monotonic()
-    say("images: workspace, operator, API, gateway, egress proxy (cold: ~5-8 min)")
-    build_images(say)
-    say(f"images ready ({time.monotonic() - t0:.0f} s)")
-    _chromium(say)
+        _chromium(say)
+    say(f"everything built in {time.monotonic() - t0:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentry-prepare", description=__doc__)
     # No `choices`: Python 3.11's argparse checks an empty `*` list against them and refuses it.
     parser.add_argument("tiers", nargs="*", metavar="TIER", help=f"of {', '.join(TIERS)} (default: all)")
-    parser.add_argument(
-        "--part", action="append", choices=PARTS, help="only this part (repeatable; default: both)"
-    )
     args = parser.parse_args(argv)
     if unknown := set(args.tiers) - set(TIERS):
         parser.error(f"unknown tier(s) {', '.join(sorted(unknown))}; choose from {', '.join(TIERS)}")
     try:
-        prepare(args.tiers or TIERS, parts=args.part or PARTS)
+        prepare(args.tiers or TIERS)
     except ServerError as exc:
         _say(f"error: {exc}")
         return 1

