@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.cloud.firestore import AsyncTransaction, async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agentry_common.contention import transact
 from agentry_common.records import Collection
 
 from .base import Doc, StoreBase, key_id
@@ -34,8 +35,7 @@ class ApprovalStore(StoreBase):
             transaction.set(ref, doc)
             return True
 
-        created: bool = await txn(self.db.transaction())
-        return created
+        return await transact(self.db, txn, "an approval")
 
     async def decide_approval(self, approval_id: str, fields: Doc) -> Doc | None:
         """Move a pending approval to decided; None if it was not pending (someone decided first)."""
@@ -51,8 +51,7 @@ class ApprovalStore(StoreBase):
             transaction.set(ref, doc)
             return doc
 
-        result: Doc | None = await txn(self.db.transaction())
-        return result
+        return await transact(self.db, txn, "an approval")
 
     async def update_approval(self, approval_id: str, fields: Doc) -> None:
         await self.db.collection(APPROVALS).document(key_id(approval_id)).update(fields)

@@ -6,25 +6,18 @@ UTC strings with microseconds, so they sort as text.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
-import weakref
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore import AsyncClient
 from google.cloud.firestore_v1._helpers import decode_dict
 
+from agentry_common.contention import KeyedLocks
 from agentry_common.records import Collection
 
 Doc = dict[str, Any]
-
-TXN_ATTEMPTS = 20
-
-
-class Contended(Exception):
-    """A transaction kept conflicting with concurrent writers; the caller may retry."""
 
 
 def now_iso() -> str:
@@ -79,19 +72,9 @@ def event_doc_id(user_id: str, seq: int) -> str:
 class StoreBase:
     def __init__(self, client: AsyncClient) -> None:
         self.db = client
-        # Firestore locks a document read in a transaction: concurrent transactions on one user's
-        # document (its event sequence, its stream slots) wait on each other. On the emulator 3 at
-        # once took 6 s and 5 hit its lock timeout, so a burst of a user's events held its event
-        # stream past the request deadline. In one replica they take turns instead.
-        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def user_lock(self, user_id: str) -> asyncio.Lock:
-        """The lock of this replica's transactions on the user's document (kept while in use)."""
-        lock = self._user_locks.get(user_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._user_locks[user_id] = lock
-        return lock
+        # Concurrent transactions on one user's document (its event sequence, its stream slots) take
+        # turns in one replica: on the emulator 3 at once took 6 s and 5 hit its lock timeout.
+        self.user_lock = KeyedLocks()
 
     async def close(self) -> None:
         """Close the gRPC channel (the async client has no close of its own)."""

@@ -12,6 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore import AsyncTransaction, async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agentry_common.contention import transact
 from agentry_common.notifications import DeliveryState
 from agentry_common.records import Collection
 
@@ -137,8 +138,7 @@ class NotificationStore(StoreBase):
             transaction.update(ref, {"nextAt": lease_until, "claim": claim})
             return doc
 
-        result: Doc | None = await txn(self.db.transaction())
-        return result
+        return await transact(self.db, txn, "a delivery")
 
     async def finish_attempt(self, dl_id: str, claim: str, fields: Doc) -> bool:
         """Record an attempt's outcome if the claim is still ours (False: the lease ended and another
@@ -154,8 +154,7 @@ class NotificationStore(StoreBase):
             transaction.update(ref, {**fields, "claim": None})
             return True
 
-        done: bool = await txn(self.db.transaction())
-        return done
+        return await transact(self.db, txn, "a delivery")
 
     async def redeliver(self, dl_id: str, user_id: str, fields: Doc) -> Doc | None:
         """A dead (or delivered) delivery of the user's, pending again; None if not theirs."""
@@ -172,8 +171,7 @@ class NotificationStore(StoreBase):
                 transaction.update(ref, fields)
             return doc
 
-        result: Doc | None = await txn(self.db.transaction())
-        return result
+        return await transact(self.db, txn, "a delivery")
 
     async def list_deliveries(self, user_id: str, state: str | None, limit: int) -> list[Doc]:
         """Newest first."""

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from google.cloud.firestore import AsyncTransaction, async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agentry_common.contention import transact
 from agentry_common.records import Collection
 
-from .base import TXN_ATTEMPTS, Contended, Doc, StoreBase, event_doc_id, key_id, now_iso
+from .base import Doc, StoreBase, event_doc_id, key_id, now_iso
 
 USERS, EXECUTIONS = Collection.USERS, Collection.EXECUTIONS
 EVENTS, EVENT_KEYS = Collection.EVENTS, Collection.EVENT_KEYS
@@ -105,12 +106,7 @@ class RunStore(StoreBase):
                 transaction.set(key_ref, {"userId": user_id, "seq": seq, "createdAt": event["createdAt"]})
             return event
 
-        try:
-            async with self.user_lock(user_id):
-                result: Doc | None = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
-        except ValueError as exc:  # the library's "failed to commit in N attempts"
-            raise Contended(f"the event stream of a user is too busy: {exc}") from exc
-        return result
+        return await transact(self.db, txn, "the event stream of a user", self.user_lock(user_id))
 
     async def last_event_seq(self, user_id: str) -> int:
         user = await self._get(USERS, user_id)

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from google.cloud.firestore import DELETE_FIELD, AsyncTransaction, async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agentry_common.contention import transact
 from agentry_common.records import Collection
 
-from .base import TXN_ATTEMPTS, Contended, Doc, StoreBase, now_iso
+from .base import Doc, StoreBase, now_iso
 
 USERS, SESSIONS, AGENTS = Collection.USERS, Collection.SESSIONS, Collection.AGENTS
 TOKENS = Collection.TOKENS
@@ -150,12 +151,7 @@ class SessionStore(StoreBase):
                 transaction.set(ref, {"streams": live})
             return True
 
-        try:
-            async with self.user_lock(user_id):
-                result: bool = await txn(self.db.transaction(max_attempts=TXN_ATTEMPTS))
-        except ValueError as exc:
-            raise Contended(f"the stream slots of a user are too busy: {exc}") from exc
-        return result
+        return await transact(self.db, txn, "the stream slots of a user", self.user_lock(user_id))
 
     async def renew_stream(self, user_id: str, lease: str, ttl: float) -> None:
         expiry = iso_of(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl))

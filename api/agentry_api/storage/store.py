@@ -9,9 +9,11 @@ Nothing outside this package touches the Firestore client.
 
 from __future__ import annotations
 
+from agentry_common.contention import Contended
+
 from .agents import AgentStore
 from .approvals import ApprovalStore
-from .base import Contended, Doc, event_doc_id, new_client, now_iso, valid_doc_id
+from .base import Doc, event_doc_id, new_client, now_iso, valid_doc_id
 from .calls import CallStore
 from .notifications import NotificationStore
 from .peers import PeerStore

@@ -11,14 +11,12 @@ JSON (opaque to the gateway; Firestore's own types cannot hold every JSON value,
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
-import random
 from collections.abc import Sequence
 from typing import Any, Final
 
 from agentry_common.checkpoints import CHECKPOINT_COLLECTION, Close, Entry, PrunedRun
+from agentry_common.contention import KeyedLocks, transact
 from agentry_common.steering import (
     INBOX_COLLECTION,
     MAX_MESSAGES,
@@ -43,8 +41,6 @@ from .store import (
     page_of,
 )
 
-log = logging.getLogger("agentry.gateway.checkpoints")
-
 ENTRIES: Final = "entries"
 INBOX: Final = INBOX_COLLECTION  # steering messages, id the zero-padded inbox seq
 READ_CHUNK: Final = 16  # entries per query while filling a page (each up to MAX_ENTRY_BYTES)
@@ -64,8 +60,7 @@ class FirestoreCheckpointStore:
         self.client = client
         self.limits = limits or Limits()
         self.retention = dt.timedelta(days=retention_days)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}  # appends holding or awaiting each lock
+        self._locks = KeyedLocks()
 
     def _head(self, run: RunRef) -> Any:
         return self.client.collection(CHECKPOINT_COLLECTION).document(run.doc_id)
@@ -130,17 +125,9 @@ class FirestoreCheckpointStore:
 
     async def _serially(self, run: RunRef, txn: Any) -> Any:
         """One transaction per run's head at a time in this pod: a run appends one batch after
-        another anyway, and concurrent transactions on one document only contend (the emulator's
-        locks even wait them out). Other pods still contend with it: Firestore serialises those."""
-        lock = self._locks.setdefault(run.doc_id, asyncio.Lock())
-        self._users[run.doc_id] = self._users.get(run.doc_id, 0) + 1
-        try:
-            async with lock:
-                return await _contended(lambda: txn(self.client.transaction(max_attempts=20)))
-        finally:
-            self._users[run.doc_id] -= 1
-            if not self._users[run.doc_id]:
-                del self._users[run.doc_id], self._locks[run.doc_id]
+        another anyway, and concurrent transactions on one document only contend. Other pods still
+        contend with it: `transact` retries those."""
+        return await transact(self.client, txn, "a run's checkpoints", self._locks(run.doc_id))
 
     @staticmethod
     def _mark(transaction: Any, head_ref: Any, seqs: list[int], state: MessageState) -> None:
@@ -241,19 +228,3 @@ class FirestoreCheckpointStore:
 
 def _message(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "expireAt"}
-
-
-async def _contended(attempt: Any) -> Any:
-    """The library retries a commit that aborts; a read that meets another pod's lock can abort too:
-    retried here, with jittered backoff (as the ledger's transactions)."""
-    from google.api_core import exceptions as gexc
-
-    for n in range(1, 6):
-        try:
-            return await attempt()
-        except (gexc.Aborted, ValueError) as exc:
-            if n == 5:
-                raise
-            log.info("checkpoint transaction contended (%s), retrying", exc)
-            await asyncio.sleep(random.uniform(0.01, 0.2) * n)
-    raise AssertionError("unreachable")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
+from agentry_common.contention import transact
 from agentry_common.governance import Scope
 from agentry_common.records import Collection
 
@@ -19,7 +18,6 @@ from .pods import GONE_AFTER_SECONDS, HEARTBEAT_SECONDS, PodHeartbeat
 
 __all__ = ["FirestoreLedger", "MemoryLedger"]
 
-log = logging.getLogger("agentry.gateway.ledger")
 
 # Firestore TTL policies (configured on these fields) delete old call records and run counters.
 CALL_RECORD_DAYS = 90
@@ -88,7 +86,6 @@ class FirestoreLedger(Ledger):
 
     async def _transact(self, ids: list[str], fn: Callable[[dict[str, Counter]], list[str]]) -> None:
         await self.heartbeat.ensure()
-        from google.api_core import exceptions as gexc
         from google.cloud.firestore import AsyncTransaction, async_transactional
 
         refs = {cid: self._ref(cid) for cid in ids}
@@ -103,17 +100,8 @@ class FirestoreLedger(Ledger):
                     doc["expireAt"] = expire_at
                 transaction.set(refs[cid], doc)
 
-        # The library retries a commit that aborts; a read that meets a lock held by another pod's
-        # transaction can abort too: retried here, with jittered backoff.
-        for attempt in range(1, 6):
-            try:
-                await txn(self.client.transaction(max_attempts=self.max_attempts))
-                return
-            except (gexc.Aborted, ValueError) as exc:
-                if attempt == 5:
-                    raise
-                log.info("budget transaction contended (%s), retrying", exc)
-                await asyncio.sleep(random.uniform(0.01, 0.5) * attempt)
+        # Counters are shared by every pod's runs: no lock of this pod's would help.
+        await transact(self.client, txn, "a budget's counters", attempts=self.max_attempts, pause=0.5)
 
     async def record_call(self, record: dict[str, Any]) -> None:
         """Write a call record (`llmCalls/<id>`), batched with the others of the next few ms; returns

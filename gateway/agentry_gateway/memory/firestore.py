@@ -3,7 +3,7 @@
 
 A write or a delete is one transaction on the head and the entry: the count and the entries never
 disagree, and two writers racing for a full store's last slot store one entry (Firestore serialises
-them on the head document).
+them on the head document; `agentry_common.contention` retries the one that loses).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
+from agentry_common.contention import KeyedLocks, transact
 from agentry_common.memory import MEMORY_COLLECTION, MemoryEntry
 
 from .store import Full, Owner, now_rfc3339
@@ -29,6 +30,7 @@ class FirestoreMemoryStore:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._locks = KeyedLocks()  # this pod's writers of one store take turns (`transact`)
 
     def _head(self, owner: Owner) -> Any:
         return self.client.collection(MEMORY_COLLECTION).document(owner.doc_id)
@@ -60,7 +62,7 @@ class FirestoreMemoryStore:
             transaction.set(entry_ref, entry.wire())
             transaction.set(head_ref, self._head_doc(owner, head, count))
 
-        await txn(self.client.transaction(max_attempts=10))
+        await transact(self.client, txn, "an Agent's memory", self._locks(owner.doc_id))
         return entry
 
     def _head_doc(self, owner: Owner, head: Any, count: int) -> dict[str, Any]:
@@ -90,8 +92,7 @@ class FirestoreMemoryStore:
             transaction.set(head_ref, self._head_doc(owner, head, max(0, count - 1)))
             return True
 
-        deleted: bool = await txn(self.client.transaction(max_attempts=10))
-        return deleted
+        return await transact(self.client, txn, "an Agent's memory", self._locks(owner.doc_id))
 
     async def stores(self) -> list[Owner]:
         out = []

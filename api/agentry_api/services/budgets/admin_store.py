@@ -8,6 +8,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore import AsyncClient, AsyncTransaction, async_transactional
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agentry_common.contention import transact
 from agentry_common.governance import (
     BUDGET_ADMIN,
     BUDGET_AUDIT,
@@ -72,8 +73,7 @@ class BudgetAdminStore:
             transaction.set(self._audit(audit), {**audit, "before": before, "after": after})
             return before
 
-        before: Doc = await txn(self.db.transaction())
-        return before
+        return await transact(self.db, txn, "a budget policy")
 
     async def throttles(self, active_only: bool = True) -> list[Doc]:
         query: Any = self.db.collection(BUDGET_THROTTLES)
@@ -104,8 +104,7 @@ class BudgetAdminStore:
             transaction.set(self._audit(audit), {**audit, "before": before, "after": after})
             return after
 
-        after: Doc = await txn(self.db.transaction())
-        return after
+        return await transact(self.db, txn, "a throttle")
 
     async def audit(self, limit: int = AUDIT_LIMIT) -> list[Doc]:
         query = self.db.collection(BUDGET_AUDIT).order_by("id", direction="DESCENDING").limit(limit)
