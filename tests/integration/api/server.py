@@ -102,7 +102,9 @@ def api_settings(project: str, namespace: str, kubeconfig: str, **overrides: Any
         "approval_check_seconds": 2.0,
         "sse_poll_seconds": 0.5,
         "sse_heartbeat_seconds": 1.0,
-        "kube_timeout_seconds": 3.0,
+        # kube_timeout_seconds keeps its default (10 s): a test that wants the cluster unreachable sets
+        # its own. At 3 s, a call to a starved API server on a loaded CI machine ran out, and a
+        # DELETE answered 204 with the CR still there (the sync sweep retried it).
         "anthropic_api_key": None,
         "admin_token": "admin-token-for-tests",
         # Like `make dev`: guests, and a session cookie over plain http (the defaults are the safe ones).
