@@ -47,7 +47,6 @@ class EventBus:
         self.feed = feed
         self.peers = peers
         self._subs: dict[str, set[Subscription]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         # Notifications (services/notifications): told of every event before it is appended, so an
         # event the watcher repeats after a crash is notified (once: the notification's id is fixed).
         self.notify: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
@@ -57,12 +56,8 @@ class EventBus:
     ) -> dict[str, Any] | None:
         if self.notify is not None:
             await self.notify(user_id, kind, data)
-        # One writer per user in this process: the per-user counter is a transaction hot spot.
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
-        async with lock:
-            event = await self.store.append_event(user_id, kind, data, dedupe_key)
-        if len(self._locks) > 10000:
-            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        # One writer per user in this process: the store's transaction takes the user's lock.
+        event = await self.store.append_event(user_id, kind, data, dedupe_key)
         if event is not None:
             self.wake([user_id])
             if self.peers is not None:
