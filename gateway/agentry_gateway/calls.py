@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -102,6 +103,31 @@ def cache_key_of(subjects: Subjects) -> str:
     return subjects.execution or f"user:{subjects.user}"
 
 
+# The gateway's background tasks (Gateway.spawn: kept until done, a failure logged with `what`).
+Spawn = Callable[[Coroutine[Any, Any, int | None], str], asyncio.Task[int | None]]
+
+
+class RidingStore:
+    """The store of the journal entries riding a call (checkpoints/boundary.py), started once the
+    call's request is on its way upstream (`start`: agentry_llm's REQUEST_SENT), so that its work
+    overlaps the provider's instead of delaying the request; at the latest when the call's first
+    answer (or failure) comes, or the call is refused."""
+
+    def __init__(self, store: Coroutine[Any, Any, int | None], spawn: Spawn) -> None:
+        self._store, self._spawn = store, spawn
+        self._task: asyncio.Task[int | None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = self._spawn(self._store, "journal entries riding a call")
+
+    async def stored(self) -> int | None:
+        """The seq of the last entry stored (None: they were not)."""
+        self.start()
+        assert self._task is not None
+        return await self._task
+
+
 @dataclass
 class Call:
     """What happens to one request, for metering."""
@@ -132,7 +158,7 @@ class Call:
     billed_attempts: int = 0  # failed attempts the provider may have billed (charging.py)
     attempt_open: bool = False  # an upstream attempt is running (cut now: it may be billed)
     admitted: float = field(default_factory=time.time)  # wall clock, for prompt-cache TTLs
-    storing: asyncio.Task[int | None] | None = None  # the journal entries riding the call
+    storing: RidingStore | None = None  # the journal entries riding the call
     journal_last: int | None = None  # the last of them, stored
 
     @property

@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 
 from agentry_llm import ChatRequest, ChatResponse, ProviderChain, ProvidersFailed
 from agentry_llm.base import TextCallback
+from agentry_llm.http import REQUEST_SENT
 
 from .calls import Call, Outcome, StreamBroken, public_failures
 from .channels import Redactor
@@ -32,9 +33,18 @@ Finish = Callable[[Call, Outcome, ChatResponse | None], None]
 
 
 async def run_chain(
-    chain: ProviderChain, chat: ChatRequest, queue: asyncio.Queue[Item], *, stream: bool, deadline: float
+    chain: ProviderChain,
+    chat: ChatRequest,
+    queue: asyncio.Queue[Item],
+    *,
+    stream: bool,
+    deadline: float,
+    sent: Callable[[], None] | None = None,
 ) -> None:
+    """`sent`: called once the request has gone upstream (this task's own context)."""
     on_text: TextCallback | None = (lambda t: queue.put_nowait(("text", t))) if stream else None
+    if sent is not None:
+        REQUEST_SENT.set(sent)
     try:
         async with asyncio.timeout(deadline):
             response = await chain.complete(chat, on_text=on_text)

@@ -27,7 +27,7 @@ from agentry_llm import BreakerRegistry, ChatProvider, ProviderChain, RetryPolic
 from . import telemetry, unpriced
 from .budgets import Amount, Decision
 from .budgets.admin_source import AdminPolicies
-from .calls import Call, Guarded, Rejected, cache_key_of, public_failures, subjects_of
+from .calls import Call, Guarded, Rejected, RidingStore, cache_key_of, public_failures, subjects_of
 from .channels import ChannelKeyMissing, ChannelPool, Redactor
 from .checkpoints import CheckpointStore, build_store
 from .checkpoints.beside import CallsFirst
@@ -168,12 +168,14 @@ class Gateway:
         started = time.perf_counter()
         wire = WIRES[protocol]
         routed = self.calls_first.enter()
+        storing: RidingStore | None = None
         try:
             claims = self._authenticate_caller(wire, request)
             size, parsed = await self._parse(wire, request)
             self._check_chain(claims, parsed)
-            riding = store_riding(self.checkpoints, self.ledger, self.metrics, claims, request.headers)
-            storing = self.spawn(riding, "journal entries riding a call") if riding is not None else None
+            storing = store_riding(
+                self.checkpoints, self.ledger, self.metrics, claims, request.headers, self.spawn
+            )
             await check_boundary(self.checkpoints, claims, request.headers)  # a steering message first
             call = await self._decide(wire, request, claims, parsed, size, started)
             call.storing = storing  # the answer names what it stored
@@ -184,6 +186,8 @@ class Gateway:
             return self._fail(wire, exc)
         finally:
             routed()
+            if storing is not None:
+                storing.start()  # a refused call's entries are stored all the same
 
     def _fail(self, wire: WireProtocol, exc: Rejected) -> JSONResponse:
         headers = {"x-agentry-error": exc.kind or str(exc.status), **exc.headers}
@@ -343,13 +347,14 @@ class Gateway:
         queue: asyncio.Queue[Item] = asyncio.Queue()
         chat, stream = call.parsed.chat, call.parsed.stream
         deadline = self.settings.call_deadline_seconds
-        task = asyncio.create_task(run_chain(chain, chat, queue, stream=stream, deadline=deadline))
+        sent = call.storing.start if call.storing is not None else None  # its entries are stored then
+        task = asyncio.create_task(run_chain(chain, chat, queue, stream=stream, deadline=deadline, sent=sent))
         self.metrics.in_flight.inc()
         call.in_flight = True
         first = await queue.get()
         routed()  # upstream answered (or failed): the appends held for it go
         if call.storing is not None:
-            call.journal_last = await call.storing
+            call.journal_last = await call.storing.stored()
         kind, value = first
         if kind == "done" and not stream:
             self.meter.finish(call, "ok", value)

@@ -3,8 +3,9 @@ server-sent events the provider folds into its answer, and failures normalised t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +23,10 @@ ErrorOf = Callable[[Any], tuple[str, str]]
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 _CONNECT_TIMEOUT = 10.0
 GATEWAY_HEADER_PREFIX = "x-agentry-"
+# Called once a call's request has been sent, while its answer is awaited: work that need not delay
+# the request goes then (the gateway stores the journal entries riding a call, checkpoints/boundary.py).
+# A context variable, as the tracing context is: it holds for the calls of the task that sets it.
+REQUEST_SENT: ContextVar[Callable[[], None] | None] = ContextVar("agentry_llm_request_sent", default=None)
 
 
 @dataclass
@@ -90,8 +95,12 @@ class HttpProvider:
         or during the stream, leaves as a ProviderError. The caller's span (a turn, the gateway's
         call) continues upstream."""
         sent = {**trace_headers(), **(headers or {})}
+        hook = REQUEST_SENT.get()
+        extensions = {"trace": _on_body_sent(hook)} if hook is not None else None
         try:
-            async with self._client.stream("POST", path, json=body, headers=sent) as response:
+            async with self._client.stream(
+                "POST", path, json=body, headers=sent, extensions=extensions
+            ) as response:
                 if response.status_code >= 400:
                     raise self._status_error(response, await response.aread(), error_of)
                 said = {k: v for k, v in response.headers.items() if k.startswith(GATEWAY_HEADER_PREFIX)}
@@ -123,3 +132,13 @@ class HttpProvider:
             final=is_refusal(err_type),
             kind=err_type or "",
         )
+
+
+def _on_body_sent(hook: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore `trace` extension that calls `hook` when the request's body has been written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):  # http11. or http2.
+            hook()
+
+    return trace

@@ -4,15 +4,15 @@ charged or sent upstream, while a message is queued beyond it. So the runtime ne
 append's answer before each call to learn of a message, and none waits a turn longer than it must.
 
 The call may also carry the run's staged journal entries (agentry_common.checkpoints.RIDING_HEADER):
-they are stored under the append route's rules while the call is routed, and its answer waits for
-that store and names the last entry stored. Entries that cannot be stored are not: the call goes on,
-and its answer names none, so the runtime appends them itself (and learns of a fence there)."""
+they are stored under the append route's rules once the call's request has gone upstream (so the
+store's work overlaps the provider's), and its answer waits for that store and names the last entry
+stored. Entries that cannot be stored are not: the call goes on, and its answer names none, so the
+runtime appends them itself (and learns of a fence there)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 
@@ -21,7 +21,7 @@ from agentry_common.governance import RefusalType, budget_subjects
 from agentry_common.steering import INBOX_SEEN_HEADER
 from agentry_common.tokens import Claims
 
-from ..calls import Rejected
+from ..calls import Rejected, RidingStore, Spawn
 from ..ledger import Ledger
 from ..metrics import Metrics
 from .store import Appended, Batch, CheckpointStore, Conflict, Refused, RunRef
@@ -45,14 +45,19 @@ def record(metrics: Metrics, done: Appended) -> None:
 
 
 def store_riding(
-    store: CheckpointStore, ledger: Ledger, metrics: Metrics, claims: Claims, headers: Mapping[str, str]
-) -> Coroutine[Any, Any, int | None] | None:
-    """What stores the entries riding a run's call (its last seq; None: not stored), or None when
-    none ride it."""
+    store: CheckpointStore,
+    ledger: Ledger,
+    metrics: Metrics,
+    claims: Claims,
+    headers: Mapping[str, str],
+    spawn: Spawn,
+) -> RidingStore | None:
+    """What stores the entries riding a run's call (once the call is on its way upstream), or None
+    when none ride it."""
     value = headers.get(RIDING_HEADER)
     if value is None or claims.typ != "run" or not claims.execution_uid:
         return None
-    return _store(store, ledger, metrics, claims, value)
+    return RidingStore(_store(store, ledger, metrics, claims, value), spawn)
 
 
 async def _store(

@@ -252,3 +252,33 @@ def test_entries_riding_a_model_call_are_stored_and_its_answer_names_them(
     assert call(3, 3, seen="1").gateway[RIDING_STORED_HEADER] == "3"  # the same again: answered
     assert call(4, 4, seen="1").gateway[RIDING_STORED_HEADER] == "4"
     assert stored_entries(firestore_project) == [1, 2, 3, 4] and len(llm.requests) == 4
+
+
+def test_entries_riding_a_call_are_stored_while_its_answer_is_awaited(
+    gateway: GatewayServer, llm: ScriptedLLM, firestore_project: str
+) -> None:
+    """The entries riding a call are stored once its request has gone upstream, while the provider
+    is still answering (not after: their store's work overlaps the provider's); the answer, seconds
+    later, names them."""
+    llm.script([{"text": "slow", "delay": 5, "usage": {"input_tokens": 3, "output_tokens": 1}}])
+    value = encode_riding([entry_json(e) for e in JOURNAL[:2]])
+    assert value is not None
+    request = ask().model_copy(update={"headers": {RIDING_HEADER: value, INBOX_SEEN_HEADER: "0"}})
+    provider_chain, _ = chain(gateway.url, run_token(), [("anthropic", "claude-sonnet-4-6")])
+    answered: list[tuple[ChatResponse, float]] = []
+
+    def call() -> None:
+        answer = asyncio.run(complete(provider_chain, request))[0]
+        answered.append((answer, time.monotonic()))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        eventually(lambda: stored_entries(firestore_project) == [1, 2], what="the riding entries stored")
+        stored_at = time.monotonic()
+        assert not answered
+    finally:
+        caller.join(30)
+    [(answer, answered_at)] = answered
+    assert answer.gateway[RIDING_STORED_HEADER] == "2"
+    assert answered_at - stored_at > 2  # most of the provider's 5 s came after the store

@@ -4,7 +4,10 @@ steering check is the call's own, whatever rides it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -58,8 +61,12 @@ async def ride(
     headers: dict[str, str],
 ) -> int | None:
     """What the gateway does beside routing the call: None when nothing rides or it is not stored."""
-    storing = store_riding(store, ledger, metrics, claims, headers)
-    return await storing if storing is not None else None
+    storing = store_riding(store, ledger, metrics, claims, headers, spawn)
+    return await storing.stored() if storing is not None else None
+
+
+def spawn(coro: Coroutine[Any, Any, int | None], what: str) -> asyncio.Task[int | None]:
+    return asyncio.create_task(coro)
 
 
 async def test_riding_entries_are_stored_before_the_call_and_their_last_answered(
@@ -117,12 +124,12 @@ async def test_a_queued_message_refuses_the_call_and_its_entries_are_stored_all_
     req = SteerRequest(namespace="ns", execution="ex", uid="uid-1", text="stop that", by="ada")
     await store.post(RUN, req)
     headers = riding(chain(1, 2), seen=0)
-    storing = store_riding(store, ledger, metrics, CLAIMS, headers)
+    storing = store_riding(store, ledger, metrics, CLAIMS, headers, spawn)
     with pytest.raises(Rejected) as refused:
         await check_boundary(store, CLAIMS, headers)
     assert refused.value.kind == RefusalType.STEERING_QUEUED.value and refused.value.status == 409
-    assert storing is not None and await storing == 2 and (await store.read(RUN, 0)).last == 2
+    assert storing is not None and await storing.stored() == 2 and (await store.read(RUN, 0)).last == 2
     # A call that has seen the message goes on; one that names no inbox is not checked.
     await check_boundary(store, CLAIMS, riding(chain(3, 3), seen=1))
     await check_boundary(store, CLAIMS, riding(chain(3, 3), seen=None))
-    assert store_riding(store, ledger, metrics, CLAIMS, {INBOX_SEEN_HEADER: "1"}) is None  # none rides
+    assert store_riding(store, ledger, metrics, CLAIMS, {INBOX_SEEN_HEADER: "1"}, spawn) is None

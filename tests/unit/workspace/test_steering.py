@@ -6,7 +6,7 @@ then ending the run or waiting for the next message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,10 @@ pytestmark = pytest.mark.unit
 RUN = RunRef("team-a", "uid-1", "ex-1", "tester")
 CLAIMS = Claims(typ="run", exp=0, namespace="team-a", execution="ex-1", execution_uid="uid-1", agent="tester")
 LEDGER = MemoryLedger([], Calendar("UTC"), Thresholds(), 86400)  # no budgets: the run has not ended
+
+
+def spawn(coro: Coroutine[Any, Any, int | None], what: str) -> asyncio.Task[int | None]:
+    return asyncio.create_task(coro)
 
 
 class GatewayInMemory:
@@ -128,8 +132,8 @@ class Scripted:
     async def _at_gateway(self, request: ChatRequest) -> dict[str, str]:
         if self.store is None:
             return {}
-        riding = store_riding(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers)
-        last = await riding if riding is not None else None  # the gateway runs it beside the check
+        riding = store_riding(self.store.gw, LEDGER, Metrics(), CLAIMS, request.headers, spawn)
+        last = await riding.stored() if riding is not None else None  # the gateway: beside the call
         try:
             await check_boundary(self.store.gw, CLAIMS, request.headers)
         except Rejected as exc:
@@ -389,8 +393,8 @@ async def test_entries_stored_with_a_call_that_was_then_refused_go_again_as_the_
     durable.stage("message", {"n": 1})
     durable.stage("message", {"n": 2})
     assert durable.flush_soon() is None  # they ride the call
-    storing = store_riding(store.gw, LEDGER, Metrics(), CLAIMS, durable.call_headers())
-    assert storing is not None and await storing == 2  # stored by the gateway
+    storing = store_riding(store.gw, LEDGER, Metrics(), CLAIMS, durable.call_headers(), spawn)
+    assert storing is not None and await storing.stored() == 2  # stored by the gateway
     durable.stage("reset", {"n": 3})  # staged while the call ran (a compaction)
     await durable.settle(None, answer=None)  # refused: no answer names them
     assert [e.seq for e in store.entries()] == [1, 2] and [e.seq for e in writer.staged] == [3]
