@@ -14,7 +14,6 @@ been collected.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import gc
 from collections.abc import Callable
@@ -25,13 +24,16 @@ _frozen = False
 RELEASE_SECONDS: Final = 5.0
 
 
-def freeze_startup_heap() -> int:
+def freeze_startup_heap(*, collect: bool = True) -> int:
     """Collect the start-up garbage, then freeze what is left (the first call in a process only);
-    returns how many objects are frozen."""
+    returns how many objects are frozen. `collect=False`: freeze without collecting first, for a
+    process whose start is on a person's path (a run's pod: the full collection would cost its start
+    tens of milliseconds, to free what import-time cycles left)."""
     global _frozen
     if not _frozen:
         _frozen = True
-        gc.collect()
+        if collect:
+            gc.collect()
         gc.freeze()
     return gc.get_freeze_count()
 
@@ -39,6 +41,8 @@ def freeze_startup_heap() -> int:
 @functools.cache  # looked up once per process, not at every release
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
+    import ctypes  # here: a run's pod freezes its heap but never trims it, and need not import it
+
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError):

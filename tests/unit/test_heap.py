@@ -1,4 +1,4 @@
-"""The servers' start-up heap is frozen once per process (agentry_common/heap.py)."""
+"""A process's start-up heap is frozen once (agentry_common/heap.py): the servers', a run's pod's."""
 
 from __future__ import annotations
 
@@ -58,3 +58,33 @@ async def test_the_free_c_heap_is_released_periodically(monkeypatch: pytest.Monk
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+RUN_PROBE = """
+import gc, sys
+from pathlib import Path
+from agentry_workspace import app
+from agentry_workspace.events import RecordingSink
+from tests.unit.workspace.fakes import make_config
+
+full = []
+gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and full.append(1))
+# A run that ends at once (its journal has no state key): all of the runtime's start, none of a turn.
+cfg = make_config(Path(sys.argv[1]), env={"AGENTRY_CHECKPOINT_URL": "http://127.0.0.1:9"})
+app.execute(cfg, RecordingSink(correlation_id="c", execution="ex-1"))
+print(gc.get_freeze_count(), len(full))
+"""
+
+
+def test_a_runs_pod_freezes_its_start_up_heap_without_collecting_it(tmp_path: object) -> None:
+    """The runtime's full collections skip what its imports made, and its start does not pay for a
+    full collection to get there (app._execute)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_PROBE, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    frozen, full_collections = map(int, out.stdout.split()[-2:])
+    assert frozen > 20_000  # the runtime's imports: tens of thousands of objects
+    assert full_collections == 0

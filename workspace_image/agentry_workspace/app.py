@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agentry_common import constants as c
+from agentry_common.heap import freeze_startup_heap
 from agentry_common.models import Runtime
 
 from . import secrets, telemetry
@@ -115,6 +116,8 @@ def _execute(cfg: RunConfig, sink: EventSink) -> int:
         secrets=[*secret_values(cfg.env), *secrets.agent_secret_values(cfg.spec.secrets, cfg.env)],
     )
     telemetry.start()  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+    # Full collections during the run skip the tens of thousands of objects the imports made.
+    freeze_startup_heap(collect=False)  # not collected first: that would slow every run's start
     try:
         outcome = asyncio.run(_run_async(cfg, sink))
     except ConfigError as err:

@@ -85,9 +85,12 @@ def handler(mailbox: Mailbox) -> type[BaseHTTPRequestHandler]:
 
 def preload() -> None:
     """The imports and set-up of a run that need no run data (the slow part of a cold start)."""
+    from agentry_common.heap import freeze_startup_heap
     from agentry_llm import anthropic_provider, openai_provider  # noqa: F401
 
     from . import app  # noqa: F401
+
+    freeze_startup_heap()  # collected first: a warm pod has the time before its claim
 
 
 def serve(mailbox: Mailbox, port: int) -> ThreadingHTTPServer:
