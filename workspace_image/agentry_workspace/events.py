@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from agentry_common.statesig import ENV_STATE_KEY
@@ -63,8 +62,18 @@ def process_age() -> float:
         return 0.0
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second stamped, formatted
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now to the millisecond (`2026-01-02T03:04:05.678Z`). Every event and journal entry is
+    stamped: the part up to the second is formatted once a second (a quarter of datetime's cost)."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:

@@ -131,3 +131,19 @@ async def test_an_approval_request_and_decision_are_redacted_and_the_state_verif
     (decided,) = again.of("approval_decision")
     assert decided["reason"] == "no: [REDACTED]"
     assert_clean(again)
+
+
+@pytest.mark.parametrize(
+    "at", [1_767_323_045.678_9, 1_767_323_045.999_9, 1_767_323_046.0, 1_767_323_046.000_4]
+)
+def test_events_are_stamped_as_datetime_would_stamp_them(monkeypatch: pytest.MonkeyPatch, at: float) -> None:
+    """now_rfc3339 formats the second once and adds the milliseconds: the same text as datetime's
+    isoformat (truncated to the millisecond), across a second's boundary too."""
+    import datetime as dt
+    import time
+
+    from agentry_workspace import events
+
+    monkeypatch.setattr(time, "time", lambda: at)
+    expected = dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds")
+    assert events.now_rfc3339() == expected.replace("+00:00", "Z")
