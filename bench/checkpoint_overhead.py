@@ -8,16 +8,17 @@ and this one, which runs the runtime's agent loop (agentry_workspace.runner.Runn
 token as its key and the gateway as its provider. Each turn is one model call (a `files list` tool
 call, or the final answer) and its tool call; with the journal, each turn's entries (the model's
 answer and the call's result: `files list` is idempotent and quick, so no intent is journaled before
-it) ride the next model call, which the gateway stores while it routes the call and checks for a
-queued steering message; the final answer goes in the run's closing append.
+it) ride the next model call: the gateway checks for a queued steering message, sends the call
+upstream and stores them meanwhile. The final answer goes in the run's closing append. This process
+freezes its start-up heap as a run's pod does (app._execute).
 
 A turn's time is the time from the run's first model answer to its last, per turn between them. The
 run's start (reading the journal, the first call) and its end (the closing append) happen once per
 run: they are the whole run's figure, printed and recorded beside it. Runs alternate with and without
-the journal, so drift on a shared machine hits both alike. The test machine's speed also drifts by up
-to a third over tens of seconds, so one set of runs' ratio moves by several percent from one
-invocation to the next: an instant model is measured in rounds, each with new server processes and a
-ratio of its own (medians of its runs), and the figure is the median of the rounds' ratios. Goals
+the journal, so drift on a shared machine hits both alike. One run's turn time varies by about 15 %
+on the test machine, and its speed drifts by up to a third over tens of seconds: an instant model is
+measured in rounds of 60 runs a path, each round with new server processes and a ratio of its own
+(medians of its runs), and the figure is the median of the rounds' ratios. Goals
 (issue 38), per turn: at most +5 % with the model answering at once, at most +1 % with a 500 ms model.
 """
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agentry_common.checkpoints import ENV_CHECKPOINT_URL, derive_state_key
+from agentry_common.heap import freeze_startup_heap
 from agentry_common.models import AgentSpec
 from agentry_common.statesig import ENV_STATE_KEY
 from agentry_common.tokens import Keyring, mint_run_token
@@ -184,18 +186,19 @@ def main() -> None:
         "--rounds", type=int, help="with new servers each (default: 5 with an instant model, else 1)"
     )
     parser.add_argument(
-        "--runs", type=int, help="per path and round (default: 20 with an instant model, else 15)"
+        "--runs", type=int, help="per path and round (default: 60 with an instant model, else 15)"
     )
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--delays", default="0,0.5", help="model seconds per answer, comma separated")
     args = parser.parse_args()
+    freeze_startup_heap(collect=False)  # this process runs the runtime's loop: as a run's pod does
     work = Path(tempfile.mkdtemp(prefix="agentry-bench-ckpt-"))
     failed = False
     for delay in (float(d) for d in args.delays.split(",")):
         # An instant model's turn is short, and this host's speed drifts over seconds: more runs, in
         # rounds with new server processes, each round's ratio from its own alternating runs.
         instant = delay < 0.1
-        rounds, runs = args.rounds or (5 if instant else 1), args.runs or (20 if instant else 15)
+        rounds, runs = args.rounds or (5 if instant else 1), args.runs or (60 if instant else 15)
         print(
             f"checkpoint overhead per turn: {rounds} x {runs} runs of {args.turns} turns a path, alternating"
         )
