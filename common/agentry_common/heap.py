@@ -1,4 +1,4 @@
-"""Keep a server's start-up objects out of the garbage collector's full collections.
+"""Keep a server's (and a run's pod's) start-up objects out of the garbage collector's full collections.
 
 A server imports tens of thousands of long-lived objects (modules, classes, the clients' protobuf
 and pydantic machinery) before it serves anything. CPython's full (generation 2) collection walks
@@ -8,7 +8,7 @@ and the requests caught behind it make the read latency's tail (`bench/api_laten
 what a server allocates later (requests, caches) is collected as before. Frozen objects are still
 freed when their last reference goes, but a cycle among them never is: so it happens once per process
 (a test process that starts many apps freezes the first one's only), after the start-up garbage has
-been collected.
+been collected (a run's pod skips that collection: its start is on a person's path).
 """
 
 from __future__ import annotations
