@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -79,9 +81,6 @@ print(gc.get_freeze_count(), len(full))
 def test_a_runs_pod_freezes_its_start_up_heap_without_collecting_it(tmp_path: object) -> None:
     """The runtime's full collections skip what its imports made, and its start does not pay for a
     full collection to get there (app._execute)."""
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-c", RUN_PROBE, str(tmp_path)], capture_output=True, text=True, check=True
     )

@@ -4,7 +4,6 @@ the context that set it only (the gateway stores the journal entries riding a ca
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -19,18 +18,16 @@ ASK = ChatRequest(system="s", messages=[Message(role="user", content=[TextBlock(
 
 
 async def test_the_hook_runs_once_the_request_is_sent_and_before_the_answer() -> None:
-    with ScriptedLLM([{"text": "late", "delay": 1.0}, {"text": "again"}]) as llm:
+    with ScriptedLLM([{"text": "late", "delay": 0.3}, {"text": "again"}]) as llm:
         provider = AnthropicProvider(model="claude-sonnet-4-6", api_key="k", base_url=llm.url)
-        sent: list[float] = []
+        order: list[str] = []
 
-        async def call_with_hook() -> float:
-            REQUEST_SENT.set(lambda: sent.append(time.monotonic()))
-            await provider.complete(ASK)
-            return time.monotonic()
+        async def call_with_hook() -> None:
+            REQUEST_SENT.set(lambda: order.append("sent"))
+            await provider.complete(ASK, on_text=lambda _: order.append("answer"))
 
-        answered = await asyncio.create_task(call_with_hook())  # its own context, as the gateway's
-        assert len(sent) == 1 and llm.requests
-        assert answered - sent[0] > 0.5  # called while the answer was still a second away
+        await asyncio.create_task(call_with_hook())  # its own context, as the gateway's
+        assert order == ["sent", "answer"] and llm.requests  # before the answer's first text
         await provider.complete(ASK)  # this context never set it: not called
-        assert len(sent) == 1
+        assert order == ["sent", "answer"]
         await provider.aclose()
