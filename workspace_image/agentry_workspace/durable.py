@@ -4,7 +4,6 @@ interrupted by SIGTERM stops, and what a resumed run or a follow-up starts from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -53,8 +52,10 @@ class Durable:
     def __init__(self, writer: JournalWriter | None) -> None:
         self.writer = writer
         self.stopping = False  # SIGTERM received: stop at the next step boundary
-        self.storing: asyncio.Task[None] | None = None  # an append under way beside a repeatable call
-        self._call_ended: asyncio.Event | None = None  # the repeatable call's, which its append awaits
+        self.storing: asyncio.Task[None] | None = None  # an append under way (beside a call)
+        # A repeatable call's intent, staged and sent if the call outlasts BESIDE_SECONDS: a timer,
+        # not a task, as most such calls end sooner and a cancelled timer costs them nothing.
+        self._beside: asyncio.TimerHandle | None = None
         self.model_call = False  # between flush_soon and settle: no step waits on an append
         self._call_started = 0.0
         self._slow_call = False  # the last model call outlasted SLOW_CALL_SECONDS
@@ -107,15 +108,24 @@ class Durable:
         if self.writer is None or self.stopping:
             await self.step(kind, data)
             return
-        self._call_ended = asyncio.Event()
-        self.storing = self._after(self.storing, self._call_ended, (kind, data))
+        self._beside = asyncio.get_running_loop().call_later(BESIDE_SECONDS, self._outlasted, kind, data)
+
+    def _outlasted(self, kind: str, data: dict[str, Any] | None) -> None:
+        """The repeatable call still runs: its intent goes now (after any append on its way)."""
+        self._beside = None
+        self.stage(kind, data)  # the call still runs: nothing has been staged since it began
+        self.storing = self._after(self.storing)
 
     def stage_result(self, kind: str, data: dict[str, Any] | None) -> None:
-        """A call's result: staged, and a beside-append waiting for the call goes now, with it."""
-        ended, self._call_ended = self._call_ended, None
-        if ended is not None:
-            ended.set()  # before staging: the append stages no intent for a call that has ended
+        """A call's result: staged (a repeatable call that ended within BESIDE_SECONDS sends no
+        intent; one that outlasted it has its intent on its way, and this goes after it)."""
+        self._cancel_beside()
         self.stage(kind, data)
+
+    def _cancel_beside(self) -> None:
+        if self._beside is not None:
+            self._beside.cancel()
+            self._beside = None
 
     def flush_soon(self) -> asyncio.Task[None] | None:
         """Store what is staged while the caller goes on (a model call: it has no effect to protect):
@@ -134,8 +144,8 @@ class Durable:
         return task
 
     def _unpark(self) -> None:
-        """The entries a parked beside-append would send ride the call instead (no append is on its
-        way, so it has sent nothing); one that ended has its failure (a fence) raised here."""
+        """The entries an append that has not started would send ride the call instead (no append is
+        on its way, so it has sent nothing); one that ended has its failure (a fence) raised here."""
         task, self.storing = self.storing, None
         if task is None:
             return
@@ -147,30 +157,15 @@ class Durable:
     def call_headers(self) -> dict[str, str]:
         return {RIDING_HEADER: self.riding.header} if self.riding is not None else {}
 
-    def _after(
-        self,
-        earlier: asyncio.Task[None] | None,
-        call: asyncio.Event | None = None,
-        intent: tuple[str, dict[str, Any] | None] | None = None,
-    ) -> asyncio.Task[None]:
-        """An append that starts when `earlier` has ended (appends go one at a time, in order), and
-        `call` has ended or BESIDE_SECONDS have passed (then with the call's `intent`, staged only
-        now); sent while a model call is under way, it says so (the gateway routes the calls it holds
-        first)."""
+    def _after(self, earlier: asyncio.Task[None] | None) -> asyncio.Task[None]:
+        """An append that starts when `earlier` has ended (appends go one at a time, in order); sent
+        while a model call is under way, it says so (the gateway routes the calls it holds first)."""
         writer = self.writer
         assert writer is not None
 
         async def append() -> None:
             if earlier is not None:
                 await earlier
-            if call is not None:
-                # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel (`_unpark`) that
-                # arrives as the call ends, and the parked append then went anyway.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(BESIDE_SECONDS):
-                        await call.wait()
-                if intent is not None and not call.is_set():
-                    self.stage(*intent)  # the call still runs: nothing has been staged since it began
             await writer.flush(beside=self.model_call and self.slow_calls)
 
         return asyncio.create_task(append())
@@ -182,6 +177,7 @@ class Durable:
 
     def abandon(self) -> None:
         """The run ends without its last steps (an error, a deadline): no append goes on after it."""
+        self._cancel_beside()
         task, self.storing = self.storing, None
         if task is None:
             return

@@ -19,7 +19,6 @@ from agentry_common.checkpoints import (
     Entry,
     Signed,
     decode_riding,
-    entry_json,
     sign_entry,
     verify_chain,
 )
@@ -136,7 +135,7 @@ class TurnProvider:
         if rode is None or self.store is None:
             return {}
         try:
-            await self.store.append([Signed(e, entry_json(e)) for e in rode.entries])
+            await self.store.append([Signed.of(e) for e in rode.entries])
         except (Fenced, Refused):  # not stored: the answer names none
             return {}
         return {RIDING_STORED_HEADER: str(rode.entries[-1].seq)}
@@ -589,14 +588,30 @@ async def test_a_step_past_the_grace_is_abandoned_and_reported_interrupted(
     assert resumed.checkpoint is not None and resumed.checkpoint["interruptedCalls"] == 1
 
 
-async def test_an_append_under_way_at_the_runs_end_is_abandoned(tmp_path: Path) -> None:
-    store = MemoryStore()
-    durable = Durable(
+def _durable(store: MemoryStore) -> Durable:
+    return Durable(
         JournalWriter(store, KEY, RecordingSink(correlation_id="c"), parent_keys=[], parent_name="")
     )
+
+
+async def test_an_intent_waiting_on_its_call_at_the_runs_end_is_never_sent() -> None:
+    store = MemoryStore()
+    durable = _durable(store)
     await durable.step_beside(journal.TOOL_STARTED, {"toolUseId": "t1", "tool": "count"})
+    durable.abandon()
+    await asyncio.sleep(BESIDE_SECONDS * 3)  # past the moment the intent would have gone
+    assert durable.storing is None and store.entries == []  # nothing staged or appended after the end
+
+
+async def test_an_append_under_way_at_the_runs_end_is_abandoned() -> None:
+    store, appending = MemoryStore(), asyncio.Event()
+    durable = _durable(store)
+    durable.storing = asyncio.create_task(appending.wait())  # an earlier append, still on its way
+    await durable.step_beside(journal.TOOL_STARTED, {"toolUseId": "t1", "tool": "count"})
+    await asyncio.sleep(BESIDE_SECONDS * 3)  # the call outlasted it: its intent waits on the append
     under_way = durable.storing
     durable.abandon()
+    appending.set()
     assert under_way is not None and durable.storing is None
     with pytest.raises(asyncio.CancelledError):
         await under_way
