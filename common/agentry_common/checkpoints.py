@@ -30,6 +30,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -246,24 +247,38 @@ def chain_signature(key: str, previous: str, seq: int, kind: str, data: dict[str
 @dataclass(frozen=True, slots=True)
 class Signed:
     """An entry as its writer signed it, with its canonical JSON (entry_json's, built from the same
-    serialisation of `data` the signature covers: the wire reuses it)."""
+    serialisation of `data` the signature covers: the wire reuses it). The Entry model is built only
+    when asked for: a writer needs its seq, signature and time, and a run stages entries on its
+    critical path."""
 
-    entry: Entry
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    at: str
+    sig: str
     json: str
 
     @property
-    def seq(self) -> int:
-        return self.entry.seq
+    def entry(self) -> Entry:
+        return Entry(seq=self.seq, kind=self.kind, data=self.data, at=self.at, sig=self.sig)
+
+    @classmethod
+    def of(cls, entry: Entry) -> Signed:
+        return cls(entry.seq, entry.kind, entry.data, entry.at, entry.sig, entry_json(entry))
+
+
+_KIND: Final = re.compile(KIND_PATTERN)
 
 
 def sign(key: str, previous: str, seq: int, kind: str, data: dict[str, Any], at: str = "") -> Signed:
+    if seq < 1 or not _KIND.fullmatch(kind):
+        raise ValueError(f"journal entry {seq}: kind {kind!r} must match {KIND_PATTERN}, seq must be >= 1")
     data_json = _CANONICAL.encode(data)
     sig = _signature(key, previous, seq, kind, data_json)
-    entry = Entry(seq=seq, kind=kind, data=data, at=at, sig=sig)
     # The keys in canonical() order (at, data, kind, seq, sig): tested equal to entry_json(entry).
     at_json, kind_json = _CANONICAL.encode(at), _CANONICAL.encode(kind)
     text = f'{{"at":{at_json},"data":{data_json},"kind":{kind_json},"seq":{seq},"sig":"{sig}"}}'
-    return Signed(entry, text)
+    return Signed(seq, kind, data, at, sig, text)
 
 
 def sign_entry(key: str, previous: str, seq: int, kind: str, data: dict[str, Any], at: str = "") -> Entry:

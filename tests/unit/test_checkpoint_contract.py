@@ -75,6 +75,11 @@ def test_an_entry_names_its_problem() -> None:
         Entry(seq=1, kind="Bad Kind", sig="0" * 64)
     with pytest.raises(ValidationError, match="entries"):
         AppendRequest(entries=[])
+    # The writer builds no model when it signs (Signed.entry, when asked for): it checks what the
+    # model would, so that a bad entry is refused where it is made, not by the store.
+    for seq, kind in ((1, "Bad Kind"), (0, "message")):
+        with pytest.raises(ValueError, match="kind"):
+            sign("k1", "", seq, kind, {})
 
 
 def test_a_follow_up_token_names_its_parent_and_a_plain_one_does_not() -> None:

@@ -231,7 +231,7 @@ class JournalWriter:
         clean: dict[str, Any] = (redact or self.events.redact)(data)  # before signing: see signed_state
         self.seq += 1
         signed = sign(self.key, self.sig, self.seq, kind, clean, at=now_rfc3339())
-        self.sig = signed.entry.sig
+        self.sig = signed.sig
         self.staged.append(signed)
 
     async def flush(self, close: Close | None = None, *, beside: bool = False) -> None:
@@ -263,7 +263,7 @@ class JournalWriter:
 
     def _stored(self, batch: list[Signed], delivered: list[int]) -> None:
         """`batch`, the first staged entries, is stored, and so are the steering seqs `delivered`."""
-        self.last_at = batch[-1].entry.at
+        self.last_at = batch[-1].at
         del self.staged[: len(batch)]
         self.delivering = [seq for seq in self.delivering if seq not in delivered]
 
