@@ -17,6 +17,8 @@ not check the builds again (it would wait on the lock the background builds hold
 even after another failed, so one run reports every failure; the exit code is 1 if anything failed.
 Lines of tiers running side by side carry their tier's name. At the end, each failed step's failures
 are printed again (pytest's FAILED/ERROR lines, else its last lines): a CI log is often read by its tail.
+The last line gives the run's time and how the machine's CPU was shared over it: on a virtual machine
+the host may take a share (steal), which makes the same run take longer.
 """
 
 from __future__ import annotations
@@ -170,12 +172,43 @@ async def pipeline(steps: Sequence[Step], build: Callable[[str], Sequence[str]] 
     return 1 if failed else 0
 
 
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest time is inside user).
+_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_times(stat: str) -> dict[str, int]:
+    """The machine's CPU time by kind (clock ticks) from /proc/stat's text."""
+    values = stat.splitlines()[0].split()[1 : 1 + len(_CPU_FIELDS)]
+    return dict(zip(_CPU_FIELDS, map(int, values), strict=False))
+
+
+def cpu_shares(before: dict[str, int], after: dict[str, int]) -> str:
+    """How the CPU was spent between two samples: busy (ours), idle (idle and I/O wait), and steal
+    (taken by the host), in per cent."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in _CPU_FIELDS}
+    total = sum(delta.values()) or 1
+    idle, steal = delta["idle"] + delta["iowait"], delta["steal"]
+    busy = total - idle - steal
+    pct = [round(100 * part / total) for part in (busy, idle, steal)]
+    return f"CPU {pct[0]} % busy, {pct[1]} % idle, {pct[2]} % steal"
+
+
+def _cpu_now() -> dict[str, int]:
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            return cpu_times(stat.read())
+    except OSError:
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentry-test", description=__doc__)
     parser.parse_args(argv)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), _cpu_now()
     rc = asyncio.run(pipeline(STEPS))
-    _say(f"total: {time.monotonic() - t0:.0f} s")
+    cpu1 = _cpu_now()
+    shares = f" ({cpu_shares(cpu0, cpu1)})" if cpu0 and cpu1 else ""
+    _say(f"total: {time.monotonic() - t0:.0f} s{shares}")
     return rc
 
 

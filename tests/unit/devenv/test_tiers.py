@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentry_localcluster.tiers import Step, pipeline
+from agentry_localcluster.tiers import Step, cpu_shares, cpu_times, pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -137,3 +137,12 @@ def test_each_failed_steps_failures_are_printed_again_at_the_end(
     lint = end.split("[make test] lint failed with:\n")[1].split("[make test]")[0].splitlines()
     assert lint == [f"  line {i}" for i in range(60, 100)]
     assert "fine failed" not in end
+
+
+def test_the_runs_cpu_is_shared_into_busy_idle_and_the_hosts_steal() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = cpu_times("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    after = cpu_times("cpu  700 0 150 1000 30 0 25 135 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert before["steal"] == 35 and after["user"] == 700  # the machine's line, not a core's
+    # Over the run: user 600, system 100, softirq 20 (busy 720); idle 200 + iowait 20; steal 100.
+    assert cpu_shares(before, after) == "CPU 69 % busy, 21 % idle, 10 % steal"
