@@ -262,10 +262,6 @@ class Signed:
     def entry(self) -> Entry:
         return Entry(seq=self.seq, kind=self.kind, data=self.data, at=self.at, sig=self.sig)
 
-    @classmethod
-    def of(cls, entry: Entry) -> Signed:
-        return cls(entry.seq, entry.kind, entry.data, entry.at, entry.sig, entry_json(entry))
-
 
 _KIND: Final = re.compile(KIND_PATTERN)
 

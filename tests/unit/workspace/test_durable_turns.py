@@ -134,8 +134,9 @@ class TurnProvider:
         self.rode.append([e.kind for e in rode.entries] if rode is not None else [])
         if rode is None or self.store is None:
             return {}
+        sent = zip(rode.entries, rode.encoded, strict=True)
         try:
-            await self.store.append([Signed.of(e) for e in rode.entries])
+            await self.store.append([Signed(e.seq, e.kind, e.data, e.at, e.sig, text) for e, text in sent])
         except (Fenced, Refused):  # not stored: the answer names none
             return {}
         return {RIDING_STORED_HEADER: str(rode.entries[-1].seq)}
