@@ -138,7 +138,7 @@ build_python_image() {
   (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-workspace --all-packages \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
   log "$c: $(ls "$ctx/app" | tr '\n' ' ')+ $(grep -c '==' "$ctx/requirements.txt") locked distributions"
-  stage_wheels "$ctx"
+  stage_wheels "$ctx" "$c"
   log "$c: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
   log "docker build -t $tag"
   local app="agentry_${c}"

@@ -10,7 +10,8 @@
 # 3. context: the runtime sources, Python wheels fetched on the host for the image's Python
 #    (pip download --only-binary: the agentry-workspace member's locked dependencies, and the data
 #    tools constrained by uv.lock), @anthropic-ai/claude-code installed on the host with npm, and the
-#    MCP servers pinned by workspace_image/mcp-servers/package-lock.json (npm ci).
+#    MCP servers pinned by workspace_image/mcp-servers/package-lock.json (npm ci). Each of the three is
+#    kept in $AGENTRY_CACHE_DIR/staged and reused while its inputs are the same (wheels.sh).
 # 4. docker build (classic builder; offline with the local base), then print the image size.
 #
 # Usage: hack/build-workspace-image.sh
@@ -153,9 +154,22 @@ stage_context() {
   (cd "$REPO" && uv export --frozen --no-hashes --no-header --no-emit-workspace --all-packages \
     --quiet >"$ctx/constraints.txt") || die "uv export failed"
   log "staging wheels for Python $TARGET_PYTHON: $(grep -c '==' "$ctx/requirements.txt") locked distributions and ${DATA_PACKAGES[*]}"
-  stage_wheels "$ctx"
+  stage_wheels "$ctx" workspace
   log "$(find "$ctx/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
 
+  stage_claude_code "$ctx"
+  stage_mcp_servers "$ctx"
+}
+
+# @anthropic-ai/claude-code, installed on the host with npm (the tree kept from the last build of
+# the same version with the same node is reused: wheels.sh's reuse_staged).
+stage_claude_code() {
+  local ctx="$1" key
+  key=$(echo "$CLAUDE_CODE_VERSION $(node --version) $(uname -m)" | sha256sum | cut -c1-32)
+  if reuse_staged claude-code "$key" "$ctx/claude-code"; then
+    log "claude-code $CLAUDE_CODE_VERSION: the tree staged last time"
+    return 0
+  fi
   log "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION with npm"
   mkdir -p "$ctx/claude-code"
   echo '{"private": true}' >"$ctx/claude-code/package.json"
@@ -173,13 +187,19 @@ stage_context() {
     fi
   done
   log "claude-code staged: $(du -sh "$ctx/claude-code" | cut -f1)"
-  stage_mcp_servers "$ctx"
+  keep_staged claude-code "$key" "$ctx/claude-code"
 }
 
 # The MCP servers an Agent's spec.mcpServers may start over stdio (docs/mcp.md): exactly the tree
-# workspace_image/mcp-servers/package-lock.json pins, installed on the host with npm ci.
+# workspace_image/mcp-servers/package-lock.json pins, installed on the host with npm ci (or the tree
+# kept from the last build of the same lock with the same node).
 stage_mcp_servers() {
-  local ctx="$1" src="$REPO/workspace_image/mcp-servers"
+  local ctx="$1" src="$REPO/workspace_image/mcp-servers" key
+  key=$({ cat "$src/package.json" "$src/package-lock.json"; node --version; uname -m; } | sha256sum | cut -c1-32)
+  if reuse_staged mcp-servers "$key" "$ctx/mcp-servers"; then
+    log "MCP servers: the tree staged for $src/package-lock.json last time"
+    return 0
+  fi
   log "installing the MCP servers of $src/package.json with npm ci"
   mkdir -p "$ctx/mcp-servers"
   cp "$src/package.json" "$src/package-lock.json" "$ctx/mcp-servers/"
@@ -188,6 +208,7 @@ stage_mcp_servers() {
   [ -x "$ctx/mcp-servers/node_modules/.bin/mcp-server-everything" ] \
     || die "mcp-server-everything is missing after npm ci"
   log "MCP servers staged: $(du -sh "$ctx/mcp-servers" | cut -f1)"
+  keep_staged mcp-servers "$key" "$ctx/mcp-servers"
 }
 
 # -- 4. build ------------------------------------------------------------------------------------
