@@ -5,10 +5,11 @@
 # image's Python ($TARGET_PYTHON; resolved on the host, so pip must not pick a release that needs a
 # newer 3.11 than the image has), into $ctx/wheels. The set staged last time for the same
 # requirements, constraints and wheel cache is reused as it is (pip's offline resolution of ~70
-# pinned distributions takes ~15 s an image). Otherwise the wheel cache ($CACHE/wheels) is tried with
-# no index: a warm build then spends no time asking PyPI (30-50 s an image). Only a requirement the
-# cache cannot satisfy sends pip to the index, which fills the cache. Unpinned names (the workspace's
-# data tools) resolve to the newest cached release; an empty cache picks up newer ones.
+# pinned distributions takes 5-15 s an image, the longer on a busy machine). Otherwise the wheel
+# cache ($CACHE/wheels) is tried with no index: a warm build then spends no time asking PyPI (30-50 s
+# an image). Only a requirement the cache cannot satisfy sends pip to the index, which fills the
+# cache. Unpinned names (the workspace's data tools) resolve to the newest cached release; an empty
+# cache picks up newer ones.
 stage_wheels() {
   local ctx="$1" name="wheels-$2"
   if reuse_staged "$name" "$(wheel_set_key "$ctx")" "$ctx/wheels"; then
