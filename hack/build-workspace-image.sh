@@ -165,7 +165,7 @@ stage_context() {
 # the same version with the same node is reused: wheels.sh's reuse_staged).
 stage_claude_code() {
   local ctx="$1" key
-  key=$(echo "$CLAUDE_CODE_VERSION $(node --version) $(uname -m)" | sha256sum | cut -c1-32)
+  key=$(echo "$CLAUDE_CODE_VERSION $(node --version) $(uname -m)" | staged_key)
   if reuse_staged claude-code "$key" "$ctx/claude-code"; then
     log "claude-code $CLAUDE_CODE_VERSION: the tree staged last time"
     return 0
@@ -195,7 +195,7 @@ stage_claude_code() {
 # kept from the last build of the same lock with the same node).
 stage_mcp_servers() {
   local ctx="$1" src="$REPO/workspace_image/mcp-servers" key
-  key=$({ cat "$src/package.json" "$src/package-lock.json"; node --version; uname -m; } | sha256sum | cut -c1-32)
+  key=$({ cat "$src/package.json" "$src/package-lock.json"; node --version; uname -m; } | staged_key)
   if reuse_staged mcp-servers "$key" "$ctx/mcp-servers"; then
     log "MCP servers: the tree staged for $src/package-lock.json last time"
     return 0

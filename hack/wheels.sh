@@ -23,7 +23,7 @@ stage_wheels() {
 
 wheel_set_key() {
   { cat "$1/requirements.txt" "$1/constraints.txt"; echo "$TARGET_PYTHON"; ls "$CACHE/wheels" 2>/dev/null; } \
-    | sha256sum | cut -c1-32
+    | staged_key
 }
 
 resolve_wheels() {
@@ -48,6 +48,9 @@ resolve_wheels() {
 # tree). Copies are hard links where the context and the cache share a filesystem: nothing writes
 # into a staged file after staging.
 #
+# staged_key: the key of a staged tree's inputs, read from stdin.
+staged_key() { sha256sum | cut -c1-32; }
+
 # reuse_staged <name> <key> <dir>: copy the kept tree into <dir>; fails when there is none.
 reuse_staged() {
   local kept="$CACHE/staged/$1/$2"
