@@ -12,7 +12,7 @@ from agentry_localcluster.procs import ServerError
 
 TIERS = ("unit", "integration", "e2e")
 
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.operator"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.operator", "tests.fixtures.cpu"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
