@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cpu import PREFIX, Ledger, own_cgroup
+from tests.fixtures.cpu import PREFIX, Ledger, alive, own_cgroup
 
 pytestmark = pytest.mark.unit
 
@@ -88,8 +88,4 @@ def test_a_module_is_charged_the_cpu_of_the_processes_it_starts(tmp_path: Path) 
     assert "in 3" in out.stdout  # the controller and its two workers
     # Every process of that run has ended, and so has every cgroup it made.
     cgroups = Path("/sys/fs/cgroup").glob(f"*/{PREFIX}*")
-    assert [p.name for p in cgroups if not _alive(p.name.removeprefix(PREFIX))] == []
-
-
-def _alive(pid: str) -> bool:
-    return Path("/proc", pid).exists()
+    assert [p.name for p in cgroups if not alive(p.name.removeprefix(PREFIX))] == []
