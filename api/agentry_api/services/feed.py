@@ -65,6 +65,20 @@ def added_users(changes: Iterable[Any]) -> set[str]:
     return users
 
 
+def _end_with_unsubscribe(watch: Watch) -> None:
+    """A listener unsubscribed while Firestore is unreachable must not retry on its own.
+
+    The library's stream (google-api-core's ResumableBidiRpc) reopens itself after a recoverable error
+    (UNAVAILABLE) without a pause and without looking whether it was closed, and unsubscribe() waits
+    only a second for its thread. A listener replaced during an outage would go on reopening, a thread
+    per attempt, for the life of the process (about a core, and thousands of threads). Once closed,
+    no error is recoverable: its thread ends at the next one.
+    """
+    rpc: Any = watch._rpc  # no public switch: the library's own retry policy, narrowed
+    recoverable = rpc._should_recover
+    rpc._should_recover = lambda exc: not rpc._finalized and recoverable(exc)
+
+
 class AnchoredFeed:
     """A listener on `collection` where `field >= anchor`, re-anchored every `window` seconds; each
     snapshot's changes go through `pick`, and the keys it returns to the `deliver` callback, on the
@@ -137,6 +151,7 @@ class AnchoredFeed:
         except Exception as exc:  # polling and expiry still hold; the next window tries again
             log.warning("%s listener not started: %s", self.collection, exc)
             return None, current
+        _end_with_unsubscribe(watch)
         return watch, current
 
     def _on_snapshot(self, changes: Any) -> None:

@@ -10,6 +10,7 @@ acknowledged (201) before, during or after the outage is there.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from google.cloud import firestore
 
+from agentry_api.services.feed import EventFeed
 from agentry_localcluster import localhttp
 from agentry_localcluster.firestore import JAR, MAIN, sdk_root
 from agentry_localcluster.kube import ControlPlane
@@ -169,3 +172,27 @@ def test_the_api_rides_out_a_firestore_restart(
         assert not missing, f"{len(missing)} acknowledged tokens lost: {sorted(missing)[:5]}"
     finally:
         api.stop()
+
+
+def test_listeners_replaced_or_stopped_while_firestore_is_down_end(emulator: DurableEmulator) -> None:
+    """The API's feeds replace their listener every window, also while Firestore is down: each listener
+    they replace or stop ends its thread, and none goes on reopening its stream (the library retries
+    an unavailable stream without a pause, a thread per attempt, for the life of the process)."""
+    before = set(threading.enumerate())
+    feed = EventFeed(lambda: firestore.Client(project=PROJECT), window=1.0)
+    loop = asyncio.new_event_loop()
+    try:
+        feed.start(loop, lambda keys: None)
+        eventually(lambda: feed.snapshots > 0, what="the listener's first snapshot")
+        emulator.stop()
+        time.sleep(3)  # windows go by: listeners are replaced while nothing answers
+        feed.stop()
+        eventually(lambda: not _listening(before), 15, "every listener's thread to end")
+    finally:
+        loop.close()
+
+
+def _listening(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [
+        t for t in threading.enumerate() if t not in before and t.name == "Thread-ConsumeBidirectionalStream"
+    ]
